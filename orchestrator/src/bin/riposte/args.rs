@@ -1,0 +1,421 @@
+//! The command line: the verb tree with its flags (clap derive) and the pure parsers behind
+//! the values that need more than a type (`KEY=VALUE`, `PLAYBOOK@VERSION`, the address).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use riposte_proto::v1::RunStatus;
+use serde_json::{Map, Value};
+
+use crate::client::normalize_addr;
+
+/// Where the orchestrator listens unless `--addr` or `RIPOSTE_ADDR` says otherwise.
+pub const ADDR_DEFAULT: &str = "http://127.0.0.1:7470";
+
+/// Operate a Riposte orchestrator: playbooks, runs and workers.
+#[derive(Debug, Parser)]
+#[command(name = "riposte", version)]
+pub struct Cli {
+    /// Orchestrator address, `http://HOST:PORT` or `HOST:PORT`.
+    #[arg(
+        long,
+        global = true,
+        env = "RIPOSTE_ADDR",
+        default_value = ADDR_DEFAULT,
+        value_name = "URL",
+        value_parser = normalize_addr,
+    )]
+    pub addr: String,
+    /// Output format: `table` for people, `json` for scripts (one document per command, one
+    /// JSON object per line for streams).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = Format::Table)]
+    pub output: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate, apply and inspect playbooks.
+    #[command(subcommand)]
+    Playbook(PlaybookCommand),
+    /// Start a run of a playbook, and optionally follow it to its end.
+    Run(RunArgs),
+    /// List, inspect, follow and cancel runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Inspect the workers registered with the orchestrator.
+    #[command(subcommand)]
+    Workers(WorkersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlaybookCommand {
+    /// Check playbooks without applying them; prints `FILE:LINE:COL: PATH: MESSAGE` per
+    /// problem and exits 1 when any playbook is invalid.
+    Validate(Files),
+    /// Apply playbooks: store each as a new version, or confirm it is unchanged.
+    Apply(Files),
+    /// List the latest version of each playbook.
+    List,
+    /// Show a playbook's parameters and steps.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct Files {
+    /// Playbook YAML files; `-` reads standard input.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Playbook name.
+    pub name: String,
+    /// Version to show [default: the latest].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub version: Option<u32>,
+    /// Also print the playbook's YAML source.
+    #[arg(long)]
+    pub source: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Playbook to run: `NAME` for its latest version, or `NAME@VERSION`.
+    #[arg(value_name = "PLAYBOOK[@VERSION]", value_parser = parse_playbook_ref)]
+    pub playbook: PlaybookRef,
+    /// A parameter as `KEY=VALUE` (repeatable). Values are sent as strings; the orchestrator
+    /// converts them to the declared parameter types.
+    #[arg(
+        short = 'p',
+        long = "param",
+        value_name = "KEY=VALUE",
+        value_parser = parse_param,
+        conflicts_with = "params_json"
+    )]
+    pub params: Vec<Param>,
+    /// All parameters as one JSON object, e.g. `{"ip": "203.0.113.7", "duration": "1h"}`.
+    #[arg(long, value_name = "JSON", value_parser = parse_params_json)]
+    pub params_json: Option<Map<String, Value>>,
+    /// Start at most one run for this key: repeating the command answers the existing run.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub requester: Requester,
+    /// Follow the run until it finishes, one line per event. Exit code: 0 succeeded, 1 failed,
+    /// 3 cancelled, 4 event stream lost or final state unknown.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Who asks for a run or a cancellation, recorded by the orchestrator.
+#[derive(Debug, Args)]
+pub struct Requester {
+    /// Who is asking, recorded with the run [default: $USER].
+    #[arg(long, value_name = "NAME", env = "RIPOSTE_USER")]
+    pub requested_by: Option<String>,
+}
+
+impl Requester {
+    /// The name to record: `--requested-by`, else `RIPOSTE_USER`, else the login name from
+    /// `user_env` (the value of `$USER`), else `unknown`.
+    pub fn name(&self, user_env: Option<String>) -> String {
+        self.requested_by
+            .clone()
+            .or(user_env)
+            .filter(|name| !name.trim().is_empty())
+            .unwrap_or_else(|| "unknown".to_string())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs, newest first.
+    List(ListRunsArgs),
+    /// Show a run: its state, its steps and, once it has finished, its history.
+    Show(RunId),
+    /// Follow a run: its history, then live events until it finishes. Exit codes as for
+    /// `riposte run --wait`.
+    Watch(RunId),
+    /// Ask the orchestrator to cancel a run; prints the run's new status.
+    Cancel(CancelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunId {
+    /// The run's id.
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ListRunsArgs {
+    /// Only runs of this playbook.
+    #[arg(long, value_name = "NAME")]
+    pub playbook: Option<String>,
+    /// Only runs in this state.
+    #[arg(long, value_enum)]
+    pub status: Option<StatusFilter>,
+    /// At most this many runs (1 to 1000) [default: 100].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+}
+
+/// The run states one can filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFilter {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl StatusFilter {
+    /// The wire value of this state.
+    pub fn to_proto(self) -> RunStatus {
+        match self {
+            StatusFilter::Running => RunStatus::Running,
+            StatusFilter::Succeeded => RunStatus::Succeeded,
+            StatusFilter::Failed => RunStatus::Failed,
+            StatusFilter::Cancelled => RunStatus::Cancelled,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The run's id.
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+    /// Why the run is cancelled, recorded with it.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub requester: Requester,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkersCommand {
+    /// List the registered workers with their load.
+    List,
+}
+
+/// A playbook and the version to run; version 0 means the latest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaybookRef {
+    pub name: String,
+    pub version: u32,
+}
+
+/// One `-p KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param {
+    pub key: String,
+    pub value: String,
+}
+
+/// Parses `NAME` or `NAME@VERSION` (VERSION a positive integer).
+pub fn parse_playbook_ref(text: &str) -> Result<PlaybookRef, String> {
+    let (name, version) = match text.rsplit_once('@') {
+        None => (text, 0),
+        Some((name, version)) => {
+            let version = version
+                .parse::<u32>()
+                .ok()
+                .filter(|version| *version > 0)
+                .ok_or_else(|| {
+                    format!("expected NAME@VERSION with VERSION a positive integer, got `{text}`")
+                })?;
+            (name, version)
+        }
+    };
+    if name.is_empty() {
+        return Err(format!("expected a playbook name, got `{text}`"));
+    }
+    Ok(PlaybookRef {
+        name: name.to_string(),
+        version,
+    })
+}
+
+/// Parses `KEY=VALUE`; the value may be empty and may contain `=`.
+pub fn parse_param(text: &str) -> Result<Param, String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got `{text}`"))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(format!(
+            "expected KEY=VALUE with a non-empty KEY, got `{text}`"
+        ));
+    }
+    Ok(Param {
+        key: key.to_string(),
+        value: value.to_string(),
+    })
+}
+
+/// Parses the `--params-json` object.
+pub fn parse_params_json(text: &str) -> Result<Map<String, Value>, String> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(params)) => Ok(params),
+        Ok(_) => Err("expected a JSON object".to_string()),
+        Err(error) => Err(format!("invalid JSON: {error}")),
+    }
+}
+
+/// The one line to print for a command line clap refused: the first paragraph of clap's
+/// message, joined (`error: the following required arguments were not provided: <FILE>...`).
+pub fn usage_error_line(rendered: &str) -> String {
+    rendered
+        .trim_start()
+        .split("\n\n")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(argv: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("riposte").chain(argv.iter().copied()))
+    }
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        match parse(argv).map(|cli| cli.command) {
+            Ok(Command::Run(args)) => args,
+            other => panic!("expected a run command, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn playbook_ref_with_and_without_version() {
+        let latest = PlaybookRef {
+            name: "ip-block".into(),
+            version: 0,
+        };
+        assert_eq!(parse_playbook_ref("ip-block"), Ok(latest));
+        let third = PlaybookRef {
+            name: "ip-block".into(),
+            version: 3,
+        };
+        assert_eq!(parse_playbook_ref("ip-block@3"), Ok(third));
+        for bad in ["ip-block@", "ip-block@0", "ip-block@x", "@3", ""] {
+            assert!(parse_playbook_ref(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn params_split_at_the_first_equals_sign() {
+        let param = parse_param("filter=a=b").unwrap();
+        assert_eq!(
+            (param.key.as_str(), param.value.as_str()),
+            ("filter", "a=b")
+        );
+        let empty = parse_param("reason=").unwrap();
+        assert_eq!(empty.value, "");
+        assert!(parse_param("=x").is_err());
+    }
+
+    #[test]
+    fn param_without_equals_is_a_usage_error_naming_the_argument() {
+        let error = parse(&["run", "ip-block", "-p", "ip"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+        let line = usage_error_line(&error.render().to_string());
+        assert!(line.contains("--param <KEY=VALUE>"), "{line}");
+        assert!(line.contains("expected KEY=VALUE, got `ip`"), "{line}");
+    }
+
+    #[test]
+    fn run_collects_params_and_flags() {
+        let args = run_args(&[
+            "run",
+            "ip-block@2",
+            "-p",
+            "ip=203.0.113.7",
+            "--param",
+            "duration=1h",
+            "--idempotency-key",
+            "alert-42",
+            "--requested-by",
+            "alice",
+            "--wait",
+        ]);
+        assert_eq!(args.playbook.version, 2);
+        let keys: Vec<_> = args.params.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["ip", "duration"]);
+        assert_eq!(args.idempotency_key.as_deref(), Some("alert-42"));
+        assert_eq!(args.requester.name(None), "alice");
+        assert!(args.wait);
+    }
+
+    #[test]
+    fn params_json_must_be_an_object_and_excludes_p() {
+        let args = run_args(&["run", "x", "--params-json", r#"{"port": 8080}"#]);
+        assert_eq!(args.params_json.unwrap()["port"], 8080);
+        assert!(parse(&["run", "x", "--params-json", "[1]"]).is_err());
+        assert!(parse(&["run", "x", "--params-json", "{}", "-p", "a=b"]).is_err());
+    }
+
+    #[test]
+    fn requester_falls_back_to_the_login_name() {
+        let nobody = Requester { requested_by: None };
+        assert_eq!(nobody.name(Some("bob".into())), "bob");
+        assert_eq!(nobody.name(None), "unknown");
+    }
+
+    #[test]
+    fn global_flags_go_anywhere_and_addresses_are_normalized() {
+        let cli = parse(&["runs", "list", "--addr", "10.1.2.3:9", "--output", "json"]).unwrap();
+        assert_eq!(cli.addr, "http://10.1.2.3:9");
+        assert_eq!(cli.output, Format::Json);
+        assert!(parse(&["--addr", "https://x:1", "workers", "list"]).is_err());
+    }
+
+    #[test]
+    fn runs_list_filters() {
+        let cli = parse(&["runs", "list", "--status", "failed", "--limit", "5"]).unwrap();
+        let Command::Runs(RunsCommand::List(args)) = cli.command else {
+            panic!("expected runs list");
+        };
+        assert_eq!(
+            args.status.map(StatusFilter::to_proto),
+            Some(RunStatus::Failed)
+        );
+        assert_eq!(args.limit, Some(5));
+        assert!(parse(&["runs", "list", "--limit", "0"]).is_err());
+        assert!(parse(&["runs", "list", "--status", "done"]).is_err());
+    }
+
+    #[test]
+    fn usage_error_line_keeps_the_first_paragraph() {
+        let rendered = "error: the following required arguments were not provided:\n  \
+                        <FILE>...\n\nUsage: riposte playbook validate <FILE>...\n\n\
+                        For more information, try '--help'.\n";
+        assert_eq!(
+            usage_error_line(rendered),
+            "error: the following required arguments were not provided: <FILE>..."
+        );
+    }
+}

@@ -1,0 +1,304 @@
+//! The one door to the orchestrator: the address, the gRPC channel with its timeouts, and one
+//! method per `Operator` RPC, each turning transport failures and refusals into [`Error`].
+
+use std::error::Error as StdError;
+use std::io;
+use std::time::Duration;
+
+use riposte_proto::v1::operator_client::OperatorClient;
+use riposte_proto::v1::{
+    ApplyPlaybookRequest, ApplyPlaybookResponse, CancelRunRequest, GetPlaybookRequest,
+    GetRunRequest, ListPlaybooksRequest, ListPlaybooksResponse, ListRunsRequest, ListRunsResponse,
+    ListWorkersRequest, ListWorkersResponse, Playbook, Run, RunEvent, StartRunRequest,
+    StartRunResponse, ValidatePlaybookRequest, ValidatePlaybookResponse, WatchRunRequest,
+};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::Error;
+
+/// How long to wait for the TCP connection to the orchestrator.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long to wait for the answer to one unary request (streams have no limit).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Turns what the operator typed (`host:port` or `http://host:port`) into the URL to dial.
+///
+/// The orchestrator speaks plaintext gRPC, so only `http` is accepted.
+pub fn normalize_addr(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("the orchestrator address is empty".to_string());
+    }
+    let authority = match text.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+        Some((scheme, _)) => {
+            return Err(format!(
+                "unsupported scheme `{scheme}` in `{text}`: use http://HOST:PORT or HOST:PORT"
+            ));
+        }
+        None => text,
+    };
+    let url = format!("http://{}", authority.trim_end_matches('/'));
+    let uri: tonic::transport::Uri = url
+        .parse()
+        .map_err(|error| format!("invalid orchestrator address `{text}`: {error}"))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("invalid orchestrator address `{text}`: no host"));
+    }
+    Ok(url)
+}
+
+/// A connection to one orchestrator's `Operator` service, opened at the first request.
+pub struct Client {
+    addr: String,
+    operator: Option<OperatorClient<Channel>>,
+}
+
+/// The live events of one run, as `WatchRun` streams them.
+pub struct Events {
+    addr: String,
+    stream: Streaming<RunEvent>,
+}
+
+impl Client {
+    /// A client for the orchestrator at `addr`, a URL from [`normalize_addr`]. Nothing is dialed
+    /// yet, so a command can check its inputs before it needs the network.
+    pub fn new(addr: String) -> Client {
+        Client {
+            addr,
+            operator: None,
+        }
+    }
+
+    pub async fn validate_playbook(
+        &mut self,
+        source: String,
+    ) -> Result<ValidatePlaybookResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator
+            .validate_playbook(unary(ValidatePlaybookRequest { source }))
+            .await;
+        self.answer(reply)
+    }
+
+    pub async fn apply_playbook(&mut self, source: String) -> Result<ApplyPlaybookResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator
+            .apply_playbook(unary(ApplyPlaybookRequest { source }))
+            .await;
+        self.answer(reply)
+    }
+
+    pub async fn list_playbooks(&mut self) -> Result<ListPlaybooksResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator
+            .list_playbooks(unary(ListPlaybooksRequest {}))
+            .await;
+        self.answer(reply)
+    }
+
+    pub async fn get_playbook(&mut self, request: GetPlaybookRequest) -> Result<Playbook, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.get_playbook(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn start_run(&mut self, request: StartRunRequest) -> Result<StartRunResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.start_run(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn get_run(&mut self, run_id: &str) -> Result<Run, Error> {
+        let mut operator = self.operator().await?;
+        let request = GetRunRequest {
+            run_id: run_id.to_string(),
+        };
+        let reply = operator.get_run(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn list_runs(&mut self, request: ListRunsRequest) -> Result<ListRunsResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.list_runs(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn cancel_run(&mut self, request: CancelRunRequest) -> Result<Run, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.cancel_run(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn list_workers(&mut self) -> Result<ListWorkersResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.list_workers(unary(ListWorkersRequest {})).await;
+        self.answer(reply)
+    }
+
+    /// Opens the run's event stream: its history first, then live events until it finishes.
+    /// Only the opening has the request timeout; the stream has none, as a run may take hours.
+    pub async fn watch_run(&mut self, run_id: &str) -> Result<Events, Error> {
+        let mut operator = self.operator().await?;
+        let request = Request::new(WatchRunRequest {
+            run_id: run_id.to_string(),
+        });
+        let opening = tokio::time::timeout(REQUEST_TIMEOUT, operator.watch_run(request));
+        let Ok(reply) = opening.await else {
+            return Err(Error::Unreachable {
+                addr: self.addr.clone(),
+                cause: no_answer(),
+            });
+        };
+        let stream = self.answer(reply)?;
+        Ok(Events {
+            addr: self.addr.clone(),
+            stream,
+        })
+    }
+
+    /// The `Operator` client, dialing the orchestrator on first use. Cloning it is cheap: the
+    /// clones share one HTTP/2 connection.
+    async fn operator(&mut self) -> Result<OperatorClient<Channel>, Error> {
+        if let Some(operator) = &self.operator {
+            return Ok(operator.clone());
+        }
+        let endpoint = Endpoint::from_shared(self.addr.clone())
+            .map_err(|error| Error::Usage(format!("invalid address `{}`: {error}", self.addr)))?
+            .connect_timeout(CONNECT_TIMEOUT);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|error| Error::Unreachable {
+                addr: self.addr.clone(),
+                cause: cause(&error),
+            })?;
+        let operator = OperatorClient::new(channel);
+        self.operator = Some(operator.clone());
+        Ok(operator)
+    }
+
+    fn answer<T>(&self, reply: Result<Response<T>, Status>) -> Result<T, Error> {
+        reply
+            .map(Response::into_inner)
+            .map_err(|status| status_error(&self.addr, status))
+    }
+}
+
+impl Events {
+    /// The next event; `None` when the orchestrator closed the stream.
+    pub async fn next(&mut self) -> Result<Option<RunEvent>, Error> {
+        self.stream
+            .message()
+            .await
+            .map_err(|status| status_error(&self.addr, status))
+    }
+}
+
+/// A unary request with the per-request timeout (sent to the orchestrator as `grpc-timeout`
+/// and enforced here too).
+fn unary<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(REQUEST_TIMEOUT);
+    request
+}
+
+/// A status that the client made up from a local transport failure carries that failure as its
+/// source; a status the orchestrator sent has none.
+fn status_error(addr: &str, status: Status) -> Error {
+    match status.source() {
+        Some(source) => Error::Unreachable {
+            addr: addr.to_string(),
+            cause: cause(source),
+        },
+        None => Error::Refused(status),
+    }
+}
+
+/// The most telling part of a transport error chain, in lowercase words
+/// (`connection refused`, not `transport error`).
+fn cause(error: &(dyn StdError + 'static)) -> String {
+    let mut innermost = error;
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<tonic::TimeoutExpired>() {
+            return no_answer();
+        }
+        if let Some(io_error) = error.downcast_ref::<io::Error>() {
+            return io_cause(io_error);
+        }
+        innermost = error;
+        current = error.source();
+    }
+    innermost.to_string()
+}
+
+fn no_answer() -> String {
+    format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())
+}
+
+/// An OS error reads best as its kind (`connection refused`); other IO errors (a failed name
+/// lookup) carry their own message.
+fn io_cause(error: &io::Error) -> String {
+    if error.raw_os_error().is_some() || error.kind() == io::ErrorKind::TimedOut {
+        error.kind().to_string()
+    } else {
+        error.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_port_get_the_http_scheme() {
+        assert_eq!(
+            normalize_addr("127.0.0.1:7470"),
+            Ok("http://127.0.0.1:7470".into())
+        );
+        assert_eq!(
+            normalize_addr("orch.local:9000"),
+            Ok("http://orch.local:9000".into())
+        );
+        assert_eq!(normalize_addr("[::1]:7470"), Ok("http://[::1]:7470".into()));
+    }
+
+    #[test]
+    fn urls_are_kept_without_trailing_slash() {
+        assert_eq!(
+            normalize_addr("http://10.0.0.5:7470"),
+            Ok("http://10.0.0.5:7470".into())
+        );
+        assert_eq!(
+            normalize_addr(" HTTP://host:1/ "),
+            Ok("http://host:1".into())
+        );
+    }
+
+    #[test]
+    fn bad_addresses_are_refused_with_a_reason() {
+        let https = normalize_addr("https://host:7470").unwrap_err();
+        assert!(https.contains("unsupported scheme `https`"), "{https}");
+        assert!(normalize_addr("").is_err());
+        assert!(normalize_addr("http://").is_err());
+        assert!(normalize_addr("host name:1").is_err());
+    }
+
+    #[test]
+    fn connection_refused_reads_as_words() {
+        let error = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(cause(&error), "connection refused");
+        let status = Status::from_error(Box::new(io::Error::other("dns failed")));
+        assert!(matches!(
+            status_error("http://x:1", status),
+            Error::Unreachable { .. }
+        ));
+        let sent = Status::not_found("no such run");
+        assert!(matches!(
+            status_error("http://x:1", sent),
+            Error::Refused(_)
+        ));
+    }
+}

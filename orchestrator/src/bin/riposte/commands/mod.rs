@@ -1,0 +1,48 @@
+//! One function per verb: each asks the orchestrator through [`Client`] and prints through
+//! [`Out`] in the chosen format, returning how the command ended.
+
+mod playbook;
+mod run;
+mod runs;
+mod watch;
+mod workers;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::args::{Cli, Command, PlaybookCommand, RunsCommand, WorkersCommand};
+use crate::client::Client;
+use crate::error::{Error, Exit};
+use crate::output::Out;
+
+/// Runs the command the operator typed.
+pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
+    let mut client = Client::new(cli.addr);
+    let mut out = Out::new(cli.output);
+    let (client, out) = (&mut client, &mut out);
+    match cli.command {
+        Command::Playbook(PlaybookCommand::Validate(args)) => {
+            playbook::validate(client, out, &args.files).await
+        }
+        Command::Playbook(PlaybookCommand::Apply(args)) => {
+            playbook::apply(client, out, &args.files).await
+        }
+        Command::Playbook(PlaybookCommand::List) => playbook::list(client, out).await,
+        Command::Playbook(PlaybookCommand::Show(args)) => playbook::show(client, out, &args).await,
+        Command::Run(args) => run::start(client, out, &args).await,
+        Command::Runs(RunsCommand::List(args)) => runs::list(client, out, &args).await,
+        Command::Runs(RunsCommand::Show(args)) => runs::show(client, out, &args.run_id).await,
+        Command::Runs(RunsCommand::Watch(args)) => runs::watch(client, out, &args.run_id).await,
+        Command::Runs(RunsCommand::Cancel(args)) => runs::cancel(client, out, &args).await,
+        Command::Workers(WorkersCommand::List) => workers::list(client, out).await,
+    }
+}
+
+/// The current time in Unix epoch milliseconds: the only place the CLI reads the clock (to show
+/// how long unfinished things have been going).
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
+}

@@ -1,0 +1,275 @@
+//! The JSON documents of `--output json`, built by hand from the wire messages.
+//!
+//! Conventions: statuses are lowercase words, instants are RFC 3339 UTC strings, embedded
+//! `*_json` fields are parsed back into JSON values, and empty optional texts are `null`.
+
+use riposte_proto::v1::{
+    ApplyPlaybookResponse, Diagnostic, Param, Playbook, Run, RunEvent, RunStatus, Step,
+    StepSummary, WorkerInfo,
+};
+use serde_json::{Value, json};
+
+use crate::display;
+
+/// A run with its steps; `now_ms` gives the elapsed time of an unfinished run.
+pub fn run(run: &Run, now_ms: i64) -> Value {
+    json!({
+        "run_id": run.run_id,
+        "playbook": run.playbook,
+        "version": run.version,
+        "status": display::run_status(run.status()),
+        "params": embedded(&run.params_json),
+        "requested_by": text(&run.requested_by),
+        "idempotency_key": text(&run.idempotency_key),
+        "created_at": timestamp(run.created_at_ms),
+        "finished_at": timestamp(run.finished_at_ms),
+        "duration_ms": display::elapsed_ms(run.created_at_ms, run.finished_at_ms, now_ms),
+        "error": text(&run.error),
+        "steps": run.steps.iter().map(|s| step(s, now_ms)).collect::<Vec<_>>(),
+    })
+}
+
+/// One step of a run.
+pub fn step(step: &Step, now_ms: i64) -> Value {
+    json!({
+        "id": step.id,
+        "action": step.action,
+        "status": display::step_status(step.status()),
+        "attempts": step.attempts,
+        "output": embedded(&step.output_json),
+        "error": text(&step.error),
+        "items": {
+            "total": step.items_total,
+            "succeeded": step.items_succeeded,
+            "failed": step.items_failed,
+        },
+        "started_at": timestamp(step.started_at_ms),
+        "finished_at": timestamp(step.finished_at_ms),
+        "duration_ms": display::elapsed_ms(step.started_at_ms, step.finished_at_ms, now_ms),
+    })
+}
+
+/// One entry of a run's history.
+pub fn event(event: &RunEvent) -> Value {
+    let run_status = match event.run_status() {
+        RunStatus::Unspecified => Value::Null,
+        status => Value::from(display::run_status(status)),
+    };
+    json!({
+        "run_id": event.run_id,
+        "seq": event.seq,
+        "at": timestamp(event.at_ms),
+        "kind": event.kind,
+        "step_id": text(&event.step_id),
+        "item": event.item,
+        "attempt": event.attempt,
+        "worker_id": text(&event.worker_id),
+        "message": text(&event.message),
+        "run_status": run_status,
+    })
+}
+
+/// A playbook's summary, without its source.
+pub fn playbook(playbook: &Playbook) -> Value {
+    json!({
+        "name": playbook.name,
+        "version": playbook.version,
+        "description": text(&playbook.description),
+        "params": playbook.params.iter().map(param).collect::<Vec<_>>(),
+        "steps": playbook.steps.iter().map(step_summary).collect::<Vec<_>>(),
+        "applied_at": timestamp(playbook.applied_at_ms),
+    })
+}
+
+/// A playbook's summary with its YAML source.
+pub fn playbook_with_source(source: &Playbook) -> Value {
+    let mut document = playbook(source);
+    document["source"] = Value::from(source.source.as_str());
+    document
+}
+
+fn param(param: &Param) -> Value {
+    json!({
+        "name": param.name,
+        "type": param.r#type,
+        "required": param.required,
+        "default": embedded(&param.default_json),
+        "description": text(&param.description),
+        "values": param.values,
+    })
+}
+
+fn step_summary(step: &StepSummary) -> Value {
+    json!({ "id": step.id, "action": step.action, "needs": step.needs })
+}
+
+/// A registered worker.
+pub fn worker(worker: &WorkerInfo) -> Value {
+    json!({
+        "worker_id": worker.worker_id,
+        "name": worker.name,
+        "labels": worker.labels,
+        "actions": worker.actions,
+        "concurrency": worker.concurrency,
+        "tasks_in_flight": worker.tasks_in_flight,
+        "last_seen_ms_ago": worker.last_seen_ms_ago,
+    })
+}
+
+/// The validation result of one file.
+pub fn validation(file: &str, diagnostics: &[Diagnostic], playbook: Option<&Playbook>) -> Value {
+    json!({
+        "file": file,
+        "valid": diagnostics.is_empty(),
+        "diagnostics": diagnostics.iter().map(diagnostic).collect::<Vec<_>>(),
+        "playbook": playbook.map(self::playbook),
+    })
+}
+
+fn diagnostic(diagnostic: &Diagnostic) -> Value {
+    json!({
+        "line": diagnostic.line,
+        "column": diagnostic.column,
+        "path": text(&diagnostic.path),
+        "message": diagnostic.message,
+    })
+}
+
+/// A playbook that was applied, or found unchanged.
+pub fn applied(file: &str, reply: &ApplyPlaybookResponse) -> Value {
+    json!({
+        "file": file,
+        "name": reply.name,
+        "version": reply.version,
+        "unchanged": reply.unchanged,
+    })
+}
+
+/// A playbook the orchestrator refused to apply: the status code in words and its message
+/// lines (the diagnostics, for an invalid playbook).
+pub fn refused(file: &str, code: &str, lines: &[&str]) -> Value {
+    json!({ "file": file, "error": { "code": code, "messages": lines } })
+}
+
+/// An embedded JSON document; `null` when empty, the text itself when it is not JSON (so
+/// nothing the orchestrator sent is hidden).
+fn embedded(json_text: &str) -> Value {
+    if json_text.trim().is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_str(json_text).unwrap_or_else(|_| Value::from(json_text))
+}
+
+fn text(text: &str) -> Value {
+    if text.is_empty() {
+        Value::Null
+    } else {
+        Value::from(text)
+    }
+}
+
+fn timestamp(at_ms: i64) -> Value {
+    display::timestamp(at_ms).map_or(Value::Null, Value::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use riposte_proto::v1::StepStatus;
+
+    fn failed_run() -> Run {
+        let block = Step {
+            id: "block".into(),
+            action: "firewall.block_ip".into(),
+            status: StepStatus::Failed as i32,
+            attempts: 5,
+            output_json: String::new(),
+            error: "nft: permission denied".into(),
+            items_total: 1,
+            items_succeeded: 0,
+            items_failed: 1,
+            started_at_ms: 1_700_000_000_500,
+            finished_at_ms: 1_700_000_002_000,
+        };
+        Run {
+            run_id: "r-1".into(),
+            playbook: "ip-block".into(),
+            version: 3,
+            status: RunStatus::Failed as i32,
+            params_json: r#"{"ip":"203.0.113.7","ttl":3600}"#.into(),
+            requested_by: "alice".into(),
+            idempotency_key: String::new(),
+            created_at_ms: 1_700_000_000_000,
+            finished_at_ms: 1_700_000_002_250,
+            error: "step block failed".into(),
+            steps: vec![block],
+        }
+    }
+
+    #[test]
+    fn run_document() {
+        let document = run(&failed_run(), 1_800_000_000_000);
+        let expected = json!({
+            "run_id": "r-1",
+            "playbook": "ip-block",
+            "version": 3,
+            "status": "failed",
+            "params": { "ip": "203.0.113.7", "ttl": 3600 },
+            "requested_by": "alice",
+            "idempotency_key": null,
+            "created_at": "2023-11-14T22:13:20.000Z",
+            "finished_at": "2023-11-14T22:13:22.250Z",
+            "duration_ms": 2250,
+            "error": "step block failed",
+            "steps": [{
+                "id": "block",
+                "action": "firewall.block_ip",
+                "status": "failed",
+                "attempts": 5,
+                "output": null,
+                "error": "nft: permission denied",
+                "items": { "total": 1, "succeeded": 0, "failed": 1 },
+                "started_at": "2023-11-14T22:13:20.500Z",
+                "finished_at": "2023-11-14T22:13:22.000Z",
+                "duration_ms": 1500,
+            }],
+        });
+        assert_eq!(document, expected);
+    }
+
+    #[test]
+    fn running_run_has_no_end_and_counts_to_now() {
+        let mut running = failed_run();
+        running.status = RunStatus::Running as i32;
+        running.finished_at_ms = 0;
+        running.error.clear();
+        let document = run(&running, 1_700_000_010_000);
+        assert_eq!(document["status"], "running");
+        assert_eq!(document["finished_at"], Value::Null);
+        assert_eq!(document["duration_ms"], 10_000);
+        assert_eq!(document["error"], Value::Null);
+    }
+
+    #[test]
+    fn embedded_json_that_is_not_json_stays_text() {
+        assert_eq!(embedded("[1, 2]"), json!([1, 2]));
+        assert_eq!(embedded("not json"), json!("not json"));
+        assert_eq!(embedded(""), Value::Null);
+    }
+
+    #[test]
+    fn finished_event_carries_the_run_status() {
+        let finished = RunEvent {
+            run_id: "r-1".into(),
+            seq: 9,
+            at_ms: 1_700_000_002_250,
+            kind: "run.finished".into(),
+            run_status: RunStatus::Succeeded as i32,
+            ..RunEvent::default()
+        };
+        let document = event(&finished);
+        assert_eq!(document["run_status"], "succeeded");
+        assert_eq!(document["step_id"], Value::Null);
+        assert_eq!(document["at"], "2023-11-14T22:13:22.250Z");
+    }
+}

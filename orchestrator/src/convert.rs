@@ -1,0 +1,192 @@
+//! Conversions between domain types and the wire types of `riposte_proto`, in one place.
+
+use riposte_playbooks::{ParamType, Playbook};
+use riposte_proto::v1 as pb;
+
+use crate::dispatch::Worker;
+use crate::engine::Grant;
+use crate::scheduler::state::{HistoryEvent, RunState, RunStatus, StepStatus};
+use crate::store::StoredPlaybook;
+
+pub fn run_status(status: RunStatus) -> pb::RunStatus {
+    match status {
+        RunStatus::Running => pb::RunStatus::Running,
+        RunStatus::Succeeded => pb::RunStatus::Succeeded,
+        RunStatus::Failed => pb::RunStatus::Failed,
+        RunStatus::Cancelled => pb::RunStatus::Cancelled,
+    }
+}
+
+pub fn run_status_from_proto(status: i32) -> Option<RunStatus> {
+    match pb::RunStatus::try_from(status).ok()? {
+        pb::RunStatus::Unspecified => None,
+        pb::RunStatus::Running => Some(RunStatus::Running),
+        pb::RunStatus::Succeeded => Some(RunStatus::Succeeded),
+        pb::RunStatus::Failed => Some(RunStatus::Failed),
+        pb::RunStatus::Cancelled => Some(RunStatus::Cancelled),
+    }
+}
+
+fn step_status(status: StepStatus) -> pb::StepStatus {
+    match status {
+        StepStatus::Waiting => pb::StepStatus::Waiting,
+        StepStatus::Running => pb::StepStatus::Running,
+        StepStatus::Succeeded => pb::StepStatus::Succeeded,
+        StepStatus::Failed => pb::StepStatus::Failed,
+        StepStatus::Skipped => pb::StepStatus::Skipped,
+        StepStatus::Cancelled => pb::StepStatus::Cancelled,
+    }
+}
+
+pub fn run(state: &RunState, playbook: &Playbook) -> pb::Run {
+    let steps = playbook
+        .steps
+        .iter()
+        .zip(&state.steps)
+        .map(|(spec, step)| {
+            let count = |pred: fn(&crate::scheduler::state::UnitStatus) -> bool| {
+                step.units.iter().filter(|u| pred(&u.status)).count() as u32
+            };
+            let output = match &step.output {
+                Some(v) => v.to_string(),
+                None => String::new(),
+            };
+            pb::Step {
+                id: spec.id.clone(),
+                action: spec.action.clone(),
+                status: step_status(step.status) as i32,
+                attempts: step.units.iter().map(|u| u.attempt).max().unwrap_or(0),
+                output_json: output,
+                error: step.error.clone().unwrap_or_default(),
+                items_total: step.units.len() as u32,
+                items_succeeded: count(|s| *s == crate::scheduler::state::UnitStatus::Succeeded),
+                items_failed: count(|s| *s == crate::scheduler::state::UnitStatus::Failed),
+                started_at_ms: step.started_at_ms.unwrap_or(0),
+                finished_at_ms: step.finished_at_ms.unwrap_or(0),
+            }
+        })
+        .collect();
+    pb::Run {
+        run_id: state.id.to_string(),
+        playbook: state.playbook.clone(),
+        version: state.version,
+        status: run_status(state.status) as i32,
+        params_json: state.params.to_string(),
+        requested_by: state.requested_by.clone(),
+        idempotency_key: state.idempotency_key.clone(),
+        created_at_ms: state.created_at_ms,
+        finished_at_ms: state.finished_at_ms.unwrap_or(0),
+        error: state.error.clone().unwrap_or_default(),
+        steps,
+    }
+}
+
+pub fn event_for(run_id: &str, event: &HistoryEvent) -> pb::RunEvent {
+    pb::RunEvent {
+        run_id: run_id.to_string(),
+        seq: event.seq,
+        at_ms: event.at_ms,
+        kind: event.kind.clone(),
+        step_id: event.step.clone(),
+        item: event.item,
+        attempt: event.attempt,
+        worker_id: event.worker.clone(),
+        message: event.message.clone(),
+        run_status: event
+            .run_status
+            .map_or(pb::RunStatus::Unspecified, run_status) as i32,
+    }
+}
+
+fn param_type(ty: &ParamType) -> (&'static str, Vec<String>) {
+    match ty {
+        ParamType::String => ("string", vec![]),
+        ParamType::Int { .. } => ("int", vec![]),
+        ParamType::Bool => ("bool", vec![]),
+        ParamType::Ip => ("ip", vec![]),
+        ParamType::Cidr => ("cidr", vec![]),
+        ParamType::Duration { .. } => ("duration", vec![]),
+        ParamType::List => ("list", vec![]),
+        ParamType::Enum { values } => ("enum", values.clone()),
+    }
+}
+
+pub fn playbook(
+    compiled: &Playbook,
+    stored: Option<&StoredPlaybook>,
+    source: &str,
+) -> pb::Playbook {
+    pb::Playbook {
+        name: compiled.name.clone(),
+        version: compiled.version,
+        description: compiled.description.clone(),
+        params: compiled
+            .params
+            .iter()
+            .map(|p| {
+                let (ty, values) = param_type(&p.ty);
+                pb::Param {
+                    name: p.name.clone(),
+                    r#type: ty.to_string(),
+                    required: p.required,
+                    default_json: p
+                        .default
+                        .as_ref()
+                        .map(|d| d.to_string())
+                        .unwrap_or_default(),
+                    description: p.description.clone(),
+                    values,
+                }
+            })
+            .collect(),
+        steps: compiled
+            .steps
+            .iter()
+            .map(|s| pb::StepSummary {
+                id: s.id.clone(),
+                action: s.action.clone(),
+                needs: s
+                    .needs
+                    .iter()
+                    .map(|&n| compiled.steps[n].id.clone())
+                    .collect(),
+            })
+            .collect(),
+        source: source.to_string(),
+        applied_at_ms: stored.map_or(0, |s| s.applied_at_ms),
+    }
+}
+
+pub fn task(grant: &Grant) -> pb::Task {
+    pb::Task {
+        task_id: grant.task_id.clone(),
+        run_id: grant.task.unit.run.to_string(),
+        step_id: grant.task.step_id.clone(),
+        item: grant.task.unit.item,
+        attempt: grant.task.attempt,
+        action: grant.task.action.clone(),
+        input_json: grant.task.input.to_string(),
+        idempotency_key: grant.idempotency_key.clone(),
+        lease_token: grant.token,
+        timeout_ms: grant.task.timeout_ms,
+        lease_ms: grant.lease_ms,
+    }
+}
+
+pub fn worker(worker: &Worker, in_flight: usize, now: std::time::Instant) -> pb::WorkerInfo {
+    let mut actions: Vec<String> = worker.actions.iter().cloned().collect();
+    actions.sort();
+    pb::WorkerInfo {
+        worker_id: worker.id.clone(),
+        name: worker.name.clone(),
+        labels: worker
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        actions,
+        concurrency: worker.concurrency,
+        tasks_in_flight: in_flight as u32,
+        last_seen_ms_ago: now.duration_since(worker.last_seen).as_millis() as u64,
+    }
+}

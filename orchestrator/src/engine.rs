@@ -1,0 +1,731 @@
+//! The engine: glue between the pure scheduler, the dispatcher and the store.
+//!
+//! Every operation takes the engine's lock, feeds one event to the scheduler, writes the run's
+//! new state with its history in one store transaction, and returns the write's [`Seq`]. The
+//! caller awaits [`Store::durable`] on it before answering anyone: nothing is acknowledged
+//! (RPC reply, run accepted, task handed out, event streamed) before it is flushed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use riposte_playbooks::Playbook;
+use serde_json::Value;
+use tokio::sync::{broadcast, oneshot};
+
+use crate::clock;
+use crate::dispatch::{Dispatcher, Lease, Waiter, Worker};
+use crate::scheduler::state::{HistoryEvent, RunId, RunState, UnitRef, UnitStatus};
+use crate::scheduler::{self, Command, Event, NewRun, Scheduler, TaskSpec, Transition};
+use crate::store::{self, RunKey, Seq, Store, StoredPlaybook};
+
+/// Bounds on what one request may carry or the engine may hold.
+pub mod limits {
+    /// Largest `params_json` of a run.
+    pub const PARAMS_BYTES_MAX: usize = 64 * 1024;
+    /// Largest output a worker may report for one task.
+    pub const OUTPUT_BYTES_MAX: usize = 1024 * 1024;
+    /// Largest error message kept from a worker.
+    pub const ERROR_BYTES_MAX: usize = 4 * 1024;
+    /// Largest idempotency key, requester name, reason.
+    pub const KEY_BYTES_MAX: usize = 256;
+    /// Runs running at once; more is RESOURCE_EXHAUSTED.
+    pub const RUNS_ACTIVE_MAX: usize = 100_000;
+    /// Tasks waiting for a worker; more is RESOURCE_EXHAUSTED on run start.
+    pub const QUEUE_DEPTH_MAX: usize = 200_000;
+    /// Longest list answered by one call.
+    pub const LIST_MAX: usize = 1000;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// A lease lasts this long without a heartbeat.
+    pub lease: Duration,
+    /// Longest long-poll held open.
+    pub poll_wait_max: Duration,
+}
+
+/// A task handed to a worker, durable once `seq` is.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub task: TaskSpec,
+    pub task_id: String,
+    pub idempotency_key: String,
+    pub token: u64,
+    pub lease_ms: u64,
+    pub seq: Seq,
+}
+
+/// What a poll got: a task now, or a channel that will carry one.
+pub enum Poll {
+    Now(Box<Grant>),
+    Wait(oneshot::Receiver<Grant>),
+}
+
+/// Answer to a reported result.
+pub struct Report {
+    pub seq: Seq,
+    pub duplicate: bool,
+    pub rejected: Option<String>,
+}
+
+/// A run start as asked for by an operator (or a trigger, later).
+pub struct StartRequest {
+    pub playbook: String,
+    pub version: u32,
+    pub params: serde_json::Map<String, Value>,
+    pub idempotency_key: String,
+    pub requested_by: String,
+}
+
+/// History so far plus, while the run is active, a subscription to what follows.
+pub struct Watch {
+    pub history: Vec<HistoryEvent>,
+    pub live: Option<broadcast::Receiver<(Seq, HistoryEvent)>>,
+    pub seq: Seq,
+}
+
+pub struct Engine {
+    store: Store,
+    settings: Settings,
+    scheduler: Scheduler,
+    dispatch: Dispatcher<Grant>,
+    /// Backoff timers: (due wall-clock ms, unit).
+    timers: BTreeSet<(i64, RunId, usize, u32)>,
+    playbooks: HashMap<(String, u32), Arc<Playbook>>,
+    watchers: HashMap<RunId, broadcast::Sender<(Seq, HistoryEvent)>>,
+}
+
+impl Engine {
+    /// Builds the engine and resumes every run that was running when the store was last
+    /// closed. In-flight leases get a full lease of grace before their tasks are dispatched again.
+    pub fn open(store: Store, settings: Settings) -> Result<Engine, Error> {
+        let mut engine = Engine {
+            store,
+            settings,
+            scheduler: Scheduler::new(),
+            dispatch: Dispatcher::default(),
+            timers: BTreeSet::new(),
+            playbooks: HashMap::new(),
+            watchers: HashMap::new(),
+        };
+        let now = clock::monotonic();
+        for state in engine.store.active_runs()? {
+            let playbook = engine.playbook(&state.playbook, state.version)?;
+            engine.adopt_leases(&state, &playbook, now);
+            let commands = engine.scheduler.resume(state, playbook);
+            engine.carry_out(commands);
+        }
+        Ok(engine)
+    }
+
+    fn adopt_leases(&mut self, state: &RunState, playbook: &Playbook, now: Instant) {
+        for (step_index, step) in state.steps.iter().enumerate() {
+            let spec = &playbook.steps[step_index];
+            for (item, unit) in step.units.iter().enumerate() {
+                if let UnitStatus::Leased { token, worker } = &unit.status {
+                    let lease = Lease {
+                        unit: UnitRef {
+                            run: state.id,
+                            step: step_index,
+                            item: item as u32,
+                        },
+                        task_id: task_id(state.id, &spec.id, item as u32, unit.attempt),
+                        worker: worker.clone(),
+                        deadline: now + self.settings.lease,
+                        deadline_max: now
+                            + self.settings.lease
+                            + Duration::from_millis(spec.timeout_ms),
+                    };
+                    self.dispatch.insert_lease(*token, lease);
+                }
+            }
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// A compiled playbook version (0 = latest), cached.
+    pub fn playbook(&mut self, name: &str, version: u32) -> Result<Arc<Playbook>, Error> {
+        if version != 0
+            && let Some(p) = self.playbooks.get(&(name.to_string(), version))
+        {
+            return Ok(p.clone());
+        }
+        let stored = self
+            .store
+            .playbook(name, version)?
+            .ok_or_else(|| Error::NotFound(not_found_playbook(name, version)))?;
+        let key = (stored.name.clone(), stored.version);
+        if let Some(p) = self.playbooks.get(&key) {
+            return Ok(p.clone());
+        }
+        let compiled = riposte_playbooks::compile(&stored.source).map_err(|d| {
+            Error::FailedPrecondition(format!(
+                "stored playbook {}@{} no longer compiles: {}",
+                stored.name,
+                stored.version,
+                d.first().map(|d| d.to_string()).unwrap_or_default()
+            ))
+        })?;
+        let compiled = Arc::new(compiled);
+        self.playbooks.insert(key, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Stores a new playbook version. Same name, version and source again is a no-op.
+    pub fn apply_playbook(&mut self, source: &str) -> Result<(Arc<Playbook>, bool, Seq), Error> {
+        let compiled = riposte_playbooks::compile(source).map_err(|diagnostics| {
+            Error::InvalidArgument(
+                diagnostics
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
+        let (name, version) = (compiled.name.clone(), compiled.version);
+        if let Some(existing) = self.store.playbook(&name, version)? {
+            if existing.source == source {
+                return Ok((Arc::new(compiled), true, self.store.last_write()));
+            }
+            return Err(Error::FailedPrecondition(format!(
+                "playbook {name} version {version} exists with other content; raise `version`"
+            )));
+        }
+        if let Some(latest) = self.store.playbook(&name, 0)?
+            && latest.version > version
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "playbook {name} is at version {}; a new version must be higher than that, not {version}",
+                latest.version
+            )));
+        }
+        let stored = StoredPlaybook {
+            name: name.clone(),
+            version,
+            source: source.to_string(),
+            applied_at_ms: clock::now_ms(),
+        };
+        let seq = self.store.put_playbook(&stored)?;
+        let compiled = Arc::new(compiled);
+        self.playbooks.insert((name, version), compiled.clone());
+        Ok((compiled, false, seq))
+    }
+
+    /// Starts a run, or answers the run that already claimed the idempotency key.
+    pub fn start_run(&mut self, req: StartRequest) -> Result<(RunState, bool, Seq), Error> {
+        check_len("idempotency key", &req.idempotency_key)?;
+        check_len("requested_by", &req.requested_by)?;
+        if !req.idempotency_key.is_empty()
+            && let Some(id) = self.store.run_by_key(&req.idempotency_key)?
+        {
+            let run = self.run(id)?;
+            return Ok((run, true, self.store.last_write()));
+        }
+        if self.scheduler.len() >= limits::RUNS_ACTIVE_MAX {
+            return Err(Error::ResourceExhausted(format!(
+                "{} runs are running, the most allowed; retry later",
+                limits::RUNS_ACTIVE_MAX
+            )));
+        }
+        if self.dispatch.queue_len() >= limits::QUEUE_DEPTH_MAX {
+            return Err(Error::ResourceExhausted(format!(
+                "{} tasks are waiting for workers, the most allowed; retry later",
+                limits::QUEUE_DEPTH_MAX
+            )));
+        }
+        let playbook = self.playbook(&req.playbook, req.version)?;
+        let params = playbook.coerce_params(&req.params).map_err(|problems| {
+            Error::InvalidArgument(format!(
+                "invalid parameters for {}@{}: {}",
+                playbook.name,
+                playbook.version,
+                problems.join("; ")
+            ))
+        })?;
+        let id = clock::new_run_id();
+        let new = NewRun {
+            id,
+            playbook,
+            params: Value::Object(params),
+            trigger: Value::Null,
+            requested_by: req.requested_by,
+            idempotency_key: req.idempotency_key.clone(),
+        };
+        let transition = self
+            .scheduler
+            .handle(clock::now_ms(), Event::Start(new))
+            .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+        let key = if req.idempotency_key.is_empty() {
+            RunKey::None
+        } else {
+            RunKey::Claim(&req.idempotency_key)
+        };
+        let seq = self.commit(id, transition, key)?;
+        let run = self.run(id)?;
+        Ok((run, false, seq))
+    }
+
+    /// The current state of a run, active or finished.
+    pub fn run(&self, id: RunId) -> Result<RunState, Error> {
+        if let Some(state) = self.scheduler.run(id) {
+            return Ok(state.clone());
+        }
+        self.store
+            .run(id)?
+            .ok_or_else(|| Error::NotFound(format!("run {id} not found")))
+    }
+
+    pub fn cancel_run(&mut self, id: RunId, reason: String, by: String) -> Result<Seq, Error> {
+        check_len("reason", &reason)?;
+        if self.scheduler.run(id).is_none() {
+            let run = self.run(id)?;
+            return Err(Error::FailedPrecondition(format!(
+                "run {id} has already {}",
+                run.status.as_str()
+            )));
+        }
+        let transition = self
+            .scheduler
+            .handle(
+                clock::now_ms(),
+                Event::Cancel {
+                    run: id,
+                    reason,
+                    by,
+                },
+            )
+            .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+        self.commit(id, transition, RunKey::None)
+    }
+
+    /// Upserts a worker.
+    pub fn register(&mut self, worker: Worker) {
+        tracing::info!(worker.id = %worker.id, worker.name = %worker.name, "worker.registered");
+        self.dispatch.workers.insert(worker.id.clone(), worker);
+    }
+
+    fn touch(&mut self, worker: &str) -> Result<(), Error> {
+        match self.dispatch.workers.get_mut(worker) {
+            Some(w) => {
+                w.last_seen = clock::monotonic();
+                Ok(())
+            }
+            None => Err(Error::FailedPrecondition(format!(
+                "unknown worker {worker}; register again"
+            ))),
+        }
+    }
+
+    /// Hands a queued task to the worker now, or registers the long-poll.
+    pub fn poll(&mut self, worker: &str) -> Result<Poll, Error> {
+        self.touch(worker)?;
+        while let Some(task) = self.dispatch.take_task_for(worker) {
+            if let Some(grant) = self.grant(task, worker)? {
+                return Ok(Poll::Now(Box::new(grant)));
+            }
+        }
+        let (reply, rx) = oneshot::channel();
+        self.dispatch.add_waiter(Waiter {
+            worker: worker.to_string(),
+            reply,
+        });
+        Ok(Poll::Wait(rx))
+    }
+
+    /// Leases `task` to `worker`. `None` when the unit is no longer queued (cancelled).
+    fn grant(&mut self, task: TaskSpec, worker: &str) -> Result<Option<Grant>, Error> {
+        let token = self.store.next_token()?;
+        let event = Event::Leased {
+            unit: task.unit.clone(),
+            attempt: task.attempt,
+            token,
+            worker: worker.to_string(),
+        };
+        let transition = match self.scheduler.handle(clock::now_ms(), event) {
+            Ok(t) => t,
+            Err(_) => return Ok(None),
+        };
+        let run = task.unit.run;
+        let seq = self.commit(run, transition, RunKey::None)?;
+        let now = clock::monotonic();
+        let id = task_id(run, &task.step_id, task.unit.item, task.attempt);
+        self.dispatch.insert_lease(
+            token,
+            Lease {
+                unit: task.unit.clone(),
+                task_id: id.clone(),
+                worker: worker.to_string(),
+                deadline: now + self.settings.lease,
+                deadline_max: now + self.settings.lease + Duration::from_millis(task.timeout_ms),
+            },
+        );
+        let idempotency_key = format!("{run}/{}/{}", task.step_id, task.unit.item);
+        Ok(Some(Grant {
+            task,
+            task_id: id,
+            idempotency_key,
+            token,
+            lease_ms: self.settings.lease.as_millis() as u64,
+            seq,
+        }))
+    }
+
+    /// Hands queued tasks to waiting long-polls.
+    fn pump(&mut self) {
+        let mut index = 0;
+        while index < self.dispatch.queue_len() && self.dispatch.has_waiters() {
+            let Some(task) = self.dispatch.take_at(index) else {
+                break;
+            };
+            let Some(waiter) = self.dispatch.take_waiter_for(&task) else {
+                self.dispatch.put_back(index, task);
+                index += 1;
+                continue;
+            };
+            match self.grant(task, &waiter.worker) {
+                Ok(Some(grant)) => {
+                    // A receiver dropped after the check above leaves the lease to expire.
+                    let _ = waiter.reply.send(grant);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "engine.grant_failed"),
+            }
+        }
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        worker: &str,
+        held: &[(String, u64)],
+    ) -> Result<Vec<(String, u64)>, Error> {
+        self.touch(worker)?;
+        Ok(self
+            .dispatch
+            .heartbeat(worker, held, clock::monotonic(), self.settings.lease))
+    }
+
+    /// Records a task's result if `token` is the unit's current lease.
+    pub fn report(
+        &mut self,
+        task_id: &str,
+        token: u64,
+        outcome: Result<Value, (String, bool)>,
+    ) -> Result<Report, Error> {
+        let (run, step_id, item) = parse_task_id(task_id)
+            .ok_or_else(|| Error::InvalidArgument(format!("malformed task id `{task_id}`")))?;
+        let playbook = match self.scheduler.playbook(run) {
+            Some(p) => p.clone(),
+            None => return self.report_finished(run, &step_id, item, token),
+        };
+        let step = playbook
+            .step_index(&step_id)
+            .ok_or_else(|| Error::InvalidArgument(format!("run {run} has no step `{step_id}`")))?;
+        let unit = UnitRef { run, step, item };
+        let event = match outcome {
+            Ok(output) => Event::Succeeded {
+                unit,
+                token,
+                output,
+            },
+            Err((message, retryable)) => Event::Failed {
+                unit,
+                token,
+                message,
+                retryable,
+            },
+        };
+        let transition = self
+            .scheduler
+            .handle(clock::now_ms(), event)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let (duplicate, rejected) = (transition.duplicate, transition.rejected.clone());
+        if !duplicate && rejected.is_none() {
+            self.dispatch.remove_lease(token);
+        }
+        let seq = self.commit(run, transition, RunKey::None)?;
+        Ok(Report {
+            seq,
+            duplicate,
+            rejected,
+        })
+    }
+
+    fn report_finished(
+        &mut self,
+        run: RunId,
+        step_id: &str,
+        item: u32,
+        token: u64,
+    ) -> Result<Report, Error> {
+        let mut state = self
+            .store
+            .run(run)?
+            .ok_or_else(|| Error::NotFound(format!("run {run} not found")))?;
+        let playbook = self.playbook(&state.playbook, state.version)?;
+        let step = playbook
+            .step_index(step_id)
+            .ok_or_else(|| Error::InvalidArgument(format!("run {run} has no step `{step_id}`")))?;
+        let unit = UnitRef { run, step, item };
+        let transition = self.scheduler.result_for_finished(
+            clock::now_ms(),
+            &mut state,
+            &playbook,
+            &unit,
+            token,
+        );
+        let mut seq = self.store.last_write();
+        if transition.changed {
+            seq = self
+                .store
+                .put_run(&state, &transition.history, RunKey::None)?;
+        }
+        Ok(Report {
+            seq,
+            duplicate: transition.duplicate,
+            rejected: transition.rejected,
+        })
+    }
+
+    /// Fires what is due: expired leases and backoff timers. Returns when to call again.
+    pub fn tick(&mut self) -> Option<Instant> {
+        let now = clock::monotonic();
+        for (token, lease) in self.dispatch.expired(now) {
+            tracing::warn!(task.id = %lease.task_id, lease.token = token, worker.id = %lease.worker, "lease.expired");
+            let event = Event::LeaseExpired {
+                unit: lease.unit.clone(),
+                token,
+            };
+            self.handle_quietly(lease.unit.run, event);
+        }
+        let now_ms = clock::now_ms();
+        while let Some(&(due_ms, run, step, item)) = self.timers.first() {
+            if due_ms > now_ms {
+                break;
+            }
+            self.timers.pop_first();
+            self.handle_quietly(
+                run,
+                Event::RetryDue {
+                    unit: UnitRef { run, step, item },
+                },
+            );
+        }
+        self.forget_silent_workers(now);
+        self.next_wake(now)
+    }
+
+    fn handle_quietly(&mut self, run: RunId, event: Event) {
+        match self.scheduler.handle(clock::now_ms(), event) {
+            Ok(transition) => {
+                if let Err(e) = self.commit(run, transition, RunKey::None) {
+                    tracing::error!(run.id = %run, error = %e, "engine.commit_failed");
+                }
+            }
+            Err(scheduler::Error::RunNotActive(_)) => {}
+            Err(e) => tracing::warn!(run.id = %run, error = %e, "engine.event_dropped"),
+        }
+    }
+
+    fn next_wake(&self, now: Instant) -> Option<Instant> {
+        let lease = self.dispatch.next_deadline();
+        let timer = self.timers.first().map(|&(due_ms, ..)| {
+            let wait_ms = (due_ms - clock::now_ms()).max(0) as u64;
+            now + Duration::from_millis(wait_ms)
+        });
+        let workers = (!self.dispatch.workers.is_empty()).then(|| now + self.settings.lease);
+        [lease, timer, workers].into_iter().flatten().min()
+    }
+
+    /// Workers silent for ten leases leave the registry (they register again when back).
+    fn forget_silent_workers(&mut self, now: Instant) {
+        let silence = self.settings.lease * 10;
+        self.dispatch
+            .workers
+            .retain(|_, w| now.duration_since(w.last_seen) < silence);
+    }
+
+    /// Persists a transition, then carries out its commands and notifies watchers.
+    fn commit(
+        &mut self,
+        run: RunId,
+        transition: Transition,
+        key: RunKey<'_>,
+    ) -> Result<Seq, Error> {
+        let mut seq = self.store.last_write();
+        if transition.changed {
+            let state = match (&transition.finished, self.scheduler.run(run)) {
+                (Some(state), _) => state,
+                (None, Some(state)) => state,
+                (None, None) => unreachable!("a changed run is active or just finished"),
+            };
+            seq = self.store.put_run(state, &transition.history, key)?;
+        }
+        if let Some(sender) = self.watchers.get(&run) {
+            for event in &transition.history {
+                let _ = sender.send((seq, event.clone()));
+            }
+        }
+        if transition.finished.is_some() {
+            self.watchers.remove(&run);
+        }
+        self.carry_out(transition.commands);
+        Ok(seq)
+    }
+
+    fn carry_out(&mut self, commands: Vec<Command>) {
+        let mut dispatched = false;
+        for command in commands {
+            match command {
+                Command::Dispatch(task) => {
+                    self.dispatch.enqueue(task);
+                    dispatched = true;
+                }
+                Command::ArmTimer { unit, due_ms } => {
+                    self.timers.insert((due_ms, unit.run, unit.step, unit.item));
+                }
+                Command::Abandon { token } => self.dispatch.abandon(token),
+                Command::Finished { run, status } => {
+                    tracing::info!(run.id = %run, run.status = status.as_str(), "run.finished");
+                }
+            }
+        }
+        if dispatched {
+            self.pump();
+        }
+    }
+
+    /// The history so far and, for an active run, a subscription to what comes next.
+    pub fn watch(&mut self, id: RunId) -> Result<Watch, Error> {
+        let active = self.scheduler.run(id).is_some();
+        if !active && self.store.run(id)?.is_none() {
+            return Err(Error::NotFound(format!("run {id} not found")));
+        }
+        let live = active.then(|| {
+            self.watchers
+                .entry(id)
+                .or_insert_with(|| broadcast::channel(1024).0)
+                .subscribe()
+        });
+        let history = self.store.history(id, 0)?;
+        Ok(Watch {
+            history,
+            live,
+            seq: self.store.last_write(),
+        })
+    }
+
+    /// History entries after `seq` (to recover from a lagging subscription).
+    pub fn history_after(&self, id: RunId, after: u64) -> Result<Vec<HistoryEvent>, Error> {
+        Ok(self.store.history(id, after)?)
+    }
+
+    pub fn list_runs(
+        &self,
+        playbook: &str,
+        status: Option<crate::scheduler::state::RunStatus>,
+        limit: usize,
+    ) -> Result<Vec<RunState>, Error> {
+        let mut runs = Vec::new();
+        for run in self.store.runs_newest_first() {
+            let run = run?;
+            if (!playbook.is_empty() && run.playbook != playbook)
+                || status.is_some_and(|s| s != run.status)
+            {
+                continue;
+            }
+            let run = self.scheduler.run(run.id).cloned().unwrap_or(run);
+            runs.push(run);
+            if runs.len() >= limit {
+                break;
+            }
+        }
+        Ok(runs)
+    }
+
+    /// Latest version of every playbook.
+    pub fn list_playbooks(&mut self) -> Result<Vec<(StoredPlaybook, Arc<Playbook>)>, Error> {
+        let mut latest: BTreeMap<String, StoredPlaybook> = BTreeMap::new();
+        for p in self.store.playbooks()? {
+            latest.insert(p.name.clone(), p);
+        }
+        latest
+            .into_values()
+            .map(|p| {
+                let compiled = self.playbook(&p.name, p.version)?;
+                Ok((p, compiled))
+            })
+            .collect()
+    }
+
+    pub fn workers(&self) -> Vec<(Worker, usize)> {
+        let mut workers: Vec<(Worker, usize)> = self
+            .dispatch
+            .workers
+            .values()
+            .map(|w| (w.clone(), self.dispatch.in_flight(&w.id)))
+            .collect();
+        workers.sort_by(|a, b| a.0.name.cmp(&b.0.name).then(a.0.id.cmp(&b.0.id)));
+        workers
+    }
+
+    /// Runs currently active (for health and the benchmark).
+    pub fn active_runs(&self) -> usize {
+        self.scheduler.len()
+    }
+}
+
+fn check_len(what: &str, value: &str) -> Result<(), Error> {
+    if value.len() > limits::KEY_BYTES_MAX {
+        return Err(Error::InvalidArgument(format!(
+            "{what} is {} bytes, more than the {} allowed",
+            value.len(),
+            limits::KEY_BYTES_MAX
+        )));
+    }
+    Ok(())
+}
+
+fn not_found_playbook(name: &str, version: u32) -> String {
+    if version == 0 {
+        format!("playbook `{name}` not found")
+    } else {
+        format!("playbook `{name}` version {version} not found")
+    }
+}
+
+/// The task id on the wire: `run/step/item/attempt`.
+pub fn task_id(run: RunId, step_id: &str, item: u32, attempt: u32) -> String {
+    format!("{run}/{step_id}/{item}/{attempt}")
+}
+
+fn parse_task_id(id: &str) -> Option<(RunId, String, u32)> {
+    let mut parts = id.split('/');
+    let run = parts.next()?.parse().ok()?;
+    let step = parts.next()?.to_string();
+    let item = parts.next()?.parse().ok()?;
+    let _attempt: u32 = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((run, step, item))
+}

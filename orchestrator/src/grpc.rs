@@ -1,0 +1,560 @@
+//! The gRPC edge: the worker and operator services. Each handler checks its input, takes the
+//! engine lock for one operation, waits until the change is durable, then answers. Engine
+//! errors map to `tonic::Status` in [`status`] only.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use riposte_proto::v1 as pb;
+use riposte_proto::v1::operator_server::Operator;
+use riposte_proto::v1::worker_server::Worker;
+use serde_json::Value;
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::clock;
+use crate::convert;
+use crate::dispatch;
+use crate::engine::{self, Engine, Grant, Poll, StartRequest, limits};
+use crate::scheduler::state::{HistoryEvent, RunId};
+use crate::store::{Seq, Store};
+
+/// What every handler shares.
+pub struct Shared {
+    pub engine: Mutex<Engine>,
+    pub store: Store,
+    /// Wakes the timer loop when a lease or timer may now be due earlier.
+    pub timers: Notify,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, Engine> {
+        // A panic while holding the lock is a bug; the state it left is still the best we have.
+        self.engine
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn durable(&self, seq: Seq) -> Result<(), Status> {
+        self.store
+            .durable(seq)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))
+    }
+}
+
+fn status(error: engine::Error) -> Status {
+    match error {
+        engine::Error::InvalidArgument(m) => Status::invalid_argument(m),
+        engine::Error::NotFound(m) => Status::not_found(m),
+        engine::Error::FailedPrecondition(m) => Status::failed_precondition(m),
+        engine::Error::ResourceExhausted(m) => Status::resource_exhausted(m),
+        engine::Error::Store(e) => {
+            tracing::error!(error = %e, "store.error");
+            Status::internal(e.to_string())
+        }
+    }
+}
+
+fn bounded(what: &str, value: &str, max: usize) -> Result<(), Status> {
+    if value.len() > max {
+        return Err(Status::invalid_argument(format!(
+            "{what} is {} bytes, more than the {max} allowed",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+fn parse_run_id(id: &str) -> Result<RunId, Status> {
+    id.parse()
+        .map_err(|_| Status::invalid_argument(format!("`{id}` is not a run id")))
+}
+
+pub struct WorkerApi(pub Arc<Shared>);
+
+const WORKER_LABELS_MAX: usize = 64;
+const WORKER_ACTIONS_MAX: usize = 1024;
+const NAME_BYTES_MAX: usize = 128;
+const LEASES_PER_HEARTBEAT_MAX: usize = 4096;
+
+#[tonic::async_trait]
+impl Worker for WorkerApi {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let req = request.into_inner();
+        if req.worker_id.is_empty() {
+            return Err(Status::invalid_argument("worker_id is required"));
+        }
+        bounded("worker_id", &req.worker_id, NAME_BYTES_MAX)?;
+        bounded("name", &req.name, NAME_BYTES_MAX)?;
+        if req.labels.len() > WORKER_LABELS_MAX || req.actions.len() > WORKER_ACTIONS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "at most {WORKER_LABELS_MAX} labels and {WORKER_ACTIONS_MAX} actions"
+            )));
+        }
+        let worker = dispatch::Worker {
+            id: req.worker_id,
+            name: req.name,
+            labels: req.labels.into_iter().collect(),
+            actions: req.actions.into_iter().collect::<HashSet<_>>(),
+            concurrency: req.concurrency,
+            last_seen: clock::monotonic(),
+        };
+        let mut engine = self.0.lock();
+        engine.register(worker);
+        let settings = engine.settings().clone();
+        drop(engine);
+        self.0.timers.notify_one();
+        Ok(Response::new(pb::RegisterResponse {
+            lease_ms: settings.lease.as_millis() as u64,
+            heartbeat_interval_ms: (settings.lease.as_millis() / 3) as u64,
+            poll_wait_ms_max: settings.poll_wait_max.as_millis() as u64,
+        }))
+    }
+
+    async fn poll_task(
+        &self,
+        request: Request<pb::PollTaskRequest>,
+    ) -> Result<Response<pb::PollTaskResponse>, Status> {
+        let req = request.into_inner();
+        let poll = self.0.lock().poll(&req.worker_id).map_err(status)?;
+        let grant = match poll {
+            Poll::Now(grant) => Some(*grant),
+            Poll::Wait(mut rx) => {
+                let max = self.0.lock().settings().poll_wait_max;
+                let wait = Duration::from_millis(req.wait_ms).min(max);
+                match tokio::time::timeout(wait, &mut rx).await {
+                    Ok(Ok(grant)) => Some(grant),
+                    Ok(Err(_)) => None,
+                    Err(_) => {
+                        // A grant sent just as the wait ended still belongs to this poll.
+                        rx.close();
+                        rx.try_recv().ok()
+                    }
+                }
+            }
+        };
+        self.0.timers.notify_one();
+        let Some(grant) = grant else {
+            return Ok(Response::new(pb::PollTaskResponse { task: None }));
+        };
+        self.0.durable(grant.seq).await?;
+        log_grant(&grant, &req.worker_id);
+        Ok(Response::new(pb::PollTaskResponse {
+            task: Some(convert::task(&grant)),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        if req.leases.len() > LEASES_PER_HEARTBEAT_MAX {
+            return Err(Status::invalid_argument(format!(
+                "at most {LEASES_PER_HEARTBEAT_MAX} leases per heartbeat"
+            )));
+        }
+        let held: Vec<(String, u64)> = req
+            .leases
+            .into_iter()
+            .map(|l| (l.task_id, l.lease_token))
+            .collect();
+        let abandon = self
+            .0
+            .lock()
+            .heartbeat(&req.worker_id, &held)
+            .map_err(status)?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            abandon: abandon
+                .into_iter()
+                .map(|(task_id, lease_token)| pb::LeaseRef {
+                    task_id,
+                    lease_token,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn report_result(
+        &self,
+        request: Request<pb::ReportResultRequest>,
+    ) -> Result<Response<pb::ReportResultResponse>, Status> {
+        let req = request.into_inner();
+        let outcome = match req.outcome {
+            Some(pb::report_result_request::Outcome::Success(s)) => {
+                bounded("output_json", &s.output_json, limits::OUTPUT_BYTES_MAX)?;
+                let output: Value = if s.output_json.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_str(&s.output_json).map_err(|e| {
+                        Status::invalid_argument(format!("output_json is not JSON: {e}"))
+                    })?
+                };
+                Ok(output)
+            }
+            Some(pb::report_result_request::Outcome::Failure(f)) => {
+                Err((truncate(f.message, limits::ERROR_BYTES_MAX), f.retryable))
+            }
+            None => return Err(Status::invalid_argument("outcome is required")),
+        };
+        let report = self
+            .0
+            .lock()
+            .report(&req.task_id, req.lease_token, outcome)
+            .map_err(status)?;
+        self.0.timers.notify_one();
+        self.0.durable(report.seq).await?;
+        if let Some(reason) = report.rejected {
+            tracing::warn!(task.id = %req.task_id, lease.token = req.lease_token, worker.id = %req.worker_id, %reason, "task.result_rejected");
+            return Err(Status::failed_precondition(format!(
+                "result rejected: {reason}"
+            )));
+        }
+        Ok(Response::new(pb::ReportResultResponse {
+            duplicate: report.duplicate,
+        }))
+    }
+}
+
+fn log_grant(grant: &Grant, worker: &str) {
+    tracing::debug!(
+        task.id = %grant.task_id,
+        lease.token = grant.token,
+        worker.id = %worker,
+        action = %grant.task.action,
+        "task.leased"
+    );
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+pub struct OperatorApi(pub Arc<Shared>);
+
+type EventStream = ReceiverStream<Result<pb::RunEvent, Status>>;
+
+#[tonic::async_trait]
+impl Operator for OperatorApi {
+    async fn validate_playbook(
+        &self,
+        request: Request<pb::ValidatePlaybookRequest>,
+    ) -> Result<Response<pb::ValidatePlaybookResponse>, Status> {
+        let source = request.into_inner().source;
+        let response = match riposte_playbooks::compile(&source) {
+            Ok(compiled) => pb::ValidatePlaybookResponse {
+                diagnostics: vec![],
+                playbook: Some(convert::playbook(&compiled, None, &source)),
+            },
+            Err(diagnostics) => pb::ValidatePlaybookResponse {
+                diagnostics: diagnostics
+                    .into_iter()
+                    .map(|d| pb::Diagnostic {
+                        message: d.message,
+                        path: d.path,
+                        line: d.line,
+                        column: d.column,
+                    })
+                    .collect(),
+                playbook: None,
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn apply_playbook(
+        &self,
+        request: Request<pb::ApplyPlaybookRequest>,
+    ) -> Result<Response<pb::ApplyPlaybookResponse>, Status> {
+        let source = request.into_inner().source;
+        let (compiled, unchanged, seq) = self.0.lock().apply_playbook(&source).map_err(status)?;
+        self.0.durable(seq).await?;
+        tracing::info!(playbook = %compiled.name, version = compiled.version, unchanged, "playbook.applied");
+        Ok(Response::new(pb::ApplyPlaybookResponse {
+            name: compiled.name.clone(),
+            version: compiled.version,
+            unchanged,
+        }))
+    }
+
+    async fn list_playbooks(
+        &self,
+        _request: Request<pb::ListPlaybooksRequest>,
+    ) -> Result<Response<pb::ListPlaybooksResponse>, Status> {
+        let list = self.0.lock().list_playbooks().map_err(status)?;
+        let playbooks = list
+            .iter()
+            .map(|(stored, compiled)| convert::playbook(compiled, Some(stored), ""))
+            .collect();
+        Ok(Response::new(pb::ListPlaybooksResponse { playbooks }))
+    }
+
+    async fn get_playbook(
+        &self,
+        request: Request<pb::GetPlaybookRequest>,
+    ) -> Result<Response<pb::Playbook>, Status> {
+        let req = request.into_inner();
+        let mut engine = self.0.lock();
+        let compiled = engine.playbook(&req.name, req.version).map_err(status)?;
+        let stored = engine
+            .store()
+            .playbook(&compiled.name, compiled.version)
+            .map_err(|e| status(e.into()))?;
+        let source = stored
+            .as_ref()
+            .map(|s| s.source.clone())
+            .unwrap_or_default();
+        Ok(Response::new(convert::playbook(
+            &compiled,
+            stored.as_ref(),
+            &source,
+        )))
+    }
+
+    async fn start_run(
+        &self,
+        request: Request<pb::StartRunRequest>,
+    ) -> Result<Response<pb::StartRunResponse>, Status> {
+        let req = request.into_inner();
+        bounded("params_json", &req.params_json, limits::PARAMS_BYTES_MAX)?;
+        let params = if req.params_json.trim().is_empty() {
+            serde_json::Map::new()
+        } else {
+            match serde_json::from_str(&req.params_json) {
+                Ok(Value::Object(map)) => map,
+                Ok(_) => {
+                    return Err(Status::invalid_argument(
+                        "params_json must be a JSON object",
+                    ));
+                }
+                Err(e) => {
+                    return Err(Status::invalid_argument(format!(
+                        "params_json is not JSON: {e}"
+                    )));
+                }
+            }
+        };
+        let start = StartRequest {
+            playbook: req.playbook,
+            version: req.version,
+            params,
+            idempotency_key: req.idempotency_key,
+            requested_by: req.requested_by,
+        };
+        let (run, existing, seq, playbook) = {
+            let mut engine = self.0.lock();
+            let (run, existing, seq) = engine.start_run(start).map_err(status)?;
+            let playbook = engine
+                .playbook(&run.playbook, run.version)
+                .map_err(status)?;
+            (run, existing, seq, playbook)
+        };
+        self.0.timers.notify_one();
+        self.0.durable(seq).await?;
+        if !existing {
+            tracing::info!(run.id = %run.id, playbook = %run.playbook, "run.started");
+        }
+        Ok(Response::new(pb::StartRunResponse {
+            run: Some(convert::run(&run, &playbook)),
+            existing,
+        }))
+    }
+
+    async fn get_run(
+        &self,
+        request: Request<pb::GetRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        let id = parse_run_id(&request.into_inner().run_id)?;
+        let mut engine = self.0.lock();
+        let run = engine.run(id).map_err(status)?;
+        let playbook = engine
+            .playbook(&run.playbook, run.version)
+            .map_err(status)?;
+        Ok(Response::new(convert::run(&run, &playbook)))
+    }
+
+    async fn list_runs(
+        &self,
+        request: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => 100,
+            n => (n as usize).min(limits::LIST_MAX),
+        };
+        let status_filter = convert::run_status_from_proto(req.status);
+        let mut engine = self.0.lock();
+        let runs = engine
+            .list_runs(&req.playbook, status_filter, limit)
+            .map_err(status)?;
+        let mut out = Vec::with_capacity(runs.len());
+        for run in &runs {
+            let playbook = engine
+                .playbook(&run.playbook, run.version)
+                .map_err(status)?;
+            out.push(convert::run(run, &playbook));
+        }
+        Ok(Response::new(pb::ListRunsResponse { runs: out }))
+    }
+
+    type WatchRunStream = EventStream;
+
+    async fn watch_run(
+        &self,
+        request: Request<pb::WatchRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let id = parse_run_id(&request.into_inner().run_id)?;
+        let watch = self.0.lock().watch(id).map_err(status)?;
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(stream_events(self.0.clone(), id, watch, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<pb::CancelRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        let req = request.into_inner();
+        let id = parse_run_id(&req.run_id)?;
+        let by = if req.requested_by.is_empty() {
+            "operator".into()
+        } else {
+            req.requested_by
+        };
+        let reason = if req.reason.is_empty() {
+            "no reason given".into()
+        } else {
+            req.reason
+        };
+        let (run, playbook, seq) = {
+            let mut engine = self.0.lock();
+            let seq = engine.cancel_run(id, reason, by).map_err(status)?;
+            let run = engine.run(id).map_err(status)?;
+            let playbook = engine
+                .playbook(&run.playbook, run.version)
+                .map_err(status)?;
+            (run, playbook, seq)
+        };
+        self.0.durable(seq).await?;
+        tracing::info!(run.id = %id, "run.cancelled");
+        Ok(Response::new(convert::run(&run, &playbook)))
+    }
+
+    async fn list_workers(
+        &self,
+        _request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let now = clock::monotonic();
+        let workers = self.0.lock().workers();
+        Ok(Response::new(pb::ListWorkersResponse {
+            workers: workers
+                .iter()
+                .map(|(w, n)| convert::worker(w, *n, now))
+                .collect(),
+        }))
+    }
+}
+
+/// Sends the stored history (for a finished run, all of it, including results rejected after
+/// the end), then live events, each only once durable; a live stream ends after `run.finished`.
+async fn stream_events(
+    shared: Arc<Shared>,
+    id: RunId,
+    watch: engine::Watch,
+    tx: mpsc::Sender<Result<pb::RunEvent, Status>>,
+) {
+    let run_id = id.to_string();
+    if shared.durable(watch.seq).await.is_err() {
+        return;
+    }
+    let mut last = 0;
+    for event in &watch.history {
+        last = event.seq;
+        if tx
+            .send(Ok(convert::event_for(&run_id, event)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let Some(mut live) = watch.live else { return };
+    loop {
+        let (seq, event) = match live.recv().await {
+            Ok(pair) => pair,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                let missed = shared.lock().history_after(id, last);
+                let Ok(missed) = missed else { return };
+                let seq = shared.store.last_write();
+                if shared.durable(seq).await.is_err() {
+                    return;
+                }
+                for event in missed {
+                    last = event.seq;
+                    if tx
+                        .send(Ok(convert::event_for(&run_id, &event)))
+                        .await
+                        .is_err()
+                        || is_final(&event)
+                    {
+                        return;
+                    }
+                }
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                // The run finished; anything not yet sent is in the store.
+                let Ok(rest) = shared.lock().history_after(id, last) else {
+                    return;
+                };
+                let seq = shared.store.last_write();
+                if shared.durable(seq).await.is_err() {
+                    return;
+                }
+                for event in rest {
+                    if tx
+                        .send(Ok(convert::event_for(&run_id, &event)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                return;
+            }
+        };
+        if event.seq <= last {
+            continue;
+        }
+        if shared.durable(seq).await.is_err() {
+            return;
+        }
+        last = event.seq;
+        if tx
+            .send(Ok(convert::event_for(&run_id, &event)))
+            .await
+            .is_err()
+            || is_final(&event)
+        {
+            return;
+        }
+    }
+}
+
+fn is_final(event: &HistoryEvent) -> bool {
+    event.kind == "run.finished"
+}

@@ -1,0 +1,169 @@
+//! The Riposte orchestrator: the coordinator service.
+//!
+//! [`run`] serves the worker and operator gRPC APIs on a listener until `shutdown` resolves.
+//! Inside: [`store`] (sled, the only door to disk), [`scheduler`] (the pure state machine),
+//! [`dispatch`] (queue, workers, leases), [`engine`] (glue: one event, one transaction, one
+//! flush), the gRPC edge and [`convert`]ers to the wire types.
+
+pub mod clock;
+pub mod config;
+mod convert;
+pub mod dev;
+pub mod dispatch;
+pub mod engine;
+mod grpc;
+pub mod scheduler;
+pub mod store;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use riposte_proto::v1::operator_server::OperatorServer;
+use riposte_proto::v1::worker_server::WorkerServer;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::Config;
+
+/// Largest gRPC message accepted (a playbook source, a task output).
+pub const MESSAGE_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Engine(#[from] engine::Error),
+    #[error("serving gRPC: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Opens the store in `config.data_dir`, resumes the runs that were running, applies the
+/// playbooks of `config.playbooks`, and serves on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::Io {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let store = store::Store::open(&config.data_dir)?;
+    let settings = engine::Settings {
+        lease: config.lease_timeout,
+        poll_wait_max: config.poll_wait_max,
+    };
+    let engine = engine::Engine::open(store.clone(), settings)?;
+    tracing::info!(runs.active = engine.active_runs(), "engine.resumed");
+    let shared = Arc::new(grpc::Shared {
+        engine: Mutex::new(engine),
+        store,
+        timers: Notify::new(),
+    });
+    if let Some(dir) = &config.playbooks {
+        apply_folder(&shared, dir).await?;
+    }
+    if config.dev {
+        dev::apply_examples(&shared).await?;
+    }
+    let timers = tokio::spawn(timer_loop(shared.clone()));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<OperatorServer<grpc::OperatorApi>>()
+        .await;
+    health.set_serving::<WorkerServer<grpc::WorkerApi>>().await;
+    let result = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            oversized_is_resource_exhausted,
+        ))
+        .add_service(health_service)
+        .add_service(
+            WorkerServer::new(grpc::WorkerApi(shared.clone()))
+                .max_decoding_message_size(MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            OperatorServer::new(grpc::OperatorApi(shared.clone()))
+                .max_decoding_message_size(MESSAGE_BYTES_MAX),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    timers.abort();
+    let last = shared.store.last_write();
+    shared.store.durable(last).await?;
+    result?;
+    Ok(())
+}
+
+/// A request over [`MESSAGE_BYTES_MAX`] is refused by the gRPC codec with OUT_OF_RANGE; it is a
+/// limit, so answer RESOURCE_EXHAUSTED like every other limit.
+fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let out_of_range = headers.get("grpc-status").is_some_and(|s| s == "11");
+    let too_large = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .is_some_and(|m| m.contains("too%20large") || m.contains("too large"));
+    if out_of_range && too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
+}
+
+/// Fires expired leases and due timers, sleeping until the next one or until woken.
+async fn timer_loop(shared: Arc<grpc::Shared>) {
+    loop {
+        let next = shared.lock().tick();
+        let sleep = match next {
+            Some(at) => tokio::time::sleep_until(at.into()),
+            None => tokio::time::sleep(Duration::from_secs(1)),
+        };
+        tokio::select! {
+            _ = sleep => {}
+            _ = shared.timers.notified() => {}
+        }
+    }
+}
+
+async fn apply_folder(shared: &grpc::Shared, dir: &Path) -> Result<(), Error> {
+    let io = |source| Error::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let source = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        apply_one(shared, &path.display().to_string(), &source).await?;
+    }
+    Ok(())
+}
+
+/// Applies one playbook at start; an invalid or conflicting one is logged and skipped.
+async fn apply_one(shared: &grpc::Shared, origin: &str, source: &str) -> Result<(), Error> {
+    let result = shared.lock().apply_playbook(source);
+    match result {
+        Ok((playbook, unchanged, seq)) => {
+            shared.store.durable(seq).await?;
+            tracing::info!(playbook = %playbook.name, version = playbook.version, unchanged, origin, "playbook.loaded");
+        }
+        Err(e) => tracing::warn!(origin, error = %e, "playbook.skipped"),
+    }
+    Ok(())
+}

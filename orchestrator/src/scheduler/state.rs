@@ -1,0 +1,242 @@
+//! The durable state of a run: what the store persists and the scheduler changes.
+//!
+//! One `RunState` is one sled value; every transition rewrites it in the same transaction as
+//! the history entries it produced, so the two never disagree after a crash.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Identity of a run: a UUID v7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RunId(pub Uuid);
+
+impl RunId {
+    /// The 16 bytes used as the store key (time-ordered).
+    pub fn to_bytes(self) -> [u8; 16] {
+        *self.0.as_bytes()
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<RunId> {
+        Uuid::from_slice(bytes).ok().map(RunId)
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for RunId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s.trim()).map(RunId)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn is_terminal(self) -> bool {
+        self != RunStatus::Running
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Waiting,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl StepStatus {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, StepStatus::Waiting | StepStatus::Running)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Waiting => "waiting",
+            StepStatus::Running => "running",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One run of one playbook version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub id: RunId,
+    pub playbook: String,
+    pub version: u32,
+    /// Coerced parameters (a JSON object).
+    pub params: Value,
+    /// What started the run (alert data later); `null` for operators.
+    #[serde(default)]
+    pub trigger: Value,
+    pub requested_by: String,
+    #[serde(default)]
+    pub idempotency_key: String,
+    pub status: RunStatus,
+    pub created_at_ms: i64,
+    #[serde(default)]
+    pub finished_at_ms: Option<i64>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Aligned with `Playbook::steps`.
+    pub steps: Vec<StepState>,
+    /// Sequence number of the last history event written for this run.
+    pub history_seq: u64,
+}
+
+/// One step of a run. A step runs as one or more units: one for a plain step, one per item for
+/// a `for_each` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    pub status: StepStatus,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<Unit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<i64>,
+}
+
+impl StepState {
+    pub fn waiting() -> StepState {
+        StepState {
+            status: StepStatus::Waiting,
+            units: Vec::new(),
+            output: None,
+            error: None,
+            started_at_ms: None,
+            finished_at_ms: None,
+        }
+    }
+}
+
+/// Where one unit of work is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum UnitStatus {
+    /// Not started yet (a `for_each` item beyond the concurrency cap).
+    Pending,
+    /// Waiting in the dispatch queue for a matching worker.
+    Queued,
+    /// Held by a worker under a lease with this fencing token.
+    Leased {
+        token: u64,
+        worker: String,
+    },
+    /// Failed; the next attempt is due at this wall-clock time.
+    Backoff {
+        due_ms: i64,
+    },
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl UnitStatus {
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            UnitStatus::Succeeded | UnitStatus::Failed | UnitStatus::Cancelled
+        )
+    }
+
+    /// Counts against the `for_each` concurrency cap.
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self,
+            UnitStatus::Queued | UnitStatus::Leased { .. } | UnitStatus::Backoff { .. }
+        )
+    }
+}
+
+/// One execution slot of a step: its rendered input is fixed when the step starts, so every
+/// attempt runs exactly the same input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unit {
+    pub status: UnitStatus,
+    /// Attempts started so far (1 after the first dispatch).
+    pub attempt: u32,
+    /// Leases lost without a result (the worker died or hung).
+    #[serde(default)]
+    pub lease_losses: u32,
+    pub input: Value,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Token of the lease whose result was accepted; a repeat of it is a duplicate, not stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_token: Option<u64>,
+}
+
+/// One entry of a run's history, persisted with the transition that produced it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEvent {
+    pub seq: u64,
+    pub at_ms: i64,
+    /// A stable dotted name: `run.started`, `task.leased`, `step.succeeded`, ...
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub step: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub item: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub worker: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_status: Option<RunStatus>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Identifies a unit of a run: the task id on the wire is `run/step/item/attempt`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UnitRef {
+    pub run: RunId,
+    pub step: usize,
+    pub item: u32,
+}

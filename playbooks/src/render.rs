@@ -1,0 +1,402 @@
+//! Evaluating a step's templates for one run: `when`, the `for_each` items, the input and the
+//! labels. Used by the orchestrator when a step starts.
+//!
+//! The environment is a sandbox: no template loader (so no include, import or extends), strict
+//! undefined (a missing variable is an error, not an empty string), a fuel budget per
+//! evaluation (a hostile loop stops), a recursion limit, and no `namespace()` (without mutable
+//! state a template cannot build values nested deep enough to exhaust the stack). Run data
+//! (params, trigger, step outputs) is passed as values and never compiled as a template.
+
+use std::collections::BTreeMap;
+
+use minijinja::value::ValueKind;
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+use serde_json::Value;
+
+use crate::limits;
+use crate::model::Step;
+use crate::template::{self, Leaf};
+
+/// The template environment shared by validation and rendering, so both read templates alike.
+pub(crate) fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(limits::RENDER_FUEL_MAX));
+    env.set_recursion_limit(limits::RENDER_RECURSION_MAX);
+    env.remove_global("namespace");
+    env.remove_global("debug");
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build();
+    if let Ok(syntax) = syntax {
+        env.set_syntax(syntax);
+    }
+    env
+}
+
+/// What templates can see during one run.
+///
+/// `steps` maps a step id to `{"status": "succeeded" | "skipped" | ..., "output": <json or null>}`
+/// for the steps that have finished.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Seen as `run.id`.
+    pub run_id: &'a str,
+    /// The run's coerced params (an object), seen as `params`.
+    pub params: &'a Value,
+    /// Seen as `steps`.
+    pub steps: &'a serde_json::Map<String, Value>,
+    /// The alert or other data that started the run; arbitrary JSON, `null` when none.
+    pub trigger: &'a Value,
+}
+
+/// A template failed to evaluate. The message names the step and the field (`with.<key>`,
+/// `when`, `for_each`, `labels.<key>`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RenderError {
+    /// `step `<id>`: <field>: <problem>`.
+    pub message: String,
+}
+
+impl RenderError {
+    fn new(step: &Step, field: &str, problem: impl std::fmt::Display) -> RenderError {
+        RenderError {
+            message: format!("step `{}`: {field}: {problem}", step.id),
+        }
+    }
+}
+
+/// Evaluates step templates. Build once and share: it is `Send + Sync`.
+#[derive(Debug)]
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Renderer::new()
+    }
+}
+
+impl Renderer {
+    /// A renderer with the sandboxed environment.
+    pub fn new() -> Renderer {
+        Renderer { env: environment() }
+    }
+
+    /// `step.when`, truthy per the template language; a step without `when` runs.
+    pub fn when(&self, step: &Step, ctx: &Context<'_>) -> Result<bool, RenderError> {
+        let Some(expression) = &step.when else {
+            return Ok(true);
+        };
+        let root = root(ctx, None).map_err(|e| RenderError::new(step, "when", e))?;
+        let value = self
+            .eval(expression, root)
+            .map_err(|e| RenderError::new(step, "when", e))?;
+        Ok(value.is_true())
+    }
+
+    /// `step.for_each.items` evaluated to a list of at most [`limits::FOR_EACH_ITEMS_MAX`].
+    pub fn items(&self, step: &Step, ctx: &Context<'_>) -> Result<Vec<Value>, RenderError> {
+        let fail = |e: String| RenderError::new(step, "for_each", e);
+        let Some(for_each) = &step.for_each else {
+            return Err(fail("the step has no for_each".to_string()));
+        };
+        let root = root(ctx, None).map_err(fail)?;
+        let value = self.eval(&for_each.items, root).map_err(fail)?;
+        if !matches!(value.kind(), ValueKind::Seq | ValueKind::Iterable) {
+            return Err(fail(format!("expected a list, found {}", describe(&value))));
+        }
+        let iter = value.try_iter().map_err(|e| fail(error_text(&e)))?;
+        let mut items = Vec::new();
+        for item in iter {
+            if items.len() == limits::FOR_EACH_ITEMS_MAX {
+                return Err(fail(format!(
+                    "more than the {} items allowed",
+                    limits::FOR_EACH_ITEMS_MAX
+                )));
+            }
+            items.push(to_json(&item, 0).map_err(fail)?);
+        }
+        Ok(items)
+    }
+
+    /// Renders `step.with`: string leaves are templates; a leaf that is exactly one
+    /// `{{ expr }}` keeps the expression's type. `item` is bound when given.
+    pub fn input(
+        &self,
+        step: &Step,
+        ctx: &Context<'_>,
+        item: Option<&Value>,
+    ) -> Result<Value, RenderError> {
+        let root = root(ctx, item).map_err(|e| RenderError::new(step, "with", e))?;
+        let input = self.render_tree(step, &step.with, "with", &root)?;
+        let size = input.to_string().len();
+        if size > limits::RENDERED_BYTES_MAX {
+            let message = format!(
+                "rendered input is {size} bytes, more than the {} allowed",
+                limits::RENDERED_BYTES_MAX
+            );
+            return Err(RenderError::new(step, "with", message));
+        }
+        Ok(input)
+    }
+
+    /// Renders the values of `step.labels` to strings. `item` is bound when given.
+    pub fn labels(
+        &self,
+        step: &Step,
+        ctx: &Context<'_>,
+        item: Option<&Value>,
+    ) -> Result<BTreeMap<String, String>, RenderError> {
+        let root = root(ctx, item).map_err(|e| RenderError::new(step, "labels", e))?;
+        let mut labels = BTreeMap::new();
+        for (key, source) in &step.labels {
+            let field = format!("labels.{key}");
+            let value = match template::classify(source) {
+                Leaf::Literal => source.clone(),
+                Leaf::Expression(_) | Leaf::Template => self
+                    .render(source, root.clone())
+                    .map_err(|e| RenderError::new(step, &field, e))?,
+            };
+            labels.insert(key.clone(), value);
+        }
+        Ok(labels)
+    }
+
+    fn render_tree(
+        &self,
+        step: &Step,
+        value: &Value,
+        path: &str,
+        root: &minijinja::Value,
+    ) -> Result<Value, RenderError> {
+        match value {
+            Value::String(source) => self.render_leaf(step, source, path, root),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| self.render_tree(step, v, &format!("{path}[{i}]"), root))
+                .collect::<Result<_, _>>()
+                .map(Value::Array),
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| {
+                    let rendered = self.render_tree(step, v, &format!("{path}.{k}"), root)?;
+                    Ok((k.clone(), rendered))
+                })
+                .collect::<Result<_, _>>()
+                .map(Value::Object),
+            other => Ok(other.clone()),
+        }
+    }
+
+    fn render_leaf(
+        &self,
+        step: &Step,
+        source: &str,
+        path: &str,
+        root: &minijinja::Value,
+    ) -> Result<Value, RenderError> {
+        let fail = |e: String| RenderError::new(step, path, e);
+        match template::classify(source) {
+            Leaf::Literal => Ok(Value::String(source.to_string())),
+            Leaf::Expression(expression) => {
+                let value = self.eval(expression, root.clone()).map_err(fail)?;
+                to_json(&value, 0).map_err(fail)
+            }
+            Leaf::Template => self
+                .render(source, root.clone())
+                .map(Value::String)
+                .map_err(fail),
+        }
+    }
+
+    /// Evaluates an expression; an undefined result is an error.
+    fn eval(&self, expression: &str, root: minijinja::Value) -> Result<minijinja::Value, String> {
+        let compiled = self
+            .env
+            .compile_expression(expression)
+            .map_err(|e| error_text(&e))?;
+        let value = compiled.eval(root).map_err(|e| error_text(&e))?;
+        if value.is_undefined() {
+            return Err(format!("`{expression}` is undefined"));
+        }
+        Ok(value)
+    }
+
+    /// Renders a template to text of at most [`limits::RENDERED_BYTES_MAX`].
+    fn render(&self, source: &str, root: minijinja::Value) -> Result<String, String> {
+        let template = self
+            .env
+            .template_from_str(source)
+            .map_err(|e| error_text(&e))?;
+        let text = template.render(root).map_err(|e| error_text(&e))?;
+        if text.len() > limits::RENDERED_BYTES_MAX {
+            return Err(format!(
+                "rendered text is {} bytes, more than the {} allowed",
+                text.len(),
+                limits::RENDERED_BYTES_MAX
+            ));
+        }
+        Ok(text)
+    }
+}
+
+/// A template error as one line: what went wrong, without the template dump.
+fn error_text(error: &minijinja::Error) -> String {
+    let kind = match error.kind() {
+        ErrorKind::OutOfFuel => {
+            return format!(
+                "evaluation ran out of fuel (more than {} steps)",
+                limits::RENDER_FUEL_MAX
+            );
+        }
+        kind => kind.to_string(),
+    };
+    match error.detail() {
+        Some(detail) => format!("{kind}: {detail}"),
+        None => kind,
+    }
+}
+
+fn describe(value: &minijinja::Value) -> String {
+    match value.kind() {
+        ValueKind::String | ValueKind::Number | ValueKind::Bool => {
+            format!(
+                "the {} `{}`",
+                value.kind(),
+                crate::yaml::shorten(&value.to_string())
+            )
+        }
+        kind => format!("a {kind}"),
+    }
+}
+
+/// The variables templates see: `params`, `steps`, `run.id`, `trigger`, and `item` when given.
+fn root(ctx: &Context<'_>, item: Option<&Value>) -> Result<minijinja::Value, String> {
+    let steps: Result<BTreeMap<String, minijinja::Value>, String> = ctx
+        .steps
+        .iter()
+        .map(|(id, view)| Ok((id.clone(), to_template(view, 1)?)))
+        .collect();
+    let run = BTreeMap::from([("id".to_string(), minijinja::Value::from(ctx.run_id))]);
+    let mut root = BTreeMap::from([
+        ("params".to_string(), to_template(ctx.params, 0)?),
+        ("steps".to_string(), minijinja::Value::from(steps?)),
+        ("run".to_string(), minijinja::Value::from(run)),
+        ("trigger".to_string(), to_template(ctx.trigger, 0)?),
+    ]);
+    if let Some(item) = item {
+        root.insert("item".to_string(), to_template(item, 0)?);
+    }
+    Ok(minijinja::Value::from(root))
+}
+
+/// JSON to a template value, refusing nesting deeper than [`limits::VALUE_DEPTH_MAX`].
+pub(crate) fn to_template(value: &Value, depth: usize) -> Result<minijinja::Value, String> {
+    if depth > limits::VALUE_DEPTH_MAX {
+        return Err(format!(
+            "value nested deeper than {} levels",
+            limits::VALUE_DEPTH_MAX
+        ));
+    }
+    Ok(match value {
+        Value::Null => minijinja::Value::from(()),
+        Value::Bool(b) => minijinja::Value::from(*b),
+        Value::Number(n) => number_to_template(n),
+        Value::String(s) => minijinja::Value::from(s.as_str()),
+        Value::Array(items) => minijinja::Value::from(
+            items
+                .iter()
+                .map(|v| to_template(v, depth + 1))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Value::Object(map) => minijinja::Value::from(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), to_template(v, depth + 1)?)))
+                .collect::<Result<BTreeMap<_, _>, String>>()?,
+        ),
+    })
+}
+
+fn number_to_template(n: &serde_json::Number) -> minijinja::Value {
+    if let Some(i) = n.as_i64() {
+        minijinja::Value::from(i)
+    } else if let Some(u) = n.as_u64() {
+        minijinja::Value::from(u)
+    } else {
+        minijinja::Value::from(n.as_f64().unwrap_or(f64::NAN))
+    }
+}
+
+/// A template value to JSON, refusing undefined values, non-finite numbers, and values nested
+/// deeper than [`limits::VALUE_DEPTH_MAX`] or longer than [`limits::RENDERED_BYTES_MAX`].
+pub(crate) fn to_json(value: &minijinja::Value, depth: usize) -> Result<Value, String> {
+    if depth > limits::VALUE_DEPTH_MAX {
+        return Err(format!(
+            "value nested deeper than {} levels",
+            limits::VALUE_DEPTH_MAX
+        ));
+    }
+    match value.kind() {
+        ValueKind::Undefined => Err("undefined value".to_string()),
+        ValueKind::None => Ok(Value::Null),
+        ValueKind::Bool => Ok(Value::Bool(value.is_true())),
+        ValueKind::Number => number_to_json(value),
+        ValueKind::String => Ok(Value::String(
+            value.as_str().unwrap_or_default().to_string(),
+        )),
+        ValueKind::Seq | ValueKind::Iterable => {
+            let mut items = Vec::new();
+            for item in value.try_iter().map_err(|e| error_text(&e))? {
+                check_length(items.len())?;
+                items.push(to_json(&item, depth + 1)?);
+            }
+            Ok(Value::Array(items))
+        }
+        ValueKind::Map => map_to_json(value, depth),
+        kind => Err(format!("a {kind} cannot be turned into JSON")),
+    }
+}
+
+fn check_length(length: usize) -> Result<(), String> {
+    if length >= limits::RENDERED_BYTES_MAX {
+        return Err(format!(
+            "value has more than {} elements",
+            limits::RENDERED_BYTES_MAX
+        ));
+    }
+    Ok(())
+}
+
+fn number_to_json(value: &minijinja::Value) -> Result<Value, String> {
+    if value.is_integer() {
+        if let Ok(i) = i64::try_from(value.clone()) {
+            return Ok(Value::from(i));
+        }
+        if let Ok(u) = u64::try_from(value.clone()) {
+            return Ok(Value::from(u));
+        }
+    }
+    f64::try_from(value.clone())
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map(Value::Number)
+        .ok_or_else(|| format!("the number `{value}` cannot be turned into JSON"))
+}
+
+fn map_to_json(value: &minijinja::Value, depth: usize) -> Result<Value, String> {
+    let mut map = serde_json::Map::new();
+    for key in value.try_iter().map_err(|e| error_text(&e))? {
+        check_length(map.len())?;
+        let item = value.get_item(&key).map_err(|e| error_text(&e))?;
+        let key = match key.as_str() {
+            Some(text) => text.to_string(),
+            None => key.to_string(),
+        };
+        map.insert(key, to_json(&item, depth + 1)?);
+    }
+    Ok(Value::Object(map))
+}

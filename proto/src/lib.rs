@@ -1,0 +1,13 @@
+//! The Riposte wire API, generated from `proto/riposte.proto`.
+//!
+//! This crate is a leaf: domain crates convert to and from these types at their edges and never
+//! derive prost themselves.
+
+#![allow(clippy::all, missing_docs)]
+
+/// Version 1 of the API (`riposte.v1`).
+pub mod v1 {
+    tonic::include_proto!("riposte.v1");
+}
+
+pub use v1::*;

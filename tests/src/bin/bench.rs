@@ -1,0 +1,686 @@
+//! `riposte-bench`: measures Riposte's orchestration overhead beside the floor of this machine.
+//!
+//! Run it from the workspace root with
+//!
+//! ```text
+//! cargo run --release -p riposte-tests --bin riposte-bench
+//! ```
+//!
+//! It builds the release binaries of the orchestrator and the worker (through the end-to-end
+//! harness, which spawns them as processes exactly as the tests do), then prints one table:
+//!
+//! - **The floor**, measured in the same run: a bare tonic unary round trip on loopback (an
+//!   in-process server with only the health service, sequential calls) and one sled insert
+//!   followed by a flush. `floor per step = gRPC round trip + sled insert&flush` (medians): the
+//!   least one durable orchestration step can cost, since a step needs at least one call and
+//!   one durable write.
+//! - **Per-step overhead**: 50 sequential runs of `noop-chain` (five chained `core.noop`
+//!   steps) with nothing else in flight, each timed from StartRun to its `run.finished` event
+//!   on WatchRun, divided by 5. Target: within 4x of the floor.
+//! - **Throughput**: 1,000 runs of `noop-chain` started with at most 64 StartRun calls
+//!   outstanding, on two worker processes with `--concurrency 8`; steps per second until the
+//!   last run finished. Target: at least 1,000 steps/s.
+//! - **Orchestrator CPU per step** during the throughput run, from `/proc/PID/stat`
+//!   (user + system time).
+//! - **Restart to serving**: 1,000 runs parked (a `core.delay` step with no worker to take
+//!   it), `kill -9`, restart on the same data folder; the time from the spawn to the first
+//!   ListRuns answer, and, in a second restart, to the health check answering SERVING. Its
+//!   floor is opening the same sled folder in-process. Target: under 1 s.
+//!
+//! A missed target is printed as MISSED; the exit code is 0 all the same, since this is a
+//! measurement, not a test. A debug build measures the wrong thing and says so.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use riposte_proto::v1::{
+    ListRunsRequest, RunStatus, StartRunRequest, WatchRunRequest, operator_client::OperatorClient,
+};
+use riposte_tests::api::{self, Operator};
+use riposte_tests::{Orchestrator, Worker};
+use tokio::sync::{Semaphore, oneshot};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Five chained no-op steps: the cost of orchestration alone.
+const NOOP_CHAIN: &str = "name: noop-chain
+version: 1
+description: Five chained no-op steps; measures the cost of orchestration alone.
+steps:
+  - { id: a, action: core.noop }
+  - { id: b, action: core.noop, needs: [a] }
+  - { id: c, action: core.noop, needs: [b] }
+  - { id: d, action: core.noop, needs: [c] }
+  - { id: e, action: core.noop, needs: [d] }
+";
+const NOOP_CHAIN_STEPS: u32 = 5;
+
+/// A run that parks: its only step waits for a worker that never comes.
+const PARK: &str = "name: park
+version: 1
+steps:
+  - id: hold
+    action: core.delay
+    with: { duration: 1h }
+    timeout: 2h
+";
+
+const FLOOR_CALLS: usize = 2000;
+const FLOOR_WARMUP: usize = 200;
+const LATENCY_RUNS: usize = 50;
+const WARMUP_RUNS: usize = 20;
+const THROUGHPUT_RUNS: usize = 1000;
+const PARKED_RUNS: usize = 1000;
+const START_OUTSTANDING_MAX: usize = 64;
+const WORKERS: usize = 2;
+const WORKER_CONCURRENCY: u32 = 8;
+/// Size of the value in the sled floor, about one run record.
+const FLOOR_VALUE_BYTES: usize = 1024;
+/// Longest any one phase may take before the benchmark gives up.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Targets from the design notes.
+const PER_STEP_FLOOR_RATIO_MAX: f64 = 4.0;
+const STEPS_PER_SECOND_MIN: f64 = 1000.0;
+const RESTART_MAX: Duration = Duration::from_secs(1);
+
+fn main() -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(bench())
+}
+
+async fn bench() -> Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("WARNING: this is a debug build; the figures are meaningless. Use --release.");
+    }
+    progress("floor: gRPC round trips");
+    let rtt = grpc_round_trips().await?;
+    progress("floor: sled insert + flush");
+    let flush = sled_insert_flush()?;
+    let floor = Floor {
+        rtt: rtt.median(),
+        flush: flush.median(),
+    };
+
+    progress("building and starting the orchestrator and the workers");
+    let (latency, throughput) = run_workload().await?;
+    progress("restart with parked runs");
+    let restart = restart_to_serving().await?;
+
+    Report {
+        rtt,
+        flush,
+        floor,
+        latency,
+        throughput,
+        restart,
+    }
+    .print();
+    Ok(())
+}
+
+fn progress(what: &str) {
+    eprintln!("riposte-bench: {what}...");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Samples
+// ---------------------------------------------------------------------------------------------
+
+/// Durations, sorted.
+struct Samples(Vec<Duration>);
+
+impl Samples {
+    fn new(mut samples: Vec<Duration>) -> Samples {
+        samples.sort();
+        Samples(samples)
+    }
+
+    fn median(&self) -> Duration {
+        self.0[self.0.len() / 2]
+    }
+
+    fn p99(&self) -> Duration {
+        let index = (self.0.len() * 99).div_ceil(100).saturating_sub(1);
+        self.0[index]
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+// ---------------------------------------------------------------------------------------------
+// The floor
+// ---------------------------------------------------------------------------------------------
+
+struct Floor {
+    rtt: Duration,
+    flush: Duration,
+}
+
+impl Floor {
+    fn per_step(&self) -> Duration {
+        self.rtt + self.flush
+    }
+}
+
+/// Sequential health checks against an in-process tonic server on its own thread.
+async fn grpc_round_trips() -> Result<Samples> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = std::thread::spawn(move || -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let incoming = TcpListenerStream::new(listener).map(|stream| {
+                let stream = stream?;
+                stream.set_nodelay(true)?;
+                Ok::<_, std::io::Error>(stream)
+            });
+            let (_reporter, service) = tonic_health::server::health_reporter();
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await?;
+            Ok(())
+        })
+    });
+    let mut client = HealthClient::new(api::channel(&format!("http://{addr}")));
+    let mut samples = Vec::with_capacity(FLOOR_CALLS);
+    for i in 0..FLOOR_WARMUP + FLOOR_CALLS {
+        let started = Instant::now();
+        let reply = client
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?;
+        let elapsed = started.elapsed();
+        if reply.into_inner().status() != ServingStatus::Serving {
+            bail!("the floor server is not serving");
+        }
+        if i >= FLOOR_WARMUP {
+            samples.push(elapsed);
+        }
+    }
+    // The server's graceful shutdown waits for the client's connection to close, and the
+    // connection closes only while this runtime runs: drop the client, then wait off-thread.
+    drop(client);
+    let _ = stop.send(());
+    tokio::task::spawn_blocking(move || server.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the floor server panicked"))??;
+    Ok(Samples::new(samples))
+}
+
+/// Inserts of a run-sized value, each followed by a flush, in a fresh sled folder configured
+/// as the orchestrator configures its store.
+fn sled_insert_flush() -> Result<Samples> {
+    let dir = tempfile::tempdir()?;
+    let db = sled::Config::new()
+        .path(dir.path().join("floor"))
+        .mode(sled::Mode::HighThroughput)
+        .open()?;
+    let value = vec![b'x'; FLOOR_VALUE_BYTES];
+    let mut samples = Vec::with_capacity(FLOOR_CALLS);
+    for i in 0..(FLOOR_WARMUP + FLOOR_CALLS) as u64 {
+        let started = Instant::now();
+        db.insert(i.to_be_bytes(), value.as_slice())?;
+        db.flush()?;
+        if i as usize >= FLOOR_WARMUP {
+            samples.push(started.elapsed());
+        }
+    }
+    Ok(Samples::new(samples))
+}
+
+/// How long opening an existing sled folder takes, in-process: the floor of a restart.
+fn sled_open(path: &Path) -> Result<Duration> {
+    let started = Instant::now();
+    let db = sled::Config::new()
+        .path(path)
+        .mode(sled::Mode::HighThroughput)
+        .open()?;
+    let elapsed = started.elapsed();
+    drop(db);
+    Ok(elapsed)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Riposte under load
+// ---------------------------------------------------------------------------------------------
+
+struct Throughput {
+    elapsed: Duration,
+    steps: u64,
+    orchestrator_cpu: Duration,
+    workers_cpu: Duration,
+}
+
+impl Throughput {
+    fn steps_per_second(&self) -> f64 {
+        self.steps as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn cpu_per_step(&self) -> Duration {
+        self.orchestrator_cpu / self.steps as u32
+    }
+}
+
+async fn run_workload() -> Result<(Samples, Throughput)> {
+    let orchestrator = Orchestrator::builder().log("warn").start();
+    let workers: Vec<Worker> = (0..WORKERS)
+        .map(|_| {
+            Worker::builder(&orchestrator.url())
+                .concurrency(WORKER_CONCURRENCY)
+                .log("warn")
+                .start()
+        })
+        .collect();
+    let mut client = orchestrator.client();
+    for worker in &workers {
+        worker.id(&mut client).await;
+    }
+    api::apply_playbook(&mut client, NOOP_CHAIN).await;
+
+    progress("warm-up");
+    for _ in 0..WARMUP_RUNS {
+        run_to_end(&mut client, "noop-chain").await?;
+    }
+    progress("per-step overhead, one run at a time");
+    let mut per_step = Vec::with_capacity(LATENCY_RUNS);
+    for _ in 0..LATENCY_RUNS {
+        per_step.push(run_to_end(&mut client, "noop-chain").await? / NOOP_CHAIN_STEPS);
+    }
+
+    progress("throughput");
+    let worker_pids: Vec<u32> = workers.iter().map(Worker::pid).collect();
+    let cpu_before = cpu_time(orchestrator.pid())?;
+    let workers_before = total_cpu_time(&worker_pids)?;
+    let started = Instant::now();
+    let ids = start_runs(&client, "noop-chain", THROUGHPUT_RUNS).await?;
+    wait_all_finished(&mut client, ids).await?;
+    let elapsed = started.elapsed();
+    let throughput = Throughput {
+        elapsed,
+        steps: THROUGHPUT_RUNS as u64 * u64::from(NOOP_CHAIN_STEPS),
+        orchestrator_cpu: cpu_time(orchestrator.pid())? - cpu_before,
+        workers_cpu: total_cpu_time(&worker_pids)? - workers_before,
+    };
+    Ok((Samples::new(per_step), throughput))
+}
+
+/// Starts a run and follows it to `run.finished`; the time from the start request to the end.
+async fn run_to_end(client: &mut Operator, playbook: &str) -> Result<Duration> {
+    let started = Instant::now();
+    let run = client
+        .start_run(start_request(playbook))
+        .await?
+        .into_inner();
+    let run_id = run.run.context("StartRun answered no run")?.run_id;
+    let mut events = client
+        .watch_run(WatchRunRequest {
+            run_id: run_id.clone(),
+        })
+        .await?
+        .into_inner();
+    while let Some(event) = events.next().await {
+        let event = event?;
+        if event.kind == "run.finished" {
+            if event.run_status() != RunStatus::Succeeded {
+                bail!(
+                    "run {run_id} ended {:?}: {}",
+                    event.run_status(),
+                    event.message
+                );
+            }
+            return Ok(started.elapsed());
+        }
+    }
+    bail!("the history of run {run_id} ended before run.finished")
+}
+
+fn start_request(playbook: &str) -> StartRunRequest {
+    StartRunRequest {
+        playbook: playbook.into(),
+        params_json: "{}".into(),
+        requested_by: "riposte-bench".into(),
+        ..Default::default()
+    }
+}
+
+/// Starts `count` runs with at most [`START_OUTSTANDING_MAX`] StartRun calls outstanding;
+/// returns their ids in the order they were started.
+async fn start_runs(client: &Operator, playbook: &str, count: usize) -> Result<Vec<String>> {
+    let permits = Arc::new(Semaphore::new(START_OUTSTANDING_MAX));
+    let mut calls = tokio::task::JoinSet::new();
+    for index in 0..count {
+        let permit = permits.clone().acquire_owned().await?;
+        let mut client: OperatorClient<_> = client.clone();
+        let request = start_request(playbook);
+        calls.spawn(async move {
+            let reply = client.start_run(request).await;
+            drop(permit);
+            (index, reply)
+        });
+    }
+    let mut ids = vec![String::new(); count];
+    while let Some(joined) = calls.join_next().await {
+        let (index, reply) = joined?;
+        let run = reply
+            .context("StartRun")?
+            .into_inner()
+            .run
+            .context("StartRun answered no run")?;
+        ids[index] = run.run_id;
+    }
+    Ok(ids)
+}
+
+/// Confirms every run finished, oldest first: one GetRun per finished run, and a short pause
+/// when the oldest pending run is still running.
+async fn wait_all_finished(client: &mut Operator, ids: Vec<String>) -> Result<()> {
+    let deadline = Instant::now() + PHASE_TIMEOUT;
+    let mut pending = ids.into_iter().peekable();
+    while let Some(id) = pending.peek() {
+        let run = api::get_run(client, id).await;
+        match run.status() {
+            RunStatus::Running => {
+                if Instant::now() > deadline {
+                    bail!("run {id} still running after {PHASE_TIMEOUT:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            RunStatus::Succeeded => {
+                pending.next();
+            }
+            other => bail!("run {id} ended {other:?}: {}", run.error),
+        }
+    }
+    Ok(())
+}
+
+/// User plus system CPU time of a process so far, from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name is in parentheses and may hold spaces: count fields after the last ')'.
+    // There, field 0 is the state (field 3 of proc(5)); utime and stime are fields 14 and 15.
+    let after = stat
+        .rsplit_once(')')
+        .context("unexpected /proc stat format")?
+        .1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?
+        .context("the clock tick rate is unknown")?;
+    Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+}
+
+fn total_cpu_time(pids: &[u32]) -> Result<Duration> {
+    pids.iter().map(|pid| cpu_time(*pid)).sum()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restart
+// ---------------------------------------------------------------------------------------------
+
+struct Restart {
+    parked: usize,
+    disk_bytes: u64,
+    to_address_line: Duration,
+    to_list_runs: Duration,
+    to_health: Duration,
+    recovered: usize,
+    sled_open: Duration,
+}
+
+async fn restart_to_serving() -> Result<Restart> {
+    let mut orchestrator = Orchestrator::builder().log("warn").start();
+    let mut client = orchestrator.client();
+    api::apply_playbook(&mut client, PARK).await;
+    let ids = start_runs(&client, "park", PARKED_RUNS).await?;
+    let parked = running_runs(&mut client).await?;
+    if parked != ids.len() {
+        bail!("{parked} runs parked, expected {}", ids.len());
+    }
+    let disk_bytes = folder_bytes(&orchestrator.data_dir())?;
+
+    // First restart: until ListRuns answers.
+    orchestrator.kill9();
+    let started = Instant::now();
+    orchestrator.restart();
+    let to_address_line = started.elapsed();
+    let mut client = orchestrator.client();
+    let first = ListRunsRequest {
+        limit: 1,
+        ..Default::default()
+    };
+    retry_until_ok(async || client.list_runs(first.clone()).await.map(|_| ())).await?;
+    let to_list_runs = started.elapsed();
+    let recovered = running_runs(&mut client).await?;
+
+    // Second restart: until the health check answers SERVING.
+    orchestrator.kill9();
+    let started = Instant::now();
+    orchestrator.restart();
+    let mut health = HealthClient::new(api::channel(&orchestrator.url()));
+    retry_until_ok(async || {
+        let reply = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?;
+        match reply.into_inner().status() {
+            ServingStatus::Serving => Ok(()),
+            other => Err(tonic::Status::unavailable(format!("{other:?}"))),
+        }
+    })
+    .await?;
+    let to_health = started.elapsed();
+
+    orchestrator.kill9();
+    let sled_open = sled_open(&orchestrator.data_dir())?;
+    Ok(Restart {
+        parked,
+        disk_bytes,
+        to_address_line,
+        to_list_runs,
+        to_health,
+        recovered,
+        sled_open,
+    })
+}
+
+async fn running_runs(client: &mut Operator) -> Result<usize> {
+    let request = ListRunsRequest {
+        status: RunStatus::Running as i32,
+        limit: 1000,
+        ..Default::default()
+    };
+    Ok(client.list_runs(request).await?.into_inner().runs.len())
+}
+
+/// Calls `call` until it succeeds, at most [`PHASE_TIMEOUT`]; a refused connection (the server
+/// is not bound yet) is retried after 1 ms so that the measurement stays fine-grained.
+async fn retry_until_ok(mut call: impl AsyncFnMut() -> Result<(), tonic::Status>) -> Result<()> {
+    let deadline = Instant::now() + PHASE_TIMEOUT;
+    loop {
+        match call().await {
+            Ok(()) => return Ok(()),
+            Err(status) if Instant::now() > deadline => bail!("never answered: {status}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+}
+
+fn folder_bytes(path: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            folder_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report
+// ---------------------------------------------------------------------------------------------
+
+struct Report {
+    rtt: Samples,
+    flush: Samples,
+    floor: Floor,
+    latency: Samples,
+    throughput: Throughput,
+    restart: Restart,
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
+
+impl Report {
+    fn print(&self) {
+        let floor = self.floor.per_step();
+        let ratio = |d: Duration| format!("{:.1}x", d.as_secs_f64() / floor.as_secs_f64());
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        println!();
+        println!(
+            "Riposte benchmark ({cpus} CPUs, {} build)",
+            if cfg!(debug_assertions) {
+                "DEBUG"
+            } else {
+                "release"
+            }
+        );
+        println!();
+        println!("floor, measured now on this machine");
+        println!(
+            "  gRPC unary round trip, loopback (tonic health, {FLOOR_CALLS} sequential)  median {:.3} ms  p99 {:.3} ms",
+            ms(self.rtt.median()),
+            ms(self.rtt.p99())
+        );
+        println!(
+            "  sled insert ({FLOOR_VALUE_BYTES} B) + flush ({FLOOR_CALLS} sequential)          median {:.3} ms  p99 {:.3} ms",
+            ms(self.flush.median()),
+            ms(self.flush.p99())
+        );
+        println!(
+            "  floor per step = gRPC round trip + sled insert&flush (medians) = {:.3} ms",
+            ms(floor)
+        );
+        println!();
+        println!(
+            "{:<44} {:>14} {:>9}  {:<26} {}",
+            "riposte", "value", "vs floor", "target", "verdict"
+        );
+        let per_step_max = floor.mul_f64(PER_STEP_FLOOR_RATIO_MAX);
+        let median = self.latency.median();
+        self.row(
+            "per-step overhead, 1 run in flight, median",
+            &format!("{:.3} ms", ms(median)),
+            &ratio(median),
+            &format!(
+                "<= {PER_STEP_FLOOR_RATIO_MAX}x floor ({:.3} ms)",
+                ms(per_step_max)
+            ),
+            Some(median <= per_step_max),
+        );
+        let p99 = self.latency.p99();
+        self.row(
+            "per-step overhead, 1 run in flight, p99",
+            &format!("{:.3} ms", ms(p99)),
+            &ratio(p99),
+            "-",
+            None,
+        );
+        let t = &self.throughput;
+        let per_step = Duration::from_secs_f64(1.0 / t.steps_per_second());
+        self.row(
+            &format!("throughput, {THROUGHPUT_RUNS} runs x {NOOP_CHAIN_STEPS} steps"),
+            &format!("{:.0} steps/s", t.steps_per_second()),
+            &ratio(per_step),
+            &format!(">= {STEPS_PER_SECOND_MIN:.0} steps/s"),
+            Some(t.steps_per_second() >= STEPS_PER_SECOND_MIN),
+        );
+        self.row(
+            "orchestrator CPU per step (throughput run)",
+            &format!("{:.3} ms", ms(t.cpu_per_step())),
+            &ratio(t.cpu_per_step()),
+            "-",
+            None,
+        );
+        let workers_per_step = t.workers_cpu / t.steps as u32;
+        self.row(
+            "workers' CPU per step (throughput run)",
+            &format!("{:.3} ms", ms(workers_per_step)),
+            &ratio(workers_per_step),
+            "-",
+            None,
+        );
+        let r = &self.restart;
+        let open = |d: Duration| format!("{:.1}x", d.as_secs_f64() / r.sled_open.as_secs_f64());
+        self.row(
+            &format!("restart to first ListRuns, {} parked", r.parked),
+            &format!("{:.1} ms", ms(r.to_list_runs)),
+            &open(r.to_list_runs),
+            &format!("< {} ms", RESTART_MAX.as_millis()),
+            Some(r.to_list_runs < RESTART_MAX),
+        );
+        self.row(
+            &format!("restart to health SERVING, {} parked", r.parked),
+            &format!("{:.1} ms", ms(r.to_health)),
+            &open(r.to_health),
+            &format!("< {} ms", RESTART_MAX.as_millis()),
+            Some(r.to_health < RESTART_MAX),
+        );
+        println!();
+        println!("notes");
+        println!(
+            "  throughput: {:.2} s wall for {} steps; orchestrator {:.2} CPU-s, workers {:.2} CPU-s ({WORKERS} workers, --concurrency {WORKER_CONCURRENCY}, {START_OUTSTANDING_MAX} StartRun outstanding)",
+            t.elapsed.as_secs_f64(),
+            t.steps,
+            t.orchestrator_cpu.as_secs_f64(),
+            t.workers_cpu.as_secs_f64()
+        );
+        println!(
+            "  restart: address line after {:.1} ms; {} of {} parked runs listed as running after the restart; restart ratios are to the restart floor, sled open of the same folder in-process = {:.1} ms",
+            ms(r.to_address_line),
+            r.recovered,
+            r.parked,
+            ms(r.sled_open)
+        );
+        println!(
+            "  disk: {:.1} KiB per parked run ({} bytes for {} runs, sled folder)",
+            r.disk_bytes as f64 / 1024.0 / r.parked as f64,
+            r.disk_bytes,
+            r.parked
+        );
+        println!(
+            "  latency: {LATENCY_RUNS} sequential runs after {WARMUP_RUNS} warm-up runs, each StartRun -> run.finished on WatchRun, / {NOOP_CHAIN_STEPS}"
+        );
+    }
+
+    fn row(&self, figure: &str, value: &str, vs_floor: &str, target: &str, met: Option<bool>) {
+        let verdict = met.map_or("", verdict);
+        println!("{figure:<44} {value:>14} {vs_floor:>9}  {target:<26} {verdict}");
+    }
+}

@@ -1,0 +1,88 @@
+//! Where the binaries under test come from: built once per test process with the same profile
+//! as the test itself, then found next to it in the target directory.
+//!
+//! `cargo test -p riposte-tests` builds only this package's targets, so the orchestrator, the
+//! worker and the CLI are built here, by a nested `cargo build` that runs after the outer cargo
+//! has finished compiling (it holds no lock while tests run).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The three binaries under test.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `riposte-orchestrator`.
+    pub orchestrator: PathBuf,
+    /// `riposte-worker`.
+    pub worker: PathBuf,
+    /// `riposte`, the operator CLI.
+    pub cli: PathBuf,
+}
+
+/// The binaries, built on the first call (every later call, from any thread, waits for it).
+///
+/// Panics with cargo's output when the build fails: no test can run without them.
+pub fn binaries() -> &'static Binaries {
+    static BINARIES: OnceLock<Binaries> = OnceLock::new();
+    BINARIES.get_or_init(build)
+}
+
+fn build() -> Binaries {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests package sits in the workspace");
+    let mut command = Command::new(cargo);
+    command
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(workspace.join("Cargo.toml"))
+        .args([
+            "--bins",
+            "-p",
+            "riposte-orchestrator",
+            "-p",
+            "riposte-worker",
+        ]);
+    // Same profile as this process, so that both land in the directory we look in.
+    if !cfg!(debug_assertions) {
+        command.arg("--release");
+    }
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build the binaries under test: {e}"));
+    assert!(
+        output.status.success(),
+        "building the binaries under test failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let dir = profile_dir();
+    let found = |name: &str| {
+        let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            path.is_file(),
+            "{} is missing after the build",
+            path.display()
+        );
+        path
+    };
+    Binaries {
+        orchestrator: found("riposte-orchestrator"),
+        worker: found("riposte-worker"),
+        cli: found("riposte"),
+    }
+}
+
+/// `target/<profile>`: a test runs from `target/<profile>/deps/`, a binary of this package
+/// from `target/<profile>/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the path of the running executable");
+    let dir = exe.parent().expect("an executable lives in a directory");
+    if dir.file_name().is_some_and(|name| name == "deps") {
+        dir.parent().expect("deps/ has a parent").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}

@@ -1,0 +1,230 @@
+//! `riposte-orchestrator` as a child process: on port 0 in its own temporary folder, with its
+//! logs captured, and the faults the tests inject (kill -9, SIGSTOP/SIGCONT, restart on the
+//! same data).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use riposte_proto::v1::operator_client::OperatorClient;
+use riposte_proto::v1::worker_client::WorkerClient;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::api::{channel, health};
+use crate::binaries::binaries;
+use crate::cli::{CliOutput, cli};
+use crate::process::{Process, Stdout};
+use crate::wait::wait_for;
+
+/// How long an orchestrator may take to serve after a start.
+const SERVING_TIMEOUT: Duration = Duration::from_secs(20);
+/// The line the orchestrator prints once bound, before the address.
+const LISTENING: &str = "riposte-orchestrator listening on ";
+
+/// Options for [`Orchestrator`]; `Orchestrator::builder().lease_timeout("1s").start()`.
+#[derive(Debug, Clone, Default)]
+pub struct OrchestratorBuilder {
+    args: Vec<String>,
+    log: Option<String>,
+}
+
+impl OrchestratorBuilder {
+    /// `--lease-timeout`, e.g. `"1s"`.
+    pub fn lease_timeout(mut self, duration: &str) -> Self {
+        self.args
+            .extend(["--lease-timeout".into(), duration.into()]);
+        self
+    }
+
+    /// `--poll-wait-max`, e.g. `"2s"`.
+    pub fn poll_wait_max(mut self, duration: &str) -> Self {
+        self.args
+            .extend(["--poll-wait-max".into(), duration.into()]);
+        self
+    }
+
+    /// `--dev`: in-process workers and the example playbooks.
+    pub fn dev(mut self) -> Self {
+        self.args.push("--dev".into());
+        self
+    }
+
+    /// `--log FILTER` (default `info`).
+    pub fn log(mut self, filter: &str) -> Self {
+        self.log = Some(filter.into());
+        self
+    }
+
+    /// Spawns the orchestrator and waits for its address line.
+    pub fn start(self) -> Orchestrator {
+        let dir = tempfile::Builder::new()
+            .prefix("riposte-orchestrator-")
+            .tempdir()
+            .expect("a temporary folder");
+        let mut args = self.args;
+        args.extend(["--log".into(), self.log.unwrap_or_else(|| "info".into())]);
+        let process = spawn(&dir, "127.0.0.1:0", &args);
+        let addr = parse_addr(&process);
+        Orchestrator {
+            process,
+            dir,
+            args,
+            addr,
+            generation: 1,
+        }
+    }
+}
+
+/// A running `riposte-orchestrator`; killed when dropped, its logs printed if a test fails.
+pub struct Orchestrator {
+    // Dropped first: the process is killed and its logs printed before the folder goes.
+    process: Process,
+    dir: TempDir,
+    args: Vec<String>,
+    addr: SocketAddr,
+    /// 1 for the first process, +1 per restart.
+    generation: u32,
+}
+
+impl Orchestrator {
+    /// Options.
+    pub fn builder() -> OrchestratorBuilder {
+        OrchestratorBuilder::default()
+    }
+
+    /// An orchestrator with the default options.
+    pub fn start() -> Orchestrator {
+        Orchestrator::builder().start()
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, for workers and the CLI.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The sled folder.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The process id of the current process.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// A client of the operator API; it reconnects by itself after a restart.
+    pub fn client(&self) -> OperatorClient<Channel> {
+        OperatorClient::new(channel(&self.url())).max_decoding_message_size(16 * 1024 * 1024)
+    }
+
+    /// A client of the worker API, to play a worker by hand.
+    pub fn worker_client(&self) -> WorkerClient<Channel> {
+        WorkerClient::new(channel(&self.url()))
+    }
+
+    /// Runs the `riposte` CLI against this orchestrator.
+    pub async fn cli(&self, args: &[&str]) -> CliOutput {
+        cli(&self.url(), args).await
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// `kill -9`, then reap.
+    pub fn kill9(&mut self) {
+        self.process.kill9();
+    }
+
+    /// Freezes the process.
+    pub fn sigstop(&self) {
+        self.process.signal(Signal::SIGSTOP);
+    }
+
+    /// Thaws the process.
+    pub fn sigcont(&self) {
+        self.process.signal(Signal::SIGCONT);
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.process.terminate()
+    }
+
+    /// Starts a new process on the same data folder and the same address (so that workers
+    /// find it again), after killing the current one (`kill -9`) if it still runs.
+    pub fn restart(&mut self) {
+        self.process.kill9();
+        self.generation += 1;
+        let process = spawn(&self.dir, &self.addr.to_string(), &self.args);
+        let addr = parse_addr(&process);
+        assert_eq!(
+            addr, self.addr,
+            "the restarted orchestrator must listen where it did"
+        );
+        self.process = process;
+    }
+
+    /// Waits until the health service answers SERVING.
+    pub async fn wait_serving(&self) {
+        let url = self.url();
+        wait_for(
+            "the orchestrator is serving",
+            SERVING_TIMEOUT,
+            async || match health(&url).await {
+                Ok(ServingStatus::Serving) => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await
+    }
+
+    /// How many processes were started on this data folder.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The last lines of the logs.
+    pub fn log_tail(&self) -> String {
+        self.process.log_tail()
+    }
+}
+
+fn spawn(dir: &TempDir, listen: &str, args: &[String]) -> Process {
+    let mut argv: Vec<String> = vec![
+        "--listen".into(),
+        listen.into(),
+        "--data-dir".into(),
+        dir.path().join("data").display().to_string(),
+    ];
+    argv.extend(args.iter().cloned());
+    Process::spawn(
+        "orchestrator",
+        &binaries().orchestrator,
+        &argv,
+        &[],
+        Stdout::FirstLineThenLog(dir.path().join("orchestrator.stdout.log")),
+        &dir.path().join("orchestrator.log"),
+    )
+}
+
+fn parse_addr(process: &Process) -> SocketAddr {
+    let line = process.first_line();
+    let addr = line
+        .strip_prefix(LISTENING)
+        .unwrap_or_else(|| panic!("unexpected first line from the orchestrator: {line:?}"));
+    addr.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
+}

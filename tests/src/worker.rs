@@ -1,0 +1,187 @@
+//! `riposte-worker` as a child process: named uniquely so that tests can tell workers apart in
+//! the orchestrator's answers, with its logs captured and the faults the tests inject.
+
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use riposte_proto::v1::ListWorkersRequest;
+use riposte_proto::v1::operator_client::OperatorClient;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+use crate::binaries::binaries;
+use crate::process::{Process, Stdout};
+use crate::wait::wait_for;
+
+/// How long a worker may take to register.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Options for [`Worker`].
+#[derive(Debug, Clone)]
+pub struct WorkerBuilder {
+    orchestrator_url: String,
+    labels: Vec<(String, String)>,
+    concurrency: u32,
+    name: Option<String>,
+    log: String,
+}
+
+impl WorkerBuilder {
+    /// Labels, `key=value`.
+    pub fn labels(mut self, labels: &[(&str, &str)]) -> Self {
+        self.labels
+            .extend(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
+    }
+
+    /// Tasks run at once.
+    pub fn concurrency(mut self, concurrency: u32) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// The name shown to operators (default: `w` and a number unique in this test process).
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The `RUST_LOG` filter (default `info`).
+    pub fn log(mut self, filter: &str) -> Self {
+        self.log = filter.into();
+        self
+    }
+
+    /// Spawns the worker; it registers by itself (see [`Worker::id`]).
+    pub fn start(self) -> Worker {
+        static NEXT: AtomicUsize = AtomicUsize::new(1);
+        let name = self
+            .name
+            .unwrap_or_else(|| format!("w{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("riposte-worker-{name}-"))
+            .tempdir()
+            .expect("a temporary folder");
+        let mut args = vec![
+            "--orchestrator".to_string(),
+            self.orchestrator_url,
+            "--concurrency".into(),
+            self.concurrency.to_string(),
+            "--name".into(),
+            name.clone(),
+        ];
+        if !self.labels.is_empty() {
+            let labels: Vec<String> = self
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            args.extend(["--labels".into(), labels.join(",")]);
+        }
+        let process = Process::spawn(
+            format!("worker {name}"),
+            &binaries().worker,
+            &args,
+            &[("RUST_LOG", self.log.as_str())],
+            Stdout::Log(dir.path().join("worker.stdout.log")),
+            &dir.path().join("worker.log"),
+        );
+        Worker {
+            process,
+            name,
+            _dir: dir,
+        }
+    }
+}
+
+/// A running `riposte-worker`; killed when dropped, its logs printed if a test fails.
+pub struct Worker {
+    // Dropped first: the process is killed and its logs printed before the folder goes.
+    process: Process,
+    name: String,
+    _dir: TempDir,
+}
+
+impl Worker {
+    /// Options; the worker talks to `orchestrator_url` (`http://ADDR`).
+    pub fn builder(orchestrator_url: &str) -> WorkerBuilder {
+        WorkerBuilder {
+            orchestrator_url: orchestrator_url.into(),
+            labels: Vec::new(),
+            concurrency: 4,
+            name: None,
+            log: "info".into(),
+        }
+    }
+
+    /// A worker with these labels and concurrency.
+    pub fn start(orchestrator_url: &str, labels: &[(&str, &str)], concurrency: u32) -> Worker {
+        Worker::builder(orchestrator_url)
+            .labels(labels)
+            .concurrency(concurrency)
+            .start()
+    }
+
+    /// Its name, unique among the workers of this test process.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The worker id it registered with, once the orchestrator lists it.
+    pub async fn id(&self, client: &mut OperatorClient<Channel>) -> String {
+        let name = self.name.clone();
+        wait_for(
+            &format!("worker {name} is registered"),
+            REGISTER_TIMEOUT,
+            async || {
+                let workers = match client.list_workers(ListWorkersRequest {}).await {
+                    Ok(reply) => reply.into_inner().workers,
+                    Err(status) => return Err(format!("ListWorkers: {status}")),
+                };
+                let names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
+                match workers.iter().find(|w| w.name == name) {
+                    Some(worker) => Ok(worker.worker_id.clone()),
+                    None => Err(format!("registered: {names:?}")),
+                }
+            },
+        )
+        .await
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// `kill -9`, then reap.
+    pub fn kill9(&mut self) {
+        self.process.kill9();
+    }
+
+    /// Freezes the process.
+    pub fn sigstop(&self) {
+        self.process.signal(Signal::SIGSTOP);
+    }
+
+    /// Thaws the process.
+    pub fn sigcont(&self) {
+        self.process.signal(Signal::SIGCONT);
+    }
+
+    /// SIGTERM (a graceful drain), then waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.process.terminate()
+    }
+
+    /// The last lines of the logs.
+    pub fn log_tail(&self) -> String {
+        self.process.log_tail()
+    }
+}

@@ -1,0 +1,366 @@
+//! The `http.request` action, and the only place in the worker that builds an HTTP client.
+//!
+//! Input: `url` (required, http or https), `method` (default GET), `headers` (object of
+//! strings), `json` (any JSON body) or `body` (text), `timeout` (default 30 s, capped by the
+//! task's timeout), `response_bytes_max` (default 1 MiB, at most 10 MiB).
+//!
+//! Output: `{"status": 200, "headers": {...}, "body": ...}` where `body` is JSON when the
+//! response says it is JSON (and parses), else text.
+//!
+//! Safety: the URL's host and port must be in the allowlist, checked before any connection.
+//! Redirects are never followed (a 3xx comes back as the output), so a response cannot send the
+//! worker to a host outside the allowlist. Proxy settings from the environment are ignored for
+//! the same reason. The body is read in chunks and reading stops past the cap, whatever
+//! `Content-Length` says.
+//!
+//! Failures: connection errors, timeouts and 5xx are retryable; 4xx, refusals and bad input are
+//! not. A status failure's message carries the status and a bounded prefix of the body.
+
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+use serde_json::{Map, Value, json};
+
+use super::{Context, Failure, Fields, Input};
+use crate::config::{AllowedHost, Host};
+
+/// Time a request may take unless its input says otherwise.
+const TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// Longest `timeout` an input may ask for (the task's timeout caps it further).
+const TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+/// Largest response body read unless the input says otherwise.
+const RESPONSE_BYTES_DEFAULT: u64 = 1024 * 1024;
+/// Largest `response_bytes_max` an input may ask for.
+const RESPONSE_BYTES_MAX: u64 = 10 * 1024 * 1024;
+/// How much of an error response's body goes into the failure message.
+const ERROR_BODY_PREFIX_BYTES: usize = 512;
+
+/// The `http.*` actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    Request,
+}
+
+impl Action {
+    /// All `http.*` actions.
+    pub(crate) const ALL: &[Action] = &[Action::Request];
+
+    /// The wire name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Action::Request => "http.request",
+        }
+    }
+}
+
+/// The HTTP connector: one client (connection pool) and the allowlist it enforces.
+#[derive(Debug)]
+pub(crate) struct Connector {
+    client: reqwest::Client,
+    allow_hosts: Vec<AllowedHost>,
+}
+
+impl Connector {
+    /// Builds the client: rustls, no redirects, no proxy from the environment.
+    pub(crate) fn new(allow_hosts: Vec<AllowedHost>) -> Result<Connector, crate::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("riposte-worker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(crate::Error::HttpClient)?;
+        Ok(Connector {
+            client,
+            allow_hosts,
+        })
+    }
+
+    /// Runs one `http.*` action.
+    pub(crate) async fn execute(
+        &self,
+        action: Action,
+        input: Input,
+        cx: &Context,
+    ) -> Result<Value, Failure> {
+        match action {
+            Action::Request => self.request(input, cx).await,
+        }
+    }
+
+    async fn request(&self, input: Input, cx: &Context) -> Result<Value, Failure> {
+        let request = Request::parse(input)?;
+        let target = self.check_allowed(&request.url)?;
+        let timeout = request.timeout.min(cx.timeout);
+        match tokio::time::timeout(timeout, self.send(request, &target)).await {
+            Ok(result) => result,
+            Err(_) => {
+                let timeout = humantime::format_duration(timeout);
+                Err(Failure::retryable(format!(
+                    "http request to {target} timed out after {timeout}"
+                )))
+            }
+        }
+    }
+
+    /// Refuses a URL whose host and port no allowlist entry allows; answers `host:port` for
+    /// messages (never the full URL, which may carry credentials).
+    fn check_allowed(&self, url: &Url) -> Result<String, Failure> {
+        let host = url.host_str().map(Host::from_url_host);
+        let port = url.port_or_known_default();
+        let (Some(host), Some(port)) = (host, port) else {
+            return Err(Failure::invalid_input("`url` must name a host"));
+        };
+        let target = format!("{host}:{port}");
+        if self
+            .allow_hosts
+            .iter()
+            .any(|allowed| allowed.allows(&host, port))
+        {
+            return Ok(target);
+        }
+        let message =
+            format!("host {target} is not allowed: it is not in the worker's --http-allow-hosts");
+        Err(Failure::permanent(message))
+    }
+
+    async fn send(&self, request: Request, target: &str) -> Result<Value, Failure> {
+        let mut builder = self
+            .client
+            .request(request.method, request.url)
+            .headers(request.headers);
+        builder = match request.body {
+            Body::Empty => builder,
+            Body::Json(value) => builder.json(&value),
+            Body::Text(text) => builder.body(text),
+        };
+        let mut response = builder
+            .send()
+            .await
+            .map_err(|e| transport_failure(target, e))?;
+        let status = response.status();
+        let headers = headers_json(response.headers());
+        let is_json = is_json(response.headers());
+        let body = read_capped(&mut response, request.response_bytes_max, target).await?;
+        if status.is_client_error() || status.is_server_error() {
+            return Err(status_failure(status, target, &body.bytes));
+        }
+        if !body.complete {
+            let cap = request.response_bytes_max;
+            return Err(Failure::permanent(format!(
+                "response body from {target} is larger than response_bytes_max ({cap} bytes)"
+            )));
+        }
+        let body = decode_body(body.bytes, is_json);
+        Ok(json!({ "status": status.as_u16(), "headers": headers, "body": body }))
+    }
+}
+
+/// A validated `http.request` input.
+#[derive(Debug)]
+struct Request {
+    method: Method,
+    url: Url,
+    headers: HeaderMap,
+    body: Body,
+    timeout: Duration,
+    response_bytes_max: u64,
+}
+
+#[derive(Debug)]
+enum Body {
+    Empty,
+    Json(Value),
+    Text(String),
+}
+
+impl Request {
+    fn parse(input: Input) -> Result<Request, Failure> {
+        let known = [
+            "url",
+            "method",
+            "headers",
+            "json",
+            "body",
+            "timeout",
+            "response_bytes_max",
+        ];
+        let mut fields = Fields::new(input, &known)?;
+        let url = parse_url(&fields.required_string("url")?)?;
+        let method = parse_method(fields.string("method")?.as_deref().unwrap_or("GET"))?;
+        let headers = parse_headers(fields.object("headers")?.unwrap_or_default())?;
+        let body = match (fields.value("json"), fields.string("body")?) {
+            (Some(_), Some(_)) => {
+                return Err(Failure::invalid_input(
+                    "give either `json` or `body`, not both",
+                ));
+            }
+            (Some(value), None) => Body::Json(value),
+            (None, Some(text)) => Body::Text(text),
+            (None, None) => Body::Empty,
+        };
+        let timeout = fields
+            .duration("timeout", TIMEOUT_MAX)?
+            .unwrap_or(TIMEOUT_DEFAULT);
+        let response_bytes_max = fields
+            .u64("response_bytes_max")?
+            .unwrap_or(RESPONSE_BYTES_DEFAULT);
+        if response_bytes_max > RESPONSE_BYTES_MAX {
+            return Err(Failure::invalid_input(format!(
+                "`response_bytes_max` {response_bytes_max} exceeds the maximum of {RESPONSE_BYTES_MAX}"
+            )));
+        }
+        Ok(Request {
+            method,
+            url,
+            headers,
+            body,
+            timeout,
+            response_bytes_max,
+        })
+    }
+}
+
+fn parse_url(text: &str) -> Result<Url, Failure> {
+    let url = Url::parse(text).map_err(|e| Failure::invalid_input(format!("`url`: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Failure::invalid_input(format!(
+            "`url` must use http or https, not {}",
+            url.scheme()
+        )));
+    }
+    Ok(url)
+}
+
+fn parse_method(text: &str) -> Result<Method, Failure> {
+    Method::from_bytes(text.trim().to_ascii_uppercase().as_bytes())
+        .map_err(|_| Failure::invalid_input(format!("`method` {text:?} is not an http method")))
+}
+
+fn parse_headers(object: Map<String, Value>) -> Result<HeaderMap, Failure> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in object {
+        let Value::String(value) = value else {
+            return Err(Failure::invalid_input(format!(
+                "`headers`: the value of {name:?} must be a string"
+            )));
+        };
+        let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            Failure::invalid_input(format!("`headers`: {name:?} is not a valid header name"))
+        })?;
+        let header_value = HeaderValue::from_str(&value).map_err(|_| {
+            Failure::invalid_input(format!(
+                "`headers`: the value of {name:?} is not a valid header value"
+            ))
+        })?;
+        headers.append(header_name, header_value);
+    }
+    Ok(headers)
+}
+
+/// A body read up to a cap.
+struct Capped {
+    bytes: Vec<u8>,
+    /// False when the body went on past the cap (the rest was not read).
+    complete: bool,
+}
+
+/// Reads the body chunk by chunk and stops as soon as it passes `cap` bytes.
+async fn read_capped(
+    response: &mut reqwest::Response,
+    cap: u64,
+    target: &str,
+) -> Result<Capped, Failure> {
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_failure(target, e))?
+    {
+        if bytes.len() + chunk.len() > cap {
+            let room = cap - bytes.len();
+            bytes.extend_from_slice(&chunk[..room]);
+            return Ok(Capped {
+                bytes,
+                complete: false,
+            });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Capped {
+        bytes,
+        complete: true,
+    })
+}
+
+fn headers_json(headers: &HeaderMap) -> Map<String, Value> {
+    let mut object = Map::new();
+    for name in headers.keys() {
+        let values: Vec<_> = headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+            .collect();
+        object.insert(name.as_str().to_owned(), Value::String(values.join(", ")));
+    }
+    object
+}
+
+/// True for `application/json` and `application/*+json`.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+fn decode_body(bytes: Vec<u8>, is_json: bool) -> Value {
+    if is_json && let Ok(value) = serde_json::from_slice(&bytes) {
+        return value;
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Value::String(text),
+        Err(e) => Value::String(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    }
+}
+
+fn status_failure(status: StatusCode, target: &str, body: &[u8]) -> Failure {
+    let prefix = &body[..body.len().min(ERROR_BODY_PREFIX_BYTES)];
+    let prefix = String::from_utf8_lossy(prefix);
+    let mut message = format!("http {status} from {target}");
+    if !prefix.trim().is_empty() {
+        message.push_str(": ");
+        message.push_str(prefix.trim());
+    }
+    Failure {
+        message,
+        retryable: status.is_server_error(),
+    }
+}
+
+/// A failure to connect, send or read: retryable, with the whole error chain (without the URL).
+fn transport_failure(target: &str, error: reqwest::Error) -> Failure {
+    let error = error.without_url();
+    let mut message = format!("http request to {target} failed");
+    let mut source: Option<&dyn std::error::Error> = Some(&error);
+    while let Some(e) = source {
+        // Layers often repeat their source's text; keep each piece once.
+        let text = e.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = e.source();
+    }
+    Failure::retryable(message)
+}
+
+#[cfg(test)]
+mod tests;
