@@ -42,6 +42,11 @@ pub struct Config {
     #[arg(long, env = "RIPOSTE_PLAYBOOKS")]
     pub playbooks: Option<PathBuf>,
 
+    /// An approver group and its members, `GROUP=alice,bob`; repeat for more groups. Approval
+    /// steps name the groups that may decide.
+    #[arg(long = "approver-group", value_name = "GROUP=MEMBERS", value_parser = parse_group)]
+    pub approver_groups: Vec<(String, Vec<String>)>,
+
     /// Log filter (tracing env-filter syntax), e.g. `info` or `riposte_orchestrator=debug`.
     #[arg(long, env = "RIPOSTE_LOG", default_value = "info")]
     pub log: String,
@@ -54,6 +59,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("`{text}` must be more than 0 and at most 1h"));
     }
     Ok(d)
+}
+
+/// `soc-leads=alice,bob` -> ("soc-leads", ["alice", "bob"]).
+fn parse_group(text: &str) -> Result<(String, Vec<String>), String> {
+    let (group, members) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected GROUP=MEMBER,MEMBER"))?;
+    let members: Vec<String> = members
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(String::from)
+        .collect();
+    if group.trim().is_empty() || members.is_empty() {
+        return Err(format!(
+            "`{text}`: a group needs a name and at least one member"
+        ));
+    }
+    Ok((group.trim().to_string(), members))
 }
 
 #[cfg(test)]
@@ -76,6 +100,25 @@ mod tests {
         .unwrap();
         assert!(c.dev);
         assert_eq!(c.lease_timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn approver_groups_parse() {
+        let c = Config::try_parse_from([
+            "x",
+            "--approver-group",
+            "soc-leads=alice, bob",
+            "--approver-group",
+            "on-call=carol",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.approver_groups[0],
+            ("soc-leads".into(), vec!["alice".into(), "bob".into()])
+        );
+        assert_eq!(c.approver_groups.len(), 2);
+        assert!(Config::try_parse_from(["x", "--approver-group", "nobody"]).is_err());
+        assert!(Config::try_parse_from(["x", "--approver-group", "g="]).is_err());
     }
 
     #[test]

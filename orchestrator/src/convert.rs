@@ -5,12 +5,14 @@ use riposte_proto::v1 as pb;
 
 use crate::dispatch::Worker;
 use crate::engine::Grant;
-use crate::scheduler::state::{HistoryEvent, RunState, RunStatus, StepStatus};
+use crate::scheduler::state::{HistoryEvent, RunState, RunStatus, Slot, StepStatus};
 use crate::store::StoredPlaybook;
 
 pub fn run_status(status: RunStatus) -> pb::RunStatus {
     match status {
         RunStatus::Running => pb::RunStatus::Running,
+        RunStatus::Queued => pb::RunStatus::Queued,
+        RunStatus::Halted => pb::RunStatus::Halted,
         RunStatus::Succeeded => pb::RunStatus::Succeeded,
         RunStatus::Failed => pb::RunStatus::Failed,
         RunStatus::Cancelled => pb::RunStatus::Cancelled,
@@ -24,6 +26,8 @@ pub fn run_status_from_proto(status: i32) -> Option<RunStatus> {
         pb::RunStatus::Succeeded => Some(RunStatus::Succeeded),
         pb::RunStatus::Failed => Some(RunStatus::Failed),
         pb::RunStatus::Cancelled => Some(RunStatus::Cancelled),
+        pb::RunStatus::Queued => Some(RunStatus::Queued),
+        pb::RunStatus::Halted => Some(RunStatus::Halted),
     }
 }
 
@@ -31,6 +35,8 @@ fn step_status(status: StepStatus) -> pb::StepStatus {
     match status {
         StepStatus::Waiting => pb::StepStatus::Waiting,
         StepStatus::Running => pb::StepStatus::Running,
+        StepStatus::AwaitingApproval => pb::StepStatus::AwaitingApproval,
+        StepStatus::Sleeping => pb::StepStatus::Sleeping,
         StepStatus::Succeeded => pb::StepStatus::Succeeded,
         StepStatus::Failed => pb::StepStatus::Failed,
         StepStatus::Skipped => pb::StepStatus::Skipped,
@@ -63,6 +69,11 @@ pub fn run(state: &RunState, playbook: &Playbook) -> pb::Run {
                 items_failed: count(|s| *s == crate::scheduler::state::UnitStatus::Failed),
                 started_at_ms: step.started_at_ms.unwrap_or(0),
                 finished_at_ms: step.finished_at_ms.unwrap_or(0),
+                items_pending: count(|s| *s == crate::scheduler::state::UnitStatus::Pending),
+                due_at_ms: step
+                    .due_ms
+                    .or(step.approval.as_ref().map(|a| a.due_ms))
+                    .unwrap_or(0),
             }
         })
         .collect();
@@ -78,6 +89,9 @@ pub fn run(state: &RunState, playbook: &Playbook) -> pb::Run {
         finished_at_ms: state.finished_at_ms.unwrap_or(0),
         error: state.error.clone().unwrap_or_default(),
         steps,
+        phase: state.phase.as_str().to_string(),
+        concurrency_key: state.concurrency_key.clone().unwrap_or_default(),
+        deadline_ms: state.deadline_ms.unwrap_or(0),
     }
 }
 
@@ -162,7 +176,10 @@ pub fn task(grant: &Grant) -> pb::Task {
         task_id: grant.task_id.clone(),
         run_id: grant.task.unit.run.to_string(),
         step_id: grant.task.step_id.clone(),
-        item: grant.task.unit.item,
+        item: match grant.task.unit.slot {
+            Slot::Step { item, .. } => item,
+            _ => 0,
+        },
         attempt: grant.task.attempt,
         action: grant.task.action.clone(),
         input_json: grant.task.input.to_string(),
@@ -188,5 +205,55 @@ pub fn worker(worker: &Worker, in_flight: usize, now: std::time::Instant) -> pb:
         concurrency: worker.concurrency,
         tasks_in_flight: in_flight as u32,
         last_seen_ms_ago: now.duration_since(worker.last_seen).as_millis() as u64,
+    }
+}
+
+pub fn grant(view: &crate::engine::GrantView) -> pb::GrantInfo {
+    pb::GrantInfo {
+        run_id: view.run.to_string(),
+        playbook: view.playbook.clone(),
+        step_id: view.step.clone(),
+        item: view.item,
+        subject: view.grant.subject.clone(),
+        revoke_action: view.action.clone(),
+        revoke_input_json: view.input.to_string(),
+        opened_at_ms: view.grant.opened_at_ms,
+        expires_at_ms: view.grant.expires_ms,
+        status: view.status.to_string(),
+        requested_by: view.requested_by.clone(),
+        attempts: view.attempts,
+        error: view.error.clone(),
+    }
+}
+
+pub fn approval(view: &crate::engine::ApprovalView) -> pb::PendingApproval {
+    pb::PendingApproval {
+        run_id: view.run.to_string(),
+        playbook: view.playbook.clone(),
+        step_id: view.step.clone(),
+        action: view.action.clone(),
+        input_json: view.input.to_string(),
+        digest: view.pending.digest.clone(),
+        approvers: view.approvers.clone(),
+        min: view.min,
+        decisions: view
+            .pending
+            .decisions
+            .iter()
+            .map(|d| pb::Decision {
+                who: d.who.clone(),
+                approve: d.approve,
+                comment: d.comment.clone(),
+                at_ms: d.at_ms,
+                digest: d.digest.clone(),
+            })
+            .collect(),
+        requested_by: view.requested_by.clone(),
+        expires_at_ms: view.pending.due_ms,
+        on_timeout: match view.on_timeout {
+            riposte_playbooks::ApprovalOutcome::Approve => "approve",
+            riposte_playbooks::ApprovalOutcome::Reject => "reject",
+        }
+        .to_string(),
     }
 }

@@ -15,8 +15,10 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::clock;
 use crate::dispatch::{Dispatcher, Lease, Waiter, Worker};
-use crate::scheduler::state::{HistoryEvent, RunId, RunState, UnitRef, UnitStatus};
-use crate::scheduler::{self, Command, Event, NewRun, Scheduler, TaskSpec, Transition};
+use crate::scheduler::state::{HistoryEvent, RunId, RunState, Slot, UnitRef, UnitStatus};
+use crate::scheduler::{
+    self, Command, DecisionRequest, Event, NewRun, Repair, Scheduler, TaskSpec, Transition,
+};
 use crate::store::{self, RunKey, Seq, Store, StoredPlaybook};
 
 /// Bounds on what one request may carry or the engine may hold.
@@ -47,6 +49,8 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error(transparent)]
     Store(#[from] store::Error),
 }
@@ -58,6 +62,8 @@ pub struct Settings {
     pub lease: Duration,
     /// Longest long-poll held open.
     pub poll_wait_max: Duration,
+    /// Approver groups: group name -> members.
+    pub approver_groups: BTreeMap<String, Vec<String>>,
 }
 
 /// A task handed to a worker, durable once `seq` is.
@@ -69,6 +75,35 @@ pub struct Grant {
     pub token: u64,
     pub lease_ms: u64,
     pub seq: Seq,
+}
+
+/// An open (or closing) grant, for `riposte grants list`.
+pub struct GrantView {
+    pub run: RunId,
+    pub playbook: String,
+    pub step: String,
+    pub item: u32,
+    pub grant: crate::scheduler::state::GrantState,
+    pub action: String,
+    pub input: Value,
+    pub status: &'static str,
+    pub requested_by: String,
+    pub attempts: u32,
+    pub error: String,
+}
+
+/// A step waiting for a decision, for `riposte approvals list`.
+pub struct ApprovalView {
+    pub run: RunId,
+    pub playbook: String,
+    pub step: String,
+    pub action: String,
+    pub input: Value,
+    pub pending: crate::scheduler::state::ApprovalState,
+    pub approvers: Vec<String>,
+    pub min: u32,
+    pub on_timeout: riposte_playbooks::ApprovalOutcome,
+    pub requested_by: String,
 }
 
 /// What a poll got: a task now, or a channel that will carry one.
@@ -105,8 +140,8 @@ pub struct Engine {
     settings: Settings,
     scheduler: Scheduler,
     dispatch: Dispatcher<Grant>,
-    /// Backoff timers: (due wall-clock ms, unit).
-    timers: BTreeSet<(i64, RunId, usize, u32)>,
+    /// Run timers: (due wall-clock ms, run).
+    timers: BTreeSet<(i64, RunId)>,
     playbooks: HashMap<(String, u32), Arc<Playbook>>,
     watchers: HashMap<RunId, broadcast::Sender<(Seq, HistoryEvent)>>,
 }
@@ -131,30 +166,23 @@ impl Engine {
             let commands = engine.scheduler.resume(state, playbook);
             engine.carry_out(commands);
         }
+        engine.scheduler.resumed_all();
         Ok(engine)
     }
 
     fn adopt_leases(&mut self, state: &RunState, playbook: &Playbook, now: Instant) {
-        for (step_index, step) in state.steps.iter().enumerate() {
-            let spec = &playbook.steps[step_index];
-            for (item, unit) in step.units.iter().enumerate() {
-                if let UnitStatus::Leased { token, worker } = &unit.status {
-                    let lease = Lease {
-                        unit: UnitRef {
-                            run: state.id,
-                            step: step_index,
-                            item: item as u32,
-                        },
-                        task_id: task_id(state.id, &spec.id, item as u32, unit.attempt),
-                        worker: worker.clone(),
-                        deadline: now + self.settings.lease,
-                        deadline_max: now
-                            + self.settings.lease
-                            + Duration::from_millis(spec.timeout_ms),
-                    };
-                    self.dispatch.insert_lease(*token, lease);
-                }
-            }
+        for (unit, token, worker, attempt) in leased_units(state) {
+            let step_id = &playbook.steps[slot_step(state, unit.slot)].id;
+            let timeout =
+                Duration::from_millis(playbook.steps[slot_step(state, unit.slot)].timeout_ms);
+            let lease = Lease {
+                unit,
+                task_id: task_id(state.id, step_id, unit.slot, attempt),
+                worker,
+                deadline: now + self.settings.lease,
+                deadline_max: now + self.settings.lease + timeout,
+            };
+            self.dispatch.insert_lease(token, lease);
         }
     }
 
@@ -277,13 +305,13 @@ impl Engine {
         let transition = self
             .scheduler
             .handle(clock::now_ms(), Event::Start(new))
-            .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+            .map_err(scheduler_error)?;
         let key = if req.idempotency_key.is_empty() {
             RunKey::None
         } else {
-            RunKey::Claim(&req.idempotency_key)
+            RunKey::Claim(&req.idempotency_key, id)
         };
-        let seq = self.commit(id, transition, key)?;
+        let seq = self.commit(transition, key)?;
         let run = self.run(id)?;
         Ok((run, false, seq))
     }
@@ -317,8 +345,8 @@ impl Engine {
                     by,
                 },
             )
-            .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
-        self.commit(id, transition, RunKey::None)
+            .map_err(scheduler_error)?;
+        self.commit(transition, RunKey::None)
     }
 
     /// Upserts a worker.
@@ -359,7 +387,7 @@ impl Engine {
     fn grant(&mut self, task: TaskSpec, worker: &str) -> Result<Option<Grant>, Error> {
         let token = self.store.next_token()?;
         let event = Event::Leased {
-            unit: task.unit.clone(),
+            unit: task.unit,
             attempt: task.attempt,
             token,
             worker: worker.to_string(),
@@ -369,20 +397,20 @@ impl Engine {
             Err(_) => return Ok(None),
         };
         let run = task.unit.run;
-        let seq = self.commit(run, transition, RunKey::None)?;
+        let seq = self.commit(transition, RunKey::None)?;
         let now = clock::monotonic();
-        let id = task_id(run, &task.step_id, task.unit.item, task.attempt);
+        let id = task_id(run, &task.step_id, task.unit.slot, task.attempt);
         self.dispatch.insert_lease(
             token,
             Lease {
-                unit: task.unit.clone(),
+                unit: task.unit,
                 task_id: id.clone(),
                 worker: worker.to_string(),
                 deadline: now + self.settings.lease,
                 deadline_max: now + self.settings.lease + Duration::from_millis(task.timeout_ms),
             },
         );
-        let idempotency_key = format!("{run}/{}/{}", task.step_id, task.unit.item);
+        let idempotency_key = idempotency_key(run, &task.step_id, task.unit.slot);
         Ok(Some(Grant {
             task,
             task_id: id,
@@ -434,16 +462,13 @@ impl Engine {
         token: u64,
         outcome: Result<Value, (String, bool)>,
     ) -> Result<Report, Error> {
-        let (run, step_id, item) = parse_task_id(task_id)
+        let parsed = parse_task_id(task_id)
             .ok_or_else(|| Error::InvalidArgument(format!("malformed task id `{task_id}`")))?;
-        let playbook = match self.scheduler.playbook(run) {
-            Some(p) => p.clone(),
-            None => return self.report_finished(run, &step_id, item, token),
+        let run = parsed.run;
+        let Some(playbook) = self.scheduler.playbook(run).cloned() else {
+            return self.report_finished(parsed, token);
         };
-        let step = playbook
-            .step_index(&step_id)
-            .ok_or_else(|| Error::InvalidArgument(format!("run {run} has no step `{step_id}`")))?;
-        let unit = UnitRef { run, step, item };
+        let unit = parsed.unit(&playbook)?;
         let event = match outcome {
             Ok(output) => Event::Succeeded {
                 unit,
@@ -460,12 +485,12 @@ impl Engine {
         let transition = self
             .scheduler
             .handle(clock::now_ms(), event)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            .map_err(scheduler_error)?;
         let (duplicate, rejected) = (transition.duplicate, transition.rejected.clone());
         if !duplicate && rejected.is_none() {
             self.dispatch.remove_lease(token);
         }
-        let seq = self.commit(run, transition, RunKey::None)?;
+        let seq = self.commit(transition, RunKey::None)?;
         Ok(Report {
             seq,
             duplicate,
@@ -473,22 +498,14 @@ impl Engine {
         })
     }
 
-    fn report_finished(
-        &mut self,
-        run: RunId,
-        step_id: &str,
-        item: u32,
-        token: u64,
-    ) -> Result<Report, Error> {
+    fn report_finished(&mut self, parsed: ParsedTaskId, token: u64) -> Result<Report, Error> {
+        let run = parsed.run;
         let mut state = self
             .store
             .run(run)?
             .ok_or_else(|| Error::NotFound(format!("run {run} not found")))?;
         let playbook = self.playbook(&state.playbook, state.version)?;
-        let step = playbook
-            .step_index(step_id)
-            .ok_or_else(|| Error::InvalidArgument(format!("run {run} has no step `{step_id}`")))?;
-        let unit = UnitRef { run, step, item };
+        let unit = parsed.unit(&playbook)?;
         let transition = self.scheduler.result_for_finished(
             clock::now_ms(),
             &mut state,
@@ -497,10 +514,9 @@ impl Engine {
             token,
         );
         let mut seq = self.store.last_write();
-        if transition.changed {
-            seq = self
-                .store
-                .put_run(&state, &transition.history, RunKey::None)?;
+        if !transition.changed.is_empty() {
+            let history: Vec<&HistoryEvent> = transition.history_of(run).collect();
+            seq = self.store.put_runs(&[(&state, history)], RunKey::None)?;
         }
         Ok(Report {
             seq,
@@ -515,23 +531,18 @@ impl Engine {
         for (token, lease) in self.dispatch.expired(now) {
             tracing::warn!(task.id = %lease.task_id, lease.token = token, worker.id = %lease.worker, "lease.expired");
             let event = Event::LeaseExpired {
-                unit: lease.unit.clone(),
+                unit: lease.unit,
                 token,
             };
             self.handle_quietly(lease.unit.run, event);
         }
         let now_ms = clock::now_ms();
-        while let Some(&(due_ms, run, step, item)) = self.timers.first() {
+        while let Some(&(due_ms, run)) = self.timers.first() {
             if due_ms > now_ms {
                 break;
             }
             self.timers.pop_first();
-            self.handle_quietly(
-                run,
-                Event::RetryDue {
-                    unit: UnitRef { run, step, item },
-                },
-            );
+            self.handle_quietly(run, Event::Timer { run });
         }
         self.forget_silent_workers(now);
         self.next_wake(now)
@@ -540,7 +551,7 @@ impl Engine {
     fn handle_quietly(&mut self, run: RunId, event: Event) {
         match self.scheduler.handle(clock::now_ms(), event) {
             Ok(transition) => {
-                if let Err(e) = self.commit(run, transition, RunKey::None) {
+                if let Err(e) = self.commit(transition, RunKey::None) {
                     tracing::error!(run.id = %run, error = %e, "engine.commit_failed");
                 }
             }
@@ -551,7 +562,7 @@ impl Engine {
 
     fn next_wake(&self, now: Instant) -> Option<Instant> {
         let lease = self.dispatch.next_deadline();
-        let timer = self.timers.first().map(|&(due_ms, ..)| {
+        let timer = self.timers.first().map(|&(due_ms, _)| {
             let wait_ms = (due_ms - clock::now_ms()).max(0) as u64;
             now + Duration::from_millis(wait_ms)
         });
@@ -567,29 +578,33 @@ impl Engine {
             .retain(|_, w| now.duration_since(w.last_seen) < silence);
     }
 
-    /// Persists a transition, then carries out its commands and notifies watchers.
-    fn commit(
-        &mut self,
-        run: RunId,
-        transition: Transition,
-        key: RunKey<'_>,
-    ) -> Result<Seq, Error> {
+    /// Persists a transition (every changed run with its history, in one transaction), then
+    /// carries out its commands and notifies watchers.
+    fn commit(&mut self, transition: Transition, key: RunKey<'_>) -> Result<Seq, Error> {
         let mut seq = self.store.last_write();
-        if transition.changed {
-            let state = match (&transition.finished, self.scheduler.run(run)) {
-                (Some(state), _) => state,
-                (None, Some(state)) => state,
-                (None, None) => unreachable!("a changed run is active or just finished"),
-            };
-            seq = self.store.put_run(state, &transition.history, key)?;
+        if !transition.changed.is_empty() {
+            let writes: Vec<(&RunState, Vec<&HistoryEvent>)> = transition
+                .changed
+                .iter()
+                .map(|id| {
+                    let state = transition
+                        .finished
+                        .iter()
+                        .find(|s| s.id == *id)
+                        .or_else(|| self.scheduler.run(*id))
+                        .expect("a changed run is active or just finished");
+                    (state, transition.history_of(*id).collect())
+                })
+                .collect();
+            seq = self.store.put_runs(&writes, key)?;
         }
-        if let Some(sender) = self.watchers.get(&run) {
-            for event in &transition.history {
+        for (run, event) in &transition.history {
+            if let Some(sender) = self.watchers.get(run) {
                 let _ = sender.send((seq, event.clone()));
             }
         }
-        if transition.finished.is_some() {
-            self.watchers.remove(&run);
+        for ended in &transition.finished {
+            self.watchers.remove(&ended.id);
         }
         self.carry_out(transition.commands);
         Ok(seq)
@@ -603,8 +618,8 @@ impl Engine {
                     self.dispatch.enqueue(task);
                     dispatched = true;
                 }
-                Command::ArmTimer { unit, due_ms } => {
-                    self.timers.insert((due_ms, unit.run, unit.step, unit.item));
+                Command::ArmTimer { run, due_ms } => {
+                    self.timers.insert((due_ms, run));
                 }
                 Command::Abandon { token } => self.dispatch.abandon(token),
                 Command::Finished { run, status } => {
@@ -691,6 +706,161 @@ impl Engine {
         workers
     }
 
+    /// Records a decision on an approval.
+    pub fn decide(&mut self, request: DecisionRequest) -> Result<Seq, Error> {
+        check_len("who", &request.who)?;
+        check_len("comment", &request.comment)?;
+        if request.who.is_empty() {
+            return Err(Error::InvalidArgument("who decides is required".into()));
+        }
+        let run = request.run;
+        self.active_or_refuse(run)?;
+        let groups = self.groups_of(&request.who);
+        let event = Event::Decide(DecisionRequest { groups, ..request });
+        let transition = self
+            .scheduler
+            .handle(clock::now_ms(), event)
+            .map_err(scheduler_error)?;
+        self.commit(transition, RunKey::None)
+    }
+
+    /// The approver groups `who` belongs to.
+    fn groups_of(&self, who: &str) -> Vec<String> {
+        self.settings
+            .approver_groups
+            .iter()
+            .filter(|(_, members)| members.iter().any(|m| m == who))
+            .map(|(group, _)| group.clone())
+            .collect()
+    }
+
+    fn active_or_refuse(&self, id: RunId) -> Result<(), Error> {
+        if self.scheduler.run(id).is_some() {
+            return Ok(());
+        }
+        let run = self.run(id)?;
+        Err(Error::FailedPrecondition(format!(
+            "run {id} has {}",
+            run.status.as_str()
+        )))
+    }
+
+    pub fn revoke_grant(
+        &mut self,
+        run: RunId,
+        step: String,
+        item: u32,
+        by: String,
+        reason: String,
+    ) -> Result<Seq, Error> {
+        check_len("reason", &reason)?;
+        self.active_or_refuse(run)?;
+        let event = Event::Revoke {
+            run,
+            step,
+            item,
+            by,
+            reason,
+        };
+        let transition = self
+            .scheduler
+            .handle(clock::now_ms(), event)
+            .map_err(scheduler_error)?;
+        self.commit(transition, RunKey::None)
+    }
+
+    /// A repair verb; an ended run is reopened from the store when the verb allows it.
+    pub fn repair(
+        &mut self,
+        run: RunId,
+        repair: Repair,
+        step: String,
+        by: String,
+        reason: String,
+    ) -> Result<Seq, Error> {
+        check_len("reason", &reason)?;
+        let now_ms = clock::now_ms();
+        let transition = if self.scheduler.run(run).is_some() {
+            let event = Event::Repair {
+                run,
+                repair,
+                step,
+                by,
+                reason,
+            };
+            self.scheduler
+                .handle(now_ms, event)
+                .map_err(scheduler_error)?
+        } else {
+            let state = self.run(run)?;
+            let playbook = self.playbook(&state.playbook, state.version)?;
+            self.scheduler
+                .reopen(now_ms, state, playbook, (repair, &step, &by, &reason))
+                .map_err(scheduler_error)?
+        };
+        self.commit(transition, RunKey::None)
+    }
+
+    /// Every grant of the active runs (a run holding a grant is active).
+    pub fn grants(&self) -> Vec<GrantView> {
+        let mut grants = Vec::new();
+        for (state, playbook) in self.scheduler.runs() {
+            for entry in &state.undo {
+                let Some(grant) = &entry.grant else { continue };
+                grants.push(GrantView {
+                    run: state.id,
+                    playbook: state.playbook.clone(),
+                    step: playbook.steps[entry.step].id.clone(),
+                    item: entry.item,
+                    grant: grant.clone(),
+                    action: entry.action.clone(),
+                    input: entry.unit.input.clone(),
+                    status: crate::scheduler::undo_status(&entry.unit),
+                    requested_by: state.requested_by.clone(),
+                    attempts: entry.unit.attempt,
+                    error: entry.unit.error.clone().unwrap_or_default(),
+                });
+            }
+        }
+        grants.sort_by_key(|g| (g.grant.expires_ms, g.run, g.item));
+        grants
+    }
+
+    /// Steps waiting for a decision.
+    pub fn approvals(&self) -> Vec<ApprovalView> {
+        let mut approvals = Vec::new();
+        for (state, playbook) in self.scheduler.runs() {
+            for (spec, step) in playbook.steps.iter().zip(&state.steps) {
+                if step.status != crate::scheduler::state::StepStatus::AwaitingApproval {
+                    continue;
+                }
+                let (Some(pending), Some(policy)) = (&step.approval, &spec.approval) else {
+                    continue;
+                };
+                let inputs: Vec<Value> = step.units.iter().map(|u| u.input.clone()).collect();
+                let input = match (spec.for_each.is_some(), inputs.len()) {
+                    (false, 1) => inputs.into_iter().next().unwrap_or(Value::Null),
+                    (false, _) => state.params.clone(),
+                    (true, _) => Value::Array(inputs),
+                };
+                approvals.push(ApprovalView {
+                    run: state.id,
+                    playbook: state.playbook.clone(),
+                    step: spec.id.clone(),
+                    action: spec.action.clone(),
+                    input,
+                    pending: pending.clone(),
+                    approvers: policy.approvers.clone(),
+                    min: policy.min,
+                    on_timeout: policy.on_timeout,
+                    requested_by: state.requested_by.clone(),
+                });
+            }
+        }
+        approvals.sort_by_key(|a| (a.pending.due_ms, a.run));
+        approvals
+    }
+
     /// Runs currently active (for health and the benchmark).
     pub fn active_runs(&self) -> usize {
         self.scheduler.len()
@@ -716,16 +886,124 @@ fn not_found_playbook(name: &str, version: u32) -> String {
     }
 }
 
-/// The task id on the wire: `run/step/item/attempt`.
-pub fn task_id(run: RunId, step_id: &str, item: u32, attempt: u32) -> String {
-    format!("{run}/{step_id}/{item}/{attempt}")
+/// The task id on the wire: `run/step/item/attempt`, `run/!undo/n/attempt` or
+/// `run/step/!health/attempt`.
+pub fn task_id(run: RunId, step_id: &str, slot: Slot, attempt: u32) -> String {
+    match slot {
+        Slot::Step { item, .. } => format!("{run}/{step_id}/{item}/{attempt}"),
+        Slot::Undo(n) => format!("{run}/!undo/{n}/{attempt}"),
+        Slot::Health { .. } => format!("{run}/{step_id}/!health/{attempt}"),
+    }
 }
 
-fn parse_task_id(id: &str) -> Option<(RunId, String, u32)> {
+/// Stable across attempts: what connectors use to make repeats harmless.
+fn idempotency_key(run: RunId, step_id: &str, slot: Slot) -> String {
+    match slot {
+        Slot::Step { item, .. } => format!("{run}/{step_id}/{item}"),
+        Slot::Undo(n) => format!("{run}/!undo/{n}"),
+        Slot::Health { .. } => format!("{run}/{step_id}/!health"),
+    }
+}
+
+/// A task id taken apart; the step is resolved against the run's playbook.
+struct ParsedTaskId {
+    run: RunId,
+    step: String,
+    item: String,
+}
+
+impl ParsedTaskId {
+    fn unit(&self, playbook: &Playbook) -> Result<UnitRef, Error> {
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "run {} has no task `{}/{}`",
+                self.run, self.step, self.item
+            ))
+        };
+        let slot = if self.step == "!undo" {
+            Slot::Undo(self.item.parse().map_err(|_| bad())?)
+        } else {
+            let step = playbook.step_index(&self.step).ok_or_else(bad)?;
+            if self.item == "!health" {
+                Slot::Health { step }
+            } else {
+                Slot::Step {
+                    step,
+                    item: self.item.parse().map_err(|_| bad())?,
+                }
+            }
+        };
+        Ok(UnitRef {
+            run: self.run,
+            slot,
+        })
+    }
+}
+
+fn parse_task_id(id: &str) -> Option<ParsedTaskId> {
     let mut parts = id.split('/');
     let run = parts.next()?.parse().ok()?;
     let step = parts.next()?.to_string();
-    let item = parts.next()?.parse().ok()?;
+    let item = parts.next()?.to_string();
     let _attempt: u32 = parts.next()?.parse().ok()?;
-    parts.next().is_none().then_some((run, step, item))
+    parts
+        .next()
+        .is_none()
+        .then_some(ParsedTaskId { run, step, item })
+}
+
+/// The step a slot belongs to.
+fn slot_step(state: &RunState, slot: Slot) -> usize {
+    match slot {
+        Slot::Step { step, .. } | Slot::Health { step } => step,
+        Slot::Undo(n) => state.undo[n as usize].step,
+    }
+}
+
+/// Every leased unit of a run: (unit, token, worker, attempt).
+fn leased_units(state: &RunState) -> Vec<(UnitRef, u64, String, u32)> {
+    let mut out = Vec::new();
+    let mut push = |slot: Slot, unit: &crate::scheduler::state::Unit| {
+        if let UnitStatus::Leased { token, worker } = &unit.status {
+            out.push((
+                UnitRef {
+                    run: state.id,
+                    slot,
+                },
+                *token,
+                worker.clone(),
+                unit.attempt,
+            ));
+        }
+    };
+    for (step, s) in state.steps.iter().enumerate() {
+        for (item, unit) in s.units.iter().enumerate() {
+            push(
+                Slot::Step {
+                    step,
+                    item: item as u32,
+                },
+                unit,
+            );
+        }
+        if let Some(gate) = s.waves.as_ref().and_then(|w| w.gate.as_ref()) {
+            push(Slot::Health { step }, gate);
+        }
+    }
+    for (n, entry) in state.undo.iter().enumerate() {
+        push(Slot::Undo(n as u32), &entry.unit);
+    }
+    out
+}
+
+fn scheduler_error(error: scheduler::Error) -> Error {
+    match error {
+        scheduler::Error::Refused(m) => Error::FailedPrecondition(m),
+        scheduler::Error::NotPermitted(m) => Error::PermissionDenied(m),
+        scheduler::Error::Invalid(m) => Error::InvalidArgument(m),
+        e @ (scheduler::Error::RunNotActive(_) | scheduler::Error::RunExists(_)) => {
+            Error::FailedPrecondition(e.to_string())
+        }
+        e => Error::InvalidArgument(e.to_string()),
+    }
 }

@@ -19,6 +19,7 @@ use crate::convert;
 use crate::dispatch;
 use crate::engine::{self, Engine, Grant, Poll, StartRequest, limits};
 use crate::scheduler::state::{HistoryEvent, RunId};
+use crate::scheduler::{DecisionRequest, Repair};
 use crate::store::{Seq, Store};
 
 /// What every handler shares.
@@ -51,6 +52,7 @@ fn status(error: engine::Error) -> Status {
         engine::Error::NotFound(m) => Status::not_found(m),
         engine::Error::FailedPrecondition(m) => Status::failed_precondition(m),
         engine::Error::ResourceExhausted(m) => Status::resource_exhausted(m),
+        engine::Error::PermissionDenied(m) => Status::permission_denied(m),
         engine::Error::Store(e) => {
             tracing::error!(error = %e, "store.error");
             Status::internal(e.to_string())
@@ -466,6 +468,141 @@ impl Operator for OperatorApi {
                 .map(|(w, n)| convert::worker(w, *n, now))
                 .collect(),
         }))
+    }
+
+    async fn list_grants(
+        &self,
+        _request: Request<pb::ListGrantsRequest>,
+    ) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        let grants = self.0.lock().grants();
+        Ok(Response::new(pb::ListGrantsResponse {
+            grants: grants.iter().map(convert::grant).collect(),
+        }))
+    }
+
+    async fn revoke_grant(
+        &self,
+        request: Request<pb::RevokeGrantRequest>,
+    ) -> Result<Response<pb::GrantInfo>, Status> {
+        let req = request.into_inner();
+        let run = parse_run_id(&req.run_id)?;
+        let who = who(req.who)?;
+        let reason = or_default(req.reason, "no reason given");
+        let (seq, grant) = {
+            let mut engine = self.0.lock();
+            let seq = engine
+                .revoke_grant(run, req.step_id.clone(), req.item, who, reason)
+                .map_err(status)?;
+            let grant = engine
+                .grants()
+                .into_iter()
+                .find(|g| g.run == run && g.step == req.step_id && g.item == req.item);
+            (seq, grant)
+        };
+        self.0.timers.notify_one();
+        self.0.durable(seq).await?;
+        let grant = grant.ok_or_else(|| Status::not_found("the grant ended meanwhile"))?;
+        Ok(Response::new(convert::grant(&grant)))
+    }
+
+    async fn list_approvals(
+        &self,
+        _request: Request<pb::ListApprovalsRequest>,
+    ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
+        let approvals = self.0.lock().approvals();
+        Ok(Response::new(pb::ListApprovalsResponse {
+            approvals: approvals.iter().map(convert::approval).collect(),
+        }))
+    }
+
+    async fn decide(
+        &self,
+        request: Request<pb::DecideRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        let req = request.into_inner();
+        let run = parse_run_id(&req.run_id)?;
+        let decision = DecisionRequest {
+            run,
+            step: req.step_id,
+            approve: req.approve,
+            digest: req.digest,
+            who: who(req.who)?,
+            groups: Vec::new(),
+            comment: req.comment,
+        };
+        let seq = self.0.lock().decide(decision).map_err(status)?;
+        self.answer_run(run, seq).await
+    }
+
+    async fn retry_step(
+        &self,
+        request: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        self.repair(request.into_inner(), Repair::RetryStep).await
+    }
+
+    async fn skip_step(
+        &self,
+        request: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        self.repair(request.into_inner(), Repair::SkipStep).await
+    }
+
+    async fn resume_run(
+        &self,
+        request: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        self.repair(request.into_inner(), Repair::Resume).await
+    }
+}
+
+impl OperatorApi {
+    async fn repair(
+        &self,
+        req: pb::RepairRequest,
+        repair: Repair,
+    ) -> Result<Response<pb::Run>, Status> {
+        let run = parse_run_id(&req.run_id)?;
+        let who = who(req.who)?;
+        let reason = or_default(req.reason, "no reason given");
+        let seq = self
+            .0
+            .lock()
+            .repair(run, repair, req.step_id, who, reason)
+            .map_err(status)?;
+        self.answer_run(run, seq).await
+    }
+
+    /// Waits until `seq` is durable, then answers the run's state.
+    async fn answer_run(&self, run: RunId, seq: Seq) -> Result<Response<pb::Run>, Status> {
+        self.0.timers.notify_one();
+        self.0.durable(seq).await?;
+        let mut engine = self.0.lock();
+        let state = engine.run(run).map_err(status)?;
+        let playbook = engine
+            .playbook(&state.playbook, state.version)
+            .map_err(status)?;
+        Ok(Response::new(convert::run(&state, &playbook)))
+    }
+}
+
+/// The operator's name: required for decisions and repairs (recorded in the history).
+fn who(who: String) -> Result<String, Status> {
+    let who = who.trim().to_string();
+    if who.is_empty() {
+        return Err(Status::invalid_argument(
+            "`who` is required: name the operator",
+        ));
+    }
+    bounded("who", &who, NAME_BYTES_MAX)?;
+    Ok(who)
+}
+
+fn or_default(text: String, default: &str) -> String {
+    if text.trim().is_empty() {
+        default.to_string()
+    } else {
+        text
     }
 }
 

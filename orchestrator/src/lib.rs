@@ -61,6 +61,7 @@ pub async fn run(
     let settings = engine::Settings {
         lease: config.lease_timeout,
         poll_wait_max: config.poll_wait_max,
+        approver_groups: config.approver_groups.iter().cloned().collect(),
     };
     let engine = engine::Engine::open(store.clone(), settings)?;
     tracing::info!(runs.active = engine.active_runs(), "engine.resumed");

@@ -49,11 +49,12 @@ pub struct StoredPlaybook {
     pub applied_at_ms: i64,
 }
 
-/// What `put_run` should do with an idempotency key.
+/// What `put_runs` should do with an idempotency key.
+#[derive(Clone, Copy)]
 pub enum RunKey<'a> {
     None,
     /// Claim this key for the run (a new run with a key).
-    Claim(&'a str),
+    Claim(&'a str, RunId),
 }
 
 #[derive(Clone)]
@@ -154,40 +155,52 @@ impl Store {
             .collect()
     }
 
-    /// Writes a run's state and its new history entries in one transaction, keeping the
+    /// Writes runs' states and their new history entries in one transaction, keeping the
     /// `active` index and the idempotency key in step.
-    pub fn put_run(
+    pub fn put_runs(
         &self,
-        run: &RunState,
-        history: &[HistoryEvent],
+        writes: &[(&RunState, Vec<&HistoryEvent>)],
         key: RunKey<'_>,
     ) -> Result<Seq, Error> {
-        let id = run.id.to_bytes();
-        let value = serde_json::to_vec(run).expect("run state serializes");
-        let events: Vec<(Vec<u8>, Vec<u8>)> = history
+        struct Encoded {
+            id: [u8; 16],
+            value: Vec<u8>,
+            running: bool,
+            events: Vec<(Vec<u8>, Vec<u8>)>,
+        }
+        let encoded: Vec<Encoded> = writes
             .iter()
-            .map(|e| {
-                (
-                    history_key(run.id, e.seq),
-                    serde_json::to_vec(e).expect("event serializes"),
-                )
+            .map(|(run, history)| Encoded {
+                id: run.id.to_bytes(),
+                value: serde_json::to_vec(run).expect("run state serializes"),
+                running: !run.status.is_terminal(),
+                events: history
+                    .iter()
+                    .map(|e| {
+                        (
+                            history_key(run.id, e.seq),
+                            serde_json::to_vec(e).expect("event serializes"),
+                        )
+                    })
+                    .collect(),
             })
             .collect();
-        let running = !run.status.is_terminal();
         let result: Result<(), TransactionError<()>> =
             (&self.runs, &self.active, &self.history, &self.run_keys).transaction(
                 |(runs, active, history, keys)| {
-                    runs.insert(&id, value.as_slice())?;
-                    if running {
-                        active.insert(&id, &[])?;
-                    } else {
-                        active.remove(&id)?;
+                    for run in &encoded {
+                        runs.insert(&run.id, run.value.as_slice())?;
+                        if run.running {
+                            active.insert(&run.id, &[])?;
+                        } else {
+                            active.remove(&run.id)?;
+                        }
+                        for (k, v) in &run.events {
+                            history.insert(k.as_slice(), v.as_slice())?;
+                        }
                     }
-                    for (k, v) in &events {
-                        history.insert(k.as_slice(), v.as_slice())?;
-                    }
-                    if let RunKey::Claim(k) = key {
-                        keys.insert(k.as_bytes(), &id)?;
+                    if let RunKey::Claim(k, id) = key {
+                        keys.insert(k.as_bytes(), &id.to_bytes())?;
                     }
                     Ok::<(), ConflictableTransactionError<()>>(())
                 },

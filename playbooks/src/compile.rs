@@ -10,14 +10,24 @@ use marked_yaml::Node;
 use crate::diagnostic::{Diagnostic, Sink};
 use crate::graph;
 use crate::limits;
-use crate::model::{ParamSpec, Playbook, Step};
+use crate::model::{ConcurrencyKey, ConcurrencyPolicy, ParamSpec, Playbook, Step};
 use crate::params;
 use crate::render;
 use crate::step::{self, Draft};
-use crate::template::{self, Scope};
+use crate::template::{self, Field, Scope, Use};
 use crate::yaml::{self, Fields};
 
-const FIELDS: [&str; 5] = ["name", "version", "description", "params", "steps"];
+const FIELDS: [&str; 7] = [
+    "name",
+    "version",
+    "description",
+    "params",
+    "concurrency",
+    "timeout",
+    "steps",
+];
+const CONCURRENCY_FIELDS: [&str; 3] = ["key", "limit", "policy"];
+const POLICIES: [&str; 3] = ["queue", "drop", "replace"];
 
 /// Parses and validates a playbook. On error, returns every problem, in source order.
 ///
@@ -44,6 +54,14 @@ fn build(root: &Node, sink: &mut Sink) -> Option<Playbook> {
         .get("params")
         .map(|node| params::read(node, sink))
         .unwrap_or_default();
+    let mut uses = Vec::new();
+    let concurrency = fields
+        .get("concurrency")
+        .map(|node| read_concurrency(node, &mut uses, sink));
+    let timeout_ms = fields.get("timeout").map(|node| {
+        let allowed = 1..=limits::RUN_TIMEOUT_MS_MAX;
+        step::read_duration(node, "timeout", allowed, sink)
+    });
     let drafts = read_steps(&fields, sink);
     let ids = graph::index_ids(drafts.iter().map(|d| d.id.as_deref()));
     check_unique_ids(&drafts, &ids, sink);
@@ -55,7 +73,7 @@ fn build(root: &Node, sink: &mut Sink) -> Option<Playbook> {
             None
         }
     };
-    check_templates(&drafts, &params, &ids, &needs, sink);
+    check_templates(&drafts, &params, &ids, &needs, &uses, sink);
     let steps = assemble(drafts, &needs, &order?);
     Some(Playbook {
         name: name?,
@@ -63,6 +81,15 @@ fn build(root: &Node, sink: &mut Sink) -> Option<Playbook> {
         description,
         params,
         steps,
+        // Not given is `None`; given but invalid fails the playbook.
+        concurrency: match concurrency {
+            Some(read) => Some(read?),
+            None => None,
+        },
+        timeout_ms: match timeout_ms {
+            Some(read) => Some(read?),
+            None => None,
+        },
     })
 }
 
@@ -103,6 +130,65 @@ fn read_description(node: &Node, sink: &mut Sink) -> String {
         _ => yaml::expect_string(node, "description", sink)
             .unwrap_or_default()
             .to_string(),
+    }
+}
+
+/// `concurrency: { key: <template over params and trigger>, limit: 1, policy: queue }`.
+fn read_concurrency(node: &Node, uses: &mut Vec<Use>, sink: &mut Sink) -> Option<ConcurrencyKey> {
+    if node.as_mapping().is_none() {
+        let message = format!(
+            "expected a mapping like `{{ key: \"ip:{{{{ params.ip }}}}\" }}`, found {} (a \
+             step's `concurrency` bounds its `for_each`)",
+            yaml::describe(node)
+        );
+        sink.push(yaml::pos(node), "concurrency", message);
+        return None;
+    }
+    let fields = Fields::new(node, "concurrency", &CONCURRENCY_FIELDS, sink)?;
+    let key = fields.require("key", sink).and_then(|node| {
+        let path = fields.path_of("key");
+        let key = yaml::expect_string(node, &path, sink)?;
+        if key.trim().is_empty() {
+            sink.push(yaml::pos(node), &path, "the key must not be empty");
+            return None;
+        }
+        uses.extend(Use::leaf(
+            key,
+            Field::ConcurrencyKey,
+            yaml::pos(node),
+            &path,
+        ));
+        Some(key.to_string())
+    });
+    let limit = match fields.get("limit") {
+        Some(node) => {
+            let max = i64::from(limits::RUN_CONCURRENCY_MAX);
+            yaml::expect_int(node, &fields.path_of("limit"), 1..=max, sink)
+                .and_then(|limit| u32::try_from(limit).ok())
+        }
+        None => Some(1),
+    };
+    let policy = match fields.get("policy") {
+        Some(node) => read_policy(node, &fields.path_of("policy"), sink),
+        None => Some(ConcurrencyPolicy::Queue),
+    };
+    Some(ConcurrencyKey {
+        key: key?,
+        limit: limit?,
+        policy: policy?,
+    })
+}
+
+fn read_policy(node: &Node, path: &str, sink: &mut Sink) -> Option<ConcurrencyPolicy> {
+    match yaml::expect_string(node, path, sink)? {
+        "queue" => Some(ConcurrencyPolicy::Queue),
+        "drop" => Some(ConcurrencyPolicy::Drop),
+        "replace" => Some(ConcurrencyPolicy::Replace),
+        other => {
+            let message = yaml::unknown_message("policy", other, &POLICIES);
+            sink.push(yaml::pos(node), path, message);
+            None
+        }
     }
 }
 
@@ -217,22 +303,37 @@ fn report_cycles(cycles: &[graph::Cycle], drafts: &[Draft], sink: &mut Sink) {
     }
 }
 
+/// Checks every template: the playbook's own (`playbook_uses`, which see no step) and each
+/// step's.
 fn check_templates(
     drafts: &[Draft],
     params: &[ParamSpec],
     ids: &HashMap<String, usize>,
     needs: &[Vec<usize>],
+    playbook_uses: &[Use],
     sink: &mut Sink,
 ) {
     let env = render::environment();
     let params: BTreeSet<String> = params.iter().map(|p| p.name.clone()).collect();
     let ancestors = graph::ancestors(needs);
     let globals = template::globals(&env);
+    let scope = Scope {
+        params: &params,
+        steps: &HashMap::new(),
+        ready: &BTreeSet::new(),
+        own: None,
+        for_each: false,
+        globals: &globals,
+    };
+    for used in playbook_uses {
+        template::check(&env, used, &scope, sink);
+    }
     for (index, draft) in drafts.iter().enumerate() {
         let scope = Scope {
             params: &params,
             steps: ids,
             ready: &ancestors[index],
+            own: Some(index),
             for_each: draft.for_each.is_some(),
             globals: &globals,
         };
@@ -263,6 +364,11 @@ fn assemble(drafts: Vec<Draft>, needs: &[Vec<usize>], order: &[usize]) -> Vec<St
                 retry: draft.retry,
                 timeout_ms: draft.timeout_ms,
                 labels: draft.labels,
+                kind: draft.kind,
+                approval: draft.approval,
+                undo: draft.undo,
+                grant: draft.grant,
+                waves: draft.waves,
             })
         })
         .collect()

@@ -1,11 +1,14 @@
 //! Duration text (`100ms`, `30s`, `1h30m`, `7d`): parsing with readable errors, and a compact
 //! format for plans.
 
+use crate::yaml;
+
 /// Parses duration text into milliseconds (sub-millisecond parts are dropped).
 pub(crate) fn parse_ms(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
     let duration = humantime::parse_duration(trimmed).map_err(|error| explain(text, &error))?;
-    u64::try_from(duration.as_millis()).map_err(|_| format!("duration `{text}` is too large"))
+    u64::try_from(duration.as_millis())
+        .map_err(|_| format!("duration `{}` is too large", yaml::shorten(text)))
 }
 
 fn explain(text: &str, error: &humantime::DurationError) -> String {
@@ -23,7 +26,8 @@ fn explain(text: &str, error: &humantime::DurationError) -> String {
             "expected a positive number and a unit, e.g. `30s`, `5m` or `1h30m`".to_string()
         }
     };
-    format!("invalid duration `{text}`: {why}")
+    // Rendered text may be long: the message shows its start.
+    format!("invalid duration `{}`: {why}", yaml::shorten(text))
 }
 
 /// Formats milliseconds compactly and in a form [`parse_ms`] reads back: `1h30m`, `100ms`.

@@ -5,16 +5,21 @@
 //! - [`compile`]: YAML source to a validated [`Playbook`], or every [`Diagnostic`].
 //! - [`Playbook::coerce_params`]: checks and types the parameters of a run.
 //! - [`Playbook::plan`]: the DAG as stable text, layer by layer.
-//! - [`Renderer`]: evaluates `when`, `for_each` and renders `with` and `labels` for one task.
+//! - [`Renderer`]: evaluates `when`, `for_each` and renders `with` and `labels` for one task,
+//!   and the other templates of a run ([`Renderer::text`], [`Renderer::tree`]).
+//! - [`parse_duration_ms`], [`parse_timestamp_ms`]: read what a sleep, a grant's TTL or an
+//!   `until` renders to.
 //! - [`actions::CATALOG`]: the actions the language knows.
 //!
 //! Codemap: `yaml` (source to a positioned tree, with the pre-parse bounds), `compile` (the
-//! top level) with `step` and `params` (one reader each), `graph` (order, cycles, ancestors),
-//! `template` (how strings are read, and the reference checks), `render` (the sandboxed
-//! runtime), `plan` (the text form), `duration`, `limits`, `actions`.
+//! top level, with the run's `concurrency` and `timeout`) with `step` and `params` (one reader
+//! each) and `controls` (a step's approval, undo, grant and waves), `graph` (order, cycles,
+//! ancestors), `template` (how strings are read, and the reference checks), `render` (the
+//! sandboxed runtime), `plan` (the text form), `duration`, `timestamp`, `limits`, `actions`.
 
 pub mod actions;
 mod compile;
+mod controls;
 mod diagnostic;
 mod duration;
 mod graph;
@@ -25,9 +30,24 @@ mod plan;
 mod render;
 mod step;
 mod template;
+mod timestamp;
 mod yaml;
 
 pub use compile::compile;
 pub use diagnostic::Diagnostic;
 pub use model::*;
 pub use render::{Context, RenderError, Renderer};
+
+/// Reads duration text ("15m" is 900 000; `ms`, `s`, `m`, `h`, `d` and their combinations like
+/// "1h30m"), with the same syntax and errors as literal durations in playbooks. Zero is read
+/// as 0: the caller checks the bounds (e.g. [`limits::SLEEP_MS_MAX`], refusing 0).
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    duration::parse_ms(text)
+}
+
+/// Reads an RFC 3339 timestamp ("2026-12-01T02:00:00Z"; an offset like "+02:00" instead of
+/// "Z", and fractions of a second, allowed) as Unix epoch milliseconds, negative before 1970.
+/// Pure: the timestamp carries its own offset, so no clock or time zone database is read.
+pub fn parse_timestamp_ms(text: &str) -> Result<i64, String> {
+    timestamp::parse_ms(text)
+}

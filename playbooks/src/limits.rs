@@ -41,6 +41,20 @@ pub const RETRY_MAX_MS_DEFAULT: u64 = 60 * 1000;
 pub const TIMEOUT_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 /// A step's timeout when `timeout` is not given.
 pub const TIMEOUT_MS_DEFAULT: u64 = 5 * 60 * 1000;
+/// A run's `timeout` (the playbook-level deadline).
+pub const RUN_TIMEOUT_MS_MAX: u64 = 30 * 24 * 60 * 60 * 1000;
+/// Runs holding the same concurrency key at a time (`concurrency.limit`).
+pub const RUN_CONCURRENCY_MAX: u32 = 1000;
+/// A `sleep` step's duration.
+pub const SLEEP_MS_MAX: u64 = 30 * 24 * 60 * 60 * 1000;
+/// A grant's `ttl`.
+pub const GRANT_TTL_MS_MAX: u64 = 30 * 24 * 60 * 60 * 1000;
+/// An approval's `timeout`.
+pub const APPROVAL_TIMEOUT_MS_MAX: u64 = 7 * 24 * 60 * 60 * 1000;
+/// Distinct approvals one approval may require (`approval.min`).
+pub const APPROVERS_MAX: u32 = 10;
+/// Groups in one `approval.approvers`.
+pub const APPROVER_GROUPS_MAX: usize = 16;
 /// Size of one rendered step input (its JSON text), and of one rendered template.
 pub const RENDERED_BYTES_MAX: usize = 64 * 1024;
 /// Fuel (about one unit per template instruction or 64 bytes allocated) one evaluation of

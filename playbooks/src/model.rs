@@ -24,6 +24,169 @@ pub struct Playbook {
     pub params: Vec<ParamSpec>,
     /// Steps in a topological order: every step comes after all the steps it needs.
     pub steps: Vec<Step>,
+    /// At most `limit` runs of this playbook with the same rendered key at a time.
+    pub concurrency: Option<ConcurrencyKey>,
+    /// The whole run must end within this time; past it, the run fails (undos run).
+    pub timeout_ms: Option<u64>,
+}
+
+/// Serializes runs that act on the same target (`key: "ip:{{ params.ip }}"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConcurrencyKey {
+    /// Template over `params` (and `trigger`), rendered when the run is started (a literal
+    /// key serializes every run of the playbook).
+    pub key: String,
+    /// Runs holding the key at a time: 1 (the default) to `limits::RUN_CONCURRENCY_MAX`.
+    pub limit: u32,
+    /// `queue` when not given.
+    pub policy: ConcurrencyPolicy,
+}
+
+/// What a run does when `limit` runs already hold its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConcurrencyPolicy {
+    /// Wait, in order, until a holder ends.
+    Queue,
+    /// Do not run; recorded as cancelled with the reason.
+    Drop,
+    /// Cancel the oldest holder (its undos run), then run.
+    Replace,
+}
+
+impl ConcurrencyPolicy {
+    /// The name used in playbooks: `queue`, `drop` or `replace`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConcurrencyPolicy::Queue => "queue",
+            ConcurrencyPolicy::Drop => "drop",
+            ConcurrencyPolicy::Replace => "replace",
+        }
+    }
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    /// Runs `Step::action` on a worker (gated by `Step::approval` when set).
+    Action,
+    /// Waits, durably, for a duration: template rendering to duration text ("15m"). A literal
+    /// was checked against `limits::SLEEP_MS_MAX`; a template is checked once rendered
+    /// (`parse_duration_ms`).
+    Sleep { duration: String },
+    /// Waits, durably, until an RFC 3339 timestamp: template (a literal was checked;
+    /// `parse_timestamp_ms` reads a rendered one).
+    Until { at: String },
+    /// Pauses the run for a decision (`Step::approval` is set); runs nothing.
+    Approval,
+}
+
+/// A decision the run waits for before the step acts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Approval {
+    /// Names of approver groups (configured on the orchestrator); any member may decide. Not
+    /// empty, distinct, `[a-z0-9][a-z0-9_-]*`, at most `limits::APPROVER_GROUPS_MAX` of them.
+    pub approvers: Vec<String>,
+    /// Distinct approvals needed: 1 (the default) to `limits::APPROVERS_MAX`.
+    pub min: u32,
+    /// How long the decision may take: up to `limits::APPROVAL_TIMEOUT_MS_MAX`.
+    pub timeout_ms: u64,
+    /// The decision once `timeout_ms` passed without one; `Reject` when not given.
+    pub on_timeout: ApprovalOutcome,
+}
+
+/// A decision on an approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalOutcome {
+    /// The step goes on.
+    Approve,
+    /// The step fails (`approve` steps and gated actions alike).
+    Reject,
+}
+
+impl ApprovalOutcome {
+    /// The name used in playbooks: `approve` or `reject`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalOutcome::Approve => "approve",
+            ApprovalOutcome::Reject => "reject",
+        }
+    }
+}
+
+/// The compensation of a side-effecting step: an action that undoes it. Rendered when the
+/// step (or the item) succeeds, so it sees `steps.<this step>.output` (the item's output) and
+/// `item`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Undo {
+    /// A name from the action catalog.
+    pub action: String,
+    /// Template tree, like `Step::with`.
+    pub with: Value,
+}
+
+/// Marks a step as opening a grant: its `undo` (the revoke) runs at the TTL, or earlier if the
+/// run fails or is cancelled, and the run does not end while the grant is open.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    /// Template rendering to duration text (a literal was checked against
+    /// `limits::GRANT_TTL_MS_MAX`). Rendered with the undo, it sees what the undo sees.
+    pub ttl: String,
+    /// Who or what the grant is for, shown in `riposte grants list` (template, like `ttl`);
+    /// empty when not given.
+    pub subject: String,
+}
+
+/// Rolls a `for_each` out in waves: a canary, then batches, halting once failures exceed the
+/// error budget or a health gate fails.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waves {
+    /// Items of the first wave, 0 for none; 1 when not given.
+    pub canary: u32,
+    /// Items of each following wave, at least 1; 100% when not given.
+    pub batch: Amount,
+    /// Failures tolerated before the run halts; 0 when not given.
+    pub error_budget: Amount,
+    /// Runs after every wave; a failure halts the rollout.
+    pub health: Option<HealthGate>,
+}
+
+/// A count, or a percentage of the items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amount {
+    /// At most `limits::FOR_EACH_ITEMS_MAX`.
+    Count(u32),
+    /// 0 to 100.
+    Percent(u32),
+}
+
+impl std::fmt::Display for Amount {
+    /// As written in playbooks: `5`, `25%`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Amount::Count(n) => write!(f, "{n}"),
+            Amount::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl Amount {
+    /// The count out of `total` items (a percentage rounds up, and is at least 1 when above 0).
+    pub fn of(self, total: u32) -> u32 {
+        match self {
+            Amount::Count(n) => n,
+            Amount::Percent(0) => 0,
+            Amount::Percent(p) => ((total as u64 * p as u64).div_ceil(100) as u32).max(1),
+        }
+    }
+}
+
+/// The check between waves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthGate {
+    /// A name from the action catalog.
+    pub action: String,
+    /// Template tree; sees `wave` (0 for the canary) and `steps`.
+    pub with: Value,
 }
 
 /// A declared parameter.
@@ -78,7 +241,7 @@ pub enum ParamType {
 pub struct Step {
     /// Unique in the playbook: `[a-z0-9_][a-z0-9_-]*`, at most `limits::NAME_BYTES_MAX` bytes.
     pub id: String,
-    /// A name from the action catalog, e.g. `core.echo`.
+    /// A name from the action catalog, e.g. `core.echo`; empty unless `kind` is `Action`.
     pub action: String,
     /// The input: a JSON tree whose string leaves are templates. A leaf that is exactly one
     /// `{{ expr }}` keeps the expression's native type (a list stays a list).
@@ -96,6 +259,17 @@ pub struct Step {
     pub timeout_ms: u64,
     /// Labels a worker must carry to run this step; values are templates.
     pub labels: BTreeMap<String, String>,
+    /// What the step does. `with`, `for_each`, `retry`, `timeout_ms`, `labels`, `undo`,
+    /// `grant` and `waves` are set only on `Action` steps (the others keep their defaults).
+    pub kind: StepKind,
+    /// The decision an `Approval` step waits for (always set), or that gates an `Action` step.
+    pub approval: Option<Approval>,
+    /// An action step's compensation.
+    pub undo: Option<Undo>,
+    /// Set only on an action step with `undo`.
+    pub grant: Option<Grant>,
+    /// Set only on an action step with `for_each`.
+    pub waves: Option<Waves>,
 }
 
 /// Runs a step once per item of a list, at most `concurrency` items at a time.

@@ -1,5 +1,7 @@
-//! Evaluating a step's templates for one run: `when`, the `for_each` items, the input and the
-//! labels. Used by the orchestrator when a step starts.
+//! Evaluating a playbook's templates for one run: a step's `when`, `for_each` items, input and
+//! labels, and the other templates the orchestrator renders when it needs them (a sleep's
+//! duration, an `until` time, an undo's input, a grant's TTL, a health gate's input, the
+//! concurrency key).
 //!
 //! The environment is a sandbox: no template loader (so no include, import or extends), strict
 //! undefined (a missing variable is an error, not an empty string), a fuel budget per
@@ -51,21 +53,28 @@ pub struct Context<'a> {
 }
 
 /// A template failed to evaluate. The message names the step and the field (`with.<key>`,
-/// `when`, `for_each`, `labels.<key>`).
+/// `when`, `for_each`, `labels.<key>`), or what the caller named (see [`Renderer::text`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct RenderError {
-    /// `step `<id>`: <field>: <problem>`.
+    /// ``step `<id>`: <field>: <problem>``, or ``<what>: <problem>``.
     pub message: String,
 }
 
 impl RenderError {
     fn new(step: &Step, field: &str, problem: impl std::fmt::Display) -> RenderError {
+        RenderError::at(&format!("step `{}`: {field}", step.id), problem)
+    }
+
+    fn at(what: &str, problem: impl std::fmt::Display) -> RenderError {
         RenderError {
-            message: format!("step `{}`: {field}: {problem}", step.id),
+            message: format!("{what}: {problem}"),
         }
     }
 }
+
+/// Names the renderer binds itself; [`Renderer::tree`]'s `vars` must not reuse them.
+const ROOT_NAMES: [&str; 5] = ["params", "steps", "run", "trigger", "item"];
 
 /// Evaluates step templates. Build once and share: it is `Send + Sync`.
 #[derive(Debug)]
@@ -90,7 +99,7 @@ impl Renderer {
         let Some(expression) = &step.when else {
             return Ok(true);
         };
-        let root = root(ctx, None).map_err(|e| RenderError::new(step, "when", e))?;
+        let root = root(ctx, None, &[]).map_err(|e| RenderError::new(step, "when", e))?;
         let value = self
             .eval(expression, root)
             .map_err(|e| RenderError::new(step, "when", e))?;
@@ -103,7 +112,7 @@ impl Renderer {
         let Some(for_each) = &step.for_each else {
             return Err(fail("the step has no for_each".to_string()));
         };
-        let root = root(ctx, None).map_err(fail)?;
+        let root = root(ctx, None, &[]).map_err(fail)?;
         let value = self.eval(&for_each.items, root).map_err(fail)?;
         if !matches!(value.kind(), ValueKind::Seq | ValueKind::Iterable) {
             return Err(fail(format!("expected a list, found {}", describe(&value))));
@@ -130,17 +139,63 @@ impl Renderer {
         ctx: &Context<'_>,
         item: Option<&Value>,
     ) -> Result<Value, RenderError> {
-        let root = root(ctx, item).map_err(|e| RenderError::new(step, "with", e))?;
-        let input = self.render_tree(step, &step.with, "with", &root)?;
-        let size = input.to_string().len();
+        let what = format!("step `{}`: with", step.id);
+        self.tree(&what, &step.with, ctx, item, &[])
+    }
+
+    /// Renders one text template to a string: a sleep's duration, an `until` time, a grant's
+    /// `ttl` or `subject`, the playbook's concurrency key. Text without template syntax is
+    /// returned as is. `what` names the template in errors, e.g. "step `wait`: sleep"; `item`
+    /// is bound when given.
+    ///
+    /// The text is not interpreted: [`crate::parse_duration_ms`] and
+    /// [`crate::parse_timestamp_ms`] read it, and the caller checks it against the limits.
+    pub fn text(
+        &self,
+        what: &str,
+        template: &str,
+        ctx: &Context<'_>,
+        item: Option<&Value>,
+    ) -> Result<String, RenderError> {
+        if let Leaf::Literal = template::classify(template) {
+            return Ok(template.to_string());
+        }
+        let root = root(ctx, item, &[]).map_err(|e| RenderError::at(what, e))?;
+        self.render(template, root)
+            .map_err(|e| RenderError::at(what, e))
+    }
+
+    /// Renders a template tree like `with` (an undo's `with`, a health gate's `with`): string
+    /// leaves are templates, a leaf that is exactly one `{{ expr }}` keeps its type, and the
+    /// result is at most [`limits::RENDERED_BYTES_MAX`] bytes of JSON. `item` is bound when
+    /// given, and `vars` binds more names (e.g. `("wave", json!(2))` for a health gate).
+    ///
+    /// `what` names the tree in errors, e.g. "step `block`: undo.with"; a leaf's error adds
+    /// its path (`step `block`: undo.with.ip: ...`). The names in `vars` must differ from
+    /// those the renderer binds (`params`, `steps`, `run`, `trigger`, `item`).
+    pub fn tree(
+        &self,
+        what: &str,
+        tree: &Value,
+        ctx: &Context<'_>,
+        item: Option<&Value>,
+        vars: &[(&str, Value)],
+    ) -> Result<Value, RenderError> {
+        debug_assert!(
+            vars.iter().all(|(name, _)| !ROOT_NAMES.contains(name)),
+            "vars rebind a name the renderer binds"
+        );
+        let root = root(ctx, item, vars).map_err(|e| RenderError::at(what, e))?;
+        let rendered = self.render_tree(tree, what, &root)?;
+        let size = rendered.to_string().len();
         if size > limits::RENDERED_BYTES_MAX {
             let message = format!(
                 "rendered input is {size} bytes, more than the {} allowed",
                 limits::RENDERED_BYTES_MAX
             );
-            return Err(RenderError::new(step, "with", message));
+            return Err(RenderError::at(what, message));
         }
-        Ok(input)
+        Ok(rendered)
     }
 
     /// Renders the values of `step.labels` to strings. `item` is bound when given.
@@ -150,7 +205,7 @@ impl Renderer {
         ctx: &Context<'_>,
         item: Option<&Value>,
     ) -> Result<BTreeMap<String, String>, RenderError> {
-        let root = root(ctx, item).map_err(|e| RenderError::new(step, "labels", e))?;
+        let root = root(ctx, item, &[]).map_err(|e| RenderError::new(step, "labels", e))?;
         let mut labels = BTreeMap::new();
         for (key, source) in &step.labels {
             let field = format!("labels.{key}");
@@ -165,25 +220,25 @@ impl Renderer {
         Ok(labels)
     }
 
+    /// Renders every string leaf of `value`; `path` names the value in errors.
     fn render_tree(
         &self,
-        step: &Step,
         value: &Value,
         path: &str,
         root: &minijinja::Value,
     ) -> Result<Value, RenderError> {
         match value {
-            Value::String(source) => self.render_leaf(step, source, path, root),
+            Value::String(source) => self.render_leaf(source, path, root),
             Value::Array(items) => items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| self.render_tree(step, v, &format!("{path}[{i}]"), root))
+                .map(|(i, v)| self.render_tree(v, &format!("{path}[{i}]"), root))
                 .collect::<Result<_, _>>()
                 .map(Value::Array),
             Value::Object(map) => map
                 .iter()
                 .map(|(k, v)| {
-                    let rendered = self.render_tree(step, v, &format!("{path}.{k}"), root)?;
+                    let rendered = self.render_tree(v, &format!("{path}.{k}"), root)?;
                     Ok((k.clone(), rendered))
                 })
                 .collect::<Result<_, _>>()
@@ -194,12 +249,11 @@ impl Renderer {
 
     fn render_leaf(
         &self,
-        step: &Step,
         source: &str,
         path: &str,
         root: &minijinja::Value,
     ) -> Result<Value, RenderError> {
-        let fail = |e: String| RenderError::new(step, path, e);
+        let fail = |e: String| RenderError::at(path, e);
         match template::classify(source) {
             Leaf::Literal => Ok(Value::String(source.to_string())),
             Leaf::Expression(expression) => {
@@ -274,8 +328,13 @@ fn describe(value: &minijinja::Value) -> String {
     }
 }
 
-/// The variables templates see: `params`, `steps`, `run.id`, `trigger`, and `item` when given.
-fn root(ctx: &Context<'_>, item: Option<&Value>) -> Result<minijinja::Value, String> {
+/// The variables templates see: `params`, `steps`, `run.id`, `trigger`, `item` when given, and
+/// `vars`.
+fn root(
+    ctx: &Context<'_>,
+    item: Option<&Value>,
+    vars: &[(&str, Value)],
+) -> Result<minijinja::Value, String> {
     let steps: Result<BTreeMap<String, minijinja::Value>, String> = ctx
         .steps
         .iter()
@@ -290,6 +349,9 @@ fn root(ctx: &Context<'_>, item: Option<&Value>) -> Result<minijinja::Value, Str
     ]);
     if let Some(item) = item {
         root.insert("item".to_string(), to_template(item, 0)?);
+    }
+    for (name, value) in vars {
+        root.insert((*name).to_string(), to_template(value, 0)?);
     }
     Ok(minijinja::Value::from(root))
 }

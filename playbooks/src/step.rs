@@ -1,5 +1,8 @@
 //! Reading one step from YAML into a draft: every field checked on its own, positions kept
 //! for the checks that need the whole playbook (needs, cycles, template references).
+//!
+//! A step is one of four kinds, decided by which of `action`, `sleep`, `until` and `approval`
+//! it has; the fields around an action (approval, undo, grant, waves) are read in `controls`.
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -8,16 +11,21 @@ use marked_yaml::Node;
 use serde_json::Value;
 
 use crate::actions::{self, ActionSpec};
+use crate::controls;
 use crate::diagnostic::{Pos, Sink};
 use crate::duration;
 use crate::limits;
-use crate::model::{Backoff, ForEach, RetryPolicy};
+use crate::model::{Approval, Backoff, ForEach, Grant, RetryPolicy, StepKind, Undo, Waves};
 use crate::template::{self, Field, Leaf, Use};
+use crate::timestamp;
 use crate::yaml::{self, Fields};
 
-const FIELDS: [&str; 10] = [
+const FIELDS: [&str; 16] = [
     "id",
     "action",
+    "sleep",
+    "until",
+    "approval",
     "with",
     "needs",
     "when",
@@ -26,8 +34,25 @@ const FIELDS: [&str; 10] = [
     "retry",
     "timeout",
     "labels",
+    "undo",
+    "grant",
+    "waves",
 ];
 const RETRY_FIELDS: [&str; 4] = ["attempts", "backoff", "initial", "max"];
+/// The fields that decide a step's kind.
+const KIND_FIELDS: [&str; 4] = ["action", "sleep", "until", "approval"];
+/// The fields only a step with an `action` may have.
+const ACTION_FIELDS: [&str; 9] = [
+    "with",
+    "for_each",
+    "concurrency",
+    "retry",
+    "timeout",
+    "labels",
+    "undo",
+    "grant",
+    "waves",
+];
 
 /// One `needs` entry, unresolved.
 #[derive(Debug, Clone)]
@@ -43,6 +68,7 @@ pub(crate) struct Draft {
     pub path: String,
     pub id: Option<String>,
     pub id_pos: Pos,
+    pub kind: StepKind,
     pub action: String,
     pub with: Value,
     pub needs: Vec<NeedRef>,
@@ -51,8 +77,51 @@ pub(crate) struct Draft {
     pub retry: RetryPolicy,
     pub timeout_ms: u64,
     pub labels: BTreeMap<String, String>,
+    pub approval: Option<Approval>,
+    pub undo: Option<Undo>,
+    pub grant: Option<Grant>,
+    pub waves: Option<Waves>,
     /// Every template in the step, to check once all step ids are known.
     pub uses: Vec<Use>,
+}
+
+/// The kind of a step, before its value is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Action,
+    Sleep,
+    Until,
+    Approval,
+}
+
+impl Shape {
+    fn of(field: &str) -> Shape {
+        match field {
+            "sleep" => Shape::Sleep,
+            "until" => Shape::Until,
+            "approval" => Shape::Approval,
+            _ => Shape::Action,
+        }
+    }
+
+    fn field(self) -> &'static str {
+        match self {
+            Shape::Action => "action",
+            Shape::Sleep => "sleep",
+            Shape::Until => "until",
+            Shape::Approval => "approval",
+        }
+    }
+
+    /// The step, in messages.
+    fn noun(self) -> &'static str {
+        match self {
+            Shape::Action => "an action step",
+            Shape::Sleep => "a sleep step",
+            Shape::Until => "an until step",
+            Shape::Approval => "an approval step",
+        }
+    }
 }
 
 /// Reads `steps[index]`; problems go to `sink`, the draft keeps what could be read.
@@ -62,6 +131,7 @@ pub(crate) fn read(node: &Node, index: usize, sink: &mut Sink) -> Draft {
         path: path.clone(),
         id: None,
         id_pos: yaml::pos(node),
+        kind: StepKind::Action,
         action: String::new(),
         with: Value::Object(serde_json::Map::new()),
         needs: Vec::new(),
@@ -70,6 +140,10 @@ pub(crate) fn read(node: &Node, index: usize, sink: &mut Sink) -> Draft {
         retry: RetryPolicy::NONE,
         timeout_ms: limits::TIMEOUT_MS_DEFAULT,
         labels: BTreeMap::new(),
+        approval: None,
+        undo: None,
+        grant: None,
+        waves: None,
         uses: Vec::new(),
     };
     let Some(fields) = Fields::new(node, &path, &FIELDS, sink) else {
@@ -79,16 +153,171 @@ pub(crate) fn read(node: &Node, index: usize, sink: &mut Sink) -> Draft {
         draft.id_pos = yaml::pos(id);
         draft.id = read_id(id, &fields.path_of("id"), sink);
     }
-    let action = read_action(&fields, sink);
-    draft.action = action.map(|a| a.name.to_string()).unwrap_or_default();
-    draft.with = read_with(&fields, action, &mut draft.uses, sink);
+    match read_shape(&fields, sink) {
+        Shape::Action => read_action_step(&fields, &mut draft, sink),
+        shape => {
+            refuse_action_fields(&fields, shape, sink);
+            read_other_step(&fields, shape, &mut draft, sink);
+        }
+    }
     draft.needs = read_needs(&fields, sink);
     draft.when = read_when(&fields, &mut draft.uses, sink);
-    draft.for_each = read_for_each(&fields, &mut draft.uses, sink);
-    draft.retry = read_retry(&fields, sink).unwrap_or(RetryPolicy::NONE);
-    draft.timeout_ms = read_timeout(&fields, sink);
-    draft.labels = read_labels(&fields, &mut draft.uses, sink);
     draft
+}
+
+/// Which kind the step is. A step has one of `action`, `sleep`, `until` and `approval`, except
+/// that an `approval` may gate an `action`; a field that conflicts with the kind is reported
+/// and not read. A step with none of them is an action step missing its `action`.
+fn read_shape(fields: &Fields<'_>, sink: &mut Sink) -> Shape {
+    let present: Vec<&marked_yaml::types::MarkedScalarNode> = fields
+        .map
+        .keys()
+        .filter(|key| KIND_FIELDS.contains(&key.as_str()))
+        .collect();
+    let Some(first) = present.first() else {
+        let message = "missing required field `action` (or `sleep`, `until`, `approval`)";
+        sink.push(fields.pos(), &fields.path_of("action"), message);
+        return Shape::Action;
+    };
+    let shape = match fields.get("action") {
+        Some(_) => Shape::Action,
+        None => Shape::of(first.as_str()),
+    };
+    for key in present {
+        let other = Shape::of(key.as_str());
+        if other == shape || (shape == Shape::Action && other == Shape::Approval) {
+            continue;
+        }
+        let mut message = format!(
+            "`{}` cannot be combined with `{}`: a step runs an action, sleeps, waits until a \
+             time, or waits for an approval",
+            other.field(),
+            shape.field()
+        );
+        if Shape::Approval == other || Shape::Approval == shape {
+            message.push_str(" (an `approval` may gate an `action`, nothing else)");
+        }
+        sink.push(
+            yaml::scalar_pos(key),
+            &fields.path_of(key.as_str()),
+            message,
+        );
+    }
+    shape
+}
+
+/// Reports the fields of an action step found on a step of another kind.
+fn refuse_action_fields(fields: &Fields<'_>, shape: Shape, sink: &mut Sink) {
+    let kind = shape.noun();
+    for key in fields
+        .map
+        .keys()
+        .filter(|key| ACTION_FIELDS.contains(&key.as_str()))
+    {
+        let field = key.as_str();
+        let message = match (field, shape) {
+            ("timeout", Shape::Approval) => format!(
+                "`timeout` applies only to steps with an `action`; {kind} has \
+                 `approval.timeout`"
+            ),
+            ("timeout", _) => format!(
+                "`timeout` applies only to steps with an `action`; {kind} ends at its own time"
+            ),
+            _ => format!("`{field}` applies only to steps with an `action`, not to {kind}"),
+        };
+        sink.push(yaml::scalar_pos(key), &fields.path_of(field), message);
+    }
+}
+
+fn read_action_step(fields: &Fields<'_>, draft: &mut Draft, sink: &mut Sink) {
+    let uses = &mut draft.uses;
+    let action = fields
+        .get("action")
+        .and_then(|node| read_action(node, &fields.path_of("action"), sink));
+    draft.action = action.map(|a| a.name.to_string()).unwrap_or_default();
+    draft.with = read_with(fields, action, Field::With, uses, sink);
+    draft.for_each = read_for_each(fields, uses, sink);
+    draft.retry = read_retry(fields, sink).unwrap_or(RetryPolicy::NONE);
+    draft.timeout_ms = read_timeout(fields, sink);
+    draft.labels = read_labels(fields, uses, sink);
+    draft.approval = fields
+        .get("approval")
+        .and_then(|node| controls::read_approval(node, &fields.path_of("approval"), sink));
+    draft.undo = fields
+        .get("undo")
+        .and_then(|node| controls::read_undo(node, &fields.path_of("undo"), uses, sink));
+    draft.grant = controls::read_grant(fields, uses, sink);
+    draft.waves = controls::read_waves(fields, uses, sink);
+}
+
+/// A sleep, until or approval step: its own field only (the others were refused).
+fn read_other_step(fields: &Fields<'_>, shape: Shape, draft: &mut Draft, sink: &mut Sink) {
+    let field = shape.field();
+    let Some(node) = fields.get(field) else {
+        return;
+    };
+    let path = fields.path_of(field);
+    let uses = &mut draft.uses;
+    match shape {
+        Shape::Sleep => {
+            let expected = "a duration like `15m`";
+            let duration = read_text(node, &path, Field::Sleep, expected, uses, sink, |text| {
+                check_duration(text, 1..=limits::SLEEP_MS_MAX).map(drop)
+            });
+            draft.kind = StepKind::Sleep {
+                duration: duration.unwrap_or_default(),
+            };
+        }
+        Shape::Until => {
+            let expected = "a time like `2026-12-01T02:00:00Z`";
+            let at = read_text(node, &path, Field::Until, expected, uses, sink, |text| {
+                timestamp::parse_ms(text).map(drop)
+            });
+            draft.kind = StepKind::Until {
+                at: at.unwrap_or_default(),
+            };
+        }
+        Shape::Approval => {
+            draft.approval = controls::read_approval(node, &path, sink);
+            draft.kind = StepKind::Approval;
+        }
+        Shape::Action => {}
+    }
+}
+
+/// A string that is either a template (registered in `uses`, checked when the playbook is
+/// whole, evaluated at run time) or a literal checked now by `literal`.
+pub(crate) fn read_text(
+    node: &Node,
+    path: &str,
+    field: Field,
+    expected: &str,
+    uses: &mut Vec<Use>,
+    sink: &mut Sink,
+    literal: impl FnOnce(&str) -> Result<(), String>,
+) -> Option<String> {
+    let Some(text) = node
+        .as_scalar()
+        .filter(|s| !yaml::is_null(s))
+        .map(|s| s.as_str())
+    else {
+        let message = format!(
+            "expected {expected} or a template, found {}",
+            yaml::describe(node)
+        );
+        sink.push(yaml::pos(node), path, message);
+        return None;
+    };
+    match Use::leaf(text, field, yaml::pos(node), path) {
+        Some(used) => uses.push(used),
+        None => {
+            if let Err(message) = literal(text) {
+                sink.push(yaml::pos(node), path, message);
+                return None;
+            }
+        }
+    }
+    Some(text.to_string())
 }
 
 /// A step id: `[a-z0-9_][a-z0-9_-]*`, at most [`limits::NAME_BYTES_MAX`] bytes.
@@ -112,25 +341,27 @@ fn read_id(node: &Node, path: &str, sink: &mut Sink) -> Option<String> {
     Some(id.to_string())
 }
 
-fn read_action(fields: &Fields<'_>, sink: &mut Sink) -> Option<&'static ActionSpec> {
-    let node = fields.require("action", sink)?;
-    let path = fields.path_of("action");
-    let name = yaml::expect_string(node, &path, sink)?;
+/// An action name from the catalog.
+pub(crate) fn read_action(node: &Node, path: &str, sink: &mut Sink) -> Option<&'static ActionSpec> {
+    let name = yaml::expect_string(node, path, sink)?;
     let action = actions::find(name);
     if action.is_none() {
         let known: Vec<&str> = actions::CATALOG.iter().map(|a| a.name).collect();
         sink.push(
             yaml::pos(node),
-            &path,
+            path,
             yaml::unknown_message("action", name, &known),
         );
     }
     action
 }
 
-fn read_with(
+/// The `with` of `fields`: a mapping whose templates are registered as `field`, and whose keys
+/// are checked against the inputs of `action` (when known).
+pub(crate) fn read_with(
     fields: &Fields<'_>,
     action: Option<&ActionSpec>,
+    field: Field,
     uses: &mut Vec<Use>,
     sink: &mut Sink,
 ) -> Value {
@@ -140,7 +371,7 @@ fn read_with(
             let Some(map) = yaml::expect_mapping(node, &path, sink) else {
                 return Value::Object(serde_json::Map::new());
             };
-            collect_uses(node, &path, Field::With, uses);
+            collect_uses(node, &path, field, uses);
             Some((node, map))
         }
         None => None,
@@ -191,7 +422,8 @@ fn check_inputs(
     }
 }
 
-/// Registers every string leaf of a `with` or `labels` tree that holds a template.
+/// Registers every string leaf of a template tree (`with`, `labels`, an undo's or a health
+/// gate's `with`) that holds a template.
 fn collect_uses(node: &Node, path: &str, field: Field, uses: &mut Vec<Use>) {
     match node {
         Node::Scalar(_) => {
@@ -446,7 +678,7 @@ fn read_timeout(fields: &Fields<'_>, sink: &mut Sink) -> u64 {
 }
 
 /// Duration text whose milliseconds are within `allowed`.
-fn read_duration(
+pub(crate) fn read_duration(
     node: &Node,
     path: &str,
     allowed: RangeInclusive<u64>,
@@ -464,33 +696,31 @@ fn read_duration(
         sink.push(yaml::pos(node), path, message);
         return None;
     };
-    let ms = match duration::parse_ms(text) {
-        Ok(ms) => ms,
+    match check_duration(text, allowed) {
+        Ok(ms) => Some(ms),
         Err(message) => {
             sink.push(yaml::pos(node), path, message);
-            return None;
+            None
         }
-    };
+    }
+}
+
+/// Parses duration text and checks that its milliseconds are within `allowed`.
+pub(crate) fn check_duration(text: &str, allowed: RangeInclusive<u64>) -> Result<u64, String> {
+    let ms = duration::parse_ms(text)?;
     let text = text.trim();
     if ms < *allowed.start() {
         let shortest = duration::format_ms(*allowed.start());
-        let message = match ms {
+        return Err(match ms {
             0 => format!("must be longer than zero, found `{text}`"),
             _ => format!("must be at least {shortest}, found `{text}`"),
-        };
-        sink.push(yaml::pos(node), path, message);
-        return None;
+        });
     }
     if ms > *allowed.end() {
         let longest = duration::format_ms(*allowed.end());
-        sink.push(
-            yaml::pos(node),
-            path,
-            format!("must be at most {longest}, found `{text}`"),
-        );
-        return None;
+        return Err(format!("must be at most {longest}, found `{text}`"));
     }
-    Some(ms)
+    Ok(ms)
 }
 
 fn read_labels(

@@ -61,13 +61,24 @@ pub(crate) fn expression_source(text: &str) -> Result<&str, String> {
     Ok(trimmed)
 }
 
-/// Which field of a step a template comes from; decides the variables it may use.
+/// Which field a template comes from; decides the variables it may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Field {
     With,
     Labels,
     When,
     ForEach,
+    Sleep,
+    Until,
+    /// `undo.with`: also sees the step's own `steps.<id>`, rendered once it succeeded.
+    Undo,
+    /// `grant.ttl` and `grant.subject`: rendered with the undo, so they see what it sees.
+    Grant,
+    /// `waves.health.with`: sees `wave`, not `item` (the gate runs once per wave).
+    Health,
+    /// The playbook's `concurrency.key`: rendered when the run starts, from `params` and
+    /// `trigger` alone.
+    ConcurrencyKey,
 }
 
 /// One template or expression found in a step, waiting to be checked.
@@ -98,13 +109,15 @@ impl Use {
     }
 }
 
-/// What the templates of one step may refer to.
+/// What the templates of one step (or of the playbook) may refer to.
 pub(crate) struct Scope<'a> {
     pub params: &'a BTreeSet<String>,
     /// Every step id, to its declaration index.
     pub steps: &'a HashMap<String, usize>,
     /// Declaration indices of the steps this step needs, directly or transitively.
     pub ready: &'a BTreeSet<usize>,
+    /// Declaration index of the step itself, `None` for the playbook's own templates.
+    pub own: Option<usize>,
     pub for_each: bool,
     /// The environment's global functions (`range`, `dict`).
     pub globals: &'a BTreeSet<String>,
@@ -174,17 +187,25 @@ fn syntax_message(error: &minijinja::Error, expression: bool) -> String {
     }
 }
 
-const ROOTS: [&str; 5] = ["params", "steps", "item", "run", "trigger"];
+const ROOTS: [&str; 6] = ["params", "steps", "item", "run", "trigger", "wave"];
 
 /// Checks one variable path as the template parser reports it (`params.ip`, `steps.a.output`).
 fn check_variable(variable: &str, field: Field, scope: &Scope<'_>) -> Result<(), String> {
     let mut parts = variable.split('.');
     let root = parts.next().unwrap_or_default();
     let next = parts.next();
+    if field == Field::ConcurrencyKey && matches!(root, "steps" | "item" | "run" | "wave") {
+        return Err(format!(
+            "`{root}` is not available in the concurrency key: it is rendered when the run \
+             starts, from `params` and `trigger`"
+        ));
+    }
     match root {
         "params" => check_param(next, scope),
-        "steps" => check_step(next, parts.next(), scope),
+        "steps" => check_step(next, parts.next(), field, scope),
         "item" => check_item(field, scope),
+        "wave" if field == Field::Health => Ok(()),
+        "wave" => Err("`wave` is only defined in `waves.health.with`".to_string()),
         "run" => match next {
             None | Some("id") => Ok(()),
             Some(other) => Err(format!(
@@ -207,7 +228,12 @@ fn check_param(name: Option<&str>, scope: &Scope<'_>) -> Result<(), String> {
     }
 }
 
-fn check_step(id: Option<&str>, field: Option<&str>, scope: &Scope<'_>) -> Result<(), String> {
+fn check_step(
+    id: Option<&str>,
+    part: Option<&str>,
+    field: Field,
+    scope: &Scope<'_>,
+) -> Result<(), String> {
     // `steps` alone (`steps['a-b']`, `steps | tojson`) cannot be checked before the run.
     let Some(id) = id else {
         return Ok(());
@@ -218,13 +244,14 @@ fn check_step(id: Option<&str>, field: Option<&str>, scope: &Scope<'_>) -> Resul
         known.sort_unstable();
         return Err(yaml::unknown_message("step", id, &known));
     };
-    if !scope.ready.contains(index) {
+    let own = matches!(field, Field::Undo | Field::Grant) && scope.own == Some(*index);
+    if !scope.ready.contains(index) && !own {
         return Err(format!(
             "step `{id}` is not among this step's needs (directly or through them), \
              so it may not have run yet"
         ));
     }
-    match field {
+    match part {
         None | Some("output" | "status") => Ok(()),
         Some(other) => Err(format!(
             "unknown variable `steps.{id}.{other}` (a step has `output` and `status`)"
@@ -234,13 +261,18 @@ fn check_step(id: Option<&str>, field: Option<&str>, scope: &Scope<'_>) -> Resul
 
 fn check_item(field: Field, scope: &Scope<'_>) -> Result<(), String> {
     match field {
-        Field::With | Field::Labels if scope.for_each => Ok(()),
-        Field::With | Field::Labels => {
+        Field::With | Field::Labels | Field::Undo | Field::Grant if scope.for_each => Ok(()),
+        Field::With | Field::Labels | Field::Undo | Field::Grant | Field::Sleep | Field::Until => {
             Err("`item` is only defined in steps with `for_each`".to_string())
         }
-        Field::When | Field::ForEach => {
-            Err("`item` is only defined in `with` and `labels`, once per item".to_string())
-        }
+        Field::Health => Err(
+            "`item` is not defined in `waves.health`: the gate runs once per wave, not per item"
+                .to_string(),
+        ),
+        Field::When | Field::ForEach | Field::ConcurrencyKey => Err(
+            "`item` is only defined in `with`, `labels`, `undo` and `grant`, once per item"
+                .to_string(),
+        ),
     }
 }
 

@@ -250,6 +250,15 @@ impl<'a> Fields<'a> {
         node
     }
 
+    /// Where the key `name` is written: the place for a problem with the field as a whole
+    /// (a block mapping's own position is where its first value begins).
+    pub fn key_pos(&self, name: &str) -> Pos {
+        self.map
+            .keys()
+            .find(|key| key.as_str() == name)
+            .map_or(self.pos(), scalar_pos)
+    }
+
     /// Where the mapping starts: its first key (the parser marks a block mapping where its
     /// first value begins), or its opening brace when empty.
     pub fn pos(&self) -> Pos {

@@ -1,7 +1,12 @@
-//! Tests of the runtime API: `Playbook::coerce_params`, the `Renderer`, `RetryPolicy::delay_ms`
-//! and `Playbook::step_index`.
+//! Tests of the runtime API: `Playbook::coerce_params`, the `Renderer`, `RetryPolicy::delay_ms`,
+//! `Playbook::step_index`, `Amount::of`, `parse_duration_ms` and `parse_timestamp_ms`, and the
+//! compiled form of a step's kind and controls.
 
-use riposte_playbooks::{Backoff, Context, Playbook, Renderer, RetryPolicy, Step, compile, limits};
+use riposte_playbooks::{
+    Amount, Approval, ApprovalOutcome, Backoff, ConcurrencyKey, ConcurrencyPolicy, Context, Grant,
+    HealthGate, Playbook, Renderer, RetryPolicy, Step, StepKind, Undo, Waves, compile, limits,
+    parse_duration_ms, parse_timestamp_ms,
+};
 use serde_json::{Map, Value, json};
 
 fn playbook(source: &str) -> Playbook {
@@ -540,4 +545,674 @@ fn step_index_finds_steps_by_id() {
     assert_eq!(playbook.step_index("b"), Some(1));
     assert_eq!(playbook.step_index("c"), None);
     assert_eq!(playbook.steps[1].needs, vec![0]);
+}
+
+/// The runtime side of a run's controls: text templates (sleep, until, grant, concurrency key)
+/// and template trees (undo and health gate inputs).
+mod controls {
+    use super::*;
+
+    const SOURCE: &str = r#"
+name: controls
+version: 1
+params:
+  ip: { type: ip, required: true }
+  duration: { type: duration, default: 15m }
+  hosts: { type: list, default: [a, b] }
+concurrency: { key: "ip:{{ params.ip }}" }
+steps:
+  - id: block
+    action: core.echo
+    with: { ip: "{{ params.ip }}" }
+    undo:
+      action: core.echo
+      with: { ip: "{{ params.ip }}", rule: "{{ steps.block.output.rule_id }}", note: "rule {{ steps.block.output.rule_id }}" }
+    grant: { ttl: "{{ params.duration }}", subject: "ip {{ params.ip }}" }
+  - id: wait
+    needs: [block]
+    sleep: "{{ params.duration }}"
+  - id: fixed
+    needs: [block]
+    sleep: 30s
+  - id: patch
+    needs: [block]
+    for_each: "{{ params.hosts }}"
+    action: core.echo
+    with: { host: "{{ item }}" }
+    undo: { action: core.echo, with: { host: "{{ item }}", output: "{{ steps.patch.output }}" } }
+    waves:
+      batch: 50%
+      health: { action: core.echo, with: { wave: "{{ wave }}", first: "{{ wave == 0 }}", rule: "{{ steps.block.output.rule_id }}" } }
+"#;
+
+    struct Run {
+        params: Value,
+        steps: Map<String, Value>,
+        trigger: Value,
+    }
+
+    impl Run {
+        fn new() -> Run {
+            Run {
+                params: json!({ "ip": "10.0.0.1", "duration": "15m", "hosts": ["a", "b"] }),
+                steps: object(json!({
+                    "block": { "status": "succeeded", "output": { "rule_id": 42 } }
+                })),
+                trigger: json!(null),
+            }
+        }
+
+        fn ctx(&self) -> Context<'_> {
+            Context {
+                run_id: "run-1",
+                params: &self.params,
+                steps: &self.steps,
+                trigger: &self.trigger,
+            }
+        }
+    }
+
+    fn step<'a>(playbook: &'a Playbook, id: &str) -> &'a Step {
+        &playbook.steps[playbook.step_index(id).expect("step exists")]
+    }
+
+    fn sleep_text(step: &Step) -> &str {
+        match &step.kind {
+            StepKind::Sleep { duration } => duration,
+            other => panic!("expected a sleep step, found {other:?}"),
+        }
+    }
+
+    #[test]
+    fn text_renders_a_sleep_to_duration_text() {
+        let playbook = playbook(SOURCE);
+        let run = Run::new();
+        let renderer = Renderer::new();
+        let wait = step(&playbook, "wait");
+        let text = renderer
+            .text("step `wait`: sleep", sleep_text(wait), &run.ctx(), None)
+            .expect("renders");
+        assert_eq!(text, "15m");
+        assert_eq!(parse_duration_ms(&text), Ok(900_000));
+        let fixed = step(&playbook, "fixed");
+        let text = renderer
+            .text("step `fixed`: sleep", sleep_text(fixed), &run.ctx(), None)
+            .expect("a literal");
+        assert_eq!(text, "30s");
+    }
+
+    #[test]
+    fn text_renders_grants_and_the_concurrency_key() {
+        let playbook = playbook(SOURCE);
+        let run = Run::new();
+        let renderer = Renderer::new();
+        let grant = step(&playbook, "block").grant.as_ref().expect("a grant");
+        let ttl = renderer
+            .text("step `block`: grant.ttl", &grant.ttl, &run.ctx(), None)
+            .expect("renders");
+        let subject = renderer
+            .text(
+                "step `block`: grant.subject",
+                &grant.subject,
+                &run.ctx(),
+                None,
+            )
+            .expect("renders");
+        assert_eq!((ttl.as_str(), subject.as_str()), ("15m", "ip 10.0.0.1"));
+        let key = &playbook.concurrency.as_ref().expect("a key").key;
+        let key = renderer
+            .text("concurrency.key", key, &run.ctx(), None)
+            .expect("renders");
+        assert_eq!(key, "ip:10.0.0.1");
+    }
+
+    #[test]
+    fn text_binds_item_and_names_the_template_in_errors() {
+        let run = Run::new();
+        let renderer = Renderer::new();
+        let text = renderer
+            .text(
+                "step `x`: grant.subject",
+                "host {{ item }}",
+                &run.ctx(),
+                Some(&json!("a")),
+            )
+            .expect("renders");
+        assert_eq!(text, "host a");
+        let error = renderer
+            .text(
+                "step `wait`: sleep",
+                "{{ params.missing }}",
+                &run.ctx(),
+                None,
+            )
+            .expect_err("undefined");
+        assert_eq!(
+            error.to_string(),
+            "step `wait`: sleep: undefined value: `params.missing` is undefined"
+        );
+        let error = renderer
+            .text("step `wait`: sleep", "{{ item }}", &run.ctx(), None)
+            .expect_err("no item");
+        assert!(
+            error
+                .message
+                .starts_with("step `wait`: sleep: undefined value"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn text_keeps_the_sandbox() {
+        let mut run = Run::new();
+        run.params["duration"] = json!("{{ 7 * 7 }}");
+        let renderer = Renderer::new();
+        let text = renderer
+            .text("w", "{{ params.duration }}", &run.ctx(), None)
+            .expect("renders");
+        assert_eq!(text, "{{ 7 * 7 }}", "data is never compiled");
+        let error = renderer
+            .text("w", "{{ 'x' * 70000 }}", &run.ctx(), None)
+            .expect_err("too long");
+        assert_eq!(
+            error.to_string(),
+            "w: rendered text is 70000 bytes, more than the 65536 allowed"
+        );
+        let error = renderer
+            .text(
+                "w",
+                "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+                &run.ctx(),
+                None,
+            )
+            .expect_err("fuel");
+        assert_eq!(
+            error.to_string(),
+            "w: evaluation ran out of fuel (more than 50000 steps)"
+        );
+        let error = renderer
+            .text("w", "{% include 'x' %}", &run.ctx(), None)
+            .expect_err("no loader");
+        assert!(error.message.starts_with("w: "), "{}", error.message);
+    }
+
+    #[test]
+    fn tree_renders_an_undo_that_sees_its_own_output() {
+        let playbook = playbook(SOURCE);
+        let run = Run::new();
+        let undo = step(&playbook, "block").undo.as_ref().expect("an undo");
+        assert_eq!(undo.action, "core.echo");
+        let input = Renderer::new()
+            .tree("step `block`: undo.with", &undo.with, &run.ctx(), None, &[])
+            .expect("renders");
+        assert_eq!(
+            input,
+            json!({ "ip": "10.0.0.1", "rule": 42, "note": "rule 42" })
+        );
+    }
+
+    #[test]
+    fn tree_binds_item_for_the_undo_of_one_item() {
+        let playbook = playbook(SOURCE);
+        let mut run = Run::new();
+        run.steps.insert(
+            "patch".to_string(),
+            json!({ "status": "succeeded", "output": { "host": "b" } }),
+        );
+        let undo = step(&playbook, "patch").undo.as_ref().expect("an undo");
+        let input = Renderer::new()
+            .tree(
+                "step `patch`: undo.with",
+                &undo.with,
+                &run.ctx(),
+                Some(&json!("b")),
+                &[],
+            )
+            .expect("renders");
+        assert_eq!(input, json!({ "host": "b", "output": { "host": "b" } }));
+    }
+
+    #[test]
+    fn tree_binds_vars_with_their_types() {
+        let playbook = playbook(SOURCE);
+        let run = Run::new();
+        let waves = step(&playbook, "patch").waves.as_ref().expect("waves");
+        let health = waves.health.as_ref().expect("a health gate");
+        let renderer = Renderer::new();
+        let what = "step `patch`: waves.health.with";
+        let input = renderer
+            .tree(what, &health.with, &run.ctx(), None, &[("wave", json!(0))])
+            .expect("renders");
+        assert_eq!(input, json!({ "wave": 0, "first": true, "rule": 42 }));
+        let input = renderer
+            .tree(what, &health.with, &run.ctx(), None, &[("wave", json!(2))])
+            .expect("renders");
+        assert_eq!(input, json!({ "wave": 2, "first": false, "rule": 42 }));
+        let error = renderer
+            .tree(what, &health.with, &run.ctx(), None, &[])
+            .expect_err("wave is not bound");
+        assert_eq!(
+            error.to_string(),
+            "step `patch`: waves.health.with.first: undefined value: `wave` is undefined"
+        );
+    }
+
+    #[test]
+    fn tree_errors_name_the_leaf_and_bound_the_output() {
+        let run = Run::new();
+        let renderer = Renderer::new();
+        let tree = json!({ "a": ["ok", "{{ steps.gone.output }}"] });
+        let error = renderer
+            .tree("step `x`: undo.with", &tree, &run.ctx(), None, &[])
+            .expect_err("undefined");
+        assert_eq!(
+            error.to_string(),
+            "step `x`: undo.with.a[1]: undefined value: `steps.gone` is undefined"
+        );
+        let blob = json!("y".repeat(limits::RENDERED_BYTES_MAX));
+        let tree = json!({ "a": "{{ blob }}", "b": "{{ blob }}" });
+        let error = renderer
+            .tree(
+                "step `x`: undo.with",
+                &tree,
+                &run.ctx(),
+                None,
+                &[("blob", blob)],
+            )
+            .expect_err("too large");
+        assert!(
+            error
+                .message
+                .starts_with("step `x`: undo.with: rendered input is "),
+            "{}",
+            error.message
+        );
+        let mut deep = json!(1);
+        for _ in 0..200 {
+            deep = json!([deep]);
+        }
+        let error = renderer
+            .tree("h", &json!({}), &run.ctx(), None, &[("wave", deep)])
+            .expect_err("too deep");
+        assert_eq!(error.to_string(), "h: value nested deeper than 64 levels");
+    }
+
+    #[test]
+    fn the_renderer_renders_only_templates_it_is_given() {
+        // A literal tree is returned as is, whatever the context holds.
+        let run = Run::new();
+        let tree = json!({ "n": 1, "list": [true, null, "text"] });
+        let rendered = Renderer::new()
+            .tree("t", &tree, &run.ctx(), None, &[])
+            .expect("renders");
+        assert_eq!(rendered, tree);
+    }
+}
+
+/// The compiled form of the step kinds and controls, as the scheduler reads them.
+mod compiled {
+    use super::*;
+
+    #[test]
+    fn kinds_and_defaults() {
+        let playbook = playbook(
+            r#"
+name: kinds
+version: 1
+timeout: 2h
+concurrency: { key: "k" }
+steps:
+  - { id: act, action: core.noop }
+  - { id: wait, sleep: 15m }
+  - { id: window, until: "2026-12-01T02:00:00Z" }
+  - { id: approve, approval: { approvers: [soc-leads], timeout: 15m } }
+  - id: gated
+    action: core.noop
+    approval: { approvers: [soc-leads, on-call], min: 2, timeout: 1h, on_timeout: approve }
+"#,
+        );
+        assert_eq!(playbook.timeout_ms, Some(7_200_000));
+        assert_eq!(
+            playbook.concurrency,
+            Some(ConcurrencyKey {
+                key: "k".into(),
+                limit: 1,
+                policy: ConcurrencyPolicy::Queue
+            })
+        );
+        let kinds: Vec<&StepKind> = playbook.steps.iter().map(|s| &s.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                &StepKind::Action,
+                &StepKind::Sleep {
+                    duration: "15m".into()
+                },
+                &StepKind::Until {
+                    at: "2026-12-01T02:00:00Z".into()
+                },
+                &StepKind::Approval,
+                &StepKind::Action,
+            ]
+        );
+        let approve = &playbook.steps[3];
+        assert_eq!(approve.action, "");
+        assert_eq!(
+            approve.approval,
+            Some(Approval {
+                approvers: vec!["soc-leads".into()],
+                min: 1,
+                timeout_ms: 900_000,
+                on_timeout: ApprovalOutcome::Reject
+            })
+        );
+        let gated = &playbook.steps[4];
+        assert_eq!(gated.action, "core.noop");
+        assert_eq!(
+            gated.approval,
+            Some(Approval {
+                approvers: vec!["soc-leads".into(), "on-call".into()],
+                min: 2,
+                timeout_ms: 3_600_000,
+                on_timeout: ApprovalOutcome::Approve
+            })
+        );
+        for step in &playbook.steps {
+            assert_eq!(
+                (&step.undo, &step.grant, &step.waves),
+                (&None, &None, &None)
+            );
+        }
+        let plain = compile("name: p\nversion: 1\nsteps:\n  - { id: a, action: core.noop }\n")
+            .expect("compiles");
+        assert_eq!((plain.concurrency, plain.timeout_ms), (None, None));
+    }
+
+    #[test]
+    fn undo_grant_and_waves() {
+        let playbook = playbook(
+            r#"
+name: controls
+version: 1
+steps:
+  - id: open
+    action: core.echo
+    undo: { action: core.echo, with: { x: "{{ steps.open.output }}" } }
+    grant: { ttl: 30s }
+  - id: patch
+    for_each: [a, b, c]
+    action: core.noop
+    waves: { canary: 0, batch: 25%, error_budget: 3, health: { action: core.echo, with: { w: "{{ wave }}" } } }
+  - id: plain
+    for_each: [a]
+    action: core.noop
+    waves: {}
+"#,
+        );
+        let open = &playbook.steps[0];
+        assert_eq!(
+            open.undo,
+            Some(Undo {
+                action: "core.echo".into(),
+                with: json!({ "x": "{{ steps.open.output }}" })
+            })
+        );
+        assert_eq!(
+            open.grant,
+            Some(Grant {
+                ttl: "30s".into(),
+                subject: String::new()
+            })
+        );
+        assert_eq!(
+            playbook.steps[1].waves,
+            Some(Waves {
+                canary: 0,
+                batch: Amount::Percent(25),
+                error_budget: Amount::Count(3),
+                health: Some(HealthGate {
+                    action: "core.echo".into(),
+                    with: json!({ "w": "{{ wave }}" })
+                })
+            })
+        );
+        assert_eq!(
+            playbook.steps[2].waves,
+            Some(Waves {
+                canary: 1,
+                batch: Amount::Percent(100),
+                error_budget: Amount::Count(0),
+                health: None
+            })
+        );
+    }
+
+    #[test]
+    fn names_read_back() {
+        assert_eq!(ConcurrencyPolicy::Replace.as_str(), "replace");
+        assert_eq!(ApprovalOutcome::Approve.as_str(), "approve");
+        assert_eq!(Amount::Percent(25).to_string(), "25%");
+        assert_eq!(Amount::Count(3).to_string(), "3");
+    }
+}
+
+mod amount {
+    use super::*;
+
+    #[test]
+    fn a_count_is_itself() {
+        assert_eq!(Amount::Count(3).of(10), 3);
+        assert_eq!(Amount::Count(0).of(10), 0);
+        // Not capped: a batch larger than what is left takes what is left.
+        assert_eq!(Amount::Count(30).of(10), 30);
+    }
+
+    #[test]
+    fn a_percentage_rounds_up_and_is_at_least_one() {
+        assert_eq!(Amount::Percent(25).of(100), 25);
+        assert_eq!(Amount::Percent(25).of(10), 3);
+        assert_eq!(Amount::Percent(1).of(10), 1);
+        assert_eq!(Amount::Percent(1).of(1000), 10);
+        assert_eq!(Amount::Percent(33).of(3), 1);
+        assert_eq!(Amount::Percent(34).of(3), 2);
+        assert_eq!(Amount::Percent(100).of(7), 7);
+        assert_eq!(Amount::Percent(0).of(7), 0);
+        assert_eq!(Amount::Percent(50).of(0), 1);
+    }
+
+    #[test]
+    fn a_percentage_never_overflows() {
+        assert_eq!(Amount::Percent(100).of(u32::MAX), u32::MAX);
+        assert_eq!(Amount::Percent(50).of(u32::MAX), u32::MAX / 2 + 1);
+    }
+}
+
+mod durations {
+    use super::*;
+
+    #[test]
+    fn reads_what_playbooks_read() {
+        assert_eq!(parse_duration_ms("15m"), Ok(900_000));
+        assert_eq!(parse_duration_ms("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration_ms(" 100ms "), Ok(100));
+        assert_eq!(parse_duration_ms("30d"), Ok(limits::SLEEP_MS_MAX));
+        assert_eq!(parse_duration_ms("0s"), Ok(0), "bounds are the caller's");
+    }
+
+    #[test]
+    fn explains_garbage() {
+        assert_eq!(
+            parse_duration_ms("5"),
+            Err("invalid duration `5`: a unit is needed, e.g. `30s`".into())
+        );
+        assert_eq!(
+            parse_duration_ms("-5m"),
+            Err(
+                "invalid duration `-5m`: expected a positive number and a unit, e.g. `30s`, \
+                 `5m` or `1h30m`"
+                    .into()
+            )
+        );
+        assert!(parse_duration_ms("").is_err());
+        assert!(parse_duration_ms("soon").is_err());
+        assert!(parse_duration_ms("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn long_garbage_is_shortened_in_messages() {
+        let error = parse_duration_ms(&"x".repeat(10_000)).expect_err("garbage");
+        assert!(error.len() < 200, "{error}");
+    }
+}
+
+mod timestamps {
+    use super::*;
+
+    #[test]
+    fn utc_and_offsets() {
+        assert_eq!(parse_timestamp_ms("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(
+            parse_timestamp_ms("2026-12-01T02:00:00Z"),
+            Ok(1_796_090_400_000)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2026-12-01T03:00:00+01:00"),
+            Ok(1_796_090_400_000)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2026-11-30T21:00:00-05:00"),
+            Ok(1_796_090_400_000)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2026-12-01T02:00:00+05:30"),
+            Ok(1_796_070_600_000)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2026-12-01T02:00:00-00:00"),
+            Ok(1_796_090_400_000)
+        );
+    }
+
+    #[test]
+    fn forms_rfc_3339_allows() {
+        let expected = Ok(1_796_090_400_000);
+        assert_eq!(parse_timestamp_ms("2026-12-01t02:00:00z"), expected);
+        assert_eq!(parse_timestamp_ms("2026-12-01 02:00:00Z"), expected);
+        assert_eq!(parse_timestamp_ms("  2026-12-01T02:00:00Z\n"), expected);
+        assert_eq!(
+            parse_timestamp_ms("2026-12-01T02:00:00.250Z"),
+            Ok(1_796_090_400_250)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2026-12-01T02:00:00.1Z"),
+            Ok(1_796_090_400_100)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2026-12-01T02:00:00.123999999Z"),
+            Ok(1_796_090_400_123)
+        );
+        // A leap second is the start of the next minute.
+        assert_eq!(
+            parse_timestamp_ms("2016-12-31T23:59:60Z"),
+            parse_timestamp_ms("2017-01-01T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn far_dates() {
+        assert_eq!(
+            parse_timestamp_ms("1969-07-20T20:17:40Z"),
+            Ok(-14_182_940_000)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2000-02-29T23:59:59.999Z"),
+            Ok(951_868_799_999)
+        );
+        assert_eq!(
+            parse_timestamp_ms("9999-12-31T23:59:59Z"),
+            Ok(253_402_300_799_000)
+        );
+        assert_eq!(
+            parse_timestamp_ms("0001-01-01T00:00:00Z"),
+            Ok(-62_135_596_800_000)
+        );
+    }
+
+    #[test]
+    fn explains_garbage() {
+        let cases = [
+            ("", "expected a date and time with a time zone"),
+            ("tomorrow", "expected a date and time with a time zone"),
+            ("2026-12-01", "expected a date and time with a time zone"),
+            (
+                "2026-12-01T02:00Z",
+                "expected a date and time with a time zone",
+            ),
+            (
+                "26-12-01T02:00:00Z",
+                "expected a date and time with a time zone",
+            ),
+            ("2026-12-01T02:00:00", "a time zone is needed"),
+            (
+                "2026-12-01T02:00:00+0100",
+                "expected an offset like `+02:00`",
+            ),
+            ("2026-12-01T02:00:00+01", "expected an offset like `+02:00`"),
+            (
+                "2026-12-01T02:00:00.Z",
+                "expected digits after the decimal point",
+            ),
+            (
+                "2026-12-01T02:00:00Z!",
+                "unexpected `!` after the time zone",
+            ),
+            (
+                "2026-12-01T02:00:00ZÅ",
+                "unexpected `Å` after the time zone",
+            ),
+            (
+                "2026-12-01T02:00:00Å",
+                "expected a date and time with a time zone",
+            ),
+            ("2026-13-01T02:00:00Z", "month must be 01 to 12, found 13"),
+            ("2026-00-01T02:00:00Z", "month must be 01 to 12, found 00"),
+            (
+                "2026-04-31T02:00:00Z",
+                "day must be 01 to 30 in 2026-04, found 31",
+            ),
+            (
+                "1900-02-29T02:00:00Z",
+                "day must be 01 to 28 in 1900-02, found 29",
+            ),
+            (
+                "2026-12-00T02:00:00Z",
+                "day must be 01 to 31 in 2026-12, found 00",
+            ),
+            ("2026-12-01T02:60:00Z", "minute must be 00 to 59, found 60"),
+            ("2026-12-01T02:00:61Z", "second must be 00 to 60, found 61"),
+            (
+                "2026-12-01T02:00:00+01:60",
+                "offset minute must be 00 to 59, found 60",
+            ),
+            (
+                "+2026-12-01T02:00:00Z",
+                "expected a date and time with a time zone",
+            ),
+        ];
+        for (text, why) in cases {
+            let error = parse_timestamp_ms(text).expect_err(text);
+            assert!(
+                error.starts_with(&format!("invalid timestamp `{}`: ", text))
+                    && error.contains(why),
+                "{text}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_garbage_is_shortened_in_messages() {
+        let error = parse_timestamp_ms(&"9".repeat(10_000)).expect_err("garbage");
+        assert!(error.len() < 200, "{error}");
+    }
 }

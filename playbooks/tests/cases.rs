@@ -112,7 +112,9 @@ fn every_example_compiles() {
         .filter_map(|p| p.file_name()?.to_str())
         .collect();
     for required in [
+        "approval-demo.yaml",
         "diamond.yaml",
+        "grant-demo.yaml",
         "hello.yaml",
         "noop-chain.yaml",
         "retry.yaml",
@@ -165,6 +167,35 @@ fn examples_have_the_documented_shape() {
             .steps
             .iter()
             .any(|s| s.for_each.as_ref().is_some_and(|f| f.concurrency == 2))
+    );
+
+    let grant = load("grant-demo.yaml");
+    assert_eq!(grant.steps.len(), 1);
+    let open = &grant.steps[0];
+    assert_eq!(open.action, "core.echo");
+    assert_eq!(
+        open.undo.as_ref().map(|u| u.action.as_str()),
+        Some("core.echo")
+    );
+    let ttl = &open.grant.as_ref().expect("a grant").ttl;
+    assert_eq!(ttl, "{{ params.duration }}");
+    assert_eq!(grant.params[0].name, "duration");
+    assert_eq!(grant.params[0].default, Some(serde_json::json!("30s")));
+    assert_eq!(grant.params[1].ty, riposte_playbooks::ParamType::String);
+
+    let approval = load("approval-demo.yaml");
+    assert_eq!(approval.steps.len(), 1);
+    let act = &approval.steps[0];
+    assert_eq!(act.kind, riposte_playbooks::StepKind::Action);
+    assert_eq!(act.action, "core.echo");
+    assert_eq!(
+        act.approval,
+        Some(riposte_playbooks::Approval {
+            approvers: vec!["soc-leads".to_string()],
+            min: 1,
+            timeout_ms: 15 * 60 * 1000,
+            on_timeout: riposte_playbooks::ApprovalOutcome::Reject,
+        })
     );
 }
 

@@ -1,11 +1,12 @@
 //! Property and robustness tests of `compile`: random DAGs order correctly, random cycles are
 //! always reported, and hostile or random input yields diagnostics, never a panic or a stack
-//! overflow.
+//! overflow. Also: timestamps read as an independent day count says, and amounts stay within
+//! their items.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use riposte_playbooks::{Diagnostic, compile, limits};
+use riposte_playbooks::{Amount, Diagnostic, compile, limits, parse_timestamp_ms};
 
 /// A random DAG: step `i` needs some of the steps before it, declared in a shuffled order.
 #[derive(Debug, Clone)]
@@ -124,9 +125,10 @@ proptest! {
     /// Random edits of a valid playbook never panic.
     #[test]
     fn mutated_playbooks_never_panic(
-        edits in proptest::collection::vec((any::<prop::sample::Index>(), "[-\\[\\]{}:'\"#&* \\n]{0,3}", 0usize..4), 1..6),
+        source in prop::sample::select(&MUTATED[..]),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), "[-\\[\\]{}:'\"#&*% \\n]{0,3}", 0usize..4), 1..6),
     ) {
-        let mut text = include_str!("../examples/diamond.yaml").to_string();
+        let mut text = source.to_string();
         for (at, insert, delete) in edits {
             let mut index = at.index(text.len() + 1);
             while !text.is_char_boundary(index) {
@@ -139,6 +141,77 @@ proptest! {
             text.replace_range(index..end, &insert);
         }
         let _ = compile(&text);
+    }
+}
+
+/// Valid playbooks that random edits start from: between them, every kind of step and control.
+const MUTATED: [&str; 5] = [
+    include_str!("../examples/diamond.yaml"),
+    include_str!("data/ok-undo-grant.yaml"),
+    include_str!("data/ok-waves.yaml"),
+    include_str!("data/ok-sleep-until.yaml"),
+    include_str!("data/ok-approval.yaml"),
+];
+
+/// Days from 1970-01-01, counted year by year and month by month.
+fn days_by_counting(year: i64, month: u32, day: u32) -> i64 {
+    let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let year_days = |y: i64| if leap(y) { 366 } else { 365 };
+    let mut days: i64 = if year >= 1970 {
+        (1970..year).map(year_days).sum()
+    } else {
+        -(year..1970).map(year_days).sum::<i64>()
+    };
+    let months = [
+        31,
+        if leap(year) { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    days += months[..month as usize - 1].iter().sum::<i64>();
+    days + i64::from(day) - 1
+}
+
+proptest! {
+    #[test]
+    fn timestamps_match_an_independent_count(
+        year in 0i64..=9999, month in 1u32..=12, day in 1u32..=28,
+        hour in 0u32..24, minute in 0u32..60, second in 0u32..60, millis in 0u32..1000,
+        offset_minutes in -(23 * 60 + 59)..=(23 * 60 + 59i64),
+    ) {
+        let text = format!(
+            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z"
+        );
+        let expected = days_by_counting(year, month, day) * 86_400_000
+            + i64::from(hour * 3600 + minute * 60 + second) * 1000
+            + i64::from(millis);
+        prop_assert_eq!(parse_timestamp_ms(&text), Ok(expected));
+        // The same wall time at an offset east of UTC is that much earlier.
+        let sign = if offset_minutes < 0 { '-' } else { '+' };
+        let (h, m) = (offset_minutes.abs() / 60, offset_minutes.abs() % 60);
+        let shifted = format!("{}{sign}{h:02}:{m:02}", &text[..text.len() - 1]);
+        prop_assert_eq!(parse_timestamp_ms(&shifted), Ok(expected - offset_minutes * 60_000));
+    }
+
+    #[test]
+    fn random_text_is_never_a_panic_as_a_timestamp(text in "[-0-9T:Zz+. ]{0,40}|\\PC{0,40}") {
+        let _ = parse_timestamp_ms(&text);
+    }
+
+    #[test]
+    fn percentages_stay_within_the_items(percent in 1u32..=100, total in 1u32..=100_000) {
+        let count = Amount::Percent(percent).of(total);
+        prop_assert!((1..=total).contains(&count), "{percent}% of {total} is {count}");
+        prop_assert!(u64::from(count) * 100 >= u64::from(total) * u64::from(percent));
+        prop_assert!(count <= Amount::Percent((percent + 1).min(100)).of(total));
     }
 }
 

@@ -1,35 +1,47 @@
 //! The scheduler: a pure state machine over runs.
 //!
-//! Events come in (a run started, a task leased, a result, a lease expired, a retry came due,
-//! a cancel); a [`Transition`] comes out: the history entries to persist with the run's new
-//! state, and the [`Command`]s for the edges (dispatch a task, arm a timer, abandon a lease).
-//! No IO, no clock: the caller passes `now_ms` and persists the result in one transaction
-//! before anything becomes visible.
+//! Events come in (a run started, a task leased, a result, a lease expired, a timer, a
+//! decision, an operator's repair); a [`Transition`] comes out: the runs it changed with their
+//! new history entries, and the [`Command`]s for the edges (dispatch a task, arm a timer,
+//! abandon a lease). No IO, no clock: the caller passes `now_ms`, persists every changed run
+//! with its history in one transaction before anything becomes visible, then carries out the
+//! commands.
+//!
+//! Modules: [`state`] (what is persisted), `run` (one run's transitions: steps, results,
+//! timers), `undo` (compensation and grants), `approval`, `waves` (rollouts with an error
+//! budget), `repair` (operator verbs). Concurrency keys span runs and live here.
 //!
 //! Step semantics:
 //! - A step starts when every step it `needs` has finished and none failed.
 //! - `when` false skips the step. A step whose needs were *all* skipped is skipped too, so a
-//!   skip propagates along a chain, while a fan-in with at least one need that ran still runs
-//!   (and can read `steps.<id>.status`).
+//!   skip propagates along a chain, while a fan-in with at least one need that ran still runs.
 //! - A step's input is rendered once, when it starts; every attempt runs the same input.
 //! - A failed task is retried per the step's `retry` policy; a lost lease is re-dispatched at
 //!   once, at most [`LEASE_LOSSES_MAX`] times, without consuming the retry budget.
-//! - A step that fails fails the run: nothing new starts and in-flight leases are abandoned.
+//! - A step that fails fails the run: nothing new starts, in-flight leases are abandoned, and
+//!   the undos of what succeeded run in reverse order before the run ends.
 
+mod approval;
+mod repair;
+mod run;
 pub mod state;
+mod undo;
+mod waves;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use riposte_playbooks::{Context, Playbook, Renderer, Step};
-use serde_json::{Map, Value};
+use riposte_playbooks::{ConcurrencyPolicy, Context, Playbook, Renderer};
+use serde_json::Value;
 
-use state::{
-    HistoryEvent, RunId, RunState, RunStatus, StepState, StepStatus, Unit, UnitRef, UnitStatus,
-};
+use run::Tx;
+use state::{HistoryEvent, RunId, RunState, RunStatus, StepState, UnitRef};
+
+pub use approval::digest_hex;
+pub use undo::undo_status;
 
 /// A unit whose leases expire this many times fails: the action likely kills its workers.
 pub const LEASE_LOSSES_MAX: u32 = 3;
@@ -43,6 +55,27 @@ pub struct NewRun {
     pub trigger: Value,
     pub requested_by: String,
     pub idempotency_key: String,
+}
+
+/// An operator's decision on an approval. `groups` are the approver groups `who` belongs to
+/// (the engine knows the configuration; the scheduler stays pure).
+#[derive(Debug, Clone)]
+pub struct DecisionRequest {
+    pub run: RunId,
+    pub step: String,
+    pub approve: bool,
+    pub digest: String,
+    pub who: String,
+    pub groups: Vec<String>,
+    pub comment: String,
+}
+
+/// A repair verb on a step (or on the run for `Resume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    RetryStep,
+    SkipStep,
+    Resume,
 }
 
 #[derive(Debug, Clone)]
@@ -70,14 +103,30 @@ pub enum Event {
         unit: UnitRef,
         token: u64,
     },
-    /// A backoff timer fired.
-    RetryDue {
-        unit: UnitRef,
+    /// Something of this run may be due (backoff, sleep, approval timeout, grant TTL, deadline).
+    Timer {
+        run: RunId,
     },
     Cancel {
         run: RunId,
         reason: String,
         by: String,
+    },
+    Decide(DecisionRequest),
+    /// Revoke a grant now (an operator).
+    Revoke {
+        run: RunId,
+        step: String,
+        item: u32,
+        by: String,
+        reason: String,
+    },
+    Repair {
+        run: RunId,
+        repair: Repair,
+        step: String,
+        by: String,
+        reason: String,
     },
 }
 
@@ -86,6 +135,7 @@ pub enum Event {
 pub struct TaskSpec {
     pub unit: UnitRef,
     pub attempt: u32,
+    /// The step the task belongs to (an undo's or health gate's step).
     pub step_id: String,
     pub action: String,
     pub input: Value,
@@ -96,8 +146,9 @@ pub struct TaskSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Dispatch(TaskSpec),
+    /// Feed `Event::Timer { run }` at `due_ms` (wall clock).
     ArmTimer {
-        unit: UnitRef,
+        run: RunId,
         due_ms: i64,
     },
     /// The worker holding this lease must stop; its result will be rejected.
@@ -113,31 +164,55 @@ pub enum Command {
 /// The outcome of one event.
 #[derive(Debug, Default)]
 pub struct Transition {
-    /// Persist the run's state and these entries together, or nothing at all when empty and
-    /// `changed` is false.
-    pub history: Vec<HistoryEvent>,
+    /// Runs whose state changed, in order; persist each (active ones from
+    /// [`Scheduler::run`], ended ones from `finished`) with its entries of `history`.
+    pub changed: Vec<RunId>,
+    pub history: Vec<(RunId, HistoryEvent)>,
     pub commands: Vec<Command>,
-    /// The run state changed and must be saved.
-    pub changed: bool,
+    /// Runs that ended with this transition: their final state, now out of the scheduler.
+    pub finished: Vec<RunState>,
     /// The result repeats the accepted one: answer success, change nothing.
     pub duplicate: bool,
     /// The result was refused (stale token, finished run); recorded in `history`.
     pub rejected: Option<String>,
-    /// The run ended with this transition: its final state, now out of the scheduler.
-    pub finished: Option<RunState>,
 }
 
-/// Why an event could not be applied at all.
+impl Transition {
+    fn touch(&mut self, run: RunId) {
+        if !self.changed.contains(&run) {
+            self.changed.push(run);
+        }
+    }
+
+    /// The history entries of one run.
+    pub fn history_of(&self, run: RunId) -> impl Iterator<Item = &HistoryEvent> {
+        self.history
+            .iter()
+            .filter(move |(r, _)| *r == run)
+            .map(|(_, e)| e)
+    }
+}
+
+/// Why an event could not be applied at all; nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("run {0} is not active")]
     RunNotActive(RunId),
-    #[error("run {run} has no step #{step} item {item}")]
-    NoSuchUnit { run: RunId, step: usize, item: u32 },
+    #[error("run {0} has no such unit")]
+    NoSuchUnit(RunId),
     #[error("unit is not queued for dispatch")]
     NotQueued,
     #[error("run {0} exists already")]
     RunExists(RunId),
+    /// The run or step is not in a state that allows this (FAILED_PRECONDITION).
+    #[error("{0}")]
+    Refused(String),
+    /// The caller may not do this (PERMISSION_DENIED).
+    #[error("{0}")]
+    NotPermitted(String),
+    /// The request names something that does not exist or is malformed (INVALID_ARGUMENT).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 struct ActiveRun {
@@ -145,9 +220,18 @@ struct ActiveRun {
     playbook: Arc<Playbook>,
 }
 
-/// All active (not finished) runs.
+/// Runs holding or waiting for one concurrency key.
+#[derive(Debug, Default)]
+struct KeyState {
+    limit: u32,
+    holders: Vec<RunId>,
+    queue: VecDeque<RunId>,
+}
+
+/// All active (not ended) runs.
 pub struct Scheduler {
     runs: HashMap<RunId, ActiveRun>,
+    keys: HashMap<String, KeyState>,
     renderer: Renderer,
 }
 
@@ -161,6 +245,7 @@ impl Scheduler {
     pub fn new() -> Scheduler {
         Scheduler {
             runs: HashMap::new(),
+            keys: HashMap::new(),
             renderer: Renderer::new(),
         }
     }
@@ -181,88 +266,115 @@ impl Scheduler {
         self.runs.get(&id).map(|r| &r.playbook)
     }
 
-    pub fn runs(&self) -> impl Iterator<Item = &RunState> {
-        self.runs.values().map(|r| &r.state)
+    /// Active runs with their playbooks.
+    pub fn runs(&self) -> impl Iterator<Item = (&RunState, &Playbook)> {
+        self.runs.values().map(|r| (&r.state, r.playbook.as_ref()))
     }
 
-    /// Adopts a running run loaded from the store after a restart and returns the commands
-    /// that put it back in motion: queued units are dispatched again, backoff timers re-armed.
-    /// Leased units keep their lease; the engine gives each a full grace period.
+    /// Adopts an active run loaded from the store after a restart (or reopened by a repair)
+    /// and returns the commands that put it back in motion: queued units are dispatched again
+    /// and the run's next timer is armed. Leased units keep their lease; the engine gives each
+    /// a full grace period.
     pub fn resume(&mut self, state: RunState, playbook: Arc<Playbook>) -> Vec<Command> {
-        assert_eq!(
-            state.status,
-            RunStatus::Running,
-            "only running runs are resumed"
-        );
-        let mut commands = Vec::new();
-        for (step_index, step) in state.steps.iter().enumerate() {
-            for (item, unit) in step.units.iter().enumerate() {
-                let unit_ref = UnitRef {
-                    run: state.id,
-                    step: step_index,
-                    item: item as u32,
-                };
-                match unit.status {
-                    UnitStatus::Queued => commands.push(Command::Dispatch(task_spec(
-                        &playbook.steps[step_index],
-                        unit_ref,
-                        unit,
-                    ))),
-                    UnitStatus::Backoff { due_ms } => commands.push(Command::ArmTimer {
-                        unit: unit_ref,
-                        due_ms,
-                    }),
-                    _ => {}
-                }
+        assert!(!state.status.is_terminal(), "only active runs are resumed");
+        let mut commands = run::redispatch(&state, &playbook);
+        if let Some(due_ms) = run::next_due(&state) {
+            commands.push(Command::ArmTimer {
+                run: state.id,
+                due_ms,
+            });
+        }
+        if let Some(key) = &state.concurrency_key {
+            let limit = playbook.concurrency.as_ref().map_or(1, |c| c.limit);
+            let entry = self.keys.entry(key.clone()).or_default();
+            entry.limit = limit;
+            if state.status == RunStatus::Queued {
+                entry.queue.push_back(state.id);
+            } else {
+                entry.holders.push(state.id);
             }
         }
         self.runs.insert(state.id, ActiveRun { state, playbook });
         commands
     }
 
-    /// Applies one event. On `Ok`, the caller persists `self.run(id)` (when `changed`) with the
-    /// transition's history in one transaction, then carries out the commands.
+    /// Sorts the key queues by creation time after every run was resumed.
+    pub fn resumed_all(&mut self) {
+        let runs = &self.runs;
+        for key in self.keys.values_mut() {
+            let mut queue: Vec<RunId> = key.queue.drain(..).collect();
+            queue.sort_by_key(|id| runs.get(id).map(|r| r.state.created_at_ms));
+            key.queue = queue.into();
+        }
+    }
+
+    /// Applies one event. On `Ok`, the caller persists every changed run with its history in
+    /// one transaction, then carries out the commands.
     pub fn handle(&mut self, now_ms: i64, event: Event) -> Result<Transition, Error> {
+        let mut out = Transition::default();
         match event {
-            Event::Start(new) => self.start(now_ms, new),
+            Event::Start(new) => self.start(now_ms, new, &mut out)?,
             Event::Leased {
                 unit,
                 attempt,
                 token,
                 worker,
-            } => self.with_run(now_ms, unit.run, |tx| {
+            } => self.with_run(now_ms, unit.run, &mut out, |tx| {
                 tx.leased(&unit, attempt, token, worker)
-            }),
+            })?,
             Event::Succeeded {
                 unit,
                 token,
                 output,
-            } => self.with_run(now_ms, unit.run, |tx| {
+            } => self.with_run(now_ms, unit.run, &mut out, |tx| {
                 tx.result(&unit, token, Ok(output));
                 Ok(())
-            }),
+            })?,
             Event::Failed {
                 unit,
                 token,
                 message,
                 retryable,
-            } => self.with_run(now_ms, unit.run, |tx| {
+            } => self.with_run(now_ms, unit.run, &mut out, |tx| {
                 tx.result(&unit, token, Err((message, retryable)));
                 Ok(())
-            }),
-            Event::LeaseExpired { unit, token } => self.with_run(now_ms, unit.run, |tx| {
-                tx.lease_expired(&unit, token);
+            })?,
+            Event::LeaseExpired { unit, token } => {
+                self.with_run(now_ms, unit.run, &mut out, |tx| {
+                    tx.lease_expired(&unit, token);
+                    Ok(())
+                })?
+            }
+            Event::Timer { run } => self.with_run(now_ms, run, &mut out, |tx| {
+                tx.fire_due();
                 Ok(())
-            }),
-            Event::RetryDue { unit } => self.with_run(now_ms, unit.run, |tx| {
-                tx.retry_due(&unit);
-                Ok(())
-            }),
-            Event::Cancel { run, reason, by } => self.with_run(now_ms, run, |tx| {
-                tx.cancel(&reason, &by);
-                Ok(())
-            }),
+            })?,
+            Event::Cancel { run, reason, by } => {
+                self.with_run(now_ms, run, &mut out, |tx| tx.cancel(&reason, &by))?
+            }
+            Event::Decide(request) => {
+                self.with_run(now_ms, request.run, &mut out, |tx| tx.decide(&request))?
+            }
+            Event::Revoke {
+                run,
+                step,
+                item,
+                by,
+                reason,
+            } => self.with_run(now_ms, run, &mut out, |tx| {
+                tx.revoke(&step, item, &by, &reason)
+            })?,
+            Event::Repair {
+                run,
+                repair,
+                step,
+                by,
+                reason,
+            } => self.with_run(now_ms, run, &mut out, |tx| {
+                tx.repair(repair, &step, &by, &reason)
+            })?,
         }
+        Ok(out)
     }
 
     /// A result for a run that already ended: a repeat of the accepted result is a duplicate,
@@ -275,21 +387,56 @@ impl Scheduler {
         unit: &UnitRef,
         token: u64,
     ) -> Transition {
-        let mut tx = Tx {
-            now_ms,
-            run: state,
-            playbook,
-            renderer: &self.renderer,
-            out: Transition::default(),
-        };
+        let mut out = Transition::default();
+        let mut tx = Tx::new(now_ms, state, playbook, &self.renderer, &mut out);
         tx.reject_finished(unit, token);
-        tx.out
+        out
     }
 
-    fn start(&mut self, now_ms: i64, new: NewRun) -> Result<Transition, Error> {
+    /// Reopens an ended run for a repair verb (retry or skip of its failed step). The run
+    /// comes back into the scheduler only if the repair applies.
+    pub fn reopen(
+        &mut self,
+        now_ms: i64,
+        state: RunState,
+        playbook: Arc<Playbook>,
+        request: (Repair, &str, &str, &str),
+    ) -> Result<Transition, Error> {
+        let (repair, step, by, reason) = request;
+        let id = state.id;
+        repair::check_reopen(&state, &playbook, repair, step)?;
+        let key = state.concurrency_key.clone();
+        if let Some(key) = &key {
+            let limit = playbook.concurrency.as_ref().map_or(1, |c| c.limit);
+            let entry = self.keys.entry(key.clone()).or_default();
+            entry.limit = limit;
+            if entry.holders.len() as u32 >= limit {
+                return Err(Error::Refused(format!(
+                    "concurrency key `{key}` is held by run {}; retry once it ends",
+                    entry.holders[0]
+                )));
+            }
+            entry.holders.push(id);
+        }
+        self.runs.insert(id, ActiveRun { state, playbook });
+        let mut out = Transition::default();
+        if let Err(e) = self.with_run(now_ms, id, &mut out, |tx| {
+            tx.repair(repair, step, by, reason)
+        }) {
+            self.runs.remove(&id);
+            if let Some(entry) = key.as_ref().and_then(|k| self.keys.get_mut(k)) {
+                entry.holders.retain(|h| *h != id);
+            }
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    fn start(&mut self, now_ms: i64, new: NewRun, out: &mut Transition) -> Result<(), Error> {
         if self.runs.contains_key(&new.id) {
             return Err(Error::RunExists(new.id));
         }
+        let key = self.render_key(&new)?;
         let state = RunState {
             id: new.id,
             playbook: new.playbook.name.clone(),
@@ -298,657 +445,149 @@ impl Scheduler {
             trigger: new.trigger,
             requested_by: new.requested_by,
             idempotency_key: new.idempotency_key,
-            status: RunStatus::Running,
+            status: RunStatus::Queued,
             created_at_ms: now_ms,
             finished_at_ms: None,
             error: None,
             steps: vec![StepState::waiting(); new.playbook.steps.len()],
             history_seq: 0,
+            phase: state::Phase::Steps,
+            undo: Vec::new(),
+            concurrency_key: key.clone(),
+            deadline_ms: new.playbook.timeout_ms.map(|t| now_ms + t as i64),
         };
+        let id = new.id;
+        let spec = new.playbook.concurrency.clone();
         self.runs.insert(
-            new.id,
+            id,
             ActiveRun {
                 state,
                 playbook: new.playbook,
             },
         );
-        self.with_run(now_ms, new.id, |tx| {
+        self.with_run(now_ms, id, out, |tx| {
             let by = tx.run.requested_by.clone();
-            tx.record(Entry::run("run.started", format!("requested by {by}")));
-            tx.advance();
+            tx.record(run::Entry::run("run.started", format!("requested by {by}")));
             Ok(())
-        })
+        })?;
+        let (Some(key), Some(spec)) = (key, spec) else {
+            return self.with_run(now_ms, id, out, |tx| {
+                tx.begin();
+                Ok(())
+            });
+        };
+        let entry = self.keys.entry(key.clone()).or_default();
+        entry.limit = spec.limit;
+        if (entry.holders.len() as u32) < spec.limit {
+            entry.holders.push(id);
+            return self.with_run(now_ms, id, out, |tx| {
+                tx.begin();
+                Ok(())
+            });
+        }
+        let holder = entry.holders[0];
+        match spec.policy {
+            ConcurrencyPolicy::Queue => {
+                entry.queue.push_back(id);
+                self.with_run(now_ms, id, out, |tx| {
+                    let message = format!("key `{key}` is held by run {holder}; waiting");
+                    tx.record(run::Entry::run("run.queued", message));
+                    Ok(())
+                })
+            }
+            ConcurrencyPolicy::Drop => self.with_run(now_ms, id, out, |tx| {
+                let message = format!("dropped: key `{key}` is held by run {holder}");
+                tx.record(run::Entry::run("run.dropped", message.clone()));
+                tx.finish(RunStatus::Cancelled, Some(message));
+                Ok(())
+            }),
+            ConcurrencyPolicy::Replace => {
+                entry.queue.push_front(id);
+                self.with_run(now_ms, id, out, |tx| {
+                    let message = format!("key `{key}` is held by run {holder}; replacing it");
+                    tx.record(run::Entry::run("run.queued", message));
+                    Ok(())
+                })?;
+                let reason = format!("replaced by run {id} (key `{key}`)");
+                self.with_run(now_ms, holder, out, |tx| tx.cancel(&reason, "riposte"))
+            }
+        }
+    }
+
+    fn render_key(&self, new: &NewRun) -> Result<Option<String>, Error> {
+        let Some(spec) = &new.playbook.concurrency else {
+            return Ok(None);
+        };
+        let steps = serde_json::Map::new();
+        let run_id = new.id.to_string();
+        let ctx = Context {
+            run_id: &run_id,
+            params: &new.params,
+            steps: &steps,
+            trigger: &new.trigger,
+        };
+        self.renderer
+            .text("concurrency.key", &spec.key, &ctx, None)
+            .map(Some)
+            .map_err(|e| Error::Invalid(e.to_string()))
     }
 
     fn with_run(
         &mut self,
         now_ms: i64,
         id: RunId,
+        out: &mut Transition,
         f: impl FnOnce(&mut Tx<'_>) -> Result<(), Error>,
-    ) -> Result<Transition, Error> {
-        let active = self.runs.get_mut(&id).ok_or(Error::RunNotActive(id))?;
-        let mut tx = Tx {
-            now_ms,
-            run: &mut active.state,
-            playbook: &active.playbook,
-            renderer: &self.renderer,
-            out: Transition::default(),
-        };
-        f(&mut tx)?;
-        let mut out = tx.out;
-        if active.state.status.is_terminal() {
-            out.finished = self.runs.remove(&id).map(|r| r.state);
-        }
-        Ok(out)
-    }
-}
-
-/// One history entry before it gets its sequence number.
-struct Entry {
-    kind: &'static str,
-    step: String,
-    item: u32,
-    attempt: u32,
-    worker: String,
-    message: String,
-    run_status: Option<RunStatus>,
-}
-
-impl Entry {
-    fn run(kind: &'static str, message: String) -> Entry {
-        Entry {
-            kind,
-            step: String::new(),
-            item: 0,
-            attempt: 0,
-            worker: String::new(),
-            message,
-            run_status: None,
-        }
-    }
-
-    fn step(kind: &'static str, step: &str, message: String) -> Entry {
-        Entry {
-            step: step.to_string(),
-            ..Entry::run(kind, message)
-        }
-    }
-
-    fn unit(kind: &'static str, step: &str, item: u32, attempt: u32, message: String) -> Entry {
-        Entry {
-            item,
-            attempt,
-            ..Entry::step(kind, step, message)
-        }
-    }
-}
-
-/// A transition in progress on one run.
-struct Tx<'a> {
-    now_ms: i64,
-    run: &'a mut RunState,
-    playbook: &'a Playbook,
-    renderer: &'a Renderer,
-    out: Transition,
-}
-
-impl Tx<'_> {
-    fn record(&mut self, entry: Entry) {
-        self.run.history_seq += 1;
-        self.out.changed = true;
-        self.out.history.push(HistoryEvent {
-            seq: self.run.history_seq,
-            at_ms: self.now_ms,
-            kind: entry.kind.to_string(),
-            step: entry.step,
-            item: entry.item,
-            attempt: entry.attempt,
-            worker: entry.worker,
-            message: entry.message,
-            run_status: entry.run_status,
-        });
-    }
-
-    fn step_id(&self, step: usize) -> &str {
-        &self.playbook.steps[step].id
-    }
-
-    fn unit_mut(&mut self, unit: &UnitRef) -> Option<&mut Unit> {
-        self.run
-            .steps
-            .get_mut(unit.step)?
-            .units
-            .get_mut(unit.item as usize)
-    }
-
-    fn leased(
-        &mut self,
-        unit_ref: &UnitRef,
-        attempt: u32,
-        token: u64,
-        worker: String,
     ) -> Result<(), Error> {
-        let run = self.run.id;
-        let unit = self.unit_mut(unit_ref).ok_or(Error::NoSuchUnit {
-            run,
-            step: unit_ref.step,
-            item: unit_ref.item,
-        })?;
-        if unit.status != UnitStatus::Queued || unit.attempt != attempt {
-            return Err(Error::NotQueued);
-        }
-        unit.status = UnitStatus::Leased {
-            token,
-            worker: worker.clone(),
-        };
-        let step = self.step_id(unit_ref.step).to_string();
-        let mut entry = Entry::unit(
-            "task.leased",
-            &step,
-            unit_ref.item,
-            attempt,
-            format!("token {token}"),
+        let active = self.runs.get_mut(&id).ok_or(Error::RunNotActive(id))?;
+        let mut tx = Tx::new(
+            now_ms,
+            &mut active.state,
+            &active.playbook,
+            &self.renderer,
+            out,
         );
-        entry.worker = worker;
-        self.record(entry);
+        f(&mut tx)?;
+        tx.arm_next();
+        if active.state.status.is_terminal() {
+            let ended = self.runs.remove(&id).expect("the run is active");
+            let key = ended.state.concurrency_key.clone();
+            out.finished.push(ended.state);
+            if let Some(key) = key {
+                self.release(now_ms, &key, id, out);
+            }
+        }
         Ok(())
     }
 
-    /// Finds the unit a result or expiry speaks of, if the token is its current lease.
-    /// Otherwise records why not and returns `None`.
-    fn current_lease(&mut self, unit_ref: &UnitRef, token: u64, what: &str) -> Option<()> {
-        let step = self.playbook.steps.get(unit_ref.step).map(|s| s.id.clone());
-        let unit = self.unit_mut(unit_ref);
-        let verdict = match (&step, unit) {
-            (Some(_), Some(unit)) => match &unit.status {
-                UnitStatus::Leased { token: current, .. } if *current == token => return Some(()),
-                _ if unit.accepted_token == Some(token) => {
-                    if what == "result" {
-                        self.out.duplicate = true;
-                    }
-                    return None;
-                }
-                UnitStatus::Leased { token: current, .. } => {
-                    format!("stale lease token {token} (current lease is {current})")
-                }
-                UnitStatus::Cancelled => format!("task was cancelled (token {token})"),
-                status => format!("lease {token} is no longer held (unit is {status:?})"),
-            },
-            _ => format!(
-                "no step #{} item {} in this run",
-                unit_ref.step, unit_ref.item
-            ),
-        };
-        if what == "result" {
-            let entry = Entry::unit(
-                "task.result_rejected",
-                step.as_deref().unwrap_or(""),
-                unit_ref.item,
-                0,
-                verdict.clone(),
-            );
-            self.record(entry);
-            self.out.rejected = Some(verdict);
-        }
-        None
-    }
-
-    fn result(&mut self, unit_ref: &UnitRef, token: u64, outcome: Result<Value, (String, bool)>) {
-        if self.run.status.is_terminal() {
-            self.reject_finished(unit_ref, token);
-            return;
-        }
-        if self.current_lease(unit_ref, token, "result").is_none() {
-            return;
-        }
-        let step = self.step_id(unit_ref.step).to_string();
-        let policy = self.playbook.steps[unit_ref.step].retry;
-        let now_ms = self.now_ms;
-        let Some(unit) = self.unit_mut(unit_ref) else {
+    /// A holder of `key` ended: the next queued runs take its place.
+    fn release(&mut self, now_ms: i64, key: &str, id: RunId, out: &mut Transition) {
+        let Some(entry) = self.keys.get_mut(key) else {
             return;
         };
-        let attempt = unit.attempt;
-        match outcome {
-            Ok(output) => {
-                unit.status = UnitStatus::Succeeded;
-                unit.output = Some(output);
-                unit.error = None;
-                unit.accepted_token = Some(token);
-                self.record(Entry::unit(
-                    "task.succeeded",
-                    &step,
-                    unit_ref.item,
-                    attempt,
-                    String::new(),
-                ));
-            }
-            Err((message, retryable)) => {
-                unit.accepted_token = Some(token);
-                unit.error = Some(message.clone());
-                if retryable && attempt < policy.attempts {
-                    let delay_ms = policy.delay_ms(attempt + 1) as i64;
-                    let due_ms = now_ms + delay_ms;
-                    unit.status = UnitStatus::Backoff { due_ms };
-                    self.record(Entry::unit(
-                        "task.failed",
-                        &step,
-                        unit_ref.item,
-                        attempt,
-                        message,
-                    ));
-                    self.record(Entry::unit(
-                        "task.retry_scheduled",
-                        &step,
-                        unit_ref.item,
-                        attempt + 1,
-                        format!(
-                            "attempt {} of {} in {delay_ms} ms",
-                            attempt + 1,
-                            policy.attempts
-                        ),
-                    ));
-                    self.out.commands.push(Command::ArmTimer {
-                        unit: unit_ref.clone(),
-                        due_ms,
-                    });
-                } else {
-                    unit.status = UnitStatus::Failed;
-                    let why = if retryable {
-                        "attempts exhausted"
-                    } else {
-                        "not retryable"
-                    };
-                    self.record(Entry::unit(
-                        "task.failed",
-                        &step,
-                        unit_ref.item,
-                        attempt,
-                        format!("{message} ({why})"),
-                    ));
-                }
-            }
-        }
-        self.advance();
-    }
-
-    fn reject_finished(&mut self, unit_ref: &UnitRef, token: u64) {
-        let duplicate = self
-            .run
-            .steps
-            .get(unit_ref.step)
-            .and_then(|s| s.units.get(unit_ref.item as usize))
-            .is_some_and(|u| u.accepted_token == Some(token));
-        if duplicate {
-            self.out.duplicate = true;
-            return;
-        }
-        let verdict = format!("run is {} (token {token})", self.run.status.as_str());
-        let step = self
-            .playbook
-            .steps
-            .get(unit_ref.step)
-            .map(|s| s.id.clone())
-            .unwrap_or_default();
-        self.record(Entry::unit(
-            "task.result_rejected",
-            &step,
-            unit_ref.item,
-            0,
-            verdict.clone(),
-        ));
-        self.out.rejected = Some(verdict);
-    }
-
-    fn lease_expired(&mut self, unit_ref: &UnitRef, token: u64) {
-        if self.current_lease(unit_ref, token, "expiry").is_none() {
-            return;
-        }
-        let step = self.step_id(unit_ref.step).to_string();
-        let playbook = self.playbook;
-        let spec = &playbook.steps[unit_ref.step];
-        let Some(unit) = self.unit_mut(unit_ref) else {
-            return;
-        };
-        let worker = match &unit.status {
-            UnitStatus::Leased { worker, .. } => worker.clone(),
-            _ => String::new(),
-        };
-        unit.lease_losses += 1;
-        let attempt = unit.attempt;
-        let mut entry = Entry::unit(
-            "task.lease_expired",
-            &step,
-            unit_ref.item,
-            attempt,
-            format!(
-                "lease {token} expired ({} of {LEASE_LOSSES_MAX})",
-                unit.lease_losses
-            ),
-        );
-        entry.worker = worker;
-        if unit.lease_losses >= LEASE_LOSSES_MAX {
-            unit.status = UnitStatus::Failed;
-            unit.error = Some(format!(
-                "lease expired {LEASE_LOSSES_MAX} times; workers lost"
-            ));
-            self.record(entry);
-            self.advance();
-            return;
-        }
-        unit.attempt += 1;
-        unit.status = UnitStatus::Queued;
-        let task = task_spec(spec, unit_ref.clone(), unit);
-        self.record(entry);
-        self.out.commands.push(Command::Dispatch(task));
-    }
-
-    fn retry_due(&mut self, unit_ref: &UnitRef) {
-        let now_ms = self.now_ms;
-        let playbook = self.playbook;
-        let spec = &playbook.steps[unit_ref.step];
-        let Some(unit) = self.unit_mut(unit_ref) else {
-            return;
-        };
-        match unit.status {
-            UnitStatus::Backoff { due_ms } if due_ms <= now_ms => {}
-            UnitStatus::Backoff { due_ms } => {
-                self.out.commands.push(Command::ArmTimer {
-                    unit: unit_ref.clone(),
-                    due_ms,
-                });
-                return;
-            }
-            _ => return,
-        }
-        unit.attempt += 1;
-        unit.status = UnitStatus::Queued;
-        let task = task_spec(spec, unit_ref.clone(), unit);
-        self.out.changed = true;
-        self.out.commands.push(Command::Dispatch(task));
-    }
-
-    fn cancel(&mut self, reason: &str, by: &str) {
-        self.record(Entry::run(
-            "run.cancel_requested",
-            format!("by {by}: {reason}"),
-        ));
-        self.finish(
-            RunStatus::Cancelled,
-            Some(format!("cancelled by {by}: {reason}")),
-        );
-    }
-
-    /// Moves the run forward as far as it can go without outside input.
-    fn advance(&mut self) {
-        if self.run.status.is_terminal() {
-            return;
-        }
-        for step in 0..self.playbook.steps.len() {
-            self.settle_step(step);
-            if self.run.status.is_terminal() {
-                return;
-            }
-            if self.run.steps[step].status == StepStatus::Waiting {
-                self.try_start(step);
-            }
-            if self.run.status.is_terminal() {
-                return;
-            }
-        }
-        if self.run.steps.iter().all(|s| s.status.is_terminal()) {
-            self.finish(RunStatus::Succeeded, None);
-        }
-    }
-
-    /// Finishes a running step whose units are all done, and fills free concurrency slots.
-    fn settle_step(&mut self, step: usize) {
-        if self.run.steps[step].status != StepStatus::Running {
-            return;
-        }
-        let playbook = self.playbook;
-        let spec = &playbook.steps[step];
-        let state = &mut self.run.steps[step];
-        if let Some(failed) = state
-            .units
-            .iter()
-            .position(|u| u.status == UnitStatus::Failed)
-        {
-            let error = state.units[failed].error.clone().unwrap_or_default();
-            let message = match spec.for_each {
-                Some(_) => format!("item {failed}: {error}"),
-                None => error,
-            };
-            self.finish_step(step, StepStatus::Failed, None, Some(message.clone()));
-            let step_id = spec.id.clone();
-            self.finish(
-                RunStatus::Failed,
-                Some(format!("step {step_id} failed: {message}")),
-            );
-            return;
-        }
-        if state
-            .units
-            .iter()
-            .all(|u| u.status == UnitStatus::Succeeded)
-        {
-            let outputs: Vec<Value> = state
-                .units
-                .iter_mut()
-                .map(|u| u.output.take().unwrap_or(Value::Null))
-                .collect();
-            let output = match spec.for_each {
-                Some(_) => Value::Array(outputs),
-                None => outputs.into_iter().next().unwrap_or(Value::Null),
-            };
-            self.finish_step(step, StepStatus::Succeeded, Some(output), None);
-            return;
-        }
-        self.fill_slots(step);
-    }
-
-    /// Queues pending units up to the step's concurrency.
-    fn fill_slots(&mut self, step: usize) {
-        let playbook = self.playbook;
-        let spec = &playbook.steps[step];
-        let cap = spec.for_each.as_ref().map_or(1, |f| f.concurrency.max(1)) as usize;
-        let run = self.run.id;
-        let units = &mut self.run.steps[step].units;
-        let mut active = units.iter().filter(|u| u.status.is_active()).count();
-        for (item, unit) in units.iter_mut().enumerate() {
-            if active >= cap {
+        entry.holders.retain(|h| *h != id);
+        entry.queue.retain(|q| *q != id);
+        let mut promoted = Vec::new();
+        while (entry.holders.len() as u32) < entry.limit {
+            let Some(next) = entry.queue.pop_front() else {
                 break;
-            }
-            if unit.status == UnitStatus::Pending {
-                unit.status = UnitStatus::Queued;
-                unit.attempt = 1;
-                active += 1;
-                let unit_ref = UnitRef {
-                    run,
-                    step,
-                    item: item as u32,
-                };
-                self.out
-                    .commands
-                    .push(Command::Dispatch(task_spec(spec, unit_ref, unit)));
-                self.out.changed = true;
-            }
-        }
-    }
-
-    fn try_start(&mut self, step: usize) {
-        let playbook = self.playbook;
-        let spec = &playbook.steps[step];
-        let needs: Vec<StepStatus> = spec
-            .needs
-            .iter()
-            .map(|&n| self.run.steps[n].status)
-            .collect();
-        if needs.iter().any(|s| !s.is_terminal()) {
-            return;
-        }
-        debug_assert!(
-            needs
-                .iter()
-                .all(|s| matches!(s, StepStatus::Succeeded | StepStatus::Skipped)),
-            "a step starts only when its needs succeeded or were skipped"
-        );
-        if !needs.is_empty() && needs.iter().all(|s| *s == StepStatus::Skipped) {
-            self.skip(step, "all its needs were skipped".to_string());
-            return;
-        }
-        match self.prepare_units(spec) {
-            Ok(None) => self.skip(step, "`when` is false".to_string()),
-            Ok(Some(units)) => {
-                let count = units.len();
-                let state = &mut self.run.steps[step];
-                state.status = StepStatus::Running;
-                state.started_at_ms = Some(self.now_ms);
-                state.units = units;
-                let message = match spec.for_each {
-                    Some(_) => format!("{count} items"),
-                    None => String::new(),
-                };
-                self.record(Entry::step("step.started", &spec.id, message));
-                self.settle_step(step);
-            }
-            Err(message) => {
-                self.finish_step(step, StepStatus::Failed, None, Some(message.clone()));
-                let id = spec.id.clone();
-                self.finish(
-                    RunStatus::Failed,
-                    Some(format!("step {id} failed: {message}")),
-                );
-            }
-        }
-    }
-
-    /// Evaluates `when`, the items and each unit's input. `Ok(None)`: skipped.
-    fn prepare_units(&self, spec: &Step) -> Result<Option<Vec<Unit>>, String> {
-        let steps = self.step_views();
-        let ctx = Context {
-            run_id: &self.run.id.to_string(),
-            params: &self.run.params,
-            steps: &steps,
-            trigger: &self.run.trigger,
-        };
-        let render = |item: Option<&Value>| -> Result<Unit, String> {
-            let input = self
-                .renderer
-                .input(spec, &ctx, item)
-                .map_err(|e| e.to_string())?;
-            let labels = self
-                .renderer
-                .labels(spec, &ctx, item)
-                .map_err(|e| e.to_string())?;
-            Ok(Unit {
-                status: UnitStatus::Pending,
-                attempt: 0,
-                lease_losses: 0,
-                input,
-                labels,
-                output: None,
-                error: None,
-                accepted_token: None,
-            })
-        };
-        if !self.renderer.when(spec, &ctx).map_err(|e| e.to_string())? {
-            return Ok(None);
-        }
-        match spec.for_each {
-            None => Ok(Some(vec![render(None)?])),
-            Some(_) => {
-                let items = self.renderer.items(spec, &ctx).map_err(|e| e.to_string())?;
-                items
-                    .iter()
-                    .map(|item| render(Some(item)))
-                    .collect::<Result<_, _>>()
-                    .map(Some)
-            }
-        }
-    }
-
-    /// `steps.<id>` as templates see it: status and output of finished steps.
-    fn step_views(&self) -> Map<String, Value> {
-        let mut map = Map::new();
-        for (spec, state) in self.playbook.steps.iter().zip(&self.run.steps) {
-            if state.status.is_terminal() {
-                let view = serde_json::json!({
-                    "status": state.status.as_str(),
-                    "output": state.output.clone().unwrap_or(Value::Null),
-                });
-                map.insert(spec.id.clone(), view);
-            }
-        }
-        map
-    }
-
-    fn skip(&mut self, step: usize, why: String) {
-        self.finish_step(step, StepStatus::Skipped, None, None);
-        let id = self.step_id(step).to_string();
-        self.record(Entry::step("step.skipped", &id, why));
-    }
-
-    fn finish_step(
-        &mut self,
-        step: usize,
-        status: StepStatus,
-        output: Option<Value>,
-        error: Option<String>,
-    ) {
-        let state = &mut self.run.steps[step];
-        state.status = status;
-        state.output = output;
-        state.finished_at_ms = Some(self.now_ms);
-        if status != StepStatus::Skipped {
-            let kind = match status {
-                StepStatus::Succeeded => "step.succeeded",
-                StepStatus::Failed => "step.failed",
-                _ => "step.cancelled",
             };
-            let message = error.clone().unwrap_or_default();
-            state.error = error;
-            let id = self.step_id(step).to_string();
-            self.record(Entry::step(kind, &id, message));
+            entry.holders.push(next);
+            promoted.push(next);
         }
-    }
-
-    /// Ends the run: abandons leases, cancels what has not finished, records the outcome.
-    fn finish(&mut self, status: RunStatus, error: Option<String>) {
-        for state in self.run.steps.iter_mut() {
-            for unit in state.units.iter_mut() {
-                if let UnitStatus::Leased { token, .. } = unit.status {
-                    self.out.commands.push(Command::Abandon { token });
-                }
-                if !unit.status.is_terminal() {
-                    unit.status = UnitStatus::Cancelled;
-                }
-            }
-            if !state.status.is_terminal() {
-                state.status = StepStatus::Cancelled;
-                state.finished_at_ms = Some(self.now_ms);
-            }
+        if entry.holders.is_empty() && entry.queue.is_empty() {
+            self.keys.remove(key);
         }
-        self.run.status = status;
-        self.run.finished_at_ms = Some(self.now_ms);
-        self.run.error = error.clone();
-        let mut entry = Entry::run("run.finished", error.unwrap_or_default());
-        entry.run_status = Some(status);
-        self.record(entry);
-        self.out.commands.push(Command::Finished {
-            run: self.run.id,
-            status,
-        });
-    }
-}
-
-fn task_spec(spec: &Step, unit: UnitRef, state: &Unit) -> TaskSpec {
-    TaskSpec {
-        unit,
-        attempt: state.attempt,
-        step_id: spec.id.clone(),
-        action: spec.action.clone(),
-        input: state.input.clone(),
-        labels: state.labels.clone(),
-        timeout_ms: spec.timeout_ms,
+        for next in promoted {
+            let result = self.with_run(now_ms, next, out, |tx| {
+                tx.record(run::Entry::run(
+                    "run.dequeued",
+                    format!("key `{key}` is free"),
+                ));
+                tx.begin();
+                Ok(())
+            });
+            debug_assert!(result.is_ok(), "a queued run is active");
+        }
     }
 }

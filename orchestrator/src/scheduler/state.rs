@@ -43,6 +43,10 @@ impl FromStr for RunId {
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Running,
+    /// Waiting for its concurrency key.
+    Queued,
+    /// A rollout halted (error budget or health gate); waits for an operator.
+    Halted,
     Succeeded,
     Failed,
     Cancelled,
@@ -50,12 +54,17 @@ pub enum RunStatus {
 
 impl RunStatus {
     pub fn is_terminal(self) -> bool {
-        self != RunStatus::Running
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Running => "running",
+            RunStatus::Queued => "queued",
+            RunStatus::Halted => "halted",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
@@ -68,6 +77,9 @@ impl RunStatus {
 pub enum StepStatus {
     Waiting,
     Running,
+    AwaitingApproval,
+    /// A sleep/until step waiting for its time.
+    Sleeping,
     Succeeded,
     Failed,
     Skipped,
@@ -76,13 +88,21 @@ pub enum StepStatus {
 
 impl StepStatus {
     pub fn is_terminal(self) -> bool {
-        !matches!(self, StepStatus::Waiting | StepStatus::Running)
+        matches!(
+            self,
+            StepStatus::Succeeded
+                | StepStatus::Failed
+                | StepStatus::Skipped
+                | StepStatus::Cancelled
+        )
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             StepStatus::Waiting => "waiting",
             StepStatus::Running => "running",
+            StepStatus::AwaitingApproval => "awaiting_approval",
+            StepStatus::Sleeping => "sleeping",
             StepStatus::Succeeded => "succeeded",
             StepStatus::Failed => "failed",
             StepStatus::Skipped => "skipped",
@@ -115,6 +135,99 @@ pub struct RunState {
     pub steps: Vec<StepState>,
     /// Sequence number of the last history event written for this run.
     pub history_seq: u64,
+    #[serde(default)]
+    pub phase: Phase,
+    /// Compensations and grants, in the order they were opened; run in reverse.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undo: Vec<UndoEntry>,
+    /// The rendered concurrency key, when the playbook declares one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    /// The run fails if it has not ended by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<i64>,
+}
+
+/// Where a running run is in its life.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "phase")]
+pub enum Phase {
+    /// Steps run.
+    #[default]
+    Steps,
+    /// Every step ended well; open grants wait for their TTL (or an early revoke).
+    HoldingGrants,
+    /// A failure or cancel: undos run in reverse order, then the run ends with `outcome`.
+    Compensating {
+        outcome: RunStatus,
+        error: Option<String>,
+    },
+}
+
+impl Phase {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Phase::Steps => "",
+            Phase::HoldingGrants => "holding_grants",
+            Phase::Compensating { .. } => "compensating",
+        }
+    }
+}
+
+/// A compensation recorded when a step (or an item) with `undo` succeeded. With `grant`, it
+/// is also a grant: its revoke runs at the TTL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UndoEntry {
+    pub step: usize,
+    pub item: u32,
+    pub action: String,
+    /// Its rendered input is in `unit.input`; `Pending` means not started (still open).
+    pub unit: Unit,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<GrantState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantState {
+    pub subject: String,
+    pub opened_at_ms: i64,
+    pub expires_ms: i64,
+}
+
+/// The decisions on an approval, bound to a digest of exactly what is approved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalState {
+    pub digest: String,
+    pub due_ms: i64,
+    #[serde(default)]
+    pub decisions: Vec<Decision>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub who: String,
+    pub approve: bool,
+    pub comment: String,
+    pub at_ms: i64,
+    pub digest: String,
+}
+
+/// Progress of a rollout in waves.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WaveState {
+    /// 0 is the canary.
+    pub wave: u32,
+    /// Items `0..end` belong to the waves started so far.
+    pub end: u32,
+    /// Failures already accepted by an operator's resume; the budget counts from there.
+    #[serde(default)]
+    pub failures_forgiven: u32,
+    /// The health gate of the current wave, once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Unit>,
+    /// Set when the gate of this wave passed (or was waived by a resume).
+    #[serde(default)]
+    pub gate_passed: bool,
 }
 
 /// One step of a run. A step runs as one or more units: one for a plain step, one per item for
@@ -132,6 +245,13 @@ pub struct StepState {
     pub started_at_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<i64>,
+    /// A sleep/until step's wake-up time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waves: Option<WaveState>,
 }
 
 impl StepState {
@@ -143,6 +263,9 @@ impl StepState {
             error: None,
             started_at_ms: None,
             finished_at_ms: None,
+            due_ms: None,
+            approval: None,
+            waves: None,
         }
     }
 }
@@ -233,10 +356,27 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-/// Identifies a unit of a run: the task id on the wire is `run/step/item/attempt`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Which unit of a run: a step's item, an undo entry, or a step's wave health gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Slot {
+    Step { step: usize, item: u32 },
+    Undo(u32),
+    Health { step: usize },
+}
+
+/// Identifies a unit of a run. On the wire, the task id is `run/step/item/attempt`,
+/// `run/!undo/n/attempt` or `run/step/!health/attempt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UnitRef {
     pub run: RunId,
-    pub step: usize,
-    pub item: u32,
+    pub slot: Slot,
+}
+
+impl UnitRef {
+    pub fn step(run: RunId, step: usize, item: u32) -> UnitRef {
+        UnitRef {
+            run,
+            slot: Slot::Step { step, item },
+        }
+    }
 }

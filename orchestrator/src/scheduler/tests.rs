@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::state::{RunId, StepStatus, UnitRef};
+use super::state::{RunId, Slot, StepStatus, UnitRef};
 use super::{Command, Event, NewRun, Scheduler, TaskSpec, Transition};
 
 /// Drives one run through the scheduler and writes down everything that comes out.
@@ -20,23 +20,25 @@ struct Script {
     run: RunId,
     now_ms: i64,
     next_token: u64,
-    /// Latest dispatch per (step id, item).
-    queued: HashMap<(String, u32), TaskSpec>,
-    leases: HashMap<(String, u32), u64>,
+    /// Latest dispatch per (step id, item label: "0", "undo1", "health").
+    queued: HashMap<(String, String), TaskSpec>,
     log: String,
 }
 
 impl Script {
     fn start(yaml: &str, params: Value) -> Script {
+        Script::start_as(yaml, params, RunId(Uuid::from_u128(1)), Scheduler::new())
+    }
+
+    fn start_as(yaml: &str, params: Value, run: RunId, scheduler: Scheduler) -> Script {
         let playbook = Arc::new(riposte_playbooks::compile(yaml).expect("test playbook compiles"));
         let mut script = Script {
-            scheduler: Scheduler::new(),
+            scheduler,
             playbook: playbook.clone(),
-            run: RunId(Uuid::from_u128(1)),
+            run,
             now_ms: 0,
             next_token: 1,
             queued: HashMap::new(),
-            leases: HashMap::new(),
             log: String::new(),
         };
         let Value::Object(params) = params else {
@@ -59,11 +61,7 @@ impl Script {
 
     fn unit(&self, step: &str, item: u32) -> UnitRef {
         let step = self.playbook.step_index(step).expect("step exists");
-        UnitRef {
-            run: self.run,
-            step,
-            item,
-        }
+        UnitRef::step(self.run, step, item)
     }
 
     fn apply(&mut self, label: &str, event: Event) -> Option<Transition> {
@@ -81,8 +79,13 @@ impl Script {
     }
 
     fn write(&mut self, t: &Transition) {
-        for h in &t.history {
-            let mut line = format!("  {} {}", h.seq, h.kind);
+        for (run, h) in &t.history {
+            let mut line = if *run == self.run {
+                "  ".to_string()
+            } else {
+                format!("  [{}] ", run.0.as_u128())
+            };
+            write!(line, "{} {}", h.seq, h.kind).unwrap();
             if !h.step.is_empty() {
                 write!(line, " {}#{}", h.step, h.item).unwrap();
             }
@@ -97,18 +100,22 @@ impl Script {
         for c in &t.commands {
             match c {
                 Command::Dispatch(task) => {
+                    let label = match task.unit.slot {
+                        Slot::Step { item, .. } => item.to_string(),
+                        Slot::Undo(n) => format!("undo{n}"),
+                        Slot::Health { .. } => "health".to_string(),
+                    };
                     writeln!(
                         self.log,
-                        "  dispatch {}#{} attempt={} input={}",
-                        task.step_id, task.unit.item, task.attempt, task.input
+                        "  dispatch {}#{label} {} attempt={} input={}",
+                        task.step_id, task.action, task.attempt, task.input
                     )
                     .unwrap();
                     self.queued
-                        .insert((task.step_id.clone(), task.unit.item), task.clone());
+                        .insert((task.step_id.clone(), label), task.clone());
                 }
-                Command::ArmTimer { unit, due_ms } => {
-                    let id = &self.playbook.steps[unit.step].id;
-                    writeln!(self.log, "  timer {id}#{} at={due_ms}", unit.item).unwrap();
+                Command::ArmTimer { due_ms, .. } => {
+                    writeln!(self.log, "  timer at={due_ms}").unwrap()
                 }
                 Command::Abandon { token } => writeln!(self.log, "  abandon {token}").unwrap(),
                 Command::Finished { status, .. } => {
@@ -125,27 +132,36 @@ impl Script {
     }
 
     fn lease(&mut self, step: &str, item: u32) -> u64 {
+        self.lease_slot(step, &item.to_string()).0
+    }
+
+    /// Leases a dispatched unit by its label; returns the token and the unit.
+    fn lease_slot(&mut self, step: &str, label: &str) -> (u64, UnitRef) {
+        let key = (step.to_string(), label.to_string());
         let task = self
             .queued
-            .remove(&(step.to_string(), item))
-            .expect("unit was dispatched");
+            .remove(&key)
+            .unwrap_or_else(|| panic!("{key:?} was not dispatched:\n{}", self.log));
         let token = self.next_token;
         self.next_token += 1;
-        self.leases.insert((step.to_string(), item), token);
         let event = Event::Leased {
             unit: task.unit,
             attempt: task.attempt,
             token,
             worker: "w1".into(),
         };
-        self.apply(&format!("lease {step}#{item} token={token}"), event);
-        token
+        self.apply(&format!("lease {step}#{label} token={token}"), event);
+        (token, task.unit)
     }
 
     fn succeed(&mut self, step: &str, item: u32, token: u64, output: Value) {
         let unit = self.unit(step, item);
+        self.succeed_unit(unit, token, output);
+    }
+
+    fn succeed_unit(&mut self, unit: UnitRef, token: u64, output: Value) {
         self.apply(
-            &format!("succeed {step}#{item} token={token}"),
+            &format!("succeed token={token}"),
             Event::Succeeded {
                 unit,
                 token,
@@ -156,16 +172,18 @@ impl Script {
 
     fn fail(&mut self, step: &str, item: u32, token: u64, retryable: bool) {
         let unit = self.unit(step, item);
+        self.fail_unit(unit, token, retryable);
+    }
+
+    fn fail_unit(&mut self, unit: UnitRef, token: u64, retryable: bool) {
         let message = "boom".to_string();
-        self.apply(
-            &format!("fail {step}#{item} token={token} retryable={retryable}"),
-            Event::Failed {
-                unit,
-                token,
-                message,
-                retryable,
-            },
-        );
+        let event = Event::Failed {
+            unit,
+            token,
+            message,
+            retryable,
+        };
+        self.apply(&format!("fail token={token} retryable={retryable}"), event);
     }
 
     fn expire(&mut self, step: &str, item: u32, token: u64) {
@@ -180,12 +198,9 @@ impl Script {
         self.now_ms = now_ms;
     }
 
-    fn retry_due(&mut self, step: &str, item: u32) {
-        let unit = self.unit(step, item);
-        self.apply(
-            &format!("retry_due {step}#{item} now={}", self.now_ms),
-            Event::RetryDue { unit },
-        );
+    fn timer(&mut self) {
+        let run = self.run;
+        self.apply(&format!("timer now={}", self.now_ms), Event::Timer { run });
     }
 
     fn cancel(&mut self) {
@@ -245,35 +260,35 @@ fn diamond_with_skipped_branch_and_for_each() {
         > start
           1 run.started (requested by tester)
           2 step.started start#0
-          dispatch start#0 attempt=1 input={"msg":"hi"}
+          dispatch start#0 core.echo attempt=1 input={"msg":"hi"}
         > lease start#0 token=1
           3 task.leased start#0 attempt=1 (token 1)
-        > succeed start#0 token=1
+        > succeed token=1
           4 task.succeeded start#0 attempt=1
           5 step.succeeded start#0
           6 step.skipped left#0 (`when` is false)
           7 step.started fan#0 (3 items)
-          dispatch fan#0 attempt=1 input={"target":"a"}
-          dispatch fan#1 attempt=1 input={"target":"b"}
+          dispatch fan#0 core.echo attempt=1 input={"target":"a"}
+          dispatch fan#1 core.echo attempt=1 input={"target":"b"}
         > lease fan#0 token=2
           8 task.leased fan#0 attempt=1 (token 2)
         > lease fan#1 token=3
           9 task.leased fan#1 attempt=1 (token 3)
-        > succeed fan#1 token=3
+        > succeed token=3
           10 task.succeeded fan#1 attempt=1
-          dispatch fan#2 attempt=1 input={"target":"c"}
+          dispatch fan#2 core.echo attempt=1 input={"target":"c"}
         > lease fan#2 token=4
           11 task.leased fan#2 attempt=1 (token 4)
-        > succeed fan#0 token=2
+        > succeed token=2
           12 task.succeeded fan#0 attempt=1
-        > succeed fan#2 token=4
+        > succeed token=4
           13 task.succeeded fan#2 attempt=1
           14 step.succeeded fan#0
           15 step.started join#0
-          dispatch join#0 attempt=1 input={"fan":["A","B","C"],"left":"skipped"}
+          dispatch join#0 core.echo attempt=1 input={"fan":["A","B","C"],"left":"skipped"}
         > lease join#0 token=5
           16 task.leased join#0 attempt=1 (token 5)
-        > succeed join#0 token=5
+        > succeed token=5
           17 task.succeeded join#0 attempt=1
           18 step.succeeded join#0
           19 run.finished
@@ -307,10 +322,10 @@ fn skip_propagates_along_a_chain() {
         > start
           1 run.started (requested by tester)
           2 step.started a#0
-          dispatch a#0 attempt=1 input={}
+          dispatch a#0 core.noop attempt=1 input={}
         > lease a#0 token=1
           3 task.leased a#0 attempt=1 (token 1)
-        > succeed a#0 token=1
+        > succeed token=1
           4 task.succeeded a#0 attempt=1
           5 step.succeeded a#0
           6 step.skipped b#0 (`when` is false)
@@ -336,13 +351,13 @@ fn retry_with_backoff_then_success_and_stale_and_duplicate_results() {
     let t1 = s.lease("flaky", 0);
     s.fail("flaky", 0, t1, true);
     s.at(50);
-    s.retry_due("flaky", 0);
+    s.timer();
     s.at(100);
-    s.retry_due("flaky", 0);
+    s.timer();
     let t2 = s.lease("flaky", 0);
     s.fail("flaky", 0, t2, true);
     s.at(300);
-    s.retry_due("flaky", 0);
+    s.timer();
     let t3 = s.lease("flaky", 0);
     s.succeed("flaky", 0, t1, Value::Null);
     s.succeed("flaky", 0, t3, json!({"attempt": 3}));
@@ -350,31 +365,31 @@ fn retry_with_backoff_then_success_and_stale_and_duplicate_results() {
         > start
           1 run.started (requested by tester)
           2 step.started flaky#0
-          dispatch flaky#0 attempt=1 input={"attempts_failing":2,"message":"boom"}
+          dispatch flaky#0 core.fail attempt=1 input={"attempts_failing":2,"message":"boom"}
         > lease flaky#0 token=1
           3 task.leased flaky#0 attempt=1 (token 1)
-        > fail flaky#0 token=1 retryable=true
+        > fail token=1 retryable=true
           4 task.failed flaky#0 attempt=1 (boom)
           5 task.retry_scheduled flaky#0 attempt=2 (attempt 2 of 3 in 100 ms)
-          timer flaky#0 at=100
-        > retry_due flaky#0 now=50
-          timer flaky#0 at=100
-        > retry_due flaky#0 now=100
-          dispatch flaky#0 attempt=2 input={"attempts_failing":2,"message":"boom"}
+          timer at=100
+        > timer now=50
+          timer at=100
+        > timer now=100
+          dispatch flaky#0 core.fail attempt=2 input={"attempts_failing":2,"message":"boom"}
         > lease flaky#0 token=2
           6 task.leased flaky#0 attempt=2 (token 2)
-        > fail flaky#0 token=2 retryable=true
+        > fail token=2 retryable=true
           7 task.failed flaky#0 attempt=2 (boom)
           8 task.retry_scheduled flaky#0 attempt=3 (attempt 3 of 3 in 200 ms)
-          timer flaky#0 at=300
-        > retry_due flaky#0 now=300
-          dispatch flaky#0 attempt=3 input={"attempts_failing":2,"message":"boom"}
+          timer at=300
+        > timer now=300
+          dispatch flaky#0 core.fail attempt=3 input={"attempts_failing":2,"message":"boom"}
         > lease flaky#0 token=3
           9 task.leased flaky#0 attempt=3 (token 3)
-        > succeed flaky#0 token=1
+        > succeed token=1
           10 task.result_rejected flaky#0 (stale lease token 1 (current lease is 3))
           rejected: stale lease token 1 (current lease is 3)
-        > succeed flaky#0 token=3
+        > succeed token=3
           11 task.succeeded flaky#0 attempt=3
           12 step.succeeded flaky#0
           13 run.finished
@@ -388,29 +403,31 @@ fn repeated_result_is_a_duplicate_even_after_the_run_finished() {
     let t = s.lease("flaky", 0);
     let unit = s.unit("flaky", 0);
     let event = Event::Succeeded {
-        unit: unit.clone(),
+        unit,
         token: t,
         output: Value::Null,
     };
     let done = s.apply("succeed", event).expect("accepted");
     let mut finished = done
         .finished
+        .into_iter()
+        .next()
         .expect("the run finished and left the scheduler");
     assert!(s.scheduler.run(s.run).is_none());
     let again = s
         .scheduler
         .result_for_finished(1, &mut finished, &s.playbook, &unit, t);
-    assert!(again.duplicate && again.rejected.is_none() && !again.changed);
+    assert!(again.duplicate && again.rejected.is_none() && again.changed.is_empty());
     let stale = s
         .scheduler
         .result_for_finished(1, &mut finished, &s.playbook, &unit, t + 7);
-    assert!(stale.changed && !stale.duplicate);
+    assert!(!stale.changed.is_empty() && !stale.duplicate);
     assert_eq!(
         stale.rejected.as_deref(),
         Some("run is succeeded (token 8)")
     );
-    assert_eq!(stale.history[0].kind, "task.result_rejected");
-    assert_eq!(stale.history[0].seq, finished.history_seq);
+    assert_eq!(stale.history[0].1.kind, "task.result_rejected");
+    assert_eq!(stale.history[0].1.seq, finished.history_seq);
 }
 
 #[test]
@@ -424,17 +441,17 @@ fn lost_leases_redispatch_without_using_retries_then_fail() {
         > start
           1 run.started (requested by tester)
           2 step.started a#0
-          dispatch a#0 attempt=1 input={}
+          dispatch a#0 core.noop attempt=1 input={}
         > lease a#0 token=1
           3 task.leased a#0 attempt=1 (token 1)
         > expire a#0 token=1
           4 task.lease_expired a#0 attempt=1 (lease 1 expired (1 of 3))
-          dispatch a#0 attempt=2 input={}
+          dispatch a#0 core.noop attempt=2 input={}
         > lease a#0 token=2
           5 task.leased a#0 attempt=2 (token 2)
         > expire a#0 token=2
           6 task.lease_expired a#0 attempt=2 (lease 2 expired (2 of 3))
-          dispatch a#0 attempt=3 input={}
+          dispatch a#0 core.noop attempt=3 input={}
         > lease a#0 token=3
           7 task.leased a#0 attempt=3 (token 3)
         > expire a#0 token=3
@@ -457,17 +474,17 @@ fn cancel_abandons_leases_and_rejects_late_results() {
         > start
           1 run.started (requested by tester)
           2 step.started start#0
-          dispatch start#0 attempt=1 input={"msg":"hi"}
+          dispatch start#0 core.echo attempt=1 input={"msg":"hi"}
         > lease start#0 token=1
           3 task.leased start#0 attempt=1 (token 1)
-        > succeed start#0 token=1
+        > succeed token=1
           4 task.succeeded start#0 attempt=1
           5 step.succeeded start#0
           6 step.started left#0
           7 step.started fan#0 (3 items)
-          dispatch left#0 attempt=1 input={}
-          dispatch fan#0 attempt=1 input={"target":"a"}
-          dispatch fan#1 attempt=1 input={"target":"b"}
+          dispatch left#0 core.noop attempt=1 input={}
+          dispatch fan#0 core.echo attempt=1 input={"target":"a"}
+          dispatch fan#1 core.echo attempt=1 input={"target":"b"}
         > lease left#0 token=2
           8 task.leased left#0 attempt=1 (token 2)
         > cancel
@@ -475,7 +492,7 @@ fn cancel_abandons_leases_and_rejects_late_results() {
           10 run.finished (cancelled by alice: test)
           abandon 2
           finished cancelled
-        > succeed left#0 token=2
+        > succeed token=2
           error: run 00000000-0000-0000-0000-000000000001 is not active
     "#]]);
 }
@@ -553,7 +570,8 @@ proptest! {
             prop_assert!(steps_done < 10_000, "the run makes progress");
             let mut keys: Vec<_> = s.queued.keys().cloned().collect();
             keys.sort();
-            let (step, item) = keys[*choice.next().unwrap() as usize % keys.len()].clone();
+            let (step, label) = keys[*choice.next().unwrap() as usize % keys.len()].clone();
+            let item: u32 = label.parse().unwrap();
             // Needs of a dispatched step are all finished, none failed.
             let index = s.playbook.step_index(&step).unwrap();
             let state = s.scheduler.run(s.run).unwrap().clone();
@@ -573,4 +591,504 @@ proptest! {
         prop_assert!(s.scheduler.run(s.run).is_none(), "the run finished:\n{}\n{}", yaml, s.log);
         prop_assert!(s.log.contains("finished succeeded"));
     }
+}
+
+// ---- response semantics: timers, undo, grants, approvals, keys, waves --------------------
+
+impl Script {
+    /// Starts another run of the same playbook in the same scheduler.
+    fn start_another(&mut self, n: u128, params: Value) -> RunId {
+        let id = RunId(Uuid::from_u128(n));
+        let Value::Object(params) = params else {
+            panic!("params must be an object")
+        };
+        let params = self
+            .playbook
+            .coerce_params(&params)
+            .expect("test params are valid");
+        let new = NewRun {
+            id,
+            playbook: self.playbook.clone(),
+            params: Value::Object(params),
+            trigger: Value::Null,
+            requested_by: "tester".into(),
+            idempotency_key: String::new(),
+        };
+        self.apply(&format!("start run {n}"), Event::Start(new));
+        id
+    }
+
+    fn decide(&mut self, step: &str, who: &str, approve: bool, digest: &str) {
+        let request = super::DecisionRequest {
+            run: self.run,
+            step: step.into(),
+            approve,
+            digest: digest.into(),
+            who: who.into(),
+            groups: if who == "mallory" {
+                vec![]
+            } else {
+                vec!["soc-leads".into()]
+            },
+            comment: "ok".into(),
+        };
+        self.apply(
+            &format!("decide {step} by {who} approve={approve}"),
+            Event::Decide(request),
+        );
+    }
+
+    fn digest(&self, step: &str) -> String {
+        let index = self.playbook.step_index(step).unwrap();
+        let state = self.scheduler.run(self.run).unwrap();
+        state.steps[index].approval.as_ref().unwrap().digest.clone()
+    }
+}
+
+const SLEEPY: &str = r#"
+name: sleepy
+version: 1
+params:
+  nap: { type: duration, default: 1m }
+steps:
+  - id: nap
+    sleep: "{{ params.nap }}"
+  - id: after
+    needs: [nap]
+    action: core.noop
+"#;
+
+#[test]
+fn a_sleep_is_a_durable_timer() {
+    let mut s = Script::start(SLEEPY, json!({}));
+    s.at(30_000);
+    s.timer();
+    s.at(60_000);
+    s.timer();
+    s.check(expect![[r#"
+        > start
+          1 run.started (requested by tester)
+          2 step.sleeping nap#0 (until 1970-01-01T00:01:00.000Z)
+          timer at=60000
+        > timer now=30000
+          timer at=60000
+        > timer now=60000
+          3 step.woke nap#0
+          4 step.succeeded nap#0
+          5 step.started after#0
+          dispatch after#0 core.noop attempt=1 input={}
+    "#]]);
+}
+
+const UNDOABLE: &str = r#"
+name: undoable
+version: 1
+params:
+  fail_last: { type: bool, default: true }
+steps:
+  - id: first
+    action: core.echo
+    with: { n: 1 }
+    undo: { action: core.echo, with: { undo: "{{ steps.first.output.n }}" } }
+  - id: second
+    needs: [first]
+    action: core.echo
+    with: { n: 2 }
+    undo: { action: core.echo, with: { undo: "{{ steps.second.output.n }}" } }
+  - id: last
+    needs: [second]
+    action: core.fail
+    with: { message: "no" }
+"#;
+
+#[test]
+fn a_failure_runs_the_undos_in_reverse_order() {
+    let mut s = Script::start(UNDOABLE, json!({}));
+    let t = s.lease("first", 0);
+    s.succeed("first", 0, t, json!({"n": 1}));
+    let t = s.lease("second", 0);
+    s.succeed("second", 0, t, json!({"n": 2}));
+    let t = s.lease("last", 0);
+    s.fail("last", 0, t, false);
+    let (t, unit) = s.lease_slot("second", "undo1");
+    s.succeed_unit(unit, t, Value::Null);
+    let (t, unit) = s.lease_slot("first", "undo0");
+    s.succeed_unit(unit, t, Value::Null);
+    s.check(expect![[r#"
+        > start
+          1 run.started (requested by tester)
+          2 step.started first#0
+          dispatch first#0 core.echo attempt=1 input={"n":1}
+        > lease first#0 token=1
+          3 task.leased first#0 attempt=1 (token 1)
+        > succeed token=1
+          4 task.succeeded first#0 attempt=1
+          5 undo.recorded first#0 (undo recorded: core.echo)
+          6 step.succeeded first#0
+          7 step.started second#0
+          dispatch second#0 core.echo attempt=1 input={"n":2}
+        > lease second#0 token=2
+          8 task.leased second#0 attempt=1 (token 2)
+        > succeed token=2
+          9 task.succeeded second#0 attempt=1
+          10 undo.recorded second#0 (undo recorded: core.echo)
+          11 step.succeeded second#0
+          12 step.started last#0
+          dispatch last#0 core.fail attempt=1 input={"message":"no"}
+        > lease last#0 token=3
+          13 task.leased last#0 attempt=1 (token 3)
+        > fail token=3 retryable=false
+          14 task.failed last#0 attempt=1 (boom (not retryable))
+          15 step.failed last#0 (boom)
+          16 run.compensating (step last failed: boom)
+          dispatch second#undo1 core.echo attempt=1 input={"undo":2}
+        > lease second#undo1 token=4
+          17 undo.leased second#0 attempt=1 (token 4)
+        > succeed token=4
+          18 undo.succeeded second#0 attempt=1
+          dispatch first#undo0 core.echo attempt=1 input={"undo":1}
+        > lease first#undo0 token=5
+          19 undo.leased first#0 attempt=1 (token 5)
+        > succeed token=5
+          20 undo.succeeded first#0 attempt=1
+          21 run.finished (step last failed: boom)
+          finished failed
+    "#]]);
+}
+
+#[test]
+fn a_cancel_runs_the_undos_once_each_and_a_late_result_is_rejected() {
+    let mut s = Script::start(UNDOABLE, json!({}));
+    let t = s.lease("first", 0);
+    s.succeed("first", 0, t, json!({"n": 1}));
+    let second = s.lease("second", 0);
+    s.cancel();
+    s.cancel();
+    s.succeed("second", 0, second, json!({"n": 2}));
+    let (t, unit) = s.lease_slot("first", "undo0");
+    s.fail_unit(unit, t, true);
+    s.at(1_000);
+    s.timer();
+    let (t, unit) = s.lease_slot("first", "undo0");
+    s.succeed_unit(unit, t, Value::Null);
+    assert!(s.queued.is_empty(), "nothing else to run:\n{}", s.log);
+    s.check(expect![[r#"
+        > start
+          1 run.started (requested by tester)
+          2 step.started first#0
+          dispatch first#0 core.echo attempt=1 input={"n":1}
+        > lease first#0 token=1
+          3 task.leased first#0 attempt=1 (token 1)
+        > succeed token=1
+          4 task.succeeded first#0 attempt=1
+          5 undo.recorded first#0 (undo recorded: core.echo)
+          6 step.succeeded first#0
+          7 step.started second#0
+          dispatch second#0 core.echo attempt=1 input={"n":2}
+        > lease second#0 token=2
+          8 task.leased second#0 attempt=1 (token 2)
+        > cancel
+          9 run.cancel_requested (by alice: test)
+          10 run.compensating (cancelled by alice: test)
+          abandon 2
+          dispatch first#undo0 core.echo attempt=1 input={"undo":1}
+        > cancel
+          error: run 00000000-0000-0000-0000-000000000001 is already being compensated
+        > succeed token=2
+          11 task.result_rejected second#0 (task was cancelled (token 2))
+          rejected: task was cancelled (token 2)
+        > lease first#undo0 token=3
+          12 undo.leased first#0 attempt=1 (token 3)
+        > fail token=3 retryable=true
+          13 undo.failed first#0 attempt=1 (boom)
+          14 undo.retry_scheduled first#0 attempt=2 (attempt 2 in 1000 ms)
+          timer at=1000
+        > timer now=1000
+          dispatch first#undo0 core.echo attempt=2 input={"undo":1}
+        > lease first#undo0 token=4
+          15 undo.leased first#0 attempt=2 (token 4)
+        > succeed token=4
+          16 undo.succeeded first#0 attempt=2
+          17 run.finished (cancelled by alice: test)
+          finished cancelled
+    "#]]);
+}
+
+const GRANT: &str = r#"
+name: grant
+version: 1
+params:
+  who: { type: string, default: alice }
+  ttl: { type: duration, default: 1h }
+steps:
+  - id: open
+    action: core.echo
+    with: { user: "{{ params.who }}" }
+    undo: { action: core.echo, with: { close: "{{ params.who }}" } }
+    grant: { ttl: "{{ params.ttl }}", subject: "{{ params.who }}" }
+"#;
+
+#[test]
+fn a_grant_holds_the_run_until_its_ttl_then_is_revoked() {
+    let mut s = Script::start(GRANT, json!({}));
+    let t = s.lease("open", 0);
+    s.succeed("open", 0, t, json!({}));
+    s.at(3_599_999);
+    s.timer();
+    s.at(3_600_000);
+    s.timer();
+    let (t, unit) = s.lease_slot("open", "undo0");
+    s.succeed_unit(unit, t, Value::Null);
+    s.check(expect![[r#"
+        > start
+          1 run.started (requested by tester)
+          2 step.started open#0
+          dispatch open#0 core.echo attempt=1 input={"user":"alice"}
+        > lease open#0 token=1
+          3 task.leased open#0 attempt=1 (token 1)
+        > succeed token=1
+          4 task.succeeded open#0 attempt=1
+          5 grant.opened open#0 (grant for `alice` until 1970-01-01T01:00:00.000Z)
+          6 step.succeeded open#0
+          7 run.holding_grants (every step succeeded; grants stay open until revoked)
+          timer at=3600000
+        > timer now=3599999
+          timer at=3600000
+        > timer now=3600000
+          8 grant.expired open#0 (revoking)
+          dispatch open#undo0 core.echo attempt=1 input={"close":"alice"}
+        > lease open#undo0 token=2
+          9 undo.leased open#0 attempt=1 (token 2)
+        > succeed token=2
+          10 undo.succeeded open#0 attempt=1
+          11 grant.revoked open#0
+          12 run.finished
+          finished succeeded
+    "#]]);
+}
+
+const GATED: &str = r#"
+name: gated
+version: 1
+params:
+  ip: { type: ip, default: 203.0.113.7 }
+steps:
+  - id: block
+    action: core.echo
+    with: { ip: "{{ params.ip }}" }
+    approval: { approvers: [soc-leads], min: 1, timeout: 15m }
+"#;
+
+#[test]
+fn approvals_are_bound_to_people_and_to_the_inputs() {
+    let mut s = Script::start(GATED, json!({}));
+    let digest = s.digest("block");
+    s.decide("block", "tester", true, &digest);
+    s.decide("block", "mallory", true, &digest);
+    s.decide("block", "bob", true, "0000");
+    s.decide("block", "bob", true, &digest);
+    s.decide("block", "carol", true, &digest);
+    let t = s.lease("block", 0);
+    s.succeed("block", 0, t, json!({}));
+    let log = s.log.replace(&digest, "<digest>");
+    expect![[r#"
+        > start
+          1 run.started (requested by tester)
+          2 approval.requested block#0 (1 of soc-leads until 1970-01-01T00:15:00.000Z; digest <digest>)
+          timer at=900000
+        > decide block by tester approve=true
+          error: tester requested this run and may not approve it
+        > decide block by mallory approve=true
+          error: mallory is not in the approver groups of step `block` (soc-leads)
+        > decide block by bob approve=true
+          error: the decision is for inputs with digest 0000 but step `block` waits on digest <digest>; review the inputs again
+        > decide block by bob approve=true
+          3 approval.decision block#0 (approved by bob: ok)
+          4 approval.granted block#0 (1 of 1 approvals)
+          5 step.started block#0
+          dispatch block#0 core.echo attempt=1 input={"ip":"203.0.113.7"}
+        > decide block by carol approve=true
+          error: step `block` is not waiting for a decision (it is running)
+        > lease block#0 token=1
+          6 task.leased block#0 attempt=1 (token 1)
+        > succeed token=1
+          7 task.succeeded block#0 attempt=1
+          8 step.succeeded block#0
+          9 run.finished
+          finished succeeded
+    "#]].assert_eq(&log);
+}
+
+#[test]
+fn an_approval_times_out_as_a_rejection_and_a_rejection_fails_the_run() {
+    let mut s = Script::start(GATED, json!({}));
+    s.at(15 * 60 * 1000);
+    s.timer();
+    assert!(s.log.contains("approval.timed_out"), "{}", s.log);
+    assert!(s.log.contains("finished failed"), "{}", s.log);
+    let mut r = Script::start(GATED, json!({}));
+    let digest = r.digest("block");
+    r.decide("block", "bob", false, &digest);
+    assert!(r.log.contains("finished failed"), "{}", r.log);
+}
+
+const KEYED: &str = r#"
+name: keyed
+version: 1
+concurrency: { key: "ip:{{ params.ip }}", limit: 1, policy: queue }
+params:
+  ip: { type: ip, required: true }
+steps:
+  - id: contain
+    action: core.noop
+"#;
+
+#[test]
+fn runs_with_the_same_key_queue_and_never_overlap() {
+    let mut s = Script::start(KEYED, json!({"ip": "203.0.113.7"}));
+    let t = s.lease("contain", 0);
+    let second = s.start_another(2, json!({"ip": "203.0.113.7"}));
+    let other = s.start_another(3, json!({"ip": "198.51.100.1"}));
+    assert_eq!(
+        s.scheduler.run(second).unwrap().status,
+        super::state::RunStatus::Queued
+    );
+    assert_eq!(
+        s.scheduler.run(other).unwrap().status,
+        super::state::RunStatus::Running
+    );
+    s.succeed("contain", 0, t, Value::Null);
+    assert_eq!(
+        s.scheduler.run(second).unwrap().status,
+        super::state::RunStatus::Running
+    );
+    s.check(expect![[r#"
+        > start
+          1 run.started (requested by tester)
+          2 step.started contain#0
+          dispatch contain#0 core.noop attempt=1 input={}
+        > lease contain#0 token=1
+          3 task.leased contain#0 attempt=1 (token 1)
+        > start run 2
+          [2] 1 run.started (requested by tester)
+          [2] 2 run.queued (key `ip:203.0.113.7` is held by run 00000000-0000-0000-0000-000000000001; waiting)
+        > start run 3
+          [3] 1 run.started (requested by tester)
+          [3] 2 step.started contain#0
+          dispatch contain#0 core.noop attempt=1 input={}
+        > succeed token=1
+          4 task.succeeded contain#0 attempt=1
+          5 step.succeeded contain#0
+          6 run.finished
+          [2] 3 run.dequeued (key `ip:203.0.113.7` is free)
+          [2] 4 step.started contain#0
+          finished succeeded
+          dispatch contain#0 core.noop attempt=1 input={}
+    "#]]);
+}
+
+#[test]
+fn drop_and_replace_policies() {
+    let dropping = KEYED.replace("policy: queue", "policy: drop");
+    let mut s = Script::start(&dropping, json!({"ip": "203.0.113.7"}));
+    s.start_another(2, json!({"ip": "203.0.113.7"}));
+    assert!(s.log.contains("run.dropped"), "{}", s.log);
+    let replacing = KEYED.replace("policy: queue", "policy: replace");
+    let mut r = Script::start(&replacing, json!({"ip": "203.0.113.7"}));
+    let _ = r.lease("contain", 0);
+    r.start_another(2, json!({"ip": "203.0.113.7"}));
+    r.check(expect![[r#"
+        > start
+          1 run.started (requested by tester)
+          2 step.started contain#0
+          dispatch contain#0 core.noop attempt=1 input={}
+        > lease contain#0 token=1
+          3 task.leased contain#0 attempt=1 (token 1)
+        > start run 2
+          [2] 1 run.started (requested by tester)
+          [2] 2 run.queued (key `ip:203.0.113.7` is held by run 00000000-0000-0000-0000-000000000001; replacing it)
+          4 run.cancel_requested (by riposte: replaced by run 00000000-0000-0000-0000-000000000002 (key `ip:203.0.113.7`))
+          5 run.finished (cancelled by riposte: replaced by run 00000000-0000-0000-0000-000000000002 (key `ip:203.0.113.7`))
+          [2] 3 run.dequeued (key `ip:203.0.113.7` is free)
+          [2] 4 step.started contain#0
+          abandon 1
+          finished cancelled
+          dispatch contain#0 core.noop attempt=1 input={}
+    "#]]);
+}
+
+const ROLLOUT: &str = r#"
+name: rollout
+version: 1
+params:
+  hosts: { type: list, default: [h0, h1, h2, h3, h4, h5, h6, h7] }
+steps:
+  - id: patch
+    for_each: "{{ params.hosts }}"
+    concurrency: 2
+    action: core.echo
+    with: { host: "{{ item }}" }
+    waves: { canary: 1, batch: 3, error_budget: 1 }
+"#;
+
+#[test]
+fn a_rollout_halts_when_failures_exceed_the_budget_and_resumes() {
+    let mut s = Script::start(ROLLOUT, json!({}));
+    let t = s.lease("patch", 0);
+    s.succeed("patch", 0, t, json!("ok"));
+    let a = s.lease("patch", 1);
+    let b = s.lease("patch", 2);
+    s.fail("patch", 1, a, false);
+    s.fail("patch", 2, b, false);
+    let c = s.lease("patch", 3);
+    s.succeed("patch", 3, c, json!("ok"));
+    assert!(
+        s.queued.is_empty(),
+        "nothing new starts once the budget is spent:\n{}",
+        s.log
+    );
+    let state = s.scheduler.run(s.run).unwrap();
+    assert_eq!(state.status, super::state::RunStatus::Halted);
+    let run = s.run;
+    let resume = Event::Repair {
+        run,
+        repair: super::Repair::Resume,
+        step: String::new(),
+        by: "alice".into(),
+        reason: "known flaky hosts".into(),
+    };
+    s.apply("resume", resume);
+    s.check(expect![[r#"
+        > start
+          1 run.started (requested by tester)
+          2 step.started patch#0 (8 items)
+          3 wave.started patch#0 (wave 0: items 0..1)
+          dispatch patch#0 core.echo attempt=1 input={"host":"h0"}
+        > lease patch#0 token=1
+          4 task.leased patch#0 attempt=1 (token 1)
+        > succeed token=1
+          5 task.succeeded patch#0 attempt=1
+          6 wave.started patch#0 (wave 1: items 1..4)
+          dispatch patch#1 core.echo attempt=1 input={"host":"h1"}
+          dispatch patch#2 core.echo attempt=1 input={"host":"h2"}
+        > lease patch#1 token=2
+          7 task.leased patch#1 attempt=1 (token 2)
+        > lease patch#2 token=3
+          8 task.leased patch#2 attempt=1 (token 3)
+        > fail token=2 retryable=false
+          9 task.failed patch#1 attempt=1 (boom (not retryable))
+          dispatch patch#3 core.echo attempt=1 input={"host":"h3"}
+        > fail token=3 retryable=false
+          10 task.failed patch#2 attempt=1 (boom (not retryable))
+        > lease patch#3 token=4
+          11 task.leased patch#3 attempt=1 (token 4)
+        > succeed token=4
+          12 task.succeeded patch#3 attempt=1
+          13 run.halted patch#0 (error budget spent: 2 failed; succeeded: 0,3; failed: 1,2; not started: 4,5,6,7)
+        > resume
+          14 run.resumed (by alice: known flaky hosts)
+          15 wave.started patch#0 (wave 2: items 4..7)
+          dispatch patch#4 core.echo attempt=1 input={"host":"h4"}
+          dispatch patch#5 core.echo attempt=1 input={"host":"h5"}
+    "#]]);
 }

@@ -14,6 +14,8 @@ pub fn run_status(status: RunStatus) -> &'static str {
         RunStatus::Succeeded => "succeeded",
         RunStatus::Failed => "failed",
         RunStatus::Cancelled => "cancelled",
+        RunStatus::Queued => "queued",
+        RunStatus::Halted => "halted",
     }
 }
 
@@ -27,6 +29,8 @@ pub fn step_status(status: StepStatus) -> &'static str {
         StepStatus::Failed => "failed",
         StepStatus::Skipped => "skipped",
         StepStatus::Cancelled => "cancelled",
+        StepStatus::AwaitingApproval => "awaiting_approval",
+        StepStatus::Sleeping => "sleeping",
     }
 }
 
@@ -57,12 +61,13 @@ pub fn elapsed_ms(start_ms: i64, end_ms: i64, now_ms: i64) -> Option<u64> {
     Some(u64::try_from(end_ms - start_ms).unwrap_or(0))
 }
 
+const SECOND: u64 = 1000;
+const MINUTE: u64 = 60 * SECOND;
+const HOUR: u64 = 60 * MINUTE;
+const DAY: u64 = 24 * HOUR;
+
 /// A duration for people, two units at most: `850ms`, `4.2s`, `3m05s`, `2h07m`, `3d04h`.
 pub fn duration(ms: u64) -> String {
-    const SECOND: u64 = 1000;
-    const MINUTE: u64 = 60 * SECOND;
-    const HOUR: u64 = 60 * MINUTE;
-    const DAY: u64 = 24 * HOUR;
     match ms {
         ms if ms < SECOND => format!("{ms}ms"),
         ms if ms < MINUTE => format!("{}.{}s", ms / SECOND, ms % SECOND / 100),
@@ -70,6 +75,27 @@ pub fn duration(ms: u64) -> String {
         ms if ms < DAY => format!("{}h{:02}m", ms / HOUR, ms % HOUR / MINUTE),
         ms => format!("{}d{:02}h", ms / DAY, ms % DAY / HOUR),
     }
+}
+
+/// An instant seen from `now_ms`, for people: `in 23m`, `5m ago`, `now` within a second.
+/// Seconds and minutes are whole (rounded down); from an hour on, two units (`in 2h07m`).
+/// `None` when unset (zero or negative).
+pub fn relative(at_ms: i64, now_ms: i64) -> Option<String> {
+    if at_ms <= 0 {
+        return None;
+    }
+    let distance = at_ms.abs_diff(now_ms);
+    let span = match distance {
+        ms if ms < SECOND => return Some("now".to_string()),
+        ms if ms < MINUTE => format!("{}s", ms / SECOND),
+        ms if ms < HOUR => format!("{}m", ms / MINUTE),
+        ms => duration(ms),
+    };
+    Some(if at_ms > now_ms {
+        format!("in {span}")
+    } else {
+        format!("{span} ago")
+    })
 }
 
 /// Labels as `key=value` pairs sorted by key, comma-separated.
@@ -129,6 +155,26 @@ mod tests {
         assert_eq!(elapsed_ms(1_000, 0, 9_000), Some(8_000));
         assert_eq!(elapsed_ms(0, 0, 9_000), None);
         assert_eq!(elapsed_ms(5_000, 0, 1_000), Some(0));
+    }
+
+    #[test]
+    fn relative_times_look_ahead_and_back() {
+        let now = 1_700_000_000_000;
+        let cases = [
+            (now + 23 * 60_000 + 59_000, "in 23m"),
+            (now - 5 * 60_000, "5m ago"),
+            (now + 42_500, "in 42s"),
+            (now - 1_000, "1s ago"),
+            (now + 999, "now"),
+            (now - 400, "now"),
+            (now + 2 * 3_600_000 + 7 * 60_000, "in 2h07m"),
+            (now - 3 * 86_400_000, "3d00h ago"),
+        ];
+        for (at, text) in cases {
+            assert_eq!(relative(at, now).as_deref(), Some(text), "{}", at - now);
+        }
+        assert_eq!(relative(0, now), None);
+        assert_eq!(relative(-1, now), None);
     }
 
     #[test]

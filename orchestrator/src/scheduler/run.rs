@@ -1,0 +1,945 @@
+//! One run's transitions: leases and results, timers, starting and settling steps, ending the
+//! run. [`Tx`] borrows one run and writes what happens into the shared [`Transition`].
+
+use riposte_playbooks::{Context, Playbook, Renderer, RetryPolicy, Step, StepKind};
+use serde_json::{Map, Value};
+
+use super::state::{
+    HistoryEvent, Phase, RunState, RunStatus, Slot, StepStatus, Unit, UnitRef, UnitStatus,
+};
+use super::{Command, Error, LEASE_LOSSES_MAX, TaskSpec, Transition};
+
+/// Undo and revoke tasks retry until they succeed (or fail for good), backing off to 5 min.
+pub(crate) const UNDO_RETRY: RetryPolicy = RetryPolicy {
+    attempts: u32::MAX,
+    backoff: riposte_playbooks::Backoff::Exponential,
+    initial_ms: 1_000,
+    max_ms: 300_000,
+};
+
+/// One history entry before it gets its sequence number.
+pub(crate) struct Entry {
+    pub kind: &'static str,
+    pub step: String,
+    pub item: u32,
+    pub attempt: u32,
+    pub worker: String,
+    pub message: String,
+    pub run_status: Option<RunStatus>,
+}
+
+impl Entry {
+    pub fn run(kind: &'static str, message: String) -> Entry {
+        Entry {
+            kind,
+            step: String::new(),
+            item: 0,
+            attempt: 0,
+            worker: String::new(),
+            message,
+            run_status: None,
+        }
+    }
+
+    pub fn step(kind: &'static str, step: &str, message: String) -> Entry {
+        Entry {
+            step: step.to_string(),
+            ..Entry::run(kind, message)
+        }
+    }
+
+    pub fn unit(kind: &'static str, step: &str, item: u32, attempt: u32, message: String) -> Entry {
+        Entry {
+            item,
+            attempt,
+            ..Entry::step(kind, step, message)
+        }
+    }
+}
+
+/// A transition in progress on one run.
+pub(crate) struct Tx<'a> {
+    pub now_ms: i64,
+    pub run: &'a mut RunState,
+    pub playbook: &'a Playbook,
+    pub renderer: &'a Renderer,
+    pub out: &'a mut Transition,
+}
+
+impl<'a> Tx<'a> {
+    pub fn new(
+        now_ms: i64,
+        run: &'a mut RunState,
+        playbook: &'a Playbook,
+        renderer: &'a Renderer,
+        out: &'a mut Transition,
+    ) -> Tx<'a> {
+        Tx {
+            now_ms,
+            run,
+            playbook,
+            renderer,
+            out,
+        }
+    }
+
+    pub fn record(&mut self, entry: Entry) {
+        self.run.history_seq += 1;
+        self.changed();
+        let event = HistoryEvent {
+            seq: self.run.history_seq,
+            at_ms: self.now_ms,
+            kind: entry.kind.to_string(),
+            step: entry.step,
+            item: entry.item,
+            attempt: entry.attempt,
+            worker: entry.worker,
+            message: entry.message,
+            run_status: entry.run_status,
+        };
+        self.out.history.push((self.run.id, event));
+    }
+
+    pub fn changed(&mut self) {
+        self.out.touch(self.run.id);
+    }
+
+    pub fn step_id(&self, step: usize) -> &'a str {
+        &self.playbook.steps[step].id
+    }
+
+    /// The step a slot belongs to, its item, and the kind prefix of its history entries.
+    pub fn describe(&self, slot: Slot) -> Option<(&'a str, u32, &'static str)> {
+        let playbook = self.playbook;
+        match slot {
+            Slot::Step { step, item } => Some((&playbook.steps.get(step)?.id, item, "task")),
+            Slot::Undo(n) => {
+                let entry = self.run.undo.get(n as usize)?;
+                Some((&playbook.steps[entry.step].id, entry.item, "undo"))
+            }
+            Slot::Health { step } => Some((&playbook.steps.get(step)?.id, 0, "health")),
+        }
+    }
+
+    pub fn unit_mut(&mut self, slot: Slot) -> Option<&mut Unit> {
+        match slot {
+            Slot::Step { step, item } => self.run.steps.get_mut(step)?.units.get_mut(item as usize),
+            Slot::Undo(n) => self.run.undo.get_mut(n as usize).map(|e| &mut e.unit),
+            Slot::Health { step } => self.run.steps.get_mut(step)?.waves.as_mut()?.gate.as_mut(),
+        }
+    }
+
+    fn retry_policy(&self, slot: Slot) -> RetryPolicy {
+        match slot {
+            Slot::Step { step, .. } => self.playbook.steps[step].retry,
+            Slot::Undo(_) => UNDO_RETRY,
+            Slot::Health { .. } => RetryPolicy::NONE,
+        }
+    }
+
+    pub fn leased(
+        &mut self,
+        unit_ref: &UnitRef,
+        attempt: u32,
+        token: u64,
+        worker: String,
+    ) -> Result<(), Error> {
+        let (step, item, prefix) = self.describe(unit_ref.slot).ok_or(Error::NotQueued)?;
+        let unit = self
+            .unit_mut(unit_ref.slot)
+            .ok_or(Error::NoSuchUnit(unit_ref.run))?;
+        if unit.status != UnitStatus::Queued || unit.attempt != attempt {
+            return Err(Error::NotQueued);
+        }
+        unit.status = UnitStatus::Leased {
+            token,
+            worker: worker.clone(),
+        };
+        let kind = kind(prefix, "leased");
+        let mut entry = Entry::unit(kind, step, item, attempt, format!("token {token}"));
+        entry.worker = worker;
+        self.record(entry);
+        Ok(())
+    }
+
+    /// Whether `token` is the unit's current lease. Otherwise records why not (for a result)
+    /// and returns false.
+    fn current_lease(&mut self, unit_ref: &UnitRef, token: u64, is_result: bool) -> bool {
+        let described = self.describe(unit_ref.slot);
+        let verdict = match (described, self.unit_mut(unit_ref.slot)) {
+            (Some(_), Some(unit)) => match &unit.status {
+                UnitStatus::Leased { token: current, .. } if *current == token => return true,
+                _ if unit.accepted_token == Some(token) => {
+                    self.out.duplicate |= is_result;
+                    return false;
+                }
+                UnitStatus::Leased { token: current, .. } => {
+                    format!("stale lease token {token} (current lease is {current})")
+                }
+                UnitStatus::Cancelled => format!("task was cancelled (token {token})"),
+                status => format!("lease {token} is no longer held (unit is {status:?})"),
+            },
+            _ => "no such task in this run".to_string(),
+        };
+        if is_result {
+            let (step, item, _) = described.unwrap_or(("", 0, "task"));
+            self.record(Entry::unit(
+                "task.result_rejected",
+                step,
+                item,
+                0,
+                verdict.clone(),
+            ));
+            self.out.rejected = Some(verdict);
+        }
+        false
+    }
+
+    pub fn result(
+        &mut self,
+        unit_ref: &UnitRef,
+        token: u64,
+        outcome: Result<Value, (String, bool)>,
+    ) {
+        if self.run.status.is_terminal() {
+            self.reject_finished(unit_ref, token);
+            return;
+        }
+        if !self.current_lease(unit_ref, token, true) {
+            return;
+        }
+        let slot = unit_ref.slot;
+        let (step, item, prefix) = self.describe(slot).expect("a current lease is described");
+        let policy = self.retry_policy(slot);
+        let now_ms = self.now_ms;
+        let unit = self.unit_mut(slot).expect("a current lease has a unit");
+        let attempt = unit.attempt;
+        unit.accepted_token = Some(token);
+        match outcome {
+            Ok(output) => {
+                unit.status = UnitStatus::Succeeded;
+                unit.output = Some(output);
+                unit.error = None;
+                self.record(Entry::unit(
+                    kind(prefix, "succeeded"),
+                    step,
+                    item,
+                    attempt,
+                    String::new(),
+                ));
+                self.on_unit_succeeded(slot);
+            }
+            Err((message, retryable)) if retryable && attempt < policy.attempts => {
+                let delay_ms = policy.delay_ms(attempt + 1) as i64;
+                unit.status = UnitStatus::Backoff {
+                    due_ms: now_ms + delay_ms,
+                };
+                unit.error = Some(message.clone());
+                self.record(Entry::unit(
+                    kind(prefix, "failed"),
+                    step,
+                    item,
+                    attempt,
+                    message,
+                ));
+                let of = if policy.attempts == u32::MAX {
+                    String::new()
+                } else {
+                    format!(" of {}", policy.attempts)
+                };
+                let message = format!("attempt {}{of} in {delay_ms} ms", attempt + 1);
+                self.record(Entry::unit(
+                    kind(prefix, "retry_scheduled"),
+                    step,
+                    item,
+                    attempt + 1,
+                    message,
+                ));
+            }
+            Err((message, retryable)) => {
+                unit.status = UnitStatus::Failed;
+                unit.error = Some(message.clone());
+                let why = if retryable {
+                    "attempts exhausted"
+                } else {
+                    "not retryable"
+                };
+                let message = format!("{message} ({why})");
+                self.record(Entry::unit(
+                    kind(prefix, "failed"),
+                    step,
+                    item,
+                    attempt,
+                    message,
+                ));
+            }
+        }
+        self.advance();
+    }
+
+    fn on_unit_succeeded(&mut self, slot: Slot) {
+        match slot {
+            Slot::Step { step, item } => self.open_undo(step, item),
+            Slot::Undo(n) => self.undo_succeeded(n),
+            Slot::Health { step } => self.gate_passed(step),
+        }
+    }
+
+    pub fn reject_finished(&mut self, unit_ref: &UnitRef, token: u64) {
+        let accepted = match self.unit_mut(unit_ref.slot) {
+            Some(unit) => unit.accepted_token == Some(token),
+            None => false,
+        };
+        if accepted {
+            self.out.duplicate = true;
+            return;
+        }
+        let verdict = format!("run is {} (token {token})", self.run.status.as_str());
+        let (step, item, _) = self.describe(unit_ref.slot).unwrap_or(("", 0, "task"));
+        self.record(Entry::unit(
+            "task.result_rejected",
+            step,
+            item,
+            0,
+            verdict.clone(),
+        ));
+        self.out.rejected = Some(verdict);
+    }
+
+    pub fn lease_expired(&mut self, unit_ref: &UnitRef, token: u64) {
+        if !self.current_lease(unit_ref, token, false) {
+            return;
+        }
+        let slot = unit_ref.slot;
+        let (step, item, prefix) = self.describe(slot).expect("a current lease is described");
+        let unit = self.unit_mut(slot).expect("a current lease has a unit");
+        let worker = match &unit.status {
+            UnitStatus::Leased { worker, .. } => worker.clone(),
+            _ => String::new(),
+        };
+        unit.lease_losses += 1;
+        let losses = unit.lease_losses;
+        let attempt = unit.attempt;
+        let message = format!("lease {token} expired ({losses} of {LEASE_LOSSES_MAX})");
+        let mut entry = Entry::unit(kind(prefix, "lease_expired"), step, item, attempt, message);
+        entry.worker = worker;
+        if losses >= LEASE_LOSSES_MAX && slot_is_step(slot) {
+            unit.status = UnitStatus::Failed;
+            unit.error = Some(format!(
+                "lease expired {LEASE_LOSSES_MAX} times; workers lost"
+            ));
+            self.record(entry);
+            self.advance();
+            return;
+        }
+        unit.attempt += 1;
+        unit.status = UnitStatus::Queued;
+        self.record(entry);
+        self.dispatch(slot);
+    }
+
+    /// Sends a queued unit to the dispatch queue.
+    pub fn dispatch(&mut self, slot: Slot) {
+        let run = self.run.id;
+        if let Some(task) = task_spec(self.run, self.playbook, UnitRef { run, slot }) {
+            self.changed();
+            self.out.commands.push(Command::Dispatch(task));
+        }
+    }
+
+    /// Handles everything due by now: backoffs, sleeps, approval timeouts, grant TTLs, the
+    /// run's deadline.
+    pub fn fire_due(&mut self) {
+        let now = self.now_ms;
+        if self.run.status.is_terminal() {
+            return;
+        }
+        if let Some(deadline) = self.run.deadline_ms
+            && deadline <= now
+            && self.run.phase == Phase::Steps
+        {
+            let timeout = self.playbook.timeout_ms.unwrap_or(0);
+            let message = format!("run timed out after {}", format_ms(timeout));
+            self.record(Entry::run("run.timed_out", message.clone()));
+            if self.run.status == RunStatus::Queued {
+                self.finish(RunStatus::Failed, Some(message));
+            } else {
+                self.compensate(RunStatus::Failed, Some(message));
+            }
+            return;
+        }
+        for slot in self.backoffs_due() {
+            if let Some(unit) = self.unit_mut(slot) {
+                unit.attempt += 1;
+                unit.status = UnitStatus::Queued;
+            }
+            self.dispatch(slot);
+        }
+        for step in 0..self.run.steps.len() {
+            let state = &self.run.steps[step];
+            let due = state.due_ms.is_some_and(|d| d <= now);
+            match state.status {
+                StepStatus::Sleeping if due => {
+                    self.record(Entry::step("step.woke", self.step_id(step), String::new()));
+                    self.finish_step(step, StepStatus::Succeeded, Some(Value::Null), None);
+                }
+                StepStatus::AwaitingApproval
+                    if state.approval.as_ref().is_some_and(|a| a.due_ms <= now) =>
+                {
+                    self.approval_timed_out(step)
+                }
+                _ => {}
+            }
+        }
+        self.expire_grants();
+        self.advance();
+    }
+
+    fn backoffs_due(&self) -> Vec<Slot> {
+        let now = self.now_ms;
+        let due = |u: &Unit| matches!(u.status, UnitStatus::Backoff { due_ms } if due_ms <= now);
+        let mut slots = Vec::new();
+        for (step, state) in self.run.steps.iter().enumerate() {
+            for (item, unit) in state.units.iter().enumerate() {
+                if due(unit) {
+                    slots.push(Slot::Step {
+                        step,
+                        item: item as u32,
+                    });
+                }
+            }
+            if state
+                .waves
+                .as_ref()
+                .and_then(|w| w.gate.as_ref())
+                .is_some_and(due)
+            {
+                slots.push(Slot::Health { step });
+            }
+        }
+        for (n, entry) in self.run.undo.iter().enumerate() {
+            if due(&entry.unit) {
+                slots.push(Slot::Undo(n as u32));
+            }
+        }
+        slots
+    }
+
+    /// Arms the run's next timer, if it has one.
+    pub fn arm_next(&mut self) {
+        if let Some(due_ms) = next_due(self.run) {
+            self.out.commands.push(Command::ArmTimer {
+                run: self.run.id,
+                due_ms,
+            });
+        }
+    }
+
+    /// The run may start its steps (its concurrency key is held).
+    pub fn begin(&mut self) {
+        self.run.status = RunStatus::Running;
+        self.changed();
+        self.advance();
+    }
+
+    pub fn cancel(&mut self, reason: &str, by: &str) -> Result<(), Error> {
+        if let Phase::Compensating { .. } = self.run.phase {
+            return Err(Error::Refused(format!(
+                "run {} is already being compensated",
+                self.run.id
+            )));
+        }
+        self.record(Entry::run(
+            "run.cancel_requested",
+            format!("by {by}: {reason}"),
+        ));
+        let error = Some(format!("cancelled by {by}: {reason}"));
+        if self.run.status == RunStatus::Queued {
+            self.finish(RunStatus::Cancelled, error);
+        } else {
+            self.compensate(RunStatus::Cancelled, error);
+        }
+        Ok(())
+    }
+
+    /// Moves the run forward as far as it can go without outside input.
+    pub fn advance(&mut self) {
+        if self.run.status.is_terminal() {
+            return;
+        }
+        match self.run.phase {
+            Phase::Compensating { .. } => return self.continue_compensation(),
+            Phase::HoldingGrants => return self.check_grants_closed(),
+            Phase::Steps => {}
+        }
+        if self.run.status != RunStatus::Running {
+            return;
+        }
+        for step in 0..self.playbook.steps.len() {
+            self.settle_step(step);
+            if self.run.phase != Phase::Steps || self.run.status != RunStatus::Running {
+                return;
+            }
+            if self.run.steps[step].status == StepStatus::Waiting {
+                self.try_start(step);
+            }
+            if self.run.phase != Phase::Steps || self.run.status != RunStatus::Running {
+                return;
+            }
+        }
+        if self.run.steps.iter().all(|s| s.status.is_terminal()) {
+            self.steps_done();
+        }
+    }
+
+    /// Finishes a running step whose units are all done, and fills free concurrency slots.
+    fn settle_step(&mut self, step: usize) {
+        if self.run.steps[step].status != StepStatus::Running {
+            return;
+        }
+        let playbook = self.playbook;
+        let spec = &playbook.steps[step];
+        if spec.waves.is_some() {
+            return self.settle_waves(step);
+        }
+        let state = &mut self.run.steps[step];
+        if let Some(failed) = state
+            .units
+            .iter()
+            .position(|u| u.status == UnitStatus::Failed)
+        {
+            let error = state.units[failed].error.clone().unwrap_or_default();
+            let message = match spec.for_each {
+                Some(_) => format!("item {failed}: {error}"),
+                None => error,
+            };
+            return self.fail_step(step, message);
+        }
+        if state
+            .units
+            .iter()
+            .all(|u| u.status == UnitStatus::Succeeded)
+        {
+            let outputs: Vec<Value> = state
+                .units
+                .iter()
+                .map(|u| u.output.clone().unwrap_or(Value::Null))
+                .collect();
+            let output = match spec.for_each {
+                Some(_) => Value::Array(outputs),
+                None => outputs.into_iter().next().unwrap_or(Value::Null),
+            };
+            return self.finish_step(step, StepStatus::Succeeded, Some(output), None);
+        }
+        self.fill_slots(step, u32::MAX);
+    }
+
+    /// Queues pending units up to the step's concurrency, among the first `end` items.
+    pub fn fill_slots(&mut self, step: usize, end: u32) {
+        let spec = &self.playbook.steps[step];
+        let cap = spec.for_each.as_ref().map_or(1, |f| f.concurrency.max(1)) as usize;
+        let units = &mut self.run.steps[step].units;
+        let mut active = units.iter().filter(|u| u.status.is_active()).count();
+        let mut started = Vec::new();
+        for (item, unit) in units.iter_mut().enumerate().take(end as usize) {
+            if active >= cap {
+                break;
+            }
+            if unit.status == UnitStatus::Pending {
+                unit.status = UnitStatus::Queued;
+                unit.attempt = 1;
+                active += 1;
+                started.push(item as u32);
+            }
+        }
+        for item in started {
+            self.dispatch(Slot::Step { step, item });
+        }
+    }
+
+    fn try_start(&mut self, step: usize) {
+        let playbook = self.playbook;
+        let spec = &playbook.steps[step];
+        let needs: Vec<StepStatus> = spec
+            .needs
+            .iter()
+            .map(|&n| self.run.steps[n].status)
+            .collect();
+        if needs.iter().any(|s| !s.is_terminal()) {
+            return;
+        }
+        debug_assert!(
+            needs
+                .iter()
+                .all(|s| matches!(s, StepStatus::Succeeded | StepStatus::Skipped)),
+            "a step starts only when its needs succeeded or were skipped"
+        );
+        if !needs.is_empty() && needs.iter().all(|s| *s == StepStatus::Skipped) {
+            return self.skip(step, "all its needs were skipped".to_string());
+        }
+        match self.start_step(spec, step) {
+            Ok(true) => {}
+            Ok(false) => self.skip(step, "`when` is false".to_string()),
+            Err(message) => self.fail_step(step, message),
+        }
+    }
+
+    /// Starts a step by its kind. `Ok(false)`: `when` is false.
+    fn start_step(&mut self, spec: &Step, step: usize) -> Result<bool, String> {
+        let steps = self.step_views();
+        let run_id = self.run.id.to_string();
+        let ctx = Context {
+            run_id: &run_id,
+            params: &self.run.params,
+            steps: &steps,
+            trigger: &self.run.trigger,
+        };
+        if !self.renderer.when(spec, &ctx).map_err(|e| e.to_string())? {
+            return Ok(false);
+        }
+        self.run.steps[step].started_at_ms = Some(self.now_ms);
+        match &spec.kind {
+            StepKind::Sleep { duration } => {
+                let text = self
+                    .renderer
+                    .text(&what(spec, "sleep"), duration, &ctx, None);
+                let ms = bounded_duration(&text.map_err(|e| e.to_string())?, SLEEP_MS_MAX)?;
+                self.sleep_until(step, self.now_ms + ms as i64);
+            }
+            StepKind::Until { at } => {
+                let text = self.renderer.text(&what(spec, "until"), at, &ctx, None);
+                let at_ms =
+                    riposte_playbooks::parse_timestamp_ms(&text.map_err(|e| e.to_string())?)?;
+                if at_ms - self.now_ms > SLEEP_MS_MAX as i64 {
+                    return Err(format!(
+                        "`until` is more than {} away",
+                        format_ms(SLEEP_MS_MAX)
+                    ));
+                }
+                self.sleep_until(step, at_ms);
+            }
+            StepKind::Approval => self.request_approval(step, Vec::new()),
+            StepKind::Action => {
+                let units = self.render_units(spec, &ctx)?;
+                let count = units.len();
+                if spec.approval.is_some() {
+                    self.request_approval(step, units);
+                    return Ok(true);
+                }
+                let state = &mut self.run.steps[step];
+                state.status = StepStatus::Running;
+                state.units = units;
+                let message = match spec.for_each {
+                    Some(_) => format!("{count} items"),
+                    None => String::new(),
+                };
+                self.record(Entry::step("step.started", &spec.id, message));
+                if spec.waves.is_some() {
+                    self.start_waves(step);
+                }
+                self.settle_step(step);
+            }
+        }
+        Ok(true)
+    }
+
+    fn render_units(&self, spec: &Step, ctx: &Context<'_>) -> Result<Vec<Unit>, String> {
+        let render = |item: Option<&Value>| -> Result<Unit, String> {
+            let input = self
+                .renderer
+                .input(spec, ctx, item)
+                .map_err(|e| e.to_string())?;
+            let labels = self
+                .renderer
+                .labels(spec, ctx, item)
+                .map_err(|e| e.to_string())?;
+            Ok(Unit {
+                status: UnitStatus::Pending,
+                attempt: 0,
+                lease_losses: 0,
+                input,
+                labels,
+                output: None,
+                error: None,
+                accepted_token: None,
+            })
+        };
+        match spec.for_each {
+            None => Ok(vec![render(None)?]),
+            Some(_) => {
+                let items = self.renderer.items(spec, ctx).map_err(|e| e.to_string())?;
+                items.iter().map(|item| render(Some(item))).collect()
+            }
+        }
+    }
+
+    fn sleep_until(&mut self, step: usize, due_ms: i64) {
+        let state = &mut self.run.steps[step];
+        state.status = StepStatus::Sleeping;
+        state.due_ms = Some(due_ms);
+        let message = format!("until {}", format_time(due_ms));
+        self.record(Entry::step("step.sleeping", self.step_id(step), message));
+        if due_ms <= self.now_ms {
+            self.fire_due();
+        }
+    }
+
+    /// `steps.<id>` as templates see it: status and output of finished steps.
+    pub fn step_views(&self) -> Map<String, Value> {
+        let mut map = Map::new();
+        for (spec, state) in self.playbook.steps.iter().zip(&self.run.steps) {
+            if state.status.is_terminal() {
+                let view = serde_json::json!({
+                    "status": state.status.as_str(),
+                    "output": state.output.clone().unwrap_or(Value::Null),
+                });
+                map.insert(spec.id.clone(), view);
+            }
+        }
+        map
+    }
+
+    pub fn skip(&mut self, step: usize, why: String) {
+        self.finish_step(step, StepStatus::Skipped, None, None);
+        self.record(Entry::step("step.skipped", self.step_id(step), why));
+    }
+
+    pub fn fail_step(&mut self, step: usize, message: String) {
+        self.finish_step(step, StepStatus::Failed, None, Some(message.clone()));
+        let id = self.step_id(step);
+        self.compensate(
+            RunStatus::Failed,
+            Some(format!("step {id} failed: {message}")),
+        );
+    }
+
+    pub fn finish_step(
+        &mut self,
+        step: usize,
+        status: StepStatus,
+        output: Option<Value>,
+        error: Option<String>,
+    ) {
+        let state = &mut self.run.steps[step];
+        state.status = status;
+        state.output = output;
+        state.finished_at_ms = Some(self.now_ms);
+        state.due_ms = None;
+        self.changed();
+        if status != StepStatus::Skipped {
+            let kind = match status {
+                StepStatus::Succeeded => "step.succeeded",
+                StepStatus::Failed => "step.failed",
+                _ => "step.cancelled",
+            };
+            let message = error.clone().unwrap_or_default();
+            self.run.steps[step].error = error;
+            self.record(Entry::step(kind, self.step_id(step), message));
+        }
+    }
+
+    /// Stops every step: abandons leases, cancels what has not finished.
+    pub fn stop_steps(&mut self) {
+        let mut abandon = Vec::new();
+        for state in self.run.steps.iter_mut() {
+            let gate = state.waves.as_mut().and_then(|w| w.gate.as_mut());
+            for unit in state.units.iter_mut().chain(gate) {
+                if let UnitStatus::Leased { token, .. } = unit.status {
+                    abandon.push(token);
+                }
+                if !unit.status.is_terminal() {
+                    unit.status = UnitStatus::Cancelled;
+                }
+            }
+            if !state.status.is_terminal() {
+                state.status = StepStatus::Cancelled;
+                state.finished_at_ms = Some(self.now_ms);
+                state.due_ms = None;
+            }
+        }
+        for token in abandon {
+            self.out.commands.push(Command::Abandon { token });
+        }
+        self.changed();
+    }
+
+    /// Ends the run and records the outcome.
+    pub fn finish(&mut self, status: RunStatus, error: Option<String>) {
+        self.stop_steps();
+        self.run.status = status;
+        self.run.finished_at_ms = Some(self.now_ms);
+        self.run.error = error.clone();
+        let mut entry = Entry::run("run.finished", error.unwrap_or_default());
+        entry.run_status = Some(status);
+        self.record(entry);
+        self.out.commands.push(Command::Finished {
+            run: self.run.id,
+            status,
+        });
+    }
+}
+
+fn kind(prefix: &str, what: &str) -> &'static str {
+    match (prefix, what) {
+        ("task", "leased") => "task.leased",
+        ("task", "succeeded") => "task.succeeded",
+        ("task", "failed") => "task.failed",
+        ("task", "retry_scheduled") => "task.retry_scheduled",
+        ("task", "lease_expired") => "task.lease_expired",
+        ("undo", "leased") => "undo.leased",
+        ("undo", "succeeded") => "undo.succeeded",
+        ("undo", "failed") => "undo.failed",
+        ("undo", "retry_scheduled") => "undo.retry_scheduled",
+        ("undo", "lease_expired") => "undo.lease_expired",
+        ("health", "leased") => "health.leased",
+        ("health", "succeeded") => "health.succeeded",
+        ("health", "failed") => "health.failed",
+        ("health", "retry_scheduled") => "health.retry_scheduled",
+        _ => "health.lease_expired",
+    }
+}
+
+fn slot_is_step(slot: Slot) -> bool {
+    matches!(slot, Slot::Step { .. })
+}
+
+/// Longest sleep (or distance to `until`).
+pub(crate) const SLEEP_MS_MAX: u64 = 30 * 24 * 3600 * 1000;
+
+/// Parses a rendered duration and checks it is above zero and at most `max_ms`.
+pub(crate) fn bounded_duration(text: &str, max_ms: u64) -> Result<u64, String> {
+    let ms = riposte_playbooks::parse_duration_ms(text)?;
+    if ms == 0 || ms > max_ms {
+        return Err(format!(
+            "duration `{text}` must be above 0 and at most {}",
+            format_ms(max_ms)
+        ));
+    }
+    Ok(ms)
+}
+
+pub(crate) fn format_ms(ms: u64) -> String {
+    humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
+}
+
+pub(crate) fn format_time(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+pub(crate) fn what(spec: &Step, field: &str) -> String {
+    format!("step `{}`: {field}", spec.id)
+}
+
+/// The task for a queued unit.
+pub(crate) fn task_spec(state: &RunState, playbook: &Playbook, unit: UnitRef) -> Option<TaskSpec> {
+    let (step, action, unit_state) = match unit.slot {
+        Slot::Step { step, item } => {
+            let u = state.steps.get(step)?.units.get(item as usize)?;
+            (step, playbook.steps[step].action.clone(), u)
+        }
+        Slot::Undo(n) => {
+            let entry = state.undo.get(n as usize)?;
+            (entry.step, entry.action.clone(), &entry.unit)
+        }
+        Slot::Health { step } => {
+            let gate = state.steps.get(step)?.waves.as_ref()?.gate.as_ref()?;
+            let action = playbook.steps[step]
+                .waves
+                .as_ref()?
+                .health
+                .as_ref()?
+                .action
+                .clone();
+            (step, action, gate)
+        }
+    };
+    let spec = &playbook.steps[step];
+    Some(TaskSpec {
+        unit,
+        attempt: unit_state.attempt,
+        step_id: spec.id.clone(),
+        action,
+        input: unit_state.input.clone(),
+        labels: unit_state.labels.clone(),
+        timeout_ms: spec.timeout_ms,
+    })
+}
+
+/// Dispatch commands for every queued unit of a run (after a restart).
+pub(crate) fn redispatch(state: &RunState, playbook: &Playbook) -> Vec<Command> {
+    let mut slots = Vec::new();
+    for (step, s) in state.steps.iter().enumerate() {
+        for (item, unit) in s.units.iter().enumerate() {
+            if unit.status == UnitStatus::Queued {
+                slots.push(Slot::Step {
+                    step,
+                    item: item as u32,
+                });
+            }
+        }
+        if s.waves
+            .as_ref()
+            .and_then(|w| w.gate.as_ref())
+            .is_some_and(|g| g.status == UnitStatus::Queued)
+        {
+            slots.push(Slot::Health { step });
+        }
+    }
+    for (n, entry) in state.undo.iter().enumerate() {
+        if entry.unit.status == UnitStatus::Queued {
+            slots.push(Slot::Undo(n as u32));
+        }
+    }
+    slots
+        .into_iter()
+        .filter_map(|slot| {
+            task_spec(
+                state,
+                playbook,
+                UnitRef {
+                    run: state.id,
+                    slot,
+                },
+            )
+        })
+        .map(Command::Dispatch)
+        .collect()
+}
+
+/// The earliest time something of this run is due.
+pub(crate) fn next_due(state: &RunState) -> Option<i64> {
+    if state.status.is_terminal() {
+        return None;
+    }
+    let backoff = |u: &Unit| match u.status {
+        UnitStatus::Backoff { due_ms } => Some(due_ms),
+        _ => None,
+    };
+    let mut due: Vec<i64> = Vec::new();
+    if state.phase == Phase::Steps {
+        due.extend(state.deadline_ms);
+    }
+    for s in &state.steps {
+        due.extend(s.units.iter().filter_map(backoff));
+        due.extend(
+            s.waves
+                .as_ref()
+                .and_then(|w| w.gate.as_ref())
+                .and_then(backoff),
+        );
+        if s.status == StepStatus::Sleeping {
+            due.extend(s.due_ms);
+        }
+        if s.status == StepStatus::AwaitingApproval {
+            due.extend(s.approval.as_ref().map(|a| a.due_ms));
+        }
+    }
+    for entry in &state.undo {
+        due.extend(backoff(&entry.unit));
+        if entry.unit.status == UnitStatus::Pending {
+            due.extend(entry.grant.as_ref().map(|g| g.expires_ms));
+        }
+    }
+    due.into_iter().min()
+}
