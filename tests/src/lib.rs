@@ -23,6 +23,7 @@ pub mod binaries;
 pub mod cli;
 pub mod orchestrator;
 mod process;
+pub mod response;
 pub mod wait;
 pub mod worker;
 

@@ -48,6 +48,15 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// `--approver-group GROUP=MEMBER,...`; call again for more groups.
+    pub fn approver_group(mut self, group: &str, members: &[&str]) -> Self {
+        self.args.extend([
+            "--approver-group".into(),
+            format!("{group}={}", members.join(",")),
+        ]);
+        self
+    }
+
     /// `--dev`: in-process workers and the example playbooks.
     pub fn dev(mut self) -> Self {
         self.args.push("--dev".into());
@@ -75,7 +84,6 @@ impl OrchestratorBuilder {
             dir,
             args,
             addr,
-            generation: 1,
         }
     }
 }
@@ -87,8 +95,6 @@ pub struct Orchestrator {
     dir: TempDir,
     args: Vec<String>,
     addr: SocketAddr,
-    /// 1 for the first process, +1 per restart.
-    generation: u32,
 }
 
 impl Orchestrator {
@@ -166,7 +172,6 @@ impl Orchestrator {
     /// find it again), after killing the current one (`kill -9`) if it still runs.
     pub fn restart(&mut self) {
         self.process.kill9();
-        self.generation += 1;
         let process = spawn(&self.dir, &self.addr.to_string(), &self.args);
         let addr = parse_addr(&process);
         assert_eq!(
@@ -188,11 +193,6 @@ impl Orchestrator {
             },
         )
         .await
-    }
-
-    /// How many processes were started on this data folder.
-    pub fn generation(&self) -> u32 {
-        self.generation
     }
 
     /// The last lines of the logs.

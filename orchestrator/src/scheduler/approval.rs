@@ -62,19 +62,19 @@ impl Tx<'_> {
         })?;
         let spec = &playbook.steps[step];
         let state = &self.run.steps[step];
-        let (Some(approval), Some(pending)) = (&spec.approval, &state.approval) else {
+        let Some(approval) = &spec.approval else {
             return Err(Error::Refused(format!(
                 "step `{}` does not take approvals",
                 spec.id
             )));
         };
-        if state.status != StepStatus::AwaitingApproval {
+        let (StepStatus::AwaitingApproval, Some(pending)) = (state.status, &state.approval) else {
             return Err(Error::Refused(format!(
                 "step `{}` is not waiting for a decision (it is {})",
                 spec.id,
                 state.status.as_str()
             )));
-        }
+        };
         if !request
             .groups
             .iter()

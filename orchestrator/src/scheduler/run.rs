@@ -767,6 +767,7 @@ impl<'a> Tx<'a> {
     pub fn finish(&mut self, status: RunStatus, error: Option<String>) {
         self.stop_steps();
         self.run.status = status;
+        self.run.phase = Phase::Steps;
         self.run.finished_at_ms = Some(self.now_ms);
         self.run.error = error.clone();
         let mut entry = Entry::run("run.finished", error.unwrap_or_default());

@@ -1092,3 +1092,98 @@ fn a_rollout_halts_when_failures_exceed_the_budget_and_resumes() {
           dispatch patch#5 core.echo attempt=1 input={"host":"h5"}
     "#]]);
 }
+
+// ---- properties of compensation and concurrency keys ------------------------------------
+
+fn chain_with_undos(len: usize) -> String {
+    let mut yaml = String::from("name: undos\nversion: 1\nsteps:\n");
+    for i in 0..len {
+        writeln!(
+            yaml,
+            "  - id: s{i}\n    action: core.echo\n    with: {{ n: {i} }}"
+        )
+        .unwrap();
+        writeln!(
+            yaml,
+            "    undo: {{ action: core.echo, with: {{ undo: {i} }} }}"
+        )
+        .unwrap();
+        if i > 0 {
+            writeln!(yaml, "    needs: [s{}]", i - 1).unwrap();
+        }
+    }
+    yaml
+}
+
+proptest! {
+    /// However far a chain got, a cancel runs each recorded undo exactly once, newest first,
+    /// and the run ends cancelled.
+    #[test]
+    fn undos_run_once_each_in_reverse_order(len in 1usize..8, cancel_after in 0usize..8, flaky in proptest::collection::vec(any::<bool>(), 8)) {
+        let mut s = Script::start(&chain_with_undos(len), json!({}));
+        let done = cancel_after.min(len);
+        for i in 0..done {
+            let t = s.lease(&format!("s{i}"), 0);
+            s.succeed(&format!("s{i}"), 0, t, json!({}));
+        }
+        if done == len {
+            prop_assert!(s.scheduler.run(s.run).is_none(), "a finished run cannot be cancelled");
+            return Ok(());
+        }
+        s.cancel();
+        let mut undone = Vec::new();
+        let mut failed_once = Vec::new();
+        let mut now = 0;
+        while let Some(key) = s.queued.keys().find(|(_, label)| label.starts_with("undo")).cloned() {
+            let (t, unit) = s.lease_slot(&key.0, &key.1);
+            if flaky[undone.len() % flaky.len()] && !failed_once.contains(&key.0) {
+                failed_once.push(key.0.clone());
+                s.fail_unit(unit, t, true);
+                now += 300_000;
+                s.at(now);
+                s.timer();
+                prop_assert!(s.queued.contains_key(&key), "a failed undo is retried");
+                continue;
+            }
+            s.succeed_unit(unit, t, Value::Null);
+            undone.push(key.0.clone());
+        }
+        let expected: Vec<String> = (0..done).rev().map(|i| format!("s{i}")).collect();
+        prop_assert_eq!(undone, expected, "{}", s.log);
+        prop_assert!(s.log.ends_with("finished cancelled\n"), "{}", s.log);
+    }
+
+    /// Runs sharing a key with limit 1 never hold it at the same time, and all end.
+    #[test]
+    fn a_key_is_held_by_one_run_at_a_time(runs in 2u128..6, order in proptest::collection::vec(any::<u8>(), 16)) {
+        let mut s = Script::start(KEYED, json!({"ip": "203.0.113.7"}));
+        let mut ids = vec![s.run];
+        for n in 2..=runs {
+            ids.push(s.start_another(n, json!({"ip": "203.0.113.7"})));
+        }
+        let mut finished = 0;
+        let mut pick = order.iter().cycle();
+        while finished < ids.len() {
+            let running: Vec<RunId> = ids
+                .iter()
+                .copied()
+                .filter(|id| s.scheduler.run(*id).is_some_and(|r| r.status == super::state::RunStatus::Running))
+                .collect();
+            prop_assert_eq!(running.len(), 1, "exactly one holder:\n{}", s.log);
+            let holder = running[0];
+            let step = s.playbook.step_index("contain").unwrap();
+            let unit = UnitRef::step(holder, step, 0);
+            let token = s.next_token;
+            s.next_token += 1;
+            s.apply("lease", Event::Leased { unit, attempt: 1, token, worker: "w".into() });
+            if *pick.next().unwrap() % 3 == 0 {
+                let by = "op".to_string();
+                s.apply("cancel", Event::Cancel { run: holder, reason: "test".into(), by });
+            } else {
+                s.succeed_unit(unit, token, Value::Null);
+            }
+            prop_assert!(s.scheduler.run(holder).is_none());
+            finished += 1;
+        }
+    }
+}

@@ -12,9 +12,19 @@ use crate::client::normalize_addr;
 /// Where the orchestrator listens unless `--addr` or `RIPOSTE_ADDR` says otherwise.
 pub const ADDR_DEFAULT: &str = "http://127.0.0.1:7470";
 
-/// Operate a Riposte orchestrator: playbooks, runs and workers.
+/// What the top-level help ends with: how the process exit code reads.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done; a followed run succeeded
+  1  refused by the orchestrator, or failed (invalid playbook, failed run, permission denied)
+  2  usage error, or the orchestrator cannot be reached
+  3  a followed run was cancelled
+  4  the event stream of a followed run was lost, or its final state is unknown
+  5  a followed run halted (resume it with `riposte runs resume RUN_ID`, or cancel it)";
+
+/// Operate a Riposte orchestrator: playbooks, runs, grants, approvals and workers.
 #[derive(Debug, Parser)]
-#[command(name = "riposte", version)]
+#[command(name = "riposte", version, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Orchestrator address, `http://HOST:PORT` or `HOST:PORT`.
     #[arg(
@@ -30,8 +40,24 @@ pub struct Cli {
     /// JSON object per line for streams).
     #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = Format::Table)]
     pub output: Format,
+    /// Who you are, recorded with what you do (runs, decisions, revocations, repairs) and
+    /// checked against a step's approver groups [default: $USER].
+    #[arg(long = "as", global = true, env = "RIPOSTE_USER", value_name = "NAME")]
+    pub operator: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The operator's name: `--as`, else `RIPOSTE_USER`, else the login name from `user_env`
+    /// (the value of `$USER`), else `unknown`. A blank name counts as none.
+    pub fn operator(&self, user_env: Option<String>) -> String {
+        [self.operator.clone(), user_env]
+            .into_iter()
+            .flatten()
+            .find(|name| !name.trim().is_empty())
+            .unwrap_or_else(|| "unknown".to_string())
+    }
 }
 
 /// How results are printed.
@@ -48,9 +74,18 @@ pub enum Command {
     Playbook(PlaybookCommand),
     /// Start a run of a playbook, and optionally follow it to its end.
     Run(RunArgs),
-    /// List, inspect, follow and cancel runs.
+    /// List, inspect, follow, cancel and repair runs.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// List the open grants of all runs, and revoke one before its TTL.
+    #[command(subcommand)]
+    Grants(GrantsCommand),
+    /// List the steps waiting for a decision, with exactly what each would do.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+    /// Approve (or with `--reject`, reject) a step waiting for a decision; prints the run's
+    /// status after.
+    Approve(ApproveArgs),
     /// Inspect the workers registered with the orchestrator.
     #[command(subcommand)]
     Workers(WorkersCommand),
@@ -112,7 +147,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub requester: Requester,
     /// Follow the run until it finishes, one line per event. Exit code: 0 succeeded, 1 failed,
-    /// 3 cancelled, 4 event stream lost or final state unknown.
+    /// 3 cancelled, 4 event stream lost or final state unknown, 5 halted (a rollout that
+    /// waits for `riposte runs resume` or a cancel). A queued run is followed until it ends.
     #[arg(long)]
     pub wait: bool,
 }
@@ -120,20 +156,19 @@ pub struct RunArgs {
 /// Who asks for a run or a cancellation, recorded by the orchestrator.
 #[derive(Debug, Args)]
 pub struct Requester {
-    /// Who is asking, recorded with the run [default: $USER].
-    #[arg(long, value_name = "NAME", env = "RIPOSTE_USER")]
+    /// Who is asking, recorded with the run [default: the `--as` name].
+    #[arg(long, value_name = "NAME")]
     pub requested_by: Option<String>,
 }
 
 impl Requester {
-    /// The name to record: `--requested-by`, else `RIPOSTE_USER`, else the login name from
-    /// `user_env` (the value of `$USER`), else `unknown`.
-    pub fn name(&self, user_env: Option<String>) -> String {
+    /// The name to record: `--requested-by` when given and not blank, else `operator` (the
+    /// `--as` name).
+    pub fn name(&self, operator: &str) -> String {
         self.requested_by
             .clone()
-            .or(user_env)
             .filter(|name| !name.trim().is_empty())
-            .unwrap_or_else(|| "unknown".to_string())
+            .unwrap_or_else(|| operator.to_string())
     }
 }
 
@@ -148,6 +183,38 @@ pub enum RunsCommand {
     Watch(RunId),
     /// Ask the orchestrator to cancel a run; prints the run's new status.
     Cancel(CancelArgs),
+    /// Run a failed step again (its failed items, for a `for_each` step); reopens a failed
+    /// run. Prints the run's new status.
+    RetryStep(StepRepairArgs),
+    /// Mark a failed or stuck step as skipped so that the run goes on without it. Prints the
+    /// run's new status.
+    SkipStep(StepRepairArgs),
+    /// Continue a halted rollout: the failures so far are forgiven, a failed health gate is
+    /// waived. Prints the run's new status.
+    Resume(ResumeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StepRepairArgs {
+    /// The run's id.
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+    /// The step's id.
+    #[arg(value_name = "STEP")]
+    pub step: String,
+    /// Why, recorded in the run's history with your name.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The run's id.
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+    /// Why, recorded in the run's history with your name.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -173,7 +240,9 @@ pub struct ListRunsArgs {
 /// The run states one can filter on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StatusFilter {
+    Queued,
     Running,
+    Halted,
     Succeeded,
     Failed,
     Cancelled,
@@ -183,7 +252,9 @@ impl StatusFilter {
     /// The wire value of this state.
     pub fn to_proto(self) -> RunStatus {
         match self {
+            StatusFilter::Queued => RunStatus::Queued,
             StatusFilter::Running => RunStatus::Running,
+            StatusFilter::Halted => RunStatus::Halted,
             StatusFilter::Succeeded => RunStatus::Succeeded,
             StatusFilter::Failed => RunStatus::Failed,
             StatusFilter::Cancelled => RunStatus::Cancelled,
@@ -201,6 +272,59 @@ pub struct CancelArgs {
     pub reason: Option<String>,
     #[command(flatten)]
     pub requester: Requester,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrantsCommand {
+    /// List the open grants of all runs (a run does not end while it holds one), with when
+    /// each expires and the action that revokes it.
+    List,
+    /// Revoke a grant now, before its TTL; prints the grant's new status.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The run that holds the grant.
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+    /// The step that opened the grant.
+    #[arg(value_name = "STEP")]
+    pub step: String,
+    /// The `for_each` item whose grant to revoke (0 for a step without `for_each`).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub item: u32,
+    /// Why, recorded in the run's history with your name.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Show each step waiting for a decision: its run, action, approver groups, decisions so
+    /// far, deadline, the digest to approve and the rendered input it would act on.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The run's id.
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+    /// The step waiting for a decision.
+    #[arg(value_name = "STEP")]
+    pub step: String,
+    /// Reject instead of approve.
+    #[arg(long)]
+    pub reject: bool,
+    /// A comment recorded with the decision.
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+    /// The SHA-256 digest (64 hex digits) of the inputs you reviewed. Without it, the step's
+    /// current digest is fetched and its input printed on stderr before the decision is sent;
+    /// with it, a decision about other inputs is refused.
+    #[arg(long, value_name = "HEX", value_parser = parse_digest)]
+    pub digest: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -271,6 +395,17 @@ pub fn parse_params_json(text: &str) -> Result<Map<String, Value>, String> {
         Ok(_) => Err("expected a JSON object".to_string()),
         Err(error) => Err(format!("invalid JSON: {error}")),
     }
+}
+
+/// Parses a SHA-256 digest: 64 hex digits, answered in lowercase as the orchestrator prints it.
+pub fn parse_digest(text: &str) -> Result<String, String> {
+    let digest = text.trim();
+    if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "expected a SHA-256 digest of 64 hex digits, got `{text}`"
+        ));
+    }
+    Ok(digest.to_ascii_lowercase())
 }
 
 /// The one line to print for a command line clap refused: the first paragraph of clap's
@@ -366,7 +501,7 @@ mod tests {
         let keys: Vec<_> = args.params.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["ip", "duration"]);
         assert_eq!(args.idempotency_key.as_deref(), Some("alert-42"));
-        assert_eq!(args.requester.name(None), "alice");
+        assert_eq!(args.requester.name("bob"), "alice");
         assert!(args.wait);
     }
 
@@ -379,10 +514,114 @@ mod tests {
     }
 
     #[test]
-    fn requester_falls_back_to_the_login_name() {
+    fn requester_defaults_to_the_operator() {
         let nobody = Requester { requested_by: None };
-        assert_eq!(nobody.name(Some("bob".into())), "bob");
-        assert_eq!(nobody.name(None), "unknown");
+        assert_eq!(nobody.name("bob"), "bob");
+        let blank = Requester {
+            requested_by: Some("  ".into()),
+        };
+        assert_eq!(blank.name("bob"), "bob");
+    }
+
+    #[test]
+    fn operator_is_as_then_the_login_name_then_unknown() {
+        let named = parse(&["runs", "list", "--as", "alice"]).unwrap();
+        assert_eq!(named.operator(Some("bob".into())), "alice");
+        let mut cli = parse(&["--as", "carol", "workers", "list"]).unwrap();
+        assert_eq!(cli.operator(None), "carol");
+        cli.operator = None;
+        assert_eq!(cli.operator(Some("bob".into())), "bob");
+        assert_eq!(cli.operator(None), "unknown");
+        cli.operator = Some(String::new());
+        assert_eq!(cli.operator(Some("bob".into())), "bob");
+        assert_eq!(cli.operator(Some(" ".into())), "unknown");
+    }
+
+    #[test]
+    fn grants_and_approvals_parse() {
+        let cli = parse(&["grants", "list", "--output", "json"]).unwrap();
+        assert!(matches!(cli.command, Command::Grants(GrantsCommand::List)));
+        let cli = parse(&["grants", "revoke", "r-1", "block", "--item", "2"]).unwrap();
+        let Command::Grants(GrantsCommand::Revoke(args)) = cli.command else {
+            panic!("expected grants revoke");
+        };
+        assert_eq!((args.run_id.as_str(), args.step.as_str()), ("r-1", "block"));
+        assert_eq!((args.item, args.reason), (2, None));
+        assert!(parse(&["grants", "revoke", "r-1"]).is_err());
+        assert!(parse(&["grants", "revoke", "r-1", "block", "--item", "-1"]).is_err());
+        let cli = parse(&["approvals", "list"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Approvals(ApprovalsCommand::List)
+        ));
+    }
+
+    #[test]
+    fn approve_takes_reject_comment_and_digest() {
+        let digest = "0123456789ABCDEF".repeat(4);
+        let cli = parse(&[
+            "approve",
+            "r-1",
+            "block",
+            "--reject",
+            "--comment",
+            "wrong host",
+            "--digest",
+            &digest,
+        ])
+        .unwrap();
+        let Command::Approve(args) = cli.command else {
+            panic!("expected approve");
+        };
+        assert!(args.reject);
+        assert_eq!(args.comment.as_deref(), Some("wrong host"));
+        assert_eq!(args.digest, Some(digest.to_ascii_lowercase()));
+        let cli = parse(&["approve", "r-1", "block"]).unwrap();
+        let Command::Approve(args) = cli.command else {
+            panic!("expected approve");
+        };
+        assert!(!args.reject && args.digest.is_none() && args.comment.is_none());
+        assert!(parse(&["approve", "r-1"]).is_err());
+    }
+
+    #[test]
+    fn digest_must_be_64_hex_digits() {
+        assert_eq!(parse_digest(&"Ab".repeat(32)), Ok("ab".repeat(32)));
+        for bad in ["", "abc", &"g".repeat(64), &"a".repeat(63), &"a".repeat(65)] {
+            assert!(parse_digest(bad).is_err(), "{bad}");
+        }
+        let error = parse(&["approve", "r-1", "block", "--digest", "xyz"]).unwrap_err();
+        let line = usage_error_line(&error.render().to_string());
+        assert!(line.contains("--digest <HEX>"), "{line}");
+        assert!(line.contains("64 hex digits"), "{line}");
+    }
+
+    #[test]
+    fn repair_verbs_parse() {
+        let cli = parse(&["runs", "retry-step", "r-1", "block", "--reason", "fixed"]).unwrap();
+        let Command::Runs(RunsCommand::RetryStep(args)) = cli.command else {
+            panic!("expected retry-step");
+        };
+        assert_eq!(args.step, "block");
+        assert_eq!(args.reason.as_deref(), Some("fixed"));
+        let cli = parse(&["runs", "skip-step", "r-1", "notify"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Runs(RunsCommand::SkipStep(_))
+        ));
+        let cli = parse(&["runs", "resume", "r-1", "--reason", "budget reviewed"]).unwrap();
+        let Command::Runs(RunsCommand::Resume(args)) = cli.command else {
+            panic!("expected resume");
+        };
+        assert_eq!(args.run_id, "r-1");
+        assert!(parse(&["runs", "retry-step", "r-1"]).is_err());
+        assert!(parse(&["runs", "resume", "r-1", "block"]).is_err());
+    }
+
+    #[test]
+    fn help_documents_the_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("5  a followed run halted"), "{help}");
     }
 
     #[test]
@@ -406,6 +645,14 @@ mod tests {
         assert_eq!(args.limit, Some(5));
         assert!(parse(&["runs", "list", "--limit", "0"]).is_err());
         assert!(parse(&["runs", "list", "--status", "done"]).is_err());
+        let halted = parse(&["runs", "list", "--status", "halted"]).unwrap();
+        let Command::Runs(RunsCommand::List(args)) = halted.command else {
+            panic!("expected runs list");
+        };
+        assert_eq!(
+            args.status.map(StatusFilter::to_proto),
+            Some(RunStatus::Halted)
+        );
     }
 
     #[test]

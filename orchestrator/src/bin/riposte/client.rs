@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use riposte_proto::v1::operator_client::OperatorClient;
 use riposte_proto::v1::{
-    ApplyPlaybookRequest, ApplyPlaybookResponse, CancelRunRequest, GetPlaybookRequest,
-    GetRunRequest, ListPlaybooksRequest, ListPlaybooksResponse, ListRunsRequest, ListRunsResponse,
-    ListWorkersRequest, ListWorkersResponse, Playbook, Run, RunEvent, StartRunRequest,
-    StartRunResponse, ValidatePlaybookRequest, ValidatePlaybookResponse, WatchRunRequest,
+    ApplyPlaybookRequest, ApplyPlaybookResponse, CancelRunRequest, DecideRequest,
+    GetPlaybookRequest, GetRunRequest, GrantInfo, ListApprovalsRequest, ListApprovalsResponse,
+    ListGrantsRequest, ListGrantsResponse, ListPlaybooksRequest, ListPlaybooksResponse,
+    ListRunsRequest, ListRunsResponse, ListWorkersRequest, ListWorkersResponse, Playbook,
+    RepairRequest, RevokeGrantRequest, Run, RunEvent, StartRunRequest, StartRunResponse,
+    ValidatePlaybookRequest, ValidatePlaybookResponse, WatchRunRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
@@ -134,6 +136,50 @@ impl Client {
     pub async fn list_workers(&mut self) -> Result<ListWorkersResponse, Error> {
         let mut operator = self.operator().await?;
         let reply = operator.list_workers(unary(ListWorkersRequest {})).await;
+        self.answer(reply)
+    }
+
+    pub async fn list_grants(&mut self) -> Result<ListGrantsResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.list_grants(unary(ListGrantsRequest {})).await;
+        self.answer(reply)
+    }
+
+    pub async fn revoke_grant(&mut self, request: RevokeGrantRequest) -> Result<GrantInfo, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.revoke_grant(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn list_approvals(&mut self) -> Result<ListApprovalsResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator
+            .list_approvals(unary(ListApprovalsRequest {}))
+            .await;
+        self.answer(reply)
+    }
+
+    pub async fn decide(&mut self, request: DecideRequest) -> Result<Run, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.decide(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn retry_step(&mut self, request: RepairRequest) -> Result<Run, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.retry_step(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn skip_step(&mut self, request: RepairRequest) -> Result<Run, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.skip_step(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn resume_run(&mut self, request: RepairRequest) -> Result<Run, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.resume_run(unary(request)).await;
         self.answer(reply)
     }
 

@@ -18,6 +18,8 @@ pub enum Exit {
     Cancelled,
     /// A followed run ended in a state this client does not know.
     Unknown,
+    /// A followed run halted: it waits for an operator to resume or cancel it.
+    Halted,
 }
 
 impl Exit {
@@ -28,6 +30,7 @@ impl Exit {
             Exit::Failure => 1,
             Exit::Cancelled => 3,
             Exit::Unknown => 4,
+            Exit::Halted => 5,
         }
     }
 }
@@ -47,6 +50,9 @@ pub enum Error {
     /// The orchestrator answered the request with an error status.
     #[error("{}: {}", code_words(.0.code()), .0.message())]
     Refused(tonic::Status),
+    /// A decision was asked for a step that is not in the list of pending approvals.
+    #[error("run {run_id} step {step_id} is not waiting for a decision")]
+    NotWaiting { run_id: String, step_id: String },
     /// The orchestrator's answer lacks something the protocol promises.
     #[error("unexpected answer from the orchestrator: {0}")]
     Reply(String),
@@ -63,7 +69,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) | Error::Unreachable { .. } => 2,
-            Error::Refused(_) | Error::Reply(_) | Error::Output(_) => 1,
+            Error::Refused(_) | Error::NotWaiting { .. } | Error::Reply(_) | Error::Output(_) => 1,
             Error::StreamLost { .. } => 4,
         }
     }
@@ -131,6 +137,50 @@ mod tests {
             ["error: not found: playbook `nope` not found"]
         );
         assert_eq!(error.exit_code(), 1);
+    }
+
+    #[test]
+    fn permission_denied_is_a_refusal_in_words() {
+        let status = tonic::Status::permission_denied(
+            "mallory is not in the approver groups of step `block` (secops)",
+        );
+        let error = Error::Refused(status);
+        assert_eq!(
+            error.lines(),
+            [
+                "error: permission denied: mallory is not in the approver groups of step \
+                 `block` (secops)"
+            ]
+        );
+        assert_eq!(error.exit_code(), 1);
+    }
+
+    #[test]
+    fn a_step_not_waiting_is_a_clear_failure() {
+        let error = Error::NotWaiting {
+            run_id: "r-1".into(),
+            step_id: "block".into(),
+        };
+        assert_eq!(
+            error.lines(),
+            ["error: run r-1 step block is not waiting for a decision"]
+        );
+        assert_eq!(error.exit_code(), 1);
+    }
+
+    #[test]
+    fn exit_codes_are_stable() {
+        let codes: Vec<_> = [
+            Exit::Success,
+            Exit::Failure,
+            Exit::Cancelled,
+            Exit::Unknown,
+            Exit::Halted,
+        ]
+        .into_iter()
+        .map(Exit::code)
+        .collect();
+        assert_eq!(codes, [0, 1, 3, 4, 5]);
     }
 
     #[test]

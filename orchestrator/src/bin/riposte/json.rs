@@ -4,8 +4,8 @@
 //! `*_json` fields are parsed back into JSON values, and empty optional texts are `null`.
 
 use riposte_proto::v1::{
-    ApplyPlaybookResponse, Diagnostic, Param, Playbook, Run, RunEvent, RunStatus, Step,
-    StepSummary, WorkerInfo,
+    ApplyPlaybookResponse, Decision, Diagnostic, GrantInfo, Param, PendingApproval, Playbook, Run,
+    RunEvent, RunStatus, Step, StepSummary, WorkerInfo,
 };
 use serde_json::{Value, json};
 
@@ -18,9 +18,12 @@ pub fn run(run: &Run, now_ms: i64) -> Value {
         "playbook": run.playbook,
         "version": run.version,
         "status": display::run_status(run.status()),
+        "phase": text(&run.phase),
         "params": embedded(&run.params_json),
         "requested_by": text(&run.requested_by),
         "idempotency_key": text(&run.idempotency_key),
+        "concurrency_key": text(&run.concurrency_key),
+        "deadline": timestamp(run.deadline_ms),
         "created_at": timestamp(run.created_at_ms),
         "finished_at": timestamp(run.finished_at_ms),
         "duration_ms": display::elapsed_ms(run.created_at_ms, run.finished_at_ms, now_ms),
@@ -42,7 +45,9 @@ pub fn step(step: &Step, now_ms: i64) -> Value {
             "total": step.items_total,
             "succeeded": step.items_succeeded,
             "failed": step.items_failed,
+            "pending": step.items_pending,
         },
+        "due_at": timestamp(step.due_at_ms),
         "started_at": timestamp(step.started_at_ms),
         "finished_at": timestamp(step.finished_at_ms),
         "duration_ms": display::elapsed_ms(step.started_at_ms, step.finished_at_ms, now_ms),
@@ -113,6 +118,53 @@ pub fn worker(worker: &WorkerInfo) -> Value {
         "concurrency": worker.concurrency,
         "tasks_in_flight": worker.tasks_in_flight,
         "last_seen_ms_ago": worker.last_seen_ms_ago,
+    })
+}
+
+/// An open (or revoking, or failed to revoke) grant, with the input of its revoke parsed.
+pub fn grant(grant: &GrantInfo) -> Value {
+    json!({
+        "run_id": grant.run_id,
+        "playbook": grant.playbook,
+        "step_id": grant.step_id,
+        "item": grant.item,
+        "subject": text(&grant.subject),
+        "status": grant.status,
+        "revoke_action": text(&grant.revoke_action),
+        "revoke_input": embedded(&grant.revoke_input_json),
+        "opened_at": timestamp(grant.opened_at_ms),
+        "expires_at": timestamp(grant.expires_at_ms),
+        "requested_by": text(&grant.requested_by),
+        "attempts": grant.attempts,
+        "error": text(&grant.error),
+    })
+}
+
+/// A step waiting for a decision, with the input it would act on parsed.
+pub fn approval(approval: &PendingApproval) -> Value {
+    json!({
+        "run_id": approval.run_id,
+        "playbook": approval.playbook,
+        "step_id": approval.step_id,
+        "action": text(&approval.action),
+        "input": embedded(&approval.input_json),
+        "digest": approval.digest,
+        "approvers": approval.approvers,
+        "min": approval.min,
+        "decisions": approval.decisions.iter().map(decision).collect::<Vec<_>>(),
+        "requested_by": text(&approval.requested_by),
+        "expires_at": timestamp(approval.expires_at_ms),
+        "on_timeout": text(&approval.on_timeout),
+    })
+}
+
+fn decision(decision: &Decision) -> Value {
+    json!({
+        "who": decision.who,
+        "approve": decision.approve,
+        "comment": text(&decision.comment),
+        "at": timestamp(decision.at_ms),
+        "digest": text(&decision.digest),
     })
 }
 
@@ -190,6 +242,8 @@ mod tests {
             items_failed: 1,
             started_at_ms: 1_700_000_000_500,
             finished_at_ms: 1_700_000_002_000,
+            items_pending: 0,
+            due_at_ms: 0,
         };
         Run {
             run_id: "r-1".into(),
@@ -203,6 +257,9 @@ mod tests {
             finished_at_ms: 1_700_000_002_250,
             error: "step block failed".into(),
             steps: vec![block],
+            phase: String::new(),
+            concurrency_key: "ip:203.0.113.7".into(),
+            deadline_ms: 0,
         }
     }
 
@@ -214,9 +271,12 @@ mod tests {
             "playbook": "ip-block",
             "version": 3,
             "status": "failed",
+            "phase": null,
             "params": { "ip": "203.0.113.7", "ttl": 3600 },
             "requested_by": "alice",
             "idempotency_key": null,
+            "concurrency_key": "ip:203.0.113.7",
+            "deadline": null,
             "created_at": "2023-11-14T22:13:20.000Z",
             "finished_at": "2023-11-14T22:13:22.250Z",
             "duration_ms": 2250,
@@ -228,7 +288,8 @@ mod tests {
                 "attempts": 5,
                 "output": null,
                 "error": "nft: permission denied",
-                "items": { "total": 1, "succeeded": 0, "failed": 1 },
+                "items": { "total": 1, "succeeded": 0, "failed": 1, "pending": 0 },
+                "due_at": null,
                 "started_at": "2023-11-14T22:13:20.500Z",
                 "finished_at": "2023-11-14T22:13:22.000Z",
                 "duration_ms": 1500,
@@ -248,6 +309,117 @@ mod tests {
         assert_eq!(document["finished_at"], Value::Null);
         assert_eq!(document["duration_ms"], 10_000);
         assert_eq!(document["error"], Value::Null);
+    }
+
+    #[test]
+    fn halted_rollout_shows_phase_deadline_and_pending_items() {
+        let mut halted = failed_run();
+        halted.status = RunStatus::Halted as i32;
+        halted.finished_at_ms = 0;
+        halted.deadline_ms = 1_700_003_600_000;
+        halted.steps[0].status = StepStatus::Sleeping as i32;
+        halted.steps[0].items_total = 10;
+        halted.steps[0].items_pending = 6;
+        halted.steps[0].due_at_ms = 1_700_000_060_000;
+        let document = run(&halted, 1_700_000_010_000);
+        assert_eq!(document["status"], "halted");
+        assert_eq!(document["deadline"], "2023-11-14T23:13:20.000Z");
+        let step = &document["steps"][0];
+        assert_eq!(step["status"], "sleeping");
+        assert_eq!(step["items"]["pending"], 6);
+        assert_eq!(step["due_at"], "2023-11-14T22:14:20.000Z");
+        halted.phase = "compensating".into();
+        assert_eq!(run(&halted, 0)["phase"], "compensating");
+    }
+
+    #[test]
+    fn grant_document_parses_the_revoke_input() {
+        let open = GrantInfo {
+            run_id: "r-1".into(),
+            playbook: "ip-block".into(),
+            step_id: "block".into(),
+            item: 2,
+            subject: "203.0.113.7".into(),
+            revoke_action: "firewall.unblock_ip".into(),
+            revoke_input_json: r#"{"ip":"203.0.113.7"}"#.into(),
+            opened_at_ms: 1_700_000_000_000,
+            expires_at_ms: 1_700_003_600_000,
+            status: "open".into(),
+            requested_by: "alice".into(),
+            attempts: 0,
+            error: String::new(),
+        };
+        let expected = json!({
+            "run_id": "r-1",
+            "playbook": "ip-block",
+            "step_id": "block",
+            "item": 2,
+            "subject": "203.0.113.7",
+            "status": "open",
+            "revoke_action": "firewall.unblock_ip",
+            "revoke_input": { "ip": "203.0.113.7" },
+            "opened_at": "2023-11-14T22:13:20.000Z",
+            "expires_at": "2023-11-14T23:13:20.000Z",
+            "requested_by": "alice",
+            "attempts": 0,
+            "error": null,
+        });
+        assert_eq!(grant(&open), expected);
+        let forever = GrantInfo {
+            expires_at_ms: 0,
+            ..open
+        };
+        assert_eq!(grant(&forever)["expires_at"], Value::Null);
+    }
+
+    #[test]
+    fn approval_document_carries_input_digest_and_decisions() {
+        let pending = PendingApproval {
+            run_id: "r-1".into(),
+            playbook: "ip-block".into(),
+            step_id: "block".into(),
+            action: "firewall.block_ip".into(),
+            input_json: r#"{"ip":"203.0.113.7","ttl":"1h"}"#.into(),
+            digest: "ab".repeat(32),
+            approvers: vec!["secops".into(), "netops".into()],
+            min: 2,
+            decisions: vec![Decision {
+                who: "carol".into(),
+                approve: true,
+                comment: String::new(),
+                at_ms: 1_700_000_000_000,
+                digest: "ab".repeat(32),
+            }],
+            requested_by: "alice".into(),
+            expires_at_ms: 1_700_003_600_000,
+            on_timeout: "reject".into(),
+        };
+        let expected = json!({
+            "run_id": "r-1",
+            "playbook": "ip-block",
+            "step_id": "block",
+            "action": "firewall.block_ip",
+            "input": { "ip": "203.0.113.7", "ttl": "1h" },
+            "digest": "ab".repeat(32),
+            "approvers": ["secops", "netops"],
+            "min": 2,
+            "decisions": [{
+                "who": "carol",
+                "approve": true,
+                "comment": null,
+                "at": "2023-11-14T22:13:20.000Z",
+                "digest": "ab".repeat(32),
+            }],
+            "requested_by": "alice",
+            "expires_at": "2023-11-14T23:13:20.000Z",
+            "on_timeout": "reject",
+        });
+        assert_eq!(approval(&pending), expected);
+        let gate = PendingApproval {
+            action: String::new(),
+            ..pending
+        };
+        assert_eq!(approval(&gate)["action"], Value::Null);
     }
 
     #[test]

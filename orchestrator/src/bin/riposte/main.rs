@@ -2,7 +2,8 @@
 //!
 //! It talks to the orchestrator only through the `Operator` gRPC service. This file parses the
 //! command line, runs the command and turns its outcome into the exit code: 0 done, 1 refused
-//! or failed, 2 usage or connection problem, 3 followed run cancelled, 4 event stream lost.
+//! or failed (permission denied included), 2 usage or connection problem, 3 followed run
+//! cancelled, 4 event stream lost, 5 followed run halted.
 
 mod args;
 mod client;

@@ -1,21 +1,28 @@
 //! One function per verb: each asks the orchestrator through [`Client`] and prints through
 //! [`Out`] in the chosen format, returning how the command ended.
 
+mod approvals;
+mod grants;
 mod playbook;
 mod run;
 mod runs;
 mod watch;
 mod workers;
 
+use std::env;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::args::{Cli, Command, PlaybookCommand, RunsCommand, WorkersCommand};
+use crate::args::{
+    ApprovalsCommand, Cli, Command, GrantsCommand, PlaybookCommand, RunsCommand, WorkersCommand,
+};
 use crate::client::Client;
 use crate::error::{Error, Exit};
 use crate::output::Out;
 
 /// Runs the command the operator typed.
 pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
+    let who = cli.operator(env::var("USER").ok());
+    let who = who.as_str();
     let mut client = Client::new(cli.addr);
     let mut out = Out::new(cli.output);
     let (client, out) = (&mut client, &mut out);
@@ -28,11 +35,24 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
         }
         Command::Playbook(PlaybookCommand::List) => playbook::list(client, out).await,
         Command::Playbook(PlaybookCommand::Show(args)) => playbook::show(client, out, &args).await,
-        Command::Run(args) => run::start(client, out, &args).await,
+        Command::Run(args) => run::start(client, out, &args, who).await,
         Command::Runs(RunsCommand::List(args)) => runs::list(client, out, &args).await,
         Command::Runs(RunsCommand::Show(args)) => runs::show(client, out, &args.run_id).await,
         Command::Runs(RunsCommand::Watch(args)) => runs::watch(client, out, &args.run_id).await,
-        Command::Runs(RunsCommand::Cancel(args)) => runs::cancel(client, out, &args).await,
+        Command::Runs(RunsCommand::Cancel(args)) => runs::cancel(client, out, &args, who).await,
+        Command::Runs(RunsCommand::RetryStep(args)) => {
+            runs::retry_step(client, out, &args, who).await
+        }
+        Command::Runs(RunsCommand::SkipStep(args)) => {
+            runs::skip_step(client, out, &args, who).await
+        }
+        Command::Runs(RunsCommand::Resume(args)) => runs::resume(client, out, &args, who).await,
+        Command::Grants(GrantsCommand::List) => grants::list(client, out).await,
+        Command::Grants(GrantsCommand::Revoke(args)) => {
+            grants::revoke(client, out, &args, who).await
+        }
+        Command::Approvals(ApprovalsCommand::List) => approvals::list(client, out).await,
+        Command::Approve(args) => approvals::approve(client, out, &args, who).await,
         Command::Workers(WorkersCommand::List) => workers::list(client, out).await,
     }
 }

@@ -1,7 +1,5 @@
 //! `riposte run PLAYBOOK[@VERSION]`: start a run, and with `--wait` follow it to its end.
 
-use std::env;
-
 use riposte_proto::v1::StartRunRequest;
 use serde_json::{Map, Value, json};
 
@@ -9,28 +7,28 @@ use super::{now_ms, watch};
 use crate::args::{Format, Param, RunArgs};
 use crate::client::Client;
 use crate::error::{Error, Exit};
-use crate::json;
 use crate::output::Out;
+use crate::{json, text};
 
-/// Starts the run; prints its id, or follows it with `--wait`.
-pub async fn start(client: &mut Client, out: &mut Out, args: &RunArgs) -> Result<Exit, Error> {
-    let request = start_request(args, env::var("USER").ok())?;
+/// Starts the run; prints its id, or follows it with `--wait`. `who` is the `--as` name.
+pub async fn start(
+    client: &mut Client,
+    out: &mut Out,
+    args: &RunArgs,
+    who: &str,
+) -> Result<Exit, Error> {
+    let request = start_request(args, who)?;
     let reply = client.start_run(request).await?;
     let run = reply
         .run
         .ok_or_else(|| Error::Reply("StartRun answered without the run".to_string()))?;
-    let verb = if reply.existing {
-        "existing"
-    } else {
-        "started"
-    };
     match out.format() {
         Format::Json if args.wait => {}
         Format::Json => {
             let document = json!({ "existing": reply.existing, "run": json::run(&run, now_ms()) });
             out.document(&document)?;
         }
-        Format::Table => out.line(&format!("{verb} run {}", run.run_id))?,
+        Format::Table => out.line(&text::started(&run, reply.existing, now_ms()))?,
     }
     if !args.wait {
         return Ok(Exit::Success);
@@ -44,8 +42,8 @@ pub async fn start(client: &mut Client, out: &mut Out, args: &RunArgs) -> Result
     watch::follow(client, out, events, &run.run_id).await
 }
 
-/// The StartRun request for these arguments; `user_env` is `$USER`.
-fn start_request(args: &RunArgs, user_env: Option<String>) -> Result<StartRunRequest, Error> {
+/// The StartRun request for these arguments; `who` is the `--as` name.
+fn start_request(args: &RunArgs, who: &str) -> Result<StartRunRequest, Error> {
     let params = match &args.params_json {
         Some(params) => params.clone(),
         None => string_params(&args.params)?,
@@ -55,7 +53,7 @@ fn start_request(args: &RunArgs, user_env: Option<String>) -> Result<StartRunReq
         version: args.playbook.version,
         params_json: Value::Object(params).to_string(),
         idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
-        requested_by: args.requester.name(user_env),
+        requested_by: args.requester.name(who),
     })
 }
 
@@ -84,7 +82,7 @@ mod tests {
     fn request(argv: &[&str]) -> Result<StartRunRequest, Error> {
         let cli = Cli::try_parse_from(std::iter::once("riposte").chain(argv.iter().copied()));
         match cli.map(|cli| cli.command) {
-            Ok(Command::Run(args)) => start_request(&args, Some("carol".to_string())),
+            Ok(Command::Run(args)) => start_request(&args, "carol"),
             other => panic!("expected a run command, got {other:?}"),
         }
     }
@@ -122,6 +120,34 @@ mod tests {
         assert_eq!(request.params_json, "{}");
         assert_eq!(request.requested_by, "dave");
         assert_eq!(request.idempotency_key, "");
+    }
+
+    #[test]
+    fn the_requester_defaults_to_the_operator() {
+        let request = request(&["run", "ip-block"]).unwrap();
+        assert_eq!(request.requested_by, "carol");
+        let blank = request_as(
+            &["--as", "erin", "run", "ip-block", "--requested-by", " "],
+            "erin",
+        );
+        assert_eq!(blank.requested_by, "erin");
+    }
+
+    #[test]
+    fn the_as_name_is_the_requester() {
+        let request = request_as(&["--as", "frank", "run", "ip-block"], "frank");
+        assert_eq!(request.requested_by, "frank");
+    }
+
+    fn request_as(argv: &[&str], who: &str) -> StartRunRequest {
+        let cli = Cli::try_parse_from(std::iter::once("riposte").chain(argv.iter().copied()))
+            .expect("a valid command line");
+        let operator = cli.operator(None);
+        assert_eq!(operator, who);
+        match cli.command {
+            Command::Run(args) => start_request(&args, &operator).unwrap(),
+            other => panic!("expected a run command, got {other:?}"),
+        }
     }
 
     #[test]

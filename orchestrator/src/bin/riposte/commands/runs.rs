@@ -1,10 +1,10 @@
-//! `riposte runs list|show|watch|cancel`.
+//! `riposte runs list|show|watch|cancel|retry-step|skip-step|resume`.
 
-use riposte_proto::v1::{CancelRunRequest, ListRunsRequest, RunStatus};
+use riposte_proto::v1::{CancelRunRequest, ListRunsRequest, RepairRequest, Run, RunStatus};
 use serde_json::{Value, json};
 
 use super::{now_ms, watch};
-use crate::args::{CancelArgs, Format, ListRunsArgs};
+use crate::args::{CancelArgs, Format, ListRunsArgs, ResumeArgs, StepRepairArgs};
 use crate::client::Client;
 use crate::error::{Error, Exit};
 use crate::output::Out;
@@ -34,11 +34,7 @@ pub async fn list(client: &mut Client, out: &mut Out, args: &ListRunsArgs) -> Re
 /// ends and live events begin, so any cut-off would be a guess. `runs watch` follows it.
 pub async fn show(client: &mut Client, out: &mut Out, run_id: &str) -> Result<Exit, Error> {
     let run = client.get_run(run_id).await?;
-    let finished = matches!(
-        run.status(),
-        RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
-    );
-    let history = if finished {
+    let history = if text::ended(run.status()) {
         Some(watch::history(client, run_id).await?)
     } else {
         None
@@ -59,9 +55,7 @@ pub async fn show(client: &mut Client, out: &mut Out, run_id: &str) -> Result<Ex
         (Format::Table, None) => {
             out.lines(&text::run(&run, now))?;
             out.line("")?;
-            out.line(&format!(
-                "the run is still running; follow its history with `riposte runs watch {run_id}`"
-            ))?;
+            out.lines(&text::unfinished(&run))?;
         }
     }
     Ok(Exit::Success)
@@ -73,12 +67,17 @@ pub async fn watch(client: &mut Client, out: &mut Out, run_id: &str) -> Result<E
     watch::follow(client, out, events, run_id).await
 }
 
-/// Asks for a run's cancellation and prints its new status.
-pub async fn cancel(client: &mut Client, out: &mut Out, args: &CancelArgs) -> Result<Exit, Error> {
+/// Asks for a run's cancellation and prints its new status; `who` is the `--as` name.
+pub async fn cancel(
+    client: &mut Client,
+    out: &mut Out,
+    args: &CancelArgs,
+    who: &str,
+) -> Result<Exit, Error> {
     let request = CancelRunRequest {
         run_id: args.run_id.clone(),
         reason: args.reason.clone().unwrap_or_default(),
-        requested_by: args.requester.name(std::env::var("USER").ok()),
+        requested_by: args.requester.name(who),
     };
     let run = client.cancel_run(request).await?;
     match out.format() {
@@ -86,4 +85,104 @@ pub async fn cancel(client: &mut Client, out: &mut Out, args: &CancelArgs) -> Re
         Format::Table => out.line(&text::cancelled(&run))?,
     }
     Ok(Exit::Success)
+}
+
+/// Runs a failed step again and prints the run's new status.
+pub async fn retry_step(
+    client: &mut Client,
+    out: &mut Out,
+    args: &StepRepairArgs,
+    who: &str,
+) -> Result<Exit, Error> {
+    let run = client.retry_step(step_repair(args, who)).await?;
+    print_repaired(out, &run)
+}
+
+/// Skips a step and prints the run's new status.
+pub async fn skip_step(
+    client: &mut Client,
+    out: &mut Out,
+    args: &StepRepairArgs,
+    who: &str,
+) -> Result<Exit, Error> {
+    let run = client.skip_step(step_repair(args, who)).await?;
+    print_repaired(out, &run)
+}
+
+/// Resumes a halted run and prints its new status.
+pub async fn resume(
+    client: &mut Client,
+    out: &mut Out,
+    args: &ResumeArgs,
+    who: &str,
+) -> Result<Exit, Error> {
+    let request = RepairRequest {
+        run_id: args.run_id.clone(),
+        step_id: String::new(),
+        who: who.to_string(),
+        reason: args.reason.clone().unwrap_or_default(),
+    };
+    let run = client.resume_run(request).await?;
+    print_repaired(out, &run)
+}
+
+/// The request of a repair of one step; an empty reason lets the orchestrator record its own.
+fn step_repair(args: &StepRepairArgs, who: &str) -> RepairRequest {
+    RepairRequest {
+        run_id: args.run_id.clone(),
+        step_id: args.step.clone(),
+        who: who.to_string(),
+        reason: args.reason.clone().unwrap_or_default(),
+    }
+}
+
+fn print_repaired(out: &mut Out, run: &Run) -> Result<Exit, Error> {
+    match out.format() {
+        Format::Json => out.document(&json::run(run, now_ms()))?,
+        Format::Table => out.line(&text::repaired(run))?,
+    }
+    Ok(Exit::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::{Cli, Command, RunsCommand};
+    use clap::Parser;
+
+    fn command(argv: &[&str]) -> RunsCommand {
+        let cli = Cli::try_parse_from(std::iter::once("riposte").chain(argv.iter().copied()));
+        match cli.map(|cli| cli.command) {
+            Ok(Command::Runs(command)) => command,
+            other => panic!("expected a runs command, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn step_repairs_name_the_step_the_operator_and_the_reason() {
+        let RunsCommand::RetryStep(args) = command(&[
+            "runs",
+            "retry-step",
+            "r-1",
+            "block",
+            "--reason",
+            "firewall fixed",
+        ]) else {
+            panic!("expected retry-step");
+        };
+        let request = step_repair(&args, "alice");
+        assert_eq!(
+            request,
+            RepairRequest {
+                run_id: "r-1".into(),
+                step_id: "block".into(),
+                who: "alice".into(),
+                reason: "firewall fixed".into(),
+            }
+        );
+        let RunsCommand::SkipStep(args) = command(&["runs", "skip-step", "r-1", "notify"]) else {
+            panic!("expected skip-step");
+        };
+        assert_eq!(step_repair(&args, "bob").reason, "");
+    }
 }
