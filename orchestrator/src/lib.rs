@@ -24,7 +24,6 @@ use riposte_proto::v1::operator_server::OperatorServer;
 use riposte_proto::v1::worker_server::WorkerServer;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::Config;
 
@@ -96,7 +95,11 @@ pub async fn run(
             OperatorServer::new(grpc::OperatorApi(shared.clone()))
                 .max_decoding_message_size(MESSAGE_BYTES_MAX),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            // Replies are small; without TCP_NODELAY a trailer waits on delayed ACKs (40 ms).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await;
     timers.abort();
     let last = shared.store.last_write();

@@ -22,13 +22,20 @@ pub struct Binaries {
 
 /// The binaries, built on the first call (every later call, from any thread, waits for it).
 ///
-/// Panics with cargo's output when the build fails: no test can run without them.
+/// Panics with cargo's errors when the build failed (once per process: the build is not
+/// retried by every test).
 pub fn binaries() -> &'static Binaries {
-    static BINARIES: OnceLock<Binaries> = OnceLock::new();
-    BINARIES.get_or_init(build)
+    static BINARIES: OnceLock<Result<Binaries, String>> = OnceLock::new();
+    match BINARIES.get_or_init(build) {
+        Ok(binaries) => binaries,
+        Err(message) => panic!("{message}"),
+    }
 }
 
-fn build() -> Binaries {
+/// Lines of cargo's output kept in the failure message.
+const BUILD_OUTPUT_LINES_MAX: usize = 60;
+
+fn build() -> Result<Binaries, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -51,28 +58,34 @@ fn build() -> Binaries {
     }
     let output = command
         .output()
-        .unwrap_or_else(|e| panic!("cannot run cargo to build the binaries under test: {e}"));
-    assert!(
-        output.status.success(),
-        "building the binaries under test failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .map_err(|e| format!("cannot run cargo to build the binaries under test: {e}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("Compiling"))
+            .take(BUILD_OUTPUT_LINES_MAX)
+            .collect();
+        return Err(format!(
+            "building the binaries under test failed ({}):\n{}",
+            output.status,
+            errors.join("\n")
+        ));
+    }
     let dir = profile_dir();
     let found = |name: &str| {
         let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-        assert!(
-            path.is_file(),
-            "{} is missing after the build",
-            path.display()
-        );
-        path
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("{} is missing after the build", path.display()))
+        }
     };
-    Binaries {
-        orchestrator: found("riposte-orchestrator"),
-        worker: found("riposte-worker"),
-        cli: found("riposte"),
-    }
+    Ok(Binaries {
+        orchestrator: found("riposte-orchestrator")?,
+        worker: found("riposte-worker")?,
+        cli: found("riposte")?,
+    })
 }
 
 /// `target/<profile>`: a test runs from `target/<profile>/deps/`, a binary of this package

@@ -102,6 +102,7 @@ async fn diamond_skips_the_false_branch_and_fans_out_in_item_order() {
     assert_eq!(api::json(&join.output_json), json!({ "fan": echoes }));
 
     let events = api::history(&mut client, &run.run_id).await;
+    watch.wait_kind("run.finished", RUN_TIMEOUT).await;
     assert_eq!(
         api::kinds(&watch.events()),
         api::kinds(&events),

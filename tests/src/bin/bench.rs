@@ -26,6 +26,15 @@
 //!   it), `kill -9`, restart on the same data folder; the time from the spawn to the first
 //!   ListRuns answer, and, in a second restart, to the health check answering SERVING. Its
 //!   floor is opening the same sled folder in-process. Target: under 1 s.
+//! - **Where the time goes**: single calls as a client sees them (GetRun, the first event of
+//!   WatchRun, the first call on a new connection) beside the bare round trip, and the per-step
+//!   time as the orchestrator records it (`finished_at - created_at`), to tell time spent
+//!   inside the orchestrator from time spent on the wire.
+//!
+//! - **Parked runs**: 10,000 runs parked on a durable 1-hour `sleep`: the orchestrator's RSS
+//!   growth and the sled folder's size per parked run, and restart to the first ListRuns
+//!   answer with all of them parked. Targets: at most 4 KiB RSS and 8 KiB disk per parked run,
+//!   restart under 2 s.
 //!
 //! A missed target is printed as MISSED; the exit code is 0 all the same, since this is a
 //! measurement, not a test. A debug build measures the wrong thing and says so.
@@ -37,7 +46,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use riposte_proto::v1::{
-    ListRunsRequest, RunStatus, StartRunRequest, WatchRunRequest, operator_client::OperatorClient,
+    GetRunRequest, ListRunsRequest, ListWorkersRequest, RunStatus, StartRunRequest,
+    WatchRunRequest, operator_client::OperatorClient,
 };
 use riposte_tests::api::{self, Operator};
 use riposte_tests::{Orchestrator, Worker};
@@ -73,6 +83,8 @@ steps:
 const FLOOR_CALLS: usize = 2000;
 const FLOOR_WARMUP: usize = 200;
 const LATENCY_RUNS: usize = 50;
+const ORCHESTRATOR_CALLS: usize = 200;
+const PROBE_CALLS: usize = 20;
 const WARMUP_RUNS: usize = 20;
 const THROUGHPUT_RUNS: usize = 1000;
 const PARKED_RUNS: usize = 1000;
@@ -110,19 +122,29 @@ async fn bench() -> Result<()> {
     };
 
     progress("building and starting the orchestrator and the workers");
-    let (latency, throughput) = run_workload().await?;
+    let Workload {
+        latency,
+        inside,
+        probes,
+        throughput,
+    } = run_workload().await?;
     progress("restart with parked runs");
     let restart = restart_to_serving().await?;
+    progress("10,000 runs parked on a 1-hour timer");
+    let parked = parked_on_timers().await?;
 
     Report {
         rtt,
         flush,
         floor,
         latency,
+        inside,
+        probes,
         throughput,
         restart,
     }
     .print();
+    parked.print();
     Ok(())
 }
 
@@ -280,7 +302,17 @@ impl Throughput {
     }
 }
 
-async fn run_workload() -> Result<(Samples, Throughput)> {
+struct Workload {
+    /// Per step, as the client sees it: StartRun to `run.finished` on WatchRun, / 5.
+    latency: Samples,
+    /// Per step, as the orchestrator records it: the run's `finished_at - created_at`, / 5.
+    inside: Samples,
+    /// Round trips against the orchestrator, to see where client-visible time goes.
+    probes: Probes,
+    throughput: Throughput,
+}
+
+async fn run_workload() -> Result<Workload> {
     let orchestrator = Orchestrator::builder().log("warn").start();
     let workers: Vec<Worker> = (0..WORKERS)
         .map(|_| {
@@ -297,34 +329,97 @@ async fn run_workload() -> Result<(Samples, Throughput)> {
     api::apply_playbook(&mut client, NOOP_CHAIN).await;
 
     progress("warm-up");
+    let mut last = String::new();
     for _ in 0..WARMUP_RUNS {
-        run_to_end(&mut client, "noop-chain").await?;
+        last = run_to_end(&mut client, "noop-chain").await?.0;
     }
+    progress("orchestrator round trips");
+    let probes = probe(&orchestrator, &mut client, &last).await?;
     progress("per-step overhead, one run at a time");
-    let mut per_step = Vec::with_capacity(LATENCY_RUNS);
+    let mut latency = Vec::with_capacity(LATENCY_RUNS);
+    let mut inside = Vec::with_capacity(LATENCY_RUNS);
     for _ in 0..LATENCY_RUNS {
-        per_step.push(run_to_end(&mut client, "noop-chain").await? / NOOP_CHAIN_STEPS);
+        let (run_id, elapsed) = run_to_end(&mut client, "noop-chain").await?;
+        latency.push(elapsed / NOOP_CHAIN_STEPS);
+        let run = api::get_run(&mut client, &run_id).await;
+        let recorded =
+            Duration::from_millis((run.finished_at_ms - run.created_at_ms).max(0) as u64);
+        inside.push(recorded / NOOP_CHAIN_STEPS);
     }
 
     progress("throughput");
     let worker_pids: Vec<u32> = workers.iter().map(Worker::pid).collect();
     let cpu_before = cpu_time(orchestrator.pid())?;
     let workers_before = total_cpu_time(&worker_pids)?;
-    let started = Instant::now();
+    let started_ms = epoch_ms();
     let ids = start_runs(&client, "noop-chain", THROUGHPUT_RUNS).await?;
-    wait_all_finished(&mut client, ids).await?;
-    let elapsed = started.elapsed();
+    let finished_ms = wait_all_finished(&mut client, &ids).await?;
     let throughput = Throughput {
-        elapsed,
+        elapsed: Duration::from_millis((finished_ms - started_ms).max(1) as u64),
         steps: THROUGHPUT_RUNS as u64 * u64::from(NOOP_CHAIN_STEPS),
         orchestrator_cpu: cpu_time(orchestrator.pid())? - cpu_before,
         workers_cpu: total_cpu_time(&worker_pids)? - workers_before,
     };
-    Ok((Samples::new(per_step), throughput))
+    Ok(Workload {
+        latency: Samples::new(latency),
+        inside: Samples::new(inside),
+        probes,
+        throughput,
+    })
 }
 
-/// Starts a run and follows it to `run.finished`; the time from the start request to the end.
-async fn run_to_end(client: &mut Operator, playbook: &str) -> Result<Duration> {
+fn epoch_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Client-visible costs of single calls to the orchestrator.
+struct Probes {
+    /// GetRun of a finished run on a warm connection.
+    get_run: Samples,
+    /// WatchRun of a finished run: from the call to its first event.
+    first_event: Samples,
+    /// ListWorkers as the first call on a new connection (what each CLI command pays).
+    first_call: Samples,
+}
+
+async fn probe(orchestrator: &Orchestrator, client: &mut Operator, run_id: &str) -> Result<Probes> {
+    let mut get_run = Vec::with_capacity(ORCHESTRATOR_CALLS);
+    for _ in 0..ORCHESTRATOR_CALLS {
+        let started = Instant::now();
+        client
+            .get_run(GetRunRequest {
+                run_id: run_id.into(),
+            })
+            .await?;
+        get_run.push(started.elapsed());
+    }
+    let mut first_event = Vec::with_capacity(PROBE_CALLS);
+    let mut first_call = Vec::with_capacity(PROBE_CALLS);
+    for _ in 0..PROBE_CALLS {
+        let started = Instant::now();
+        let request = WatchRunRequest {
+            run_id: run_id.into(),
+        };
+        let mut events = client.watch_run(request).await?.into_inner();
+        events.next().await.context("an empty history")??;
+        first_event.push(started.elapsed());
+
+        let mut fresh = orchestrator.client();
+        let started = Instant::now();
+        fresh.list_workers(ListWorkersRequest {}).await?;
+        first_call.push(started.elapsed());
+    }
+    Ok(Probes {
+        get_run: Samples::new(get_run),
+        first_event: Samples::new(first_event),
+        first_call: Samples::new(first_call),
+    })
+}
+
+/// Starts a run and follows it to `run.finished`; its id and the time from the start request
+/// to the end.
+async fn run_to_end(client: &mut Operator, playbook: &str) -> Result<(String, Duration)> {
     let started = Instant::now();
     let run = client
         .start_run(start_request(playbook))
@@ -347,7 +442,7 @@ async fn run_to_end(client: &mut Operator, playbook: &str) -> Result<Duration> {
                     event.message
                 );
             }
-            return Ok(started.elapsed());
+            return Ok((run_id, started.elapsed()));
         }
     }
     bail!("the history of run {run_id} ended before run.finished")
@@ -390,27 +485,50 @@ async fn start_runs(client: &Operator, playbook: &str, count: usize) -> Result<V
     Ok(ids)
 }
 
-/// Confirms every run finished, oldest first: one GetRun per finished run, and a short pause
-/// when the oldest pending run is still running.
-async fn wait_all_finished(client: &mut Operator, ids: Vec<String>) -> Result<()> {
+/// Waits until no run is running (one cheap ListRuns every 20 ms), checks that every run in
+/// `ids` succeeded, and returns the latest `finished_at_ms` among them: the end as the
+/// orchestrator recorded it, independent of how fast this client noticed.
+async fn wait_all_finished(client: &mut Operator, ids: &[String]) -> Result<i64> {
     let deadline = Instant::now() + PHASE_TIMEOUT;
-    let mut pending = ids.into_iter().peekable();
-    while let Some(id) = pending.peek() {
-        let run = api::get_run(client, id).await;
-        match run.status() {
-            RunStatus::Running => {
-                if Instant::now() > deadline {
-                    bail!("run {id} still running after {PHASE_TIMEOUT:?}");
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            RunStatus::Succeeded => {
-                pending.next();
-            }
-            other => bail!("run {id} ended {other:?}: {}", run.error),
+    loop {
+        let request = ListRunsRequest {
+            status: RunStatus::Running as i32,
+            limit: 1,
+            ..Default::default()
+        };
+        if client
+            .list_runs(request)
+            .await?
+            .into_inner()
+            .runs
+            .is_empty()
+        {
+            break;
         }
+        if Instant::now() > deadline {
+            bail!("runs still running after {PHASE_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(())
+    let request = ListRunsRequest {
+        limit: 1000,
+        ..Default::default()
+    };
+    let runs = client.list_runs(request).await?.into_inner().runs;
+    let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let mut finished_ms = 0;
+    let mut seen = 0;
+    for run in runs.iter().filter(|r| wanted.contains(r.run_id.as_str())) {
+        if run.status() != RunStatus::Succeeded {
+            bail!("run {} ended {:?}: {}", run.run_id, run.status(), run.error);
+        }
+        finished_ms = finished_ms.max(run.finished_at_ms);
+        seen += 1;
+    }
+    if seen != ids.len() {
+        bail!("{seen} of {} runs listed", ids.len());
+    }
+    Ok(finished_ms)
 }
 
 /// User plus system CPU time of a process so far, from `/proc/PID/stat`.
@@ -549,6 +667,8 @@ struct Report {
     flush: Samples,
     floor: Floor,
     latency: Samples,
+    inside: Samples,
+    probes: Probes,
     throughput: Throughput,
     restart: Restart,
 }
@@ -589,8 +709,8 @@ impl Report {
         );
         println!();
         println!(
-            "{:<44} {:>14} {:>9}  {:<26} {}",
-            "riposte", "value", "vs floor", "target", "verdict"
+            "{:<44} {:>14} {:>9}  {:<26} verdict",
+            "riposte", "value", "vs floor", "target"
         );
         let per_step_max = floor.mul_f64(PER_STEP_FLOOR_RATIO_MAX);
         let median = self.latency.median();
@@ -653,9 +773,40 @@ impl Report {
             Some(r.to_health < RESTART_MAX),
         );
         println!();
+        println!("where the time goes");
+        let bare = self.rtt.median();
+        let probes = [
+            (
+                format!("GetRun of a finished run ({ORCHESTRATOR_CALLS} sequential)"),
+                &self.probes.get_run,
+            ),
+            (
+                format!("WatchRun of a finished run, call to first event ({PROBE_CALLS})"),
+                &self.probes.first_event,
+            ),
+            (
+                format!("first call on a new connection, ListWorkers ({PROBE_CALLS})"),
+                &self.probes.first_call,
+            ),
+        ];
+        for (what, samples) in probes {
+            println!(
+                "  {what:<62} median {:>7.3} ms  p99 {:>7.3} ms  = {:.1}x the bare round trip",
+                ms(samples.median()),
+                ms(samples.p99()),
+                samples.median().as_secs_f64() / bare.as_secs_f64()
+            );
+        }
+        println!(
+            "  per step as the orchestrator records it ((finished_at - created_at) / {NOOP_CHAIN_STEPS}, ms resolution): median {:.3} ms ({}), p99 {:.3} ms",
+            ms(self.inside.median()),
+            ratio(self.inside.median()),
+            ms(self.inside.p99())
+        );
+        println!();
         println!("notes");
         println!(
-            "  throughput: {:.2} s wall for {} steps; orchestrator {:.2} CPU-s, workers {:.2} CPU-s ({WORKERS} workers, --concurrency {WORKER_CONCURRENCY}, {START_OUTSTANDING_MAX} StartRun outstanding)",
+            "  throughput: {:.2} s from the first StartRun to the last recorded finish, {} steps; orchestrator {:.2} CPU-s, workers {:.2} CPU-s ({WORKERS} workers, --concurrency {WORKER_CONCURRENCY}, {START_OUTSTANDING_MAX} StartRun outstanding)",
             t.elapsed.as_secs_f64(),
             t.steps,
             t.orchestrator_cpu.as_secs_f64(),
@@ -682,5 +833,110 @@ impl Report {
     fn row(&self, figure: &str, value: &str, vs_floor: &str, target: &str, met: Option<bool>) {
         let verdict = met.map_or("", verdict);
         println!("{figure:<44} {value:>14} {vs_floor:>9}  {target:<26} {verdict}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs parked on a durable timer
+// ---------------------------------------------------------------------------------------------
+
+const SLEEPER: &str = "name: sleeper
+version: 1
+steps:
+  - id: nap
+    sleep: 1h
+  - id: after
+    needs: [nap]
+    action: core.noop
+";
+
+const TIMER_PARKED_RUNS: usize = 10_000;
+const PARKED_RSS_BYTES_MAX: f64 = 4096.0;
+const PARKED_DISK_BYTES_MAX: f64 = 8192.0;
+const PARKED_RESTART_MAX: Duration = Duration::from_secs(2);
+
+struct Parked {
+    runs: usize,
+    rss_bytes: u64,
+    disk_bytes: u64,
+    restart: Duration,
+    rss_after_restart_bytes: u64,
+}
+
+/// Resident memory of a process, from `/proc/PID/status`.
+fn rss_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS line")?;
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("no VmRSS value")?
+        .parse()?;
+    Ok(kib * 1024)
+}
+
+async fn parked_on_timers() -> Result<Parked> {
+    let mut orchestrator = Orchestrator::builder().log("warn").start();
+    let mut client = orchestrator.client();
+    api::apply_playbook(&mut client, SLEEPER).await;
+    // Warm the process (allocator, caches) with a few runs before the baseline.
+    start_runs(&client, "sleeper", 100).await?;
+    let before_rss = rss_bytes(orchestrator.pid())?;
+    let before_disk = folder_bytes(&orchestrator.data_dir())?;
+    start_runs(&client, "sleeper", TIMER_PARKED_RUNS).await?;
+    let after_rss = rss_bytes(orchestrator.pid())?;
+    let after_disk = folder_bytes(&orchestrator.data_dir())?;
+
+    orchestrator.kill9();
+    let started = Instant::now();
+    orchestrator.restart();
+    let mut client = orchestrator.client();
+    let first = ListRunsRequest {
+        limit: 1,
+        ..Default::default()
+    };
+    retry_until_ok(async || client.list_runs(first.clone()).await.map(|_| ())).await?;
+    let restart = started.elapsed();
+    let rss_after_restart_bytes = rss_bytes(orchestrator.pid())?;
+    orchestrator.kill9();
+    Ok(Parked {
+        runs: TIMER_PARKED_RUNS,
+        rss_bytes: after_rss.saturating_sub(before_rss),
+        disk_bytes: after_disk.saturating_sub(before_disk),
+        restart,
+        rss_after_restart_bytes,
+    })
+}
+
+impl Parked {
+    fn print(&self) {
+        let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+        let rss = self.rss_bytes as f64 / self.runs as f64;
+        let disk = self.disk_bytes as f64 / self.runs as f64;
+        println!();
+        println!("{} runs parked on a durable 1-hour sleep", self.runs);
+        println!(
+            "  orchestrator RSS per parked run   {:>8.0} B   target <= {PARKED_RSS_BYTES_MAX:.0} B   {}",
+            rss,
+            verdict(rss <= PARKED_RSS_BYTES_MAX)
+        );
+        println!(
+            "  disk per parked run (sled folder) {:>8.0} B   target <= {PARKED_DISK_BYTES_MAX:.0} B   {}",
+            disk,
+            verdict(disk <= PARKED_DISK_BYTES_MAX)
+        );
+        println!(
+            "  restart to first ListRuns         {:>8.1} ms  target < {} ms   {}",
+            ms(self.restart),
+            PARKED_RESTART_MAX.as_millis(),
+            verdict(self.restart < PARKED_RESTART_MAX)
+        );
+        println!(
+            "  orchestrator RSS after the restart, all parked: {:.1} MiB",
+            self.rss_after_restart_bytes as f64 / 1024.0 / 1024.0
+        );
     }
 }

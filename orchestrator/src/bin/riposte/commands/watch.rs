@@ -118,16 +118,14 @@ fn print_halted(
     }
 }
 
-/// The history of a finished run: every event up to `run.finished`.
+/// The history of a finished run: every stored event, including those recorded after
+/// `run.finished` (late results rejected, a reopen by a repair). The stream of a finished run
+/// ends after its stored history.
 pub async fn history(client: &mut Client, run_id: &str) -> Result<Vec<RunEvent>, Error> {
     let mut events = client.watch_run(run_id).await?;
     let mut history = Vec::new();
     while let Some(event) = events.next().await? {
-        let finished = event.kind == RUN_FINISHED;
         history.push(event);
-        if finished {
-            break;
-        }
     }
     Ok(history)
 }
