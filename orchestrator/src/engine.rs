@@ -849,7 +849,7 @@ impl Engine {
                     step: spec.id.clone(),
                     action: spec.action.clone(),
                     input,
-                    pending: pending.clone(),
+                    pending: (**pending).clone(),
                     approvers: policy.approvers.clone(),
                     min: policy.min,
                     on_timeout: policy.on_timeout,

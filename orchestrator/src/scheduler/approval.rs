@@ -38,11 +38,11 @@ impl Tx<'_> {
         let state = &mut self.run.steps[step];
         state.status = StepStatus::AwaitingApproval;
         state.units = units;
-        state.approval = Some(ApprovalState {
+        state.approval = Some(Box::new(ApprovalState {
             digest: digest.clone(),
             due_ms,
             decisions: Vec::new(),
-        });
+        }));
         let message = format!(
             "{} of {} until {}; digest {digest}",
             approval.min,

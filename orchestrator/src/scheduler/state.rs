@@ -248,10 +248,11 @@ pub struct StepState {
     /// A sleep/until step's wake-up time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due_ms: Option<i64>,
+    /// Boxed: most steps have neither, and every active run keeps its steps in memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval: Option<ApprovalState>,
+    pub approval: Option<Box<ApprovalState>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub waves: Option<WaveState>,
+    pub waves: Option<Box<WaveState>>,
 }
 
 impl StepState {

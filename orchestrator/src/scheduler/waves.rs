@@ -23,10 +23,10 @@ impl Tx<'_> {
             waves.batch.of(total)
         };
         let end = first.min(total);
-        self.run.steps[step].waves = Some(WaveState {
+        self.run.steps[step].waves = Some(Box::new(WaveState {
             end,
             ..WaveState::default()
-        });
+        }));
         self.record(Entry::step(
             "wave.started",
             self.step_id(step),
