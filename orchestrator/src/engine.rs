@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use riposte_playbooks::Playbook;
 use serde_json::Value;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{Notify, broadcast, oneshot};
 
 use crate::clock;
 use crate::dispatch::{Dispatcher, Lease, Waiter, Worker};
@@ -144,12 +144,14 @@ pub struct Engine {
     timers: BTreeSet<(i64, RunId)>,
     playbooks: HashMap<(String, u32), Arc<Playbook>>,
     watchers: HashMap<RunId, broadcast::Sender<(Seq, HistoryEvent)>>,
+    /// Wakes the timer loop when a timer becomes the earliest one.
+    wake: Arc<Notify>,
 }
 
 impl Engine {
     /// Builds the engine and resumes every run that was running when the store was last
     /// closed. In-flight leases get a full lease of grace before their tasks are dispatched again.
-    pub fn open(store: Store, settings: Settings) -> Result<Engine, Error> {
+    pub fn open(store: Store, settings: Settings, wake: Arc<Notify>) -> Result<Engine, Error> {
         let mut engine = Engine {
             store,
             settings,
@@ -158,6 +160,7 @@ impl Engine {
             timers: BTreeSet::new(),
             playbooks: HashMap::new(),
             watchers: HashMap::new(),
+            wake,
         };
         let now = clock::monotonic();
         for state in engine.store.active_runs()? {
@@ -353,6 +356,8 @@ impl Engine {
     pub fn register(&mut self, worker: Worker) {
         tracing::info!(worker.id = %worker.id, worker.name = %worker.name, "worker.registered");
         self.dispatch.workers.insert(worker.id.clone(), worker);
+        // The loop may be sleeping its idle second; leases to this worker may be shorter.
+        self.wake.notify_one();
     }
 
     fn touch(&mut self, worker: &str) -> Result<(), Error> {
@@ -619,6 +624,11 @@ impl Engine {
                     dispatched = true;
                 }
                 Command::ArmTimer { run, due_ms } => {
+                    // Lease deadlines never come before the loop's next look (one lease from
+                    // its last tick), so only a timer that is now the earliest needs a wake-up.
+                    if self.timers.first().is_none_or(|&(first, _)| due_ms < first) {
+                        self.wake.notify_one();
+                    }
                     self.timers.insert((due_ms, run));
                 }
                 Command::Abandon { token } => self.dispatch.abandon(token),

@@ -26,8 +26,8 @@ use crate::store::{Seq, Store};
 pub struct Shared {
     pub engine: Mutex<Engine>,
     pub store: Store,
-    /// Wakes the timer loop when a lease or timer may now be due earlier.
-    pub timers: Notify,
+    /// Wakes the timer loop; the engine notifies it when a timer becomes the earliest.
+    pub timers: Arc<Notify>,
 }
 
 impl Shared {
@@ -111,7 +111,6 @@ impl Worker for WorkerApi {
         engine.register(worker);
         let settings = engine.settings().clone();
         drop(engine);
-        self.0.timers.notify_one();
         Ok(Response::new(pb::RegisterResponse {
             lease_ms: settings.lease.as_millis() as u64,
             heartbeat_interval_ms: (settings.lease.as_millis() / 3) as u64,
@@ -141,7 +140,6 @@ impl Worker for WorkerApi {
                 }
             }
         };
-        self.0.timers.notify_one();
         let Some(grant) = grant else {
             return Ok(Response::new(pb::PollTaskResponse { task: None }));
         };
@@ -210,7 +208,6 @@ impl Worker for WorkerApi {
             .lock()
             .report(&req.task_id, req.lease_token, outcome)
             .map_err(status)?;
-        self.0.timers.notify_one();
         self.0.durable(report.seq).await?;
         if let Some(reason) = report.rejected {
             tracing::warn!(task.id = %req.task_id, lease.token = req.lease_token, worker.id = %req.worker_id, %reason, "task.result_rejected");
@@ -365,7 +362,6 @@ impl Operator for OperatorApi {
                 .map_err(status)?;
             (run, existing, seq, playbook)
         };
-        self.0.timers.notify_one();
         self.0.durable(seq).await?;
         if !existing {
             tracing::info!(run.id = %run.id, playbook = %run.playbook, "run.started");
@@ -499,7 +495,6 @@ impl Operator for OperatorApi {
                 .find(|g| g.run == run && g.step == req.step_id && g.item == req.item);
             (seq, grant)
         };
-        self.0.timers.notify_one();
         self.0.durable(seq).await?;
         let grant = grant.ok_or_else(|| Status::not_found("the grant ended meanwhile"))?;
         Ok(Response::new(convert::grant(&grant)))
@@ -575,7 +570,6 @@ impl OperatorApi {
 
     /// Waits until `seq` is durable, then answers the run's state.
     async fn answer_run(&self, run: RunId, seq: Seq) -> Result<Response<pb::Run>, Status> {
-        self.0.timers.notify_one();
         self.0.durable(seq).await?;
         let mut engine = self.0.lock();
         let state = engine.run(run).map_err(status)?;

@@ -62,12 +62,13 @@ pub async fn run(
         poll_wait_max: config.poll_wait_max,
         approver_groups: config.approver_groups.iter().cloned().collect(),
     };
-    let engine = engine::Engine::open(store.clone(), settings)?;
+    let timers = Arc::new(Notify::new());
+    let engine = engine::Engine::open(store.clone(), settings, timers.clone())?;
     tracing::info!(runs.active = engine.active_runs(), "engine.resumed");
     let shared = Arc::new(grpc::Shared {
         engine: Mutex::new(engine),
         store,
-        timers: Notify::new(),
+        timers,
     });
     if let Some(dir) = &config.playbooks {
         apply_folder(&shared, dir).await?;

@@ -252,11 +252,6 @@ impl Store {
             .map(|kv| decode("history", &kv?.1))
             .collect()
     }
-
-    /// Bytes on disk (for the benchmark).
-    pub fn size_on_disk(&self) -> Result<u64, Error> {
-        Ok(self.db.size_on_disk()?)
-    }
 }
 
 async fn flusher(db: sled::Db, commit: Arc<GroupCommit>) {

@@ -1,7 +1,9 @@
 //! One run's transitions: leases and results, timers, starting and settling steps, ending the
 //! run. [`Tx`] borrows one run and writes what happens into the shared [`Transition`].
 
-use riposte_playbooks::{Context, Playbook, Renderer, RetryPolicy, Step, StepKind};
+use std::borrow::Cow;
+
+use riposte_playbooks::{Context, Playbook, Renderer, RetryPolicy, Step, StepKind, limits};
 use serde_json::{Map, Value};
 
 use super::state::{
@@ -19,7 +21,7 @@ pub(crate) const UNDO_RETRY: RetryPolicy = RetryPolicy {
 
 /// One history entry before it gets its sequence number.
 pub(crate) struct Entry {
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     pub step: String,
     pub item: u32,
     pub attempt: u32,
@@ -29,9 +31,9 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    pub fn run(kind: &'static str, message: String) -> Entry {
+    pub fn run(kind: impl Into<Cow<'static, str>>, message: String) -> Entry {
         Entry {
-            kind,
+            kind: kind.into(),
             step: String::new(),
             item: 0,
             attempt: 0,
@@ -41,14 +43,20 @@ impl Entry {
         }
     }
 
-    pub fn step(kind: &'static str, step: &str, message: String) -> Entry {
+    pub fn step(kind: impl Into<Cow<'static, str>>, step: &str, message: String) -> Entry {
         Entry {
             step: step.to_string(),
             ..Entry::run(kind, message)
         }
     }
 
-    pub fn unit(kind: &'static str, step: &str, item: u32, attempt: u32, message: String) -> Entry {
+    pub fn unit(
+        kind: impl Into<Cow<'static, str>>,
+        step: &str,
+        item: u32,
+        attempt: u32,
+        message: String,
+    ) -> Entry {
         Entry {
             item,
             attempt,
@@ -89,7 +97,7 @@ impl<'a> Tx<'a> {
         let event = HistoryEvent {
             seq: self.run.history_seq,
             at_ms: self.now_ms,
-            kind: entry.kind.to_string(),
+            kind: entry.kind.into_owned(),
             step: entry.step,
             item: entry.item,
             attempt: entry.attempt,
@@ -603,17 +611,17 @@ impl<'a> Tx<'a> {
                 let text = self
                     .renderer
                     .text(&what(spec, "sleep"), duration, &ctx, None);
-                let ms = bounded_duration(&text.map_err(|e| e.to_string())?, SLEEP_MS_MAX)?;
+                let ms = bounded_duration(&text.map_err(|e| e.to_string())?, limits::SLEEP_MS_MAX)?;
                 self.sleep_until(step, self.now_ms + ms as i64);
             }
             StepKind::Until { at } => {
                 let text = self.renderer.text(&what(spec, "until"), at, &ctx, None);
                 let at_ms =
                     riposte_playbooks::parse_timestamp_ms(&text.map_err(|e| e.to_string())?)?;
-                if at_ms - self.now_ms > SLEEP_MS_MAX as i64 {
+                if at_ms - self.now_ms > limits::SLEEP_MS_MAX as i64 {
                     return Err(format!(
                         "`until` is more than {} away",
-                        format_ms(SLEEP_MS_MAX)
+                        format_ms(limits::SLEEP_MS_MAX)
                     ));
                 }
                 self.sleep_until(step, at_ms);
@@ -780,32 +788,14 @@ impl<'a> Tx<'a> {
     }
 }
 
-fn kind(prefix: &str, what: &str) -> &'static str {
-    match (prefix, what) {
-        ("task", "leased") => "task.leased",
-        ("task", "succeeded") => "task.succeeded",
-        ("task", "failed") => "task.failed",
-        ("task", "retry_scheduled") => "task.retry_scheduled",
-        ("task", "lease_expired") => "task.lease_expired",
-        ("undo", "leased") => "undo.leased",
-        ("undo", "succeeded") => "undo.succeeded",
-        ("undo", "failed") => "undo.failed",
-        ("undo", "retry_scheduled") => "undo.retry_scheduled",
-        ("undo", "lease_expired") => "undo.lease_expired",
-        ("health", "leased") => "health.leased",
-        ("health", "succeeded") => "health.succeeded",
-        ("health", "failed") => "health.failed",
-        ("health", "retry_scheduled") => "health.retry_scheduled",
-        _ => "health.lease_expired",
-    }
+/// A unit's history kind: `task.*`, `undo.*` or `health.*` by its slot.
+fn kind(prefix: &str, what: &str) -> String {
+    format!("{prefix}.{what}")
 }
 
 fn slot_is_step(slot: Slot) -> bool {
     matches!(slot, Slot::Step { .. })
 }
-
-/// Longest sleep (or distance to `until`).
-pub(crate) const SLEEP_MS_MAX: u64 = 30 * 24 * 3600 * 1000;
 
 /// Parses a rendered duration and checks it is above zero and at most `max_ms`.
 pub(crate) fn bounded_duration(text: &str, max_ms: u64) -> Result<u64, String> {

@@ -4,15 +4,12 @@
 //! runs at its TTL (or on an operator's early revoke), and the run does not end while one is
 //! open.
 
-use riposte_playbooks::Context;
+use riposte_playbooks::{Context, limits};
 use serde_json::Value;
 
 use super::Error;
 use super::run::{Entry, Tx, bounded_duration, format_time, what};
 use super::state::{GrantState, Phase, RunStatus, Slot, StepStatus, UndoEntry, Unit, UnitStatus};
-
-/// Longest grant TTL.
-pub(crate) const GRANT_TTL_MS_MAX: u64 = 30 * 24 * 3600 * 1000;
 
 impl Tx<'_> {
     /// Records the undo (and grant) of a unit that just succeeded.
@@ -118,7 +115,7 @@ impl Tx<'_> {
                         item_value.as_ref(),
                     )
                     .map_err(|e| e.to_string())?;
-                let ttl_ms = bounded_duration(&ttl, GRANT_TTL_MS_MAX)?;
+                let ttl_ms = bounded_duration(&ttl, limits::GRANT_TTL_MS_MAX)?;
                 let subject = self
                     .renderer
                     .text(
