@@ -187,6 +187,7 @@ pub fn task(grant: &Grant) -> pb::Task {
         lease_token: grant.token,
         timeout_ms: grant.task.timeout_ms,
         lease_ms: grant.lease_ms,
+        dry_run: false,
     }
 }
 

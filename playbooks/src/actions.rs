@@ -14,6 +14,21 @@ pub struct ActionSpec {
     pub inputs: &'static [InputSpec],
     /// Accepts any input key, not only those in `inputs`.
     pub open_inputs: bool,
+    /// Contains a threat by changing the world (block, disable): held while containment is
+    /// paused, and counted by containment budgets.
+    pub containment: bool,
+    /// The input the platform-wide guard checks before the action may run, if any.
+    pub guard: Option<Guard>,
+}
+
+/// What the platform-wide guard checks in an action's rendered input. No playbook can skip it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// This input is an IP address or CIDR that must not touch a protected range and must not
+    /// be wider than the configured maximum prefix.
+    Ip(&'static str),
+    /// This input is an account that must not be a protected account.
+    Account(&'static str),
 }
 
 /// One input of an action (a key of the step's `with`).
@@ -38,16 +53,48 @@ const fn input(name: &'static str, required: bool, description: &'static str) ->
 /// Every action the language knows, sorted by name.
 pub const CATALOG: &[ActionSpec] = &[
     ActionSpec {
+        name: "access.grant_jit",
+        description: "opens `port` to `source_ip` for `ttl`; the backend closes it by itself at the end",
+        inputs: &[
+            input("source_ip", true, "the one address allowed in"),
+            input("port", true, "TCP or UDP port, 1 to 65535"),
+            input("protocol", false, "tcp (default) or udp"),
+            input("ttl", true, "how long access lasts, e.g. \"1h\""),
+            input("vm", false, "ARM id of the virtual machine (azure backend)"),
+            input("justification", false, "why, recorded with the provider"),
+        ],
+        open_inputs: false,
+        containment: false,
+        guard: None,
+    },
+    ActionSpec {
+        name: "access.revoke_jit",
+        description: "closes a just-in-time grant before its end",
+        inputs: &[
+            input("source_ip", true, "the address that was allowed in"),
+            input("port", true, "the port that was opened"),
+            input("protocol", false, "tcp (default) or udp"),
+            input("vm", false, "ARM id of the virtual machine (azure backend)"),
+        ],
+        open_inputs: false,
+        containment: false,
+        guard: None,
+    },
+    ActionSpec {
         name: "core.delay",
         description: "waits for `duration`, then succeeds",
         inputs: &[input("duration", true, "how long to wait, e.g. \"2s\"")],
         open_inputs: false,
+        containment: false,
+        guard: None,
     },
     ActionSpec {
         name: "core.echo",
         description: "succeeds with its input as output",
         inputs: &[],
         open_inputs: true,
+        containment: false,
+        guard: None,
     },
     ActionSpec {
         name: "core.fail",
@@ -61,12 +108,44 @@ pub const CATALOG: &[ActionSpec] = &[
             ),
         ],
         open_inputs: false,
+        containment: false,
+        guard: None,
     },
     ActionSpec {
         name: "core.noop",
         description: "does nothing and succeeds",
         inputs: &[],
         open_inputs: false,
+        containment: false,
+        guard: None,
+    },
+    ActionSpec {
+        name: "firewall.block_ip",
+        description: "ensures `ip` (an address or CIDR) is blocked for `ttl`",
+        inputs: &[
+            input("ip", true, "IPv4 or IPv6 address, or a CIDR"),
+            input("ttl", true, "how long the block lasts, e.g. \"24h\""),
+            input("reason", false, "recorded with the block"),
+        ],
+        open_inputs: false,
+        containment: true,
+        guard: Some(Guard::Ip("ip")),
+    },
+    ActionSpec {
+        name: "firewall.list_blocked",
+        description: "lists the addresses the managed block set or rule holds",
+        inputs: &[],
+        open_inputs: false,
+        containment: false,
+        guard: None,
+    },
+    ActionSpec {
+        name: "firewall.unblock_ip",
+        description: "ensures `ip` is no longer blocked",
+        inputs: &[input("ip", true, "IPv4 or IPv6 address, or a CIDR")],
+        open_inputs: false,
+        containment: false,
+        guard: None,
     },
     ActionSpec {
         name: "http.request",
@@ -85,6 +164,120 @@ pub const CATALOG: &[ActionSpec] = &[
             input("response_bytes_max", false, "largest response body kept"),
         ],
         open_inputs: false,
+        containment: false,
+        guard: None,
+    },
+    ActionSpec {
+        name: "identity.disable_account",
+        description: "ensures `account` cannot sign in; the output records its previous state",
+        inputs: &[
+            input(
+                "account",
+                true,
+                "login name (linux) or user id / UPN (graph)",
+            ),
+            input("reason", false, "recorded with the change"),
+        ],
+        open_inputs: false,
+        containment: true,
+        guard: Some(Guard::Account("account")),
+    },
+    ActionSpec {
+        name: "identity.enable_account",
+        description: "ensures `account` can sign in again, restoring `previous` when given",
+        inputs: &[
+            input(
+                "account",
+                true,
+                "login name (linux) or user id / UPN (graph)",
+            ),
+            input(
+                "previous",
+                false,
+                "the `previous` output of the disable, restored exactly",
+            ),
+        ],
+        open_inputs: false,
+        containment: false,
+        guard: None,
+    },
+    ActionSpec {
+        name: "identity.revoke_sessions",
+        description: "ends the sessions of `account`",
+        inputs: &[input(
+            "account",
+            true,
+            "login name (linux) or user id / UPN (graph)",
+        )],
+        open_inputs: false,
+        containment: true,
+        guard: Some(Guard::Account("account")),
+    },
+    ActionSpec {
+        name: "notify.webhook",
+        description: "posts a message to an incoming webhook (teams, slack or plain json)",
+        inputs: &[
+            input(
+                "url",
+                true,
+                "the webhook URL; its host must be in --http-allow-hosts",
+            ),
+            input("text", true, "the message"),
+            input("title", false, "a heading"),
+            input("format", false, "teams, slack or json (default)"),
+        ],
+        open_inputs: false,
+        containment: false,
+        guard: None,
+    },
+    ActionSpec {
+        name: "patch.assess",
+        description: "lists pending updates (security-only or all) and whether a reboot is pending",
+        inputs: &[
+            input("scope", false, "security (default) or all"),
+            input("vm", false, "ARM id of the virtual machine (azure backend)"),
+        ],
+        open_inputs: false,
+        containment: false,
+        guard: None,
+    },
+    ActionSpec {
+        name: "patch.install",
+        description: "installs pending updates non-interactively and reports what changed",
+        inputs: &[
+            input("scope", false, "security (default) or all"),
+            input(
+                "packages",
+                false,
+                "only these package names (a list); default every pending update in scope",
+            ),
+            input("reboot", false, "never (default), if_required or always"),
+            input(
+                "max_duration",
+                false,
+                "longest the installation may take, e.g. \"2h\"",
+            ),
+            input("vm", false, "ARM id of the virtual machine (azure backend)"),
+        ],
+        open_inputs: false,
+        containment: false,
+        guard: None,
+    },
+    ActionSpec {
+        name: "patch.verify",
+        description: "fails unless no update in scope is pending and the named packages are at least at their versions",
+        inputs: &[
+            input("scope", false, "security (default) or all"),
+            input(
+                "packages",
+                false,
+                "mapping of package name to the least version required",
+            ),
+            input("vm", false, "ARM id of the virtual machine (azure backend)"),
+        ],
+        open_inputs: false,
+        containment: false,
+        guard: None,
     },
 ];
 

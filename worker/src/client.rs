@@ -383,8 +383,10 @@ fn task_from_proto(task: riposte_proto::v1::Task) -> Task {
         attempt: task.attempt,
         action: task.action,
         input_json: task.input_json,
+        idempotency_key: task.idempotency_key,
         lease_token: task.lease_token,
         timeout_ms: task.timeout_ms,
+        dry_run: task.dry_run,
     }
 }
 

@@ -15,6 +15,7 @@ use clap::Parser;
 use uuid::Uuid;
 
 use crate::Error;
+use crate::connectors::{Backends, access, azure, firewall, identity, nftables, patch};
 
 /// Most tasks one worker runs at once.
 pub const CONCURRENCY_MAX: u32 = 256;
@@ -37,6 +38,10 @@ const CONCURRENCY_VAR: &str = "RIPOSTE_CONCURRENCY";
 const NAME_VAR: &str = "RIPOSTE_WORKER_NAME";
 const HTTP_ALLOW_HOSTS_VAR: &str = "RIPOSTE_HTTP_ALLOW_HOSTS";
 const DRAIN_TIMEOUT_VAR: &str = "RIPOSTE_DRAIN_TIMEOUT";
+const FIREWALL_BACKEND_VAR: &str = "RIPOSTE_FIREWALL_BACKEND";
+const IDENTITY_BACKEND_VAR: &str = "RIPOSTE_IDENTITY_BACKEND";
+const ACCESS_BACKEND_VAR: &str = "RIPOSTE_ACCESS_BACKEND";
+const PATCH_BACKEND_VAR: &str = "RIPOSTE_PATCH_BACKEND";
 
 /// Everything a worker needs to run. Build it with [`Config::from_args`] (the binary) or
 /// [`Config::new`] (an in-process worker), then adjust the public fields as needed.
@@ -61,6 +66,12 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// How long one attempt to open a connection to the orchestrator may take.
     pub connect_timeout: Duration,
+    /// The backend of each response family; a family without one is not offered.
+    pub backends: Backends,
+    /// The nftables objects the `nftables` backends manage.
+    pub nftables: nftables::Settings,
+    /// Azure endpoints and credentials for the Azure backends.
+    pub azure: azure::Settings,
 }
 
 impl Config {
@@ -77,6 +88,9 @@ impl Config {
             http_allow_hosts: Vec::new(),
             drain_timeout: DRAIN_TIMEOUT_DEFAULT,
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            backends: Backends::default(),
+            nftables: nftables::Settings::default(),
+            azure: azure::Settings::default(),
         }
     }
 
@@ -145,6 +159,12 @@ impl Config {
         if let Some(drain) = pick(args.drain_timeout, env, DRAIN_TIMEOUT_VAR, parse_duration)? {
             config.drain_timeout = drain;
         }
+        config.backends = Backends {
+            firewall: pick(args.firewall_backend, env, FIREWALL_BACKEND_VAR, backend)?,
+            identity: pick(args.identity_backend, env, IDENTITY_BACKEND_VAR, backend)?,
+            access: pick(args.access_backend, env, ACCESS_BACKEND_VAR, backend)?,
+            patch: pick(args.patch_backend, env, PATCH_BACKEND_VAR, backend)?,
+        };
         config.validate()?;
         Ok(config)
     }
@@ -209,6 +229,41 @@ struct Args {
     /// report, e.g. `30s` or `2m` [env: RIPOSTE_DRAIN_TIMEOUT] [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     drain_timeout: Option<Duration>,
+
+    /// Backend of `firewall.*`; without one the worker does not offer them [env:
+    /// RIPOSTE_FIREWALL_BACKEND] [default: none]
+    #[arg(long, value_name = "BACKEND")]
+    firewall_backend: Option<firewall::Backend>,
+
+    /// Backend of `identity.*`; without one the worker does not offer them [env:
+    /// RIPOSTE_IDENTITY_BACKEND] [default: none]
+    #[arg(long, value_name = "BACKEND")]
+    identity_backend: Option<identity::Backend>,
+
+    /// Backend of `access.*`; without one the worker does not offer them [env:
+    /// RIPOSTE_ACCESS_BACKEND] [default: none]
+    #[arg(long, value_name = "BACKEND")]
+    access_backend: Option<access::Backend>,
+
+    /// Backend of `patch.*`; without one the worker does not offer them [env:
+    /// RIPOSTE_PATCH_BACKEND] [default: none]
+    #[arg(long, value_name = "BACKEND")]
+    patch_backend: Option<patch::Backend>,
+}
+
+/// A backend name from the environment, as clap would parse it from a flag.
+fn backend<B: clap::ValueEnum>(text: &str) -> Result<B, String> {
+    B::from_str(text.trim(), true).map_err(|_| {
+        let names: Vec<String> = B::value_variants()
+            .iter()
+            .filter_map(|b| b.to_possible_value())
+            .map(|v| v.get_name().to_owned())
+            .collect();
+        format!(
+            "unknown backend {text:?} (expected one of {})",
+            names.join(", ")
+        )
+    })
 }
 
 /// A parsed `--http-allow-hosts` list (a newtype so the flag takes one comma-separated value).

@@ -23,12 +23,15 @@
 mod backoff;
 mod client;
 mod config;
-mod connectors;
+pub mod connectors;
+#[allow(dead_code)] // used by the process backends being added
+mod exec;
 mod leases;
 mod runtime;
 mod task;
 
 pub use config::{AllowedHost, CONCURRENCY_MAX, Config};
+pub use connectors::Backends;
 pub use runtime::run;
 pub use task::OUTPUT_BYTES_MAX;
 

@@ -17,7 +17,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::backoff::Backoff;
 use crate::client::{CallError, Client, log_refusal};
-use crate::connectors::{Action, Connectors};
+use crate::connectors::Connectors;
 use crate::leases::Leases;
 use crate::task::{self, Outcome, Task};
 use crate::{Config, Error};
@@ -52,7 +52,9 @@ pub async fn run(
 
 async fn run_worker(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let connectors = Connectors::new(&config)?;
-    let actions = Action::all()
+    let actions = connectors
+        .offered()
+        .into_iter()
         .map(|action| action.name().to_owned())
         .collect();
     let client = Client::new(&config, actions)?;

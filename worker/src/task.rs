@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::connectors::{Action, Connectors, Context, Failure, Input};
+use crate::connectors::{Connectors, Context, Failure, Input};
 
 /// Largest action output (serialized JSON) a worker reports; a larger one is reported as a
 /// failure.
@@ -26,10 +26,14 @@ pub(crate) struct Task {
     pub(crate) action: String,
     /// The rendered input, a JSON object as text.
     pub(crate) input_json: String,
+    /// `run/step/item`, stable across attempts.
+    pub(crate) idempotency_key: String,
     /// Fencing token of the lease.
     pub(crate) lease_token: u64,
     /// The action must finish within this time; 0 means the default of 5 minutes.
     pub(crate) timeout_ms: u64,
+    /// The run is a dry run: report, change nothing.
+    pub(crate) dry_run: bool,
 }
 
 impl Task {
@@ -60,7 +64,7 @@ pub(crate) async fn execute(connectors: &Connectors, task: &Task) -> Outcome {
 }
 
 async fn try_execute(connectors: &Connectors, task: &Task) -> Result<String, Failure> {
-    let action = Action::from_name(&task.action).ok_or_else(|| {
+    let action = connectors.find(&task.action).ok_or_else(|| {
         Failure::permanent(format!(
             "unknown action {:?}: this worker does not implement it",
             task.action
@@ -71,6 +75,8 @@ async fn try_execute(connectors: &Connectors, task: &Task) -> Result<String, Fai
     let cx = Context {
         attempt: task.attempt,
         timeout,
+        dry_run: task.dry_run,
+        key: task.idempotency_key.clone(),
     };
     let output = match tokio::time::timeout(timeout, connectors.execute(action, input, &cx)).await {
         Ok(result) => result?,
@@ -126,8 +132,10 @@ mod tests {
             attempt: 1,
             action: action.to_owned(),
             input_json: input_json.to_owned(),
+            idempotency_key: "r1/s1/0".to_owned(),
             lease_token: 7,
             timeout_ms: 30_000,
+            dry_run: false,
         }
     }
 

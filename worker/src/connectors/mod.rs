@@ -1,13 +1,28 @@
 //! Connectors: the worker-side implementations of actions, and the one place that maps an
 //! action name to its implementation ([`Action::from_name`] and [`Connectors::execute`]).
 //!
-//! A connector is a module with its own `Action` enum (`core::Action`, `http::Action`) and an
-//! `execute` function. Adding one (nftables, Graph, apt, ...) means a module, a variant of
-//! [`Action`] and a match arm in [`Connectors::execute`]; the rest of the worker only sees names,
-//! JSON in and JSON or a [`Failure`] out.
+//! A connector family is a module with its own `Action` enum (`core::Action`, `firewall::Action`,
+//! ...), typed inputs parsed from the task's JSON before anything is changed, and an `execute`
+//! that hands the typed request to the backend the worker's configuration chose (nftables or an
+//! Azure NSG for `firewall.*`, `usermod` or Graph for `identity.*`, ...). Backends live in their
+//! own modules (`nftables`, `linux_account`, `apt`, `azure/`); the rest of the worker only sees
+//! names, JSON in and JSON or a [`Failure`] out.
+//!
+//! A family whose backend is not configured is not offered: the worker does not advertise its
+//! actions, so the orchestrator never leases them to it.
+//!
+//! Every backend honours [`Context::dry_run`]: it reads the current state, reports exactly what
+//! it would change (`"dry_run": true` and a `changes` list in the output) and changes nothing.
 
+pub mod access;
+pub mod azure;
 pub(crate) mod core;
+pub mod firewall;
 pub(crate) mod http;
+pub mod identity;
+pub mod nftables;
+pub(crate) mod notify;
+pub mod patch;
 
 use std::time::Duration;
 
@@ -20,12 +35,30 @@ pub(crate) type Input = Map<String, Value>;
 
 /// What an action knows about the task it runs for.
 #[derive(Debug, Clone)]
+#[allow(dead_code)] // the backends being added read every field
 pub(crate) struct Context {
     /// 1-based attempt number of the task.
     pub(crate) attempt: u32,
     /// The time the whole action may take (the task's timeout); connectors cap their own
     /// timeouts by it so that they fail with their own, more specific message.
     pub(crate) timeout: Duration,
+    /// The run is a dry run: read, report what would change, change nothing.
+    pub(crate) dry_run: bool,
+    /// The task's idempotency key (`run/step/item`), stable across attempts.
+    pub(crate) key: String,
+}
+
+#[cfg(test)]
+impl Context {
+    /// A first attempt with `timeout`, not a dry run, key `run/step/0`.
+    pub(crate) fn test(timeout: Duration) -> Context {
+        Context {
+            attempt: 1,
+            timeout,
+            dry_run: false,
+            key: "run/step/0".to_owned(),
+        }
+    }
 }
 
 /// Why an action did not succeed.
@@ -61,21 +94,41 @@ impl Failure {
     }
 }
 
-/// Every action this worker implements.
+/// Every action this worker knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Action {
     /// `core.*`: built-in actions for testing and flow control.
     Core(core::Action),
     /// `http.*`: outbound HTTP requests to allowed hosts.
     Http(http::Action),
+    /// `firewall.*`: block and unblock source addresses.
+    Firewall(firewall::Action),
+    /// `identity.*`: disable and enable accounts, end their sessions.
+    Identity(identity::Action),
+    /// `access.*`: just-in-time network access.
+    Access(access::Action),
+    /// `patch.*`: assess, install and verify package updates.
+    Patch(patch::Action),
+    /// `notify.*`: tell people.
+    Notify(notify::Action),
 }
 
 impl Action {
     /// All actions, in a stable order.
     pub(crate) fn all() -> impl Iterator<Item = Action> {
-        let core_actions = core::Action::ALL.iter().copied().map(Action::Core);
-        let http_actions = http::Action::ALL.iter().copied().map(Action::Http);
-        core_actions.chain(http_actions)
+        let core = core::Action::ALL.iter().copied().map(Action::Core);
+        let http = http::Action::ALL.iter().copied().map(Action::Http);
+        let firewall = firewall::Action::ALL.iter().copied().map(Action::Firewall);
+        let identity = identity::Action::ALL.iter().copied().map(Action::Identity);
+        let access = access::Action::ALL.iter().copied().map(Action::Access);
+        let patch = patch::Action::ALL.iter().copied().map(Action::Patch);
+        let notify = notify::Action::ALL.iter().copied().map(Action::Notify);
+        core.chain(http)
+            .chain(firewall)
+            .chain(identity)
+            .chain(access)
+            .chain(patch)
+            .chain(notify)
     }
 
     /// The wire name, e.g. `core.noop`.
@@ -83,26 +136,81 @@ impl Action {
         match self {
             Action::Core(action) => action.name(),
             Action::Http(action) => action.name(),
+            Action::Firewall(action) => action.name(),
+            Action::Identity(action) => action.name(),
+            Action::Access(action) => action.name(),
+            Action::Patch(action) => action.name(),
+            Action::Notify(action) => action.name(),
         }
-    }
-
-    /// The action with this wire name, if this worker implements it.
-    pub(crate) fn from_name(name: &str) -> Option<Action> {
-        Action::all().find(|action| action.name() == name)
     }
 }
 
-/// The connectors of one worker, with whatever state they keep (the HTTP client).
+/// Which backend serves each response family; `None` leaves the family out of this worker.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Backends {
+    /// `firewall.*`.
+    pub firewall: Option<firewall::Backend>,
+    /// `identity.*`.
+    pub identity: Option<identity::Backend>,
+    /// `access.*`.
+    pub access: Option<access::Backend>,
+    /// `patch.*`.
+    pub patch: Option<patch::Backend>,
+}
+
+/// What the backends of one worker share: its configuration, the HTTP connector (the only
+/// HTTP client) and the Azure client with its token cache.
+#[derive(Debug)]
+#[allow(dead_code)] // the backends being added read every field
+pub(crate) struct Shared {
+    pub(crate) http: http::Connector,
+    pub(crate) azure: azure::Client,
+    pub(crate) nftables: nftables::Settings,
+}
+
+/// The connectors of one worker, with whatever state they keep.
 #[derive(Debug)]
 pub(crate) struct Connectors {
-    http: http::Connector,
+    shared: Shared,
+    backends: Backends,
 }
 
 impl Connectors {
     /// Builds every connector from the worker's configuration.
     pub(crate) fn new(config: &Config) -> Result<Connectors, crate::Error> {
         let http = http::Connector::new(config.http_allow_hosts.clone())?;
-        Ok(Connectors { http })
+        let azure = azure::Client::new(&config.azure, &http)?;
+        let shared = Shared {
+            http,
+            azure,
+            nftables: config.nftables.clone(),
+        };
+        Ok(Connectors {
+            shared,
+            backends: config.backends,
+        })
+    }
+
+    /// The actions this worker offers: `core.*`, `http.*`, `notify.*`, and each response
+    /// family that has a backend.
+    pub(crate) fn offered(&self) -> Vec<Action> {
+        let b = &self.backends;
+        Action::all()
+            .filter(|action| match action {
+                Action::Core(_) | Action::Http(_) | Action::Notify(_) => true,
+                Action::Firewall(_) => b.firewall.is_some(),
+                Action::Identity(_) => b.identity.is_some(),
+                Action::Access(_) => b.access.is_some(),
+                Action::Patch(_) => b.patch.is_some(),
+            })
+            .collect()
+    }
+
+    /// The offered action with this wire name.
+    pub(crate) fn find(&self, name: &str) -> Option<Action> {
+        self.offered()
+            .into_iter()
+            .find(|action| action.name() == name)
     }
 
     /// Runs `action` on `input`. Cancellation is by dropping the future.
@@ -112,9 +220,32 @@ impl Connectors {
         input: Input,
         cx: &Context,
     ) -> Result<Value, Failure> {
+        let unconfigured = || {
+            Failure::permanent(format!(
+                "action {} has no backend on this worker",
+                action.name()
+            ))
+        };
         match action {
             Action::Core(action) => core::execute(action, input, cx).await,
-            Action::Http(action) => self.http.execute(action, input, cx).await,
+            Action::Http(action) => self.shared.http.execute(action, input, cx).await,
+            Action::Notify(action) => notify::execute(&self.shared, action, input, cx).await,
+            Action::Firewall(action) => {
+                let backend = self.backends.firewall.ok_or_else(unconfigured)?;
+                firewall::execute(&self.shared, backend, action, input, cx).await
+            }
+            Action::Identity(action) => {
+                let backend = self.backends.identity.ok_or_else(unconfigured)?;
+                identity::execute(&self.shared, backend, action, input, cx).await
+            }
+            Action::Access(action) => {
+                let backend = self.backends.access.ok_or_else(unconfigured)?;
+                access::execute(&self.shared, backend, action, input, cx).await
+            }
+            Action::Patch(action) => {
+                let backend = self.backends.patch.ok_or_else(unconfigured)?;
+                patch::execute(&self.shared, backend, action, input, cx).await
+            }
         }
     }
 }

@@ -203,10 +203,7 @@ fn reply(status: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
 }
 
 fn cx() -> Context {
-    Context {
-        attempt: 1,
-        timeout: Duration::from_secs(30),
-    }
+    Context::test(Duration::from_secs(30))
 }
 
 async fn request(connector: &Connector, input: Value) -> Result<Value, Failure> {
@@ -351,10 +348,7 @@ async fn the_task_timeout_caps_the_request_timeout() {
     let Value::Object(input) = json!({"url": server.url("/slow")}) else {
         unreachable!("a json object literal");
     };
-    let cx = Context {
-        attempt: 1,
-        timeout: Duration::from_millis(150),
-    };
+    let cx = Context::test(Duration::from_millis(150));
     let failure = server
         .connector()
         .execute(Action::Request, input, &cx)
