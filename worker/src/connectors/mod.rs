@@ -15,11 +15,14 @@
 //! it would change (`"dry_run": true` and a `changes` list in the output) and changes nothing.
 
 pub mod access;
+mod apt;
 pub mod azure;
 pub(crate) mod core;
+mod dnf;
 pub mod firewall;
 pub(crate) mod http;
 pub mod identity;
+mod linux_account;
 pub mod nftables;
 pub(crate) mod notify;
 pub mod patch;

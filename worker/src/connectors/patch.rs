@@ -1,11 +1,28 @@
 //! The `patch.*` actions: assess, install and verify package updates.
 //!
-//! Inputs are parsed into typed requests here, before any backend is called, so bad input fails
-//! the same way on every backend and nothing is changed.
+//! Inputs are parsed into typed requests here, before any backend is called: package names are
+//! checked against the distribution's rules (so a name can never carry shell syntax or an
+//! option), versions likewise. Installation is non-interactive and bounded in time.
+//!
+//! Output of `assess`: `{"backend", "scope", "pending": [{"name", "current"?, "candidate",
+//! "security"}], "reboot_required", "dry_run"}`; of `install`: `{"backend", "installed":
+//! [{"name", "from"?, "to"}], "reboot_required", "rebooted", "changes", "dry_run"}`; of `verify`
+//! (fails when the host is not patched): `{"backend", "pending": [...], "packages": {name:
+//! version}, "reboot_required"}`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Context, Failure, Input, Shared};
+use super::{Context, Failure, Fields, Input, Shared, apt, azure, dnf};
+
+/// Longest installation one action may ask for.
+pub(crate) const MAX_DURATION_MAX: Duration = Duration::from_secs(6 * 3600);
+/// Installation time unless the input says otherwise.
+pub(crate) const MAX_DURATION_DEFAULT: Duration = Duration::from_secs(3600);
+/// Most package names in one request.
+pub(crate) const PACKAGES_MAX: usize = 1000;
 
 /// The `patch.*` actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,12 +49,57 @@ impl Action {
 /// Where the `patch.*` actions take effect, chosen by the worker's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
-    /// apt-get on this host
+    /// apt-get on this host.
     Apt,
-    /// dnf on this host
+    /// dnf on this host.
     Dnf,
-    /// Azure VM assessPatches / installPatches
+    /// Azure VM assessPatches / installPatches.
     Azure,
+}
+
+/// Which updates count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Only updates from security sources (Debian-Security, updateinfo advisories, the
+    /// Critical and Security classifications).
+    Security,
+    /// Every update.
+    All,
+}
+
+/// Whether the host may reboot after installing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reboot {
+    Never,
+    IfRequired,
+    Always,
+}
+
+/// `patch.assess`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Assess {
+    pub(crate) scope: Scope,
+    pub(crate) vm: Option<String>,
+}
+
+/// `patch.install`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Install {
+    pub(crate) scope: Scope,
+    /// Only these packages (valid names); empty means every pending update in scope.
+    pub(crate) packages: Vec<String>,
+    pub(crate) reboot: Reboot,
+    pub(crate) max_duration: Duration,
+    pub(crate) vm: Option<String>,
+}
+
+/// `patch.verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Verify {
+    pub(crate) scope: Scope,
+    /// Package name to the least version required (valid names and versions).
+    pub(crate) packages: BTreeMap<String, String>,
+    pub(crate) vm: Option<String>,
 }
 
 /// Runs one `patch.*` action on `backend`.
@@ -48,9 +110,148 @@ pub(crate) async fn execute(
     input: Input,
     cx: &Context,
 ) -> Result<Value, Failure> {
-    let _ = (shared, input, cx);
-    Err(Failure::permanent(format!(
-        "{} is not implemented on the {backend:?} backend yet",
-        action.name()
-    )))
+    match action {
+        Action::Assess => {
+            let mut fields = Fields::new(input, &["scope", "vm"])?;
+            let assess = Assess {
+                scope: scope(&mut fields)?,
+                vm: fields.string("vm")?,
+            };
+            match backend {
+                Backend::Apt => apt::assess(&assess, cx).await,
+                Backend::Dnf => dnf::assess(&assess, cx).await,
+                Backend::Azure => azure::compute::assess(&shared.azure, &assess, cx).await,
+            }
+        }
+        Action::Install => {
+            let known = ["scope", "packages", "reboot", "max_duration", "vm"];
+            let mut fields = Fields::new(input, &known)?;
+            let install = Install {
+                scope: scope(&mut fields)?,
+                packages: package_list(&mut fields)?,
+                reboot: reboot(&mut fields)?,
+                max_duration: fields
+                    .duration("max_duration", MAX_DURATION_MAX)?
+                    .unwrap_or(MAX_DURATION_DEFAULT),
+                vm: fields.string("vm")?,
+            };
+            match backend {
+                Backend::Apt => apt::install(&install, cx).await,
+                Backend::Dnf => dnf::install(&install, cx).await,
+                Backend::Azure => azure::compute::install(&shared.azure, &install, cx).await,
+            }
+        }
+        Action::Verify => {
+            let mut fields = Fields::new(input, &["scope", "packages", "vm"])?;
+            let verify = Verify {
+                scope: scope(&mut fields)?,
+                packages: package_versions(&mut fields)?,
+                vm: fields.string("vm")?,
+            };
+            match backend {
+                Backend::Apt => apt::verify(&verify, cx).await,
+                Backend::Dnf => dnf::verify(&verify, cx).await,
+                Backend::Azure => azure::compute::verify(&shared.azure, &verify, cx).await,
+            }
+        }
+    }
+}
+
+fn scope(fields: &mut Fields) -> Result<Scope, Failure> {
+    match fields.string("scope")?.as_deref().map(str::trim) {
+        None | Some("security") => Ok(Scope::Security),
+        Some("all") => Ok(Scope::All),
+        Some(other) => Err(Failure::invalid_input(format!(
+            "`scope` {other:?} is not security or all"
+        ))),
+    }
+}
+
+fn reboot(fields: &mut Fields) -> Result<Reboot, Failure> {
+    match fields.string("reboot")?.as_deref().map(str::trim) {
+        None | Some("never") => Ok(Reboot::Never),
+        Some("if_required") => Ok(Reboot::IfRequired),
+        Some("always") => Ok(Reboot::Always),
+        Some(other) => Err(Failure::invalid_input(format!(
+            "`reboot` {other:?} is not never, if_required or always"
+        ))),
+    }
+}
+
+fn package_list(fields: &mut Fields) -> Result<Vec<String>, Failure> {
+    let names = match fields.value("packages") {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(Failure::invalid_input("`packages` must be a list of names")),
+    };
+    if names.len() > PACKAGES_MAX {
+        return Err(Failure::invalid_input(format!(
+            "`packages` has more than {PACKAGES_MAX} names"
+        )));
+    }
+    names
+        .iter()
+        .map(|name| match name {
+            Value::String(name) => package_name(name),
+            _ => Err(Failure::invalid_input("`packages` must be a list of names")),
+        })
+        .collect()
+}
+
+fn package_versions(fields: &mut Fields) -> Result<BTreeMap<String, String>, Failure> {
+    let Some(map) = fields.object("packages")? else {
+        return Ok(BTreeMap::new());
+    };
+    if map.len() > PACKAGES_MAX {
+        return Err(Failure::invalid_input(format!(
+            "`packages` has more than {PACKAGES_MAX} names"
+        )));
+    }
+    map.into_iter()
+        .map(|(name, version)| {
+            let name = package_name(&name)?;
+            let Value::String(version) = version else {
+                return Err(Failure::invalid_input(format!(
+                    "`packages.{name}` must be a version string"
+                )));
+            };
+            let version = package_version(&name, &version)?;
+            Ok((name, version))
+        })
+        .collect()
+}
+
+/// A package name by Debian policy (which also covers RPM names in practice): lowercase
+/// letters, digits, `+`, `-`, `.`, at least two characters, starting with a letter or digit.
+pub(crate) fn package_name(name: &str) -> Result<String, Failure> {
+    let valid = name.len() >= 2
+        && name.len() <= 128
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(Failure::invalid_input(format!(
+            "{name:?} is not a valid package name (lowercase letters, digits, '+', '-', '.')"
+        )))
+    }
+}
+
+/// A package version: Debian's `[epoch:]upstream[-revision]` characters.
+fn package_version(name: &str, version: &str) -> Result<String, Failure> {
+    let valid = !version.is_empty()
+        && version.len() <= 128
+        && version.starts_with(|c: char| c.is_ascii_digit())
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".+-~:".contains(c));
+    if valid {
+        Ok(version.to_owned())
+    } else {
+        Err(Failure::invalid_input(format!(
+            "`packages.{name}`: {version:?} is not a valid version"
+        )))
+    }
 }

@@ -1,5 +1,10 @@
 //! Azure plumbing shared by the Azure backends: credentials, token cache, ARM and Graph calls.
 
+pub(crate) mod compute;
+pub(crate) mod graph;
+pub(crate) mod jit;
+pub(crate) mod network;
+
 use super::http;
 
 /// Where Azure is and how to authenticate. Credentials never leave the worker.
