@@ -31,6 +31,7 @@ const LISTENING: &str = "riposte-orchestrator listening on ";
 pub struct OrchestratorBuilder {
     args: Vec<String>,
     log: Option<String>,
+    listen: Option<String>,
 }
 
 impl OrchestratorBuilder {
@@ -63,6 +64,19 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// More command-line arguments, e.g. `["--protected-accounts", "breakglass"]`.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// `--listen ADDR` (default `127.0.0.1:0`), e.g. a veth address that workers in a
+    /// network namespace can reach.
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = Some(addr.into());
+        self
+    }
+
     /// `--log FILTER` (default `info`).
     pub fn log(mut self, filter: &str) -> Self {
         self.log = Some(filter.into());
@@ -77,7 +91,8 @@ impl OrchestratorBuilder {
             .expect("a temporary folder");
         let mut args = self.args;
         args.extend(["--log".into(), self.log.unwrap_or_else(|| "info".into())]);
-        let process = spawn(&dir, "127.0.0.1:0", &args);
+        let listen = self.listen.unwrap_or_else(|| "127.0.0.1:0".into());
+        let process = spawn(&dir, &listen, &args);
         let addr = parse_addr(&process);
         Orchestrator {
             process,

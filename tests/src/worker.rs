@@ -26,6 +26,9 @@ pub struct WorkerBuilder {
     concurrency: u32,
     name: Option<String>,
     log: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    netns: Option<String>,
 }
 
 impl WorkerBuilder {
@@ -51,6 +54,25 @@ impl WorkerBuilder {
     /// The `RUST_LOG` filter (default `info`).
     pub fn log(mut self, filter: &str) -> Self {
         self.log = filter.into();
+        self
+    }
+
+    /// More command-line arguments, e.g. `["--firewall-backend", "nftables"]`.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// An environment variable for the worker process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs the worker inside the network namespace `name` (`ip netns exec`), as a process on
+    /// that host would run; the orchestrator must then listen on an address reachable from it.
+    pub fn netns(mut self, name: &str) -> Self {
+        self.netns = Some(name.into());
         self
     }
 
@@ -80,11 +102,24 @@ impl WorkerBuilder {
                 .collect();
             args.extend(["--labels".into(), labels.join(",")]);
         }
+        args.extend(self.args);
+        let worker = binaries().worker.clone();
+        let (program, args) = match &self.netns {
+            None => (worker, args),
+            Some(netns) => {
+                let mut wrapped = vec!["netns".into(), "exec".into(), netns.clone()];
+                wrapped.push(worker.display().to_string());
+                wrapped.extend(args);
+                (std::path::PathBuf::from("ip"), wrapped)
+            }
+        };
+        let mut env: Vec<(&str, &str)> = vec![("RUST_LOG", self.log.as_str())];
+        env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let process = Process::spawn(
             format!("worker {name}"),
-            &binaries().worker,
+            &program,
             &args,
-            &[("RUST_LOG", self.log.as_str())],
+            &env,
             Stdout::Log(dir.path().join("worker.stdout.log")),
             &dir.path().join("worker.log"),
         );
@@ -113,6 +148,9 @@ impl Worker {
             concurrency: 4,
             name: None,
             log: "info".into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            netns: None,
         }
     }
 
