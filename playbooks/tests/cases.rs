@@ -131,6 +131,44 @@ fn every_example_compiles() {
 }
 
 #[test]
+fn every_builtin_playbook_compiles() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("builtin");
+    let files = yaml_files(&dir);
+    let mut names: Vec<_> = files
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "account-disable.yaml",
+            "ip-block.yaml",
+            "jit-access-grant.yaml",
+            "patch-deployment.yaml"
+        ]
+    );
+    for path in &files {
+        let source = fs::read_to_string(path).expect("playbook source");
+        match riposte_playbooks::compile(&source) {
+            Ok(playbook) => {
+                let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+                assert_eq!(
+                    playbook.name,
+                    stem,
+                    "{} is named after its file",
+                    path.display()
+                );
+            }
+            Err(diagnostics) => {
+                let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+                panic!("{} does not compile:\n{}", path.display(), lines.join("\n"));
+            }
+        }
+    }
+}
+
+#[test]
 fn examples_have_the_documented_shape() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let load = |name: &str| {
