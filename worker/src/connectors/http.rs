@@ -103,6 +103,12 @@ impl Connector {
         }
     }
 
+    /// Parses `url` and checks it against the allowlist without sending anything; answers
+    /// `host:port`.
+    pub(crate) fn check_url(&self, url: &str) -> Result<String, Failure> {
+        self.check_allowed(&parse_url(url)?)
+    }
+
     /// Refuses a URL whose host and port no allowlist entry allows; answers `host:port` for
     /// messages (never the full URL, which may carry credentials).
     fn check_allowed(&self, url: &Url) -> Result<String, Failure> {
@@ -363,4 +369,4 @@ fn transport_failure(target: &str, error: reqwest::Error) -> Failure {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
