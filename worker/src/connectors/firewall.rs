@@ -158,3 +158,83 @@ pub(crate) fn parse_target(text: &str) -> Result<IpNet, Failure> {
     }
     Ok(net)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn input(value: serde_json::Value) -> Input {
+        let serde_json::Value::Object(map) = value else {
+            unreachable!("an object literal")
+        };
+        map
+    }
+
+    #[test]
+    fn targets_are_strict() {
+        assert_eq!(
+            parse_target("203.0.113.7").unwrap().to_string(),
+            "203.0.113.7/32"
+        );
+        assert_eq!(
+            parse_target(" 2001:db8::1 ").unwrap().to_string(),
+            "2001:db8::1/128"
+        );
+        assert_eq!(
+            parse_target("198.51.100.0/24").unwrap().to_string(),
+            "198.51.100.0/24"
+        );
+        let cases = [
+            (
+                "203.0.113.300",
+                "invalid input: `ip` \"203.0.113.300\" is not an IP address or CIDR",
+            ),
+            (
+                "evil.example.com",
+                "invalid input: `ip` \"evil.example.com\" is not an IP address or CIDR",
+            ),
+            (
+                "10.0.0.1/8",
+                "invalid input: `ip` \"10.0.0.1/8\" has host bits set (did you mean 10.0.0.0/8?)",
+            ),
+            (
+                "1.2.3.4; nft flush ruleset",
+                "invalid input: `ip` \"1.2.3.4; nft flush ruleset\" is not an IP address or CIDR",
+            ),
+        ];
+        for (text, message) in cases {
+            assert_eq!(parse_target(text).unwrap_err().message, message);
+        }
+    }
+
+    #[test]
+    fn a_block_needs_a_nonzero_bounded_ttl() {
+        let block = parse_block(input(
+            json!({"ip": "203.0.113.7", "ttl": "1h", "reason": "x"}),
+        ))
+        .expect("valid");
+        assert_eq!(block.ttl, Duration::from_secs(3600));
+        let zero = parse_block(input(json!({"ip": "203.0.113.7", "ttl": "0s"}))).unwrap_err();
+        assert_eq!(
+            zero.message,
+            "invalid input: `ttl` must be at least 1s (a zero timeout would block forever)"
+        );
+        let long = parse_block(input(json!({"ip": "203.0.113.7", "ttl": "31d"}))).unwrap_err();
+        assert!(
+            long.message.contains("exceeds the maximum"),
+            "{}",
+            long.message
+        );
+        let missing = parse_block(input(json!({"ip": "203.0.113.7"}))).unwrap_err();
+        assert_eq!(missing.message, "invalid input: `ttl` is required");
+        let typo = parse_block(input(json!({"ip": "203.0.113.7", "tll": "1h"}))).unwrap_err();
+        assert!(
+            typo.message
+                .starts_with("invalid input: unknown field `tll`"),
+            "{}",
+            typo.message
+        );
+    }
+}

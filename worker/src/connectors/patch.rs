@@ -255,3 +255,84 @@ fn package_version(name: &str, version: &str) -> Result<String, Failure> {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn fields(value: Value) -> Fields {
+        let Value::Object(map) = value else {
+            unreachable!("an object literal")
+        };
+        Fields::new(map, &["scope", "packages", "reboot", "max_duration", "vm"]).expect("known")
+    }
+
+    #[test]
+    fn package_names_never_carry_shell_or_options() {
+        for bad in [
+            "curl; rm -rf /",
+            "$(id)",
+            "-y",
+            "--purge",
+            "a",
+            "Curl",
+            "pkg name",
+            "x`y`",
+        ] {
+            let err = package_name(bad).expect_err(bad);
+            assert!(
+                err.message.contains("is not a valid package name"),
+                "{}",
+                err.message
+            );
+            assert!(!err.retryable);
+        }
+        for good in [
+            "openssl",
+            "libssl3",
+            "g++",
+            "python3.11",
+            "linux-image-6.1.0-13-amd64",
+        ] {
+            assert_eq!(package_name(good).expect(good), good);
+        }
+    }
+
+    #[test]
+    fn lists_and_versions_are_checked_item_by_item() {
+        let err = package_list(&mut fields(json!({"packages": ["openssl", "a;b"]})))
+            .expect_err("bad item");
+        assert_eq!(
+            err.message,
+            "invalid input: \"a;b\" is not a valid package name (lowercase letters, digits, '+', '-', '.')"
+        );
+        let err = package_versions(&mut fields(json!({"packages": {"openssl": "3.0; reboot"}})))
+            .expect_err("bad version");
+        assert_eq!(
+            err.message,
+            "invalid input: `packages.openssl`: \"3.0; reboot\" is not a valid version"
+        );
+        let ok = package_versions(&mut fields(
+            json!({"packages": {"openssl": "1:3.0.11-1~deb12u2"}}),
+        ))
+        .expect("valid");
+        assert_eq!(ok["openssl"], "1:3.0.11-1~deb12u2");
+    }
+
+    #[test]
+    fn scope_and_reboot_are_closed_sets() {
+        assert_eq!(scope(&mut fields(json!({}))).unwrap(), Scope::Security);
+        assert_eq!(
+            scope(&mut fields(json!({"scope": "all"}))).unwrap(),
+            Scope::All
+        );
+        assert!(scope(&mut fields(json!({"scope": "everything"}))).is_err());
+        assert_eq!(
+            reboot(&mut fields(json!({"reboot": "if_required"}))).unwrap(),
+            Reboot::IfRequired
+        );
+        assert!(reboot(&mut fields(json!({"reboot": "now"}))).is_err());
+    }
+}
