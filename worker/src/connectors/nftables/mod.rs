@@ -101,6 +101,17 @@ pub struct Flags {
     pub jit_ports: Option<PortList>,
 }
 
+/// Applies the setup when the worker starts, so that the port guard holds from then on and not
+/// only from the first action.
+pub(crate) async fn prepare(settings: &Settings) -> Result<(), Failure> {
+    let nft = Nft {
+        settings,
+        timeout: NFT_TIMEOUT,
+    };
+    nft.apply(&script::setup(&settings.table, &settings.jit_ports))
+        .await
+}
+
 /// Ensures the block is in the managed set.
 pub(crate) async fn block(
     settings: &Settings,
@@ -292,11 +303,16 @@ impl<'a> Nft<'a> {
         };
         if !cx.dry_run {
             let all: Vec<String> = setup.into_iter().chain(lines).collect();
-            let text = script::transaction(&all);
-            let (shown, output) = self.run(&["-f", "-"], Some(text)).await?;
-            check(&shown, output)?;
+            self.apply(&all).await?;
         }
         Ok(reported)
+    }
+
+    /// Applies `lines` as one `nft -f -` transaction.
+    async fn apply(&self, lines: &[String]) -> Result<(), Failure> {
+        let text = script::transaction(lines);
+        let (shown, output) = self.run(&["-f", "-"], Some(text)).await?;
+        check(&shown, output).map(drop)
     }
 
     /// Deletes `key` from `set` with one command (a dry run only looks). Returns whether it was
