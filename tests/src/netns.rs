@@ -137,7 +137,8 @@ impl Netns {
         let path = self.path();
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::spawn(move || {
-            let result = enter(&path).and_then(|()| TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT));
+            let result =
+                enter(&path).and_then(|()| TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT));
             let _ = tx.send(result.map(drop).map_err(|e| e.to_string()));
         });
         rx.await
@@ -186,7 +187,9 @@ pub struct Listener {
 impl Listener {
     fn start(listener: TcpListener) -> Listener {
         let addr = listener.local_addr().expect("a bound address");
-        listener.set_nonblocking(true).expect("a non-blocking socket");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking socket");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -235,8 +238,16 @@ impl RootSubnet {
         std::fs::create_dir_all(&dir).expect("the claims folder");
         let routes = root_routes();
         for index in 0..ROOT_SUBNETS {
-            let network = u32::from(Ipv4Addr::from([ROOT_RANGE[0], ROOT_RANGE[1], ROOT_RANGE[2], index * 4]));
-            if routes.iter().any(|&(addr, len)| overlaps((network, 30), (addr, len))) {
+            let network = u32::from(Ipv4Addr::from([
+                ROOT_RANGE[0],
+                ROOT_RANGE[1],
+                ROOT_RANGE[2],
+                index * 4,
+            ]));
+            if routes
+                .iter()
+                .any(|&(addr, len)| overlaps((network, 30), (addr, len)))
+            {
                 continue;
             }
             let file = dir.join(format!("subnet-{index}"));
@@ -395,8 +406,18 @@ impl Default for Topology {
 fn link_pair(a: &Netns, b: &Netns, a_ip: Ipv4Addr, b_ip: Ipv4Addr) {
     let (a_end, b_end) = (format!("to-{}", next()), format!("to-{}", next()));
     ip(&[
-        "link", "add", &a_end, "netns", a.name(), "type", "veth", "peer", "name", &b_end,
-        "netns", b.name(),
+        "link",
+        "add",
+        &a_end,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &b_end,
+        "netns",
+        b.name(),
     ]);
     for (netns, end, addr) in [(a, &a_end, a_ip), (b, &b_end, b_ip)] {
         netns.ip(&["addr", "add", &format!("{addr}/30"), "dev", end]);
@@ -409,13 +430,33 @@ fn link_root(inner: &Netns, subnet: &RootSubnet) -> RootLink {
     let root_end = format!("{PREFIX}{}u{}", std::process::id(), next());
     let inner_end = "uplink";
     ip(&[
-        "link", "add", &root_end, "type", "veth", "peer", "name", inner_end, "netns",
+        "link",
+        "add",
+        &root_end,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        inner_end,
+        "netns",
         inner.name(),
     ]);
     let link = RootLink { name: root_end };
-    ip(&["addr", "add", &format!("{}/30", subnet.root()), "dev", &link.name]);
+    ip(&[
+        "addr",
+        "add",
+        &format!("{}/30", subnet.root()),
+        "dev",
+        &link.name,
+    ]);
     ip(&["link", "set", &link.name, "up"]);
-    inner.ip(&["addr", "add", &format!("{}/30", subnet.inner()), "dev", inner_end]);
+    inner.ip(&[
+        "addr",
+        "add",
+        &format!("{}/30", subnet.inner()),
+        "dev",
+        inner_end,
+    ]);
     inner.ip(&["link", "set", inner_end, "up"]);
     link
 }
@@ -430,7 +471,10 @@ fn sweep_stale() {
             .and_then(|pid| pid.parse::<u32>().ok());
         pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
     };
-    for (dir, args) in [(NETNS_DIR, ["netns", "del"]), ("/sys/class/net", ["link", "del"])] {
+    for (dir, args) in [
+        (NETNS_DIR, ["netns", "del"]),
+        ("/sys/class/net", ["link", "del"]),
+    ] {
         let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };

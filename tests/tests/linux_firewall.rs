@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use riposte_proto::v1::{RunStatus, Step};
 use riposte_tests::api::{self, Operator};
-use riposte_tests::netns::{ATTACKER_IP, Listener, TARGET_FOR_ATTACKER, TARGET_FOR_OTHER, Topology};
+use riposte_tests::netns::{
+    ATTACKER_IP, Listener, TARGET_FOR_ATTACKER, TARGET_FOR_OTHER, Topology,
+};
 use riposte_tests::{Orchestrator, Worker, wait_until};
 use serde_json::{Value, json};
 
@@ -158,13 +160,17 @@ impl Setup {
 }
 
 async fn wait_reachable(setup: &Setup) {
-    wait_until("the attacker reaches the listener", REACH_TIMEOUT, async || {
-        setup.attacker_connects().await
-    })
+    wait_until(
+        "the attacker reaches the listener",
+        REACH_TIMEOUT,
+        async || setup.attacker_connects().await,
+    )
     .await;
-    wait_until("the other client reaches the listener", REACH_TIMEOUT, async || {
-        setup.other_connects().await
-    })
+    wait_until(
+        "the other client reaches the listener",
+        REACH_TIMEOUT,
+        async || setup.other_connects().await,
+    )
     .await;
 }
 
@@ -183,9 +189,14 @@ async fn a_block_drops_the_attacker_only_and_ends_at_its_ttl() {
     assert!(out["expires_at"].as_str().unwrap().ends_with('Z'), "{out}");
     let changes = out["changes"].as_array().unwrap();
     assert!(
-        changes.last().unwrap().as_str().unwrap().starts_with(&format!(
-            "nft add element inet riposte block4 {{ {ATTACKER_IP} timeout 4s comment \""
-        )),
+        changes
+            .last()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "nft add element inet riposte block4 {{ {ATTACKER_IP} timeout 4s comment \""
+            )),
         "{out}"
     );
 
@@ -193,11 +204,9 @@ async fn a_block_drops_the_attacker_only_and_ends_at_its_ttl() {
     assert!(blocked.is_err(), "the attacker is dropped");
     assert!(setup.other_connects().await, "the other client is not");
 
-    wait_until(
-        "the block expires",
-        SHORT_TTL + REACH_TIMEOUT,
-        async || setup.attacker_connects().await,
-    )
+    wait_until("the block expires", SHORT_TTL + REACH_TIMEOUT, async || {
+        setup.attacker_connects().await
+    })
     .await;
     assert!(
         started.elapsed() + TIMER_SLACK >= SHORT_TTL,
@@ -254,7 +263,10 @@ async fn reblocking_is_idempotent_listed_and_never_duplicates_rules() {
     let blocked = listed["blocked"].as_array().unwrap();
     let ips: Vec<&str> = blocked.iter().map(|b| b["ip"].as_str().unwrap()).collect();
     assert_eq!(ips, [ip.as_str(), "2001:db8::/48"], "{listed}");
-    assert_eq!(blocked[0]["timeout_secs"], 7200, "refreshed by the re-block");
+    assert_eq!(
+        blocked[0]["timeout_secs"], 7200,
+        "refreshed by the re-block"
+    );
     let comment = blocked[0]["comment"].as_str().unwrap();
     assert!(comment.contains("/block/"), "the task's key: {comment}");
 }

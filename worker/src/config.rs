@@ -171,7 +171,12 @@ impl Config {
         if let Some(table) = pick(nft.nft_table, env, NFT_TABLE_VAR, nftables::parse_table)? {
             config.nftables.table = table;
         }
-        let ports = pick(nft.jit_ports, env, NFT_JIT_PORTS_VAR, nftables::PortList::parse)?;
+        let ports = pick(
+            nft.jit_ports,
+            env,
+            NFT_JIT_PORTS_VAR,
+            nftables::PortList::parse,
+        )?;
         if let Some(nftables::PortList(ports)) = ports {
             config.nftables.jit_ports = ports;
         }

@@ -297,7 +297,11 @@ impl<'a> Nft<'a> {
         let settings = self.settings;
         let setup = script::setup(&settings.table, &settings.jit_ports);
         let reported: Vec<String> = if missing {
-            setup.iter().chain(&lines).map(|l| script::display(l)).collect()
+            setup
+                .iter()
+                .chain(&lines)
+                .map(|l| script::display(l))
+                .collect()
         } else {
             lines.iter().map(|l| script::display(l)).collect()
         };
@@ -355,7 +359,10 @@ impl<'a> Nft<'a> {
             .command
             .split_first()
             .ok_or_else(|| Failure::permanent("the nft command is empty"))?;
-        let argv = prefix.iter().map(String::as_str).chain(args.iter().copied());
+        let argv = prefix
+            .iter()
+            .map(String::as_str)
+            .chain(args.iter().copied());
         let mut command = exec::Command::new(program, argv).timeout(self.timeout);
         if let Some(text) = stdin {
             command = command.stdin(text);

@@ -199,7 +199,11 @@ pub(crate) fn setup(table: &str, jit_ports: &[u16]) -> Vec<String> {
             ports.join(", ")
         ));
     }
-    lines.extend(rules().into_iter().map(|rule| format!("add rule inet {table} {CHAIN} {rule}")));
+    lines.extend(
+        rules()
+            .into_iter()
+            .map(|rule| format!("add rule inet {table} {CHAIN} {rule}")),
+    );
     lines
 }
 
@@ -213,8 +217,10 @@ pub(crate) fn rules() -> Vec<String> {
     ];
     for protocol in [Protocol::Tcp, Protocol::Udp] {
         let proto = protocol.name();
-        for (source, family) in [(IpAddr::from([0u8; 4]), "ip"), (IpAddr::from([0u16; 8]), "ip6")]
-        {
+        for (source, family) in [
+            (IpAddr::from([0u8; 4]), "ip"),
+            (IpAddr::from([0u16; 8]), "ip6"),
+        ] {
             let set = jit_set(source, protocol);
             rules.push(format!("{family} saddr . {proto} dport @{set} accept"));
         }

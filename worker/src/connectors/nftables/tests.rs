@@ -253,7 +253,10 @@ async fn grants_and_revokes() {
     let refused = grant_jit(&off, &grant_of("198.51.100.2", 22, 60), &cx(false))
         .await
         .unwrap_err();
-    assert!(refused.message.contains("--jit-ports is empty"), "{refused}");
+    assert!(
+        refused.message.contains("--jit-ports is empty"),
+        "{refused}"
+    );
 }
 
 #[tokio::test]
@@ -281,14 +284,16 @@ async fn a_missing_nft_and_a_failing_nft_say_so() {
     assert!(err.message.starts_with("nft is not installed"), "{err}");
 
     let ns = Netns::new();
-    let (code, text) = ns.nft(&[
-        "add table inet riposte; add set inet riposte block4 { type ipv4_addr; }",
-    ]);
+    let (code, text) =
+        ns.nft(&["add table inet riposte; add set inet riposte block4 { type ipv4_addr; }"]);
     assert_eq!(code, 0, "{text}");
     let err = block(&ns.settings(&[]), &block_of("192.0.2.1", 60), &cx(false))
         .await
         .unwrap_err();
-    assert!(err.message.starts_with("`nft -f -` failed (exit code 1): "), "{err}");
+    assert!(
+        err.message.starts_with("`nft -f -` failed (exit code 1): "),
+        "{err}"
+    );
     assert!(err.message.contains("File exists"), "{err}");
 }
 
@@ -313,11 +318,17 @@ fn flags_and_environment() {
         ("RIPOSTE_NFT_JIT_PORTS", "2222"),
     ];
     let from_env = config(&[], &env).unwrap().nftables;
-    assert_eq!((from_env.table.as_str(), from_env.jit_ports), ("fromenv", vec![2222]));
+    assert_eq!(
+        (from_env.table.as_str(), from_env.jit_ports),
+        ("fromenv", vec![2222])
+    );
     let flag_wins = config(&["--nft-table", "flag"], &env).unwrap().nftables;
     assert_eq!(flag_wins.table, "flag");
     assert!(config(&["--nft-table", "a;b"], &[]).is_err());
     assert!(config(&["--jit-ports", "0"], &[]).is_err());
     let bad_env = config(&[], &[("RIPOSTE_NFT_TABLE", "x y")]).unwrap_err();
-    assert!(bad_env.to_string().contains("RIPOSTE_NFT_TABLE"), "{bad_env}");
+    assert!(
+        bad_env.to_string().contains("RIPOSTE_NFT_TABLE"),
+        "{bad_env}"
+    );
 }
