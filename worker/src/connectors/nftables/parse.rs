@@ -99,7 +99,7 @@ fn key(value: &Value) -> Result<String, String> {
     }
 }
 
-/// How many rules the chain in `json` (`nft -j list chain ...`) holds, as their expressions.
+/// The expressions of each rule of the chain in `json` (`nft -j list chain ...`).
 #[cfg(test)]
 pub(crate) fn chain_rules(json: &str) -> Result<Vec<Value>, String> {
     let listing: Listing =
