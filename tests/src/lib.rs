@@ -21,6 +21,7 @@
 pub mod api;
 pub mod binaries;
 pub mod cli;
+pub mod netns;
 pub mod orchestrator;
 mod process;
 pub mod response;

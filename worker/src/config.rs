@@ -42,6 +42,8 @@ const FIREWALL_BACKEND_VAR: &str = "RIPOSTE_FIREWALL_BACKEND";
 const IDENTITY_BACKEND_VAR: &str = "RIPOSTE_IDENTITY_BACKEND";
 const ACCESS_BACKEND_VAR: &str = "RIPOSTE_ACCESS_BACKEND";
 const PATCH_BACKEND_VAR: &str = "RIPOSTE_PATCH_BACKEND";
+const NFT_TABLE_VAR: &str = "RIPOSTE_NFT_TABLE";
+const NFT_JIT_PORTS_VAR: &str = "RIPOSTE_NFT_JIT_PORTS";
 
 /// Everything a worker needs to run. Build it with [`Config::from_args`] (the binary) or
 /// [`Config::new`] (an in-process worker), then adjust the public fields as needed.
@@ -165,6 +167,19 @@ impl Config {
             access: pick(args.access_backend, env, ACCESS_BACKEND_VAR, backend)?,
             patch: pick(args.patch_backend, env, PATCH_BACKEND_VAR, backend)?,
         };
+        let nft = args.nftables;
+        if let Some(table) = pick(nft.nft_table, env, NFT_TABLE_VAR, nftables::parse_table)? {
+            config.nftables.table = table;
+        }
+        let ports = pick(
+            nft.jit_ports,
+            env,
+            NFT_JIT_PORTS_VAR,
+            nftables::PortList::parse,
+        )?;
+        if let Some(nftables::PortList(ports)) = ports {
+            config.nftables.jit_ports = ports;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -249,6 +264,9 @@ struct Args {
     /// RIPOSTE_PATCH_BACKEND] [default: none]
     #[arg(long, value_name = "BACKEND")]
     patch_backend: Option<patch::Backend>,
+
+    #[command(flatten)]
+    nftables: nftables::Flags,
 }
 
 /// A backend name from the environment, as clap would parse it from a flag.

@@ -80,6 +80,9 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// A configured backend cannot be set up on this host (e.g. nft is missing or fails).
+    #[error("cannot set up a backend: {0}")]
+    Backend(String),
     /// The HTTP client for `http.request` could not be built.
     #[error("cannot build the http client: {0}")]
     HttpClient(#[source] reqwest::Error),

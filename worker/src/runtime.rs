@@ -52,6 +52,7 @@ pub async fn run(
 
 async fn run_worker(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let connectors = Connectors::new(&config)?;
+    connectors.prepare().await?;
     let actions = connectors
         .offered()
         .into_iter()

@@ -194,6 +194,20 @@ impl Connectors {
         })
     }
 
+    /// Prepares the backends that keep state on this host before any task runs: the nftables
+    /// table, when `firewall.*` or `access.*` uses it.
+    pub(crate) async fn prepare(&self) -> Result<(), crate::Error> {
+        let b = &self.backends;
+        let uses_nftables = b.firewall == Some(firewall::Backend::Nftables)
+            || b.access == Some(access::Backend::Nftables);
+        if uses_nftables {
+            nftables::prepare(&self.shared.nftables)
+                .await
+                .map_err(|e| crate::Error::Backend(format!("nftables: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// The actions this worker offers: `core.*`, `http.*`, `notify.*`, and each response
     /// family that has a backend.
     pub(crate) fn offered(&self) -> Vec<Action> {
