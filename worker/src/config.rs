@@ -165,6 +165,11 @@ impl Config {
             access: pick(args.access_backend, env, ACCESS_BACKEND_VAR, backend)?,
             patch: pick(args.patch_backend, env, PATCH_BACKEND_VAR, backend)?,
         };
+        config.azure = azure::Settings::from_flags(args.azure, env)?;
+        config
+            .azure
+            .check(&config.backends)
+            .map_err(|e| Error::Config(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -249,6 +254,9 @@ struct Args {
     /// RIPOSTE_PATCH_BACKEND] [default: none]
     #[arg(long, value_name = "BACKEND")]
     patch_backend: Option<patch::Backend>,
+
+    #[command(flatten)]
+    azure: azure::Flags,
 }
 
 /// A backend name from the environment, as clap would parse it from a flag.
@@ -272,7 +280,7 @@ struct HostList(Vec<AllowedHost>);
 
 /// The flag's value when given, else `var` from `env` parsed; `None` when both are unset (an
 /// empty variable counts as unset).
-fn pick<T, E: fmt::Display>(
+pub(crate) fn pick<T, E: fmt::Display>(
     flag: Option<T>,
     env: &HashMap<String, String>,
     var: &'static str,
