@@ -8,7 +8,7 @@
 //! one JIT policy and one VM with `assessPatches` / `installPatches`. Writes to the NSG and the
 //! IP group answer with `Azure-AsyncOperation` (InProgress once, then Succeeded); the patch
 //! operations answer 202 with `Location` and `Retry-After` (202 once, then 200 with the
-//! result). Tokens are `arm-token-N` and `graph-token-N`; ARM and Graph refuse the other's.
+//! result). A rule DELETE also gives a `Location` that answers 204 once the operation is done. Tokens are `arm-token-N` and `graph-token-N`; ARM and Graph refuse the other's.
 //!
 //! [`AzureServer::worker_args`] points a worker at it.
 
@@ -23,6 +23,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+
+use crate::Worker;
 
 /// The tenant the server issues tokens for.
 pub const TENANT: &str = "aaaabbbb-0000-cccc-1111-dddd2222eeee";
@@ -277,6 +279,18 @@ impl AzureServer {
         .into_iter()
         .flat_map(|(flag, value)| [flag.to_owned(), value])
         .collect()
+    }
+
+    /// Starts a worker against `orchestrator_url` with `args` (its backends), every Azure flag
+    /// pointing here, and `secret` in `AZURE_CLIENT_SECRET`.
+    pub fn start_worker(&self, orchestrator_url: &str, args: &[&str], secret: &str) -> Worker {
+        let azure = self.worker_args();
+        let azure: Vec<&str> = azure.iter().map(String::as_str).collect();
+        Worker::builder(orchestrator_url)
+            .args(args)
+            .args(&azure)
+            .env("AZURE_CLIENT_SECRET", secret)
+            .start()
     }
 
     /// Every request so far, in order.
@@ -546,6 +560,9 @@ impl Azure {
         if let Some(name) = path.strip_prefix(&rules_prefix) {
             return self.nsg_rule(r, name);
         }
+        if path.contains("/providers/Microsoft.Network/locations/westeurope/operationResults/") {
+            return self.network_result(path);
+        }
         if path.contains("/providers/Microsoft.Network/locations/westeurope/operations/") {
             return self.network_operation(path);
         }
@@ -593,9 +610,10 @@ impl Azure {
                     return Answer::empty(204);
                 }
                 let status = self.network_start(json!({"status": "Succeeded"}), None);
+                let result = status.replace("/operations/", "/operationResults/");
                 Answer::empty(202)
-                    .header("Azure-AsyncOperation", status.clone())
-                    .header("Location", status)
+                    .header("Azure-AsyncOperation", status)
+                    .header("Location", result)
                     .header("Retry-After", NETWORK_RETRY_AFTER)
             }
             _ => arm_error(405, "MethodNotAllowed", "not allowed"),
@@ -694,6 +712,18 @@ impl Azure {
             result = fixture(FIXTURE_SUCCEEDED);
         }
         Answer::json(200, result)
+    }
+
+    /// The `Location` of a network DELETE: 202 while running, then 204.
+    fn network_result(&mut self, path: &str) -> Answer {
+        let id = path.rsplit('/').next().unwrap_or("");
+        match self.operations.get(id) {
+            None => arm_error(404, "OperationNotFound", "no such operation"),
+            Some(operation) if operation.in_progress > 0 => {
+                Answer::empty(202).header("Retry-After", NETWORK_RETRY_AFTER)
+            }
+            Some(_) => Answer::empty(204),
+        }
     }
 
     fn jit_policy(&self) -> Value {
