@@ -105,7 +105,9 @@ impl Request {
 
     /// A header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 
     /// True for a write (PUT, PATCH, DELETE, or a POST other than a token request or an
@@ -323,12 +325,15 @@ impl AzureServer {
 
     /// Adds a rule that someone else made (to take a priority).
     pub fn add_nsg_rule(&self, name: &str, priority: u64, source: &str) {
-        let rule = rule_resource(name, json!({
-            "protocol": "*", "sourcePortRange": "*", "destinationPortRange": "*",
-            "sourceAddressPrefix": source, "destinationAddressPrefix": "*",
-            "access": "Deny", "priority": priority, "direction": "Inbound",
-            "provisioningState": "Succeeded",
-        }));
+        let rule = rule_resource(
+            name,
+            json!({
+                "protocol": "*", "sourcePortRange": "*", "destinationPortRange": "*",
+                "sourceAddressPrefix": source, "destinationAddressPrefix": "*",
+                "access": "Deny", "priority": priority, "direction": "Inbound",
+                "provisioningState": "Succeeded",
+            }),
+        );
         self.lock().rules.insert(name.into(), rule);
     }
 
@@ -423,7 +428,12 @@ async fn handle(
         query: uri.query().unwrap_or("").to_owned(),
         headers: headers
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into(),
+                )
+            })
             .collect(),
         body: String::from_utf8_lossy(&body).into_owned(),
         at: Instant::now(),
@@ -457,8 +467,12 @@ impl Azure {
         if let Err(answer) = bearer(r, "arm-token-") {
             return answer;
         }
-        if !query_param(&r.query, "api-version").is_some_and(|v| !v.is_empty()) {
-            return arm_error(400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests.");
+        if query_param(&r.query, "api-version").is_none_or(|v| v.is_empty()) {
+            return arm_error(
+                400,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            );
         }
         self.arm(r)
     }
@@ -474,18 +488,33 @@ impl Azure {
 
     fn token(&mut self, r: &Request) -> Answer {
         if r.method != "POST" || r.path != format!("/login/{TENANT}/oauth2/v2.0/token") {
-            return Answer::json(404, json!({"error": "invalid_tenant", "error_description": "AADSTS90002: Tenant not found."}));
+            return Answer::json(
+                404,
+                json!({"error": "invalid_tenant", "error_description": "AADSTS90002: Tenant not found."}),
+            );
         }
-        if !r.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded")) {
-            return Answer::json(400, json!({"error": "invalid_request", "error_description": "AADSTS900144: form body expected", "error_codes": [900144]}));
+        if !r
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
+        {
+            return Answer::json(
+                400,
+                json!({"error": "invalid_request", "error_description": "AADSTS900144: form body expected", "error_codes": [900144]}),
+            );
         }
         let form = r.form();
         let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
         if field("grant_type") != "client_credentials" {
-            return Answer::json(400, json!({"error": "unsupported_grant_type", "error_description": "AADSTS70003: grant type not supported", "error_codes": [70003]}));
+            return Answer::json(
+                400,
+                json!({"error": "unsupported_grant_type", "error_description": "AADSTS70003: grant type not supported", "error_codes": [70003]}),
+            );
         }
         if field("client_id") != CLIENT_ID || field("client_secret") != self.secret {
-            return Answer::json(401, json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided.", "error_codes": [7000215]}));
+            return Answer::json(
+                401,
+                json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided.", "error_codes": [7000215]}),
+            );
         }
         let kind = match field("scope") {
             s if s == format!("{}/.default", self.url) => "arm",
@@ -500,24 +529,38 @@ impl Azure {
 
     fn imds_token(&mut self, r: &Request) -> Answer {
         if r.header("metadata") != Some("true") {
-            return Answer::json(400, json!({"error": "invalid_request", "error_description": "Required metadata header not specified"}));
+            return Answer::json(
+                400,
+                json!({"error": "invalid_request", "error_description": "Required metadata header not specified"}),
+            );
         }
         if query_param(&r.query, "api-version").as_deref() != Some("2018-02-01") {
-            return Answer::json(400, json!({"error": "invalid_request", "error_description": "Invalid api-version"}));
+            return Answer::json(
+                400,
+                json!({"error": "invalid_request", "error_description": "Invalid api-version"}),
+            );
         }
         let kind = match query_param(&r.query, "resource") {
             Some(s) if s == format!("{}/", self.url) => "arm",
             Some(s) if s == format!("{}/graph/", self.url) => "graph",
-            _ => return Answer::json(400, json!({"error": "invalid_resource", "error_description": "AADSTS500011: resource not found"})),
+            _ => {
+                return Answer::json(
+                    400,
+                    json!({"error": "invalid_resource", "error_description": "AADSTS500011: resource not found"}),
+                );
+            }
         };
         self.tokens_issued += 1;
-        Answer::json(200, json!({
-            "access_token": format!("{kind}-token-{}", self.tokens_issued),
-            "expires_in": "86399",
-            "expires_on": "1736990000",
-            "resource": format!("{}/", self.url),
-            "token_type": "Bearer",
-        }))
+        Answer::json(
+            200,
+            json!({
+                "access_token": format!("{kind}-token-{}", self.tokens_issued),
+                "expires_in": "86399",
+                "expires_on": "1736990000",
+                "resource": format!("{}/", self.url),
+                "token_type": "Bearer",
+            }),
+        )
     }
 
     fn graph(&mut self, r: &Request, rest: &str) -> Answer {
@@ -526,19 +569,26 @@ impl Azure {
             None => (rest, ""),
         };
         if account != USER_ID && !account.eq_ignore_ascii_case(USER_UPN) {
-            let message = format!("Resource '{account}' does not exist or one of its queried reference-property objects are not present.");
+            let message = format!(
+                "Resource '{account}' does not exist or one of its queried reference-property objects are not present."
+            );
             return arm_error(404, "Request_ResourceNotFound", &message);
         }
         match (r.method.as_str(), action) {
-            ("GET", "") => Answer::json(200, json!({
-                "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users(id,userPrincipalName,accountEnabled)/$entity",
-                "id": USER_ID,
-                "userPrincipalName": USER_UPN,
-                "accountEnabled": self.user_enabled,
-            })),
+            ("GET", "") => Answer::json(
+                200,
+                json!({
+                    "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users(id,userPrincipalName,accountEnabled)/$entity",
+                    "id": USER_ID,
+                    "userPrincipalName": USER_UPN,
+                    "accountEnabled": self.user_enabled,
+                }),
+            ),
             ("PATCH", "") => {
                 let enabled = r.json().get("accountEnabled").and_then(Value::as_bool);
-                let is_json = r.header("content-type").is_some_and(|c| c.starts_with("application/json"));
+                let is_json = r
+                    .header("content-type")
+                    .is_some_and(|c| c.starts_with("application/json"));
                 match enabled {
                     Some(enabled) if is_json => {
                         self.user_enabled = enabled;
@@ -580,7 +630,11 @@ impl Azure {
                 self.compute_start(result)
             }
             ("POST", p) if p == format!("{VM_ID}/installPatches") => self.install(r),
-            _ => arm_error(404, "ResourceNotFound", &format!("The resource '{path}' was not found.")),
+            _ => arm_error(
+                404,
+                "ResourceNotFound",
+                &format!("The resource '{path}' was not found."),
+            ),
         }
     }
 
@@ -625,10 +679,21 @@ impl Azure {
         let p = &body["properties"];
         let required = ["protocol", "access", "priority", "direction"];
         if let Some(missing) = required.iter().find(|k| p.get(**k).is_none()) {
-            return arm_error(400, "InvalidRequestFormat", &format!("Cannot parse the request: missing {missing}"));
+            return arm_error(
+                400,
+                "InvalidRequestFormat",
+                &format!("Cannot parse the request: missing {missing}"),
+            );
         }
-        if p["description"].as_str().is_some_and(|d| d.chars().count() > 140) {
-            return arm_error(400, "SecurityRuleInvalidDescription", "The description is longer than 140 characters.");
+        if p["description"]
+            .as_str()
+            .is_some_and(|d| d.chars().count() > 140)
+        {
+            return arm_error(
+                400,
+                "SecurityRuleInvalidDescription",
+                "The description is longer than 140 characters.",
+            );
         }
         let clash = self.rules.iter().find(|(other, rule)| {
             other.as_str() != name
@@ -636,7 +701,9 @@ impl Azure {
                 && rule["properties"]["direction"] == p["direction"]
         });
         if let Some((other, _)) = clash {
-            let message = format!("Security rule {name} conflicts with rule {other}. Rules cannot have the same Priority and Direction.");
+            let message = format!(
+                "Security rule {name} conflicts with rule {other}. Rules cannot have the same Priority and Direction."
+            );
             return arm_error(400, "SecurityRuleConflict", &message);
         }
         let created = !self.rules.contains_key(name);
@@ -666,10 +733,16 @@ impl Azure {
     fn put_ip_group(&mut self, r: &Request) -> Answer {
         let body = r.json();
         let Some(addresses) = body["properties"]["ipAddresses"].as_array() else {
-            return Answer::json(400, json!({"code": "InvalidRequestFormat", "message": "properties.ipAddresses is required"}));
+            return Answer::json(
+                400,
+                json!({"code": "InvalidRequestFormat", "message": "properties.ipAddresses is required"}),
+            );
         };
         if body["location"].as_str() != Some("westeurope") {
-            return Answer::json(400, json!({"code": "LocationRequired", "message": "The location property is required for this definition."}));
+            return Answer::json(
+                400,
+                json!({"code": "LocationRequired", "message": "The location property is required for this definition."}),
+            );
         }
         self.ip_addresses = addresses.clone();
         let status = self.network_start(json!({"status": "Succeeded"}), None);
@@ -686,7 +759,13 @@ impl Azure {
         if let Some(rule) = rule {
             result["rule"] = json!(rule);
         }
-        self.operations.insert(id.clone(), Operation { in_progress: 1, result });
+        self.operations.insert(
+            id.clone(),
+            Operation {
+                in_progress: 1,
+                result,
+            },
+        );
         format!(
             "{}/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Network/locations/westeurope/operations/{id}?api-version=2024-05-01",
             self.url
@@ -700,7 +779,8 @@ impl Azure {
         };
         if operation.in_progress > 0 {
             operation.in_progress -= 1;
-            return Answer::json(200, fixture(FIXTURE_IN_PROGRESS)).header("Retry-After", NETWORK_RETRY_AFTER);
+            return Answer::json(200, fixture(FIXTURE_IN_PROGRESS))
+                .header("Retry-After", NETWORK_RETRY_AFTER);
         }
         let mut result = operation.result.clone();
         if let Some(rule) = result.as_object_mut().and_then(|o| o.remove("rule"))
@@ -752,7 +832,11 @@ impl Azure {
             return arm_error(400, "BadRequest", "The VM or port is not in the policy.");
         }
         if !end.ends_with('Z') || end.len() < 20 {
-            return arm_error(400, "BadRequest", "endTimeUtc must be an absolute UTC time.");
+            return arm_error(
+                400,
+                "BadRequest",
+                "endTimeUtc must be an absolute UTC time.",
+            );
         }
         let mut answer = fixture(FIXTURE_JIT)["response"]["body"].clone();
         answer["virtualMachines"][0]["id"] = vm["id"].clone();
@@ -768,11 +852,19 @@ impl Azure {
 
     fn install(&mut self, r: &Request) -> Answer {
         let body = r.json();
-        let duration_ok = body["maximumDuration"].as_str().is_some_and(|d| d.starts_with("PT"));
-        let reboot_ok = ["IfRequired", "Never", "Always"].iter().any(|s| body["rebootSetting"] == json!(s));
+        let duration_ok = body["maximumDuration"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("PT"));
+        let reboot_ok = ["IfRequired", "Never", "Always"]
+            .iter()
+            .any(|s| body["rebootSetting"] == json!(s));
         let classes_ok = body["linuxParameters"]["classificationsToInclude"].is_array();
         if !duration_ok || !reboot_ok || !classes_ok {
-            return arm_error(400, "InvalidParameter", "maximumDuration, rebootSetting and linuxParameters.classificationsToInclude are required.");
+            return arm_error(
+                400,
+                "InvalidParameter",
+                "maximumDuration, rebootSetting and linuxParameters.classificationsToInclude are required.",
+            );
         }
         let mut result = fixture(FIXTURE_INSTALL);
         match self.install_outcome {
@@ -803,7 +895,13 @@ impl Azure {
     /// 200 with `result`.
     fn compute_start(&mut self, result: Value) -> Answer {
         let id = self.operation_id();
-        self.operations.insert(id.clone(), Operation { in_progress: 1, result });
+        self.operations.insert(
+            id.clone(),
+            Operation {
+                in_progress: 1,
+                result,
+            },
+        );
         let template = &fixture(FIXTURE_INSTALL_202)["response"];
         let location = self.compute_location(&id);
         Answer::empty(template["status"].as_u64().unwrap_or(202) as u16)
@@ -859,7 +957,11 @@ fn bearer(r: &Request, prefix: &str) -> Result<(), Answer> {
     if ok {
         Ok(())
     } else {
-        Err(arm_error(401, "InvalidAuthenticationToken", "The access token is invalid."))
+        Err(arm_error(
+            401,
+            "InvalidAuthenticationToken",
+            "The access token is invalid.",
+        ))
     }
 }
 

@@ -53,7 +53,10 @@ impl Setup {
     /// The parsed output of step `id`.
     fn output(run: &Run, id: &str) -> Value {
         let step = api::step(run, id);
-        assert!(!step.output_json.is_empty(), "step {id} has no output: {step:?}");
+        assert!(
+            !step.output_json.is_empty(),
+            "step {id} has no output: {step:?}"
+        );
         api::json(&step.output_json)
     }
 
@@ -66,8 +69,14 @@ impl Setup {
         }
         assert!(!run.error.contains(SECRET));
         let log = self.worker.log_tail();
-        assert!(!log.contains(SECRET), "the secret is in the worker's log:\n{log}");
-        assert!(log.contains("azure call"), "the log shows the calls:\n{log}");
+        assert!(
+            !log.contains(SECRET),
+            "the secret is in the worker's log:\n{log}"
+        );
+        assert!(
+            log.contains("azure call"),
+            "the log shows the calls:\n{log}"
+        );
         for header in log.lines().filter(|l| l.starts_with("----- ")) {
             let (shown, total) = shown_of_total(header);
             assert_eq!(shown, total, "the whole log was read: {header}");
@@ -131,17 +140,30 @@ async fn an_nsg_block_puts_a_deny_rule_polls_it_and_the_unblock_deletes_it() {
     let block = Setup::output(&run, "block");
     assert_eq!(block["backend"], "azure-nsg");
     assert_eq!(block["rule"], "riposte-block-203-0-113-7-32");
-    assert_eq!(block["priority"], 101, "100 belongs to another rule: {block}");
+    assert_eq!(
+        block["priority"], 101,
+        "100 belongs to another rule: {block}"
+    );
     assert_eq!(block["already_blocked"], false);
-    assert_eq!(block["expires_at"], Value::Null, "NSG rules have no TTL: {block}");
-    assert!(block["expiry"].as_str().unwrap().contains("grant revoke"), "{block}");
+    assert_eq!(
+        block["expires_at"],
+        Value::Null,
+        "NSG rules have no TTL: {block}"
+    );
+    assert!(
+        block["expiry"].as_str().unwrap().contains("grant revoke"),
+        "{block}"
+    );
     assert_eq!(block["dry_run"], false);
     assert_eq!(Setup::output(&run, "again")["already_blocked"], true);
     assert_eq!(Setup::output(&run, "unblock")["was_blocked"], true);
     assert_eq!(Setup::output(&run, "unblock_again")["was_blocked"], false);
     assert!(s.azure.nsg_rules().keys().all(|k| k == "someone-else"));
 
-    let rule = format!("{}/securityRules/riposte-block-203-0-113-7-32", local::NSG_ID);
+    let rule = format!(
+        "{}/securityRules/riposte-block-203-0-113-7-32",
+        local::NSG_ID
+    );
     let requests: Vec<Request> = s
         .azure
         .requests()
@@ -186,7 +208,10 @@ async fn an_nsg_block_puts_a_deny_rule_polls_it_and_the_unblock_deletes_it() {
     assert_eq!(properties["sourceAddressPrefix"], "203.0.113.7/32");
     assert_eq!(properties["priority"], 101);
     let description = properties["description"].as_str().unwrap();
-    assert!(description.ends_with("ssh brute force from 203.0.113.7"), "{description}");
+    assert!(
+        description.ends_with("ssh brute force from 203.0.113.7"),
+        "{description}"
+    );
     assert!(description.len() <= 140);
     assert!(
         gap(put, &requests[2]) >= Duration::from_millis(200)
@@ -194,7 +219,12 @@ async fn an_nsg_block_puts_a_deny_rule_polls_it_and_the_unblock_deletes_it() {
         "polls wait Retry-After 0.2 s"
     );
     let tokens = s.azure.requests_to("POST", "/oauth2/v2.0/token");
-    assert_eq!(tokens.len(), 1, "one ARM token for every call: {:?}", lines(&tokens));
+    assert_eq!(
+        tokens.len(),
+        1,
+        "one ARM token for every call: {:?}",
+        lines(&tokens)
+    );
     let form = tokens[0].form();
     assert_eq!(form["grant_type"], "client_credentials");
     assert_eq!(form["client_id"], local::CLIENT_ID);
@@ -236,9 +266,15 @@ async fn an_ip_group_block_puts_the_whole_list_and_is_idempotent() {
         .iter()
         .map(|b| b["ip"].as_str().unwrap())
         .collect();
-    assert_eq!(ips, ["198.51.100.0/28", "203.0.113.45/32", "203.0.113.99/32"]);
+    assert_eq!(
+        ips,
+        ["198.51.100.0/28", "203.0.113.45/32", "203.0.113.99/32"]
+    );
     assert_eq!(Setup::output(&run, "unblock")["was_blocked"], true);
-    assert_eq!(s.azure.ip_addresses(), ["198.51.100.0/28", "203.0.113.45/32"]);
+    assert_eq!(
+        s.azure.ip_addresses(),
+        ["198.51.100.0/28", "203.0.113.45/32"]
+    );
 
     let puts = s.azure.requests_to("PUT", local::IP_GROUP_ID);
     assert_eq!(puts.len(), 2, "the repeat wrote nothing");
@@ -253,16 +289,30 @@ async fn an_ip_group_block_puts_the_whole_list_and_is_idempotent() {
         puts[1].json()["properties"]["ipAddresses"],
         json!(["198.51.100.0/28", "203.0.113.45/32"])
     );
-    let polls = s.azure.requests_to("GET", "").into_iter().filter(|r| r.path.contains("/operations/"));
-    assert_eq!(polls.count(), 4, "each PUT polled InProgress then Succeeded");
+    let polls = s
+        .azure
+        .requests_to("GET", "")
+        .into_iter()
+        .filter(|r| r.path.contains("/operations/"));
+    assert_eq!(
+        polls.count(),
+        4,
+        "each PUT polled InProgress then Succeeded"
+    );
     s.assert_secret_nowhere(&run);
 }
 
 #[tokio::test]
 async fn an_arm_error_envelope_is_a_clear_step_error_and_not_retried() {
     let mut s = setup(&["--firewall-backend", "azure-nsg"]).await;
-    let envelope: Value = serde_json::from_str(include_str!("../fixtures/azure/arm-error-envelope.json")).unwrap();
-    s.azure.fault(Fault::arm_error("PUT", "/securityRules/riposte-block-203-0-113-7-32", 400, envelope));
+    let envelope: Value =
+        serde_json::from_str(include_str!("../fixtures/azure/arm-error-envelope.json")).unwrap();
+    s.azure.fault(Fault::arm_error(
+        "PUT",
+        "/securityRules/riposte-block-203-0-113-7-32",
+        400,
+        envelope,
+    ));
     let run = s.run(BLOCK_UNBLOCK, json!({"ip": "203.0.113.7"})).await;
     assert_status(&run, RunStatus::Failed);
     let error = &api::step(&run, "block").error;
@@ -271,7 +321,12 @@ async fn an_arm_error_envelope_is_a_clear_step_error_and_not_retried() {
         "azure put nsg security rule failed: BadArgument: The provided database 'foo' has an \
          invalid username.; details: PolicyViolation: Allowed locations"
     );
-    assert_eq!(s.azure.requests_to("PUT", "/securityRules/riposte-block-203-0-113-7-32").len(), 1);
+    assert_eq!(
+        s.azure
+            .requests_to("PUT", "/securityRules/riposte-block-203-0-113-7-32")
+            .len(),
+        1
+    );
     s.assert_secret_nowhere(&run);
 }
 
@@ -320,25 +375,43 @@ async fn a_graph_disable_then_revoke_records_previous_and_uses_one_token() {
             format!("POST {user}/revokeSignInSessions"),
         ]
     );
-    assert_eq!(graph[0].query, "$select=id,userPrincipalName,accountEnabled");
+    assert_eq!(
+        graph[0].query,
+        "$select=id,userPrincipalName,accountEnabled"
+    );
     assert_eq!(graph[1].json(), json!({"accountEnabled": false}));
-    assert!(graph.iter().all(|r| r.header("authorization").is_some_and(|a| a.starts_with("Bearer graph-token-"))));
+    assert!(graph.iter().all(|r| {
+        r.header("authorization")
+            .is_some_and(|a| a.starts_with("Bearer graph-token-"))
+    }));
     let tokens = s.azure.requests_to("POST", "/oauth2/v2.0/token");
     assert_eq!(tokens.len(), 1, "one Graph token for four calls");
-    assert_eq!(tokens[0].form()["scope"], format!("{}/graph/.default", s.azure.url()));
+    assert_eq!(
+        tokens[0].form()["scope"],
+        format!("{}/graph/.default", s.azure.url())
+    );
     s.assert_secret_nowhere(&run);
 }
 
 #[tokio::test]
 async fn a_throttled_call_waits_its_retry_after_then_succeeds() {
     let mut s = setup(&["--identity-backend", "graph"]).await;
-    s.azure.fault(Fault::throttle("PATCH", &format!("/users/{}", local::USER_ID), "0.5"));
+    s.azure.fault(Fault::throttle(
+        "PATCH",
+        &format!("/users/{}", local::USER_ID),
+        "0.5",
+    ));
     let run = s.run(DISABLE, json!({"account": local::USER_ID})).await;
     assert_status(&run, RunStatus::Succeeded);
-    let patches = s.azure.requests_to("PATCH", &format!("/users/{}", local::USER_ID));
+    let patches = s
+        .azure
+        .requests_to("PATCH", &format!("/users/{}", local::USER_ID));
     assert_eq!(patches.len(), 2, "one 429, then the retry");
     let waited = gap(&patches[0], &patches[1]);
-    assert!(waited >= Duration::from_millis(500), "waited only {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(500),
+        "waited only {waited:?}"
+    );
     assert!(waited < Duration::from_secs(5), "waited {waited:?}");
     assert_ne!(
         patches[0].header("x-ms-client-request-id"),
@@ -366,7 +439,9 @@ async fn a_jit_grant_initiates_with_an_absolute_end_time() {
     let before = SystemTime::now();
     let run = s.run(JIT, json!({"vm": local::VM_ID})).await;
     assert_status(&run, RunStatus::Succeeded);
-    let initiate = s.azure.requests_to("POST", &format!("{}/initiate", local::JIT_POLICY_ID));
+    let initiate = s
+        .azure
+        .requests_to("POST", &format!("{}/initiate", local::JIT_POLICY_ID));
     assert_eq!(initiate.len(), 1);
     assert_eq!(initiate[0].query, "api-version=2020-01-01");
     let body = initiate[0].json();
@@ -390,7 +465,10 @@ async fn a_jit_grant_initiates_with_an_absolute_end_time() {
 
 /// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SSZ`.
 fn unix_seconds(text: &str) -> u64 {
-    assert!(text.len() == 20 && text.ends_with('Z'), "not RFC 3339 UTC: {text}");
+    assert!(
+        text.len() == 20 && text.ends_with('Z'),
+        "not RFC 3339 UTC: {text}"
+    );
     let n = |r: std::ops::Range<usize>| text[r].parse::<i64>().unwrap();
     let (y, m, d) = (n(0..4), n(5..7), n(8..10));
     let y = if m <= 2 { y - 1 } else { y };
@@ -421,11 +499,18 @@ async fn install_patches_follows_the_operation_to_success() {
     let install = Setup::output(&run, "install");
     assert_eq!(install["status"], "Succeeded");
     assert_eq!(install["counts"]["failed"], 0);
-    let names: Vec<&str> = install["installed"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = install["installed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["openssl", "libssl3", "curl"]);
     assert_eq!(install["reboot_required"], false);
 
-    let post = s.azure.requests_to("POST", &format!("{}/installPatches", local::VM_ID));
+    let post = s
+        .azure
+        .requests_to("POST", &format!("{}/installPatches", local::VM_ID));
     assert_eq!(post.len(), 1);
     assert_eq!(
         post[0].json(),
@@ -435,11 +520,31 @@ async fn install_patches_follows_the_operation_to_success() {
             "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]},
         })
     );
-    let polls: Vec<Request> = s.azure.requests().into_iter().filter(|r| r.path.contains("/Microsoft.Compute/locations/")).collect();
-    assert_eq!(polls.len(), 2, "202 (InProgress), then 200: {:?}", lines(&polls));
-    assert!(polls.iter().all(|p| p.query == "monitor=true&api-version=2024-07-01"));
-    assert!(gap(&post[0], &polls[0]) >= Duration::from_secs(1), "Retry-After: 1");
-    assert!(gap(&polls[0], &polls[1]) >= Duration::from_secs(1), "Retry-After: 1");
+    let polls: Vec<Request> = s
+        .azure
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/Microsoft.Compute/locations/"))
+        .collect();
+    assert_eq!(
+        polls.len(),
+        2,
+        "202 (InProgress), then 200: {:?}",
+        lines(&polls)
+    );
+    assert!(
+        polls
+            .iter()
+            .all(|p| p.query == "monitor=true&api-version=2024-07-01")
+    );
+    assert!(
+        gap(&post[0], &polls[0]) >= Duration::from_secs(1),
+        "Retry-After: 1"
+    );
+    assert!(
+        gap(&polls[0], &polls[1]) >= Duration::from_secs(1),
+        "Retry-After: 1"
+    );
     assert!(started.elapsed() < RUN_TIMEOUT);
     s.assert_secret_nowhere(&run);
 }
@@ -462,7 +567,10 @@ async fn install_patches_that_fail_fail_the_step_with_the_counts() {
 #[tokio::test]
 async fn a_malformed_vm_id_fails_the_step_before_any_request() {
     let mut s = setup(&["--patch-backend", "azure"]).await;
-    let wrong = local::VM_ID.replace("Microsoft.Compute/virtualMachines", "Microsoft.Compute/disks");
+    let wrong = local::VM_ID.replace(
+        "Microsoft.Compute/virtualMachines",
+        "Microsoft.Compute/disks",
+    );
     let run = s.run(INSTALL, json!({"vm": wrong})).await;
     assert_status(&run, RunStatus::Failed);
     let error = &api::step(&run, "install").error;
@@ -472,5 +580,9 @@ async fn a_malformed_vm_id_fails_the_step_before_any_request() {
         )),
         "{error}"
     );
-    assert!(s.azure.requests().is_empty(), "no request at all: {:?}", lines(&s.azure.requests()));
+    assert!(
+        s.azure.requests().is_empty(),
+        "no request at all: {:?}",
+        lines(&s.azure.requests())
+    );
 }

@@ -76,9 +76,7 @@ pub(crate) struct Connector {
 impl Connector {
     /// Builds the client: rustls, no redirects, no proxy from the environment.
     pub(crate) fn new(allow_hosts: Vec<AllowedHost>) -> Result<Connector, crate::Error> {
-        let client = client_builder()
-            .build()
-            .map_err(crate::Error::HttpClient)?;
+        let client = client_builder().build().map_err(crate::Error::HttpClient)?;
         Ok(Connector {
             client,
             allow_hosts,

@@ -58,7 +58,8 @@ pub(crate) async fn install(
     let vm = vm_id(install.vm.as_deref())?;
     let deadline = Deadline::for_task(cx);
     let url = vm.url(&client.settings().arm_url, "/installPatches", API_VERSION);
-    let post = Call::new("install patches", Api::Arm, Method::POST, url).json(install_body(install));
+    let post =
+        Call::new("install patches", Api::Arm, Method::POST, url).json(install_body(install));
     let changes = vec![post.display()];
     if cx.dry_run {
         let result = run_assessment(client, &vm, &deadline).await?;
@@ -76,7 +77,10 @@ pub(crate) async fn install(
     let reply = client.call(&post, &deadline).await?;
     let result = client.finish(&post.op, reply, None, &deadline).await?;
     check_install(&vm, &result)?;
-    let reboot = result.get("rebootStatus").and_then(Value::as_str).unwrap_or("");
+    let reboot = result
+        .get("rebootStatus")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let installed: Vec<Value> = patches(&result, "patches")
         .filter(|p| text(p, "installationState").eq_ignore_ascii_case("installed"))
         .map(|p| json!({"name": text(p, "name"), "to": text(p, "version")}))
@@ -128,7 +132,8 @@ pub(crate) async fn verify(
 }
 
 fn vm_id(vm: Option<&str>) -> Result<ArmId, Failure> {
-    let vm = vm.ok_or_else(|| Failure::invalid_input("`vm` is required by the azure patch backend"))?;
+    let vm =
+        vm.ok_or_else(|| Failure::invalid_input("`vm` is required by the azure patch backend"))?;
     ArmId::parse(vm, Kind::Vm).map_err(|e| Failure::invalid_input(format!("`vm`: {e}")))
 }
 
@@ -161,17 +166,26 @@ fn install_body(install: &Install) -> Value {
 }
 
 /// POST assessPatches and follow it; fails unless the assessment succeeded.
-async fn run_assessment(client: &Client, vm: &ArmId, deadline: &Deadline) -> Result<Value, Failure> {
+async fn run_assessment(
+    client: &Client,
+    vm: &ArmId,
+    deadline: &Deadline,
+) -> Result<Value, Failure> {
     let url = vm.url(&client.settings().arm_url, "/assessPatches", API_VERSION);
     let post = Call::new("assess patches", Api::Arm, Method::POST, url);
     let reply = client.call(&post, deadline).await?;
     let result = client.finish(&post.op, reply, None, deadline).await?;
     let status = text(&result, "status");
-    if status.eq_ignore_ascii_case("succeeded") || status.eq_ignore_ascii_case("completedwithwarnings")
+    if status.eq_ignore_ascii_case("succeeded")
+        || status.eq_ignore_ascii_case("completedwithwarnings")
     {
         return Ok(result);
     }
-    let mut message = format!("azure assess patches on vm {} ended {}", vm.name(), or_unknown(&status));
+    let mut message = format!(
+        "azure assess patches on vm {} ended {}",
+        vm.name(),
+        or_unknown(status)
+    );
     if let Some(error) = error_summary(&result) {
         message.push_str(&format!(": {error}"));
     }
@@ -188,7 +202,7 @@ fn check_install(vm: &ArmId, result: &Value) -> Result<(), Failure> {
     let mut message = format!(
         "azure install patches on vm {} ended {}: {} installed, {failed} failed, {} pending, {} excluded",
         vm.name(),
-        or_unknown(&status),
+        or_unknown(status),
         count(result, "installedPatchCount"),
         count(result, "pendingPatchCount"),
         count(result, "excludedPatchCount"),
@@ -240,7 +254,11 @@ fn pending(result: &Value, scope: Scope, names: &[String]) -> Vec<Value> {
 }
 
 fn patches<'a>(result: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
-    result.get(key).and_then(Value::as_array).into_iter().flatten()
+    result
+        .get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
 }
 
 fn is_security(patch: &Value) -> bool {
@@ -262,7 +280,11 @@ fn count(value: &Value, key: &str) -> u64 {
 }
 
 fn or_unknown(status: &str) -> &str {
-    if status.is_empty() { "without a status" } else { status }
+    if status.is_empty() {
+        "without a status"
+    } else {
+        status
+    }
 }
 
 #[cfg(test)]
@@ -272,7 +294,10 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Value {
-        let path = format!("{}/../tests/fixtures/azure/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../tests/fixtures/azure/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
@@ -301,7 +326,10 @@ mod tests {
     #[test]
     fn pending_security_patches_of_an_assessment() {
         let mut result = fixture("arm-lro-assesspatches-result.json");
-        assert!(pending(&result, Scope::Security, &[]).is_empty(), "no Critical/Security patch");
+        assert!(
+            pending(&result, Scope::Security, &[]).is_empty(),
+            "no Critical/Security patch"
+        );
         assert_eq!(pending(&result, Scope::All, &[]).len(), 2);
         result["availablePatches"][0]["classifications"] = json!(["Security"]);
         let security = pending(&result, Scope::Security, &[]);

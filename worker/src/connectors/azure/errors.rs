@@ -176,10 +176,7 @@ fn get<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
 
 /// Newlines folded, bounded to [`MESSAGE_BYTES_MAX`] on a character boundary.
 fn one_line(text: &str) -> String {
-    let folded: String = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let folded: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     truncate(&folded, MESSAGE_BYTES_MAX)
 }
 
@@ -208,9 +205,10 @@ mod tests {
 
     #[test]
     fn wrapped_envelope_with_policy_details() {
-        let body: Value =
-            serde_json::from_str(include_str!("../../../../tests/fixtures/azure/arm-error-envelope.json"))
-                .unwrap();
+        let body: Value = serde_json::from_str(include_str!(
+            "../../../../tests/fixtures/azure/arm-error-envelope.json"
+        ))
+        .unwrap();
         let error = parse(400, body);
         assert_eq!(error.code, "BadArgument");
         assert_eq!(
@@ -223,14 +221,18 @@ mod tests {
     fn unwrapped_error_with_string_inner_error() {
         let body = json!({"code": "InvalidIpAddress", "message": "Bad\nprefix", "innerError": "at index 2"});
         let error = parse(400, body);
-        assert_eq!(error.summary(), "InvalidIpAddress: Bad prefix (inner error: at index 2)");
+        assert_eq!(
+            error.summary(),
+            "InvalidIpAddress: Bad prefix (inner error: at index 2)"
+        );
     }
 
     #[test]
     fn graph_error_with_object_inner_error() {
-        let body: Value =
-            serde_json::from_str(include_str!("../../../../tests/fixtures/azure/graph-error-generic.json"))
-                .unwrap();
+        let body: Value = serde_json::from_str(include_str!(
+            "../../../../tests/fixtures/azure/graph-error-generic.json"
+        ))
+        .unwrap();
         let error = parse(403, body);
         assert_eq!(
             error.summary(),
@@ -240,12 +242,16 @@ mod tests {
 
     #[test]
     fn token_error_keeps_the_code_and_the_first_line() {
-        let body: Value =
-            serde_json::from_str(include_str!("../../../../tests/fixtures/azure/entra-token-error-400.json"))
-                .unwrap();
+        let body: Value = serde_json::from_str(include_str!(
+            "../../../../tests/fixtures/azure/entra-token-error-400.json"
+        ))
+        .unwrap();
         let error = parse(400, body);
         assert_eq!(error.code, "invalid_scope");
-        assert!(error.message.starts_with("AADSTS70011: The provided value"), "{error:?}");
+        assert!(
+            error.message.starts_with("AADSTS70011: The provided value"),
+            "{error:?}"
+        );
         assert!(error.message.ends_with("(error codes 70011)"), "{error:?}");
         assert!(!error.message.contains("Trace ID"), "{error:?}");
     }
@@ -254,7 +260,10 @@ mod tests {
     fn unknown_bodies_and_in_progress_codes() {
         let error = ApiError::from_body(StatusCode::BAD_GATEWAY, &Value::Null, b"<html>bad</html>");
         assert_eq!(error.summary(), "HTTP 502: <html>bad</html>");
-        let conflict = parse(409, json!({"error": {"code": "AnotherOperationInProgress", "message": "x"}}));
+        let conflict = parse(
+            409,
+            json!({"error": {"code": "AnotherOperationInProgress", "message": "x"}}),
+        );
         assert!(conflict.is_operation_in_progress());
         let other = parse(409, json!({"error": {"code": "Conflict", "message": "x"}}));
         assert!(!other.is_operation_in_progress());

@@ -142,7 +142,12 @@ pub(crate) async fn revoke_sessions(
         .path_segments_mut()
         .map_err(|()| Failure::permanent("the graph url cannot take a path"))?
         .push("revokeSignInSessions");
-    let post = Call::new("graph revoke sign-in sessions", Api::Graph, Method::POST, post_url);
+    let post = Call::new(
+        "graph revoke sign-in sessions",
+        Api::Graph,
+        Method::POST,
+        post_url,
+    );
     let changes = vec![post.display()];
     let mut output = json!({
         "account": revoke.account,
@@ -253,7 +258,12 @@ async fn read_user(client: &Client, url: &Url, deadline: &Deadline) -> Result<Us
 }
 
 /// Reads the user until `accountEnabled` is `enabled`.
-async fn verify(client: &Client, url: &Url, enabled: bool, deadline: &Deadline) -> Result<(), Failure> {
+async fn verify(
+    client: &Client,
+    url: &Url,
+    enabled: bool,
+    deadline: &Deadline,
+) -> Result<(), Failure> {
     for read in 1..=VERIFY_READS_MAX {
         if read_user(client, url, deadline).await?.enabled == enabled {
             return Ok(());
@@ -278,10 +288,15 @@ mod tests {
         assert!(check_account("22223333-cccc-4444-dddd-5555eeee6666").is_ok());
         assert!(check_account("alice@contoso.com").is_ok());
         assert!(check_account("o'brien+soc@contoso.com").is_ok());
-        for bad in ["alice", "a/b@c", "a?b@c", "a#b@c", "a%2F@c", "a b@c", "@c", "a@", "a@b@c"] {
+        for bad in [
+            "alice", "a/b@c", "a?b@c", "a#b@c", "a%2F@c", "a b@c", "@c", "a@", "a@b@c",
+        ] {
             let error = check_account(bad).unwrap_err();
             assert!(!error.retryable);
-            assert!(error.message.starts_with("invalid input: `account`"), "{error:?}");
+            assert!(
+                error.message.starts_with("invalid input: `account`"),
+                "{error:?}"
+            );
         }
     }
 }

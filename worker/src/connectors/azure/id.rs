@@ -67,7 +67,11 @@ impl Kind {
                 Literal("jitNetworkAccessPolicies"),
                 Name,
             ],
-            Kind::Vm => &[Literal("Microsoft.Compute"), Literal("virtualMachines"), Name],
+            Kind::Vm => &[
+                Literal("Microsoft.Compute"),
+                Literal("virtualMachines"),
+                Name,
+            ],
         }
     }
 
@@ -121,9 +125,7 @@ impl ArmId {
             template: kind.template(),
         };
         if text.contains(|c: char| "?#%\\".contains(c) || c.is_whitespace() || c.is_control()) {
-            return Err(error(
-                "it contains a character that an id never has".into(),
-            ));
+            return Err(error("it contains a character that an id never has".into()));
         }
         let Some(rest) = text.strip_prefix('/') else {
             return Err(error("it must start with /subscriptions/".into()));
@@ -213,7 +215,8 @@ impl ArmId {
         let base = base.as_str().trim_end_matches('/');
         let mut url = Url::parse(&format!("{base}{}{suffix}", self.text))
             .expect("a checked id appended to a base URL is a URL");
-        url.query_pairs_mut().append_pair("api-version", api_version);
+        url.query_pairs_mut()
+            .append_pair("api-version", api_version);
         url
     }
 }
@@ -254,8 +257,8 @@ fn check_resource_group(group: &str) -> Result<(), String> {
 }
 
 fn check_location(location: &str) -> Result<(), String> {
-    let valid = location.len() <= LOCATION_BYTES_MAX
-        && location.chars().all(|c| c.is_ascii_alphanumeric());
+    let valid =
+        location.len() <= LOCATION_BYTES_MAX && location.chars().all(|c| c.is_ascii_alphanumeric());
     if valid {
         Ok(())
     } else {
@@ -297,7 +300,9 @@ mod tests {
     const SUB: &str = "aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e";
 
     fn vm(name: &str) -> String {
-        format!("/subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/{name}")
+        format!(
+            "/subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/{name}"
+        )
     }
 
     #[test]
@@ -362,7 +367,10 @@ mod tests {
         let url = id.url(&base, "/installPatches", "2024-07-01");
         assert_eq!(
             url.as_str(),
-            format!("http://127.0.0.1:8080{}/installPatches?api-version=2024-07-01", vm("vm1"))
+            format!(
+                "http://127.0.0.1:8080{}/installPatches?api-version=2024-07-01",
+                vm("vm1")
+            )
         );
     }
 

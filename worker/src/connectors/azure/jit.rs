@@ -133,7 +133,8 @@ pub(crate) async fn revoke(
 }
 
 fn vm_id(vm: Option<&str>) -> Result<ArmId, Failure> {
-    let vm = vm.ok_or_else(|| Failure::invalid_input("`vm` is required by the azure-jit backend"))?;
+    let vm =
+        vm.ok_or_else(|| Failure::invalid_input("`vm` is required by the azure-jit backend"))?;
     ArmId::parse(vm, Kind::Vm).map_err(|e| Failure::invalid_input(format!("`vm`: {e}")))
 }
 
@@ -145,28 +146,39 @@ fn policy(client: &Client) -> Result<&ArmId, Failure> {
         .ok_or_else(|| Failure::permanent("the azure-jit backend needs --azure-jit-policy"))
 }
 
-async fn read_policy(client: &Client, policy: &ArmId, deadline: &Deadline) -> Result<Value, Failure> {
+async fn read_policy(
+    client: &Client,
+    policy: &ArmId,
+    deadline: &Deadline,
+) -> Result<Value, Failure> {
     let url = policy.url(&client.settings().arm_url, "", API_VERSION);
     let get = Call::new("get jit policy", Api::Arm, Method::GET, url);
     Ok(client.call(&get, deadline).await?.body)
 }
 
 /// The VM entries of the policy (`properties.virtualMachines`).
-fn check_port_in_policy(policy_body: &Value, policy: &ArmId, vm: &ArmId, port: u16) -> Result<(), Failure> {
+fn check_port_in_policy(
+    policy_body: &Value,
+    policy: &ArmId,
+    vm: &ArmId,
+    port: u16,
+) -> Result<(), Failure> {
     let vms = policy_body
         .get("properties")
         .and_then(|p| p.get("virtualMachines"))
         .and_then(Value::as_array);
-    let entry = vms
-        .into_iter()
-        .flatten()
-        .find(|v| v.get("id").and_then(Value::as_str).is_some_and(|id| vm.same_as(id)));
+    let entry = vms.into_iter().flatten().find(|v| {
+        v.get("id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| vm.same_as(id))
+    });
     let Some(entry) = entry else {
         return Err(Failure::permanent(format!(
             "vm {vm} is not in jit policy {policy}: add it to the policy first"
         )));
     };
-    let has_port = ports(entry).any(|p| p.get("number").and_then(Value::as_u64) == Some(u64::from(port)));
+    let has_port =
+        ports(entry).any(|p| p.get("number").and_then(Value::as_u64) == Some(u64::from(port)));
     if has_port {
         Ok(())
     } else {
@@ -189,7 +201,11 @@ fn accepted_port<'a>(body: &'a Value, vm: &ArmId, port: u16) -> Option<&'a Value
     body.get("virtualMachines")?
         .as_array()?
         .iter()
-        .filter(|v| v.get("id").and_then(Value::as_str).is_some_and(|id| vm.same_as(id)))
+        .filter(|v| {
+            v.get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| vm.same_as(id))
+        })
         .flat_map(ports)
         .find(|p| p.get("number").and_then(Value::as_u64) == Some(u64::from(port)))
 }
@@ -211,7 +227,11 @@ fn active_until(
         .iter()
         .filter_map(|r| r.get("virtualMachines").and_then(Value::as_array))
         .flatten()
-        .filter(|v| v.get("id").and_then(Value::as_str).is_some_and(|id| vm.same_as(id)))
+        .filter(|v| {
+            v.get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| vm.same_as(id))
+        })
         .flat_map(ports)
         .filter(|p| p.get("number").and_then(Value::as_u64) == Some(u64::from(port)))
         .filter(|p| allows_source(p, source))
@@ -219,14 +239,20 @@ fn active_until(
             let status = p.get("status").and_then(Value::as_str).unwrap_or("");
             !status.eq_ignore_ascii_case("revoked")
         })
-        .filter_map(|p| p.get("endTimeUtc").and_then(Value::as_str).and_then(parse_rfc3339))
+        .filter_map(|p| {
+            p.get("endTimeUtc")
+                .and_then(Value::as_str)
+                .and_then(parse_rfc3339)
+        })
         .filter(|end| *end > now)
         .max()
 }
 
 /// True when the port request admits `source` (by the single prefix or the list).
 fn allows_source(port: &Value, source: IpAddr) -> bool {
-    let single = port.get("allowedSourceAddressPrefix").and_then(Value::as_str);
+    let single = port
+        .get("allowedSourceAddressPrefix")
+        .and_then(Value::as_str);
     let many = port
         .get("allowedSourceAddressPrefixes")
         .and_then(Value::as_array)
@@ -237,7 +263,9 @@ fn allows_source(port: &Value, source: IpAddr) -> bool {
         let prefix = prefix.trim();
         prefix == "*"
             || prefix.parse::<IpAddr>().is_ok_and(|ip| ip == source)
-            || prefix.parse::<IpNet>().is_ok_and(|net| net.contains(&source))
+            || prefix
+                .parse::<IpNet>()
+                .is_ok_and(|net| net.contains(&source))
     })
 }
 
@@ -264,20 +292,39 @@ mod tests {
         let end = parse_rfc3339("2025-01-15T11:00:00Z").unwrap();
         let body = policy_with("2025-01-15T11:00:00.0000000Z", "Initiated");
         assert_eq!(active_until(&body, &vm, 22, source, now), Some(end));
-        assert_eq!(active_until(&body, &vm, 3389, source, now), None, "another port");
+        assert_eq!(
+            active_until(&body, &vm, 3389, source, now),
+            None,
+            "another port"
+        );
         let other: IpAddr = "198.51.100.8".parse().unwrap();
-        assert_eq!(active_until(&body, &vm, 22, other, now), None, "another source");
+        assert_eq!(
+            active_until(&body, &vm, 22, other, now),
+            None,
+            "another source"
+        );
         let later = parse_rfc3339("2025-01-15T11:00:01Z").unwrap();
         assert_eq!(active_until(&body, &vm, 22, source, later), None, "ended");
         let revoked = policy_with("2025-01-15T11:00:00Z", "Revoked");
-        assert_eq!(active_until(&revoked, &vm, 22, source, now), None, "revoked");
+        assert_eq!(
+            active_until(&revoked, &vm, 22, source, now),
+            None,
+            "revoked"
+        );
     }
 
     #[test]
     fn the_vm_is_required_and_checked() {
         let missing = vm_id(None).unwrap_err();
-        assert_eq!(missing.message, "invalid input: `vm` is required by the azure-jit backend");
+        assert_eq!(
+            missing.message,
+            "invalid input: `vm` is required by the azure-jit backend"
+        );
         let bad = vm_id(Some("/subscriptions/x/vm")).unwrap_err();
-        assert!(bad.message.contains("is not the ARM id of a virtual machine"), "{bad:?}");
+        assert!(
+            bad.message
+                .contains("is not the ARM id of a virtual machine"),
+            "{bad:?}"
+        );
     }
 }

@@ -39,6 +39,10 @@ mod tests {
         let other = tokio::time::timeout(Duration::from_millis(50), locks.lock("/b")).await;
         assert!(other.is_ok(), "another id does not");
         drop(held);
-        assert!(tokio::time::timeout(Duration::from_millis(50), locks.lock("/a")).await.is_ok());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), locks.lock("/a"))
+                .await
+                .is_ok()
+        );
     }
 }

@@ -21,9 +21,9 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
 use super::super::Failure;
+use super::Client;
 use super::errors::ApiError;
 use super::rest::{Api, Call, Deadline, Reply, same_origin};
-use super::Client;
 use crate::backoff::Backoff;
 
 /// Wait between polls when the answer gives no `Retry-After`.
@@ -63,7 +63,12 @@ impl Client {
                     .await;
             }
             if let Some(resource) = resource {
-                let get = Call::new(format!("{op} (read result)"), Api::Arm, Method::GET, resource.clone());
+                let get = Call::new(
+                    format!("{op} (read result)"),
+                    Api::Arm,
+                    Method::GET,
+                    resource.clone(),
+                );
                 return Ok(self.call(&get, deadline).await?.body);
             }
             return Ok(initial.body);
@@ -105,7 +110,12 @@ impl Client {
         mut delay: Option<Duration>,
         deadline: &Deadline,
     ) -> Result<Terminal, Failure> {
-        let poll = Call::new(format!("{op} (operation status)"), Api::Arm, Method::GET, url);
+        let poll = Call::new(
+            format!("{op} (operation status)"),
+            Api::Arm,
+            Method::GET,
+            url,
+        );
         let mut reads = Reads::new(op);
         loop {
             wait(op, delay, deadline).await?;
@@ -146,7 +156,12 @@ impl Client {
         let mut reads = Reads::new(op);
         loop {
             wait(op, delay, deadline).await?;
-            let poll = Call::new(format!("{op} (operation result)"), Api::Arm, Method::GET, url.clone());
+            let poll = Call::new(
+                format!("{op} (operation result)"),
+                Api::Arm,
+                Method::GET,
+                url.clone(),
+            );
             let reply = match self.call(&poll, deadline).await {
                 Ok(reply) => reply,
                 Err(failure) => {
@@ -173,7 +188,12 @@ impl Client {
         mut delay: Option<Duration>,
         deadline: &Deadline,
     ) -> Result<Value, Failure> {
-        let poll = Call::new(format!("{op} (read state)"), Api::Arm, Method::GET, url.clone());
+        let poll = Call::new(
+            format!("{op} (read state)"),
+            Api::Arm,
+            Method::GET,
+            url.clone(),
+        );
         let mut reads = Reads::new(op);
         loop {
             wait(op, delay, deadline).await?;

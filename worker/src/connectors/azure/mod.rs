@@ -249,11 +249,20 @@ impl Settings {
             client_id: pick(flags.azure_client_id, env, CLIENT_ID_VAR, parse_client_id)?,
             nsg: pick(flags.azure_nsg, env, NSG_VAR, parse_nsg)?,
             ip_group: pick(flags.azure_ip_group, env, IP_GROUP_VAR, parse_ip_group)?,
-            jit_policy: pick(flags.azure_jit_policy, env, JIT_POLICY_VAR, parse_jit_policy)?,
+            jit_policy: pick(
+                flags.azure_jit_policy,
+                env,
+                JIT_POLICY_VAR,
+                parse_jit_policy,
+            )?,
             ..Settings::default()
         };
         let urls = [
-            (flags.azure_authority_url, AUTHORITY_URL_VAR, &mut s.authority_url),
+            (
+                flags.azure_authority_url,
+                AUTHORITY_URL_VAR,
+                &mut s.authority_url,
+            ),
             (flags.azure_arm_url, ARM_URL_VAR, &mut s.arm_url),
             (flags.azure_graph_url, GRAPH_URL_VAR, &mut s.graph_url),
             (flags.azure_imds_url, IMDS_URL_VAR, &mut s.imds_url),

@@ -71,7 +71,11 @@ pub(crate) async fn nsg_block(
         Some(rule) => rule.priority,
         None => free_priority(&rules, client, nsg)?,
     };
-    let url = nsg.url(&client.settings().arm_url, &format!("/securityRules/{name}"), API_VERSION);
+    let url = nsg.url(
+        &client.settings().arm_url,
+        &format!("/securityRules/{name}"),
+        API_VERSION,
+    );
     let body = rule_body(block, priority, &cx.key);
     let put = Call::new("put nsg security rule", Api::Arm, Method::PUT, url.clone()).json(body);
     let changes = vec![put.display()];
@@ -93,9 +97,18 @@ pub(crate) async fn nsg_unblock(
     let nsg = configured(client.settings().nsg.as_ref(), "azure-nsg", "--azure-nsg")?;
     let deadline = Deadline::for_task(cx);
     let name = rule_name(&unblock.target);
-    let url = nsg.url(&client.settings().arm_url, &format!("/securityRules/{name}"), API_VERSION);
-    let delete = Call::new("delete nsg security rule", Api::Arm, Method::DELETE, url.clone())
-        .allow_not_found();
+    let url = nsg.url(
+        &client.settings().arm_url,
+        &format!("/securityRules/{name}"),
+        API_VERSION,
+    );
+    let delete = Call::new(
+        "delete nsg security rule",
+        Api::Arm,
+        Method::DELETE,
+        url.clone(),
+    )
+    .allow_not_found();
     let output = |was_blocked: bool, changes: Vec<String>| {
         json!({
             "ip": unblock.target.to_string(),
@@ -152,7 +165,11 @@ pub(crate) async fn ip_group_block(
     block: &Block,
     cx: &Context,
 ) -> Result<Value, Failure> {
-    let group = configured(client.settings().ip_group.as_ref(), "azure-ip-group", "--azure-ip-group")?;
+    let group = configured(
+        client.settings().ip_group.as_ref(),
+        "azure-ip-group",
+        "--azure-ip-group",
+    )?;
     let deadline = Deadline::for_task(cx);
     let _writer = client.locks.lock(group.as_str()).await;
     let (url, current) = read_group(client, group, &deadline).await?;
@@ -188,7 +205,11 @@ pub(crate) async fn ip_group_unblock(
     unblock: &Unblock,
     cx: &Context,
 ) -> Result<Value, Failure> {
-    let group = configured(client.settings().ip_group.as_ref(), "azure-ip-group", "--azure-ip-group")?;
+    let group = configured(
+        client.settings().ip_group.as_ref(),
+        "azure-ip-group",
+        "--azure-ip-group",
+    )?;
     let deadline = Deadline::for_task(cx);
     let _writer = client.locks.lock(group.as_str()).await;
     let (url, current) = read_group(client, group, &deadline).await?;
@@ -219,7 +240,11 @@ pub(crate) async fn ip_group_unblock(
 
 /// See the family module.
 pub(crate) async fn ip_group_list(client: &Client, cx: &Context) -> Result<Value, Failure> {
-    let group = configured(client.settings().ip_group.as_ref(), "azure-ip-group", "--azure-ip-group")?;
+    let group = configured(
+        client.settings().ip_group.as_ref(),
+        "azure-ip-group",
+        "--azure-ip-group",
+    )?;
     let deadline = Deadline::for_task(cx);
     let (_, current) = read_group(client, group, &deadline).await?;
     let blocked: Vec<Value> = addresses(&current)
@@ -229,11 +254,7 @@ pub(crate) async fn ip_group_list(client: &Client, cx: &Context) -> Result<Value
     Ok(json!({"backend": "azure-ip-group", "ip_group": group.as_str(), "blocked": blocked}))
 }
 
-fn configured<'a>(
-    id: Option<&'a ArmId>,
-    backend: &str,
-    flag: &str,
-) -> Result<&'a ArmId, Failure> {
+fn configured<'a>(id: Option<&'a ArmId>, backend: &str, flag: &str) -> Result<&'a ArmId, Failure> {
     id.ok_or_else(|| Failure::permanent(format!("the {backend} backend needs {flag}")))
 }
 
@@ -293,7 +314,11 @@ impl Rule {
     }
 }
 
-async fn read_rules(client: &Client, nsg: &ArmId, deadline: &Deadline) -> Result<Vec<Rule>, Failure> {
+async fn read_rules(
+    client: &Client,
+    nsg: &ArmId,
+    deadline: &Deadline,
+) -> Result<Vec<Rule>, Failure> {
     let url = nsg.url(&client.settings().arm_url, "", API_VERSION);
     let get = Call::new("get network security group", Api::Arm, Method::GET, url);
     let body = client.call(&get, deadline).await?.body;
@@ -365,11 +390,19 @@ fn check_succeeded(op: &str, body: &Value) -> Result<(), Failure> {
     }
 }
 
-async fn read_group(client: &Client, group: &ArmId, deadline: &Deadline) -> Result<(Url, Value), Failure> {
+async fn read_group(
+    client: &Client,
+    group: &ArmId,
+    deadline: &Deadline,
+) -> Result<(Url, Value), Failure> {
     let url = group.url(&client.settings().arm_url, "", API_VERSION);
     let get = Call::new("get ip group", Api::Arm, Method::GET, url.clone());
     let body = client.call(&get, deadline).await?.body;
-    if body.get("properties").and_then(|p| p.get("ipAddresses")).is_none() {
+    if body
+        .get("properties")
+        .and_then(|p| p.get("ipAddresses"))
+        .is_none()
+    {
         return Err(Failure::permanent(format!(
             "azure get ip group: the answer for {group} has no properties.ipAddresses"
         )));
@@ -403,7 +436,9 @@ fn group_put(url: Url, current: &Value, addresses: Vec<String>) -> Call {
 
 async fn write_group(client: &Client, put: &Call, deadline: &Deadline) -> Result<(), Failure> {
     let reply = client.call(put, deadline).await?;
-    let result = client.finish(&put.op, reply, Some(&put.url), deadline).await?;
+    let result = client
+        .finish(&put.op, reply, Some(&put.url), deadline)
+        .await?;
     check_succeeded(&put.op, &result)
 }
 
@@ -413,7 +448,9 @@ fn same_target(entry: &str, target: &IpNet) -> bool {
     if let Ok(addr) = entry.parse::<std::net::IpAddr>() {
         return IpNet::from(addr) == *target;
     }
-    entry.parse::<IpNet>().is_ok_and(|net| net.trunc() == *target)
+    entry
+        .parse::<IpNet>()
+        .is_ok_and(|net| net.trunc() == *target)
 }
 
 #[cfg(test)]
@@ -447,6 +484,9 @@ mod tests {
         let body = rule_body(&block, 100, "run/step/0");
         let description = body["properties"]["description"].as_str().unwrap();
         assert!(description.len() <= DESCRIPTION_BYTES_MAX, "{description}");
-        assert!(description.starts_with("riposte run/step/0: xxx"), "{description}");
+        assert!(
+            description.starts_with("riposte run/step/0: xxx"),
+            "{description}"
+        );
     }
 }

@@ -138,7 +138,8 @@ impl Reply {
 
     /// The `Retry-After` header, when it is a number of seconds.
     pub(crate) fn retry_after(&self) -> Option<Duration> {
-        self.header(RETRY_AFTER.as_str()).and_then(parse_retry_after)
+        self.header(RETRY_AFTER.as_str())
+            .and_then(parse_retry_after)
     }
 }
 
@@ -148,7 +149,9 @@ pub(crate) fn parse_retry_after(text: &str) -> Option<Duration> {
     if !seconds.is_finite() || seconds < 0.0 {
         return None;
     }
-    Some(Duration::from_secs_f64(seconds.min(RETRY_AFTER_MAX.as_secs_f64())))
+    Some(Duration::from_secs_f64(
+        seconds.min(RETRY_AFTER_MAX.as_secs_f64()),
+    ))
 }
 
 /// What one attempt came to.
@@ -354,7 +357,10 @@ mod tests {
     fn retry_after_in_seconds() {
         assert_eq!(parse_retry_after("10"), Some(Duration::from_secs(10)));
         assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after("2.128"), Some(Duration::from_millis(2128)));
+        assert_eq!(
+            parse_retry_after("2.128"),
+            Some(Duration::from_millis(2128))
+        );
         assert_eq!(parse_retry_after("100000"), Some(RETRY_AFTER_MAX));
         assert_eq!(parse_retry_after("-1"), None);
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);

@@ -69,7 +69,9 @@ fn writes(server: &AzureServer) -> Vec<String> {
 }
 
 fn change(output: &Value, i: usize) -> &str {
-    output["changes"][i].as_str().unwrap_or_else(|| panic!("no change {i}: {output}"))
+    output["changes"][i]
+        .as_str()
+        .unwrap_or_else(|| panic!("no change {i}: {output}"))
 }
 
 #[tokio::test]
@@ -91,14 +93,19 @@ async fn a_dry_run_block_reads_the_nsg_reports_the_put_and_writes_nothing() {
         local::NSG_ID
     );
     assert!(put.starts_with(&url), "{put}");
-    assert!(put.contains(r#""access":"Deny""#) && put.contains(r#""priority":101"#), "{put}");
+    assert!(
+        put.contains(r#""access":"Deny""#) && put.contains(r#""priority":101"#),
+        "{put}"
+    );
     assert!(writes(&server).is_empty(), "{:?}", writes(&server));
     assert!(server.requests_to("GET", local::NSG_ID).len() == 1);
 
     let unblock = Unblock {
         target: target("203.0.113.7/32"),
     };
-    let output = network::nsg_unblock(&client, &unblock, &cx(true)).await.unwrap();
+    let output = network::nsg_unblock(&client, &unblock, &cx(true))
+        .await
+        .unwrap();
     assert_eq!(output["was_blocked"], false, "{output}");
     assert!(writes(&server).is_empty(), "{:?}", writes(&server));
 }
@@ -109,9 +116,17 @@ async fn dry_runs_of_every_backend_write_nothing() {
     let client = client(&settings(&server));
     let dry = cx(true);
 
-    let output = network::ip_group_block(&client, &block("203.0.113.99"), &dry).await.unwrap();
-    assert!(change(&output, 0).contains(r#""203.0.113.99/32""#), "{output}");
-    assert!(change(&output, 0).contains(r#""198.51.100.0/28""#), "the whole list: {output}");
+    let output = network::ip_group_block(&client, &block("203.0.113.99"), &dry)
+        .await
+        .unwrap();
+    assert!(
+        change(&output, 0).contains(r#""203.0.113.99/32""#),
+        "{output}"
+    );
+    assert!(
+        change(&output, 0).contains(r#""198.51.100.0/28""#),
+        "the whole list: {output}"
+    );
 
     let disable = Disable {
         account: local::USER_UPN.into(),
@@ -136,8 +151,14 @@ async fn dry_runs_of_every_backend_write_nothing() {
         justification: "on-call".into(),
     };
     let output = jit::grant(&client, &grant, &dry).await.unwrap();
-    assert!(change(&output, 0).contains("/initiate?api-version=2020-01-01"), "{output}");
-    assert!(output["expires_at"].as_str().unwrap().ends_with('Z'), "{output}");
+    assert!(
+        change(&output, 0).contains("/initiate?api-version=2020-01-01"),
+        "{output}"
+    );
+    assert!(
+        output["expires_at"].as_str().unwrap().ends_with('Z'),
+        "{output}"
+    );
 
     let install = Install {
         scope: Scope::All,
@@ -147,12 +168,22 @@ async fn dry_runs_of_every_backend_write_nothing() {
         vm: Some(local::VM_ID.into()),
     };
     let output = compute::install(&client, &install, &dry).await.unwrap();
-    assert!(change(&output, 0).contains(r#""rebootSetting":"Never""#), "{output}");
-    assert_eq!(output["would_install"].as_array().unwrap().len(), 2, "{output}");
+    assert!(
+        change(&output, 0).contains(r#""rebootSetting":"Never""#),
+        "{output}"
+    );
+    assert_eq!(
+        output["would_install"].as_array().unwrap().len(),
+        2,
+        "{output}"
+    );
 
     assert!(writes(&server).is_empty(), "{:?}", writes(&server));
     assert!(server.user_enabled());
-    assert_eq!(server.ip_addresses(), ["198.51.100.0/28", "203.0.113.45/32"]);
+    assert_eq!(
+        server.ip_addresses(),
+        ["198.51.100.0/28", "203.0.113.45/32"]
+    );
 }
 
 #[tokio::test]
@@ -171,12 +202,23 @@ async fn tokens_are_cached_per_resource() {
     let scopes: Vec<String> = tokens.iter().map(|r| r.form()["scope"].clone()).collect();
     assert_eq!(
         scopes,
-        [format!("{}/.default", server.url()), format!("{}/graph/.default", server.url())]
+        [
+            format!("{}/.default", server.url()),
+            format!("{}/graph/.default", server.url())
+        ]
     );
     let graph_calls = server.requests_to("GET", &format!("/users/{}", local::USER_ID));
     assert_eq!(graph_calls.len(), 3);
-    assert!(graph_calls.iter().all(|r| r.header("authorization") == Some("Bearer graph-token-2")));
-    assert!(graph_calls.iter().all(|r| r.header("x-ms-client-request-id").is_some_and(id::is_guid)));
+    assert!(
+        graph_calls
+            .iter()
+            .all(|r| r.header("authorization") == Some("Bearer graph-token-2"))
+    );
+    assert!(
+        graph_calls
+            .iter()
+            .all(|r| r.header("x-ms-client-request-id").is_some_and(id::is_guid))
+    );
 }
 
 #[tokio::test]
@@ -190,7 +232,11 @@ async fn managed_identity_asks_the_metadata_service() {
     let imds = server.requests_to("GET", "/imds/metadata/identity/oauth2/token");
     assert_eq!(imds.len(), 1, "{:?}", server.requests());
     assert_eq!(imds[0].header("metadata"), Some("true"));
-    assert!(imds[0].query.contains("api-version=2018-02-01"), "{}", imds[0].query);
+    assert!(
+        imds[0].query.contains("api-version=2018-02-01"),
+        "{}",
+        imds[0].query
+    );
     assert!(server.requests_to("POST", "/token").is_empty());
 }
 
@@ -247,7 +293,9 @@ async fn a_revoke_of_an_open_jit_request_says_it_cannot_end_early() {
         ..grant
     };
     jit::grant(&client, &soon, &cx(false)).await.unwrap();
-    let failure = jit::revoke(&client, &revoke_of(&soon), &cx(false)).await.unwrap_err();
+    let failure = jit::revoke(&client, &revoke_of(&soon), &cx(false))
+        .await
+        .unwrap_err();
     assert!(failure.retryable, "ends within two minutes: {failure:?}");
 }
 
@@ -262,14 +310,24 @@ fn revoke_of(grant: &Grant) -> Revoke {
 
 fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<crate::Config, crate::Error> {
     let argv = std::iter::once("riposte-worker").chain(args.iter().copied());
-    let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     crate::Config::from_args(argv, &env)
 }
 
 #[test]
 fn flags_and_environment_fill_the_settings() {
     let config = parse(
-        &["--firewall-backend", "azure-nsg", "--azure-nsg", local::NSG_ID, "--azure-client-id", local::CLIENT_ID],
+        &[
+            "--firewall-backend",
+            "azure-nsg",
+            "--azure-nsg",
+            local::NSG_ID,
+            "--azure-client-id",
+            local::CLIENT_ID,
+        ],
         &[
             ("RIPOSTE_AZURE_TENANT_ID", "contoso.onmicrosoft.com"),
             ("AZURE_CLIENT_SECRET", SECRET),
@@ -297,20 +355,44 @@ fn azure_settings_are_checked_when_the_worker_starts() {
         "invalid configuration: the azure-nsg backend needs --azure-nsg"
     );
     let bad_nsg = error(&["--azure-nsg", local::VM_ID], &[]);
-    assert!(bad_nsg.contains("is not the ARM id of a network security group: the provider must be Microsoft.Network"), "{bad_nsg}");
+    assert!(
+        bad_nsg.contains(
+            "is not the ARM id of a network security group: the provider must be Microsoft.Network"
+        ),
+        "{bad_nsg}"
+    );
     let bad_env = error(&[], &[("RIPOSTE_AZURE_JIT_POLICY", local::NSG_ID)]);
-    assert!(bad_env.starts_with("invalid RIPOSTE_AZURE_JIT_POLICY:"), "{bad_env}");
+    assert!(
+        bad_env.starts_with("invalid RIPOSTE_AZURE_JIT_POLICY:"),
+        "{bad_env}"
+    );
     let no_credential = error(&["--identity-backend", "graph"], &[]);
-    assert!(no_credential.contains("the graph backend needs a credential"), "{no_credential}");
-    let no_tenant = error(&["--identity-backend", "graph"], &[("AZURE_CLIENT_SECRET", "x")]);
+    assert!(
+        no_credential.contains("the graph backend needs a credential"),
+        "{no_credential}"
+    );
+    let no_tenant = error(
+        &["--identity-backend", "graph"],
+        &[("AZURE_CLIENT_SECRET", "x")],
+    );
     assert!(no_tenant.contains("needs --azure-tenant-id"), "{no_tenant}");
-    let both = error(&["--azure-managed-identity"], &[("AZURE_CLIENT_SECRET", "x")]);
+    let both = error(
+        &["--azure-managed-identity"],
+        &[("AZURE_CLIENT_SECRET", "x")],
+    );
     assert!(both.contains("give one azure credential"), "{both}");
     let priorities = error(&["--azure-nsg-priorities", "50-99"], &[]);
     assert!(priorities.contains("not a priority range"), "{priorities}");
     let secret_flag = error(&["--azure-client-secret", "x"], &[]);
-    assert!(secret_flag.contains("unexpected argument"), "no secret flag: {secret_flag}");
-    let managed = parse(&["--patch-backend", "azure"], &[("RIPOSTE_AZURE_MANAGED_IDENTITY", "true")]).unwrap();
+    assert!(
+        secret_flag.contains("unexpected argument"),
+        "no secret flag: {secret_flag}"
+    );
+    let managed = parse(
+        &["--patch-backend", "azure"],
+        &[("RIPOSTE_AZURE_MANAGED_IDENTITY", "true")],
+    )
+    .unwrap();
     assert_eq!(managed.azure.credential, Credential::ManagedIdentity);
 }
 
@@ -326,14 +408,21 @@ fn the_secret_file_is_read_when_the_client_is_built() {
         ..Settings::default()
     };
     let source = token::Source::from_settings(&settings).unwrap();
-    assert!(matches!(&source, token::Source::ClientSecret { secret, .. } if secret.expose() == SECRET));
+    assert!(
+        matches!(&source, token::Source::ClientSecret { secret, .. } if secret.expose() == SECRET)
+    );
     assert!(!format!("{source:?}").contains(SECRET));
     let missing = Settings {
         credential: Credential::SecretFile(dir.join("absent")),
         ..settings
     };
-    let error = token::Source::from_settings(&missing).unwrap_err().to_string();
-    assert!(error.starts_with("cannot read the azure client secret file"), "{error}");
+    let error = token::Source::from_settings(&missing)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("cannot read the azure client secret file"),
+        "{error}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -341,4 +430,58 @@ fn tempfile_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("riposte-azure-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+#[tokio::test]
+async fn enable_restores_what_the_disable_recorded() {
+    use super::super::identity::Enable;
+    let server = AzureServer::start(SECRET).await;
+    let client = client(&settings(&server));
+    server.set_user_enabled(false);
+    let was_disabled = Enable {
+        account: local::USER_ID.into(),
+        previous: Some(serde_json::json!({"accountEnabled": false, "id": local::USER_ID})),
+    };
+    let output = graph::enable(&client, &was_disabled, &cx(false))
+        .await
+        .unwrap();
+    assert_eq!(output["left_disabled"], true, "{output}");
+    assert!(writes(&server).is_empty(), "{:?}", writes(&server));
+    assert!(!server.user_enabled());
+
+    let was_enabled = Enable {
+        account: local::USER_UPN.into(),
+        previous: Some(serde_json::json!({"accountEnabled": true, "id": local::USER_ID})),
+    };
+    let output = graph::enable(&client, &was_enabled, &cx(false))
+        .await
+        .unwrap();
+    assert_eq!(output["already_enabled"], false, "{output}");
+    assert!(server.user_enabled());
+    let patch = server.requests_to("PATCH", &format!("/users/{}", local::USER_UPN));
+    assert_eq!(patch.len(), 1);
+    assert_eq!(patch[0].json(), serde_json::json!({"accountEnabled": true}));
+
+    let someone_else = Enable {
+        account: local::USER_UPN.into(),
+        previous: Some(
+            serde_json::json!({"accountEnabled": true, "id": "33334444-dddd-5555-eeee-6666ffff7777"}),
+        ),
+    };
+    let failure = graph::enable(&client, &someone_else, &cx(false))
+        .await
+        .unwrap_err();
+    assert!(
+        failure.message.contains("refusing to enable it"),
+        "{failure:?}"
+    );
+    let bad = Enable {
+        account: local::USER_UPN.into(),
+        previous: Some(serde_json::json!("yes")),
+    };
+    let failure = graph::enable(&client, &bad, &cx(false)).await.unwrap_err();
+    assert!(
+        failure.message.starts_with("invalid input: `previous`"),
+        "{failure:?}"
+    );
 }

@@ -133,7 +133,12 @@ mod tests {
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(format_rfc3339(leap), "2000-02-29T00:00:00Z");
         assert_eq!(format_rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        for bad in ["", "2025-01-15", "2025-13-15T11:00:00Z", "2025-01-15T11:00:00"] {
+        for bad in [
+            "",
+            "2025-01-15",
+            "2025-13-15T11:00:00Z",
+            "2025-01-15T11:00:00",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }

@@ -287,7 +287,10 @@ fn parse_token(body: &Value) -> Result<(Secret, Duration), Failure> {
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| Failure::permanent("azure token response has no access_token"))?;
-    let kind = body.get("token_type").and_then(Value::as_str).unwrap_or("Bearer");
+    let kind = body
+        .get("token_type")
+        .and_then(Value::as_str)
+        .unwrap_or("Bearer");
     if !kind.eq_ignore_ascii_case("bearer") {
         return Err(Failure::permanent(format!(
             "azure token response has token_type {kind:?}, not Bearer"
@@ -320,7 +323,10 @@ mod tests {
         let imds = json!({"access_token": "t", "expires_in": "86399", "token_type": "Bearer"});
         assert_eq!(parse_token(&imds).unwrap().1, Duration::from_secs(86399));
         assert!(parse_token(&json!({"access_token": "t"})).is_err());
-        assert!(parse_token(&json!({"access_token": "t", "expires_in": 1, "token_type": "pop"})).is_err());
+        assert!(
+            parse_token(&json!({"access_token": "t", "expires_in": 1, "token_type": "pop"}))
+                .is_err()
+        );
     }
 
     #[test]
