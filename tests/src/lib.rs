@@ -19,6 +19,7 @@
 //! ```
 
 pub mod api;
+pub mod azure;
 pub mod binaries;
 pub mod cli;
 pub mod netns;

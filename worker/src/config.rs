@@ -180,6 +180,11 @@ impl Config {
         if let Some(nftables::PortList(ports)) = ports {
             config.nftables.jit_ports = ports;
         }
+        config.azure = azure::Settings::from_flags(args.azure, env)?;
+        config
+            .azure
+            .check(&config.backends)
+            .map_err(|e| Error::Config(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -267,6 +272,9 @@ struct Args {
 
     #[command(flatten)]
     nftables: nftables::Flags,
+
+    #[command(flatten)]
+    azure: azure::Flags,
 }
 
 /// A backend name from the environment, as clap would parse it from a flag.
@@ -290,7 +298,7 @@ struct HostList(Vec<AllowedHost>);
 
 /// The flag's value when given, else `var` from `env` parsed; `None` when both are unset (an
 /// empty variable counts as unset).
-fn pick<T, E: fmt::Display>(
+pub(crate) fn pick<T, E: fmt::Display>(
     flag: Option<T>,
     env: &HashMap<String, String>,
     var: &'static str,

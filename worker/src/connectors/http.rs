@@ -36,6 +36,18 @@ const RESPONSE_BYTES_MAX: u64 = 10 * 1024 * 1024;
 /// How much of an error response's body goes into the failure message.
 const ERROR_BODY_PREFIX_BYTES: usize = 512;
 
+/// How long the Azure client may take to open a connection.
+const AZURE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The settings every client of the worker shares: rustls (the only TLS compiled in), no
+/// redirects, no proxy from the environment, the worker's user agent.
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("riposte-worker/", env!("CARGO_PKG_VERSION")))
+}
+
 /// The `http.*` actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Action {
@@ -64,16 +76,22 @@ pub(crate) struct Connector {
 impl Connector {
     /// Builds the client: rustls, no redirects, no proxy from the environment.
     pub(crate) fn new(allow_hosts: Vec<AllowedHost>) -> Result<Connector, crate::Error> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("riposte-worker/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(crate::Error::HttpClient)?;
+        let client = client_builder().build().map_err(crate::Error::HttpClient)?;
         Ok(Connector {
             client,
             allow_hosts,
         })
+    }
+
+    /// Builds the client of the Azure backends, in its own connection pool: like this
+    /// connector's (rustls, no redirects, no proxy from the environment, the worker's user
+    /// agent) with a connect timeout. It has no allowlist: it only calls the Azure endpoints of
+    /// the worker's settings.
+    pub(crate) fn azure_client(&self) -> Result<reqwest::Client, crate::Error> {
+        client_builder()
+            .connect_timeout(AZURE_CONNECT_TIMEOUT)
+            .build()
+            .map_err(crate::Error::HttpClient)
     }
 
     /// Runs one `http.*` action.
@@ -265,14 +283,14 @@ fn parse_headers(object: Map<String, Value>) -> Result<HeaderMap, Failure> {
 }
 
 /// A body read up to a cap.
-struct Capped {
-    bytes: Vec<u8>,
+pub(crate) struct Capped {
+    pub(crate) bytes: Vec<u8>,
     /// False when the body went on past the cap (the rest was not read).
-    complete: bool,
+    pub(crate) complete: bool,
 }
 
 /// Reads the body chunk by chunk and stops as soon as it passes `cap` bytes.
-async fn read_capped(
+pub(crate) async fn read_capped(
     response: &mut reqwest::Response,
     cap: u64,
     target: &str,
@@ -352,7 +370,7 @@ fn status_failure(status: StatusCode, target: &str, body: &[u8]) -> Failure {
 }
 
 /// A failure to connect, send or read: retryable, with the whole error chain (without the URL).
-fn transport_failure(target: &str, error: reqwest::Error) -> Failure {
+pub(crate) fn transport_failure(target: &str, error: reqwest::Error) -> Failure {
     let error = error.without_url();
     let mut message = format!("http request to {target} failed");
     let mut source: Option<&dyn std::error::Error> = Some(&error);

@@ -1,0 +1,345 @@
+//! Access tokens: OAuth2 client credentials against Microsoft Entra ID, or the managed identity
+//! of the host through the instance metadata service, one token per resource (ARM, Graph),
+//! cached until [`REFRESH_SKEW`] before it expires.
+//!
+//! The scope of a token is its API's base URL followed by `/.default`
+//! (`https://management.azure.com/.default`); for a sovereign cloud the base URL names the
+//! right resource by itself. One lock per resource makes concurrent callers wait for a single
+//! token request instead of each sending one.
+
+use std::time::Duration;
+
+use reqwest::{StatusCode, Url};
+use serde_json::Value;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::super::Failure;
+use super::super::http::{read_capped, transport_failure};
+use super::errors::ApiError;
+use super::rest::{Api, Deadline, target};
+use super::{Credential, Secret, Settings, SettingsError};
+use crate::backoff::Backoff;
+
+/// A token is renewed this long before it expires (at most half its lifetime earlier).
+const REFRESH_SKEW: Duration = Duration::from_secs(300);
+/// Most attempts of one token request.
+const ATTEMPTS_MAX: u32 = 3;
+/// Longest one token request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest token response read.
+const RESPONSE_BYTES_MAX: u64 = 64 * 1024;
+/// Largest secret file read.
+const SECRET_FILE_BYTES_MAX: u64 = 16 * 1024;
+/// The IMDS API version of the token endpoint.
+const IMDS_API_VERSION: &str = "2018-02-01";
+
+/// Where tokens come from.
+pub(crate) enum Source {
+    /// Not configured.
+    None,
+    /// Client credentials with a shared secret.
+    ClientSecret {
+        authority: Url,
+        tenant: String,
+        client_id: String,
+        secret: Secret,
+    },
+    /// The host's managed identity (a user-assigned one when `client_id` is set).
+    ManagedIdentity {
+        imds: Url,
+        client_id: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::None => f.write_str("None"),
+            Source::ClientSecret {
+                tenant, client_id, ..
+            } => f
+                .debug_struct("ClientSecret")
+                .field("tenant", tenant)
+                .field("client_id", client_id)
+                .field("secret", &"[redacted]")
+                .finish(),
+            Source::ManagedIdentity { client_id, .. } => f
+                .debug_struct("ManagedIdentity")
+                .field("client_id", client_id)
+                .finish(),
+        }
+    }
+}
+
+impl Source {
+    /// The source the settings describe; reads the secret file.
+    pub(crate) fn from_settings(settings: &Settings) -> Result<Source, SettingsError> {
+        let client_secret = |secret: Secret| match (&settings.tenant_id, &settings.client_id) {
+            (Some(tenant), Some(client_id)) => Source::ClientSecret {
+                authority: settings.authority_url.clone(),
+                tenant: tenant.clone(),
+                client_id: client_id.clone(),
+                secret,
+            },
+            _ => Source::None,
+        };
+        Ok(match &settings.credential {
+            Credential::None => Source::None,
+            Credential::Secret(secret) => client_secret(secret.clone()),
+            Credential::SecretFile(path) => client_secret(read_secret_file(path)?),
+            Credential::ManagedIdentity => Source::ManagedIdentity {
+                imds: settings.imds_url.clone(),
+                client_id: settings.client_id.clone(),
+            },
+        })
+    }
+}
+
+fn read_secret_file(path: &std::path::Path) -> Result<Secret, SettingsError> {
+    let error = |reason: String| SettingsError::SecretFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let metadata = std::fs::metadata(path).map_err(|e| error(e.to_string()))?;
+    if metadata.len() > SECRET_FILE_BYTES_MAX {
+        return Err(error(format!("larger than {SECRET_FILE_BYTES_MAX} bytes")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(error("the file is empty".into()));
+    }
+    Ok(Secret::new(secret))
+}
+
+/// A token and when to renew it.
+struct Cached {
+    token: Secret,
+    refresh_at: Instant,
+}
+
+/// The token cache of one worker.
+pub(crate) struct Tokens {
+    source: Source,
+    arm: Mutex<Option<Cached>>,
+    graph: Mutex<Option<Cached>>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tokens {
+    /// An empty cache over `source`.
+    pub(crate) fn new(source: Source) -> Tokens {
+        Tokens {
+            source,
+            arm: Mutex::new(None),
+            graph: Mutex::new(None),
+        }
+    }
+
+    fn slot(&self, api: Api) -> &Mutex<Option<Cached>> {
+        match api {
+            Api::Arm => &self.arm,
+            Api::Graph => &self.graph,
+        }
+    }
+
+    /// A valid token for `api` (whose base URL is `resource`), from the cache or fresh.
+    pub(crate) async fn get(
+        &self,
+        http: &reqwest::Client,
+        api: Api,
+        resource: &Url,
+        deadline: &Deadline,
+    ) -> Result<Secret, Failure> {
+        let mut slot = self.slot(api).lock().await;
+        if let Some(cached) = slot.as_ref()
+            && Instant::now() < cached.refresh_at
+        {
+            return Ok(cached.token.clone());
+        }
+        let (token, lifetime) = self.fetch(http, resource, deadline).await?;
+        let early = REFRESH_SKEW.min(lifetime / 2);
+        *slot = Some(Cached {
+            token: token.clone(),
+            refresh_at: Instant::now() + lifetime.saturating_sub(early),
+        });
+        Ok(token)
+    }
+
+    /// Drops the cached token of `api` (after a 401).
+    pub(crate) async fn forget(&self, api: Api) {
+        *self.slot(api).lock().await = None;
+    }
+
+    async fn fetch(
+        &self,
+        http: &reqwest::Client,
+        resource: &Url,
+        deadline: &Deadline,
+    ) -> Result<(Secret, Duration), Failure> {
+        let mut backoff = Backoff::new();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let failure = match self.fetch_once(http, resource, deadline).await {
+                Ok(token) => return Ok(token),
+                Err(failure) if !failure.retryable => return Err(failure),
+                Err(failure) => failure,
+            };
+            let delay = backoff.next_delay();
+            if attempt >= ATTEMPTS_MAX || !deadline.fits(delay) {
+                return Err(failure);
+            }
+            tracing::info!(attempt, error = %failure.message, "azure token request will be retried");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn fetch_once(
+        &self,
+        http: &reqwest::Client,
+        resource: &Url,
+        deadline: &Deadline,
+    ) -> Result<(Secret, Duration), Failure> {
+        let resource = resource.as_str().trim_end_matches('/');
+        let request = match &self.source {
+            Source::None => {
+                return Err(Failure::permanent(
+                    "azure credentials are not configured on this worker",
+                ));
+            }
+            Source::ClientSecret {
+                authority,
+                tenant,
+                client_id,
+                secret,
+            } => {
+                let base = authority.as_str().trim_end_matches('/');
+                let url = format!("{base}/{tenant}/oauth2/v2.0/token");
+                let scope = format!("{resource}/.default");
+                let form = [
+                    ("client_id", client_id.as_str()),
+                    ("scope", scope.as_str()),
+                    ("client_secret", secret.expose()),
+                    ("grant_type", "client_credentials"),
+                ];
+                http.post(url).form(&form)
+            }
+            Source::ManagedIdentity { imds, client_id } => {
+                let base = imds.as_str().trim_end_matches('/');
+                let mut url = Url::parse(&format!("{base}/metadata/identity/oauth2/token"))
+                    .map_err(|e| Failure::permanent(format!("bad imds url: {e}")))?;
+                url.query_pairs_mut()
+                    .append_pair("api-version", IMDS_API_VERSION)
+                    .append_pair("resource", &format!("{resource}/"));
+                if let Some(client_id) = client_id {
+                    url.query_pairs_mut().append_pair("client_id", client_id);
+                }
+                http.get(url).header("Metadata", "true")
+            }
+        };
+        let request = request.timeout(REQUEST_TIMEOUT.min(deadline.remaining()));
+        let built = request
+            .build()
+            .map_err(|e| Failure::permanent(format!("azure token request: {}", e.without_url())))?;
+        let target = target(built.url());
+        let mut response = http
+            .execute(built)
+            .await
+            .map_err(|e| retryable(transport_failure(&target, e)))?;
+        let status = response.status();
+        let body = read_capped(&mut response, RESPONSE_BYTES_MAX, &target)
+            .await
+            .map_err(retryable)?;
+        let json: Value = serde_json::from_slice(&body.bytes).unwrap_or(Value::Null);
+        tracing::info!(status = status.as_u16(), host = %target, "azure token request");
+        if !status.is_success() {
+            let error = ApiError::from_body(status, &json, &body.bytes);
+            let message = format!("azure token request failed: {}", error.summary());
+            let transient = status.is_server_error()
+                || status == StatusCode::TOO_MANY_REQUESTS
+                || error.code == "temporarily_unavailable";
+            return Err(Failure {
+                message,
+                retryable: transient,
+            });
+        }
+        parse_token(&json)
+    }
+}
+
+fn retryable(failure: Failure) -> Failure {
+    Failure::retryable(format!("azure token request failed: {}", failure.message))
+}
+
+/// `access_token` and its lifetime from `expires_in` (a number, or a string from IMDS).
+fn parse_token(body: &Value) -> Result<(Secret, Duration), Failure> {
+    let token = body
+        .get("access_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| Failure::permanent("azure token response has no access_token"))?;
+    let kind = body
+        .get("token_type")
+        .and_then(Value::as_str)
+        .unwrap_or("Bearer");
+    if !kind.eq_ignore_ascii_case("bearer") {
+        return Err(Failure::permanent(format!(
+            "azure token response has token_type {kind:?}, not Bearer"
+        )));
+    }
+    let expires_in = match body.get("expires_in") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| Failure::permanent("azure token response has no valid expires_in"))?;
+    Ok((Secret::new(token), Duration::from_secs(expires_in)))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn parses_tokens_from_both_sources() {
+        let fixture: Value = serde_json::from_str(include_str!(
+            "../../../../tests/fixtures/azure/entra-token-client-credentials.http.json"
+        ))
+        .unwrap();
+        let (token, lifetime) = parse_token(&fixture["response"]["body"]).unwrap();
+        assert!(token.expose().starts_with("eyJ0eXAi"));
+        assert_eq!(lifetime, Duration::from_secs(3599));
+        let imds = json!({"access_token": "t", "expires_in": "86399", "token_type": "Bearer"});
+        assert_eq!(parse_token(&imds).unwrap().1, Duration::from_secs(86399));
+        assert!(parse_token(&json!({"access_token": "t"})).is_err());
+        assert!(
+            parse_token(&json!({"access_token": "t", "expires_in": 1, "token_type": "pop"}))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_secret() {
+        let source = Source::ClientSecret {
+            authority: Url::parse("https://login.example").unwrap(),
+            tenant: "t".into(),
+            client_id: "c".into(),
+            secret: Secret::new("hunter2-very-secret"),
+        };
+        let tokens = Tokens::new(source);
+        let text = format!("{tokens:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("redacted"), "{text}");
+    }
+}
