@@ -15,7 +15,7 @@ use clap::Parser;
 use uuid::Uuid;
 
 use crate::Error;
-use crate::connectors::{Backends, access, azure, firewall, identity, nftables, patch};
+use crate::connectors::{Backends, access, apt, azure, firewall, identity, nftables, patch};
 
 /// Most tasks one worker runs at once.
 pub const CONCURRENCY_MAX: u32 = 256;
@@ -72,6 +72,8 @@ pub struct Config {
     pub nftables: nftables::Settings,
     /// Azure endpoints and credentials for the Azure backends.
     pub azure: azure::Settings,
+    /// Where the `apt` backend looks for packages and keeps its lists.
+    pub apt: apt::Settings,
 }
 
 impl Config {
@@ -91,6 +93,7 @@ impl Config {
             backends: Backends::default(),
             nftables: nftables::Settings::default(),
             azure: azure::Settings::default(),
+            apt: apt::Settings::default(),
         }
     }
 
@@ -165,6 +168,7 @@ impl Config {
             access: pick(args.access_backend, env, ACCESS_BACKEND_VAR, backend)?,
             patch: pick(args.patch_backend, env, PATCH_BACKEND_VAR, backend)?,
         };
+        config.apt = args.apt.settings(env)?;
         config.validate()?;
         Ok(config)
     }
@@ -249,6 +253,9 @@ struct Args {
     /// RIPOSTE_PATCH_BACKEND] [default: none]
     #[arg(long, value_name = "BACKEND")]
     patch_backend: Option<patch::Backend>,
+
+    #[command(flatten)]
+    apt: apt::Flags,
 }
 
 /// A backend name from the environment, as clap would parse it from a flag.
@@ -272,7 +279,7 @@ struct HostList(Vec<AllowedHost>);
 
 /// The flag's value when given, else `var` from `env` parsed; `None` when both are unset (an
 /// empty variable counts as unset).
-fn pick<T, E: fmt::Display>(
+pub(crate) fn pick<T, E: fmt::Display>(
     flag: Option<T>,
     env: &HashMap<String, String>,
     var: &'static str,
