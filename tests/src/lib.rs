@@ -19,6 +19,7 @@
 //! ```
 
 pub mod api;
+pub mod apt_repo;
 pub mod binaries;
 pub mod cli;
 pub mod orchestrator;

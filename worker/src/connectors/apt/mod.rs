@@ -525,8 +525,11 @@ pub(crate) fn reboot_command() -> Command {
     )
 }
 
+/// Runs `command` through the process door. The door's future is large (its read buffers):
+/// it is boxed here so that the futures of the callers stay small (deep stacks of large
+/// futures overflow a runtime thread's stack in debug builds).
 async fn run(command: &Command) -> Result<exec::Output, Failure> {
-    exec::run(command)
+    Box::pin(exec::run(command))
         .await
         .map_err(|e| Failure::retryable(e.to_string()))
 }

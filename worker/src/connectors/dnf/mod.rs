@@ -283,7 +283,7 @@ async fn rpm_query(names: &[String]) -> Result<BTreeMap<(String, String), String
 /// tell (not installed).
 async fn reboot_required() -> Option<bool> {
     let command = Command::new("needs-restarting", ["-r"]).timeout(QUERY_TIMEOUT);
-    match exec::run(&command).await.ok()?.code {
+    match run(&command).await.ok()?.code {
         Some(0) => Some(false),
         Some(1) => Some(true),
         _ => None,
@@ -319,8 +319,11 @@ fn listed(entries: &[String]) -> String {
     text
 }
 
+/// Runs `command` through the process door. The door's future is large (its read buffers):
+/// it is boxed here so that the futures of the callers stay small (deep stacks of large
+/// futures overflow a runtime thread's stack in debug builds).
 async fn run(command: &Command) -> Result<exec::Output, Failure> {
-    exec::run(command)
+    Box::pin(exec::run(command))
         .await
         .map_err(|e| Failure::retryable(e.to_string()))
 }
