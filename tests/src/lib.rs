@@ -20,6 +20,7 @@
 
 pub mod api;
 pub mod azure;
+pub mod apt_repo;
 pub mod binaries;
 pub mod cli;
 pub mod netns;

@@ -15,7 +15,7 @@ use clap::Parser;
 use uuid::Uuid;
 
 use crate::Error;
-use crate::connectors::{Backends, access, azure, firewall, identity, nftables, patch};
+use crate::connectors::{Backends, access, apt, azure, firewall, identity, nftables, patch};
 
 /// Most tasks one worker runs at once.
 pub const CONCURRENCY_MAX: u32 = 256;
@@ -74,6 +74,8 @@ pub struct Config {
     pub nftables: nftables::Settings,
     /// Azure endpoints and credentials for the Azure backends.
     pub azure: azure::Settings,
+    /// Where the `apt` backend looks for packages and keeps its lists.
+    pub apt: apt::Settings,
 }
 
 impl Config {
@@ -93,6 +95,7 @@ impl Config {
             backends: Backends::default(),
             nftables: nftables::Settings::default(),
             azure: azure::Settings::default(),
+            apt: apt::Settings::default(),
         }
     }
 
@@ -185,6 +188,7 @@ impl Config {
             .azure
             .check(&config.backends)
             .map_err(|e| Error::Config(e.to_string()))?;
+        config.apt = args.apt.settings(env)?;
         config.validate()?;
         Ok(config)
     }
@@ -275,6 +279,9 @@ struct Args {
 
     #[command(flatten)]
     azure: azure::Flags,
+
+    #[command(flatten)]
+    apt: apt::Flags,
 }
 
 /// A backend name from the environment, as clap would parse it from a flag.

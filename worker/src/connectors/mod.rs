@@ -15,7 +15,7 @@
 //! it would change (`"dry_run": true` and a `changes` list in the output) and changes nothing.
 
 pub mod access;
-mod apt;
+pub mod apt;
 pub mod azure;
 pub(crate) mod core;
 mod dnf;
@@ -169,6 +169,7 @@ pub(crate) struct Shared {
     pub(crate) http: http::Connector,
     pub(crate) azure: azure::Client,
     pub(crate) nftables: nftables::Settings,
+    pub(crate) apt: apt::Settings,
 }
 
 /// The connectors of one worker, with whatever state they keep.
@@ -187,6 +188,7 @@ impl Connectors {
             http,
             azure,
             nftables: config.nftables.clone(),
+            apt: config.apt.clone(),
         };
         Ok(Connectors {
             shared,

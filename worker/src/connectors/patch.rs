@@ -118,7 +118,7 @@ pub(crate) async fn execute(
                 vm: fields.string("vm")?,
             };
             match backend {
-                Backend::Apt => apt::assess(&assess, cx).await,
+                Backend::Apt => apt::assess(&shared.apt, &assess, cx).await,
                 Backend::Dnf => dnf::assess(&assess, cx).await,
                 Backend::Azure => azure::compute::assess(&shared.azure, &assess, cx).await,
             }
@@ -136,7 +136,7 @@ pub(crate) async fn execute(
                 vm: fields.string("vm")?,
             };
             match backend {
-                Backend::Apt => apt::install(&install, cx).await,
+                Backend::Apt => apt::install(&shared.apt, &install, cx).await,
                 Backend::Dnf => dnf::install(&install, cx).await,
                 Backend::Azure => azure::compute::install(&shared.azure, &install, cx).await,
             }
@@ -149,7 +149,7 @@ pub(crate) async fn execute(
                 vm: fields.string("vm")?,
             };
             match backend {
-                Backend::Apt => apt::verify(&verify, cx).await,
+                Backend::Apt => apt::verify(&shared.apt, &verify, cx).await,
                 Backend::Dnf => dnf::verify(&verify, cx).await,
                 Backend::Azure => azure::compute::verify(&shared.azure, &verify, cx).await,
             }

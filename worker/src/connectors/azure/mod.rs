@@ -71,6 +71,7 @@ const JIT_POLICY_VAR: &str = "RIPOSTE_AZURE_JIT_POLICY";
 
 /// The Azure flags of the worker (flattened into its command line).
 #[derive(Debug, Default, clap::Args)]
+#[group(id = "azure")]
 pub struct Flags {
     /// Microsoft Entra tenant (directory) id or domain [env: RIPOSTE_AZURE_TENANT_ID]
     #[arg(long, value_name = "TENANT", value_parser = parse_tenant_id)]

@@ -88,6 +88,7 @@ impl PortList {
 
 /// The nftables flags, flattened into the worker's command line.
 #[derive(Debug, Clone, clap::Args)]
+#[group(id = "nftables")]
 pub struct Flags {
     /// Name of the `inet` table the nftables backends own [env: RIPOSTE_NFT_TABLE] [default:
     /// riposte]

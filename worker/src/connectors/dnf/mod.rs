@@ -1,0 +1,399 @@
+//! The dnf backend of `patch.*`: dnf on this host (RHEL, Fedora and relatives).
+//!
+//! Pending updates come from `dnf check-update` (exit 100: updates listed, 0: none, 1: error),
+//! security ones from `dnf check-update --security` (updateinfo advisories of type security).
+//! `install` runs `dnf -y upgrade [--security] [NAMES]` and reads what changed back from the
+//! rpm database; `verify` compares installed versions with rpm's own ordering. dnf exits 200
+//! when another process holds its lock: that failure is retryable.
+//!
+//! A dry run reads from dnf's cache only (`-C`, no metadata refresh) and changes nothing.
+
+mod parse;
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::apt::parse::{Change, changes};
+use super::patch::{Assess, Install, Reboot, Scope, Verify};
+use super::{Context, Failure};
+use crate::exec::{self, Command};
+use parse::Update;
+
+/// Longest a `dnf check-update` or an rpm query may take.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(600);
+/// `dnf check-update`: updates are available.
+const UPDATES_AVAILABLE: i32 = 100;
+/// dnf could not get its lock.
+const LOCK_PROBLEM: i32 = 200;
+/// Most packages named in one failure message.
+const NAMES_LISTED_MAX: usize = 20;
+
+/// See [`super::patch`].
+pub(crate) async fn assess(assess: &Assess, cx: &Context) -> Result<Value, Failure> {
+    no_vm(&assess.vm)?;
+    let pending = pending(assess.scope, cx).await?;
+    Ok(json!({
+        "backend": "dnf",
+        "scope": scope_name(assess.scope),
+        "pending": pending.to_json().await?,
+        "reboot_required": reboot_required().await,
+        "dry_run": cx.dry_run,
+    }))
+}
+
+/// See [`super::patch`].
+pub(crate) async fn install(install: &Install, cx: &Context) -> Result<Value, Failure> {
+    no_vm(&install.vm)?;
+    let pending = pending(install.scope, cx).await?;
+    let wanted: BTreeSet<&str> = install.packages.iter().map(String::as_str).collect();
+    let selected: Vec<&Update> = pending
+        .in_scope
+        .iter()
+        .filter(|u| wanted.is_empty() || wanted.contains(u.name.as_str()))
+        .collect();
+    let found: BTreeSet<&str> = selected.iter().map(|u| u.name.as_str()).collect();
+    let not_pending: Vec<&str> = wanted.difference(&found).copied().collect();
+    let timeout = install.max_duration.min(cx.timeout);
+    // Without `packages`, dnf upgrades everything in scope by itself.
+    let names: Vec<String> = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        selected.iter().map(|u| u.name.clone()).collect()
+    };
+    let command = upgrade_command(install.scope, &names, timeout);
+    let mut changes_made = Vec::new();
+    let mut installed = Vec::new();
+    if !selected.is_empty() {
+        changes_made.push(command.display());
+        if !cx.dry_run {
+            installed = upgrade(&command, &selected).await?;
+        }
+    }
+    let reboot_required = reboot_required().await;
+    let reboot = match install.reboot {
+        Reboot::Never => false,
+        Reboot::IfRequired => reboot_required == Some(true),
+        Reboot::Always => true,
+    };
+    if reboot {
+        let shutdown = super::apt::reboot_command();
+        changes_made.push(shutdown.display());
+        if !cx.dry_run {
+            run_checked(&shutdown).await?;
+        }
+    }
+    Ok(json!({
+        "backend": "dnf",
+        "scope": scope_name(install.scope),
+        "installed": installed,
+        "would_install": if cx.dry_run { pending_json(&selected) } else { Vec::new() },
+        "not_pending": not_pending,
+        "reboot_required": reboot_required,
+        "rebooted": reboot && !cx.dry_run,
+        "changes": changes_made,
+        "dry_run": cx.dry_run,
+    }))
+}
+
+/// See [`super::patch`].
+pub(crate) async fn verify(verify: &Verify, cx: &Context) -> Result<Value, Failure> {
+    no_vm(&verify.vm)?;
+    let pending = pending(verify.scope, cx).await?;
+    let names: Vec<String> = verify.packages.keys().cloned().collect();
+    let versions: BTreeMap<String, String> = rpm_query(&names)
+        .await?
+        .into_iter()
+        .map(|((name, _), version)| (name, version))
+        .collect();
+    let mut problems = Vec::new();
+    for (name, required) in &verify.packages {
+        match versions.get(name) {
+            None => problems.push(format!("{name} is not installed ({required} required)")),
+            Some(version) if parse::compare_evr(version, required) == Ordering::Less => {
+                problems.push(format!("{name} is at {version}, {required} required"));
+            }
+            Some(_) => {}
+        }
+    }
+    if !pending.in_scope.is_empty() {
+        let names: Vec<String> = pending
+            .in_scope
+            .iter()
+            .map(|u| format!("{} ({})", u.name, u.candidate))
+            .collect();
+        problems.push(format!(
+            "{} update(s) pending in scope {}: {}",
+            names.len(),
+            scope_name(verify.scope),
+            listed(&names)
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(Failure::permanent(format!(
+            "not patched: {}",
+            problems.join("; ")
+        )));
+    }
+    Ok(json!({
+        "backend": "dnf",
+        "scope": scope_name(verify.scope),
+        "pending": [],
+        "packages": versions,
+        "reboot_required": reboot_required().await,
+        "dry_run": cx.dry_run,
+    }))
+}
+
+/// The updates `check-update` lists, those in scope, and which of them are security updates.
+struct PendingUpdates {
+    in_scope: Vec<Update>,
+    security: BTreeSet<(String, String)>,
+}
+
+impl PendingUpdates {
+    /// The `pending` list with each package's installed version.
+    async fn to_json(&self) -> Result<Vec<Value>, Failure> {
+        let names: Vec<String> = self.in_scope.iter().map(|u| u.name.clone()).collect();
+        let current = rpm_query(&names).await?;
+        Ok(self
+            .in_scope
+            .iter()
+            .map(|u| {
+                let key = (u.name.clone(), u.arch.clone());
+                u.to_json(current.get(&key), self.security.contains(&key))
+            })
+            .collect())
+    }
+}
+
+fn pending_json(updates: &[&Update]) -> Vec<Value> {
+    updates.iter().map(|u| u.to_json(None, false)).collect()
+}
+
+/// `dnf check-update` in scope; for the `all` scope also the security listing, to classify.
+async fn pending(scope: Scope, cx: &Context) -> Result<PendingUpdates, Failure> {
+    let timeout = QUERY_TIMEOUT.min(cx.timeout);
+    let security = check_update(true, cx.dry_run, timeout).await?;
+    let security_keys = security
+        .iter()
+        .map(|u| (u.name.clone(), u.arch.clone()))
+        .collect();
+    let in_scope = match scope {
+        Scope::Security => security,
+        Scope::All => check_update(false, cx.dry_run, timeout).await?,
+    };
+    Ok(PendingUpdates {
+        in_scope,
+        security: security_keys,
+    })
+}
+
+/// `dnf -q check-update [--security]`, refreshing metadata unless `cache_only`.
+fn check_update_command(security: bool, cache_only: bool, timeout: Duration) -> Command {
+    let mut args = vec![
+        "-q",
+        if cache_only { "-C" } else { "--refresh" },
+        "check-update",
+    ];
+    if security {
+        args.push("--security");
+    }
+    Command::new("dnf", args).timeout(timeout)
+}
+
+async fn check_update(
+    security: bool,
+    cache_only: bool,
+    timeout: Duration,
+) -> Result<Vec<Update>, Failure> {
+    let command = check_update_command(security, cache_only, timeout);
+    let output = run(&command).await?;
+    match output.code {
+        Some(0) => Ok(Vec::new()),
+        Some(UPDATES_AVAILABLE) => parse::check_update(&output.stdout).map_err(Failure::permanent),
+        _ => Err(dnf_failed(&command, &output)),
+    }
+}
+
+/// `dnf -y upgrade [--security] [NAMES]` (names are validated package names, never options).
+fn upgrade_command(scope: Scope, names: &[String], timeout: Duration) -> Command {
+    let mut args: Vec<String> = vec!["-y".into(), "upgrade".into()];
+    if scope == Scope::Security {
+        args.push("--security".into());
+    }
+    args.extend(names.iter().cloned());
+    Command::new("dnf", args).timeout(timeout)
+}
+
+/// Runs the upgrade and reads back what changed; every selected update must have landed.
+async fn upgrade(command: &Command, selected: &[&Update]) -> Result<Vec<Value>, Failure> {
+    let before = rpm_all().await?;
+    let output = run(command).await?;
+    if !output.success() {
+        return Err(dnf_failed(command, &output));
+    }
+    let after = rpm_all().await?;
+    let missed: Vec<String> = selected
+        .iter()
+        .filter(|u| after.get(&(u.name.clone(), u.arch.clone())) != Some(&u.candidate))
+        .map(|u| format!("{} ({})", u.name, u.candidate))
+        .collect();
+    if !missed.is_empty() {
+        return Err(Failure::permanent(format!(
+            "`{}` exited 0 but these packages are not at their candidate: {}",
+            command.display(),
+            listed(&missed)
+        )));
+    }
+    Ok(changes(&before, &after)
+        .iter()
+        .map(Change::to_json)
+        .collect())
+}
+
+/// Every installed package.
+async fn rpm_all() -> Result<BTreeMap<(String, String), String>, Failure> {
+    let command =
+        Command::new("rpm", ["-qa", "--qf", parse::RPM_QUERY_FORMAT]).timeout(QUERY_TIMEOUT);
+    let output = run_checked(&command).await?;
+    Ok(parse::rpm_listing(&output.stdout))
+}
+
+/// The installed instances of `names` (rpm exits 1 when one is not installed).
+async fn rpm_query(names: &[String]) -> Result<BTreeMap<(String, String), String>, Failure> {
+    if names.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let args = ["-q", "--qf", parse::RPM_QUERY_FORMAT]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(names.iter().cloned());
+    let command = Command::new("rpm", args).timeout(QUERY_TIMEOUT);
+    let output = run(&command).await?;
+    if !matches!(output.code, Some(0 | 1)) {
+        return Err(dnf_failed(&command, &output));
+    }
+    Ok(parse::rpm_listing(&output.stdout))
+}
+
+/// `needs-restarting -r` (dnf-utils): exit 1 means a reboot is needed; `None` when it cannot
+/// tell (not installed).
+async fn reboot_required() -> Option<bool> {
+    let command = Command::new("needs-restarting", ["-r"]).timeout(QUERY_TIMEOUT);
+    match run(&command).await.ok()?.code {
+        Some(0) => Some(false),
+        Some(1) => Some(true),
+        _ => None,
+    }
+}
+
+fn no_vm(vm: &Option<String>) -> Result<(), Failure> {
+    match vm {
+        Some(_) => Err(Failure::invalid_input(
+            "`vm` is only for the azure backend; the dnf backend patches its own host",
+        )),
+        None => Ok(()),
+    }
+}
+
+fn scope_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Security => "security",
+        Scope::All => "all",
+    }
+}
+
+fn listed(entries: &[String]) -> String {
+    let mut text = entries
+        .iter()
+        .take(NAMES_LISTED_MAX)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if entries.len() > NAMES_LISTED_MAX {
+        text.push_str(&format!(" and {} more", entries.len() - NAMES_LISTED_MAX));
+    }
+    text
+}
+
+/// Runs `command` through the process door. The door's future is large (its read buffers):
+/// it is boxed here so that the futures of the callers stay small (deep stacks of large
+/// futures overflow a runtime thread's stack in debug builds).
+async fn run(command: &Command) -> Result<exec::Output, Failure> {
+    Box::pin(exec::run(command))
+        .await
+        .map_err(|e| Failure::retryable(e.to_string()))
+}
+
+async fn run_checked(command: &Command) -> Result<exec::Output, Failure> {
+    let output = run(command).await?;
+    if output.success() {
+        Ok(output)
+    } else {
+        Err(dnf_failed(command, &output))
+    }
+}
+
+/// A failed dnf or rpm command: retryable on a lock problem (exit 200), permanent otherwise.
+fn dnf_failed(command: &Command, output: &exec::Output) -> Failure {
+    let code = output
+        .code
+        .map_or_else(|| "a signal".to_owned(), |c| format!("code {c}"));
+    let message = format!(
+        "`{}` exited with {code}: {}",
+        command.display(),
+        output.first_line()
+    );
+    if output.code == Some(LOCK_PROBLEM) {
+        Failure::retryable(message)
+    } else {
+        Failure::permanent(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands() {
+        let timeout = Duration::from_secs(1);
+        assert_eq!(
+            check_update_command(true, false, timeout).display(),
+            "dnf -q --refresh check-update --security"
+        );
+        assert_eq!(
+            check_update_command(false, true, timeout).display(),
+            "dnf -q -C check-update"
+        );
+        let names = ["openssl".to_owned(), "kernel".to_owned()];
+        assert_eq!(
+            upgrade_command(Scope::Security, &names, timeout).display(),
+            "dnf -y upgrade --security openssl kernel"
+        );
+        assert_eq!(
+            upgrade_command(Scope::All, &[], timeout).display(),
+            "dnf -y upgrade"
+        );
+    }
+
+    #[test]
+    fn lock_problems_are_retryable() {
+        let command = Command::new("dnf", ["-y", "upgrade"]);
+        let output = |code| exec::Output {
+            code: Some(code),
+            stdout: String::new(),
+            stderr: "Error: lock held\n".into(),
+        };
+        assert!(dnf_failed(&command, &output(LOCK_PROBLEM)).retryable);
+        let failure = dnf_failed(&command, &output(1));
+        assert!(!failure.retryable);
+        assert_eq!(
+            failure.message,
+            "`dnf -y upgrade` exited with code 1: Error: lock held"
+        );
+    }
+}
