@@ -64,6 +64,8 @@ pub struct Settings {
     pub poll_wait_max: Duration,
     /// Approver groups: group name -> members.
     pub approver_groups: BTreeMap<String, Vec<String>>,
+    /// The platform-wide guard the scheduler checks guarded actions against.
+    pub guard: crate::guard::Policy,
 }
 
 /// A task handed to a worker, durable once `seq` is.
@@ -126,6 +128,8 @@ pub struct StartRequest {
     pub params: serde_json::Map<String, Value>,
     pub idempotency_key: String,
     pub requested_by: String,
+    /// A plan: connectors change nothing, timers and approvals fire at once.
+    pub dry_run: bool,
 }
 
 /// History so far plus, while the run is active, a subscription to what follows.
@@ -152,10 +156,11 @@ impl Engine {
     /// Builds the engine and resumes every run that was running when the store was last
     /// closed. In-flight leases get a full lease of grace before their tasks are dispatched again.
     pub fn open(store: Store, settings: Settings, wake: Arc<Notify>) -> Result<Engine, Error> {
+        let scheduler = Scheduler::with_guard(settings.guard.clone());
         let mut engine = Engine {
             store,
             settings,
-            scheduler: Scheduler::new(),
+            scheduler,
             dispatch: Dispatcher::default(),
             timers: BTreeSet::new(),
             playbooks: HashMap::new(),
@@ -269,8 +274,14 @@ impl Engine {
     pub fn start_run(&mut self, req: StartRequest) -> Result<(RunState, bool, Seq), Error> {
         check_len("idempotency key", &req.idempotency_key)?;
         check_len("requested_by", &req.requested_by)?;
-        if !req.idempotency_key.is_empty()
-            && let Some(id) = self.store.run_by_key(&req.idempotency_key)?
+        // A dry run's key lives apart: a plan never answers for (or blocks) a real run.
+        let claim = match (req.idempotency_key.is_empty(), req.dry_run) {
+            (true, _) => String::new(),
+            (false, true) => format!("{DRY_RUN_KEY_PREFIX}{}", req.idempotency_key),
+            (false, false) => req.idempotency_key.clone(),
+        };
+        if !claim.is_empty()
+            && let Some(id) = self.store.run_by_key(&claim)?
         {
             let run = self.run(id)?;
             return Ok((run, true, self.store.last_write()));
@@ -304,15 +315,16 @@ impl Engine {
             trigger: Value::Null,
             requested_by: req.requested_by,
             idempotency_key: req.idempotency_key.clone(),
+            dry_run: req.dry_run,
         };
         let transition = self
             .scheduler
             .handle(clock::now_ms(), Event::Start(new))
             .map_err(scheduler_error)?;
-        let key = if req.idempotency_key.is_empty() {
+        let key = if claim.is_empty() {
             RunKey::None
         } else {
-            RunKey::Claim(&req.idempotency_key, id)
+            RunKey::Claim(&claim, id)
         };
         let seq = self.commit(transition, key)?;
         let run = self.run(id)?;
@@ -415,7 +427,7 @@ impl Engine {
                 deadline_max: now + self.settings.lease + Duration::from_millis(task.timeout_ms),
             },
         );
-        let idempotency_key = idempotency_key(run, &task.step_id, task.unit.slot);
+        let idempotency_key = idempotency_key(run, &task.step_id, task.unit.slot, task.dry_run);
         Ok(Some(Grant {
             task,
             task_id: id,
@@ -906,12 +918,20 @@ pub fn task_id(run: RunId, step_id: &str, slot: Slot, attempt: u32) -> String {
     }
 }
 
-/// Stable across attempts: what connectors use to make repeats harmless.
-fn idempotency_key(run: RunId, step_id: &str, slot: Slot) -> String {
-    match slot {
+/// Prefix of the idempotency keys of dry runs (run starts and tasks): never a real run's key.
+const DRY_RUN_KEY_PREFIX: &str = "dry-run:";
+
+/// Stable across attempts: what connectors use to make repeats harmless. A dry run's keys
+/// carry [`DRY_RUN_KEY_PREFIX`], so they never collide with a real run's.
+fn idempotency_key(run: RunId, step_id: &str, slot: Slot, dry_run: bool) -> String {
+    let key = match slot {
         Slot::Step { item, .. } => format!("{run}/{step_id}/{item}"),
         Slot::Undo(n) => format!("{run}/!undo/{n}"),
         Slot::Health { .. } => format!("{run}/{step_id}/!health"),
+    };
+    match dry_run {
+        true => format!("{DRY_RUN_KEY_PREFIX}{key}"),
+        false => key,
     }
 }
 

@@ -353,6 +353,7 @@ impl Operator for OperatorApi {
             params,
             idempotency_key: req.idempotency_key,
             requested_by: req.requested_by,
+            dry_run: req.dry_run,
         };
         let (run, existing, seq, playbook) = {
             let mut engine = self.0.lock();

@@ -12,6 +12,7 @@ pub mod dev;
 pub mod dispatch;
 pub mod engine;
 mod grpc;
+pub mod guard;
 pub mod scheduler;
 pub mod store;
 
@@ -57,10 +58,15 @@ pub async fn run(
         source,
     })?;
     let store = store::Store::open(&config.data_dir)?;
+    let listen = listener.local_addr().map_err(|source| Error::Io {
+        path: "listener".to_string(),
+        source,
+    })?;
     let settings = engine::Settings {
         lease: config.lease_timeout,
         poll_wait_max: config.poll_wait_max,
         approver_groups: config.approver_groups.iter().cloned().collect(),
+        guard: config.guard_policy(listen.ip()),
     };
     let timers = Arc::new(Notify::new());
     let engine = engine::Engine::open(store.clone(), settings, timers.clone())?;

@@ -144,6 +144,11 @@ pub struct RunArgs {
     /// Start at most one run for this key: repeating the command answers the existing run.
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
+    /// A plan: every task is sent as a dry run (connectors report what they would change and
+    /// change nothing); sleeps, grant TTLs and approvals are recorded and fire at once; no
+    /// concurrency key is taken; guards still apply.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub requester: Requester,
     /// Follow the run until it finishes, one line per event. Exit code: 0 succeeded, 1 failed,
