@@ -229,6 +229,16 @@ pub fn grant(view: &crate::engine::GrantView) -> pb::GrantInfo {
     }
 }
 
+pub fn containment(state: &crate::store::Containment, held: usize) -> pb::ContainmentStatus {
+    pb::ContainmentStatus {
+        paused: state.paused,
+        changed_by: state.by.clone(),
+        changed_at_ms: state.at_ms,
+        reason: state.reason.clone(),
+        tasks_held: held as u32,
+    }
+}
+
 pub fn approval(view: &crate::engine::ApprovalView) -> pb::PendingApproval {
     pb::PendingApproval {
         run_id: view.run.to_string(),

@@ -19,7 +19,7 @@ use crate::scheduler::state::{HistoryEvent, RunId, RunState, Slot, UnitRef, Unit
 use crate::scheduler::{
     self, Command, DecisionRequest, Event, NewRun, Repair, Scheduler, TaskSpec, Transition,
 };
-use crate::store::{self, RunKey, Seq, Store, StoredPlaybook};
+use crate::store::{self, Containment, RunKey, Seq, Store, StoredPlaybook};
 
 /// Bounds on what one request may carry or the engine may hold.
 pub mod limits {
@@ -121,6 +121,21 @@ pub struct Report {
     pub rejected: Option<String>,
 }
 
+/// What became of a built-in playbook at start.
+pub enum Builtin {
+    Applied {
+        name: String,
+        version: u32,
+        seq: Seq,
+    },
+    /// The store has this version (`stored`), or a newer one: left as it is.
+    Kept {
+        name: String,
+        version: u32,
+        stored: u32,
+    },
+}
+
 /// A run start as asked for by an operator (or a trigger, later).
 pub struct StartRequest {
     pub playbook: String,
@@ -150,6 +165,8 @@ pub struct Engine {
     watchers: HashMap<RunId, broadcast::Sender<(Seq, HistoryEvent)>>,
     /// Wakes the timer loop when a timer becomes the earliest one.
     wake: Arc<Notify>,
+    /// The kill switch as stored; the dispatcher's door follows it.
+    containment: Containment,
 }
 
 impl Engine {
@@ -166,7 +183,10 @@ impl Engine {
             playbooks: HashMap::new(),
             watchers: HashMap::new(),
             wake,
+            containment: Containment::default(),
         };
+        engine.containment = engine.store.containment()?;
+        engine.dispatch.set_paused(engine.containment.paused);
         let now = clock::monotonic();
         for state in engine.store.active_runs()? {
             let playbook = engine.playbook(&state.playbook, state.version)?;
@@ -268,6 +288,35 @@ impl Engine {
         let compiled = Arc::new(compiled);
         self.playbooks.insert((name, version), compiled.clone());
         Ok((compiled, false, seq))
+    }
+
+    /// Applies a built-in playbook only when the store has neither its version nor a newer
+    /// one: an operator's version (same number with other content, or higher) is kept.
+    pub fn apply_builtin(&mut self, source: &str) -> Result<Builtin, Error> {
+        let compiled = riposte_playbooks::compile(source).map_err(|d| {
+            Error::InvalidArgument(format!(
+                "built-in playbook does not compile: {}",
+                d.first().map(|d| d.to_string()).unwrap_or_default()
+            ))
+        })?;
+        let (name, version) = (compiled.name.clone(), compiled.version);
+        let stored = match self.store.playbook(&name, version)? {
+            Some(same) => Some(same.version),
+            None => self
+                .store
+                .playbook(&name, 0)?
+                .map(|latest| latest.version)
+                .filter(|latest| *latest > version),
+        };
+        if let Some(stored) = stored {
+            return Ok(Builtin::Kept {
+                name,
+                version,
+                stored,
+            });
+        }
+        let (_, _, seq) = self.apply_playbook(source)?;
+        Ok(Builtin::Applied { name, version, seq })
     }
 
     /// Starts a run, or answers the run that already claimed the idempotency key.
@@ -402,6 +451,10 @@ impl Engine {
 
     /// Leases `task` to `worker`. `None` when the unit is no longer queued (cancelled).
     fn grant(&mut self, task: TaskSpec, worker: &str) -> Result<Option<Grant>, Error> {
+        debug_assert!(
+            !self.dispatch.is_held(&task),
+            "the dispatch door never lets a held task through"
+        );
         let token = self.store.next_token()?;
         let event = Event::Leased {
             unit: task.unit,
@@ -629,9 +682,13 @@ impl Engine {
 
     fn carry_out(&mut self, commands: Vec<Command>) {
         let mut dispatched = false;
+        let mut held = Vec::new();
         for command in commands {
             match command {
                 Command::Dispatch(task) => {
+                    if self.dispatch.is_held(&task) {
+                        held.push(task.unit);
+                    }
                     self.dispatch.enqueue(task);
                     dispatched = true;
                 }
@@ -649,9 +706,71 @@ impl Engine {
                 }
             }
         }
+        self.record_held(held);
         if dispatched {
             self.pump();
         }
+    }
+
+    /// Records `task.held` for units the door holds (once per unit: the scheduler ignores a
+    /// unit already marked held).
+    fn record_held(&mut self, units: Vec<UnitRef>) {
+        let reason = self.containment.reason.clone();
+        for unit in units {
+            let event = Event::Held {
+                unit,
+                reason: reason.clone(),
+            };
+            if let Ok(transition) = self.scheduler.handle(clock::now_ms(), event)
+                && let Err(e) = self.commit(transition, RunKey::None)
+            {
+                tracing::error!(run.id = %unit.run, error = %e, "engine.commit_failed");
+            }
+        }
+    }
+
+    /// The kill switch now, and how many tasks it holds.
+    pub fn containment(&self) -> (Containment, usize) {
+        (self.containment.clone(), self.dispatch.held().len())
+    }
+
+    /// Pauses containment: from now on no task of a containment action is leased (undos,
+    /// other actions and dry runs go on). Pausing again changes nothing.
+    pub fn pause_containment(&mut self, by: String, reason: String) -> Result<Seq, Error> {
+        check_len("reason", &reason)?;
+        if self.containment.paused {
+            return Ok(self.store.last_write());
+        }
+        self.set_containment(true, by, reason)?;
+        let held = self.dispatch.held();
+        self.record_held(held);
+        tracing::warn!(by = %self.containment.by, reason = %self.containment.reason, "containment.paused");
+        Ok(self.store.last_write())
+    }
+
+    /// Resumes containment: held tasks are handed out again. Resuming again changes nothing.
+    pub fn resume_containment(&mut self, by: String, reason: String) -> Result<Seq, Error> {
+        check_len("reason", &reason)?;
+        if !self.containment.paused {
+            return Ok(self.store.last_write());
+        }
+        let seq = self.set_containment(false, by, reason)?;
+        tracing::info!(by = %self.containment.by, "containment.resumed");
+        self.pump();
+        Ok(seq.max(self.store.last_write()))
+    }
+
+    fn set_containment(&mut self, paused: bool, by: String, reason: String) -> Result<Seq, Error> {
+        let next = Containment {
+            paused,
+            by,
+            at_ms: clock::now_ms(),
+            reason,
+        };
+        let seq = self.store.put_containment(&next)?;
+        self.containment = next;
+        self.dispatch.set_paused(paused);
+        Ok(seq)
     }
 
     /// The history so far and, for an active run, a subscription to what comes next.

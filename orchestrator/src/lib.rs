@@ -5,6 +5,7 @@
 //! [`dispatch`] (queue, workers, leases), [`engine`] (glue: one event, one transaction, one
 //! flush), the gRPC edge and [`convert`]ers to the wire types.
 
+pub mod builtin;
 pub mod clock;
 pub mod config;
 mod convert;
@@ -47,7 +48,8 @@ pub enum Error {
 }
 
 /// Opens the store in `config.data_dir`, resumes the runs that were running, applies the
-/// playbooks of `config.playbooks`, and serves on `listener` until `shutdown` resolves.
+/// playbooks of `config.playbooks` (then the examples with `--dev`, then the built-in
+/// playbooks the store lacks), and serves on `listener` until `shutdown` resolves.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -81,6 +83,9 @@ pub async fn run(
     }
     if config.dev {
         dev::apply_examples(&shared).await?;
+    }
+    if !config.no_builtin_playbooks {
+        builtin::apply(&shared).await?;
     }
     let timers = tokio::spawn(timer_loop(shared.clone()));
 

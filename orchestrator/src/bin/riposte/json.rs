@@ -4,8 +4,8 @@
 //! `*_json` fields are parsed back into JSON values, and empty optional texts are `null`.
 
 use riposte_proto::v1::{
-    ApplyPlaybookResponse, Decision, Diagnostic, GrantInfo, Param, PendingApproval, Playbook, Run,
-    RunEvent, RunStatus, Step, StepSummary, WorkerInfo,
+    ApplyPlaybookResponse, ContainmentStatus, Decision, Diagnostic, GrantInfo, Param,
+    PendingApproval, Playbook, Run, RunEvent, RunStatus, Step, StepSummary, WorkerInfo,
 };
 use serde_json::{Value, json};
 
@@ -53,6 +53,17 @@ pub fn step(step: &Step, now_ms: i64) -> Value {
         "started_at": timestamp(step.started_at_ms),
         "finished_at": timestamp(step.finished_at_ms),
         "duration_ms": display::elapsed_ms(step.started_at_ms, step.finished_at_ms, now_ms),
+    })
+}
+
+/// The kill switch.
+pub fn containment(status: &ContainmentStatus) -> Value {
+    json!({
+        "paused": status.paused,
+        "changed_by": text(&status.changed_by),
+        "changed_at": timestamp(status.changed_at_ms),
+        "reason": text(&status.reason),
+        "tasks_held": status.tasks_held,
     })
 }
 

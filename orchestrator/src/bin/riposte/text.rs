@@ -2,8 +2,8 @@
 //! messages. Pure: the current time comes in as `now_ms`.
 
 use riposte_proto::v1::{
-    ApplyPlaybookResponse, Decision, Diagnostic, GrantInfo, Param, PendingApproval, Playbook, Run,
-    RunEvent, RunStatus, Step, StepStatus, WorkerInfo,
+    ApplyPlaybookResponse, ContainmentStatus, Decision, Diagnostic, GrantInfo, Param,
+    PendingApproval, Playbook, Run, RunEvent, RunStatus, Step, StepStatus, WorkerInfo,
 };
 use serde_json::Value;
 
@@ -587,6 +587,28 @@ fn pretty_json(json_text: &str) -> String {
         .ok()
         .and_then(|value| serde_json::to_string_pretty(&value).ok())
         .unwrap_or_else(|| json_text.to_string())
+}
+
+/// The kill switch: paused or not, by whom, since when, why, and what it holds.
+pub fn containment(status: &ContainmentStatus, now_ms: i64) -> Vec<String> {
+    let state = if status.paused {
+        "paused: no containment task is handed to a worker"
+    } else {
+        "running"
+    };
+    let mut header = vec![("containment", state.to_string())];
+    if !status.changed_by.is_empty() {
+        let verb = if status.paused {
+            "paused by"
+        } else {
+            "resumed by"
+        };
+        header.push((verb, status.changed_by.clone()));
+        header.push(("since", instant(status.changed_at_ms, now_ms)));
+        header.push(("reason", or_none(&status.reason)));
+    }
+    header.push(("tasks held", status.tasks_held.to_string()));
+    fields(&header)
 }
 
 /// The worker list.
