@@ -257,6 +257,7 @@ mod tests {
             finished_at_ms: 1_700_000_002_000,
             items_pending: 0,
             due_at_ms: 0,
+            items_held: 0,
         };
         Run {
             run_id: "r-1".into(),
@@ -273,6 +274,7 @@ mod tests {
             phase: String::new(),
             concurrency_key: "ip:203.0.113.7".into(),
             deadline_ms: 0,
+            dry_run: false,
         }
     }
 
@@ -290,6 +292,7 @@ mod tests {
             "idempotency_key": null,
             "concurrency_key": "ip:203.0.113.7",
             "deadline": null,
+            "dry_run": false,
             "created_at": "2023-11-14T22:13:20.000Z",
             "finished_at": "2023-11-14T22:13:22.250Z",
             "duration_ms": 2250,
@@ -301,7 +304,7 @@ mod tests {
                 "attempts": 5,
                 "output": null,
                 "error": "nft: permission denied",
-                "items": { "total": 1, "succeeded": 0, "failed": 1, "pending": 0 },
+                "items": { "total": 1, "succeeded": 0, "failed": 1, "pending": 0, "held": 0 },
                 "due_at": null,
                 "started_at": "2023-11-14T22:13:20.500Z",
                 "finished_at": "2023-11-14T22:13:22.000Z",
