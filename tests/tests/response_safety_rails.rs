@@ -35,7 +35,12 @@ const BUILTIN_ACCOUNT_DISABLE: &str = include_str!("../../playbooks/builtin/acco
 /// A worker offering `firewall.*` (nftables) and `identity.*` (linux) besides `core.*`.
 fn response_worker(orchestrator: &Orchestrator) -> Worker {
     Worker::builder(&orchestrator.url())
-        .args(&["--firewall-backend", "nftables", "--identity-backend", "linux"])
+        .args(&[
+            "--firewall-backend",
+            "nftables",
+            "--identity-backend",
+            "linux",
+        ])
         .start()
 }
 
@@ -60,7 +65,11 @@ async fn a_protected_address_is_refused_before_anything_is_leased() {
     let guard = of_kind(&events, "guard.refused");
     assert_eq!(guard.len(), 1, "{:#?}", lines(&events));
     assert_eq!(guard[0].message, message);
-    assert!(of_kind(&events, "task.leased").is_empty(), "{:#?}", lines(&events));
+    assert!(
+        of_kind(&events, "task.leased").is_empty(),
+        "{:#?}",
+        lines(&events)
+    );
     let shown = orchestrator.cli(&["runs", "show", &refused.run_id]).await;
     assert!(shown.stdout.contains(message), "{shown}");
 
@@ -93,8 +102,17 @@ async fn a_protected_account_is_refused_and_root_always_is() {
         let message = format!("refused by guard: account {account} is protected ({protected})");
         assert!(run.error.contains(&message), "{}", api::describe(&run));
         let events = history_of(&mut client, &run.run_id).await;
-        assert_eq!(of_kind(&events, "guard.refused").len(), 1, "{:#?}", lines(&events));
-        assert!(of_kind(&events, "task.leased").is_empty(), "{:#?}", lines(&events));
+        assert_eq!(
+            of_kind(&events, "guard.refused").len(),
+            1,
+            "{:#?}",
+            lines(&events)
+        );
+        assert!(
+            of_kind(&events, "task.leased").is_empty(),
+            "{:#?}",
+            lines(&events)
+        );
     }
 }
 
@@ -107,7 +125,14 @@ async fn a_pause_holds_containment_across_a_restart_and_a_resume_releases_it() {
     api::apply_playbook(&mut client, ECHO).await;
 
     let paused = orchestrator
-        .cli(&["--as", "alice", "containment", "pause", "--reason", "false positives"])
+        .cli(&[
+            "--as",
+            "alice",
+            "containment",
+            "pause",
+            "--reason",
+            "false positives",
+        ])
         .await;
     assert_eq!(paused.code(), 0, "{paused}");
     assert!(paused.stdout.contains("paused"), "{paused}");
@@ -120,7 +145,11 @@ async fn a_pause_holds_containment_across_a_restart_and_a_resume_releases_it() {
 
     let echo = api::start_run(&mut client, "echo-once", json!({})).await;
     let echo = response::wait_ended(&mut client, &echo.run_id, RUN_TIMEOUT).await;
-    assert_eq!(echo.status(), RunStatus::Succeeded, "non-containment goes on");
+    assert_eq!(
+        echo.status(),
+        RunStatus::Succeeded,
+        "non-containment goes on"
+    );
     let waiting = api::get_run(&mut client, &block.run_id).await;
     assert_eq!(waiting.status(), RunStatus::Running);
     assert_eq!(api::step(&waiting, "block").items_held, 1);
@@ -141,13 +170,20 @@ async fn a_pause_holds_containment_across_a_restart_and_a_resume_releases_it() {
         .await;
     assert_eq!(status.code(), 0, "{status}");
     let status = status.json();
-    assert_eq!(status["paused"], true, "the pause survives a restart: {status}");
+    assert_eq!(
+        status["paused"], true,
+        "the pause survives a restart: {status}"
+    );
     assert_eq!(status["changed_by"], "alice");
     assert_eq!(status["reason"], "false positives");
     assert_eq!(status["tasks_held"], 1);
     let echo = api::start_run(&mut client, "echo-once", json!({})).await;
     let echo = response::wait_ended(&mut client, &echo.run_id, RUN_TIMEOUT).await;
-    assert_eq!(echo.status(), RunStatus::Succeeded, "the worker leases again");
+    assert_eq!(
+        echo.status(),
+        RunStatus::Succeeded,
+        "the worker leases again"
+    );
 
     let watch = HistoryWatch::start(&client, &block.run_id);
     let resumed = orchestrator
@@ -212,14 +248,22 @@ async fn serve_dry_tasks(orchestrator: &Orchestrator, until: Instant) -> usize {
             worker_id: "hand-worker".into(),
             wait_ms: 500,
         };
-        let Some(task) = worker.poll_task(poll).await.expect("PollTask").into_inner().task
+        let Some(task) = worker
+            .poll_task(poll)
+            .await
+            .expect("PollTask")
+            .into_inner()
+            .task
         else {
             if served >= 2 {
                 return served;
             }
             continue;
         };
-        assert!(task.dry_run, "a dry run's task is sent as a dry run: {task:?}");
+        assert!(
+            task.dry_run,
+            "a dry run's task is sent as a dry run: {task:?}"
+        );
         assert!(
             task.idempotency_key.starts_with("dry-run:"),
             "a dry run's key never collides with a real run's: {task:?}"
@@ -269,19 +313,36 @@ async fn a_dry_run_of_an_hour_long_playbook_plans_at_once_and_blocks_no_one() {
     let served = serve_dry_tasks(&orchestrator, started + DRY_RUN_MAX).await;
     let dry = response::wait_ended(&mut client, &dry.run_id, DRY_RUN_MAX).await;
     assert!(started.elapsed() < DRY_RUN_MAX, "{:?}", started.elapsed());
-    assert_eq!(dry.status(), RunStatus::Succeeded, "{}", api::describe(&dry));
+    assert_eq!(
+        dry.status(),
+        RunStatus::Succeeded,
+        "{}",
+        api::describe(&dry)
+    );
     assert_eq!(served, 2, "the block and its revoke");
     let events = history_of(&mut client, &dry.run_id).await;
-    let leases: Vec<_> = events.iter().filter(|e| e.kind.ends_with(".leased")).collect();
+    let leases: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind.ends_with(".leased"))
+        .collect();
     assert_eq!(leases.len(), 2, "{:#?}", lines(&events));
-    assert!(leases.iter().all(|e| e.message.ends_with("dry run")), "{leases:?}");
+    assert!(
+        leases.iter().all(|e| e.message.ends_with("dry run")),
+        "{leases:?}"
+    );
     let approval = of_kind(&events, "approval.dry_run");
     assert_eq!(approval.len(), 1, "{:#?}", lines(&events));
     assert!(
-        approval[0].message.contains("would request approval from soc-leads (min 1)"),
+        approval[0]
+            .message
+            .contains("would request approval from soc-leads (min 1)"),
         "{approval:?}"
     );
-    assert!(of_kind(&events, "step.sleeping")[0].message.contains("dry run"));
+    assert!(
+        of_kind(&events, "step.sleeping")[0]
+            .message
+            .contains("dry run")
+    );
     assert_eq!(of_kind(&events, "run.key_skipped").len(), 1);
     assert_eq!(
         api::get_run(&mut client, &real.run_id).await.status(),
@@ -318,7 +379,9 @@ async fn a_dry_run_from_the_cli_waits_for_nothing_and_exits_zero() {
     let mut client = orchestrator.client();
     api::apply_playbook(&mut client, PLAN).await;
     let started = Instant::now();
-    let ran = orchestrator.cli(&["run", "plan-e2e", "--dry-run", "--wait"]).await;
+    let ran = orchestrator
+        .cli(&["run", "plan-e2e", "--dry-run", "--wait"])
+        .await;
     assert_eq!(ran.code(), 0, "{ran}");
     assert!(started.elapsed() < DRY_RUN_MAX, "{:?}", started.elapsed());
     assert!(ran.stdout.contains("dry run"), "{ran}");
@@ -329,7 +392,12 @@ async fn built_in_playbooks_are_served_and_never_overwrite_an_operators() {
     let plain = Orchestrator::start();
     let listed = plain.cli(&["playbook", "list"]).await;
     assert_eq!(listed.code(), 0, "{listed}");
-    for name in ["ip-block", "account-disable", "jit-access-grant", "patch-deployment"] {
+    for name in [
+        "ip-block",
+        "account-disable",
+        "jit-access-grant",
+        "patch-deployment",
+    ] {
         assert!(listed.stdout.contains(name), "{name}: {listed}");
     }
     drop(plain);
@@ -356,14 +424,26 @@ async fn built_in_playbooks_are_served_and_never_overwrite_an_operators() {
         version,
     };
     let ip_block = client.get_playbook(latest("ip-block", 0)).await.unwrap();
-    assert_eq!(ip_block.get_ref().version, 2, "the operator's newer version stays");
+    assert_eq!(
+        ip_block.get_ref().version,
+        2,
+        "the operator's newer version stays"
+    );
     let older = client.get_playbook(latest("ip-block", 1)).await;
-    assert_eq!(older.unwrap_err().code(), Code::NotFound, "no downgrade is added");
+    assert_eq!(
+        older.unwrap_err().code(),
+        Code::NotFound,
+        "no downgrade is added"
+    );
     let account = client
         .get_playbook(latest("account-disable", 1))
         .await
         .unwrap();
-    assert_eq!(account.get_ref().source, own, "the operator's version 1 stays");
+    assert_eq!(
+        account.get_ref().source,
+        own,
+        "the operator's version 1 stays"
+    );
     let jit = client
         .get_playbook(latest("jit-access-grant", 0))
         .await

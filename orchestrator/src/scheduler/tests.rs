@@ -1228,7 +1228,7 @@ steps:
 
 #[test]
 fn a_guarded_block_of_a_protected_ip_fails_before_approval_and_dispatch() {
-    let mut s = Script::start(GUARDED, json!({"ip": "10.1.2.3"}));
+    let s = Script::start(GUARDED, json!({"ip": "10.1.2.3"}));
     assert!(s.queued.is_empty(), "nothing dispatched:\n{}", s.log);
     s.check(expect![[r#"
         > start
@@ -1284,7 +1284,7 @@ steps:
 
 #[test]
 fn every_for_each_item_is_guarded_and_one_refusal_stops_them_all() {
-    let mut s = Script::start(
+    let s = Script::start(
         GUARDED_ITEMS,
         json!({"ips": ["203.0.113.7", "127.0.0.1", "192.168.1.1"]}),
     );
@@ -1419,7 +1419,7 @@ fn a_dry_run_fires_sleeps_approvals_and_grants_at_once() {
 
 #[test]
 fn dry_run_tasks_are_marked_and_guards_still_apply() {
-    let mut s = Script::start_dry(GUARDED, json!({"ip": "10.1.2.3"}));
+    let s = Script::start_dry(GUARDED, json!({"ip": "10.1.2.3"}));
     assert!(s.log.contains("guard.refused"), "{}", s.log);
     assert!(s.log.contains("finished failed"), "{}", s.log);
     let mut ok = Script::start_dry(GUARDED, json!({"ip": "203.0.113.7"}));
