@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use ipnet::IpNet;
+
+use crate::guard;
 
 /// Riposte coordinator: schedules playbook runs on workers and keeps all state in an embedded
 /// sled database.
@@ -47,9 +50,81 @@ pub struct Config {
     #[arg(long = "approver-group", value_name = "GROUP=MEMBERS", value_parser = parse_group)]
     pub approver_groups: Vec<(String, Vec<String>)>,
 
+    /// Do not apply the built-in playbooks (ip-block, account-disable, jit-access-grant,
+    /// patch-deployment) at start. Without this flag each is applied when the store lacks its
+    /// name and version; what an operator applied is never overwritten or downgraded.
+    #[arg(long)]
+    pub no_builtin_playbooks: bool,
+
+    /// Ranges no guarded action may touch (`firewall.block_ip`), `CIDR,...`; replaces the
+    /// default list (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7); an
+    /// empty value protects none of them. Loopback, unspecified, link-local, multicast,
+    /// broadcast and this orchestrator's listen address are protected whatever this says.
+    #[arg(long, env = "RIPOSTE_PROTECTED_RANGES", value_name = "CIDR,...", value_parser = parse_ranges)]
+    pub protected_ranges: Option<Ranges>,
+
+    /// Accounts no guarded action may touch (`identity.disable_account`,
+    /// `identity.revoke_sessions`), `NAME,...`, in addition to `root` which is always
+    /// protected. Compared case-insensitively; a plain name also protects `name@any-domain`
+    /// and `DOMAIN\name`.
+    #[arg(
+        long,
+        env = "RIPOSTE_PROTECTED_ACCOUNTS",
+        value_name = "NAME,...",
+        value_delimiter = ','
+    )]
+    pub protected_accounts: Vec<String>,
+
+    /// An IPv4 block wider than this prefix length is refused by the guard.
+    #[arg(long, value_name = "N", default_value_t = guard::BLOCK_PREFIX_MIN_V4_DEFAULT, value_parser = clap::value_parser!(u8).range(0..=32))]
+    pub block_prefix_min_v4: u8,
+
+    /// An IPv6 block wider than this prefix length is refused by the guard.
+    #[arg(long, value_name = "N", default_value_t = guard::BLOCK_PREFIX_MIN_V6_DEFAULT, value_parser = clap::value_parser!(u8).range(0..=128))]
+    pub block_prefix_min_v6: u8,
+
     /// Log filter (tracing env-filter syntax), e.g. `info` or `riposte_orchestrator=debug`.
     #[arg(long, env = "RIPOSTE_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// The protected ranges given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ranges(pub Vec<IpNet>);
+
+impl Config {
+    /// The guard policy this configuration asks for; `listen` is the bound address.
+    pub fn guard_policy(&self, listen: std::net::IpAddr) -> guard::Policy {
+        let ranges = match &self.protected_ranges {
+            Some(Ranges(ranges)) => ranges.clone(),
+            None => guard::PROTECTED_RANGES_DEFAULT
+                .iter()
+                .map(|r| r.parse().expect("default ranges parse"))
+                .collect(),
+        };
+        guard::Policy::new(
+            ranges,
+            &self.protected_accounts,
+            self.block_prefix_min_v4,
+            self.block_prefix_min_v6,
+            Some(listen),
+        )
+    }
+}
+
+/// `10.0.0.0/8,192.0.2.7` (an address is a single host); empty means none.
+fn parse_ranges(text: &str) -> Result<Ranges, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            r.parse::<IpNet>()
+                .map(|n| n.trunc())
+                .or_else(|_| r.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("`{r}` is not a CIDR or an IP address"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Ranges)
 }
 
 /// Parses `10s`, `500ms`, `2m` and the like; zero and over an hour are refused.
@@ -119,6 +194,43 @@ mod tests {
         assert_eq!(c.approver_groups.len(), 2);
         assert!(Config::try_parse_from(["x", "--approver-group", "nobody"]).is_err());
         assert!(Config::try_parse_from(["x", "--approver-group", "g="]).is_err());
+    }
+
+    #[test]
+    fn guard_flags_parse() {
+        let c = Config::try_parse_from(["x"]).unwrap();
+        assert_eq!(c.protected_ranges, None);
+        assert_eq!((c.block_prefix_min_v4, c.block_prefix_min_v6), (24, 64));
+        assert!(!c.no_builtin_playbooks);
+        let listen = "127.0.0.1".parse().unwrap();
+        assert!(c.guard_policy(listen).check_ip("10.1.2.3").is_err());
+        let c = Config::try_parse_from([
+            "x",
+            "--protected-ranges",
+            "203.0.113.0/24, 2001:db8::1",
+            "--protected-accounts",
+            "breakglass,svc-backup",
+            "--block-prefix-min-v4",
+            "16",
+            "--block-prefix-min-v6",
+            "48",
+            "--no-builtin-playbooks",
+        ])
+        .unwrap();
+        let ranges = c.protected_ranges.clone().unwrap().0;
+        assert_eq!(ranges.len(), 2);
+        assert_eq!(c.protected_accounts, ["breakglass", "svc-backup"]);
+        assert!(c.no_builtin_playbooks);
+        let policy = c.guard_policy(listen);
+        assert!(policy.check_ip("10.1.2.3").is_ok(), "defaults replaced");
+        assert!(policy.check_ip("203.0.113.9").is_err());
+        assert!(policy.check_ip("127.0.0.1").is_err(), "always protected");
+        assert!(policy.check_account("SVC-BACKUP").is_err());
+        let none = Config::try_parse_from(["x", "--protected-ranges", ""]).unwrap();
+        assert_eq!(none.protected_ranges, Some(Ranges(vec![])));
+        assert!(Config::try_parse_from(["x", "--protected-ranges", "10.0.0.0/33"]).is_err());
+        assert!(Config::try_parse_from(["x", "--block-prefix-min-v4", "33"]).is_err());
+        assert!(Config::try_parse_from(["x", "--block-prefix-min-v6", "129"]).is_err());
     }
 
     #[test]

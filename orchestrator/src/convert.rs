@@ -70,6 +70,7 @@ pub fn run(state: &RunState, playbook: &Playbook) -> pb::Run {
                 started_at_ms: step.started_at_ms.unwrap_or(0),
                 finished_at_ms: step.finished_at_ms.unwrap_or(0),
                 items_pending: count(|s| *s == crate::scheduler::state::UnitStatus::Pending),
+                items_held: step.units.iter().filter(|u| u.held).count() as u32,
                 due_at_ms: step
                     .due_ms
                     .or(step.approval.as_ref().map(|a| a.due_ms))
@@ -92,6 +93,7 @@ pub fn run(state: &RunState, playbook: &Playbook) -> pb::Run {
         phase: state.phase.as_str().to_string(),
         concurrency_key: state.concurrency_key.clone().unwrap_or_default(),
         deadline_ms: state.deadline_ms.unwrap_or(0),
+        dry_run: state.dry_run,
     }
 }
 
@@ -187,7 +189,7 @@ pub fn task(grant: &Grant) -> pb::Task {
         lease_token: grant.token,
         timeout_ms: grant.task.timeout_ms,
         lease_ms: grant.lease_ms,
-        dry_run: false,
+        dry_run: grant.task.dry_run,
     }
 }
 
@@ -224,6 +226,16 @@ pub fn grant(view: &crate::engine::GrantView) -> pb::GrantInfo {
         requested_by: view.requested_by.clone(),
         attempts: view.attempts,
         error: view.error.clone(),
+    }
+}
+
+pub fn containment(state: &crate::store::Containment, held: usize) -> pb::ContainmentStatus {
+    pb::ContainmentStatus {
+        paused: state.paused,
+        changed_by: state.by.clone(),
+        changed_at_ms: state.at_ms,
+        reason: state.reason.clone(),
+        tasks_held: held as u32,
     }
 }
 

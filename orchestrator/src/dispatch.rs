@@ -58,6 +58,8 @@ pub struct Dispatcher<G> {
     leases: HashMap<u64, Lease>,
     /// Leases a worker must drop, told on its next heartbeat.
     abandoned: HashMap<String, Vec<(String, u64)>>,
+    /// Containment is paused: holdable tasks stay queued (see [`TaskSpec::holdable`]).
+    paused: bool,
 }
 
 impl<G> Default for Dispatcher<G> {
@@ -68,6 +70,7 @@ impl<G> Default for Dispatcher<G> {
             waiters: VecDeque::new(),
             leases: HashMap::new(),
             abandoned: HashMap::new(),
+            paused: false,
         }
     }
 }
@@ -81,16 +84,44 @@ impl<G> Dispatcher<G> {
         self.queue.push_back(task);
     }
 
-    /// Removes and returns the first queued task `worker` can run.
+    /// Pauses or resumes containment at the door: while paused, no holdable task leaves the
+    /// queue.
+    pub fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+
+    /// Whether the door holds `task` now.
+    pub fn is_held(&self, task: &TaskSpec) -> bool {
+        self.paused && task.holdable()
+    }
+
+    /// The queued tasks the door holds now.
+    pub fn held(&self) -> Vec<UnitRef> {
+        self.queue
+            .iter()
+            .filter(|t| self.is_held(t))
+            .map(|t| t.unit)
+            .collect()
+    }
+
+    /// Removes and returns the first queued task `worker` can run and the door lets through.
     pub fn take_task_for(&mut self, worker: &str) -> Option<TaskSpec> {
         let worker = self.workers.get(worker)?;
-        let index = self.queue.iter().position(|t| worker.can_run(t))?;
+        let paused = self.paused;
+        let index = self
+            .queue
+            .iter()
+            .position(|t| worker.can_run(t) && !(paused && t.holdable()))?;
         self.queue.remove(index)
     }
 
-    /// Removes and returns a waiting long-poll whose worker can run `task`.
+    /// Removes and returns a waiting long-poll whose worker can run `task`; none for a task
+    /// the door holds.
     pub fn take_waiter_for(&mut self, task: &TaskSpec) -> Option<Waiter<G>> {
         self.waiters.retain(|w| !w.reply.is_closed());
+        if self.is_held(task) {
+            return None;
+        }
         let workers = &self.workers;
         let index = self.waiters.iter().position(|w| {
             workers

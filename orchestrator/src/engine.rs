@@ -19,7 +19,7 @@ use crate::scheduler::state::{HistoryEvent, RunId, RunState, Slot, UnitRef, Unit
 use crate::scheduler::{
     self, Command, DecisionRequest, Event, NewRun, Repair, Scheduler, TaskSpec, Transition,
 };
-use crate::store::{self, RunKey, Seq, Store, StoredPlaybook};
+use crate::store::{self, Containment, RunKey, Seq, Store, StoredPlaybook};
 
 /// Bounds on what one request may carry or the engine may hold.
 pub mod limits {
@@ -64,6 +64,8 @@ pub struct Settings {
     pub poll_wait_max: Duration,
     /// Approver groups: group name -> members.
     pub approver_groups: BTreeMap<String, Vec<String>>,
+    /// The platform-wide guard the scheduler checks guarded actions against.
+    pub guard: crate::guard::Policy,
 }
 
 /// A task handed to a worker, durable once `seq` is.
@@ -119,6 +121,21 @@ pub struct Report {
     pub rejected: Option<String>,
 }
 
+/// What became of a built-in playbook at start.
+pub enum Builtin {
+    Applied {
+        name: String,
+        version: u32,
+        seq: Seq,
+    },
+    /// The store has this version (`stored`), or a newer one: left as it is.
+    Kept {
+        name: String,
+        version: u32,
+        stored: u32,
+    },
+}
+
 /// A run start as asked for by an operator (or a trigger, later).
 pub struct StartRequest {
     pub playbook: String,
@@ -126,6 +143,8 @@ pub struct StartRequest {
     pub params: serde_json::Map<String, Value>,
     pub idempotency_key: String,
     pub requested_by: String,
+    /// A plan: connectors change nothing, timers and approvals fire at once.
+    pub dry_run: bool,
 }
 
 /// History so far plus, while the run is active, a subscription to what follows.
@@ -146,22 +165,28 @@ pub struct Engine {
     watchers: HashMap<RunId, broadcast::Sender<(Seq, HistoryEvent)>>,
     /// Wakes the timer loop when a timer becomes the earliest one.
     wake: Arc<Notify>,
+    /// The kill switch as stored; the dispatcher's door follows it.
+    containment: Containment,
 }
 
 impl Engine {
     /// Builds the engine and resumes every run that was running when the store was last
     /// closed. In-flight leases get a full lease of grace before their tasks are dispatched again.
     pub fn open(store: Store, settings: Settings, wake: Arc<Notify>) -> Result<Engine, Error> {
+        let scheduler = Scheduler::with_guard(settings.guard.clone());
         let mut engine = Engine {
             store,
             settings,
-            scheduler: Scheduler::new(),
+            scheduler,
             dispatch: Dispatcher::default(),
             timers: BTreeSet::new(),
             playbooks: HashMap::new(),
             watchers: HashMap::new(),
             wake,
+            containment: Containment::default(),
         };
+        engine.containment = engine.store.containment()?;
+        engine.dispatch.set_paused(engine.containment.paused);
         let now = clock::monotonic();
         for state in engine.store.active_runs()? {
             let playbook = engine.playbook(&state.playbook, state.version)?;
@@ -265,12 +290,47 @@ impl Engine {
         Ok((compiled, false, seq))
     }
 
+    /// Applies a built-in playbook only when the store has neither its version nor a newer
+    /// one: an operator's version (same number with other content, or higher) is kept.
+    pub fn apply_builtin(&mut self, source: &str) -> Result<Builtin, Error> {
+        let compiled = riposte_playbooks::compile(source).map_err(|d| {
+            Error::InvalidArgument(format!(
+                "built-in playbook does not compile: {}",
+                d.first().map(|d| d.to_string()).unwrap_or_default()
+            ))
+        })?;
+        let (name, version) = (compiled.name.clone(), compiled.version);
+        let stored = match self.store.playbook(&name, version)? {
+            Some(same) => Some(same.version),
+            None => self
+                .store
+                .playbook(&name, 0)?
+                .map(|latest| latest.version)
+                .filter(|latest| *latest > version),
+        };
+        if let Some(stored) = stored {
+            return Ok(Builtin::Kept {
+                name,
+                version,
+                stored,
+            });
+        }
+        let (_, _, seq) = self.apply_playbook(source)?;
+        Ok(Builtin::Applied { name, version, seq })
+    }
+
     /// Starts a run, or answers the run that already claimed the idempotency key.
     pub fn start_run(&mut self, req: StartRequest) -> Result<(RunState, bool, Seq), Error> {
         check_len("idempotency key", &req.idempotency_key)?;
         check_len("requested_by", &req.requested_by)?;
-        if !req.idempotency_key.is_empty()
-            && let Some(id) = self.store.run_by_key(&req.idempotency_key)?
+        // A dry run's key lives apart: a plan never answers for (or blocks) a real run.
+        let claim = match (req.idempotency_key.is_empty(), req.dry_run) {
+            (true, _) => String::new(),
+            (false, true) => format!("{DRY_RUN_KEY_PREFIX}{}", req.idempotency_key),
+            (false, false) => req.idempotency_key.clone(),
+        };
+        if !claim.is_empty()
+            && let Some(id) = self.store.run_by_key(&claim)?
         {
             let run = self.run(id)?;
             return Ok((run, true, self.store.last_write()));
@@ -304,15 +364,16 @@ impl Engine {
             trigger: Value::Null,
             requested_by: req.requested_by,
             idempotency_key: req.idempotency_key.clone(),
+            dry_run: req.dry_run,
         };
         let transition = self
             .scheduler
             .handle(clock::now_ms(), Event::Start(new))
             .map_err(scheduler_error)?;
-        let key = if req.idempotency_key.is_empty() {
+        let key = if claim.is_empty() {
             RunKey::None
         } else {
-            RunKey::Claim(&req.idempotency_key, id)
+            RunKey::Claim(&claim, id)
         };
         let seq = self.commit(transition, key)?;
         let run = self.run(id)?;
@@ -390,6 +451,10 @@ impl Engine {
 
     /// Leases `task` to `worker`. `None` when the unit is no longer queued (cancelled).
     fn grant(&mut self, task: TaskSpec, worker: &str) -> Result<Option<Grant>, Error> {
+        debug_assert!(
+            !self.dispatch.is_held(&task),
+            "the dispatch door never lets a held task through"
+        );
         let token = self.store.next_token()?;
         let event = Event::Leased {
             unit: task.unit,
@@ -415,7 +480,7 @@ impl Engine {
                 deadline_max: now + self.settings.lease + Duration::from_millis(task.timeout_ms),
             },
         );
-        let idempotency_key = idempotency_key(run, &task.step_id, task.unit.slot);
+        let idempotency_key = idempotency_key(run, &task.step_id, task.unit.slot, task.dry_run);
         Ok(Some(Grant {
             task,
             task_id: id,
@@ -617,9 +682,13 @@ impl Engine {
 
     fn carry_out(&mut self, commands: Vec<Command>) {
         let mut dispatched = false;
+        let mut held = Vec::new();
         for command in commands {
             match command {
                 Command::Dispatch(task) => {
+                    if self.dispatch.is_held(&task) {
+                        held.push(task.unit);
+                    }
                     self.dispatch.enqueue(task);
                     dispatched = true;
                 }
@@ -637,9 +706,71 @@ impl Engine {
                 }
             }
         }
+        self.record_held(held);
         if dispatched {
             self.pump();
         }
+    }
+
+    /// Records `task.held` for units the door holds (once per unit: the scheduler ignores a
+    /// unit already marked held).
+    fn record_held(&mut self, units: Vec<UnitRef>) {
+        let reason = self.containment.reason.clone();
+        for unit in units {
+            let event = Event::Held {
+                unit,
+                reason: reason.clone(),
+            };
+            if let Ok(transition) = self.scheduler.handle(clock::now_ms(), event)
+                && let Err(e) = self.commit(transition, RunKey::None)
+            {
+                tracing::error!(run.id = %unit.run, error = %e, "engine.commit_failed");
+            }
+        }
+    }
+
+    /// The kill switch now, and how many tasks it holds.
+    pub fn containment(&self) -> (Containment, usize) {
+        (self.containment.clone(), self.dispatch.held().len())
+    }
+
+    /// Pauses containment: from now on no task of a containment action is leased (undos,
+    /// other actions and dry runs go on). Pausing again changes nothing.
+    pub fn pause_containment(&mut self, by: String, reason: String) -> Result<Seq, Error> {
+        check_len("reason", &reason)?;
+        if self.containment.paused {
+            return Ok(self.store.last_write());
+        }
+        self.set_containment(true, by, reason)?;
+        let held = self.dispatch.held();
+        self.record_held(held);
+        tracing::warn!(by = %self.containment.by, reason = %self.containment.reason, "containment.paused");
+        Ok(self.store.last_write())
+    }
+
+    /// Resumes containment: held tasks are handed out again. Resuming again changes nothing.
+    pub fn resume_containment(&mut self, by: String, reason: String) -> Result<Seq, Error> {
+        check_len("reason", &reason)?;
+        if !self.containment.paused {
+            return Ok(self.store.last_write());
+        }
+        let seq = self.set_containment(false, by, reason)?;
+        tracing::info!(by = %self.containment.by, "containment.resumed");
+        self.pump();
+        Ok(seq.max(self.store.last_write()))
+    }
+
+    fn set_containment(&mut self, paused: bool, by: String, reason: String) -> Result<Seq, Error> {
+        let next = Containment {
+            paused,
+            by,
+            at_ms: clock::now_ms(),
+            reason,
+        };
+        let seq = self.store.put_containment(&next)?;
+        self.containment = next;
+        self.dispatch.set_paused(paused);
+        Ok(seq)
     }
 
     /// The history so far and, for an active run, a subscription to what comes next.
@@ -906,12 +1037,20 @@ pub fn task_id(run: RunId, step_id: &str, slot: Slot, attempt: u32) -> String {
     }
 }
 
-/// Stable across attempts: what connectors use to make repeats harmless.
-fn idempotency_key(run: RunId, step_id: &str, slot: Slot) -> String {
-    match slot {
+/// Prefix of the idempotency keys of dry runs (run starts and tasks): never a real run's key.
+const DRY_RUN_KEY_PREFIX: &str = "dry-run:";
+
+/// Stable across attempts: what connectors use to make repeats harmless. A dry run's keys
+/// carry [`DRY_RUN_KEY_PREFIX`], so they never collide with a real run's.
+fn idempotency_key(run: RunId, step_id: &str, slot: Slot, dry_run: bool) -> String {
+    let key = match slot {
         Slot::Step { item, .. } => format!("{run}/{step_id}/{item}"),
         Slot::Undo(n) => format!("{run}/!undo/{n}"),
         Slot::Health { .. } => format!("{run}/{step_id}/!health"),
+    };
+    match dry_run {
+        true => format!("{DRY_RUN_KEY_PREFIX}{key}"),
+        false => key,
     }
 }
 

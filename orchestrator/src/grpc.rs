@@ -353,6 +353,7 @@ impl Operator for OperatorApi {
             params,
             idempotency_key: req.idempotency_key,
             requested_by: req.requested_by,
+            dry_run: req.dry_run,
         };
         let (run, existing, seq, playbook) = {
             let mut engine = self.0.lock();
@@ -549,6 +550,42 @@ impl Operator for OperatorApi {
     ) -> Result<Response<pb::Run>, Status> {
         self.repair(request.into_inner(), Repair::Resume).await
     }
+
+    async fn pause_containment(
+        &self,
+        request: Request<pb::ContainmentRequest>,
+    ) -> Result<Response<pb::ContainmentStatus>, Status> {
+        let req = request.into_inner();
+        let (who, reason) = (who(req.who)?, or_default(req.reason, "no reason given"));
+        let seq = self
+            .0
+            .lock()
+            .pause_containment(who, reason)
+            .map_err(status)?;
+        self.answer_containment(seq).await
+    }
+
+    async fn resume_containment(
+        &self,
+        request: Request<pb::ContainmentRequest>,
+    ) -> Result<Response<pb::ContainmentStatus>, Status> {
+        let req = request.into_inner();
+        let (who, reason) = (who(req.who)?, or_default(req.reason, "no reason given"));
+        let seq = self
+            .0
+            .lock()
+            .resume_containment(who, reason)
+            .map_err(status)?;
+        self.answer_containment(seq).await
+    }
+
+    async fn get_containment(
+        &self,
+        _request: Request<pb::GetContainmentRequest>,
+    ) -> Result<Response<pb::ContainmentStatus>, Status> {
+        let (state, held) = self.0.lock().containment();
+        Ok(Response::new(convert::containment(&state, held)))
+    }
 }
 
 impl OperatorApi {
@@ -566,6 +603,16 @@ impl OperatorApi {
             .repair(run, repair, req.step_id, who, reason)
             .map_err(status)?;
         self.answer_run(run, seq).await
+    }
+
+    /// Waits until `seq` is durable, then answers the kill switch's state.
+    async fn answer_containment(
+        &self,
+        seq: Seq,
+    ) -> Result<Response<pb::ContainmentStatus>, Status> {
+        self.0.durable(seq).await?;
+        let (state, held) = self.0.lock().containment();
+        Ok(Response::new(convert::containment(&state, held)))
     }
 
     /// Waits until `seq` is durable, then answers the run's state.

@@ -5,6 +5,7 @@
 //! [`dispatch`] (queue, workers, leases), [`engine`] (glue: one event, one transaction, one
 //! flush), the gRPC edge and [`convert`]ers to the wire types.
 
+pub mod builtin;
 pub mod clock;
 pub mod config;
 mod convert;
@@ -12,6 +13,7 @@ pub mod dev;
 pub mod dispatch;
 pub mod engine;
 mod grpc;
+pub mod guard;
 pub mod scheduler;
 pub mod store;
 
@@ -46,7 +48,8 @@ pub enum Error {
 }
 
 /// Opens the store in `config.data_dir`, resumes the runs that were running, applies the
-/// playbooks of `config.playbooks`, and serves on `listener` until `shutdown` resolves.
+/// playbooks of `config.playbooks` (then the examples with `--dev`, then the built-in
+/// playbooks the store lacks), and serves on `listener` until `shutdown` resolves.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -57,10 +60,15 @@ pub async fn run(
         source,
     })?;
     let store = store::Store::open(&config.data_dir)?;
+    let listen = listener.local_addr().map_err(|source| Error::Io {
+        path: "listener".to_string(),
+        source,
+    })?;
     let settings = engine::Settings {
         lease: config.lease_timeout,
         poll_wait_max: config.poll_wait_max,
         approver_groups: config.approver_groups.iter().cloned().collect(),
+        guard: config.guard_policy(listen.ip()),
     };
     let timers = Arc::new(Notify::new());
     let engine = engine::Engine::open(store.clone(), settings, timers.clone())?;
@@ -75,6 +83,9 @@ pub async fn run(
     }
     if config.dev {
         dev::apply_examples(&shared).await?;
+    }
+    if !config.no_builtin_playbooks {
+        builtin::apply(&shared).await?;
     }
     let timers = tokio::spawn(timer_loop(shared.clone()));
 

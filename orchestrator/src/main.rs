@@ -62,11 +62,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 fn print_dev_banner(config: &Config, addr: std::net::SocketAddr) {
     println!(
-        "dev mode: data in {}, {} in-process workers, example playbooks applied.\n\
+        "dev mode: data in {}, {} in-process workers, example and built-in playbooks applied.\n\
          Try, in another terminal:\n  \
          cargo run --bin riposte -- --addr http://{addr} playbook list\n  \
          cargo run --bin riposte -- --addr http://{addr} run hello -p name=operator --wait\n  \
-         cargo run --bin riposte -- --addr http://{addr} run diamond --wait",
+         cargo run --bin riposte -- --addr http://{addr} run diamond --wait\n  \
+         cargo run --bin riposte -- --addr http://{addr} run hello -p name=plan --dry-run --wait\n  \
+         cargo run --bin riposte -- --addr http://{addr} containment status",
         config.data_dir.display(),
         config.dev_workers
     );

@@ -6,6 +6,7 @@
 //! - `active`: run id -> empty, for every run still running (what a restart resumes)
 //! - `history`: run id + seq (u64 BE) -> [`HistoryEvent`] (JSON)
 //! - `run_keys`: idempotency key -> run id
+//! - `settings`: `containment` -> [`Containment`] (JSON), the kill switch
 //!
 //! **Durability.** Writes land in sled's page cache; nothing is acknowledged until a flush
 //! covers it. Every write returns a [`Seq`]; [`Store::durable`] waits until a flush that
@@ -49,6 +50,18 @@ pub struct StoredPlaybook {
     pub applied_at_ms: i64,
 }
 
+/// The containment kill switch as last set: paused or not, by whom, when and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Containment {
+    pub paused: bool,
+    pub by: String,
+    pub at_ms: i64,
+    pub reason: String,
+}
+
+/// The key of the kill switch in the `settings` tree.
+const CONTAINMENT_KEY: &[u8] = b"containment";
+
 /// What `put_runs` should do with an idempotency key.
 #[derive(Clone, Copy)]
 pub enum RunKey<'a> {
@@ -65,6 +78,7 @@ pub struct Store {
     active: sled::Tree,
     history: sled::Tree,
     run_keys: sled::Tree,
+    settings: sled::Tree,
     commit: Arc<GroupCommit>,
 }
 
@@ -87,6 +101,7 @@ impl Store {
             active: db.open_tree("active")?,
             history: db.open_tree("history")?,
             run_keys: db.open_tree("run_keys")?,
+            settings: db.open_tree("settings")?,
             db,
             commit: Arc::new(GroupCommit {
                 written: AtomicU64::new(0),
@@ -122,6 +137,20 @@ impl Store {
     /// A fencing token: strictly increasing for the life of the database, across crashes.
     pub fn next_token(&self) -> Result<u64, Error> {
         Ok(self.db.generate_id()? + 1)
+    }
+
+    /// The kill switch as last set (not paused when never set).
+    pub fn containment(&self) -> Result<Containment, Error> {
+        self.settings
+            .get(CONTAINMENT_KEY)?
+            .map_or(Ok(Containment::default()), |v| decode("settings", &v))
+    }
+
+    /// Sets the kill switch; acknowledge only once the returned `Seq` is durable.
+    pub fn put_containment(&self, containment: &Containment) -> Result<Seq, Error> {
+        let value = serde_json::to_vec(containment).expect("containment serializes");
+        self.settings.insert(CONTAINMENT_KEY, value)?;
+        Ok(self.written())
     }
 
     pub fn put_playbook(&self, playbook: &StoredPlaybook) -> Result<Seq, Error> {

@@ -196,6 +196,17 @@ impl Orchestrator {
         self.process = process;
     }
 
+    /// Like [`Orchestrator::restart`], without the flag `flag` it was started with (a flag
+    /// without a value, e.g. `--no-builtin-playbooks`).
+    pub fn restart_without(&mut self, flag: &str) {
+        assert!(
+            self.args.iter().any(|a| a == flag),
+            "the orchestrator was not started with {flag}"
+        );
+        self.args.retain(|a| a != flag);
+        self.restart();
+    }
+
     /// Waits until the health service answers SERVING.
     pub async fn wait_serving(&self) {
         let url = self.url();

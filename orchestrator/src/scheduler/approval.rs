@@ -43,6 +43,16 @@ impl Tx<'_> {
             due_ms,
             decisions: Vec::new(),
         }));
+        if self.run.dry_run {
+            let message = format!(
+                "would request approval from {} (min {}); digest {digest}",
+                approval.approvers.join(", "),
+                approval.min
+            );
+            self.record(Entry::step("approval.dry_run", &spec.id, message));
+            self.approved(step, "dry run: counted as approved".into());
+            return self.settle_step(step);
+        }
         let message = format!(
             "{} of {} until {}; digest {digest}",
             approval.min,

@@ -37,6 +37,7 @@ use std::sync::Arc;
 use riposte_playbooks::{ConcurrencyPolicy, Context, Playbook, Renderer};
 use serde_json::Value;
 
+use crate::guard::Policy;
 use run::Tx;
 use state::{HistoryEvent, RunId, RunState, RunStatus, StepState, UnitRef};
 
@@ -55,6 +56,8 @@ pub struct NewRun {
     pub trigger: Value,
     pub requested_by: String,
     pub idempotency_key: String,
+    /// A plan: see [`state::RunState::dry_run`].
+    pub dry_run: bool,
 }
 
 /// An operator's decision on an approval. `groups` are the approver groups `who` belongs to
@@ -103,6 +106,11 @@ pub enum Event {
         unit: UnitRef,
         token: u64,
     },
+    /// The dispatch door holds a queued unit because containment is paused.
+    Held {
+        unit: UnitRef,
+        reason: String,
+    },
     /// Something of this run may be due (backoff, sleep, approval timeout, grant TTL, deadline).
     Timer {
         run: RunId,
@@ -141,6 +149,18 @@ pub struct TaskSpec {
     pub input: Value,
     pub labels: BTreeMap<String, String>,
     pub timeout_ms: u64,
+    /// The run is a dry run: the connector changes nothing.
+    pub dry_run: bool,
+    /// A step's task of a `containment` action (never an undo): held while containment is
+    /// paused, unless it is a dry run.
+    pub containment: bool,
+}
+
+impl TaskSpec {
+    /// Whether a containment pause holds this task at the dispatch door.
+    pub fn holdable(&self) -> bool {
+        self.containment && !self.dry_run
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -233,6 +253,8 @@ pub struct Scheduler {
     runs: HashMap<RunId, ActiveRun>,
     keys: HashMap<String, KeyState>,
     renderer: Renderer,
+    /// The platform-wide guard, from the configuration.
+    guard: Policy,
 }
 
 impl Default for Scheduler {
@@ -242,11 +264,18 @@ impl Default for Scheduler {
 }
 
 impl Scheduler {
+    /// A scheduler with the default guard policy.
     pub fn new() -> Scheduler {
+        Scheduler::with_guard(Policy::default())
+    }
+
+    /// A scheduler that checks guarded actions against `guard`.
+    pub fn with_guard(guard: Policy) -> Scheduler {
         Scheduler {
             runs: HashMap::new(),
             keys: HashMap::new(),
             renderer: Renderer::new(),
+            guard,
         }
     }
 
@@ -345,6 +374,9 @@ impl Scheduler {
                     Ok(())
                 })?
             }
+            Event::Held { unit, reason } => {
+                self.with_run(now_ms, unit.run, &mut out, |tx| tx.held(&unit, &reason))?
+            }
             Event::Timer { run } => self.with_run(now_ms, run, &mut out, |tx| {
                 tx.fire_due();
                 Ok(())
@@ -388,7 +420,13 @@ impl Scheduler {
         token: u64,
     ) -> Transition {
         let mut out = Transition::default();
-        let mut tx = Tx::new(now_ms, state, playbook, &self.renderer, &mut out);
+        let mut tx = Tx::new(
+            now_ms,
+            state,
+            playbook,
+            (&self.renderer, &self.guard),
+            &mut out,
+        );
         tx.reject_finished(unit, token);
         out
     }
@@ -436,7 +474,12 @@ impl Scheduler {
         if self.runs.contains_key(&new.id) {
             return Err(Error::RunExists(new.id));
         }
-        let key = self.render_key(&new)?;
+        let rendered_key = self.render_key(&new)?;
+        // A dry run never blocks or replaces a real run: it takes no key.
+        let (key, key_not_taken) = match new.dry_run {
+            true => (None, rendered_key),
+            false => (rendered_key, None),
+        };
         let state = RunState {
             id: new.id,
             playbook: new.playbook.name.clone(),
@@ -455,6 +498,7 @@ impl Scheduler {
             undo: Vec::new(),
             concurrency_key: key.clone(),
             deadline_ms: new.playbook.timeout_ms.map(|t| now_ms + t as i64),
+            dry_run: new.dry_run,
         };
         let id = new.id;
         let spec = new.playbook.concurrency.clone();
@@ -467,7 +511,15 @@ impl Scheduler {
         );
         self.with_run(now_ms, id, out, |tx| {
             let by = tx.run.requested_by.clone();
-            tx.record(run::Entry::run("run.started", format!("requested by {by}")));
+            let dry = if tx.run.dry_run { "; dry run" } else { "" };
+            tx.record(run::Entry::run(
+                "run.started",
+                format!("requested by {by}{dry}"),
+            ));
+            if let Some(key) = key_not_taken {
+                let message = format!("dry run: concurrency key `{key}` not taken");
+                tx.record(run::Entry::run("run.key_skipped", message));
+            }
             Ok(())
         })?;
         let (Some(key), Some(spec)) = (key, spec) else {
@@ -544,7 +596,7 @@ impl Scheduler {
             now_ms,
             &mut active.state,
             &active.playbook,
-            &self.renderer,
+            (&self.renderer, &self.guard),
             out,
         );
         f(&mut tx)?;

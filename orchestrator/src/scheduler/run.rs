@@ -10,6 +10,7 @@ use super::state::{
     HistoryEvent, Phase, RunState, RunStatus, Slot, StepStatus, Unit, UnitRef, UnitStatus,
 };
 use super::{Command, Error, LEASE_LOSSES_MAX, TaskSpec, Transition};
+use crate::guard::Policy;
 
 /// Undo and revoke tasks retry until they succeed (or fail for good), backing off to 5 min.
 pub(crate) const UNDO_RETRY: RetryPolicy = RetryPolicy {
@@ -71,6 +72,7 @@ pub(crate) struct Tx<'a> {
     pub run: &'a mut RunState,
     pub playbook: &'a Playbook,
     pub renderer: &'a Renderer,
+    pub guard: &'a Policy,
     pub out: &'a mut Transition,
 }
 
@@ -79,7 +81,7 @@ impl<'a> Tx<'a> {
         now_ms: i64,
         run: &'a mut RunState,
         playbook: &'a Playbook,
-        renderer: &'a Renderer,
+        (renderer, guard): (&'a Renderer, &'a Policy),
         out: &'a mut Transition,
     ) -> Tx<'a> {
         Tx {
@@ -87,6 +89,7 @@ impl<'a> Tx<'a> {
             run,
             playbook,
             renderer,
+            guard,
             out,
         }
     }
@@ -163,10 +166,40 @@ impl<'a> Tx<'a> {
             token,
             worker: worker.clone(),
         };
+        unit.held = false;
         let kind = kind(prefix, "leased");
-        let mut entry = Entry::unit(kind, step, item, attempt, format!("token {token}"));
+        let message = match self.run.dry_run {
+            true => format!("token {token}; dry run"),
+            false => format!("token {token}"),
+        };
+        let mut entry = Entry::unit(kind, step, item, attempt, message);
         entry.worker = worker;
         self.record(entry);
+        Ok(())
+    }
+
+    /// A queued unit is held at the dispatch door (containment is paused): recorded once.
+    pub fn held(&mut self, unit_ref: &UnitRef, reason: &str) -> Result<(), Error> {
+        let (step, item, prefix) = self.describe(unit_ref.slot).ok_or(Error::NotQueued)?;
+        let unit = self
+            .unit_mut(unit_ref.slot)
+            .ok_or(Error::NoSuchUnit(unit_ref.run))?;
+        if unit.status != UnitStatus::Queued {
+            return Err(Error::NotQueued);
+        }
+        if unit.held {
+            return Ok(());
+        }
+        unit.held = true;
+        let attempt = unit.attempt;
+        let message = format!("containment is paused: {reason}");
+        self.record(Entry::unit(
+            kind(prefix, "held"),
+            step,
+            item,
+            attempt,
+            message,
+        ));
         Ok(())
     }
 
@@ -501,7 +534,7 @@ impl<'a> Tx<'a> {
     }
 
     /// Finishes a running step whose units are all done, and fills free concurrency slots.
-    fn settle_step(&mut self, step: usize) {
+    pub(crate) fn settle_step(&mut self, step: usize) {
         if self.run.steps[step].status != StepStatus::Running {
             return;
         }
@@ -629,6 +662,7 @@ impl<'a> Tx<'a> {
             StepKind::Approval => self.request_approval(step, Vec::new()),
             StepKind::Action => {
                 let units = self.render_units(spec, &ctx)?;
+                self.guard_units(spec, &units)?;
                 let count = units.len();
                 if spec.approval.is_some() {
                     self.request_approval(step, units);
@@ -661,16 +695,7 @@ impl<'a> Tx<'a> {
                 .renderer
                 .labels(spec, ctx, item)
                 .map_err(|e| e.to_string())?;
-            Ok(Unit {
-                status: UnitStatus::Pending,
-                attempt: 0,
-                lease_losses: 0,
-                input,
-                labels,
-                output: None,
-                error: None,
-                accepted_token: None,
-            })
+            Ok(Unit::pending(input, labels))
         };
         match spec.for_each {
             None => Ok(vec![render(None)?]),
@@ -681,11 +706,47 @@ impl<'a> Tx<'a> {
         }
     }
 
+    /// Checks every unit of a guarded action against the platform guard; each refusal is
+    /// recorded as `guard.refused`, and the first one fails the step.
+    fn guard_units(&mut self, spec: &Step, units: &[Unit]) -> Result<(), String> {
+        let Some(guard) = riposte_playbooks::actions::find(&spec.action).and_then(|a| a.guard)
+        else {
+            return Ok(());
+        };
+        let mut first = None;
+        for (item, unit) in units.iter().enumerate() {
+            let Err(refusal) = self.guard.check(guard, &unit.input) else {
+                continue;
+            };
+            let message = refusal.to_string();
+            let item = item as u32;
+            self.record(Entry::unit(
+                "guard.refused",
+                &spec.id,
+                item,
+                0,
+                message.clone(),
+            ));
+            first.get_or_insert(match spec.for_each {
+                Some(_) => format!("item {item}: {message}"),
+                None => message,
+            });
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Parks a sleep/until step; a dry run records the time and wakes at once.
     fn sleep_until(&mut self, step: usize, due_ms: i64) {
+        let mut message = format!("until {}", format_time(due_ms));
+        let due_ms = if self.run.dry_run {
+            message.push_str(" (dry run: not waiting)");
+            due_ms.min(self.now_ms)
+        } else {
+            due_ms
+        };
         let state = &mut self.run.steps[step];
         state.status = StepStatus::Sleeping;
         state.due_ms = Some(due_ms);
-        let message = format!("until {}", format_time(due_ms));
         self.record(Entry::step("step.sleeping", self.step_id(step), message));
         if due_ms <= self.now_ms {
             self.fire_due();
@@ -846,6 +907,8 @@ pub(crate) fn task_spec(state: &RunState, playbook: &Playbook, unit: UnitRef) ->
         }
     };
     let spec = &playbook.steps[step];
+    let containment = matches!(unit.slot, Slot::Step { .. })
+        && riposte_playbooks::actions::find(&action).is_some_and(|a| a.containment);
     Some(TaskSpec {
         unit,
         attempt: unit_state.attempt,
@@ -854,6 +917,8 @@ pub(crate) fn task_spec(state: &RunState, playbook: &Playbook, unit: UnitRef) ->
         input: unit_state.input.clone(),
         labels: unit_state.labels.clone(),
         timeout_ms: spec.timeout_ms,
+        dry_run: state.dry_run,
+        containment,
     })
 }
 

@@ -146,6 +146,10 @@ pub struct RunState {
     /// The run fails if it has not ended by then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<i64>,
+    /// A plan: every task is sent as a dry run (connectors change nothing), timers and
+    /// approvals fire at once, no concurrency key is taken.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dry_run: bool,
 }
 
 /// Where a running run is in its life.
@@ -330,6 +334,27 @@ pub struct Unit {
     /// Token of the lease whose result was accepted; a repeat of it is a duplicate, not stale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_token: Option<u64>,
+    /// Queued but held at the dispatch door while containment is paused (`task.held` was
+    /// recorded); cleared when leased.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub held: bool,
+}
+
+impl Unit {
+    /// A unit not started yet, with its rendered input and labels.
+    pub fn pending(input: Value, labels: BTreeMap<String, String>) -> Unit {
+        Unit {
+            status: UnitStatus::Pending,
+            attempt: 0,
+            lease_losses: 0,
+            input,
+            labels,
+            output: None,
+            error: None,
+            accepted_token: None,
+            held: false,
+        }
+    }
 }
 
 /// One entry of a run's history, persisted with the transition that produced it.
@@ -355,6 +380,10 @@ pub struct HistoryEvent {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Which unit of a run: a step's item, an undo entry, or a step's wave health gate.

@@ -31,6 +31,27 @@ impl Script {
     }
 
     fn start_as(yaml: &str, params: Value, run: RunId, scheduler: Scheduler) -> Script {
+        Script::start_opts(yaml, params, run, scheduler, false)
+    }
+
+    /// Starts a dry run.
+    fn start_dry(yaml: &str, params: Value) -> Script {
+        Script::start_opts(
+            yaml,
+            params,
+            RunId(Uuid::from_u128(1)),
+            Scheduler::new(),
+            true,
+        )
+    }
+
+    fn start_opts(
+        yaml: &str,
+        params: Value,
+        run: RunId,
+        scheduler: Scheduler,
+        dry_run: bool,
+    ) -> Script {
         let playbook = Arc::new(riposte_playbooks::compile(yaml).expect("test playbook compiles"));
         let mut script = Script {
             scheduler,
@@ -54,6 +75,7 @@ impl Script {
             trigger: Value::Null,
             requested_by: "tester".into(),
             idempotency_key: String::new(),
+            dry_run,
         };
         script.apply("start", Event::Start(new));
         script
@@ -613,6 +635,7 @@ impl Script {
             trigger: Value::Null,
             requested_by: "tester".into(),
             idempotency_key: String::new(),
+            dry_run: false,
         };
         self.apply(&format!("start run {n}"), Event::Start(new));
         id
@@ -1186,4 +1209,297 @@ proptest! {
             finished += 1;
         }
     }
+}
+
+// ---- safety rails: guards and dry runs ---------------------------------------------------
+
+const GUARDED: &str = r#"
+name: guarded
+version: 1
+params:
+  ip: { type: string, required: true }
+steps:
+  - id: block
+    action: firewall.block_ip
+    with: { ip: "{{ params.ip }}", ttl: 1h }
+    approval: { approvers: [soc-leads], min: 1, timeout: 15m }
+    undo: { action: firewall.unblock_ip, with: { ip: "{{ params.ip }}" } }
+"#;
+
+#[test]
+fn a_guarded_block_of_a_protected_ip_fails_before_approval_and_dispatch() {
+    let s = Script::start(GUARDED, json!({"ip": "10.1.2.3"}));
+    assert!(s.queued.is_empty(), "nothing dispatched:\n{}", s.log);
+    s.check(expect![[r#"
+        > start
+          1 run.started (requested by tester)
+          2 guard.refused block#0 (refused by guard: 10.1.2.3 is in protected range 10.0.0.0/8)
+          3 step.failed block#0 (refused by guard: 10.1.2.3 is in protected range 10.0.0.0/8)
+          4 run.finished (step block failed: refused by guard: 10.1.2.3 is in protected range 10.0.0.0/8)
+          finished failed
+    "#]]);
+    let ok = Script::start(GUARDED, json!({"ip": "203.0.113.7"}));
+    assert!(ok.log.contains("approval.requested"), "{}", ok.log);
+    assert!(!ok.log.contains("guard.refused"), "{}", ok.log);
+    let wide = Script::start(GUARDED, json!({"ip": "203.0.0.0/16"}));
+    assert!(wide.log.contains("wider than /24"), "{}", wide.log);
+    let junk = Script::start(GUARDED, json!({"ip": "not-an-ip"}));
+    assert!(
+        junk.log.contains("is not an IP address or CIDR"),
+        "{}",
+        junk.log
+    );
+}
+
+/// The log with every 64-hex-digit digest replaced by `<digest>`.
+fn mask_digests(log: &str) -> String {
+    let mut out = String::new();
+    let mut rest = log;
+    while let Some(at) = rest.find("digest ") {
+        let (head, tail) = rest.split_at(at + "digest ".len());
+        out.push_str(head);
+        let hex = tail.chars().take_while(char::is_ascii_hexdigit).count();
+        if hex == 64 {
+            out.push_str("<digest>");
+            rest = &tail[hex..];
+        } else {
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+const GUARDED_ITEMS: &str = r#"
+name: guarded-items
+version: 1
+params:
+  ips: { type: list, required: true }
+steps:
+  - id: block
+    for_each: "{{ params.ips }}"
+    action: firewall.block_ip
+    with: { ip: "{{ item }}", ttl: 1h }
+"#;
+
+#[test]
+fn every_for_each_item_is_guarded_and_one_refusal_stops_them_all() {
+    let s = Script::start(
+        GUARDED_ITEMS,
+        json!({"ips": ["203.0.113.7", "127.0.0.1", "192.168.1.1"]}),
+    );
+    assert!(s.queued.is_empty(), "nothing dispatched:\n{}", s.log);
+    s.check(expect![[r#"
+        > start
+          1 run.started (requested by tester)
+          2 guard.refused block#1 (refused by guard: 127.0.0.1 is in protected range 127.0.0.0/8)
+          3 guard.refused block#2 (refused by guard: 192.168.1.1 is in protected range 192.168.0.0/16)
+          4 step.failed block#0 (item 1: refused by guard: 127.0.0.1 is in protected range 127.0.0.0/8)
+          5 run.finished (step block failed: item 1: refused by guard: 127.0.0.1 is in protected range 127.0.0.0/8)
+          finished failed
+    "#]]);
+}
+
+const ACCOUNTS: &str = r#"
+name: accounts
+version: 1
+params:
+  account: { type: string, required: true }
+steps:
+  - id: first
+    action: core.echo
+    with: { n: 1 }
+    undo: { action: identity.disable_account, with: { account: "root" } }
+  - id: disable
+    needs: [first]
+    action: identity.disable_account
+    with: { account: "{{ params.account }}" }
+"#;
+
+#[test]
+fn a_protected_account_is_refused_but_undos_are_never_guarded() {
+    let guard = crate::guard::Policy::new(vec![], &["BreakGlass".into()], 24, 64, None);
+    let mut s = Script::start_as(
+        ACCOUNTS,
+        json!({"account": "breakglass@contoso.com"}),
+        RunId(Uuid::from_u128(1)),
+        Scheduler::with_guard(guard),
+    );
+    let t = s.lease("first", 0);
+    s.succeed("first", 0, t, json!({"n": 1}));
+    s.check(expect![[r#"
+        > start
+          1 run.started (requested by tester)
+          2 step.started first#0
+          dispatch first#0 core.echo attempt=1 input={"n":1}
+        > lease first#0 token=1
+          3 task.leased first#0 attempt=1 (token 1)
+        > succeed token=1
+          4 task.succeeded first#0 attempt=1
+          5 undo.recorded first#0 (undo recorded: identity.disable_account)
+          6 step.succeeded first#0
+          7 guard.refused disable#0 (refused by guard: account breakglass@contoso.com is protected (breakglass))
+          8 step.failed disable#0 (refused by guard: account breakglass@contoso.com is protected (breakglass))
+          9 run.compensating (step disable failed: refused by guard: account breakglass@contoso.com is protected (breakglass))
+          dispatch first#undo0 identity.disable_account attempt=1 input={"account":"root"}
+    "#]]);
+}
+
+const PLAN: &str = r#"
+name: plan
+version: 1
+concurrency: { key: "ip:{{ params.ip }}", limit: 1, policy: queue }
+params:
+  ip: { type: ip, default: 203.0.113.7 }
+steps:
+  - id: nap
+    sleep: 1h
+  - id: confirm
+    needs: [nap]
+    approval: { approvers: [soc-leads], min: 2, timeout: 15m }
+  - id: block
+    needs: [confirm]
+    action: core.echo
+    with: { ip: "{{ params.ip }}" }
+    approval: { approvers: [soc-leads], min: 1, timeout: 15m }
+    undo: { action: core.echo, with: { unblock: "{{ params.ip }}" } }
+    grant: { ttl: 1h, subject: "{{ params.ip }}" }
+"#;
+
+#[test]
+fn a_dry_run_fires_sleeps_approvals_and_grants_at_once() {
+    let mut s = Script::start_dry(PLAN, json!({}));
+    let t = s.lease("block", 0);
+    s.succeed("block", 0, t, json!({"ip": "203.0.113.7", "dry_run": true}));
+    s.timer();
+    let undo = &s.queued[&("block".to_string(), "undo0".to_string())];
+    assert!(
+        undo.dry_run && !undo.holdable(),
+        "undos of a dry run are dry: {undo:?}"
+    );
+    let (t, unit) = s.lease_slot("block", "undo0");
+    s.succeed_unit(unit, t, Value::Null);
+    assert!(s.queued.is_empty(), "nothing else to run:\n{}", s.log);
+    let log = mask_digests(&s.log);
+    expect![[r#"
+        > start
+          1 run.started (requested by tester; dry run)
+          2 run.key_skipped (dry run: concurrency key `ip:203.0.113.7` not taken)
+          3 step.sleeping nap#0 (until 1970-01-01T01:00:00.000Z (dry run: not waiting))
+          4 step.woke nap#0
+          5 step.succeeded nap#0
+          6 approval.dry_run confirm#0 (would request approval from soc-leads (min 2); digest <digest>)
+          7 approval.granted confirm#0 (dry run: counted as approved)
+          8 step.succeeded confirm#0
+          9 approval.dry_run block#0 (would request approval from soc-leads (min 1); digest <digest>)
+          10 approval.granted block#0 (dry run: counted as approved)
+          11 step.started block#0
+          dispatch block#0 core.echo attempt=1 input={"ip":"203.0.113.7"}
+        > lease block#0 token=1
+          12 task.leased block#0 attempt=1 (token 1; dry run)
+        > succeed token=1
+          13 task.succeeded block#0 attempt=1
+          14 grant.opened block#0 (grant for `203.0.113.7` until 1970-01-01T01:00:00.000Z (dry run: revoked at once))
+          15 step.succeeded block#0
+          16 run.holding_grants (every step succeeded; grants stay open until revoked)
+          timer at=0
+        > timer now=0
+          17 grant.expired block#0 (revoking)
+          dispatch block#undo0 core.echo attempt=1 input={"unblock":"203.0.113.7"}
+        > lease block#undo0 token=2
+          18 undo.leased block#0 attempt=1 (token 2; dry run)
+        > succeed token=2
+          19 undo.succeeded block#0 attempt=1
+          20 grant.revoked block#0
+          21 run.finished
+          finished succeeded
+    "#]]
+    .assert_eq(&log);
+}
+
+#[test]
+fn dry_run_tasks_are_marked_and_guards_still_apply() {
+    let s = Script::start_dry(GUARDED, json!({"ip": "10.1.2.3"}));
+    assert!(s.log.contains("guard.refused"), "{}", s.log);
+    assert!(s.log.contains("finished failed"), "{}", s.log);
+    let mut ok = Script::start_dry(GUARDED, json!({"ip": "203.0.113.7"}));
+    let task = ok
+        .queued
+        .values()
+        .next()
+        .expect("dispatched at once")
+        .clone();
+    assert!(task.dry_run, "{task:?}");
+    assert!(!task.holdable(), "a dry run is never held: {task:?}");
+    let t = ok.lease("block", 0);
+    assert!(ok.log.contains("(token 1; dry run)"), "{}", ok.log);
+    ok.succeed("block", 0, t, json!({"dry_run": true}));
+    assert!(ok.log.contains("finished succeeded"), "{}", ok.log);
+    let real = Script::start(GUARDED, json!({"ip": "203.0.113.7"}));
+    let index = real.playbook.step_index("block").unwrap();
+    let spec = super::run::task_spec(
+        real.scheduler.run(real.run).unwrap(),
+        &real.playbook,
+        UnitRef::step(real.run, index, 0),
+    )
+    .unwrap();
+    assert!(spec.holdable() && !spec.dry_run, "{spec:?}");
+}
+
+#[test]
+fn a_dry_run_takes_no_concurrency_key() {
+    let mut s = Script::start(KEYED, json!({"ip": "203.0.113.7"}));
+    let _t = s.lease("contain", 0);
+    let id = RunId(Uuid::from_u128(2));
+    let Value::Object(params) = json!({"ip": "203.0.113.7"}) else {
+        unreachable!()
+    };
+    let new = NewRun {
+        id,
+        playbook: s.playbook.clone(),
+        params: Value::Object(s.playbook.coerce_params(&params).unwrap()),
+        trigger: Value::Null,
+        requested_by: "tester".into(),
+        idempotency_key: String::new(),
+        dry_run: true,
+    };
+    s.apply("start dry run 2", Event::Start(new));
+    let dry = s.scheduler.run(id).expect("the dry run is active");
+    assert_eq!(dry.status, super::state::RunStatus::Running);
+    assert_eq!(dry.concurrency_key, None);
+    s.check(expect![[r#"
+        > start
+          1 run.started (requested by tester)
+          2 step.started contain#0
+          dispatch contain#0 core.noop attempt=1 input={}
+        > lease contain#0 token=1
+          3 task.leased contain#0 attempt=1 (token 1)
+        > start dry run 2
+          [2] 1 run.started (requested by tester; dry run)
+          [2] 2 run.key_skipped (dry run: concurrency key `ip:203.0.113.7` not taken)
+          [2] 3 step.started contain#0
+          dispatch contain#0 core.noop attempt=1 input={}
+    "#]]);
+    let replacing = KEYED.replace("policy: queue", "policy: replace");
+    let mut r = Script::start(&replacing, json!({"ip": "203.0.113.7"}));
+    let _t = r.lease("contain", 0);
+    let new = NewRun {
+        id,
+        playbook: r.playbook.clone(),
+        params: Value::Object(r.playbook.coerce_params(&params).unwrap()),
+        trigger: Value::Null,
+        requested_by: "tester".into(),
+        idempotency_key: String::new(),
+        dry_run: true,
+    };
+    r.apply("start dry run 2", Event::Start(new));
+    assert!(
+        !r.log.contains("cancel"),
+        "a dry run replaces nobody:\n{}",
+        r.log
+    );
+    assert_eq!(
+        r.scheduler.run(r.run).unwrap().status,
+        super::state::RunStatus::Running
+    );
 }

@@ -27,17 +27,18 @@ impl Tx<'_> {
                 return;
             }
         };
-        let unit = Unit {
-            status: UnitStatus::Pending,
-            attempt: 0,
-            lease_losses: 0,
-            input,
-            labels,
-            output: None,
-            error: None,
-            accepted_token: None,
-        };
-        let message = match &grant {
+        let unit = Unit::pending(input, labels);
+        let mut grant = grant;
+        let message = match grant.as_mut() {
+            Some(g) if self.run.dry_run => {
+                let message = format!(
+                    "grant for `{}` until {} (dry run: revoked at once)",
+                    g.subject,
+                    format_time(g.expires_ms)
+                );
+                g.expires_ms = self.now_ms;
+                message
+            }
             Some(g) => format!(
                 "grant for `{}` until {}",
                 g.subject,

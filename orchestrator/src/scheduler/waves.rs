@@ -118,12 +118,7 @@ impl Tx<'_> {
                     let gate = Unit {
                         status: UnitStatus::Queued,
                         attempt: 1,
-                        lease_losses: 0,
-                        input,
-                        labels,
-                        output: None,
-                        error: None,
-                        accepted_token: None,
+                        ..Unit::pending(input, labels)
                     };
                     self.run.steps[step]
                         .waves

@@ -89,6 +89,28 @@ pub enum Command {
     /// Inspect the workers registered with the orchestrator.
     #[command(subcommand)]
     Workers(WorkersCommand),
+    /// The kill switch: pause containment (no block, disable or session revoke is handed to
+    /// a worker; undos and other actions go on), resume it, or show its status.
+    #[command(subcommand)]
+    Containment(ContainmentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainmentCommand {
+    /// Hold every task of a containment action at the dispatch door until resumed; prints
+    /// the status.
+    Pause(ReasonArgs),
+    /// Hand the held tasks out again; prints the status.
+    Resume(ReasonArgs),
+    /// Whether containment is paused, by whom, since when, why, and how many tasks are held.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct ReasonArgs {
+    /// Why, recorded with your name.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +166,11 @@ pub struct RunArgs {
     /// Start at most one run for this key: repeating the command answers the existing run.
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
+    /// A plan: every task is sent as a dry run (connectors report what they would change and
+    /// change nothing); sleeps, grant TTLs and approvals are recorded and fire at once; no
+    /// concurrency key is taken; guards still apply.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub requester: Requester,
     /// Follow the run until it finishes, one line per event. Exit code: 0 succeeded, 1 failed,

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use riposte_proto::v1::operator_client::OperatorClient;
 use riposte_proto::v1::{
-    ApplyPlaybookRequest, ApplyPlaybookResponse, CancelRunRequest, DecideRequest,
-    GetPlaybookRequest, GetRunRequest, GrantInfo, ListApprovalsRequest, ListApprovalsResponse,
-    ListGrantsRequest, ListGrantsResponse, ListPlaybooksRequest, ListPlaybooksResponse,
-    ListRunsRequest, ListRunsResponse, ListWorkersRequest, ListWorkersResponse, Playbook,
-    RepairRequest, RevokeGrantRequest, Run, RunEvent, StartRunRequest, StartRunResponse,
-    ValidatePlaybookRequest, ValidatePlaybookResponse, WatchRunRequest,
+    ApplyPlaybookRequest, ApplyPlaybookResponse, CancelRunRequest, ContainmentRequest,
+    ContainmentStatus, DecideRequest, GetContainmentRequest, GetPlaybookRequest, GetRunRequest,
+    GrantInfo, ListApprovalsRequest, ListApprovalsResponse, ListGrantsRequest, ListGrantsResponse,
+    ListPlaybooksRequest, ListPlaybooksResponse, ListRunsRequest, ListRunsResponse,
+    ListWorkersRequest, ListWorkersResponse, Playbook, RepairRequest, RevokeGrantRequest, Run,
+    RunEvent, StartRunRequest, StartRunResponse, ValidatePlaybookRequest, ValidatePlaybookResponse,
+    WatchRunRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
@@ -180,6 +181,32 @@ impl Client {
     pub async fn resume_run(&mut self, request: RepairRequest) -> Result<Run, Error> {
         let mut operator = self.operator().await?;
         let reply = operator.resume_run(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn pause_containment(
+        &mut self,
+        request: ContainmentRequest,
+    ) -> Result<ContainmentStatus, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.pause_containment(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn resume_containment(
+        &mut self,
+        request: ContainmentRequest,
+    ) -> Result<ContainmentStatus, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.resume_containment(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn get_containment(&mut self) -> Result<ContainmentStatus, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator
+            .get_containment(unary(GetContainmentRequest {}))
+            .await;
         self.answer(reply)
     }
 

@@ -4,8 +4,8 @@
 //! `*_json` fields are parsed back into JSON values, and empty optional texts are `null`.
 
 use riposte_proto::v1::{
-    ApplyPlaybookResponse, Decision, Diagnostic, GrantInfo, Param, PendingApproval, Playbook, Run,
-    RunEvent, RunStatus, Step, StepSummary, WorkerInfo,
+    ApplyPlaybookResponse, ContainmentStatus, Decision, Diagnostic, GrantInfo, Param,
+    PendingApproval, Playbook, Run, RunEvent, RunStatus, Step, StepSummary, WorkerInfo,
 };
 use serde_json::{Value, json};
 
@@ -24,6 +24,7 @@ pub fn run(run: &Run, now_ms: i64) -> Value {
         "idempotency_key": text(&run.idempotency_key),
         "concurrency_key": text(&run.concurrency_key),
         "deadline": timestamp(run.deadline_ms),
+        "dry_run": run.dry_run,
         "created_at": timestamp(run.created_at_ms),
         "finished_at": timestamp(run.finished_at_ms),
         "duration_ms": display::elapsed_ms(run.created_at_ms, run.finished_at_ms, now_ms),
@@ -46,11 +47,23 @@ pub fn step(step: &Step, now_ms: i64) -> Value {
             "succeeded": step.items_succeeded,
             "failed": step.items_failed,
             "pending": step.items_pending,
+            "held": step.items_held,
         },
         "due_at": timestamp(step.due_at_ms),
         "started_at": timestamp(step.started_at_ms),
         "finished_at": timestamp(step.finished_at_ms),
         "duration_ms": display::elapsed_ms(step.started_at_ms, step.finished_at_ms, now_ms),
+    })
+}
+
+/// The kill switch.
+pub fn containment(status: &ContainmentStatus) -> Value {
+    json!({
+        "paused": status.paused,
+        "changed_by": text(&status.changed_by),
+        "changed_at": timestamp(status.changed_at_ms),
+        "reason": text(&status.reason),
+        "tasks_held": status.tasks_held,
     })
 }
 
@@ -244,6 +257,7 @@ mod tests {
             finished_at_ms: 1_700_000_002_000,
             items_pending: 0,
             due_at_ms: 0,
+            items_held: 0,
         };
         Run {
             run_id: "r-1".into(),
@@ -260,6 +274,7 @@ mod tests {
             phase: String::new(),
             concurrency_key: "ip:203.0.113.7".into(),
             deadline_ms: 0,
+            dry_run: false,
         }
     }
 
@@ -277,6 +292,7 @@ mod tests {
             "idempotency_key": null,
             "concurrency_key": "ip:203.0.113.7",
             "deadline": null,
+            "dry_run": false,
             "created_at": "2023-11-14T22:13:20.000Z",
             "finished_at": "2023-11-14T22:13:22.250Z",
             "duration_ms": 2250,
@@ -288,7 +304,7 @@ mod tests {
                 "attempts": 5,
                 "output": null,
                 "error": "nft: permission denied",
-                "items": { "total": 1, "succeeded": 0, "failed": 1, "pending": 0 },
+                "items": { "total": 1, "succeeded": 0, "failed": 1, "pending": 0, "held": 0 },
                 "due_at": null,
                 "started_at": "2023-11-14T22:13:20.500Z",
                 "finished_at": "2023-11-14T22:13:22.000Z",

@@ -2,8 +2,8 @@
 //! messages. Pure: the current time comes in as `now_ms`.
 
 use riposte_proto::v1::{
-    ApplyPlaybookResponse, Decision, Diagnostic, GrantInfo, Param, PendingApproval, Playbook, Run,
-    RunEvent, RunStatus, Step, StepStatus, WorkerInfo,
+    ApplyPlaybookResponse, ContainmentStatus, Decision, Diagnostic, GrantInfo, Param,
+    PendingApproval, Playbook, Run, RunEvent, RunStatus, Step, StepStatus, WorkerInfo,
 };
 use serde_json::Value;
 
@@ -133,14 +133,17 @@ pub fn runs(runs: &[Run], now_ms: i64) -> Vec<String> {
     lines(&rows)
 }
 
-/// A run's status in words, with its phase when it has one (`running (holding_grants)`).
+/// A run's status in words, with its phase when it has one (`running (holding_grants)`),
+/// and `dry run` for a plan (`succeeded, dry run`).
 pub fn status(run: &Run) -> String {
-    let status = display::run_status(run.status());
-    if run.phase.is_empty() {
-        status.to_string()
-    } else {
-        format!("{status} ({})", run.phase)
+    let mut status = display::run_status(run.status()).to_string();
+    if !run.phase.is_empty() {
+        status = format!("{status} ({})", run.phase);
     }
+    if run.dry_run {
+        status.push_str(", dry run");
+    }
+    status
 }
 
 /// True once a run has ended: it will not change again on its own.
@@ -160,6 +163,12 @@ pub fn run(run: &Run, now_ms: i64) -> Vec<String> {
     ];
     if !run.phase.is_empty() {
         header.push(("phase", run.phase.clone()));
+    }
+    if run.dry_run {
+        header.push((
+            "dry run",
+            "yes: every task was sent as a dry run; timers and approvals fired at once".into(),
+        ));
     }
     header.extend([
         ("params", or_none(&run.params_json)),
@@ -236,10 +245,17 @@ fn items(step: &Step) -> String {
         "{}/{}/{}",
         step.items_succeeded, step.items_failed, step.items_total
     );
+    let mut notes = Vec::new();
     if step.items_pending > 0 {
-        format!("{counts} ({} pending)", step.items_pending)
-    } else {
+        notes.push(format!("{} pending", step.items_pending));
+    }
+    if step.items_held > 0 {
+        notes.push(format!("{} held: containment paused", step.items_held));
+    }
+    if notes.is_empty() {
         counts
+    } else {
+        format!("{counts} ({})", notes.join(", "))
     }
 }
 
@@ -272,6 +288,12 @@ pub fn unfinished(run: &Run) -> Vec<String> {
                 step.id
             ));
         }
+        if step.items_held > 0 {
+            out.push(format!(
+                "step {} is held: containment is paused (`riposte containment status`)",
+                step.id
+            ));
+        }
     }
     out
 }
@@ -282,6 +304,9 @@ pub fn started(run: &Run, existing: bool, now_ms: i64) -> String {
     let verb = if existing { "existing" } else { "started" };
     let mut line = format!("{verb} run {}", run.run_id);
     let mut notes = Vec::new();
+    if run.dry_run {
+        notes.push("dry run".to_string());
+    }
     if run.status() == RunStatus::Queued {
         if run.concurrency_key.is_empty() {
             notes.push("queued".to_string());
@@ -562,6 +587,28 @@ fn pretty_json(json_text: &str) -> String {
         .ok()
         .and_then(|value| serde_json::to_string_pretty(&value).ok())
         .unwrap_or_else(|| json_text.to_string())
+}
+
+/// The kill switch: paused or not, by whom, since when, why, and what it holds.
+pub fn containment(status: &ContainmentStatus, now_ms: i64) -> Vec<String> {
+    let state = if status.paused {
+        "paused: no containment task is handed to a worker"
+    } else {
+        "running"
+    };
+    let mut header = vec![("containment", state.to_string())];
+    if !status.changed_by.is_empty() {
+        let verb = if status.paused {
+            "paused by"
+        } else {
+            "resumed by"
+        };
+        header.push((verb, status.changed_by.clone()));
+        header.push(("since", instant(status.changed_at_ms, now_ms)));
+        header.push(("reason", or_none(&status.reason)));
+    }
+    header.push(("tasks held", status.tasks_held.to_string()));
+    fields(&header)
 }
 
 /// The worker list.

@@ -2,6 +2,7 @@
 //! [`Out`] in the chosen format, returning how the command ended.
 
 mod approvals;
+mod containment;
 mod grants;
 mod playbook;
 mod run;
@@ -54,6 +55,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
         Command::Approvals(ApprovalsCommand::List) => approvals::list(client, out).await,
         Command::Approve(args) => approvals::approve(client, out, &args, who).await,
         Command::Workers(WorkersCommand::List) => workers::list(client, out).await,
+        Command::Containment(command) => containment::run(client, out, &command, who).await,
     }
 }
 

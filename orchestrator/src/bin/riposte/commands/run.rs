@@ -54,6 +54,7 @@ fn start_request(args: &RunArgs, who: &str) -> Result<StartRunRequest, Error> {
         params_json: Value::Object(params).to_string(),
         idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
         requested_by: args.requester.name(who),
+        dry_run: args.dry_run,
     })
 }
 
@@ -120,6 +121,13 @@ mod tests {
         assert_eq!(request.params_json, "{}");
         assert_eq!(request.requested_by, "dave");
         assert_eq!(request.idempotency_key, "");
+        assert!(!request.dry_run);
+    }
+
+    #[test]
+    fn dry_run_is_sent() {
+        let request = request(&["run", "ip-block", "-p", "ip=203.0.113.7", "--dry-run"]).unwrap();
+        assert!(request.dry_run);
     }
 
     #[test]

@@ -1,0 +1,60 @@
+//! The built-in playbooks (`playbooks/builtin/`), compiled into the binary and applied at every
+//! start unless `--no-builtin-playbooks`: each only when the store has neither its version nor
+//! a newer one, so what an operator applied is never overwritten or downgraded.
+
+use crate::{Error, grpc};
+
+/// The built-in playbooks: file name and source.
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "ip-block.yaml",
+        include_str!("../../playbooks/builtin/ip-block.yaml"),
+    ),
+    (
+        "account-disable.yaml",
+        include_str!("../../playbooks/builtin/account-disable.yaml"),
+    ),
+    (
+        "jit-access-grant.yaml",
+        include_str!("../../playbooks/builtin/jit-access-grant.yaml"),
+    ),
+    (
+        "patch-deployment.yaml",
+        include_str!("../../playbooks/builtin/patch-deployment.yaml"),
+    ),
+];
+
+/// Applies each built-in playbook the store lacks; logs what it kept.
+pub(crate) async fn apply(shared: &grpc::Shared) -> Result<(), Error> {
+    for (origin, source) in BUILTIN {
+        let outcome = shared.lock().apply_builtin(source)?;
+        match outcome {
+            crate::engine::Builtin::Applied { name, version, seq } => {
+                shared.store.durable(seq).await?;
+                tracing::info!(playbook = %name, version, origin, "playbook.builtin_applied");
+            }
+            crate::engine::Builtin::Kept {
+                name,
+                version,
+                stored,
+            } => {
+                tracing::info!(playbook = %name, version, stored, origin, "playbook.builtin_kept");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_compiles_and_is_named_after_its_file() {
+        for (file, source) in BUILTIN {
+            let playbook = riposte_playbooks::compile(source)
+                .unwrap_or_else(|d| panic!("{file}: {:?}", d.first()));
+            assert_eq!(format!("{}.yaml", playbook.name), *file);
+        }
+    }
+}
