@@ -19,8 +19,8 @@
 //! ```
 
 pub mod api;
-pub mod azure;
 pub mod apt_repo;
+pub mod azure;
 pub mod binaries;
 pub mod cli;
 pub mod netns;

@@ -130,7 +130,14 @@ pub(crate) enum Error {
 }
 
 /// Runs `command` to its exit, its timeout, or the drop of this future (which kills it).
+///
+/// The work is boxed: its read buffers make it tens of KiB, and backends nest it deep inside
+/// their own futures, which on a tokio worker thread's stack must stay small.
 pub(crate) async fn run(command: &Command) -> Result<Output, Error> {
+    Box::pin(run_to_exit(command)).await
+}
+
+async fn run_to_exit(command: &Command) -> Result<Output, Error> {
     let timeout = command.timeout.min(TIMEOUT_MAX);
     let mut child = tokio::process::Command::new(&command.program)
         .args(&command.args)

@@ -23,9 +23,7 @@
 mod backoff;
 mod client;
 mod config;
-#[allow(dead_code)] // TEMPORARY while the backends are filled in; removed at integration
 pub mod connectors;
-#[allow(dead_code)] // used by the process backends being added
 mod exec;
 mod leases;
 mod runtime;

@@ -275,3 +275,9 @@ fn bad_allowed_hosts_are_refused() {
         );
     }
 }
+
+#[test]
+fn the_command_line_is_consistent() {
+    use clap::CommandFactory;
+    super::Args::command().debug_assert();
+}

@@ -13,6 +13,10 @@
 //! the same reason. The body is read in chunks and reading stops past the cap, whatever
 //! `Content-Length` says.
 //!
+//! Dry runs: a safe request (GET, HEAD, OPTIONS: reads by HTTP's own rules, such as a health
+//! check) is sent as usual; any other is not sent, and the output is `{"sent": false,
+//! "dry_run": true, "method", "host"}`.
+//!
 //! Failures: connection errors, timeouts and 5xx are retryable; 4xx, refusals and bad input are
 //! not. A status failure's message carries the status and a bounded prefix of the body.
 
@@ -109,6 +113,14 @@ impl Connector {
     async fn request(&self, input: Input, cx: &Context) -> Result<Value, Failure> {
         let request = Request::parse(input)?;
         let target = self.check_allowed(&request.url)?;
+        if cx.dry_run && !request.method.is_safe() {
+            return Ok(json!({
+                "sent": false,
+                "dry_run": true,
+                "method": request.method.as_str(),
+                "host": target,
+            }));
+        }
         let timeout = request.timeout.min(cx.timeout);
         match tokio::time::timeout(timeout, self.send(request, &target)).await {
             Ok(result) => result,

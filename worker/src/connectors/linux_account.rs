@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::identity::{Disable, Enable, RevokeSessions};
-use super::{Context, Failure};
+use super::{Context, Failure, run};
 use crate::exec::{self, Command};
 
 /// Longest login name accepted (the Linux and shadow limit).
@@ -389,15 +389,6 @@ async fn run_checked(command: &Command) -> Result<(), Failure> {
     } else {
         Err(command_failed(command, &output))
     }
-}
-
-/// Runs `command` through the process door. The door's future is large (its read buffers):
-/// it is boxed here so that the futures of the callers stay small (deep stacks of large
-/// futures overflow a runtime thread's stack in debug builds).
-async fn run(command: &Command) -> Result<exec::Output, Failure> {
-    Box::pin(exec::run(command))
-        .await
-        .map_err(|e| Failure::retryable(e.to_string()))
 }
 
 /// A command's non-zero exit as a failure: retrying the same command will not help.

@@ -31,14 +31,13 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::Config;
+use crate::{Config, exec};
 
 /// An action's input: the task's `input_json`, always a JSON object.
 pub(crate) type Input = Map<String, Value>;
 
 /// What an action knows about the task it runs for.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // the backends being added read every field
 pub(crate) struct Context {
     /// 1-based attempt number of the task.
     pub(crate) attempt: u32,
@@ -164,12 +163,26 @@ pub struct Backends {
 /// What the backends of one worker share: its configuration, the HTTP connector (the only
 /// HTTP client) and the Azure client with its token cache.
 #[derive(Debug)]
-#[allow(dead_code)] // the backends being added read every field
 pub(crate) struct Shared {
     pub(crate) http: http::Connector,
     pub(crate) azure: azure::Client,
     pub(crate) nftables: nftables::Settings,
     pub(crate) apt: apt::Settings,
+}
+
+#[cfg(test)]
+impl Shared {
+    /// The default settings of every backend around `http`.
+    pub(crate) fn test(http: http::Connector) -> Shared {
+        let config = Config::new("http://127.0.0.1:1");
+        let azure = azure::Client::new(&config.azure, &http).expect("azure client");
+        Shared {
+            http,
+            azure,
+            nftables: config.nftables,
+            apt: config.apt,
+        }
+    }
 }
 
 /// The connectors of one worker, with whatever state they keep.
@@ -233,7 +246,19 @@ impl Connectors {
     }
 
     /// Runs `action` on `input`. Cancellation is by dropping the future.
+    ///
+    /// The action's future is boxed: backend futures (retries, polling, processes) are large,
+    /// and a task's future lives on a tokio worker thread's stack until it is first polled.
     pub(crate) async fn execute(
+        &self,
+        action: Action,
+        input: Input,
+        cx: &Context,
+    ) -> Result<Value, Failure> {
+        Box::pin(self.execute_unboxed(action, input, cx)).await
+    }
+
+    async fn execute_unboxed(
         &self,
         action: Action,
         input: Input,
@@ -267,6 +292,17 @@ impl Connectors {
             }
         }
     }
+}
+
+/// Runs `command` through the process door. A program that cannot be started is a permanent
+/// failure (another attempt would not find it either); a timeout or an IO error is retryable.
+pub(crate) async fn run(command: &exec::Command) -> Result<exec::Output, Failure> {
+    exec::run(command).await.map_err(|error| match error {
+        exec::Error::Spawn { .. } => Failure::permanent(error.to_string()),
+        exec::Error::Timeout { .. } | exec::Error::Io { .. } => {
+            Failure::retryable(error.to_string())
+        }
+    })
 }
 
 /// Reads the fields of an action's input one by one with precise error messages, and refuses

@@ -142,16 +142,9 @@ mod tests {
 
     use super::*;
     use crate::connectors::http::tests::Server;
-    use crate::connectors::{azure, nftables};
 
     fn shared(server: &Server) -> Shared {
-        let http = server.connector();
-        let azure = azure::Client::new(&azure::Settings::default(), &http).expect("azure client");
-        Shared {
-            http,
-            azure,
-            nftables: nftables::Settings::default(),
-        }
+        Shared::test(server.connector())
     }
 
     fn input(value: Value) -> Input {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::patch::{Assess, Install, Reboot, Scope, Verify};
-use super::{Context, Failure};
+use super::{Context, Failure, run};
 use crate::exec::{self, Command};
 use parse::{Instance, Pending};
 
@@ -524,15 +524,6 @@ pub(crate) fn reboot_command() -> Command {
             "riposte patch.install: rebooting after updates",
         ],
     )
-}
-
-/// Runs `command` through the process door. The door's future is large (its read buffers):
-/// it is boxed here so that the futures of the callers stay small (deep stacks of large
-/// futures overflow a runtime thread's stack in debug builds).
-async fn run(command: &Command) -> Result<exec::Output, Failure> {
-    Box::pin(exec::run(command))
-        .await
-        .map_err(|e| Failure::retryable(e.to_string()))
 }
 
 async fn run_checked(command: &Command) -> Result<exec::Output, Failure> {

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::apt::parse::{Change, changes};
 use super::patch::{Assess, Install, Reboot, Scope, Verify};
-use super::{Context, Failure};
+use super::{Context, Failure, run};
 use crate::exec::{self, Command};
 use parse::Update;
 
@@ -317,15 +317,6 @@ fn listed(entries: &[String]) -> String {
         text.push_str(&format!(" and {} more", entries.len() - NAMES_LISTED_MAX));
     }
     text
-}
-
-/// Runs `command` through the process door. The door's future is large (its read buffers):
-/// it is boxed here so that the futures of the callers stay small (deep stacks of large
-/// futures overflow a runtime thread's stack in debug builds).
-async fn run(command: &Command) -> Result<exec::Output, Failure> {
-    Box::pin(exec::run(command))
-        .await
-        .map_err(|e| Failure::retryable(e.to_string()))
 }
 
 async fn run_checked(command: &Command) -> Result<exec::Output, Failure> {

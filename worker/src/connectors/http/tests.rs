@@ -260,6 +260,36 @@ async fn post_json_is_echoed() {
 }
 
 #[tokio::test]
+async fn a_dry_run_sends_only_safe_requests() {
+    let server = Server::start().await;
+    let dry = Context {
+        dry_run: true,
+        ..cx()
+    };
+    let connector = server.connector();
+    let post = json!({"url": server.url("/echo"), "method": "POST", "json": {"a": 1}});
+    let Value::Object(post) = post else {
+        unreachable!("an object literal")
+    };
+    let planned = connector
+        .execute(Action::Request, post, &dry)
+        .await
+        .expect("planned");
+    assert_eq!(planned["sent"], false);
+    assert_eq!(planned["method"], "POST");
+    assert!(server.seen().is_empty(), "a dry run sent a POST");
+    let Value::Object(get) = json!({"url": server.url("/json")}) else {
+        unreachable!("an object literal")
+    };
+    let read = connector
+        .execute(Action::Request, get, &dry)
+        .await
+        .expect("a GET is sent");
+    assert_eq!(read["status"], 200);
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[tokio::test]
 async fn text_body_is_sent() {
     let server = Server::start().await;
     let input = json!({"url": server.url("/echo"), "method": "PUT", "body": "hello"});
