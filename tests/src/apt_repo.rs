@@ -155,8 +155,18 @@ impl AptRepo {
     }
 
     /// apt-get with this repository only and its own lists, waiting for the dpkg lock.
+    /// Runs `apt-get update` for the worker state folder `state`, as an operator would have
+    /// before a dry run (a dry run reads the lists it finds and never updates them).
+    pub fn update_lists(&self, state: &Path) {
+        self.apt_get_in(state, &["update"])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     fn apt_get(&self, args: &[&str]) -> Result<(), String> {
-        let state = self.state_dir("harness");
+        self.apt_get_in(&self.state_dir("harness"), args)
+    }
+
+    fn apt_get_in(&self, state: &Path, args: &[&str]) -> Result<(), String> {
         for sub in ["lists/partial", "cache/archives/partial"] {
             std::fs::create_dir_all(state.join(sub)).expect("apt folders");
         }

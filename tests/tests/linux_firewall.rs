@@ -67,10 +67,16 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Setup {
+        Setup::start_with(&[]).await
+    }
+
+    /// With more orchestrator arguments (a guard policy).
+    async fn start_with(orchestrator_args: &[&str]) -> Setup {
         let topo = Topology::new();
         let listener = topo.target.listen_tcp("0.0.0.0:0".parse().unwrap());
         let orchestrator = Orchestrator::builder()
             .listen(&topo.orchestrator_listen())
+            .args(orchestrator_args)
             .start();
         let worker = Worker::builder(&orchestrator.url())
             .netns(topo.target.name())
@@ -239,7 +245,8 @@ async fn an_unblock_ends_a_block_early_and_is_idempotent() {
 
 #[tokio::test]
 async fn reblocking_is_idempotent_listed_and_never_duplicates_rules() {
-    let mut setup = Setup::start().await;
+    // The platform guard refuses IPv6 blocks wider than /64 unless told otherwise.
+    let mut setup = Setup::start_with(&["--block-prefix-min-v6", "48"]).await;
     // The worker applied the setup when it started; each block applies it again.
     let rules_at_start = setup.rules();
     assert!(!rules_at_start.is_empty());
@@ -271,14 +278,42 @@ async fn reblocking_is_idempotent_listed_and_never_duplicates_rules() {
     assert!(comment.contains("/block/"), "the task's key: {comment}");
 }
 
+/// Bad input is refused by the first layer that sees it: the platform guard on the
+/// orchestrator (what no policy can allow), then the worker's own parsing (what a relaxed
+/// policy lets through: host bits, a zero TTL, a catch-all).
 #[tokio::test]
 async fn bad_input_fails_with_a_reason_and_adds_nothing() {
     let mut setup = Setup::start().await;
-    let cases = [
+    let guarded = [
         (
             json!({"ip": "203.0.113.300"}),
-            r#"`ip` "203.0.113.300" is not an IP address or CIDR"#,
+            "refused by guard: `203.0.113.300` is not an IP address or CIDR",
         ),
+        (json!({"ip": "0.0.0.0/0"}), "refused by guard: 0.0.0.0/0"),
+        (
+            json!({"ip": "10.0.0.1/8"}),
+            "refused by guard: 10.0.0.1/8 is in protected range 10.0.0.0/8",
+        ),
+    ];
+    for (params, expected) in guarded {
+        let (status, step) = setup.run("block", params.clone()).await;
+        assert_eq!(status, RunStatus::Failed, "{params}: {step:?}");
+        assert!(
+            step.error.contains(expected),
+            "{params}: {:?} should say {expected:?}",
+            step.error
+        );
+        assert_eq!(
+            step.attempts, 0,
+            "{params}: the guard refuses before dispatch"
+        );
+    }
+    assert!(setup.keys("block4").is_empty(), "nothing was added");
+    drop(setup);
+
+    let relaxed = ["--protected-ranges", "", "--block-prefix-min-v4", "1"];
+    let mut setup = Setup::start_with(&relaxed).await;
+    let cases = [
         (
             json!({"ip": "10.0.0.1/8"}),
             r#"`ip` "10.0.0.1/8" has host bits set (did you mean 10.0.0.0/8?)"#,
@@ -288,8 +323,8 @@ async fn bad_input_fails_with_a_reason_and_adds_nothing() {
             "`ttl` must be at least 1s",
         ),
         (
-            json!({"ip": "0.0.0.0/0"}),
-            "refusing to block 0.0.0.0/0: this worker never blocks a prefix shorter than /8",
+            json!({"ip": "32.0.0.0/7"}),
+            "refusing to block 32.0.0.0/7: this worker never blocks a prefix shorter than /8",
         ),
     ];
     for (params, expected) in cases {

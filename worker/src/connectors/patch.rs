@@ -7,8 +7,8 @@
 //! Output of `assess`: `{"backend", "scope", "pending": [{"name", "current"?, "candidate",
 //! "security"}], "reboot_required", "dry_run"}`; of `install`: `{"backend", "installed":
 //! [{"name", "from"?, "to"}], "reboot_required", "rebooted", "changes", "dry_run"}`; of `verify`
-//! (fails when the host is not patched): `{"backend", "pending": [...], "packages": {name:
-//! version}, "reboot_required"}`.
+//! (fails when the host is not patched, except in a dry run): `{"backend", "pending": [...],
+//! "packages": {name: version}, "reboot_required", "passed", "problems"}`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -155,6 +155,30 @@ pub(crate) async fn execute(
             }
         }
     }
+}
+
+/// The end of every backend's `verify`: with no problem, `output` with `"passed": true`; with
+/// problems, a permanent failure `"{subject}: {problems}"`, except in a dry run, which reports
+/// them (`"passed": false`, `"problems"`) and succeeds: the changes being verified were never
+/// made, so a plan must not stop at its own check.
+pub(crate) fn verdict(
+    cx: &Context,
+    subject: &str,
+    problems: Vec<String>,
+    mut output: Value,
+) -> Result<Value, Failure> {
+    if !problems.is_empty() && !cx.dry_run {
+        return Err(Failure::permanent(format!(
+            "{subject}: {}",
+            problems.join("; ")
+        )));
+    }
+    if let Value::Object(map) = &mut output {
+        map.insert("passed".into(), Value::Bool(problems.is_empty()));
+        map.insert("problems".into(), problems.into());
+        map.insert("dry_run".into(), Value::Bool(cx.dry_run));
+    }
+    Ok(output)
 }
 
 fn scope(fields: &mut Fields) -> Result<Scope, Failure> {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::patch::{Assess, Install, Reboot, Scope, Verify};
+use super::patch::{Assess, Install, Reboot, Scope, Verify, verdict};
 use super::{Context, Failure, run};
 use crate::exec::{self, Command};
 use parse::{Instance, Pending};
@@ -297,21 +297,15 @@ pub(crate) async fn verify(
             listed(&names)
         ));
     }
-    if !problems.is_empty() {
-        return Err(Failure::permanent(format!(
-            "not patched: {}",
-            problems.join("; ")
-        )));
-    }
-    Ok(json!({
+    let output = json!({
         "backend": "apt",
         "scope": scope_name(verify.scope),
-        "pending": [],
+        "pending": pending.iter().map(describe_pending).collect::<Vec<_>>(),
         "packages": versions,
         "reboot_required": reboot_required(),
         "lists_updated": !cx.dry_run,
-        "dry_run": cx.dry_run,
-    }))
+    });
+    verdict(cx, "not patched", problems, output)
 }
 
 /// The apt backend acts on this host only.

@@ -19,7 +19,7 @@
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use super::super::patch::{Assess, Install, Reboot, Scope, Verify};
+use super::super::patch::{Assess, Install, Reboot, Scope, Verify, verdict};
 use super::super::{Context, Failure};
 use super::errors::ApiError;
 use super::id::Kind;
@@ -109,26 +109,32 @@ pub(crate) async fn verify(
     let result = run_assessment(client, &vm, &deadline).await?;
     let names: Vec<String> = verify.packages.keys().cloned().collect();
     let pending = pending(&result, verify.scope, &names);
+    let mut problems = Vec::new();
     if !pending.is_empty() {
         let listed: Vec<&str> = pending
             .iter()
             .filter_map(|p| p.get("name").and_then(Value::as_str))
             .collect();
-        return Err(Failure::permanent(format!(
-            "vm {} is not patched: {} update(s) in scope still pending: {}",
-            vm.name(),
+        problems.push(format!(
+            "{} update(s) in scope still pending: {}",
             pending.len(),
             listed.join(", ")
-        )));
+        ));
     }
     let packages: Map<String, Value> = names.into_iter().map(|n| (n, Value::Null)).collect();
-    Ok(json!({
+    let output = json!({
         "backend": "azure",
         "vm": vm.as_str(),
         "pending": pending,
         "packages": packages,
         "reboot_required": result.get("rebootPending").and_then(Value::as_bool).unwrap_or(false),
-    }))
+    });
+    verdict(
+        cx,
+        &format!("vm {} is not patched", vm.name()),
+        problems,
+        output,
+    )
 }
 
 fn vm_id(vm: Option<&str>) -> Result<ArmId, Failure> {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::apt::parse::{Change, changes};
-use super::patch::{Assess, Install, Reboot, Scope, Verify};
+use super::patch::{Assess, Install, Reboot, Scope, Verify, verdict};
 use super::{Context, Failure, run};
 use crate::exec::{self, Command};
 use parse::Update;
@@ -131,20 +131,19 @@ pub(crate) async fn verify(verify: &Verify, cx: &Context) -> Result<Value, Failu
             listed(&names)
         ));
     }
-    if !problems.is_empty() {
-        return Err(Failure::permanent(format!(
-            "not patched: {}",
-            problems.join("; ")
-        )));
-    }
-    Ok(json!({
+    let pending: Vec<String> = pending
+        .in_scope
+        .iter()
+        .map(|u| format!("{} ({})", u.name, u.candidate))
+        .collect();
+    let output = json!({
         "backend": "dnf",
         "scope": scope_name(verify.scope),
-        "pending": [],
+        "pending": pending,
         "packages": versions,
         "reboot_required": reboot_required().await,
-        "dry_run": cx.dry_run,
-    }))
+    });
+    verdict(cx, "not patched", problems, output)
 }
 
 /// The updates `check-update` lists, those in scope, and which of them are security updates.
