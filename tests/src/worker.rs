@@ -102,6 +102,12 @@ impl WorkerBuilder {
                 .collect();
             args.extend(["--labels".into(), labels.join(",")]);
         }
+        // An nftables backend changes the firewall of the namespace it runs in: never this
+        // host's own in a test.
+        assert!(
+            self.netns.is_some() || !self.args.iter().any(|a| a == "nftables"),
+            "a worker with an nftables backend must run in a test network namespace (netns)"
+        );
         args.extend(self.args);
         let worker = binaries().worker.clone();
         let (program, args) = match &self.netns {

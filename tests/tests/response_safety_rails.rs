@@ -10,6 +10,7 @@ use riposte_proto::v1::{
     StartRunRequest, TaskSuccess, report_result_request::Outcome,
 };
 use riposte_tests::api::{self, HistoryWatch, Operator};
+use riposte_tests::netns::Topology;
 use riposte_tests::response::{self, lines, of_kind};
 use riposte_tests::{Orchestrator, Worker};
 use serde_json::json;
@@ -32,9 +33,12 @@ steps:
 const BUILTIN_IP_BLOCK: &str = include_str!("../../playbooks/builtin/ip-block.yaml");
 const BUILTIN_ACCOUNT_DISABLE: &str = include_str!("../../playbooks/builtin/account-disable.yaml");
 
-/// A worker offering `firewall.*` (nftables) and `identity.*` (linux) besides `core.*`.
-fn response_worker(orchestrator: &Orchestrator) -> Worker {
+/// A worker offering `firewall.*` (nftables) and `identity.*` (linux) besides `core.*`. It
+/// runs in the `target` namespace of `topo`, so that a block it carries out (the controls
+/// below lease real ones) changes that namespace's firewall, never this host's.
+fn response_worker(orchestrator: &Orchestrator, topo: &Topology) -> Worker {
     Worker::builder(&orchestrator.url())
+        .netns(topo.target.name())
         .args(&[
             "--firewall-backend",
             "nftables",
@@ -50,8 +54,11 @@ async fn history_of(client: &mut Operator, run_id: &str) -> Vec<riposte_proto::v
 
 #[tokio::test]
 async fn a_protected_address_is_refused_before_anything_is_leased() {
-    let orchestrator = Orchestrator::start();
-    let worker = response_worker(&orchestrator);
+    let topo = Topology::new();
+    let orchestrator = Orchestrator::builder()
+        .listen(&topo.orchestrator_listen())
+        .start();
+    let worker = response_worker(&orchestrator, &topo);
     let mut client = orchestrator.client();
     worker.id(&mut client).await;
 
@@ -88,10 +95,12 @@ async fn a_protected_address_is_refused_before_anything_is_leased() {
 
 #[tokio::test]
 async fn a_protected_account_is_refused_and_root_always_is() {
+    let topo = Topology::new();
     let orchestrator = Orchestrator::builder()
+        .listen(&topo.orchestrator_listen())
         .args(&["--protected-accounts", "BreakGlass,svc-backup"])
         .start();
-    let worker = response_worker(&orchestrator);
+    let worker = response_worker(&orchestrator, &topo);
     let mut client = orchestrator.client();
     worker.id(&mut client).await;
 
@@ -118,8 +127,12 @@ async fn a_protected_account_is_refused_and_root_always_is() {
 
 #[tokio::test]
 async fn a_pause_holds_containment_across_a_restart_and_a_resume_releases_it() {
-    let mut orchestrator = Orchestrator::builder().lease_timeout("2s").start();
-    let worker = response_worker(&orchestrator);
+    let topo = Topology::new();
+    let mut orchestrator = Orchestrator::builder()
+        .listen(&topo.orchestrator_listen())
+        .lease_timeout("2s")
+        .start();
+    let worker = response_worker(&orchestrator, &topo);
     let mut client = orchestrator.client();
     worker.id(&mut client).await;
     api::apply_playbook(&mut client, ECHO).await;
