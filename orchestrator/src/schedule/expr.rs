@@ -66,7 +66,7 @@ impl CronExpr {
         six[5] = day_of_week_field(&six[5])?;
         let crate_form = six.join(" ");
         let schedule = cron::Schedule::from_str(&crate_form)
-            .map_err(|e| CronError::Invalid(lowercase_first(&e.to_string())))?;
+            .map_err(|e| CronError::Invalid(crate_message(&e.to_string())))?;
         Ok(CronExpr {
             source: source.trim().to_string(),
             schedule,
@@ -84,8 +84,16 @@ impl CronExpr {
     }
 }
 
-fn lowercase_first(text: &str) -> String {
-    let mut chars = text.chars();
+/// The crate's message without the echoed expression (its own field numbering) and caret:
+/// the last line, lowercase first, without the final period.
+fn crate_message(text: &str) -> String {
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(text);
+    let line = line.trim().replace(".)", ")");
+    let mut chars = line.trim_end_matches('.').chars();
     match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),

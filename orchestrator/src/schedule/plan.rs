@@ -218,9 +218,15 @@ impl<'a> Builder<'a> {
             }
         }
         let Some(mut from) = rest else { return };
-        let through = occur::before(&self.schedule.cron, self.tz(), before)
+        let mut through = occur::before(&self.schedule.cron, self.tz(), before)
             .next()
             .unwrap_or(from);
+        if catch.contains(&through) && through > from {
+            // The caught-up latest has its own entry: the summary ends before it.
+            through = occur::before(&self.schedule.cron, self.tz(), through)
+                .next()
+                .unwrap_or(from);
+        }
         if catch.contains(&from) {
             // The caught-up occurrence has its own entry: the summary starts after it.
             match occur::after(&self.schedule.cron, self.tz(), from).next() {
