@@ -2,6 +2,7 @@
 //!
 //! [`run`] serves the worker and operator gRPC APIs on a listener until `shutdown` resolves.
 //! Inside: [`store`] (sled, the only door to disk), [`scheduler`] (the pure state machine),
+//! [`schedule`] (cron schedules: definitions, occurrences and the pure fate planner),
 //! [`dispatch`] (queue, workers, leases), [`engine`] (glue: one event, one transaction, one
 //! flush), the gRPC edge and [`convert`]ers to the wire types.
 
