@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod engine;
 mod grpc;
 pub mod guard;
+pub mod ingest;
 pub mod scheduler;
 pub mod store;
 
