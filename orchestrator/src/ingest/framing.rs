@@ -106,6 +106,7 @@ impl FrameDecoder {
                     self.buf.drain(..n);
                     let left = left - n as u64;
                     if left > 0 {
+                        self.mode = Mode::Skip(left);
                         return None;
                     }
                     self.mode = Mode::Start;
