@@ -178,7 +178,7 @@ impl FrameDecoder {
                 Some(Ok(frame))
             }
             None if self.buf.len() > self.max + 1 => {
-                self.buf.clear();
+                self.buf.drain(..window);
                 self.mode = Mode::Discard;
                 Some(Err(FrameError::LineTooLong { max: self.max }))
             }
