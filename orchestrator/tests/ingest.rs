@@ -7,7 +7,10 @@ use riposte_orchestrator::ingest::{self, Alert, Format, GenericMapping, Source};
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/ingest/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/ingest/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -112,7 +115,10 @@ fn sentinel_incident() {
 #[test]
 fn defender_alert_single_and_listed() {
     let body = fixture("defender-alert.json");
-    check_one(&Format::Defender, &body, expect![[r#"
+    check_one(
+        &Format::Defender,
+        &body,
+        expect![[r#"
         {
           "dedup_hint": "2518765996949954086_2325cf9e-42a2-4f4f-a1a1-b8dac2a6b2b9/Active",
           "description": "Analysis of authentication logs shows a successful login after repeated failed attempts from 203.0.113.50.",
@@ -148,13 +154,17 @@ fn defender_alert_single_and_listed() {
           "status": "active",
           "time_ms": 1736934600000,
           "title": "Successful SSH brute force attack"
-        }"#]]);
+        }"#]],
+    );
     let one: Value = serde_json::from_slice(&body).unwrap();
     let listed = serde_json::to_vec(&json!({ "value": [one.clone(), one] })).unwrap();
     let alerts = ingest::parse(&Format::Defender, &listed).unwrap();
     assert_eq!(alerts.len(), 2);
     assert_eq!(alerts[0].raw, alerts[1].raw);
-    assert_eq!(alerts[0].entities.ips[0].address.to_string(), "203.0.113.50");
+    assert_eq!(
+        alerts[0].entities.ips[0].address.to_string(),
+        "203.0.113.50"
+    );
 }
 
 #[test]
@@ -246,7 +256,8 @@ fn generic_mapping() {
           "status": null,
           "time_ms": 1736935200000,
           "title": "Port scan"
-        }"#]].assert_eq(&normalized(&alerts[0]));
+        }"#]]
+    .assert_eq(&normalized(&alerts[0]));
     assert_eq!(alerts[1].id, "8");
     assert_eq!(alerts[1].severity, Some(ingest::Severity::Critical));
     assert_eq!(alerts[1].time_ms, Some(1_736_935_200_000));
@@ -314,7 +325,10 @@ fn cef_samples_match_expected() {
 #[test]
 fn cef_ssh_bruteforce_alert() {
     let line = b"<38>1 2025-01-15T10:00:00Z vm-web-01.example.com contoso-auth 2211 - - CEF:0|Contoso|LinuxAuth|1.0|sshd:failed|SSH authentication failure|7|rt=1736935200000 src=203.0.113.48 spt=40222 dst=198.51.100.20 dpt=22 suser=root duser=root act=failed cnt=25 shost=attacker.example.net dhost=vm-web-01 msg=25 failed attempts in 60s";
-    check_one(&Format::Syslog, line, expect![[r#"
+    check_one(
+        &Format::Syslog,
+        line,
+        expect![[r#"
         {
           "dedup_hint": null,
           "description": "25 failed attempts in 60s",
@@ -368,7 +382,8 @@ fn cef_ssh_bruteforce_alert() {
           "status": null,
           "time_ms": 1736935200000,
           "title": "SSH authentication failure"
-        }"#]]);
+        }"#]],
+    );
 }
 
 #[test]
@@ -388,7 +403,10 @@ fn octet_counted_stream_fixture_in_any_chunks() {
         assert_eq!(got.len(), frames.len(), "chunk {chunk}");
         for (frame, want) in got.into_iter().zip(frames) {
             let frame = frame.unwrap();
-            assert_eq!(frame.message.len() as u64, want["octet_count"].as_u64().unwrap());
+            assert_eq!(
+                frame.message.len() as u64,
+                want["octet_count"].as_u64().unwrap()
+            );
             let alert = &ingest::parse(&Format::Syslog, &frame.message).unwrap()[0];
             assert_eq!(&alert.raw["cef"], &want["cef"]);
             assert_subset("stream", "syslog", &want["syslog"], &alert.raw["syslog"]);
@@ -415,15 +433,47 @@ fn truncated_json_is_located() {
 #[test]
 fn wrong_types_are_named() {
     let cases: [(Format, &str, &str); 9] = [
-        (Format::AzureMonitor, r#"{"data": []}"#, "data must be an object"),
-        (Format::AzureMonitor, r#"{"data": {}}"#, "missing data.essentials"),
-        (Format::AzureMonitor, r#"{"data": {"essentials": {"alertId": {}}}}"#, "essentials.alertId must be a string"),
-        (Format::AzureMonitor, r#"{"data": {"essentials": {"alertId": "a", "alertTargetIDs": "x"}}}"#, "essentials.alertTargetIDs must be an array"),
-        (Format::AzureMonitor, r#"{"schemaId": "other", "data": {}}"#, "unexpected schemaId \"other\" (want azureMonitorCommonAlertSchema)"),
-        (Format::Sentinel, r#"{"object": {"id": "i", "properties": {"title": ["x"]}}}"#, "object.properties.title must be a string"),
-        (Format::Sentinel, r#"{"object": {"id": "i", "properties": {"title": "t", "relatedEntities": {}}}}"#, "object.properties.relatedEntities must be an array"),
+        (
+            Format::AzureMonitor,
+            r#"{"data": []}"#,
+            "data must be an object",
+        ),
+        (
+            Format::AzureMonitor,
+            r#"{"data": {}}"#,
+            "missing data.essentials",
+        ),
+        (
+            Format::AzureMonitor,
+            r#"{"data": {"essentials": {"alertId": {}}}}"#,
+            "essentials.alertId must be a string",
+        ),
+        (
+            Format::AzureMonitor,
+            r#"{"data": {"essentials": {"alertId": "a", "alertTargetIDs": "x"}}}"#,
+            "essentials.alertTargetIDs must be an array",
+        ),
+        (
+            Format::AzureMonitor,
+            r#"{"schemaId": "other", "data": {}}"#,
+            "unexpected schemaId \"other\" (want azureMonitorCommonAlertSchema)",
+        ),
+        (
+            Format::Sentinel,
+            r#"{"object": {"id": "i", "properties": {"title": ["x"]}}}"#,
+            "object.properties.title must be a string",
+        ),
+        (
+            Format::Sentinel,
+            r#"{"object": {"id": "i", "properties": {"title": "t", "relatedEntities": {}}}}"#,
+            "object.properties.relatedEntities must be an array",
+        ),
         (Format::Defender, r#"[1]"#, "alert must be an object"),
-        (Format::Defender, r#"{"properties": {"alertDisplayName": "t"}}"#, "missing properties.systemAlertId"),
+        (
+            Format::Defender,
+            r#"{"properties": {"alertDisplayName": "t"}}"#,
+            "missing properties.systemAlertId",
+        ),
     ];
     for (format, body, want) in cases {
         assert_eq!(error(&format, body.as_bytes()), want, "{body}");
@@ -442,14 +492,20 @@ fn drifting_types_are_read() {
     assert_eq!(alert.severity, Some(ingest::Severity::Medium));
     assert_eq!(alert.title, "Azure Monitor alert");
     assert_eq!(alert.entities.ips[0].role, Some(ingest::Role::Attacker));
-    assert_eq!(alert.entities.accounts[0].domain.as_deref(), Some("CONTOSO"));
+    assert_eq!(
+        alert.entities.accounts[0].domain.as_deref(),
+        Some("CONTOSO")
+    );
 }
 
 #[test]
 fn huge_payloads_and_fields_are_refused() {
     let huge = vec![b' '; ingest::PAYLOAD_BYTES_MAX + 1];
     for format in JSON_FORMATS {
-        assert_eq!(error(&format, &huge), "payload of 262145 bytes exceeds 262144");
+        assert_eq!(
+            error(&format, &huge),
+            "payload of 262145 bytes exceeds 262144"
+        );
     }
     let title = "t".repeat(2000);
     let body = json!({"object": {"id": "i", "properties": {"title": title}}}).to_string();
@@ -460,12 +516,15 @@ fn huge_payloads_and_fields_are_refused() {
     let entities: Vec<Value> = (0..300)
         .map(|i| json!({"kind": "Ip", "properties": {"address": format!("10.0.{}.{}", i / 256, i % 256)}}))
         .collect();
-    let body = json!({"object": {"id": "i", "properties": {"title": "t", "relatedEntities": entities}}});
+    let body =
+        json!({"object": {"id": "i", "properties": {"title": "t", "relatedEntities": entities}}});
     assert_eq!(
         error(&Format::Sentinel, body.to_string().as_bytes()),
         "257 entities exceed 256"
     );
-    let many: Vec<Value> = (0..101).map(|i| json!({"systemAlertId": i, "alertDisplayName": "t"})).collect();
+    let many: Vec<Value> = (0..101)
+        .map(|i| json!({"systemAlertId": i, "alertDisplayName": "t"}))
+        .collect();
     assert_eq!(
         error(&Format::Defender, json!(many).to_string().as_bytes()),
         "101 alerts in one payload exceed 100"
@@ -476,7 +535,12 @@ fn huge_payloads_and_fields_are_refused() {
 fn deep_nesting_hits_the_recursion_limit() {
     let depth = 10_000;
     let body = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
-    for format in [Format::AzureMonitor, Format::Sentinel, Format::Defender, Format::Generic(mapping())] {
+    for format in [
+        Format::AzureMonitor,
+        Format::Sentinel,
+        Format::Defender,
+        Format::Generic(mapping()),
+    ] {
         assert_eq!(
             error(&format, body.as_bytes()),
             "invalid json at line 1 column 128: recursion limit exceeded"
@@ -494,12 +558,16 @@ fn non_utf8_is_refused() {
         error(&Format::Syslog, b"<13>Jan 15 10:00:00 h CEF:0|\xc3|"),
         "payload is not utf-8 (invalid byte at offset 28)"
     );
-    assert_eq!(error(&Format::Cef, b"CEF:0|\xfe"), "payload is not utf-8 (invalid byte at offset 6)");
+    assert_eq!(
+        error(&Format::Cef, b"CEF:0|\xfe"),
+        "payload is not utf-8 (invalid byte at offset 6)"
+    );
 }
 
 #[test]
 fn cef_with_every_escape() {
-    let line = br"CEF:1|V\|x|P\\y|1|s|N \\ \| n|Unknown|a=\= b=\\ c=\n d=\r e=p|q f=\x g=C:\\ h=end\\";
+    let line =
+        br"CEF:1|V\|x|P\\y|1|s|N \\ \| n|Unknown|a=\= b=\\ c=\n d=\r e=p|q f=\x g=C:\\ h=end\\";
     let alert = &ingest::parse(&Format::Cef, line).unwrap()[0];
     let cef = &alert.raw["cef"];
     assert_eq!(cef["deviceVendor"], "V|x");
@@ -509,7 +577,11 @@ fn cef_with_every_escape() {
     let want = json!({"a": "=", "b": "\\", "c": "\n", "d": "\r", "e": "p|q", "f": "\\x", "g": "C:\\", "h": "end\\"});
     assert_eq!(ext, &want);
     assert_eq!(alert.severity, None);
-    assert!(alert.id.starts_with("sha256:") && alert.id.len() == 39, "{}", alert.id);
+    assert!(
+        alert.id.starts_with("sha256:") && alert.id.len() == 39,
+        "{}",
+        alert.id
+    );
     assert_eq!(alert.dedup_hint, None);
 }
 
@@ -517,12 +589,25 @@ fn cef_with_every_escape() {
 fn malformed_cef_is_refused() {
     let cases: [(&[u8], &str); 4] = [
         (b"CEF:0|a|b|c|d", "invalid cef: header has 5 of 7 fields"),
-        (b"CEF:x|a|b|c|d|e|5|", "invalid cef: unsupported version \"x\""),
-        (b"CEF:|a|b|c|d|e|5|", "invalid cef: unsupported version \"\""),
-        (b"<13>Jan 15 10:00:00 h CEF:0|only", "invalid cef: header has 2 of 7 fields"),
+        (
+            b"CEF:x|a|b|c|d|e|5|",
+            "invalid cef: unsupported version \"x\"",
+        ),
+        (
+            b"CEF:|a|b|c|d|e|5|",
+            "invalid cef: unsupported version \"\"",
+        ),
+        (
+            b"<13>Jan 15 10:00:00 h CEF:0|only",
+            "invalid cef: header has 2 of 7 fields",
+        ),
     ];
     for (line, want) in cases {
-        let format = if line[0] == b'<' { Format::Syslog } else { Format::Cef };
+        let format = if line[0] == b'<' {
+            Format::Syslog
+        } else {
+            Format::Cef
+        };
         assert_eq!(error(&format, line), want);
     }
 }
@@ -532,13 +617,19 @@ fn syslog_over_the_limit() {
     let max = ingest::syslog::SYSLOG_MESSAGE_BYTES_MAX;
     let mut line = b"<13>Jan 15 10:00:00 h ".to_vec();
     line.resize(max + 1, b'x');
-    assert_eq!(error(&Format::Syslog, &line), format!("payload of {} bytes exceeds {max}", max + 1));
+    assert_eq!(
+        error(&Format::Syslog, &line),
+        format!("payload of {} bytes exceeds {max}", max + 1)
+    );
     let mut decoder = FrameDecoder::new(max);
     line.push(b'\n');
     line.extend_from_slice(b"<13>next\n");
     let out: Vec<_> = line.chunks(4096).flat_map(|c| decoder.push(c)).collect();
     assert_eq!(out.len(), 2);
-    assert_eq!(out[0].as_ref().unwrap_err().to_string(), format!("line exceeds {max} bytes without a trailer"));
+    assert_eq!(
+        out[0].as_ref().unwrap_err().to_string(),
+        format!("line exceeds {max} bytes without a trailer")
+    );
     assert_eq!(out[1].as_ref().unwrap().message, b"<13>next");
 }
 
@@ -546,7 +637,15 @@ fn syslog_over_the_limit() {
 fn octet_frames_split_across_chunks_and_bogus_counts() {
     let mut decoder = FrameDecoder::new(64);
     let mut out = Vec::new();
-    for piece in [&b"1"[..], b"0", b" <13>", b"hello", b"!", b"9x <13>a\n", b"9 <1>b"] {
+    for piece in [
+        &b"1"[..],
+        b"0",
+        b" <13>",
+        b"hello",
+        b"!",
+        b"9x <13>a\n",
+        b"9 <1>b",
+    ] {
         out.extend(decoder.push(piece));
     }
     let shown: Vec<String> = out

@@ -15,11 +15,14 @@ enum Wire {
 fn wire() -> impl Strategy<Value = Wire> {
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 1..80).prop_map(Wire::Counted),
-        proptest::collection::vec(any::<u8>().prop_filter("no trailer", |b| !matches!(b, b'\n' | b'\r' | 0)), 0..80)
-            .prop_map(|mut body| {
-                body.insert(0, b'<');
-                Wire::Line(body)
-            }),
+        proptest::collection::vec(
+            any::<u8>().prop_filter("no trailer", |b| !matches!(b, b'\n' | b'\r' | 0)),
+            0..80
+        )
+        .prop_map(|mut body| {
+            body.insert(0, b'<');
+            Wire::Line(body)
+        }),
     ]
 }
 

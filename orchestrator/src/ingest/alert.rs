@@ -424,8 +424,14 @@ mod tests {
 
     #[test]
     fn severities() {
-        assert_eq!(Severity::from_azure_monitor("Sev0"), Some(Severity::Critical));
-        assert_eq!(Severity::from_azure_monitor("sev4"), Some(Severity::Informational));
+        assert_eq!(
+            Severity::from_azure_monitor("Sev0"),
+            Some(Severity::Critical)
+        );
+        assert_eq!(
+            Severity::from_azure_monitor("sev4"),
+            Some(Severity::Informational)
+        );
         assert_eq!(Severity::from_azure_monitor("Sev5"), None);
         assert_eq!(Severity::from_azure_monitor("S"), None);
         assert_eq!(Severity::from_cef("0"), Some(Severity::Low));

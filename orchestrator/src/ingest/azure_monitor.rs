@@ -68,7 +68,9 @@ pub fn parse(bytes: &[u8]) -> Result<Alert, Error> {
 
 fn check_schema(raw: &Value) -> Result<(), Error> {
     match json::scalar(get(raw, "schemaId"), "schemaId")? {
-        Some(s) if !s.eq_ignore_ascii_case(SCHEMA_ID) => Err(Error::Schema(alert::truncate(&s, 64))),
+        Some(s) if !s.eq_ignore_ascii_case(SCHEMA_ID) => {
+            Err(Error::Schema(alert::truncate(&s, 64)))
+        }
         _ => Ok(()),
     }
 }
@@ -108,7 +110,14 @@ pub(crate) fn add_dimension(entities: &mut Entities, name: &str, value: &str) ->
     }
     let key = name.to_ascii_lowercase();
     let hosts = ["computer", "computername", "host", "hostname", "devicename"];
-    let accounts = ["user", "username", "account", "accountname", "userprincipalname", "upn"];
+    let accounts = [
+        "user",
+        "username",
+        "account",
+        "accountname",
+        "userprincipalname",
+        "upn",
+    ];
     if hosts.contains(&key.as_str()) {
         entities.add_host(host(value, role))?;
     } else if accounts.iter().any(|a| key.ends_with(a)) {
@@ -130,7 +139,10 @@ fn host(name: &str, role: Option<Role>) -> Host {
 
 /// Virtual machines among `alertTargetIDs` are the victim hosts.
 fn target_entities(essentials: &Value, entities: &mut Entities) -> Result<(), Error> {
-    for target in json::array(get(essentials, "alertTargetIDs"), "essentials.alertTargetIDs")? {
+    for target in json::array(
+        get(essentials, "alertTargetIDs"),
+        "essentials.alertTargetIDs",
+    )? {
         if let Some(id) = json::text(Some(target)) {
             if let Some(host) = vm_host(&id, Role::Victim) {
                 entities.add_host(host)?;

@@ -60,7 +60,15 @@ pub fn parse(text: &str) -> Result<Cef, Error> {
         .map(|_| &text[4..])
         .ok_or_else(|| Error::Cef("does not start with CEF:".into()))?;
     let (fields, extension) = split_header(body)?;
-    let [version, vendor, product, device_version, signature_id, name, severity] = fields;
+    let [
+        version,
+        vendor,
+        product,
+        device_version,
+        signature_id,
+        name,
+        severity,
+    ] = fields;
     let version = version.trim().to_string();
     if version != "0" && version != "1" {
         return Err(Error::Cef(format!(
@@ -239,13 +247,14 @@ pub fn to_alert(
     fallback_ms: Option<i64>,
     message: &[u8],
 ) -> Result<Alert, Error> {
-    let ext = |k: &str| cef.extensions.get(k).map(String::as_str).filter(|v| !v.is_empty());
-    let external = ext("externalId").map(|e| {
-        format!(
-            "{}|{}|{e}",
-            cef.device_vendor, cef.device_product
-        )
-    });
+    let ext = |k: &str| {
+        cef.extensions
+            .get(k)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let external =
+        ext("externalId").map(|e| format!("{}|{}|{e}", cef.device_vendor, cef.device_product));
     let alert = Alert {
         id: external.clone().unwrap_or_else(|| content_id(message)),
         source: Source::Cef,
@@ -270,7 +279,12 @@ pub(crate) fn content_id(message: &[u8]) -> String {
 }
 
 fn entities(cef: &Cef) -> Result<Entities, Error> {
-    let ext = |k: &str| cef.extensions.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let ext = |k: &str| {
+        cef.extensions
+            .get(k)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
     let mut entities = Entities::default();
     let sides = [
         (Role::Attacker, "src", "c6a2", "shost", "suser", "sntdom"),
@@ -318,7 +332,8 @@ mod tests {
 
     #[test]
     fn extension_values() {
-        let pairs = parse_extension(r"a=1 2 3 b=x\=y c=C:\\ d=line\nnext\r e=a|b f=u?v=w  ").unwrap();
+        let pairs =
+            parse_extension(r"a=1 2 3 b=x\=y c=C:\\ d=line\nnext\r e=a|b f=u?v=w  ").unwrap();
         assert_eq!(pairs["a"], "1 2 3");
         assert_eq!(pairs["b"], "x=y");
         assert_eq!(pairs["c"], "C:\\");
@@ -331,8 +346,17 @@ mod tests {
     fn malformed_headers() {
         let err = |s: &str| parse(s).unwrap_err().to_string();
         assert_eq!(err("CEF:0|a|b|c"), "invalid cef: header has 4 of 7 fields");
-        assert_eq!(err("CEF:2|a|b|c|d|e|5|x=1"), "invalid cef: unsupported version \"2\"");
-        assert_eq!(err("LEEF:1.0|a|b|c|d|"), "invalid cef: does not start with CEF:");
-        assert_eq!(err(r"CEF:0|a|b|c|d|e\|5"), "invalid cef: header has 6 of 7 fields");
+        assert_eq!(
+            err("CEF:2|a|b|c|d|e|5|x=1"),
+            "invalid cef: unsupported version \"2\""
+        );
+        assert_eq!(
+            err("LEEF:1.0|a|b|c|d|"),
+            "invalid cef: does not start with CEF:"
+        );
+        assert_eq!(
+            err(r"CEF:0|a|b|c|d|e\|5"),
+            "invalid cef: header has 6 of 7 fields"
+        );
     }
 }

@@ -102,7 +102,9 @@ impl FrameDecoder {
         loop {
             match self.mode {
                 Mode::Skip(left) => {
-                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(self.buf.len());
+                    let n = usize::try_from(left)
+                        .unwrap_or(usize::MAX)
+                        .min(self.buf.len());
                     self.buf.drain(..n);
                     let left = left - n as u64;
                     if left > 0 {
@@ -247,7 +249,11 @@ mod tests {
         out.extend(d.push(b"\n<2>hello\r\n5 abcde"));
         assert_eq!(
             messages(out),
-            vec![Ok("<1>1 - - - ".into()), Ok("<2>hello".into()), Ok("abcde".into())]
+            vec![
+                Ok("<1>1 - - - ".into()),
+                Ok("<2>hello".into()),
+                Ok("abcde".into())
+            ]
         );
         assert!(d.finish().is_none());
     }

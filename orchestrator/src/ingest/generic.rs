@@ -243,7 +243,10 @@ pub fn parse(mapping: &GenericMapping, bytes: &[u8]) -> Result<Vec<Alert>, Error
             max: ALERTS_PER_PAYLOAD_MAX,
         });
     }
-    items.into_iter().map(|item| parse_one(mapping, item)).collect()
+    items
+        .into_iter()
+        .map(|item| parse_one(mapping, item))
+        .collect()
 }
 
 fn parse_one(mapping: &GenericMapping, raw: Value) -> Result<Alert, Error> {
@@ -343,7 +346,10 @@ mod tests {
         let err = GenericMapping::from_json(r#"{"id": "a", "title": "b", "colour": "x"}"#)
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("invalid mapping: unknown field `colour`"), "{err}");
+        assert!(
+            err.starts_with("invalid mapping: unknown field `colour`"),
+            "{err}"
+        );
         let err = GenericMapping::from_json(r#"{"id": "a..b", "title": "b"}"#)
             .unwrap_err()
             .to_string();

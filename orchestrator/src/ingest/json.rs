@@ -120,7 +120,10 @@ pub fn object<'a>(value: Option<&'a Value>, field: &'static str) -> Result<&'a V
 
 /// An optional object: absent or null is `null` (on which every [`get`] is `None`), another
 /// type [`Error::WrongType`].
-pub fn optional_object<'a>(value: Option<&'a Value>, field: &'static str) -> Result<&'a Value, Error> {
+pub fn optional_object<'a>(
+    value: Option<&'a Value>,
+    field: &'static str,
+) -> Result<&'a Value, Error> {
     static NULL: Value = Value::Null;
     match value {
         None | Some(Value::Null) => Ok(&NULL),

@@ -47,7 +47,10 @@ pub fn parse(bytes: &[u8]) -> Result<Alert, Error> {
         });
     }
     let mut entities = Entities::default();
-    let related = json::array(get(props, "relatedEntities"), "object.properties.relatedEntities")?;
+    let related = json::array(
+        get(props, "relatedEntities"),
+        "object.properties.relatedEntities",
+    )?;
     for entity in related {
         let kind = json::text(get(entity, "kind")).unwrap_or_default();
         let properties = json::optional_object(get(entity, "properties"), "entity properties")?;

@@ -137,8 +137,14 @@ fn rfc3164(rest: &str) -> Syslog {
 fn is_3164_timestamp(s: &str) -> bool {
     let b = s.as_bytes();
     let day = (b[4] == b' ' || b[4].is_ascii_digit()) && b[5].is_ascii_digit();
-    let clock = [7, 8, 10, 11, 13, 14].iter().all(|&i| b[i].is_ascii_digit());
-    s.get(..3).is_some_and(|m| MONTHS.contains(&m)) && b[3] == b' ' && day && b[6] == b' ' && clock
+    let clock = [7, 8, 10, 11, 13, 14]
+        .iter()
+        .all(|&i| b[i].is_ascii_digit());
+    s.get(..3).is_some_and(|m| MONTHS.contains(&m))
+        && b[3] == b' '
+        && day
+        && b[6] == b' '
+        && clock
         && b[9] == b':'
         && b[12] == b':'
 }
@@ -271,7 +277,10 @@ pub fn parse_alert(bytes: &[u8]) -> Result<Alert, Error> {
     }
     let first_line = message.msg.lines().next().unwrap_or("").trim();
     let title = match first_line {
-        "" => message.app_name.clone().unwrap_or_else(|| "syslog message".into()),
+        "" => message
+            .app_name
+            .clone()
+            .unwrap_or_else(|| "syslog message".into()),
         line => alert::truncate(line, alert::TITLE_BYTES_MAX),
     };
     let alert = Alert {
@@ -301,7 +310,10 @@ mod tests {
                 .as_bytes(),
         )
         .unwrap();
-        assert_eq!((m.pri, m.facility, m.severity, m.version), (165, 20, 5, Some(1)));
+        assert_eq!(
+            (m.pri, m.facility, m.severity, m.version),
+            (165, 20, 5, Some(1))
+        );
         let sd = m.structured_data.unwrap();
         assert_eq!(sd["ex@32473"]["eventSource"], "App]x\"");
         assert_eq!(sd["b@1"]["k"], "v");
@@ -313,7 +325,10 @@ mod tests {
     #[test]
     fn rfc3164_without_timestamp_keeps_everything() {
         let m = parse(b"<13>just text").unwrap();
-        assert_eq!((m.timestamp, m.hostname, m.msg.as_str()), (None, None, "just text"));
+        assert_eq!(
+            (m.timestamp, m.hostname, m.msg.as_str()),
+            (None, None, "just text")
+        );
     }
 
     #[test]
@@ -323,12 +338,18 @@ mod tests {
         assert_eq!(err(b"<192>x"), "invalid syslog: invalid pri \"192\"");
         assert_eq!(err(b"<1a>x"), "invalid syslog: invalid pri \"1a\"");
         assert_eq!(err(b"<>x"), "invalid syslog: invalid <pri>");
-        assert_eq!(err(b"<1>1 ts host"), "invalid syslog: rfc 5424 header ends before app-name");
+        assert_eq!(
+            err(b"<1>1 ts host"),
+            "invalid syslog: rfc 5424 header ends before app-name"
+        );
         assert_eq!(
             err(b"<1>1 - - - - - [x a=\"b\""),
             "invalid syslog: unterminated structured-data element"
         );
-        assert_eq!(err(b"<1>\xff"), "payload is not utf-8 (invalid byte at offset 3)");
+        assert_eq!(
+            err(b"<1>\xff"),
+            "payload is not utf-8 (invalid byte at offset 3)"
+        );
     }
 
     #[test]

@@ -13,7 +13,11 @@ pub fn rfc3339_ms(text: &str) -> Option<i64> {
     let year = digits(&b[0..4])?;
     let month = digits(&b[5..7])?;
     let day = digits(&b[8..10])?;
-    let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
+    let (hour, minute, second) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
     let separators = b[4] == b'-' && b[7] == b'-' && b[13] == b':' && b[16] == b':';
     if !separators || !matches!(b[10], b'T' | b't' | b' ') {
         return None;
@@ -75,7 +79,10 @@ fn fraction_ms(b: &[u8]) -> Option<(i64, &[u8])> {
     }
     let mut ms = 0;
     for i in 0..3 {
-        let d = b.get(1 + i).filter(|_| i < n).map_or(0, |d| i64::from(d - b'0'));
+        let d = b
+            .get(1 + i)
+            .filter(|_| i < n)
+            .map_or(0, |d| i64::from(d - b'0'));
         ms = ms * 10 + d;
     }
     Some((ms, &b[1 + n..]))
@@ -129,9 +136,18 @@ mod tests {
     fn rfc3339_forms() {
         assert_eq!(rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(rfc3339_ms("2025-01-15T10:00:00Z"), Some(1_736_935_200_000));
-        assert_eq!(rfc3339_ms("2025-01-15T10:05:03.626Z"), Some(1_736_935_503_626));
-        assert_eq!(rfc3339_ms("2025-01-15T10:06:01.6158361Z"), Some(1_736_935_561_615));
-        assert_eq!(rfc3339_ms("2025-01-15T11:00:00+01:00"), Some(1_736_935_200_000));
+        assert_eq!(
+            rfc3339_ms("2025-01-15T10:05:03.626Z"),
+            Some(1_736_935_503_626)
+        );
+        assert_eq!(
+            rfc3339_ms("2025-01-15T10:06:01.6158361Z"),
+            Some(1_736_935_561_615)
+        );
+        assert_eq!(
+            rfc3339_ms("2025-01-15T11:00:00+01:00"),
+            Some(1_736_935_200_000)
+        );
         assert_eq!(rfc3339_ms("2025-01-15 10:00:00"), Some(1_736_935_200_000));
         assert_eq!(rfc3339_ms("2024-02-29T00:00:00Z"), Some(1_709_164_800_000));
     }
@@ -160,6 +176,9 @@ mod tests {
         assert_eq!(epoch_ms_text("12a"), None);
         assert_eq!(epoch_ms_text("9999999999999999"), None);
         assert_eq!(epoch_ms(&serde_json::json!(5)), Some(5));
-        assert_eq!(any_ms(&serde_json::json!("1970-01-01T00:00:01Z")), Some(1000));
+        assert_eq!(
+            any_ms(&serde_json::json!("1970-01-01T00:00:01Z")),
+            Some(1000)
+        );
     }
 }
