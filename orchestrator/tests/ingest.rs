@@ -206,7 +206,7 @@ fn generic_mapping() {
          "users": ["CONTOSO\\bob", "carol@contoso.com"], "device": {"name": "fw02.example.com"}},
         {"detection id": "8", "rule": {"name": "Second", "level": 9}, "when": "2025-01-15T10:00:00Z"}
     ]}"#;
-    let alerts = ingest::parse(&Format::Generic(mapping()), body).unwrap();
+    let alerts = ingest::parse(&Format::Generic(Box::new(mapping())), body).unwrap();
     assert_eq!(alerts.len(), 2);
     expect![[r#"
         {
@@ -539,7 +539,7 @@ fn deep_nesting_hits_the_recursion_limit() {
         Format::AzureMonitor,
         Format::Sentinel,
         Format::Defender,
-        Format::Generic(mapping()),
+        Format::Generic(Box::new(mapping())),
     ] {
         assert_eq!(
             error(&format, body.as_bytes()),

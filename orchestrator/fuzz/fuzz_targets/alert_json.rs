@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         Format::AzureMonitor,
         Format::Sentinel,
         Format::Defender,
-        Format::Generic(mapping),
+        Format::Generic(Box::new(mapping)),
     ] {
         let _ = ingest::parse(&format, data);
     }

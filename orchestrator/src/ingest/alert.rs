@@ -382,31 +382,23 @@ pub struct Alert {
 
 /// Checks the bounds of an alert's own text fields.
 pub(crate) fn check_alert(alert: &Alert) -> Result<(), Error> {
-    let too_long = |field, text: &str, max: usize| {
-        (text.len() > max).then(|| Error::TooLong {
+    limit("id", &alert.id, ID_BYTES_MAX)?;
+    limit("title", &alert.title, TITLE_BYTES_MAX)?;
+    let description = alert.description.as_deref().unwrap_or("");
+    limit("description", description, DESCRIPTION_BYTES_MAX)?;
+    let hint = alert.dedup_hint.as_deref().unwrap_or("");
+    limit("dedup hint", hint, 2 * ID_BYTES_MAX)
+}
+
+fn limit(field: &'static str, text: &str, max: usize) -> Result<(), Error> {
+    if text.len() > max {
+        return Err(Error::TooLong {
             field,
             bytes: text.len(),
             max,
-        })
-    };
-    let checks = [
-        too_long("id", &alert.id, ID_BYTES_MAX),
-        too_long("title", &alert.title, TITLE_BYTES_MAX),
-        too_long(
-            "description",
-            alert.description.as_deref().unwrap_or(""),
-            DESCRIPTION_BYTES_MAX,
-        ),
-        too_long(
-            "dedup hint",
-            alert.dedup_hint.as_deref().unwrap_or(""),
-            2 * ID_BYTES_MAX,
-        ),
-    ];
-    match checks.into_iter().flatten().next() {
-        Some(e) => Err(e),
-        None => Ok(()),
+        });
     }
+    Ok(())
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary (for derived titles).

@@ -143,10 +143,8 @@ fn target_entities(essentials: &Value, entities: &mut Entities) -> Result<(), Er
         get(essentials, "alertTargetIDs"),
         "essentials.alertTargetIDs",
     )? {
-        if let Some(id) = json::text(Some(target)) {
-            if let Some(host) = vm_host(&id, Role::Victim) {
-                entities.add_host(host)?;
-            }
+        if let Some(host) = json::text(Some(target)).and_then(|id| vm_host(&id, Role::Victim)) {
+            entities.add_host(host)?;
         }
     }
     Ok(())

@@ -296,15 +296,15 @@ fn entities(cef: &Cef) -> Result<Entities, Error> {
                 entities.add_ip(v, Some(role))?;
             }
         }
-        if let Some(h) = ext(host) {
-            if !entities.add_ip(h, Some(role))? {
-                entities.add_host(Host {
-                    name: h.split('.').next().unwrap_or(h).to_string(),
-                    fqdn: h.contains('.').then(|| h.to_string()),
-                    azure_id: None,
-                    role: Some(role),
-                })?;
-            }
+        if let Some(h) = ext(host)
+            && !entities.add_ip(h, Some(role))?
+        {
+            entities.add_host(Host {
+                name: h.split('.').next().unwrap_or(h).to_string(),
+                fqdn: h.contains('.').then(|| h.to_string()),
+                azure_id: None,
+                role: Some(role),
+            })?;
         }
         if let Some(u) = ext(user) {
             let mut account = Account::from_text(u, Some(role));

@@ -86,7 +86,8 @@ pub enum Format {
     Cef,
     /// One syslog message (a UDP datagram or one frame from [`framing::FrameDecoder`]).
     Syslog,
-    Generic(GenericMapping),
+    /// Boxed: a mapping is much larger than the other variants.
+    Generic(Box<GenericMapping>),
 }
 
 /// Parses one payload of `format` into its alerts (see the module docs for how many).
