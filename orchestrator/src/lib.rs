@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod engine;
 mod grpc;
 pub mod guard;
+pub mod ingest;
 pub mod schedule;
 pub mod scheduler;
 pub mod store;

@@ -79,3 +79,59 @@ fn worker_stays_independent() {
         );
     }
 }
+
+/// The pure cores inside the orchestrator crate (the DAG scheduler, alert parsing, schedule
+/// planning, the guard) do no IO and read no clock: no path of theirs names an IO or async
+/// crate, the store, the clock module or the system clocks.
+#[test]
+fn pure_cores_do_no_io() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let banned = [
+        "tokio",
+        "sled",
+        "tonic",
+        "reqwest",
+        "std::fs",
+        "std::net::Tcp",
+        "std::net::Udp",
+        "crate::store",
+        "crate::clock",
+        "SystemTime::now",
+        "Instant::now",
+        "Utc::now",
+        "Local::now",
+    ];
+    let mut files = Vec::new();
+    for dir in ["scheduler", "ingest", "schedule"] {
+        collect_rs(&src.join(dir), &mut files);
+    }
+    files.push(src.join("guard.rs"));
+    assert!(files.len() > 10, "the pure cores are found: {files:?}");
+    for file in files {
+        let source = std::fs::read_to_string(&file).expect("source file");
+        // Code only: comments may name what the code does not touch.
+        let code: Vec<&str> = source
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .collect();
+        let text = code.join("\n");
+        for word in banned {
+            assert!(
+                !text.contains(word),
+                "{} mentions `{word}`: the pure cores do no IO",
+                file.display()
+            );
+        }
+    }
+}
+
+fn collect_rs(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("a source folder") {
+        let path = entry.expect("a folder entry").path();
+        if path.is_dir() {
+            collect_rs(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
