@@ -555,3 +555,130 @@ fn encode_schedule(schedule: Option<&ScheduleWrite<'_>>) -> EncodedSchedule {
 fn decode<T: for<'de> Deserialize<'de>>(tree: &'static str, bytes: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(bytes).map_err(|source| Error::Corrupt { tree, source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(scheduled_ms: i64, manual: bool, fate: LedgerFate) -> LedgerEntry {
+        LedgerEntry {
+            scheduled_ms,
+            manual,
+            fate,
+            caught_up: false,
+            through_ms: None,
+            run_id: None,
+            error: String::new(),
+            by: String::new(),
+            recorded_ms: 0,
+        }
+    }
+
+    fn write(store: &Store, name: &str, cursor_ms: i64, entries: &[LedgerEntry]) -> Seq {
+        let state = ScheduleState {
+            cursor_ms,
+            ..ScheduleState::default()
+        };
+        let write = ScheduleWrite {
+            name,
+            state: &state,
+            entries,
+        };
+        store
+            .put_runs_scheduled(&[], &[], Some(&write))
+            .expect("written")
+    }
+
+    #[tokio::test]
+    async fn a_schedule_and_its_state_round_trip_and_an_apply_replaces_the_source() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let store = Store::open(dir.path()).expect("opens");
+        let stored = StoredSchedule {
+            name: "beat".into(),
+            source: "v1".into(),
+            applied_at_ms: 1,
+        };
+        let state = ScheduleState {
+            cursor_ms: 5,
+            paused: true,
+            ..ScheduleState::default()
+        };
+        store.put_schedule(&stored, &state).expect("stored");
+        let replaced = StoredSchedule {
+            source: "v2".into(),
+            ..stored.clone()
+        };
+        let seq = store.put_schedule(&replaced, &state).expect("stored");
+        store.durable(seq).await.expect("durable");
+        assert_eq!(store.schedules().expect("read"), vec![(replaced, state)]);
+    }
+
+    #[tokio::test]
+    async fn the_ledger_is_newest_first_per_schedule_and_moves_the_cursor_with_it() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let store = Store::open(dir.path()).expect("opens");
+        let stored = StoredSchedule {
+            name: "a".into(),
+            source: String::new(),
+            applied_at_ms: 0,
+        };
+        store
+            .put_schedule(&stored, &ScheduleState::default())
+            .expect("stored");
+        let entries = [
+            entry(-2_000, false, LedgerFate::Missed),
+            entry(3_000, false, LedgerFate::Fired),
+            entry(3_000, true, LedgerFate::SkippedOverlap),
+            entry(1_000, false, LedgerFate::Paused),
+        ];
+        write(&store, "a", 3_000, &entries);
+        write(
+            &store,
+            "ab",
+            9_000,
+            &[entry(9_000, false, LedgerFate::Fired)],
+        );
+        let order: Vec<(i64, bool)> = store
+            .ledger("a", 10)
+            .expect("read")
+            .iter()
+            .map(|e| (e.scheduled_ms, e.manual))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (3_000, true),
+                (3_000, false),
+                (1_000, false),
+                (-2_000, false)
+            ],
+            "another schedule's entries (`ab`) never mix in"
+        );
+        assert_eq!(store.ledger("a", 2).expect("read").len(), 2);
+        let (_, state) = store.schedules().expect("read").remove(0);
+        assert_eq!(
+            state.cursor_ms, 3_000,
+            "the cursor moved in the same transaction"
+        );
+    }
+
+    #[tokio::test]
+    async fn pruning_keeps_the_newest_entries() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let store = Store::open(dir.path()).expect("opens");
+        let entries: Vec<LedgerEntry> = (0..10)
+            .map(|n| entry(n * 1_000, false, LedgerFate::Fired))
+            .collect();
+        write(&store, "a", 9_000, &entries);
+        assert_eq!(store.prune_ledger("a", 4).expect("pruned"), 6);
+        assert_eq!(store.ledger_len("a").expect("counted"), 4);
+        let kept: Vec<i64> = store
+            .ledger("a", 100)
+            .expect("read")
+            .iter()
+            .map(|e| e.scheduled_ms)
+            .collect();
+        assert_eq!(kept, vec![9_000, 8_000, 7_000, 6_000]);
+        assert_eq!(store.prune_ledger("a", 4).expect("pruned"), 0);
+    }
+}
