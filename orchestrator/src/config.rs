@@ -40,6 +40,11 @@ pub struct Config {
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub poll_wait_max: Duration,
 
+    /// A schedule's occurrence decided later than this after its time (the orchestrator was
+    /// down, or busy) is missed, and the schedule's `catch_up` decides whether it still runs.
+    #[arg(long, env = "RIPOSTE_SCHEDULE_GRACE", default_value = "60s", value_parser = parse_duration)]
+    pub schedule_grace: Duration,
+
     /// Apply every `*.yaml` playbook in this folder at start (invalid ones are reported and
     /// skipped).
     #[arg(long, env = "RIPOSTE_PLAYBOOKS")]

@@ -270,3 +270,79 @@ pub fn approval(view: &crate::engine::ApprovalView) -> pb::PendingApproval {
         .to_string(),
     }
 }
+
+pub fn diagnostic(d: riposte_playbooks::Diagnostic) -> pb::Diagnostic {
+    pb::Diagnostic {
+        message: d.message,
+        path: d.path,
+        line: d.line,
+        column: d.column,
+    }
+}
+
+pub fn schedule(view: &crate::engine::ScheduleView) -> pb::ScheduleInfo {
+    use crate::schedule::{CatchUp, Overlap};
+    let s = &view.schedule;
+    let overlap = match s.overlap {
+        Overlap::Skip => "skip",
+        Overlap::QueueOne => "queue_one",
+        Overlap::Allow => "allow",
+    };
+    let catch_up = match s.catch_up {
+        CatchUp::Skip => "skip".to_string(),
+        CatchUp::Latest => "latest".to_string(),
+        CatchUp::All { max } => format!("all (at most {max})"),
+    };
+    pb::ScheduleInfo {
+        name: s.name.clone(),
+        cron: s.cron.source().to_string(),
+        timezone: s.timezone.name().to_string(),
+        playbook: s.playbook.clone(),
+        version: s.version.unwrap_or(0),
+        overlap: overlap.to_string(),
+        catch_up,
+        paused: view.state.paused,
+        paused_by: view.state.paused_by.clone(),
+        paused_at_ms: view.state.paused_at_ms,
+        paused_reason: view.state.paused_reason.clone(),
+        next_fire_ms: view.next_fire_ms.unwrap_or(0),
+        last_fate: view
+            .last
+            .as_ref()
+            .map(|e| fate(e.fate).to_string())
+            .unwrap_or_default(),
+        last_scheduled_ms: view.last.as_ref().map_or(0, |e| e.scheduled_ms),
+        applied_at_ms: view.stored.applied_at_ms,
+        description: s.description.clone(),
+        cursor_ms: view.state.cursor_ms,
+        queued_scheduled_ms: view.state.queued.map_or(0, |q| q.scheduled_ms),
+    }
+}
+
+pub fn ledger_entry(schedule: &str, entry: &crate::store::LedgerEntry) -> pb::LedgerEntry {
+    pb::LedgerEntry {
+        schedule: schedule.to_string(),
+        scheduled_ms: entry.scheduled_ms,
+        manual: entry.manual,
+        fate: fate(entry.fate).to_string(),
+        caught_up: entry.caught_up,
+        run_id: entry.run_id.map(|id| id.to_string()).unwrap_or_default(),
+        through_ms: entry.through_ms.unwrap_or(0),
+        error: entry.error.clone(),
+        by: entry.by.clone(),
+        recorded_ms: entry.recorded_ms,
+    }
+}
+
+fn fate(fate: crate::store::LedgerFate) -> &'static str {
+    use crate::store::LedgerFate;
+    match fate {
+        LedgerFate::Fired => "fired",
+        LedgerFate::SkippedOverlap => "skipped_overlap",
+        LedgerFate::Queued => "queued",
+        LedgerFate::Missed => "missed",
+        LedgerFate::OutsideWindow => "outside_window",
+        LedgerFate::Paused => "paused",
+        LedgerFate::StartFailed => "start_failed",
+    }
+}

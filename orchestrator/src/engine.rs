@@ -4,6 +4,13 @@
 //! new state with its history in one store transaction, and returns the write's [`Seq`]. The
 //! caller awaits [`Store::durable`] on it before answering anyone: nothing is acknowledged
 //! (RPC reply, run accepted, task handed out, event streamed) before it is flushed.
+//!
+//! Cron schedules live in [`schedules`]: one entry per schedule in the same timer index as the
+//! runs' timers; a fire starts its runs and writes its ledger entries in one transaction.
+
+mod schedules;
+
+pub use schedules::{ApplyOutcome, ScheduleView};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -37,6 +44,12 @@ pub mod limits {
     pub const QUEUE_DEPTH_MAX: usize = 200_000;
     /// Longest list answered by one call.
     pub const LIST_MAX: usize = 1000;
+    /// Schedules stored at once; applying one more is RESOURCE_EXHAUSTED.
+    pub const SCHEDULES_MAX: usize = 1000;
+    /// Ledger entries kept per schedule: the newest ones; older entries are dropped.
+    pub const LEDGER_ENTRIES_KEPT: usize = 10_000;
+    /// Ledger entries answered when a history request gives no limit.
+    pub const HISTORY_DEFAULT: usize = 100;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +79,8 @@ pub struct Settings {
     pub approver_groups: BTreeMap<String, Vec<String>>,
     /// The platform-wide guard the scheduler checks guarded actions against.
     pub guard: crate::guard::Policy,
+    /// An occurrence decided later than this after its time is missed (catch-up decides).
+    pub schedule_grace: Duration,
 }
 
 /// A task handed to a worker, durable once `seq` is.
@@ -147,6 +162,16 @@ pub struct StartRequest {
     pub dry_run: bool,
 }
 
+/// A checked start: a run that already claimed the key, or a new one to commit.
+enum Prepared {
+    Existing(Box<RunState>),
+    New {
+        id: RunId,
+        claim: Option<String>,
+        transition: Transition,
+    },
+}
+
 /// History so far plus, while the run is active, a subscription to what follows.
 pub struct Watch {
     pub history: Vec<HistoryEvent>,
@@ -154,13 +179,23 @@ pub struct Watch {
     pub seq: Seq,
 }
 
+/// What a durable timer wakes: a run (the scheduler handles what of it is due) or a schedule
+/// (planned from its cursor to now).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Run(RunId),
+    Schedule(String),
+}
+
 pub struct Engine {
     store: Store,
     settings: Settings,
     scheduler: Scheduler,
     dispatch: Dispatcher<Grant>,
-    /// Run timers: (due wall-clock ms, run).
-    timers: BTreeSet<(i64, RunId)>,
+    /// Every durable timer, runs' and schedules': (due wall-clock ms, what).
+    timers: BTreeSet<(i64, Timer)>,
+    /// Cron schedules: definitions, their state and the runs they started.
+    schedules: schedules::Schedules,
     playbooks: HashMap<(String, u32), Arc<Playbook>>,
     watchers: HashMap<RunId, broadcast::Sender<(Seq, HistoryEvent)>>,
     /// Wakes the timer loop when a timer becomes the earliest one.
@@ -180,6 +215,7 @@ impl Engine {
             scheduler,
             dispatch: Dispatcher::default(),
             timers: BTreeSet::new(),
+            schedules: schedules::Schedules::default(),
             playbooks: HashMap::new(),
             watchers: HashMap::new(),
             wake,
@@ -195,6 +231,7 @@ impl Engine {
             engine.carry_out(commands);
         }
         engine.scheduler.resumed_all();
+        engine.load_schedules()?;
         Ok(engine)
     }
 
@@ -321,6 +358,24 @@ impl Engine {
 
     /// Starts a run, or answers the run that already claimed the idempotency key.
     pub fn start_run(&mut self, req: StartRequest) -> Result<(RunState, bool, Seq), Error> {
+        match self.prepare_start(req)? {
+            Prepared::Existing(run) => Ok((*run, true, self.store.last_write())),
+            Prepared::New {
+                id,
+                claim,
+                transition,
+            } => {
+                let claims: Vec<(&str, RunId)> = claim.iter().map(|c| (c.as_str(), id)).collect();
+                let seq = self.commit_all(vec![transition], &claims, None)?;
+                let run = self.run(id)?;
+                Ok((run, false, seq))
+            }
+        }
+    }
+
+    /// Checks a start and hands it to the scheduler; the caller commits the transition (with
+    /// the key claim) before anything else happens under the lock.
+    fn prepare_start(&mut self, req: StartRequest) -> Result<Prepared, Error> {
         check_len("idempotency key", &req.idempotency_key)?;
         check_len("requested_by", &req.requested_by)?;
         // A dry run's key lives apart: a plan never answers for (or blocks) a real run.
@@ -332,8 +387,7 @@ impl Engine {
         if !claim.is_empty()
             && let Some(id) = self.store.run_by_key(&claim)?
         {
-            let run = self.run(id)?;
-            return Ok((run, true, self.store.last_write()));
+            return Ok(Prepared::Existing(Box::new(self.run(id)?)));
         }
         if self.scheduler.len() >= limits::RUNS_ACTIVE_MAX {
             return Err(Error::ResourceExhausted(format!(
@@ -370,14 +424,11 @@ impl Engine {
             .scheduler
             .handle(clock::now_ms(), Event::Start(new))
             .map_err(scheduler_error)?;
-        let key = if claim.is_empty() {
-            RunKey::None
-        } else {
-            RunKey::Claim(&claim, id)
-        };
-        let seq = self.commit(transition, key)?;
-        let run = self.run(id)?;
-        Ok((run, false, seq))
+        Ok(Prepared::New {
+            id,
+            claim: (!claim.is_empty()).then_some(claim),
+            transition,
+        })
     }
 
     /// The current state of a run, active or finished.
@@ -607,12 +658,15 @@ impl Engine {
             self.handle_quietly(lease.unit.run, event);
         }
         let now_ms = clock::now_ms();
-        while let Some(&(due_ms, run)) = self.timers.first() {
-            if due_ms > now_ms {
+        while let Some((due_ms, _)) = self.timers.first() {
+            if *due_ms > now_ms {
                 break;
             }
-            self.timers.pop_first();
-            self.handle_quietly(run, Event::Timer { run });
+            match self.timers.pop_first() {
+                Some((_, Timer::Run(run))) => self.handle_quietly(run, Event::Timer { run }),
+                Some((due_ms, Timer::Schedule(name))) => self.schedule_due(&name, due_ms),
+                None => break,
+            }
         }
         self.forget_silent_workers(now);
         self.next_wake(now)
@@ -651,33 +705,62 @@ impl Engine {
     /// Persists a transition (every changed run with its history, in one transaction), then
     /// carries out its commands and notifies watchers.
     fn commit(&mut self, transition: Transition, key: RunKey<'_>) -> Result<Seq, Error> {
+        let claims: Vec<(&str, RunId)> = match key {
+            RunKey::None => Vec::new(),
+            RunKey::Claim(k, id) => vec![(k, id)],
+        };
+        self.commit_all(vec![transition], &claims, None)
+    }
+
+    /// Persists transitions (with key claims and a schedule's ledger write) in one
+    /// transaction, then carries out their commands and notifies watchers.
+    fn commit_all(
+        &mut self,
+        transitions: Vec<Transition>,
+        claims: &[(&str, RunId)],
+        schedule: Option<&store::ScheduleWrite<'_>>,
+    ) -> Result<Seq, Error> {
         let mut seq = self.store.last_write();
-        if !transition.changed.is_empty() {
-            let writes: Vec<(&RunState, Vec<&HistoryEvent>)> = transition
-                .changed
+        let changed = transitions.iter().any(|t| !t.changed.is_empty());
+        if changed || schedule.is_some() {
+            let writes: Vec<(&RunState, Vec<&HistoryEvent>)> = transitions
                 .iter()
-                .map(|id| {
-                    let state = transition
-                        .finished
-                        .iter()
-                        .find(|s| s.id == *id)
-                        .or_else(|| self.scheduler.run(*id))
-                        .expect("a changed run is active or just finished");
-                    (state, transition.history_of(*id).collect())
+                .flat_map(|transition| {
+                    transition.changed.iter().map(|id| {
+                        let state = transition
+                            .finished
+                            .iter()
+                            .find(|s| s.id == *id)
+                            .or_else(|| self.scheduler.run(*id))
+                            .expect("a changed run is active or just finished");
+                        (state, transition.history_of(*id).collect())
+                    })
                 })
                 .collect();
-            seq = self.store.put_runs(&writes, key)?;
+            seq = self.store.put_runs_scheduled(&writes, claims, schedule)?;
         }
-        for (run, event) in &transition.history {
-            if let Some(sender) = self.watchers.get(run) {
-                let _ = sender.send((seq, event.clone()));
+        for transition in transitions {
+            for (run, event) in &transition.history {
+                if let Some(sender) = self.watchers.get(run) {
+                    let _ = sender.send((seq, event.clone()));
+                }
             }
+            for ended in &transition.finished {
+                self.watchers.remove(&ended.id);
+            }
+            self.carry_out(transition.commands);
         }
-        for ended in &transition.finished {
-            self.watchers.remove(&ended.id);
-        }
-        self.carry_out(transition.commands);
         Ok(seq)
+    }
+
+    /// Adds a durable timer to the index.
+    fn arm(&mut self, due_ms: i64, timer: Timer) {
+        // Lease deadlines never come before the loop's next look (one lease from its last
+        // tick), so only a timer that is now the earliest needs a wake-up.
+        if self.timers.first().is_none_or(|&(first, _)| due_ms < first) {
+            self.wake.notify_one();
+        }
+        self.timers.insert((due_ms, timer));
     }
 
     fn carry_out(&mut self, commands: Vec<Command>) {
@@ -692,17 +775,11 @@ impl Engine {
                     self.dispatch.enqueue(task);
                     dispatched = true;
                 }
-                Command::ArmTimer { run, due_ms } => {
-                    // Lease deadlines never come before the loop's next look (one lease from
-                    // its last tick), so only a timer that is now the earliest needs a wake-up.
-                    if self.timers.first().is_none_or(|&(first, _)| due_ms < first) {
-                        self.wake.notify_one();
-                    }
-                    self.timers.insert((due_ms, run));
-                }
+                Command::ArmTimer { run, due_ms } => self.arm(due_ms, Timer::Run(run)),
                 Command::Abandon { token } => self.dispatch.abandon(token),
                 Command::Finished { run, status } => {
                     tracing::info!(run.id = %run, run.status = status.as_str(), "run.finished");
+                    self.schedule_run_ended(run);
                 }
             }
         }

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::clock;
 use crate::convert;
 use crate::dispatch;
-use crate::engine::{self, Engine, Grant, Poll, StartRequest, limits};
+use crate::engine::{self, ApplyOutcome, Engine, Grant, Poll, StartRequest, limits};
 use crate::scheduler::state::{HistoryEvent, RunId};
 use crate::scheduler::{DecisionRequest, Repair};
 use crate::store::{Seq, Store};
@@ -586,9 +586,118 @@ impl Operator for OperatorApi {
         let (state, held) = self.0.lock().containment();
         Ok(Response::new(convert::containment(&state, held)))
     }
+
+    async fn apply_schedule(
+        &self,
+        request: Request<pb::ApplyScheduleRequest>,
+    ) -> Result<Response<pb::ApplyScheduleResponse>, Status> {
+        let source = request.into_inner().source;
+        bounded("source", &source, SCHEDULE_SOURCE_BYTES_MAX)?;
+        let outcome = self.0.lock().apply_schedule(&source).map_err(status)?;
+        let response = match outcome {
+            ApplyOutcome::Invalid(diagnostics) => pb::ApplyScheduleResponse {
+                diagnostics: diagnostics.into_iter().map(convert::diagnostic).collect(),
+                schedule: None,
+                unchanged: false,
+            },
+            ApplyOutcome::Applied {
+                view,
+                unchanged,
+                seq,
+            } => {
+                self.0.durable(seq).await?;
+                pb::ApplyScheduleResponse {
+                    diagnostics: vec![],
+                    schedule: Some(convert::schedule(&view)),
+                    unchanged,
+                }
+            }
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn list_schedules(
+        &self,
+        _request: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        let views = self.0.lock().list_schedules().map_err(status)?;
+        Ok(Response::new(pb::ListSchedulesResponse {
+            schedules: views.iter().map(convert::schedule).collect(),
+        }))
+    }
+
+    async fn get_schedule_history(
+        &self,
+        request: Request<pb::GetScheduleHistoryRequest>,
+    ) -> Result<Response<pb::GetScheduleHistoryResponse>, Status> {
+        let req = request.into_inner();
+        bounded("name", &req.name, NAME_BYTES_MAX)?;
+        let entries = self
+            .0
+            .lock()
+            .schedule_history(&req.name, req.limit as usize)
+            .map_err(status)?;
+        Ok(Response::new(pb::GetScheduleHistoryResponse {
+            entries: entries
+                .iter()
+                .map(|e| convert::ledger_entry(&req.name, e))
+                .collect(),
+        }))
+    }
+
+    async fn trigger_schedule(
+        &self,
+        request: Request<pb::TriggerScheduleRequest>,
+    ) -> Result<Response<pb::LedgerEntry>, Status> {
+        let req = request.into_inner();
+        bounded("name", &req.name, NAME_BYTES_MAX)?;
+        let who = who(req.who)?;
+        let (entry, seq) = self
+            .0
+            .lock()
+            .trigger_schedule(&req.name, &who)
+            .map_err(status)?;
+        self.0.durable(seq).await?;
+        tracing::info!(schedule = %req.name, by = %who, fate = ?entry.fate, "schedule.triggered");
+        Ok(Response::new(convert::ledger_entry(&req.name, &entry)))
+    }
+
+    async fn pause_schedule(
+        &self,
+        request: Request<pb::PauseScheduleRequest>,
+    ) -> Result<Response<pb::ScheduleInfo>, Status> {
+        self.set_schedule_paused(request.into_inner(), true).await
+    }
+
+    async fn resume_schedule(
+        &self,
+        request: Request<pb::PauseScheduleRequest>,
+    ) -> Result<Response<pb::ScheduleInfo>, Status> {
+        self.set_schedule_paused(request.into_inner(), false).await
+    }
 }
 
+/// Largest schedule source accepted.
+const SCHEDULE_SOURCE_BYTES_MAX: usize = crate::schedule::limits::SOURCE_BYTES_MAX;
+
 impl OperatorApi {
+    async fn set_schedule_paused(
+        &self,
+        req: pb::PauseScheduleRequest,
+        paused: bool,
+    ) -> Result<Response<pb::ScheduleInfo>, Status> {
+        bounded("name", &req.name, NAME_BYTES_MAX)?;
+        let who = who(req.who)?;
+        let reason = or_default(req.reason, "no reason given");
+        let (view, seq) = self
+            .0
+            .lock()
+            .pause_schedule(&req.name, paused, who, reason)
+            .map_err(status)?;
+        self.0.durable(seq).await?;
+        Ok(Response::new(convert::schedule(&view)))
+    }
+
     async fn repair(
         &self,
         req: pb::RepairRequest,

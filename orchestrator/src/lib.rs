@@ -72,6 +72,7 @@ pub async fn run(
         poll_wait_max: config.poll_wait_max,
         approver_groups: config.approver_groups.iter().cloned().collect(),
         guard: config.guard_policy(listen.ip()),
+        schedule_grace: config.schedule_grace,
     };
     let timers = Arc::new(Notify::new());
     let engine = engine::Engine::open(store.clone(), settings, timers.clone())?;

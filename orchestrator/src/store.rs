@@ -7,6 +7,13 @@
 //! - `history`: run id + seq (u64 BE) -> [`HistoryEvent`] (JSON)
 //! - `run_keys`: idempotency key -> run id
 //! - `settings`: `containment` -> [`Containment`] (JSON), the kill switch
+//! - `schedules`: schedule name -> [`StoredSchedule`] (JSON): its source as last applied
+//! - `schedule_state`: schedule name -> [`ScheduleState`] (JSON): cursor, pause, queued fire
+//! - `schedule_ledger`: `name \0 scheduled_ms (i64, sign-flipped BE) manual (u8)` ->
+//!   [`LedgerEntry`] (JSON): one entry per occurrence (or manual trigger), in time order
+//!
+//! A schedule's fire is one transaction: the started runs (with their idempotency keys), the
+//! plan's ledger entries and the schedule's new cursor ([`Store::put_runs_scheduled`]).
 //!
 //! **Durability.** Writes land in sled's page cache; nothing is acknowledged until a flush
 //! covers it. Every write returns a [`Seq`]; [`Store::durable`] waits until a flush that
@@ -59,6 +66,80 @@ pub struct Containment {
     pub reason: String,
 }
 
+/// A schedule as applied: its YAML source (parsed again when loaded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSchedule {
+    pub name: String,
+    pub source: String,
+    pub applied_at_ms: i64,
+}
+
+/// A fire held by `overlap: queue_one` until the schedule's active run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedFire {
+    pub scheduled_ms: i64,
+    pub manual: bool,
+    pub caught_up: bool,
+}
+
+/// What changes while a schedule runs: the instant through which its occurrences are decided,
+/// whether it is paused (set from the source on apply, then by pause/resume) and its queued fire.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleState {
+    pub cursor_ms: i64,
+    pub paused: bool,
+    /// Who paused or resumed last, when and why (empty when only the source decided).
+    pub paused_by: String,
+    pub paused_at_ms: i64,
+    pub paused_reason: String,
+    pub queued: Option<QueuedFire>,
+}
+
+/// The fate of a ledger entry (the planner's fates, plus a start the engine refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerFate {
+    Fired,
+    SkippedOverlap,
+    /// Held until the active run ends; `run_id` is set once it starts.
+    Queued,
+    /// Late by more than the grace; `caught_up` when started anyway.
+    Missed,
+    OutsideWindow,
+    Paused,
+    /// The run could not start (playbook gone, parameters no longer valid, a limit): `error`.
+    StartFailed,
+}
+
+/// One ledger entry, keyed by (schedule, `scheduled_ms`, `manual`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub scheduled_ms: i64,
+    pub manual: bool,
+    pub fate: LedgerFate,
+    #[serde(default)]
+    pub caught_up: bool,
+    /// A summary of missed occurrences: every one from `scheduled_ms` through this instant.
+    #[serde(default)]
+    pub through_ms: Option<i64>,
+    /// The run it started, if any.
+    #[serde(default)]
+    pub run_id: Option<RunId>,
+    #[serde(default)]
+    pub error: String,
+    /// Who triggered a manual entry.
+    #[serde(default)]
+    pub by: String,
+    pub recorded_ms: i64,
+}
+
+/// The schedule part of a fire's transaction.
+pub struct ScheduleWrite<'a> {
+    pub name: &'a str,
+    pub state: &'a ScheduleState,
+    pub entries: &'a [LedgerEntry],
+}
+
 /// The key of the kill switch in the `settings` tree.
 const CONTAINMENT_KEY: &[u8] = b"containment";
 
@@ -79,6 +160,9 @@ pub struct Store {
     history: sled::Tree,
     run_keys: sled::Tree,
     settings: sled::Tree,
+    schedules: sled::Tree,
+    schedule_state: sled::Tree,
+    schedule_ledger: sled::Tree,
     commit: Arc<GroupCommit>,
 }
 
@@ -102,6 +186,9 @@ impl Store {
             history: db.open_tree("history")?,
             run_keys: db.open_tree("run_keys")?,
             settings: db.open_tree("settings")?,
+            schedules: db.open_tree("schedules")?,
+            schedule_state: db.open_tree("schedule_state")?,
+            schedule_ledger: db.open_tree("schedule_ledger")?,
             db,
             commit: Arc::new(GroupCommit {
                 written: AtomicU64::new(0),
@@ -191,6 +278,21 @@ impl Store {
         writes: &[(&RunState, Vec<&HistoryEvent>)],
         key: RunKey<'_>,
     ) -> Result<Seq, Error> {
+        let claims: Vec<(&str, RunId)> = match key {
+            RunKey::None => Vec::new(),
+            RunKey::Claim(k, id) => vec![(k, id)],
+        };
+        self.put_runs_scheduled(writes, &claims, None)
+    }
+
+    /// [`Store::put_runs`] for several new runs at once (each claiming its key), together with
+    /// a schedule's ledger entries and state: a fire and its ledger entry commit or neither.
+    pub fn put_runs_scheduled(
+        &self,
+        writes: &[(&RunState, Vec<&HistoryEvent>)],
+        claims: &[(&str, RunId)],
+        schedule: Option<&ScheduleWrite<'_>>,
+    ) -> Result<Seq, Error> {
         struct Encoded {
             id: [u8; 16],
             value: Vec<u8>,
@@ -214,31 +316,128 @@ impl Store {
                     .collect(),
             })
             .collect();
-        let result: Result<(), TransactionError<()>> =
-            (&self.runs, &self.active, &self.history, &self.run_keys).transaction(
-                |(runs, active, history, keys)| {
-                    for run in &encoded {
-                        runs.insert(&run.id, run.value.as_slice())?;
-                        if run.running {
-                            active.insert(&run.id, &[])?;
-                        } else {
-                            active.remove(&run.id)?;
-                        }
-                        for (k, v) in &run.events {
-                            history.insert(k.as_slice(), v.as_slice())?;
-                        }
+        let (state, entries) = encode_schedule(schedule);
+        let result: Result<(), TransactionError<()>> = (
+            &self.runs,
+            &self.active,
+            &self.history,
+            &self.run_keys,
+            &self.schedule_state,
+            &self.schedule_ledger,
+        )
+            .transaction(|(runs, active, history, keys, sched_state, ledger)| {
+                for run in &encoded {
+                    runs.insert(&run.id, run.value.as_slice())?;
+                    if run.running {
+                        active.insert(&run.id, &[])?;
+                    } else {
+                        active.remove(&run.id)?;
                     }
-                    if let RunKey::Claim(k, id) = key {
-                        keys.insert(k.as_bytes(), &id.to_bytes())?;
+                    for (k, v) in &run.events {
+                        history.insert(k.as_slice(), v.as_slice())?;
                     }
-                    Ok::<(), ConflictableTransactionError<()>>(())
-                },
-            );
+                }
+                for (k, id) in claims {
+                    keys.insert(k.as_bytes(), &id.to_bytes())?;
+                }
+                if let Some((name, value)) = &state {
+                    sched_state.insert(name.as_slice(), value.as_slice())?;
+                }
+                for (k, v) in &entries {
+                    ledger.insert(k.as_slice(), v.as_slice())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
         match result {
             Ok(()) => Ok(self.written()),
             Err(TransactionError::Storage(e)) => Err(Error::Sled(e)),
             Err(TransactionError::Abort(())) => unreachable!("the transaction never aborts"),
         }
+    }
+
+    /// Stores a schedule's source and state together (an apply).
+    pub fn put_schedule(
+        &self,
+        schedule: &StoredSchedule,
+        state: &ScheduleState,
+    ) -> Result<Seq, Error> {
+        let source = serde_json::to_vec(schedule).expect("schedule serializes");
+        let state = serde_json::to_vec(state).expect("schedule state serializes");
+        let name = schedule.name.as_bytes();
+        let result: Result<(), TransactionError<()>> = (&self.schedules, &self.schedule_state)
+            .transaction(|(schedules, states)| {
+                schedules.insert(name, source.as_slice())?;
+                states.insert(name, state.as_slice())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        match result {
+            Ok(()) => Ok(self.written()),
+            Err(TransactionError::Storage(e)) => Err(Error::Sled(e)),
+            Err(TransactionError::Abort(())) => unreachable!("the transaction never aborts"),
+        }
+    }
+
+    /// Stores a schedule's state alone (pause, resume).
+    pub fn put_schedule_state(&self, name: &str, state: &ScheduleState) -> Result<Seq, Error> {
+        let value = serde_json::to_vec(state).expect("schedule state serializes");
+        self.schedule_state.insert(name.as_bytes(), value)?;
+        Ok(self.written())
+    }
+
+    /// Every schedule with its state, ordered by name.
+    pub fn schedules(&self) -> Result<Vec<(StoredSchedule, ScheduleState)>, Error> {
+        let mut out = Vec::new();
+        for kv in self.schedules.iter() {
+            let (name, value) = kv?;
+            let schedule: StoredSchedule = decode("schedules", &value)?;
+            let state = match self.schedule_state.get(&name)? {
+                Some(v) => decode("schedule_state", &v)?,
+                None => ScheduleState::default(),
+            };
+            out.push((schedule, state));
+        }
+        Ok(out)
+    }
+
+    /// A schedule's ledger, newest first, at most `limit` entries.
+    pub fn ledger(&self, name: &str, limit: usize) -> Result<Vec<LedgerEntry>, Error> {
+        self.schedule_ledger
+            .scan_prefix(ledger_prefix(name))
+            .rev()
+            .take(limit)
+            .map(|kv| decode("schedule_ledger", &kv?.1))
+            .collect()
+    }
+
+    /// How many entries a schedule's ledger holds.
+    pub fn ledger_len(&self, name: &str) -> Result<usize, Error> {
+        let mut len = 0;
+        for key in self.schedule_ledger.scan_prefix(ledger_prefix(name)).keys() {
+            key?;
+            len += 1;
+        }
+        Ok(len)
+    }
+
+    /// Removes a schedule's oldest ledger entries so that at most `keep` remain; answers how
+    /// many were removed.
+    pub fn prune_ledger(&self, name: &str, keep: usize) -> Result<usize, Error> {
+        let len = self.ledger_len(name)?;
+        let excess = len.saturating_sub(keep);
+        let mut batch = sled::Batch::default();
+        for key in self
+            .schedule_ledger
+            .scan_prefix(ledger_prefix(name))
+            .keys()
+            .take(excess)
+        {
+            batch.remove(key?);
+        }
+        if excess > 0 {
+            self.schedule_ledger.apply_batch(batch)?;
+            self.written();
+        }
+        Ok(excess)
     }
 
     pub fn run(&self, id: RunId) -> Result<Option<RunState>, Error> {
@@ -319,6 +518,167 @@ fn history_key(id: RunId, seq: u64) -> Vec<u8> {
     key
 }
 
+fn ledger_prefix(name: &str) -> Vec<u8> {
+    let mut key = name.as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+/// Ordered by time: the sign bit flipped makes big-endian bytes sort like the signed value.
+fn ledger_key(name: &str, scheduled_ms: i64, manual: bool) -> Vec<u8> {
+    let mut key = ledger_prefix(name);
+    key.extend_from_slice(&((scheduled_ms as u64) ^ (1 << 63)).to_be_bytes());
+    key.push(u8::from(manual));
+    key
+}
+
+type EncodedSchedule = (Option<(Vec<u8>, Vec<u8>)>, Vec<(Vec<u8>, Vec<u8>)>);
+
+fn encode_schedule(schedule: Option<&ScheduleWrite<'_>>) -> EncodedSchedule {
+    let Some(write) = schedule else {
+        return (None, Vec::new());
+    };
+    let state = serde_json::to_vec(write.state).expect("schedule state serializes");
+    let entries = write
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                ledger_key(write.name, e.scheduled_ms, e.manual),
+                serde_json::to_vec(e).expect("ledger entry serializes"),
+            )
+        })
+        .collect();
+    (Some((write.name.as_bytes().to_vec(), state)), entries)
+}
+
 fn decode<T: for<'de> Deserialize<'de>>(tree: &'static str, bytes: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(bytes).map_err(|source| Error::Corrupt { tree, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(scheduled_ms: i64, manual: bool, fate: LedgerFate) -> LedgerEntry {
+        LedgerEntry {
+            scheduled_ms,
+            manual,
+            fate,
+            caught_up: false,
+            through_ms: None,
+            run_id: None,
+            error: String::new(),
+            by: String::new(),
+            recorded_ms: 0,
+        }
+    }
+
+    fn write(store: &Store, name: &str, cursor_ms: i64, entries: &[LedgerEntry]) -> Seq {
+        let state = ScheduleState {
+            cursor_ms,
+            ..ScheduleState::default()
+        };
+        let write = ScheduleWrite {
+            name,
+            state: &state,
+            entries,
+        };
+        store
+            .put_runs_scheduled(&[], &[], Some(&write))
+            .expect("written")
+    }
+
+    #[tokio::test]
+    async fn a_schedule_and_its_state_round_trip_and_an_apply_replaces_the_source() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let store = Store::open(dir.path()).expect("opens");
+        let stored = StoredSchedule {
+            name: "beat".into(),
+            source: "v1".into(),
+            applied_at_ms: 1,
+        };
+        let state = ScheduleState {
+            cursor_ms: 5,
+            paused: true,
+            ..ScheduleState::default()
+        };
+        store.put_schedule(&stored, &state).expect("stored");
+        let replaced = StoredSchedule {
+            source: "v2".into(),
+            ..stored.clone()
+        };
+        let seq = store.put_schedule(&replaced, &state).expect("stored");
+        store.durable(seq).await.expect("durable");
+        assert_eq!(store.schedules().expect("read"), vec![(replaced, state)]);
+    }
+
+    #[tokio::test]
+    async fn the_ledger_is_newest_first_per_schedule_and_moves_the_cursor_with_it() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let store = Store::open(dir.path()).expect("opens");
+        let stored = StoredSchedule {
+            name: "a".into(),
+            source: String::new(),
+            applied_at_ms: 0,
+        };
+        store
+            .put_schedule(&stored, &ScheduleState::default())
+            .expect("stored");
+        let entries = [
+            entry(-2_000, false, LedgerFate::Missed),
+            entry(3_000, false, LedgerFate::Fired),
+            entry(3_000, true, LedgerFate::SkippedOverlap),
+            entry(1_000, false, LedgerFate::Paused),
+        ];
+        write(&store, "a", 3_000, &entries);
+        write(
+            &store,
+            "ab",
+            9_000,
+            &[entry(9_000, false, LedgerFate::Fired)],
+        );
+        let order: Vec<(i64, bool)> = store
+            .ledger("a", 10)
+            .expect("read")
+            .iter()
+            .map(|e| (e.scheduled_ms, e.manual))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (3_000, true),
+                (3_000, false),
+                (1_000, false),
+                (-2_000, false)
+            ],
+            "another schedule's entries (`ab`) never mix in"
+        );
+        assert_eq!(store.ledger("a", 2).expect("read").len(), 2);
+        let (_, state) = store.schedules().expect("read").remove(0);
+        assert_eq!(
+            state.cursor_ms, 3_000,
+            "the cursor moved in the same transaction"
+        );
+    }
+
+    #[tokio::test]
+    async fn pruning_keeps_the_newest_entries() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let store = Store::open(dir.path()).expect("opens");
+        let entries: Vec<LedgerEntry> = (0..10)
+            .map(|n| entry(n * 1_000, false, LedgerFate::Fired))
+            .collect();
+        write(&store, "a", 9_000, &entries);
+        assert_eq!(store.prune_ledger("a", 4).expect("pruned"), 6);
+        assert_eq!(store.ledger_len("a").expect("counted"), 4);
+        let kept: Vec<i64> = store
+            .ledger("a", 100)
+            .expect("read")
+            .iter()
+            .map(|e| e.scheduled_ms)
+            .collect();
+        assert_eq!(kept, vec![9_000, 8_000, 7_000, 6_000]);
+        assert_eq!(store.prune_ledger("a", 4).expect("pruned"), 0);
+    }
 }

@@ -25,7 +25,7 @@ mod tests;
 pub use expr::{CRON_BYTES_MAX, CronError, CronExpr};
 pub use plan::{
     Activity, Entry, Fate, Fire, GRACE_MS, LATEST_SCAN_MAX, MISSED_LISTED_MAX, Plan, fire_key,
-    next_due, plan, trigger_now,
+    next_due, plan, plan_with_grace, trigger_now,
 };
 pub use spec::{CatchUp, Overlap, Schedule, parse};
 pub use window::Window;

@@ -108,14 +108,26 @@ pub fn fire_key(schedule: &str, fire: &Fire) -> String {
     }
 }
 
-/// Decides every occurrence after `cursor_ms` and not after `now_ms`.
+/// Decides every occurrence after `cursor_ms` and not after `now_ms`, with [`GRACE_MS`].
 pub fn plan(schedule: &Schedule, cursor_ms: i64, now_ms: i64, activity: Activity) -> Plan {
+    plan_with_grace(schedule, cursor_ms, now_ms, activity, GRACE_MS)
+}
+
+/// [`plan`] with another grace: an occurrence decided more than `grace_ms` after its time is
+/// missed (the orchestrator's `--schedule-grace`).
+pub fn plan_with_grace(
+    schedule: &Schedule,
+    cursor_ms: i64,
+    now_ms: i64,
+    activity: Activity,
+    grace_ms: i64,
+) -> Plan {
     let mut builder = Builder::new(schedule, activity);
     if now_ms <= cursor_ms {
         return builder.finish(cursor_ms);
     }
     let tz = schedule.timezone;
-    let missed_before = now_ms - GRACE_MS;
+    let missed_before = now_ms - grace_ms.max(0);
     let mut missed: Vec<i64> = occur::after(&schedule.cron, tz, cursor_ms)
         .take_while(|at| *at < missed_before)
         .take(MISSED_LISTED_MAX + 1)

@@ -93,6 +93,52 @@ pub enum Command {
     /// a worker; undos and other actions go on), resume it, or show its status.
     #[command(subcommand)]
     Containment(ContainmentCommand),
+    /// Cron schedules that start runs by themselves: apply, list, history (the fate of every
+    /// occurrence), trigger now, pause and resume.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// Apply schedule files: store each (replacing one of the same name) or confirm it is
+    /// unchanged; prints `FILE:LINE:COL: PATH: MESSAGE` per problem and exits 1 when any file
+    /// is invalid or refused.
+    Apply(Files),
+    /// List the schedules with their next fire and the fate of their latest occurrence.
+    List,
+    /// The ledger of a schedule, newest first: each occurrence's fate and its run.
+    History(ScheduleHistoryArgs),
+    /// Fire one run now (through the overlap policy; ignores pause and windows).
+    Trigger(ScheduleName),
+    /// Record each occurrence as `paused` until resumed; nothing fires or catches up later.
+    Pause(SchedulePauseArgs),
+    /// Fire again from the next occurrence on.
+    Resume(SchedulePauseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleName {
+    /// The schedule's name.
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleHistoryArgs {
+    /// The schedule's name.
+    pub name: String,
+    /// At most this many entries (at most 1000).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulePauseArgs {
+    /// The schedule's name.
+    pub name: String,
+    /// Why, recorded with your name.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,6 +15,11 @@ use riposte_proto::v1::{
     RunEvent, StartRunRequest, StartRunResponse, ValidatePlaybookRequest, ValidatePlaybookResponse,
     WatchRunRequest,
 };
+use riposte_proto::v1::{
+    ApplyScheduleRequest, ApplyScheduleResponse, GetScheduleHistoryRequest,
+    GetScheduleHistoryResponse, LedgerEntry, ListSchedulesRequest, ListSchedulesResponse,
+    PauseScheduleRequest, ScheduleInfo, TriggerScheduleRequest,
+};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -199,6 +204,54 @@ impl Client {
     ) -> Result<ContainmentStatus, Error> {
         let mut operator = self.operator().await?;
         let reply = operator.resume_containment(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn apply_schedule(&mut self, source: String) -> Result<ApplyScheduleResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator
+            .apply_schedule(unary(ApplyScheduleRequest { source }))
+            .await;
+        self.answer(reply)
+    }
+
+    pub async fn list_schedules(&mut self) -> Result<ListSchedulesResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator
+            .list_schedules(unary(ListSchedulesRequest {}))
+            .await;
+        self.answer(reply)
+    }
+
+    pub async fn schedule_history(
+        &mut self,
+        request: GetScheduleHistoryRequest,
+    ) -> Result<GetScheduleHistoryResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.get_schedule_history(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn trigger_schedule(
+        &mut self,
+        request: TriggerScheduleRequest,
+    ) -> Result<LedgerEntry, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.trigger_schedule(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn pause_schedule(
+        &mut self,
+        request: PauseScheduleRequest,
+        paused: bool,
+    ) -> Result<ScheduleInfo, Error> {
+        let mut operator = self.operator().await?;
+        let reply = if paused {
+            operator.pause_schedule(unary(request)).await
+        } else {
+            operator.resume_schedule(unary(request)).await
+        };
         self.answer(reply)
     }
 

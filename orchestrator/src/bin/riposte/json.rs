@@ -4,8 +4,9 @@
 //! `*_json` fields are parsed back into JSON values, and empty optional texts are `null`.
 
 use riposte_proto::v1::{
-    ApplyPlaybookResponse, ContainmentStatus, Decision, Diagnostic, GrantInfo, Param,
-    PendingApproval, Playbook, Run, RunEvent, RunStatus, Step, StepSummary, WorkerInfo,
+    ApplyPlaybookResponse, ApplyScheduleResponse, ContainmentStatus, Decision, Diagnostic,
+    GrantInfo, LedgerEntry, Param, PendingApproval, Playbook, Run, RunEvent, RunStatus,
+    ScheduleInfo, Step, StepSummary, WorkerInfo,
 };
 use serde_json::{Value, json};
 
@@ -64,6 +65,59 @@ pub fn containment(status: &ContainmentStatus) -> Value {
         "changed_at": timestamp(status.changed_at_ms),
         "reason": text(&status.reason),
         "tasks_held": status.tasks_held,
+    })
+}
+
+/// The outcome of applying one schedule file.
+pub fn schedule_applied(file: &str, reply: &ApplyScheduleResponse) -> Value {
+    json!({
+        "file": file,
+        "valid": reply.diagnostics.is_empty(),
+        "diagnostics": reply.diagnostics.iter().map(diagnostic).collect::<Vec<_>>(),
+        "unchanged": reply.unchanged,
+        "schedule": reply.schedule.as_ref().map(schedule),
+    })
+}
+
+/// One schedule.
+pub fn schedule(s: &ScheduleInfo) -> Value {
+    json!({
+        "name": s.name,
+        "description": text(&s.description),
+        "cron": s.cron,
+        "timezone": s.timezone,
+        "playbook": s.playbook,
+        "version": (s.version != 0).then_some(s.version),
+        "overlap": s.overlap,
+        "catch_up": s.catch_up,
+        "paused": s.paused,
+        "paused_by": text(&s.paused_by),
+        "paused_at": timestamp(s.paused_at_ms),
+        "paused_reason": text(&s.paused_reason),
+        "next_fire": timestamp(s.next_fire_ms),
+        "next_fire_ms": s.next_fire_ms,
+        "last_fate": text(&s.last_fate),
+        "last_scheduled_ms": s.last_scheduled_ms,
+        "cursor_ms": s.cursor_ms,
+        "queued_scheduled_ms": (s.queued_scheduled_ms != 0).then_some(s.queued_scheduled_ms),
+        "applied_at": timestamp(s.applied_at_ms),
+    })
+}
+
+/// One ledger entry.
+pub fn ledger_entry(e: &LedgerEntry) -> Value {
+    json!({
+        "schedule": e.schedule,
+        "scheduled": timestamp(e.scheduled_ms),
+        "scheduled_ms": e.scheduled_ms,
+        "manual": e.manual,
+        "fate": e.fate,
+        "caught_up": e.caught_up,
+        "run_id": text(&e.run_id),
+        "through_ms": (e.through_ms != 0).then_some(e.through_ms),
+        "error": text(&e.error),
+        "by": text(&e.by),
+        "recorded_ms": e.recorded_ms,
     })
 }
 

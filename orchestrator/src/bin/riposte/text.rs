@@ -2,8 +2,9 @@
 //! messages. Pure: the current time comes in as `now_ms`.
 
 use riposte_proto::v1::{
-    ApplyPlaybookResponse, ContainmentStatus, Decision, Diagnostic, GrantInfo, Param,
-    PendingApproval, Playbook, Run, RunEvent, RunStatus, Step, StepStatus, WorkerInfo,
+    ApplyPlaybookResponse, ApplyScheduleResponse, ContainmentStatus, Decision, Diagnostic,
+    GrantInfo, LedgerEntry, Param, PendingApproval, Playbook, Run, RunEvent, RunStatus,
+    ScheduleInfo, Step, StepStatus, WorkerInfo,
 };
 use serde_json::Value;
 
@@ -609,6 +610,96 @@ pub fn containment(status: &ContainmentStatus, now_ms: i64) -> Vec<String> {
     }
     header.push(("tasks held", status.tasks_held.to_string()));
     fields(&header)
+}
+
+/// The outcome of applying one schedule file.
+pub fn schedule_applied(reply: &ApplyScheduleResponse) -> String {
+    let verb = if reply.unchanged {
+        "unchanged"
+    } else {
+        "applied"
+    };
+    let name = reply.schedule.as_ref().map_or("", |s| s.name.as_str());
+    format!("{verb} schedule {name}")
+}
+
+/// The schedule list.
+pub fn schedules(schedules: &[ScheduleInfo], now_ms: i64) -> Vec<String> {
+    let mut rows = table(&[
+        "SCHEDULE",
+        "CRON",
+        "ZONE",
+        "PLAYBOOK",
+        "PAUSED",
+        "NEXT FIRE",
+        "LAST FATE",
+    ]);
+    for s in schedules {
+        let paused = if s.paused && !s.paused_by.is_empty() {
+            format!("yes (by {})", s.paused_by)
+        } else {
+            yes_no(s.paused).to_string()
+        };
+        let playbook = match s.version {
+            0 => s.playbook.clone(),
+            v => format!("{}@{v}", s.playbook),
+        };
+        rows.add_row(vec![
+            s.name.clone(),
+            s.cron.clone(),
+            s.timezone.clone(),
+            playbook,
+            paused,
+            instant(s.next_fire_ms, now_ms),
+            or_none(&s.last_fate),
+        ]);
+    }
+    lines(&rows)
+}
+
+/// A schedule's ledger, newest first.
+pub fn ledger(entries: &[LedgerEntry]) -> Vec<String> {
+    let mut rows = table(&["SCHEDULED", "KIND", "FATE", "RUN", "NOTE"]);
+    for e in entries {
+        rows.add_row(vec![
+            timestamp(e.scheduled_ms),
+            if e.manual { "manual" } else { "cron" }.to_string(),
+            fate(e),
+            or_none(&e.run_id),
+            ledger_note(e),
+        ]);
+    }
+    lines(&rows)
+}
+
+/// A manual trigger's entry.
+pub fn triggered(entry: &LedgerEntry) -> String {
+    match entry.run_id.as_str() {
+        "" => format!("triggered {}: {}", entry.schedule, fate(entry)),
+        run => format!("triggered {}: {} run {run}", entry.schedule, fate(entry)),
+    }
+}
+
+fn fate(entry: &LedgerEntry) -> String {
+    if entry.caught_up {
+        format!("{} (caught up)", entry.fate)
+    } else {
+        entry.fate.clone()
+    }
+}
+
+fn ledger_note(entry: &LedgerEntry) -> String {
+    let mut notes = Vec::new();
+    if entry.through_ms != 0 {
+        notes.push(format!("through {}", timestamp(entry.through_ms)));
+    }
+    if !entry.by.is_empty() {
+        notes.push(format!("by {}", entry.by));
+    }
+    if !entry.error.is_empty() {
+        notes.push(entry.error.clone());
+    }
+    or_none(&notes.join("; "))
 }
 
 /// The worker list.

@@ -7,6 +7,7 @@ mod grants;
 mod playbook;
 mod run;
 mod runs;
+mod schedules;
 mod watch;
 mod workers;
 
@@ -14,7 +15,8 @@ use std::env;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::args::{
-    ApprovalsCommand, Cli, Command, GrantsCommand, PlaybookCommand, RunsCommand, WorkersCommand,
+    ApprovalsCommand, Cli, Command, GrantsCommand, PlaybookCommand, RunsCommand, SchedulesCommand,
+    WorkersCommand,
 };
 use crate::client::Client;
 use crate::error::{Error, Exit};
@@ -56,6 +58,22 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
         Command::Approve(args) => approvals::approve(client, out, &args, who).await,
         Command::Workers(WorkersCommand::List) => workers::list(client, out).await,
         Command::Containment(command) => containment::run(client, out, &command, who).await,
+        Command::Schedules(SchedulesCommand::Apply(args)) => {
+            schedules::apply(client, out, &args.files).await
+        }
+        Command::Schedules(SchedulesCommand::List) => schedules::list(client, out).await,
+        Command::Schedules(SchedulesCommand::History(args)) => {
+            schedules::history(client, out, &args).await
+        }
+        Command::Schedules(SchedulesCommand::Trigger(args)) => {
+            schedules::trigger(client, out, &args.name, who).await
+        }
+        Command::Schedules(SchedulesCommand::Pause(args)) => {
+            schedules::pause(client, out, &args, who, true).await
+        }
+        Command::Schedules(SchedulesCommand::Resume(args)) => {
+            schedules::pause(client, out, &args, who, false).await
+        }
     }
 }
 

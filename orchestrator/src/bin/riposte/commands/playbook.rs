@@ -15,9 +15,9 @@ use crate::output::{Out, problem};
 use crate::{json, text};
 
 /// A playbook file's name as printed, and its content.
-struct Source {
-    file: String,
-    text: String,
+pub(super) struct Source {
+    pub(super) file: String,
+    pub(super) text: String,
 }
 
 /// Validates each file; exit 1 when any is invalid.
@@ -156,7 +156,7 @@ pub async fn show(client: &mut Client, out: &mut Out, args: &ShowArgs) -> Result
 
 /// Reads every file before anything is sent, so an unreadable file stops the command before
 /// any playbook is applied.
-fn read_sources(files: &[PathBuf]) -> Result<Vec<Source>, Error> {
+pub(super) fn read_sources(files: &[PathBuf]) -> Result<Vec<Source>, Error> {
     files.iter().map(|path| read_source(path)).collect()
 }
 
