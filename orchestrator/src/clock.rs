@@ -25,3 +25,8 @@ pub fn monotonic() -> Instant {
 pub fn new_run_id() -> RunId {
     RunId(Uuid::now_v7())
 }
+
+/// A new alert id: UUID v7, ordered by receipt time.
+pub fn new_alert_id() -> Uuid {
+    Uuid::now_v7()
+}

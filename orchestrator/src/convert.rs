@@ -346,3 +346,95 @@ fn fate(fate: crate::store::LedgerFate) -> &'static str {
         LedgerFate::StartFailed => "start_failed",
     }
 }
+
+/// A stored alert for the wire; the payload only when asked (`GetAlert`).
+pub fn alert(stored: &crate::store::StoredAlert, with_payload: bool) -> pb::AlertInfo {
+    let a = &stored.alert;
+    pb::AlertInfo {
+        id: stored.id.to_string(),
+        source: stored.source.clone(),
+        received_ms: stored.received_ms,
+        alert_id: a.id.clone(),
+        title: a.title.clone(),
+        severity: a
+            .severity
+            .map(severity_name)
+            .unwrap_or_default()
+            .to_string(),
+        fate: alert_fate(stored.fate).to_string(),
+        run_id: stored.run_id.map(|id| id.to_string()).unwrap_or_default(),
+        detail: stored.detail.clone(),
+        alert_json: serde_json::to_string(a).expect("alert serializes"),
+        payload: if with_payload {
+            stored.payload.clone()
+        } else {
+            String::new()
+        },
+        entities: entities(&a.entities),
+        rule: stored.rule.clone(),
+    }
+}
+
+/// A rule for the wire.
+pub fn rule(rule: &crate::rules::Rule, stored: &crate::store::StoredRule) -> pb::RuleInfo {
+    pb::RuleInfo {
+        name: rule.name.clone(),
+        order: rule.order,
+        r#match: rule.expression.clone(),
+        playbook: rule.playbook.clone(),
+        version: rule.version.unwrap_or(0),
+        dedup_key: rule
+            .dedup
+            .as_ref()
+            .map(|d| d.key.clone())
+            .unwrap_or_default(),
+        dedup_window_ms: rule.dedup.as_ref().map_or(0, |d| d.window_ms),
+        budget_runs: rule.budget.map_or(0, |b| b.runs),
+        budget_per_ms: rule.budget.map_or(0, |b| b.per_ms),
+        applied_at_ms: stored.applied_at_ms,
+    }
+}
+
+fn severity_name(severity: crate::ingest::Severity) -> &'static str {
+    use crate::ingest::Severity;
+    match severity {
+        Severity::Informational => "informational",
+        Severity::Low => "low",
+        Severity::Medium => "medium",
+        Severity::High => "high",
+        Severity::Critical => "critical",
+    }
+}
+
+fn alert_fate(fate: crate::store::AlertFate) -> &'static str {
+    use crate::store::AlertFate;
+    match fate {
+        AlertFate::MatchedNothing => "matched_nothing",
+        AlertFate::Started => "started",
+        AlertFate::Deduplicated => "deduplicated",
+        AlertFate::SuppressedByBudget => "suppressed_by_budget",
+        AlertFate::StartRefused => "start_refused",
+    }
+}
+
+fn entities(e: &crate::ingest::Entities) -> Vec<String> {
+    use crate::ingest::Role;
+    let role = |r: Option<Role>| match r {
+        Some(Role::Attacker) => " (attacker)",
+        Some(Role::Victim) => " (victim)",
+        _ => "",
+    };
+    let ips = e
+        .ips
+        .iter()
+        .map(|i| format!("ip {}{}", i.address, role(i.role)));
+    let accounts = e
+        .accounts
+        .iter()
+        .map(|a| format!("account {}{}", a.name, role(a.role)));
+    let hosts = e
+        .hosts
+        .iter()
+        .map(|h| format!("host {}{}", h.name, role(h.role)));
+    ips.chain(accounts).chain(hosts).collect()
+}

@@ -8,8 +8,10 @@
 //! Cron schedules live in [`schedules`]: one entry per schedule in the same timer index as the
 //! runs' timers; a fire starts its runs and writes its ledger entries in one transaction.
 
+mod alerts;
 mod schedules;
 
+pub use alerts::{RuleApplied, SOURCES as ALERT_SOURCES};
 pub use schedules::{ApplyOutcome, ScheduleView};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -50,6 +52,13 @@ pub mod limits {
     pub const LEDGER_ENTRIES_KEPT: usize = 10_000;
     /// Ledger entries answered when a history request gives no limit.
     pub const HISTORY_DEFAULT: usize = 100;
+    /// Alerts kept: the newest ones; older alerts are dropped as new ones arrive.
+    pub const ALERTS_KEPT: usize = 100_000;
+    /// Alerts answered when a list request gives no limit.
+    pub const ALERTS_LIST_DEFAULT: usize = 100;
+    /// Alert payloads being ingested at once (parsed, stored, awaiting their flush); one
+    /// more is refused (RESOURCE_EXHAUSTED, HTTP 429) until one is acknowledged.
+    pub const ALERTS_INGESTING_MAX: usize = 256;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +169,8 @@ pub struct StartRequest {
     pub requested_by: String,
     /// A plan: connectors change nothing, timers and approvals fire at once.
     pub dry_run: bool,
+    /// What started it (the alert, for a rule's run); `null` for an operator's start.
+    pub trigger: Value,
 }
 
 /// A checked start: a run that already claimed the key, or a new one to commit.
@@ -202,6 +213,12 @@ pub struct Engine {
     wake: Arc<Notify>,
     /// The kill switch as stored; the dispatcher's door follows it.
     containment: Containment,
+    /// Alerts held in the store (counted once, then kept in step).
+    alerts_held: Option<usize>,
+    /// Alert rules in evaluation order, with their stored sources.
+    rules: Vec<(crate::rules::Rule, store::StoredRule)>,
+    /// The sandboxed template environment rules are evaluated in.
+    renderer: riposte_playbooks::Renderer,
 }
 
 impl Engine {
@@ -220,6 +237,9 @@ impl Engine {
             watchers: HashMap::new(),
             wake,
             containment: Containment::default(),
+            alerts_held: None,
+            rules: Vec::new(),
+            renderer: riposte_playbooks::Renderer::new(),
         };
         engine.containment = engine.store.containment()?;
         engine.dispatch.set_paused(engine.containment.paused);
@@ -232,6 +252,7 @@ impl Engine {
         }
         engine.scheduler.resumed_all();
         engine.load_schedules()?;
+        engine.load_rules()?;
         Ok(engine)
     }
 
@@ -415,7 +436,7 @@ impl Engine {
             id,
             playbook,
             params: Value::Object(params),
-            trigger: Value::Null,
+            trigger: req.trigger,
             requested_by: req.requested_by,
             idempotency_key: req.idempotency_key.clone(),
             dry_run: req.dry_run,

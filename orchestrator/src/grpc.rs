@@ -28,6 +28,8 @@ pub struct Shared {
     pub store: Store,
     /// Wakes the timer loop; the engine notifies it when a timer becomes the earliest.
     pub timers: Arc<Notify>,
+    /// Alert payloads being ingested now, at most [`limits::ALERTS_INGESTING_MAX`].
+    pub ingesting: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -36,6 +38,24 @@ impl Shared {
         self.engine
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Ingests one alert payload and waits until its alerts are durable; refused while
+    /// [`limits::ALERTS_INGESTING_MAX`] payloads are in flight. Every listener goes through here.
+    pub async fn ingest_alert(
+        &self,
+        source: &str,
+        payload: &[u8],
+    ) -> Result<Vec<crate::store::StoredAlert>, engine::Error> {
+        let Ok(_permit) = self.ingesting.clone().try_acquire_owned() else {
+            return Err(engine::Error::ResourceExhausted(format!(
+                "{} alert payloads are being ingested, the most allowed; retry later",
+                limits::ALERTS_INGESTING_MAX
+            )));
+        };
+        let (alerts, seq) = self.lock().ingest_alert(source, payload)?;
+        self.store.durable(seq).await?;
+        Ok(alerts)
     }
 
     async fn durable(&self, seq: Seq) -> Result<(), Status> {
@@ -354,6 +374,7 @@ impl Operator for OperatorApi {
             idempotency_key: req.idempotency_key,
             requested_by: req.requested_by,
             dry_run: req.dry_run,
+            trigger: Value::Null,
         };
         let (run, existing, seq, playbook) = {
             let mut engine = self.0.lock();
@@ -674,6 +695,97 @@ impl Operator for OperatorApi {
         request: Request<pb::PauseScheduleRequest>,
     ) -> Result<Response<pb::ScheduleInfo>, Status> {
         self.set_schedule_paused(request.into_inner(), false).await
+    }
+
+    async fn ingest_alert(
+        &self,
+        request: Request<pb::IngestAlertRequest>,
+    ) -> Result<Response<pb::IngestAlertResponse>, Status> {
+        self.ingest_alert_rpc(request.into_inner()).await
+    }
+
+    async fn list_alerts(
+        &self,
+        request: Request<pb::ListAlertsRequest>,
+    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        let limit = request.into_inner().limit as usize;
+        let alerts = self.0.lock().list_alerts(limit).map_err(status)?;
+        Ok(Response::new(pb::ListAlertsResponse {
+            alerts: alerts.iter().map(|a| convert::alert(a, false)).collect(),
+        }))
+    }
+
+    async fn get_alert(
+        &self,
+        request: Request<pb::GetAlertRequest>,
+    ) -> Result<Response<pb::AlertInfo>, Status> {
+        let id = request.into_inner().id;
+        let id: uuid::Uuid = id
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("`{id}` is not an alert id")))?;
+        let alert = self.0.lock().alert(id).map_err(status)?;
+        Ok(Response::new(convert::alert(&alert, true)))
+    }
+
+    async fn apply_rule(
+        &self,
+        request: Request<pb::ApplyRuleRequest>,
+    ) -> Result<Response<pb::ApplyRuleResponse>, Status> {
+        let source = request.into_inner().source;
+        bounded("source", &source, crate::rules::limits::SOURCE_BYTES_MAX)?;
+        let outcome = self.0.lock().apply_rule(&source).map_err(status)?;
+        let response = match outcome {
+            engine::RuleApplied::Invalid(diagnostics) => pb::ApplyRuleResponse {
+                diagnostics: diagnostics.into_iter().map(convert::diagnostic).collect(),
+                rule: None,
+            },
+            engine::RuleApplied::Applied { rule, seq } => {
+                self.0.durable(seq).await?;
+                let rules = self.0.lock().list_rules();
+                let info = rules
+                    .iter()
+                    .find(|(r, _)| r.name == rule.name)
+                    .map(|(r, s)| convert::rule(r, s));
+                pb::ApplyRuleResponse {
+                    diagnostics: vec![],
+                    rule: info,
+                }
+            }
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn list_rules(
+        &self,
+        _request: Request<pb::ListRulesRequest>,
+    ) -> Result<Response<pb::ListRulesResponse>, Status> {
+        let rules = self.0.lock().list_rules();
+        Ok(Response::new(pb::ListRulesResponse {
+            rules: rules.iter().map(|(r, s)| convert::rule(r, s)).collect(),
+        }))
+    }
+}
+
+/// Longest alert source name accepted, in bytes.
+const ALERT_SOURCE_BYTES_MAX: usize = 64;
+
+impl OperatorApi {
+    async fn ingest_alert_rpc(
+        &self,
+        req: pb::IngestAlertRequest,
+    ) -> Result<Response<pb::IngestAlertResponse>, Status> {
+        bounded("source", &req.source, ALERT_SOURCE_BYTES_MAX)?;
+        let alerts = self
+            .0
+            .ingest_alert(&req.source, &req.payload)
+            .await
+            .map_err(status)?;
+        for a in &alerts {
+            tracing::info!(alert = %a.id, source = %a.source, fate = ?a.fate, "alert.ingested");
+        }
+        Ok(Response::new(pb::IngestAlertResponse {
+            alerts: alerts.iter().map(|a| convert::alert(a, false)).collect(),
+        }))
     }
 }
 

@@ -16,6 +16,7 @@ pub mod engine;
 mod grpc;
 pub mod guard;
 pub mod ingest;
+pub mod rules;
 pub mod schedule;
 pub mod scheduler;
 pub mod store;
@@ -81,6 +82,9 @@ pub async fn run(
         engine: Mutex::new(engine),
         store,
         timers,
+        ingesting: Arc::new(tokio::sync::Semaphore::new(
+            engine::limits::ALERTS_INGESTING_MAX,
+        )),
     });
     if let Some(dir) = &config.playbooks {
         apply_folder(&shared, dir).await?;

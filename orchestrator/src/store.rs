@@ -11,6 +11,15 @@
 //! - `schedule_state`: schedule name -> [`ScheduleState`] (JSON): cursor, pause, queued fire
 //! - `schedule_ledger`: `name \0 scheduled_ms (i64, sign-flipped BE) manual (u8)` ->
 //!   [`LedgerEntry`] (JSON): one entry per occurrence (or manual trigger), in time order
+//! - `alerts`: alert id (UUID v7, 16 bytes, time-ordered) -> [`StoredAlert`] (JSON): every
+//!   alert received, normalized, with its raw payload and its fate
+//! - `rules`: rule name -> [`StoredRule`] (JSON): its source as last applied
+//! - `alert_dedup`: `rule \0 dedup key` -> [`DedupEntry`] (JSON): the run alerts with this
+//!   key are coalesced into until `expires_ms`
+//! - `rule_budget`: rule name -> [`BudgetState`] (JSON): runs started in the current period
+//!
+//! An alert payload is one transaction: its alerts with their fates, the runs they started,
+//! the dedup entries and the budget counts ([`Store::put_alerts`]).
 //!
 //! A schedule's fire is one transaction: the started runs (with their idempotency keys), the
 //! plan's ledger entries and the schedule's new cursor ([`Store::put_runs_scheduled`]).
@@ -140,6 +149,77 @@ pub struct ScheduleWrite<'a> {
     pub entries: &'a [LedgerEntry],
 }
 
+/// What became of an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertFate {
+    /// No rule matched it.
+    MatchedNothing,
+    /// Its rule started `run_id`.
+    Started,
+    /// Its rule's dedup key was held within the window: coalesced into `run_id`.
+    Deduplicated,
+    /// Its rule had started its budget of runs this period.
+    SuppressedByBudget,
+    /// Its rule matched but the run could not start (`detail` says why).
+    StartRefused,
+}
+
+/// A rule as applied: its YAML source (parsed again when loaded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRule {
+    pub name: String,
+    pub source: String,
+    pub applied_at_ms: i64,
+}
+
+/// The run a rule's dedup key points to, until `expires_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupEntry {
+    pub run_id: RunId,
+    pub expires_ms: i64,
+}
+
+/// Runs a rule started in the budget period beginning at `period_start_ms`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetState {
+    pub period_start_ms: i64,
+    pub runs: u32,
+}
+
+/// The alert part of an ingest's transaction.
+#[derive(Default)]
+pub struct AlertWrite<'a> {
+    pub alerts: &'a [StoredAlert],
+    /// (rule, dedup key, entry)
+    pub dedup: Vec<(&'a str, &'a str, DedupEntry)>,
+    /// (rule, state)
+    pub budgets: Vec<(&'a str, BudgetState)>,
+}
+
+/// An alert as received: the normalized alert, the payload it came in, when, from which
+/// listener, and its fate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredAlert {
+    pub id: uuid::Uuid,
+    /// The endpoint or source name it arrived on (`azure-monitor`, `generic/<name>`...).
+    pub source: String,
+    pub received_ms: i64,
+    pub alert: crate::ingest::Alert,
+    /// The payload as received (lossy UTF-8), at most the core's payload limit.
+    pub payload: String,
+    pub fate: AlertFate,
+    /// The run it started or was coalesced into.
+    #[serde(default)]
+    pub run_id: Option<RunId>,
+    /// The rule that decided ("" when none matched).
+    #[serde(default)]
+    pub rule: String,
+    /// Why its run could not start, or what it was coalesced with.
+    #[serde(default)]
+    pub detail: String,
+}
+
 /// The key of the kill switch in the `settings` tree.
 const CONTAINMENT_KEY: &[u8] = b"containment";
 
@@ -163,6 +243,10 @@ pub struct Store {
     schedules: sled::Tree,
     schedule_state: sled::Tree,
     schedule_ledger: sled::Tree,
+    alerts: sled::Tree,
+    rules: sled::Tree,
+    alert_dedup: sled::Tree,
+    rule_budget: sled::Tree,
     commit: Arc<GroupCommit>,
 }
 
@@ -189,6 +273,10 @@ impl Store {
             schedules: db.open_tree("schedules")?,
             schedule_state: db.open_tree("schedule_state")?,
             schedule_ledger: db.open_tree("schedule_ledger")?,
+            alerts: db.open_tree("alerts")?,
+            rules: db.open_tree("rules")?,
+            alert_dedup: db.open_tree("alert_dedup")?,
+            rule_budget: db.open_tree("rule_budget")?,
             db,
             commit: Arc::new(GroupCommit {
                 written: AtomicU64::new(0),
@@ -293,6 +381,16 @@ impl Store {
         claims: &[(&str, RunId)],
         schedule: Option<&ScheduleWrite<'_>>,
     ) -> Result<Seq, Error> {
+        self.put_all(writes, claims, schedule, None)
+    }
+
+    fn put_all(
+        &self,
+        writes: &[(&RunState, Vec<&HistoryEvent>)],
+        claims: &[(&str, RunId)],
+        schedule: Option<&ScheduleWrite<'_>>,
+        alerts: Option<&AlertWrite<'_>>,
+    ) -> Result<Seq, Error> {
         struct Encoded {
             id: [u8; 16],
             value: Vec<u8>,
@@ -317,6 +415,7 @@ impl Store {
             })
             .collect();
         let (state, entries) = encode_schedule(schedule);
+        let alert_rows = encode_alerts(alerts);
         let result: Result<(), TransactionError<()>> = (
             &self.runs,
             &self.active,
@@ -324,30 +423,44 @@ impl Store {
             &self.run_keys,
             &self.schedule_state,
             &self.schedule_ledger,
+            &self.alerts,
+            &self.alert_dedup,
+            &self.rule_budget,
         )
-            .transaction(|(runs, active, history, keys, sched_state, ledger)| {
-                for run in &encoded {
-                    runs.insert(&run.id, run.value.as_slice())?;
-                    if run.running {
-                        active.insert(&run.id, &[])?;
-                    } else {
-                        active.remove(&run.id)?;
+            .transaction(
+                |(runs, active, history, keys, sched_state, ledger, al, dd, bu)| {
+                    for run in &encoded {
+                        runs.insert(&run.id, run.value.as_slice())?;
+                        if run.running {
+                            active.insert(&run.id, &[])?;
+                        } else {
+                            active.remove(&run.id)?;
+                        }
+                        for (k, v) in &run.events {
+                            history.insert(k.as_slice(), v.as_slice())?;
+                        }
                     }
-                    for (k, v) in &run.events {
-                        history.insert(k.as_slice(), v.as_slice())?;
+                    for (k, id) in claims {
+                        keys.insert(k.as_bytes(), &id.to_bytes())?;
                     }
-                }
-                for (k, id) in claims {
-                    keys.insert(k.as_bytes(), &id.to_bytes())?;
-                }
-                if let Some((name, value)) = &state {
-                    sched_state.insert(name.as_slice(), value.as_slice())?;
-                }
-                for (k, v) in &entries {
-                    ledger.insert(k.as_slice(), v.as_slice())?;
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
+                    if let Some((name, value)) = &state {
+                        sched_state.insert(name.as_slice(), value.as_slice())?;
+                    }
+                    for (k, v) in &entries {
+                        ledger.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    for (k, v) in &alert_rows.alerts {
+                        al.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    for (k, v) in &alert_rows.dedup {
+                        dd.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    for (k, v) in &alert_rows.budgets {
+                        bu.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                },
+            );
         match result {
             Ok(()) => Ok(self.written()),
             Err(TransactionError::Storage(e)) => Err(Error::Sled(e)),
@@ -435,6 +548,107 @@ impl Store {
         }
         if excess > 0 {
             self.schedule_ledger.apply_batch(batch)?;
+            self.written();
+        }
+        Ok(excess)
+    }
+
+    /// Stores the alerts of one payload with the runs they started, their dedup entries and
+    /// budget counts, in one transaction.
+    pub fn put_alerts(
+        &self,
+        writes: &[(&RunState, Vec<&HistoryEvent>)],
+        alerts: &AlertWrite<'_>,
+    ) -> Result<Seq, Error> {
+        self.put_all(writes, &[], None, Some(alerts))
+    }
+
+    /// A rule's dedup entry for `key`, expired or not.
+    pub fn dedup_entry(&self, rule: &str, key: &str) -> Result<Option<DedupEntry>, Error> {
+        self.alert_dedup
+            .get(dedup_key(rule, key))?
+            .map(|v| decode("alert_dedup", &v))
+            .transpose()
+    }
+
+    /// A rule's budget count (zero when it never started a run).
+    pub fn budget(&self, rule: &str) -> Result<BudgetState, Error> {
+        self.rule_budget
+            .get(rule.as_bytes())?
+            .map_or(Ok(BudgetState::default()), |v| decode("rule_budget", &v))
+    }
+
+    /// Removes the dedup entries expired at `now_ms`; answers how many.
+    pub fn prune_dedup(&self, now_ms: i64) -> Result<usize, Error> {
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for kv in self.alert_dedup.iter() {
+            let (key, value) = kv?;
+            let entry: DedupEntry = decode("alert_dedup", &value)?;
+            if entry.expires_ms <= now_ms {
+                batch.remove(key);
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.alert_dedup.apply_batch(batch)?;
+            self.written();
+        }
+        Ok(removed)
+    }
+
+    /// Stores (or replaces) a rule's source.
+    pub fn put_rule(&self, rule: &StoredRule) -> Result<Seq, Error> {
+        let value = serde_json::to_vec(rule).expect("rule serializes");
+        self.rules.insert(rule.name.as_bytes(), value)?;
+        Ok(self.written())
+    }
+
+    /// Every rule, ordered by name.
+    pub fn rules(&self) -> Result<Vec<StoredRule>, Error> {
+        self.rules
+            .iter()
+            .map(|kv| decode("rules", &kv?.1))
+            .collect()
+    }
+
+    /// One alert by id.
+    pub fn alert(&self, id: uuid::Uuid) -> Result<Option<StoredAlert>, Error> {
+        self.alerts
+            .get(id.as_bytes())?
+            .map(|v| decode("alerts", &v))
+            .transpose()
+    }
+
+    /// Alerts newest first, at most `limit`.
+    pub fn alerts(&self, limit: usize) -> Result<Vec<StoredAlert>, Error> {
+        self.alerts
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|kv| decode("alerts", &kv?.1))
+            .collect()
+    }
+
+    /// How many alerts are stored (counts them all).
+    pub fn alerts_len(&self) -> Result<usize, Error> {
+        let mut len = 0;
+        for key in self.alerts.iter().keys() {
+            key?;
+            len += 1;
+        }
+        Ok(len)
+    }
+
+    /// Removes the oldest alerts so that at most `keep` remain; answers how many were removed.
+    pub fn prune_alerts(&self, keep: usize) -> Result<usize, Error> {
+        let excess = self.alerts_len()?.saturating_sub(keep);
+        let mut batch = sled::Batch::default();
+        for key in self.alerts.iter().keys().take(excess) {
+            batch.remove(key?);
+        }
+        if excess > 0 {
+            self.alerts.apply_batch(batch)?;
             self.written();
         }
         Ok(excess)
@@ -530,6 +744,49 @@ fn ledger_key(name: &str, scheduled_ms: i64, manual: bool) -> Vec<u8> {
     key.extend_from_slice(&((scheduled_ms as u64) ^ (1 << 63)).to_be_bytes());
     key.push(u8::from(manual));
     key
+}
+
+fn dedup_key(rule: &str, key: &str) -> Vec<u8> {
+    let mut k = rule.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+#[derive(Default)]
+struct AlertRows {
+    alerts: Rows,
+    dedup: Rows,
+    budgets: Rows,
+}
+
+fn encode_alerts(write: Option<&AlertWrite<'_>>) -> AlertRows {
+    let Some(write) = write else {
+        return AlertRows::default();
+    };
+    AlertRows {
+        alerts: write
+            .alerts
+            .iter()
+            .map(|a| (a.id.as_bytes().to_vec(), json(a)))
+            .collect(),
+        dedup: write
+            .dedup
+            .iter()
+            .map(|(rule, key, entry)| (dedup_key(rule, key), json(entry)))
+            .collect(),
+        budgets: write
+            .budgets
+            .iter()
+            .map(|(rule, state)| (rule.as_bytes().to_vec(), json(state)))
+            .collect(),
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("a stored record serializes")
 }
 
 type EncodedSchedule = (Option<(Vec<u8>, Vec<u8>)>, Vec<(Vec<u8>, Vec<u8>)>);

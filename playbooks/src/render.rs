@@ -198,6 +198,44 @@ impl Renderer {
         Ok(rendered)
     }
 
+    /// Evaluates a boolean expression (e.g. an alert rule's `match`) over `vars` alone,
+    /// truthy per the template language. The data in `vars` is passed as values, never
+    /// compiled. `what` names the expression in errors.
+    pub fn condition(
+        &self,
+        what: &str,
+        expression: &str,
+        vars: &[(&str, Value)],
+    ) -> Result<bool, RenderError> {
+        let steps = serde_json::Map::new();
+        let ctx = Context {
+            run_id: "",
+            params: &Value::Null,
+            steps: &steps,
+            trigger: &Value::Null,
+        };
+        let root = root(&ctx, None, vars).map_err(|e| RenderError::at(what, e))?;
+        let value = self
+            .eval(expression, root)
+            .map_err(|e| RenderError::at(what, e))?;
+        Ok(value.is_true())
+    }
+
+    /// Whether an expression or a template compiles (its names are not looked up).
+    pub fn check(&self, source: &str, expression: bool) -> Result<(), String> {
+        if expression {
+            self.env
+                .compile_expression(source)
+                .map(|_| ())
+                .map_err(|e| error_text(&e))
+        } else {
+            self.env
+                .template_from_str(source)
+                .map(|_| ())
+                .map_err(|e| error_text(&e))
+        }
+    }
+
     /// Renders the values of `step.labels` to strings. `item` is bound when given.
     pub fn labels(
         &self,

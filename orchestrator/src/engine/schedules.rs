@@ -472,6 +472,7 @@ fn start_request(name: &str, schedule: &Schedule, fire: &Fire) -> StartRequest {
         idempotency_key: schedule::fire_key(name, fire),
         requested_by: format!("schedule:{name}"),
         dry_run: false,
+        trigger: serde_json::Value::Null,
     }
 }
 

@@ -17,7 +17,7 @@ pub mod occur;
 pub mod plan;
 pub mod spec;
 mod window;
-mod yaml;
+pub(crate) mod yaml;
 
 #[cfg(test)]
 mod tests;

@@ -97,6 +97,55 @@ pub enum Command {
     /// occurrence), trigger now, pause and resume.
     #[command(subcommand)]
     Schedules(SchedulesCommand),
+    /// Alerts: send a payload as a listener would, list the alerts received with their fate,
+    /// show one (entities, fate, run).
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+    /// Alert rules: which alerts start which playbook, with dedup and budgets.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Apply rule files: store each (replacing one of the same name); prints
+    /// `FILE:LINE:COL: PATH: MESSAGE` per problem and exits 1 when any file is invalid.
+    Apply(Files),
+    /// The rules in evaluation order.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Send an alert payload (stored durably with its fate before the answer).
+    Send(AlertSendArgs),
+    /// The alerts received, newest first, with their fate and run.
+    List(AlertsListArgs),
+    /// One alert: its entities, fate and run.
+    Show(AlertId),
+}
+
+#[derive(Debug, Args)]
+pub struct AlertSendArgs {
+    /// The payload file (`-` for stdin).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Which format it is in.
+    #[arg(long, value_parser = ["azure-monitor", "sentinel", "defender", "cef", "generic"])]
+    pub source: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AlertsListArgs {
+    /// At most this many alerts (at most 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct AlertId {
+    /// The alert's id (as listed).
+    pub id: String,
 }
 
 #[derive(Debug, Subcommand)]

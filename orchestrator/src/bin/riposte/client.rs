@@ -7,6 +7,11 @@ use std::time::Duration;
 
 use riposte_proto::v1::operator_client::OperatorClient;
 use riposte_proto::v1::{
+    AlertInfo, ApplyRuleRequest, ApplyRuleResponse, GetAlertRequest, IngestAlertRequest,
+    IngestAlertResponse, ListAlertsRequest, ListAlertsResponse, ListRulesRequest,
+    ListRulesResponse,
+};
+use riposte_proto::v1::{
     ApplyPlaybookRequest, ApplyPlaybookResponse, CancelRunRequest, ContainmentRequest,
     ContainmentStatus, DecideRequest, GetContainmentRequest, GetPlaybookRequest, GetRunRequest,
     GrantInfo, ListApprovalsRequest, ListApprovalsResponse, ListGrantsRequest, ListGrantsResponse,
@@ -303,6 +308,48 @@ impl Client {
         let operator = OperatorClient::new(channel);
         self.operator = Some(operator.clone());
         Ok(operator)
+    }
+
+    pub async fn ingest_alert(
+        &mut self,
+        request: IngestAlertRequest,
+    ) -> Result<IngestAlertResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.ingest_alert(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn list_alerts(
+        &mut self,
+        request: ListAlertsRequest,
+    ) -> Result<ListAlertsResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.list_alerts(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn get_alert(&mut self, request: GetAlertRequest) -> Result<AlertInfo, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.get_alert(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn apply_rule(
+        &mut self,
+        request: ApplyRuleRequest,
+    ) -> Result<ApplyRuleResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.apply_rule(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn list_rules(
+        &mut self,
+        request: ListRulesRequest,
+    ) -> Result<ListRulesResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.list_rules(unary(request)).await;
+        self.answer(reply)
     }
 
     fn answer<T>(&self, reply: Result<Response<T>, Status>) -> Result<T, Error> {

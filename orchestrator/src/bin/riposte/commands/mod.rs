@@ -1,10 +1,12 @@
 //! One function per verb: each asks the orchestrator through [`Client`] and prints through
 //! [`Out`] in the chosen format, returning how the command ended.
 
+mod alerts;
 mod approvals;
 mod containment;
 mod grants;
 mod playbook;
+mod rules;
 mod run;
 mod runs;
 mod schedules;
@@ -15,8 +17,8 @@ use std::env;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::args::{
-    ApprovalsCommand, Cli, Command, GrantsCommand, PlaybookCommand, RunsCommand, SchedulesCommand,
-    WorkersCommand,
+    AlertsCommand, ApprovalsCommand, Cli, Command, GrantsCommand, PlaybookCommand, RulesCommand,
+    RunsCommand, SchedulesCommand, WorkersCommand,
 };
 use crate::client::Client;
 use crate::error::{Error, Exit};
@@ -74,6 +76,11 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
         Command::Schedules(SchedulesCommand::Resume(args)) => {
             schedules::pause(client, out, &args, who, false).await
         }
+        Command::Alerts(AlertsCommand::Send(args)) => alerts::send(client, out, &args).await,
+        Command::Alerts(AlertsCommand::List(args)) => alerts::list(client, out, &args).await,
+        Command::Alerts(AlertsCommand::Show(args)) => alerts::show(client, out, &args.id).await,
+        Command::Rules(RulesCommand::Apply(args)) => rules::apply(client, out, &args.files).await,
+        Command::Rules(RulesCommand::List) => rules::list(client, out).await,
     }
 }
 

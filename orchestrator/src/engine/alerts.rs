@@ -1,0 +1,419 @@
+//! Alerts in the engine: a payload from a listener is parsed by the pure core
+//! ([`crate::ingest::parse`]); each alert it yields is run through the rules
+//! ([`rules::decide`]) and gets its fate: a run started, coalesced into the run its dedup key
+//! holds, suppressed by its rule's budget, a start refused, or no match. The alerts, the runs
+//! they started, the dedup entries and the budget counts are one store transaction; the
+//! caller acknowledges only once it is durable.
+
+use std::collections::HashMap;
+
+use riposte_playbooks::Diagnostic;
+
+use super::{Engine, Error, Prepared, StartRequest, limits};
+use crate::clock;
+use crate::ingest::{self, Format, GenericMapping};
+use crate::rules::{self, Decision, Rule};
+use crate::scheduler::state::RunId;
+use crate::store::{AlertFate, AlertWrite, BudgetState, DedupEntry, Seq, StoredAlert, StoredRule};
+
+/// What applying a rule did.
+pub enum RuleApplied {
+    /// The source is invalid: every problem, nothing changed.
+    Invalid(Vec<Diagnostic>),
+    Applied {
+        rule: Box<StoredRule>,
+        seq: Seq,
+    },
+}
+
+/// An alert's fate as decided, with what it writes.
+struct Fated {
+    fate: AlertFate,
+    rule: String,
+    run_id: Option<RunId>,
+    detail: String,
+}
+
+/// What one payload's alerts write besides themselves.
+#[derive(Default)]
+struct Pending {
+    transitions: Vec<crate::scheduler::Transition>,
+    /// (rule, key) -> entry
+    dedup: HashMap<(String, String), DedupEntry>,
+    budgets: HashMap<String, BudgetState>,
+}
+
+/// The field mapping of the `generic` source: flat JSON objects with these keys.
+const GENERIC_MAPPING_JSON: &str = r#"{
+    "id": "id",
+    "title": "title",
+    "description": "description",
+    "severity": "severity",
+    "time": "time",
+    "status": "status",
+    "dedup": "dedup_key"
+}"#;
+
+/// The sources an alert may be sent from, by their endpoint name.
+pub const SOURCES: &[&str] = &["azure-monitor", "sentinel", "defender", "cef", "generic"];
+
+impl Engine {
+    /// Parses one payload from `source`, decides each alert's fate and stores them all in one
+    /// write; answers the stored alerts and the write to wait on before acknowledging.
+    pub fn ingest_alert(
+        &mut self,
+        source: &str,
+        payload: &[u8],
+    ) -> Result<(Vec<StoredAlert>, Seq), Error> {
+        let format = format_of(source)?;
+        let alerts = ingest::parse(&format, payload).map_err(ingest_error)?;
+        let received_ms = clock::now_ms();
+        let text = String::from_utf8_lossy(payload).into_owned();
+        let mut pending = Pending::default();
+        let mut stored = Vec::with_capacity(alerts.len());
+        for alert in alerts {
+            let fated = self.fate(&alert, received_ms, &mut pending)?;
+            stored.push(StoredAlert {
+                id: clock::new_alert_id(),
+                source: source.to_string(),
+                received_ms,
+                alert,
+                payload: text.clone(),
+                fate: fated.fate,
+                run_id: fated.run_id,
+                rule: fated.rule,
+                detail: fated.detail,
+            });
+        }
+        let dedup: Vec<(&str, &str, DedupEntry)> = pending
+            .dedup
+            .iter()
+            .map(|((rule, key), entry)| (rule.as_str(), key.as_str(), *entry))
+            .collect();
+        let write = AlertWrite {
+            alerts: &stored,
+            dedup,
+            budgets: pending
+                .budgets
+                .iter()
+                .map(|(rule, state)| (rule.as_str(), *state))
+                .collect(),
+        };
+        let seq = self.commit_alerts(pending.transitions, &write)?;
+        self.keep_alerts_bounded(stored.len())?;
+        Ok((stored, seq))
+    }
+
+    /// Decides one alert's fate; a run it starts is prepared into `pending`.
+    fn fate(
+        &mut self,
+        alert: &ingest::Alert,
+        now_ms: i64,
+        pending: &mut Pending,
+    ) -> Result<Fated, Error> {
+        let json = serde_json::to_value(alert).expect("an alert serializes");
+        let rules: Vec<Rule> = self.rules.iter().map(|(r, _)| r.clone()).collect();
+        let (index, params, dedup_key) = match rules::decide(&rules, &self.renderer, &json) {
+            Decision::Nothing => return Ok(fated(AlertFate::MatchedNothing, "", None, "")),
+            Decision::Refused { index, reason } => {
+                return Ok(fated(
+                    AlertFate::StartRefused,
+                    &rules[index].name,
+                    None,
+                    &reason,
+                ));
+            }
+            Decision::Start {
+                index,
+                params,
+                dedup_key,
+            } => (index, params, dedup_key),
+        };
+        let rule = &rules[index];
+        if let Some(key) = &dedup_key
+            && let Some(held) = self.dedup_held(pending, &rule.name, key, now_ms)?
+        {
+            let detail = format!("deduplicated into run {held} (key `{key}`)");
+            return Ok(fated(
+                AlertFate::Deduplicated,
+                &rule.name,
+                Some(held),
+                &detail,
+            ));
+        }
+        let budget = self.budget_now(pending, rule, now_ms)?;
+        if let (Some(limit), Some(state)) = (rule.budget, budget)
+            && state.runs >= limit.runs
+        {
+            let detail = format!(
+                "suppressed by budget ({} runs per {} ms)",
+                limit.runs, limit.per_ms
+            );
+            return Ok(fated(
+                AlertFate::SuppressedByBudget,
+                &rule.name,
+                None,
+                &detail,
+            ));
+        }
+        let request = StartRequest {
+            playbook: rule.playbook.clone(),
+            version: rule.version.unwrap_or(0),
+            params,
+            idempotency_key: String::new(),
+            requested_by: format!("rule:{}", rule.name),
+            dry_run: false,
+            trigger: json,
+        };
+        let id = match self.prepare_start(request) {
+            Ok(Prepared::New { id, transition, .. }) => {
+                pending.transitions.push(transition);
+                id
+            }
+            Ok(Prepared::Existing(run)) => run.id,
+            Err(Error::Store(e)) => return Err(Error::Store(e)),
+            Err(e) => {
+                return Ok(fated(
+                    AlertFate::StartRefused,
+                    &rule.name,
+                    None,
+                    &e.to_string(),
+                ));
+            }
+        };
+        if let (Some(key), Some(d)) = (dedup_key, &rule.dedup) {
+            let entry = DedupEntry {
+                run_id: id,
+                expires_ms: now_ms + d.window_ms,
+            };
+            pending.dedup.insert((rule.name.clone(), key), entry);
+        }
+        if let Some(mut state) = budget {
+            state.runs += 1;
+            pending.budgets.insert(rule.name.clone(), state);
+        }
+        Ok(fated(AlertFate::Started, &rule.name, Some(id), ""))
+    }
+
+    /// The run a rule's dedup key holds at `now_ms`, if any (this payload's first).
+    fn dedup_held(
+        &self,
+        pending: &Pending,
+        rule: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<RunId>, Error> {
+        let entry = match pending.dedup.get(&(rule.to_string(), key.to_string())) {
+            Some(entry) => Some(*entry),
+            None => self.store.dedup_entry(rule, key)?,
+        };
+        Ok(entry.filter(|e| e.expires_ms > now_ms).map(|e| e.run_id))
+    }
+
+    /// The rule's budget count in the period containing `now_ms` (`None`: no budget).
+    fn budget_now(
+        &self,
+        pending: &Pending,
+        rule: &Rule,
+        now_ms: i64,
+    ) -> Result<Option<BudgetState>, Error> {
+        let Some(budget) = rule.budget else {
+            return Ok(None);
+        };
+        let state = match pending.budgets.get(&rule.name) {
+            Some(state) => *state,
+            None => self.store.budget(&rule.name)?,
+        };
+        let period_start_ms = now_ms - now_ms.rem_euclid(budget.per_ms);
+        Ok(Some(if state.period_start_ms == period_start_ms {
+            state
+        } else {
+            BudgetState {
+                period_start_ms,
+                runs: 0,
+            }
+        }))
+    }
+
+    /// Loads every stored rule (an unloadable one is logged and left out).
+    pub(super) fn load_rules(&mut self) -> Result<(), Error> {
+        for stored in self.store.rules()? {
+            match rules::parse(&stored.source, &self.renderer) {
+                Ok(rule) => self.rules.push((rule, stored)),
+                Err(d) => tracing::error!(
+                    rule = %stored.name,
+                    error = %d.first().map(|d| d.message.clone()).unwrap_or_default(),
+                    "rule.unloadable"
+                ),
+            }
+        }
+        self.sort_rules();
+        self.store.prune_dedup(clock::now_ms())?;
+        Ok(())
+    }
+
+    /// Stores (or replaces) a rule from its YAML source.
+    pub fn apply_rule(&mut self, source: &str) -> Result<RuleApplied, Error> {
+        let rule = match rules::parse(source, &self.renderer) {
+            Ok(rule) => rule,
+            Err(diagnostics) => return Ok(RuleApplied::Invalid(diagnostics)),
+        };
+        let exists = self.rules.iter().any(|(r, _)| r.name == rule.name);
+        if !exists && self.rules.len() >= rules::limits::RULES_MAX {
+            return Err(Error::ResourceExhausted(format!(
+                "{} rules exist, the most allowed",
+                rules::limits::RULES_MAX
+            )));
+        }
+        let stored = StoredRule {
+            name: rule.name.clone(),
+            source: source.to_string(),
+            applied_at_ms: clock::now_ms(),
+        };
+        let seq = self.store.put_rule(&stored)?;
+        self.rules.retain(|(r, _)| r.name != rule.name);
+        self.rules.push((rule, stored.clone()));
+        self.sort_rules();
+        Ok(RuleApplied::Applied {
+            rule: Box::new(stored),
+            seq,
+        })
+    }
+
+    /// The rules in evaluation order.
+    pub fn list_rules(&self) -> Vec<(Rule, StoredRule)> {
+        self.rules.clone()
+    }
+
+    fn sort_rules(&mut self) {
+        self.rules
+            .sort_by(|(a, _), (b, _)| (a.order, &a.name).cmp(&(b.order, &b.name)));
+    }
+
+    /// Commits the started runs with the alerts in one transaction, then carries out the
+    /// runs' commands.
+    fn commit_alerts(
+        &mut self,
+        transitions: Vec<crate::scheduler::Transition>,
+        write: &AlertWrite<'_>,
+    ) -> Result<Seq, Error> {
+        let writes: Vec<(
+            &crate::scheduler::state::RunState,
+            Vec<&crate::scheduler::state::HistoryEvent>,
+        )> = transitions
+            .iter()
+            .flat_map(|transition| {
+                transition.changed.iter().map(|id| {
+                    let state = transition
+                        .finished
+                        .iter()
+                        .find(|s| s.id == *id)
+                        .or_else(|| self.scheduler.run(*id))
+                        .expect("a changed run is active or just finished");
+                    (state, transition.history_of(*id).collect())
+                })
+            })
+            .collect();
+        let seq = self.store.put_alerts(&writes, write)?;
+        for transition in transitions {
+            self.carry_out(transition.commands);
+        }
+        Ok(seq)
+    }
+
+    /// Drops the oldest alerts beyond [`limits::ALERTS_KEPT`].
+    fn keep_alerts_bounded(&mut self, added: usize) -> Result<(), Error> {
+        let held = match self.alerts_held {
+            Some(held) => held + added,
+            None => self.store.alerts_len()?,
+        };
+        let removed = if held > limits::ALERTS_KEPT {
+            self.store.prune_alerts(limits::ALERTS_KEPT)?
+        } else {
+            0
+        };
+        self.alerts_held = Some(held - removed);
+        Ok(())
+    }
+
+    /// Alerts newest first, at most `limit` (0: [`limits::ALERTS_LIST_DEFAULT`]).
+    pub fn list_alerts(&self, limit: usize) -> Result<Vec<StoredAlert>, Error> {
+        let limit = match limit {
+            0 => limits::ALERTS_LIST_DEFAULT,
+            n => n.min(limits::LIST_MAX),
+        };
+        Ok(self.store.alerts(limit)?)
+    }
+
+    /// One alert by id.
+    pub fn alert(&self, id: uuid::Uuid) -> Result<StoredAlert, Error> {
+        self.store
+            .alert(id)?
+            .ok_or_else(|| Error::NotFound(format!("no alert {id}")))
+    }
+}
+
+fn fated(fate: AlertFate, rule: &str, run_id: Option<RunId>, detail: &str) -> Fated {
+    Fated {
+        fate,
+        rule: rule.to_string(),
+        run_id,
+        detail: detail.to_string(),
+    }
+}
+
+/// The parser for a source name.
+fn format_of(source: &str) -> Result<Format, Error> {
+    match source {
+        "azure-monitor" => Ok(Format::AzureMonitor),
+        "sentinel" => Ok(Format::Sentinel),
+        "defender" => Ok(Format::Defender),
+        "cef" => Ok(Format::Cef),
+        "generic" => {
+            let mapping = GenericMapping::from_json(GENERIC_MAPPING_JSON)
+                .expect("the built-in mapping is valid");
+            Ok(Format::Generic(Box::new(mapping)))
+        }
+        other => Err(Error::InvalidArgument(format!(
+            "unknown alert source `{}` (one of {})",
+            ingest::alert::truncate(other, 64),
+            SOURCES.join(", ")
+        ))),
+    }
+}
+
+/// A payload over a size limit is RESOURCE_EXHAUSTED; any other refusal is INVALID_ARGUMENT.
+fn ingest_error(error: ingest::Error) -> Error {
+    match error {
+        ingest::Error::PayloadTooLarge { .. }
+        | ingest::Error::TooLong { .. }
+        | ingest::Error::TooManyEntities { .. }
+        | ingest::Error::TooManyAlerts { .. } => Error::ResourceExhausted(error.to_string()),
+        other => Error::InvalidArgument(format!("invalid alert: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_source_has_a_parser_and_others_are_refused() {
+        for source in SOURCES {
+            assert!(format_of(source).is_ok(), "{source}");
+        }
+        assert!(matches!(
+            format_of("splunk"),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn an_oversize_payload_is_resource_exhausted_and_bad_json_invalid() {
+        let big = vec![b' '; ingest::PAYLOAD_BYTES_MAX + 1];
+        let e = ingest::parse(&Format::AzureMonitor, &big).expect_err("too large");
+        assert!(matches!(ingest_error(e), Error::ResourceExhausted(_)));
+        let e = ingest::parse(&Format::AzureMonitor, b"{\"schemaId\":").expect_err("truncated");
+        assert!(matches!(ingest_error(e), Error::InvalidArgument(_)));
+    }
+}

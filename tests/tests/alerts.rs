@@ -1,0 +1,252 @@
+//! Alerts end to end through `riposte alerts send|list|show`: the shared Azure Monitor
+//! fixture is normalized (its `SourceIP` dimension becomes an attacker IP entity) and stored
+//! with its fate; an alert survives `kill -9` right after its acknowledgement; a truncated or
+//! over-size payload is refused with a specific error and nothing is stored.
+
+use riposte_tests::{CliOutput, Orchestrator};
+
+const AZURE_FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/alerts/azure-monitor-common-log-alert.json"
+);
+/// The `SourceIP` dimension of the fixture.
+const FIXTURE_IP: &str = "203.0.113.45";
+/// Bigger than the orchestrator accepts (256 KiB).
+const OVERSIZE_BYTES: usize = 300 * 1024;
+
+async fn send(orchestrator: &Orchestrator, file: &str) -> CliOutput {
+    orchestrator
+        .cli(&[
+            "--output",
+            "json",
+            "alerts",
+            "send",
+            "-f",
+            file,
+            "--source",
+            "azure-monitor",
+        ])
+        .await
+}
+
+async fn listed(orchestrator: &Orchestrator) -> Vec<serde_json::Value> {
+    let out = orchestrator
+        .cli(&["--output", "json", "alerts", "list"])
+        .await;
+    assert_eq!(out.code(), 0, "{out}");
+    out.json().as_array().expect("a list").clone()
+}
+
+#[tokio::test]
+async fn an_azure_monitor_alert_is_stored_normalized_with_its_fate_and_survives_kill_9() {
+    let mut orchestrator = Orchestrator::start();
+    let sent = send(&orchestrator, AZURE_FIXTURE).await;
+    assert_eq!(sent.code(), 0, "{sent}");
+    let alerts = sent.json();
+    let alert = &alerts.as_array().expect("a list")[0];
+    let id = alert["id"].as_str().expect("an id").to_string();
+    assert_eq!(alert["fate"], "matched_nothing", "no rule is applied");
+    assert_eq!(alert["severity"], "high", "Sev1 maps to high");
+    let first_ip = &alert["alert"]["entities"]["ips"][0];
+    assert_eq!(first_ip["address"], FIXTURE_IP, "{alert}");
+    assert_eq!(first_ip["role"], "attacker", "SourceIP is the attacker");
+
+    orchestrator.restart();
+    orchestrator.wait_serving().await;
+
+    let alerts = listed(&orchestrator).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["id"], id.as_str());
+    assert_eq!(alerts[0]["fate"], "matched_nothing");
+    let shown = orchestrator.cli(&["alerts", "show", &id]).await;
+    assert_eq!(shown.code(), 0, "{shown}");
+    assert!(shown.stdout.contains("matched_nothing"), "{shown}");
+    assert!(
+        shown
+            .stdout
+            .contains(&format!("ip {FIXTURE_IP} (attacker)")),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn truncated_and_oversize_payloads_are_refused_and_nothing_is_stored() {
+    let orchestrator = Orchestrator::start();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let fixture = std::fs::read_to_string(AZURE_FIXTURE).expect("the fixture");
+
+    let truncated = dir.path().join("truncated.json");
+    std::fs::write(&truncated, &fixture[..fixture.len() / 2]).expect("written");
+    let out = send(&orchestrator, truncated.to_str().expect("utf-8")).await;
+    assert_ne!(out.code(), 0, "{out}");
+    assert!(out.stderr.contains("invalid json"), "{out}");
+
+    let oversize = dir.path().join("oversize.json");
+    let padded = format!("{}{}", fixture, " ".repeat(OVERSIZE_BYTES));
+    std::fs::write(&oversize, padded).expect("written");
+    let out = send(&orchestrator, oversize.to_str().expect("utf-8")).await;
+    assert_ne!(out.code(), 0, "{out}");
+    assert!(out.stderr.contains("resource exhausted"), "{out}");
+    assert!(out.stderr.contains("exceeds"), "{out}");
+
+    let out = orchestrator
+        .cli(&[
+            "alerts",
+            "send",
+            "-f",
+            AZURE_FIXTURE,
+            "--source",
+            "sentinel",
+        ])
+        .await;
+    assert_ne!(
+        out.code(),
+        0,
+        "an Azure Monitor payload is not a Sentinel incident: {out}"
+    );
+
+    assert!(listed(&orchestrator).await.is_empty(), "nothing was stored");
+}
+
+const ECHO_IP: &str = r#"
+name: ip-echo
+version: 1
+params:
+  ip: { type: string }
+steps:
+  - id: say
+    action: core.echo
+    with: { message: "{{ params.ip }}" }
+"#;
+
+const RULE: &str = r#"
+name: ssh-bruteforce
+match: "alert.source == 'azure_monitor' and alert.severity in ['high', 'critical']"
+playbook: ip-echo
+params:
+  ip: "{{ alert.entities.ips[0].address }}"
+dedup: { key: "{{ alert.entities.ips[0].address }}", window: 10m }
+budget: { runs: 20, per: 1h }
+"#;
+
+/// How many times the same alert is sent within the dedup window.
+const REPEATS: usize = 50;
+/// A run of `core.echo` finishes well within this.
+const RUN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn apply_rule(orchestrator: &Orchestrator, source: &str) -> CliOutput {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let file = dir.path().join("rule.yaml");
+    std::fs::write(&file, source).expect("written");
+    orchestrator
+        .cli(&["rules", "apply", file.to_str().expect("utf-8")])
+        .await
+}
+
+#[tokio::test]
+async fn a_matching_rule_starts_one_run_with_the_ip_and_coalesces_the_repeats() {
+    use riposte_tests::{Worker, api};
+    let orchestrator = Orchestrator::start();
+    let _worker = Worker::start(&orchestrator.url(), &[], 2);
+    let mut client = orchestrator.client();
+    api::apply_playbook(&mut client, ECHO_IP).await;
+    let applied = apply_rule(&orchestrator, RULE).await;
+    assert_eq!(applied.code(), 0, "{applied}");
+    let rules = orchestrator
+        .cli(&["--output", "json", "rules", "list"])
+        .await;
+    assert_eq!(rules.json()[0]["name"], "ssh-bruteforce", "{rules}");
+
+    let first = send(&orchestrator, AZURE_FIXTURE).await;
+    assert_eq!(first.code(), 0, "{first}");
+    let first = &first.json()[0];
+    assert_eq!(first["fate"], "started", "{first}");
+    let run_id = first["run_id"].as_str().expect("a run").to_string();
+    let run = api::wait_finished(&mut client, &run_id, RUN_TIMEOUT).await;
+    assert_eq!(
+        api::json(&run.params_json)["ip"],
+        FIXTURE_IP,
+        "{}",
+        api::describe(&run)
+    );
+    let said = api::json(&api::step(&run, "say").output_json);
+    assert!(said.to_string().contains(FIXTURE_IP), "{said}");
+
+    for _ in 1..REPEATS {
+        let again = send(&orchestrator, AZURE_FIXTURE).await;
+        assert_eq!(again.code(), 0, "{again}");
+    }
+    let alerts = listed(&orchestrator).await;
+    assert_eq!(alerts.len(), REPEATS);
+    let started: Vec<_> = alerts.iter().filter(|a| a["fate"] == "started").collect();
+    let coalesced: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["fate"] == "deduplicated")
+        .collect();
+    assert_eq!(started.len(), 1, "{alerts:?}");
+    assert_eq!(coalesced.len(), REPEATS - 1, "{alerts:?}");
+    assert!(coalesced.iter().all(|a| a["run_id"] == run_id.as_str()));
+    let runs = client
+        .list_runs(riposte_proto::v1::ListRunsRequest {
+            playbook: "ip-echo".into(),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("ListRuns")
+        .into_inner()
+        .runs;
+    assert_eq!(runs.len(), 1, "exactly one run");
+}
+
+#[tokio::test]
+async fn an_alert_no_rule_matches_and_a_refused_start_are_recorded() {
+    let orchestrator = Orchestrator::start();
+    let no_playbook = RULE
+        .replace("ssh-bruteforce", "needs-missing")
+        .replace("ip-echo", "missing");
+    let applied = apply_rule(&orchestrator, &no_playbook).await;
+    assert_eq!(applied.code(), 0, "{applied}");
+    let sent = send(&orchestrator, AZURE_FIXTURE).await;
+    let alert = &sent.json()[0];
+    assert_eq!(alert["fate"], "start_refused", "{alert}");
+    assert_eq!(alert["rule"], "needs-missing", "{alert}");
+    assert!(
+        alert["detail"].as_str().unwrap_or("").contains("missing"),
+        "{alert}"
+    );
+
+    let bad = apply_rule(
+        &orchestrator,
+        "name: x\nmatch: \"alert.source ==\"\nplaybook: p\n",
+    )
+    .await;
+    assert_ne!(
+        bad.code(),
+        0,
+        "an expression that does not compile is refused: {bad}"
+    );
+    assert!(bad.stderr.contains("match"), "{bad}");
+}
+
+#[tokio::test]
+async fn a_rule_over_its_budget_suppresses_the_run() {
+    use riposte_tests::{Worker, api};
+    let orchestrator = Orchestrator::start();
+    let _worker = Worker::start(&orchestrator.url(), &[], 2);
+    let mut client = orchestrator.client();
+    api::apply_playbook(&mut client, ECHO_IP).await;
+    let one_per_hour = RULE
+        .replace(
+            "dedup: { key: \"{{ alert.entities.ips[0].address }}\", window: 10m }\n",
+            "",
+        )
+        .replace("runs: 20", "runs: 1");
+    let applied = apply_rule(&orchestrator, &one_per_hour).await;
+    assert_eq!(applied.code(), 0, "{applied}");
+    let first = send(&orchestrator, AZURE_FIXTURE).await;
+    assert_eq!(first.json()[0]["fate"], "started", "{first}");
+    let second = send(&orchestrator, AZURE_FIXTURE).await;
+    assert_eq!(second.json()[0]["fate"], "suppressed_by_budget", "{second}");
+    assert_eq!(second.json()[0]["run_id"], "", "{second}");
+}
