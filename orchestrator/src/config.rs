@@ -55,6 +55,18 @@ pub struct Config {
     #[arg(long = "approver-group", value_name = "GROUP=MEMBERS", value_parser = parse_group)]
     pub approver_groups: Vec<(String, Vec<String>)>,
 
+    /// Address of the HTTP alert listener (`POST /alerts/azure-monitor`, `/alerts/sentinel`,
+    /// `/alerts/defender`, `/alerts/generic/{name}`); off when not given. Port 0 picks a free
+    /// port; the bound address is printed on the first line of stdout.
+    #[arg(long, env = "RIPOSTE_ALERTS_LISTEN", value_name = "ADDR")]
+    pub alerts_listen: Option<SocketAddr>,
+
+    /// The shared secret of an alert source, `SOURCE=TOKEN` (`azure-monitor`, `sentinel`,
+    /// `defender`, `generic` for every generic endpoint or `generic/NAME` for one); repeat for
+    /// more sources. A source without a secret refuses every request.
+    #[arg(long = "alert-secret", value_name = "SOURCE=TOKEN", value_parser = parse_secret)]
+    pub alert_secrets: Vec<(String, String)>,
+
     /// Do not apply the built-in playbooks (ip-block, account-disable, jit-access-grant,
     /// patch-deployment) at start. Without this flag each is applied when the store lacks its
     /// name and version; what an operator applied is never overwritten or downgraded.
@@ -142,6 +154,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// `soc-leads=alice,bob` -> ("soc-leads", ["alice", "bob"]).
+fn parse_secret(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((source, token)) if !source.trim().is_empty() && !token.is_empty() => {
+            Ok((source.trim().to_string(), token.to_string()))
+        }
+        _ => Err("expected SOURCE=TOKEN with a non-empty source and token".to_string()),
+    }
+}
+
 fn parse_group(text: &str) -> Result<(String, Vec<String>), String> {
     let (group, members) = text
         .split_once('=')

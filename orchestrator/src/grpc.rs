@@ -46,15 +46,21 @@ impl Shared {
         &self,
         source: &str,
         payload: &[u8],
-    ) -> Result<Vec<crate::store::StoredAlert>, engine::Error> {
+    ) -> Result<Vec<crate::store::StoredAlert>, IngestRefusal> {
         let Ok(_permit) = self.ingesting.clone().try_acquire_owned() else {
-            return Err(engine::Error::ResourceExhausted(format!(
+            return Err(IngestRefusal::Backlog(format!(
                 "{} alert payloads are being ingested, the most allowed; retry later",
                 limits::ALERTS_INGESTING_MAX
             )));
         };
-        let (alerts, seq) = self.lock().ingest_alert(source, payload)?;
-        self.store.durable(seq).await?;
+        let (alerts, seq) = self
+            .lock()
+            .ingest_alert(source, payload)
+            .map_err(IngestRefusal::Engine)?;
+        self.store
+            .durable(seq)
+            .await
+            .map_err(|e| IngestRefusal::Engine(e.into()))?;
         Ok(alerts)
     }
 
@@ -63,6 +69,20 @@ impl Shared {
             .durable(seq)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))
+    }
+}
+
+/// Why an alert payload was not ingested.
+pub enum IngestRefusal {
+    /// [`limits::ALERTS_INGESTING_MAX`] payloads are in flight: retry later.
+    Backlog(String),
+    Engine(engine::Error),
+}
+
+fn ingest_status(refusal: IngestRefusal) -> Status {
+    match refusal {
+        IngestRefusal::Backlog(m) => Status::resource_exhausted(m),
+        IngestRefusal::Engine(e) => status(e),
     }
 }
 
@@ -779,7 +799,7 @@ impl OperatorApi {
             .0
             .ingest_alert(&req.source, &req.payload)
             .await
-            .map_err(status)?;
+            .map_err(ingest_status)?;
         for a in &alerts {
             tracing::info!(alert = %a.id, source = %a.source, fate = ?a.fate, "alert.ingested");
         }

@@ -6,6 +6,7 @@
 //! [`dispatch`] (queue, workers, leases), [`engine`] (glue: one event, one transaction, one
 //! flush), the gRPC edge and [`convert`]ers to the wire types.
 
+mod alert_http;
 pub mod builtin;
 pub mod clock;
 pub mod config;
@@ -53,10 +54,12 @@ pub enum Error {
 
 /// Opens the store in `config.data_dir`, resumes the runs that were running, applies the
 /// playbooks of `config.playbooks` (then the examples with `--dev`, then the built-in
-/// playbooks the store lacks), and serves on `listener` until `shutdown` resolves.
+/// playbooks the store lacks), and serves gRPC on `listener` (and alerts over HTTP on
+/// `alerts`, when given) until `shutdown` resolves.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    alerts: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::Io {
@@ -96,6 +99,10 @@ pub async fn run(
         builtin::apply(&shared).await?;
     }
     let timers = tokio::spawn(timer_loop(shared.clone()));
+    let alert_listener = alerts.map(|l| {
+        let secrets = alert_http::Secrets::new(config.alert_secrets.clone());
+        tokio::spawn(alert_http::serve(l, shared.clone(), secrets))
+    });
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -122,6 +129,9 @@ pub async fn run(
         )
         .await;
     timers.abort();
+    if let Some(listener) = alert_listener {
+        listener.abort();
+    }
     let last = shared.store.last_write();
     shared.store.durable(last).await?;
     result?;

@@ -31,7 +31,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
-    println!("riposte-orchestrator listening on {addr}");
+    let alerts = match config.alerts_listen {
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for alerts on {at}: {e}"))?,
+        ),
+        None => None,
+    };
+    match &alerts {
+        Some(alerts) => println!(
+            "riposte-orchestrator listening on {addr} alerts on {}",
+            alerts.local_addr()?
+        ),
+        None => println!("riposte-orchestrator listening on {addr}"),
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
     if config.dev {
@@ -47,7 +61,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         print_dev_banner(&config, addr);
     }
     let mut stop = stop_rx.clone();
-    let server = tokio::spawn(run(config, listener, async move {
+    let server = tokio::spawn(run(config, listener, alerts, async move {
         let _ = stop.wait_for(|s| *s).await;
     }));
     shutdown_signal().await;

@@ -25,6 +25,8 @@ use crate::wait::wait_for;
 const SERVING_TIMEOUT: Duration = Duration::from_secs(20);
 /// The line the orchestrator prints once bound, before the address.
 const LISTENING: &str = "riposte-orchestrator listening on ";
+/// What precedes the alert listener's address on the same line.
+const ALERTS_ON: &str = " alerts on ";
 
 /// Options for [`Orchestrator`]; `Orchestrator::builder().lease_timeout("1s").start()`.
 #[derive(Debug, Clone, Default)]
@@ -94,11 +96,19 @@ impl OrchestratorBuilder {
         let listen = self.listen.unwrap_or_else(|| "127.0.0.1:0".into());
         let process = spawn(&dir, &listen, &args);
         let addr = parse_addr(&process);
+        let alerts_addr = parse_alerts_addr(&process);
+        if let Some(bound) = alerts_addr {
+            // A restart listens for alerts where this one does.
+            if let Some(at) = args.iter().position(|a| a == "--alerts-listen") {
+                args[at + 1] = bound.to_string();
+            }
+        }
         Orchestrator {
             process,
             dir,
             args,
             addr,
+            alerts_addr,
         }
     }
 }
@@ -110,6 +120,8 @@ pub struct Orchestrator {
     dir: TempDir,
     args: Vec<String>,
     addr: SocketAddr,
+    /// Where the HTTP alert listener listens (started with `--alerts-listen`).
+    alerts_addr: Option<SocketAddr>,
 }
 
 impl Orchestrator {
@@ -126,6 +138,15 @@ impl Orchestrator {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `http://ADDR` of the HTTP alert listener; panics when it was not started with
+    /// `--alerts-listen`.
+    pub fn alerts_url(&self) -> String {
+        let addr = self
+            .alerts_addr
+            .expect("the orchestrator was started with --alerts-listen");
+        format!("http://{addr}")
     }
 
     /// `http://ADDR`, for workers and the CLI.
@@ -193,6 +214,11 @@ impl Orchestrator {
             addr, self.addr,
             "the restarted orchestrator must listen where it did"
         );
+        assert_eq!(
+            parse_alerts_addr(&process),
+            self.alerts_addr,
+            "the restarted orchestrator must listen for alerts where it did"
+        );
         self.process = process;
     }
 
@@ -245,12 +271,24 @@ fn spawn(dir: &TempDir, listen: &str, args: &[String]) -> Process {
     )
 }
 
+/// The gRPC address: the first word after [`LISTENING`].
 fn parse_addr(process: &Process) -> SocketAddr {
     let line = process.first_line();
-    let addr = line
+    let rest = line
         .strip_prefix(LISTENING)
         .unwrap_or_else(|| panic!("unexpected first line from the orchestrator: {line:?}"));
-    addr.trim()
-        .parse()
+    let addr = rest.split_whitespace().next().unwrap_or("");
+    addr.parse()
         .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
+}
+
+/// The alert listener's address: the word after [`ALERTS_ON`], when the line has one.
+fn parse_alerts_addr(process: &Process) -> Option<SocketAddr> {
+    let line = process.first_line();
+    let (_, rest) = line.split_once(ALERTS_ON)?;
+    let addr = rest.split_whitespace().next().unwrap_or("");
+    Some(
+        addr.parse()
+            .unwrap_or_else(|e| panic!("bad alerts address in {line:?}: {e}")),
+    )
 }

@@ -250,3 +250,139 @@ async fn a_rule_over_its_budget_suppresses_the_run() {
     assert_eq!(second.json()[0]["fate"], "suppressed_by_budget", "{second}");
     assert_eq!(second.json()[0]["run_id"], "", "{second}");
 }
+
+/// The Azure Monitor endpoint's secret in these tests.
+const AZURE_TOKEN: &str = "azure-s3cret";
+
+fn with_listener() -> Orchestrator {
+    Orchestrator::builder()
+        .args(&[
+            "--alerts-listen",
+            "127.0.0.1:0",
+            "--alert-secret",
+            &format!("azure-monitor={AZURE_TOKEN}"),
+        ])
+        .start()
+}
+
+async fn post(
+    orchestrator: &Orchestrator,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let url = format!("{}/alerts/azure-monitor", orchestrator.alerts_url());
+    let mut request = reqwest::Client::new().post(url).body(body);
+    if let Some(token) = token {
+        request = request.header("X-Riposte-Token", token);
+    }
+    request.send().await.expect("the alert listener answers")
+}
+
+#[tokio::test]
+async fn over_http_wrong_secrets_and_bad_bodies_are_refused_and_nothing_is_stored() {
+    let orchestrator = with_listener();
+    let fixture = std::fs::read(AZURE_FIXTURE).expect("the fixture");
+
+    let wrong = post(&orchestrator, Some("guess"), fixture.clone()).await;
+    assert_eq!(wrong.status().as_u16(), 401);
+    let missing = post(&orchestrator, None, fixture.clone()).await;
+    assert_eq!(missing.status().as_u16(), 401);
+    let other_source = reqwest::Client::new()
+        .post(format!(
+            "{}/alerts/sentinel?token={AZURE_TOKEN}",
+            orchestrator.alerts_url()
+        ))
+        .body(fixture.clone())
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(
+        other_source.status().as_u16(),
+        401,
+        "a source without a secret refuses all"
+    );
+
+    let truncated = post(
+        &orchestrator,
+        Some(AZURE_TOKEN),
+        fixture[..fixture.len() / 2].to_vec(),
+    )
+    .await;
+    assert_eq!(truncated.status().as_u16(), 400);
+    let text = truncated.text().await.expect("a body");
+    assert!(text.contains("invalid json"), "{text}");
+
+    let mut oversize = fixture.clone();
+    oversize.extend(std::iter::repeat_n(b' ', OVERSIZE_BYTES));
+    let too_big = post(&orchestrator, Some(AZURE_TOKEN), oversize).await;
+    assert_eq!(too_big.status().as_u16(), 413);
+
+    assert!(listed(&orchestrator).await.is_empty(), "nothing was stored");
+
+    let by_query = reqwest::Client::new()
+        .post(format!(
+            "{}/alerts/azure-monitor?token={AZURE_TOKEN}",
+            orchestrator.alerts_url()
+        ))
+        .body(fixture)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(
+        by_query.status().as_u16(),
+        200,
+        "the query token is accepted"
+    );
+    assert_eq!(listed(&orchestrator).await.len(), 1);
+}
+
+#[tokio::test]
+async fn over_http_one_run_starts_with_the_ip_repeats_coalesce_and_alerts_survive_kill_9() {
+    use riposte_tests::{Worker, api};
+    let mut orchestrator = with_listener();
+    let _worker = Worker::start(&orchestrator.url(), &[], 2);
+    let mut client = orchestrator.client();
+    api::apply_playbook(&mut client, ECHO_IP).await;
+    let applied = apply_rule(&orchestrator, RULE).await;
+    assert_eq!(applied.code(), 0, "{applied}");
+    let fixture = std::fs::read(AZURE_FIXTURE).expect("the fixture");
+
+    let first = post(&orchestrator, Some(AZURE_TOKEN), fixture.clone()).await;
+    assert_eq!(first.status().as_u16(), 200);
+    let first: serde_json::Value =
+        serde_json::from_str(&first.text().await.expect("a body")).expect("JSON");
+    assert_eq!(first["alerts"][0]["fate"], "started", "{first}");
+    let run_id = first["alerts"][0]["run_id"]
+        .as_str()
+        .expect("a run")
+        .to_string();
+    let run = api::wait_finished(&mut client, &run_id, RUN_TIMEOUT).await;
+    assert_eq!(api::json(&run.params_json)["ip"], FIXTURE_IP);
+
+    let mut last_id = String::new();
+    for _ in 1..REPEATS {
+        let again = post(&orchestrator, Some(AZURE_TOKEN), fixture.clone()).await;
+        assert_eq!(again.status().as_u16(), 200);
+        let again: serde_json::Value =
+            serde_json::from_str(&again.text().await.expect("a body")).expect("JSON");
+        assert_eq!(again["alerts"][0]["fate"], "deduplicated", "{again}");
+        last_id = again["alerts"][0]["id"]
+            .as_str()
+            .expect("an id")
+            .to_string();
+    }
+    // Killed right after the last 2xx: that alert was durable before the answer.
+    orchestrator.restart();
+    orchestrator.wait_serving().await;
+
+    let alerts = listed(&orchestrator).await;
+    assert_eq!(alerts.len(), REPEATS, "every acknowledged alert survived");
+    assert_eq!(alerts[0]["id"], last_id.as_str(), "newest first");
+    assert_eq!(alerts[0]["fate"], "deduplicated");
+    let started = alerts.iter().filter(|a| a["fate"] == "started").count();
+    let coalesced = alerts
+        .iter()
+        .filter(|a| a["fate"] == "deduplicated" && a["run_id"] == run_id.as_str())
+        .count();
+    assert_eq!((started, coalesced), (1, REPEATS - 1));
+}

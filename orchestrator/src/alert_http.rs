@@ -1,0 +1,264 @@
+//! The HTTP alert listener: `POST /alerts/azure-monitor`, `/alerts/sentinel`,
+//! `/alerts/defender` and `/alerts/generic/{name}`. Each request is checked against its
+//! source's shared secret (header `X-Riposte-Token` or query `?token=`, compared in constant
+//! time) before its body is read; the body is bounded; the payload goes through the same
+//! ingestion as `IngestAlert`, and the answer is 200 only once the alerts and their fates are
+//! durable. Refusals map to HTTP codes in [`refusal`] only.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::engine;
+use crate::grpc::{IngestRefusal, Shared};
+use crate::ingest::PAYLOAD_BYTES_MAX;
+
+/// The header carrying a source's shared secret.
+const TOKEN_HEADER: &str = "x-riposte-token";
+/// What a 429 asks the sender to wait, in seconds.
+const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// The shared secret of each source (`azure-monitor`, `generic`, `generic/NAME`...).
+#[derive(Clone, Default)]
+pub struct Secrets(Vec<(String, String)>);
+
+impl Secrets {
+    pub fn new(pairs: Vec<(String, String)>) -> Secrets {
+        Secrets(pairs)
+    }
+
+    /// The secret of the first of `names` that has one.
+    fn of(&self, names: &[&str]) -> Option<&str> {
+        names.iter().find_map(|name| {
+            self.0
+                .iter()
+                .find(|(source, _)| source == name)
+                .map(|(_, token)| token.as_str())
+        })
+    }
+}
+
+struct App {
+    shared: Arc<Shared>,
+    secrets: Secrets,
+}
+
+/// Serves the alert endpoints on `listener` until the task is aborted.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, secrets: Secrets) {
+    let app = Arc::new(App { shared, secrets });
+    let router = Router::new()
+        .route("/alerts/azure-monitor", post(azure_monitor))
+        .route("/alerts/sentinel", post(sentinel))
+        .route("/alerts/defender", post(defender))
+        .route("/alerts/generic/{name}", post(generic))
+        .with_state(app);
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::error!(error = %e, "alerts.listener_failed");
+    }
+}
+
+async fn azure_monitor(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Response {
+    ingest(
+        &app,
+        &["azure-monitor"],
+        "azure-monitor",
+        &headers,
+        &uri,
+        body,
+    )
+    .await
+}
+
+async fn sentinel(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Response {
+    ingest(&app, &["sentinel"], "sentinel", &headers, &uri, body).await
+}
+
+async fn defender(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Response {
+    ingest(&app, &["defender"], "defender", &headers, &uri, body).await
+}
+
+async fn generic(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Response {
+    let own = format!("generic/{name}");
+    ingest(
+        &app,
+        &[own.as_str(), "generic"],
+        "generic",
+        &headers,
+        &uri,
+        body,
+    )
+    .await
+}
+
+/// Checks the secret, then reads the bounded body, then ingests and waits for durability.
+async fn ingest(
+    app: &App,
+    secret_names: &[&str],
+    source: &str,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Body,
+) -> Response {
+    let presented = token(headers, uri);
+    let authorized = match (app.secrets.of(secret_names), presented) {
+        (Some(secret), Some(given)) => constant_time_eq(secret.as_bytes(), given.as_bytes()),
+        _ => false,
+    };
+    if !authorized {
+        return answer(StatusCode::UNAUTHORIZED, "missing or wrong token");
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > PAYLOAD_BYTES_MAX) {
+        return too_large();
+    }
+    let Ok(payload) = to_bytes(body, PAYLOAD_BYTES_MAX).await else {
+        return too_large();
+    };
+    match app.shared.ingest_alert(source, &payload).await {
+        Ok(alerts) => {
+            let alerts: Vec<_> = alerts
+                .iter()
+                .map(|a| {
+                    json!({
+                        "id": a.id.to_string(),
+                        "fate": crate::convert::alert(a, false).fate,
+                        "run_id": a.run_id.map(|r| r.to_string()).unwrap_or_default(),
+                    })
+                })
+                .collect();
+            let body = json!({ "alerts": alerts }).to_string();
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response()
+        }
+        Err(e) => refusal(e),
+    }
+}
+
+fn too_large() -> Response {
+    answer(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("body exceeds {PAYLOAD_BYTES_MAX} bytes"),
+    )
+}
+
+/// Every ingestion refusal's HTTP code, in one place.
+fn refusal(refusal: IngestRefusal) -> Response {
+    match refusal {
+        IngestRefusal::Backlog(m) => {
+            let mut response = answer(StatusCode::TOO_MANY_REQUESTS, &m);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, RETRY_AFTER_SECONDS.into());
+            response
+        }
+        IngestRefusal::Engine(e) => {
+            let code = match &e {
+                engine::Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+                engine::Error::ResourceExhausted(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                engine::Error::NotFound(_) => StatusCode::NOT_FOUND,
+                engine::Error::FailedPrecondition(_) => StatusCode::CONFLICT,
+                engine::Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
+                engine::Error::Store(_) => {
+                    tracing::error!(error = %e, "store.error");
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            };
+            answer(code, &e.to_string())
+        }
+    }
+}
+
+fn answer(code: StatusCode, message: &str) -> Response {
+    let body = json!({ "error": message }).to_string();
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The token from the header, else from the `token` query parameter (taken as is).
+fn token<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
+    if let Some(value) = headers.get(TOKEN_HEADER) {
+        return value.to_str().ok();
+    }
+    uri.query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+}
+
+/// Equal bytes, in a time that depends on the lengths only.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cret!"));
+        assert!(!constant_time_eq(b"s3cret", b"S3cret"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn a_generic_endpoint_takes_its_own_secret_first() {
+        let secrets = Secrets::new(vec![
+            ("generic".into(), "all".into()),
+            ("generic/edr".into(), "edr".into()),
+        ]);
+        assert_eq!(secrets.of(&["generic/edr", "generic"]), Some("edr"));
+        assert_eq!(secrets.of(&["generic/other", "generic"]), Some("all"));
+        assert_eq!(secrets.of(&["sentinel"]), None);
+    }
+
+    #[test]
+    fn the_header_wins_over_the_query() {
+        let uri: Uri = "/alerts/sentinel?a=1&token=q".parse().expect("a uri");
+        let mut headers = HeaderMap::new();
+        assert_eq!(token(&headers, &uri), Some("q"));
+        headers.insert(TOKEN_HEADER, "h".parse().expect("a header"));
+        assert_eq!(token(&headers, &uri), Some("h"));
+    }
+}
