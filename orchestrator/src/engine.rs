@@ -59,6 +59,8 @@ pub mod limits {
     /// Alert payloads being ingested at once (parsed, stored, awaiting their flush); one
     /// more is refused (RESOURCE_EXHAUSTED, HTTP 429) until one is acknowledged.
     pub const ALERTS_INGESTING_MAX: usize = 256;
+    /// Expired dedup entries are removed every this many payloads (and at start).
+    pub const DEDUP_PRUNE_EVERY: usize = 1000;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +217,8 @@ pub struct Engine {
     containment: Containment,
     /// Alerts held in the store (counted once, then kept in step).
     alerts_held: Option<usize>,
+    /// Payloads ingested since expired dedup entries were last removed.
+    ingests_since_prune: usize,
     /// Alert rules in evaluation order, with their stored sources.
     rules: Vec<(crate::rules::Rule, store::StoredRule)>,
     /// The sandboxed template environment rules are evaluated in.
@@ -238,6 +242,7 @@ impl Engine {
             wake,
             containment: Containment::default(),
             alerts_held: None,
+            ingests_since_prune: 0,
             rules: Vec::new(),
             renderer: riposte_playbooks::Renderer::new(),
         };

@@ -938,4 +938,50 @@ mod tests {
         assert_eq!(kept, vec![9_000, 8_000, 7_000, 6_000]);
         assert_eq!(store.prune_ledger("a", 4).expect("pruned"), 0);
     }
+
+    #[tokio::test]
+    async fn expired_dedup_entries_are_pruned_and_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let store = Store::open(dir.path()).expect("opens");
+        let run = RunId(uuid::Uuid::now_v7());
+        let write = AlertWrite {
+            alerts: &[],
+            dedup: vec![
+                (
+                    "r",
+                    "old",
+                    DedupEntry {
+                        run_id: run,
+                        expires_ms: 1_000,
+                    },
+                ),
+                (
+                    "r",
+                    "live",
+                    DedupEntry {
+                        run_id: run,
+                        expires_ms: 5_000,
+                    },
+                ),
+            ],
+            budgets: vec![(
+                "r",
+                BudgetState {
+                    period_start_ms: 0,
+                    runs: 3,
+                },
+            )],
+        };
+        store.put_alerts(&[], &write).expect("written");
+        assert_eq!(store.prune_dedup(2_000).expect("pruned"), 1);
+        assert_eq!(store.dedup_entry("r", "old").expect("read"), None);
+        assert_eq!(
+            store
+                .dedup_entry("r", "live")
+                .expect("read")
+                .map(|e| e.expires_ms),
+            Some(5_000)
+        );
+        assert_eq!(store.budget("r").expect("read").runs, 3);
+    }
 }

@@ -101,7 +101,18 @@ impl Engine {
         };
         let seq = self.commit_alerts(pending.transitions, &write)?;
         self.keep_alerts_bounded(stored.len())?;
+        self.prune_dedup_now_and_then(received_ms)?;
         Ok((stored, seq))
+    }
+
+    /// Removes expired dedup entries every [`limits::DEDUP_PRUNE_EVERY`] payloads.
+    fn prune_dedup_now_and_then(&mut self, now_ms: i64) -> Result<(), Error> {
+        self.ingests_since_prune += 1;
+        if self.ingests_since_prune >= limits::DEDUP_PRUNE_EVERY {
+            self.ingests_since_prune = 0;
+            self.store.prune_dedup(now_ms)?;
+        }
+        Ok(())
     }
 
     /// Decides one alert's fate; a run it starts is prepared into `pending`.
