@@ -410,6 +410,15 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
     text[..end].to_string()
 }
 
+/// The natural identity of a vendor alert for deduplication: `identity/state` when the vendor
+/// reports a state (`Fired`, `Resolved`, `New`...), so a resolution is not taken for a repeat.
+pub(crate) fn dedup_hint(identity: String, state: Option<&str>) -> Option<String> {
+    Some(match state {
+        Some(state) => format!("{identity}/{state}"),
+        None => identity,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

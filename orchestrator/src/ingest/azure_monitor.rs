@@ -46,10 +46,7 @@ pub fn parse(bytes: &[u8]) -> Result<Alert, Error> {
     let mut entities = Entities::default();
     dimension_entities(context, &mut entities)?;
     target_entities(essentials, &mut entities)?;
-    let dedup_hint = Some(match &condition {
-        Some(c) => format!("{id}/{c}"),
-        None => id.clone(),
-    });
+    let dedup_hint = alert::dedup_hint(id.clone(), condition.as_deref());
     let alert = Alert {
         id,
         source: Source::AzureMonitor,

@@ -75,10 +75,7 @@ fn parse_one(raw: Value) -> Result<Alert, Error> {
         .find_map(|k| json::text(get(props, k)).and_then(|t| time::rfc3339_ms(&t)));
     let entities = entities(props)?;
     let identity = system_id.unwrap_or_else(|| id.clone());
-    let dedup_hint = Some(match &status {
-        Some(s) => format!("{identity}/{s}"),
-        None => identity,
-    });
+    let dedup_hint = alert::dedup_hint(identity, status.as_deref());
     let alert = Alert {
         id,
         source: Source::Defender,

@@ -57,10 +57,7 @@ pub fn parse(bytes: &[u8]) -> Result<Alert, Error> {
         add_entity(&mut entities, &kind, properties)?;
     }
     let lowered = id.to_ascii_lowercase();
-    let dedup_hint = Some(match &status {
-        Some(s) => format!("{lowered}/{s}"),
-        None => lowered,
-    });
+    let dedup_hint = alert::dedup_hint(lowered, status.as_deref());
     let alert = Alert {
         id,
         source: Source::Sentinel,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::identity::{Disable, Enable, RevokeSessions};
-use super::{Context, Failure, run};
+use super::{Context, Failure, run, run_checked};
 use crate::exec::{self, Command};
 
 /// Longest login name accepted (the Linux and shadow limit).
@@ -76,7 +76,7 @@ pub(crate) async fn disable(disable: &Disable, cx: &Context) -> Result<Value, Fa
         vec![command.display()]
     };
     if !already && !cx.dry_run {
-        run_checked(&command).await?;
+        run_checked(&command, command_failed).await?;
         let after = read_account(name).await?;
         if !after.state.disabled() {
             return Err(Failure::permanent(format!(
@@ -113,7 +113,7 @@ pub(crate) async fn enable(enable: &Enable, cx: &Context) -> Result<Value, Failu
     let command = (!plan.args.is_empty()).then(|| usermod(&plan.args, name));
     let changes: Vec<String> = command.iter().map(Command::display).collect();
     if let (Some(command), false) = (&command, cx.dry_run) {
-        run_checked(command).await?;
+        run_checked(command, command_failed).await?;
         let after = read_account(name).await?;
         if after.state != plan.expected {
             return Err(Failure::permanent(format!(
@@ -378,16 +378,6 @@ async fn wait_gone(uid: &str, name: &str) -> Result<(), Failure> {
             )));
         }
         tokio::time::sleep(KILL_SETTLE_POLL).await;
-    }
-}
-
-/// Runs `command` and fails unless it exits 0.
-async fn run_checked(command: &Command) -> Result<(), Failure> {
-    let output = run(command).await?;
-    if output.success() {
-        Ok(())
-    } else {
-        Err(command_failed(command, &output))
     }
 }
 

@@ -305,6 +305,20 @@ pub(crate) async fn run(command: &exec::Command) -> Result<exec::Output, Failure
     })
 }
 
+/// Runs `command` and answers its output when it exits 0; any other exit becomes the failure
+/// that `failed` makes of it (each backend knows what its tool's exit codes mean).
+pub(crate) async fn run_checked(
+    command: &exec::Command,
+    failed: fn(&exec::Command, &exec::Output) -> Failure,
+) -> Result<exec::Output, Failure> {
+    let output = run(command).await?;
+    if output.success() {
+        Ok(output)
+    } else {
+        Err(failed(command, &output))
+    }
+}
+
 /// Reads the fields of an action's input one by one with precise error messages, and refuses
 /// fields the action does not know (a typo must not silently fall back to a default).
 pub(crate) struct Fields {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::patch::{Assess, Install, Reboot, Scope, Verify, verdict};
-use super::{Context, Failure, run};
+use super::{Context, Failure, run, run_checked};
 use crate::exec::{self, Command};
 use parse::{Instance, Pending};
 
@@ -231,7 +231,7 @@ pub(crate) async fn install(
     if !names.is_empty() {
         changes.push(settings.install_command(&names, false, timeout).display());
         if cx.dry_run {
-            let output = run_checked(&command).await?;
+            let output = run_checked(&command, apt_failed).await?;
             let simulation = parse::simulation(&output.stdout).map_err(Failure::permanent)?;
             would_install = simulation.pending.iter().map(Pending::to_json).collect();
         } else {
@@ -248,7 +248,7 @@ pub(crate) async fn install(
         let shutdown = reboot_command();
         changes.push(shutdown.display());
         if !cx.dry_run {
-            run_checked(&shutdown).await?;
+            run_checked(&shutdown, apt_failed).await?;
         }
     }
     Ok(json!({
@@ -328,7 +328,7 @@ fn scope_name(scope: Scope) -> &'static str {
 /// The pending updates in `scope`, from `apt-get -s upgrade`.
 async fn pending(settings: &Settings, scope: Scope, cx: &Context) -> Result<Vec<Pending>, Failure> {
     let command = settings.apt_get(&["-s", "upgrade"], QUERY_TIMEOUT.min(cx.timeout));
-    let output = run_checked(&command).await?;
+    let output = run_checked(&command, apt_failed).await?;
     let simulation = parse::simulation(&output.stdout).map_err(Failure::permanent)?;
     Ok(in_scope(simulation.pending, scope))
 }
@@ -465,7 +465,7 @@ async fn dpkg_listing() -> Result<BTreeMap<Instance, String>, Failure> {
         ["-W".to_owned(), format!("-f={}", parse::DPKG_QUERY_FORMAT)],
     )
     .timeout(QUERY_TIMEOUT);
-    let output = run_checked(&command).await?;
+    let output = run_checked(&command, apt_failed).await?;
     Ok(parse::installed(&output.stdout))
 }
 
@@ -518,15 +518,6 @@ pub(crate) fn reboot_command() -> Command {
             "riposte patch.install: rebooting after updates",
         ],
     )
-}
-
-async fn run_checked(command: &Command) -> Result<exec::Output, Failure> {
-    let output = run(command).await?;
-    if output.success() {
-        Ok(output)
-    } else {
-        Err(apt_failed(command, &output))
-    }
 }
 
 /// A failed apt or dpkg command: retryable when a lock was held, permanent otherwise. The

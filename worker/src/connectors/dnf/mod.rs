@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::apt::parse::{Change, changes};
 use super::patch::{Assess, Install, Reboot, Scope, Verify, verdict};
-use super::{Context, Failure, run};
+use super::{Context, Failure, run, run_checked};
 use crate::exec::{self, Command};
 use parse::Update;
 
@@ -82,7 +82,7 @@ pub(crate) async fn install(install: &Install, cx: &Context) -> Result<Value, Fa
         let shutdown = super::apt::reboot_command();
         changes_made.push(shutdown.display());
         if !cx.dry_run {
-            run_checked(&shutdown).await?;
+            run_checked(&shutdown, dnf_failed).await?;
         }
     }
     Ok(json!({
@@ -257,7 +257,7 @@ async fn upgrade(command: &Command, selected: &[&Update]) -> Result<Vec<Value>, 
 async fn rpm_all() -> Result<BTreeMap<(String, String), String>, Failure> {
     let command =
         Command::new("rpm", ["-qa", "--qf", parse::RPM_QUERY_FORMAT]).timeout(QUERY_TIMEOUT);
-    let output = run_checked(&command).await?;
+    let output = run_checked(&command, dnf_failed).await?;
     Ok(parse::rpm_listing(&output.stdout))
 }
 
@@ -316,15 +316,6 @@ fn listed(entries: &[String]) -> String {
         text.push_str(&format!(" and {} more", entries.len() - NAMES_LISTED_MAX));
     }
     text
-}
-
-async fn run_checked(command: &Command) -> Result<exec::Output, Failure> {
-    let output = run(command).await?;
-    if output.success() {
-        Ok(output)
-    } else {
-        Err(dnf_failed(command, &output))
-    }
 }
 
 /// A failed dnf or rpm command: retryable on a lock problem (exit 200), permanent otherwise.
