@@ -64,8 +64,31 @@ pub struct Config {
     /// The shared secret of an alert source, `SOURCE=TOKEN` (`azure-monitor`, `sentinel`,
     /// `defender`, `generic` for every generic endpoint or `generic/NAME` for one); repeat for
     /// more sources. A source without a secret refuses every request.
+    /// Secrets on the command line are visible to every local user (`ps`); prefer
+    /// `--alert-secrets-file`.
     #[arg(long = "alert-secret", value_name = "SOURCE=TOKEN", value_parser = parse_secret)]
     pub alert_secrets: Vec<(String, String)>,
+
+    /// A file of alert-source secrets, one `SOURCE=TOKEN` per line (blank lines and lines
+    /// starting with `#` are skipped), read once at start and added to `--alert-secret`.
+    #[arg(long, env = "RIPOSTE_ALERT_SECRETS_FILE", value_name = "PATH")]
+    pub alert_secrets_file: Option<PathBuf>,
+
+    /// Address of the UDP syslog listener (RFC 3164 / RFC 5424, CEF in the message); one
+    /// datagram is one message. Off when not given; port 0 picks a free port.
+    #[arg(long, env = "RIPOSTE_SYSLOG_UDP", value_name = "ADDR")]
+    pub syslog_udp: Option<SocketAddr>,
+
+    /// Address of the TCP syslog listener (RFC 6587 octet counting or newline framing). Off
+    /// when not given; port 0 picks a free port.
+    #[arg(long, env = "RIPOSTE_SYSLOG_TCP", value_name = "ADDR")]
+    pub syslog_tcp: Option<SocketAddr>,
+
+    /// The senders the syslog listeners accept, `CIDR,...`, checked on the peer address
+    /// before anything is read or parsed (syslog has no header to carry a token). Default:
+    /// loopback only.
+    #[arg(long, env = "RIPOSTE_SYSLOG_ALLOW", value_name = "CIDR,...", value_parser = parse_ranges, default_value = "127.0.0.0/8,::1")]
+    pub syslog_allow: Ranges,
 
     /// Do not apply the built-in playbooks (ip-block, account-disable, jit-access-grant,
     /// patch-deployment) at start. Without this flag each is applied when the store lacks its
@@ -153,7 +176,29 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// `soc-leads=alice,bob` -> ("soc-leads", ["alice", "bob"]).
+impl Config {
+    /// Reads `--alert-secrets-file` into `alert_secrets` (after the `--alert-secret` pairs)
+    /// and forgets the path; spaces around a token are dropped; a malformed line is an error naming the file and line.
+    pub fn read_secrets_file(mut self) -> Result<Config, String> {
+        let Some(path) = self.alert_secrets_file.take() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (source, token) =
+                parse_secret(line).map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
+            self.alert_secrets.push((source, token.trim().to_string()));
+        }
+        Ok(self)
+    }
+}
+
+/// `azure-monitor=s3cret` -> ("azure-monitor", "s3cret").
 fn parse_secret(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((source, token)) if !source.trim().is_empty() && !token.is_empty() => {
@@ -184,6 +229,45 @@ fn parse_group(text: &str) -> Result<(String, Vec<String>), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secrets_file_adds_its_lines_and_a_bad_line_names_its_number() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let path = dir.path().join("secrets");
+        std::fs::write(&path, "# tokens\n\nsentinel=abc\n  defender = d=e  \n").expect("written");
+        let c = Config::try_parse_from([
+            "riposte-orchestrator",
+            "--alert-secret",
+            "azure-monitor=x",
+            "--alert-secrets-file",
+            path.to_str().expect("utf-8"),
+        ])
+        .unwrap()
+        .read_secrets_file()
+        .expect("a valid file");
+        assert_eq!(
+            c.alert_secrets,
+            vec![
+                ("azure-monitor".to_string(), "x".to_string()),
+                ("sentinel".to_string(), "abc".to_string()),
+                ("defender".to_string(), "d=e".to_string()),
+            ]
+        );
+        assert_eq!(c.alert_secrets_file, None);
+        std::fs::write(&path, "sentinel=abc\nno-token\n").expect("written");
+        let e = Config::try_parse_from([
+            "riposte-orchestrator",
+            "--alert-secrets-file",
+            path.to_str().expect("utf-8"),
+        ])
+        .unwrap()
+        .read_secrets_file()
+        .expect_err("a line without a token");
+        assert!(
+            e.ends_with(":2: expected SOURCE=TOKEN with a non-empty source and token"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn defaults_and_overrides() {

@@ -64,6 +64,41 @@ impl Shared {
         Ok(alerts)
     }
 
+    /// Ingests a batch of single-message payloads from a stream listener (syslog): waits for
+    /// room in the ingestion queue rather than refusing (the sender is slowed down, nothing
+    /// read is dropped), ingests each under one engine lock and waits until all are durable.
+    /// Answers why each refused payload was refused.
+    pub async fn ingest_batch(
+        &self,
+        source: &str,
+        payloads: &[Vec<u8>],
+    ) -> Result<Vec<String>, crate::store::Error> {
+        let wanted = u32::try_from(payloads.len().min(limits::ALERTS_INGESTING_MAX))
+            .expect("the ingestion limit fits u32");
+        let _permits = self
+            .ingesting
+            .clone()
+            .acquire_many_owned(wanted)
+            .await
+            .expect("the ingestion semaphore is never closed");
+        let mut refused = Vec::new();
+        let mut last = None;
+        {
+            let mut engine = self.lock();
+            for payload in payloads {
+                match engine.ingest_alert(source, payload) {
+                    Ok((_, seq)) => last = Some(seq),
+                    Err(engine::Error::Store(e)) => return Err(e),
+                    Err(e) => refused.push(e.to_string()),
+                }
+            }
+        }
+        if let Some(seq) = last {
+            self.store.durable(seq).await?;
+        }
+        Ok(refused)
+    }
+
     async fn durable(&self, seq: Seq) -> Result<(), Status> {
         self.store
             .durable(seq)

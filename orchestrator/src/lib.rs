@@ -7,6 +7,7 @@
 //! flush), the gRPC edge and [`convert`]ers to the wire types.
 
 mod alert_http;
+mod alert_syslog;
 pub mod builtin;
 pub mod clock;
 pub mod config;
@@ -29,7 +30,7 @@ use std::time::Duration;
 
 use riposte_proto::v1::operator_server::OperatorServer;
 use riposte_proto::v1::worker_server::WorkerServer;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Notify;
 
 pub use config::Config;
@@ -43,6 +44,8 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     Engine(#[from] engine::Error),
+    #[error("{0}")]
+    Config(String),
     #[error("serving gRPC: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("{path}: {source}")]
@@ -52,16 +55,91 @@ pub enum Error {
     },
 }
 
+/// Every socket the orchestrator serves, bound before [`run`] so that the bound addresses
+/// (port 0 picks one) can be printed first.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    /// The HTTP alert listener (`--alerts-listen`).
+    pub alerts: Option<TcpListener>,
+    pub syslog_udp: Option<UdpSocket>,
+    pub syslog_tcp: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every address `config` asks for; an address that cannot be bound is an error
+    /// naming the flag.
+    pub async fn bind(config: &Config) -> Result<Listeners, Error> {
+        Ok(Listeners {
+            grpc: bound(TcpListener::bind(config.listen), "--listen", config.listen).await?,
+            alerts: bind_if(config.alerts_listen, "--alerts-listen", TcpListener::bind).await?,
+            syslog_udp: bind_if(config.syslog_udp, "--syslog-udp", UdpSocket::bind).await?,
+            syslog_tcp: bind_if(config.syslog_tcp, "--syslog-tcp", TcpListener::bind).await?,
+        })
+    }
+
+    /// The first line of stdout: `riposte-orchestrator listening on ADDR`, then `alerts on
+    /// ADDR`, `syslog-udp on ADDR`, `syslog-tcp on ADDR` for each listener that is on.
+    pub fn banner(&self) -> std::io::Result<String> {
+        let mut line = format!(
+            "riposte-orchestrator listening on {}",
+            self.grpc.local_addr()?
+        );
+        if let Some(l) = &self.alerts {
+            line.push_str(&format!(" alerts on {}", l.local_addr()?));
+        }
+        if let Some(s) = &self.syslog_udp {
+            line.push_str(&format!(" syslog-udp on {}", s.local_addr()?));
+        }
+        if let Some(l) = &self.syslog_tcp {
+            line.push_str(&format!(" syslog-tcp on {}", l.local_addr()?));
+        }
+        Ok(line)
+    }
+}
+
+/// Binds `at` with `bind` when the flag was given.
+async fn bind_if<S, F>(
+    at: Option<std::net::SocketAddr>,
+    flag: &str,
+    bind: impl FnOnce(std::net::SocketAddr) -> F,
+) -> Result<Option<S>, Error>
+where
+    F: Future<Output = std::io::Result<S>>,
+{
+    match at {
+        Some(at) => bound(bind(at), flag, at).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A bind's socket, or an error naming the flag and the address.
+async fn bound<S>(
+    bind: impl Future<Output = std::io::Result<S>>,
+    flag: &str,
+    at: std::net::SocketAddr,
+) -> Result<S, Error> {
+    bind.await.map_err(|source| Error::Io {
+        path: format!("{flag} {at}"),
+        source,
+    })
+}
+
 /// Opens the store in `config.data_dir`, resumes the runs that were running, applies the
 /// playbooks of `config.playbooks` (then the examples with `--dev`, then the built-in
-/// playbooks the store lacks), and serves gRPC on `listener` (and alerts over HTTP on
-/// `alerts`, when given) until `shutdown` resolves.
+/// playbooks the store lacks), and serves gRPC (and the alert listeners that are on) until
+/// `shutdown` resolves.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
-    alerts: Option<TcpListener>,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let Listeners {
+        grpc: listener,
+        alerts,
+        syslog_udp,
+        syslog_tcp,
+    } = listeners;
+    let config = config.read_secrets_file().map_err(Error::Config)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::Io {
         path: config.data_dir.display().to_string(),
         source,
@@ -99,10 +177,26 @@ pub async fn run(
         builtin::apply(&shared).await?;
     }
     let timers = tokio::spawn(timer_loop(shared.clone()));
-    let alert_listener = alerts.map(|l| {
+    let mut alert_listeners = Vec::new();
+    if let Some(l) = alerts {
         let secrets = alert_http::Secrets::new(config.alert_secrets.clone());
-        tokio::spawn(alert_http::serve(l, shared.clone(), secrets))
-    });
+        alert_listeners.push(tokio::spawn(alert_http::serve(l, shared.clone(), secrets)));
+    }
+    let senders = alert_syslog::Senders::new(config.syslog_allow.0.clone());
+    if let Some(socket) = syslog_udp {
+        alert_listeners.push(tokio::spawn(alert_syslog::serve_udp(
+            socket,
+            shared.clone(),
+            senders.clone(),
+        )));
+    }
+    if let Some(l) = syslog_tcp {
+        alert_listeners.push(tokio::spawn(alert_syslog::serve_tcp(
+            l,
+            shared.clone(),
+            senders,
+        )));
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -129,7 +223,7 @@ pub async fn run(
         )
         .await;
     timers.abort();
-    if let Some(listener) = alert_listener {
+    for listener in alert_listeners {
         listener.abort();
     }
     let last = shared.store.last_write();

@@ -1,12 +1,11 @@
 //! `riposte-orchestrator`: the coordinator service binary. Thin: parse the configuration, bind
-//! the listener, print the bound address, serve until SIGTERM or Ctrl-C.
+//! the listeners, print the bound addresses, serve until SIGTERM or Ctrl-C.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use riposte_orchestrator::{Config, run};
-use tokio::net::TcpListener;
+use riposte_orchestrator::{Config, Listeners, run};
 use tokio::sync::watch;
 
 #[tokio::main]
@@ -27,25 +26,10 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let alerts = match config.alerts_listen {
-        Some(at) => Some(
-            TcpListener::bind(at)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen for alerts on {at}: {e}"))?,
-        ),
-        None => None,
-    };
-    match &alerts {
-        Some(alerts) => println!(
-            "riposte-orchestrator listening on {addr} alerts on {}",
-            alerts.local_addr()?
-        ),
-        None => println!("riposte-orchestrator listening on {addr}"),
-    }
+    let config = config.read_secrets_file().map_err(anyhow::Error::msg)?;
+    let listeners = Listeners::bind(&config).await?;
+    let addr = listeners.grpc.local_addr()?;
+    println!("{}", listeners.banner()?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
     if config.dev {
@@ -61,7 +45,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         print_dev_banner(&config, addr);
     }
     let mut stop = stop_rx.clone();
-    let server = tokio::spawn(run(config, listener, alerts, async move {
+    let server = tokio::spawn(run(config, listeners, async move {
         let _ = stop.wait_for(|s| *s).await;
     }));
     shutdown_signal().await;

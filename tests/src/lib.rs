@@ -18,6 +18,7 @@
 //! # }
 //! ```
 
+pub mod alerts;
 pub mod api;
 pub mod apt_repo;
 pub mod azure;

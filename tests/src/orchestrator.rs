@@ -25,8 +25,12 @@ use crate::wait::wait_for;
 const SERVING_TIMEOUT: Duration = Duration::from_secs(20);
 /// The line the orchestrator prints once bound, before the address.
 const LISTENING: &str = "riposte-orchestrator listening on ";
-/// What precedes the alert listener's address on the same line.
-const ALERTS_ON: &str = " alerts on ";
+/// Each alert listener: its flag, and what precedes its bound address on the same line.
+const ALERT_LISTENERS: [(&str, &str); 3] = [
+    ("--alerts-listen", " alerts on "),
+    ("--syslog-udp", " syslog-udp on "),
+    ("--syslog-tcp", " syslog-tcp on "),
+];
 
 /// Options for [`Orchestrator`]; `Orchestrator::builder().lease_timeout("1s").start()`.
 #[derive(Debug, Clone, Default)]
@@ -96,10 +100,10 @@ impl OrchestratorBuilder {
         let listen = self.listen.unwrap_or_else(|| "127.0.0.1:0".into());
         let process = spawn(&dir, &listen, &args);
         let addr = parse_addr(&process);
-        let alerts_addr = parse_alerts_addr(&process);
-        if let Some(bound) = alerts_addr {
+        let alert_addrs = parse_alert_addrs(&process);
+        for ((flag, _), bound) in ALERT_LISTENERS.iter().zip(alert_addrs) {
             // A restart listens for alerts where this one does.
-            if let Some(at) = args.iter().position(|a| a == "--alerts-listen") {
+            if let (Some(bound), Some(at)) = (bound, args.iter().position(|a| a == flag)) {
                 args[at + 1] = bound.to_string();
             }
         }
@@ -108,7 +112,7 @@ impl OrchestratorBuilder {
             dir,
             args,
             addr,
-            alerts_addr,
+            alert_addrs,
         }
     }
 }
@@ -120,8 +124,8 @@ pub struct Orchestrator {
     dir: TempDir,
     args: Vec<String>,
     addr: SocketAddr,
-    /// Where the HTTP alert listener listens (started with `--alerts-listen`).
-    alerts_addr: Option<SocketAddr>,
+    /// Where each of [`ALERT_LISTENERS`] listens, when it was started.
+    alert_addrs: [Option<SocketAddr>; 3],
 }
 
 impl Orchestrator {
@@ -143,10 +147,20 @@ impl Orchestrator {
     /// `http://ADDR` of the HTTP alert listener; panics when it was not started with
     /// `--alerts-listen`.
     pub fn alerts_url(&self) -> String {
-        let addr = self
-            .alerts_addr
-            .expect("the orchestrator was started with --alerts-listen");
+        let addr = self.alert_addrs[0].expect("the orchestrator was started with --alerts-listen");
         format!("http://{addr}")
+    }
+
+    /// Where the UDP syslog listener listens; the orchestrator must have been started with
+    /// `--syslog-udp`.
+    pub fn syslog_udp_addr(&self) -> SocketAddr {
+        self.alert_addrs[1].expect("the orchestrator was started with --syslog-udp")
+    }
+
+    /// Where the TCP syslog listener listens; the orchestrator must have been started with
+    /// `--syslog-tcp`.
+    pub fn syslog_tcp_addr(&self) -> SocketAddr {
+        self.alert_addrs[2].expect("the orchestrator was started with --syslog-tcp")
     }
 
     /// `http://ADDR`, for workers and the CLI.
@@ -215,8 +229,8 @@ impl Orchestrator {
             "the restarted orchestrator must listen where it did"
         );
         assert_eq!(
-            parse_alerts_addr(&process),
-            self.alerts_addr,
+            parse_alert_addrs(&process),
+            self.alert_addrs,
             "the restarted orchestrator must listen for alerts where it did"
         );
         self.process = process;
@@ -282,13 +296,15 @@ fn parse_addr(process: &Process) -> SocketAddr {
         .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
 }
 
-/// The alert listener's address: the word after [`ALERTS_ON`], when the line has one.
-fn parse_alerts_addr(process: &Process) -> Option<SocketAddr> {
+/// Each of [`ALERT_LISTENERS`]' address: the word after its marker, when the line has one.
+fn parse_alert_addrs(process: &Process) -> [Option<SocketAddr>; 3] {
     let line = process.first_line();
-    let (_, rest) = line.split_once(ALERTS_ON)?;
-    let addr = rest.split_whitespace().next().unwrap_or("");
-    Some(
-        addr.parse()
-            .unwrap_or_else(|e| panic!("bad alerts address in {line:?}: {e}")),
-    )
+    ALERT_LISTENERS.map(|(_, marker)| {
+        let (_, rest) = line.split_once(marker)?;
+        let addr = rest.split_whitespace().next().unwrap_or("");
+        Some(
+            addr.parse()
+                .unwrap_or_else(|e| panic!("bad alert listener address in {line:?}: {e}")),
+        )
+    })
 }

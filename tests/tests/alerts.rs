@@ -3,6 +3,7 @@
 //! with its fate; an alert survives `kill -9` right after its acknowledgement; a truncated or
 //! over-size payload is refused with a specific error and nothing is stored.
 
+use riposte_tests::alerts::{ECHO_IP, apply_rule};
 use riposte_tests::{CliOutput, Orchestrator};
 
 const AZURE_FIXTURE: &str = concat!(
@@ -108,17 +109,6 @@ async fn truncated_and_oversize_payloads_are_refused_and_nothing_is_stored() {
     assert!(listed(&orchestrator).await.is_empty(), "nothing was stored");
 }
 
-const ECHO_IP: &str = r#"
-name: ip-echo
-version: 1
-params:
-  ip: { type: string }
-steps:
-  - id: say
-    action: core.echo
-    with: { message: "{{ params.ip }}" }
-"#;
-
 const RULE: &str = r#"
 name: ssh-bruteforce
 match: "alert.source == 'azure_monitor' and alert.severity in ['high', 'critical']"
@@ -133,15 +123,6 @@ budget: { runs: 20, per: 1h }
 const REPEATS: usize = 50;
 /// A run of `core.echo` finishes well within this.
 const RUN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-async fn apply_rule(orchestrator: &Orchestrator, source: &str) -> CliOutput {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let file = dir.path().join("rule.yaml");
-    std::fs::write(&file, source).expect("written");
-    orchestrator
-        .cli(&["rules", "apply", file.to_str().expect("utf-8")])
-        .await
-}
 
 #[tokio::test]
 async fn a_matching_rule_starts_one_run_with_the_ip_and_coalesces_the_repeats() {
@@ -265,6 +246,26 @@ fn with_listener() -> Orchestrator {
         .start()
 }
 
+/// The same listener, its secret read from `--alert-secrets-file` (kept in the folder).
+fn with_listener_secrets_file() -> (Orchestrator, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let file = dir.path().join("alert-secrets");
+    std::fs::write(
+        &file,
+        format!("# per-source tokens\nazure-monitor = {AZURE_TOKEN}\n"),
+    )
+    .expect("written");
+    let orchestrator = Orchestrator::builder()
+        .args(&[
+            "--alerts-listen",
+            "127.0.0.1:0",
+            "--alert-secrets-file",
+            file.to_str().expect("utf-8"),
+        ])
+        .start();
+    (orchestrator, dir)
+}
+
 async fn post(
     orchestrator: &Orchestrator,
     token: Option<&str>,
@@ -280,7 +281,7 @@ async fn post(
 
 #[tokio::test]
 async fn over_http_wrong_secrets_and_bad_bodies_are_refused_and_nothing_is_stored() {
-    let orchestrator = with_listener();
+    let (orchestrator, _secrets) = with_listener_secrets_file();
     let fixture = std::fs::read(AZURE_FIXTURE).expect("the fixture");
 
     let wrong = post(&orchestrator, Some("guess"), fixture.clone()).await;

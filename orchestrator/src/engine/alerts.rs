@@ -55,7 +55,14 @@ const GENERIC_MAPPING_JSON: &str = r#"{
 }"#;
 
 /// The sources an alert may be sent from, by their endpoint name.
-pub const SOURCES: &[&str] = &["azure-monitor", "sentinel", "defender", "cef", "generic"];
+pub const SOURCES: &[&str] = &[
+    "azure-monitor",
+    "sentinel",
+    "defender",
+    "cef",
+    "syslog",
+    "generic",
+];
 
 impl Engine {
     /// Parses one payload from `source`, decides each alert's fate and stores them all in one
@@ -380,6 +387,7 @@ fn format_of(source: &str) -> Result<Format, Error> {
         "sentinel" => Ok(Format::Sentinel),
         "defender" => Ok(Format::Defender),
         "cef" => Ok(Format::Cef),
+        "syslog" => Ok(Format::Syslog),
         "generic" => {
             let mapping = GenericMapping::from_json(GENERIC_MAPPING_JSON)
                 .expect("the built-in mapping is valid");

@@ -1,0 +1,202 @@
+//! CEF over syslog end to end: a CEF line sent over UDP with `logger`, over TCP with `logger
+//! --octet-count` and over a raw TCP socket with newline framing each start `ip-echo` with
+//! the line's `src` through a rule; on one TCP connection an over-size line is dropped and
+//! the next line still starts its run; a sender outside `--syslog-allow` is refused before
+//! anything is stored.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use riposte_proto::v1::{AlertInfo, ListAlertsRequest, ListRunsRequest};
+use riposte_tests::alerts::{ECHO_IP, apply_rule};
+use riposte_tests::{Orchestrator, Worker, api, wait_for, wait_until};
+use tokio::io::AsyncWriteExt;
+
+const RULE: &str = r#"
+name: cef-blocked
+match: "alert.source == 'cef' and alert.entities.ips | length > 0"
+playbook: ip-echo
+params:
+  ip: "{{ alert.entities.ips[0].address }}"
+dedup: { key: "{{ alert.entities.ips[0].address }}", window: 10m }
+"#;
+
+/// A firewall's CEF event for the attacker `ip`.
+fn cef(ip: &str) -> String {
+    format!(
+        "CEF:0|Contoso|Firewall|2.1|100|Connection blocked|5|src={ip} spt=51515 \
+         dst=198.51.100.10 dpt=22 proto=TCP act=blocked"
+    )
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn with_syslog(extra: &[&str]) -> Orchestrator {
+    let mut args = vec!["--syslog-udp", "127.0.0.1:0", "--syslog-tcp", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    Orchestrator::builder().args(&args).start()
+}
+
+async fn setup(orchestrator: &Orchestrator) -> Worker {
+    let worker = Worker::start(&orchestrator.url(), &[], 2);
+    let mut client = orchestrator.client();
+    api::apply_playbook(&mut client, ECHO_IP).await;
+    let applied = apply_rule(orchestrator, RULE).await;
+    assert_eq!(applied.code(), 0, "{applied}");
+    worker
+}
+
+/// `logger` sending `message` to `addr` over UDP or TCP (octet counting).
+async fn logger(addr: SocketAddr, tcp: bool, message: &str) {
+    let port = addr.port().to_string();
+    let mut args = vec![
+        "--server",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--rfc5424",
+        "--tag",
+        "fw01",
+    ];
+    if tcp {
+        args.extend(["--tcp", "--octet-count"]);
+    } else {
+        args.push("--udp");
+    }
+    args.extend(["--", message]);
+    let status = tokio::process::Command::new("logger")
+        .args(&args)
+        .status()
+        .await
+        .expect("logger runs (bsdutils)");
+    assert!(status.success(), "logger {args:?}: {status}");
+}
+
+async fn alerts(orchestrator: &Orchestrator) -> Vec<AlertInfo> {
+    orchestrator
+        .client()
+        .list_alerts(ListAlertsRequest { limit: 1000 })
+        .await
+        .expect("ListAlerts")
+        .into_inner()
+        .alerts
+}
+
+/// Waits for the alert carrying `ip` that started a run, then for the run it started to finish with that IP.
+async fn run_started_for(orchestrator: &Orchestrator, ip: &str) -> AlertInfo {
+    let alert = wait_for(&format!("an alert for {ip}"), TIMEOUT, async || {
+        let all = alerts(orchestrator).await;
+        all.iter()
+            .find(|a| a.alert_json.contains(ip) && a.fate == "started")
+            .cloned()
+            .ok_or_else(|| format!("{all:?}"))
+    })
+    .await;
+    assert_eq!(alert.source, "syslog", "{alert:?}");
+    assert!(
+        alert.entities.contains(&format!("ip {ip} (attacker)")),
+        "{alert:?}"
+    );
+    let mut client = orchestrator.client();
+    let run = api::wait_finished(&mut client, &alert.run_id, TIMEOUT).await;
+    assert_eq!(
+        api::json(&run.params_json)["ip"],
+        ip,
+        "{}",
+        api::describe(&run)
+    );
+    alert
+}
+
+#[tokio::test]
+async fn a_cef_line_over_udp_and_over_tcp_with_logger_each_start_a_run() {
+    let orchestrator = with_syslog(&[]);
+    let _worker = setup(&orchestrator).await;
+
+    logger(orchestrator.syslog_udp_addr(), false, &cef("203.0.113.45")).await;
+    let over_udp = run_started_for(&orchestrator, "203.0.113.45").await;
+    assert!(
+        over_udp.alert_json.contains("fw01"),
+        "the syslog header is kept: {}",
+        over_udp.alert_json
+    );
+
+    logger(orchestrator.syslog_tcp_addr(), true, &cef("203.0.113.46")).await;
+    run_started_for(&orchestrator, "203.0.113.46").await;
+
+    let runs = orchestrator
+        .client()
+        .list_runs(ListRunsRequest {
+            playbook: "ip-echo".into(),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("ListRuns")
+        .into_inner()
+        .runs;
+    assert_eq!(runs.len(), 2, "one run per line");
+}
+
+#[tokio::test]
+async fn over_a_raw_tcp_socket_an_oversize_line_is_dropped_and_the_next_line_starts_its_run() {
+    let orchestrator = with_syslog(&[]);
+    let _worker = setup(&orchestrator).await;
+    let mut stream = tokio::net::TcpStream::connect(orchestrator.syslog_tcp_addr())
+        .await
+        .expect("the TCP syslog listener accepts");
+    let oversize = format!(
+        "<134>Jan 15 10:00:00 fw01 {} msg={}\n",
+        cef("203.0.113.60"),
+        "x".repeat(70 * 1024)
+    );
+    let first = format!("<134>Jan 15 10:00:00 fw01 {}\n", cef("203.0.113.61"));
+    let repeat = first.clone();
+    let other = format!("<134>Jan 15 10:00:01 fw01 {}\n", cef("203.0.113.62"));
+    for line in [&oversize, &first, &repeat, &other] {
+        stream.write_all(line.as_bytes()).await.expect("sent");
+    }
+    stream.flush().await.expect("flushed");
+
+    run_started_for(&orchestrator, "203.0.113.61").await;
+    run_started_for(&orchestrator, "203.0.113.62").await;
+    let all = alerts(&orchestrator).await;
+    assert_eq!(all.len(), 3, "the over-size line is not stored: {all:?}");
+    assert!(!all.iter().any(|a| a.alert_json.contains("203.0.113.60")));
+    let coalesced: Vec<_> = all.iter().filter(|a| a.fate == "deduplicated").collect();
+    assert_eq!(
+        coalesced.len(),
+        1,
+        "the repeat joins the first run: {all:?}"
+    );
+    wait_until("the drop is logged", TIMEOUT, async || {
+        orchestrator.log_tail().contains("syslog.refused")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_sender_outside_the_allowed_ranges_is_refused_and_nothing_is_stored() {
+    let orchestrator = with_syslog(&["--syslog-allow", "198.51.100.0/24"]);
+    let _worker = setup(&orchestrator).await;
+
+    logger(orchestrator.syslog_udp_addr(), false, &cef("203.0.113.70")).await;
+    wait_until("the UDP sender is refused", TIMEOUT, async || {
+        orchestrator.log_tail().contains("sender not allowed")
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(orchestrator.syslog_tcp_addr())
+        .await
+        .expect("the kernel accepts the connection");
+    // The listener closes it unread; a write may or may not see the reset first.
+    let _ = stream
+        .write_all(format!("<134>Jan 15 10:00:00 fw01 {}\n", cef("203.0.113.71")).as_bytes())
+        .await;
+    wait_until("the TCP sender is refused", TIMEOUT, async || {
+        orchestrator
+            .log_tail()
+            .contains("sender not allowed (connection closed)")
+    })
+    .await;
+    assert!(alerts(&orchestrator).await.is_empty(), "nothing was stored");
+}
