@@ -152,7 +152,7 @@ async fn ingest(
                 .map(|a| {
                     json!({
                         "id": a.id.to_string(),
-                        "fate": crate::convert::alert(a, false).fate,
+                        "fate": crate::convert::alert_fate(a.fate),
                         "run_id": a.run_id.map(|r| r.to_string()).unwrap_or_default(),
                     })
                 })

@@ -406,7 +406,7 @@ fn severity_name(severity: crate::ingest::Severity) -> &'static str {
     }
 }
 
-fn alert_fate(fate: crate::store::AlertFate) -> &'static str {
+pub fn alert_fate(fate: crate::store::AlertFate) -> &'static str {
     use crate::store::AlertFate;
     match fate {
         AlertFate::MatchedNothing => "matched_nothing",

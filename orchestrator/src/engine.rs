@@ -8,7 +8,7 @@
 //! Cron schedules live in [`schedules`]: one entry per schedule in the same timer index as the
 //! runs' timers; a fire starts its runs and writes its ledger entries in one transaction.
 
-mod alerts;
+pub mod alerts;
 mod schedules;
 
 pub use alerts::{RuleApplied, SOURCES as ALERT_SOURCES};
@@ -219,10 +219,11 @@ pub struct Engine {
     alerts_held: Option<usize>,
     /// Payloads ingested since expired dedup entries were last removed.
     ingests_since_prune: usize,
-    /// Alert rules in evaluation order, with their stored sources.
-    rules: Vec<(crate::rules::Rule, store::StoredRule)>,
+    /// Alert rules in evaluation order, with their stored sources; shared with the alerts
+    /// being decided outside the lock (copied on write).
+    rules: Arc<Vec<(crate::rules::Rule, store::StoredRule)>>,
     /// The sandboxed template environment rules are evaluated in.
-    renderer: riposte_playbooks::Renderer,
+    renderer: Arc<riposte_playbooks::Renderer>,
 }
 
 impl Engine {
@@ -243,8 +244,8 @@ impl Engine {
             containment: Containment::default(),
             alerts_held: None,
             ingests_since_prune: 0,
-            rules: Vec::new(),
-            renderer: riposte_playbooks::Renderer::new(),
+            rules: Arc::new(Vec::new()),
+            renderer: Arc::new(riposte_playbooks::Renderer::new()),
         };
         engine.containment = engine.store.containment()?;
         engine.dispatch.set_paused(engine.containment.paused);

@@ -53,9 +53,13 @@ impl Shared {
                 limits::ALERTS_INGESTING_MAX
             )));
         };
+        // Parsing and the rules' templates run outside the lock; fates are given under it.
+        let rules = self.lock().alert_rules();
+        let decided =
+            engine::alerts::decide(source, payload, &rules).map_err(IngestRefusal::Engine)?;
         let (alerts, seq) = self
             .lock()
-            .ingest_alert(source, payload)
+            .ingest_decided(decided)
             .map_err(IngestRefusal::Engine)?;
         self.store
             .durable(seq)
@@ -82,11 +86,19 @@ impl Shared {
             .await
             .expect("the ingestion semaphore is never closed");
         let mut refused = Vec::new();
+        let rules = self.lock().alert_rules();
+        let mut decided = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            match engine::alerts::decide(source, payload, &rules) {
+                Ok(d) => decided.push(d),
+                Err(e) => refused.push(e.to_string()),
+            }
+        }
         let mut last = None;
         {
             let mut engine = self.lock();
-            for payload in payloads {
-                match engine.ingest_alert(source, payload) {
+            for d in decided {
+                match engine.ingest_decided(d) {
                     Ok((_, seq)) => last = Some(seq),
                     Err(engine::Error::Store(e)) => return Err(e),
                     Err(e) => refused.push(e.to_string()),

@@ -18,7 +18,7 @@
 //! with the alert bound as `alert` (data, never compiled). A `match` that fails to evaluate
 //! (e.g. an alert without IPs under strict undefined) does not match.
 
-use riposte_playbooks::{Diagnostic, Renderer};
+use riposte_playbooks::{Diagnostic, Renderer, Scope};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -255,17 +255,25 @@ pub enum Decision {
 
 /// Evaluates `rules` in their order over `alert` (the normalized alert as JSON); the first
 /// match decides.
-pub fn decide(rules: &[Rule], renderer: &Renderer, alert: &Value) -> Decision {
-    let vars = [("alert", alert.clone())];
-    for (index, rule) in rules.iter().enumerate() {
+pub fn decide<'a>(
+    rules: impl IntoIterator<Item = &'a Rule>,
+    renderer: &Renderer,
+    alert: &Value,
+) -> Decision {
+    let scope = match renderer.scope(&[("alert", alert)]) {
+        Ok(scope) => scope,
+        // Nothing can match an alert the templates cannot see (nested too deep).
+        Err(_) => return Decision::Nothing,
+    };
+    for (index, rule) in rules.into_iter().enumerate() {
         let what = format!("rule `{}`: match", rule.name);
         if !renderer
-            .condition(&what, &rule.expression, &vars)
+            .condition_in(&what, &rule.expression, &scope)
             .unwrap_or(false)
         {
             continue;
         }
-        return match render(rule, renderer, &vars) {
+        return match render(rule, renderer, &scope) {
             Ok((params, dedup_key)) => Decision::Start {
                 index,
                 params,
@@ -279,17 +287,10 @@ pub fn decide(rules: &[Rule], renderer: &Renderer, alert: &Value) -> Decision {
 
 type Rendered = (Map<String, Value>, Option<String>);
 
-fn render(rule: &Rule, renderer: &Renderer, vars: &[(&str, Value)]) -> Result<Rendered, String> {
-    let ctx_steps = Map::new();
-    let ctx = riposte_playbooks::Context {
-        run_id: "",
-        params: &Value::Null,
-        steps: &ctx_steps,
-        trigger: &Value::Null,
-    };
+fn render(rule: &Rule, renderer: &Renderer, scope: &Scope) -> Result<Rendered, String> {
     let what = format!("rule `{}`: params", rule.name);
     let params = renderer
-        .tree(&what, &Value::Object(rule.params.clone()), &ctx, None, vars)
+        .tree_in(&what, &Value::Object(rule.params.clone()), scope)
         .map_err(|e| e.to_string())?;
     let Value::Object(params) = params else {
         unreachable!("a rendered mapping is a mapping")
@@ -297,7 +298,7 @@ fn render(rule: &Rule, renderer: &Renderer, vars: &[(&str, Value)]) -> Result<Re
     let dedup_key = match &rule.dedup {
         Some(dedup) => {
             let what = format!("rule `{}`: dedup.key", rule.name);
-            let key = render_text(renderer, &what, &dedup.key, vars)?;
+            let key = render_text(renderer, &what, &dedup.key, scope)?;
             if key.len() > limits::DEDUP_KEY_BYTES_MAX {
                 return Err(format!(
                     "{what}: rendered key is {} bytes, more than the {} allowed",
@@ -312,22 +313,15 @@ fn render(rule: &Rule, renderer: &Renderer, vars: &[(&str, Value)]) -> Result<Re
     Ok((params, dedup_key))
 }
 
-/// A text template over `vars` (via a one-leaf tree, so `alert` is bound).
+/// A text template over the scope (as a one-leaf tree).
 fn render_text(
     renderer: &Renderer,
     what: &str,
     template: &str,
-    vars: &[(&str, Value)],
+    scope: &Scope,
 ) -> Result<String, String> {
-    let steps = Map::new();
-    let ctx = riposte_playbooks::Context {
-        run_id: "",
-        params: &Value::Null,
-        steps: &steps,
-        trigger: &Value::Null,
-    };
     let value = renderer
-        .tree(what, &Value::String(template.to_string()), &ctx, None, vars)
+        .tree_in(what, &Value::String(template.to_string()), scope)
         .map_err(|e| e.to_string())?;
     Ok(match value {
         Value::String(s) => s,

@@ -12,7 +12,9 @@
 //! - `schedule_ledger`: `name \0 scheduled_ms (i64, sign-flipped BE) manual (u8)` ->
 //!   [`LedgerEntry`] (JSON): one entry per occurrence (or manual trigger), in time order
 //! - `alerts`: alert id (UUID v7, 16 bytes, time-ordered) -> [`StoredAlert`] (JSON): every
-//!   alert received, normalized, with its raw payload and its fate
+//!   alert received, normalized (without `raw`, a parse of the payload), and its fate
+//! - `alert_payloads`: alert id -> the payload bytes exactly as received, once per payload,
+//!   under the id of its first alert (`StoredAlert::payload_id`)
 //! - `rules`: rule name -> [`StoredRule`] (JSON): its source as last applied
 //! - `alert_dedup`: `rule \0 dedup key` -> [`DedupEntry`] (JSON): the run alerts with this
 //!   key are coalesced into until `expires_ms`
@@ -191,6 +193,8 @@ pub struct BudgetState {
 #[derive(Default)]
 pub struct AlertWrite<'a> {
     pub alerts: &'a [StoredAlert],
+    /// The payload the alerts came in, under its id (`StoredAlert::payload_id`).
+    pub payload: Option<(uuid::Uuid, &'a [u8])>,
     /// (rule, dedup key, entry)
     pub dedup: Vec<(&'a str, &'a str, DedupEntry)>,
     /// (rule, state)
@@ -205,9 +209,15 @@ pub struct StoredAlert {
     /// The endpoint or source name it arrived on (`azure-monitor`, `generic/<name>`...).
     pub source: String,
     pub received_ms: i64,
+    /// Normalized; stored without `raw` (rules saw it; the payload is kept instead).
     pub alert: crate::ingest::Alert,
-    /// The payload as received (lossy UTF-8), at most the core's payload limit.
+    /// The payload as received (lossy UTF-8), at most the core's payload limit: stored once
+    /// per payload in `alert_payloads`, filled in by [`Store::alert`] only.
+    #[serde(default, skip_serializing)]
     pub payload: String,
+    /// The id the payload is stored under (the payload's first alert).
+    #[serde(default)]
+    pub payload_id: Option<uuid::Uuid>,
     pub fate: AlertFate,
     /// The run it started or was coalesced into.
     #[serde(default)]
@@ -244,6 +254,7 @@ pub struct Store {
     schedule_state: sled::Tree,
     schedule_ledger: sled::Tree,
     alerts: sled::Tree,
+    alert_payloads: sled::Tree,
     rules: sled::Tree,
     alert_dedup: sled::Tree,
     rule_budget: sled::Tree,
@@ -274,6 +285,7 @@ impl Store {
             schedule_state: db.open_tree("schedule_state")?,
             schedule_ledger: db.open_tree("schedule_ledger")?,
             alerts: db.open_tree("alerts")?,
+            alert_payloads: db.open_tree("alert_payloads")?,
             rules: db.open_tree("rules")?,
             alert_dedup: db.open_tree("alert_dedup")?,
             rule_budget: db.open_tree("rule_budget")?,
@@ -424,11 +436,12 @@ impl Store {
             &self.schedule_state,
             &self.schedule_ledger,
             &self.alerts,
+            &self.alert_payloads,
             &self.alert_dedup,
             &self.rule_budget,
         )
             .transaction(
-                |(runs, active, history, keys, sched_state, ledger, al, dd, bu)| {
+                |(runs, active, history, keys, sched_state, ledger, al, ap, dd, bu)| {
                     for run in &encoded {
                         runs.insert(&run.id, run.value.as_slice())?;
                         if run.running {
@@ -451,6 +464,9 @@ impl Store {
                     }
                     for (k, v) in &alert_rows.alerts {
                         al.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    if let Some((id, payload)) = alert_rows.payload {
+                        ap.insert(id.as_bytes(), payload)?;
                     }
                     for (k, v) in &alert_rows.dedup {
                         dd.insert(k.as_slice(), v.as_slice())?;
@@ -612,12 +628,18 @@ impl Store {
             .collect()
     }
 
-    /// One alert by id.
+    /// One alert by id, with its payload.
     pub fn alert(&self, id: uuid::Uuid) -> Result<Option<StoredAlert>, Error> {
-        self.alerts
-            .get(id.as_bytes())?
-            .map(|v| decode("alerts", &v))
-            .transpose()
+        let Some(value) = self.alerts.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        let mut alert: StoredAlert = decode("alerts", &value)?;
+        if let Some(payload_id) = alert.payload_id
+            && let Some(payload) = self.alert_payloads.get(payload_id.as_bytes())?
+        {
+            alert.payload = String::from_utf8_lossy(&payload).into_owned();
+        }
+        Ok(Some(alert))
     }
 
     /// Alerts newest first, at most `limit`.
@@ -640,18 +662,23 @@ impl Store {
         Ok(len)
     }
 
-    /// Removes the oldest alerts so that at most `keep` remain; answers how many were removed.
-    pub fn prune_alerts(&self, keep: usize) -> Result<usize, Error> {
-        let excess = self.alerts_len()?.saturating_sub(keep);
-        let mut batch = sled::Batch::default();
-        for key in self.alerts.iter().keys().take(excess) {
-            batch.remove(key?);
+    /// Removes the `count` oldest alerts and their payloads; answers how many were removed.
+    pub fn prune_alerts(&self, count: usize) -> Result<usize, Error> {
+        let mut alerts = sled::Batch::default();
+        let mut payloads = sled::Batch::default();
+        let mut removed = 0;
+        for key in self.alerts.iter().keys().take(count) {
+            let key = key?;
+            payloads.remove(key.clone());
+            alerts.remove(key);
+            removed += 1;
         }
-        if excess > 0 {
-            self.alerts.apply_batch(batch)?;
+        if removed > 0 {
+            self.alerts.apply_batch(alerts)?;
+            self.alert_payloads.apply_batch(payloads)?;
             self.written();
         }
-        Ok(excess)
+        Ok(removed)
     }
 
     pub fn run(&self, id: RunId) -> Result<Option<RunState>, Error> {
@@ -756,17 +783,19 @@ fn dedup_key(rule: &str, key: &str) -> Vec<u8> {
 type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
 #[derive(Default)]
-struct AlertRows {
+struct AlertRows<'a> {
     alerts: Rows,
+    payload: Option<(uuid::Uuid, &'a [u8])>,
     dedup: Rows,
     budgets: Rows,
 }
 
-fn encode_alerts(write: Option<&AlertWrite<'_>>) -> AlertRows {
+fn encode_alerts<'a>(write: Option<&AlertWrite<'a>>) -> AlertRows<'a> {
     let Some(write) = write else {
         return AlertRows::default();
     };
     AlertRows {
+        payload: write.payload,
         alerts: write
             .alerts
             .iter()
@@ -946,6 +975,7 @@ mod tests {
         let run = RunId(uuid::Uuid::now_v7());
         let write = AlertWrite {
             alerts: &[],
+            payload: None,
             dedup: vec![
                 (
                     "r",

@@ -36,7 +36,7 @@ mod yaml;
 pub use compile::compile;
 pub use diagnostic::Diagnostic;
 pub use model::*;
-pub use render::{Context, RenderError, Renderer};
+pub use render::{Context, RenderError, Renderer, Scope};
 
 /// Reads duration text ("15m" is 900 000; `ms`, `s`, `m`, `h`, `d` and their combinations like
 /// "1h30m"), with the same syntax and errors as literal durations in playbooks. Zero is read

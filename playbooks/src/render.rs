@@ -88,6 +88,11 @@ impl Default for Renderer {
     }
 }
 
+/// Variables converted to template values once (see [`Renderer::scope`]): an alert rule's
+/// match, params and dedup key are evaluated over one alert without converting it each time.
+#[derive(Debug, Clone)]
+pub struct Scope(minijinja::Value);
+
 impl Renderer {
     /// A renderer with the sandboxed environment.
     pub fn new() -> Renderer {
@@ -185,8 +190,14 @@ impl Renderer {
             vars.iter().all(|(name, _)| !ROOT_NAMES.contains(name)),
             "vars rebind a name the renderer binds"
         );
-        let root = root(ctx, item, vars).map_err(|e| RenderError::at(what, e))?;
-        let rendered = self.render_tree(tree, what, &root)?;
+        let vars: Vec<(&str, &Value)> = vars.iter().map(|(name, value)| (*name, value)).collect();
+        let root = root(ctx, item, &vars).map_err(|e| RenderError::at(what, e))?;
+        self.tree_in(what, tree, &Scope(root))
+    }
+
+    /// Like [`Renderer::tree`], over a [`Scope`] built once.
+    pub fn tree_in(&self, what: &str, tree: &Value, scope: &Scope) -> Result<Value, RenderError> {
+        let rendered = self.render_tree(tree, what, &scope.0)?;
         let size = rendered.to_string().len();
         if size > limits::RENDERED_BYTES_MAX {
             let message = format!(
@@ -207,6 +218,14 @@ impl Renderer {
         expression: &str,
         vars: &[(&str, Value)],
     ) -> Result<bool, RenderError> {
+        let vars: Vec<(&str, &Value)> = vars.iter().map(|(name, value)| (*name, value)).collect();
+        let scope = self.scope(&vars).map_err(|e| RenderError::at(what, e))?;
+        self.condition_in(what, expression, &scope)
+    }
+
+    /// `vars` alone (no params, steps or trigger) converted to template values once, to
+    /// evaluate many expressions and templates over them.
+    pub fn scope(&self, vars: &[(&str, &Value)]) -> Result<Scope, String> {
         let steps = serde_json::Map::new();
         let ctx = Context {
             run_id: "",
@@ -214,9 +233,18 @@ impl Renderer {
             steps: &steps,
             trigger: &Value::Null,
         };
-        let root = root(&ctx, None, vars).map_err(|e| RenderError::at(what, e))?;
+        root(&ctx, None, vars).map(Scope)
+    }
+
+    /// Like [`Renderer::condition`], over a [`Scope`] built once.
+    pub fn condition_in(
+        &self,
+        what: &str,
+        expression: &str,
+        scope: &Scope,
+    ) -> Result<bool, RenderError> {
         let value = self
-            .eval(expression, root)
+            .eval(expression, scope.0.clone())
             .map_err(|e| RenderError::at(what, e))?;
         Ok(value.is_true())
     }
@@ -371,7 +399,7 @@ fn describe(value: &minijinja::Value) -> String {
 fn root(
     ctx: &Context<'_>,
     item: Option<&Value>,
-    vars: &[(&str, Value)],
+    vars: &[(&str, &Value)],
 ) -> Result<minijinja::Value, String> {
     let steps: Result<BTreeMap<String, minijinja::Value>, String> = ctx
         .steps

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use riposte_proto::v1::{AlertInfo, ListAlertsRequest, ListRunsRequest};
+use riposte_proto::v1::{AlertInfo, GetAlertRequest, ListAlertsRequest, ListRunsRequest};
 use riposte_tests::alerts::{ECHO_IP, apply_rule};
 use riposte_tests::{Orchestrator, Worker, api, wait_for, wait_until};
 use tokio::io::AsyncWriteExt;
@@ -115,10 +115,16 @@ async fn a_cef_line_over_udp_and_over_tcp_with_logger_each_start_a_run() {
 
     logger(orchestrator.syslog_udp_addr(), false, &cef("203.0.113.45")).await;
     let over_udp = run_started_for(&orchestrator, "203.0.113.45").await;
+    let shown = orchestrator
+        .client()
+        .get_alert(GetAlertRequest { id: over_udp.id })
+        .await
+        .expect("GetAlert")
+        .into_inner();
     assert!(
-        over_udp.alert_json.contains("fw01"),
-        "the syslog header is kept: {}",
-        over_udp.alert_json
+        shown.payload.contains(" fw01 ") && shown.payload.contains(&cef("203.0.113.45")),
+        "the datagram is kept as received: {}",
+        shown.payload
     );
 
     logger(orchestrator.syslog_tcp_addr(), true, &cef("203.0.113.46")).await;

@@ -6,8 +6,10 @@
 //! caller acknowledges only once it is durable.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use riposte_playbooks::Diagnostic;
+use riposte_playbooks::{Diagnostic, Renderer};
+use serde_json::Value;
 
 use super::{Engine, Error, Prepared, StartRequest, limits};
 use crate::clock;
@@ -64,7 +66,60 @@ pub const SOURCES: &[&str] = &[
     "generic",
 ];
 
+/// What alerts are decided against: the rules as they are now, and their environment.
+#[derive(Clone)]
+pub struct AlertRules {
+    rules: Arc<Vec<(Rule, StoredRule)>>,
+    renderer: Arc<Renderer>,
+}
+
+/// One payload parsed and each of its alerts decided by the rules, without the engine: what
+/// [`Engine::ingest_decided`] gives a fate and stores.
+pub struct Decided {
+    source: String,
+    received_ms: i64,
+    payload: Vec<u8>,
+    rules: Arc<Vec<(Rule, StoredRule)>>,
+    /// Each alert (without `raw`), as the rules saw it (with `raw`), and their decision.
+    alerts: Vec<(ingest::Alert, Value, Decision)>,
+}
+
+/// Parses one payload from `source` and runs each alert through `rules` (pure but for the
+/// clock: it reads the receive time). A payload that does not parse is refused here.
+pub fn decide(source: &str, payload: &[u8], rules: &AlertRules) -> Result<Decided, Error> {
+    let format = format_of(source)?;
+    let alerts = ingest::parse(&format, payload).map_err(ingest_error)?;
+    let alerts = alerts
+        .into_iter()
+        .map(|mut alert| {
+            // The rules and a started run's trigger see `raw`; the stored alert does not
+            // (the payload is kept as received), so it is moved, not copied.
+            let raw = std::mem::take(&mut alert.raw);
+            let mut json = serde_json::to_value(&alert).expect("an alert serializes");
+            json["raw"] = raw;
+            let decision =
+                rules::decide(rules.rules.iter().map(|(r, _)| r), &rules.renderer, &json);
+            (alert, json, decision)
+        })
+        .collect();
+    Ok(Decided {
+        source: source.to_string(),
+        received_ms: clock::now_ms(),
+        payload: payload.to_vec(),
+        rules: rules.rules.clone(),
+        alerts,
+    })
+}
+
 impl Engine {
+    /// The rules alerts are decided against now (cheap: shared, copied on write).
+    pub fn alert_rules(&self) -> AlertRules {
+        AlertRules {
+            rules: self.rules.clone(),
+            renderer: self.renderer.clone(),
+        }
+    }
+
     /// Parses one payload from `source`, decides each alert's fate and stores them all in one
     /// write; answers the stored alerts and the write to wait on before acknowledging.
     pub fn ingest_alert(
@@ -72,20 +127,33 @@ impl Engine {
         source: &str,
         payload: &[u8],
     ) -> Result<(Vec<StoredAlert>, Seq), Error> {
-        let format = format_of(source)?;
-        let alerts = ingest::parse(&format, payload).map_err(ingest_error)?;
-        let received_ms = clock::now_ms();
-        let text = String::from_utf8_lossy(payload).into_owned();
+        let decided = decide(source, payload, &self.alert_rules())?;
+        self.ingest_decided(decided)
+    }
+
+    /// Gives each decided alert its fate (dedup, budget, start) and stores them all in one
+    /// write; answers the stored alerts and the write to wait on before acknowledging.
+    pub fn ingest_decided(&mut self, decided: Decided) -> Result<(Vec<StoredAlert>, Seq), Error> {
+        let Decided {
+            source,
+            received_ms,
+            payload,
+            rules,
+            alerts,
+        } = decided;
         let mut pending = Pending::default();
         let mut stored = Vec::with_capacity(alerts.len());
-        for alert in alerts {
-            let fated = self.fate(&alert, received_ms, &mut pending)?;
+        let mut payload_id = None;
+        for (alert, json, decision) in alerts {
+            let fated = self.fate(&rules, json, decision, received_ms, &mut pending)?;
+            let id = clock::new_alert_id();
             stored.push(StoredAlert {
-                id: clock::new_alert_id(),
-                source: source.to_string(),
+                id,
+                source: source.clone(),
                 received_ms,
                 alert,
-                payload: text.clone(),
+                payload: String::new(),
+                payload_id: Some(*payload_id.get_or_insert(id)),
                 fate: fated.fate,
                 run_id: fated.run_id,
                 rule: fated.rule,
@@ -99,6 +167,7 @@ impl Engine {
             .collect();
         let write = AlertWrite {
             alerts: &stored,
+            payload: payload_id.map(|id| (id, payload.as_slice())),
             dedup,
             budgets: pending
                 .budgets
@@ -125,18 +194,18 @@ impl Engine {
     /// Decides one alert's fate; a run it starts is prepared into `pending`.
     fn fate(
         &mut self,
-        alert: &ingest::Alert,
+        rules: &[(Rule, StoredRule)],
+        json: Value,
+        decision: Decision,
         now_ms: i64,
         pending: &mut Pending,
     ) -> Result<Fated, Error> {
-        let json = serde_json::to_value(alert).expect("an alert serializes");
-        let rules: Vec<Rule> = self.rules.iter().map(|(r, _)| r.clone()).collect();
-        let (index, params, dedup_key) = match rules::decide(&rules, &self.renderer, &json) {
+        let (index, params, dedup_key) = match decision {
             Decision::Nothing => return Ok(fated(AlertFate::MatchedNothing, "", None, "")),
             Decision::Refused { index, reason } => {
                 return Ok(fated(
                     AlertFate::StartRefused,
-                    &rules[index].name,
+                    &rules[index].0.name,
                     None,
                     &reason,
                 ));
@@ -147,7 +216,7 @@ impl Engine {
                 dedup_key,
             } => (index, params, dedup_key),
         };
-        let rule = &rules[index];
+        let rule = &rules[index].0;
         if let Some(key) = &dedup_key
             && let Some(held) = self.dedup_held(pending, &rule.name, key, now_ms)?
         {
@@ -257,7 +326,7 @@ impl Engine {
     pub(super) fn load_rules(&mut self) -> Result<(), Error> {
         for stored in self.store.rules()? {
             match rules::parse(&stored.source, &self.renderer) {
-                Ok(rule) => self.rules.push((rule, stored)),
+                Ok(rule) => Arc::make_mut(&mut self.rules).push((rule, stored)),
                 Err(d) => tracing::error!(
                     rule = %stored.name,
                     error = %d.first().map(|d| d.message.clone()).unwrap_or_default(),
@@ -289,8 +358,9 @@ impl Engine {
             applied_at_ms: clock::now_ms(),
         };
         let seq = self.store.put_rule(&stored)?;
-        self.rules.retain(|(r, _)| r.name != rule.name);
-        self.rules.push((rule, stored.clone()));
+        let rules = Arc::make_mut(&mut self.rules);
+        rules.retain(|(r, _)| r.name != rule.name);
+        rules.push((rule, stored.clone()));
         self.sort_rules();
         Ok(RuleApplied::Applied {
             rule: Box::new(stored),
@@ -300,11 +370,11 @@ impl Engine {
 
     /// The rules in evaluation order.
     pub fn list_rules(&self) -> Vec<(Rule, StoredRule)> {
-        self.rules.clone()
+        self.rules.as_ref().clone()
     }
 
     fn sort_rules(&mut self) {
-        self.rules
+        Arc::make_mut(&mut self.rules)
             .sort_by(|(a, _), (b, _)| (a.order, &a.name).cmp(&(b.order, &b.name)));
     }
 
@@ -346,7 +416,7 @@ impl Engine {
             None => self.store.alerts_len()?,
         };
         let removed = if held > limits::ALERTS_KEPT {
-            self.store.prune_alerts(limits::ALERTS_KEPT)?
+            self.store.prune_alerts(held - limits::ALERTS_KEPT)?
         } else {
             0
         };

@@ -36,12 +36,19 @@
 //!   answer with all of them parked. Targets: at most 4 KiB RSS and 8 KiB disk per parked run,
 //!   restart under 2 s.
 //!
+//! - **Alerts** (module [`alerts`]): sustained ingestion over HTTP and over TCP syslog with a
+//!   deduplicating rule on (target: at least 5,000 alerts/s each), and alert-to-first-action
+//!   latency at 200 alerts/s open loop (target: p99 under 10 ms). `riposte-bench alerts`
+//!   measures the floor and these only.
+//!
 //! A missed target is printed as MISSED; the exit code is 0 all the same, since this is a
 //! measurement, not a test. A debug build measures the wrong thing and says so.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod alerts;
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
@@ -121,6 +128,12 @@ async fn bench() -> Result<()> {
         flush: flush.median(),
     };
 
+    progress("alerts");
+    let alerts = alerts::measure().await?;
+    if std::env::args().nth(1).as_deref() == Some("alerts") {
+        alerts.print(floor.per_step());
+        return Ok(());
+    }
     progress("building and starting the orchestrator and the workers");
     let Workload {
         latency,
@@ -145,6 +158,7 @@ async fn bench() -> Result<()> {
     }
     .print();
     parked.print();
+    alerts.print(floor.per_step());
     Ok(())
 }
 
@@ -165,6 +179,10 @@ impl Samples {
         Samples(samples)
     }
 
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
     fn median(&self) -> Duration {
         self.0[self.0.len() / 2]
     }
@@ -183,6 +201,7 @@ fn ms(d: Duration) -> f64 {
 // The floor
 // ---------------------------------------------------------------------------------------------
 
+#[derive(Clone, Copy)]
 struct Floor {
     rtt: Duration,
     flush: Duration,

@@ -1,0 +1,470 @@
+//! The alert figures of `riposte-bench`: sustained ingestion over HTTP and over TCP syslog,
+//! with a deduplicating rule on, and alert-to-first-action latency at a fixed open-loop rate.
+//!
+//! - **HTTP ingestion**: [`HTTP_ALERTS`] Azure Monitor common-schema alerts (the shared
+//!   fixture with its `SourceIP` and `alertId` varied) POSTed by [`HTTP_CONCURRENCY`]
+//!   concurrent keep-alive clients. A rule matches every one, with a dedup key on the IP:
+//!   [`DISTINCT_IPS`] runs start, every other alert is coalesced into one of them. Alerts per
+//!   second until the last `200`, which is answered only once the alert is durable.
+//! - **Syslog ingestion**: [`SYSLOG_ALERTS`] CEF lines (newline framing, the same
+//!   [`DISTINCT_IPS`] IPs, so the same dedup) over [`SYSLOG_CONNECTIONS`] TCP connections.
+//!   Each client half-closes after its last line and waits for the listener to close: it
+//!   closes only once the last batch it read is durable. Alerts per second until the last
+//!   close.
+//! - **Alert to first action**: [`LATENCY_ALERTS`] alerts with distinct IPs (each starts a
+//!   run) POSTed open-loop at [`LATENCY_RATE`] per second; each run's first step is an
+//!   `http.request` to a sink in this process. The latency is from the moment the POST is
+//!   sent to the moment the sink receives the worker's request: it includes the HTTP
+//!   ingestion, the durable write, the dispatch, the worker's lease and its HTTP call, so it
+//!   is an upper bound on "accepted to first step started".
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use axum::extract::{Path, State};
+use riposte_proto::v1::ListAlertsRequest;
+use riposte_tests::alerts::apply_rule;
+use riposte_tests::api;
+use riposte_tests::{Orchestrator, Worker};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Notify, Semaphore};
+
+use super::{PHASE_TIMEOUT, Samples, cpu_time, ms, progress};
+
+const HTTP_ALERTS: usize = 20_000;
+const HTTP_CONCURRENCY: usize = 32;
+const SYSLOG_ALERTS: usize = 20_000;
+const SYSLOG_CONNECTIONS: usize = 4;
+const DISTINCT_IPS: usize = 200;
+const LATENCY_ALERTS: usize = 2_000;
+const LATENCY_RATE: u32 = 200;
+const WARMUP_ALERTS: usize = 100;
+const WORKERS: usize = 2;
+const WORKER_CONCURRENCY: u32 = 8;
+
+/// Targets from the issue.
+const ALERTS_PER_SECOND_MIN: f64 = 5_000.0;
+const FIRST_ACTION_P99_MAX: Duration = Duration::from_millis(10);
+
+const TOKEN: &str = "bench-token";
+const AZURE_FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/alerts/azure-monitor-common-log-alert.json"
+);
+/// The fixture's `SourceIP` dimension and `alertId`, replaced per alert.
+const FIXTURE_IP: &str = "203.0.113.45";
+const FIXTURE_ALERT_ID: &str = "/subscriptions/";
+
+/// Matches every alert with an IP; coalesces alerts of the same IP for 10 minutes.
+const RULE: &str = r#"
+name: bench
+match: "alert.entities.ips | length > 0"
+playbook: alert-hit
+params:
+  ip: "{{ alert.entities.ips[0].address }}"
+dedup: { key: "{{ alert.entities.ips[0].address }}", window: 10m }
+"#;
+
+/// The playbook the rule starts: its first (only) step calls the sink with the IP.
+fn playbook(sink: SocketAddr) -> String {
+    format!(
+        "name: alert-hit
+version: 1
+params:
+  ip: {{ type: string }}
+steps:
+  - id: hit
+    action: http.request
+    with: {{ url: \"http://{sink}/hit/{{{{ params.ip }}}}\", timeout: 10s }}
+"
+    )
+}
+
+pub struct Figures {
+    http: Ingestion,
+    syslog: Ingestion,
+    first_action: Samples,
+    /// POSTs of the latency phase not answered 200.
+    latency_refused: usize,
+    /// How far the latency phase's latest send fell behind its schedule.
+    late_max: Duration,
+}
+
+struct Ingestion {
+    alerts: usize,
+    elapsed: Duration,
+    orchestrator_cpu: Duration,
+    /// Runs started (the rest were coalesced), as the fates say.
+    started: usize,
+}
+
+impl Ingestion {
+    fn per_second(&self) -> f64 {
+        self.alerts as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// When the sink saw each IP first.
+#[derive(Default)]
+struct Sink {
+    hits: Mutex<HashMap<String, Instant>>,
+    hit: Notify,
+}
+
+pub async fn measure() -> Result<Figures> {
+    let sink = Arc::new(Sink::default());
+    let sink_addr = serve_sink(sink.clone()).await?;
+    let orchestrator = Orchestrator::builder()
+        .log("warn")
+        .args(&[
+            "--alerts-listen",
+            "127.0.0.1:0",
+            "--alert-secret",
+            &format!("azure-monitor={TOKEN}"),
+            "--syslog-tcp",
+            "127.0.0.1:0",
+            "--no-builtin-playbooks",
+        ])
+        .start();
+    let allow = sink_addr.to_string();
+    let workers: Vec<Worker> = (0..WORKERS)
+        .map(|_| {
+            Worker::builder(&orchestrator.url())
+                .concurrency(WORKER_CONCURRENCY)
+                .args(&["--http-allow-hosts", &allow])
+                .log("warn")
+                .start()
+        })
+        .collect();
+    let mut client = orchestrator.client();
+    for worker in &workers {
+        worker.id(&mut client).await;
+    }
+    api::apply_playbook(&mut client, &playbook(sink_addr)).await;
+    let applied = apply_rule(&orchestrator, RULE).await;
+    if applied.code() != 0 {
+        bail!("the benchmark rule was refused: {applied}");
+    }
+    let fixture = std::fs::read_to_string(AZURE_FIXTURE).context("the Azure Monitor fixture")?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(HTTP_CONCURRENCY)
+        .tcp_nodelay(true)
+        .build()?;
+    let url = format!("{}/alerts/azure-monitor", orchestrator.alerts_url());
+
+    progress("alerts: warm-up");
+    let warm: Vec<String> = (0..WARMUP_ALERTS)
+        .map(|n| azure_alert(&fixture, &format!("198.19.0.{}", n % 250), n))
+        .collect();
+    post_all(&http, &url, warm, HTTP_CONCURRENCY).await?;
+
+    progress("alerts: HTTP ingestion");
+    let payloads: Vec<String> = (0..HTTP_ALERTS)
+        .map(|n| azure_alert(&fixture, &ip_of(n % DISTINCT_IPS, false), n))
+        .collect();
+    let cpu_before = cpu_time(orchestrator.pid())?;
+    let started = Instant::now();
+    let fates = post_all(&http, &url, payloads, HTTP_CONCURRENCY).await?;
+    let http_figures = Ingestion {
+        alerts: HTTP_ALERTS,
+        elapsed: started.elapsed(),
+        orchestrator_cpu: cpu_time(orchestrator.pid())? - cpu_before,
+        started: fates.iter().filter(|f| *f == "started").count(),
+    };
+
+    progress("alerts: syslog ingestion over TCP");
+    let cpu_before = cpu_time(orchestrator.pid())?;
+    let started = Instant::now();
+    send_syslog(orchestrator.syslog_tcp_addr()).await?;
+    let syslog_figures = Ingestion {
+        alerts: SYSLOG_ALERTS,
+        elapsed: started.elapsed(),
+        orchestrator_cpu: cpu_time(orchestrator.pid())? - cpu_before,
+        started: 0,
+    };
+    check_syslog_stored(&orchestrator).await?;
+    let syslog_figures = Ingestion {
+        started: sink
+            .wait_distinct(WARMUP_ALERTS + 2 * DISTINCT_IPS)
+            .await?
+            .saturating_sub(WARMUP_ALERTS + DISTINCT_IPS),
+        ..syslog_figures
+    };
+
+    progress("alerts: alert to first action, open loop");
+    let (first_action, latency_refused, late_max) =
+        first_action(&http, &url, &fixture, &sink).await?;
+    Ok(Figures {
+        http: http_figures,
+        syslog: syslog_figures,
+        first_action,
+        latency_refused,
+        late_max,
+    })
+}
+
+/// The IP of the `n`th of [`DISTINCT_IPS`] of the HTTP phase (203.0.113.0/24 and
+/// 198.51.100.0/24) or the syslog phase (198.19.1.0/24 and 198.19.2.0/24).
+fn ip_of(n: usize, syslog: bool) -> String {
+    let (net, host) = (n / 100, n % 100 + 1);
+    match (syslog, net) {
+        (false, 0) => format!("203.0.113.{host}"),
+        (false, _) => format!("198.51.100.{host}"),
+        (true, 0) => format!("198.19.1.{host}"),
+        (true, _) => format!("198.19.2.{host}"),
+    }
+}
+
+/// The fixture with `ip` as its source and an `alertId` of its own.
+fn azure_alert(fixture: &str, ip: &str, n: usize) -> String {
+    fixture.replace(FIXTURE_IP, ip).replacen(
+        FIXTURE_ALERT_ID,
+        &format!("/bench-{n}/subscriptions/"),
+        1,
+    )
+}
+
+/// POSTs every payload with at most `concurrency` in flight; fails on any answer but 200.
+/// Answers each alert's fate.
+async fn post_all(
+    http: &reqwest::Client,
+    url: &str,
+    payloads: Vec<String>,
+    concurrency: usize,
+) -> Result<Vec<String>> {
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = Vec::with_capacity(payloads.len());
+    for payload in payloads {
+        let permit = slots.clone().acquire_owned().await?;
+        let request = http
+            .post(url)
+            .header("X-Riposte-Token", TOKEN)
+            .body(payload)
+            .send();
+        tasks.push(tokio::spawn(async move {
+            let answer = request.await;
+            drop(permit);
+            fate_of(answer?).await
+        }));
+    }
+    let mut fates = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        fates.push(tokio::time::timeout(PHASE_TIMEOUT, task).await???);
+    }
+    Ok(fates)
+}
+
+async fn fate_of(answer: reqwest::Response) -> Result<String> {
+    let status = answer.status();
+    let body = answer.text().await?;
+    if status != reqwest::StatusCode::OK {
+        bail!("the alert listener answered {status}: {body}");
+    }
+    let body: serde_json::Value = serde_json::from_str(&body)?;
+    Ok(body["alerts"][0]["fate"].as_str().unwrap_or("").to_string())
+}
+
+/// Sends [`SYSLOG_ALERTS`] CEF lines over [`SYSLOG_CONNECTIONS`] connections; returns once
+/// the listener has closed every one (all read lines durable).
+async fn send_syslog(addr: SocketAddr) -> Result<()> {
+    let per_connection = SYSLOG_ALERTS / SYSLOG_CONNECTIONS;
+    let mut tasks = Vec::new();
+    for c in 0..SYSLOG_CONNECTIONS {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut text = String::with_capacity(per_connection * 200);
+        for n in 0..per_connection {
+            let i = c * per_connection + n;
+            text.push_str(&format!(
+                "<134>Jan 15 10:00:00 fw01 CEF:0|Contoso|Firewall|2.1|100|Connection blocked|5|\
+                 src={} spt={} dst=198.51.100.200 dpt=22 proto=TCP act=blocked cs1={i}\n",
+                ip_of(i % DISTINCT_IPS, true),
+                10_000 + i % 50_000,
+            ));
+        }
+        tasks.push(tokio::spawn(async move {
+            stream.write_all(text.as_bytes()).await?;
+            stream.shutdown().await?;
+            let mut rest = Vec::new();
+            stream.read_to_end(&mut rest).await?;
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(PHASE_TIMEOUT, task).await???;
+    }
+    Ok(())
+}
+
+/// The newest alerts are the syslog phase's, and the listener refused nothing.
+async fn check_syslog_stored(orchestrator: &Orchestrator) -> Result<()> {
+    let newest = orchestrator
+        .client()
+        .list_alerts(ListAlertsRequest { limit: 1000 })
+        .await?
+        .into_inner()
+        .alerts;
+    if newest.len() < 1000 || newest.iter().any(|a| a.source != "syslog") {
+        bail!("the syslog alerts were not all stored");
+    }
+    let log = orchestrator.log_tail();
+    if log.contains("syslog.refused") || log.contains("syslog.ingest_failed") {
+        bail!("the syslog listener refused lines:\n{log}");
+    }
+    Ok(())
+}
+
+/// Open loop: one POST every 1/[`LATENCY_RATE`] s, each a new IP; answers the latencies to
+/// the sink's hit, the POSTs refused, and how late the latest send was.
+async fn first_action(
+    http: &reqwest::Client,
+    url: &str,
+    fixture: &str,
+    sink: &Arc<Sink>,
+) -> Result<(Samples, usize, Duration)> {
+    let period = Duration::from_secs(1) / LATENCY_RATE;
+    let start = tokio::time::Instant::now();
+    let mut sent = Vec::with_capacity(LATENCY_ALERTS);
+    let mut answers = Vec::with_capacity(LATENCY_ALERTS);
+    let mut late = Duration::ZERO;
+    for n in 0..LATENCY_ALERTS {
+        let due = start + period * n as u32;
+        tokio::time::sleep_until(due).await;
+        late = late.max(due.elapsed());
+        let ip = format!("198.18.{}.{}", n / 250, n % 250 + 1);
+        let request = http
+            .post(url)
+            .header("X-Riposte-Token", TOKEN)
+            .body(azure_alert(fixture, &ip, HTTP_ALERTS + n))
+            .send();
+        sent.push((ip, Instant::now()));
+        answers.push(tokio::spawn(async move { fate_of(request.await?).await }));
+    }
+    let mut refused = 0;
+    for answer in answers {
+        if tokio::time::timeout(PHASE_TIMEOUT, answer).await??.is_err() {
+            refused += 1;
+        }
+    }
+    sink.wait_distinct(WARMUP_ALERTS + 2 * DISTINCT_IPS + LATENCY_ALERTS - refused)
+        .await?;
+    let hits = sink.hits.lock().expect("the sink lock");
+    let latencies = sent
+        .iter()
+        .filter_map(|(ip, at)| hits.get(ip).map(|hit| hit.saturating_duration_since(*at)))
+        .collect();
+    Ok((Samples::new(latencies), refused, late))
+}
+
+impl Sink {
+    /// Waits until `count` distinct IPs have hit the sink; answers how many have.
+    async fn wait_distinct(&self, count: usize) -> Result<usize> {
+        let deadline = Instant::now() + PHASE_TIMEOUT;
+        loop {
+            let notified = self.hit.notified();
+            let hits = self.hits.lock().expect("the sink lock").len();
+            if hits >= count {
+                return Ok(hits);
+            }
+            if Instant::now() > deadline {
+                bail!("only {hits} of {count} first actions reached the sink");
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+        }
+    }
+}
+
+async fn serve_sink(sink: Arc<Sink>) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let router = axum::Router::new()
+        .route("/hit/{ip}", axum::routing::get(hit))
+        .with_state(sink);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(addr)
+}
+
+async fn hit(State(sink): State<Arc<Sink>>, Path(ip): Path<String>) -> &'static str {
+    let now = Instant::now();
+    sink.hits
+        .lock()
+        .expect("the sink lock")
+        .entry(ip)
+        .or_insert(now);
+    sink.hit.notify_one();
+    "ok"
+}
+
+impl Figures {
+    /// `floor` is the per-step floor (gRPC round trip + sled insert and flush).
+    pub fn print(&self, floor: Duration) {
+        let ratio = |d: Duration| format!("{:.1}x", d.as_secs_f64() / floor.as_secs_f64());
+        println!();
+        println!(
+            "alerts (a deduplicating rule on; {WORKERS} workers, --concurrency {WORKER_CONCURRENCY})"
+        );
+        println!(
+            "{:<52} {:>14} {:>9}  {:<22} verdict",
+            "", "value", "vs floor", "target"
+        );
+        for (what, figures) in [
+            (
+                format!("ingested over HTTP, {HTTP_CONCURRENCY} clients"),
+                &self.http,
+            ),
+            (
+                format!("ingested over TCP syslog, {SYSLOG_CONNECTIONS} connections"),
+                &self.syslog,
+            ),
+        ] {
+            let per_alert = Duration::from_secs_f64(1.0 / figures.per_second());
+            let met = figures.per_second() >= ALERTS_PER_SECOND_MIN;
+            println!(
+                "{what:<52} {:>10.0} /s {:>9}  {:<22} {}",
+                figures.per_second(),
+                ratio(per_alert),
+                format!(">= {ALERTS_PER_SECOND_MIN:.0} alerts/s"),
+                super::verdict(met)
+            );
+        }
+        let p50 = self.first_action.median();
+        let p99 = self.first_action.p99();
+        println!(
+            "{:<52} {:>11.3} ms {:>9}  {:<22}",
+            format!("alert to first action, {LATENCY_RATE}/s open loop, p50"),
+            ms(p50),
+            ratio(p50),
+            "-"
+        );
+        println!(
+            "{:<52} {:>11.3} ms {:>9}  {:<22} {}",
+            format!("alert to first action, {LATENCY_RATE}/s open loop, p99"),
+            ms(p99),
+            ratio(p99),
+            format!("< {} ms", FIRST_ACTION_P99_MAX.as_millis()),
+            super::verdict(p99 < FIRST_ACTION_P99_MAX)
+        );
+        println!();
+        println!("notes");
+        for (what, figures, sent) in [
+            ("HTTP", &self.http, HTTP_ALERTS),
+            ("syslog", &self.syslog, SYSLOG_ALERTS),
+        ] {
+            println!(
+                "  {what}: {sent} alerts in {:.2} s over {DISTINCT_IPS} IPs, {} runs started (the rest coalesced); orchestrator {:.3} CPU-ms per alert",
+                figures.elapsed.as_secs_f64(),
+                figures.started,
+                ms(figures.orchestrator_cpu) / figures.alerts as f64,
+            );
+        }
+        println!(
+            "  first action: {} alerts, each a new run; from the POST being sent to the worker's http.request reaching a sink in this process; {} POSTs refused; the latest send was {:.1} ms behind its schedule",
+            self.first_action.len(),
+            self.latency_refused,
+            ms(self.late_max)
+        );
+    }
+}
