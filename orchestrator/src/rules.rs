@@ -54,6 +54,9 @@ pub struct Rule {
     pub params: Map<String, Value>,
     pub dedup: Option<Dedup>,
     pub budget: Option<Budget>,
+    /// Whether the rule's expression or templates may read `alert.raw` (they mention `raw`):
+    /// the vendor payload is converted for the templates only when some rule may read it.
+    pub reads_raw: bool,
 }
 
 /// Coalesce alerts with the same rendered `key` within `window_ms` into one run.
@@ -147,7 +150,13 @@ fn rule(spec: Spec) -> Result<Rule, Diagnostic> {
         }),
         None => None,
     };
+    let reads_raw = spec.expression.contains("raw")
+        || Value::Object(spec.params.clone())
+            .to_string()
+            .contains("raw")
+        || dedup.as_ref().is_some_and(|d| d.key.contains("raw"));
     Ok(Rule {
+        reads_raw,
         name: spec.name,
         order: spec.order.unwrap_or(ORDER_DEFAULT),
         expression: spec.expression,

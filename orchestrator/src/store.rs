@@ -12,9 +12,9 @@
 //! - `schedule_ledger`: `name \0 scheduled_ms (i64, sign-flipped BE) manual (u8)` ->
 //!   [`LedgerEntry`] (JSON): one entry per occurrence (or manual trigger), in time order
 //! - `alerts`: alert id (UUID v7, 16 bytes, time-ordered) -> [`StoredAlert`] (JSON): every
-//!   alert received, normalized (without `raw`, a parse of the payload), and its fate
-//! - `alert_payloads`: alert id -> the payload bytes exactly as received, once per payload,
-//!   under the id of its first alert (`StoredAlert::payload_id`)
+//!   alert received, normalized (without `raw`, a parse of the payload), and its fate; and
+//!   `alert id 'p'` (17 bytes, right after its alert) -> the payload bytes exactly as
+//!   received, once per payload, under the id of its first alert (`StoredAlert::payload_id`)
 //! - `rules`: rule name -> [`StoredRule`] (JSON): its source as last applied
 //! - `alert_dedup`: `rule \0 dedup key` -> [`DedupEntry`] (JSON): the run alerts with this
 //!   key are coalesced into until `expires_ms`
@@ -254,7 +254,6 @@ pub struct Store {
     schedule_state: sled::Tree,
     schedule_ledger: sled::Tree,
     alerts: sled::Tree,
-    alert_payloads: sled::Tree,
     rules: sled::Tree,
     alert_dedup: sled::Tree,
     rule_budget: sled::Tree,
@@ -285,7 +284,6 @@ impl Store {
             schedule_state: db.open_tree("schedule_state")?,
             schedule_ledger: db.open_tree("schedule_ledger")?,
             alerts: db.open_tree("alerts")?,
-            alert_payloads: db.open_tree("alert_payloads")?,
             rules: db.open_tree("rules")?,
             alert_dedup: db.open_tree("alert_dedup")?,
             rule_budget: db.open_tree("rule_budget")?,
@@ -436,12 +434,11 @@ impl Store {
             &self.schedule_state,
             &self.schedule_ledger,
             &self.alerts,
-            &self.alert_payloads,
             &self.alert_dedup,
             &self.rule_budget,
         )
             .transaction(
-                |(runs, active, history, keys, sched_state, ledger, al, ap, dd, bu)| {
+                |(runs, active, history, keys, sched_state, ledger, al, dd, bu)| {
                     for run in &encoded {
                         runs.insert(&run.id, run.value.as_slice())?;
                         if run.running {
@@ -466,7 +463,7 @@ impl Store {
                         al.insert(k.as_slice(), v.as_slice())?;
                     }
                     if let Some((id, payload)) = alert_rows.payload {
-                        ap.insert(id.as_bytes(), payload)?;
+                        al.insert(payload_key(id).as_slice(), payload)?;
                     }
                     for (k, v) in &alert_rows.dedup {
                         dd.insert(k.as_slice(), v.as_slice())?;
@@ -570,13 +567,27 @@ impl Store {
     }
 
     /// Stores the alerts of one payload with the runs they started, their dedup entries and
-    /// budget counts, in one transaction.
+    /// budget counts, in one transaction. Alerts that change nothing else (coalesced, matched
+    /// nothing: most of a storm) are one batch on the alerts tree, which is as atomic and
+    /// much cheaper.
     pub fn put_alerts(
         &self,
         writes: &[(&RunState, Vec<&HistoryEvent>)],
         alerts: &AlertWrite<'_>,
     ) -> Result<Seq, Error> {
-        self.put_all(writes, &[], None, Some(alerts))
+        if !writes.is_empty() || !alerts.dedup.is_empty() || !alerts.budgets.is_empty() {
+            return self.put_all(writes, &[], None, Some(alerts));
+        }
+        let rows = encode_alerts(Some(alerts));
+        let mut batch = sled::Batch::default();
+        for (k, v) in rows.alerts {
+            batch.insert(k, v);
+        }
+        if let Some((id, payload)) = rows.payload {
+            batch.insert(payload_key(id).as_slice(), payload);
+        }
+        self.alerts.apply_batch(batch)?;
+        Ok(self.written())
     }
 
     /// A rule's dedup entry for `key`, expired or not.
@@ -635,7 +646,7 @@ impl Store {
         };
         let mut alert: StoredAlert = decode("alerts", &value)?;
         if let Some(payload_id) = alert.payload_id
-            && let Some(payload) = self.alert_payloads.get(payload_id.as_bytes())?
+            && let Some(payload) = self.alerts.get(payload_key(payload_id))?
         {
             alert.payload = String::from_utf8_lossy(&payload).into_owned();
         }
@@ -647,6 +658,10 @@ impl Store {
         self.alerts
             .iter()
             .rev()
+            .filter(|kv| {
+                kv.as_ref()
+                    .map_or(true, |(k, _)| k.len() == ALERT_KEY_BYTES)
+            })
             .take(limit)
             .map(|kv| decode("alerts", &kv?.1))
             .collect()
@@ -656,26 +671,29 @@ impl Store {
     pub fn alerts_len(&self) -> Result<usize, Error> {
         let mut len = 0;
         for key in self.alerts.iter().keys() {
-            key?;
-            len += 1;
+            if key?.len() == ALERT_KEY_BYTES {
+                len += 1;
+            }
         }
         Ok(len)
     }
 
     /// Removes the `count` oldest alerts and their payloads; answers how many were removed.
     pub fn prune_alerts(&self, count: usize) -> Result<usize, Error> {
-        let mut alerts = sled::Batch::default();
-        let mut payloads = sled::Batch::default();
+        let mut batch = sled::Batch::default();
         let mut removed = 0;
-        for key in self.alerts.iter().keys().take(count) {
+        for key in self.alerts.iter().keys() {
             let key = key?;
-            payloads.remove(key.clone());
-            alerts.remove(key);
-            removed += 1;
+            if key.len() == ALERT_KEY_BYTES {
+                if removed == count {
+                    break;
+                }
+                removed += 1;
+            }
+            batch.remove(key);
         }
         if removed > 0 {
-            self.alerts.apply_batch(alerts)?;
-            self.alert_payloads.apply_batch(payloads)?;
+            self.alerts.apply_batch(batch)?;
             self.written();
         }
         Ok(removed)
@@ -781,6 +799,16 @@ fn dedup_key(rule: &str, key: &str) -> Vec<u8> {
 }
 
 type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// An alert's key: its id.
+const ALERT_KEY_BYTES: usize = 16;
+
+/// Where a payload is stored: its first alert's id and `p`, right after that alert.
+fn payload_key(id: uuid::Uuid) -> [u8; ALERT_KEY_BYTES + 1] {
+    let mut key = [b'p'; ALERT_KEY_BYTES + 1];
+    key[..ALERT_KEY_BYTES].copy_from_slice(id.as_bytes());
+    key
+}
 
 #[derive(Default)]
 struct AlertRows<'a> {
@@ -1013,5 +1041,77 @@ mod tests {
             Some(5_000)
         );
         assert_eq!(store.budget("r").expect("read").runs, 3);
+    }
+
+    fn stored_alert(payload_id: Option<uuid::Uuid>) -> StoredAlert {
+        let alert = crate::ingest::parse(
+            &crate::ingest::Format::Cef,
+            b"CEF:0|V|P|1|1|t|5|src=203.0.113.9",
+        )
+        .expect("a CEF line")
+        .remove(0);
+        let id = crate::clock::new_alert_id();
+        StoredAlert {
+            id,
+            source: "cef".into(),
+            received_ms: 1,
+            alert,
+            payload: String::new(),
+            payload_id: Some(payload_id.unwrap_or(id)),
+            fate: AlertFate::MatchedNothing,
+            run_id: None,
+            rule: String::new(),
+            detail: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_payload_is_stored_once_beside_its_alerts_and_pruned_with_them() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let store = Store::open(dir.path()).expect("opens");
+        let first = stored_alert(None);
+        let second = stored_alert(first.payload_id);
+        let pair = [first.clone(), second.clone()];
+        let write = AlertWrite {
+            alerts: &pair,
+            payload: Some((first.id, b"the payload")),
+            ..AlertWrite::default()
+        };
+        store.put_alerts(&[], &write).expect("written in one batch");
+        let third = stored_alert(None);
+        let write = AlertWrite {
+            alerts: std::slice::from_ref(&third),
+            payload: Some((third.id, b"another")),
+            budgets: vec![("r", BudgetState::default())],
+            ..AlertWrite::default()
+        };
+        store
+            .put_alerts(&[], &write)
+            .expect("written in a transaction");
+
+        assert_eq!(store.alerts_len().expect("counted"), 3);
+        let listed = store.alerts(10).expect("listed");
+        let ids: Vec<_> = listed.iter().map(|a| a.id).collect();
+        assert_eq!(
+            ids,
+            vec![third.id, second.id, first.id],
+            "newest first, no payload rows"
+        );
+        assert!(
+            listed.iter().all(|a| a.payload.is_empty()),
+            "a list has no payloads"
+        );
+        let shown = store.alert(second.id).expect("read").expect("stored");
+        assert_eq!(shown.payload, "the payload", "shared with the first alert");
+        let shown = store.alert(third.id).expect("read").expect("stored");
+        assert_eq!(shown.payload, "another");
+
+        assert_eq!(store.prune_alerts(2).expect("pruned"), 2);
+        assert_eq!(store.alerts_len().expect("counted"), 1);
+        assert_eq!(store.alert(first.id).expect("read"), None);
+        let gone = store.alerts.get(payload_key(first.id)).expect("read");
+        assert_eq!(gone, None, "its payload went with it");
+        let kept = store.alert(third.id).expect("read").expect("kept");
+        assert_eq!(kept.payload, "another");
     }
 }

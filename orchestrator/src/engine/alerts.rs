@@ -94,11 +94,18 @@ pub fn decide(source: &str, payload: &[u8], rules: &AlertRules) -> Result<Decide
         .map(|mut alert| {
             // The rules and a started run's trigger see `raw`; the stored alert does not
             // (the payload is kept as received), so it is moved, not copied.
-            let raw = std::mem::take(&mut alert.raw);
+            // `raw` (the vendor payload, often most of the alert) is converted for the
+            // templates only when some rule may read it.
+            let mut raw = Some(std::mem::take(&mut alert.raw));
             let mut json = serde_json::to_value(&alert).expect("an alert serializes");
-            json["raw"] = raw;
+            if rules.rules.iter().any(|(r, _)| r.reads_raw) {
+                json["raw"] = raw.take().unwrap_or_default();
+            }
             let decision =
                 rules::decide(rules.rules.iter().map(|(r, _)| r), &rules.renderer, &json);
+            if let Some(raw) = raw {
+                json["raw"] = raw;
+            }
             (alert, json, decision)
         })
         .collect();
@@ -504,5 +511,46 @@ mod tests {
         assert!(matches!(ingest_error(e), Error::ResourceExhausted(_)));
         let e = ingest::parse(&Format::AzureMonitor, b"{\"schemaId\":").expect_err("truncated");
         assert!(matches!(ingest_error(e), Error::InvalidArgument(_)));
+    }
+
+    #[test]
+    fn raw_is_seen_by_a_rule_that_reads_it_and_kept_out_of_the_stored_alert() {
+        let renderer = Arc::new(Renderer::new());
+        let rule = |source: &str| {
+            let rule = rules::parse(source, &renderer).expect("a valid rule");
+            let stored = StoredRule {
+                name: rule.name.clone(),
+                source: source.to_string(),
+                applied_at_ms: 0,
+            };
+            (rule, stored)
+        };
+        let fired = rule(
+            "name: fired\nmatch: \"alert.raw.data.essentials.monitorCondition == 'Fired'\"\nplaybook: p\n",
+        );
+        let plain = rule("name: plain\nmatch: \"alert.severity == 'high'\"\nplaybook: p\n");
+        assert!(fired.0.reads_raw && !plain.0.reads_raw);
+        let payload = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/ingest/azure-monitor-common-log-alert.json"
+        ))
+        .expect("the fixture");
+        for (rules, expected) in [(vec![fired], "fired"), (vec![plain], "plain")] {
+            let rules = AlertRules {
+                rules: Arc::new(rules),
+                renderer: renderer.clone(),
+            };
+            let decided = decide("azure-monitor", &payload, &rules).expect("parsed");
+            let (alert, json, decision) = &decided.alerts[0];
+            assert!(
+                matches!(decision, Decision::Start { index: 0, .. }),
+                "{expected}: {decision:?}"
+            );
+            assert_eq!(alert.raw, Value::Null, "the stored alert has no raw");
+            assert_eq!(
+                json["raw"]["data"]["essentials"]["monitorCondition"], "Fired",
+                "the run's trigger has it"
+            );
+        }
     }
 }

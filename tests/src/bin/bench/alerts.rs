@@ -97,6 +97,8 @@ struct Ingestion {
     alerts: usize,
     elapsed: Duration,
     orchestrator_cpu: Duration,
+    /// This process's CPU (the load generator) over the same time.
+    client_cpu: Duration,
     /// Runs started (the rest were coalesced), as the fates say.
     started: usize,
 }
@@ -166,23 +168,27 @@ pub async fn measure() -> Result<Figures> {
         .map(|n| azure_alert(&fixture, &ip_of(n % DISTINCT_IPS, false), n))
         .collect();
     let cpu_before = cpu_time(orchestrator.pid())?;
+    let client_before = cpu_time(std::process::id())?;
     let started = Instant::now();
     let fates = post_all(&http, &url, payloads, HTTP_CONCURRENCY).await?;
     let http_figures = Ingestion {
         alerts: HTTP_ALERTS,
         elapsed: started.elapsed(),
         orchestrator_cpu: cpu_time(orchestrator.pid())? - cpu_before,
+        client_cpu: cpu_time(std::process::id())? - client_before,
         started: fates.iter().filter(|f| *f == "started").count(),
     };
 
     progress("alerts: syslog ingestion over TCP");
     let cpu_before = cpu_time(orchestrator.pid())?;
+    let client_before = cpu_time(std::process::id())?;
     let started = Instant::now();
     send_syslog(orchestrator.syslog_tcp_addr()).await?;
     let syslog_figures = Ingestion {
         alerts: SYSLOG_ALERTS,
         elapsed: started.elapsed(),
         orchestrator_cpu: cpu_time(orchestrator.pid())? - cpu_before,
+        client_cpu: cpu_time(std::process::id())? - client_before,
         started: 0,
     };
     check_syslog_stored(&orchestrator).await?;
@@ -454,10 +460,12 @@ impl Figures {
             ("syslog", &self.syslog, SYSLOG_ALERTS),
         ] {
             println!(
-                "  {what}: {sent} alerts in {:.2} s over {DISTINCT_IPS} IPs, {} runs started (the rest coalesced); orchestrator {:.3} CPU-ms per alert",
+                "  {what}: {sent} alerts in {:.2} s over {DISTINCT_IPS} IPs, {} runs started (the rest coalesced); orchestrator {:.3} CPU-ms per alert ({:.2} cores), load generator (this process, same machine) {:.2} cores",
                 figures.elapsed.as_secs_f64(),
                 figures.started,
                 ms(figures.orchestrator_cpu) / figures.alerts as f64,
+                figures.orchestrator_cpu.as_secs_f64() / figures.elapsed.as_secs_f64(),
+                figures.client_cpu.as_secs_f64() / figures.elapsed.as_secs_f64(),
             );
         }
         println!(
