@@ -1,7 +1,8 @@
 //! The HTTP alert listener: `POST /alerts/azure-monitor`, `/alerts/sentinel`,
 //! `/alerts/defender` and `/alerts/generic/{name}`. Each request is checked against its
 //! source's shared secret (header `X-Riposte-Token` or query `?token=`, compared in constant
-//! time) before its body is read; the body is bounded; the payload goes through the same
+//! time) before its body is read; the request then takes a place in the ingestion queue (429
+//! when it is full); the body is bounded in size and in time (10 s); the payload goes through the same
 //! ingestion as `IngestAlert`, and the answer is 200 only once the alerts and their fates are
 //! durable. Refusals map to HTTP codes in [`refusal`] only.
 
@@ -22,6 +23,8 @@ use crate::ingest::PAYLOAD_BYTES_MAX;
 
 /// The header carrying a source's shared secret.
 const TOKEN_HEADER: &str = "x-riposte-token";
+/// How long a body may take to arrive once its headers have.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// What a 429 asks the sender to wait, in seconds.
 const RETRY_AFTER_SECONDS: u32 = 1;
 
@@ -142,10 +145,23 @@ async fn ingest(
     if declared.is_some_and(|n| n > PAYLOAD_BYTES_MAX) {
         return too_large();
     }
-    let Ok(payload) = to_bytes(body, PAYLOAD_BYTES_MAX).await else {
-        return too_large();
+    // The slot is taken before the body is read: bodies being read count toward the limit.
+    let slot = match app.shared.ingest_slot() {
+        Ok(slot) => slot,
+        Err(e) => return refusal(e),
     };
-    match app.shared.ingest_alert(source, &payload).await {
+    let payload = match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, PAYLOAD_BYTES_MAX)).await
+    {
+        Ok(Ok(payload)) => payload,
+        Ok(Err(_)) => return too_large(),
+        Err(_) => {
+            return answer(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("body not received within {} s", BODY_TIMEOUT.as_secs()),
+            );
+        }
+    };
+    match app.shared.ingest_alert(slot, source, &payload).await {
         Ok(alerts) => {
             let alerts: Vec<_> = alerts
                 .iter()

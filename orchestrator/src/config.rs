@@ -74,6 +74,12 @@ pub struct Config {
     #[arg(long, env = "RIPOSTE_ALERT_SECRETS_FILE", value_name = "PATH")]
     pub alert_secrets_file: Option<PathBuf>,
 
+    /// Alert payloads ingested at once (read, parsed, stored, awaiting their flush), over every
+    /// listener; one more is refused with HTTP 429 / gRPC RESOURCE_EXHAUSTED until one is
+    /// acknowledged, and a syslog reader waits. Bounds the memory a burst can take.
+    #[arg(long, env = "RIPOSTE_ALERTS_IN_FLIGHT", value_name = "N", default_value_t = crate::engine::limits::ALERTS_IN_FLIGHT_DEFAULT, value_parser = in_flight)]
+    pub alerts_in_flight: usize,
+
     /// Address of the UDP syslog listener (RFC 3164 / RFC 5424, CEF in the message); one
     /// datagram is one message. Off when not given; port 0 picks a free port.
     #[arg(long, env = "RIPOSTE_SYSLOG_UDP", value_name = "ADDR")]
@@ -195,6 +201,13 @@ impl Config {
             self.alert_secrets.push((source, token.trim().to_string()));
         }
         Ok(self)
+    }
+}
+
+fn in_flight(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=65_536).contains(&n) => Ok(n),
+        _ => Err(format!("`{text}` must be a number from 1 to 65536")),
     }
 }
 

@@ -56,9 +56,10 @@ pub mod limits {
     pub const ALERTS_KEPT: usize = 100_000;
     /// Alerts answered when a list request gives no limit.
     pub const ALERTS_LIST_DEFAULT: usize = 100;
-    /// Alert payloads being ingested at once (parsed, stored, awaiting their flush); one
-    /// more is refused (RESOURCE_EXHAUSTED, HTTP 429) until one is acknowledged.
-    pub const ALERTS_INGESTING_MAX: usize = 256;
+    /// Alert payloads being ingested at once by default (read, parsed, stored, awaiting their
+    /// flush; `--alerts-in-flight`); one more is refused (RESOURCE_EXHAUSTED, HTTP 429) until
+    /// one is acknowledged.
+    pub const ALERTS_IN_FLIGHT_DEFAULT: usize = 256;
     /// Expired dedup entries are removed every this many payloads (and at start).
     pub const DEDUP_PRUNE_EVERY: usize = 1000;
 }

@@ -28,8 +28,9 @@ pub struct Shared {
     pub store: Store,
     /// Wakes the timer loop; the engine notifies it when a timer becomes the earliest.
     pub timers: Arc<Notify>,
-    /// Alert payloads being ingested now, at most [`limits::ALERTS_INGESTING_MAX`].
+    /// Alert payloads being ingested now, at most `ingesting_max` (`--alerts-in-flight`).
     pub ingesting: Arc<tokio::sync::Semaphore>,
+    pub ingesting_max: usize,
 }
 
 impl Shared {
@@ -40,19 +41,31 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Ingests one alert payload and waits until its alerts are durable; refused while
-    /// [`limits::ALERTS_INGESTING_MAX`] payloads are in flight. Every listener goes through here.
+    /// A place in the ingestion queue: held while a payload is read, parsed, stored and
+    /// flushed. Refused while `--alerts-in-flight` payloads hold one (HTTP 429, gRPC
+    /// RESOURCE_EXHAUSTED): the sender retries; nothing it was told was accepted is dropped.
+    pub fn ingest_slot(&self) -> Result<IngestSlot, IngestRefusal> {
+        self.ingesting
+            .clone()
+            .try_acquire_owned()
+            .map(|permit| IngestSlot { _permit: permit })
+            .map_err(|_| {
+                IngestRefusal::Backlog(format!(
+                    "{} alert payloads are being ingested, the most allowed; retry later",
+                    self.ingesting_max
+                ))
+            })
+    }
+
+    /// Ingests one alert payload in its `slot` and waits until its alerts are durable. Every
+    /// listener goes through here.
     pub async fn ingest_alert(
         &self,
+        slot: IngestSlot,
         source: &str,
         payload: &[u8],
     ) -> Result<Vec<crate::store::StoredAlert>, IngestRefusal> {
-        let Ok(_permit) = self.ingesting.clone().try_acquire_owned() else {
-            return Err(IngestRefusal::Backlog(format!(
-                "{} alert payloads are being ingested, the most allowed; retry later",
-                limits::ALERTS_INGESTING_MAX
-            )));
-        };
+        let _slot = slot;
         // Parsing and the rules' templates run outside the lock; fates are given under it.
         let rules = self.lock().alert_rules();
         let decided =
@@ -77,7 +90,7 @@ impl Shared {
         source: &str,
         payloads: &[Vec<u8>],
     ) -> Result<Vec<String>, crate::store::Error> {
-        let wanted = u32::try_from(payloads.len().min(limits::ALERTS_INGESTING_MAX))
+        let wanted = u32::try_from(payloads.len().min(self.ingesting_max))
             .expect("the ingestion limit fits u32");
         let _permits = self
             .ingesting
@@ -119,9 +132,14 @@ impl Shared {
     }
 }
 
+/// A place in the ingestion queue ([`Shared::ingest_slot`]).
+pub struct IngestSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// Why an alert payload was not ingested.
 pub enum IngestRefusal {
-    /// [`limits::ALERTS_INGESTING_MAX`] payloads are in flight: retry later.
+    /// `--alerts-in-flight` payloads are in flight: retry later.
     Backlog(String),
     Engine(engine::Error),
 }
@@ -842,9 +860,10 @@ impl OperatorApi {
         req: pb::IngestAlertRequest,
     ) -> Result<Response<pb::IngestAlertResponse>, Status> {
         bounded("source", &req.source, ALERT_SOURCE_BYTES_MAX)?;
+        let slot = self.0.ingest_slot().map_err(ingest_status)?;
         let alerts = self
             .0
-            .ingest_alert(&req.source, &req.payload)
+            .ingest_alert(slot, &req.source, &req.payload)
             .await
             .map_err(ingest_status)?;
         for a in &alerts {

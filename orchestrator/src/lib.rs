@@ -163,9 +163,8 @@ pub async fn run(
         engine: Mutex::new(engine),
         store,
         timers,
-        ingesting: Arc::new(tokio::sync::Semaphore::new(
-            engine::limits::ALERTS_INGESTING_MAX,
-        )),
+        ingesting: Arc::new(tokio::sync::Semaphore::new(config.alerts_in_flight)),
+        ingesting_max: config.alerts_in_flight,
     });
     if let Some(dir) = &config.playbooks {
         apply_folder(&shared, dir).await?;

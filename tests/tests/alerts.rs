@@ -387,3 +387,90 @@ async fn over_http_one_run_starts_with_the_ip_repeats_coalesce_and_alerts_surviv
         .count();
     assert_eq!((started, coalesced), (1, REPEATS - 1));
 }
+
+#[tokio::test]
+async fn a_full_ingestion_queue_answers_429_and_resource_exhausted_and_the_accepted_alert_is_kept()
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let orchestrator = Orchestrator::builder()
+        .args(&[
+            "--alerts-listen",
+            "127.0.0.1:0",
+            "--alert-secret",
+            &format!("azure-monitor={AZURE_TOKEN}"),
+            "--alerts-in-flight",
+            "1",
+        ])
+        .start();
+    let fixture = std::fs::read(AZURE_FIXTURE).expect("the fixture");
+    let addr = orchestrator
+        .alerts_url()
+        .trim_start_matches("http://")
+        .to_string();
+
+    // A sender whose body is still arriving holds the only place in the queue. (It may lose
+    // the place to a probe and be refused itself: then it starts again.)
+    let head = format!(
+        "POST /alerts/azure-monitor HTTP/1.1\r\nHost: {addr}\r\nX-Riposte-Token: {AZURE_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        fixture.len()
+    );
+    let mut slow: Option<tokio::net::TcpStream> = None;
+    let refused = riposte_tests::wait_for("the queue is full", RUN_TIMEOUT, async || {
+        if let Some(stream) = &slow {
+            let mut byte = [0u8; 1];
+            if stream.try_read(&mut byte).is_ok() {
+                slow = None; // answered (refused) or closed: start again
+            }
+        }
+        if slow.is_none() {
+            let mut stream = tokio::net::TcpStream::connect(&addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .write_all(head.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .write_all(&fixture[..10])
+                .await
+                .map_err(|e| e.to_string())?;
+            slow = Some(stream);
+        }
+        let answer = post(&orchestrator, Some(AZURE_TOKEN), fixture.clone()).await;
+        match answer.status().as_u16() {
+            429 => Ok(answer),
+            other => Err(format!("{other}")),
+        }
+    })
+    .await;
+    let mut slow = slow.expect("the slow sender holds the place");
+    let before = listed(&orchestrator).await.len();
+    assert_eq!(
+        refused.headers()["retry-after"],
+        "1",
+        "429 says when to retry"
+    );
+    let over_grpc = send(&orchestrator, AZURE_FIXTURE).await;
+    assert_ne!(over_grpc.code(), 0, "{over_grpc}");
+    assert!(
+        over_grpc.stderr.contains("resource exhausted") && over_grpc.stderr.contains("retry later"),
+        "{over_grpc}"
+    );
+    assert_eq!(
+        listed(&orchestrator).await.len(),
+        before,
+        "nothing refused was stored"
+    );
+
+    slow.write_all(&fixture[10..]).await.expect("sent");
+    let mut answer = vec![0u8; 4096];
+    let n = slow.read(&mut answer).await.expect("answered");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let alerts = listed(&orchestrator).await;
+    assert_eq!(alerts.len(), before + 1, "the accepted alert is stored");
+
+    let again = post(&orchestrator, Some(AZURE_TOKEN), fixture).await;
+    assert_eq!(again.status().as_u16(), 200, "the place was given back");
+}
