@@ -1,7 +1,8 @@
 //! Cron schedules end to end: a schedule fires runs by itself, an operator triggers, pauses
 //! and resumes it, an invalid one is refused with positions; after a `kill -9` kept down
 //! across several fire times, each catch-up policy records exactly what it documents and no
-//! scheduled instant ever gets two runs; a run longer than the period is not overlapped.
+//! scheduled instant ever gets two runs; a run longer than the period is not overlapped under
+//! `skip`, and under `queue_one` exactly one occurrence waits for it and starts when it ends.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -456,8 +457,9 @@ async fn after_downtime_each_catch_up_policy_records_what_it_documents_and_never
     }
 }
 
-#[tokio::test]
-async fn a_run_longer_than_the_period_is_not_overlapped_under_skip() {
+/// An orchestrator and a worker with the schedule `name` firing the 5 s `slow` playbook every
+/// 2 seconds under `overlap`.
+async fn slow_every_two_seconds(name: &str, overlap: &str) -> (Orchestrator, Worker, Operator) {
     let orchestrator = Orchestrator::builder()
         .args(&["--schedule-grace", "1s"])
         .start();
@@ -465,11 +467,14 @@ async fn a_run_longer_than_the_period_is_not_overlapped_under_skip() {
     let mut client = orchestrator.client();
     worker.id(&mut client).await;
     api::apply_playbook(&mut client, SLOW).await;
-    apply(
-        &mut client,
-        &every_two_seconds("slow", "slow", "overlap: skip\n"),
-    )
-    .await;
+    let extra = format!("overlap: {overlap}\n");
+    apply(&mut client, &every_two_seconds(name, "slow", &extra)).await;
+    (orchestrator, worker, client)
+}
+
+#[tokio::test]
+async fn a_run_longer_than_the_period_is_not_overlapped_under_skip() {
+    let (_orchestrator, _worker, mut client) = slow_every_two_seconds("slow", "skip").await;
 
     let entries = wait_for(
         "two skipped, then a second fire",
@@ -516,4 +521,61 @@ async fn a_run_longer_than_the_period_is_not_overlapped_under_skip() {
         "skipped only while the run was active: {entries:#?}"
     );
     assert_one_run_per_instant(&mut client, "slow", "slow").await;
+}
+
+#[tokio::test]
+async fn under_queue_one_one_occurrence_waits_for_the_long_run_and_starts_when_it_ends() {
+    let (_orchestrator, _worker, mut client) = slow_every_two_seconds("queued", "queue_one").await;
+
+    let entries = wait_for(
+        "a fire, then a queued occurrence that got its run",
+        FIRE_TIMEOUT,
+        async || {
+            let entries = history(&mut client, "queued").await;
+            let started_queued = entries
+                .iter()
+                .any(|e| e.fate == "queued" && !e.run_id.is_empty());
+            match started_queued {
+                true => Ok(entries),
+                false => Err(format!("{entries:#?}")),
+            }
+        },
+    )
+    .await;
+    let mut oldest_first = entries.clone();
+    oldest_first.sort_by_key(|e| e.scheduled_ms);
+    let first = oldest_first.iter().position(fired).expect("a first fire");
+    let queued = first
+        + 1
+        + oldest_first[first + 1..]
+            .iter()
+            .position(|e| e.fate == "queued")
+            .expect("a queued occurrence after the first fire");
+    assert_eq!(
+        queued,
+        first + 1,
+        "the next occurrence is the one held: {entries:#?}"
+    );
+    let skipped: Vec<_> = oldest_first[queued + 1..]
+        .iter()
+        .take_while(|e| e.fate != "fired")
+        .collect();
+    assert!(
+        !skipped.is_empty()
+            && skipped
+                .iter()
+                .all(|e| e.fate == "skipped_overlap" && e.run_id.is_empty()),
+        "with one held, the others are skipped: {entries:#?}"
+    );
+    let first_run = api::get_run(&mut client, &oldest_first[first].run_id).await;
+    let queued_run = api::get_run(&mut client, &oldest_first[queued].run_id).await;
+    assert!(
+        first_run.finished_at_ms > 0 && queued_run.created_at_ms >= first_run.finished_at_ms,
+        "the held run started only once the first had ended: {first_run:?} {queued_run:?}"
+    );
+    assert!(
+        queued_run.created_at_ms - first_run.finished_at_ms < 2_000,
+        "and as soon as it ended, not at a later occurrence: {first_run:?} {queued_run:?}"
+    );
+    assert_one_run_per_instant(&mut client, "queued", "slow").await;
 }
