@@ -742,6 +742,27 @@ impl Engine {
 
     /// Persists transitions (with key claims and a schedule's ledger write) in one
     /// transaction, then carries out their commands and notifies watchers.
+    /// What `transitions` write: each changed run's state and its new history events.
+    fn run_writes<'a>(
+        &'a self,
+        transitions: &'a [Transition],
+    ) -> Vec<(&'a RunState, Vec<&'a HistoryEvent>)> {
+        transitions
+            .iter()
+            .flat_map(|transition| {
+                transition.changed.iter().map(|id| {
+                    let state = transition
+                        .finished
+                        .iter()
+                        .find(|s| s.id == *id)
+                        .or_else(|| self.scheduler.run(*id))
+                        .expect("a changed run is active or just finished");
+                    (state, transition.history_of(*id).collect())
+                })
+            })
+            .collect()
+    }
+
     fn commit_all(
         &mut self,
         transitions: Vec<Transition>,
@@ -751,20 +772,7 @@ impl Engine {
         let mut seq = self.store.last_write();
         let changed = transitions.iter().any(|t| !t.changed.is_empty());
         if changed || schedule.is_some() {
-            let writes: Vec<(&RunState, Vec<&HistoryEvent>)> = transitions
-                .iter()
-                .flat_map(|transition| {
-                    transition.changed.iter().map(|id| {
-                        let state = transition
-                            .finished
-                            .iter()
-                            .find(|s| s.id == *id)
-                            .or_else(|| self.scheduler.run(*id))
-                            .expect("a changed run is active or just finished");
-                        (state, transition.history_of(*id).collect())
-                    })
-                })
-                .collect();
+            let writes = self.run_writes(&transitions);
             seq = self.store.put_runs_scheduled(&writes, claims, schedule)?;
         }
         for transition in transitions {

@@ -392,23 +392,7 @@ impl Engine {
         transitions: Vec<crate::scheduler::Transition>,
         write: &AlertWrite<'_>,
     ) -> Result<Seq, Error> {
-        let writes: Vec<(
-            &crate::scheduler::state::RunState,
-            Vec<&crate::scheduler::state::HistoryEvent>,
-        )> = transitions
-            .iter()
-            .flat_map(|transition| {
-                transition.changed.iter().map(|id| {
-                    let state = transition
-                        .finished
-                        .iter()
-                        .find(|s| s.id == *id)
-                        .or_else(|| self.scheduler.run(*id))
-                        .expect("a changed run is active or just finished");
-                    (state, transition.history_of(*id).collect())
-                })
-            })
-            .collect();
+        let writes = self.run_writes(&transitions);
         let seq = self.store.put_alerts(&writes, write)?;
         for transition in transitions {
             self.carry_out(transition.commands);
