@@ -2,7 +2,7 @@
 //! --octet-count` and over a raw TCP socket with newline framing each start `ip-echo` with
 //! the line's `src` through a rule; on one TCP connection an over-size line is dropped and
 //! the next line still starts its run; a sender outside `--syslog-allow` is refused before
-//! anything is stored.
+//! anything is stored; `riposte alerts send --source syslog` takes the same lines.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -205,4 +205,26 @@ async fn a_sender_outside_the_allowed_ranges_is_refused_and_nothing_is_stored() 
     })
     .await;
     assert!(alerts(&orchestrator).await.is_empty(), "nothing was stored");
+}
+
+#[tokio::test]
+async fn a_syslog_line_sent_with_the_cli_starts_its_run_like_one_from_the_listener() {
+    let orchestrator = Orchestrator::start();
+    let _worker = setup(&orchestrator).await;
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let file = dir.path().join("line.txt");
+    let line = format!("<134>Jan 15 10:00:00 fw01 {}\n", cef("203.0.113.80"));
+    std::fs::write(&file, &line).expect("written");
+    let sent = orchestrator
+        .cli(&[
+            "alerts",
+            "send",
+            "-f",
+            file.to_str().expect("utf-8"),
+            "--source",
+            "syslog",
+        ])
+        .await;
+    assert_eq!(sent.code(), 0, "{sent}");
+    run_started_for(&orchestrator, "203.0.113.80").await;
 }

@@ -89,6 +89,7 @@ pub struct Decided {
 pub fn decide(source: &str, payload: &[u8], rules: &AlertRules) -> Result<Decided, Error> {
     let format = format_of(source)?;
     let alerts = ingest::parse(&format, payload).map_err(ingest_error)?;
+    let reads_raw = rules.rules.iter().any(|(r, _)| r.reads_raw);
     let alerts = alerts
         .into_iter()
         .map(|mut alert| {
@@ -98,7 +99,7 @@ pub fn decide(source: &str, payload: &[u8], rules: &AlertRules) -> Result<Decide
             // templates only when some rule may read it.
             let mut raw = Some(std::mem::take(&mut alert.raw));
             let mut json = serde_json::to_value(&alert).expect("an alert serializes");
-            if rules.rules.iter().any(|(r, _)| r.reads_raw) {
+            if reads_raw {
                 json["raw"] = raw.take().unwrap_or_default();
             }
             let decision =
@@ -125,17 +126,6 @@ impl Engine {
             rules: self.rules.clone(),
             renderer: self.renderer.clone(),
         }
-    }
-
-    /// Parses one payload from `source`, decides each alert's fate and stores them all in one
-    /// write; answers the stored alerts and the write to wait on before acknowledging.
-    pub fn ingest_alert(
-        &mut self,
-        source: &str,
-        payload: &[u8],
-    ) -> Result<(Vec<StoredAlert>, Seq), Error> {
-        let decided = decide(source, payload, &self.alert_rules())?;
-        self.ingest_decided(decided)
     }
 
     /// Gives each decided alert its fate (dedup, budget, start) and stores them all in one

@@ -131,7 +131,7 @@ pub struct AlertSendArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: PathBuf,
     /// Which format it is in.
-    #[arg(long, value_parser = ["azure-monitor", "sentinel", "defender", "cef", "generic"])]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(riposte_orchestrator::engine::ALERT_SOURCES))]
     pub source: String,
 }
 

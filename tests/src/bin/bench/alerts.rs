@@ -26,13 +26,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use axum::extract::{Path, State};
 use riposte_proto::v1::ListAlertsRequest;
+use riposte_tests::Orchestrator;
 use riposte_tests::alerts::apply_rule;
 use riposte_tests::api;
-use riposte_tests::{Orchestrator, Worker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, Semaphore};
 
-use super::{PHASE_TIMEOUT, Samples, cpu_time, ms, progress};
+use super::{
+    PHASE_TIMEOUT, Samples, WORKER_CONCURRENCY, WORKERS, cpu_time, ms, progress, start_workers,
+};
 
 const HTTP_ALERTS: usize = 20_000;
 const HTTP_CONCURRENCY: usize = 32;
@@ -42,8 +44,6 @@ const DISTINCT_IPS: usize = 200;
 const LATENCY_ALERTS: usize = 2_000;
 const LATENCY_RATE: u32 = 200;
 const WARMUP_ALERTS: usize = 100;
-const WORKERS: usize = 2;
-const WORKER_CONCURRENCY: u32 = 8;
 
 /// Targets from the issue.
 const ALERTS_PER_SECOND_MIN: f64 = 5_000.0;
@@ -132,19 +132,8 @@ pub async fn measure() -> Result<Figures> {
         ])
         .start();
     let allow = sink_addr.to_string();
-    let workers: Vec<Worker> = (0..WORKERS)
-        .map(|_| {
-            Worker::builder(&orchestrator.url())
-                .concurrency(WORKER_CONCURRENCY)
-                .args(&["--http-allow-hosts", &allow])
-                .log("warn")
-                .start()
-        })
-        .collect();
+    let _workers = start_workers(&orchestrator, &["--http-allow-hosts", &allow]).await;
     let mut client = orchestrator.client();
-    for worker in &workers {
-        worker.id(&mut client).await;
-    }
     api::apply_playbook(&mut client, &playbook(sink_addr)).await;
     let applied = apply_rule(&orchestrator, RULE).await;
     if applied.code() != 0 {

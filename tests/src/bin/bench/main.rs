@@ -333,18 +333,8 @@ struct Workload {
 
 async fn run_workload() -> Result<Workload> {
     let orchestrator = Orchestrator::builder().log("warn").start();
-    let workers: Vec<Worker> = (0..WORKERS)
-        .map(|_| {
-            Worker::builder(&orchestrator.url())
-                .concurrency(WORKER_CONCURRENCY)
-                .log("warn")
-                .start()
-        })
-        .collect();
+    let workers = start_workers(&orchestrator, &[]).await;
     let mut client = orchestrator.client();
-    for worker in &workers {
-        worker.id(&mut client).await;
-    }
     api::apply_playbook(&mut client, NOOP_CHAIN).await;
 
     progress("warm-up");
@@ -385,6 +375,25 @@ async fn run_workload() -> Result<Workload> {
         probes,
         throughput,
     })
+}
+
+/// [`WORKERS`] worker processes with `--concurrency` [`WORKER_CONCURRENCY`] and `args`,
+/// registered with the orchestrator.
+async fn start_workers(orchestrator: &Orchestrator, args: &[&str]) -> Vec<Worker> {
+    let workers: Vec<Worker> = (0..WORKERS)
+        .map(|_| {
+            Worker::builder(&orchestrator.url())
+                .concurrency(WORKER_CONCURRENCY)
+                .args(args)
+                .log("warn")
+                .start()
+        })
+        .collect();
+    let mut client = orchestrator.client();
+    for worker in &workers {
+        worker.id(&mut client).await;
+    }
+    workers
 }
 
 fn epoch_ms() -> i64 {
