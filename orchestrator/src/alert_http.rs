@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 
 use crate::engine;
 use crate::grpc::{IngestRefusal, Shared};
-use crate::ingest::PAYLOAD_BYTES_MAX;
+use riposte_ingest::PAYLOAD_BYTES_MAX;
 
 /// The header carrying a source's shared secret.
 const TOKEN_HEADER: &str = "x-riposte-token";

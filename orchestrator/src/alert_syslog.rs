@@ -25,8 +25,8 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
 use crate::grpc::Shared;
-use crate::ingest::framing::FrameDecoder;
-use crate::ingest::syslog::SYSLOG_MESSAGE_BYTES_MAX;
+use riposte_ingest::framing::FrameDecoder;
+use riposte_ingest::syslog::SYSLOG_MESSAGE_BYTES_MAX;
 
 /// The source name syslog messages are ingested under.
 pub const SOURCE: &str = "syslog";

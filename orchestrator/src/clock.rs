@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
-use crate::scheduler::state::RunId;
+use riposte_scheduler::state::RunId;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use ipnet::IpNet;
 
-use crate::guard;
+use riposte_scheduler::guard;
 
 /// Riposte coordinator: schedules playbook runs on workers and keeps all state in an embedded
 /// sled database.

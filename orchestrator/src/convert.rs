@@ -5,8 +5,8 @@ use riposte_proto::v1 as pb;
 
 use crate::dispatch::Worker;
 use crate::engine::Grant;
-use crate::scheduler::state::{HistoryEvent, RunState, RunStatus, Slot, StepStatus};
 use crate::store::StoredPlaybook;
+use riposte_scheduler::state::{HistoryEvent, RunState, RunStatus, Slot, StepStatus};
 
 pub fn run_status(status: RunStatus) -> pb::RunStatus {
     match status {
@@ -50,7 +50,7 @@ pub fn run(state: &RunState, playbook: &Playbook) -> pb::Run {
         .iter()
         .zip(&state.steps)
         .map(|(spec, step)| {
-            let count = |pred: fn(&crate::scheduler::state::UnitStatus) -> bool| {
+            let count = |pred: fn(&riposte_scheduler::state::UnitStatus) -> bool| {
                 step.units.iter().filter(|u| pred(&u.status)).count() as u32
             };
             let output = match &step.output {
@@ -65,11 +65,11 @@ pub fn run(state: &RunState, playbook: &Playbook) -> pb::Run {
                 output_json: output,
                 error: step.error.clone().unwrap_or_default(),
                 items_total: step.units.len() as u32,
-                items_succeeded: count(|s| *s == crate::scheduler::state::UnitStatus::Succeeded),
-                items_failed: count(|s| *s == crate::scheduler::state::UnitStatus::Failed),
+                items_succeeded: count(|s| *s == riposte_scheduler::state::UnitStatus::Succeeded),
+                items_failed: count(|s| *s == riposte_scheduler::state::UnitStatus::Failed),
                 started_at_ms: step.started_at_ms.unwrap_or(0),
                 finished_at_ms: step.finished_at_ms.unwrap_or(0),
-                items_pending: count(|s| *s == crate::scheduler::state::UnitStatus::Pending),
+                items_pending: count(|s| *s == riposte_scheduler::state::UnitStatus::Pending),
                 items_held: step.units.iter().filter(|u| u.held).count() as u32,
                 due_at_ms: step
                     .due_ms
@@ -281,7 +281,7 @@ pub fn diagnostic(d: riposte_playbooks::Diagnostic) -> pb::Diagnostic {
 }
 
 pub fn schedule(view: &crate::engine::ScheduleView) -> pb::ScheduleInfo {
-    use crate::schedule::{CatchUp, Overlap};
+    use riposte_playbooks::schedule::{CatchUp, Overlap};
     let s = &view.schedule;
     let overlap = match s.overlap {
         Overlap::Skip => "skip",
@@ -376,7 +376,10 @@ pub fn alert(stored: &crate::store::StoredAlert, with_payload: bool) -> pb::Aler
 }
 
 /// A rule for the wire.
-pub fn rule(rule: &crate::rules::Rule, stored: &crate::store::StoredRule) -> pb::RuleInfo {
+pub fn rule(
+    rule: &riposte_playbooks::rules::Rule,
+    stored: &crate::store::StoredRule,
+) -> pb::RuleInfo {
     pb::RuleInfo {
         name: rule.name.clone(),
         order: rule.order,
@@ -395,8 +398,8 @@ pub fn rule(rule: &crate::rules::Rule, stored: &crate::store::StoredRule) -> pb:
     }
 }
 
-fn severity_name(severity: crate::ingest::Severity) -> &'static str {
-    use crate::ingest::Severity;
+fn severity_name(severity: riposte_ingest::Severity) -> &'static str {
+    use riposte_ingest::Severity;
     match severity {
         Severity::Informational => "informational",
         Severity::Low => "low",
@@ -417,8 +420,8 @@ pub fn alert_fate(fate: crate::store::AlertFate) -> &'static str {
     }
 }
 
-fn entities(e: &crate::ingest::Entities) -> Vec<String> {
-    use crate::ingest::Role;
+fn entities(e: &riposte_ingest::Entities) -> Vec<String> {
+    use riposte_ingest::Role;
     let role = |r: Option<Role>| match r {
         Some(Role::Attacker) => " (attacker)",
         Some(Role::Victim) => " (victim)",

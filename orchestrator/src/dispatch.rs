@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::scheduler::TaskSpec;
-use crate::scheduler::state::UnitRef;
+use riposte_scheduler::TaskSpec;
+use riposte_scheduler::state::UnitRef;
 
 /// A registered worker.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@
 pub mod alerts;
 mod schedules;
 
-pub use alerts::{RuleApplied, SOURCES as ALERT_SOURCES};
+pub use alerts::RuleApplied;
 pub use schedules::{ApplyOutcome, ScheduleView};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -24,11 +24,12 @@ use tokio::sync::{Notify, broadcast, oneshot};
 
 use crate::clock;
 use crate::dispatch::{Dispatcher, Lease, Waiter, Worker};
-use crate::scheduler::state::{HistoryEvent, RunId, RunState, Slot, UnitRef, UnitStatus};
-use crate::scheduler::{
-    self, Command, DecisionRequest, Event, NewRun, Repair, Scheduler, TaskSpec, Transition,
-};
 use crate::store::{self, Containment, RunKey, Seq, Store, StoredPlaybook};
+use riposte_scheduler::state::{HistoryEvent, RunId, RunState, Slot, UnitRef, UnitStatus};
+use riposte_scheduler::{
+    self as scheduler, Command, DecisionRequest, Event, NewRun, Repair, Scheduler, TaskSpec,
+    Transition,
+};
 
 /// Bounds on what one request may carry or the engine may hold.
 pub mod limits {
@@ -90,7 +91,7 @@ pub struct Settings {
     /// Approver groups: group name -> members.
     pub approver_groups: BTreeMap<String, Vec<String>>,
     /// The platform-wide guard the scheduler checks guarded actions against.
-    pub guard: crate::guard::Policy,
+    pub guard: riposte_scheduler::guard::Policy,
     /// An occurrence decided later than this after its time is missed (catch-up decides).
     pub schedule_grace: Duration,
 }
@@ -112,7 +113,7 @@ pub struct GrantView {
     pub playbook: String,
     pub step: String,
     pub item: u32,
-    pub grant: crate::scheduler::state::GrantState,
+    pub grant: riposte_scheduler::state::GrantState,
     pub action: String,
     pub input: Value,
     pub status: &'static str,
@@ -128,7 +129,7 @@ pub struct ApprovalView {
     pub step: String,
     pub action: String,
     pub input: Value,
-    pub pending: crate::scheduler::state::ApprovalState,
+    pub pending: riposte_scheduler::state::ApprovalState,
     pub approvers: Vec<String>,
     pub min: u32,
     pub on_timeout: riposte_playbooks::ApprovalOutcome,
@@ -222,7 +223,7 @@ pub struct Engine {
     ingests_since_prune: usize,
     /// Alert rules in evaluation order, with their stored sources; shared with the alerts
     /// being decided outside the lock (copied on write).
-    rules: Arc<Vec<(crate::rules::Rule, store::StoredRule)>>,
+    rules: Arc<Vec<(riposte_playbooks::rules::Rule, store::StoredRule)>>,
     /// The sandboxed template environment rules are evaluated in.
     renderer: Arc<riposte_playbooks::Renderer>,
 }
@@ -914,7 +915,7 @@ impl Engine {
     pub fn list_runs(
         &self,
         playbook: &str,
-        status: Option<crate::scheduler::state::RunStatus>,
+        status: Option<riposte_scheduler::state::RunStatus>,
         limit: usize,
     ) -> Result<Vec<RunState>, Error> {
         let mut runs = Vec::new();
@@ -1069,7 +1070,7 @@ impl Engine {
                     grant: grant.clone(),
                     action: entry.action.clone(),
                     input: entry.unit.input.clone(),
-                    status: crate::scheduler::undo_status(&entry.unit),
+                    status: riposte_scheduler::undo_status(&entry.unit),
                     requested_by: state.requested_by.clone(),
                     attempts: entry.unit.attempt,
                     error: entry.unit.error.clone().unwrap_or_default(),
@@ -1085,7 +1086,7 @@ impl Engine {
         let mut approvals = Vec::new();
         for (state, playbook) in self.scheduler.runs() {
             for (spec, step) in playbook.steps.iter().zip(&state.steps) {
-                if step.status != crate::scheduler::state::StepStatus::AwaitingApproval {
+                if step.status != riposte_scheduler::state::StepStatus::AwaitingApproval {
                     continue;
                 }
                 let (Some(pending), Some(policy)) = (&step.approval, &spec.approval) else {
@@ -1225,7 +1226,7 @@ fn slot_step(state: &RunState, slot: Slot) -> usize {
 /// Every leased unit of a run: (unit, token, worker, attempt).
 fn leased_units(state: &RunState) -> Vec<(UnitRef, u64, String, u32)> {
     let mut out = Vec::new();
-    let mut push = |slot: Slot, unit: &crate::scheduler::state::Unit| {
+    let mut push = |slot: Slot, unit: &riposte_scheduler::state::Unit| {
         if let UnitStatus::Leased { token, worker } = &unit.status {
             out.push((
                 UnitRef {

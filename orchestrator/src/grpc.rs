@@ -18,9 +18,9 @@ use crate::clock;
 use crate::convert;
 use crate::dispatch;
 use crate::engine::{self, ApplyOutcome, Engine, Grant, Poll, StartRequest, limits};
-use crate::scheduler::state::{HistoryEvent, RunId};
-use crate::scheduler::{DecisionRequest, Repair};
 use crate::store::{Seq, Store};
+use riposte_scheduler::state::{HistoryEvent, RunId};
+use riposte_scheduler::{DecisionRequest, Repair};
 
 /// What every handler shares.
 pub struct Shared {
@@ -817,7 +817,11 @@ impl Operator for OperatorApi {
         request: Request<pb::ApplyRuleRequest>,
     ) -> Result<Response<pb::ApplyRuleResponse>, Status> {
         let source = request.into_inner().source;
-        bounded("source", &source, crate::rules::limits::SOURCE_BYTES_MAX)?;
+        bounded(
+            "source",
+            &source,
+            riposte_playbooks::rules::limits::SOURCE_BYTES_MAX,
+        )?;
         let outcome = self.0.lock().apply_rule(&source).map_err(status)?;
         let response = match outcome {
             engine::RuleApplied::Invalid(diagnostics) => pb::ApplyRuleResponse {
@@ -876,7 +880,7 @@ impl OperatorApi {
 }
 
 /// Largest schedule source accepted.
-const SCHEDULE_SOURCE_BYTES_MAX: usize = crate::schedule::limits::SOURCE_BYTES_MAX;
+const SCHEDULE_SOURCE_BYTES_MAX: usize = riposte_playbooks::schedule::limits::SOURCE_BYTES_MAX;
 
 impl OperatorApi {
     async fn set_schedule_paused(

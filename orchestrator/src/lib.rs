@@ -16,11 +16,6 @@ pub mod dev;
 pub mod dispatch;
 pub mod engine;
 mod grpc;
-pub mod guard;
-pub mod ingest;
-pub mod rules;
-pub mod schedule;
-pub mod scheduler;
 pub mod store;
 
 use std::future::Future;

@@ -41,7 +41,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::{Notify, watch};
 
-use crate::scheduler::state::{HistoryEvent, RunId, RunState};
+use riposte_scheduler::state::{HistoryEvent, RunId, RunState};
 
 /// Position of a write in the commit order; durable once a flush covers it.
 pub type Seq = u64;
@@ -210,7 +210,7 @@ pub struct StoredAlert {
     pub source: String,
     pub received_ms: i64,
     /// Normalized; stored without `raw` (rules saw it; the payload is kept instead).
-    pub alert: crate::ingest::Alert,
+    pub alert: riposte_ingest::Alert,
     /// The payload as received (lossy UTF-8), at most the core's payload limit: stored once
     /// per payload in `alert_payloads`, filled in by [`Store::alert`] only.
     #[serde(default, skip_serializing)]
@@ -1044,8 +1044,8 @@ mod tests {
     }
 
     fn stored_alert(payload_id: Option<uuid::Uuid>) -> StoredAlert {
-        let alert = crate::ingest::parse(
-            &crate::ingest::Format::Cef,
+        let alert = riposte_ingest::parse(
+            &riposte_ingest::Format::Cef,
             b"CEF:0|V|P|1|1|t|5|src=203.0.113.9",
         )
         .expect("a CEF line")

@@ -1,5 +1,6 @@
-//! Riposte's playbook language: parse YAML, validate (every diagnostic at once, with line and
-//! column), plan the DAG and render templates. Pure: no IO, no async, no clock.
+//! Riposte's language: playbooks, alert rules and schedules. Parse YAML, validate (every
+//! diagnostic at once, with line and column), plan the DAG, render templates, decide which
+//! rule an alert matches and when a schedule fires. Pure: no IO, no async, no clock.
 //!
 //! Entry points:
 //! - [`compile`]: YAML source to a validated [`Playbook`], or every [`Diagnostic`].
@@ -10,6 +11,10 @@
 //! - [`parse_duration_ms`], [`parse_timestamp_ms`]: read what a sleep, a grant's TTL or an
 //!   `until` renders to.
 //! - [`actions::CATALOG`]: the actions the language knows.
+//! - [`rules`]: alert rules (YAML to [`rules::Rule`]) and [`rules::decide`], the first rule an
+//!   alert matches with its rendered params and dedup key.
+//! - [`schedule`]: cron schedules (YAML to [`schedule::Schedule`]), their occurrences in IANA
+//!   zones and [`schedule::plan`], the fate of every occurrence since a cursor.
 //!
 //! Codemap: `yaml` (source to a positioned tree, with the pre-parse bounds), `compile` (the
 //! top level, with the run's `concurrency` and `timeout`) with `step` and `params` (one reader
@@ -28,6 +33,8 @@ mod model;
 mod params;
 mod plan;
 mod render;
+pub mod rules;
+pub mod schedule;
 mod step;
 mod template;
 mod timestamp;

@@ -11,3 +11,14 @@ pub mod v1 {
 }
 
 pub use v1::*;
+
+/// The `source` values `IngestAlert` accepts (`riposte alerts send --source`). The HTTP alert
+/// listener serves the JSON ones at `POST /alerts/{source}`.
+pub const ALERT_SOURCES: &[&str] = &[
+    "azure-monitor",
+    "sentinel",
+    "defender",
+    "cef",
+    "syslog",
+    "generic",
+];

@@ -51,6 +51,8 @@ fn build() -> Result<Binaries, String> {
             "riposte-orchestrator",
             "-p",
             "riposte-worker",
+            "-p",
+            "riposte-cli",
         ]);
     // Same profile as this process, so that both land in the directory we look in.
     if !cfg!(debug_assertions) {

@@ -21,7 +21,7 @@
 pub mod alerts;
 pub mod api;
 pub mod apt_repo;
-pub mod azure;
+pub use riposte_test_support::{azure, host};
 pub mod binaries;
 pub mod cli;
 pub mod netns;

@@ -11,6 +11,7 @@ use riposte_proto::v1::operator_client::OperatorClient;
 use tempfile::TempDir;
 use tonic::transport::Channel;
 
+use crate::azure::AzureServer;
 use crate::binaries::binaries;
 use crate::process::{Process, Stdout};
 use crate::wait::wait_for;
@@ -32,6 +33,14 @@ pub struct WorkerBuilder {
 }
 
 impl WorkerBuilder {
+    /// Every Azure flag pointing at `azure` (a local Azure), with `secret` in
+    /// `AZURE_CLIENT_SECRET`, never in a flag.
+    pub fn azure(self, azure: &AzureServer, secret: &str) -> Self {
+        let flags = azure.worker_args();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        self.args(&flags).env("AZURE_CLIENT_SECRET", secret)
+    }
+
     /// Labels, `key=value`.
     pub fn labels(mut self, labels: &[(&str, &str)]) -> Self {
         self.labels

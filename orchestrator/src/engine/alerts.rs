@@ -1,5 +1,5 @@
 //! Alerts in the engine: a payload from a listener is parsed by the pure core
-//! ([`crate::ingest::parse`]); each alert it yields is run through the rules
+//! ([`riposte_ingest::parse`]); each alert it yields is run through the rules
 //! ([`rules::decide`]) and gets its fate: a run started, coalesced into the run its dedup key
 //! holds, suppressed by its rule's budget, a start refused, or no match. The alerts, the runs
 //! they started, the dedup entries and the budget counts are one store transaction; the
@@ -13,10 +13,10 @@ use serde_json::Value;
 
 use super::{Engine, Error, Prepared, StartRequest, limits};
 use crate::clock;
-use crate::ingest::{self, Format, GenericMapping};
-use crate::rules::{self, Decision, Rule};
-use crate::scheduler::state::RunId;
 use crate::store::{AlertFate, AlertWrite, BudgetState, DedupEntry, Seq, StoredAlert, StoredRule};
+use riposte_ingest::{self as ingest, Format, GenericMapping};
+use riposte_playbooks::rules::{self, Decision, Rule};
+use riposte_scheduler::state::RunId;
 
 /// What applying a rule did.
 pub enum RuleApplied {
@@ -39,7 +39,7 @@ struct Fated {
 /// What one payload's alerts write besides themselves.
 #[derive(Default)]
 struct Pending {
-    transitions: Vec<crate::scheduler::Transition>,
+    transitions: Vec<riposte_scheduler::Transition>,
     /// (rule, key) -> entry
     dedup: HashMap<(String, String), DedupEntry>,
     budgets: HashMap<String, BudgetState>,
@@ -56,15 +56,8 @@ const GENERIC_MAPPING_JSON: &str = r#"{
     "dedup": "dedup_key"
 }"#;
 
-/// The sources an alert may be sent from, by their endpoint name.
-pub const SOURCES: &[&str] = &[
-    "azure-monitor",
-    "sentinel",
-    "defender",
-    "cef",
-    "syslog",
-    "generic",
-];
+/// The sources an alert may be sent from, by their endpoint name: part of the wire API.
+pub use riposte_proto::ALERT_SOURCES as SOURCES;
 
 /// What alerts are decided against: the rules as they are now, and their environment.
 #[derive(Clone)]
@@ -379,7 +372,7 @@ impl Engine {
     /// runs' commands.
     fn commit_alerts(
         &mut self,
-        transitions: Vec<crate::scheduler::Transition>,
+        transitions: Vec<riposte_scheduler::Transition>,
         write: &AlertWrite<'_>,
     ) -> Result<Seq, Error> {
         let writes = self.run_writes(&transitions);
@@ -506,7 +499,7 @@ mod tests {
         assert!(fired.0.reads_raw && !plain.0.reads_raw);
         let payload = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/ingest/azure-monitor-common-log-alert.json"
+            "/../ingest/tests/fixtures/ingest/azure-monitor-common-log-alert.json"
         ))
         .expect("the fixture");
         for (rules, expected) in [(vec![fired], "fired"), (vec![plain], "plain")] {

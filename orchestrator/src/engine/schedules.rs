@@ -15,11 +15,11 @@ use riposte_playbooks::Diagnostic;
 
 use super::{Engine, Error, Prepared, StartRequest, Timer, check_len, limits};
 use crate::clock;
-use crate::schedule::{self, Activity, Fate, Fire, Plan, Schedule};
-use crate::scheduler::state::RunId;
 use crate::store::{
     LedgerEntry, LedgerFate, QueuedFire, ScheduleState, ScheduleWrite, Seq, StoredSchedule,
 };
+use riposte_playbooks::schedule::{self, Activity, Fate, Fire, Plan, Schedule};
+use riposte_scheduler::state::RunId;
 
 /// Wait before planning a schedule again after its fire could not be stored.
 const RETRY_AFTER_STORE_ERROR_MS: i64 = 1_000;

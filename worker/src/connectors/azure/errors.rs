@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn wrapped_envelope_with_policy_details() {
         let body: Value = serde_json::from_str(include_str!(
-            "../../../../tests/fixtures/azure/arm-error-envelope.json"
+            "../../../../test-support/fixtures/azure/arm-error-envelope.json"
         ))
         .unwrap();
         let error = parse(400, body);
@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn graph_error_with_object_inner_error() {
         let body: Value = serde_json::from_str(include_str!(
-            "../../../../tests/fixtures/azure/graph-error-generic.json"
+            "../../../../test-support/fixtures/azure/graph-error-generic.json"
         ))
         .unwrap();
         let error = parse(403, body);
@@ -243,7 +243,7 @@ mod tests {
     #[test]
     fn token_error_keeps_the_code_and_the_first_line() {
         let body: Value = serde_json::from_str(include_str!(
-            "../../../../tests/fixtures/azure/entra-token-error-400.json"
+            "../../../../test-support/fixtures/azure/entra-token-error-400.json"
         ))
         .unwrap();
         let error = parse(400, body);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use riposte_tests::azure::{self as local, AzureServer};
+use riposte_test_support::azure::{self as local, AzureServer};
 use serde_json::Value;
 
 use super::super::access::{Grant, Protocol, Revoke};

@@ -314,7 +314,7 @@ mod tests {
     #[test]
     fn parses_tokens_from_both_sources() {
         let fixture: Value = serde_json::from_str(include_str!(
-            "../../../../tests/fixtures/azure/entra-token-client-credentials.http.json"
+            "../../../../test-support/fixtures/azure/entra-token-client-credentials.http.json"
         ))
         .unwrap();
         let (token, lifetime) = parse_token(&fixture["response"]["body"]).unwrap();

@@ -1,11 +1,14 @@
 //! Tests of the nftables backend against real nftables, each in a network namespace of its own
-//! (they need root, `ip` and `nft`), and of its flags.
+//! (they need root, `ip` and `nft`, and run only with `RIPOSTE_HOST_TESTS=1`), and of its
+//! flags.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use riposte_test_support::host;
 
 use crate::connectors::firewall::parse_target;
 
@@ -121,6 +124,9 @@ fn strings(value: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn block_refresh_list_and_unblock() {
+    if !host::enabled() {
+        return;
+    }
     let ns = Netns::new();
     let settings = ns.settings(&[]);
     let out = block(&settings, &block_of("203.0.113.7", 60), &cx(false))
@@ -166,6 +172,9 @@ async fn block_refresh_list_and_unblock() {
 
 #[tokio::test]
 async fn setup_twice_keeps_one_copy_of_each_rule() {
+    if !host::enabled() {
+        return;
+    }
     let ns = Netns::new();
     let settings = ns.settings(&[2222]);
     for ip in ["198.51.100.1", "198.51.100.2"] {
@@ -183,6 +192,9 @@ async fn setup_twice_keeps_one_copy_of_each_rule() {
 
 #[tokio::test]
 async fn a_dry_run_changes_nothing() {
+    if !host::enabled() {
+        return;
+    }
     let ns = Netns::new();
     let settings = ns.settings(&[2222]);
     let out = block(&settings, &block_of("192.0.2.9", 60), &cx(true))
@@ -222,6 +234,9 @@ async fn a_dry_run_changes_nothing() {
 
 #[tokio::test]
 async fn grants_and_revokes() {
+    if !host::enabled() {
+        return;
+    }
     let ns = Netns::new();
     let settings = ns.settings(&[2222]);
     let out = grant_jit(&settings, &grant_of("198.51.100.2", 2222, 60), &cx(false))
@@ -283,6 +298,9 @@ async fn a_missing_nft_and_a_failing_nft_say_so() {
     let err = list_blocked(&settings, &cx(false)).await.unwrap_err();
     assert!(err.message.starts_with("nft is not installed"), "{err}");
 
+    if !host::enabled() {
+        return;
+    }
     let ns = Netns::new();
     let (code, text) =
         ns.nft(&["add table inet riposte; add set inet riposte block4 { type ipv4_addr; }"]);

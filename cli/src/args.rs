@@ -1,0 +1,790 @@
+//! The command line: the verb tree with its flags (clap derive) and the pure parsers behind
+//! the values that need more than a type (`KEY=VALUE`, `PLAYBOOK@VERSION`, the address).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use riposte_proto::v1::RunStatus;
+use serde_json::{Map, Value};
+
+use crate::client::normalize_addr;
+
+/// Where the orchestrator listens unless `--addr` or `RIPOSTE_ADDR` says otherwise.
+pub const ADDR_DEFAULT: &str = "http://127.0.0.1:7470";
+
+/// What the top-level help ends with: how the process exit code reads.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done; a followed run succeeded
+  1  refused by the orchestrator, or failed (invalid playbook, failed run, permission denied)
+  2  usage error, or the orchestrator cannot be reached
+  3  a followed run was cancelled
+  4  the event stream of a followed run was lost, or its final state is unknown
+  5  a followed run halted (resume it with `riposte runs resume RUN_ID`, or cancel it)";
+
+/// Operate a Riposte orchestrator: playbooks, runs, grants, approvals and workers.
+#[derive(Debug, Parser)]
+#[command(name = "riposte", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Orchestrator address, `http://HOST:PORT` or `HOST:PORT`.
+    #[arg(
+        long,
+        global = true,
+        env = "RIPOSTE_ADDR",
+        default_value = ADDR_DEFAULT,
+        value_name = "URL",
+        value_parser = normalize_addr,
+    )]
+    pub addr: String,
+    /// Output format: `table` for people, `json` for scripts (one document per command, one
+    /// JSON object per line for streams).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = Format::Table)]
+    pub output: Format,
+    /// Who you are, recorded with what you do (runs, decisions, revocations, repairs) and
+    /// checked against a step's approver groups [default: $USER].
+    #[arg(long = "as", global = true, env = "RIPOSTE_USER", value_name = "NAME")]
+    pub operator: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// The operator's name: `--as`, else `RIPOSTE_USER`, else the login name from `user_env`
+    /// (the value of `$USER`), else `unknown`. A blank name counts as none.
+    pub fn operator(&self, user_env: Option<String>) -> String {
+        [self.operator.clone(), user_env]
+            .into_iter()
+            .flatten()
+            .find(|name| !name.trim().is_empty())
+            .unwrap_or_else(|| "unknown".to_string())
+    }
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate, apply and inspect playbooks.
+    #[command(subcommand)]
+    Playbook(PlaybookCommand),
+    /// Start a run of a playbook, and optionally follow it to its end.
+    Run(RunArgs),
+    /// List, inspect, follow, cancel and repair runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// List the open grants of all runs, and revoke one before its TTL.
+    #[command(subcommand)]
+    Grants(GrantsCommand),
+    /// List the steps waiting for a decision, with exactly what each would do.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+    /// Approve (or with `--reject`, reject) a step waiting for a decision; prints the run's
+    /// status after.
+    Approve(ApproveArgs),
+    /// Inspect the workers registered with the orchestrator.
+    #[command(subcommand)]
+    Workers(WorkersCommand),
+    /// The kill switch: pause containment (no block, disable or session revoke is handed to
+    /// a worker; undos and other actions go on), resume it, or show its status.
+    #[command(subcommand)]
+    Containment(ContainmentCommand),
+    /// Cron schedules that start runs by themselves: apply, list, history (the fate of every
+    /// occurrence), trigger now, pause and resume.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
+    /// Alerts: send a payload as a listener would, list the alerts received with their fate,
+    /// show one (entities, fate, run).
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+    /// Alert rules: which alerts start which playbook, with dedup and budgets.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Apply rule files: store each (replacing one of the same name); prints
+    /// `FILE:LINE:COL: PATH: MESSAGE` per problem and exits 1 when any file is invalid.
+    Apply(Files),
+    /// The rules in evaluation order.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Send an alert payload (stored durably with its fate before the answer).
+    Send(AlertSendArgs),
+    /// The alerts received, newest first, with their fate and run.
+    List(AlertsListArgs),
+    /// One alert: its entities, fate and run.
+    Show(AlertId),
+}
+
+#[derive(Debug, Args)]
+pub struct AlertSendArgs {
+    /// The payload file (`-` for stdin).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Which format it is in.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(riposte_proto::ALERT_SOURCES))]
+    pub source: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AlertsListArgs {
+    /// At most this many alerts (at most 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct AlertId {
+    /// The alert's id (as listed).
+    pub id: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// Apply schedule files: store each (replacing one of the same name) or confirm it is
+    /// unchanged; prints `FILE:LINE:COL: PATH: MESSAGE` per problem and exits 1 when any file
+    /// is invalid or refused.
+    Apply(Files),
+    /// List the schedules with their next fire and the fate of their latest occurrence.
+    List,
+    /// The ledger of a schedule, newest first: each occurrence's fate and its run.
+    History(ScheduleHistoryArgs),
+    /// Fire one run now (through the overlap policy; ignores pause and windows).
+    Trigger(ScheduleName),
+    /// Record each occurrence as `paused` until resumed; nothing fires or catches up later.
+    Pause(SchedulePauseArgs),
+    /// Fire again from the next occurrence on.
+    Resume(SchedulePauseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleName {
+    /// The schedule's name.
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleHistoryArgs {
+    /// The schedule's name.
+    pub name: String,
+    /// At most this many entries (at most 1000).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulePauseArgs {
+    /// The schedule's name.
+    pub name: String,
+    /// Why, recorded with your name.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainmentCommand {
+    /// Hold every task of a containment action at the dispatch door until resumed; prints
+    /// the status.
+    Pause(ReasonArgs),
+    /// Hand the held tasks out again; prints the status.
+    Resume(ReasonArgs),
+    /// Whether containment is paused, by whom, since when, why, and how many tasks are held.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct ReasonArgs {
+    /// Why, recorded with your name.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlaybookCommand {
+    /// Check playbooks without applying them; prints `FILE:LINE:COL: PATH: MESSAGE` per
+    /// problem and exits 1 when any playbook is invalid.
+    Validate(Files),
+    /// Apply playbooks: store each as a new version, or confirm it is unchanged.
+    Apply(Files),
+    /// List the latest version of each playbook.
+    List,
+    /// Show a playbook's parameters and steps.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct Files {
+    /// Playbook YAML files; `-` reads standard input.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Playbook name.
+    pub name: String,
+    /// Version to show [default: the latest].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub version: Option<u32>,
+    /// Also print the playbook's YAML source.
+    #[arg(long)]
+    pub source: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Playbook to run: `NAME` for its latest version, or `NAME@VERSION`.
+    #[arg(value_name = "PLAYBOOK[@VERSION]", value_parser = parse_playbook_ref)]
+    pub playbook: PlaybookRef,
+    /// A parameter as `KEY=VALUE` (repeatable). Values are sent as strings; the orchestrator
+    /// converts them to the declared parameter types.
+    #[arg(
+        short = 'p',
+        long = "param",
+        value_name = "KEY=VALUE",
+        value_parser = parse_param,
+        conflicts_with = "params_json"
+    )]
+    pub params: Vec<Param>,
+    /// All parameters as one JSON object, e.g. `{"ip": "203.0.113.7", "duration": "1h"}`.
+    #[arg(long, value_name = "JSON", value_parser = parse_params_json)]
+    pub params_json: Option<Map<String, Value>>,
+    /// Start at most one run for this key: repeating the command answers the existing run.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// A plan: every task is sent as a dry run (connectors report what they would change and
+    /// change nothing); sleeps, grant TTLs and approvals are recorded and fire at once; no
+    /// concurrency key is taken; guards still apply.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub requester: Requester,
+    /// Follow the run until it finishes, one line per event. Exit code: 0 succeeded, 1 failed,
+    /// 3 cancelled, 4 event stream lost or final state unknown, 5 halted (a rollout that
+    /// waits for `riposte runs resume` or a cancel). A queued run is followed until it ends.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Who asks for a run or a cancellation, recorded by the orchestrator.
+#[derive(Debug, Args)]
+pub struct Requester {
+    /// Who is asking, recorded with the run [default: the `--as` name].
+    #[arg(long, value_name = "NAME")]
+    pub requested_by: Option<String>,
+}
+
+impl Requester {
+    /// The name to record: `--requested-by` when given and not blank, else `operator` (the
+    /// `--as` name).
+    pub fn name(&self, operator: &str) -> String {
+        self.requested_by
+            .clone()
+            .filter(|name| !name.trim().is_empty())
+            .unwrap_or_else(|| operator.to_string())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs, newest first.
+    List(ListRunsArgs),
+    /// Show a run: its state, its steps and, once it has finished, its history.
+    Show(RunId),
+    /// Follow a run: its history, then live events until it finishes. Exit codes as for
+    /// `riposte run --wait`.
+    Watch(RunId),
+    /// Ask the orchestrator to cancel a run; prints the run's new status.
+    Cancel(CancelArgs),
+    /// Run a failed step again (its failed items, for a `for_each` step); reopens a failed
+    /// run. Prints the run's new status.
+    RetryStep(StepRepairArgs),
+    /// Mark a failed or stuck step as skipped so that the run goes on without it. Prints the
+    /// run's new status.
+    SkipStep(StepRepairArgs),
+    /// Continue a halted rollout: the failures so far are forgiven, a failed health gate is
+    /// waived. Prints the run's new status.
+    Resume(ResumeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StepRepairArgs {
+    /// The run's id.
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+    /// The step's id.
+    #[arg(value_name = "STEP")]
+    pub step: String,
+    /// Why, recorded in the run's history with your name.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The run's id.
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+    /// Why, recorded in the run's history with your name.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunId {
+    /// The run's id.
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ListRunsArgs {
+    /// Only runs of this playbook.
+    #[arg(long, value_name = "NAME")]
+    pub playbook: Option<String>,
+    /// Only runs in this state.
+    #[arg(long, value_enum)]
+    pub status: Option<StatusFilter>,
+    /// At most this many runs (1 to 1000) [default: 100].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+}
+
+/// The run states one can filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFilter {
+    Queued,
+    Running,
+    Halted,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl StatusFilter {
+    /// The wire value of this state.
+    pub fn to_proto(self) -> RunStatus {
+        match self {
+            StatusFilter::Queued => RunStatus::Queued,
+            StatusFilter::Running => RunStatus::Running,
+            StatusFilter::Halted => RunStatus::Halted,
+            StatusFilter::Succeeded => RunStatus::Succeeded,
+            StatusFilter::Failed => RunStatus::Failed,
+            StatusFilter::Cancelled => RunStatus::Cancelled,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The run's id.
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+    /// Why the run is cancelled, recorded with it.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub requester: Requester,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrantsCommand {
+    /// List the open grants of all runs (a run does not end while it holds one), with when
+    /// each expires and the action that revokes it.
+    List,
+    /// Revoke a grant now, before its TTL; prints the grant's new status.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The run that holds the grant.
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+    /// The step that opened the grant.
+    #[arg(value_name = "STEP")]
+    pub step: String,
+    /// The `for_each` item whose grant to revoke (0 for a step without `for_each`).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub item: u32,
+    /// Why, recorded in the run's history with your name.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Show each step waiting for a decision: its run, action, approver groups, decisions so
+    /// far, deadline, the digest to approve and the rendered input it would act on.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The run's id.
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+    /// The step waiting for a decision.
+    #[arg(value_name = "STEP")]
+    pub step: String,
+    /// Reject instead of approve.
+    #[arg(long)]
+    pub reject: bool,
+    /// A comment recorded with the decision.
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+    /// The SHA-256 digest (64 hex digits) of the inputs you reviewed. Without it, the step's
+    /// current digest is fetched and its input printed on stderr before the decision is sent;
+    /// with it, a decision about other inputs is refused.
+    #[arg(long, value_name = "HEX", value_parser = parse_digest)]
+    pub digest: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkersCommand {
+    /// List the registered workers with their load.
+    List,
+}
+
+/// A playbook and the version to run; version 0 means the latest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaybookRef {
+    pub name: String,
+    pub version: u32,
+}
+
+/// One `-p KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param {
+    pub key: String,
+    pub value: String,
+}
+
+/// Parses `NAME` or `NAME@VERSION` (VERSION a positive integer).
+pub fn parse_playbook_ref(text: &str) -> Result<PlaybookRef, String> {
+    let (name, version) = match text.rsplit_once('@') {
+        None => (text, 0),
+        Some((name, version)) => {
+            let version = version
+                .parse::<u32>()
+                .ok()
+                .filter(|version| *version > 0)
+                .ok_or_else(|| {
+                    format!("expected NAME@VERSION with VERSION a positive integer, got `{text}`")
+                })?;
+            (name, version)
+        }
+    };
+    if name.is_empty() {
+        return Err(format!("expected a playbook name, got `{text}`"));
+    }
+    Ok(PlaybookRef {
+        name: name.to_string(),
+        version,
+    })
+}
+
+/// Parses `KEY=VALUE`; the value may be empty and may contain `=`.
+pub fn parse_param(text: &str) -> Result<Param, String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got `{text}`"))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(format!(
+            "expected KEY=VALUE with a non-empty KEY, got `{text}`"
+        ));
+    }
+    Ok(Param {
+        key: key.to_string(),
+        value: value.to_string(),
+    })
+}
+
+/// Parses the `--params-json` object.
+pub fn parse_params_json(text: &str) -> Result<Map<String, Value>, String> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(params)) => Ok(params),
+        Ok(_) => Err("expected a JSON object".to_string()),
+        Err(error) => Err(format!("invalid JSON: {error}")),
+    }
+}
+
+/// Parses a SHA-256 digest: 64 hex digits, answered in lowercase as the orchestrator prints it.
+pub fn parse_digest(text: &str) -> Result<String, String> {
+    let digest = text.trim();
+    if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "expected a SHA-256 digest of 64 hex digits, got `{text}`"
+        ));
+    }
+    Ok(digest.to_ascii_lowercase())
+}
+
+/// The one line to print for a command line clap refused: the first paragraph of clap's
+/// message, joined (`error: the following required arguments were not provided: <FILE>...`).
+pub fn usage_error_line(rendered: &str) -> String {
+    rendered
+        .trim_start()
+        .split("\n\n")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(argv: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("riposte").chain(argv.iter().copied()))
+    }
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        match parse(argv).map(|cli| cli.command) {
+            Ok(Command::Run(args)) => args,
+            other => panic!("expected a run command, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn playbook_ref_with_and_without_version() {
+        let latest = PlaybookRef {
+            name: "ip-block".into(),
+            version: 0,
+        };
+        assert_eq!(parse_playbook_ref("ip-block"), Ok(latest));
+        let third = PlaybookRef {
+            name: "ip-block".into(),
+            version: 3,
+        };
+        assert_eq!(parse_playbook_ref("ip-block@3"), Ok(third));
+        for bad in ["ip-block@", "ip-block@0", "ip-block@x", "@3", ""] {
+            assert!(parse_playbook_ref(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn params_split_at_the_first_equals_sign() {
+        let param = parse_param("filter=a=b").unwrap();
+        assert_eq!(
+            (param.key.as_str(), param.value.as_str()),
+            ("filter", "a=b")
+        );
+        let empty = parse_param("reason=").unwrap();
+        assert_eq!(empty.value, "");
+        assert!(parse_param("=x").is_err());
+    }
+
+    #[test]
+    fn param_without_equals_is_a_usage_error_naming_the_argument() {
+        let error = parse(&["run", "ip-block", "-p", "ip"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+        let line = usage_error_line(&error.render().to_string());
+        assert!(line.contains("--param <KEY=VALUE>"), "{line}");
+        assert!(line.contains("expected KEY=VALUE, got `ip`"), "{line}");
+    }
+
+    #[test]
+    fn run_collects_params_and_flags() {
+        let args = run_args(&[
+            "run",
+            "ip-block@2",
+            "-p",
+            "ip=203.0.113.7",
+            "--param",
+            "duration=1h",
+            "--idempotency-key",
+            "alert-42",
+            "--requested-by",
+            "alice",
+            "--wait",
+        ]);
+        assert_eq!(args.playbook.version, 2);
+        let keys: Vec<_> = args.params.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["ip", "duration"]);
+        assert_eq!(args.idempotency_key.as_deref(), Some("alert-42"));
+        assert_eq!(args.requester.name("bob"), "alice");
+        assert!(args.wait);
+    }
+
+    #[test]
+    fn params_json_must_be_an_object_and_excludes_p() {
+        let args = run_args(&["run", "x", "--params-json", r#"{"port": 8080}"#]);
+        assert_eq!(args.params_json.unwrap()["port"], 8080);
+        assert!(parse(&["run", "x", "--params-json", "[1]"]).is_err());
+        assert!(parse(&["run", "x", "--params-json", "{}", "-p", "a=b"]).is_err());
+    }
+
+    #[test]
+    fn requester_defaults_to_the_operator() {
+        let nobody = Requester { requested_by: None };
+        assert_eq!(nobody.name("bob"), "bob");
+        let blank = Requester {
+            requested_by: Some("  ".into()),
+        };
+        assert_eq!(blank.name("bob"), "bob");
+    }
+
+    #[test]
+    fn operator_is_as_then_the_login_name_then_unknown() {
+        let named = parse(&["runs", "list", "--as", "alice"]).unwrap();
+        assert_eq!(named.operator(Some("bob".into())), "alice");
+        let mut cli = parse(&["--as", "carol", "workers", "list"]).unwrap();
+        assert_eq!(cli.operator(None), "carol");
+        cli.operator = None;
+        assert_eq!(cli.operator(Some("bob".into())), "bob");
+        assert_eq!(cli.operator(None), "unknown");
+        cli.operator = Some(String::new());
+        assert_eq!(cli.operator(Some("bob".into())), "bob");
+        assert_eq!(cli.operator(Some(" ".into())), "unknown");
+    }
+
+    #[test]
+    fn grants_and_approvals_parse() {
+        let cli = parse(&["grants", "list", "--output", "json"]).unwrap();
+        assert!(matches!(cli.command, Command::Grants(GrantsCommand::List)));
+        let cli = parse(&["grants", "revoke", "r-1", "block", "--item", "2"]).unwrap();
+        let Command::Grants(GrantsCommand::Revoke(args)) = cli.command else {
+            panic!("expected grants revoke");
+        };
+        assert_eq!((args.run_id.as_str(), args.step.as_str()), ("r-1", "block"));
+        assert_eq!((args.item, args.reason), (2, None));
+        assert!(parse(&["grants", "revoke", "r-1"]).is_err());
+        assert!(parse(&["grants", "revoke", "r-1", "block", "--item", "-1"]).is_err());
+        let cli = parse(&["approvals", "list"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Approvals(ApprovalsCommand::List)
+        ));
+    }
+
+    #[test]
+    fn approve_takes_reject_comment_and_digest() {
+        let digest = "0123456789ABCDEF".repeat(4);
+        let cli = parse(&[
+            "approve",
+            "r-1",
+            "block",
+            "--reject",
+            "--comment",
+            "wrong host",
+            "--digest",
+            &digest,
+        ])
+        .unwrap();
+        let Command::Approve(args) = cli.command else {
+            panic!("expected approve");
+        };
+        assert!(args.reject);
+        assert_eq!(args.comment.as_deref(), Some("wrong host"));
+        assert_eq!(args.digest, Some(digest.to_ascii_lowercase()));
+        let cli = parse(&["approve", "r-1", "block"]).unwrap();
+        let Command::Approve(args) = cli.command else {
+            panic!("expected approve");
+        };
+        assert!(!args.reject && args.digest.is_none() && args.comment.is_none());
+        assert!(parse(&["approve", "r-1"]).is_err());
+    }
+
+    #[test]
+    fn digest_must_be_64_hex_digits() {
+        assert_eq!(parse_digest(&"Ab".repeat(32)), Ok("ab".repeat(32)));
+        for bad in ["", "abc", &"g".repeat(64), &"a".repeat(63), &"a".repeat(65)] {
+            assert!(parse_digest(bad).is_err(), "{bad}");
+        }
+        let error = parse(&["approve", "r-1", "block", "--digest", "xyz"]).unwrap_err();
+        let line = usage_error_line(&error.render().to_string());
+        assert!(line.contains("--digest <HEX>"), "{line}");
+        assert!(line.contains("64 hex digits"), "{line}");
+    }
+
+    #[test]
+    fn repair_verbs_parse() {
+        let cli = parse(&["runs", "retry-step", "r-1", "block", "--reason", "fixed"]).unwrap();
+        let Command::Runs(RunsCommand::RetryStep(args)) = cli.command else {
+            panic!("expected retry-step");
+        };
+        assert_eq!(args.step, "block");
+        assert_eq!(args.reason.as_deref(), Some("fixed"));
+        let cli = parse(&["runs", "skip-step", "r-1", "notify"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Runs(RunsCommand::SkipStep(_))
+        ));
+        let cli = parse(&["runs", "resume", "r-1", "--reason", "budget reviewed"]).unwrap();
+        let Command::Runs(RunsCommand::Resume(args)) = cli.command else {
+            panic!("expected resume");
+        };
+        assert_eq!(args.run_id, "r-1");
+        assert!(parse(&["runs", "retry-step", "r-1"]).is_err());
+        assert!(parse(&["runs", "resume", "r-1", "block"]).is_err());
+    }
+
+    #[test]
+    fn help_documents_the_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("5  a followed run halted"), "{help}");
+    }
+
+    #[test]
+    fn global_flags_go_anywhere_and_addresses_are_normalized() {
+        let cli = parse(&["runs", "list", "--addr", "10.1.2.3:9", "--output", "json"]).unwrap();
+        assert_eq!(cli.addr, "http://10.1.2.3:9");
+        assert_eq!(cli.output, Format::Json);
+        assert!(parse(&["--addr", "https://x:1", "workers", "list"]).is_err());
+    }
+
+    #[test]
+    fn runs_list_filters() {
+        let cli = parse(&["runs", "list", "--status", "failed", "--limit", "5"]).unwrap();
+        let Command::Runs(RunsCommand::List(args)) = cli.command else {
+            panic!("expected runs list");
+        };
+        assert_eq!(
+            args.status.map(StatusFilter::to_proto),
+            Some(RunStatus::Failed)
+        );
+        assert_eq!(args.limit, Some(5));
+        assert!(parse(&["runs", "list", "--limit", "0"]).is_err());
+        assert!(parse(&["runs", "list", "--status", "done"]).is_err());
+        let halted = parse(&["runs", "list", "--status", "halted"]).unwrap();
+        let Command::Runs(RunsCommand::List(args)) = halted.command else {
+            panic!("expected runs list");
+        };
+        assert_eq!(
+            args.status.map(StatusFilter::to_proto),
+            Some(RunStatus::Halted)
+        );
+    }
+
+    #[test]
+    fn usage_error_line_keeps_the_first_paragraph() {
+        let rendered = "error: the following required arguments were not provided:\n  \
+                        <FILE>...\n\nUsage: riposte playbook validate <FILE>...\n\n\
+                        For more information, try '--help'.\n";
+        assert_eq!(
+            usage_error_line(rendered),
+            "error: the following required arguments were not provided: <FILE>..."
+        );
+    }
+}

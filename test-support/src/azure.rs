@@ -1,0 +1,977 @@
+//! A local Azure for the tests: one HTTP server on 127.0.0.1 (port 0) that answers the way
+//! Microsoft documents its endpoints (bodies and headers taken from the fixtures), keeps the
+//! state those answers describe, injects programmable faults and logs every request.
+//!
+//! Layout under the server's URL: `/login/{tenant}/oauth2/v2.0/token` (Entra ID client
+//! credentials), `/imds/metadata/identity/oauth2/token` (managed identity), `/graph/v1.0/...`
+//! (Microsoft Graph users) and ARM at the root: one NSG with its security rules, one IP group,
+//! one JIT policy and one VM with `assessPatches` / `installPatches`. Writes to the NSG and the
+//! IP group answer with `Azure-AsyncOperation` (InProgress once, then Succeeded); the patch
+//! operations answer 202 with `Location` and `Retry-After` (202 once, then 200 with the
+//! result). A rule DELETE also gives a `Location` that answers 204 once the operation is done. Tokens are `arm-token-N` and `graph-token-N`; ARM and Graph refuse the other's.
+//!
+//! [`AzureServer::worker_args`] points a worker at it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// The tenant the server issues tokens for.
+pub const TENANT: &str = "aaaabbbb-0000-cccc-1111-dddd2222eeee";
+/// The client id it expects.
+pub const CLIENT_ID: &str = "00001111-aaaa-2222-bbbb-3333cccc4444";
+/// The subscription of every resource.
+pub const SUBSCRIPTION: &str = "aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e";
+/// The managed NSG.
+pub const NSG_ID: &str = "/subscriptions/aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e/resourceGroups/rg-web/providers/Microsoft.Network/networkSecurityGroups/nsg-web";
+/// The managed IP group.
+pub const IP_GROUP_ID: &str = "/subscriptions/aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e/resourceGroups/rg-net/providers/Microsoft.Network/ipGroups/ipg-soar-blocklist";
+/// The JIT policy.
+pub const JIT_POLICY_ID: &str = "/subscriptions/aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e/resourceGroups/rg-web/providers/Microsoft.Security/locations/westeurope/jitNetworkAccessPolicies/default";
+/// The VM (in the JIT policy with port 22, and patchable).
+pub const VM_ID: &str = "/subscriptions/aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/vm-web-01";
+/// The one Graph user: object id.
+pub const USER_ID: &str = "22223333-cccc-4444-dddd-5555eeee6666";
+/// The one Graph user: user principal name.
+pub const USER_UPN: &str = "alice@contoso.com";
+
+/// `Retry-After` of the network async operations (fractional seconds).
+const NETWORK_RETRY_AFTER: &str = "0.2";
+/// `Retry-After` of the compute operations (integer seconds, as documented).
+const COMPUTE_RETRY_AFTER: &str = "1";
+
+const FIXTURE_NSG_PUT: &str = include_str!("../fixtures/azure/arm-nsg-securityrule-put.http.json");
+const FIXTURE_IPG_PUT: &str = include_str!("../fixtures/azure/arm-ipgroup-put.http.json");
+const FIXTURE_JIT: &str = include_str!("../fixtures/azure/arm-jit-initiate.http.json");
+const FIXTURE_IN_PROGRESS: &str =
+    include_str!("../fixtures/azure/arm-network-asyncoperation-inprogress.json");
+const FIXTURE_SUCCEEDED: &str =
+    include_str!("../fixtures/azure/arm-network-asyncoperation-succeeded.json");
+const FIXTURE_ASSESS: &str = include_str!("../fixtures/azure/arm-lro-assesspatches-result.json");
+const FIXTURE_INSTALL: &str =
+    include_str!("../fixtures/azure/arm-lro-installpatches-result-linux.json");
+const FIXTURE_INSTALL_202: &str =
+    include_str!("../fixtures/azure/arm-lro-installpatches-202.http.json");
+const FIXTURE_TOKEN: &str =
+    include_str!("../fixtures/azure/entra-token-client-credentials.http.json");
+const FIXTURE_TOKEN_ERROR: &str = include_str!("../fixtures/azure/entra-token-error-400.json");
+const FIXTURE_REVOKE: &str =
+    include_str!("../fixtures/azure/graph-revoke-signin-sessions.http.json");
+const FIXTURE_THROTTLED: &str = include_str!("../fixtures/azure/graph-error-429.http.json");
+
+fn fixture(text: &str) -> Value {
+    serde_json::from_str(text).expect("fixtures are JSON")
+}
+
+/// One request the server received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// `GET`, `PUT`, ...
+    pub method: String,
+    /// The path, percent-decoded.
+    pub path: String,
+    /// The raw query, without `?`.
+    pub query: String,
+    /// Headers, names lowercase.
+    pub headers: BTreeMap<String, String>,
+    /// The body as text.
+    pub body: String,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+impl Request {
+    /// The body parsed as JSON (`null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The body parsed as a form.
+    pub fn form(&self) -> BTreeMap<String, String> {
+        form_urlencoded::parse(self.body.as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    /// A header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    /// True for a write (PUT, PATCH, DELETE, or a POST other than a token request or an
+    /// assessment).
+    pub fn is_write(&self) -> bool {
+        match self.method.as_str() {
+            "PUT" | "PATCH" | "DELETE" => true,
+            "POST" => !self.path.ends_with("/token") && !self.path.ends_with("/assessPatches"),
+            _ => false,
+        }
+    }
+
+    /// `METHOD path`.
+    pub fn line(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+/// An answer the server gives instead of the normal one, `times` times, to requests with this
+/// method whose path ends with `path_suffix`.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// The method to match.
+    pub method: String,
+    /// The end of the path to match.
+    pub path_suffix: String,
+    /// The status to answer.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body.
+    pub body: Value,
+    /// How many requests get it.
+    pub times: u32,
+}
+
+impl Fault {
+    /// A Graph-style 429 (the documented body) with `Retry-After: retry_after`, once.
+    pub fn throttle(method: &str, path_suffix: &str, retry_after: &str) -> Fault {
+        let response = &fixture(FIXTURE_THROTTLED)["response"];
+        Fault {
+            method: method.into(),
+            path_suffix: path_suffix.into(),
+            status: 429,
+            headers: vec![("Retry-After".into(), retry_after.into())],
+            body: response["body"].clone(),
+            times: 1,
+        }
+    }
+
+    /// An ARM error envelope with `status`, always.
+    pub fn arm_error(method: &str, path_suffix: &str, status: u16, body: Value) -> Fault {
+        Fault {
+            method: method.into(),
+            path_suffix: path_suffix.into(),
+            status,
+            headers: Vec::new(),
+            body,
+            times: u32::MAX,
+        }
+    }
+}
+
+/// How the next `installPatches` ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallOutcome {
+    /// `Succeeded`, every patch installed.
+    Succeeded,
+    /// `Failed`, one patch failed, with an error.
+    Failed,
+}
+
+/// A long-running operation in flight.
+#[derive(Debug, Clone)]
+struct Operation {
+    /// Polls still answered "in progress".
+    in_progress: u32,
+    /// The final body (compute) or the status body (network).
+    result: Value,
+}
+
+/// Everything the server knows.
+#[derive(Debug)]
+struct Azure {
+    url: String,
+    secret: String,
+    requests: Vec<Request>,
+    faults: Vec<Fault>,
+    tokens_issued: u32,
+    rules: BTreeMap<String, Value>,
+    ip_addresses: Vec<Value>,
+    jit_requests: Vec<Value>,
+    user_enabled: bool,
+    install_outcome: InstallOutcome,
+    operations: BTreeMap<String, Operation>,
+    next_operation: u32,
+}
+
+type Shared = Arc<Mutex<Azure>>;
+
+/// The running server; it stops when dropped.
+pub struct AzureServer {
+    addr: SocketAddr,
+    state: Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for AzureServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl AzureServer {
+    /// Starts the server; token requests must carry `secret` as the client secret.
+    pub async fn start(secret: &str) -> AzureServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("a local address");
+        let ipg = fixture(FIXTURE_IPG_PUT);
+        let state = Arc::new(Mutex::new(Azure {
+            url: format!("http://{addr}"),
+            secret: secret.into(),
+            requests: Vec::new(),
+            faults: Vec::new(),
+            tokens_issued: 0,
+            rules: BTreeMap::new(),
+            ip_addresses: ipg["request"]["body"]["properties"]["ipAddresses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+            jit_requests: Vec::new(),
+            user_enabled: true,
+            install_outcome: InstallOutcome::Succeeded,
+            operations: BTreeMap::new(),
+            next_operation: 1,
+        }));
+        let router = Router::new().fallback(handle).with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        AzureServer { addr, state, task }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Azure> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Worker flags that point every Azure endpoint here and name its resources (the secret
+    /// goes in `AZURE_CLIENT_SECRET`, never in a flag).
+    pub fn worker_args(&self) -> Vec<String> {
+        let url = self.url();
+        [
+            ("--azure-tenant-id", TENANT.to_owned()),
+            ("--azure-client-id", CLIENT_ID.to_owned()),
+            ("--azure-authority-url", format!("{url}/login")),
+            ("--azure-arm-url", url.clone()),
+            ("--azure-graph-url", format!("{url}/graph")),
+            ("--azure-imds-url", format!("{url}/imds")),
+            ("--azure-nsg", NSG_ID.to_owned()),
+            ("--azure-nsg-priorities", "100-102".to_owned()),
+            ("--azure-ip-group", IP_GROUP_ID.to_owned()),
+            ("--azure-jit-policy", JIT_POLICY_ID.to_owned()),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_owned(), value])
+        .collect()
+    }
+
+    /// Every request so far, in order.
+    pub fn requests(&self) -> Vec<Request> {
+        self.lock().requests.clone()
+    }
+
+    /// The requests so far whose path ends with `suffix`.
+    pub fn requests_to(&self, method: &str, suffix: &str) -> Vec<Request> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == method && r.path.ends_with(suffix))
+            .collect()
+    }
+
+    /// Adds a fault.
+    pub fn fault(&self, fault: Fault) {
+        self.lock().faults.push(fault);
+    }
+
+    /// Decides how the next installPatches ends.
+    pub fn set_install_outcome(&self, outcome: InstallOutcome) {
+        self.lock().install_outcome = outcome;
+    }
+
+    /// The NSG's security rules by name.
+    pub fn nsg_rules(&self) -> BTreeMap<String, Value> {
+        self.lock().rules.clone()
+    }
+
+    /// Adds a rule that someone else made (to take a priority).
+    pub fn add_nsg_rule(&self, name: &str, priority: u64, source: &str) {
+        let rule = rule_resource(
+            name,
+            json!({
+                "protocol": "*", "sourcePortRange": "*", "destinationPortRange": "*",
+                "sourceAddressPrefix": source, "destinationAddressPrefix": "*",
+                "access": "Deny", "priority": priority, "direction": "Inbound",
+                "provisioningState": "Succeeded",
+            }),
+        );
+        self.lock().rules.insert(name.into(), rule);
+    }
+
+    /// The IP group's addresses.
+    pub fn ip_addresses(&self) -> Vec<String> {
+        let addresses = self.lock().ip_addresses.clone();
+        addresses
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Whether the Graph user is enabled.
+    pub fn user_enabled(&self) -> bool {
+        self.lock().user_enabled
+    }
+
+    /// Enables or disables the Graph user.
+    pub fn set_user_enabled(&self, enabled: bool) {
+        self.lock().user_enabled = enabled;
+    }
+
+    /// Tokens issued so far.
+    pub fn tokens_issued(&self) -> u32 {
+        self.lock().tokens_issued
+    }
+}
+
+/// A ready answer.
+struct Answer {
+    status: StatusCode,
+    headers: Vec<(String, String)>,
+    body: Option<Value>,
+}
+
+impl Answer {
+    fn json(status: u16, body: Value) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).expect("a valid status"),
+            headers: Vec::new(),
+            body: Some(body),
+        }
+    }
+
+    fn empty(status: u16) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).expect("a valid status"),
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    fn header(mut self, name: &str, value: impl Into<String>) -> Answer {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    fn into_response(self) -> Response {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &self.headers {
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+                HeaderValue::from_str(value).expect("a header value"),
+            );
+        }
+        headers.insert("x-ms-request-id", HeaderValue::from_static("local-request"));
+        match self.body {
+            Some(body) => {
+                headers.insert("content-type", HeaderValue::from_static("application/json"));
+                (self.status, headers, body.to_string()).into_response()
+            }
+            None => (self.status, headers).into_response(),
+        }
+    }
+}
+
+fn arm_error(status: u16, code: &str, message: &str) -> Answer {
+    Answer::json(status, json!({"error": {"code": code, "message": message}}))
+}
+
+async fn handle(
+    State(state): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = percent_decode(uri.path());
+    let request = Request {
+        method: method.to_string(),
+        path: path.clone(),
+        query: uri.query().unwrap_or("").to_owned(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into(),
+                )
+            })
+            .collect(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+        at: Instant::now(),
+    };
+    let mut azure = state.lock().unwrap_or_else(|e| e.into_inner());
+    azure.requests.push(request.clone());
+    azure.answer(&request).into_response()
+}
+
+impl Azure {
+    fn answer(&mut self, r: &Request) -> Answer {
+        if let Some(fault) = self.take_fault(r) {
+            let mut answer = Answer::json(fault.status, fault.body);
+            for (name, value) in fault.headers {
+                answer = answer.header(&name, value);
+            }
+            return answer;
+        }
+        if r.path.starts_with("/login/") {
+            return self.token(r);
+        }
+        if r.path.starts_with("/imds/") {
+            return self.imds_token(r);
+        }
+        if let Some(rest) = r.path.strip_prefix("/graph/v1.0/users/") {
+            if let Err(answer) = bearer(r, "graph-token-") {
+                return answer;
+            }
+            return self.graph(r, rest);
+        }
+        if let Err(answer) = bearer(r, "arm-token-") {
+            return answer;
+        }
+        if query_param(&r.query, "api-version").is_none_or(|v| v.is_empty()) {
+            return arm_error(
+                400,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            );
+        }
+        self.arm(r)
+    }
+
+    fn take_fault(&mut self, r: &Request) -> Option<Fault> {
+        let fault = self
+            .faults
+            .iter_mut()
+            .find(|f| f.times > 0 && f.method == r.method && r.path.ends_with(&f.path_suffix))?;
+        fault.times -= 1;
+        Some(fault.clone())
+    }
+
+    fn token(&mut self, r: &Request) -> Answer {
+        if r.method != "POST" || r.path != format!("/login/{TENANT}/oauth2/v2.0/token") {
+            return Answer::json(
+                404,
+                json!({"error": "invalid_tenant", "error_description": "AADSTS90002: Tenant not found."}),
+            );
+        }
+        if !r
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
+        {
+            return Answer::json(
+                400,
+                json!({"error": "invalid_request", "error_description": "AADSTS900144: form body expected", "error_codes": [900144]}),
+            );
+        }
+        let form = r.form();
+        let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+        if field("grant_type") != "client_credentials" {
+            return Answer::json(
+                400,
+                json!({"error": "unsupported_grant_type", "error_description": "AADSTS70003: grant type not supported", "error_codes": [70003]}),
+            );
+        }
+        if field("client_id") != CLIENT_ID || field("client_secret") != self.secret {
+            return Answer::json(
+                401,
+                json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided.", "error_codes": [7000215]}),
+            );
+        }
+        let kind = match field("scope") {
+            s if s == format!("{}/.default", self.url) => "arm",
+            s if s == format!("{}/graph/.default", self.url) => "graph",
+            _ => return Answer::json(400, fixture(FIXTURE_TOKEN_ERROR)),
+        };
+        self.tokens_issued += 1;
+        let mut body = fixture(FIXTURE_TOKEN)["response"]["body"].clone();
+        body["access_token"] = json!(format!("{kind}-token-{}", self.tokens_issued));
+        Answer::json(200, body)
+    }
+
+    fn imds_token(&mut self, r: &Request) -> Answer {
+        if r.header("metadata") != Some("true") {
+            return Answer::json(
+                400,
+                json!({"error": "invalid_request", "error_description": "Required metadata header not specified"}),
+            );
+        }
+        if query_param(&r.query, "api-version").as_deref() != Some("2018-02-01") {
+            return Answer::json(
+                400,
+                json!({"error": "invalid_request", "error_description": "Invalid api-version"}),
+            );
+        }
+        let kind = match query_param(&r.query, "resource") {
+            Some(s) if s == format!("{}/", self.url) => "arm",
+            Some(s) if s == format!("{}/graph/", self.url) => "graph",
+            _ => {
+                return Answer::json(
+                    400,
+                    json!({"error": "invalid_resource", "error_description": "AADSTS500011: resource not found"}),
+                );
+            }
+        };
+        self.tokens_issued += 1;
+        Answer::json(
+            200,
+            json!({
+                "access_token": format!("{kind}-token-{}", self.tokens_issued),
+                "expires_in": "86399",
+                "expires_on": "1736990000",
+                "resource": format!("{}/", self.url),
+                "token_type": "Bearer",
+            }),
+        )
+    }
+
+    fn graph(&mut self, r: &Request, rest: &str) -> Answer {
+        let (account, action) = match rest.split_once('/') {
+            Some((account, action)) => (account, action),
+            None => (rest, ""),
+        };
+        if account != USER_ID && !account.eq_ignore_ascii_case(USER_UPN) {
+            let message = format!(
+                "Resource '{account}' does not exist or one of its queried reference-property objects are not present."
+            );
+            return arm_error(404, "Request_ResourceNotFound", &message);
+        }
+        match (r.method.as_str(), action) {
+            ("GET", "") => Answer::json(
+                200,
+                json!({
+                    "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users(id,userPrincipalName,accountEnabled)/$entity",
+                    "id": USER_ID,
+                    "userPrincipalName": USER_UPN,
+                    "accountEnabled": self.user_enabled,
+                }),
+            ),
+            ("PATCH", "") => {
+                let enabled = r.json().get("accountEnabled").and_then(Value::as_bool);
+                let is_json = r
+                    .header("content-type")
+                    .is_some_and(|c| c.starts_with("application/json"));
+                match enabled {
+                    Some(enabled) if is_json => {
+                        self.user_enabled = enabled;
+                        Answer::empty(204)
+                    }
+                    _ => arm_error(400, "Request_BadRequest", "Invalid property values"),
+                }
+            }
+            ("POST", "revokeSignInSessions") => {
+                Answer::json(200, fixture(FIXTURE_REVOKE)["response"]["body"].clone())
+            }
+            _ => arm_error(405, "Request_BadRequest", "Unsupported request"),
+        }
+    }
+
+    fn arm(&mut self, r: &Request) -> Answer {
+        let path = r.path.as_str();
+        let rules_prefix = format!("{NSG_ID}/securityRules/");
+        if let Some(name) = path.strip_prefix(&rules_prefix) {
+            return self.nsg_rule(r, name);
+        }
+        if path.contains("/providers/Microsoft.Network/locations/westeurope/operationResults/") {
+            return self.network_result(path);
+        }
+        if path.contains("/providers/Microsoft.Network/locations/westeurope/operations/") {
+            return self.network_operation(path);
+        }
+        if path.contains("/providers/Microsoft.Compute/locations/westeurope/operations/") {
+            return self.compute_operation(path);
+        }
+        match (r.method.as_str(), path) {
+            ("GET", p) if p == NSG_ID => Answer::json(200, self.nsg()),
+            ("GET", p) if p == IP_GROUP_ID => Answer::json(200, self.ip_group("Succeeded")),
+            ("PUT", p) if p == IP_GROUP_ID => self.put_ip_group(r),
+            ("GET", p) if p == JIT_POLICY_ID => Answer::json(200, self.jit_policy()),
+            ("POST", p) if p == format!("{JIT_POLICY_ID}/initiate") => self.jit_initiate(r),
+            ("POST", p) if p == format!("{VM_ID}/assessPatches") => {
+                let result = fixture(FIXTURE_ASSESS);
+                self.compute_start(result)
+            }
+            ("POST", p) if p == format!("{VM_ID}/installPatches") => self.install(r),
+            _ => arm_error(
+                404,
+                "ResourceNotFound",
+                &format!("The resource '{path}' was not found."),
+            ),
+        }
+    }
+
+    fn nsg(&self) -> Value {
+        json!({
+            "name": "nsg-web",
+            "id": NSG_ID,
+            "type": "Microsoft.Network/networkSecurityGroups",
+            "location": "westeurope",
+            "properties": {
+                "provisioningState": "Succeeded",
+                "securityRules": self.rules.values().cloned().collect::<Vec<_>>(),
+                "defaultSecurityRules": [],
+            },
+        })
+    }
+
+    fn nsg_rule(&mut self, r: &Request, name: &str) -> Answer {
+        match r.method.as_str() {
+            "GET" => match self.rules.get(name) {
+                Some(rule) => Answer::json(200, rule.clone()),
+                None => arm_error(404, "NotFound", &format!("Resource {name} not found.")),
+            },
+            "PUT" => self.put_rule(r, name),
+            "DELETE" => {
+                if self.rules.remove(name).is_none() {
+                    return Answer::empty(204);
+                }
+                let status = self.network_start(json!({"status": "Succeeded"}), None);
+                let result = status.replace("/operations/", "/operationResults/");
+                Answer::empty(202)
+                    .header("Azure-AsyncOperation", status)
+                    .header("Location", result)
+                    .header("Retry-After", NETWORK_RETRY_AFTER)
+            }
+            _ => arm_error(405, "MethodNotAllowed", "not allowed"),
+        }
+    }
+
+    fn put_rule(&mut self, r: &Request, name: &str) -> Answer {
+        let body = r.json();
+        let p = &body["properties"];
+        let required = ["protocol", "access", "priority", "direction"];
+        if let Some(missing) = required.iter().find(|k| p.get(**k).is_none()) {
+            return arm_error(
+                400,
+                "InvalidRequestFormat",
+                &format!("Cannot parse the request: missing {missing}"),
+            );
+        }
+        if p["description"]
+            .as_str()
+            .is_some_and(|d| d.chars().count() > 140)
+        {
+            return arm_error(
+                400,
+                "SecurityRuleInvalidDescription",
+                "The description is longer than 140 characters.",
+            );
+        }
+        let clash = self.rules.iter().find(|(other, rule)| {
+            other.as_str() != name
+                && rule["properties"]["priority"] == p["priority"]
+                && rule["properties"]["direction"] == p["direction"]
+        });
+        if let Some((other, _)) = clash {
+            let message = format!(
+                "Security rule {name} conflicts with rule {other}. Rules cannot have the same Priority and Direction."
+            );
+            return arm_error(400, "SecurityRuleConflict", &message);
+        }
+        let created = !self.rules.contains_key(name);
+        let mut properties = p.clone();
+        properties["provisioningState"] = json!("Updating");
+        let rule = rule_resource(name, properties);
+        self.rules.insert(name.into(), rule.clone());
+        let status = self.network_start(json!({"status": "Succeeded"}), Some(name.to_owned()));
+        let template = &fixture(FIXTURE_NSG_PUT)["response"];
+        let status_code = if created {
+            template["status"].as_u64().unwrap_or(201) as u16
+        } else {
+            200
+        };
+        Answer::json(status_code, rule)
+            .header("Azure-AsyncOperation", status)
+            .header("Retry-After", NETWORK_RETRY_AFTER)
+    }
+
+    fn ip_group(&self, state: &str) -> Value {
+        let mut group = fixture(FIXTURE_IPG_PUT)["response"]["body"].clone();
+        group["properties"]["ipAddresses"] = Value::Array(self.ip_addresses.clone());
+        group["properties"]["provisioningState"] = json!(state);
+        group
+    }
+
+    fn put_ip_group(&mut self, r: &Request) -> Answer {
+        let body = r.json();
+        let Some(addresses) = body["properties"]["ipAddresses"].as_array() else {
+            return Answer::json(
+                400,
+                json!({"code": "InvalidRequestFormat", "message": "properties.ipAddresses is required"}),
+            );
+        };
+        if body["location"].as_str() != Some("westeurope") {
+            return Answer::json(
+                400,
+                json!({"code": "LocationRequired", "message": "The location property is required for this definition."}),
+            );
+        }
+        self.ip_addresses = addresses.clone();
+        let status = self.network_start(json!({"status": "Succeeded"}), None);
+        Answer::json(200, self.ip_group("Updating"))
+            .header("Azure-AsyncOperation", status)
+            .header("Retry-After", NETWORK_RETRY_AFTER)
+    }
+
+    /// Starts a network operation: the status answers InProgress once, then `status`; when it
+    /// succeeds, the rule `rule` (if any) becomes Succeeded.
+    fn network_start(&mut self, status: Value, rule: Option<String>) -> String {
+        let id = self.operation_id();
+        let mut result = status;
+        if let Some(rule) = rule {
+            result["rule"] = json!(rule);
+        }
+        self.operations.insert(
+            id.clone(),
+            Operation {
+                in_progress: 1,
+                result,
+            },
+        );
+        format!(
+            "{}/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Network/locations/westeurope/operations/{id}?api-version=2024-05-01",
+            self.url
+        )
+    }
+
+    fn network_operation(&mut self, path: &str) -> Answer {
+        let id = path.rsplit('/').next().unwrap_or("");
+        let Some(operation) = self.operations.get_mut(id) else {
+            return arm_error(404, "OperationNotFound", "no such operation");
+        };
+        if operation.in_progress > 0 {
+            operation.in_progress -= 1;
+            return Answer::json(200, fixture(FIXTURE_IN_PROGRESS))
+                .header("Retry-After", NETWORK_RETRY_AFTER);
+        }
+        let mut result = operation.result.clone();
+        if let Some(rule) = result.as_object_mut().and_then(|o| o.remove("rule"))
+            && let Some(rule) = rule.as_str().and_then(|name| self.rules.get_mut(name))
+        {
+            rule["properties"]["provisioningState"] = json!("Succeeded");
+        }
+        if result["status"] == "Succeeded" {
+            result = fixture(FIXTURE_SUCCEEDED);
+        }
+        Answer::json(200, result)
+    }
+
+    /// The `Location` of a network DELETE: 202 while running, then 204.
+    fn network_result(&mut self, path: &str) -> Answer {
+        let id = path.rsplit('/').next().unwrap_or("");
+        match self.operations.get(id) {
+            None => arm_error(404, "OperationNotFound", "no such operation"),
+            Some(operation) if operation.in_progress > 0 => {
+                Answer::empty(202).header("Retry-After", NETWORK_RETRY_AFTER)
+            }
+            Some(_) => Answer::empty(204),
+        }
+    }
+
+    fn jit_policy(&self) -> Value {
+        json!({
+            "id": JIT_POLICY_ID,
+            "name": "default",
+            "kind": "Basic",
+            "location": "westeurope",
+            "properties": {
+                "virtualMachines": [{
+                    "id": VM_ID,
+                    "ports": [{"number": 22, "protocol": "*", "allowedSourceAddressPrefix": "*", "maxRequestAccessDuration": "PT3H"}],
+                }],
+                "requests": self.jit_requests,
+                "provisioningState": "Succeeded",
+            },
+        })
+    }
+
+    fn jit_initiate(&mut self, r: &Request) -> Answer {
+        let body = r.json();
+        let vm = &body["virtualMachines"][0];
+        let port = &vm["ports"][0];
+        let end = port["endTimeUtc"].as_str().unwrap_or("");
+        if vm["id"].as_str() != Some(VM_ID) || port["number"] != json!(22) {
+            return arm_error(400, "BadRequest", "The VM or port is not in the policy.");
+        }
+        if !end.ends_with('Z') || end.len() < 20 {
+            return arm_error(
+                400,
+                "BadRequest",
+                "endTimeUtc must be an absolute UTC time.",
+            );
+        }
+        let mut answer = fixture(FIXTURE_JIT)["response"]["body"].clone();
+        answer["virtualMachines"][0]["id"] = vm["id"].clone();
+        let ports = &mut answer["virtualMachines"][0]["ports"][0];
+        ports["endTimeUtc"] = json!(end);
+        ports["allowedSourceAddressPrefix"] = port["allowedSourceAddressPrefix"].clone();
+        answer["justification"] = body["justification"].clone();
+        let mut stored = answer.clone();
+        stored["virtualMachines"][0]["ports"][0]["status"] = json!("Initiated");
+        self.jit_requests.push(stored);
+        Answer::json(202, answer)
+    }
+
+    fn install(&mut self, r: &Request) -> Answer {
+        let body = r.json();
+        let duration_ok = body["maximumDuration"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("PT"));
+        let reboot_ok = ["IfRequired", "Never", "Always"]
+            .iter()
+            .any(|s| body["rebootSetting"] == json!(s));
+        let classes_ok = body["linuxParameters"]["classificationsToInclude"].is_array();
+        if !duration_ok || !reboot_ok || !classes_ok {
+            return arm_error(
+                400,
+                "InvalidParameter",
+                "maximumDuration, rebootSetting and linuxParameters.classificationsToInclude are required.",
+            );
+        }
+        let mut result = fixture(FIXTURE_INSTALL);
+        match self.install_outcome {
+            InstallOutcome::Succeeded => {
+                result["status"] = json!("Succeeded");
+                result["maintenanceWindowExceeded"] = json!(false);
+                result["pendingPatchCount"] = json!(0);
+                result["excludedPatchCount"] = json!(0);
+                result["installedPatchCount"] = json!(3);
+                result["patches"][2]["installationState"] = json!("NotSelected");
+                result["patches"][3]["installationState"] = json!("Installed");
+            }
+            InstallOutcome::Failed => {
+                result["status"] = json!("Failed");
+                result["failedPatchCount"] = json!(1);
+                result["patches"][3]["installationState"] = json!("Failed");
+                result["error"] = json!({
+                    "code": "PatchInstallationFailed",
+                    "message": "1 patch failed to install: curl",
+                    "details": [],
+                });
+            }
+        }
+        self.compute_start(result)
+    }
+
+    /// Starts a compute operation: 202 with Location and Retry-After, polled 202 once, then
+    /// 200 with `result`.
+    fn compute_start(&mut self, result: Value) -> Answer {
+        let id = self.operation_id();
+        self.operations.insert(
+            id.clone(),
+            Operation {
+                in_progress: 1,
+                result,
+            },
+        );
+        let template = &fixture(FIXTURE_INSTALL_202)["response"];
+        let location = self.compute_location(&id);
+        Answer::empty(template["status"].as_u64().unwrap_or(202) as u16)
+            .header("Location", location)
+            .header("Retry-After", COMPUTE_RETRY_AFTER)
+    }
+
+    fn compute_location(&self, id: &str) -> String {
+        format!(
+            "{}/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Compute/locations/westeurope/operations/{id}?monitor=true&api-version=2024-07-01",
+            self.url
+        )
+    }
+
+    fn compute_operation(&mut self, path: &str) -> Answer {
+        let id = path.rsplit('/').next().unwrap_or("").to_owned();
+        let location = self.compute_location(&id);
+        let Some(operation) = self.operations.get_mut(&id) else {
+            return arm_error(404, "OperationNotFound", "no such operation");
+        };
+        if operation.in_progress > 0 {
+            operation.in_progress -= 1;
+            return Answer::empty(202)
+                .header("Location", location)
+                .header("Retry-After", COMPUTE_RETRY_AFTER);
+        }
+        Answer::json(200, operation.result.clone())
+    }
+
+    fn operation_id(&mut self) -> String {
+        let n = self.next_operation;
+        self.next_operation += 1;
+        format!("dddd3333-ee44-5555-66ff-{n:012}")
+    }
+}
+
+fn rule_resource(name: &str, properties: Value) -> Value {
+    json!({
+        "name": name,
+        "id": format!("{NSG_ID}/securityRules/{name}"),
+        "etag": "W/\"00000000-0000-0000-0000-000000000000\"",
+        "type": "Microsoft.Network/networkSecurityGroups/securityRules",
+        "properties": properties,
+    })
+}
+
+/// Checks `Authorization: Bearer <prefix>N`.
+fn bearer(r: &Request, prefix: &str) -> Result<(), Answer> {
+    let ok = r
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .is_some_and(|token| token.starts_with(prefix));
+    if ok {
+        Ok(())
+    } else {
+        Err(arm_error(
+            401,
+            "InvalidAuthenticationToken",
+            "The access token is invalid.",
+        ))
+    }
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn percent_decode(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(byte) = u8::from_str_radix(&path[i + 1..i + 3], 16)
+        {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,32 @@
+//! The end-to-end tests: the real binaries (orchestrator, workers, CLI) started as processes
+//! on port 0 in temporary folders, driven only through the public gRPC and HTTP APIs and the
+//! CLI. One test binary, one module per feature, so that the harness and the binaries are
+//! built and linked once.
+//!
+//! Tests that change the host (accounts, dpkg, nftables in network namespaces) run only with
+//! `RIPOSTE_HOST_TESTS=1`, as root ([`riposte_tests::host`]).
+
+mod alerts;
+mod azure_response;
+mod bad_input;
+mod builtin_playbooks;
+mod crash_recovery;
+mod dag;
+mod dev_mode;
+mod linux_account;
+mod linux_firewall;
+mod linux_jit;
+mod linux_patch;
+mod response_approvals;
+mod response_bad_input;
+mod response_concurrency;
+mod response_durable_sleep;
+mod response_grants;
+mod response_safety_rails;
+mod response_undo;
+mod response_waves;
+mod retry;
+mod schedules;
+mod stale_lease;
+mod syslog;
+mod worker_crash;
