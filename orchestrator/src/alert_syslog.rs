@@ -24,6 +24,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
+use crate::clock::Clock;
 use crate::grpc::Shared;
 use riposte_ingest::framing::FrameDecoder;
 use riposte_ingest::syslog::SYSLOG_MESSAGE_BYTES_MAX;
@@ -58,7 +59,7 @@ impl Senders {
 
 /// Serves UDP syslog on `socket` until the task is aborted.
 pub async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>, senders: Senders) {
-    let mut refusals = Refusals::new("udp");
+    let mut refusals = Refusals::new("udp", shared.clock.clone());
     // One byte more than a message may be, to tell an over-limit datagram from a full one.
     let mut buf = vec![0u8; SYSLOG_MESSAGE_BYTES_MAX + 1];
     loop {
@@ -94,7 +95,7 @@ pub async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>, senders: Senders)
 /// Serves TCP syslog on `listener` until the task is aborted.
 pub async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, senders: Senders) {
     let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
-    let mut refusals = Refusals::new("tcp");
+    let mut refusals = Refusals::new("tcp", shared.clock.clone());
     loop {
         let Ok(permit) = connections.clone().acquire_owned().await else {
             return;
@@ -121,7 +122,7 @@ pub async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, senders: Send
 
 /// Reads one TCP connection to its end (or its idle timeout), ingesting as it goes.
 async fn read_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
-    let mut refusals = Refusals::new("tcp");
+    let mut refusals = Refusals::new("tcp", shared.clock.clone());
     let mut decoder = FrameDecoder::new(SYSLOG_MESSAGE_BYTES_MAX);
     let mut buf = vec![0u8; READ_BYTES];
     loop {
@@ -184,14 +185,16 @@ struct Refusals {
     listener: &'static str,
     since_logged: u64,
     logged_at: Option<Instant>,
+    clock: Clock,
 }
 
 impl Refusals {
-    fn new(listener: &'static str) -> Refusals {
+    fn new(listener: &'static str, clock: Clock) -> Refusals {
         Refusals {
             listener,
             since_logged: 0,
             logged_at: None,
+            clock,
         }
     }
 
@@ -203,7 +206,7 @@ impl Refusals {
         self.since_logged += 1;
         if self
             .logged_at
-            .is_some_and(|at| at.elapsed() < REFUSAL_LOG_EVERY)
+            .is_some_and(|at| self.clock.monotonic().duration_since(at) < REFUSAL_LOG_EVERY)
         {
             return;
         }
@@ -216,7 +219,7 @@ impl Refusals {
             "syslog.refused"
         );
         self.since_logged = 0;
-        self.logged_at = Some(Instant::now());
+        self.logged_at = Some(self.clock.monotonic());
     }
 }
 

@@ -22,7 +22,7 @@ use riposte_playbooks::Playbook;
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast, oneshot};
 
-use crate::clock;
+use crate::clock::Clock;
 use crate::dispatch::{Dispatcher, Lease, Waiter, Worker};
 use crate::store::{self, Containment, RunKey, Seq, Store, StoredPlaybook};
 use riposte_scheduler::state::{HistoryEvent, RunId, RunState, Slot, UnitRef, UnitStatus};
@@ -224,6 +224,8 @@ pub struct Engine {
     /// Alert rules in evaluation order, with their stored sources; shared with the alerts
     /// being decided outside the lock (copied on write).
     rules: Arc<Vec<(riposte_playbooks::rules::Rule, store::StoredRule)>>,
+    /// Where time and ids come from.
+    clock: Clock,
     /// The sandboxed template environment rules are evaluated in.
     renderer: Arc<riposte_playbooks::Renderer>,
 }
@@ -231,11 +233,17 @@ pub struct Engine {
 impl Engine {
     /// Builds the engine and resumes every run that was running when the store was last
     /// closed. In-flight leases get a full lease of grace before their tasks are dispatched again.
-    pub fn open(store: Store, settings: Settings, wake: Arc<Notify>) -> Result<Engine, Error> {
+    pub fn open(
+        store: Store,
+        settings: Settings,
+        clock: Clock,
+        wake: Arc<Notify>,
+    ) -> Result<Engine, Error> {
         let scheduler = Scheduler::with_guard(settings.guard.clone());
         let mut engine = Engine {
             store,
             settings,
+            clock,
             scheduler,
             dispatch: Dispatcher::default(),
             timers: BTreeSet::new(),
@@ -251,7 +259,7 @@ impl Engine {
         };
         engine.containment = engine.store.containment()?;
         engine.dispatch.set_paused(engine.containment.paused);
-        let now = clock::monotonic();
+        let now = engine.clock.monotonic();
         for state in engine.store.active_runs()? {
             let playbook = engine.playbook(&state.playbook, state.version)?;
             engine.adopt_leases(&state, &playbook, now);
@@ -286,6 +294,11 @@ impl Engine {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Where the engine's time and ids come from.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// A compiled playbook version (0 = latest), cached.
@@ -348,7 +361,7 @@ impl Engine {
             name: name.clone(),
             version,
             source: source.to_string(),
-            applied_at_ms: clock::now_ms(),
+            applied_at_ms: self.clock.now_ms(),
         };
         let seq = self.store.put_playbook(&stored)?;
         let compiled = Arc::new(compiled);
@@ -439,7 +452,7 @@ impl Engine {
                 problems.join("; ")
             ))
         })?;
-        let id = clock::new_run_id();
+        let id = self.clock.new_run_id();
         let new = NewRun {
             id,
             playbook,
@@ -451,7 +464,7 @@ impl Engine {
         };
         let transition = self
             .scheduler
-            .handle(clock::now_ms(), Event::Start(new))
+            .handle(self.clock.now_ms(), Event::Start(new))
             .map_err(scheduler_error)?;
         Ok(Prepared::New {
             id,
@@ -482,7 +495,7 @@ impl Engine {
         let transition = self
             .scheduler
             .handle(
-                clock::now_ms(),
+                self.clock.now_ms(),
                 Event::Cancel {
                     run: id,
                     reason,
@@ -504,7 +517,7 @@ impl Engine {
     fn touch(&mut self, worker: &str) -> Result<(), Error> {
         match self.dispatch.workers.get_mut(worker) {
             Some(w) => {
-                w.last_seen = clock::monotonic();
+                w.last_seen = self.clock.monotonic();
                 Ok(())
             }
             None => Err(Error::FailedPrecondition(format!(
@@ -542,13 +555,13 @@ impl Engine {
             token,
             worker: worker.to_string(),
         };
-        let transition = match self.scheduler.handle(clock::now_ms(), event) {
+        let transition = match self.scheduler.handle(self.clock.now_ms(), event) {
             Ok(t) => t,
             Err(_) => return Ok(None),
         };
         let run = task.unit.run;
         let seq = self.commit(transition, RunKey::None)?;
-        let now = clock::monotonic();
+        let now = self.clock.monotonic();
         let id = task_id(run, &task.step_id, task.unit.slot, task.attempt);
         self.dispatch.insert_lease(
             token,
@@ -602,7 +615,7 @@ impl Engine {
         self.touch(worker)?;
         Ok(self
             .dispatch
-            .heartbeat(worker, held, clock::monotonic(), self.settings.lease))
+            .heartbeat(worker, held, self.clock.monotonic(), self.settings.lease))
     }
 
     /// Records a task's result if `token` is the unit's current lease.
@@ -634,7 +647,7 @@ impl Engine {
         };
         let transition = self
             .scheduler
-            .handle(clock::now_ms(), event)
+            .handle(self.clock.now_ms(), event)
             .map_err(scheduler_error)?;
         let (duplicate, rejected) = (transition.duplicate, transition.rejected.clone());
         if !duplicate && rejected.is_none() {
@@ -657,7 +670,7 @@ impl Engine {
         let playbook = self.playbook(&state.playbook, state.version)?;
         let unit = parsed.unit(&playbook)?;
         let transition = self.scheduler.result_for_finished(
-            clock::now_ms(),
+            self.clock.now_ms(),
             &mut state,
             &playbook,
             &unit,
@@ -677,7 +690,7 @@ impl Engine {
 
     /// Fires what is due: expired leases and backoff timers. Returns when to call again.
     pub fn tick(&mut self) -> Option<Instant> {
-        let now = clock::monotonic();
+        let now = self.clock.monotonic();
         for (token, lease) in self.dispatch.expired(now) {
             tracing::warn!(task.id = %lease.task_id, lease.token = token, worker.id = %lease.worker, "lease.expired");
             let event = Event::LeaseExpired {
@@ -686,7 +699,7 @@ impl Engine {
             };
             self.handle_quietly(lease.unit.run, event);
         }
-        let now_ms = clock::now_ms();
+        let now_ms = self.clock.now_ms();
         while let Some((due_ms, _)) = self.timers.first() {
             if *due_ms > now_ms {
                 break;
@@ -702,7 +715,7 @@ impl Engine {
     }
 
     fn handle_quietly(&mut self, run: RunId, event: Event) {
-        match self.scheduler.handle(clock::now_ms(), event) {
+        match self.scheduler.handle(self.clock.now_ms(), event) {
             Ok(transition) => {
                 if let Err(e) = self.commit(transition, RunKey::None) {
                     tracing::error!(run.id = %run, error = %e, "engine.commit_failed");
@@ -716,7 +729,7 @@ impl Engine {
     fn next_wake(&self, now: Instant) -> Option<Instant> {
         let lease = self.dispatch.next_deadline();
         let timer = self.timers.first().map(|&(due_ms, _)| {
-            let wait_ms = (due_ms - clock::now_ms()).max(0) as u64;
+            let wait_ms = (due_ms - self.clock.now_ms()).max(0) as u64;
             now + Duration::from_millis(wait_ms)
         });
         let workers = (!self.dispatch.workers.is_empty()).then(|| now + self.settings.lease);
@@ -835,7 +848,7 @@ impl Engine {
                 unit,
                 reason: reason.clone(),
             };
-            if let Ok(transition) = self.scheduler.handle(clock::now_ms(), event)
+            if let Ok(transition) = self.scheduler.handle(self.clock.now_ms(), event)
                 && let Err(e) = self.commit(transition, RunKey::None)
             {
                 tracing::error!(run.id = %unit.run, error = %e, "engine.commit_failed");
@@ -878,7 +891,7 @@ impl Engine {
         let next = Containment {
             paused,
             by,
-            at_ms: clock::now_ms(),
+            at_ms: self.clock.now_ms(),
             reason,
         };
         let seq = self.store.put_containment(&next)?;
@@ -974,7 +987,7 @@ impl Engine {
         let event = Event::Decide(DecisionRequest { groups, ..request });
         let transition = self
             .scheduler
-            .handle(clock::now_ms(), event)
+            .handle(self.clock.now_ms(), event)
             .map_err(scheduler_error)?;
         self.commit(transition, RunKey::None)
     }
@@ -1019,7 +1032,7 @@ impl Engine {
         };
         let transition = self
             .scheduler
-            .handle(clock::now_ms(), event)
+            .handle(self.clock.now_ms(), event)
             .map_err(scheduler_error)?;
         self.commit(transition, RunKey::None)
     }
@@ -1034,7 +1047,7 @@ impl Engine {
         reason: String,
     ) -> Result<Seq, Error> {
         check_len("reason", &reason)?;
-        let now_ms = clock::now_ms();
+        let now_ms = self.clock.now_ms();
         let transition = if self.scheduler.run(run).is_some() {
             let event = Event::Repair {
                 run,

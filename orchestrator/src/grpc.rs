@@ -14,7 +14,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::clock;
+use crate::clock::Clock;
 use crate::convert;
 use crate::dispatch;
 use crate::engine::{self, ApplyOutcome, Engine, Grant, Poll, StartRequest, limits};
@@ -26,6 +26,8 @@ use riposte_scheduler::{DecisionRequest, Repair};
 pub struct Shared {
     pub engine: Mutex<Engine>,
     pub store: Store,
+    /// The engine's clock, readable without its lock.
+    pub clock: Clock,
     /// Wakes the timer loop; the engine notifies it when a timer becomes the earliest.
     pub timers: Arc<Notify>,
     /// Alert payloads being ingested now, at most `ingesting_max` (`--alerts-in-flight`).
@@ -210,7 +212,7 @@ impl Worker for WorkerApi {
             labels: req.labels.into_iter().collect(),
             actions: req.actions.into_iter().collect::<HashSet<_>>(),
             concurrency: req.concurrency,
-            last_seen: clock::monotonic(),
+            last_seen: self.0.clock.monotonic(),
         };
         let mut engine = self.0.lock();
         engine.register(worker);
@@ -563,7 +565,7 @@ impl Operator for OperatorApi {
         &self,
         _request: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
-        let now = clock::monotonic();
+        let now = self.0.clock.monotonic();
         let workers = self.0.lock().workers();
         Ok(Response::new(pb::ListWorkersResponse {
             workers: workers

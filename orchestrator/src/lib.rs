@@ -152,11 +152,13 @@ pub async fn run(
         schedule_grace: config.schedule_grace,
     };
     let timers = Arc::new(Notify::new());
-    let engine = engine::Engine::open(store.clone(), settings, timers.clone())?;
+    let clock = clock::Clock::system();
+    let engine = engine::Engine::open(store.clone(), settings, clock.clone(), timers.clone())?;
     tracing::info!(runs.active = engine.active_runs(), "engine.resumed");
     let shared = Arc::new(grpc::Shared {
         engine: Mutex::new(engine),
         store,
+        clock,
         timers,
         ingesting: Arc::new(tokio::sync::Semaphore::new(config.alerts_in_flight)),
         ingesting_max: config.alerts_in_flight,

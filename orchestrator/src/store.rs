@@ -32,6 +32,12 @@
 //! so concurrent writers share one flush (group commit). sled 0.34 flushes with
 //! `sync_file_range`: the data survives a crash of the process, not necessarily of the machine.
 
+#![expect(
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "this is the store door: the only module that uses sled"
+)]
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -1050,7 +1056,10 @@ mod tests {
         )
         .expect("a CEF line")
         .remove(0);
-        let id = crate::clock::new_alert_id();
+        // One clock for the test process: its ids are distinct and ordered.
+        static CLOCK: std::sync::LazyLock<crate::clock::Clock> =
+            std::sync::LazyLock::new(|| crate::clock::Clock::manual(1));
+        let id = CLOCK.new_alert_id();
         StoredAlert {
             id,
             source: "cef".into(),

@@ -18,6 +18,11 @@
 //! # }
 //! ```
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests act as users and operators do: they start processes, read clocks, send HTTP"
+)]
+
 pub mod alerts;
 pub mod api;
 pub mod apt_repo;

@@ -14,6 +14,11 @@
 //! What the crate graph cannot see (a pure core calling `std::fs` or reading a clock) is
 //! checked over the pure cores' sources by [`pure_cores_do_no_io`].
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests act as users and operators do: they start processes, read clocks, send HTTP"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;

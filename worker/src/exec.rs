@@ -137,6 +137,10 @@ pub(crate) async fn run(command: &Command) -> Result<Output, Error> {
     Box::pin(run_to_exit(command)).await
 }
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "this is the process door: every process of the worker starts here"
+)]
 async fn run_to_exit(command: &Command) -> Result<Output, Error> {
     let timeout = command.timeout.min(TIMEOUT_MAX);
     let mut child = tokio::process::Command::new(&command.program)

@@ -22,6 +22,7 @@
 
 mod backoff;
 mod client;
+mod clock;
 mod config;
 pub mod connectors;
 mod exec;

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::MissedTickBehavior;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::backoff::Backoff;
 use crate::client::{CallError, Client, log_refusal};
+use crate::clock;
 use crate::connectors::Connectors;
 use crate::leases::Leases;
 use crate::task::{self, Outcome, Task};
@@ -186,7 +187,7 @@ async fn run_task(shared: &Shared, task: Task) {
     async {
         let mut lease = shared.leases.hold(&task.task_id, task.lease_token);
         debug!(timeout_ms = task.timeout_ms, "task started");
-        let started = Instant::now();
+        let started = clock::monotonic();
         let outcome = tokio::select! {
             outcome = task::execute(&shared.connectors, &task) => outcome,
             () = lease.abandoned() => {
@@ -218,7 +219,7 @@ fn log_outcome(outcome: &Outcome, elapsed: Duration) {
 /// Reports an outcome, retrying an unreachable orchestrator with backoff for at most
 /// [`REPORT_RETRY_TOTAL`]. A stale lease or a refusal ends it: retrying cannot help.
 async fn report(client: &Client, task: &Task, outcome: &Outcome) {
-    let give_up_at = Instant::now() + REPORT_RETRY_TOTAL;
+    let give_up_at = clock::monotonic() + REPORT_RETRY_TOTAL;
     let mut backoff = Backoff::new();
     loop {
         let error = match client.report(task, outcome).await {
@@ -241,7 +242,7 @@ async fn report(client: &Client, task: &Task, outcome: &Outcome) {
             Err(error @ CallError::Unreachable(_)) => error,
         };
         let delay = backoff.next_delay();
-        if Instant::now() + delay > give_up_at {
+        if clock::monotonic() + delay > give_up_at {
             let total = humantime::format_duration(REPORT_RETRY_TOTAL);
             warn!(%error, "gave up reporting the result after {total}; the lease will expire");
             return;
@@ -272,7 +273,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
 }
 
 fn heartbeat_ticker(period: Duration) -> tokio::time::Interval {
-    let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+    let mut ticker = tokio::time::interval_at(clock::monotonic() + period, period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticker
 }

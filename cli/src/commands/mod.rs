@@ -86,6 +86,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
 
 /// The current time in Unix epoch milliseconds: the only place the CLI reads the clock (to show
 /// how long unfinished things have been going).
+#[expect(clippy::disallowed_methods, reason = "this is the CLI's clock")]
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

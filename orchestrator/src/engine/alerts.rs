@@ -12,7 +12,7 @@ use riposte_playbooks::{Diagnostic, Renderer};
 use serde_json::Value;
 
 use super::{Engine, Error, Prepared, StartRequest, limits};
-use crate::clock;
+use crate::clock::Clock;
 use crate::store::{AlertFate, AlertWrite, BudgetState, DedupEntry, Seq, StoredAlert, StoredRule};
 use riposte_ingest::{self as ingest, Format, GenericMapping};
 use riposte_playbooks::rules::{self, Decision, Rule};
@@ -64,6 +64,8 @@ pub use riposte_proto::ALERT_SOURCES as SOURCES;
 pub struct AlertRules {
     rules: Arc<Vec<(Rule, StoredRule)>>,
     renderer: Arc<Renderer>,
+    /// The engine's clock, which stamps the receive time.
+    clock: Clock,
 }
 
 /// One payload parsed and each of its alerts decided by the rules, without the engine: what
@@ -78,7 +80,7 @@ pub struct Decided {
 }
 
 /// Parses one payload from `source` and runs each alert through `rules` (pure but for the
-/// clock: it reads the receive time). A payload that does not parse is refused here.
+/// clock the rules carry: it reads the receive time). A payload that does not parse is refused here.
 pub fn decide(source: &str, payload: &[u8], rules: &AlertRules) -> Result<Decided, Error> {
     let format = format_of(source)?;
     let alerts = ingest::parse(&format, payload).map_err(ingest_error)?;
@@ -105,7 +107,7 @@ pub fn decide(source: &str, payload: &[u8], rules: &AlertRules) -> Result<Decide
         .collect();
     Ok(Decided {
         source: source.to_string(),
-        received_ms: clock::now_ms(),
+        received_ms: rules.clock.now_ms(),
         payload: payload.to_vec(),
         rules: rules.rules.clone(),
         alerts,
@@ -118,6 +120,7 @@ impl Engine {
         AlertRules {
             rules: self.rules.clone(),
             renderer: self.renderer.clone(),
+            clock: self.clock.clone(),
         }
     }
 
@@ -136,7 +139,7 @@ impl Engine {
         let mut payload_id = None;
         for (alert, json, decision) in alerts {
             let fated = self.fate(&rules, json, decision, received_ms, &mut pending)?;
-            let id = clock::new_alert_id();
+            let id = self.clock.new_alert_id();
             stored.push(StoredAlert {
                 id,
                 source: source.clone(),
@@ -325,7 +328,7 @@ impl Engine {
             }
         }
         self.sort_rules();
-        self.store.prune_dedup(clock::now_ms())?;
+        self.store.prune_dedup(self.clock.now_ms())?;
         Ok(())
     }
 
@@ -345,7 +348,7 @@ impl Engine {
         let stored = StoredRule {
             name: rule.name.clone(),
             source: source.to_string(),
-            applied_at_ms: clock::now_ms(),
+            applied_at_ms: self.clock.now_ms(),
         };
         let seq = self.store.put_rule(&stored)?;
         let rules = Arc::make_mut(&mut self.rules);
@@ -506,6 +509,7 @@ mod tests {
             let rules = AlertRules {
                 rules: Arc::new(rules),
                 renderer: renderer.clone(),
+                clock: Clock::manual(1_000),
             };
             let decided = decide("azure-monitor", &payload, &rules).expect("parsed");
             let (alert, json, decision) = &decided.alerts[0];

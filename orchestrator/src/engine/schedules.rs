@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, HashMap};
 use riposte_playbooks::Diagnostic;
 
 use super::{Engine, Error, Prepared, StartRequest, Timer, check_len, limits};
-use crate::clock;
 use crate::store::{
     LedgerEntry, LedgerFate, QueuedFire, ScheduleState, ScheduleWrite, Seq, StoredSchedule,
 };
@@ -93,7 +92,7 @@ impl Engine {
             })
             .collect();
         self.schedules.runs.extend(started);
-        let now = clock::now_ms();
+        let now = self.clock.now_ms();
         let names: Vec<String> = self.schedules.defs.keys().cloned().collect();
         for name in names {
             self.arm_schedule(&name, now);
@@ -127,7 +126,7 @@ impl Engine {
                 limits::SCHEDULES_MAX
             )));
         }
-        let now = clock::now_ms();
+        let now = self.clock.now_ms();
         let state = applied_state(
             self.schedules.defs.get(&name).map(|l| &l.state),
             schedule.paused,
@@ -213,7 +212,7 @@ impl Engine {
     /// Fires one run now (manual), through the overlap policy.
     pub fn trigger_schedule(&mut self, name: &str, who: &str) -> Result<(LedgerEntry, Seq), Error> {
         check_len("who", who)?;
-        let now = clock::now_ms();
+        let now = self.clock.now_ms();
         let loaded = self.loaded(name)?;
         let (schedule, mut state) = (loaded.schedule.clone(), loaded.state.clone());
         let activity = self.activity(name, &state);
@@ -247,7 +246,7 @@ impl Engine {
         let mut state = loaded.state.clone();
         state.paused = paused;
         state.paused_by = who;
-        state.paused_at_ms = clock::now_ms();
+        state.paused_at_ms = self.clock.now_ms();
         state.paused_reason = reason;
         let seq = self.store.put_schedule_state(name, &state)?;
         if let Some(loaded) = self.schedules.defs.get_mut(name) {
@@ -263,11 +262,11 @@ impl Engine {
             return; // superseded by a later arm of the same schedule
         }
         self.schedules.armed.remove(name);
-        match self.plan_schedule(name, clock::now_ms()) {
+        match self.plan_schedule(name, self.clock.now_ms()) {
             Ok(_) => self.rearm_schedule(name),
             Err(e) => {
                 tracing::error!(schedule = %name, error = %e, "schedule.fire_failed");
-                self.arm_schedule(name, clock::now_ms() + RETRY_AFTER_STORE_ERROR_MS);
+                self.arm_schedule(name, self.clock.now_ms() + RETRY_AFTER_STORE_ERROR_MS);
             }
         }
     }
@@ -284,7 +283,7 @@ impl Engine {
             .get(&name)
             .is_some_and(|l| l.state.queued.is_some());
         if queued && !self.schedule_running(&name) {
-            self.arm_schedule(&name, clock::now_ms());
+            self.arm_schedule(&name, self.clock.now_ms());
         }
     }
 

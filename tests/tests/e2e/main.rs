@@ -6,6 +6,11 @@
 //! Tests that change the host (accounts, dpkg, nftables in network namespaces) run only with
 //! `RIPOSTE_HOST_TESTS=1`, as root ([`riposte_tests::host`]).
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests act as users and operators do: they start processes, read clocks, send HTTP"
+)]
+
 mod alerts;
 mod azure_response;
 mod bad_input;

@@ -161,7 +161,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn delay_sleeps_for_its_duration() {
-        let start = tokio::time::Instant::now();
+        let start = crate::clock::monotonic();
         let result = run(Action::Delay, json!({"duration": "2s"}), 1).await;
         assert_eq!(result, Ok(json!({"slept_ms": 2000})));
         assert_eq!(start.elapsed(), Duration::from_secs(2));

@@ -45,6 +45,10 @@ const AZURE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The settings every client of the worker shares: rustls (the only TLS compiled in), no
 /// redirects, no proxy from the environment, the worker's user agent.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "this is the HTTP door: every client of the worker is built here"
+)]
 fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

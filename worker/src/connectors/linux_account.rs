@@ -10,12 +10,13 @@
 //! "never expires". The prior lock state and expiry field are returned as `previous` so that
 //! `enable_account` restores them exactly. An account with uid 0 is always refused.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::identity::{Disable, Enable, RevokeSessions};
 use super::{Context, Failure, run, run_checked};
+use crate::clock;
 use crate::exec::{self, Command};
 
 /// Longest login name accepted (the Linux and shadow limit).
@@ -365,13 +366,13 @@ async fn processes_of(uid: &str) -> Result<Vec<u32>, Failure> {
 
 /// Waits until no process of `uid` is left; SIGKILL is delivered asynchronously.
 async fn wait_gone(uid: &str, name: &str) -> Result<(), Failure> {
-    let deadline = Instant::now() + KILL_SETTLE_TIMEOUT;
+    let deadline = clock::monotonic() + KILL_SETTLE_TIMEOUT;
     loop {
         let left = processes_of(uid).await?;
         if left.is_empty() {
             return Ok(());
         }
-        if Instant::now() >= deadline {
+        if clock::monotonic() >= deadline {
             return Err(Failure::retryable(format!(
                 "{} processes of {name} are still running after SIGKILL: {left:?}",
                 left.len()

@@ -44,6 +44,11 @@
 //! A missed target is printed as MISSED; the exit code is 0 all the same, since this is a
 //! measurement, not a test. A debug build measures the wrong thing and says so.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests act as users and operators do: they start processes, read clocks, send HTTP"
+)]
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

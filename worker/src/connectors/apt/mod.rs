@@ -20,12 +20,13 @@ pub(crate) mod parse;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::patch::{Assess, Install, Reboot, Scope, Verify, verdict};
 use super::{Context, Failure, run, run_checked};
+use crate::clock;
 use crate::exec::{self, Command};
 use parse::{Instance, Pending};
 
@@ -428,13 +429,13 @@ async fn update(settings: &Settings, cx: &Context) -> Result<(), Failure> {
         make_state_dir(dir)?;
     }
     let command = settings.apt_get(&["update"], UPDATE_TIMEOUT.min(cx.timeout));
-    let deadline = Instant::now() + settings.lock_timeout;
+    let deadline = clock::monotonic() + settings.lock_timeout;
     loop {
         let output = run(&command).await?;
         if output.success() {
             return Ok(());
         }
-        if !lock_held(&output) || Instant::now() >= deadline {
+        if !lock_held(&output) || clock::monotonic() >= deadline {
             let failure = apt_failed(&command, &output);
             return Err(Failure::retryable(failure.message));
         }

@@ -29,6 +29,7 @@ use super::id::Kind;
 use super::rest::{Api, Call, Deadline};
 use super::time::{format_rfc3339, parse_rfc3339};
 use super::{ArmId, Client};
+use crate::clock;
 
 /// API version of `Microsoft.Security` JIT policies.
 const API_VERSION: &str = "2020-01-01";
@@ -42,7 +43,7 @@ pub(crate) async fn grant(client: &Client, grant: &Grant, cx: &Context) -> Resul
     let deadline = Deadline::for_task(cx);
     let body = read_policy(client, policy, &deadline).await?;
     check_port_in_policy(&body, policy, &vm, grant.port)?;
-    let end = SystemTime::now() + grant.ttl;
+    let end = clock::wall() + grant.ttl;
     let end_text = format_rfc3339(end);
     let url = policy.url(&client.settings().arm_url, "/initiate", API_VERSION);
     let mut request = json!({
@@ -96,7 +97,7 @@ pub(crate) async fn revoke(
     let policy = policy(client)?;
     let deadline = Deadline::for_task(cx);
     let body = read_policy(client, policy, &deadline).await?;
-    let now = SystemTime::now();
+    let now = clock::wall();
     let open_until = active_until(&body, &vm, revoke.port, revoke.source, now);
     let Some(until) = open_until else {
         return Ok(json!({

@@ -22,6 +22,7 @@ use super::super::{Context, Failure};
 use super::Client;
 use super::errors::ApiError;
 use crate::backoff::Backoff;
+use crate::clock;
 
 /// Most attempts of one call.
 pub(crate) const ATTEMPTS_MAX: u32 = 6;
@@ -52,7 +53,7 @@ impl Deadline {
     /// The task's timeout from now, less a small margin.
     pub(crate) fn for_task(cx: &Context) -> Deadline {
         let margin = DEADLINE_MARGIN.min(cx.timeout / 10);
-        let started = Instant::now();
+        let started = clock::monotonic();
         Deadline {
             started,
             at: started + cx.timeout.saturating_sub(margin),
@@ -61,7 +62,7 @@ impl Deadline {
 
     /// Time left.
     pub(crate) fn remaining(&self) -> Duration {
-        self.at.saturating_duration_since(Instant::now())
+        self.at.saturating_duration_since(clock::monotonic())
     }
 
     /// True when waiting `delay` still leaves time for another request.
@@ -233,7 +234,7 @@ impl Client {
             None => request,
         };
         let target = target(&call.url);
-        let started = Instant::now();
+        let started = clock::monotonic();
         let mut response = match request.send().await {
             Ok(response) => response,
             Err(error) => {

@@ -20,6 +20,7 @@ use super::errors::ApiError;
 use super::rest::{Api, Deadline, target};
 use super::{Credential, Secret, Settings, SettingsError};
 use crate::backoff::Backoff;
+use crate::clock;
 
 /// A token is renewed this long before it expires (at most half its lifetime earlier).
 const REFRESH_SKEW: Duration = Duration::from_secs(300);
@@ -161,7 +162,7 @@ impl Tokens {
     ) -> Result<Secret, Failure> {
         let mut slot = self.slot(api).lock().await;
         if let Some(cached) = slot.as_ref()
-            && Instant::now() < cached.refresh_at
+            && clock::monotonic() < cached.refresh_at
         {
             return Ok(cached.token.clone());
         }
@@ -169,7 +170,7 @@ impl Tokens {
         let early = REFRESH_SKEW.min(lifetime / 2);
         *slot = Some(Cached {
             token: token.clone(),
-            refresh_at: Instant::now() + lifetime.saturating_sub(early),
+            refresh_at: clock::monotonic() + lifetime.saturating_sub(early),
         });
         Ok(token)
     }

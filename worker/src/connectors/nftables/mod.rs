@@ -30,13 +30,14 @@ mod parse;
 mod script;
 
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::access::{Grant, Revoke};
 use super::firewall::{Block, Unblock};
 use super::{Context, Failure};
+use crate::clock;
 use crate::exec;
 use parse::Element;
 pub use script::{parse_ports, parse_table};
@@ -256,7 +257,7 @@ fn listed_block(set: &str, element: &Element) -> Value {
 
 /// Now plus `after`, as RFC 3339 UTC with seconds.
 fn rfc3339_in(after: Duration) -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now() + after).to_string()
+    humantime::format_rfc3339_seconds(clock::wall() + after).to_string()
 }
 
 /// Runs nft for one action.

@@ -2,6 +2,11 @@
 //! (they need root, `ip` and `nft`, and run only with `RIPOSTE_HOST_TESTS=1`), and of its
 //! flags.
 
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the tests set up network namespaces with `ip`, as an administrator would"
+)]
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::process::Command;
