@@ -17,8 +17,8 @@ use axum::routing::post;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::door::{self, Node, alerts::IngestAlert};
 use crate::engine;
-use crate::grpc::{IngestRefusal, Shared};
 use riposte_ingest::PAYLOAD_BYTES_MAX;
 
 /// The header carrying a source's shared secret.
@@ -49,12 +49,12 @@ impl Secrets {
 }
 
 struct App {
-    shared: Arc<Shared>,
+    shared: Arc<Node>,
     secrets: Secrets,
 }
 
 /// Serves the alert endpoints on `listener` until the task is aborted.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, secrets: Secrets) {
+pub async fn serve(listener: TcpListener, shared: Arc<Node>, secrets: Secrets) {
     let app = Arc::new(App { shared, secrets });
     let router = Router::new()
         .route("/alerts/azure-monitor", post(azure_monitor))
@@ -161,7 +161,12 @@ async fn ingest(
             );
         }
     };
-    match app.shared.ingest_alert(slot, source, &payload).await {
+    let ingest = IngestAlert {
+        slot,
+        source: source.to_string(),
+        payload: payload.to_vec(),
+    };
+    match app.shared.handle(ingest).await {
         Ok(alerts) => {
             let alerts: Vec<_> = alerts
                 .iter()
@@ -193,16 +198,20 @@ fn too_large() -> Response {
 }
 
 /// Every ingestion refusal's HTTP code, in one place.
-fn refusal(refusal: IngestRefusal) -> Response {
+fn refusal(refusal: door::Error) -> Response {
     match refusal {
-        IngestRefusal::Backlog(m) => {
+        door::Error::Backlog(m) => {
             let mut response = answer(StatusCode::TOO_MANY_REQUESTS, &m);
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, RETRY_AFTER_SECONDS.into());
             response
         }
-        IngestRefusal::Engine(e) => {
+        door::Error::NotDurable(e) => {
+            tracing::error!(error = %e, "store.error");
+            answer(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
+        door::Error::Engine(e) => {
             let code = match &e {
                 engine::Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
                 engine::Error::ResourceExhausted(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
 use crate::clock::Clock;
-use crate::grpc::Shared;
+use crate::door::{Node, alerts::IngestBatch};
 use riposte_ingest::framing::FrameDecoder;
 use riposte_ingest::syslog::SYSLOG_MESSAGE_BYTES_MAX;
 
@@ -58,8 +58,8 @@ impl Senders {
 }
 
 /// Serves UDP syslog on `socket` until the task is aborted.
-pub async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>, senders: Senders) {
-    let mut refusals = Refusals::new("udp", shared.clock.clone());
+pub async fn serve_udp(socket: UdpSocket, shared: Arc<Node>, senders: Senders) {
+    let mut refusals = Refusals::new("udp", shared.clock().clone());
     // One byte more than a message may be, to tell an over-limit datagram from a full one.
     let mut buf = vec![0u8; SYSLOG_MESSAGE_BYTES_MAX + 1];
     loop {
@@ -88,14 +88,14 @@ pub async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>, senders: Senders)
                 };
             }
         }
-        ingest(&shared, &batch, &mut refusals, None).await;
+        ingest(&shared, batch, &mut refusals, None).await;
     }
 }
 
 /// Serves TCP syslog on `listener` until the task is aborted.
-pub async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, senders: Senders) {
+pub async fn serve_tcp(listener: TcpListener, shared: Arc<Node>, senders: Senders) {
     let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
-    let mut refusals = Refusals::new("tcp", shared.clock.clone());
+    let mut refusals = Refusals::new("tcp", shared.clock().clone());
     loop {
         let Ok(permit) = connections.clone().acquire_owned().await else {
             return;
@@ -121,8 +121,8 @@ pub async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, senders: Send
 }
 
 /// Reads one TCP connection to its end (or its idle timeout), ingesting as it goes.
-async fn read_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
-    let mut refusals = Refusals::new("tcp", shared.clock.clone());
+async fn read_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Node>) {
+    let mut refusals = Refusals::new("tcp", shared.clock().clone());
     let mut decoder = FrameDecoder::new(SYSLOG_MESSAGE_BYTES_MAX);
     let mut buf = vec![0u8; READ_BYTES];
     loop {
@@ -147,11 +147,22 @@ async fn read_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Share
                 Err(e) => refusals.note(peer, &e.to_string()),
             }
             if batch.len() == BATCH_MAX {
-                ingest(shared, &batch, &mut refusals, Some(peer)).await;
-                batch.clear();
+                ingest(
+                    shared,
+                    std::mem::take(&mut batch),
+                    &mut refusals,
+                    Some(peer),
+                )
+                .await;
             }
         }
-        ingest(shared, &batch, &mut refusals, Some(peer)).await;
+        ingest(
+            shared,
+            std::mem::take(&mut batch),
+            &mut refusals,
+            Some(peer),
+        )
+        .await;
         if ended {
             return;
         }
@@ -160,22 +171,27 @@ async fn read_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Share
 
 /// Ingests `batch` and waits until it is durable; a refused message is noted, not retried.
 async fn ingest(
-    shared: &Shared,
-    batch: &[Vec<u8>],
+    shared: &Arc<Node>,
+    batch: Vec<Vec<u8>>,
     refusals: &mut Refusals,
     peer: Option<SocketAddr>,
 ) {
     if batch.is_empty() {
         return;
     }
-    match shared.ingest_batch(SOURCE, batch).await {
+    let messages = batch.len();
+    let batch = IngestBatch {
+        source: SOURCE.to_string(),
+        payloads: batch,
+    };
+    match shared.handle(batch).await {
         Ok(refused) => {
             for error in refused {
                 refusals.note_from(peer, &error);
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, messages = batch.len(), "syslog.ingest_failed");
+            tracing::error!(error = %e, messages, "syslog.ingest_failed");
         }
     }
 }

@@ -2,7 +2,11 @@
 //! start unless `--no-builtin-playbooks`: each only when the store has neither its version nor
 //! a newer one, so what an operator applied is never overwritten or downgraded.
 
-use crate::{Error, grpc};
+use std::sync::Arc;
+
+use crate::Error;
+use crate::door::{self, Node, playbooks::ApplyBuiltin};
+use crate::engine::{self, Builtin};
 
 /// The built-in playbooks: file name and source.
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -25,15 +29,21 @@ pub const BUILTIN: &[(&str, &str)] = &[
 ];
 
 /// Applies each built-in playbook the store lacks; logs what it kept.
-pub(crate) async fn apply(shared: &grpc::Shared) -> Result<(), Error> {
+pub(crate) async fn apply(node: &Arc<Node>) -> Result<(), Error> {
     for (origin, source) in BUILTIN {
-        let outcome = shared.lock().apply_builtin(source)?;
+        let outcome = match node.handle(ApplyBuiltin { source }).await {
+            Ok(outcome) => outcome,
+            Err(door::Error::Engine(e)) => return Err(e.into()),
+            Err(door::Error::NotDurable(e)) => return Err(e.into()),
+            Err(e @ door::Error::Backlog(_)) => {
+                return Err(engine::Error::ResourceExhausted(e.to_string()).into());
+            }
+        };
         match outcome {
-            crate::engine::Builtin::Applied { name, version, seq } => {
-                shared.store.durable(seq).await?;
+            Builtin::Applied { name, version } => {
                 tracing::info!(playbook = %name, version, origin, "playbook.builtin_applied");
             }
-            crate::engine::Builtin::Kept {
+            Builtin::Kept {
                 name,
                 version,
                 stored,

@@ -4,7 +4,7 @@ use riposte_playbooks::{ParamType, Playbook};
 use riposte_proto::v1 as pb;
 
 use crate::dispatch::Worker;
-use crate::engine::Grant;
+use crate::engine::LeasedTask;
 use crate::store::StoredPlaybook;
 use riposte_scheduler::state::{HistoryEvent, RunState, RunStatus, Slot, StepStatus};
 
@@ -173,23 +173,23 @@ pub fn playbook(
     }
 }
 
-pub fn task(grant: &Grant) -> pb::Task {
+pub fn task(leased: &LeasedTask) -> pb::Task {
     pb::Task {
-        task_id: grant.task_id.clone(),
-        run_id: grant.task.unit.run.to_string(),
-        step_id: grant.task.step_id.clone(),
-        item: match grant.task.unit.slot {
+        task_id: leased.task_id.clone(),
+        run_id: leased.task.unit.run.to_string(),
+        step_id: leased.task.step_id.clone(),
+        item: match leased.task.unit.slot {
             Slot::Step { item, .. } => item,
             _ => 0,
         },
-        attempt: grant.task.attempt,
-        action: grant.task.action.clone(),
-        input_json: grant.task.input.to_string(),
-        idempotency_key: grant.idempotency_key.clone(),
-        lease_token: grant.token,
-        timeout_ms: grant.task.timeout_ms,
-        lease_ms: grant.lease_ms,
-        dry_run: grant.task.dry_run,
+        attempt: leased.task.attempt,
+        action: leased.task.action.clone(),
+        input_json: leased.task.input.to_string(),
+        idempotency_key: leased.idempotency_key.clone(),
+        lease_token: leased.token,
+        timeout_ms: leased.task.timeout_ms,
+        lease_ms: leased.lease_ms,
+        dry_run: leased.task.dry_run,
     }
 }
 

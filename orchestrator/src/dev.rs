@@ -1,7 +1,10 @@
 //! The embedded default (`--dev`): example playbooks applied at start. The in-process workers
 //! are started by the binary, which knows the bound address.
 
-use crate::{Error, apply_one, grpc};
+use std::sync::Arc;
+
+use crate::door::Node;
+use crate::{Error, apply_one};
 
 /// The example playbooks shipped in `playbooks/examples/`.
 pub const EXAMPLES: &[(&str, &str)] = &[
@@ -23,7 +26,7 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ),
 ];
 
-pub(crate) async fn apply_examples(shared: &grpc::Shared) -> Result<(), Error> {
+pub(crate) async fn apply_examples(shared: &Arc<Node>) -> Result<(), Error> {
     for (name, source) in EXAMPLES {
         apply_one(shared, name, source).await?;
     }

@@ -14,13 +14,15 @@ pub mod config;
 mod convert;
 pub mod dev;
 pub mod dispatch;
+pub mod door;
 pub mod engine;
 mod grpc;
+pub mod pending;
 pub mod store;
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use riposte_proto::v1::operator_server::OperatorServer;
@@ -153,16 +155,14 @@ pub async fn run(
     };
     let timers = Arc::new(Notify::new());
     let clock = clock::Clock::system();
-    let engine = engine::Engine::open(store.clone(), settings, clock.clone(), timers.clone())?;
+    let engine = engine::Engine::open(store, settings, clock.clone(), timers.clone())?;
     tracing::info!(runs.active = engine.active_runs(), "engine.resumed");
-    let shared = Arc::new(grpc::Shared {
-        engine: Mutex::new(engine),
-        store,
+    let shared = Arc::new(door::Node::new(
+        engine,
         clock,
         timers,
-        ingesting: Arc::new(tokio::sync::Semaphore::new(config.alerts_in_flight)),
-        ingesting_max: config.alerts_in_flight,
-    });
+        config.alerts_in_flight,
+    ));
     if let Some(dir) = &config.playbooks {
         apply_folder(&shared, dir).await?;
     }
@@ -222,8 +222,7 @@ pub async fn run(
     for listener in alert_listeners {
         listener.abort();
     }
-    let last = shared.store.last_write();
-    shared.store.durable(last).await?;
+    shared.flush().await?;
     result?;
     Ok(())
 }
@@ -244,21 +243,21 @@ fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::
 }
 
 /// Fires expired leases and due timers, sleeping until the next one or until woken.
-async fn timer_loop(shared: Arc<grpc::Shared>) {
+async fn timer_loop(shared: Arc<door::Node>) {
     loop {
-        let next = shared.lock().tick();
+        let next = shared.tick();
         let sleep = match next {
             Some(at) => tokio::time::sleep_until(at.into()),
             None => tokio::time::sleep(Duration::from_secs(1)),
         };
         tokio::select! {
             _ = sleep => {}
-            _ = shared.timers.notified() => {}
+            _ = shared.timers_changed() => {}
         }
     }
 }
 
-async fn apply_folder(shared: &grpc::Shared, dir: &Path) -> Result<(), Error> {
+async fn apply_folder(shared: &Arc<door::Node>, dir: &Path) -> Result<(), Error> {
     let io = |source| Error::Io {
         path: dir.display().to_string(),
         source,
@@ -280,12 +279,17 @@ async fn apply_folder(shared: &grpc::Shared, dir: &Path) -> Result<(), Error> {
 }
 
 /// Applies one playbook at start; an invalid or conflicting one is logged and skipped.
-async fn apply_one(shared: &grpc::Shared, origin: &str, source: &str) -> Result<(), Error> {
-    let result = shared.lock().apply_playbook(source);
-    match result {
-        Ok((playbook, unchanged, seq)) => {
-            shared.store.durable(seq).await?;
-            tracing::info!(playbook = %playbook.name, version = playbook.version, unchanged, origin, "playbook.loaded");
+async fn apply_one(shared: &Arc<door::Node>, origin: &str, source: &str) -> Result<(), Error> {
+    let apply = door::playbooks::ApplyPlaybook {
+        source: source.to_string(),
+    };
+    match shared.handle(apply).await {
+        Ok(applied) => {
+            let playbook = &applied.playbook;
+            tracing::info!(playbook = %playbook.name, version = playbook.version, unchanged = applied.unchanged, origin, "playbook.loaded");
+        }
+        Err(door::Error::Engine(engine::Error::Store(e)) | door::Error::NotDurable(e)) => {
+            return Err(e.into());
         }
         Err(e) => tracing::warn!(origin, error = %e, "playbook.skipped"),
     }

@@ -330,13 +330,10 @@ const FILE_LINES_MAX: usize = 700;
 const OVERSIZED: &[(&str, usize)] = &[
     ("cli/src/text.rs", 1147),
     ("cli/src/args.rs", 790),
-    ("orchestrator/src/engine.rs", 1272),
-    ("orchestrator/src/grpc.rs", 1049),
-    ("orchestrator/src/store.rs", 1117),
+    ("orchestrator/src/store.rs", 901),
     ("scheduler/src/run.rs", 1001),
     ("playbooks/src/step.rs", 793),
-    ("test-support/src/azure.rs", 977),
-    ("tests/src/bin/bench/main.rs", 970),
+    ("tests/src/bin/bench/main.rs", 879),
 ];
 
 /// No source file outside the tests grows past [`FILE_LINES_MAX`] lines, and the known
@@ -350,9 +347,11 @@ fn files_stay_small() {
             .unwrap()
             .to_string_lossy()
             .to_string();
+        // Test code: tests, their data and the servers that stand in for third parties.
         let is_test = relative.contains("/tests/")
             || relative.ends_with("/tests.rs")
-            || relative.starts_with("tests/tests/");
+            || relative.starts_with("tests/tests/")
+            || relative.starts_with("test-support/");
         if is_test {
             continue;
         }

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::{Engine, Error, Prepared, StartRequest, limits};
 use crate::clock::Clock;
+use crate::pending::Pending;
 use crate::store::{AlertFate, AlertWrite, BudgetState, DedupEntry, Seq, StoredAlert, StoredRule};
 use riposte_ingest::{self as ingest, Format, GenericMapping};
 use riposte_playbooks::rules::{self, Decision, Rule};
@@ -22,10 +23,7 @@ use riposte_scheduler::state::RunId;
 pub enum RuleApplied {
     /// The source is invalid: every problem, nothing changed.
     Invalid(Vec<Diagnostic>),
-    Applied {
-        rule: Box<StoredRule>,
-        seq: Seq,
-    },
+    Applied(Pending<Box<StoredRule>>),
 }
 
 /// An alert's fate as decided, with what it writes.
@@ -38,7 +36,7 @@ struct Fated {
 
 /// What one payload's alerts write besides themselves.
 #[derive(Default)]
-struct Pending {
+struct Effects {
     transitions: Vec<riposte_scheduler::Transition>,
     /// (rule, key) -> entry
     dedup: HashMap<(String, String), DedupEntry>,
@@ -126,7 +124,7 @@ impl Engine {
 
     /// Gives each decided alert its fate (dedup, budget, start) and stores them all in one
     /// write; answers the stored alerts and the write to wait on before acknowledging.
-    pub fn ingest_decided(&mut self, decided: Decided) -> Result<(Vec<StoredAlert>, Seq), Error> {
+    pub fn ingest_decided(&mut self, decided: Decided) -> Result<Pending<Vec<StoredAlert>>, Error> {
         let Decided {
             source,
             received_ms,
@@ -134,11 +132,11 @@ impl Engine {
             rules,
             alerts,
         } = decided;
-        let mut pending = Pending::default();
+        let mut effects = Effects::default();
         let mut stored = Vec::with_capacity(alerts.len());
         let mut payload_id = None;
         for (alert, json, decision) in alerts {
-            let fated = self.fate(&rules, json, decision, received_ms, &mut pending)?;
+            let fated = self.fate(&rules, json, decision, received_ms, &mut effects)?;
             let id = self.clock.new_alert_id();
             stored.push(StoredAlert {
                 id,
@@ -153,7 +151,7 @@ impl Engine {
                 detail: fated.detail,
             });
         }
-        let dedup: Vec<(&str, &str, DedupEntry)> = pending
+        let dedup: Vec<(&str, &str, DedupEntry)> = effects
             .dedup
             .iter()
             .map(|((rule, key), entry)| (rule.as_str(), key.as_str(), *entry))
@@ -162,16 +160,16 @@ impl Engine {
             alerts: &stored,
             payload: payload_id.map(|id| (id, payload.as_slice())),
             dedup,
-            budgets: pending
+            budgets: effects
                 .budgets
                 .iter()
                 .map(|(rule, state)| (rule.as_str(), *state))
                 .collect(),
         };
-        let seq = self.commit_alerts(pending.transitions, &write)?;
+        let seq = self.commit_alerts(effects.transitions, &write)?;
         self.keep_alerts_bounded(stored.len())?;
         self.prune_dedup_now_and_then(received_ms)?;
-        Ok((stored, seq))
+        Ok(Pending::new(stored, seq))
     }
 
     /// Removes expired dedup entries every [`limits::DEDUP_PRUNE_EVERY`] payloads.
@@ -184,14 +182,14 @@ impl Engine {
         Ok(())
     }
 
-    /// Decides one alert's fate; a run it starts is prepared into `pending`.
+    /// Decides one alert's fate; a run it starts is prepared into `effects`.
     fn fate(
         &mut self,
         rules: &[(Rule, StoredRule)],
         json: Value,
         decision: Decision,
         now_ms: i64,
-        pending: &mut Pending,
+        effects: &mut Effects,
     ) -> Result<Fated, Error> {
         let (index, params, dedup_key) = match decision {
             Decision::Nothing => return Ok(fated(AlertFate::MatchedNothing, "", None, "")),
@@ -211,7 +209,7 @@ impl Engine {
         };
         let rule = &rules[index].0;
         if let Some(key) = &dedup_key
-            && let Some(held) = self.dedup_held(pending, &rule.name, key, now_ms)?
+            && let Some(held) = self.dedup_held(effects, &rule.name, key, now_ms)?
         {
             let detail = format!("deduplicated into run {held} (key `{key}`)");
             return Ok(fated(
@@ -221,7 +219,7 @@ impl Engine {
                 &detail,
             ));
         }
-        let budget = self.budget_now(pending, rule, now_ms)?;
+        let budget = self.budget_now(effects, rule, now_ms)?;
         if let (Some(limit), Some(state)) = (rule.budget, budget)
             && state.runs >= limit.runs
         {
@@ -247,7 +245,7 @@ impl Engine {
         };
         let id = match self.prepare_start(request) {
             Ok(Prepared::New { id, transition, .. }) => {
-                pending.transitions.push(transition);
+                effects.transitions.push(transition);
                 id
             }
             Ok(Prepared::Existing(run)) => run.id,
@@ -266,11 +264,11 @@ impl Engine {
                 run_id: id,
                 expires_ms: now_ms + d.window_ms,
             };
-            pending.dedup.insert((rule.name.clone(), key), entry);
+            effects.dedup.insert((rule.name.clone(), key), entry);
         }
         if let Some(mut state) = budget {
             state.runs += 1;
-            pending.budgets.insert(rule.name.clone(), state);
+            effects.budgets.insert(rule.name.clone(), state);
         }
         Ok(fated(AlertFate::Started, &rule.name, Some(id), ""))
     }
@@ -278,12 +276,12 @@ impl Engine {
     /// The run a rule's dedup key holds at `now_ms`, if any (this payload's first).
     fn dedup_held(
         &self,
-        pending: &Pending,
+        effects: &Effects,
         rule: &str,
         key: &str,
         now_ms: i64,
     ) -> Result<Option<RunId>, Error> {
-        let entry = match pending.dedup.get(&(rule.to_string(), key.to_string())) {
+        let entry = match effects.dedup.get(&(rule.to_string(), key.to_string())) {
             Some(entry) => Some(*entry),
             None => self.store.dedup_entry(rule, key)?,
         };
@@ -293,14 +291,14 @@ impl Engine {
     /// The rule's budget count in the period containing `now_ms` (`None`: no budget).
     fn budget_now(
         &self,
-        pending: &Pending,
+        effects: &Effects,
         rule: &Rule,
         now_ms: i64,
     ) -> Result<Option<BudgetState>, Error> {
         let Some(budget) = rule.budget else {
             return Ok(None);
         };
-        let state = match pending.budgets.get(&rule.name) {
+        let state = match effects.budgets.get(&rule.name) {
             Some(state) => *state,
             None => self.store.budget(&rule.name)?,
         };
@@ -355,10 +353,7 @@ impl Engine {
         rules.retain(|(r, _)| r.name != rule.name);
         rules.push((rule, stored.clone()));
         self.sort_rules();
-        Ok(RuleApplied::Applied {
-            rule: Box::new(stored),
-            seq,
-        })
+        Ok(RuleApplied::Applied(Pending::new(Box::new(stored), seq)))
     }
 
     /// The rules in evaluation order.

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use riposte_playbooks::Diagnostic;
 
 use super::{Engine, Error, Prepared, StartRequest, Timer, check_len, limits};
+use crate::pending::Pending;
 use crate::store::{
     LedgerEntry, LedgerFate, QueuedFire, ScheduleState, ScheduleWrite, Seq, StoredSchedule,
 };
@@ -46,11 +47,8 @@ pub(super) struct Schedules {
 pub enum ApplyOutcome {
     /// The source is invalid: every problem, nothing changed.
     Invalid(Vec<Diagnostic>),
-    Applied {
-        view: Box<ScheduleView>,
-        unchanged: bool,
-        seq: Seq,
-    },
+    /// The schedule as applied, and whether it was already stored as it is.
+    Applied(Pending<(Box<ScheduleView>, bool)>),
 }
 
 /// A schedule for `schedules list`.
@@ -112,11 +110,9 @@ impl Engine {
             && existing.stored.source == source
         {
             let view = self.view(&name)?;
-            return Ok(ApplyOutcome::Applied {
-                view: Box::new(view),
-                unchanged: true,
-                seq: self.store.last_write(),
-            });
+            return Ok(ApplyOutcome::Applied(
+                self.unchanged((Box::new(view), true)),
+            ));
         }
         if !self.schedules.defs.contains_key(&name)
             && self.schedules.defs.len() >= limits::SCHEDULES_MAX
@@ -146,11 +142,8 @@ impl Engine {
         self.schedules.defs.insert(name.clone(), loaded);
         self.rearm_schedule(&name);
         tracing::info!(schedule = %name, "schedule.applied");
-        Ok(ApplyOutcome::Applied {
-            view: Box::new(self.view(&name)?),
-            unchanged: false,
-            seq,
-        })
+        let view = Box::new(self.view(&name)?);
+        Ok(ApplyOutcome::Applied(Pending::new((view, false), seq)))
     }
 
     /// A schedule is refused when its playbook is missing or refuses its parameters.
@@ -210,7 +203,11 @@ impl Engine {
     }
 
     /// Fires one run now (manual), through the overlap policy.
-    pub fn trigger_schedule(&mut self, name: &str, who: &str) -> Result<(LedgerEntry, Seq), Error> {
+    pub fn trigger_schedule(
+        &mut self,
+        name: &str,
+        who: &str,
+    ) -> Result<Pending<LedgerEntry>, Error> {
         check_len("who", who)?;
         let now = self.clock.now_ms();
         let loaded = self.loaded(name)?;
@@ -227,7 +224,7 @@ impl Engine {
             .into_iter()
             .find(|e| e.manual && e.scheduled_ms == now)
             .expect("a trigger records its manual entry");
-        Ok((entry, seq))
+        Ok(Pending::new(entry, seq))
     }
 
     /// Pauses (`paused`) or resumes a schedule; doing it twice changes nothing.
@@ -237,11 +234,12 @@ impl Engine {
         paused: bool,
         who: String,
         reason: String,
-    ) -> Result<(ScheduleView, Seq), Error> {
+    ) -> Result<Pending<ScheduleView>, Error> {
         check_len("reason", &reason)?;
         let loaded = self.loaded(name)?;
         if loaded.state.paused == paused {
-            return Ok((self.view(name)?, self.store.last_write()));
+            let view = self.view(name)?;
+            return Ok(self.unchanged(view));
         }
         let mut state = loaded.state.clone();
         state.paused = paused;
@@ -253,7 +251,7 @@ impl Engine {
             loaded.state = state;
         }
         tracing::info!(schedule = %name, paused, "schedule.paused_changed");
-        Ok((self.view(name)?, seq))
+        Ok(Pending::new(self.view(name)?, seq))
     }
 
     /// A schedule's timer is due: plan from the cursor to now, apply, re-arm.

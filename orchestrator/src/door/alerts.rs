@@ -1,0 +1,198 @@
+//! Alert and rule requests: ingest a payload (from gRPC, HTTP or a syslog batch), list and read
+//! alerts, apply and list rules.
+//!
+//! Every listener takes a place in one bounded ingestion queue ([`Node::ingest_slot`],
+//! `--alerts-in-flight`) before it reads a payload; parsing and the rules' templates run outside
+//! the engine lock, fates are given under it.
+
+use std::sync::Arc;
+
+use riposte_playbooks::Diagnostic;
+use riposte_playbooks::rules::Rule;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::{Error, Kind, Node, Request, requests};
+use crate::engine::{self, RuleApplied};
+use crate::store::{StoredAlert, StoredRule};
+
+requests! {
+    IngestAlert => IngestAlert,
+    IngestBatch => IngestBatch,
+    ListAlerts => ListAlerts,
+    GetAlert => GetAlert,
+    ApplyRule => ApplyRule,
+    ListRules => ListRules,
+}
+
+/// A place in the ingestion queue ([`Node::ingest_slot`]), held while a payload is read,
+/// parsed, stored and flushed.
+pub struct IngestSlot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Node {
+    /// A place in the ingestion queue, or [`Error::Backlog`] while `--alerts-in-flight`
+    /// payloads hold one (HTTP 429, gRPC RESOURCE_EXHAUSTED): the sender retries; nothing it
+    /// was told was accepted is dropped.
+    pub fn ingest_slot(&self) -> Result<IngestSlot, Error> {
+        self.ingesting
+            .clone()
+            .try_acquire_owned()
+            .map(|permit| IngestSlot { _permit: permit })
+            .map_err(|_| {
+                Error::Backlog(format!(
+                    "{} alert payloads are being ingested, the most allowed; retry later",
+                    self.ingesting_max
+                ))
+            })
+    }
+}
+
+/// One alert payload from `source`, in its place in the queue.
+pub struct IngestAlert {
+    pub slot: IngestSlot,
+    pub source: String,
+    pub payload: Vec<u8>,
+}
+
+impl Request for IngestAlert {
+    /// Each alert of the payload with its fate, once durable.
+    type Reply = Vec<StoredAlert>;
+    const KIND: Kind = Kind::IngestAlert;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<Vec<StoredAlert>, Error> {
+        let _slot = self.slot;
+        let rules = node.lock().alert_rules();
+        let decided = engine::alerts::decide(&self.source, &self.payload, &rules)?;
+        let pending = node.lock().ingest_decided(decided)?;
+        let alerts = node.durable(pending).await?;
+        for a in &alerts {
+            tracing::info!(alert = %a.id, source = %a.source, fate = ?a.fate, "alert.ingested");
+        }
+        Ok(alerts)
+    }
+}
+
+/// Single-message payloads from a stream listener (syslog). Waits for room in the ingestion
+/// queue rather than refusing (the sender is slowed down, nothing read is dropped), ingests
+/// each under one engine lock and waits until all are durable.
+pub struct IngestBatch {
+    pub source: String,
+    pub payloads: Vec<Vec<u8>>,
+}
+
+impl Request for IngestBatch {
+    /// Why each refused payload was refused.
+    type Reply = Vec<String>;
+    const KIND: Kind = Kind::IngestBatch;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<Vec<String>, Error> {
+        let wanted = u32::try_from(self.payloads.len().min(node.ingesting_max))
+            .expect("the ingestion limit fits u32");
+        let _permits = node
+            .ingesting
+            .clone()
+            .acquire_many_owned(wanted)
+            .await
+            .expect("the ingestion semaphore is never closed");
+        let mut refused = Vec::new();
+        let rules = node.lock().alert_rules();
+        let mut decided = Vec::with_capacity(self.payloads.len());
+        for payload in &self.payloads {
+            match engine::alerts::decide(&self.source, payload, &rules) {
+                Ok(d) => decided.push(d),
+                Err(e) => refused.push(e.to_string()),
+            }
+        }
+        let mut last = None;
+        {
+            let mut engine = node.lock();
+            for d in decided {
+                match engine.ingest_decided(d) {
+                    Ok(pending) => last = Some(pending),
+                    Err(engine::Error::Store(e)) => return Err(engine::Error::Store(e).into()),
+                    Err(e) => refused.push(e.to_string()),
+                }
+            }
+        }
+        // Writes become durable in order: the last one durable means all are.
+        if let Some(pending) = last {
+            node.durable(pending).await?;
+        }
+        Ok(refused)
+    }
+}
+
+/// The newest alerts.
+pub struct ListAlerts {
+    pub limit: usize,
+}
+
+impl Request for ListAlerts {
+    type Reply = Vec<StoredAlert>;
+    const KIND: Kind = Kind::ListAlerts;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<Vec<StoredAlert>, Error> {
+        Ok(node.lock().list_alerts(self.limit)?)
+    }
+}
+
+/// One alert with its payload as received.
+pub struct GetAlert {
+    pub id: uuid::Uuid,
+}
+
+impl Request for GetAlert {
+    type Reply = StoredAlert;
+    const KIND: Kind = Kind::GetAlert;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<StoredAlert, Error> {
+        Ok(node.lock().alert(self.id)?)
+    }
+}
+
+/// Stores (or replaces) a rule from its YAML source.
+pub struct ApplyRule {
+    pub source: String,
+}
+
+/// What applying a rule did.
+pub enum RuleOutcome {
+    /// The source is invalid: every problem, nothing changed.
+    Invalid(Vec<Diagnostic>),
+    /// The rule as applied (`None` if it was replaced again meanwhile).
+    Applied(Option<Box<(Rule, StoredRule)>>),
+}
+
+impl Request for ApplyRule {
+    type Reply = RuleOutcome;
+    const KIND: Kind = Kind::ApplyRule;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<RuleOutcome, Error> {
+        let outcome = node.lock().apply_rule(&self.source)?;
+        match outcome {
+            RuleApplied::Invalid(diagnostics) => Ok(RuleOutcome::Invalid(diagnostics)),
+            RuleApplied::Applied(pending) => {
+                let stored = node.durable(pending).await?;
+                let rule = node
+                    .lock()
+                    .list_rules()
+                    .into_iter()
+                    .find(|(r, _)| r.name == stored.name);
+                Ok(RuleOutcome::Applied(rule.map(Box::new)))
+            }
+        }
+    }
+}
+
+/// The rules in evaluation order.
+pub struct ListRules;
+
+impl Request for ListRules {
+    type Reply = Vec<(Rule, StoredRule)>;
+    const KIND: Kind = Kind::ListRules;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
+        Ok(node.lock().list_rules())
+    }
+}

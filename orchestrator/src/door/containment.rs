@@ -1,0 +1,62 @@
+//! The kill switch: pause and resume containment, and read it.
+
+use std::sync::Arc;
+
+use super::{Error, Kind, Node, Request, requests};
+use crate::store::Containment;
+
+requests! {
+    SetContainment => SetContainment,
+    GetContainment => GetContainment,
+}
+
+/// The kill switch now, and how many tasks it holds.
+pub struct ContainmentView {
+    pub state: Containment,
+    pub held: usize,
+}
+
+impl Node {
+    fn containment_view(&self) -> ContainmentView {
+        let (state, held) = self.lock().containment();
+        ContainmentView { state, held }
+    }
+}
+
+/// Pauses (no containment action is leased until resumed) or resumes containment; doing it
+/// twice changes nothing.
+pub struct SetContainment {
+    pub paused: bool,
+    pub by: String,
+    pub reason: String,
+}
+
+impl Request for SetContainment {
+    type Reply = ContainmentView;
+    const KIND: Kind = Kind::SetContainment;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<ContainmentView, Error> {
+        let pending = {
+            let mut engine = node.lock();
+            if self.paused {
+                engine.pause_containment(self.by, self.reason)?
+            } else {
+                engine.resume_containment(self.by, self.reason)?
+            }
+        };
+        node.durable(pending).await?;
+        Ok(node.containment_view())
+    }
+}
+
+/// The kill switch.
+pub struct GetContainment;
+
+impl Request for GetContainment {
+    type Reply = ContainmentView;
+    const KIND: Kind = Kind::GetContainment;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<ContainmentView, Error> {
+        Ok(node.containment_view())
+    }
+}

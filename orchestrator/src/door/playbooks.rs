@@ -1,0 +1,106 @@
+//! Playbook requests: validate, apply (an operator's or a built-in), list, get.
+
+use std::sync::Arc;
+
+use riposte_playbooks::{Diagnostic, Playbook};
+
+use super::{Error, Kind, Node, Request, requests};
+use crate::engine::Builtin;
+use crate::store::StoredPlaybook;
+
+requests! {
+    ValidatePlaybook => ValidatePlaybook,
+    ApplyPlaybook => ApplyPlaybook,
+    ApplyBuiltin => ApplyBuiltin,
+    ListPlaybooks => ListPlaybooks,
+    GetPlaybook => GetPlaybook,
+}
+
+/// Compiles a source without storing it.
+pub struct ValidatePlaybook {
+    pub source: String,
+}
+
+impl Request for ValidatePlaybook {
+    /// The compiled playbook, or every problem.
+    type Reply = Result<Playbook, Vec<Diagnostic>>;
+    const KIND: Kind = Kind::ValidatePlaybook;
+
+    async fn serve(self, _node: &Arc<Node>) -> Result<Self::Reply, Error> {
+        Ok(riposte_playbooks::compile(&self.source))
+    }
+}
+
+/// Stores a new playbook version (the same name, version and source again changes nothing).
+pub struct ApplyPlaybook {
+    pub source: String,
+}
+
+/// An applied playbook, and whether that version was already stored as it is.
+pub struct Applied {
+    pub playbook: Arc<Playbook>,
+    pub unchanged: bool,
+}
+
+impl Request for ApplyPlaybook {
+    type Reply = Applied;
+    const KIND: Kind = Kind::ApplyPlaybook;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<Applied, Error> {
+        let pending = node.lock().apply_playbook(&self.source)?;
+        let (playbook, unchanged) = node.durable(pending).await?;
+        tracing::info!(playbook = %playbook.name, version = playbook.version, unchanged, "playbook.applied");
+        Ok(Applied {
+            playbook,
+            unchanged,
+        })
+    }
+}
+
+/// Applies a built-in playbook when the store has neither its version nor a newer one.
+pub struct ApplyBuiltin {
+    pub source: &'static str,
+}
+
+impl Request for ApplyBuiltin {
+    type Reply = Builtin;
+    const KIND: Kind = Kind::ApplyBuiltin;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<Builtin, Error> {
+        let pending = node.lock().apply_builtin(self.source)?;
+        node.durable(pending).await
+    }
+}
+
+/// The latest version of every playbook.
+pub struct ListPlaybooks;
+
+impl Request for ListPlaybooks {
+    type Reply = Vec<(StoredPlaybook, Arc<Playbook>)>;
+    const KIND: Kind = Kind::ListPlaybooks;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
+        Ok(node.lock().list_playbooks()?)
+    }
+}
+
+/// One playbook version (0 = the latest), with its stored source.
+pub struct GetPlaybook {
+    pub name: String,
+    pub version: u32,
+}
+
+impl Request for GetPlaybook {
+    type Reply = (Arc<Playbook>, Option<StoredPlaybook>);
+    const KIND: Kind = Kind::GetPlaybook;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
+        let mut engine = node.lock();
+        let compiled = engine.playbook(&self.name, self.version)?;
+        let stored = engine
+            .store()
+            .playbook(&compiled.name, compiled.version)
+            .map_err(crate::engine::Error::from)?;
+        Ok((compiled, stored))
+    }
+}

@@ -1,0 +1,331 @@
+//! Run requests: start, read, watch, cancel and repair a run; decide an approval; list and
+//! revoke grants.
+
+use std::sync::Arc;
+
+use riposte_playbooks::Playbook;
+use riposte_scheduler::state::{HistoryEvent, RunId, RunState, RunStatus};
+use riposte_scheduler::{DecisionRequest, Repair};
+use tokio::sync::{broadcast, mpsc};
+
+use super::{Error, Kind, Node, Request, requests};
+use crate::engine::{self, ApprovalView, GrantView, StartRequest, Watch};
+
+requests! {
+    StartRun => StartRun,
+    GetRun => GetRun,
+    ListRuns => ListRuns,
+    WatchRun => WatchRun,
+    CancelRun => CancelRun,
+    RepairRun => RepairRun,
+    Decide => Decide,
+    ListApprovals => ListApprovals,
+    ListGrants => ListGrants,
+    RevokeGrant => RevokeGrant,
+}
+
+/// A run with the playbook version it runs.
+pub struct RunView {
+    pub state: RunState,
+    pub playbook: Arc<Playbook>,
+}
+
+impl Node {
+    /// The run `id` as it is now, with its playbook.
+    fn run_view(&self, id: RunId) -> Result<RunView, Error> {
+        let mut engine = self.lock();
+        let state = engine.run(id)?;
+        let playbook = engine.playbook(&state.playbook, state.version)?;
+        Ok(RunView { state, playbook })
+    }
+}
+
+/// Starts a run (or answers the run that already claimed its idempotency key).
+pub struct StartRun(pub StartRequest);
+
+/// A started run, and whether it existed before (same idempotency key).
+pub struct Started {
+    pub run: RunView,
+    pub existing: bool,
+}
+
+impl Request for StartRun {
+    type Reply = Started;
+    const KIND: Kind = Kind::StartRun;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<Started, Error> {
+        let (pending, playbook) = {
+            let mut engine = node.lock();
+            let pending = engine.start_run(self.0)?;
+            let (state, _) = pending.peek();
+            let playbook = engine.playbook(&state.playbook, state.version)?;
+            (pending, playbook)
+        };
+        let (state, existing) = node.durable(pending).await?;
+        if !existing {
+            tracing::info!(run.id = %state.id, playbook = %state.playbook, "run.started");
+        }
+        Ok(Started {
+            run: RunView { state, playbook },
+            existing,
+        })
+    }
+}
+
+/// One run.
+pub struct GetRun {
+    pub run: RunId,
+}
+
+impl Request for GetRun {
+    type Reply = RunView;
+    const KIND: Kind = Kind::GetRun;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<RunView, Error> {
+        node.run_view(self.run)
+    }
+}
+
+/// The newest runs, optionally of one playbook or in one status.
+pub struct ListRuns {
+    /// Empty for every playbook.
+    pub playbook: String,
+    pub status: Option<RunStatus>,
+    pub limit: usize,
+}
+
+impl Request for ListRuns {
+    type Reply = Vec<RunView>;
+    const KIND: Kind = Kind::ListRuns;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<Vec<RunView>, Error> {
+        let mut engine = node.lock();
+        let runs = engine.list_runs(&self.playbook, self.status, self.limit)?;
+        let mut views = Vec::with_capacity(runs.len());
+        for state in runs {
+            let playbook = engine.playbook(&state.playbook, state.version)?;
+            views.push(RunView { state, playbook });
+        }
+        Ok(views)
+    }
+}
+
+/// A run's history so far, then, while it is active, each new entry.
+pub struct WatchRun {
+    pub run: RunId,
+}
+
+/// History entries buffered for one watcher before the producer waits.
+const WATCH_BUFFER: usize = 256;
+
+impl Request for WatchRun {
+    /// Every entry, each only once it is durable; ends after `run.finished` (or at once after
+    /// the history of an ended run).
+    type Reply = mpsc::Receiver<HistoryEvent>;
+    const KIND: Kind = Kind::WatchRun;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
+        let pending = node.lock().watch(self.run)?;
+        let watch = node.durable(pending).await?;
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(follow(node.clone(), self.run, watch, tx));
+        Ok(rx)
+    }
+}
+
+/// Sends the stored history (for a finished run, all of it, including results rejected after
+/// the end), then live entries, each only once durable; stops after `run.finished` or when
+/// the watcher goes away.
+async fn follow(node: Arc<Node>, id: RunId, watch: Watch, tx: mpsc::Sender<HistoryEvent>) {
+    let mut last = 0;
+    for event in watch.history {
+        last = event.seq;
+        if tx.send(event).await.is_err() {
+            return;
+        }
+    }
+    let Some(mut live) = watch.live else { return };
+    loop {
+        let (seq, event) = match live.recv().await {
+            Ok(pair) => pair,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                // Missed entries are in the store: send them, then go on live.
+                match node.send_stored(id, &mut last, &tx).await {
+                    Sent::All => continue,
+                    Sent::Final | Sent::Stop => return,
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                // The run finished; anything not yet sent is in the store.
+                let _ = node.send_stored(id, &mut last, &tx).await;
+                return;
+            }
+        };
+        if event.seq <= last {
+            continue;
+        }
+        if node.store.durable(seq).await.is_err() {
+            return;
+        }
+        last = event.seq;
+        let done = is_final(&event);
+        if tx.send(event).await.is_err() || done {
+            return;
+        }
+    }
+}
+
+/// How sending stored entries ended.
+enum Sent {
+    All,
+    Final,
+    Stop,
+}
+
+impl Node {
+    /// Sends the stored entries of run `id` after `last`, once everything written is durable.
+    async fn send_stored(
+        &self,
+        id: RunId,
+        last: &mut u64,
+        tx: &mpsc::Sender<HistoryEvent>,
+    ) -> Sent {
+        let Ok(rest) = self.lock().history_after(id, *last) else {
+            return Sent::Stop;
+        };
+        if self.store.durable(self.store.last_write()).await.is_err() {
+            return Sent::Stop;
+        }
+        for event in rest {
+            *last = event.seq;
+            let done = is_final(&event);
+            if tx.send(event).await.is_err() {
+                return Sent::Stop;
+            }
+            if done {
+                return Sent::Final;
+            }
+        }
+        Sent::All
+    }
+}
+
+fn is_final(event: &HistoryEvent) -> bool {
+    event.kind == "run.finished"
+}
+
+/// Cancels a run: nothing new starts, open undos run.
+pub struct CancelRun {
+    pub run: RunId,
+    pub by: String,
+    pub reason: String,
+}
+
+impl Request for CancelRun {
+    type Reply = RunView;
+    const KIND: Kind = Kind::CancelRun;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<RunView, Error> {
+        let pending = node.lock().cancel_run(self.run, self.reason, self.by)?;
+        node.durable(pending).await?;
+        tracing::info!(run.id = %self.run, "run.cancelled");
+        node.run_view(self.run)
+    }
+}
+
+/// An operator's repair of a run: retry or skip a failed step, resume a halted rollout.
+pub struct RepairRun {
+    pub run: RunId,
+    pub repair: Repair,
+    pub step: String,
+    pub by: String,
+    pub reason: String,
+}
+
+impl Request for RepairRun {
+    type Reply = RunView;
+    const KIND: Kind = Kind::RepairRun;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<RunView, Error> {
+        let pending = node
+            .lock()
+            .repair(self.run, self.repair, self.step, self.by, self.reason)?;
+        node.durable(pending).await?;
+        node.run_view(self.run)
+    }
+}
+
+/// A decision on an approval.
+pub struct Decide(pub DecisionRequest);
+
+impl Request for Decide {
+    type Reply = RunView;
+    const KIND: Kind = Kind::Decide;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<RunView, Error> {
+        let run = self.0.run;
+        let pending = node.lock().decide(self.0)?;
+        node.durable(pending).await?;
+        node.run_view(run)
+    }
+}
+
+/// Every step waiting for a decision.
+pub struct ListApprovals;
+
+impl Request for ListApprovals {
+    type Reply = Vec<ApprovalView>;
+    const KIND: Kind = Kind::ListApprovals;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<Vec<ApprovalView>, Error> {
+        Ok(node.lock().approvals())
+    }
+}
+
+/// Every open grant.
+pub struct ListGrants;
+
+impl Request for ListGrants {
+    type Reply = Vec<GrantView>;
+    const KIND: Kind = Kind::ListGrants;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<Vec<GrantView>, Error> {
+        Ok(node.lock().grants())
+    }
+}
+
+/// Revokes a grant now (its undo runs) instead of at its TTL.
+pub struct RevokeGrant {
+    pub run: RunId,
+    pub step: String,
+    pub item: u32,
+    pub by: String,
+    pub reason: String,
+}
+
+impl Request for RevokeGrant {
+    /// The grant as it is once the revoke is durable.
+    type Reply = GrantView;
+    const KIND: Kind = Kind::RevokeGrant;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<GrantView, Error> {
+        let RevokeGrant {
+            run,
+            step,
+            item,
+            by,
+            reason,
+        } = self;
+        let (pending, grant) = {
+            let mut engine = node.lock();
+            let pending = engine.revoke_grant(run, step.clone(), item, by, reason)?;
+            let grant = engine
+                .grants()
+                .into_iter()
+                .find(|g| g.run == run && g.step == step && g.item == item);
+            (pending, grant)
+        };
+        node.durable(pending).await?;
+        grant.ok_or_else(|| engine::Error::NotFound("the grant ended meanwhile".into()).into())
+    }
+}

@@ -1,0 +1,116 @@
+//! Schedule requests: apply, list, read the ledger, trigger, pause and resume.
+
+use std::sync::Arc;
+
+use riposte_playbooks::Diagnostic;
+
+use super::{Error, Kind, Node, Request, requests};
+use crate::engine::{ApplyOutcome, ScheduleView};
+use crate::store::LedgerEntry;
+
+requests! {
+    ApplySchedule => ApplySchedule,
+    ListSchedules => ListSchedules,
+    GetScheduleHistory => GetScheduleHistory,
+    TriggerSchedule => TriggerSchedule,
+    SetSchedulePaused => SetSchedulePaused,
+}
+
+/// Stores (or replaces) a schedule from its YAML source.
+pub struct ApplySchedule {
+    pub source: String,
+}
+
+/// What applying a schedule did.
+pub enum ScheduleApplied {
+    /// The source is invalid: every problem, nothing changed.
+    Invalid(Vec<Diagnostic>),
+    /// The schedule as applied, and whether it was already stored as it is.
+    Applied {
+        view: Box<ScheduleView>,
+        unchanged: bool,
+    },
+}
+
+impl Request for ApplySchedule {
+    type Reply = ScheduleApplied;
+    const KIND: Kind = Kind::ApplySchedule;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<ScheduleApplied, Error> {
+        let outcome = node.lock().apply_schedule(&self.source)?;
+        match outcome {
+            ApplyOutcome::Invalid(diagnostics) => Ok(ScheduleApplied::Invalid(diagnostics)),
+            ApplyOutcome::Applied(pending) => {
+                let (view, unchanged) = node.durable(pending).await?;
+                Ok(ScheduleApplied::Applied { view, unchanged })
+            }
+        }
+    }
+}
+
+/// Every schedule with its state.
+pub struct ListSchedules;
+
+impl Request for ListSchedules {
+    type Reply = Vec<ScheduleView>;
+    const KIND: Kind = Kind::ListSchedules;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<Vec<ScheduleView>, Error> {
+        Ok(node.lock().list_schedules()?)
+    }
+}
+
+/// A schedule's ledger, newest first.
+pub struct GetScheduleHistory {
+    pub name: String,
+    /// 0 for the default.
+    pub limit: usize,
+}
+
+impl Request for GetScheduleHistory {
+    type Reply = Vec<LedgerEntry>;
+    const KIND: Kind = Kind::GetScheduleHistory;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<Vec<LedgerEntry>, Error> {
+        Ok(node.lock().schedule_history(&self.name, self.limit)?)
+    }
+}
+
+/// Fires one run of a schedule now, through its overlap policy.
+pub struct TriggerSchedule {
+    pub name: String,
+    pub by: String,
+}
+
+impl Request for TriggerSchedule {
+    /// The manual occurrence's ledger entry.
+    type Reply = LedgerEntry;
+    const KIND: Kind = Kind::TriggerSchedule;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<LedgerEntry, Error> {
+        let pending = node.lock().trigger_schedule(&self.name, &self.by)?;
+        let entry = node.durable(pending).await?;
+        tracing::info!(schedule = %self.name, by = %self.by, fate = ?entry.fate, "schedule.triggered");
+        Ok(entry)
+    }
+}
+
+/// Pauses or resumes a schedule; doing it twice changes nothing.
+pub struct SetSchedulePaused {
+    pub name: String,
+    pub paused: bool,
+    pub by: String,
+    pub reason: String,
+}
+
+impl Request for SetSchedulePaused {
+    type Reply = ScheduleView;
+    const KIND: Kind = Kind::SetSchedulePaused;
+
+    async fn serve(self, node: &Arc<Node>) -> Result<ScheduleView, Error> {
+        let pending = node
+            .lock()
+            .pause_schedule(&self.name, self.paused, self.by, self.reason)?;
+        node.durable(pending).await
+    }
+}

@@ -1,0 +1,144 @@
+//! Playbooks in the engine: apply a version (an operator's, or a built-in one the store lacks),
+//! and the cache of compiled versions.
+
+use super::*;
+
+/// What became of a built-in playbook at start.
+#[derive(Debug, Clone)]
+pub enum Builtin {
+    Applied {
+        name: String,
+        version: u32,
+    },
+    /// The store has this version (`stored`), or a newer one: left as it is.
+    Kept {
+        name: String,
+        version: u32,
+        stored: u32,
+    },
+}
+
+impl Engine {
+    /// A compiled playbook version (0 = latest), cached.
+    pub fn playbook(&mut self, name: &str, version: u32) -> Result<Arc<Playbook>, Error> {
+        if version != 0
+            && let Some(p) = self.playbooks.get(&(name.to_string(), version))
+        {
+            return Ok(p.clone());
+        }
+        let stored = self
+            .store
+            .playbook(name, version)?
+            .ok_or_else(|| Error::NotFound(not_found_playbook(name, version)))?;
+        let key = (stored.name.clone(), stored.version);
+        if let Some(p) = self.playbooks.get(&key) {
+            return Ok(p.clone());
+        }
+        let compiled = riposte_playbooks::compile(&stored.source).map_err(|d| {
+            Error::FailedPrecondition(format!(
+                "stored playbook {}@{} no longer compiles: {}",
+                stored.name,
+                stored.version,
+                d.first().map(|d| d.to_string()).unwrap_or_default()
+            ))
+        })?;
+        let compiled = Arc::new(compiled);
+        self.playbooks.insert(key, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Stores a new playbook version. Same name, version and source again is a no-op.
+    pub fn apply_playbook(
+        &mut self,
+        source: &str,
+    ) -> Result<Pending<(Arc<Playbook>, bool)>, Error> {
+        let compiled = riposte_playbooks::compile(source).map_err(|diagnostics| {
+            Error::InvalidArgument(
+                diagnostics
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
+        let (name, version) = (compiled.name.clone(), compiled.version);
+        if let Some(existing) = self.store.playbook(&name, version)? {
+            if existing.source == source {
+                return Ok(self.unchanged((Arc::new(compiled), true)));
+            }
+            return Err(Error::FailedPrecondition(format!(
+                "playbook {name} version {version} exists with other content; raise `version`"
+            )));
+        }
+        if let Some(latest) = self.store.playbook(&name, 0)?
+            && latest.version > version
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "playbook {name} is at version {}; a new version must be higher than that, not {version}",
+                latest.version
+            )));
+        }
+        let stored = StoredPlaybook {
+            name: name.clone(),
+            version,
+            source: source.to_string(),
+            applied_at_ms: self.clock.now_ms(),
+        };
+        let seq = self.store.put_playbook(&stored)?;
+        let compiled = Arc::new(compiled);
+        self.playbooks.insert((name, version), compiled.clone());
+        Ok(Pending::new((compiled, false), seq))
+    }
+
+    /// Applies a built-in playbook only when the store has neither its version nor a newer
+    /// one: an operator's version (same number with other content, or higher) is kept.
+    pub fn apply_builtin(&mut self, source: &str) -> Result<Pending<Builtin>, Error> {
+        let compiled = riposte_playbooks::compile(source).map_err(|d| {
+            Error::InvalidArgument(format!(
+                "built-in playbook does not compile: {}",
+                d.first().map(|d| d.to_string()).unwrap_or_default()
+            ))
+        })?;
+        let (name, version) = (compiled.name.clone(), compiled.version);
+        let stored = match self.store.playbook(&name, version)? {
+            Some(same) => Some(same.version),
+            None => self
+                .store
+                .playbook(&name, 0)?
+                .map(|latest| latest.version)
+                .filter(|latest| *latest > version),
+        };
+        if let Some(stored) = stored {
+            return Ok(self.unchanged(Builtin::Kept {
+                name,
+                version,
+                stored,
+            }));
+        }
+        let applied = self.apply_playbook(source)?;
+        Ok(applied.map(|_| Builtin::Applied { name, version }))
+    }
+
+    /// Latest version of every playbook.
+    pub fn list_playbooks(&mut self) -> Result<Vec<(StoredPlaybook, Arc<Playbook>)>, Error> {
+        let mut latest: BTreeMap<String, StoredPlaybook> = BTreeMap::new();
+        for p in self.store.playbooks()? {
+            latest.insert(p.name.clone(), p);
+        }
+        latest
+            .into_values()
+            .map(|p| {
+                let compiled = self.playbook(&p.name, p.version)?;
+                Ok((p, compiled))
+            })
+            .collect()
+    }
+}
+
+pub(super) fn not_found_playbook(name: &str, version: u32) -> String {
+    if version == 0 {
+        format!("playbook `{name}` not found")
+    } else {
+        format!("playbook `{name}` version {version} not found")
+    }
+}

@@ -1,0 +1,73 @@
+//! The gRPC edge: the worker and operator services. Each handler translates its wire request
+//! into a request of the [door](crate::door), hands it to [`Node::handle`](crate::door::Node),
+//! and translates the reply back; bounds on wire input are checked while translating. Door
+//! errors map to `tonic::Status` in [`status`] only.
+
+mod operator;
+mod worker;
+
+pub use operator::OperatorApi;
+pub use worker::WorkerApi;
+
+use riposte_scheduler::state::RunId;
+use tonic::Status;
+
+use crate::door;
+use crate::engine;
+
+/// Longest name accepted (a worker id, a schedule, an operator).
+const NAME_BYTES_MAX: usize = 128;
+
+/// The one map from a refusal to its gRPC status.
+pub(crate) fn status(error: door::Error) -> Status {
+    match error {
+        door::Error::Engine(e) => match e {
+            engine::Error::InvalidArgument(m) => Status::invalid_argument(m),
+            engine::Error::NotFound(m) => Status::not_found(m),
+            engine::Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            engine::Error::ResourceExhausted(m) => Status::resource_exhausted(m),
+            engine::Error::PermissionDenied(m) => Status::permission_denied(m),
+            engine::Error::Store(e) => {
+                tracing::error!(error = %e, "store.error");
+                Status::internal(e.to_string())
+            }
+        },
+        door::Error::NotDurable(e) => Status::unavailable(e.to_string()),
+        door::Error::Backlog(m) => Status::resource_exhausted(m),
+    }
+}
+
+fn bounded(what: &str, value: &str, max: usize) -> Result<(), Status> {
+    if value.len() > max {
+        return Err(Status::invalid_argument(format!(
+            "{what} is {} bytes, more than the {max} allowed",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+fn parse_run_id(id: &str) -> Result<RunId, Status> {
+    id.parse()
+        .map_err(|_| Status::invalid_argument(format!("`{id}` is not a run id")))
+}
+
+/// The operator's name: required for decisions and repairs (recorded in the history).
+fn who(who: String) -> Result<String, Status> {
+    let who = who.trim().to_string();
+    if who.is_empty() {
+        return Err(Status::invalid_argument(
+            "`who` is required: name the operator",
+        ));
+    }
+    bounded("who", &who, NAME_BYTES_MAX)?;
+    Ok(who)
+}
+
+fn or_default(text: String, default: &str) -> String {
+    if text.trim().is_empty() {
+        default.to_string()
+    } else {
+        text
+    }
+}

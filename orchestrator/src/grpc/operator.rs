@@ -1,0 +1,570 @@
+//! The Operator service: each handler translates its wire request into a door request and the
+//! reply back, nothing else.
+
+use std::sync::Arc;
+
+use riposte_proto::v1 as pb;
+use riposte_proto::v1::operator_server::Operator;
+use riposte_scheduler::{DecisionRequest, Repair};
+use serde_json::Value;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{NAME_BYTES_MAX, bounded, or_default, parse_run_id, status, who};
+use crate::convert;
+use crate::door::{Node, alerts, containment, playbooks, runs, schedules};
+use crate::engine::{StartRequest, limits};
+
+/// Longest alert source name accepted, in bytes.
+const ALERT_SOURCE_BYTES_MAX: usize = 64;
+
+/// Largest schedule source accepted.
+const SCHEDULE_SOURCE_BYTES_MAX: usize = riposte_playbooks::schedule::limits::SOURCE_BYTES_MAX;
+
+pub struct OperatorApi(pub Arc<Node>);
+
+type EventStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
+
+/// `text`, or `default` when it is empty.
+fn non_empty(text: String, default: &str) -> String {
+    if text.is_empty() {
+        default.into()
+    } else {
+        text
+    }
+}
+
+fn run(view: &runs::RunView) -> pb::Run {
+    convert::run(&view.state, &view.playbook)
+}
+
+fn containment(view: &containment::ContainmentView) -> pb::ContainmentStatus {
+    convert::containment(&view.state, view.held)
+}
+
+#[tonic::async_trait]
+impl Operator for OperatorApi {
+    async fn validate_playbook(
+        &self,
+        request: Request<pb::ValidatePlaybookRequest>,
+    ) -> Result<Response<pb::ValidatePlaybookResponse>, Status> {
+        let source = request.into_inner().source;
+        let validate = playbooks::ValidatePlaybook {
+            source: source.clone(),
+        };
+        let response = match self.0.handle(validate).await.map_err(status)? {
+            Ok(compiled) => pb::ValidatePlaybookResponse {
+                diagnostics: vec![],
+                playbook: Some(convert::playbook(&compiled, None, &source)),
+            },
+            Err(diagnostics) => pb::ValidatePlaybookResponse {
+                diagnostics: diagnostics.into_iter().map(convert::diagnostic).collect(),
+                playbook: None,
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn apply_playbook(
+        &self,
+        request: Request<pb::ApplyPlaybookRequest>,
+    ) -> Result<Response<pb::ApplyPlaybookResponse>, Status> {
+        let source = request.into_inner().source;
+        let applied = self
+            .0
+            .handle(playbooks::ApplyPlaybook { source })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ApplyPlaybookResponse {
+            name: applied.playbook.name.clone(),
+            version: applied.playbook.version,
+            unchanged: applied.unchanged,
+        }))
+    }
+
+    async fn list_playbooks(
+        &self,
+        _request: Request<pb::ListPlaybooksRequest>,
+    ) -> Result<Response<pb::ListPlaybooksResponse>, Status> {
+        let list = self
+            .0
+            .handle(playbooks::ListPlaybooks)
+            .await
+            .map_err(status)?;
+        let playbooks = list
+            .iter()
+            .map(|(stored, compiled)| convert::playbook(compiled, Some(stored), ""))
+            .collect();
+        Ok(Response::new(pb::ListPlaybooksResponse { playbooks }))
+    }
+
+    async fn get_playbook(
+        &self,
+        request: Request<pb::GetPlaybookRequest>,
+    ) -> Result<Response<pb::Playbook>, Status> {
+        let req = request.into_inner();
+        let get = playbooks::GetPlaybook {
+            name: req.name,
+            version: req.version,
+        };
+        let (compiled, stored) = self.0.handle(get).await.map_err(status)?;
+        let source = stored
+            .as_ref()
+            .map(|s| s.source.clone())
+            .unwrap_or_default();
+        Ok(Response::new(convert::playbook(
+            &compiled,
+            stored.as_ref(),
+            &source,
+        )))
+    }
+
+    async fn start_run(
+        &self,
+        request: Request<pb::StartRunRequest>,
+    ) -> Result<Response<pb::StartRunResponse>, Status> {
+        let req = request.into_inner();
+        bounded("params_json", &req.params_json, limits::PARAMS_BYTES_MAX)?;
+        let params = if req.params_json.trim().is_empty() {
+            serde_json::Map::new()
+        } else {
+            match serde_json::from_str(&req.params_json) {
+                Ok(Value::Object(map)) => map,
+                Ok(_) => {
+                    return Err(Status::invalid_argument(
+                        "params_json must be a JSON object",
+                    ));
+                }
+                Err(e) => {
+                    return Err(Status::invalid_argument(format!(
+                        "params_json is not JSON: {e}"
+                    )));
+                }
+            }
+        };
+        let start = StartRequest {
+            playbook: req.playbook,
+            version: req.version,
+            params,
+            idempotency_key: req.idempotency_key,
+            requested_by: req.requested_by,
+            dry_run: req.dry_run,
+            trigger: Value::Null,
+        };
+        let started = self.0.handle(runs::StartRun(start)).await.map_err(status)?;
+        Ok(Response::new(pb::StartRunResponse {
+            run: Some(run(&started.run)),
+            existing: started.existing,
+        }))
+    }
+
+    async fn get_run(
+        &self,
+        request: Request<pb::GetRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        let id = parse_run_id(&request.into_inner().run_id)?;
+        let view = self
+            .0
+            .handle(runs::GetRun { run: id })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(run(&view)))
+    }
+
+    async fn list_runs(
+        &self,
+        request: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => 100,
+            n => (n as usize).min(limits::LIST_MAX),
+        };
+        let list = runs::ListRuns {
+            playbook: req.playbook,
+            status: convert::run_status_from_proto(req.status),
+            limit,
+        };
+        let views = self.0.handle(list).await.map_err(status)?;
+        Ok(Response::new(pb::ListRunsResponse {
+            runs: views.iter().map(run).collect(),
+        }))
+    }
+
+    type WatchRunStream = EventStream;
+
+    async fn watch_run(
+        &self,
+        request: Request<pb::WatchRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let id = parse_run_id(&request.into_inner().run_id)?;
+        let events = self
+            .0
+            .handle(runs::WatchRun { run: id })
+            .await
+            .map_err(status)?;
+        let run_id = id.to_string();
+        let stream =
+            ReceiverStream::new(events).map(move |event| Ok(convert::event_for(&run_id, &event)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<pb::CancelRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        let req = request.into_inner();
+        let cancel = runs::CancelRun {
+            run: parse_run_id(&req.run_id)?,
+            by: non_empty(req.requested_by, "operator"),
+            reason: non_empty(req.reason, "no reason given"),
+        };
+        let view = self.0.handle(cancel).await.map_err(status)?;
+        Ok(Response::new(run(&view)))
+    }
+
+    async fn list_workers(
+        &self,
+        _request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let (workers, now) = self
+            .0
+            .handle(crate::door::workers::ListWorkers)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListWorkersResponse {
+            workers: workers
+                .iter()
+                .map(|(w, n)| convert::worker(w, *n, now))
+                .collect(),
+        }))
+    }
+
+    async fn list_grants(
+        &self,
+        _request: Request<pb::ListGrantsRequest>,
+    ) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        let grants = self.0.handle(runs::ListGrants).await.map_err(status)?;
+        Ok(Response::new(pb::ListGrantsResponse {
+            grants: grants.iter().map(convert::grant).collect(),
+        }))
+    }
+
+    async fn revoke_grant(
+        &self,
+        request: Request<pb::RevokeGrantRequest>,
+    ) -> Result<Response<pb::GrantInfo>, Status> {
+        let req = request.into_inner();
+        let revoke = runs::RevokeGrant {
+            run: parse_run_id(&req.run_id)?,
+            step: req.step_id,
+            item: req.item,
+            by: who(req.who)?,
+            reason: or_default(req.reason, "no reason given"),
+        };
+        let grant = self.0.handle(revoke).await.map_err(status)?;
+        Ok(Response::new(convert::grant(&grant)))
+    }
+
+    async fn list_approvals(
+        &self,
+        _request: Request<pb::ListApprovalsRequest>,
+    ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
+        let approvals = self.0.handle(runs::ListApprovals).await.map_err(status)?;
+        Ok(Response::new(pb::ListApprovalsResponse {
+            approvals: approvals.iter().map(convert::approval).collect(),
+        }))
+    }
+
+    async fn decide(
+        &self,
+        request: Request<pb::DecideRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        let req = request.into_inner();
+        let decision = DecisionRequest {
+            run: parse_run_id(&req.run_id)?,
+            step: req.step_id,
+            approve: req.approve,
+            digest: req.digest,
+            who: who(req.who)?,
+            groups: Vec::new(),
+            comment: req.comment,
+        };
+        let view = self
+            .0
+            .handle(runs::Decide(decision))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(run(&view)))
+    }
+
+    async fn retry_step(
+        &self,
+        request: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        self.repair(request.into_inner(), Repair::RetryStep).await
+    }
+
+    async fn skip_step(
+        &self,
+        request: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        self.repair(request.into_inner(), Repair::SkipStep).await
+    }
+
+    async fn resume_run(
+        &self,
+        request: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        self.repair(request.into_inner(), Repair::Resume).await
+    }
+
+    async fn pause_containment(
+        &self,
+        request: Request<pb::ContainmentRequest>,
+    ) -> Result<Response<pb::ContainmentStatus>, Status> {
+        self.set_containment(request.into_inner(), true).await
+    }
+
+    async fn resume_containment(
+        &self,
+        request: Request<pb::ContainmentRequest>,
+    ) -> Result<Response<pb::ContainmentStatus>, Status> {
+        self.set_containment(request.into_inner(), false).await
+    }
+
+    async fn get_containment(
+        &self,
+        _request: Request<pb::GetContainmentRequest>,
+    ) -> Result<Response<pb::ContainmentStatus>, Status> {
+        let view = self
+            .0
+            .handle(containment::GetContainment)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(containment(&view)))
+    }
+
+    async fn apply_schedule(
+        &self,
+        request: Request<pb::ApplyScheduleRequest>,
+    ) -> Result<Response<pb::ApplyScheduleResponse>, Status> {
+        let source = request.into_inner().source;
+        bounded("source", &source, SCHEDULE_SOURCE_BYTES_MAX)?;
+        let applied = self
+            .0
+            .handle(schedules::ApplySchedule { source })
+            .await
+            .map_err(status)?;
+        let response = match applied {
+            schedules::ScheduleApplied::Invalid(diagnostics) => pb::ApplyScheduleResponse {
+                diagnostics: diagnostics.into_iter().map(convert::diagnostic).collect(),
+                schedule: None,
+                unchanged: false,
+            },
+            schedules::ScheduleApplied::Applied { view, unchanged } => pb::ApplyScheduleResponse {
+                diagnostics: vec![],
+                schedule: Some(convert::schedule(&view)),
+                unchanged,
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn list_schedules(
+        &self,
+        _request: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        let views = self
+            .0
+            .handle(schedules::ListSchedules)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListSchedulesResponse {
+            schedules: views.iter().map(convert::schedule).collect(),
+        }))
+    }
+
+    async fn get_schedule_history(
+        &self,
+        request: Request<pb::GetScheduleHistoryRequest>,
+    ) -> Result<Response<pb::GetScheduleHistoryResponse>, Status> {
+        let req = request.into_inner();
+        bounded("name", &req.name, NAME_BYTES_MAX)?;
+        let history = schedules::GetScheduleHistory {
+            name: req.name.clone(),
+            limit: req.limit as usize,
+        };
+        let entries = self.0.handle(history).await.map_err(status)?;
+        Ok(Response::new(pb::GetScheduleHistoryResponse {
+            entries: entries
+                .iter()
+                .map(|e| convert::ledger_entry(&req.name, e))
+                .collect(),
+        }))
+    }
+
+    async fn trigger_schedule(
+        &self,
+        request: Request<pb::TriggerScheduleRequest>,
+    ) -> Result<Response<pb::LedgerEntry>, Status> {
+        let req = request.into_inner();
+        bounded("name", &req.name, NAME_BYTES_MAX)?;
+        let trigger = schedules::TriggerSchedule {
+            name: req.name.clone(),
+            by: who(req.who)?,
+        };
+        let entry = self.0.handle(trigger).await.map_err(status)?;
+        Ok(Response::new(convert::ledger_entry(&req.name, &entry)))
+    }
+
+    async fn pause_schedule(
+        &self,
+        request: Request<pb::PauseScheduleRequest>,
+    ) -> Result<Response<pb::ScheduleInfo>, Status> {
+        self.set_schedule_paused(request.into_inner(), true).await
+    }
+
+    async fn resume_schedule(
+        &self,
+        request: Request<pb::PauseScheduleRequest>,
+    ) -> Result<Response<pb::ScheduleInfo>, Status> {
+        self.set_schedule_paused(request.into_inner(), false).await
+    }
+
+    async fn ingest_alert(
+        &self,
+        request: Request<pb::IngestAlertRequest>,
+    ) -> Result<Response<pb::IngestAlertResponse>, Status> {
+        let req = request.into_inner();
+        bounded("source", &req.source, ALERT_SOURCE_BYTES_MAX)?;
+        let ingest = alerts::IngestAlert {
+            slot: self.0.ingest_slot().map_err(status)?,
+            source: req.source,
+            payload: req.payload,
+        };
+        let alerts = self.0.handle(ingest).await.map_err(status)?;
+        Ok(Response::new(pb::IngestAlertResponse {
+            alerts: alerts.iter().map(|a| convert::alert(a, false)).collect(),
+        }))
+    }
+
+    async fn list_alerts(
+        &self,
+        request: Request<pb::ListAlertsRequest>,
+    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        let limit = request.into_inner().limit as usize;
+        let alerts = self
+            .0
+            .handle(alerts::ListAlerts { limit })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListAlertsResponse {
+            alerts: alerts.iter().map(|a| convert::alert(a, false)).collect(),
+        }))
+    }
+
+    async fn get_alert(
+        &self,
+        request: Request<pb::GetAlertRequest>,
+    ) -> Result<Response<pb::AlertInfo>, Status> {
+        let id = request.into_inner().id;
+        let id: uuid::Uuid = id
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("`{id}` is not an alert id")))?;
+        let alert = self
+            .0
+            .handle(alerts::GetAlert { id })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::alert(&alert, true)))
+    }
+
+    async fn apply_rule(
+        &self,
+        request: Request<pb::ApplyRuleRequest>,
+    ) -> Result<Response<pb::ApplyRuleResponse>, Status> {
+        let source = request.into_inner().source;
+        bounded(
+            "source",
+            &source,
+            riposte_playbooks::rules::limits::SOURCE_BYTES_MAX,
+        )?;
+        let outcome = self
+            .0
+            .handle(alerts::ApplyRule { source })
+            .await
+            .map_err(status)?;
+        let response = match outcome {
+            alerts::RuleOutcome::Invalid(diagnostics) => pb::ApplyRuleResponse {
+                diagnostics: diagnostics.into_iter().map(convert::diagnostic).collect(),
+                rule: None,
+            },
+            alerts::RuleOutcome::Applied(rule) => pb::ApplyRuleResponse {
+                diagnostics: vec![],
+                rule: rule.as_deref().map(|(r, s)| convert::rule(r, s)),
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn list_rules(
+        &self,
+        _request: Request<pb::ListRulesRequest>,
+    ) -> Result<Response<pb::ListRulesResponse>, Status> {
+        let rules = self.0.handle(alerts::ListRules).await.map_err(status)?;
+        Ok(Response::new(pb::ListRulesResponse {
+            rules: rules.iter().map(|(r, s)| convert::rule(r, s)).collect(),
+        }))
+    }
+}
+
+impl OperatorApi {
+    async fn set_schedule_paused(
+        &self,
+        req: pb::PauseScheduleRequest,
+        paused: bool,
+    ) -> Result<Response<pb::ScheduleInfo>, Status> {
+        bounded("name", &req.name, NAME_BYTES_MAX)?;
+        let set = schedules::SetSchedulePaused {
+            name: req.name,
+            paused,
+            by: who(req.who)?,
+            reason: or_default(req.reason, "no reason given"),
+        };
+        let view = self.0.handle(set).await.map_err(status)?;
+        Ok(Response::new(convert::schedule(&view)))
+    }
+
+    async fn set_containment(
+        &self,
+        req: pb::ContainmentRequest,
+        paused: bool,
+    ) -> Result<Response<pb::ContainmentStatus>, Status> {
+        let set = containment::SetContainment {
+            paused,
+            by: who(req.who)?,
+            reason: or_default(req.reason, "no reason given"),
+        };
+        let view = self.0.handle(set).await.map_err(status)?;
+        Ok(Response::new(containment(&view)))
+    }
+
+    async fn repair(
+        &self,
+        req: pb::RepairRequest,
+        repair: Repair,
+    ) -> Result<Response<pb::Run>, Status> {
+        let repair = runs::RepairRun {
+            run: parse_run_id(&req.run_id)?,
+            repair,
+            step: req.step_id,
+            by: who(req.who)?,
+            reason: or_default(req.reason, "no reason given"),
+        };
+        let view = self.0.handle(repair).await.map_err(status)?;
+        Ok(Response::new(run(&view)))
+    }
+}

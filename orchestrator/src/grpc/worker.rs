@@ -1,0 +1,143 @@
+//! The Worker service: register, long-poll, heartbeat, report, each a door request.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use riposte_proto::v1 as pb;
+use riposte_proto::v1::worker_server::Worker;
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+
+use super::{NAME_BYTES_MAX, bounded, status};
+use crate::convert;
+use crate::door::{Node, workers};
+use crate::engine::limits;
+
+const WORKER_LABELS_MAX: usize = 64;
+const WORKER_ACTIONS_MAX: usize = 1024;
+const LEASES_PER_HEARTBEAT_MAX: usize = 4096;
+
+pub struct WorkerApi(pub Arc<Node>);
+
+#[tonic::async_trait]
+impl Worker for WorkerApi {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let req = request.into_inner();
+        if req.worker_id.is_empty() {
+            return Err(Status::invalid_argument("worker_id is required"));
+        }
+        bounded("worker_id", &req.worker_id, NAME_BYTES_MAX)?;
+        bounded("name", &req.name, NAME_BYTES_MAX)?;
+        if req.labels.len() > WORKER_LABELS_MAX || req.actions.len() > WORKER_ACTIONS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "at most {WORKER_LABELS_MAX} labels and {WORKER_ACTIONS_MAX} actions"
+            )));
+        }
+        let register = workers::Register {
+            id: req.worker_id,
+            name: req.name,
+            labels: req.labels.into_iter().collect(),
+            actions: req.actions.into_iter().collect::<HashSet<_>>(),
+            concurrency: req.concurrency,
+        };
+        let terms = self.0.handle(register).await.map_err(status)?;
+        Ok(Response::new(pb::RegisterResponse {
+            lease_ms: terms.lease.as_millis() as u64,
+            heartbeat_interval_ms: terms.heartbeat_interval.as_millis() as u64,
+            poll_wait_ms_max: terms.poll_wait_max.as_millis() as u64,
+        }))
+    }
+
+    async fn poll_task(
+        &self,
+        request: Request<pb::PollTaskRequest>,
+    ) -> Result<Response<pb::PollTaskResponse>, Status> {
+        let req = request.into_inner();
+        let poll = workers::PollTask {
+            worker: req.worker_id,
+            wait: Duration::from_millis(req.wait_ms),
+        };
+        let leased = self.0.handle(poll).await.map_err(status)?;
+        Ok(Response::new(pb::PollTaskResponse {
+            task: leased.as_ref().map(convert::task),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        if req.leases.len() > LEASES_PER_HEARTBEAT_MAX {
+            return Err(Status::invalid_argument(format!(
+                "at most {LEASES_PER_HEARTBEAT_MAX} leases per heartbeat"
+            )));
+        }
+        let heartbeat = workers::Heartbeat {
+            worker: req.worker_id,
+            held: req
+                .leases
+                .into_iter()
+                .map(|l| (l.task_id, l.lease_token))
+                .collect(),
+        };
+        let abandon = self.0.handle(heartbeat).await.map_err(status)?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            abandon: abandon
+                .into_iter()
+                .map(|(task_id, lease_token)| pb::LeaseRef {
+                    task_id,
+                    lease_token,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn report_result(
+        &self,
+        request: Request<pb::ReportResultRequest>,
+    ) -> Result<Response<pb::ReportResultResponse>, Status> {
+        let req = request.into_inner();
+        let outcome = match req.outcome {
+            Some(pb::report_result_request::Outcome::Success(s)) => {
+                bounded("output_json", &s.output_json, limits::OUTPUT_BYTES_MAX)?;
+                let output: Value = if s.output_json.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_str(&s.output_json).map_err(|e| {
+                        Status::invalid_argument(format!("output_json is not JSON: {e}"))
+                    })?
+                };
+                Ok(output)
+            }
+            Some(pb::report_result_request::Outcome::Failure(f)) => {
+                Err((truncate(f.message, limits::ERROR_BYTES_MAX), f.retryable))
+            }
+            None => return Err(Status::invalid_argument("outcome is required")),
+        };
+        let report = workers::ReportResult {
+            worker: req.worker_id,
+            task_id: req.task_id,
+            token: req.lease_token,
+            outcome,
+        };
+        let duplicate = self.0.handle(report).await.map_err(status)?;
+        Ok(Response::new(pb::ReportResultResponse { duplicate }))
+    }
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}

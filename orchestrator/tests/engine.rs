@@ -1,0 +1,449 @@
+//! The middle tier: the orchestrator's engine behind its request door, with a real sled store
+//! in a temporary folder and a manual clock, driven by requests alone (no gRPC, no processes).
+//! The test plays the worker (register, poll, report) and moves time; each scenario asserts
+//! the transcript an operator would read: the run's history with times relative to its start,
+//! the alerts' fates, the schedule's ledger.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use expect_test::{Expect, expect};
+use riposte_orchestrator::clock::Clock;
+use riposte_orchestrator::door::{Node, Request, alerts, playbooks, runs, schedules, workers};
+use riposte_orchestrator::engine::{Engine, Settings, StartRequest};
+use riposte_orchestrator::store::Store;
+use riposte_scheduler::guard::Policy;
+use riposte_scheduler::state::{HistoryEvent, RunId, RunStatus};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+/// 2026-01-05T08:00:00Z, a Monday: where every manual clock starts.
+const START_MS: i64 = 1_767_600_000_000;
+const LEASE: Duration = Duration::from_secs(10);
+const WORKER: &str = "w1";
+
+/// The engine behind its door, on a store in a temporary folder, with a manual clock.
+struct Bench {
+    node: Arc<Node>,
+    clock: Clock,
+    dir: tempfile::TempDir,
+}
+
+impl Bench {
+    fn open() -> Bench {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let clock = Clock::manual(START_MS);
+        let store = Store::open(dir.path()).expect("the store opens");
+        let node = open_node(store, &clock);
+        Bench { node, clock, dir }
+    }
+
+    /// The orchestrator stopped and started again on the same folder, `down` later.
+    async fn restart(self, down: Duration) -> Bench {
+        let Bench { node, clock, dir } = self;
+        node.flush().await.expect("flushed");
+        drop(node);
+        clock.advance(down);
+        // The store's flusher lets go of the folder once the last handle is gone: try for up
+        // to 10 s.
+        let mut tries = 0;
+        let store = loop {
+            match Store::open(dir.path()) {
+                Ok(store) => break store,
+                Err(e) if tries == 2_000 => panic!("the store opens again: {e}"),
+                Err(_) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        let node = open_node(store, &clock);
+        Bench { node, clock, dir }
+    }
+
+    async fn handle<R: Request>(&self, request: R) -> R::Reply {
+        match self.node.handle(request).await {
+            Ok(reply) => reply,
+            Err(e) => panic!("{} refused: {e}", std::any::type_name::<R>()),
+        }
+    }
+
+    /// Moves time by `by`, then fires whatever fell due.
+    fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+        self.node.tick();
+    }
+
+    async fn apply_playbook(&self, source: &str) {
+        self.handle(playbooks::ApplyPlaybook {
+            source: source.into(),
+        })
+        .await;
+    }
+
+    async fn start(&self, playbook: &str, params: Value) -> RunId {
+        let Value::Object(params) = params else {
+            panic!("params are an object")
+        };
+        let start = StartRequest {
+            playbook: playbook.into(),
+            version: 0,
+            params,
+            idempotency_key: String::new(),
+            requested_by: "alice".into(),
+            dry_run: false,
+            trigger: Value::Null,
+        };
+        self.handle(runs::StartRun(start)).await.run.state.id
+    }
+
+    /// Registers the test as a worker offering `actions`.
+    async fn register(&self, actions: &[&str]) {
+        self.handle(workers::Register {
+            id: WORKER.into(),
+            name: WORKER.into(),
+            labels: Default::default(),
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+            concurrency: 4,
+        })
+        .await;
+    }
+
+    /// Takes the next task, reports `outcome` for it and answers its action.
+    async fn work(&self, outcome: Result<Value, (&str, bool)>) -> String {
+        let poll = workers::PollTask {
+            worker: WORKER.into(),
+            wait: Duration::ZERO,
+        };
+        let task = self.handle(poll).await.expect("a task is ready");
+        let report = workers::ReportResult {
+            worker: WORKER.into(),
+            task_id: task.task_id,
+            token: task.token,
+            outcome: outcome.map_err(|(message, retryable)| (message.to_string(), retryable)),
+        };
+        self.handle(report).await;
+        task.task.action
+    }
+
+    async fn nothing_to_do(&self) {
+        let poll = workers::PollTask {
+            worker: WORKER.into(),
+            wait: Duration::ZERO,
+        };
+        assert!(self.handle(poll).await.is_none(), "no task is ready");
+    }
+
+    async fn status(&self, run: RunId) -> RunStatus {
+        self.handle(runs::GetRun { run }).await.state.status
+    }
+
+    /// The run's history as lines: `+seconds kind step[#item] (attempt)`.
+    async fn transcript(&self, run: RunId) -> String {
+        let mut events = self.handle(runs::WatchRun { run }).await;
+        let mut lines = Vec::new();
+        while let Some(event) = events.recv().await {
+            lines.push(line(&event));
+        }
+        lines.join("\n")
+    }
+}
+
+fn open_node(store: Store, clock: &Clock) -> Arc<Node> {
+    let settings = Settings {
+        lease: LEASE,
+        poll_wait_max: Duration::from_secs(1),
+        approver_groups: Default::default(),
+        guard: Policy::new(vec![], &[], 24, 64, None),
+        schedule_grace: Duration::from_secs(60),
+    };
+    let timers = Arc::new(Notify::new());
+    let engine =
+        Engine::open(store, settings, clock.clone(), timers.clone()).expect("the engine opens");
+    let node = Arc::new(Node::new(engine, clock.clone(), timers, 16));
+    // What fell due while it was down fires at once.
+    node.tick();
+    node
+}
+
+fn line(event: &HistoryEvent) -> String {
+    let mut line = format!("+{}s {}", (event.at_ms - START_MS) / 1000, event.kind);
+    if !event.step.is_empty() {
+        line.push(' ');
+        line.push_str(&event.step);
+        if event.item > 0 {
+            line.push_str(&format!("#{}", event.item));
+        }
+    }
+    if event.attempt > 0 {
+        line.push_str(&format!(" ({})", event.attempt));
+    }
+    line
+}
+
+fn check(actual: &str, expected: Expect) {
+    expected.assert_eq(actual);
+}
+
+const RETRY_THEN_SLEEP: &str = r#"
+name: retry-then-sleep
+version: 1
+steps:
+  - id: flaky
+    action: core.noop
+    retry: { attempts: 3, backoff: exponential, initial: 2s, max: 1m }
+  - id: wait
+    needs: [flaky]
+    sleep: 1h
+  - id: after
+    needs: [wait]
+    action: core.noop
+"#;
+
+#[tokio::test]
+async fn a_run_retries_with_backoff_sleeps_an_hour_across_a_restart_and_finishes() {
+    let bench = Bench::open();
+    bench.apply_playbook(RETRY_THEN_SLEEP).await;
+    bench.register(&["core.noop"]).await;
+    let run = bench.start("retry-then-sleep", json!({})).await;
+
+    bench.work(Err(("upstream busy", true))).await;
+    bench.nothing_to_do().await;
+    // The first backoff is 2 s: not yet due after 1 s.
+    bench.advance(Duration::from_secs(1));
+    bench.nothing_to_do().await;
+    bench.advance(Duration::from_secs(1));
+    bench.work(Err(("upstream busy", true))).await;
+    bench.advance(Duration::from_secs(4));
+    assert_eq!(bench.work(Ok(json!({"ok": true}))).await, "core.noop");
+    bench.nothing_to_do().await;
+
+    // The sleep is a durable timer: the orchestrator is down for 30 minutes of it.
+    let bench = bench.restart(Duration::from_secs(30 * 60)).await;
+    bench.register(&["core.noop"]).await;
+    assert_eq!(bench.status(run).await, RunStatus::Running);
+    bench.nothing_to_do().await;
+    bench.advance(Duration::from_secs(30 * 60));
+    // Silent for half an hour, the worker was forgotten; it registers again, as told.
+    bench.register(&["core.noop"]).await;
+    bench.work(Ok(json!({}))).await;
+    assert_eq!(bench.status(run).await, RunStatus::Succeeded);
+
+    check(
+        &bench.transcript(run).await,
+        expect![[r#"
+            +0s run.started
+            +0s step.started flaky
+            +0s task.leased flaky (1)
+            +0s task.failed flaky (1)
+            +0s task.retry_scheduled flaky (2)
+            +2s task.leased flaky (2)
+            +2s task.failed flaky (2)
+            +2s task.retry_scheduled flaky (3)
+            +6s task.leased flaky (3)
+            +6s task.succeeded flaky (3)
+            +6s step.succeeded flaky
+            +6s step.sleeping wait
+            +3606s step.woke wait
+            +3606s step.succeeded wait
+            +3606s step.started after
+            +3606s task.leased after (1)
+            +3606s task.succeeded after (1)
+            +3606s step.succeeded after
+            +3606s run.finished"#]],
+    );
+}
+
+const IP_ECHO: &str = r#"
+name: ip-echo
+version: 1
+params:
+  ip: { type: ip, required: true }
+steps:
+  - id: echo
+    action: core.echo
+    with: { ip: "{{ params.ip }}" }
+"#;
+
+const STORM_RULE: &str = r#"
+name: brute-force
+match: "alert.source == 'cef'"
+playbook: ip-echo
+params:
+  ip: "{{ alert.entities.ips[0].address }}"
+dedup: { key: "{{ alert.entities.ips[0].address }}", window: 10m }
+"#;
+
+#[tokio::test]
+async fn an_alert_storm_coalesces_into_one_run_per_address_and_records_every_alert() {
+    let bench = Bench::open();
+    bench.apply_playbook(IP_ECHO).await;
+    let applied = bench
+        .handle(alerts::ApplyRule {
+            source: STORM_RULE.into(),
+        })
+        .await;
+    assert!(matches!(applied, alerts::RuleOutcome::Applied(Some(_))));
+
+    let mut fates = std::collections::BTreeMap::<(String, String), usize>::new();
+    let mut runs = std::collections::BTreeSet::new();
+    for i in 0..60 {
+        // Two attackers, the second one a minute into the storm.
+        let src = if i % 3 == 2 {
+            "198.51.100.9"
+        } else {
+            "203.0.113.7"
+        };
+        let line = format!("CEF:0|Vendor|IDS|1.0|100|ssh brute force|8|src={src} cnt={i}");
+        let ingest = alerts::IngestAlert {
+            slot: bench.node.ingest_slot().expect("room in the queue"),
+            source: "cef".into(),
+            payload: line.into_bytes(),
+        };
+        for alert in bench.handle(ingest).await {
+            let fate = format!("{:?}", alert.fate);
+            *fates.entry((src.to_string(), fate)).or_default() += 1;
+            runs.extend(alert.run_id);
+        }
+        bench.advance(Duration::from_secs(1));
+    }
+    check(
+        &format!("{fates:#?}"),
+        expect![[r#"
+            {
+                (
+                    "198.51.100.9",
+                    "Deduplicated",
+                ): 19,
+                (
+                    "198.51.100.9",
+                    "Started",
+                ): 1,
+                (
+                    "203.0.113.7",
+                    "Deduplicated",
+                ): 39,
+                (
+                    "203.0.113.7",
+                    "Started",
+                ): 1,
+            }"#]],
+    );
+    assert_eq!(runs.len(), 2, "one run per address");
+    let listed = bench
+        .handle(runs::ListRuns {
+            playbook: String::new(),
+            status: None,
+            limit: 100,
+        })
+        .await;
+    assert_eq!(listed.len(), 2, "no other run was started");
+    let stored = bench.handle(alerts::ListAlerts { limit: 1000 }).await;
+    assert_eq!(stored.len(), 60, "every alert is recorded with its fate");
+
+    // Past the window, the same address starts a new run.
+    bench.advance(Duration::from_secs(10 * 60));
+    let ingest = alerts::IngestAlert {
+        slot: bench.node.ingest_slot().expect("room in the queue"),
+        source: "cef".into(),
+        payload: b"CEF:0|Vendor|IDS|1.0|100|ssh brute force|8|src=203.0.113.7".to_vec(),
+    };
+    let again = bench.handle(ingest).await;
+    assert_eq!(format!("{:?}", again[0].fate), "Started");
+    assert!(!runs.contains(&again[0].run_id.expect("a run")));
+}
+
+const TICK: &str = "name: tick\nversion: 1\nsteps:\n  - { id: a, action: core.noop }\n";
+
+#[tokio::test]
+async fn a_schedule_catches_up_after_downtime_as_its_policy_says_and_never_fires_twice() {
+    let bench = Bench::open();
+    bench.apply_playbook(TICK).await;
+    for (name, policy) in [
+        ("all", "catch_up: all\ncatch_up_max: 3"),
+        ("latest", "catch_up: latest"),
+        ("skip", "catch_up: skip"),
+    ] {
+        let source = format!(
+            "name: {name}\ncron: \"*/10 * * * *\"\nplaybook: tick\n{policy}\noverlap: allow\n"
+        );
+        let applied = bench.handle(schedules::ApplySchedule { source }).await;
+        if let schedules::ScheduleApplied::Invalid(diagnostics) = applied {
+            panic!("{name}: {diagnostics:?}");
+        }
+    }
+    // 08:10 fires on time for every schedule.
+    bench.advance(Duration::from_secs(10 * 60));
+
+    // Down from 08:10 to 09:05: 08:20 through 09:00 (five occurrences) fall in the outage.
+    let bench = bench.restart(Duration::from_secs(55 * 60)).await;
+    // And a second restart decides nothing twice.
+    let bench = bench.restart(Duration::from_secs(1)).await;
+
+    let started = bench
+        .handle(runs::ListRuns {
+            playbook: "tick".into(),
+            status: None,
+            limit: 100,
+        })
+        .await;
+    assert_eq!(
+        started.len(),
+        3 + 3 + 1,
+        "on time, caught up, and nothing twice"
+    );
+    let mut ledgers = Vec::new();
+    for name in ["all", "latest", "skip"] {
+        let entries = bench
+            .handle(schedules::GetScheduleHistory {
+                name: name.into(),
+                limit: 100,
+            })
+            .await;
+        let mut lines: Vec<String> = entries
+            .iter()
+            .rev()
+            .map(|e| {
+                let through = e
+                    .through_ms
+                    .map(|t| format!(" through +{}m", (t - START_MS) / 60_000))
+                    .unwrap_or_default();
+                format!(
+                    "  +{}m {:?}{}{}{}",
+                    (e.scheduled_ms - START_MS) / 60_000,
+                    e.fate,
+                    if e.caught_up { " caught up" } else { "" },
+                    through,
+                    if e.run_id.is_some() { " run" } else { "" },
+                )
+            })
+            .collect();
+        lines.insert(0, format!("{name}:"));
+        ledgers.push(lines.join("\n"));
+    }
+    check(
+        &ledgers.join("\n"),
+        expect![[r#"
+            all:
+              +10m Fired run
+              +20m Missed caught up run
+              +30m Missed caught up run
+              +40m Missed caught up run
+              +50m Missed
+              +60m Missed
+            latest:
+              +10m Fired run
+              +20m Missed
+              +30m Missed
+              +40m Missed
+              +50m Missed
+              +60m Missed caught up run
+            skip:
+              +10m Fired run
+              +20m Missed
+              +30m Missed
+              +40m Missed
+              +50m Missed
+              +60m Missed"#]],
+    );
+}
