@@ -264,8 +264,28 @@ pub fn applied(file: &str, reply: &ApplyPlaybookResponse) -> Value {
     })
 }
 
+/// A playbook that does not compile: every diagnostic, structured, and as message lines.
+pub fn invalid(file: &str, code: &str, diagnostics: &[Diagnostic]) -> Value {
+    // As the orchestrator words them: `line:column: path: message`.
+    let lines: Vec<String> = diagnostics
+        .iter()
+        .map(|d| match d.path.as_str() {
+            "" => format!("{}:{}: {}", d.line, d.column, d.message),
+            path => format!("{}:{}: {path}: {}", d.line, d.column, d.message),
+        })
+        .collect();
+    json!({
+        "file": file,
+        "error": {
+            "code": code,
+            "messages": lines,
+            "diagnostics": diagnostics.iter().map(diagnostic).collect::<Vec<_>>(),
+        }
+    })
+}
+
 /// A playbook the orchestrator refused to apply: the status code in words and its message
-/// lines (the diagnostics, for an invalid playbook).
+/// lines.
 pub fn refused(file: &str, code: &str, lines: &[&str]) -> Value {
     json!({ "file": file, "error": { "code": code, "messages": lines } })
 }

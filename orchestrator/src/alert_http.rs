@@ -213,7 +213,9 @@ fn refusal(refusal: door::Error) -> Response {
         }
         door::Error::Engine(e) => {
             let code = match &e {
-                engine::Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+                engine::Error::InvalidArgument(_) | engine::Error::PlaybookInvalid(_) => {
+                    StatusCode::BAD_REQUEST
+                }
                 engine::Error::ResourceExhausted(_) => StatusCode::PAYLOAD_TOO_LARGE,
                 engine::Error::NotFound(_) => StatusCode::NOT_FOUND,
                 engine::Error::FailedPrecondition(_) => StatusCode::CONFLICT,

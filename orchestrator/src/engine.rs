@@ -83,6 +83,9 @@ pub mod limits {
 pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
+    /// A playbook's source does not compile: every problem, in source order.
+    #[error("{}", diagnostic_lines(.0))]
+    PlaybookInvalid(Vec<riposte_playbooks::Diagnostic>),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -93,6 +96,12 @@ pub enum Error {
     PermissionDenied(String),
     #[error(transparent)]
     Store(#[from] store::Error),
+}
+
+/// Diagnostics one per line, as `line:column: path: message`.
+pub(crate) fn diagnostic_lines(diagnostics: &[riposte_playbooks::Diagnostic]) -> String {
+    let lines: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
+    lines.join("\n")
 }
 
 /// Engine settings.

@@ -4,7 +4,10 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use riposte_proto::v1::{ApplyPlaybookResponse, GetPlaybookRequest, ValidatePlaybookResponse};
+use prost::Message;
+use riposte_proto::v1::{
+    ApplyPlaybookResponse, Diagnostic, Diagnostics, GetPlaybookRequest, ValidatePlaybookResponse,
+};
 use serde_json::Value;
 use tonic::Code;
 
@@ -93,11 +96,23 @@ pub async fn apply(client: &mut Client, out: &mut Out, files: &[PathBuf]) -> Res
 fn apply_document(file: &str, outcome: &Result<ApplyPlaybookResponse, tonic::Status>) -> Value {
     match outcome {
         Ok(reply) => json::applied(file, reply),
-        Err(status) => {
-            let lines: Vec<_> = message_lines(status.message()).collect();
-            json::refused(file, code_words(status.code()), &lines)
-        }
+        Err(status) => match diagnostics_of(status) {
+            Some(diagnostics) => json::invalid(file, code_words(status.code()), &diagnostics),
+            None => {
+                let lines: Vec<_> = message_lines(status.message()).collect();
+                json::refused(file, code_words(status.code()), &lines)
+            }
+        },
     }
+}
+
+/// The diagnostics an INVALID_ARGUMENT status carries in its details, if any.
+fn diagnostics_of(status: &tonic::Status) -> Option<Vec<Diagnostic>> {
+    if status.code() != Code::InvalidArgument || status.details().is_empty() {
+        return None;
+    }
+    let details = Diagnostics::decode(status.details()).ok()?;
+    (!details.diagnostics.is_empty()).then_some(details.diagnostics)
 }
 
 /// The outcome on stdout; a refusal on stderr, one line per diagnostic.
@@ -110,6 +125,12 @@ fn print_applied(
         Ok(reply) => return out.line(&text::applied(reply)),
         Err(status) => status,
     };
+    if let Some(diagnostics) = diagnostics_of(status) {
+        for d in &diagnostics {
+            problem(&text::diagnostic(file, d));
+        }
+        return Ok(());
+    }
     for line in message_lines(status.message()) {
         if status.code() == Code::InvalidArgument {
             problem(&text::refused(file, line));
@@ -175,5 +196,44 @@ fn read_source(path: &Path) -> Result<Source, Error> {
     match fs::read_to_string(path) {
         Ok(text) => Ok(Source { file, text }),
         Err(error) => Err(Error::Usage(format!("cannot read {file}: {error}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(diagnostics: Vec<Diagnostic>) -> tonic::Status {
+        let details = Diagnostics { diagnostics };
+        tonic::Status::with_details(
+            Code::InvalidArgument,
+            "5:3: steps[0].action: unknown action",
+            details.encode_to_vec().into(),
+        )
+    }
+
+    #[test]
+    fn diagnostics_are_read_from_the_status_details_not_its_message() {
+        let unknown = Diagnostic {
+            message: "unknown action `core.nope`".into(),
+            path: "steps[0].action".into(),
+            line: 5,
+            column: 13,
+        };
+        let status = refusal(vec![unknown.clone()]);
+        assert_eq!(diagnostics_of(&status), Some(vec![unknown.clone()]));
+        let document = apply_document("p.yaml", &Err(status));
+        assert_eq!(
+            document["error"]["messages"][0],
+            "5:13: steps[0].action: unknown action `core.nope`"
+        );
+        assert_eq!(document["error"]["diagnostics"][0]["line"], 5);
+        assert_eq!(
+            text::diagnostic("p.yaml", &unknown),
+            "p.yaml:5:13: steps[0].action: unknown action `core.nope`"
+        );
+        // Another refusal, or one without details, is read from its message.
+        assert_eq!(diagnostics_of(&tonic::Status::invalid_argument("x")), None);
+        assert_eq!(diagnostics_of(&tonic::Status::not_found("x")), None);
     }
 }

@@ -52,15 +52,7 @@ impl Engine {
         &mut self,
         source: &str,
     ) -> Result<Pending<(Arc<Playbook>, bool)>, Error> {
-        let compiled = riposte_playbooks::compile(source).map_err(|diagnostics| {
-            Error::InvalidArgument(
-                diagnostics
-                    .iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
-        })?;
+        let compiled = riposte_playbooks::compile(source).map_err(Error::PlaybookInvalid)?;
         let (name, version) = (compiled.name.clone(), compiled.version);
         if let Some(existing) = self.store.playbook(&name, version)? {
             if existing.source == source {

@@ -9,9 +9,12 @@ mod worker;
 pub use operator::OperatorApi;
 pub use worker::WorkerApi;
 
+use prost::Message;
+use riposte_proto::v1 as pb;
 use riposte_scheduler::state::RunId;
 use tonic::Status;
 
+use crate::convert;
 use crate::door;
 use crate::engine;
 
@@ -23,6 +26,7 @@ pub(crate) fn status(error: door::Error) -> Status {
     match error {
         door::Error::Engine(e) => match e {
             engine::Error::InvalidArgument(m) => Status::invalid_argument(m),
+            engine::Error::PlaybookInvalid(diagnostics) => invalid_document(diagnostics),
             engine::Error::NotFound(m) => Status::not_found(m),
             engine::Error::FailedPrecondition(m) => Status::failed_precondition(m),
             engine::Error::ResourceExhausted(m) => Status::resource_exhausted(m),
@@ -35,6 +39,20 @@ pub(crate) fn status(error: door::Error) -> Status {
         door::Error::NotDurable(e) => Status::unavailable(e.to_string()),
         door::Error::Backlog(m) => Status::resource_exhausted(m),
     }
+}
+
+/// INVALID_ARGUMENT for a document that does not compile: the diagnostics one per line in the
+/// message, and structured in the details (`Diagnostics`).
+fn invalid_document(diagnostics: Vec<riposte_playbooks::Diagnostic>) -> Status {
+    let message = engine::diagnostic_lines(&diagnostics);
+    let details = pb::Diagnostics {
+        diagnostics: diagnostics.into_iter().map(convert::diagnostic).collect(),
+    };
+    Status::with_details(
+        tonic::Code::InvalidArgument,
+        message,
+        details.encode_to_vec().into(),
+    )
 }
 
 fn bounded(what: &str, value: &str, max: usize) -> Result<(), Status> {

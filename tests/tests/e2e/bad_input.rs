@@ -106,6 +106,25 @@ async fn invalid_playbooks_are_refused_with_positions_and_not_stored() {
         .filter(|l| !l.trim().is_empty())
         .collect();
     assert_eq!(lines.len(), 2, "every diagnostic, one per line: {lines:?}");
+    // And structured, in the status details.
+    let details = <riposte_proto::v1::Diagnostics as prost::Message>::decode(refused.details())
+        .expect("the details are Diagnostics");
+    let paths: Vec<&str> = details
+        .diagnostics
+        .iter()
+        .map(|d| d.path.as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        ["steps[0].action", "steps[1].needs[0]"],
+        "{details:?}"
+    );
+    assert!(
+        details
+            .diagnostics
+            .iter()
+            .all(|d| d.line > 0 && d.column > 0)
+    );
     let action = lines
         .iter()
         .find(|l| l.contains("steps[0].action"))
