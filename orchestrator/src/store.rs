@@ -83,159 +83,6 @@ pub struct Containment {
     pub reason: String,
 }
 
-/// A schedule as applied: its YAML source (parsed again when loaded).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredSchedule {
-    pub name: String,
-    pub source: String,
-    pub applied_at_ms: i64,
-}
-
-/// A fire held by `overlap: queue_one` until the schedule's active run ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueuedFire {
-    pub scheduled_ms: i64,
-    pub manual: bool,
-    pub caught_up: bool,
-}
-
-/// What changes while a schedule runs: the instant through which its occurrences are decided,
-/// whether it is paused (set from the source on apply, then by pause/resume) and its queued fire.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScheduleState {
-    pub cursor_ms: i64,
-    pub paused: bool,
-    /// Who paused or resumed last, when and why (empty when only the source decided).
-    pub paused_by: String,
-    pub paused_at_ms: i64,
-    pub paused_reason: String,
-    pub queued: Option<QueuedFire>,
-}
-
-/// The fate of a ledger entry (the planner's fates, plus a start the engine refused).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LedgerFate {
-    Fired,
-    SkippedOverlap,
-    /// Held until the active run ends; `run_id` is set once it starts.
-    Queued,
-    /// Late by more than the grace; `caught_up` when started anyway.
-    Missed,
-    OutsideWindow,
-    Paused,
-    /// The run could not start (playbook gone, parameters no longer valid, a limit): `error`.
-    StartFailed,
-}
-
-/// One ledger entry, keyed by (schedule, `scheduled_ms`, `manual`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LedgerEntry {
-    pub scheduled_ms: i64,
-    pub manual: bool,
-    pub fate: LedgerFate,
-    #[serde(default)]
-    pub caught_up: bool,
-    /// A summary of missed occurrences: every one from `scheduled_ms` through this instant.
-    #[serde(default)]
-    pub through_ms: Option<i64>,
-    /// The run it started, if any.
-    #[serde(default)]
-    pub run_id: Option<RunId>,
-    #[serde(default)]
-    pub error: String,
-    /// Who triggered a manual entry.
-    #[serde(default)]
-    pub by: String,
-    pub recorded_ms: i64,
-}
-
-/// The schedule part of a fire's transaction.
-pub struct ScheduleWrite<'a> {
-    pub name: &'a str,
-    pub state: &'a ScheduleState,
-    pub entries: &'a [LedgerEntry],
-}
-
-/// What became of an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertFate {
-    /// No rule matched it.
-    MatchedNothing,
-    /// Its rule started `run_id`.
-    Started,
-    /// Its rule's dedup key was held within the window: coalesced into `run_id`.
-    Deduplicated,
-    /// Its rule had started its budget of runs this period.
-    SuppressedByBudget,
-    /// Its rule matched but the run could not start (`detail` says why).
-    StartRefused,
-}
-
-/// A rule as applied: its YAML source (parsed again when loaded).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredRule {
-    pub name: String,
-    pub source: String,
-    pub applied_at_ms: i64,
-}
-
-/// The run a rule's dedup key points to, until `expires_ms`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DedupEntry {
-    pub run_id: RunId,
-    pub expires_ms: i64,
-}
-
-/// Runs a rule started in the budget period beginning at `period_start_ms`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BudgetState {
-    pub period_start_ms: i64,
-    pub runs: u32,
-}
-
-/// The alert part of an ingest's transaction.
-#[derive(Default)]
-pub struct AlertWrite<'a> {
-    pub alerts: &'a [StoredAlert],
-    /// The payload the alerts came in, under its id (`StoredAlert::payload_id`).
-    pub payload: Option<(uuid::Uuid, &'a [u8])>,
-    /// (rule, dedup key, entry)
-    pub dedup: Vec<(&'a str, &'a str, DedupEntry)>,
-    /// (rule, state)
-    pub budgets: Vec<(&'a str, BudgetState)>,
-}
-
-/// An alert as received: the normalized alert, the payload it came in, when, from which
-/// listener, and its fate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredAlert {
-    pub id: uuid::Uuid,
-    /// The endpoint or source name it arrived on (`azure-monitor`, `generic/<name>`...).
-    pub source: String,
-    pub received_ms: i64,
-    /// Normalized; stored without `raw` (rules saw it; the payload is kept instead).
-    pub alert: riposte_ingest::Alert,
-    /// The payload as received (lossy UTF-8), at most the core's payload limit: stored once
-    /// per payload in `alert_payloads`, filled in by [`Store::alert`] only.
-    #[serde(default, skip_serializing)]
-    pub payload: String,
-    /// The id the payload is stored under (the payload's first alert).
-    #[serde(default)]
-    pub payload_id: Option<uuid::Uuid>,
-    pub fate: AlertFate,
-    /// The run it started or was coalesced into.
-    #[serde(default)]
-    pub run_id: Option<RunId>,
-    /// The rule that decided ("" when none matched).
-    #[serde(default)]
-    pub rule: String,
-    /// Why its run could not start, or what it was coalesced with.
-    #[serde(default)]
-    pub detail: String,
-}
-
 /// The key of the kill switch in the `settings` tree.
 const CONTAINMENT_KEY: &[u8] = b"containment";
 
@@ -505,91 +352,6 @@ impl Store {
         }
     }
 
-    /// Stores a schedule's source and state together (an apply).
-    pub fn put_schedule(
-        &self,
-        schedule: &StoredSchedule,
-        state: &ScheduleState,
-    ) -> Result<Seq, Error> {
-        let source = serde_json::to_vec(schedule).expect("schedule serializes");
-        let state = serde_json::to_vec(state).expect("schedule state serializes");
-        let name = schedule.name.as_bytes();
-        let result: Result<(), TransactionError<()>> = (&self.schedules, &self.schedule_state)
-            .transaction(|(schedules, states)| {
-                schedules.insert(name, source.as_slice())?;
-                states.insert(name, state.as_slice())?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
-        match result {
-            Ok(()) => Ok(self.written()),
-            Err(TransactionError::Storage(e)) => Err(Error::Sled(e)),
-            Err(TransactionError::Abort(())) => unreachable!("the transaction never aborts"),
-        }
-    }
-
-    /// Stores a schedule's state alone (pause, resume).
-    pub fn put_schedule_state(&self, name: &str, state: &ScheduleState) -> Result<Seq, Error> {
-        let value = serde_json::to_vec(state).expect("schedule state serializes");
-        self.schedule_state.insert(name.as_bytes(), value)?;
-        Ok(self.written())
-    }
-
-    /// Every schedule with its state, ordered by name.
-    pub fn schedules(&self) -> Result<Vec<(StoredSchedule, ScheduleState)>, Error> {
-        let mut out = Vec::new();
-        for kv in self.schedules.iter() {
-            let (name, value) = kv?;
-            let schedule: StoredSchedule = decode("schedules", &value)?;
-            let state = match self.schedule_state.get(&name)? {
-                Some(v) => decode("schedule_state", &v)?,
-                None => ScheduleState::default(),
-            };
-            out.push((schedule, state));
-        }
-        Ok(out)
-    }
-
-    /// A schedule's ledger, newest first, at most `limit` entries.
-    pub fn ledger(&self, name: &str, limit: usize) -> Result<Vec<LedgerEntry>, Error> {
-        self.schedule_ledger
-            .scan_prefix(ledger_prefix(name))
-            .rev()
-            .take(limit)
-            .map(|kv| decode("schedule_ledger", &kv?.1))
-            .collect()
-    }
-
-    /// How many entries a schedule's ledger holds.
-    pub fn ledger_len(&self, name: &str) -> Result<usize, Error> {
-        let mut len = 0;
-        for key in self.schedule_ledger.scan_prefix(ledger_prefix(name)).keys() {
-            key?;
-            len += 1;
-        }
-        Ok(len)
-    }
-
-    /// Removes a schedule's oldest ledger entries so that at most `keep` remain; answers how
-    /// many were removed.
-    pub fn prune_ledger(&self, name: &str, keep: usize) -> Result<usize, Error> {
-        let len = self.ledger_len(name)?;
-        let excess = len.saturating_sub(keep);
-        let mut batch = sled::Batch::default();
-        for key in self
-            .schedule_ledger
-            .scan_prefix(ledger_prefix(name))
-            .keys()
-            .take(excess)
-        {
-            batch.remove(key?);
-        }
-        if excess > 0 {
-            self.schedule_ledger.apply_batch(batch)?;
-            self.written();
-        }
-        Ok(excess)
-    }
-
     /// Stores the alerts of one payload with the runs they started, their dedup entries and
     /// budget counts, in one transaction. Alerts that change nothing else (coalesced, matched
     /// nothing: most of a storm) are one batch on the alerts tree, which is as atomic and
@@ -612,115 +374,6 @@ impl Store {
         }
         self.alerts.apply_batch(batch)?;
         Ok(self.written())
-    }
-
-    /// A rule's dedup entry for `key`, expired or not.
-    pub fn dedup_entry(&self, rule: &str, key: &str) -> Result<Option<DedupEntry>, Error> {
-        self.alert_dedup
-            .get(dedup_key(rule, key))?
-            .map(|v| decode("alert_dedup", &v))
-            .transpose()
-    }
-
-    /// A rule's budget count (zero when it never started a run).
-    pub fn budget(&self, rule: &str) -> Result<BudgetState, Error> {
-        self.rule_budget
-            .get(rule.as_bytes())?
-            .map_or(Ok(BudgetState::default()), |v| decode("rule_budget", &v))
-    }
-
-    /// Removes the dedup entries expired at `now_ms`; answers how many.
-    pub fn prune_dedup(&self, now_ms: i64) -> Result<usize, Error> {
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        for kv in self.alert_dedup.iter() {
-            let (key, value) = kv?;
-            let entry: DedupEntry = decode("alert_dedup", &value)?;
-            if entry.expires_ms <= now_ms {
-                batch.remove(key);
-                removed += 1;
-            }
-        }
-        if removed > 0 {
-            self.alert_dedup.apply_batch(batch)?;
-            self.written();
-        }
-        Ok(removed)
-    }
-
-    /// Stores (or replaces) a rule's source.
-    pub fn put_rule(&self, rule: &StoredRule) -> Result<Seq, Error> {
-        let value = serde_json::to_vec(rule).expect("rule serializes");
-        self.rules.insert(rule.name.as_bytes(), value)?;
-        Ok(self.written())
-    }
-
-    /// Every rule, ordered by name.
-    pub fn rules(&self) -> Result<Vec<StoredRule>, Error> {
-        self.rules
-            .iter()
-            .map(|kv| decode("rules", &kv?.1))
-            .collect()
-    }
-
-    /// One alert by id, with its payload.
-    pub fn alert(&self, id: uuid::Uuid) -> Result<Option<StoredAlert>, Error> {
-        let Some(value) = self.alerts.get(id.as_bytes())? else {
-            return Ok(None);
-        };
-        let mut alert: StoredAlert = decode("alerts", &value)?;
-        if let Some(payload_id) = alert.payload_id
-            && let Some(payload) = self.alerts.get(payload_key(payload_id))?
-        {
-            alert.payload = String::from_utf8_lossy(&payload).into_owned();
-        }
-        Ok(Some(alert))
-    }
-
-    /// Alerts newest first, at most `limit`.
-    pub fn alerts(&self, limit: usize) -> Result<Vec<StoredAlert>, Error> {
-        self.alerts
-            .iter()
-            .rev()
-            .filter(|kv| {
-                kv.as_ref()
-                    .map_or(true, |(k, _)| k.len() == ALERT_KEY_BYTES)
-            })
-            .take(limit)
-            .map(|kv| decode("alerts", &kv?.1))
-            .collect()
-    }
-
-    /// How many alerts are stored (counts them all).
-    pub fn alerts_len(&self) -> Result<usize, Error> {
-        let mut len = 0;
-        for key in self.alerts.iter().keys() {
-            if key?.len() == ALERT_KEY_BYTES {
-                len += 1;
-            }
-        }
-        Ok(len)
-    }
-
-    /// Removes the `count` oldest alerts and their payloads; answers how many were removed.
-    pub fn prune_alerts(&self, count: usize) -> Result<usize, Error> {
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        for key in self.alerts.iter().keys() {
-            let key = key?;
-            if key.len() == ALERT_KEY_BYTES {
-                if removed == count {
-                    break;
-                }
-                removed += 1;
-            }
-            batch.remove(key);
-        }
-        if removed > 0 {
-            self.alerts.apply_batch(batch)?;
-            self.written();
-        }
-        Ok(removed)
     }
 
     pub fn run(&self, id: RunId) -> Result<Option<RunState>, Error> {
@@ -804,38 +457,7 @@ fn history_key(id: RunId, seq: u64) -> Vec<u8> {
     key
 }
 
-fn ledger_prefix(name: &str) -> Vec<u8> {
-    let mut key = name.as_bytes().to_vec();
-    key.push(0);
-    key
-}
-
-/// Ordered by time: the sign bit flipped makes big-endian bytes sort like the signed value.
-fn ledger_key(name: &str, scheduled_ms: i64, manual: bool) -> Vec<u8> {
-    let mut key = ledger_prefix(name);
-    key.extend_from_slice(&((scheduled_ms as u64) ^ (1 << 63)).to_be_bytes());
-    key.push(u8::from(manual));
-    key
-}
-
-fn dedup_key(rule: &str, key: &str) -> Vec<u8> {
-    let mut k = rule.as_bytes().to_vec();
-    k.push(0);
-    k.extend_from_slice(key.as_bytes());
-    k
-}
-
 type Rows = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// An alert's key: its id.
-const ALERT_KEY_BYTES: usize = 16;
-
-/// Where a payload is stored: its first alert's id and `p`, right after that alert.
-fn payload_key(id: uuid::Uuid) -> [u8; ALERT_KEY_BYTES + 1] {
-    let mut key = [b'p'; ALERT_KEY_BYTES + 1];
-    key[..ALERT_KEY_BYTES].copy_from_slice(id.as_bytes());
-    key
-}
 
 #[derive(Default)]
 struct AlertRows<'a> {
@@ -897,5 +519,13 @@ fn decode<T: for<'de> Deserialize<'de>>(tree: &'static str, bytes: &[u8]) -> Res
     serde_json::from_slice(bytes).map_err(|source| Error::Corrupt { tree, source })
 }
 
+mod alerts;
+mod schedules;
 #[cfg(test)]
 mod tests;
+pub use alerts::{AlertFate, AlertWrite, BudgetState, DedupEntry, StoredAlert, StoredRule};
+use alerts::{dedup_key, payload_key};
+use schedules::ledger_key;
+pub use schedules::{
+    LedgerEntry, LedgerFate, QueuedFire, ScheduleState, ScheduleWrite, StoredSchedule,
+};

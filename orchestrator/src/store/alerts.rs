@@ -1,0 +1,211 @@
+//! Alerts in the store: each alert with its fate (`alerts`, the payload beside its first
+//! alert), rules (`rules`), dedup entries (`alert_dedup`) and budget counts (`rule_budget`).
+
+use super::*;
+
+/// What became of an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertFate {
+    /// No rule matched it.
+    MatchedNothing,
+    /// Its rule started `run_id`.
+    Started,
+    /// Its rule's dedup key was held within the window: coalesced into `run_id`.
+    Deduplicated,
+    /// Its rule had started its budget of runs this period.
+    SuppressedByBudget,
+    /// Its rule matched but the run could not start (`detail` says why).
+    StartRefused,
+}
+
+/// A rule as applied: its YAML source (parsed again when loaded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRule {
+    pub name: String,
+    pub source: String,
+    pub applied_at_ms: i64,
+}
+
+/// The run a rule's dedup key points to, until `expires_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupEntry {
+    pub run_id: RunId,
+    pub expires_ms: i64,
+}
+
+/// Runs a rule started in the budget period beginning at `period_start_ms`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetState {
+    pub period_start_ms: i64,
+    pub runs: u32,
+}
+
+/// The alert part of an ingest's transaction.
+#[derive(Default)]
+pub struct AlertWrite<'a> {
+    pub alerts: &'a [StoredAlert],
+    /// The payload the alerts came in, under its id (`StoredAlert::payload_id`).
+    pub payload: Option<(uuid::Uuid, &'a [u8])>,
+    /// (rule, dedup key, entry)
+    pub dedup: Vec<(&'a str, &'a str, DedupEntry)>,
+    /// (rule, state)
+    pub budgets: Vec<(&'a str, BudgetState)>,
+}
+
+/// An alert as received: the normalized alert, the payload it came in, when, from which
+/// listener, and its fate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredAlert {
+    pub id: uuid::Uuid,
+    /// The endpoint or source name it arrived on (`azure-monitor`, `generic/<name>`...).
+    pub source: String,
+    pub received_ms: i64,
+    /// Normalized; stored without `raw` (rules saw it; the payload is kept instead).
+    pub alert: riposte_ingest::Alert,
+    /// The payload as received (lossy UTF-8), at most the core's payload limit: stored once
+    /// per payload in `alert_payloads`, filled in by [`Store::alert`] only.
+    #[serde(default, skip_serializing)]
+    pub payload: String,
+    /// The id the payload is stored under (the payload's first alert).
+    #[serde(default)]
+    pub payload_id: Option<uuid::Uuid>,
+    pub fate: AlertFate,
+    /// The run it started or was coalesced into.
+    #[serde(default)]
+    pub run_id: Option<RunId>,
+    /// The rule that decided ("" when none matched).
+    #[serde(default)]
+    pub rule: String,
+    /// Why its run could not start, or what it was coalesced with.
+    #[serde(default)]
+    pub detail: String,
+}
+
+pub(super) fn dedup_key(rule: &str, key: &str) -> Vec<u8> {
+    let mut k = rule.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// An alert's key: its id.
+pub(super) const ALERT_KEY_BYTES: usize = 16;
+
+/// Where a payload is stored: its first alert's id and `p`, right after that alert.
+pub(super) fn payload_key(id: uuid::Uuid) -> [u8; ALERT_KEY_BYTES + 1] {
+    let mut key = [b'p'; ALERT_KEY_BYTES + 1];
+    key[..ALERT_KEY_BYTES].copy_from_slice(id.as_bytes());
+    key
+}
+
+impl Store {
+    /// A rule's dedup entry for `key`, expired or not.
+    pub fn dedup_entry(&self, rule: &str, key: &str) -> Result<Option<DedupEntry>, Error> {
+        self.alert_dedup
+            .get(dedup_key(rule, key))?
+            .map(|v| decode("alert_dedup", &v))
+            .transpose()
+    }
+
+    /// A rule's budget count (zero when it never started a run).
+    pub fn budget(&self, rule: &str) -> Result<BudgetState, Error> {
+        self.rule_budget
+            .get(rule.as_bytes())?
+            .map_or(Ok(BudgetState::default()), |v| decode("rule_budget", &v))
+    }
+
+    /// Removes the dedup entries expired at `now_ms`; answers how many.
+    pub fn prune_dedup(&self, now_ms: i64) -> Result<usize, Error> {
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for kv in self.alert_dedup.iter() {
+            let (key, value) = kv?;
+            let entry: DedupEntry = decode("alert_dedup", &value)?;
+            if entry.expires_ms <= now_ms {
+                batch.remove(key);
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.alert_dedup.apply_batch(batch)?;
+            self.written();
+        }
+        Ok(removed)
+    }
+
+    /// Stores (or replaces) a rule's source.
+    pub fn put_rule(&self, rule: &StoredRule) -> Result<Seq, Error> {
+        let value = serde_json::to_vec(rule).expect("rule serializes");
+        self.rules.insert(rule.name.as_bytes(), value)?;
+        Ok(self.written())
+    }
+
+    /// Every rule, ordered by name.
+    pub fn rules(&self) -> Result<Vec<StoredRule>, Error> {
+        self.rules
+            .iter()
+            .map(|kv| decode("rules", &kv?.1))
+            .collect()
+    }
+
+    /// One alert by id, with its payload.
+    pub fn alert(&self, id: uuid::Uuid) -> Result<Option<StoredAlert>, Error> {
+        let Some(value) = self.alerts.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        let mut alert: StoredAlert = decode("alerts", &value)?;
+        if let Some(payload_id) = alert.payload_id
+            && let Some(payload) = self.alerts.get(payload_key(payload_id))?
+        {
+            alert.payload = String::from_utf8_lossy(&payload).into_owned();
+        }
+        Ok(Some(alert))
+    }
+
+    /// Alerts newest first, at most `limit`.
+    pub fn alerts(&self, limit: usize) -> Result<Vec<StoredAlert>, Error> {
+        self.alerts
+            .iter()
+            .rev()
+            .filter(|kv| {
+                kv.as_ref()
+                    .map_or(true, |(k, _)| k.len() == ALERT_KEY_BYTES)
+            })
+            .take(limit)
+            .map(|kv| decode("alerts", &kv?.1))
+            .collect()
+    }
+
+    /// How many alerts are stored (counts them all).
+    pub fn alerts_len(&self) -> Result<usize, Error> {
+        let mut len = 0;
+        for key in self.alerts.iter().keys() {
+            if key?.len() == ALERT_KEY_BYTES {
+                len += 1;
+            }
+        }
+        Ok(len)
+    }
+
+    /// Removes the `count` oldest alerts and their payloads; answers how many were removed.
+    pub fn prune_alerts(&self, count: usize) -> Result<usize, Error> {
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for key in self.alerts.iter().keys() {
+            let key = key?;
+            if key.len() == ALERT_KEY_BYTES {
+                if removed == count {
+                    break;
+                }
+                removed += 1;
+            }
+            batch.remove(key);
+        }
+        if removed > 0 {
+            self.alerts.apply_batch(batch)?;
+            self.written();
+        }
+        Ok(removed)
+    }
+}
