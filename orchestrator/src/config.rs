@@ -182,22 +182,43 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Why `--alert-secrets-file` could not be read. Never shows a token.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsFileError {
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("{path}:{line}: {why}")]
+    Line {
+        path: String,
+        /// 1-based.
+        line: usize,
+        why: String,
+    },
+}
+
 impl Config {
     /// Reads `--alert-secrets-file` into `alert_secrets` (after the `--alert-secret` pairs)
-    /// and forgets the path; spaces around a token are dropped; a malformed line is an error naming the file and line.
-    pub fn read_secrets_file(mut self) -> Result<Config, String> {
+    /// and forgets the path; spaces around a token are dropped; a malformed line is an error
+    /// naming the file and line.
+    pub fn read_secrets_file(mut self) -> Result<Config, SecretsFileError> {
         let Some(path) = self.alert_secrets_file.take() else {
             return Ok(self);
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|error| SecretsFileError::Read {
+            path: shown.clone(),
+            error,
+        })?;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (source, token) =
-                parse_secret(line).map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
+            let (source, token) = parse_secret(line).map_err(|why| SecretsFileError::Line {
+                path: shown.clone(),
+                line: n + 1,
+                why,
+            })?;
             self.alert_secrets.push((source, token.trim().to_string()));
         }
         Ok(self)
@@ -275,7 +296,8 @@ mod tests {
         ])
         .unwrap()
         .read_secrets_file()
-        .expect_err("a line without a token");
+        .expect_err("a line without a token")
+        .to_string();
         assert!(
             e.ends_with(":2: expected SOURCE=TOKEN with a non-empty source and token"),
             "{e}"

@@ -41,8 +41,8 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     Engine(#[from] engine::Error),
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    SecretsFile(#[from] config::SecretsFileError),
     #[error("serving gRPC: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("{path}: {source}")]
@@ -136,7 +136,7 @@ pub async fn run(
         syslog_udp,
         syslog_tcp,
     } = listeners;
-    let config = config.read_secrets_file().map_err(Error::Config)?;
+    let config = config.read_secrets_file()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::Io {
         path: config.data_dir.display().to_string(),
         source,

@@ -26,7 +26,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let config = config.read_secrets_file().map_err(anyhow::Error::msg)?;
+    let config = config.read_secrets_file()?;
     let listeners = Listeners::bind(&config).await?;
     let addr = listeners.grpc.local_addr()?;
     println!("{}", listeners.banner()?);

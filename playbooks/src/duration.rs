@@ -1,18 +1,19 @@
 //! Duration text (`100ms`, `30s`, `1h30m`, `7d`): parsing with readable errors, and a compact
 //! format for plans.
 
-use crate::yaml;
+use crate::{InvalidValue, ValueKind};
 
 /// Parses duration text into milliseconds (sub-millisecond parts are dropped).
-pub(crate) fn parse_ms(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_ms(text: &str) -> Result<u64, InvalidValue> {
     let trimmed = text.trim();
-    let duration = humantime::parse_duration(trimmed).map_err(|error| explain(text, &error))?;
+    let duration = humantime::parse_duration(trimmed)
+        .map_err(|error| InvalidValue::new(ValueKind::Duration, text, explain(&error)))?;
     u64::try_from(duration.as_millis())
-        .map_err(|_| format!("duration `{}` is too large", yaml::shorten(text)))
+        .map_err(|_| InvalidValue::new(ValueKind::Duration, text, "too large"))
 }
 
-fn explain(text: &str, error: &humantime::DurationError) -> String {
-    let why = match error {
+fn explain(error: &humantime::DurationError) -> String {
+    match error {
         humantime::DurationError::UnknownUnit { unit, .. } if unit.is_empty() => {
             "a unit is needed, e.g. `30s`".to_string()
         }
@@ -25,9 +26,7 @@ fn explain(text: &str, error: &humantime::DurationError) -> String {
         | humantime::DurationError::NumberExpected(_) => {
             "expected a positive number and a unit, e.g. `30s`, `5m` or `1h30m`".to_string()
         }
-    };
-    // Rendered text may be long: the message shows its start.
-    format!("invalid duration `{}`: {why}", yaml::shorten(text))
+    }
 }
 
 /// Formats milliseconds compactly and in a form [`parse_ms`] reads back: `1h30m`, `100ms`.
@@ -69,7 +68,7 @@ mod tests {
     #[test]
     fn explains_bad_text() {
         assert_eq!(
-            parse_ms("10 parsecs"),
+            parse_ms("10 parsecs").map_err(|e| e.to_string()),
             Err(
                 "invalid duration `10 parsecs`: unknown unit `parsecs` (use ms, s, m, h or d)"
                     .into()

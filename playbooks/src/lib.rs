@@ -45,16 +45,54 @@ pub use diagnostic::Diagnostic;
 pub use model::*;
 pub use render::{Context, RenderError, Renderer, Scope};
 
+/// Text that does not read as the value it stands for (a duration, a timestamp), and why.
+/// Displays as ``invalid duration `90x`: unknown unit `x` (use ms, s, m, h or d)``.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {kind} `{text}`: {why}")]
+pub struct InvalidValue {
+    pub kind: ValueKind,
+    /// The text read, shortened when long (rendered text may be).
+    pub text: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+/// What a text was read as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    Duration,
+    Timestamp,
+}
+
+impl std::fmt::Display for ValueKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ValueKind::Duration => "duration",
+            ValueKind::Timestamp => "timestamp",
+        })
+    }
+}
+
+impl InvalidValue {
+    pub(crate) fn new(kind: ValueKind, text: &str, why: impl Into<String>) -> InvalidValue {
+        InvalidValue {
+            kind,
+            text: yaml::shorten(text),
+            why: why.into(),
+        }
+    }
+}
+
 /// Reads duration text ("15m" is 900 000; `ms`, `s`, `m`, `h`, `d` and their combinations like
 /// "1h30m"), with the same syntax and errors as literal durations in playbooks. Zero is read
 /// as 0: the caller checks the bounds (e.g. [`limits::SLEEP_MS_MAX`], refusing 0).
-pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+pub fn parse_duration_ms(text: &str) -> Result<u64, InvalidValue> {
     duration::parse_ms(text)
 }
 
 /// Reads an RFC 3339 timestamp ("2026-12-01T02:00:00Z"; an offset like "+02:00" instead of
 /// "Z", and fractions of a second, allowed) as Unix epoch milliseconds, negative before 1970.
 /// Pure: the timestamp carries its own offset, so no clock or time zone database is read.
-pub fn parse_timestamp_ms(text: &str) -> Result<i64, String> {
+pub fn parse_timestamp_ms(text: &str) -> Result<i64, InvalidValue> {
     timestamp::parse_ms(text)
 }

@@ -195,7 +195,7 @@ fn coerce_duration(value: &Value, max_ms: Option<u64>) -> Result<Value, String> 
         .as_str()
         .map(str::trim)
         .ok_or_else(|| expected("a duration like \"15m\"", value))?;
-    let ms = duration::parse_ms(text)?;
+    let ms = duration::parse_ms(text).map_err(|e| e.to_string())?;
     if let Some(max_ms) = max_ms.filter(|max_ms| ms > *max_ms) {
         return Err(format!(
             "must be at most {}, found {text}",
@@ -387,8 +387,8 @@ fn read_duration_max(fields: &Fields<'_>, sink: &mut Sink) -> Option<Option<u64>
     let text = yaml::expect_string(node, &path, sink)?;
     match duration::parse_ms(text) {
         Ok(ms) => Some(Some(ms)),
-        Err(message) => {
-            sink.push(yaml::pos(node), &path, message);
+        Err(invalid) => {
+            sink.push(yaml::pos(node), &path, invalid.to_string());
             None
         }
     }

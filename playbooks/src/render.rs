@@ -52,8 +52,10 @@ pub struct Context<'a> {
     pub trigger: &'a Value,
 }
 
-/// A template failed to evaluate. The message names the step and the field (`with.<key>`,
-/// `when`, `for_each`, `labels.<key>`), or what the caller named (see [`Renderer::text`]).
+/// A template failed to compile or evaluate. The message names the step and the field
+/// (`with.<key>`, `when`, `for_each`, `labels.<key>`), or what the caller named (see
+/// [`Renderer::text`]); from [`Renderer::check`] and [`Renderer::scope`] it is the problem
+/// alone, placed by the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct RenderError {
@@ -64,6 +66,12 @@ pub struct RenderError {
 impl RenderError {
     fn new(step: &Step, field: &str, problem: impl std::fmt::Display) -> RenderError {
         RenderError::at(&format!("step `{}`: {field}", step.id), problem)
+    }
+
+    fn bare(problem: impl std::fmt::Display) -> RenderError {
+        RenderError {
+            message: problem.to_string(),
+        }
     }
 
     fn at(what: &str, problem: impl std::fmt::Display) -> RenderError {
@@ -219,13 +227,15 @@ impl Renderer {
         vars: &[(&str, Value)],
     ) -> Result<bool, RenderError> {
         let vars: Vec<(&str, &Value)> = vars.iter().map(|(name, value)| (*name, value)).collect();
-        let scope = self.scope(&vars).map_err(|e| RenderError::at(what, e))?;
+        let scope = self
+            .scope(&vars)
+            .map_err(|e| RenderError::at(what, e.message))?;
         self.condition_in(what, expression, &scope)
     }
 
     /// `vars` alone (no params, steps or trigger) converted to template values once, to
     /// evaluate many expressions and templates over them.
-    pub fn scope(&self, vars: &[(&str, &Value)]) -> Result<Scope, String> {
+    pub fn scope(&self, vars: &[(&str, &Value)]) -> Result<Scope, RenderError> {
         let steps = serde_json::Map::new();
         let ctx = Context {
             run_id: "",
@@ -233,7 +243,7 @@ impl Renderer {
             steps: &steps,
             trigger: &Value::Null,
         };
-        root(&ctx, None, vars).map(Scope)
+        root(&ctx, None, vars).map(Scope).map_err(RenderError::bare)
     }
 
     /// Like [`Renderer::condition`], over a [`Scope`] built once.
@@ -250,18 +260,13 @@ impl Renderer {
     }
 
     /// Whether an expression or a template compiles (its names are not looked up).
-    pub fn check(&self, source: &str, expression: bool) -> Result<(), String> {
-        if expression {
-            self.env
-                .compile_expression(source)
-                .map(|_| ())
-                .map_err(|e| error_text(&e))
+    pub fn check(&self, source: &str, expression: bool) -> Result<(), RenderError> {
+        let checked = if expression {
+            self.env.compile_expression(source).map(|_| ())
         } else {
-            self.env
-                .template_from_str(source)
-                .map(|_| ())
-                .map_err(|e| error_text(&e))
-        }
+            self.env.template_from_str(source).map(|_| ())
+        };
+        checked.map_err(|e| RenderError::bare(error_text(&e)))
     }
 
     /// Renders the values of `step.labels` to strings. `item` is bound when given.

@@ -169,7 +169,7 @@ fn rule(spec: Spec) -> Result<Rule, Diagnostic> {
 }
 
 fn window(path: &str, text: &str) -> Result<i64, Diagnostic> {
-    let ms = crate::parse_duration_ms(text).map_err(|e| problem(path, e))?;
+    let ms = crate::parse_duration_ms(text).map_err(|e| problem(path, e.to_string()))?;
     if ms == 0 || ms > limits::WINDOW_MS_MAX {
         return Err(problem(
             path,
@@ -204,7 +204,7 @@ fn check(spec: &Spec, renderer: &Renderer) -> Vec<Diagnostic> {
         problems.push(problem("playbook", "is required"));
     }
     if let Err(e) = renderer.check(&spec.expression, true) {
-        problems.push(problem("match", e));
+        problems.push(problem("match", e.message));
     }
     for (key, value) in &spec.params {
         check_tree(&format!("params.{key}"), value, renderer, &mut problems);
@@ -212,7 +212,7 @@ fn check(spec: &Spec, renderer: &Renderer) -> Vec<Diagnostic> {
     if let Some(dedup) = &spec.dedup
         && let Err(e) = renderer.check(&dedup.key, false)
     {
-        problems.push(problem("dedup.key", e));
+        problems.push(problem("dedup.key", e.message));
     }
     problems
 }
@@ -221,7 +221,7 @@ fn check_tree(path: &str, value: &Value, renderer: &Renderer, problems: &mut Vec
     match value {
         Value::String(template) => {
             if let Err(e) = renderer.check(template, false) {
-                problems.push(problem(path, e));
+                problems.push(problem(path, e.message));
             }
         }
         Value::Array(items) => {

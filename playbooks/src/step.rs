@@ -275,7 +275,9 @@ fn read_other_step(fields: &Fields<'_>, shape: Shape, draft: &mut Draft, sink: &
         Shape::Until => {
             let expected = "a time like `2026-12-01T02:00:00Z`";
             let at = read_text(node, &path, Field::Until, expected, uses, sink, |text| {
-                timestamp::parse_ms(text).map(drop)
+                timestamp::parse_ms(text)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
             });
             draft.kind = StepKind::Until {
                 at: at.unwrap_or_default(),

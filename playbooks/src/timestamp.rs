@@ -2,13 +2,13 @@
 //! epoch milliseconds, for `until` steps. Pure arithmetic: no clock and no time zone database,
 //! so a timestamp must carry its own offset.
 
-use crate::yaml;
+use crate::{InvalidValue, ValueKind, yaml};
 
 /// Parses an RFC 3339 timestamp into milliseconds since 1970-01-01T00:00:00Z (negative
 /// before). Fractions of a second past the millisecond are dropped; a leap second (`:60`) is
 /// read as the start of the next minute, as Unix time has no room for it.
-pub(crate) fn parse_ms(text: &str) -> Result<i64, String> {
-    read(text.trim()).map_err(|why| format!("invalid timestamp `{}`: {why}", yaml::shorten(text)))
+pub(crate) fn parse_ms(text: &str) -> Result<i64, InvalidValue> {
+    read(text.trim()).map_err(|why| InvalidValue::new(ValueKind::Timestamp, text, why))
 }
 
 const SHAPE: &str = "expected a date and time with a time zone, e.g. `2026-12-01T02:00:00Z` \

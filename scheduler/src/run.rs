@@ -519,7 +519,7 @@ fn slot_is_step(slot: Slot) -> bool {
 
 /// Parses a rendered duration and checks it is above zero and at most `max_ms`.
 pub(crate) fn bounded_duration(text: &str, max_ms: u64) -> Result<u64, String> {
-    let ms = riposte_playbooks::parse_duration_ms(text)?;
+    let ms = riposte_playbooks::parse_duration_ms(text).map_err(|e| e.to_string())?;
     if ms == 0 || ms > max_ms {
         return Err(format!(
             "duration `{text}` must be above 0 and at most {}",

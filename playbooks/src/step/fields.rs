@@ -214,7 +214,7 @@ pub(crate) fn read_duration(
 
 /// Parses duration text and checks that its milliseconds are within `allowed`.
 pub(crate) fn check_duration(text: &str, allowed: RangeInclusive<u64>) -> Result<u64, String> {
-    let ms = duration::parse_ms(text)?;
+    let ms = duration::parse_ms(text).map_err(|e| e.to_string())?;
     let text = text.trim();
     if ms < *allowed.start() {
         let shortest = duration::format_ms(*allowed.start());

@@ -151,7 +151,8 @@ impl<'a> Tx<'a> {
             StepKind::Until { at } => {
                 let text = self.renderer.text(&what(spec, "until"), at, &ctx, None);
                 let at_ms =
-                    riposte_playbooks::parse_timestamp_ms(&text.map_err(|e| e.to_string())?)?;
+                    riposte_playbooks::parse_timestamp_ms(&text.map_err(|e| e.to_string())?)
+                        .map_err(|e| e.to_string())?;
                 if at_ms - self.now_ms > limits::SLEEP_MS_MAX as i64 {
                     return Err(format!(
                         "`until` is more than {} away",
