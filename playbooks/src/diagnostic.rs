@@ -64,6 +64,13 @@ impl Pos {
     }
 }
 
+/// `(line, column)`, as the schedule and rule readers carry positions.
+impl From<(u32, u32)> for Pos {
+    fn from((line, column): (u32, u32)) -> Pos {
+        Pos { line, column }
+    }
+}
+
 /// Collects diagnostics while validation goes on, so that every problem is reported at once.
 #[derive(Debug, Default)]
 pub(crate) struct Sink {
@@ -71,7 +78,8 @@ pub(crate) struct Sink {
 }
 
 impl Sink {
-    pub fn push(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
+    pub fn push(&mut self, pos: impl Into<Pos>, path: &str, message: impl Into<String>) {
+        let pos = pos.into();
         self.diagnostics.push(Diagnostic {
             message: message.into(),
             path: path.to_string(),

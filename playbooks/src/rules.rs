@@ -122,7 +122,7 @@ pub fn parse(source: &str, renderer: &Renderer) -> Result<Rule, Vec<Diagnostic>>
         )]);
     }
     let mut sink = yaml::Sink::default();
-    let Some(node) = yaml::load(source, &mut sink) else {
+    let Some(node) = yaml::load_rule(source, &mut sink) else {
         return Err(sink.into_sorted());
     };
     let spec: Spec = serde_json::from_value(yaml::to_json(&node))
@@ -350,6 +350,31 @@ mod tests {
 
     fn alert(severity: &str, ips: Value) -> Value {
         json!({"source": "azure_monitor", "severity": severity, "entities": {"ips": ips}})
+    }
+
+    #[test]
+    fn the_yaml_front_end_names_a_rule_and_places_its_problems() {
+        let renderer = Renderer::new();
+        let messages = |source: &str| -> Vec<String> {
+            let problems = parse(source, &renderer).expect_err("refused");
+            problems.iter().map(|d| d.to_string()).collect()
+        };
+        assert_eq!(
+            messages("- a\n- b\n"),
+            ["1:1: a rule must be a YAML mapping"]
+        );
+        assert_eq!(
+            messages("name: x\n---\nname: y\n"),
+            ["2:1: a rule must be a single YAML document"]
+        );
+        assert_eq!(
+            messages("name: x\nmatch: \"a\u{7}\"\n"),
+            ["2:10: control character U+0007 is not allowed"]
+        );
+        assert_eq!(
+            messages("name: x\nname: y\n"),
+            ["2:1: duplicate key `name` (first at 1:1)"]
+        );
     }
 
     #[test]

@@ -13,18 +13,40 @@ use yaml_rust2::parser::{Event, Parser};
 use crate::diagnostic::{Pos, Sink};
 use crate::limits;
 
-/// Parses `source` into a tree no deeper than [`limits::YAML_DEPTH_MAX`], or reports why not.
+/// What kind of document the front end reads: the noun its messages use and its bounds.
+pub(crate) struct Document {
+    pub noun: &'static str,
+    pub bytes_max: usize,
+    /// Nesting levels allowed (a scalar counts as a level, like the collections holding it).
+    pub depth_max: usize,
+}
+
+/// A playbook.
+pub(crate) const PLAYBOOK: Document = Document {
+    noun: "playbook",
+    bytes_max: limits::SOURCE_BYTES_MAX,
+    depth_max: limits::YAML_DEPTH_MAX,
+};
+
+/// Parses a playbook's `source` into a bounded tree, or reports why not.
 pub(crate) fn load(source: &str, sink: &mut Sink) -> Option<Node> {
-    if source.len() > limits::SOURCE_BYTES_MAX {
+    load_document(source, &PLAYBOOK, sink)
+}
+
+/// The one YAML front end of the language (playbooks, schedules, rules): parses `source` into
+/// a tree no deeper than `document.depth_max`, or reports why not.
+pub(crate) fn load_document(source: &str, document: &Document, sink: &mut Sink) -> Option<Node> {
+    if source.len() > document.bytes_max {
         let message = format!(
-            "playbook is {} bytes, more than the {} allowed",
+            "{} is {} bytes, more than the {} allowed",
+            document.noun,
             source.len(),
-            limits::SOURCE_BYTES_MAX
+            document.bytes_max
         );
         sink.push(Pos::NONE, "", message);
         return None;
     }
-    if !check_characters(source, sink) || !check_events(source, sink) {
+    if !check_characters(source, sink) || !check_events(source, document, sink) {
         return None;
     }
     let options = LoaderOptions::default()
@@ -33,7 +55,7 @@ pub(crate) fn load(source: &str, sink: &mut Sink) -> Option<Node> {
     match marked_yaml::parse_yaml_with_options(0, source, options) {
         Ok(root) => Some(root),
         Err(error) => {
-            report_load_error(&error, sink);
+            report_load_error(&error, document, sink);
             None
         }
     }
@@ -61,7 +83,7 @@ fn check_characters(source: &str, sink: &mut Sink) -> bool {
 
 /// Walks the parser's events without building anything: one document, bounded depth (scalars
 /// count as a level, like the collections holding them).
-fn check_events(source: &str, sink: &mut Sink) -> bool {
+fn check_events(source: &str, document: &Document, sink: &mut Sink) -> bool {
     let mut parser = Parser::new_from_str(source);
     let (mut depth, mut documents) = (0usize, 0usize);
     loop {
@@ -77,13 +99,14 @@ fn check_events(source: &str, sink: &mut Sink) -> bool {
         match event {
             Event::StreamEnd => return true,
             Event::DocumentStart if documents > 0 => {
-                sink.push(pos, "", "a playbook must be a single YAML document");
+                let message = format!("a {} must be a single YAML document", document.noun);
+                sink.push(pos, "", message);
                 return false;
             }
             Event::DocumentStart => documents += 1,
             Event::SequenceStart(..) | Event::MappingStart(..) | Event::Scalar(..) => {
-                if depth == limits::YAML_DEPTH_MAX {
-                    let message = format!("nesting deeper than {} levels", limits::YAML_DEPTH_MAX);
+                if depth == document.depth_max {
+                    let message = format!("nesting deeper than {} levels", document.depth_max);
                     sink.push(pos, "", message);
                     return false;
                 }
@@ -102,11 +125,11 @@ fn scan_pos(marker: &yaml_rust2::scanner::Marker) -> Pos {
     Pos::new(marker.line(), marker.col() + 1)
 }
 
-fn report_load_error(error: &LoadError, sink: &mut Sink) {
+fn report_load_error(error: &LoadError, document: &Document, sink: &mut Sink) {
     let (pos, message) = match error {
         LoadError::TopLevelMustBeMapping(m) | LoadError::TopLevelMustBeSequence(m) => (
             Pos::of_marker(m),
-            "a playbook must be a YAML mapping".to_string(),
+            format!("a {} must be a YAML mapping", document.noun),
         ),
         LoadError::UnexpectedAnchor(m) => (
             Pos::of_marker(m),

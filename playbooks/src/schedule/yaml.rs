@@ -1,120 +1,48 @@
-//! Schedule YAML to a positioned tree, with the same pre-parse bounds as the playbook
-//! compiler (size, one document, nesting depth checked on the event stream before the tree
-//! is built), and small readers that report into a [`Sink`].
+//! Schedules and rules in YAML: the language's one front end ([`crate::yaml::load_document`],
+//! with the bounds of a schedule or a rule), and small readers that report into the
+//! language's [`Sink`].
 //!
-//! The playbook compiler keeps its readers private; this is the small subset schedules need.
+//! The playbook compiler keeps its readers private; these are the small subset schedules need.
 
-use crate::Diagnostic;
-use marked_yaml::{LoaderOptions, Node};
+use marked_yaml::Node;
 use serde_json::Value;
-use yaml_rust2::parser::{Event, Parser};
+
+pub(crate) use crate::diagnostic::Sink;
+use crate::yaml::{Document, load_document};
 
 use super::limits;
 
-/// Collects every problem, so that all are reported at once.
-#[derive(Debug, Default)]
-pub(crate) struct Sink(Vec<Diagnostic>);
+/// A schedule's bounds.
+const SCHEDULE: Document = Document {
+    noun: "schedule",
+    bytes_max: limits::SOURCE_BYTES_MAX,
+    depth_max: limits::YAML_DEPTH_MAX,
+};
 
-impl Sink {
-    pub fn push(&mut self, (line, column): (u32, u32), path: &str, message: impl Into<String>) {
-        self.0.push(Diagnostic {
-            message: message.into(),
-            path: path.to_string(),
-            line,
-            column,
-        });
-    }
+/// A rule's bounds.
+const RULE: Document = Document {
+    noun: "rule",
+    bytes_max: crate::rules::limits::SOURCE_BYTES_MAX,
+    depth_max: limits::YAML_DEPTH_MAX,
+};
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// In source order, at most [`limits::DIAGNOSTICS_MAX`] and one that counts the rest.
-    pub fn into_sorted(mut self) -> Vec<Diagnostic> {
-        self.0.sort_by_key(|d| (d.line, d.column));
-        self.0.dedup();
-        let total = self.0.len();
-        if total > limits::DIAGNOSTICS_MAX {
-            self.0.truncate(limits::DIAGNOSTICS_MAX);
-            let more = total - limits::DIAGNOSTICS_MAX;
-            self.push((0, 0), "", format!("{more} more problems not shown"));
-        }
-        self.0
-    }
-}
-
-/// Parses `source` into a bounded tree, or reports why not.
+/// Parses a schedule's `source` into a bounded mapping, or reports why not.
 pub(crate) fn load(source: &str, sink: &mut Sink) -> Option<Node> {
-    if source.len() > limits::SOURCE_BYTES_MAX {
-        let message = format!(
-            "schedule is {} bytes, more than the {} allowed",
-            source.len(),
-            limits::SOURCE_BYTES_MAX
-        );
-        sink.push((0, 0), "", message);
-        return None;
-    }
-    if let Some(c) = source
-        .chars()
-        .find(|c| c.is_control() && !"\t\n\r".contains(*c))
-    {
-        let message = format!("control character U+{:04X} is not allowed", u32::from(c));
-        sink.push((0, 0), "", message);
-        return None;
-    }
-    if !check_events(source, sink) {
-        return None;
-    }
-    let options = LoaderOptions::default()
-        .error_on_duplicate_keys(true)
-        .prevent_coercion(true);
-    match marked_yaml::parse_yaml_with_options(0, source, options) {
-        Ok(Node::Mapping(map)) => Some(Node::Mapping(map)),
-        Ok(other) => {
-            sink.push(pos(&other), "", "a schedule must be a YAML mapping");
-            None
-        }
-        Err(error) => {
-            sink.push((0, 0), "", format!("invalid YAML: {error}"));
-            None
-        }
-    }
+    load_mapping(source, &SCHEDULE, sink)
 }
 
-/// One document, nesting at most [`limits::YAML_DEPTH_MAX`], without building a tree.
-fn check_events(source: &str, sink: &mut Sink) -> bool {
-    let mut parser = Parser::new_from_str(source);
-    let (mut depth, mut documents) = (0usize, 0usize);
-    loop {
-        let (event, marker) = match parser.next_token() {
-            Ok(next) => next,
-            Err(error) => {
-                let at = (
-                    clamp(error.marker().line()),
-                    clamp(error.marker().col() + 1),
-                );
-                sink.push(at, "", format!("invalid YAML: {}", error.info()));
-                return false;
-            }
-        };
-        let at = (clamp(marker.line()), clamp(marker.col() + 1));
-        match event {
-            Event::StreamEnd => return true,
-            Event::DocumentStart if documents > 0 => {
-                sink.push(at, "", "a schedule must be a single YAML document");
-                return false;
-            }
-            Event::DocumentStart => documents += 1,
-            Event::SequenceStart(..) | Event::MappingStart(..) => {
-                depth += 1;
-                if depth > limits::YAML_DEPTH_MAX {
-                    let message = format!("nesting deeper than {} levels", limits::YAML_DEPTH_MAX);
-                    sink.push(at, "", message);
-                    return false;
-                }
-            }
-            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
-            _ => {}
+/// Parses a rule's `source` into a bounded mapping, or reports why not.
+pub(crate) fn load_rule(source: &str, sink: &mut Sink) -> Option<Node> {
+    load_mapping(source, &RULE, sink)
+}
+
+fn load_mapping(source: &str, document: &Document, sink: &mut Sink) -> Option<Node> {
+    match load_document(source, document, sink)? {
+        Node::Mapping(map) => Some(Node::Mapping(map)),
+        other => {
+            let message = format!("a {} must be a YAML mapping", document.noun);
+            sink.push(pos(&other), "", message);
+            None
         }
     }
 }
