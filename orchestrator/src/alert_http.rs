@@ -164,7 +164,7 @@ async fn ingest(
     let ingest = IngestAlert {
         slot,
         source: source.to_string(),
-        payload: payload.to_vec(),
+        payload,
     };
     match app.shared.handle(ingest).await {
         Ok(alerts) => {

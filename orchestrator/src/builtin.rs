@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use crate::Error;
-use crate::door::{self, Node, playbooks::ApplyBuiltin};
-use crate::engine::{self, Builtin};
+use crate::door::{Node, playbooks::ApplyBuiltin};
+use crate::engine::Builtin;
 
 /// The built-in playbooks: file name and source.
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -31,15 +31,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
 /// Applies each built-in playbook the store lacks; logs what it kept.
 pub(crate) async fn apply(node: &Arc<Node>) -> Result<(), Error> {
     for (origin, source) in BUILTIN {
-        let outcome = match node.handle(ApplyBuiltin { source }).await {
-            Ok(outcome) => outcome,
-            Err(door::Error::Engine(e)) => return Err(e.into()),
-            Err(door::Error::NotDurable(e)) => return Err(e.into()),
-            Err(e @ door::Error::Backlog(_)) => {
-                return Err(engine::Error::ResourceExhausted(e.to_string()).into());
-            }
-        };
-        match outcome {
+        match node.handle(ApplyBuiltin { source }).await? {
             Builtin::Applied { name, version } => {
                 tracing::info!(playbook = %name, version, origin, "playbook.builtin_applied");
             }

@@ -210,6 +210,11 @@ impl Engine {
         &self.clock
     }
 
+    /// What the engine notifies when a timer becomes the earliest (the timer loop waits on it).
+    pub fn timers_changed(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
     /// A change that wrote nothing new: durable once everything written before it is (what it
     /// answers may have been written by a request still waiting for its flush).
     fn unchanged<T>(&self, value: T) -> Pending<T> {

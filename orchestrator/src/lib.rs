@@ -43,6 +43,9 @@ pub enum Error {
     Engine(#[from] engine::Error),
     #[error(transparent)]
     SecretsFile(#[from] config::SecretsFileError),
+    /// A request made at start (a playbook to apply) was refused.
+    #[error(transparent)]
+    Request(#[from] door::Error),
     #[error("serving gRPC: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("{path}: {source}")]
@@ -153,16 +156,10 @@ pub async fn run(
         guard: config.guard_policy(listen.ip()),
         schedule_grace: config.schedule_grace,
     };
-    let timers = Arc::new(Notify::new());
     let clock = clock::Clock::system();
-    let engine = engine::Engine::open(store, settings, clock.clone(), timers.clone())?;
+    let engine = engine::Engine::open(store, settings, clock, Arc::new(Notify::new()))?;
     tracing::info!(runs.active = engine.active_runs(), "engine.resumed");
-    let shared = Arc::new(door::Node::new(
-        engine,
-        clock,
-        timers,
-        config.alerts_in_flight,
-    ));
+    let shared = Arc::new(door::Node::new(engine, config.alerts_in_flight));
     if let Some(dir) = &config.playbooks {
         apply_folder(&shared, dir).await?;
     }
@@ -288,7 +285,7 @@ async fn apply_one(shared: &Arc<door::Node>, origin: &str, source: &str) -> Resu
             let playbook = &applied.playbook;
             tracing::info!(playbook = %playbook.name, version = playbook.version, unchanged = applied.unchanged, origin, "playbook.loaded");
         }
-        Err(door::Error::Engine(engine::Error::Store(e)) | door::Error::NotDurable(e)) => {
+        Err(e @ (door::Error::Engine(engine::Error::Store(_)) | door::Error::NotDurable(_))) => {
             return Err(e.into());
         }
         Err(e) => tracing::warn!(origin, error = %e, "playbook.skipped"),

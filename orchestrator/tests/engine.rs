@@ -157,10 +157,9 @@ fn open_node(store: Store, clock: &Clock) -> Arc<Node> {
         guard: Policy::new(vec![], &[], 24, 64, None),
         schedule_grace: Duration::from_secs(60),
     };
-    let timers = Arc::new(Notify::new());
-    let engine =
-        Engine::open(store, settings, clock.clone(), timers.clone()).expect("the engine opens");
-    let node = Arc::new(Node::new(engine, clock.clone(), timers, 16));
+    let engine = Engine::open(store, settings, clock.clone(), Arc::new(Notify::new()))
+        .expect("the engine opens");
+    let node = Arc::new(Node::new(engine, 16));
     // What fell due while it was down fires at once.
     node.tick();
     node
@@ -298,7 +297,7 @@ async fn an_alert_storm_coalesces_into_one_run_per_address_and_records_every_ale
         let ingest = alerts::IngestAlert {
             slot: bench.node.ingest_slot().expect("room in the queue"),
             source: "cef".into(),
-            payload: line.into_bytes(),
+            payload: line.into_bytes().into(),
         };
         for alert in bench.handle(ingest).await {
             let fate = format!("{:?}", alert.fate);
@@ -346,7 +345,9 @@ async fn an_alert_storm_coalesces_into_one_run_per_address_and_records_every_ale
     let ingest = alerts::IngestAlert {
         slot: bench.node.ingest_slot().expect("room in the queue"),
         source: "cef".into(),
-        payload: b"CEF:0|Vendor|IDS|1.0|100|ssh brute force|8|src=203.0.113.7".to_vec(),
+        payload: bytes::Bytes::from_static(
+            b"CEF:0|Vendor|IDS|1.0|100|ssh brute force|8|src=203.0.113.7",
+        ),
     };
     let again = bench.handle(ingest).await;
     assert_eq!(format!("{:?}", again[0].fate), "Started");

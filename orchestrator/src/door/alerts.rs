@@ -16,12 +16,12 @@ use crate::engine::{self, RuleApplied};
 use crate::store::{StoredAlert, StoredRule};
 
 requests! {
-    IngestAlert => IngestAlert,
-    IngestBatch => IngestBatch,
-    ListAlerts => ListAlerts,
-    GetAlert => GetAlert,
-    ApplyRule => ApplyRule,
-    ListRules => ListRules,
+    IngestAlert,
+    IngestBatch,
+    ListAlerts,
+    GetAlert,
+    ApplyRule,
+    ListRules,
 }
 
 /// A place in the ingestion queue ([`Node::ingest_slot`]), held while a payload is read,
@@ -52,7 +52,8 @@ impl Node {
 pub struct IngestAlert {
     pub slot: IngestSlot,
     pub source: String,
-    pub payload: Vec<u8>,
+    /// As received: the HTTP body or the gRPC field, never copied on the way in.
+    pub payload: bytes::Bytes,
 }
 
 impl Request for IngestAlert {
@@ -110,7 +111,7 @@ impl Request for IngestBatch {
             for d in decided {
                 match engine.ingest_decided(d) {
                     Ok(pending) => last = Some(pending),
-                    Err(engine::Error::Store(e)) => return Err(engine::Error::Store(e).into()),
+                    Err(e @ engine::Error::Store(_)) => return Err(e.into()),
                     Err(e) => refused.push(e.to_string()),
                 }
             }

@@ -6,8 +6,8 @@ use super::{Error, Kind, Node, Request, requests};
 use crate::store::Containment;
 
 requests! {
-    SetContainment => SetContainment,
-    GetContainment => GetContainment,
+    SetContainment,
+    GetContainment,
 }
 
 /// The kill switch now, and how many tasks it holds.

@@ -9,11 +9,11 @@ use crate::engine::Builtin;
 use crate::store::StoredPlaybook;
 
 requests! {
-    ValidatePlaybook => ValidatePlaybook,
-    ApplyPlaybook => ApplyPlaybook,
-    ApplyBuiltin => ApplyBuiltin,
-    ListPlaybooks => ListPlaybooks,
-    GetPlaybook => GetPlaybook,
+    ValidatePlaybook,
+    ApplyPlaybook,
+    ApplyBuiltin,
+    ListPlaybooks,
+    GetPlaybook,
 }
 
 /// Compiles a source without storing it.

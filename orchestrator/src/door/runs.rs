@@ -12,16 +12,16 @@ use super::{Error, Kind, Node, Request, requests};
 use crate::engine::{self, ApprovalView, GrantView, StartRequest, Watch};
 
 requests! {
-    StartRun => StartRun,
-    GetRun => GetRun,
-    ListRuns => ListRuns,
-    WatchRun => WatchRun,
-    CancelRun => CancelRun,
-    RepairRun => RepairRun,
-    Decide => Decide,
-    ListApprovals => ListApprovals,
-    ListGrants => ListGrants,
-    RevokeGrant => RevokeGrant,
+    StartRun,
+    GetRun,
+    ListRuns,
+    WatchRun,
+    CancelRun,
+    RepairRun,
+    Decide,
+    ListApprovals,
+    ListGrants,
+    RevokeGrant,
 }
 
 /// A run with the playbook version it runs.
@@ -193,7 +193,7 @@ impl Node {
         let Ok(rest) = self.lock().history_after(id, *last) else {
             return Sent::Stop;
         };
-        if self.store.durable(self.store.last_write()).await.is_err() {
+        if self.flush().await.is_err() {
             return Sent::Stop;
         }
         for event in rest {

@@ -9,11 +9,11 @@ use crate::engine::{ApplyOutcome, ScheduleView};
 use crate::store::LedgerEntry;
 
 requests! {
-    ApplySchedule => ApplySchedule,
-    ListSchedules => ListSchedules,
-    GetScheduleHistory => GetScheduleHistory,
-    TriggerSchedule => TriggerSchedule,
-    SetSchedulePaused => SetSchedulePaused,
+    ApplySchedule,
+    ListSchedules,
+    GetScheduleHistory,
+    TriggerSchedule,
+    SetSchedulePaused,
 }
 
 /// Stores (or replaces) a schedule from its YAML source.

@@ -11,11 +11,11 @@ use crate::dispatch::Worker;
 use crate::engine::{self, LeasedTask, Poll};
 
 requests! {
-    Register => Register,
-    PollTask => PollTask,
-    Heartbeat => Heartbeat,
-    ReportResult => ReportResult,
-    ListWorkers => ListWorkers,
+    Register,
+    PollTask,
+    Heartbeat,
+    ReportResult,
+    ListWorkers,
 }
 
 /// A worker announces itself (or again, after the orchestrator restarted).

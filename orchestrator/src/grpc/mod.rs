@@ -82,9 +82,20 @@ fn who(who: String) -> Result<String, Status> {
     Ok(who)
 }
 
+/// `text`, or `default` when it is empty or blank.
 fn or_default(text: String, default: &str) -> String {
     if text.trim().is_empty() {
         default.to_string()
+    } else {
+        text
+    }
+}
+
+/// `text`, or `default` only when it is empty: `CancelRun` has always kept a blank
+/// `requested_by` or `reason` as sent.
+fn non_empty(text: String, default: &str) -> String {
+    if text.is_empty() {
+        default.into()
     } else {
         text
     }

@@ -11,7 +11,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{NAME_BYTES_MAX, bounded, or_default, parse_run_id, status, who};
+use super::{NAME_BYTES_MAX, bounded, non_empty, or_default, parse_run_id, status, who};
 use crate::convert;
 use crate::door::{Node, alerts, containment, playbooks, runs, schedules};
 use crate::engine::{StartRequest, limits};
@@ -26,15 +26,6 @@ pub struct OperatorApi(pub Arc<Node>);
 
 type EventStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
-
-/// `text`, or `default` when it is empty.
-fn non_empty(text: String, default: &str) -> String {
-    if text.is_empty() {
-        default.into()
-    } else {
-        text
-    }
-}
 
 fn run(view: &runs::RunView) -> pb::Run {
     convert::run(&view.state, &view.playbook)
@@ -443,7 +434,7 @@ impl Operator for OperatorApi {
         let ingest = alerts::IngestAlert {
             slot: self.0.ingest_slot().map_err(status)?,
             source: req.source,
-            payload: req.payload,
+            payload: req.payload.into(),
         };
         let alerts = self.0.handle(ingest).await.map_err(status)?;
         Ok(Response::new(pb::IngestAlertResponse {
