@@ -5,13 +5,15 @@
 //! [`Pending`] value, reachable only once the write is durable: nothing is acknowledged (RPC
 //! reply, run accepted, task handed out, event streamed) before it is flushed.
 //!
-//! This file holds what every concern shares: opening (resuming every run), the commit path
-//! (`commit`, `commit_all`, `run_writes`), the timer index and `tick`. The concerns, each an
-//! `impl Engine` of its own: [`playbooks`] (apply, the compiled cache), [`runs`] (start, cancel,
-//! watch, decide, revoke, repair, views), [`tasks`] (workers, leases, results, the kill switch
-//! at the dispatch door, task ids), [`alerts`] (fates of alerts, rules) and [`schedules`] (cron
-//! schedules in the same timer index as the runs' timers; a fire starts its runs and writes
-//! its ledger entries in one transaction).
+//! The engine is three objects, one per concern, each owning its state: [`Runs`] (this file:
+//! opening and resuming, the timer index, the one commit path `commit_with`; with [`runs`]:
+//! start, cancel, watch, decide, revoke, repair, views; [`tasks`]: workers, leases, results,
+//! the kill switch at the dispatch door; [`playbooks`]: apply, the compiled cache),
+//! [`Schedules`] ([`schedules`]: cron schedules, their timers in the runs' index; a fire starts
+//! its runs and writes its ledger entries in one transaction) and [`Alerts`] ([`alerts`]: fates
+//! of alerts, rules). Schedules and alerts start runs through [`Runs`] and write beside them
+//! through its commit path; [`Engine`] holds the three, routes due timers and tells the
+//! schedules which runs ended ([`Engine::settle`]).
 
 pub mod alerts;
 mod playbooks;
@@ -19,10 +21,10 @@ mod runs;
 mod schedules;
 mod tasks;
 
-pub use alerts::RuleApplied;
+pub use alerts::{Alerts, RuleApplied};
 pub use playbooks::Builtin;
 pub use runs::{ApprovalView, GrantView, StartRequest, Watch};
-pub use schedules::{ApplyOutcome, ScheduleView};
+pub use schedules::{ApplyOutcome, ScheduleView, Schedules};
 pub use tasks::{LeasedTask, Poll, Report, task_id};
 
 use runs::Prepared;
@@ -127,32 +129,34 @@ enum Timer {
     Schedule(String),
 }
 
+/// The engine: the three concerns under one lock. Each owns its state; the schedules and the
+/// alerts start runs (and write with them) through [`Runs`], the one commit path.
 pub struct Engine {
+    pub(crate) runs: Runs,
+    pub(crate) schedules: Schedules,
+    pub(crate) alerts: Alerts,
+}
+
+/// The runs: the scheduler's active runs, the dispatcher and its workers, the kill switch, the
+/// compiled playbooks, the durable timer index (the schedules' timers too), and the one commit
+/// path every concern writes runs through.
+pub struct Runs {
     store: Store,
     settings: Settings,
     scheduler: Scheduler,
     dispatch: Dispatcher<Pending<LeasedTask>>,
     /// Every durable timer, runs' and schedules': (due wall-clock ms, what).
     timers: BTreeSet<(i64, Timer)>,
-    /// Cron schedules: definitions, their state and the runs they started.
-    schedules: schedules::Schedules,
     playbooks: HashMap<(String, u32), Arc<Playbook>>,
     watchers: HashMap<RunId, broadcast::Sender<(Seq, HistoryEvent)>>,
     /// Wakes the timer loop when a timer becomes the earliest one.
     wake: Arc<Notify>,
     /// The kill switch as stored; the dispatcher's door follows it.
     containment: Containment,
-    /// Alerts held in the store (counted once, then kept in step).
-    alerts_held: Option<usize>,
-    /// Payloads ingested since expired dedup entries were last removed.
-    ingests_since_prune: usize,
-    /// Alert rules in evaluation order, with their stored sources; shared with the alerts
-    /// being decided outside the lock (copied on write).
-    rules: Arc<Vec<(riposte_playbooks::rules::Rule, store::StoredRule)>>,
+    /// Runs that ended since [`Engine::settle`] last passed them on.
+    ended: Vec<RunId>,
     /// Where time and ids come from.
     clock: Clock,
-    /// The sandboxed template environment rules are evaluated in.
-    renderer: Arc<riposte_playbooks::Renderer>,
 }
 
 impl Engine {
@@ -164,66 +168,120 @@ impl Engine {
         clock: Clock,
         wake: Arc<Notify>,
     ) -> Result<Engine, Error> {
+        let mut runs = Runs::open(store, settings, clock, wake)?;
+        let schedules = Schedules::open(&mut runs)?;
+        let alerts = Alerts::open(&runs.store, &runs.clock)?;
+        runs.ended.clear();
+        Ok(Engine {
+            runs,
+            schedules,
+            alerts,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.runs.store
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.runs.settings
+    }
+
+    /// Where the engine's time and ids come from.
+    pub fn clock(&self) -> &Clock {
+        &self.runs.clock
+    }
+
+    /// What the engine notifies when a timer becomes the earliest (the timer loop waits on it).
+    pub fn timers_changed(&self) -> Arc<Notify> {
+        self.runs.wake.clone()
+    }
+
+    /// Fires what is due: expired leases, backoff timers and schedules. Returns when to call
+    /// again.
+    pub fn tick(&mut self) -> Option<Instant> {
+        let now = self.runs.clock.monotonic();
+        self.runs.expire_leases(now);
+        let now_ms = self.runs.clock.now_ms();
+        while let Some((due_ms, timer)) = self.runs.pop_due(now_ms) {
+            match timer {
+                Timer::Run(run) => self.runs.handle_quietly(run, Event::Timer { run }),
+                Timer::Schedule(name) => self.schedules.due(&mut self.runs, &name, due_ms),
+            }
+            self.settle();
+        }
+        self.runs.forget_silent_workers(now);
+        self.runs.next_wake(now)
+    }
+
+    /// Ingests one decided payload: the alerts with the runs they start (see [`Alerts::ingest`]).
+    pub fn ingest(
+        &mut self,
+        decided: alerts::Decided,
+    ) -> Result<Pending<Vec<store::StoredAlert>>, Error> {
+        self.alerts.ingest(&mut self.runs, decided)
+    }
+
+    /// Applies a schedule's source (see [`Schedules::apply`]).
+    pub fn apply_schedule(&mut self, source: &str) -> Result<ApplyOutcome, Error> {
+        self.schedules.apply(&mut self.runs, source)
+    }
+
+    /// Fires a schedule now (see [`Schedules::trigger`]).
+    pub fn trigger_schedule(
+        &mut self,
+        name: &str,
+        who: &str,
+    ) -> Result<Pending<store::LedgerEntry>, Error> {
+        self.schedules.trigger(&mut self.runs, name, who)
+    }
+
+    /// Passes the runs that ended on to the schedules (a queued fire may start now). Called
+    /// before the engine's lock is released, so no request sees a run ended and its schedule
+    /// not told.
+    pub fn settle(&mut self) {
+        for run in std::mem::take(&mut self.runs.ended) {
+            self.schedules.run_ended(&mut self.runs, run);
+        }
+    }
+}
+
+impl Runs {
+    /// The runs as stored, every active one resumed.
+    fn open(
+        store: Store,
+        settings: Settings,
+        clock: Clock,
+        wake: Arc<Notify>,
+    ) -> Result<Runs, Error> {
         let scheduler = Scheduler::with_guard(settings.guard.clone());
-        let mut engine = Engine {
+        let mut runs = Runs {
+            containment: store.containment()?,
             store,
             settings,
             clock,
             scheduler,
             dispatch: Dispatcher::default(),
             timers: BTreeSet::new(),
-            schedules: schedules::Schedules::default(),
             playbooks: HashMap::new(),
             watchers: HashMap::new(),
             wake,
-            containment: Containment::default(),
-            alerts_held: None,
-            ingests_since_prune: 0,
-            rules: Arc::new(Vec::new()),
-            renderer: Arc::new(riposte_playbooks::Renderer::new()),
+            ended: Vec::new(),
         };
-        engine.containment = engine.store.containment()?;
-        engine.dispatch.set_paused(engine.containment.paused);
-        let now = engine.clock.monotonic();
-        for state in engine.store.active_runs()? {
-            let playbook = engine.playbook(&state.playbook, state.version)?;
-            engine.adopt_leases(&state, &playbook, now);
-            let commands = engine.scheduler.resume(state, playbook);
-            engine.carry_out(commands);
+        runs.dispatch.set_paused(runs.containment.paused);
+        let now = runs.clock.monotonic();
+        for state in runs.store.active_runs()? {
+            let playbook = runs.playbook(&state.playbook, state.version)?;
+            runs.adopt_leases(&state, &playbook, now);
+            let commands = runs.scheduler.resume(state, playbook);
+            runs.carry_out(commands);
         }
-        engine.scheduler.resumed_all();
-        engine.load_schedules()?;
-        engine.load_rules()?;
-        Ok(engine)
+        runs.scheduler.resumed_all();
+        Ok(runs)
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
-    /// Where the engine's time and ids come from.
-    pub fn clock(&self) -> &Clock {
-        &self.clock
-    }
-
-    /// What the engine notifies when a timer becomes the earliest (the timer loop waits on it).
-    pub fn timers_changed(&self) -> Arc<Notify> {
-        self.wake.clone()
-    }
-
-    /// A change that wrote nothing new: durable once everything written before it is (what it
-    /// answers may have been written by a request still waiting for its flush).
-    fn unchanged<T>(&self, value: T) -> Pending<T> {
-        Pending::new(value, self.store.last_write())
-    }
-
-    /// Fires what is due: expired leases and backoff timers. Returns when to call again.
-    pub fn tick(&mut self) -> Option<Instant> {
-        let now = self.clock.monotonic();
+    /// Expired leases: each is the scheduler's to retry or fail.
+    fn expire_leases(&mut self, now: Instant) {
         for (token, lease) in self.dispatch.expired(now) {
             tracing::warn!(task.id = %lease.task_id, lease.token = token, worker.id = %lease.worker, "lease.expired");
             let event = Event::LeaseExpired {
@@ -232,19 +290,15 @@ impl Engine {
             };
             self.handle_quietly(lease.unit.run, event);
         }
-        let now_ms = self.clock.now_ms();
-        while let Some((due_ms, _)) = self.timers.first() {
-            if *due_ms > now_ms {
-                break;
-            }
-            match self.timers.pop_first() {
-                Some((_, Timer::Run(run))) => self.handle_quietly(run, Event::Timer { run }),
-                Some((due_ms, Timer::Schedule(name))) => self.schedule_due(&name, due_ms),
-                None => break,
-            }
+    }
+
+    /// The earliest timer, taken from the index if it is due at `now_ms`.
+    fn pop_due(&mut self, now_ms: i64) -> Option<(i64, Timer)> {
+        let (due_ms, _) = self.timers.first()?;
+        if *due_ms > now_ms {
+            return None;
         }
-        self.forget_silent_workers(now);
-        self.next_wake(now)
+        self.timers.pop_first()
     }
 
     fn handle_quietly(&mut self, run: RunId, event: Event) {
@@ -269,23 +323,41 @@ impl Engine {
         [lease, timer, workers].into_iter().flatten().min()
     }
 
-    /// Persists a transition (every changed run with its history, in one transaction), then
-    /// carries out its commands and notifies watchers.
+    /// Persists a transition (every changed run with its history, and the key it claims).
     fn commit(&mut self, transition: Transition, key: RunKey<'_>) -> Result<Seq, Error> {
-        let claims: Vec<(&str, RunId)> = match key {
-            RunKey::None => Vec::new(),
-            RunKey::Claim(k, id) => vec![(k, id)],
-        };
-        self.commit_all(vec![transition], &claims, None)
+        self.commit_with(vec![transition], |store, writes| {
+            if writes.is_empty() {
+                return Ok(store.last_write());
+            }
+            store.put_runs(writes, key)
+        })
     }
 
-    /// Persists transitions (with key claims and a schedule's ledger write) in one
-    /// transaction, then carries out their commands and notifies watchers.
+    /// The one commit path: `write` stores what `transitions` changed (each changed run's
+    /// state and new history events) with whatever the caller writes beside them, in one
+    /// transaction; then the transitions' commands are carried out and watchers notified.
+    fn commit_with(
+        &mut self,
+        transitions: Vec<Transition>,
+        write: impl FnOnce(&Store, &[RunWrite<'_>]) -> Result<Seq, store::Error>,
+    ) -> Result<Seq, Error> {
+        let seq = write(&self.store, &self.run_writes(&transitions))?;
+        for transition in transitions {
+            for (run, event) in &transition.history {
+                if let Some(sender) = self.watchers.get(run) {
+                    let _ = sender.send((seq, event.clone()));
+                }
+            }
+            for ended in &transition.finished {
+                self.watchers.remove(&ended.id);
+            }
+            self.carry_out(transition.commands);
+        }
+        Ok(seq)
+    }
+
     /// What `transitions` write: each changed run's state and its new history events.
-    fn run_writes<'a>(
-        &'a self,
-        transitions: &'a [Transition],
-    ) -> Vec<(&'a RunState, Vec<&'a HistoryEvent>)> {
+    fn run_writes<'a>(&'a self, transitions: &'a [Transition]) -> Vec<RunWrite<'a>> {
         transitions
             .iter()
             .flat_map(|transition| {
@@ -302,32 +374,6 @@ impl Engine {
             .collect()
     }
 
-    fn commit_all(
-        &mut self,
-        transitions: Vec<Transition>,
-        claims: &[(&str, RunId)],
-        schedule: Option<&store::ScheduleWrite<'_>>,
-    ) -> Result<Seq, Error> {
-        let mut seq = self.store.last_write();
-        let changed = transitions.iter().any(|t| !t.changed.is_empty());
-        if changed || schedule.is_some() {
-            let writes = self.run_writes(&transitions);
-            seq = self.store.put_runs_scheduled(&writes, claims, schedule)?;
-        }
-        for transition in transitions {
-            for (run, event) in &transition.history {
-                if let Some(sender) = self.watchers.get(run) {
-                    let _ = sender.send((seq, event.clone()));
-                }
-            }
-            for ended in &transition.finished {
-                self.watchers.remove(&ended.id);
-            }
-            self.carry_out(transition.commands);
-        }
-        Ok(seq)
-    }
-
     /// Adds a durable timer to the index.
     fn arm(&mut self, due_ms: i64, timer: Timer) {
         // Lease deadlines never come before the loop's next look (one lease from its last
@@ -336,6 +382,11 @@ impl Engine {
             self.wake.notify_one();
         }
         self.timers.insert((due_ms, timer));
+    }
+
+    /// Removes a timer from the index.
+    fn disarm(&mut self, due_ms: i64, timer: Timer) {
+        self.timers.remove(&(due_ms, timer));
     }
 
     fn carry_out(&mut self, commands: Vec<Command>) {
@@ -354,7 +405,7 @@ impl Engine {
                 Command::Abandon { token } => self.dispatch.abandon(token),
                 Command::Finished { run, status } => {
                     tracing::info!(run.id = %run, run.status = status.as_str(), "run.finished");
-                    self.schedule_run_ended(run);
+                    self.ended.push(run);
                 }
             }
         }
@@ -364,6 +415,9 @@ impl Engine {
         }
     }
 }
+
+/// A run's state with its new history events, as one commit writes them.
+type RunWrite<'a> = (&'a RunState, Vec<&'a HistoryEvent>);
 
 fn check_len(what: &str, value: &str) -> Result<(), Error> {
     if value.len() > limits::KEY_BYTES_MAX {

@@ -158,7 +158,7 @@ pub async fn run(
     };
     let clock = clock::Clock::system();
     let engine = engine::Engine::open(store, settings, clock, Arc::new(Notify::new()))?;
-    tracing::info!(runs.active = engine.active_runs(), "engine.resumed");
+    tracing::info!(runs.active = engine.runs.active_runs(), "engine.resumed");
     let shared = Arc::new(door::Node::new(engine, config.alerts_in_flight));
     if let Some(dir) = &config.playbooks {
         apply_folder(&shared, dir).await?;

@@ -19,6 +19,13 @@ impl<T> Pending<T> {
         Pending { value, seq }
     }
 
+    /// `value`, answered by a request that wrote nothing new: durable once everything written
+    /// before it is (what it answers may have been written by a request still waiting for its
+    /// flush).
+    pub(crate) fn unchanged(store: &Store, value: T) -> Pending<T> {
+        Pending::new(value, store.last_write())
+    }
+
     /// Waits until the write is durable, then gives the value.
     pub async fn durable(self, store: &Store) -> Result<T, store::Error> {
         store.durable(self.seq).await?;

@@ -18,7 +18,7 @@ pub struct ContainmentView {
 
 impl Node {
     fn containment_view(&self) -> ContainmentView {
-        let (state, held) = self.lock().containment();
+        let (state, held) = self.lock().runs.containment();
         ContainmentView { state, held }
     }
 }
@@ -39,9 +39,9 @@ impl Request for SetContainment {
         let pending = {
             let mut engine = node.lock();
             if self.paused {
-                engine.pause_containment(self.by, self.reason)?
+                engine.runs.pause_containment(self.by, self.reason)?
             } else {
-                engine.resume_containment(self.by, self.reason)?
+                engine.runs.resume_containment(self.by, self.reason)?
             }
         };
         node.durable(pending).await?;

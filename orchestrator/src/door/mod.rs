@@ -190,11 +190,13 @@ impl Node {
     }
 
     /// The engine, for one operation under its lock.
-    fn lock(&self) -> MutexGuard<'_, Engine> {
+    fn lock(&self) -> Locked<'_> {
         // A panic while holding the lock is a bug; the state it left is still the best we have.
-        self.engine
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        Locked(
+            self.engine
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     /// Waits until `pending` is durable, then gives its value.
@@ -223,6 +225,30 @@ impl Node {
     /// Waits until every write so far is durable (at shutdown).
     pub async fn flush(&self) -> Result<(), store::Error> {
         self.store.durable(self.store.last_write()).await
+    }
+}
+
+/// The engine under its lock. Released, it first settles ([`Engine::settle`]): whatever a
+/// request ended, the concerns that follow those runs have heard of before anyone else sees the
+/// engine.
+struct Locked<'a>(MutexGuard<'a, Engine>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Engine {
+        &mut self.0
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.0.settle();
     }
 }
 

@@ -34,8 +34,8 @@ impl Node {
     /// The run `id` as it is now, with its playbook.
     fn run_view(&self, id: RunId) -> Result<RunView, Error> {
         let mut engine = self.lock();
-        let state = engine.run(id)?;
-        let playbook = engine.playbook(&state.playbook, state.version)?;
+        let state = engine.runs.run(id)?;
+        let playbook = engine.runs.playbook(&state.playbook, state.version)?;
         Ok(RunView { state, playbook })
     }
 }
@@ -56,9 +56,9 @@ impl Request for StartRun {
     async fn serve(self, node: &Arc<Node>) -> Result<Started, Error> {
         let (pending, playbook) = {
             let mut engine = node.lock();
-            let pending = engine.start_run(self.0)?;
+            let pending = engine.runs.start_run(self.0)?;
             let (state, _) = pending.peek();
-            let playbook = engine.playbook(&state.playbook, state.version)?;
+            let playbook = engine.runs.playbook(&state.playbook, state.version)?;
             (pending, playbook)
         };
         let (state, existing) = node.durable(pending).await?;
@@ -100,10 +100,12 @@ impl Request for ListRuns {
 
     async fn serve(self, node: &Arc<Node>) -> Result<Vec<RunView>, Error> {
         let mut engine = node.lock();
-        let runs = engine.list_runs(&self.playbook, self.status, self.limit)?;
+        let runs = engine
+            .runs
+            .list_runs(&self.playbook, self.status, self.limit)?;
         let mut views = Vec::with_capacity(runs.len());
         for state in runs {
-            let playbook = engine.playbook(&state.playbook, state.version)?;
+            let playbook = engine.runs.playbook(&state.playbook, state.version)?;
             views.push(RunView { state, playbook });
         }
         Ok(views)
@@ -125,7 +127,7 @@ impl Request for WatchRun {
     const KIND: Kind = Kind::WatchRun;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
-        let pending = node.lock().watch(self.run)?;
+        let pending = node.lock().runs.watch(self.run)?;
         let watch = node.durable(pending).await?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         tokio::spawn(follow(node.clone(), self.run, watch, tx));
@@ -190,7 +192,7 @@ impl Node {
         last: &mut u64,
         tx: &mpsc::Sender<HistoryEvent>,
     ) -> Sent {
-        let Ok(rest) = self.lock().history_after(id, *last) else {
+        let Ok(rest) = self.lock().runs.history_after(id, *last) else {
             return Sent::Stop;
         };
         if self.flush().await.is_err() {
@@ -226,7 +228,10 @@ impl Request for CancelRun {
     const KIND: Kind = Kind::CancelRun;
 
     async fn serve(self, node: &Arc<Node>) -> Result<RunView, Error> {
-        let pending = node.lock().cancel_run(self.run, self.reason, self.by)?;
+        let pending = node
+            .lock()
+            .runs
+            .cancel_run(self.run, self.reason, self.by)?;
         node.durable(pending).await?;
         tracing::info!(run.id = %self.run, "run.cancelled");
         node.run_view(self.run)
@@ -247,9 +252,10 @@ impl Request for RepairRun {
     const KIND: Kind = Kind::RepairRun;
 
     async fn serve(self, node: &Arc<Node>) -> Result<RunView, Error> {
-        let pending = node
-            .lock()
-            .repair(self.run, self.repair, self.step, self.by, self.reason)?;
+        let pending =
+            node.lock()
+                .runs
+                .repair(self.run, self.repair, self.step, self.by, self.reason)?;
         node.durable(pending).await?;
         node.run_view(self.run)
     }
@@ -264,7 +270,7 @@ impl Request for Decide {
 
     async fn serve(self, node: &Arc<Node>) -> Result<RunView, Error> {
         let run = self.0.run;
-        let pending = node.lock().decide(self.0)?;
+        let pending = node.lock().runs.decide(self.0)?;
         node.durable(pending).await?;
         node.run_view(run)
     }
@@ -278,7 +284,7 @@ impl Request for ListApprovals {
     const KIND: Kind = Kind::ListApprovals;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Vec<ApprovalView>, Error> {
-        Ok(node.lock().approvals())
+        Ok(node.lock().runs.approvals())
     }
 }
 
@@ -290,7 +296,7 @@ impl Request for ListGrants {
     const KIND: Kind = Kind::ListGrants;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Vec<GrantView>, Error> {
-        Ok(node.lock().grants())
+        Ok(node.lock().runs.grants())
     }
 }
 
@@ -318,8 +324,11 @@ impl Request for RevokeGrant {
         } = self;
         let (pending, grant) = {
             let mut engine = node.lock();
-            let pending = engine.revoke_grant(run, step.clone(), item, by, reason)?;
+            let pending = engine
+                .runs
+                .revoke_grant(run, step.clone(), item, by, reason)?;
             let grant = engine
+                .runs
                 .grants()
                 .into_iter()
                 .find(|g| g.run == run && g.step == step && g.item == item);

@@ -56,7 +56,7 @@ impl Request for ListSchedules {
     const KIND: Kind = Kind::ListSchedules;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Vec<ScheduleView>, Error> {
-        Ok(node.lock().list_schedules()?)
+        Ok(node.lock().schedules.list()?)
     }
 }
 
@@ -72,7 +72,7 @@ impl Request for GetScheduleHistory {
     const KIND: Kind = Kind::GetScheduleHistory;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Vec<LedgerEntry>, Error> {
-        Ok(node.lock().schedule_history(&self.name, self.limit)?)
+        Ok(node.lock().schedules.history(&self.name, self.limit)?)
     }
 }
 
@@ -110,7 +110,8 @@ impl Request for SetSchedulePaused {
     async fn serve(self, node: &Arc<Node>) -> Result<ScheduleView, Error> {
         let pending = node
             .lock()
-            .pause_schedule(&self.name, self.paused, self.by, self.reason)?;
+            .schedules
+            .pause(&self.name, self.paused, self.by, self.reason)?;
         node.durable(pending).await
     }
 }

@@ -48,7 +48,7 @@ impl Request for Register {
             last_seen: node.clock.monotonic(),
         };
         let mut engine = node.lock();
-        engine.register(worker);
+        engine.runs.register(worker);
         let settings = engine.settings();
         Ok(Terms {
             lease: settings.lease,
@@ -70,7 +70,7 @@ impl Request for PollTask {
     const KIND: Kind = Kind::PollTask;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Option<LeasedTask>, Error> {
-        let poll = node.lock().poll(&self.worker)?;
+        let poll = node.lock().runs.poll(&self.worker)?;
         let pending = match poll {
             Poll::Now(leased) => Some(*leased),
             Poll::Wait(mut rx) => {
@@ -114,7 +114,7 @@ impl Request for Heartbeat {
     const KIND: Kind = Kind::Heartbeat;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
-        Ok(node.lock().heartbeat(&self.worker, &self.held)?)
+        Ok(node.lock().runs.heartbeat(&self.worker, &self.held)?)
     }
 }
 
@@ -135,6 +135,7 @@ impl Request for ReportResult {
     async fn serve(self, node: &Arc<Node>) -> Result<bool, Error> {
         let pending = node
             .lock()
+            .runs
             .report(&self.task_id, self.token, self.outcome)?;
         let report = node.durable(pending).await?;
         if let Some(reason) = report.rejected {
@@ -157,6 +158,6 @@ impl Request for ListWorkers {
 
     async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
         let now = node.clock.monotonic();
-        Ok((node.lock().workers(), now))
+        Ok((node.lock().runs.workers(), now))
     }
 }

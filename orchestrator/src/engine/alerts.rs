@@ -11,10 +11,12 @@ use std::sync::Arc;
 use riposte_playbooks::{Diagnostic, Renderer};
 use serde_json::Value;
 
-use super::{Engine, Error, Prepared, StartRequest, limits};
+use super::{Error, Prepared, Runs, StartRequest, limits};
 use crate::clock::Clock;
 use crate::pending::Pending;
-use crate::store::{AlertFate, AlertWrite, BudgetState, DedupEntry, Seq, StoredAlert, StoredRule};
+use crate::store::{
+    AlertFate, AlertWrite, BudgetState, DedupEntry, Store, StoredAlert, StoredRule,
+};
 use riposte_ingest::{self as ingest, Format, GenericMapping};
 use riposte_playbooks::rules::{self, Decision, Rule};
 use riposte_scheduler::state::RunId;
@@ -67,7 +69,7 @@ pub struct AlertRules {
 }
 
 /// One payload parsed and each of its alerts decided by the rules, without the engine: what
-/// [`Engine::ingest_decided`] gives a fate and stores.
+/// [`Alerts::ingest`] gives a fate and stores.
 pub struct Decided {
     source: String,
     received_ms: i64,
@@ -112,9 +114,24 @@ pub fn decide(source: &str, payload: &[u8], rules: &AlertRules) -> Result<Decide
     })
 }
 
-impl Engine {
+/// The alerts: their rules, and the bookkeeping of what the store holds of them.
+pub struct Alerts {
+    store: Store,
+    clock: Clock,
+    /// Alerts held in the store (counted once, then kept in step).
+    held: Option<usize>,
+    /// Payloads ingested since expired dedup entries were last removed.
+    ingests_since_prune: usize,
+    /// Alert rules in evaluation order, with their stored sources; shared with the alerts
+    /// being decided outside the lock (copied on write).
+    rules: Arc<Vec<(Rule, StoredRule)>>,
+    /// The sandboxed template environment rules are evaluated in.
+    renderer: Arc<Renderer>,
+}
+
+impl Alerts {
     /// The rules alerts are decided against now (cheap: shared, copied on write).
-    pub fn alert_rules(&self) -> AlertRules {
+    pub fn rules(&self) -> AlertRules {
         AlertRules {
             rules: self.rules.clone(),
             renderer: self.renderer.clone(),
@@ -124,7 +141,11 @@ impl Engine {
 
     /// Gives each decided alert its fate (dedup, budget, start) and stores them all in one
     /// write; answers the stored alerts and the write to wait on before acknowledging.
-    pub fn ingest_decided(&mut self, decided: Decided) -> Result<Pending<Vec<StoredAlert>>, Error> {
+    pub fn ingest(
+        &mut self,
+        runs: &mut Runs,
+        decided: Decided,
+    ) -> Result<Pending<Vec<StoredAlert>>, Error> {
         let Decided {
             source,
             received_ms,
@@ -136,7 +157,7 @@ impl Engine {
         let mut stored = Vec::with_capacity(alerts.len());
         let mut payload_id = None;
         for (alert, json, decision) in alerts {
-            let fated = self.fate(&rules, json, decision, received_ms, &mut effects)?;
+            let fated = self.fate(runs, &rules, json, decision, received_ms, &mut effects)?;
             let id = self.clock.new_alert_id();
             stored.push(StoredAlert {
                 id,
@@ -166,7 +187,9 @@ impl Engine {
                 .map(|(rule, state)| (rule.as_str(), *state))
                 .collect(),
         };
-        let seq = self.commit_alerts(effects.transitions, &write)?;
+        let seq = runs.commit_with(effects.transitions, |store, writes| {
+            store.put_alerts(writes, &write)
+        })?;
         self.keep_alerts_bounded(stored.len())?;
         self.prune_dedup_now_and_then(received_ms)?;
         Ok(Pending::new(stored, seq))
@@ -185,6 +208,7 @@ impl Engine {
     /// Decides one alert's fate; a run it starts is prepared into `effects`.
     fn fate(
         &mut self,
+        runs: &mut Runs,
         rules: &[(Rule, StoredRule)],
         json: Value,
         decision: Decision,
@@ -243,7 +267,7 @@ impl Engine {
             dry_run: false,
             trigger: json,
         };
-        let id = match self.prepare_start(request) {
+        let id = match runs.prepare_start(request) {
             Ok(Prepared::New { id, transition, .. }) => {
                 effects.transitions.push(transition);
                 id
@@ -314,10 +338,18 @@ impl Engine {
     }
 
     /// Loads every stored rule (an unloadable one is logged and left out).
-    pub(super) fn load_rules(&mut self) -> Result<(), Error> {
-        for stored in self.store.rules()? {
-            match rules::parse(&stored.source, &self.renderer) {
-                Ok(rule) => Arc::make_mut(&mut self.rules).push((rule, stored)),
+    pub(super) fn open(store: &Store, clock: &Clock) -> Result<Alerts, Error> {
+        let mut alerts = Alerts {
+            store: store.clone(),
+            clock: clock.clone(),
+            held: None,
+            ingests_since_prune: 0,
+            rules: Arc::new(Vec::new()),
+            renderer: Arc::new(Renderer::new()),
+        };
+        for stored in store.rules()? {
+            match rules::parse(&stored.source, &alerts.renderer) {
+                Ok(rule) => Arc::make_mut(&mut alerts.rules).push((rule, stored)),
                 Err(d) => tracing::error!(
                     rule = %stored.name,
                     error = %d.first().map(|d| d.message.clone()).unwrap_or_default(),
@@ -325,9 +357,9 @@ impl Engine {
                 ),
             }
         }
-        self.sort_rules();
-        self.store.prune_dedup(self.clock.now_ms())?;
-        Ok(())
+        alerts.sort_rules();
+        store.prune_dedup(clock.now_ms())?;
+        Ok(alerts)
     }
 
     /// Stores (or replaces) a rule from its YAML source.
@@ -366,24 +398,9 @@ impl Engine {
             .sort_by(|(a, _), (b, _)| (a.order, &a.name).cmp(&(b.order, &b.name)));
     }
 
-    /// Commits the started runs with the alerts in one transaction, then carries out the
-    /// runs' commands.
-    fn commit_alerts(
-        &mut self,
-        transitions: Vec<riposte_scheduler::Transition>,
-        write: &AlertWrite<'_>,
-    ) -> Result<Seq, Error> {
-        let writes = self.run_writes(&transitions);
-        let seq = self.store.put_alerts(&writes, write)?;
-        for transition in transitions {
-            self.carry_out(transition.commands);
-        }
-        Ok(seq)
-    }
-
     /// Drops the oldest alerts beyond [`limits::ALERTS_KEPT`].
     fn keep_alerts_bounded(&mut self, added: usize) -> Result<(), Error> {
-        let held = match self.alerts_held {
+        let held = match self.held {
             Some(held) => held + added,
             None => self.store.alerts_len()?,
         };
@@ -392,12 +409,12 @@ impl Engine {
         } else {
             0
         };
-        self.alerts_held = Some(held - removed);
+        self.held = Some(held - removed);
         Ok(())
     }
 
     /// Alerts newest first, at most `limit` (0: [`limits::ALERTS_LIST_DEFAULT`]).
-    pub fn list_alerts(&self, limit: usize) -> Result<Vec<StoredAlert>, Error> {
+    pub fn list(&self, limit: usize) -> Result<Vec<StoredAlert>, Error> {
         let limit = match limit {
             0 => limits::ALERTS_LIST_DEFAULT,
             n => n.min(limits::LIST_MAX),
@@ -406,7 +423,7 @@ impl Engine {
     }
 
     /// One alert by id.
-    pub fn alert(&self, id: uuid::Uuid) -> Result<StoredAlert, Error> {
+    pub fn get(&self, id: uuid::Uuid) -> Result<StoredAlert, Error> {
         self.store
             .alert(id)?
             .ok_or_else(|| Error::NotFound(format!("no alert {id}")))

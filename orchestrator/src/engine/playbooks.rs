@@ -18,7 +18,7 @@ pub enum Builtin {
     },
 }
 
-impl Engine {
+impl Runs {
     /// A compiled playbook version (0 = latest), cached.
     pub fn playbook(&mut self, name: &str, version: u32) -> Result<Arc<Playbook>, Error> {
         if version != 0
@@ -56,7 +56,7 @@ impl Engine {
         let (name, version) = (compiled.name.clone(), compiled.version);
         if let Some(existing) = self.store.playbook(&name, version)? {
             if existing.source == source {
-                return Ok(self.unchanged((Arc::new(compiled), true)));
+                return Ok(Pending::unchanged(&self.store, (Arc::new(compiled), true)));
             }
             return Err(Error::FailedPrecondition(format!(
                 "playbook {name} version {version} exists with other content; raise `version`"
@@ -101,11 +101,14 @@ impl Engine {
                 .filter(|latest| *latest > version),
         };
         if let Some(stored) = stored {
-            return Ok(self.unchanged(Builtin::Kept {
-                name,
-                version,
-                stored,
-            }));
+            return Ok(Pending::unchanged(
+                &self.store,
+                Builtin::Kept {
+                    name,
+                    version,
+                    stored,
+                },
+            ));
         }
         let applied = self.apply_playbook(source)?;
         Ok(applied.map(|_| Builtin::Applied { name, version }))

@@ -61,18 +61,20 @@ pub struct Watch {
     pub live: Option<broadcast::Receiver<(Seq, HistoryEvent)>>,
 }
 
-impl Engine {
+impl Runs {
     /// Starts a run, or answers the run that already claimed the idempotency key.
     pub fn start_run(&mut self, req: StartRequest) -> Result<Pending<(RunState, bool)>, Error> {
         match self.prepare_start(req)? {
-            Prepared::Existing(run) => Ok(self.unchanged((*run, true))),
+            Prepared::Existing(run) => Ok(Pending::unchanged(&self.store, (*run, true))),
             Prepared::New {
                 id,
                 claim,
                 transition,
             } => {
                 let claims: Vec<(&str, RunId)> = claim.iter().map(|c| (c.as_str(), id)).collect();
-                let seq = self.commit_all(vec![transition], &claims, None)?;
+                let seq = self.commit_with(vec![transition], |store, writes| {
+                    store.put_runs_scheduled(writes, &claims, None)
+                })?;
                 let run = self.run(id)?;
                 Ok(Pending::new((run, false), seq))
             }
@@ -189,7 +191,7 @@ impl Engine {
                 .subscribe()
         });
         let history = self.store.history(id, 0)?;
-        Ok(self.unchanged(Watch { history, live }))
+        Ok(Pending::unchanged(&self.store, Watch { history, live }))
     }
 
     /// History entries after `seq` (to recover from a lagging subscription).

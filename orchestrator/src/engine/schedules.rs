@@ -13,10 +13,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use riposte_playbooks::Diagnostic;
 
-use super::{Engine, Error, Prepared, StartRequest, Timer, check_len, limits};
+use super::{Error, Prepared, Runs, StartRequest, Timer, check_len, limits};
+use crate::clock::Clock;
 use crate::pending::Pending;
 use crate::store::{
-    LedgerEntry, LedgerFate, QueuedFire, ScheduleState, ScheduleWrite, Seq, StoredSchedule,
+    LedgerEntry, LedgerFate, QueuedFire, ScheduleState, ScheduleWrite, Seq, Store, StoredSchedule,
 };
 use riposte_playbooks::schedule::{self, Activity, Fate, Fire, Plan, Schedule};
 use riposte_scheduler::state::RunId;
@@ -31,12 +32,14 @@ struct Loaded {
     state: ScheduleState,
 }
 
-/// The engine's schedule bookkeeping (everything here is rebuilt from the store on open).
-#[derive(Default)]
-pub(super) struct Schedules {
+/// The cron schedules: definitions, their state and the runs they started (everything here is
+/// rebuilt from the store on open).
+pub struct Schedules {
+    store: Store,
+    clock: Clock,
     defs: BTreeMap<String, Loaded>,
     /// Active runs started by a schedule -> its name.
-    runs: HashMap<RunId, String>,
+    started: HashMap<RunId, String>,
     /// The instant each schedule's timer is armed at (one per schedule in the index).
     armed: HashMap<String, i64>,
     /// Ledger entries held per schedule (counted once, then kept in step).
@@ -60,11 +63,19 @@ pub struct ScheduleView {
     pub last: Option<LedgerEntry>,
 }
 
-impl Engine {
+impl Schedules {
     /// Loads every stored schedule, finds the active runs they started, and arms each
     /// schedule at once: the first tick plans the time the orchestrator was down (catch-up).
-    pub(super) fn load_schedules(&mut self) -> Result<(), Error> {
-        for (stored, state) in self.store.schedules()? {
+    pub(super) fn open(runs: &mut Runs) -> Result<Schedules, Error> {
+        let mut schedules = Schedules {
+            store: runs.store.clone(),
+            clock: runs.clock.clone(),
+            defs: BTreeMap::new(),
+            started: HashMap::new(),
+            armed: HashMap::new(),
+            ledger_len: HashMap::new(),
+        };
+        for (stored, state) in runs.store.schedules()? {
             match schedule::parse(&stored.source) {
                 Ok(schedule) => {
                     let name = stored.name.clone();
@@ -73,7 +84,7 @@ impl Engine {
                         stored,
                         state,
                     };
-                    self.schedules.defs.insert(name, loaded);
+                    schedules.defs.insert(name, loaded);
                 }
                 Err(d) => tracing::error!(
                     schedule = %stored.name,
@@ -82,52 +93,47 @@ impl Engine {
                 ),
             }
         }
-        let started: Vec<(RunId, String)> = self
+        let started: Vec<(RunId, String)> = runs
             .scheduler
             .runs()
             .filter_map(|(run, _)| {
                 schedule_of_key(&run.idempotency_key).map(|name| (run.id, name.to_string()))
             })
             .collect();
-        self.schedules.runs.extend(started);
-        let now = self.clock.now_ms();
-        let names: Vec<String> = self.schedules.defs.keys().cloned().collect();
+        schedules.started.extend(started);
+        let now = runs.clock.now_ms();
+        let names: Vec<String> = schedules.defs.keys().cloned().collect();
         for name in names {
-            self.arm_schedule(&name, now);
+            schedules.arm(runs, &name, now);
         }
-        Ok(())
+        Ok(schedules)
     }
 
     /// Stores (or replaces) a schedule from its YAML source.
-    pub fn apply_schedule(&mut self, source: &str) -> Result<ApplyOutcome, Error> {
+    pub fn apply(&mut self, runs: &mut Runs, source: &str) -> Result<ApplyOutcome, Error> {
         let schedule = match schedule::parse(source) {
             Ok(schedule) => schedule,
             Err(diagnostics) => return Ok(ApplyOutcome::Invalid(diagnostics)),
         };
-        self.check_startable(&schedule)?;
+        check_startable(runs, &schedule)?;
         let name = schedule.name.clone();
-        if let Some(existing) = self.schedules.defs.get(&name)
+        if let Some(existing) = self.defs.get(&name)
             && existing.stored.source == source
         {
             let view = self.view(&name)?;
-            return Ok(ApplyOutcome::Applied(
-                self.unchanged((Box::new(view), true)),
-            ));
+            return Ok(ApplyOutcome::Applied(Pending::unchanged(
+                &self.store,
+                (Box::new(view), true),
+            )));
         }
-        if !self.schedules.defs.contains_key(&name)
-            && self.schedules.defs.len() >= limits::SCHEDULES_MAX
-        {
+        if !self.defs.contains_key(&name) && self.defs.len() >= limits::SCHEDULES_MAX {
             return Err(Error::ResourceExhausted(format!(
                 "{} schedules exist, the most allowed",
                 limits::SCHEDULES_MAX
             )));
         }
         let now = self.clock.now_ms();
-        let state = applied_state(
-            self.schedules.defs.get(&name).map(|l| &l.state),
-            schedule.paused,
-            now,
-        );
+        let state = applied_state(self.defs.get(&name).map(|l| &l.state), schedule.paused, now);
         let stored = StoredSchedule {
             name: name.clone(),
             source: source.to_string(),
@@ -139,38 +145,16 @@ impl Engine {
             stored,
             state,
         };
-        self.schedules.defs.insert(name.clone(), loaded);
-        self.rearm_schedule(&name);
+        self.defs.insert(name.clone(), loaded);
+        self.rearm(runs, &name);
         tracing::info!(schedule = %name, "schedule.applied");
         let view = Box::new(self.view(&name)?);
         Ok(ApplyOutcome::Applied(Pending::new((view, false), seq)))
     }
 
-    /// A schedule is refused when its playbook is missing or refuses its parameters.
-    fn check_startable(&mut self, schedule: &Schedule) -> Result<(), Error> {
-        let playbook = self
-            .playbook(&schedule.playbook, schedule.version.unwrap_or(0))
-            .map_err(|e| match e {
-                Error::NotFound(m) => Error::FailedPrecondition(format!("{m}; apply it first")),
-                e => e,
-            })?;
-        playbook
-            .coerce_params(&schedule.params)
-            .map_err(|problems| {
-                Error::FailedPrecondition(format!(
-                    "schedule {}: invalid parameters for {}@{}: {}",
-                    schedule.name,
-                    playbook.name,
-                    playbook.version,
-                    problems.join("; ")
-                ))
-            })
-            .map(|_| ())
-    }
-
     /// Every schedule, ordered by name.
-    pub fn list_schedules(&self) -> Result<Vec<ScheduleView>, Error> {
-        let names: Vec<&String> = self.schedules.defs.keys().collect();
+    pub fn list(&self) -> Result<Vec<ScheduleView>, Error> {
+        let names: Vec<&String> = self.defs.keys().collect();
         names.into_iter().map(|name| self.view(name)).collect()
     }
 
@@ -178,7 +162,6 @@ impl Engine {
     pub fn view(&self, name: &str) -> Result<ScheduleView, Error> {
         let loaded = self.loaded(name)?;
         let next_fire_ms = self
-            .schedules
             .armed
             .get(name)
             .copied()
@@ -193,7 +176,7 @@ impl Engine {
     }
 
     /// A schedule's ledger, newest first.
-    pub fn schedule_history(&self, name: &str, limit: usize) -> Result<Vec<LedgerEntry>, Error> {
+    pub fn history(&self, name: &str, limit: usize) -> Result<Vec<LedgerEntry>, Error> {
         self.loaded(name)?;
         let limit = match limit {
             0 => limits::HISTORY_DEFAULT,
@@ -203,8 +186,9 @@ impl Engine {
     }
 
     /// Fires one run now (manual), through the overlap policy.
-    pub fn trigger_schedule(
+    pub fn trigger(
         &mut self,
+        runs: &mut Runs,
         name: &str,
         who: &str,
     ) -> Result<Pending<LedgerEntry>, Error> {
@@ -219,7 +203,7 @@ impl Engine {
         }
         let entries = ledger_entries(&plan, now, who);
         let starts = plan.starts.clone();
-        let (entries, seq) = self.apply_fires(name, &schedule, state, entries, &starts)?;
+        let (entries, seq) = self.apply_fires(runs, name, &schedule, state, entries, &starts)?;
         let entry = entries
             .into_iter()
             .find(|e| e.manual && e.scheduled_ms == now)
@@ -228,7 +212,7 @@ impl Engine {
     }
 
     /// Pauses (`paused`) or resumes a schedule; doing it twice changes nothing.
-    pub fn pause_schedule(
+    pub fn pause(
         &mut self,
         name: &str,
         paused: bool,
@@ -239,7 +223,7 @@ impl Engine {
         let loaded = self.loaded(name)?;
         if loaded.state.paused == paused {
             let view = self.view(name)?;
-            return Ok(self.unchanged(view));
+            return Ok(Pending::unchanged(&self.store, view));
         }
         let mut state = loaded.state.clone();
         state.paused = paused;
@@ -247,7 +231,7 @@ impl Engine {
         state.paused_at_ms = self.clock.now_ms();
         state.paused_reason = reason;
         let seq = self.store.put_schedule_state(name, &state)?;
-        if let Some(loaded) = self.schedules.defs.get_mut(name) {
+        if let Some(loaded) = self.defs.get_mut(name) {
             loaded.state = state;
         }
         tracing::info!(schedule = %name, paused, "schedule.paused_changed");
@@ -255,43 +239,42 @@ impl Engine {
     }
 
     /// A schedule's timer is due: plan from the cursor to now, apply, re-arm.
-    pub(super) fn schedule_due(&mut self, name: &str, due_ms: i64) {
-        if self.schedules.armed.get(name) != Some(&due_ms) {
+    pub(super) fn due(&mut self, runs: &mut Runs, name: &str, due_ms: i64) {
+        if self.armed.get(name) != Some(&due_ms) {
             return; // superseded by a later arm of the same schedule
         }
-        self.schedules.armed.remove(name);
-        match self.plan_schedule(name, self.clock.now_ms()) {
-            Ok(_) => self.rearm_schedule(name),
+        self.armed.remove(name);
+        match self.plan(runs, name, self.clock.now_ms()) {
+            Ok(_) => self.rearm(runs, name),
             Err(e) => {
                 tracing::error!(schedule = %name, error = %e, "schedule.fire_failed");
-                self.arm_schedule(name, self.clock.now_ms() + RETRY_AFTER_STORE_ERROR_MS);
+                self.arm(runs, name, self.clock.now_ms() + RETRY_AFTER_STORE_ERROR_MS);
             }
         }
     }
 
     /// A run ended: if its schedule holds a queued fire and nothing else of it runs, plan it
     /// now (the plan starts the queued fire first).
-    pub(super) fn schedule_run_ended(&mut self, run: RunId) {
-        let Some(name) = self.schedules.runs.remove(&run) else {
+    pub(super) fn run_ended(&mut self, runs: &mut Runs, run: RunId) {
+        let Some(name) = self.started.remove(&run) else {
             return;
         };
         let queued = self
-            .schedules
             .defs
             .get(&name)
             .is_some_and(|l| l.state.queued.is_some());
-        if queued && !self.schedule_running(&name) {
-            self.arm_schedule(&name, self.clock.now_ms());
+        if queued && !self.running(&name) {
+            self.arm(runs, &name, self.clock.now_ms());
         }
     }
 
     /// Starts a held fire if its turn came, then decides every occurrence up to `now`.
-    fn plan_schedule(&mut self, name: &str, now: i64) -> Result<Seq, Error> {
+    fn plan(&mut self, runs: &mut Runs, name: &str, now: i64) -> Result<Seq, Error> {
         let loaded = self.loaded(name)?;
         let (schedule, mut state) = (loaded.schedule.clone(), loaded.state.clone());
         let mut starts = Vec::new();
         let mut entries = Vec::new();
-        if let Some(queued) = state.queued.filter(|_| !self.schedule_running(name)) {
+        if let Some(queued) = state.queued.filter(|_| !self.running(name)) {
             state.queued = None;
             let fire = Fire {
                 scheduled_ms: queued.scheduled_ms,
@@ -304,7 +287,7 @@ impl Engine {
         let mut activity = self.activity(name, &state);
         activity.running |= !starts.is_empty();
         let effective = with_paused(&schedule, state.paused);
-        let grace_ms = self.settings.schedule_grace.as_millis() as i64;
+        let grace_ms = runs.settings.schedule_grace.as_millis() as i64;
         let plan = schedule::plan_with_grace(&effective, state.cursor_ms, now, activity, grace_ms);
         if let Some(queued) = plan.queued {
             state.queued = Some(queued_fire(queued));
@@ -315,7 +298,7 @@ impl Engine {
         if entries.is_empty() && starts.is_empty() && state == self.loaded(name)?.state {
             return Ok(self.store.last_write());
         }
-        let (_, seq) = self.apply_fires(name, &schedule, state, entries, &starts)?;
+        let (_, seq) = self.apply_fires(runs, name, &schedule, state, entries, &starts)?;
         Ok(seq)
     }
 
@@ -323,6 +306,7 @@ impl Engine {
     /// transaction. A start the engine refuses is recorded as `start_failed`.
     fn apply_fires(
         &mut self,
+        runs: &mut Runs,
         name: &str,
         schedule: &Schedule,
         state: ScheduleState,
@@ -336,7 +320,7 @@ impl Engine {
                 .iter()
                 .position(|e| e.scheduled_ms == fire.scheduled_ms && e.manual == fire.manual)
                 .expect("every fire has its ledger entry");
-            match self.prepare_start(start_request(name, schedule, fire)) {
+            match runs.prepare_start(start_request(name, schedule, fire)) {
                 Ok(Prepared::New {
                     id,
                     claim,
@@ -345,7 +329,7 @@ impl Engine {
                     entries[at].run_id = Some(id);
                     transitions.push(transition);
                     claims.extend(claim.map(|c| (c, id)));
-                    self.schedules.runs.insert(id, name.to_string());
+                    self.started.insert(id, name.to_string());
                 }
                 Ok(Prepared::Existing(run)) => entries[at].run_id = Some(run.id),
                 Err(Error::Store(e)) => return Err(Error::Store(e)),
@@ -363,8 +347,10 @@ impl Engine {
             state: &state,
             entries: &entries,
         };
-        let seq = self.commit_all(transitions, &claim_refs, Some(&write))?;
-        if let Some(loaded) = self.schedules.defs.get_mut(name) {
+        let seq = runs.commit_with(transitions, |store, writes| {
+            store.put_runs_scheduled(writes, &claim_refs, Some(&write))
+        })?;
+        if let Some(loaded) = self.defs.get_mut(name) {
             loaded.state = state;
         }
         self.keep_ledger_bounded(name, entries.len())?;
@@ -373,7 +359,7 @@ impl Engine {
 
     /// Drops the oldest ledger entries beyond [`limits::LEDGER_ENTRIES_KEPT`].
     fn keep_ledger_bounded(&mut self, name: &str, added: usize) -> Result<(), Error> {
-        let len = match self.schedules.ledger_len.get(name) {
+        let len = match self.ledger_len.get(name) {
             Some(len) => len + added,
             None => self.store.ledger_len(name)?,
         };
@@ -382,54 +368,73 @@ impl Engine {
         } else {
             0
         };
-        self.schedules
-            .ledger_len
+        self.ledger_len
             .insert(name.to_string(), len - removed.min(len));
         Ok(())
     }
 
     fn loaded(&self, name: &str) -> Result<&Loaded, Error> {
-        self.schedules
-            .defs
+        self.defs
             .get(name)
             .ok_or_else(|| Error::NotFound(format!("schedule `{name}` not found")))
     }
 
-    fn schedule_running(&self, name: &str) -> bool {
-        self.schedules.runs.values().any(|n| n == name)
+    fn running(&self, name: &str) -> bool {
+        self.started.values().any(|n| n == name)
     }
 
     fn activity(&self, name: &str, state: &ScheduleState) -> Activity {
         Activity {
-            running: self.schedule_running(name),
+            running: self.running(name),
             queued: state.queued.is_some(),
         }
     }
 
     /// Arms the schedule at its next occurrence after the cursor.
-    fn rearm_schedule(&mut self, name: &str) {
-        let Some(loaded) = self.schedules.defs.get(name) else {
+    fn rearm(&mut self, runs: &mut Runs, name: &str) {
+        let Some(loaded) = self.defs.get(name) else {
             return;
         };
         match schedule::next_due(&loaded.schedule, loaded.state.cursor_ms) {
-            Some(at) => self.arm_schedule(name, at),
-            None => self.disarm_schedule(name),
+            Some(at) => self.arm(runs, name, at),
+            None => self.disarm(runs, name),
         }
     }
 
     /// Keeps exactly one timer per schedule in the index.
-    fn arm_schedule(&mut self, name: &str, at_ms: i64) {
-        self.disarm_schedule(name);
-        self.schedules.armed.insert(name.to_string(), at_ms);
-        self.arm(at_ms, Timer::Schedule(name.to_string()));
+    fn arm(&mut self, runs: &mut Runs, name: &str, at_ms: i64) {
+        self.disarm(runs, name);
+        self.armed.insert(name.to_string(), at_ms);
+        runs.arm(at_ms, Timer::Schedule(name.to_string()));
     }
 
-    fn disarm_schedule(&mut self, name: &str) {
-        if let Some(old) = self.schedules.armed.remove(name) {
-            self.timers
-                .remove(&(old, Timer::Schedule(name.to_string())));
+    fn disarm(&mut self, runs: &mut Runs, name: &str) {
+        if let Some(old) = self.armed.remove(name) {
+            runs.disarm(old, Timer::Schedule(name.to_string()));
         }
     }
+}
+
+/// A schedule is refused when its playbook is missing or refuses its parameters.
+fn check_startable(runs: &mut Runs, schedule: &Schedule) -> Result<(), Error> {
+    let playbook = runs
+        .playbook(&schedule.playbook, schedule.version.unwrap_or(0))
+        .map_err(|e| match e {
+            Error::NotFound(m) => Error::FailedPrecondition(format!("{m}; apply it first")),
+            e => e,
+        })?;
+    playbook
+        .coerce_params(&schedule.params)
+        .map_err(|problems| {
+            Error::FailedPrecondition(format!(
+                "schedule {}: invalid parameters for {}@{}: {}",
+                schedule.name,
+                playbook.name,
+                playbook.version,
+                problems.join("; ")
+            ))
+        })
+        .map(|_| ())
 }
 
 /// The state after an apply: a new schedule decides from now on; a replaced one keeps its

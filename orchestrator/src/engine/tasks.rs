@@ -27,7 +27,7 @@ pub struct Report {
     pub rejected: Option<String>,
 }
 
-impl Engine {
+impl Runs {
     pub(super) fn adopt_leases(&mut self, state: &RunState, playbook: &Playbook, now: Instant) {
         for (unit, token, worker, attempt) in leased_units(state) {
             let step_id = &playbook.steps[slot_step(state, unit.slot)].id;
@@ -282,25 +282,25 @@ impl Engine {
     pub fn pause_containment(&mut self, by: String, reason: String) -> Result<Pending<()>, Error> {
         check_len("reason", &reason)?;
         if self.containment.paused {
-            return Ok(self.unchanged(()));
+            return Ok(Pending::unchanged(&self.store, ()));
         }
         self.set_containment(true, by, reason)?;
         let held = self.dispatch.held();
         self.record_held(held);
         tracing::warn!(by = %self.containment.by, reason = %self.containment.reason, "containment.paused");
-        Ok(self.unchanged(()))
+        Ok(Pending::unchanged(&self.store, ()))
     }
 
     /// Resumes containment: held tasks are handed out again. Resuming again changes nothing.
     pub fn resume_containment(&mut self, by: String, reason: String) -> Result<Pending<()>, Error> {
         check_len("reason", &reason)?;
         if !self.containment.paused {
-            return Ok(self.unchanged(()));
+            return Ok(Pending::unchanged(&self.store, ()));
         }
         self.set_containment(false, by, reason)?;
         tracing::info!(by = %self.containment.by, "containment.resumed");
         self.pump();
-        Ok(self.unchanged(()))
+        Ok(Pending::unchanged(&self.store, ()))
     }
 
     pub(super) fn set_containment(
