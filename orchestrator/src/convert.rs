@@ -175,7 +175,7 @@ pub fn playbook(
 
 pub fn task(leased: &LeasedTask) -> pb::Task {
     pb::Task {
-        task_id: leased.task_id.clone(),
+        task_id: leased.task_id.to_string(),
         run_id: leased.task.unit.run.to_string(),
         step_id: leased.task.step_id.clone(),
         item: match leased.task.unit.slot {

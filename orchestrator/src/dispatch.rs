@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use riposte_scheduler::TaskSpec;
 use riposte_scheduler::state::UnitRef;
+use riposte_scheduler::{TaskId, TaskSpec};
 
 /// A registered worker.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ impl Worker {
 #[derive(Debug, Clone)]
 pub struct Lease {
     pub unit: UnitRef,
-    pub task_id: String,
+    pub task_id: TaskId,
     pub worker: String,
     pub deadline: Instant,
     /// Heartbeats never extend past this: the step's timeout plus one lease of grace.
@@ -57,7 +57,7 @@ pub struct Dispatcher<G> {
     waiters: VecDeque<Waiter<G>>,
     leases: HashMap<u64, Lease>,
     /// Leases a worker must drop, told on its next heartbeat.
-    abandoned: HashMap<String, Vec<(String, u64)>>,
+    abandoned: HashMap<String, Vec<(TaskId, u64)>>,
     /// Containment is paused: holdable tasks stay queued (see [`TaskSpec::holdable`]).
     paused: bool,
 }
@@ -161,10 +161,10 @@ impl<G> Dispatcher<G> {
     pub fn heartbeat(
         &mut self,
         worker: &str,
-        held: &[(String, u64)],
+        held: &[(TaskId, u64)],
         now: Instant,
         lease: Duration,
-    ) -> Vec<(String, u64)> {
+    ) -> Vec<(TaskId, u64)> {
         let mut abandon = self.abandoned.remove(worker).unwrap_or_default();
         for (task_id, token) in held {
             match self.leases.get_mut(token) {

@@ -25,7 +25,7 @@ pub use alerts::{Alerts, RuleApplied};
 pub use playbooks::Builtin;
 pub use runs::{ApprovalView, GrantView, StartRequest, Watch};
 pub use schedules::{ApplyOutcome, ScheduleView, Schedules};
-pub use tasks::{LeasedTask, Poll, Report, task_id};
+pub use tasks::{LeasedTask, Poll, Report};
 
 use runs::Prepared;
 
@@ -43,8 +43,8 @@ use crate::pending::Pending;
 use crate::store::{self, Containment, RunKey, Seq, Store, StoredPlaybook};
 use riposte_scheduler::state::{HistoryEvent, RunId, RunState, Slot, UnitRef, UnitStatus};
 use riposte_scheduler::{
-    self as scheduler, Command, DecisionRequest, Event, NewRun, Repair, Scheduler, TaskSpec,
-    Transition,
+    self as scheduler, Command, DecisionRequest, Event, NewRun, Repair, Scheduler, TaskId,
+    TaskSpec, Transition,
 };
 
 /// Bounds on what one request may carry or the engine may hold.

@@ -27,6 +27,7 @@ pub mod guard;
 mod repair;
 mod run;
 pub mod state;
+mod task_id;
 mod undo;
 mod waves;
 
@@ -44,6 +45,7 @@ use run::Tx;
 use state::{HistoryEvent, RunId, RunState, RunStatus, StepState, UnitRef};
 
 pub use approval::digest_hex;
+pub use task_id::{MalformedTaskId, Place, TaskId};
 pub use undo::undo_status;
 
 /// A unit whose leases expire this many times fails: the action likely kills its workers.

@@ -394,8 +394,7 @@ pub enum Slot {
     Health { step: usize },
 }
 
-/// Identifies a unit of a run. On the wire, the task id is `run/step/item/attempt`,
-/// `run/!undo/n/attempt` or `run/step/!health/attempt`.
+/// Identifies a unit of a run (on the wire, a [`TaskId`](crate::TaskId) names one attempt of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UnitRef {
     pub run: RunId,

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::{Error, Kind, Node, Request, requests};
 use crate::dispatch::Worker;
 use crate::engine::{self, LeasedTask, Poll};
+use riposte_scheduler::TaskId;
 
 requests! {
     Register,
@@ -105,12 +106,12 @@ impl Request for PollTask {
 pub struct Heartbeat {
     pub worker: String,
     /// (task id, lease token)
-    pub held: Vec<(String, u64)>,
+    pub held: Vec<(TaskId, u64)>,
 }
 
 impl Request for Heartbeat {
     /// (task id, lease token) of each lease to abandon.
-    type Reply = Vec<(String, u64)>;
+    type Reply = Vec<(TaskId, u64)>;
     const KIND: Kind = Kind::Heartbeat;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
@@ -121,7 +122,7 @@ impl Request for Heartbeat {
 /// A task's outcome, reported under its lease.
 pub struct ReportResult {
     pub worker: String,
-    pub task_id: String,
+    pub task_id: TaskId,
     pub token: u64,
     /// The output, or the error message and whether a retry may help.
     pub outcome: Result<Value, (String, bool)>,

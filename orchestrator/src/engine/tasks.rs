@@ -1,6 +1,7 @@
 //! Tasks in the engine: workers register and long-poll, a task is leased (with a fencing token
 //! from the store) and its result reported under that lease; heartbeats keep leases. The kill
-//! switch holds containment tasks at this door. Task ids and idempotency keys are made here.
+//! switch holds containment tasks at this door. Idempotency keys are made here; task ids are
+//! typed ([`TaskId`]), formatted and parsed only at the gRPC edge.
 
 use super::*;
 
@@ -8,7 +9,7 @@ use super::*;
 #[derive(Debug, Clone)]
 pub struct LeasedTask {
     pub task: TaskSpec,
-    pub task_id: String,
+    pub task_id: TaskId,
     pub idempotency_key: String,
     pub token: u64,
     pub lease_ms: u64,
@@ -35,7 +36,7 @@ impl Runs {
                 Duration::from_millis(playbook.steps[slot_step(state, unit.slot)].timeout_ms);
             let lease = Lease {
                 unit,
-                task_id: task_id(state.id, step_id, unit.slot, attempt),
+                task_id: TaskId::new(unit, step_id, attempt),
                 worker,
                 deadline: now + self.settings.lease,
                 deadline_max: now + self.settings.lease + timeout,
@@ -101,10 +102,9 @@ impl Runs {
             Ok(t) => t,
             Err(_) => return Ok(None),
         };
-        let run = task.unit.run;
         let seq = self.commit(transition, RunKey::None)?;
         let now = self.clock.monotonic();
-        let id = task_id(run, &task.step_id, task.unit.slot, task.attempt);
+        let id = TaskId::new(task.unit, &task.step_id, task.attempt);
         self.dispatch.insert_lease(
             token,
             Lease {
@@ -115,7 +115,7 @@ impl Runs {
                 deadline_max: now + self.settings.lease + Duration::from_millis(task.timeout_ms),
             },
         );
-        let idempotency_key = idempotency_key(run, &task.step_id, task.unit.slot, task.dry_run);
+        let idempotency_key = idempotency_key(&id, task.dry_run);
         let leased = LeasedTask {
             task,
             task_id: id,
@@ -152,8 +152,8 @@ impl Runs {
     pub fn heartbeat(
         &mut self,
         worker: &str,
-        held: &[(String, u64)],
-    ) -> Result<Vec<(String, u64)>, Error> {
+        held: &[(TaskId, u64)],
+    ) -> Result<Vec<(TaskId, u64)>, Error> {
         self.touch(worker)?;
         Ok(self
             .dispatch
@@ -163,17 +163,15 @@ impl Runs {
     /// Records a task's result if `token` is the unit's current lease.
     pub fn report(
         &mut self,
-        task_id: &str,
+        task_id: &TaskId,
         token: u64,
         outcome: Result<Value, (String, bool)>,
     ) -> Result<Pending<Report>, Error> {
-        let parsed = parse_task_id(task_id)
-            .ok_or_else(|| Error::InvalidArgument(format!("malformed task id `{task_id}`")))?;
-        let run = parsed.run;
+        let run = task_id.run;
         let Some(playbook) = self.scheduler.playbook(run).cloned() else {
-            return self.report_finished(parsed, token);
+            return self.report_finished(task_id, token);
         };
-        let unit = parsed.unit(&playbook)?;
+        let unit = unit_of(task_id, &playbook)?;
         let event = match outcome {
             Ok(output) => Event::Succeeded {
                 unit,
@@ -207,16 +205,16 @@ impl Runs {
 
     pub(super) fn report_finished(
         &mut self,
-        parsed: ParsedTaskId,
+        task_id: &TaskId,
         token: u64,
     ) -> Result<Pending<Report>, Error> {
-        let run = parsed.run;
+        let run = task_id.run;
         let mut state = self
             .store
             .run(run)?
             .ok_or_else(|| Error::NotFound(format!("run {run} not found")))?;
         let playbook = self.playbook(&state.playbook, state.version)?;
-        let unit = parsed.unit(&playbook)?;
+        let unit = unit_of(task_id, &playbook)?;
         let transition = self.scheduler.result_for_finished(
             self.clock.now_ms(),
             &mut state,
@@ -322,75 +320,20 @@ impl Runs {
     }
 }
 
-/// The task id on the wire: `run/step/item/attempt`, `run/!undo/n/attempt` or
-/// `run/step/!health/attempt`.
-pub fn task_id(run: RunId, step_id: &str, slot: Slot, attempt: u32) -> String {
-    match slot {
-        Slot::Step { item, .. } => format!("{run}/{step_id}/{item}/{attempt}"),
-        Slot::Undo(n) => format!("{run}/!undo/{n}/{attempt}"),
-        Slot::Health { .. } => format!("{run}/{step_id}/!health/{attempt}"),
-    }
-}
-
 /// Stable across attempts: what connectors use to make repeats harmless. A dry run's keys
 /// carry [`DRY_RUN_KEY_PREFIX`], so they never collide with a real run's.
-pub(super) fn idempotency_key(run: RunId, step_id: &str, slot: Slot, dry_run: bool) -> String {
-    let key = match slot {
-        Slot::Step { item, .. } => format!("{run}/{step_id}/{item}"),
-        Slot::Undo(n) => format!("{run}/!undo/{n}"),
-        Slot::Health { .. } => format!("{run}/{step_id}/!health"),
-    };
+fn idempotency_key(task: &TaskId, dry_run: bool) -> String {
+    let key = task.without_attempt();
     match dry_run {
         true => format!("{DRY_RUN_KEY_PREFIX}{key}"),
         false => key,
     }
 }
 
-/// A task id taken apart; the step is resolved against the run's playbook.
-pub(super) struct ParsedTaskId {
-    run: RunId,
-    step: String,
-    item: String,
-}
-
-impl ParsedTaskId {
-    pub(super) fn unit(&self, playbook: &Playbook) -> Result<UnitRef, Error> {
-        let bad = || {
-            Error::InvalidArgument(format!(
-                "run {} has no task `{}/{}`",
-                self.run, self.step, self.item
-            ))
-        };
-        let slot = if self.step == "!undo" {
-            Slot::Undo(self.item.parse().map_err(|_| bad())?)
-        } else {
-            let step = playbook.step_index(&self.step).ok_or_else(bad)?;
-            if self.item == "!health" {
-                Slot::Health { step }
-            } else {
-                Slot::Step {
-                    step,
-                    item: self.item.parse().map_err(|_| bad())?,
-                }
-            }
-        };
-        Ok(UnitRef {
-            run: self.run,
-            slot,
-        })
-    }
-}
-
-pub(super) fn parse_task_id(id: &str) -> Option<ParsedTaskId> {
-    let mut parts = id.split('/');
-    let run = parts.next()?.parse().ok()?;
-    let step = parts.next()?.to_string();
-    let item = parts.next()?.to_string();
-    let _attempt: u32 = parts.next()?.parse().ok()?;
-    parts
-        .next()
-        .is_none()
-        .then_some(ParsedTaskId { run, step, item })
+/// The unit a reported task id names in its run.
+fn unit_of(task: &TaskId, playbook: &Playbook) -> Result<UnitRef, Error> {
+    task.unit(playbook)
+        .ok_or_else(|| Error::InvalidArgument(format!("run {} has no task `{task}`", task.run)))
 }
 
 /// The step a slot belongs to.

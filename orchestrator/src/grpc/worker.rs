@@ -13,6 +13,7 @@ use super::{NAME_BYTES_MAX, bounded, status};
 use crate::convert;
 use crate::door::{Node, workers};
 use crate::engine::limits;
+use riposte_scheduler::TaskId;
 
 const WORKER_LABELS_MAX: usize = 64;
 const WORKER_ACTIONS_MAX: usize = 1024;
@@ -82,15 +83,15 @@ impl Worker for WorkerApi {
             held: req
                 .leases
                 .into_iter()
-                .map(|l| (l.task_id, l.lease_token))
-                .collect(),
+                .map(|l| Ok((task_id(&l.task_id)?, l.lease_token)))
+                .collect::<Result<_, Status>>()?,
         };
         let abandon = self.0.handle(heartbeat).await.map_err(status)?;
         Ok(Response::new(pb::HeartbeatResponse {
             abandon: abandon
                 .into_iter()
                 .map(|(task_id, lease_token)| pb::LeaseRef {
-                    task_id,
+                    task_id: task_id.to_string(),
                     lease_token,
                 })
                 .collect(),
@@ -121,13 +122,19 @@ impl Worker for WorkerApi {
         };
         let report = workers::ReportResult {
             worker: req.worker_id,
-            task_id: req.task_id,
+            task_id: task_id(&req.task_id)?,
             token: req.lease_token,
             outcome,
         };
         let duplicate = self.0.handle(report).await.map_err(status)?;
         Ok(Response::new(pb::ReportResultResponse { duplicate }))
     }
+}
+
+/// A task id as the worker sent it, parsed at the edge.
+fn task_id(text: &str) -> Result<TaskId, Status> {
+    text.parse()
+        .map_err(|e: riposte_scheduler::MalformedTaskId| Status::invalid_argument(e.to_string()))
 }
 
 fn truncate(mut text: String, max: usize) -> String {
