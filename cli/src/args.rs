@@ -470,7 +470,7 @@ pub struct Param {
 }
 
 /// Parses `NAME` or `NAME@VERSION` (VERSION a positive integer).
-pub fn parse_playbook_ref(text: &str) -> Result<PlaybookRef, String> {
+pub(crate) fn parse_playbook_ref(text: &str) -> Result<PlaybookRef, String> {
     let (name, version) = match text.rsplit_once('@') {
         None => (text, 0),
         Some((name, version)) => {
@@ -494,7 +494,7 @@ pub fn parse_playbook_ref(text: &str) -> Result<PlaybookRef, String> {
 }
 
 /// Parses `KEY=VALUE`; the value may be empty and may contain `=`.
-pub fn parse_param(text: &str) -> Result<Param, String> {
+pub(crate) fn parse_param(text: &str) -> Result<Param, String> {
     let (key, value) = text
         .split_once('=')
         .ok_or_else(|| format!("expected KEY=VALUE, got `{text}`"))?;
@@ -511,7 +511,7 @@ pub fn parse_param(text: &str) -> Result<Param, String> {
 }
 
 /// Parses the `--params-json` object.
-pub fn parse_params_json(text: &str) -> Result<Map<String, Value>, String> {
+pub(crate) fn parse_params_json(text: &str) -> Result<Map<String, Value>, String> {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(params)) => Ok(params),
         Ok(_) => Err("expected a JSON object".to_string()),
@@ -520,7 +520,7 @@ pub fn parse_params_json(text: &str) -> Result<Map<String, Value>, String> {
 }
 
 /// Parses a SHA-256 digest: 64 hex digits, answered in lowercase as the orchestrator prints it.
-pub fn parse_digest(text: &str) -> Result<String, String> {
+pub(crate) fn parse_digest(text: &str) -> Result<String, String> {
     let digest = text.trim();
     if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(format!(

@@ -38,7 +38,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Turns what the operator typed (`host:port` or `http://host:port`) into the URL to dial.
 ///
 /// The orchestrator speaks plaintext gRPC, so only `http` is accepted.
-pub fn normalize_addr(text: &str) -> Result<String, String> {
+pub(crate) fn normalize_addr(text: &str) -> Result<String, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("the orchestrator address is empty".to_string());

@@ -174,7 +174,7 @@ fn parse_ranges(text: &str) -> Result<Ranges, String> {
 }
 
 /// Parses `10s`, `500ms`, `2m` and the like; zero and over an hour are refused.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text).map_err(|e| format!("`{text}`: {e}"))?;
     if d.is_zero() || d > Duration::from_secs(3600) {
         return Err(format!("`{text}` must be more than 0 and at most 1h"));

@@ -40,7 +40,7 @@ use super::{Context, Failure};
 use crate::clock;
 use crate::exec;
 use parse::Element;
-pub use script::{parse_ports, parse_table};
+pub(crate) use script::{parse_ports, parse_table};
 
 /// Longest time one nft command may take (capped further by the task's timeout).
 const NFT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -78,7 +78,7 @@ pub struct PortList(pub Vec<u16>);
 
 impl PortList {
     /// Parses `22,8443`; at most [`JIT_PORTS_MAX`] ports.
-    pub fn parse(text: &str) -> Result<PortList, String> {
+    pub(crate) fn parse(text: &str) -> Result<PortList, String> {
         let ports = parse_ports(text)?;
         if ports.len() > JIT_PORTS_MAX {
             return Err(format!("at most {JIT_PORTS_MAX} JIT ports"));

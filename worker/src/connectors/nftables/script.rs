@@ -31,7 +31,7 @@ const CHAIN_PRIORITY: i32 = -10;
 
 /// Checks a table name: an ASCII letter, then letters, digits or `_`, at most
 /// [`TABLE_BYTES_MAX`] bytes.
-pub fn parse_table(text: &str) -> Result<String, String> {
+pub(crate) fn parse_table(text: &str) -> Result<String, String> {
     let name = text.trim();
     let mut chars = name.chars();
     let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
@@ -47,7 +47,7 @@ pub fn parse_table(text: &str) -> Result<String, String> {
 
 /// Parses a comma-separated port list (`22,8443`); blank entries are skipped, the result is
 /// sorted and without duplicates. An empty text gives an empty list.
-pub fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
+pub(crate) fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
     let mut ports = Vec::new();
     for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let port = entry
