@@ -78,23 +78,30 @@ impl Worker for WorkerApi {
                 "at most {LEASES_PER_HEARTBEAT_MAX} leases per heartbeat"
             )));
         }
+        // A lease whose id does not parse is not one this orchestrator handed out: the
+        // worker is told to abandon it, as any other lease it does not hold.
+        let (held, unknown): (Vec<_>, Vec<_>) = req
+            .leases
+            .into_iter()
+            .map(|l| match l.task_id.parse::<TaskId>() {
+                Ok(id) => Ok((id, l.lease_token)),
+                Err(_) => Err(l),
+            })
+            .partition(Result::is_ok);
         let heartbeat = workers::Heartbeat {
             worker: req.worker_id,
-            held: req
-                .leases
-                .into_iter()
-                .map(|l| Ok((task_id(&l.task_id)?, l.lease_token)))
-                .collect::<Result<_, Status>>()?,
+            held: held.into_iter().flatten().collect(),
         };
         let abandon = self.0.handle(heartbeat).await.map_err(status)?;
+        let abandon = abandon
+            .into_iter()
+            .map(|(task_id, lease_token)| pb::LeaseRef {
+                task_id: task_id.to_string(),
+                lease_token,
+            });
+        let unknown = unknown.into_iter().filter_map(Result::err);
         Ok(Response::new(pb::HeartbeatResponse {
-            abandon: abandon
-                .into_iter()
-                .map(|(task_id, lease_token)| pb::LeaseRef {
-                    task_id: task_id.to_string(),
-                    lease_token,
-                })
-                .collect(),
+            abandon: abandon.chain(unknown).collect(),
         }))
     }
 
