@@ -23,6 +23,21 @@ pub struct Config {
     #[arg(long, env = "RIPOSTE_DATA_DIR", default_value = "./riposte-data")]
     pub data_dir: PathBuf,
 
+    /// What an acknowledged write survives: `power-loss` (each group commit ends with an
+    /// fdatasync) or `process-crash` (no fdatasync: faster, for benchmarks and throwaway data).
+    #[arg(
+        long,
+        env = "RIPOSTE_DURABILITY",
+        value_enum,
+        default_value = "power-loss"
+    )]
+    pub durability: crate::store::Durability,
+
+    /// On SIGTERM, how long to wait for requests in flight (long-polls, watch streams) before
+    /// exiting anyway; the store is flushed either way. A second SIGTERM exits at once.
+    #[arg(long, env = "RIPOSTE_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
     /// Embedded default: also start in-process workers and apply the example playbooks.
     #[arg(long)]
     pub dev: bool,

@@ -124,36 +124,17 @@ async fn bound<S>(
     })
 }
 
-/// Opens the store in `config.data_dir`, resumes the runs that were running, applies the
-/// playbooks of `config.playbooks` (then the examples with `--dev`, then the built-in
-/// playbooks the store lacks), and serves gRPC (and the alert listeners that are on) until
-/// `shutdown` resolves.
-pub async fn run(
-    config: Config,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
-    let Listeners {
-        grpc: listener,
-        alerts,
-        syslog_udp,
-        syslog_tcp,
-    } = listeners;
-    let config = config.read_secrets_file()?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::Io {
-        path: config.data_dir.display().to_string(),
-        source,
-    })?;
-    let store = store::Store::open(&config.data_dir)?;
-    let listen = listener.local_addr().map_err(|source| Error::Io {
-        path: "listener".to_string(),
-        source,
-    })?;
+/// Everything before serving: opens the store in `config.data_dir` (locked for this process),
+/// resumes the runs that were running, and applies the playbooks of `config.playbooks` (then
+/// the examples with `--dev`, then the built-in playbooks the store lacks). Any failure is an
+/// error whose text is the one-line cause.
+pub async fn open(config: &Config) -> Result<Arc<door::Node>, Error> {
+    let store = store::Store::open(&config.data_dir, config.durability)?;
     let settings = engine::Settings {
         lease: config.lease_timeout,
         poll_wait_max: config.poll_wait_max,
         approver_groups: config.approver_groups.iter().cloned().collect(),
-        guard: config.guard_policy(listen.ip()),
+        guard: config.guard_policy(config.listen.ip()),
         schedule_grace: config.schedule_grace,
     };
     let clock = clock::Clock::system();
@@ -169,6 +150,23 @@ pub async fn run(
     if !config.no_builtin_playbooks {
         builtin::apply(&shared).await?;
     }
+    Ok(shared)
+}
+
+/// Serves gRPC (and the alert listeners that are on) for `shared` until `shutdown` resolves,
+/// then flushes the store.
+pub async fn run(
+    config: Config,
+    shared: Arc<door::Node>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let Listeners {
+        grpc: listener,
+        alerts,
+        syslog_udp,
+        syslog_tcp,
+    } = listeners;
     let timers = tokio::spawn(timer_loop(shared.clone()));
     let mut alert_listeners = Vec::new();
     if let Some(l) = alerts {

@@ -1,5 +1,6 @@
-//! `riposte-orchestrator`: the coordinator service binary. Thin: parse the configuration, bind
-//! the listeners, print the bound addresses, serve until SIGTERM or Ctrl-C.
+//! `riposte-orchestrator`: the coordinator service binary. Thin: parse the configuration, open
+//! the store, bind the listeners, print the bound addresses, serve until SIGTERM or Ctrl-C
+//! (then at most `--shutdown-grace` more; a second signal exits at once).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -26,7 +27,10 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Open and check the store, bind every listener; only then the banner: a failure before
+    // it is one line on stderr and a non-zero exit.
     let config = config.read_secrets_file()?;
+    let node = riposte_orchestrator::open(&config).await?;
     let listeners = Listeners::bind(&config).await?;
     let addr = listeners.grpc.local_addr()?;
     println!("{}", listeners.banner()?);
@@ -44,17 +48,38 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         print_dev_banner(&config, addr);
     }
+    let grace = config.shutdown_grace;
     let mut stop = stop_rx.clone();
-    let server = tokio::spawn(run(config, listeners, async move {
+    let mut server = tokio::spawn(run(config, node.clone(), listeners, async move {
         let _ = stop.wait_for(|s| *s).await;
     }));
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    for worker in workers {
-        let _ = worker.await;
+    let mut signals = Signals::new()?;
+    tokio::select! {
+        // The server ended by itself: it failed.
+        ended = &mut server => return Ok(ended??),
+        () = signals.next() => {}
     }
-    server.await??;
+    tracing::info!(grace = ?grace, "shutting down");
+    let _ = stop_tx.send(true);
+    let drained = async {
+        for worker in workers {
+            let _ = worker.await;
+        }
+        (&mut server).await
+    };
+    tokio::select! {
+        ended = tokio::time::timeout(grace, drained) => match ended {
+            Ok(ended) => ended??,
+            Err(_) => {
+                tracing::warn!("shutdown grace passed with requests in flight; exiting");
+                node.flush().await?;
+            }
+        },
+        () = signals.next() => {
+            tracing::warn!("second signal: exiting now");
+            node.flush().await?;
+        }
+    }
     Ok(())
 }
 
@@ -72,17 +97,28 @@ fn print_dev_banner(config: &Config, addr: std::net::SocketAddr) {
     );
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and Ctrl-C, as they arrive.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler installs");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+        })
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    /// The next SIGTERM or Ctrl-C.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

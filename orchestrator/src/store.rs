@@ -29,8 +29,14 @@
 //! **Durability.** Writes land in sled's page cache; nothing is acknowledged until a flush
 //! covers it. Every write returns a [`Seq`]; [`Store::durable`] waits until a flush that
 //! started after that write has finished. One background task runs the flushes back to back,
-//! so concurrent writers share one flush (group commit). sled 0.34 flushes with
-//! `sync_file_range`: the data survives a crash of the process, not necessarily of the machine.
+//! so concurrent writers share one flush (group commit). Under [`Durability::PowerLoss`] (the
+//! default) each flush ends with an `fdatasync` ([`disk`]), so an acknowledged write survives
+//! the machine's crash, not just the process's. A failed `fdatasync` is not retried (the
+//! kernel may have dropped the pages it could not write): the store stops acknowledging, and
+//! every waiter is answered with the failure.
+//!
+//! **The data dir** is created when missing and locked while open (`LOCK`, with the holder's
+//! pid): a second orchestrator on it is refused with the pid ([`Error::Locked`]).
 
 #![expect(
     clippy::disallowed_types,
@@ -38,7 +44,7 @@
     reason = "this is the store door: the only module that uses sled"
 )]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -63,6 +69,28 @@ pub enum Error {
     },
     #[error("store: flusher stopped")]
     FlusherStopped,
+    /// The data dir cannot be created, or its lock file written.
+    #[error("data dir {} is not usable: {source}", .dir.display())]
+    DataDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    /// Another process holds the data dir.
+    #[error("data dir {} is locked by {}; stop it or choose another --data-dir", .dir.display(), holder(*.pid))]
+    Locked { dir: PathBuf, pid: Option<u32> },
+    /// sled refuses to open what is in the data dir.
+    #[error("the store in {} cannot be opened (damaged, or written by another program): {source}", .dir.display())]
+    Unopenable { dir: PathBuf, source: sled::Error },
+    /// Syncing to disk failed: nothing more is acknowledged until a restart.
+    #[error("store: writes are no longer acknowledged: fdatasync failed: {0}")]
+    SyncFailed(Arc<str>),
+}
+
+fn holder(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("pid {pid} (another orchestrator)"),
+        None => "another process".to_string(),
+    }
 }
 
 /// A playbook version as applied.
@@ -119,9 +147,18 @@ pub struct Store {
 struct GroupCommit {
     written: AtomicU64,
     wake: Notify,
-    flushed: watch::Sender<Seq>,
+    flushed: watch::Sender<Flushed>,
     /// Every handle is gone.
     closed: AtomicBool,
+    /// Held while the store or its flusher lives.
+    _lock: disk::DirLock,
+}
+
+/// How far the flusher got: every write up to `seq` is durable, unless it `failed`.
+#[derive(Debug, Clone, Default)]
+struct Flushed {
+    seq: Seq,
+    failed: Option<Arc<str>>,
 }
 
 /// Closes the group commit when dropped.
@@ -135,17 +172,33 @@ impl Drop for Open {
 }
 
 impl Store {
-    /// Opens (or creates) the database in `dir` and starts the flusher task.
-    pub fn open(dir: &Path) -> Result<Store, Error> {
+    /// Opens (or creates) the database in `dir`, locked for this process, and starts the
+    /// flusher task.
+    pub fn open(dir: &Path, durability: Durability) -> Result<Store, Error> {
+        let lock = disk::DirLock::acquire(dir)?;
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
-            .open()?;
+            .open()
+            .map_err(|source| Error::Unopenable {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+        let syncer = match durability {
+            Durability::PowerLoss => {
+                Some(disk::Syncer::open(dir).map_err(|source| Error::DataDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?)
+            }
+            Durability::ProcessCrash => None,
+        };
         let commit = Arc::new(GroupCommit {
             written: AtomicU64::new(0),
             wake: Notify::new(),
-            flushed: watch::channel(0).0,
+            flushed: watch::channel(Flushed::default()).0,
             closed: AtomicBool::new(false),
+            _lock: lock,
         });
         let store = Store {
             playbooks: db.open_tree("playbooks")?,
@@ -165,7 +218,7 @@ impl Store {
             commit: commit.clone(),
             _open: Arc::new(Open(commit)),
         };
-        tokio::spawn(flusher(store.db.clone(), store.commit.clone()));
+        tokio::spawn(flusher(store.db.clone(), syncer, store.commit.clone()));
         Ok(store)
     }
 
@@ -184,10 +237,14 @@ impl Store {
     pub async fn durable(&self, seq: Seq) -> Result<(), Error> {
         let mut rx = self.commit.flushed.subscribe();
         self.commit.wake.notify_one();
-        rx.wait_for(|flushed| *flushed >= seq)
+        let flushed = rx
+            .wait_for(|flushed| flushed.seq >= seq || flushed.failed.is_some())
             .await
             .map_err(|_| Error::FlusherStopped)?;
-        Ok(())
+        match &flushed.failed {
+            Some(why) if flushed.seq < seq => Err(Error::SyncFailed(why.clone())),
+            _ => Ok(()),
+        }
     }
 
     /// A fencing token: strictly increasing for the life of the database, across crashes.
@@ -418,7 +475,7 @@ impl Store {
     }
 }
 
-async fn flusher(db: sled::Db, commit: Arc<GroupCommit>) {
+async fn flusher(db: sled::Db, mut syncer: Option<disk::Syncer>, commit: Arc<GroupCommit>) {
     let mut flushed: Seq = 0;
     loop {
         let target = commit.written.load(Ordering::SeqCst);
@@ -430,18 +487,38 @@ async fn flusher(db: sled::Db, commit: Arc<GroupCommit>) {
             continue;
         }
         let db = db.clone();
-        match tokio::task::spawn_blocking(move || db.flush()).await {
-            Ok(Ok(_)) => {
-                flushed = target;
-                commit.flushed.send_replace(flushed);
+        let flush = tokio::task::spawn_blocking(move || {
+            let flushed = db.flush().map(|_| ());
+            (flushed, syncer)
+        });
+        let result = match flush.await {
+            Ok((result, returned)) => {
+                syncer = returned;
+                result
             }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "store.flush_failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Err(_) => return,
+            Err(_) => return fail(&commit, "the flush panicked".into()),
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "store.flush_failed");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
         }
+        if let Some(mut s) = syncer.take() {
+            match tokio::task::spawn_blocking(move || s.sync().map(|()| s)).await {
+                Ok(Ok(s)) => syncer = Some(s),
+                Ok(Err(e)) => return fail(&commit, e.to_string()),
+                Err(_) => return fail(&commit, "the sync panicked".into()),
+            }
+        }
+        flushed = target;
+        commit.flushed.send_modify(|f| f.seq = flushed);
     }
+}
+
+/// The flusher stops: every waiter, now and later, is answered with `why`.
+fn fail(commit: &GroupCommit, why: String) {
+    tracing::error!(error = %why, "store.sync_failed");
+    commit.flushed.send_modify(|f| f.failed = Some(why.into()));
 }
 
 fn playbook_key(name: &str, version: u32) -> Vec<u8> {
@@ -520,11 +597,13 @@ fn decode<T: for<'de> Deserialize<'de>>(tree: &'static str, bytes: &[u8]) -> Res
 }
 
 mod alerts;
+pub mod disk;
 mod schedules;
 #[cfg(test)]
 mod tests;
 pub use alerts::{AlertFate, AlertWrite, BudgetState, DedupEntry, StoredAlert, StoredRule};
 use alerts::{dedup_key, payload_key};
+pub use disk::Durability;
 use schedules::ledger_key;
 pub use schedules::{
     LedgerEntry, LedgerFate, QueuedFire, ScheduleState, ScheduleWrite, StoredSchedule,

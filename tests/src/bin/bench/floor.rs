@@ -1,18 +1,29 @@
 //! The floor of this machine, measured in the same run as Riposte's figures: a bare tonic
 //! unary round trip on loopback (an in-process server with only the health service) and one
-//! sled insert followed by a flush; and opening a sled folder, the floor of a restart.
+//! sled insert followed by a flush, then an `fdatasync` of sled's log as the orchestrator's
+//! default durability does (and without, for `--durability process-crash`); and opening a sled
+//! folder, the floor of a restart.
 
 use super::*;
 
 #[derive(Clone, Copy)]
 pub(super) struct Floor {
     pub(super) rtt: Duration,
+    /// Insert, flush and fdatasync.
     pub(super) flush: Duration,
+    /// Insert and flush, no fdatasync.
+    pub(super) flush_unsynced: Duration,
 }
 
 impl Floor {
+    /// The floor of a step under the default durability (power loss).
     pub(super) fn per_step(&self) -> Duration {
         self.rtt + self.flush
+    }
+
+    /// The floor of a step under `--durability process-crash`.
+    pub(super) fn per_step_unsynced(&self) -> Duration {
+        self.rtt + self.flush_unsynced
     }
 }
 
@@ -70,20 +81,26 @@ pub(super) async fn grpc_round_trips() -> Result<Samples> {
     Ok(Samples::new(samples))
 }
 
-/// Inserts of a run-sized value, each followed by a flush, in a fresh sled folder configured
-/// as the orchestrator configures its store.
-pub(super) fn sled_insert_flush() -> Result<Samples> {
+/// Inserts of a run-sized value, each followed by a flush (and with `fdatasync`, an
+/// `fdatasync` of sled's log), in a fresh sled folder configured as the orchestrator
+/// configures its store.
+pub(super) fn sled_insert_flush(fdatasync: bool) -> Result<Samples> {
     let dir = tempfile::tempdir()?;
+    let path = dir.path().join("floor");
     let db = sled::Config::new()
-        .path(dir.path().join("floor"))
+        .path(&path)
         .mode(sled::Mode::HighThroughput)
         .open()?;
+    let log = std::fs::File::open(path.join("db"))?;
     let value = vec![b'x'; FLOOR_VALUE_BYTES];
     let mut samples = Vec::with_capacity(FLOOR_CALLS);
     for i in 0..(FLOOR_WARMUP + FLOOR_CALLS) as u64 {
         let started = Instant::now();
         db.insert(i.to_be_bytes(), value.as_slice())?;
         db.flush()?;
+        if fdatasync {
+            log.sync_data()?;
+        }
         if i as usize >= FLOOR_WARMUP {
             samples.push(started.elapsed());
         }

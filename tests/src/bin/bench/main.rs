@@ -135,11 +135,14 @@ async fn bench() -> Result<()> {
     }
     progress("floor: gRPC round trips");
     let rtt = grpc_round_trips().await?;
+    progress("floor: sled insert + flush + fdatasync");
+    let flush = sled_insert_flush(true)?;
     progress("floor: sled insert + flush");
-    let flush = sled_insert_flush()?;
+    let flush_unsynced = sled_insert_flush(false)?;
     let floor = Floor {
         rtt: rtt.median(),
         flush: flush.median(),
+        flush_unsynced: flush_unsynced.median(),
     };
 
     progress("alerts");
@@ -154,7 +157,9 @@ async fn bench() -> Result<()> {
         inside,
         probes,
         throughput,
-    } = run_workload().await?;
+    } = run_workload(&[]).await?;
+    progress("the same without fdatasync (--durability process-crash)");
+    let unsynced = run_workload(&["--durability", "process-crash"]).await?;
     progress("restart with parked runs");
     let restart = restart_to_serving().await?;
     progress("10,000 runs parked on a 1-hour timer");
@@ -163,11 +168,13 @@ async fn bench() -> Result<()> {
     Report {
         rtt,
         flush,
+        flush_unsynced,
         floor,
         latency,
         inside,
         probes,
         throughput,
+        unsynced,
         restart,
     }
     .print();
@@ -246,8 +253,9 @@ struct Workload {
     throughput: Throughput,
 }
 
-async fn run_workload() -> Result<Workload> {
-    let orchestrator = Orchestrator::builder().log("warn").start();
+/// The per-step and throughput workloads on an orchestrator started with `args`.
+async fn run_workload(args: &[&str]) -> Result<Workload> {
+    let orchestrator = Orchestrator::builder().log("warn").args(args).start();
     let workers = start_workers(&orchestrator, &[]).await;
     let mut client = orchestrator.client();
     api::apply_playbook(&mut client, NOOP_CHAIN).await;

@@ -6,11 +6,14 @@ use super::*;
 pub(super) struct Report {
     pub(super) rtt: Samples,
     pub(super) flush: Samples,
+    pub(super) flush_unsynced: Samples,
     pub(super) floor: Floor,
     pub(super) latency: Samples,
     pub(super) inside: Samples,
     pub(super) probes: Probes,
     pub(super) throughput: Throughput,
+    /// The same workload under `--durability process-crash`.
+    pub(super) unsynced: Workload,
     pub(super) restart: Restart,
 }
 
@@ -40,13 +43,22 @@ impl Report {
             ms(self.rtt.p99())
         );
         println!(
-            "  sled insert ({FLOOR_VALUE_BYTES} B) + flush ({FLOOR_CALLS} sequential)          median {:.3} ms  p99 {:.3} ms",
+            "  sled insert ({FLOOR_VALUE_BYTES} B) + flush + fdatasync ({FLOOR_CALLS} sequential) median {:.3} ms  p99 {:.3} ms",
             ms(self.flush.median()),
             ms(self.flush.p99())
         );
         println!(
-            "  floor per step = gRPC round trip + sled insert&flush (medians) = {:.3} ms",
+            "  sled insert ({FLOOR_VALUE_BYTES} B) + flush ({FLOOR_CALLS} sequential)          median {:.3} ms  p99 {:.3} ms",
+            ms(self.flush_unsynced.median()),
+            ms(self.flush_unsynced.p99())
+        );
+        println!(
+            "  floor per step = gRPC round trip + sled insert&flush&fdatasync (medians) = {:.3} ms",
             ms(floor)
+        );
+        println!(
+            "  without fdatasync (--durability process-crash)                   = {:.3} ms",
+            ms(self.floor.per_step_unsynced())
         );
         println!();
         println!(
@@ -81,6 +93,26 @@ impl Report {
             &ratio(per_step),
             &format!(">= {STEPS_PER_SECOND_MIN:.0} steps/s"),
             Some(t.steps_per_second() >= STEPS_PER_SECOND_MIN),
+        );
+        let unsynced_floor = self.floor.per_step_unsynced();
+        let vs_unsynced =
+            |d: Duration| format!("{:.1}x", d.as_secs_f64() / unsynced_floor.as_secs_f64());
+        let u = &self.unsynced;
+        let median = u.latency.median();
+        self.row(
+            "  no fdatasync: per-step overhead, median",
+            &format!("{:.3} ms", ms(median)),
+            &vs_unsynced(median),
+            "-",
+            None,
+        );
+        let per_step = Duration::from_secs_f64(1.0 / u.throughput.steps_per_second());
+        self.row(
+            "  no fdatasync: throughput",
+            &format!("{:.0} steps/s", u.throughput.steps_per_second()),
+            &vs_unsynced(per_step),
+            "-",
+            None,
         );
         self.row(
             "orchestrator CPU per step (throughput run)",

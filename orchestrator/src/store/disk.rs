@@ -1,0 +1,136 @@
+//! The data dir on disk: created when missing, held by one orchestrator at a time (the `LOCK`
+//! file, locked while the store is open and naming the pid that holds it), and made durable
+//! against power loss.
+//!
+//! sled 0.34 writes its log with `sync_file_range`, which neither flushes the device's write
+//! cache nor records the file's new size, and writes large values to blob files it does not
+//! sync at all: an acknowledged write could be lost with the machine. Under
+//! [`Durability::PowerLoss`] every group commit therefore ends with an `fdatasync` of the log
+//! and of each blob file not synced yet (then of the blob folder, for their names); the
+//! commit's waiters share it.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use super::Error;
+
+/// How much an acknowledged write survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// A crash of the machine (power loss, kernel panic): each group commit ends with an
+    /// `fdatasync`. The default.
+    PowerLoss,
+    /// A crash of the process (`kill -9`), not of the machine: no `fdatasync`. For benchmarks
+    /// and throwaway data.
+    ProcessCrash,
+}
+
+/// The lock on a data dir, released when dropped (and by the kernel if the process dies).
+pub(super) struct DirLock {
+    _file: File,
+}
+
+/// The name of the lock file in the data dir.
+const LOCK_FILE: &str = "LOCK";
+
+impl DirLock {
+    /// Creates `dir` if missing and locks it, or says who holds it.
+    pub(super) fn acquire(dir: &Path) -> Result<DirLock, Error> {
+        let unusable = |source| Error::DataDir {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(unusable)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))
+            .map_err(unusable)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(Error::Locked {
+                    dir: dir.to_path_buf(),
+                    pid: holder.trim().parse().ok(),
+                });
+            }
+            Err(TryLockError::Error(source)) => return Err(unusable(source)),
+        }
+        let pid = std::process::id();
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{pid}"))
+            .map_err(unusable)?;
+        Ok(DirLock { _file: file })
+    }
+}
+
+/// Makes what sled flushed survive power loss.
+pub(super) struct Syncer {
+    dir: PathBuf,
+    log: File,
+    /// Blob files synced already, with the length each had then. sled writes a blob once,
+    /// front to back, before its write is reserved in the log; one still being written (for a
+    /// write after the flush) is synced again once it has grown.
+    blobs: HashMap<OsString, u64>,
+}
+
+impl Syncer {
+    /// Opens sled's log in `dir` (sled has created it) and syncs the folder's entries once.
+    pub(super) fn open(dir: &Path) -> std::io::Result<Syncer> {
+        let log = File::open(dir.join("db"))?;
+        File::open(dir)?.sync_all()?;
+        let mut syncer = Syncer {
+            dir: dir.to_path_buf(),
+            log,
+            blobs: HashMap::new(),
+        };
+        syncer.sync()?;
+        Ok(syncer)
+    }
+
+    /// `fdatasync` of the log, then of every blob file not synced yet and of their folder.
+    pub(super) fn sync(&mut self) -> std::io::Result<()> {
+        self.log.sync_data()?;
+        let folder = self.dir.join("blobs");
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut present = HashMap::new();
+        let mut synced_new = false;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            // The length before the sync: at least this much is then on disk.
+            let len = match entry.metadata() {
+                Ok(metadata) => metadata.len(),
+                // Removed by sled since it was listed: nothing to keep.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if self.blobs.get(&name) != Some(&len) {
+                match File::open(entry.path()) {
+                    Ok(blob) => blob.sync_data()?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
+                synced_new = true;
+            }
+            present.insert(name, len);
+        }
+        if synced_new {
+            File::open(&folder)?.sync_all()?;
+        }
+        self.blobs = present;
+        Ok(())
+    }
+}
