@@ -20,7 +20,8 @@ async fn main() -> ExitCode {
     match serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Every error here carries its cause in its own text.
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

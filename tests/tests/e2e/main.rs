@@ -33,5 +33,6 @@ mod response_waves;
 mod retry;
 mod schedules;
 mod stale_lease;
+mod startup_shutdown;
 mod syslog;
 mod worker_crash;

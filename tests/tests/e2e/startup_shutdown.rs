@@ -1,0 +1,197 @@
+//! Starting and stopping as an operator sees it: every way a start can fail ends the process
+//! within 2 s, non-zero, with one line naming the cause and no banner; SIGTERM with idle
+//! long-polling workers and open watch streams exits within `--shutdown-grace`, and what was
+//! acknowledged before is all there after a restart.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use riposte_proto::v1::{ListRunsRequest, RunStatus};
+use riposte_tests::api::{self, HistoryWatch};
+use riposte_tests::binaries::binaries;
+use riposte_tests::{Orchestrator, Worker, wait_for};
+use serde_json::json;
+
+/// A start that must fail fails this fast.
+const FAIL_WITHIN: Duration = Duration::from_secs(2);
+
+/// Parks for an hour on a durable timer, holding no worker.
+const PARKED: &str = r#"
+name: parked
+version: 1
+steps:
+  - id: nap
+    sleep: 1h
+  - id: after
+    needs: [nap]
+    action: core.noop
+"#;
+
+/// What a failed start printed and how it ended.
+struct Failed {
+    stdout: String,
+    stderr: String,
+    code: Option<i32>,
+}
+
+/// Starts the orchestrator with `--data-dir data_dir --listen listen` and waits (at most
+/// [`FAIL_WITHIN`]) for it to exit.
+async fn start_expecting_failure(data_dir: &Path, listen: &str) -> Failed {
+    let started = Instant::now();
+    let child = tokio::process::Command::new(&binaries().orchestrator)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", listen, "--log", "warn"])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(FAIL_WITHIN, child)
+        .await
+        .unwrap_or_else(|_| panic!("the orchestrator still runs after {FAIL_WITHIN:?}"))
+        .expect("the orchestrator starts");
+    assert!(started.elapsed() < FAIL_WITHIN);
+    Failed {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        code: output.status.code(),
+    }
+}
+
+impl Failed {
+    /// Asserts a non-zero exit, no banner, and `cause` as the last line on stderr.
+    fn assert_cause(&self, cause: &str) {
+        assert_eq!(self.code, Some(1), "stderr: {}", self.stderr);
+        assert_eq!(self.stdout, "", "no banner before a failed start");
+        let last = self.stderr.lines().last().unwrap_or_default();
+        assert_eq!(last, format!("error: {cause}"), "stderr: {}", self.stderr);
+    }
+}
+
+#[tokio::test]
+async fn each_startup_failure_exits_at_once_with_its_cause() {
+    let running = Orchestrator::start();
+    let data = running.data_dir();
+
+    // A second orchestrator on the same data dir.
+    let failed = start_expecting_failure(&data, "127.0.0.1:0").await;
+    failed.assert_cause(&format!(
+        "data dir {} is locked by pid {} (another orchestrator); stop it or choose another --data-dir",
+        data.display(),
+        running.pid()
+    ));
+
+    // A data dir that cannot be created.
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a folder").expect("a file");
+    let under_a_file = file.join("data");
+    let failed = start_expecting_failure(&under_a_file, "127.0.0.1:0").await;
+    failed.assert_cause(&format!(
+        "data dir {} is not usable: Not a directory (os error 20)",
+        under_a_file.display()
+    ));
+
+    // A port another process listens on.
+    let addr = running.addr().to_string();
+    let failed = start_expecting_failure(&dir.path().join("data"), &addr).await;
+    failed.assert_cause(&format!(
+        "--listen {addr}: Address already in use (os error 98)"
+    ));
+}
+
+#[tokio::test]
+async fn a_damaged_run_record_stops_the_start_with_its_tree_named() {
+    let mut orchestrator = Orchestrator::start();
+    let mut client = orchestrator.client();
+    api::apply_playbook(&mut client, PARKED).await;
+    api::start_run(&mut client, "parked", json!({})).await;
+    orchestrator.terminate();
+    let data = orchestrator.data_dir();
+    {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the test damages the store as a failing disk would"
+        )]
+        let db = sled::open(&data).expect("the store opens");
+        let runs = db.open_tree("runs").expect("the runs tree");
+        let (key, _) = runs
+            .iter()
+            .next()
+            .expect("the run is stored")
+            .expect("readable");
+        runs.insert(key, b"{ not a run".as_slice())
+            .expect("written");
+        db.flush().expect("flushed");
+    }
+    let failed = start_expecting_failure(&data, "127.0.0.1:0").await;
+    assert_eq!(failed.code, Some(1), "stderr: {}", failed.stderr);
+    assert_eq!(failed.stdout, "");
+    let last = failed.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: store: corrupt record in runs: "),
+        "stderr: {}",
+        failed.stderr
+    );
+}
+
+#[tokio::test]
+async fn sigterm_with_idle_workers_and_open_watches_exits_within_the_grace() {
+    let mut orchestrator = Orchestrator::builder()
+        .args(&["--shutdown-grace", "2s"])
+        .start();
+    let mut client = orchestrator.client();
+    let workers: Vec<Worker> = (0..3)
+        .map(|_| Worker::start(&orchestrator.url(), &[], 2))
+        .collect();
+    for worker in &workers {
+        worker.id(&mut client).await;
+    }
+    api::apply_playbook(&mut client, PARKED).await;
+    let mut runs = Vec::new();
+    let mut watches = Vec::new();
+    for _ in 0..5 {
+        let run = api::start_run(&mut client, "parked", json!({})).await;
+        let watch = HistoryWatch::start(&client, &run.run_id);
+        watch
+            .wait_kind("run.started", Duration::from_secs(10))
+            .await;
+        watches.push(watch);
+        runs.push(run.run_id);
+    }
+
+    let asked = Instant::now();
+    let status = orchestrator.terminate();
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "exits within the 2 s grace (and its own start-up of the wait), took {took:?}"
+    );
+    assert!(status.success(), "{status:?}");
+
+    orchestrator.restart();
+    let mut client = orchestrator.client();
+    wait_for(
+        "every acknowledged run is back",
+        Duration::from_secs(10),
+        async || {
+            let listed = client
+                .list_runs(ListRunsRequest {
+                    playbook: "parked".into(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner()
+                .runs;
+            let running = listed
+                .iter()
+                .filter(|r| r.status() == RunStatus::Running && runs.contains(&r.run_id))
+                .count();
+            if running == runs.len() {
+                Ok(())
+            } else {
+                Err(format!("{running} of {} runs running", runs.len()))
+            }
+        },
+    )
+    .await;
+}
