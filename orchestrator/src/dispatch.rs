@@ -1,9 +1,18 @@
-//! The dispatcher: the in-memory side of task hand-out. The queue of units waiting for a
-//! worker, the registry of workers, the long-polls waiting for a task, and the leases with
-//! their monotonic deadlines.
+//! The dispatcher: the in-memory side of task hand-out. Ready tasks in one FIFO queue per
+//! action, the registry of live workers, the long-polls waiting for a task, and the leases
+//! with their monotonic deadlines.
 //!
-//! Nothing here is durable: the queue and the leases are rebuilt from the runs' states after a
-//! restart, and workers register again.
+//! Handing out a task looks only at the queues of the actions the worker offers, so its cost
+//! does not grow with work queued for actions nobody serves; a worker still gets the oldest
+//! task it can run (each task carries its arrival order).
+//!
+//! A worker without a heartbeat (or registration) for a lease is **fenced**:
+//! it leaves the registry with its long-polls, so nothing more is handed to it (a frozen
+//! process cannot soak up tasks), and its next call is refused with the reason; it registers
+//! again by itself. Its leases expire as any other.
+//!
+//! Nothing here is durable: the queues and the leases are rebuilt from the runs' states after
+//! a restart, and workers register again.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -21,7 +30,12 @@ pub struct Worker {
     pub labels: BTreeMap<String, String>,
     pub actions: HashSet<String>,
     pub concurrency: u32,
+    /// Its last call of any kind.
     pub last_seen: Instant,
+    /// Its last heartbeat (or registration): what liveness is judged by, since a worker
+    /// heartbeats every third of a lease whatever it does, and a frozen one's long-polls stay
+    /// open without it.
+    pub last_heartbeat: Instant,
 }
 
 impl Worker {
@@ -51,37 +65,63 @@ pub struct Waiter<G> {
     pub reply: oneshot::Sender<G>,
 }
 
+/// A ready task and its place in the arrival order.
+struct Queued {
+    seq: u64,
+    task: TaskSpec,
+}
+
 pub struct Dispatcher<G> {
-    queue: VecDeque<TaskSpec>,
-    pub workers: HashMap<String, Worker>,
+    /// Ready tasks per action, each queue in arrival order.
+    queues: HashMap<String, VecDeque<Queued>>,
+    /// Tasks in all queues.
+    queued: usize,
+    next_seq: u64,
+    workers: HashMap<String, Worker>,
+    /// Workers fenced for silence, and when: their next call is refused with the reason.
+    fenced: HashMap<String, Instant>,
     waiters: VecDeque<Waiter<G>>,
     leases: HashMap<u64, Lease>,
     /// Leases a worker must drop, told on its next heartbeat.
     abandoned: HashMap<String, Vec<(TaskId, u64)>>,
     /// Containment is paused: holdable tasks stay queued (see [`TaskSpec::holdable`]).
     paused: bool,
+    /// A worker unheard for longer than this is fenced: the lease.
+    silence_max: Duration,
 }
 
-impl<G> Default for Dispatcher<G> {
-    fn default() -> Self {
+/// How many silences a fenced worker is remembered for (then it is simply unknown).
+const FENCED_REMEMBERED: u32 = 10;
+
+impl<G> Dispatcher<G> {
+    /// An empty dispatcher fencing workers unheard for longer than `lease`.
+    pub fn new(lease: Duration) -> Dispatcher<G> {
         Dispatcher {
-            queue: VecDeque::new(),
+            queues: HashMap::new(),
+            queued: 0,
+            next_seq: 0,
             workers: HashMap::new(),
+            fenced: HashMap::new(),
             waiters: VecDeque::new(),
             leases: HashMap::new(),
             abandoned: HashMap::new(),
             paused: false,
+            silence_max: lease,
         }
     }
-}
 
-impl<G> Dispatcher<G> {
     pub fn queue_len(&self) -> usize {
-        self.queue.len()
+        self.queued
     }
 
     pub fn enqueue(&mut self, task: TaskSpec) {
-        self.queue.push_back(task);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queued += 1;
+        self.queues
+            .entry(task.action.clone())
+            .or_default()
+            .push_back(Queued { seq, task });
     }
 
     /// Pauses or resumes containment at the door: while paused, no holdable task leaves the
@@ -97,42 +137,149 @@ impl<G> Dispatcher<G> {
 
     /// The queued tasks the door holds now.
     pub fn held(&self) -> Vec<UnitRef> {
-        self.queue
-            .iter()
-            .filter(|t| self.is_held(t))
-            .map(|t| t.unit)
+        self.queues
+            .values()
+            .flatten()
+            .filter(|q| self.is_held(&q.task))
+            .map(|q| q.task.unit)
             .collect()
     }
 
-    /// Removes and returns the first queued task `worker` can run and the door lets through.
-    pub fn take_task_for(&mut self, worker: &str) -> Option<TaskSpec> {
-        let worker = self.workers.get(worker)?;
-        let paused = self.paused;
-        let index = self
-            .queue
-            .iter()
-            .position(|t| worker.can_run(t) && !(paused && t.holdable()))?;
-        self.queue.remove(index)
+    /// Whether some registered worker offers `action`.
+    pub fn offered(&self, action: &str) -> bool {
+        self.workers.values().any(|w| w.actions.contains(action))
     }
 
-    /// Removes and returns a waiting long-poll whose worker can run `task`; none for a task
-    /// the door holds.
-    pub fn take_waiter_for(&mut self, task: &TaskSpec) -> Option<Waiter<G>> {
-        self.waiters.retain(|w| !w.reply.is_closed());
-        if self.is_held(task) {
-            return None;
+    /// Adds (or replaces) a worker; a fenced one is forgiven.
+    pub fn register(&mut self, worker: Worker) {
+        self.fenced.remove(&worker.id);
+        self.workers.insert(worker.id.clone(), worker);
+    }
+
+    pub fn workers(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.values()
+    }
+
+    pub fn has_workers(&self) -> bool {
+        !self.workers.is_empty()
+    }
+
+    /// Records a call from `worker` at `now` (a `heartbeat` or another). `Err` when it is not
+    /// registered, with when it was fenced if it was.
+    pub fn touch(
+        &mut self,
+        worker: &str,
+        now: Instant,
+        heartbeat: bool,
+    ) -> Result<(), Option<Instant>> {
+        match self.workers.get_mut(worker) {
+            Some(w) => {
+                w.last_seen = now;
+                if heartbeat {
+                    w.last_heartbeat = now;
+                }
+                Ok(())
+            }
+            None => Err(self.fenced.get(worker).copied()),
         }
-        let workers = &self.workers;
-        let index = self.waiters.iter().position(|w| {
-            workers
-                .get(&w.worker)
-                .is_some_and(|worker| worker.can_run(task))
+    }
+
+    /// Whether `worker` heartbeat within the last lease at `now`.
+    fn is_live(&self, worker: &Worker, now: Instant) -> bool {
+        now.saturating_duration_since(worker.last_heartbeat) < self.silence_max
+    }
+
+    /// How long a worker may stay unheard before it is fenced.
+    pub fn silence_max(&self) -> Duration {
+        self.silence_max
+    }
+
+    /// Fences every worker without a heartbeat for [`Dispatcher::silence_max`] at `now`, with
+    /// its long-polls; answers who, with how long each went without one. Called before the
+    /// leases that expired at `now` are handed out again, so none goes back to a fenced worker.
+    pub fn fence_silent(&mut self, now: Instant) -> Vec<(String, Duration)> {
+        let silent: Vec<(String, Duration)> = self
+            .workers
+            .values()
+            .filter(|w| !self.is_live(w, now))
+            .map(|w| {
+                (
+                    w.id.clone(),
+                    now.saturating_duration_since(w.last_heartbeat),
+                )
+            })
+            .collect();
+        for (id, _) in &silent {
+            self.workers.remove(id);
+            self.fenced.insert(id.clone(), now);
+        }
+        if !silent.is_empty() {
+            let workers = &self.workers;
+            self.waiters.retain(|w| workers.contains_key(&w.worker));
+        }
+        let remembered = self.silence_max * FENCED_REMEMBERED;
+        self.fenced
+            .retain(|_, at| now.saturating_duration_since(*at) < remembered);
+        silent
+    }
+
+    /// Removes and returns the oldest queued task `worker` can run and the door lets through.
+    pub fn take_task_for(&mut self, worker: &str) -> Option<TaskSpec> {
+        let worker = self.workers.get(worker)?;
+        let (action, index) = self.oldest_for(worker)?;
+        self.take(&action, index)
+    }
+
+    /// A waiting long-poll of a live worker and the oldest task it can run, both removed; the
+    /// oldest long-poll that has one goes first.
+    pub fn take_match(&mut self, now: Instant) -> Option<(Waiter<G>, TaskSpec)> {
+        self.waiters.retain(|w| !w.reply.is_closed());
+        let (at, action, index) = self.waiters.iter().enumerate().find_map(|(at, waiter)| {
+            let worker = self.workers.get(&waiter.worker)?;
+            if !self.is_live(worker, now) {
+                return None; // fenced at the next tick
+            }
+            let (action, index) = self.oldest_for(worker)?;
+            Some((at, action, index))
         })?;
-        self.waiters.remove(index)
+        let task = self.take(&action, index)?;
+        let waiter = self.waiters.remove(at)?;
+        Some((waiter, task))
+    }
+
+    /// Where the oldest task `worker` can run is: its action and its place in that queue.
+    fn oldest_for(&self, worker: &Worker) -> Option<(String, usize)> {
+        worker
+            .actions
+            .iter()
+            .filter_map(|action| {
+                let queue = self.queues.get(action)?;
+                let index = queue
+                    .iter()
+                    .position(|q| worker.can_run(&q.task) && !self.is_held(&q.task))?;
+                Some((queue[index].seq, action, index))
+            })
+            .min_by_key(|(seq, _, _)| *seq)
+            .map(|(_, action, index)| (action.clone(), index))
+    }
+
+    fn take(&mut self, action: &str, index: usize) -> Option<TaskSpec> {
+        let queue = self.queues.get_mut(action)?;
+        let queued = queue.remove(index)?;
+        if queue.is_empty() {
+            self.queues.remove(action);
+        }
+        self.queued -= 1;
+        Some(queued.task)
     }
 
     pub fn add_waiter(&mut self, waiter: Waiter<G>) {
         self.waiters.push_back(waiter);
+    }
+
+    /// Puts back a long-poll [`Dispatcher::take_match`] took, first in line again.
+    pub fn return_waiter(&mut self, waiter: Waiter<G>) {
+        self.waiters.push_front(waiter);
     }
 
     pub fn insert_lease(&mut self, token: u64, lease: Lease) {
@@ -202,21 +349,5 @@ impl<G> Dispatcher<G> {
 
     pub fn in_flight(&self, worker: &str) -> usize {
         self.leases.values().filter(|l| l.worker == worker).count()
-    }
-}
-
-impl<G> Dispatcher<G> {
-    /// Removes the queued task at `index` (see [`Dispatcher::put_back`]).
-    pub fn take_at(&mut self, index: usize) -> Option<TaskSpec> {
-        self.queue.remove(index)
-    }
-
-    /// Puts a task back where [`Dispatcher::take_at`] found it.
-    pub fn put_back(&mut self, index: usize, task: TaskSpec) {
-        self.queue.insert(index, task);
-    }
-
-    pub fn has_waiters(&self) -> bool {
-        !self.waiters.is_empty()
     }
 }

@@ -201,6 +201,8 @@ impl Engine {
     /// again.
     pub fn tick(&mut self) -> Option<Instant> {
         let now = self.runs.clock.monotonic();
+        // Fence first: a task whose lease just expired must not go back to its silent worker.
+        self.runs.fence_silent_workers(now);
         self.runs.expire_leases(now);
         let now_ms = self.runs.clock.now_ms();
         while let Some((due_ms, timer)) = self.runs.pop_due(now_ms) {
@@ -210,7 +212,6 @@ impl Engine {
             }
             self.settle();
         }
-        self.runs.forget_silent_workers(now);
         self.runs.next_wake(now)
     }
 
@@ -257,11 +258,11 @@ impl Runs {
         let scheduler = Scheduler::with_guard(settings.guard.clone());
         let mut runs = Runs {
             containment: store.containment()?,
+            dispatch: Dispatcher::new(settings.lease),
             store,
             settings,
             clock,
             scheduler,
-            dispatch: Dispatcher::default(),
             timers: BTreeSet::new(),
             playbooks: HashMap::new(),
             watchers: HashMap::new(),
@@ -319,7 +320,10 @@ impl Runs {
             let wait_ms = (due_ms - self.clock.now_ms()).max(0) as u64;
             now + Duration::from_millis(wait_ms)
         });
-        let workers = (!self.dispatch.workers.is_empty()).then(|| now + self.settings.lease);
+        let workers = self
+            .dispatch
+            .has_workers()
+            .then(|| now + self.settings.lease);
         [lease, timer, workers].into_iter().flatten().min()
     }
 

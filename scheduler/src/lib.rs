@@ -17,8 +17,9 @@
 //! - `when` false skips the step. A step whose needs were *all* skipped is skipped too, so a
 //!   skip propagates along a chain, while a fan-in with at least one need that ran still runs.
 //! - A step's input is rendered once, when it starts; every attempt runs the same input.
-//! - A failed task is retried per the step's `retry` policy; a lost lease is re-dispatched at
-//!   once, at most [`LEASE_LOSSES_MAX`] times, without consuming the retry budget.
+//! - A failed task is retried per the step's `retry` policy; a lost lease is a failed attempt
+//!   under the same policy, with at least [`LEASE_LOSS_ATTEMPTS_MIN`] attempts in all (made
+//!   again at once when the step has no retry policy).
 //! - A step that fails fails the run: nothing new starts, in-flight leases are abandoned, and
 //!   the undos of what succeeded run in reverse order before the run ends.
 
@@ -48,8 +49,10 @@ pub use approval::digest_hex;
 pub use task_id::{MalformedTaskId, Place, TaskId};
 pub use undo::undo_status;
 
-/// A unit whose leases expire this many times fails: the action likely kills its workers.
-pub const LEASE_LOSSES_MAX: u32 = 3;
+/// Attempts a step's unit gets for lost leases at least, whatever its retry policy: a worker
+/// lost (killed, frozen, partitioned) is not the action's failure, but an action that keeps
+/// losing its workers likely kills them.
+pub const LEASE_LOSS_ATTEMPTS_MIN: u32 = 3;
 
 /// What is needed to start a run; parameters are already coerced.
 #[derive(Debug, Clone)]

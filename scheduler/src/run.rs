@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::state::{
     HistoryEvent, Phase, RunState, RunStatus, Slot, StepStatus, Unit, UnitRef, UnitStatus,
 };
-use super::{Command, Error, LEASE_LOSSES_MAX, TaskSpec, Transition};
+use super::{Command, Error, LEASE_LOSS_ATTEMPTS_MIN, TaskSpec, Transition};
 use crate::guard::Policy;
 
 /// Undo and revoke tasks retry until they succeed (or fail for good), backing off to 5 min.
@@ -351,36 +351,76 @@ impl<'a> Tx<'a> {
         self.out.rejected = Some(verdict);
     }
 
+    /// A lease expired: the attempt is lost ("lease lost on worker W") and counts as a failed,
+    /// retryable attempt under the step's retry policy, with at least
+    /// [`LEASE_LOSS_ATTEMPTS_MIN`] attempts in all so that losing workers alone does not fail
+    /// a step without a retry policy. Undo and health-gate tasks are dispatched again at once.
     pub fn lease_expired(&mut self, unit_ref: &UnitRef, token: u64) {
         if !self.current_lease(unit_ref, token, false) {
             return;
         }
         let slot = unit_ref.slot;
         let (step, item, prefix) = self.describe(slot).expect("a current lease is described");
+        let policy = self.retry_policy(slot);
+        let now_ms = self.now_ms;
         let unit = self.unit_mut(slot).expect("a current lease has a unit");
         let worker = match &unit.status {
             UnitStatus::Leased { worker, .. } => worker.clone(),
             _ => String::new(),
         };
         unit.lease_losses += 1;
-        let losses = unit.lease_losses;
         let attempt = unit.attempt;
-        let message = format!("lease {token} expired ({losses} of {LEASE_LOSSES_MAX})");
-        let mut entry = Entry::unit(kind(prefix, "lease_expired"), step, item, attempt, message);
+        let lost = format!("lease lost on worker {worker} (token {token})");
+        let mut entry = Entry::unit(
+            kind(prefix, "lease_expired"),
+            step,
+            item,
+            attempt,
+            lost.clone(),
+        );
         entry.worker = worker;
-        if losses >= LEASE_LOSSES_MAX && slot_is_step(slot) {
+        if !slot_is_step(slot) {
+            unit.attempt += 1;
+            unit.status = UnitStatus::Queued;
+            self.record(entry);
+            self.dispatch(slot);
+            return;
+        }
+        let attempts = policy.attempts.max(LEASE_LOSS_ATTEMPTS_MIN);
+        if attempt >= attempts {
             unit.status = UnitStatus::Failed;
-            unit.error = Some(format!(
-                "lease expired {LEASE_LOSSES_MAX} times; workers lost"
-            ));
+            unit.error = Some(format!("{lost}; attempts exhausted"));
             self.record(entry);
             self.advance();
             return;
         }
-        unit.attempt += 1;
-        unit.status = UnitStatus::Queued;
+        unit.error = Some(lost);
+        if policy.attempts <= 1 {
+            // No retry policy: the lost attempt is simply made again, at once.
+            unit.attempt += 1;
+            unit.status = UnitStatus::Queued;
+            self.record(entry);
+            self.dispatch(slot);
+            return;
+        }
+        let delay_ms = policy.delay_ms(attempt + 1) as i64;
+        unit.status = UnitStatus::Backoff {
+            due_ms: now_ms + delay_ms,
+        };
         self.record(entry);
-        self.dispatch(slot);
+        let of = if attempts == u32::MAX {
+            String::new()
+        } else {
+            format!(" of {attempts}")
+        };
+        self.record(Entry::unit(
+            kind(prefix, "retry_scheduled"),
+            step,
+            item,
+            attempt + 1,
+            format!("attempt {}{of} in {delay_ms} ms", attempt + 1),
+        ));
+        self.advance();
     }
 
     /// Sends a queued unit to the dispatch queue.

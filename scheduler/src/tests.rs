@@ -453,9 +453,9 @@ fn repeated_result_is_a_duplicate_even_after_the_run_finished() {
 }
 
 #[test]
-fn lost_leases_redispatch_without_using_retries_then_fail() {
+fn lost_leases_without_a_retry_policy_are_made_again_at_once_then_fail() {
     let mut s = Script::start(CHAIN, json!({}));
-    for _ in 0..super::LEASE_LOSSES_MAX {
+    for _ in 0..super::LEASE_LOSS_ATTEMPTS_MIN {
         let t = s.lease("a", 0);
         s.expire("a", 0, t);
     }
@@ -467,20 +467,87 @@ fn lost_leases_redispatch_without_using_retries_then_fail() {
         > lease a#0 token=1
           3 task.leased a#0 attempt=1 (token 1)
         > expire a#0 token=1
-          4 task.lease_expired a#0 attempt=1 (lease 1 expired (1 of 3))
+          4 task.lease_expired a#0 attempt=1 (lease lost on worker w1 (token 1))
           dispatch a#0 core.noop attempt=2 input={}
         > lease a#0 token=2
           5 task.leased a#0 attempt=2 (token 2)
         > expire a#0 token=2
-          6 task.lease_expired a#0 attempt=2 (lease 2 expired (2 of 3))
+          6 task.lease_expired a#0 attempt=2 (lease lost on worker w1 (token 2))
           dispatch a#0 core.noop attempt=3 input={}
         > lease a#0 token=3
           7 task.leased a#0 attempt=3 (token 3)
         > expire a#0 token=3
-          8 task.lease_expired a#0 attempt=3 (lease 3 expired (3 of 3))
-          9 step.failed a#0 (lease expired 3 times; workers lost)
-          10 run.finished (step a failed: lease expired 3 times; workers lost)
+          8 task.lease_expired a#0 attempt=3 (lease lost on worker w1 (token 3))
+          9 step.failed a#0 (lease lost on worker w1 (token 3); attempts exhausted)
+          10 run.finished (step a failed: lease lost on worker w1 (token 3); attempts exhausted)
           finished failed
+    "#]]);
+}
+
+const PATIENT: &str = r#"
+name: patient
+version: 1
+steps:
+  - id: slow
+    action: core.noop
+    retry: { attempts: 5, backoff: fixed, initial: 100ms }
+"#;
+
+#[test]
+fn lost_leases_are_failed_attempts_under_the_retry_policy() {
+    let mut s = Script::start(PATIENT, json!({}));
+    for n in 0..4 {
+        let t = s.lease("slow", 0);
+        s.expire("slow", 0, t);
+        s.at(100 * (n + 1));
+        s.timer();
+    }
+    let t = s.lease("slow", 0);
+    s.succeed("slow", 0, t, Value::Null);
+    s.check(expect![[r#"
+        > start
+          1 run.started (requested by tester)
+          2 step.started slow#0
+          dispatch slow#0 core.noop attempt=1 input={}
+        > lease slow#0 token=1
+          3 task.leased slow#0 attempt=1 (token 1)
+        > expire slow#0 token=1
+          4 task.lease_expired slow#0 attempt=1 (lease lost on worker w1 (token 1))
+          5 task.retry_scheduled slow#0 attempt=2 (attempt 2 of 5 in 100 ms)
+          timer at=100
+        > timer now=100
+          dispatch slow#0 core.noop attempt=2 input={}
+        > lease slow#0 token=2
+          6 task.leased slow#0 attempt=2 (token 2)
+        > expire slow#0 token=2
+          7 task.lease_expired slow#0 attempt=2 (lease lost on worker w1 (token 2))
+          8 task.retry_scheduled slow#0 attempt=3 (attempt 3 of 5 in 100 ms)
+          timer at=200
+        > timer now=200
+          dispatch slow#0 core.noop attempt=3 input={}
+        > lease slow#0 token=3
+          9 task.leased slow#0 attempt=3 (token 3)
+        > expire slow#0 token=3
+          10 task.lease_expired slow#0 attempt=3 (lease lost on worker w1 (token 3))
+          11 task.retry_scheduled slow#0 attempt=4 (attempt 4 of 5 in 100 ms)
+          timer at=300
+        > timer now=300
+          dispatch slow#0 core.noop attempt=4 input={}
+        > lease slow#0 token=4
+          12 task.leased slow#0 attempt=4 (token 4)
+        > expire slow#0 token=4
+          13 task.lease_expired slow#0 attempt=4 (lease lost on worker w1 (token 4))
+          14 task.retry_scheduled slow#0 attempt=5 (attempt 5 of 5 in 100 ms)
+          timer at=400
+        > timer now=400
+          dispatch slow#0 core.noop attempt=5 input={}
+        > lease slow#0 token=5
+          15 task.leased slow#0 attempt=5 (token 5)
+        > succeed token=5
+          16 task.succeeded slow#0 attempt=5
+          17 step.succeeded slow#0
+          18 run.finished
+          finished succeeded
     "#]]);
 }
 
@@ -603,7 +670,7 @@ proptest! {
             let token = s.lease(&step, item);
             let lost = losses.entry((step.clone(), item)).or_default();
             // Lose a lease now and then, never often enough to fail the unit.
-            if *choice.next().unwrap() % 7 == 0 && *lost + 1 < super::LEASE_LOSSES_MAX {
+            if *choice.next().unwrap() % 7 == 0 && *lost + 1 < super::LEASE_LOSS_ATTEMPTS_MIN {
                 *lost += 1;
                 s.expire(&step, item, token);
             } else {

@@ -298,7 +298,7 @@ impl Client {
             return Ok(());
         }
         warn!(
-            "the orchestrator does not know this worker (it restarted); registering again, held leases keep running"
+            "the orchestrator does not know this worker (it restarted, or fenced this worker after a silence); registering again, held leases keep running"
         );
         self.register().await.map(|_| ())
     }

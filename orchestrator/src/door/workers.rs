@@ -40,13 +40,15 @@ impl Request for Register {
     const KIND: Kind = Kind::Register;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Terms, Error> {
+        let now = node.clock.monotonic();
         let worker = Worker {
             id: self.id,
             name: self.name,
             labels: self.labels,
             actions: self.actions,
             concurrency: self.concurrency,
-            last_seen: node.clock.monotonic(),
+            last_seen: now,
+            last_heartbeat: now,
         };
         let mut engine = node.lock();
         engine.runs.register(worker);

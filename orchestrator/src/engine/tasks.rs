@@ -48,26 +48,31 @@ impl Runs {
     /// Upserts a worker.
     pub fn register(&mut self, worker: Worker) {
         tracing::info!(worker.id = %worker.id, worker.name = %worker.name, "worker.registered");
-        self.dispatch.workers.insert(worker.id.clone(), worker);
+        self.dispatch.register(worker);
         // The loop may be sleeping its idle second; leases to this worker may be shorter.
         self.wake.notify_one();
     }
 
-    pub(super) fn touch(&mut self, worker: &str) -> Result<(), Error> {
-        match self.dispatch.workers.get_mut(worker) {
-            Some(w) => {
-                w.last_seen = self.clock.monotonic();
-                Ok(())
-            }
-            None => Err(Error::FailedPrecondition(format!(
-                "unknown worker {worker}; register again"
-            ))),
-        }
+    /// Records a call from `worker`; refuses a worker that is not registered (or was fenced).
+    pub(super) fn touch(&mut self, worker: &str, heartbeat: bool) -> Result<(), Error> {
+        let now = self.clock.monotonic();
+        self.dispatch
+            .touch(worker, now, heartbeat)
+            .map_err(|fenced| {
+                Error::FailedPrecondition(match fenced {
+                    Some(_) => format!(
+                        "worker {worker} is not registered: it was fenced after {} without a \
+                     heartbeat (its leases go to others); register again",
+                        humantime::format_duration(self.dispatch.silence_max())
+                    ),
+                    None => format!("unknown worker {worker}; register again"),
+                })
+            })
     }
 
     /// Hands a queued task to the worker now, or registers the long-poll.
     pub fn poll(&mut self, worker: &str) -> Result<Poll, Error> {
-        self.touch(worker)?;
+        self.touch(worker, false)?;
         while let Some(task) = self.dispatch.take_task_for(worker) {
             if let Some(leased) = self.lease(task, worker)? {
                 return Ok(Poll::Now(Box::new(leased)));
@@ -126,24 +131,17 @@ impl Runs {
         Ok(Some(Pending::new(leased, seq)))
     }
 
-    /// Hands queued tasks to waiting long-polls.
+    /// Hands queued tasks to waiting long-polls of live workers.
     pub(super) fn pump(&mut self) {
-        let mut index = 0;
-        while index < self.dispatch.queue_len() && self.dispatch.has_waiters() {
-            let Some(task) = self.dispatch.take_at(index) else {
-                break;
-            };
-            let Some(waiter) = self.dispatch.take_waiter_for(&task) else {
-                self.dispatch.put_back(index, task);
-                index += 1;
-                continue;
-            };
+        let now = self.clock.monotonic();
+        while let Some((waiter, task)) = self.dispatch.take_match(now) {
             match self.lease(task, &waiter.worker) {
                 Ok(Some(leased)) => {
                     // A receiver dropped after the check above leaves the lease to expire.
                     let _ = waiter.reply.send(leased);
                 }
-                Ok(None) => {}
+                // The unit is no longer queued (its run was cancelled): the poll waits on.
+                Ok(None) => self.dispatch.return_waiter(waiter),
                 Err(e) => tracing::error!(error = %e, "engine.lease_failed"),
             }
         }
@@ -154,7 +152,7 @@ impl Runs {
         worker: &str,
         held: &[(TaskId, u64)],
     ) -> Result<Vec<(TaskId, u64)>, Error> {
-        self.touch(worker)?;
+        self.touch(worker, true)?;
         Ok(self
             .dispatch
             .heartbeat(worker, held, self.clock.monotonic(), self.settings.lease))
@@ -234,19 +232,18 @@ impl Runs {
         Ok(Pending::new(report, seq))
     }
 
-    /// Workers silent for ten leases leave the registry (they register again when back).
-    pub(super) fn forget_silent_workers(&mut self, now: Instant) {
-        let silence = self.settings.lease * 10;
-        self.dispatch
-            .workers
-            .retain(|_, w| now.duration_since(w.last_seen) < silence);
+    /// Fences workers unheard for longer than a lease: nothing more is handed to them until
+    /// they register again.
+    pub(super) fn fence_silent_workers(&mut self, now: Instant) {
+        for (worker, unheard) in self.dispatch.fence_silent(now) {
+            tracing::warn!(worker.id = %worker, unheard_ms = unheard.as_millis() as u64, "worker.fenced");
+        }
     }
 
     pub fn workers(&self) -> Vec<(Worker, usize)> {
         let mut workers: Vec<(Worker, usize)> = self
             .dispatch
-            .workers
-            .values()
+            .workers()
             .map(|w| (w.clone(), self.dispatch.in_flight(&w.id)))
             .collect();
         workers.sort_by(|a, b| a.0.name.cmp(&b.0.name).then(a.0.id.cmp(&b.0.id)));
