@@ -51,6 +51,7 @@ pub fn step(step: &Step, now_ms: i64) -> Value {
             "held": step.items_held,
         },
         "due_at": timestamp(step.due_at_ms),
+        "waiting": text(&step.waiting),
         "started_at": timestamp(step.started_at_ms),
         "finished_at": timestamp(step.finished_at_ms),
         "duration_ms": display::elapsed_ms(step.started_at_ms, step.finished_at_ms, now_ms),
@@ -332,6 +333,7 @@ mod tests {
             items_pending: 0,
             due_at_ms: 0,
             items_held: 0,
+            waiting: String::new(),
         };
         Run {
             run_id: "r-1".into(),
@@ -380,6 +382,7 @@ mod tests {
                 "error": "nft: permission denied",
                 "items": { "total": 1, "succeeded": 0, "failed": 1, "pending": 0, "held": 0 },
                 "due_at": null,
+                "waiting": null,
                 "started_at": "2023-11-14T22:13:20.500Z",
                 "finished_at": "2023-11-14T22:13:22.000Z",
                 "duration_ms": 1500,

@@ -135,7 +135,8 @@ pub fn runs(runs: &[Run], now_ms: i64) -> Vec<String> {
 }
 
 /// A run's status in words, with its phase when it has one (`running (holding_grants)`),
-/// and `dry run` for a plan (`succeeded, dry run`).
+/// `dry run` for a plan (`succeeded, dry run`), and the first step that waits for a worker
+/// nobody runs (`running, step block queued (no worker offers firewall.block_ip)`).
 pub fn status(run: &Run) -> String {
     let mut status = display::run_status(run.status()).to_string();
     if !run.phase.is_empty() {
@@ -143,6 +144,9 @@ pub fn status(run: &Run) -> String {
     }
     if run.dry_run {
         status.push_str(", dry run");
+    }
+    if let Some(step) = run.steps.iter().find(|s| !s.waiting.is_empty()) {
+        status.push_str(&format!(", step {} {}", step.id, step.waiting));
     }
     status
 }
@@ -235,6 +239,8 @@ fn step_status(step: &Step, now_ms: i64) -> String {
     );
     if waits && step.due_at_ms > 0 {
         format!("{status} until {}", instant(step.due_at_ms, now_ms))
+    } else if !step.waiting.is_empty() {
+        format!("{status}, {}", step.waiting)
     } else {
         status.to_string()
     }
@@ -293,6 +299,12 @@ pub fn unfinished(run: &Run) -> Vec<String> {
             out.push(format!(
                 "step {} is held: containment is paused (`riposte containment status`)",
                 step.id
+            ));
+        }
+        if !step.waiting.is_empty() {
+            out.push(format!(
+                "step {} is {}: start a worker that does (`riposte workers list`)",
+                step.id, step.waiting
             ));
         }
     }

@@ -60,6 +60,11 @@ pub struct Config {
     #[arg(long, env = "RIPOSTE_SCHEDULE_GRACE", default_value = "60s", value_parser = parse_duration)]
     pub schedule_grace: Duration,
 
+    /// A step's task queued this long without a worker taking it fails its step (a step's
+    /// own `schedule_to_start` wins); time held by a containment pause does not count.
+    #[arg(long, env = "RIPOSTE_SCHEDULE_TO_START", default_value = "15m", value_parser = parse_duration)]
+    pub schedule_to_start: Duration,
+
     /// Apply every `*.yaml` playbook in this folder at start (invalid ones are reported and
     /// skipped).
     #[arg(long, env = "RIPOSTE_PLAYBOOKS")]

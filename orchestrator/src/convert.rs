@@ -44,12 +44,14 @@ fn step_status(status: StepStatus) -> pb::StepStatus {
     }
 }
 
-pub fn run(state: &RunState, playbook: &Playbook) -> pb::Run {
+/// A run on the wire; `waiting` says, per step, why its queued items wait (may be empty).
+pub fn run(state: &RunState, playbook: &Playbook, waiting: &[String]) -> pb::Run {
     let steps = playbook
         .steps
         .iter()
         .zip(&state.steps)
-        .map(|(spec, step)| {
+        .enumerate()
+        .map(|(index, (spec, step))| {
             let count = |pred: fn(&riposte_scheduler::state::UnitStatus) -> bool| {
                 step.units.iter().filter(|u| pred(&u.status)).count() as u32
             };
@@ -75,6 +77,7 @@ pub fn run(state: &RunState, playbook: &Playbook) -> pb::Run {
                     .due_ms
                     .or(step.approval.as_ref().map(|a| a.due_ms))
                     .unwrap_or(0),
+                waiting: waiting.get(index).cloned().unwrap_or_default(),
             }
         })
         .collect();

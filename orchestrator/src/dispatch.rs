@@ -145,9 +145,11 @@ impl<G> Dispatcher<G> {
             .collect()
     }
 
-    /// Whether some registered worker offers `action`.
-    pub fn offered(&self, action: &str) -> bool {
-        self.workers.values().any(|w| w.actions.contains(action))
+    /// Whether some registered worker offers `action` with `labels`.
+    pub fn serves(&self, action: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.workers.values().any(|w| {
+            w.actions.contains(action) && labels.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+        })
     }
 
     /// Adds (or replaces) a worker; a fenced one is forgiven.
@@ -271,6 +273,17 @@ impl<G> Dispatcher<G> {
         }
         self.queued -= 1;
         Some(queued.task)
+    }
+
+    /// Takes `unit`'s task out of its queue, if it is there.
+    pub fn withdraw(&mut self, unit: UnitRef) {
+        let found = self.queues.iter().find_map(|(action, queue)| {
+            let index = queue.iter().position(|q| q.task.unit == unit)?;
+            Some((action.clone(), index))
+        });
+        if let Some((action, index)) = found {
+            self.take(&action, index);
+        }
     }
 
     pub fn add_waiter(&mut self, waiter: Waiter<G>) {

@@ -119,6 +119,9 @@ pub struct Settings {
     pub guard: riposte_scheduler::guard::Policy,
     /// An occurrence decided later than this after its time is missed (catch-up decides).
     pub schedule_grace: Duration,
+    /// A step's task queued this long without a worker fails its step, unless the step sets
+    /// its own `schedule_to_start`; `None`: no limit.
+    pub schedule_to_start: Option<Duration>,
 }
 
 /// What a durable timer wakes: a run (the scheduler handles what of it is due) or a schedule
@@ -255,7 +258,8 @@ impl Runs {
         clock: Clock,
         wake: Arc<Notify>,
     ) -> Result<Runs, Error> {
-        let scheduler = Scheduler::with_guard(settings.guard.clone());
+        let scheduler = Scheduler::with_guard(settings.guard.clone())
+            .with_schedule_to_start(settings.schedule_to_start.map(|d| d.as_millis() as u64));
         let mut runs = Runs {
             containment: store.containment()?,
             dispatch: Dispatcher::new(settings.lease),
@@ -407,6 +411,7 @@ impl Runs {
                 }
                 Command::ArmTimer { run, due_ms } => self.arm(due_ms, Timer::Run(run)),
                 Command::Abandon { token } => self.dispatch.abandon(token),
+                Command::Withdraw(unit) => self.dispatch.withdraw(unit),
                 Command::Finished { run, status } => {
                     tracing::info!(run.id = %run, run.status = status.as_str(), "run.finished");
                     self.ended.push(run);

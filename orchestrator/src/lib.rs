@@ -136,6 +136,7 @@ pub async fn open(config: &Config) -> Result<Arc<door::Node>, Error> {
         approver_groups: config.approver_groups.iter().cloned().collect(),
         guard: config.guard_policy(config.listen.ip()),
         schedule_grace: config.schedule_grace,
+        schedule_to_start: Some(config.schedule_to_start),
     };
     let clock = clock::Clock::system();
     let engine = engine::Engine::open(store, settings, clock, Arc::new(Notify::new()))?;

@@ -156,6 +156,7 @@ fn open_node(store: Store, clock: &Clock) -> Arc<Node> {
         approver_groups: Default::default(),
         guard: Policy::new(vec![], &[], 24, 64, None),
         schedule_grace: Duration::from_secs(60),
+        schedule_to_start: Some(Duration::from_secs(15 * 60)),
     };
     let engine = Engine::open(store, settings, clock.clone(), Arc::new(Notify::new()))
         .expect("the engine opens");
@@ -446,5 +447,46 @@ async fn a_schedule_catches_up_after_downtime_as_its_policy_says_and_never_fires
               +40m Missed
               +50m Missed
               +60m Missed"#]],
+    );
+}
+
+const BLOCK: &str = r#"
+name: block
+version: 1
+steps:
+  - id: block
+    action: core.noop
+"#;
+
+#[tokio::test]
+async fn a_task_no_worker_offers_shows_why_it_waits_then_fails_at_schedule_to_start() {
+    let bench = Bench::open();
+    bench.apply_playbook(BLOCK).await;
+    bench.register(&["core.echo"]).await;
+    let run = bench.start("block", json!({})).await;
+
+    let view = bench.handle(runs::GetRun { run }).await;
+    assert_eq!(view.waiting, ["queued (no worker offers core.noop)"]);
+    bench.advance(Duration::from_secs(15 * 60 - 1));
+    assert_eq!(bench.status(run).await, RunStatus::Running);
+    bench.advance(Duration::from_secs(1));
+    assert_eq!(bench.status(run).await, RunStatus::Failed);
+    let view = bench.handle(runs::GetRun { run }).await;
+    assert_eq!(view.waiting, [""], "a failed step waits for nothing");
+    assert_eq!(
+        view.state.error.as_deref(),
+        Some(
+            "step block failed: not started within 15m (schedule_to_start): no worker took its \
+             core.noop task"
+        )
+    );
+    check(
+        &bench.transcript(run).await,
+        expect![[r#"
+            +0s run.started
+            +0s step.started block
+            +900s task.start_timed_out block (1)
+            +900s step.failed block
+            +900s run.finished"#]],
     );
 }

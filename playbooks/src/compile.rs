@@ -363,6 +363,7 @@ fn assemble(drafts: Vec<Draft>, needs: &[Vec<usize>], order: &[usize]) -> Vec<St
                 for_each: draft.for_each,
                 retry: draft.retry,
                 timeout_ms: draft.timeout_ms,
+                schedule_to_start_ms: draft.schedule_to_start_ms,
                 labels: draft.labels,
                 kind: draft.kind,
                 approval: draft.approval,

@@ -41,6 +41,8 @@ pub const RETRY_MAX_MS_DEFAULT: u64 = 60 * 1000;
 pub const TIMEOUT_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 /// A step's timeout when `timeout` is not given.
 pub const TIMEOUT_MS_DEFAULT: u64 = 5 * 60 * 1000;
+/// Longest `schedule_to_start` of a step.
+pub const SCHEDULE_TO_START_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 /// A run's `timeout` (the playbook-level deadline).
 pub const RUN_TIMEOUT_MS_MAX: u64 = 30 * 24 * 60 * 60 * 1000;
 /// Runs holding the same concurrency key at a time (`concurrency.limit`).

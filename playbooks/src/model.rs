@@ -255,8 +255,13 @@ pub struct Step {
     pub for_each: Option<ForEach>,
     /// How a failed task is retried; `RetryPolicy::NONE` when not given.
     pub retry: RetryPolicy,
-    /// The action must finish within this time on the worker.
+    /// The action must finish within this time on the worker, counted from its lease: time
+    /// spent queued for a worker does not count.
     pub timeout_ms: u64,
+    /// A task queued this long without a worker taking it fails the step; `None`: the
+    /// orchestrator's default (`--schedule-to-start`). Time held by a containment pause does
+    /// not count.
+    pub schedule_to_start_ms: Option<u64>,
     /// Labels a worker must carry to run this step; values are templates.
     pub labels: BTreeMap<String, String>,
     /// What the step does. `with`, `for_each`, `retry`, `timeout_ms`, `labels`, `undo`,

@@ -24,7 +24,7 @@ use crate::template::{self, Field, Leaf, Use};
 use crate::timestamp;
 use crate::yaml::{self, Fields};
 
-const FIELDS: [&str; 16] = [
+const FIELDS: [&str; 17] = [
     "id",
     "action",
     "sleep",
@@ -37,6 +37,7 @@ const FIELDS: [&str; 16] = [
     "concurrency",
     "retry",
     "timeout",
+    "schedule_to_start",
     "labels",
     "undo",
     "grant",
@@ -46,12 +47,13 @@ const RETRY_FIELDS: [&str; 4] = ["attempts", "backoff", "initial", "max"];
 /// The fields that decide a step's kind.
 const KIND_FIELDS: [&str; 4] = ["action", "sleep", "until", "approval"];
 /// The fields only a step with an `action` may have.
-const ACTION_FIELDS: [&str; 9] = [
+const ACTION_FIELDS: [&str; 10] = [
     "with",
     "for_each",
     "concurrency",
     "retry",
     "timeout",
+    "schedule_to_start",
     "labels",
     "undo",
     "grant",
@@ -80,6 +82,7 @@ pub(crate) struct Draft {
     pub for_each: Option<ForEach>,
     pub retry: RetryPolicy,
     pub timeout_ms: u64,
+    pub schedule_to_start_ms: Option<u64>,
     pub labels: BTreeMap<String, String>,
     pub approval: Option<Approval>,
     pub undo: Option<Undo>,
@@ -143,6 +146,7 @@ pub(crate) fn read(node: &Node, index: usize, sink: &mut Sink) -> Draft {
         for_each: None,
         retry: RetryPolicy::NONE,
         timeout_ms: limits::TIMEOUT_MS_DEFAULT,
+        schedule_to_start_ms: None,
         labels: BTreeMap::new(),
         approval: None,
         undo: None,
@@ -243,6 +247,10 @@ fn read_action_step(fields: &Fields<'_>, draft: &mut Draft, sink: &mut Sink) {
     draft.for_each = read_for_each(fields, uses, sink);
     draft.retry = read_retry(fields, sink).unwrap_or(RetryPolicy::NONE);
     draft.timeout_ms = read_timeout(fields, sink);
+    draft.schedule_to_start_ms = fields.get("schedule_to_start").and_then(|node| {
+        let path = fields.path_of("schedule_to_start");
+        read_duration(node, &path, 1_000..=limits::SCHEDULE_TO_START_MS_MAX, sink)
+    });
     draft.labels = read_labels(fields, uses, sink);
     draft.approval = fields
         .get("approval")

@@ -174,6 +174,8 @@ impl TaskSpec {
 pub enum Command {
     Dispatch(TaskSpec),
     /// Feed `Event::Timer { run }` at `due_ms` (wall clock).
+    /// Take the unit's task out of the dispatch queue: it will not be leased.
+    Withdraw(UnitRef),
     ArmTimer {
         run: RunId,
         due_ms: i64,
@@ -262,6 +264,8 @@ pub struct Scheduler {
     renderer: Renderer,
     /// The platform-wide guard, from the configuration.
     guard: Policy,
+    /// How long a step's task may wait queued when its step sets no `schedule_to_start`.
+    schedule_to_start_ms: Option<u64>,
 }
 
 impl Default for Scheduler {
@@ -283,7 +287,14 @@ impl Scheduler {
             keys: HashMap::new(),
             renderer: Renderer::new(),
             guard,
+            schedule_to_start_ms: None,
         }
+    }
+
+    /// The same, with the limit on queue time of steps that set no `schedule_to_start`.
+    pub fn with_schedule_to_start(mut self, ms: Option<u64>) -> Scheduler {
+        self.schedule_to_start_ms = ms;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -431,7 +442,7 @@ impl Scheduler {
             now_ms,
             state,
             playbook,
-            (&self.renderer, &self.guard),
+            (&self.renderer, &self.guard, self.schedule_to_start_ms),
             &mut out,
         );
         tx.reject_finished(unit, token);
@@ -603,7 +614,7 @@ impl Scheduler {
             now_ms,
             &mut active.state,
             &active.playbook,
-            (&self.renderer, &self.guard),
+            (&self.renderer, &self.guard, self.schedule_to_start_ms),
             out,
         );
         f(&mut tx)?;

@@ -77,6 +77,8 @@ pub(crate) struct Tx<'a> {
     pub playbook: &'a Playbook,
     pub renderer: &'a Renderer,
     pub guard: &'a Policy,
+    /// The queue-time limit of steps that set no `schedule_to_start`.
+    pub schedule_to_start_ms: Option<u64>,
     pub out: &'a mut Transition,
 }
 
@@ -85,7 +87,7 @@ impl<'a> Tx<'a> {
         now_ms: i64,
         run: &'a mut RunState,
         playbook: &'a Playbook,
-        (renderer, guard): (&'a Renderer, &'a Policy),
+        (renderer, guard, schedule_to_start_ms): (&'a Renderer, &'a Policy, Option<u64>),
         out: &'a mut Transition,
     ) -> Tx<'a> {
         Tx {
@@ -94,6 +96,7 @@ impl<'a> Tx<'a> {
             playbook,
             renderer,
             guard,
+            schedule_to_start_ms,
             out,
         }
     }
@@ -171,6 +174,7 @@ impl<'a> Tx<'a> {
             worker: worker.clone(),
         };
         unit.held = false;
+        unit.start_by_ms = None;
         let kind = kind(prefix, "leased");
         let message = match self.run.dry_run {
             true => format!("token {token}; dry run"),
@@ -423,9 +427,19 @@ impl<'a> Tx<'a> {
         self.advance();
     }
 
-    /// Sends a queued unit to the dispatch queue.
+    /// Sends a queued unit to the dispatch queue. A step's task must be leased within its
+    /// `schedule_to_start` (or the platform's default), or the step fails.
     pub fn dispatch(&mut self, slot: Slot) {
         let run = self.run.id;
+        if let Slot::Step { step, .. } = slot {
+            let limit = self.playbook.steps[step]
+                .schedule_to_start_ms
+                .or(self.schedule_to_start_ms);
+            let start_by = limit.map(|ms| self.now_ms + ms as i64);
+            if let Some(unit) = self.unit_mut(slot) {
+                unit.start_by_ms = start_by;
+            }
+        }
         if let Some(task) = task_spec(self.run, self.playbook, UnitRef { run, slot }) {
             self.changed();
             self.out.commands.push(Command::Dispatch(task));
@@ -453,6 +467,9 @@ impl<'a> Tx<'a> {
             }
             return;
         }
+        for slot in self.not_started_in_time() {
+            self.fail_not_started(slot);
+        }
         for slot in self.backoffs_due() {
             if let Some(unit) = self.unit_mut(slot) {
                 unit.attempt += 1;
@@ -478,6 +495,62 @@ impl<'a> Tx<'a> {
         }
         self.expire_grants();
         self.advance();
+    }
+
+    /// Queued step units whose `schedule_to_start` passed (a unit held by containment waits
+    /// for an operator, not for a worker: it does not count).
+    fn not_started_in_time(&self) -> Vec<Slot> {
+        let now = self.now_ms;
+        let mut slots = Vec::new();
+        for (step, state) in self.run.steps.iter().enumerate() {
+            for (item, unit) in state.units.iter().enumerate() {
+                if unit.status == UnitStatus::Queued
+                    && !unit.held
+                    && unit.start_by_ms.is_some_and(|by| by <= now)
+                {
+                    slots.push(Slot::Step {
+                        step,
+                        item: item as u32,
+                    });
+                }
+            }
+        }
+        slots
+    }
+
+    /// Fails a step unit no worker leased within its `schedule_to_start`.
+    fn fail_not_started(&mut self, slot: Slot) {
+        let Slot::Step { step, .. } = slot else {
+            return;
+        };
+        let spec = &self.playbook.steps[step];
+        let limit = spec
+            .schedule_to_start_ms
+            .or(self.schedule_to_start_ms)
+            .unwrap_or(0);
+        let message = format!(
+            "not started within {} (schedule_to_start): no worker took its {} task",
+            format_ms(limit),
+            spec.action
+        );
+        let (step_id, item, prefix) = self.describe(slot).expect("a step unit is described");
+        let unit = self.unit_mut(slot).expect("a queued unit");
+        let attempt = unit.attempt;
+        unit.status = UnitStatus::Failed;
+        unit.start_by_ms = None;
+        unit.error = Some(message.clone());
+        self.record(Entry::unit(
+            kind(prefix, "start_timed_out"),
+            step_id,
+            item,
+            attempt,
+            message,
+        ));
+        let run = self.run.id;
+        self.changed();
+        self.out
+            .commands
+            .push(Command::Withdraw(UnitRef { run, slot }));
     }
 
     fn backoffs_due(&self) -> Vec<Slot> {

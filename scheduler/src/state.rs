@@ -338,6 +338,9 @@ pub struct Unit {
     /// recorded); cleared when leased.
     #[serde(default, skip_serializing_if = "is_false")]
     pub held: bool,
+    /// A queued step unit must be leased by then (`schedule_to_start`), or its step fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_by_ms: Option<i64>,
 }
 
 impl Unit {
@@ -353,6 +356,7 @@ impl Unit {
             error: None,
             accepted_token: None,
             held: false,
+            start_by_ms: None,
         }
     }
 }

@@ -140,6 +140,15 @@ impl Script {
                     writeln!(self.log, "  timer at={due_ms}").unwrap()
                 }
                 Command::Abandon { token } => writeln!(self.log, "  abandon {token}").unwrap(),
+                Command::Withdraw(unit) => {
+                    let (step, label) = match unit.slot {
+                        Slot::Step { step, item } => (step, item.to_string()),
+                        _ => unreachable!("only step units are withdrawn"),
+                    };
+                    let step_id = self.playbook.steps[step].id.clone();
+                    writeln!(self.log, "  withdraw {step_id}#{label}").unwrap();
+                    self.queued.remove(&(step_id, label));
+                }
                 Command::Finished { status, .. } => {
                     writeln!(self.log, "  finished {}", status.as_str()).unwrap()
                 }
@@ -548,6 +557,43 @@ fn lost_leases_are_failed_attempts_under_the_retry_policy() {
           17 step.succeeded slow#0
           18 run.finished
           finished succeeded
+    "#]]);
+}
+
+const UNSERVED: &str = r#"
+name: unserved
+version: 1
+steps:
+  - id: block
+    action: core.noop
+    schedule_to_start: 5m
+    undo: { action: core.noop }
+  - id: after
+    needs: [block]
+    action: core.noop
+"#;
+
+#[test]
+fn a_task_nobody_takes_within_schedule_to_start_fails_its_step() {
+    let mut s = Script::start(UNSERVED, json!({}));
+    s.at(299_999);
+    s.timer();
+    s.at(300_000);
+    s.timer();
+    s.check(expect![[r#"
+        > start
+          1 run.started (requested by tester)
+          2 step.started block#0
+          dispatch block#0 core.noop attempt=1 input={}
+          timer at=300000
+        > timer now=299999
+          timer at=300000
+        > timer now=300000
+          3 task.start_timed_out block#0 attempt=1 (not started within 5m (schedule_to_start): no worker took its core.noop task)
+          4 step.failed block#0 (not started within 5m (schedule_to_start): no worker took its core.noop task)
+          5 run.finished (step block failed: not started within 5m (schedule_to_start): no worker took its core.noop task)
+          withdraw block#0
+          finished failed
     "#]]);
 }
 

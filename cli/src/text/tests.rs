@@ -246,6 +246,37 @@ fn unfinished_run_says_what_it_waits_for() {
     );
 }
 
+#[test]
+fn a_step_no_worker_serves_says_so_in_list_show_and_what_next() {
+    let run = Run {
+        run_id: "r-3".into(),
+        playbook: "ip-block".into(),
+        status: RunStatus::Running as i32,
+        steps: vec![Step {
+            id: "block".into(),
+            action: "firewall.block_ip".into(),
+            status: StepStatus::Running as i32,
+            items_total: 1,
+            waiting: "queued (no worker offers firewall.block_ip)".into(),
+            ..Step::default()
+        }],
+        ..Run::default()
+    };
+    assert_eq!(
+        status(&run),
+        "running, step block queued (no worker offers firewall.block_ip)"
+    );
+    assert_eq!(
+        step_status(&run.steps[0], NOW),
+        "running, queued (no worker offers firewall.block_ip)"
+    );
+    assert_eq!(
+        unfinished(&run)[1],
+        "step block is queued (no worker offers firewall.block_ip): start a worker that does \
+         (`riposte workers list`)"
+    );
+}
+
 fn open_grant() -> GrantInfo {
     GrantInfo {
         run_id: "r-1".into(),

@@ -24,10 +24,24 @@ requests! {
     RevokeGrant,
 }
 
-/// A run with the playbook version it runs.
+/// A run with the playbook version it runs, and why each step's queued items wait (see
+/// [`Runs::waiting`](crate::engine::Runs::waiting)).
 pub struct RunView {
     pub state: RunState,
     pub playbook: Arc<Playbook>,
+    pub waiting: Vec<String>,
+}
+
+impl RunView {
+    fn of(engine: &mut crate::engine::Engine, state: RunState) -> Result<RunView, Error> {
+        let playbook = engine.runs.playbook(&state.playbook, state.version)?;
+        let waiting = engine.runs.waiting(&state, &playbook);
+        Ok(RunView {
+            state,
+            playbook,
+            waiting,
+        })
+    }
 }
 
 impl Node {
@@ -35,8 +49,7 @@ impl Node {
     fn run_view(&self, id: RunId) -> Result<RunView, Error> {
         let mut engine = self.lock();
         let state = engine.runs.run(id)?;
-        let playbook = engine.runs.playbook(&state.playbook, state.version)?;
-        Ok(RunView { state, playbook })
+        RunView::of(&mut engine, state)
     }
 }
 
@@ -54,19 +67,19 @@ impl Request for StartRun {
     const KIND: Kind = Kind::StartRun;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Started, Error> {
-        let (pending, playbook) = {
+        let (pending, view) = {
             let mut engine = node.lock();
             let pending = engine.runs.start_run(self.0)?;
             let (state, _) = pending.peek();
-            let playbook = engine.runs.playbook(&state.playbook, state.version)?;
-            (pending, playbook)
+            let view = RunView::of(&mut engine, state.clone())?;
+            (pending, view)
         };
         let (state, existing) = node.durable(pending).await?;
         if !existing {
             tracing::info!(run.id = %state.id, playbook = %state.playbook, "run.started");
         }
         Ok(Started {
-            run: RunView { state, playbook },
+            run: RunView { state, ..view },
             existing,
         })
     }
@@ -103,12 +116,9 @@ impl Request for ListRuns {
         let runs = engine
             .runs
             .list_runs(&self.playbook, self.status, self.limit)?;
-        let mut views = Vec::with_capacity(runs.len());
-        for state in runs {
-            let playbook = engine.runs.playbook(&state.playbook, state.version)?;
-            views.push(RunView { state, playbook });
-        }
-        Ok(views)
+        runs.into_iter()
+            .map(|state| RunView::of(&mut engine, state))
+            .collect()
     }
 }
 

@@ -380,6 +380,38 @@ impl Runs {
         approvals
     }
 
+    /// For each step of `state`, why its queued items wait when no connected worker can take
+    /// them (`queued (no worker offers ACTION)`), or an empty string.
+    pub fn waiting(&self, state: &RunState, playbook: &Playbook) -> Vec<String> {
+        playbook
+            .steps
+            .iter()
+            .zip(&state.steps)
+            .map(|(spec, step)| {
+                let unserved = step.units.iter().find(|u| {
+                    u.status == UnitStatus::Queued
+                        && !u.held
+                        && !self.dispatch.serves(&spec.action, &u.labels)
+                });
+                match unserved {
+                    None => String::new(),
+                    Some(u) if u.labels.is_empty() => {
+                        format!("queued (no worker offers {})", spec.action)
+                    }
+                    Some(u) => {
+                        let labels: Vec<String> =
+                            u.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        format!(
+                            "queued (no worker offers {} with labels {})",
+                            spec.action,
+                            labels.join(",")
+                        )
+                    }
+                }
+            })
+            .collect()
+    }
+
     /// Runs currently active (for health and the benchmark).
     pub fn active_runs(&self) -> usize {
         self.scheduler.len()

@@ -28,7 +28,7 @@ type EventStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
 
 fn run(view: &runs::RunView) -> pb::Run {
-    convert::run(&view.state, &view.playbook)
+    convert::run(&view.state, &view.playbook, &view.waiting)
 }
 
 fn containment(view: &containment::ContainmentView) -> pb::ContainmentStatus {

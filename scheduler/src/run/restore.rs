@@ -99,6 +99,12 @@ pub(crate) fn next_due(state: &RunState) -> Option<i64> {
     for s in &state.steps {
         due.extend(s.units.iter().filter_map(backoff));
         due.extend(
+            s.units
+                .iter()
+                .filter(|u| u.status == UnitStatus::Queued && !u.held)
+                .filter_map(|u| u.start_by_ms),
+        );
+        due.extend(
             s.waves
                 .as_ref()
                 .and_then(|w| w.gate.as_ref())
