@@ -1,9 +1,9 @@
 //! The dispatcher: the in-memory side of task hand-out. Ready tasks in one FIFO queue per
-//! action, the registry of live workers, the long-polls waiting for a task, and the leases
-//! with their monotonic deadlines.
+//! capability (an action with the labels it requires), the registry of live workers, the
+//! long-polls waiting for a task, and the leases with their monotonic deadlines.
 //!
-//! Handing out a task looks only at the queues of the actions the worker offers, so its cost
-//! does not grow with work queued for actions nobody serves; a worker still gets the oldest
+//! Handing out a task looks at the front of each queue the worker can serve, so its cost does
+//! not grow with work queued for capabilities nobody serves; a worker still gets the oldest
 //! task it can run (each task carries its arrival order).
 //!
 //! A worker without a heartbeat (or registration) for a lease is **fenced**:
@@ -39,12 +39,25 @@ pub struct Worker {
 }
 
 impl Worker {
-    fn can_run(&self, task: &TaskSpec) -> bool {
-        self.actions.contains(&task.action)
-            && task
-                .labels
-                .iter()
-                .all(|(k, v)| self.labels.get(k) == Some(v))
+    /// Whether it offers `action` and carries every one of `labels`.
+    fn serves(&self, action: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.actions.contains(action) && labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+}
+
+/// What a task needs of a worker: its action, and the labels its step requires.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Capability {
+    action: String,
+    labels: BTreeMap<String, String>,
+}
+
+impl Capability {
+    fn of(task: &TaskSpec) -> Capability {
+        Capability {
+            action: task.action.clone(),
+            labels: task.labels.clone(),
+        }
     }
 }
 
@@ -72,8 +85,8 @@ struct Queued {
 }
 
 pub struct Dispatcher<G> {
-    /// Ready tasks per action, each queue in arrival order.
-    queues: HashMap<String, VecDeque<Queued>>,
+    /// Ready tasks per capability, each queue in arrival order.
+    queues: HashMap<Capability, VecDeque<Queued>>,
     /// Tasks in all queues.
     queued: usize,
     next_seq: u64,
@@ -119,7 +132,7 @@ impl<G> Dispatcher<G> {
         self.next_seq += 1;
         self.queued += 1;
         self.queues
-            .entry(task.action.clone())
+            .entry(Capability::of(&task))
             .or_default()
             .push_back(Queued { seq, task });
     }
@@ -147,9 +160,7 @@ impl<G> Dispatcher<G> {
 
     /// Whether some registered worker offers `action` with `labels`.
     pub fn serves(&self, action: &str, labels: &BTreeMap<String, String>) -> bool {
-        self.workers.values().any(|w| {
-            w.actions.contains(action) && labels.iter().all(|(k, v)| w.labels.get(k) == Some(v))
-        })
+        self.workers.values().any(|w| w.serves(action, labels))
     }
 
     /// Adds (or replaces) a worker; a fenced one is forgiven.
@@ -228,48 +239,47 @@ impl<G> Dispatcher<G> {
     /// Removes and returns the oldest queued task `worker` can run and the door lets through.
     pub fn take_task_for(&mut self, worker: &str) -> Option<TaskSpec> {
         let worker = self.workers.get(worker)?;
-        let (action, index) = self.oldest_for(worker)?;
-        self.take(&action, index)
+        let (capability, index) = self.oldest_for(worker)?;
+        self.take(&capability, index)
     }
 
     /// A waiting long-poll of a live worker and the oldest task it can run, both removed; the
     /// oldest long-poll that has one goes first.
     pub fn take_match(&mut self, now: Instant) -> Option<(Waiter<G>, TaskSpec)> {
         self.waiters.retain(|w| !w.reply.is_closed());
-        let (at, action, index) = self.waiters.iter().enumerate().find_map(|(at, waiter)| {
-            let worker = self.workers.get(&waiter.worker)?;
-            if !self.is_live(worker, now) {
-                return None; // fenced at the next tick
-            }
-            let (action, index) = self.oldest_for(worker)?;
-            Some((at, action, index))
-        })?;
-        let task = self.take(&action, index)?;
+        let (at, capability, index) =
+            self.waiters.iter().enumerate().find_map(|(at, waiter)| {
+                let worker = self.workers.get(&waiter.worker)?;
+                if !self.is_live(worker, now) {
+                    return None; // fenced at the next tick
+                }
+                let (capability, index) = self.oldest_for(worker)?;
+                Some((at, capability, index))
+            })?;
+        let task = self.take(&capability, index)?;
         let waiter = self.waiters.remove(at)?;
         Some((waiter, task))
     }
 
-    /// Where the oldest task `worker` can run is: its action and its place in that queue.
-    fn oldest_for(&self, worker: &Worker) -> Option<(String, usize)> {
-        worker
-            .actions
+    /// Where the oldest task `worker` can run is: its capability and its place in that queue
+    /// (past the tasks the door holds).
+    fn oldest_for(&self, worker: &Worker) -> Option<(Capability, usize)> {
+        self.queues
             .iter()
-            .filter_map(|action| {
-                let queue = self.queues.get(action)?;
-                let index = queue
-                    .iter()
-                    .position(|q| worker.can_run(&q.task) && !self.is_held(&q.task))?;
-                Some((queue[index].seq, action, index))
+            .filter(|(capability, _)| worker.serves(&capability.action, &capability.labels))
+            .filter_map(|(capability, queue)| {
+                let index = queue.iter().position(|q| !self.is_held(&q.task))?;
+                Some((queue[index].seq, capability, index))
             })
             .min_by_key(|(seq, _, _)| *seq)
-            .map(|(_, action, index)| (action.clone(), index))
+            .map(|(_, capability, index)| (capability.clone(), index))
     }
 
-    fn take(&mut self, action: &str, index: usize) -> Option<TaskSpec> {
-        let queue = self.queues.get_mut(action)?;
+    fn take(&mut self, capability: &Capability, index: usize) -> Option<TaskSpec> {
+        let queue = self.queues.get_mut(capability)?;
         let queued = queue.remove(index)?;
         if queue.is_empty() {
-            self.queues.remove(action);
+            self.queues.remove(capability);
         }
         self.queued -= 1;
         Some(queued.task)
@@ -277,12 +287,12 @@ impl<G> Dispatcher<G> {
 
     /// Takes `unit`'s task out of its queue, if it is there.
     pub fn withdraw(&mut self, unit: UnitRef) {
-        let found = self.queues.iter().find_map(|(action, queue)| {
+        let found = self.queues.iter().find_map(|(capability, queue)| {
             let index = queue.iter().position(|q| q.task.unit == unit)?;
-            Some((action.clone(), index))
+            Some((capability.clone(), index))
         });
-        if let Some((action, index)) = found {
-            self.take(&action, index);
+        if let Some((capability, index)) = found {
+            self.take(&capability, index);
         }
     }
 
@@ -362,5 +372,107 @@ impl<G> Dispatcher<G> {
 
     pub fn in_flight(&self, worker: &str) -> usize {
         self.leases.values().filter(|l| l.worker == worker).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use riposte_scheduler::state::{RunId, Slot};
+
+    const LEASE: Duration = Duration::from_secs(10);
+
+    fn task(item: u32, action: &str, labels: &[(&str, &str)]) -> TaskSpec {
+        TaskSpec {
+            unit: UnitRef {
+                run: RunId(uuid::Uuid::from_u128(1)),
+                slot: Slot::Step { step: 0, item },
+            },
+            attempt: 1,
+            step_id: "s".into(),
+            action: action.into(),
+            input: serde_json::Value::Null,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            timeout_ms: 1000,
+            dry_run: false,
+            containment: false,
+        }
+    }
+
+    fn worker(id: &str, actions: &[&str], labels: &[(&str, &str)], now: Instant) -> Worker {
+        Worker {
+            id: id.into(),
+            name: id.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+            concurrency: 1,
+            last_seen: now,
+            last_heartbeat: now,
+        }
+    }
+
+    fn item(task: Option<TaskSpec>) -> Option<u32> {
+        task.map(|t| match t.unit.slot {
+            Slot::Step { item, .. } => item,
+            _ => unreachable!(),
+        })
+    }
+
+    #[test]
+    fn a_worker_gets_the_oldest_task_it_serves_and_nothing_it_cannot() {
+        let now = crate::clock::Clock::manual(0).monotonic();
+        let mut d: Dispatcher<()> = Dispatcher::new(LEASE);
+        d.enqueue(task(0, "firewall.block_ip", &[]));
+        d.enqueue(task(1, "core.noop", &[("pool", "b")]));
+        d.enqueue(task(2, "core.noop", &[]));
+        d.enqueue(task(3, "core.noop", &[("pool", "a")]));
+        d.register(worker("w", &["core.noop"], &[("pool", "a")], now));
+        assert_eq!(item(d.take_task_for("w")), Some(2));
+        assert_eq!(item(d.take_task_for("w")), Some(3));
+        assert_eq!(item(d.take_task_for("w")), None);
+        assert_eq!(d.queue_len(), 2, "what it cannot serve stays queued");
+        assert!(!d.serves("firewall.block_ip", &BTreeMap::new()));
+        d.withdraw(task(0, "firewall.block_ip", &[]).unit);
+        assert_eq!(d.queue_len(), 1);
+    }
+
+    #[test]
+    fn a_worker_without_a_heartbeat_for_a_lease_is_passed_over_then_fenced_until_it_registers() {
+        let start = crate::clock::Clock::manual(0).monotonic();
+        let mut d: Dispatcher<()> = Dispatcher::new(LEASE);
+        d.register(worker("frozen", &["core.noop"], &[], start));
+        let (frozen_poll, _rx) = oneshot::channel();
+        d.add_waiter(Waiter {
+            worker: "frozen".into(),
+            reply: frozen_poll,
+        });
+        let later = start + LEASE;
+        d.register(worker("live", &["core.noop"], &[], later));
+        let (live_poll, _rx2) = oneshot::channel();
+        d.add_waiter(Waiter {
+            worker: "live".into(),
+            reply: live_poll,
+        });
+        d.enqueue(task(0, "core.noop", &[]));
+        let (waiter, _) = d.take_match(later).expect("a match");
+        assert_eq!(
+            waiter.worker, "live",
+            "the older poll of a silent worker is passed over"
+        );
+
+        let fenced = d.fence_silent(later);
+        assert_eq!(fenced, [("frozen".to_string(), LEASE)]);
+        assert_eq!(d.touch("frozen", later, true), Err(Some(later)));
+        assert_eq!(d.touch("nobody", later, true), Err(None));
+        d.enqueue(task(1, "core.noop", &[]));
+        assert!(d.take_match(later).is_none(), "its poll left with it");
+        d.register(worker("frozen", &["core.noop"], &[], later));
+        assert_eq!(d.touch("frozen", later, false), Ok(()));
     }
 }

@@ -173,9 +173,9 @@ impl TaskSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Dispatch(TaskSpec),
-    /// Feed `Event::Timer { run }` at `due_ms` (wall clock).
     /// Take the unit's task out of the dispatch queue: it will not be leased.
     Withdraw(UnitRef),
+    /// Feed `Event::Timer { run }` at `due_ms` (wall clock).
     ArmTimer {
         run: RunId,
         due_ms: i64,

@@ -90,6 +90,16 @@ steps:
   - { id: e, action: core.noop, needs: [d] }
 ";
 const NOOP_CHAIN_STEPS: u32 = 5;
+/// Runs parked on a task no worker serves, queued beside the throughput run.
+const UNSERVED_RUNS: usize = 8000;
+/// One step no worker serves: no worker carries the label.
+const UNSERVED: &str = "name: unserved
+version: 1
+steps:
+  - id: wait
+    action: core.noop
+    labels: { pool: nobody }
+";
 
 /// A run that parks: its only step waits for a worker that never comes.
 const PARK: &str = "name: park
@@ -157,9 +167,10 @@ async fn bench() -> Result<()> {
         inside,
         probes,
         throughput,
-    } = run_workload(&[]).await?;
+        throughput_unserved,
+    } = run_workload(&[], true).await?;
     progress("the same without fdatasync (--durability process-crash)");
-    let unsynced = run_workload(&["--durability", "process-crash"]).await?;
+    let unsynced = run_workload(&["--durability", "process-crash"], false).await?;
     progress("restart with parked runs");
     let restart = restart_to_serving().await?;
     progress("10,000 runs parked on a 1-hour timer");
@@ -174,6 +185,7 @@ async fn bench() -> Result<()> {
         inside,
         probes,
         throughput,
+        throughput_unserved,
         unsynced,
         restart,
     }
@@ -251,10 +263,13 @@ struct Workload {
     /// Round trips against the orchestrator, to see where client-visible time goes.
     probes: Probes,
     throughput: Throughput,
+    /// The throughput run again, with [`UNSERVED_RUNS`] tasks no worker serves queued.
+    throughput_unserved: Option<Throughput>,
 }
 
-/// The per-step and throughput workloads on an orchestrator started with `args`.
-async fn run_workload(args: &[&str]) -> Result<Workload> {
+/// The per-step and throughput workloads on an orchestrator started with `args`; with
+/// `unserved`, the throughput run again beside tasks no worker serves.
+async fn run_workload(args: &[&str], unserved: bool) -> Result<Workload> {
     let orchestrator = Orchestrator::builder().log("warn").args(args).start();
     let workers = start_workers(&orchestrator, &[]).await;
     let mut client = orchestrator.client();
@@ -280,23 +295,43 @@ async fn run_workload(args: &[&str]) -> Result<Workload> {
     }
 
     progress("throughput");
-    let worker_pids: Vec<u32> = workers.iter().map(Worker::pid).collect();
-    let cpu_before = cpu_time(orchestrator.pid())?;
-    let workers_before = total_cpu_time(&worker_pids)?;
-    let started_ms = epoch_ms();
-    let ids = start_runs(&client, "noop-chain", THROUGHPUT_RUNS).await?;
-    let finished_ms = wait_all_finished(&mut client, &ids).await?;
-    let throughput = Throughput {
-        elapsed: Duration::from_millis((finished_ms - started_ms).max(1) as u64),
-        steps: THROUGHPUT_RUNS as u64 * u64::from(NOOP_CHAIN_STEPS),
-        orchestrator_cpu: cpu_time(orchestrator.pid())? - cpu_before,
-        workers_cpu: total_cpu_time(&worker_pids)? - workers_before,
+    let throughput = measure_throughput(&orchestrator, &workers, &mut client).await?;
+    let throughput_unserved = match unserved {
+        false => None,
+        true => {
+            progress("throughput beside 8,000 tasks no worker serves");
+            api::apply_playbook(&mut client, UNSERVED).await;
+            start_runs(&client, "unserved", UNSERVED_RUNS).await?;
+            Some(measure_throughput(&orchestrator, &workers, &mut client).await?)
+        }
     };
     Ok(Workload {
         latency: Samples::new(latency),
         inside: Samples::new(inside),
         probes,
         throughput,
+        throughput_unserved,
+    })
+}
+
+/// [`THROUGHPUT_RUNS`] runs of the chain, at most [`START_OUTSTANDING_MAX`] starts
+/// outstanding, timed until the last one finished.
+async fn measure_throughput(
+    orchestrator: &Orchestrator,
+    workers: &[Worker],
+    client: &mut Operator,
+) -> Result<Throughput> {
+    let worker_pids: Vec<u32> = workers.iter().map(Worker::pid).collect();
+    let cpu_before = cpu_time(orchestrator.pid())?;
+    let workers_before = total_cpu_time(&worker_pids)?;
+    let started_ms = epoch_ms();
+    let ids = start_runs(client, "noop-chain", THROUGHPUT_RUNS).await?;
+    let finished_ms = wait_all_finished(client, &ids).await?;
+    Ok(Throughput {
+        elapsed: Duration::from_millis((finished_ms - started_ms).max(1) as u64),
+        steps: THROUGHPUT_RUNS as u64 * u64::from(NOOP_CHAIN_STEPS),
+        orchestrator_cpu: cpu_time(orchestrator.pid())? - cpu_before,
+        workers_cpu: total_cpu_time(&worker_pids)? - workers_before,
     })
 }
 
@@ -443,9 +478,9 @@ async fn wait_all_finished(client: &mut Operator, ids: &[String]) -> Result<i64>
     let deadline = Instant::now() + PHASE_TIMEOUT;
     loop {
         let request = ListRunsRequest {
+            playbook: "noop-chain".into(),
             status: RunStatus::Running as i32,
             limit: 1,
-            ..Default::default()
         };
         if client
             .list_runs(request)

@@ -12,6 +12,7 @@ pub(super) struct Report {
     pub(super) inside: Samples,
     pub(super) probes: Probes,
     pub(super) throughput: Throughput,
+    pub(super) throughput_unserved: Option<Throughput>,
     /// The same workload under `--durability process-crash`.
     pub(super) unsynced: Workload,
     pub(super) restart: Restart,
@@ -94,6 +95,16 @@ impl Report {
             &format!(">= {STEPS_PER_SECOND_MIN:.0} steps/s"),
             Some(t.steps_per_second() >= STEPS_PER_SECOND_MIN),
         );
+        if let Some(loaded) = &self.throughput_unserved {
+            let share = loaded.steps_per_second() / t.steps_per_second();
+            self.row(
+                &format!("  beside {UNSERVED_RUNS} tasks no worker serves"),
+                &format!("{:.0} steps/s", loaded.steps_per_second()),
+                &format!("{:.0}%", share * 100.0),
+                ">= 90% of the figure above",
+                Some(share >= 0.9),
+            );
+        }
         let unsynced_floor = self.floor.per_step_unsynced();
         let vs_unsynced =
             |d: Duration| format!("{:.1}x", d.as_secs_f64() / unsynced_floor.as_secs_f64());
