@@ -61,9 +61,23 @@ pub async fn serve(listener: TcpListener, shared: Arc<Node>, secrets: Secrets) {
         .route("/alerts/sentinel", post(sentinel))
         .route("/alerts/defender", post(defender))
         .route("/alerts/generic/{name}", post(generic))
+        .route("/readyz", axum::routing::get(readyz))
         .with_state(app);
     if let Err(e) = axum::serve(listener, router).await {
         tracing::error!(error = %e, "alerts.listener_failed");
+    }
+}
+
+/// 200 while the store takes new work and acknowledges writes; 503 with the reason otherwise
+/// (a disk below its free-space reserve, failing flushes).
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match app.shared.condition() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -211,6 +225,7 @@ fn refusal(refusal: door::Error) -> Response {
             tracing::error!(error = %e, "store.error");
             answer(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
+        e @ door::Error::Reopening => answer(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         door::Error::Engine(e) => {
             let code = match &e {
                 engine::Error::InvalidArgument(_) | engine::Error::PlaybookInvalid(_) => {

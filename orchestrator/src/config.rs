@@ -33,6 +33,12 @@ pub struct Config {
     )]
     pub durability: crate::store::Durability,
 
+    /// New runs are refused (RESOURCE_EXHAUSTED) while the data dir's filesystem has less
+    /// free than this, so that runs in flight, reads and the alert ledger keep working before
+    /// the disk is full; `0` turns the reserve off.
+    #[arg(long, env = "RIPOSTE_MIN_FREE_SPACE", default_value = "256MiB")]
+    pub min_free_space: bytesize::ByteSize,
+
     /// On SIGTERM, how long to wait for requests in flight (long-polls, watch streams) before
     /// exiting anyway; the store is flushed either way. A second SIGTERM exits at once.
     #[arg(long, env = "RIPOSTE_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]

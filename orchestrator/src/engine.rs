@@ -353,7 +353,7 @@ impl Runs {
         for transition in transitions {
             for (run, event) in &transition.history {
                 if let Some(sender) = self.watchers.get(run) {
-                    let _ = sender.send((seq, event.clone()));
+                    let _ = sender.send((seq.clone(), event.clone()));
                 }
             }
             for ended in &transition.finished {

@@ -129,7 +129,11 @@ async fn bound<S>(
 /// the examples with `--dev`, then the built-in playbooks the store lacks). Any failure is an
 /// error whose text is the one-line cause.
 pub async fn open(config: &Config) -> Result<Arc<door::Node>, Error> {
-    let store = store::Store::open(&config.data_dir, config.durability)?;
+    let options = store::Options {
+        durability: config.durability,
+        reserve_bytes: config.min_free_space.as_u64(),
+    };
+    let store = store::Store::open(&config.data_dir, options)?;
     let settings = engine::Settings {
         lease: config.lease_timeout,
         poll_wait_max: config.poll_wait_max,
@@ -139,9 +143,25 @@ pub async fn open(config: &Config) -> Result<Arc<door::Node>, Error> {
         schedule_to_start: Some(config.schedule_to_start),
     };
     let clock = clock::Clock::system();
-    let engine = engine::Engine::open(store, settings, clock, Arc::new(Notify::new()))?;
+    let engine = engine::Engine::open(
+        store,
+        settings.clone(),
+        clock.clone(),
+        Arc::new(Notify::new()),
+    )?;
     tracing::info!(runs.active = engine.runs.active_runs(), "engine.resumed");
-    let shared = Arc::new(door::Node::new(engine, config.alerts_in_flight));
+    let dir = config.data_dir.clone();
+    let reopen: door::Reopen = Box::new(move |wake| {
+        let store = store::Store::open(&dir, options)?;
+        Ok(engine::Engine::open(
+            store,
+            settings.clone(),
+            clock.clone(),
+            wake,
+        )?)
+    });
+    let node = door::Node::new(engine, config.alerts_in_flight).with_reopen(reopen);
+    let shared = Arc::new(node);
     if let Some(dir) = &config.playbooks {
         apply_folder(&shared, dir).await?;
     }
@@ -195,6 +215,7 @@ pub async fn run(
         .set_serving::<OperatorServer<grpc::OperatorApi>>()
         .await;
     health.set_serving::<WorkerServer<grpc::WorkerApi>>().await;
+    let store_health = tokio::spawn(report_store_health(shared.clone(), health.clone()));
     let result = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(
             oversized_is_resource_exhausted,
@@ -215,6 +236,7 @@ pub async fn run(
         )
         .await;
     timers.abort();
+    store_health.abort();
     for listener in alert_listeners {
         listener.abort();
     }
@@ -236,6 +258,45 @@ fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::
         headers.insert("grpc-status", http::HeaderValue::from_static("8"));
     }
     response
+}
+
+/// The health service the store's condition is reported under: `SERVING` while it takes new
+/// work and acknowledges writes, `NOT_SERVING` while the disk is below its reserve or flushes
+/// fail (reads keep working either way).
+pub const STORE_HEALTH_SERVICE: &str = "riposte.store";
+
+/// Checks the store's condition every second and reports changes to the health service and
+/// the log; reopens a store that failed once the disk has room again (ending the process if
+/// it cannot).
+async fn report_store_health(node: Arc<door::Node>, health: tonic_health::server::HealthReporter) {
+    let mut last: Option<Result<(), String>> = None;
+    loop {
+        if node.needs_reopen()
+            && let Err(e) = node.reopen().await
+        {
+            tracing::error!(error = %e, "store.reopen_failed");
+            eprintln!("error: the store failed and could not be opened again: {e}");
+            std::process::exit(1);
+        }
+        let now = node.condition();
+        if last.as_ref() != Some(&now) {
+            let status = match &now {
+                Ok(()) => {
+                    tracing::info!("store.ready");
+                    tonic_health::ServingStatus::Serving
+                }
+                Err(why) => {
+                    tracing::warn!(reason = %why, "store.not_ready");
+                    tonic_health::ServingStatus::NotServing
+                }
+            };
+            health
+                .set_service_status(STORE_HEALTH_SERVICE, status)
+                .await;
+            last = Some(now);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Fires expired leases and due timers, sleeping until the next one or until woken.

@@ -1,12 +1,13 @@
 //! [`Pending`]: what a change answers until it is durable. The engine's mutations return one;
-//! the only way to the value inside is [`Pending::durable`], which waits for the store's
-//! flush, so no request can be answered before what it changed survives a crash.
+//! the only way to the value inside is [`Pending::durable`], which waits for the flush of the
+//! store that made the change, so no request can be answered before what it changed survives
+//! a crash.
 
 use crate::store::{self, Seq, Store};
 
 /// A value whose change is written but maybe not yet flushed. Dropping it unread is a compile
 /// warning (an error under `-D warnings`); reading it means waiting for the flush.
-#[must_use = "nothing is acknowledged before it is durable: await `.durable(store)`"]
+#[must_use = "nothing is acknowledged before it is durable: await `.durable()`"]
 #[derive(Debug, Clone)]
 pub struct Pending<T> {
     value: T,
@@ -27,8 +28,8 @@ impl<T> Pending<T> {
     }
 
     /// Waits until the write is durable, then gives the value.
-    pub async fn durable(self, store: &Store) -> Result<T, store::Error> {
-        store.durable(self.seq).await?;
+    pub async fn durable(self) -> Result<T, store::Error> {
+        self.seq.durable().await?;
         Ok(self.value)
     }
 

@@ -55,8 +55,44 @@ use tokio::sync::{Notify, watch};
 
 use riposte_scheduler::state::{HistoryEvent, RunId, RunState};
 
-/// Position of a write in the commit order; durable once a flush covers it.
-pub type Seq = u64;
+/// A write's place in the commit order of the store that made it; durable once a flush of that
+/// store covers it ([`Seq::durable`]). A `Seq` of a store since closed (reopened after a disk
+/// failure) never becomes durable: waiting on it fails.
+#[derive(Clone)]
+pub struct Seq {
+    n: u64,
+    commit: Arc<GroupCommit>,
+}
+
+impl std::fmt::Debug for Seq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Seq({})", self.n)
+    }
+}
+
+impl Seq {
+    /// Waits until every write of its store up to this one is flushed; a flush that fails
+    /// meanwhile ends the wait at once with its reason (the flusher keeps trying).
+    pub async fn durable(&self) -> Result<(), Error> {
+        let commit = &self.commit;
+        let mut rx = commit.flushed.subscribe();
+        let errors_before = rx.borrow().flush_errors;
+        commit.wake.notify_one();
+        let seq = self.n;
+        let flushed = rx
+            .wait_for(|f| f.seq >= seq || f.failed.is_some() || f.flush_errors > errors_before)
+            .await
+            .map_err(|_| Error::FlusherStopped)?;
+        if flushed.seq >= seq {
+            return Ok(());
+        }
+        match (&flushed.failed, &flushed.flush_error) {
+            (Some(why), _) => Err(Error::SyncFailed(why.clone())),
+            (None, Some(why)) => Err(Error::FlushFailed(why.clone())),
+            (None, None) => Err(Error::FlushFailed("unknown".into())),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -81,9 +117,46 @@ pub enum Error {
     /// sled refuses to open what is in the data dir.
     #[error("the store in {} cannot be opened (damaged, or written by another program): {source}", .dir.display())]
     Unopenable { dir: PathBuf, source: sled::Error },
-    /// Syncing to disk failed: nothing more is acknowledged until a restart.
-    #[error("store: writes are no longer acknowledged: fdatasync failed: {0}")]
+    /// The store stopped acknowledging: an fdatasync failed, or it was closed (to be reopened)
+    /// before the write was flushed.
+    #[error("store: writes are no longer acknowledged: {0}")]
     SyncFailed(Arc<str>),
+    /// A flush failed while the change waited for it; the flusher tries again, so the change
+    /// may still become durable (a retry with the same idempotency key finds it).
+    #[error("store: the flush failed ({0}); the change is not durable yet, retry")]
+    FlushFailed(Arc<str>),
+    /// The data dir's filesystem is below the free-space reserve: new work is refused.
+    #[error(
+        "the data dir's filesystem has {} free, below the {} reserve (--min-free-space); \
+         new runs are refused until space is freed",
+        size(*.free),
+        size(*.reserve)
+    )]
+    LowSpace { free: u64, reserve: u64 },
+}
+
+fn size(bytes: u64) -> String {
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
+}
+
+/// Free space needed before a failed store is opened again (when no reserve is set).
+const REOPEN_FREE_MIN: u64 = 1024 * 1024;
+
+/// How the store is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub durability: Durability,
+    /// New work is refused while the data dir's filesystem has less free than this (0: never).
+    pub reserve_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            durability: Durability::PowerLoss,
+            reserve_bytes: 0,
+        }
+    }
 }
 
 fn holder(pid: Option<u32>) -> String {
@@ -150,15 +223,19 @@ struct GroupCommit {
     flushed: watch::Sender<Flushed>,
     /// Every handle is gone.
     closed: AtomicBool,
-    /// Held while the store or its flusher lives.
-    _lock: disk::DirLock,
+    dir: PathBuf,
+    reserve_bytes: u64,
 }
 
-/// How far the flusher got: every write up to `seq` is durable, unless it `failed`.
+/// How far the flusher got: every write up to `seq` is durable, unless it `failed` for good.
+/// `flush_errors` counts failed flushes (each is retried); `flush_error` is the last one's
+/// reason while the flushes keep failing.
 #[derive(Debug, Clone, Default)]
 struct Flushed {
-    seq: Seq,
+    seq: u64,
     failed: Option<Arc<str>>,
+    flush_errors: u64,
+    flush_error: Option<Arc<str>>,
 }
 
 /// Closes the group commit when dropped.
@@ -174,7 +251,7 @@ impl Drop for Open {
 impl Store {
     /// Opens (or creates) the database in `dir`, locked for this process, and starts the
     /// flusher task.
-    pub fn open(dir: &Path, durability: Durability) -> Result<Store, Error> {
+    pub fn open(dir: &Path, options: Options) -> Result<Store, Error> {
         let lock = disk::DirLock::acquire(dir)?;
         let db = sled::Config::new()
             .path(dir)
@@ -184,7 +261,7 @@ impl Store {
                 dir: dir.to_path_buf(),
                 source,
             })?;
-        let syncer = match durability {
+        let syncer = match options.durability {
             Durability::PowerLoss => {
                 Some(disk::Syncer::open(dir).map_err(|source| Error::DataDir {
                     dir: dir.to_path_buf(),
@@ -198,7 +275,8 @@ impl Store {
             wake: Notify::new(),
             flushed: watch::channel(Flushed::default()).0,
             closed: AtomicBool::new(false),
-            _lock: lock,
+            dir: dir.to_path_buf(),
+            reserve_bytes: options.reserve_bytes,
         });
         let store = Store {
             playbooks: db.open_tree("playbooks")?,
@@ -218,33 +296,70 @@ impl Store {
             commit: commit.clone(),
             _open: Arc::new(Open(commit)),
         };
-        tokio::spawn(flusher(store.db.clone(), syncer, store.commit.clone()));
+        let flushing = Flushing {
+            db: store.db.clone(),
+            syncer,
+            commit: store.commit.clone(),
+            _lock: lock,
+        };
+        tokio::spawn(flusher(flushing));
         Ok(store)
     }
 
     fn written(&self) -> Seq {
-        let seq = self.commit.written.fetch_add(1, Ordering::SeqCst) + 1;
+        let n = self.commit.written.fetch_add(1, Ordering::SeqCst) + 1;
         self.commit.wake.notify_one();
-        seq
+        self.seq(n)
+    }
+
+    fn seq(&self, n: u64) -> Seq {
+        Seq {
+            n,
+            commit: self.commit.clone(),
+        }
     }
 
     /// The newest write so far; waiting on it makes everything written until now durable.
     pub fn last_write(&self) -> Seq {
-        self.commit.written.load(Ordering::SeqCst)
+        self.seq(self.commit.written.load(Ordering::SeqCst))
     }
 
-    /// Waits until every write up to `seq` is flushed.
-    pub async fn durable(&self, seq: Seq) -> Result<(), Error> {
-        let mut rx = self.commit.flushed.subscribe();
-        self.commit.wake.notify_one();
-        let flushed = rx
-            .wait_for(|flushed| flushed.seq >= seq || flushed.failed.is_some())
-            .await
-            .map_err(|_| Error::FlusherStopped)?;
-        match &flushed.failed {
-            Some(why) if flushed.seq < seq => Err(Error::SyncFailed(why.clone())),
-            _ => Ok(()),
+    /// Refuses new work while the data dir's filesystem is below the free-space reserve.
+    pub fn check_room(&self) -> Result<(), Error> {
+        let reserve = self.commit.reserve_bytes;
+        if reserve == 0 {
+            return Ok(());
         }
+        match disk::free_bytes(&self.commit.dir) {
+            Ok(free) if free < reserve => Err(Error::LowSpace { free, reserve }),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "store.free_space_unknown");
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether flushes fail while the disk has room: sled refuses every operation after an IO
+    /// error, so only opening the store again recovers it.
+    pub fn needs_reopen(&self) -> bool {
+        let flushed = self.commit.flushed.borrow().clone();
+        let failing = flushed.flush_error.is_some() || flushed.failed.is_some();
+        let room = disk::free_bytes(&self.commit.dir)
+            .is_ok_and(|free| free >= self.commit.reserve_bytes.max(REOPEN_FREE_MIN));
+        failing && room
+    }
+
+    /// Whether the store takes new work and acknowledges writes; the reason when it does not.
+    pub fn condition(&self) -> Result<(), String> {
+        let flushed = self.commit.flushed.borrow().clone();
+        if let Some(why) = flushed.failed {
+            return Err(Error::SyncFailed(why).to_string());
+        }
+        if let Some(why) = flushed.flush_error {
+            return Err(format!("store: flushes are failing: {why}"));
+        }
+        self.check_room().map_err(|e| e.to_string())
     }
 
     /// A fencing token: strictly increasing for the life of the database, across crashes.
@@ -475,8 +590,24 @@ impl Store {
     }
 }
 
-async fn flusher(db: sled::Db, mut syncer: Option<disk::Syncer>, commit: Arc<GroupCommit>) {
-    let mut flushed: Seq = 0;
+/// What the flusher owns: the database, the syncer, and the data dir's lock, released when
+/// the flusher ends (after the last store handle is gone).
+struct Flushing {
+    db: sled::Db,
+    syncer: Option<disk::Syncer>,
+    commit: Arc<GroupCommit>,
+    _lock: disk::DirLock,
+}
+
+async fn flusher(flushing: Flushing) {
+    let Flushing {
+        db,
+        mut syncer,
+        commit,
+        _lock,
+    } = flushing;
+    let mut flushed: u64 = 0;
+    let mut failing = false;
     loop {
         let target = commit.written.load(Ordering::SeqCst);
         if target <= flushed {
@@ -499,25 +630,42 @@ async fn flusher(db: sled::Db, mut syncer: Option<disk::Syncer>, commit: Arc<Gro
             Err(_) => return fail(&commit, "the flush panicked".into()),
         };
         if let Err(e) = result {
-            tracing::error!(error = %e, "store.flush_failed");
+            if !failing {
+                tracing::error!(error = %e, "store.flush_failed");
+                failing = true;
+            }
+            commit.flushed.send_modify(|f| {
+                f.flush_errors += 1;
+                f.flush_error = Some(e.to_string().into());
+            });
+            if commit.closed.load(Ordering::SeqCst) {
+                return fail(&commit, format!("the store was closed unflushed: {e}"));
+            }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
+        }
+        if failing {
+            tracing::info!("store.flush_recovered");
+            failing = false;
         }
         if let Some(mut s) = syncer.take() {
             match tokio::task::spawn_blocking(move || s.sync().map(|()| s)).await {
                 Ok(Ok(s)) => syncer = Some(s),
-                Ok(Err(e)) => return fail(&commit, e.to_string()),
+                Ok(Err(e)) => return fail(&commit, format!("fdatasync failed: {e}")),
                 Err(_) => return fail(&commit, "the sync panicked".into()),
             }
         }
         flushed = target;
-        commit.flushed.send_modify(|f| f.seq = flushed);
+        commit.flushed.send_modify(|f| {
+            f.seq = flushed;
+            f.flush_error = None;
+        });
     }
 }
 
 /// The flusher stops: every waiter, now and later, is answered with `why`.
 fn fail(commit: &GroupCommit, why: String) {
-    tracing::error!(error = %why, "store.sync_failed");
+    tracing::error!(error = %why, "store.stopped_acknowledging");
     commit.flushed.send_modify(|f| f.failed = Some(why.into()));
 }
 

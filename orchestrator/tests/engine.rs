@@ -11,7 +11,7 @@ use expect_test::{Expect, expect};
 use riposte_orchestrator::clock::Clock;
 use riposte_orchestrator::door::{Node, Request, alerts, playbooks, runs, schedules, workers};
 use riposte_orchestrator::engine::{Engine, Settings, StartRequest};
-use riposte_orchestrator::store::{Durability, Store};
+use riposte_orchestrator::store::{Options, Store};
 use riposte_scheduler::guard::Policy;
 use riposte_scheduler::state::{HistoryEvent, RunId, RunStatus};
 use serde_json::{Value, json};
@@ -33,7 +33,7 @@ impl Bench {
     fn open() -> Bench {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let clock = Clock::manual(START_MS);
-        let store = Store::open(dir.path(), Durability::PowerLoss).expect("the store opens");
+        let store = Store::open(dir.path(), Options::default()).expect("the store opens");
         let node = open_node(store, &clock);
         Bench { node, clock, dir }
     }
@@ -48,7 +48,7 @@ impl Bench {
         // to 10 s.
         let mut tries = 0;
         let store = loop {
-            match Store::open(dir.path(), Durability::PowerLoss) {
+            match Store::open(dir.path(), Options::default()) {
                 Ok(store) => break store,
                 Err(e) if tries == 2_000 => panic!("the store opens again: {e}"),
                 Err(_) => {

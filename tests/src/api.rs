@@ -246,10 +246,15 @@ pub fn describe(run: &Run) -> String {
 
 /// The overall health status (service `""`) at `url`.
 pub async fn health(url: &str) -> Result<ServingStatus, tonic::Status> {
+    health_of(url, "").await
+}
+
+/// The health of one service (`""`: the whole server), e.g. `riposte.store`.
+pub async fn health_of(url: &str, service: &str) -> Result<ServingStatus, tonic::Status> {
     let mut client = HealthClient::new(channel(url));
     let reply = client
         .check(HealthCheckRequest {
-            service: String::new(),
+            service: service.into(),
         })
         .await?;
     Ok(reply.into_inner().status())

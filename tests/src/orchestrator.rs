@@ -38,6 +38,7 @@ pub struct OrchestratorBuilder {
     args: Vec<String>,
     log: Option<String>,
     listen: Option<String>,
+    data_dir: Option<PathBuf>,
 }
 
 impl OrchestratorBuilder {
@@ -83,6 +84,13 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// `--data-dir DIR` (default `data` in the orchestrator's temporary folder), e.g. a folder
+    /// on a small filesystem.
+    pub fn data_dir(mut self, dir: &std::path::Path) -> Self {
+        self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
     /// `--log FILTER` (default `info`).
     pub fn log(mut self, filter: &str) -> Self {
         self.log = Some(filter.into());
@@ -98,7 +106,8 @@ impl OrchestratorBuilder {
         let mut args = self.args;
         args.extend(["--log".into(), self.log.unwrap_or_else(|| "info".into())]);
         let listen = self.listen.unwrap_or_else(|| "127.0.0.1:0".into());
-        let process = spawn(&dir, &listen, &args);
+        let data_dir = self.data_dir.unwrap_or_else(|| dir.path().join("data"));
+        let process = spawn(&dir, &data_dir, &listen, &args);
         let addr = parse_addr(&process);
         let alert_addrs = parse_alert_addrs(&process);
         for ((flag, _), bound) in ALERT_LISTENERS.iter().zip(alert_addrs) {
@@ -110,6 +119,7 @@ impl OrchestratorBuilder {
         Orchestrator {
             process,
             dir,
+            data_dir,
             args,
             addr,
             alert_addrs,
@@ -122,6 +132,7 @@ pub struct Orchestrator {
     // Dropped first: the process is killed and its logs printed before the folder goes.
     process: Process,
     dir: TempDir,
+    data_dir: PathBuf,
     args: Vec<String>,
     addr: SocketAddr,
     /// Where each of [`ALERT_LISTENERS`] listens, when it was started.
@@ -170,7 +181,7 @@ impl Orchestrator {
 
     /// The sled folder.
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data_dir.clone()
     }
 
     /// The process id of the current process.
@@ -222,7 +233,12 @@ impl Orchestrator {
     /// find it again), after killing the current one (`kill -9`) if it still runs.
     pub fn restart(&mut self) {
         self.process.kill9();
-        let process = spawn(&self.dir, &self.addr.to_string(), &self.args);
+        let process = spawn(
+            &self.dir,
+            &self.data_dir,
+            &self.addr.to_string(),
+            &self.args,
+        );
         let addr = parse_addr(&process);
         assert_eq!(
             addr, self.addr,
@@ -267,12 +283,12 @@ impl Orchestrator {
     }
 }
 
-fn spawn(dir: &TempDir, listen: &str, args: &[String]) -> Process {
+fn spawn(dir: &TempDir, data_dir: &std::path::Path, listen: &str, args: &[String]) -> Process {
     let mut argv: Vec<String> = vec![
         "--listen".into(),
         listen.into(),
         "--data-dir".into(),
-        dir.path().join("data").display().to_string(),
+        data_dir.display().to_string(),
     ];
     argv.extend(args.iter().cloned());
     Process::spawn(

@@ -63,9 +63,9 @@ impl Request for IngestAlert {
 
     async fn serve(self, node: &Arc<Node>) -> Result<Vec<StoredAlert>, Error> {
         let _slot = self.slot;
-        let rules = node.lock().alerts.rules();
+        let rules = node.lock()?.alerts.rules();
         let decided = engine::alerts::decide(&self.source, &self.payload, &rules)?;
-        let pending = node.lock().ingest(decided)?;
+        let pending = node.lock()?.ingest(decided)?;
         let alerts = node.durable(pending).await?;
         for a in &alerts {
             tracing::info!(alert = %a.id, source = %a.source, fate = ?a.fate, "alert.ingested");
@@ -97,7 +97,7 @@ impl Request for IngestBatch {
             .await
             .expect("the ingestion semaphore is never closed");
         let mut refused = Vec::new();
-        let rules = node.lock().alerts.rules();
+        let rules = node.lock()?.alerts.rules();
         let mut decided = Vec::with_capacity(self.payloads.len());
         for payload in &self.payloads {
             match engine::alerts::decide(&self.source, payload, &rules) {
@@ -107,7 +107,7 @@ impl Request for IngestBatch {
         }
         let mut last = None;
         {
-            let mut engine = node.lock();
+            let mut engine = node.lock()?;
             for d in decided {
                 match engine.ingest(d) {
                     Ok(pending) => last = Some(pending),
@@ -134,7 +134,7 @@ impl Request for ListAlerts {
     const KIND: Kind = Kind::ListAlerts;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Vec<StoredAlert>, Error> {
-        Ok(node.lock().alerts.list(self.limit)?)
+        Ok(node.lock()?.alerts.list(self.limit)?)
     }
 }
 
@@ -148,7 +148,7 @@ impl Request for GetAlert {
     const KIND: Kind = Kind::GetAlert;
 
     async fn serve(self, node: &Arc<Node>) -> Result<StoredAlert, Error> {
-        Ok(node.lock().alerts.get(self.id)?)
+        Ok(node.lock()?.alerts.get(self.id)?)
     }
 }
 
@@ -170,13 +170,13 @@ impl Request for ApplyRule {
     const KIND: Kind = Kind::ApplyRule;
 
     async fn serve(self, node: &Arc<Node>) -> Result<RuleOutcome, Error> {
-        let outcome = node.lock().alerts.apply_rule(&self.source)?;
+        let outcome = node.lock()?.alerts.apply_rule(&self.source)?;
         match outcome {
             RuleApplied::Invalid(diagnostics) => Ok(RuleOutcome::Invalid(diagnostics)),
             RuleApplied::Applied(pending) => {
                 let stored = node.durable(pending).await?;
                 let rule = node
-                    .lock()
+                    .lock()?
                     .alerts
                     .list_rules()
                     .into_iter()
@@ -195,6 +195,6 @@ impl Request for ListRules {
     const KIND: Kind = Kind::ListRules;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
-        Ok(node.lock().alerts.list_rules())
+        Ok(node.lock()?.alerts.list_rules())
     }
 }

@@ -17,9 +17,9 @@ pub struct ContainmentView {
 }
 
 impl Node {
-    fn containment_view(&self) -> ContainmentView {
-        let (state, held) = self.lock().runs.containment();
-        ContainmentView { state, held }
+    fn containment_view(&self) -> Result<ContainmentView, Error> {
+        let (state, held) = self.lock()?.runs.containment();
+        Ok(ContainmentView { state, held })
     }
 }
 
@@ -37,7 +37,7 @@ impl Request for SetContainment {
 
     async fn serve(self, node: &Arc<Node>) -> Result<ContainmentView, Error> {
         let pending = {
-            let mut engine = node.lock();
+            let mut engine = node.lock()?;
             if self.paused {
                 engine.runs.pause_containment(self.by, self.reason)?
             } else {
@@ -45,7 +45,7 @@ impl Request for SetContainment {
             }
         };
         node.durable(pending).await?;
-        Ok(node.containment_view())
+        node.containment_view()
     }
 }
 
@@ -57,6 +57,6 @@ impl Request for GetContainment {
     const KIND: Kind = Kind::GetContainment;
 
     async fn serve(self, node: &Arc<Node>) -> Result<ContainmentView, Error> {
-        Ok(node.containment_view())
+        node.containment_view()
     }
 }

@@ -29,20 +29,25 @@ use tokio::sync::{Notify, Semaphore};
 use crate::clock::Clock;
 use crate::engine::{self, Engine};
 use crate::pending::Pending;
-use crate::store::{self, Store};
+use crate::store;
 
 /// The orchestrator as requests see it: the engine behind its lock, the store, the clock, and
 /// the admission limits that hold before a request is formed.
 pub struct Node {
-    engine: Mutex<Engine>,
-    store: Store,
+    /// `None` only while [`Node::reopen`] holds the lock.
+    engine: Mutex<Option<Engine>>,
     clock: Clock,
     /// Wakes the timer loop; the engine notifies it when a timer becomes the earliest.
     timers: Arc<Notify>,
     /// Alert payloads being ingested now, at most `ingesting_max` (`--alerts-in-flight`).
     ingesting: Arc<Semaphore>,
     ingesting_max: usize,
+    /// Opens the engine afresh from the data dir (see [`Node::reopen`]).
+    reopen: Option<Reopen>,
 }
+
+/// Opens an engine on a freshly opened store, waking the given timer loop.
+pub type Reopen = Box<dyn Fn(Arc<Notify>) -> Result<Engine, crate::Error> + Send + Sync>;
 
 /// Why a request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +62,9 @@ pub enum Error {
     /// The ingestion queue is full (`--alerts-in-flight`): retry later.
     #[error("{0}")]
     Backlog(String),
+    /// The store is being opened again after a disk failure: retry in a moment.
+    #[error("the orchestrator is opening its store again after a disk failure; retry")]
+    Reopening,
 }
 
 /// What a request is, one word per request type: the closed set every cross-cutting concern
@@ -171,13 +179,19 @@ impl Node {
     /// The door in front of `engine`, admitting at most `ingesting_max` alert payloads at once.
     pub fn new(engine: Engine, ingesting_max: usize) -> Node {
         Node {
-            store: engine.store().clone(),
             clock: engine.clock().clone(),
             timers: engine.timers_changed(),
-            engine: Mutex::new(engine),
+            engine: Mutex::new(Some(engine)),
             ingesting: Arc::new(Semaphore::new(ingesting_max)),
             ingesting_max,
+            reopen: None,
         }
+    }
+
+    /// The same, able to [`reopen`](Node::reopen) its engine with `reopen`.
+    pub fn with_reopen(mut self, reopen: Reopen) -> Node {
+        self.reopen = Some(reopen);
+        self
     }
 
     /// The one entry point: carries out `request` and answers its reply.
@@ -189,22 +203,70 @@ impl Node {
         result
     }
 
-    /// The engine, for one operation under its lock.
-    fn lock(&self) -> Locked<'_> {
+    /// The engine, for one operation under its lock; refused while the store is reopened.
+    fn lock(&self) -> Result<Locked<'_>, Error> {
+        let slot = self.lock_slot();
+        match slot.is_some() {
+            true => Ok(Locked(slot)),
+            false => Err(Error::Reopening),
+        }
+    }
+
+    fn lock_slot(&self) -> MutexGuard<'_, Option<Engine>> {
         // A panic while holding the lock is a bug; the state it left is still the best we have.
-        Locked(
-            self.engine
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        )
+        self.engine
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Waits until `pending` is durable, then gives its value.
     async fn durable<T>(&self, pending: Pending<T>) -> Result<T, Error> {
-        pending
-            .durable(&self.store)
+        pending.durable().await.map_err(Error::NotDurable)
+    }
+
+    /// Replaces the engine with one opened afresh from the data dir: what a store that failed
+    /// a write (sled refuses every operation after an IO error, a full disk among them) needs
+    /// once the disk is writable again. Meanwhile requests are answered UNAVAILABLE
+    /// ([`Error::Reopening`]), as are changes that were not yet durable (they were never
+    /// acknowledged; a retry with the same idempotency key is safe); the runs resume from
+    /// what the store holds, as after a restart, without one. An error means there is no
+    /// engine left: the caller ends the process.
+    pub async fn reopen(self: &Arc<Self>) -> Result<(), crate::Error> {
+        if self.reopen.is_none() {
+            return Ok(());
+        }
+        // The old store's handles go with the engine; its flusher then ends and lets go of the
+        // data dir (its lock and sled's), which may take a moment.
+        let old = self.lock_slot().take();
+        drop(old);
+        let mut tries = 0;
+        let engine = loop {
+            let node = self.clone();
+            let opened = tokio::task::spawn_blocking(move || {
+                let reopen = node.reopen.as_ref().expect("checked above");
+                reopen(node.timers.clone())
+            })
             .await
-            .map_err(Error::NotDurable)
+            .map_err(|e| crate::Error::Io {
+                path: "reopening the store".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            match opened {
+                Ok(engine) => break engine,
+                Err(crate::Error::Store(
+                    store::Error::Locked { .. } | store::Error::Unopenable { .. },
+                )) if tries < REOPEN_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(REOPEN_PAUSE).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        tracing::warn!(runs.active = engine.runs.active_runs(), "store.reopened");
+        *self.lock_slot() = Some(engine);
+        // What fell due while it was closed fires at once.
+        self.timers.notify_one();
+        Ok(())
     }
 
     /// The clock requests read (a worker's last contact, the age of a lease).
@@ -214,7 +276,11 @@ impl Node {
 
     /// Fires expired leases and due timers; answers when to call again (the timer loop).
     pub fn tick(&self) -> Option<std::time::Instant> {
-        self.lock().tick()
+        match self.lock() {
+            Ok(mut engine) => engine.tick(),
+            // Reopening: look again in a moment.
+            Err(_) => Some(self.clock.monotonic() + REOPEN_PAUSE),
+        }
     }
 
     /// Resolves when a timer may have become due earlier than the loop planned.
@@ -222,33 +288,66 @@ impl Node {
         self.timers.notified().await;
     }
 
+    /// Whether the store takes new work and acknowledges writes; the reason when it does not
+    /// (for health checks).
+    pub fn condition(&self) -> Result<(), String> {
+        self.lock()
+            .map_err(|e| e.to_string())
+            .and_then(|engine| engine.store().condition())
+    }
+
+    /// Whether the store failed writes it cannot recover from in place while the disk has
+    /// room again: the moment to [`reopen`](Node::reopen).
+    pub fn needs_reopen(&self) -> bool {
+        self.reopen.is_some()
+            && self
+                .lock()
+                .is_ok_and(|engine| engine.store().needs_reopen())
+    }
+
     /// Waits until every write so far is durable (at shutdown).
     pub async fn flush(&self) -> Result<(), store::Error> {
-        self.store.durable(self.store.last_write()).await
+        let last = match self.lock() {
+            Ok(engine) => engine.store().last_write(),
+            // Reopening: nothing of the old store can be flushed any more.
+            Err(_) => return Ok(()),
+        };
+        last.durable().await
     }
 }
+
+/// How often, and how far apart, reopening tries the data dir while the old store lets go of
+/// it: 10 s in all.
+const REOPEN_TRIES: u32 = 500;
+const REOPEN_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The engine under its lock. Released, it first settles ([`Engine::settle`]): whatever a
 /// request ended, the concerns that follow those runs have heard of before anyone else sees the
 /// engine.
-struct Locked<'a>(MutexGuard<'a, Engine>);
+struct Locked<'a>(MutexGuard<'a, Option<Engine>>);
 
 impl std::ops::Deref for Locked<'_> {
     type Target = Engine;
     fn deref(&self) -> &Engine {
-        &self.0
+        self.0
+            .as_ref()
+            .expect("the engine is open outside a reopen")
     }
 }
 
 impl std::ops::DerefMut for Locked<'_> {
     fn deref_mut(&mut self) -> &mut Engine {
-        &mut self.0
+        self.0
+            .as_mut()
+            .expect("the engine is open outside a reopen")
     }
 }
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        self.0.settle();
+        if let Some(engine) = self.0.as_mut() {
+            engine.settle();
+        }
     }
 }
 

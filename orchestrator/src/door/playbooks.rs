@@ -47,7 +47,7 @@ impl Request for ApplyPlaybook {
     const KIND: Kind = Kind::ApplyPlaybook;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Applied, Error> {
-        let pending = node.lock().runs.apply_playbook(&self.source)?;
+        let pending = node.lock()?.runs.apply_playbook(&self.source)?;
         let (playbook, unchanged) = node.durable(pending).await?;
         tracing::info!(playbook = %playbook.name, version = playbook.version, unchanged, "playbook.applied");
         Ok(Applied {
@@ -67,7 +67,7 @@ impl Request for ApplyBuiltin {
     const KIND: Kind = Kind::ApplyBuiltin;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Builtin, Error> {
-        let pending = node.lock().runs.apply_builtin(self.source)?;
+        let pending = node.lock()?.runs.apply_builtin(self.source)?;
         node.durable(pending).await
     }
 }
@@ -80,7 +80,7 @@ impl Request for ListPlaybooks {
     const KIND: Kind = Kind::ListPlaybooks;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
-        Ok(node.lock().runs.list_playbooks()?)
+        Ok(node.lock()?.runs.list_playbooks()?)
     }
 }
 
@@ -95,7 +95,7 @@ impl Request for GetPlaybook {
     const KIND: Kind = Kind::GetPlaybook;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
-        let mut engine = node.lock();
+        let mut engine = node.lock()?;
         let compiled = engine.runs.playbook(&self.name, self.version)?;
         let stored = engine
             .store()

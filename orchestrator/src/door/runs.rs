@@ -47,7 +47,7 @@ impl RunView {
 impl Node {
     /// The run `id` as it is now, with its playbook.
     fn run_view(&self, id: RunId) -> Result<RunView, Error> {
-        let mut engine = self.lock();
+        let mut engine = self.lock()?;
         let state = engine.runs.run(id)?;
         RunView::of(&mut engine, state)
     }
@@ -68,7 +68,7 @@ impl Request for StartRun {
 
     async fn serve(self, node: &Arc<Node>) -> Result<Started, Error> {
         let (pending, view) = {
-            let mut engine = node.lock();
+            let mut engine = node.lock()?;
             let pending = engine.runs.start_run(self.0)?;
             let (state, _) = pending.peek();
             let view = RunView::of(&mut engine, state.clone())?;
@@ -112,7 +112,7 @@ impl Request for ListRuns {
     const KIND: Kind = Kind::ListRuns;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Vec<RunView>, Error> {
-        let mut engine = node.lock();
+        let mut engine = node.lock()?;
         let runs = engine
             .runs
             .list_runs(&self.playbook, self.status, self.limit)?;
@@ -137,7 +137,7 @@ impl Request for WatchRun {
     const KIND: Kind = Kind::WatchRun;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
-        let pending = node.lock().runs.watch(self.run)?;
+        let pending = node.lock()?.runs.watch(self.run)?;
         let watch = node.durable(pending).await?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         tokio::spawn(follow(node.clone(), self.run, watch, tx));
@@ -176,7 +176,7 @@ async fn follow(node: Arc<Node>, id: RunId, watch: Watch, tx: mpsc::Sender<Histo
         if event.seq <= last {
             continue;
         }
-        if node.store.durable(seq).await.is_err() {
+        if seq.durable().await.is_err() {
             return;
         }
         last = event.seq;
@@ -202,7 +202,11 @@ impl Node {
         last: &mut u64,
         tx: &mpsc::Sender<HistoryEvent>,
     ) -> Sent {
-        let Ok(rest) = self.lock().runs.history_after(id, *last) else {
+        let rest = match self.lock() {
+            Ok(engine) => engine.runs.history_after(id, *last),
+            Err(_) => return Sent::Stop,
+        };
+        let Ok(rest) = rest else {
             return Sent::Stop;
         };
         if self.flush().await.is_err() {
@@ -239,7 +243,7 @@ impl Request for CancelRun {
 
     async fn serve(self, node: &Arc<Node>) -> Result<RunView, Error> {
         let pending = node
-            .lock()
+            .lock()?
             .runs
             .cancel_run(self.run, self.reason, self.by)?;
         node.durable(pending).await?;
@@ -263,7 +267,7 @@ impl Request for RepairRun {
 
     async fn serve(self, node: &Arc<Node>) -> Result<RunView, Error> {
         let pending =
-            node.lock()
+            node.lock()?
                 .runs
                 .repair(self.run, self.repair, self.step, self.by, self.reason)?;
         node.durable(pending).await?;
@@ -280,7 +284,7 @@ impl Request for Decide {
 
     async fn serve(self, node: &Arc<Node>) -> Result<RunView, Error> {
         let run = self.0.run;
-        let pending = node.lock().runs.decide(self.0)?;
+        let pending = node.lock()?.runs.decide(self.0)?;
         node.durable(pending).await?;
         node.run_view(run)
     }
@@ -294,7 +298,7 @@ impl Request for ListApprovals {
     const KIND: Kind = Kind::ListApprovals;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Vec<ApprovalView>, Error> {
-        Ok(node.lock().runs.approvals())
+        Ok(node.lock()?.runs.approvals())
     }
 }
 
@@ -306,7 +310,7 @@ impl Request for ListGrants {
     const KIND: Kind = Kind::ListGrants;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Vec<GrantView>, Error> {
-        Ok(node.lock().runs.grants())
+        Ok(node.lock()?.runs.grants())
     }
 }
 
@@ -333,7 +337,7 @@ impl Request for RevokeGrant {
             reason,
         } = self;
         let (pending, grant) = {
-            let mut engine = node.lock();
+            let mut engine = node.lock()?;
             let pending = engine
                 .runs
                 .revoke_grant(run, step.clone(), item, by, reason)?;

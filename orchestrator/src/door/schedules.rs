@@ -37,7 +37,7 @@ impl Request for ApplySchedule {
     const KIND: Kind = Kind::ApplySchedule;
 
     async fn serve(self, node: &Arc<Node>) -> Result<ScheduleApplied, Error> {
-        let outcome = node.lock().apply_schedule(&self.source)?;
+        let outcome = node.lock()?.apply_schedule(&self.source)?;
         match outcome {
             ApplyOutcome::Invalid(diagnostics) => Ok(ScheduleApplied::Invalid(diagnostics)),
             ApplyOutcome::Applied(pending) => {
@@ -56,7 +56,7 @@ impl Request for ListSchedules {
     const KIND: Kind = Kind::ListSchedules;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Vec<ScheduleView>, Error> {
-        Ok(node.lock().schedules.list()?)
+        Ok(node.lock()?.schedules.list()?)
     }
 }
 
@@ -72,7 +72,7 @@ impl Request for GetScheduleHistory {
     const KIND: Kind = Kind::GetScheduleHistory;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Vec<LedgerEntry>, Error> {
-        Ok(node.lock().schedules.history(&self.name, self.limit)?)
+        Ok(node.lock()?.schedules.history(&self.name, self.limit)?)
     }
 }
 
@@ -88,7 +88,7 @@ impl Request for TriggerSchedule {
     const KIND: Kind = Kind::TriggerSchedule;
 
     async fn serve(self, node: &Arc<Node>) -> Result<LedgerEntry, Error> {
-        let pending = node.lock().trigger_schedule(&self.name, &self.by)?;
+        let pending = node.lock()?.trigger_schedule(&self.name, &self.by)?;
         let entry = node.durable(pending).await?;
         tracing::info!(schedule = %self.name, by = %self.by, fate = ?entry.fate, "schedule.triggered");
         Ok(entry)
@@ -108,10 +108,10 @@ impl Request for SetSchedulePaused {
     const KIND: Kind = Kind::SetSchedulePaused;
 
     async fn serve(self, node: &Arc<Node>) -> Result<ScheduleView, Error> {
-        let pending = node
-            .lock()
-            .schedules
-            .pause(&self.name, self.paused, self.by, self.reason)?;
+        let pending =
+            node.lock()?
+                .schedules
+                .pause(&self.name, self.paused, self.by, self.reason)?;
         node.durable(pending).await
     }
 }

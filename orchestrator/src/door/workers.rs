@@ -50,7 +50,7 @@ impl Request for Register {
             last_seen: now,
             last_heartbeat: now,
         };
-        let mut engine = node.lock();
+        let mut engine = node.lock()?;
         engine.runs.register(worker);
         let settings = engine.settings();
         Ok(Terms {
@@ -73,11 +73,11 @@ impl Request for PollTask {
     const KIND: Kind = Kind::PollTask;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Option<LeasedTask>, Error> {
-        let poll = node.lock().runs.poll(&self.worker)?;
+        let poll = node.lock()?.runs.poll(&self.worker)?;
         let pending = match poll {
             Poll::Now(leased) => Some(*leased),
             Poll::Wait(mut rx) => {
-                let max = node.lock().settings().poll_wait_max;
+                let max = node.lock()?.settings().poll_wait_max;
                 match tokio::time::timeout(self.wait.min(max), &mut rx).await {
                     Ok(Ok(leased)) => Some(leased),
                     Ok(Err(_)) => None,
@@ -117,7 +117,7 @@ impl Request for Heartbeat {
     const KIND: Kind = Kind::Heartbeat;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
-        Ok(node.lock().runs.heartbeat(&self.worker, &self.held)?)
+        Ok(node.lock()?.runs.heartbeat(&self.worker, &self.held)?)
     }
 }
 
@@ -137,7 +137,7 @@ impl Request for ReportResult {
 
     async fn serve(self, node: &Arc<Node>) -> Result<bool, Error> {
         let pending = node
-            .lock()
+            .lock()?
             .runs
             .report(&self.task_id, self.token, self.outcome)?;
         let report = node.durable(pending).await?;
@@ -161,6 +161,6 @@ impl Request for ListWorkers {
 
     async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
         let now = node.clock.monotonic();
-        Ok((node.lock().runs.workers(), now))
+        Ok((node.lock()?.runs.workers(), now))
     }
 }

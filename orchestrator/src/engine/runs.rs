@@ -86,6 +86,9 @@ impl Runs {
     pub(super) fn prepare_start(&mut self, req: StartRequest) -> Result<Prepared, Error> {
         check_len("idempotency key", &req.idempotency_key)?;
         check_len("requested_by", &req.requested_by)?;
+        self.store
+            .check_room()
+            .map_err(|e| Error::ResourceExhausted(e.to_string()))?;
         // A dry run's key lives apart: a plan never answers for (or blocks) a real run.
         let claim = match (req.idempotency_key.is_empty(), req.dry_run) {
             (true, _) => String::new(),

@@ -28,6 +28,22 @@ pub enum Durability {
     ProcessCrash,
 }
 
+/// Bytes an unprivileged writer may still use on the filesystem holding `dir`.
+pub(super) fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    let stat = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
+    #[allow(
+        clippy::useless_conversion,
+        reason = "the block count is not a u64 on every platform"
+    )]
+    let blocks = u64::from(stat.blocks_available());
+    #[allow(
+        clippy::useless_conversion,
+        reason = "the fragment size is not a u64 on every platform"
+    )]
+    let fragment = u64::from(stat.fragment_size());
+    Ok(blocks.saturating_mul(fragment))
+}
+
 /// The lock on a data dir, released when dropped (and by the kernel if the process dies).
 pub(super) struct DirLock {
     _file: File,

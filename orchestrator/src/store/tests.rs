@@ -34,7 +34,7 @@ fn write(store: &Store, name: &str, cursor_ms: i64, entries: &[LedgerEntry]) -> 
 #[tokio::test]
 async fn a_schedule_and_its_state_round_trip_and_an_apply_replaces_the_source() {
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let store = Store::open(dir.path(), Durability::PowerLoss).expect("opens");
+    let store = Store::open(dir.path(), Options::default()).expect("opens");
     let stored = StoredSchedule {
         name: "beat".into(),
         source: "v1".into(),
@@ -51,14 +51,14 @@ async fn a_schedule_and_its_state_round_trip_and_an_apply_replaces_the_source() 
         ..stored.clone()
     };
     let seq = store.put_schedule(&replaced, &state).expect("stored");
-    store.durable(seq).await.expect("durable");
+    seq.durable().await.expect("durable");
     assert_eq!(store.schedules().expect("read"), vec![(replaced, state)]);
 }
 
 #[tokio::test]
 async fn the_ledger_is_newest_first_per_schedule_and_moves_the_cursor_with_it() {
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let store = Store::open(dir.path(), Durability::PowerLoss).expect("opens");
+    let store = Store::open(dir.path(), Options::default()).expect("opens");
     let stored = StoredSchedule {
         name: "a".into(),
         source: String::new(),
@@ -107,7 +107,7 @@ async fn the_ledger_is_newest_first_per_schedule_and_moves_the_cursor_with_it() 
 #[tokio::test]
 async fn pruning_keeps_the_newest_entries() {
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let store = Store::open(dir.path(), Durability::PowerLoss).expect("opens");
+    let store = Store::open(dir.path(), Options::default()).expect("opens");
     let entries: Vec<LedgerEntry> = (0..10)
         .map(|n| entry(n * 1_000, false, LedgerFate::Fired))
         .collect();
@@ -127,7 +127,7 @@ async fn pruning_keeps_the_newest_entries() {
 #[tokio::test]
 async fn expired_dedup_entries_are_pruned_and_live_ones_kept() {
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let store = Store::open(dir.path(), Durability::PowerLoss).expect("opens");
+    let store = Store::open(dir.path(), Options::default()).expect("opens");
     let run = RunId(uuid::Uuid::now_v7());
     let write = AlertWrite {
         alerts: &[],
@@ -199,7 +199,7 @@ fn stored_alert(payload_id: Option<uuid::Uuid>) -> StoredAlert {
 #[tokio::test]
 async fn a_payload_is_stored_once_beside_its_alerts_and_pruned_with_them() {
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let store = Store::open(dir.path(), Durability::PowerLoss).expect("opens");
+    let store = Store::open(dir.path(), Options::default()).expect("opens");
     let first = stored_alert(None);
     let second = stored_alert(first.payload_id);
     let pair = [first.clone(), second.clone()];

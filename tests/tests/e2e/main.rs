@@ -18,6 +18,7 @@ mod builtin_playbooks;
 mod crash_recovery;
 mod dag;
 mod dev_mode;
+mod disk_full;
 mod frozen_worker;
 mod linux_account;
 mod linux_firewall;
