@@ -278,7 +278,7 @@ async fn report_store_health(node: Arc<door::Node>, health: tonic_health::server
             eprintln!("error: the store failed and could not be opened again: {e}");
             std::process::exit(1);
         }
-        let now = node.condition();
+        let now = node.condition().map_err(|e| e.to_string());
         if last.as_ref() != Some(&now) {
             let status = match &now {
                 Ok(()) => {

@@ -55,45 +55,6 @@ use tokio::sync::{Notify, watch};
 
 use riposte_scheduler::state::{HistoryEvent, RunId, RunState};
 
-/// A write's place in the commit order of the store that made it; durable once a flush of that
-/// store covers it ([`Seq::durable`]). A `Seq` of a store since closed (reopened after a disk
-/// failure) never becomes durable: waiting on it fails.
-#[derive(Clone)]
-pub struct Seq {
-    n: u64,
-    commit: Arc<GroupCommit>,
-}
-
-impl std::fmt::Debug for Seq {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Seq({})", self.n)
-    }
-}
-
-impl Seq {
-    /// Waits until every write of its store up to this one is flushed; a flush that fails
-    /// meanwhile ends the wait at once with its reason (the flusher keeps trying).
-    pub async fn durable(&self) -> Result<(), Error> {
-        let commit = &self.commit;
-        let mut rx = commit.flushed.subscribe();
-        let errors_before = rx.borrow().flush_errors;
-        commit.wake.notify_one();
-        let seq = self.n;
-        let flushed = rx
-            .wait_for(|f| f.seq >= seq || f.failed.is_some() || f.flush_errors > errors_before)
-            .await
-            .map_err(|_| Error::FlusherStopped)?;
-        if flushed.seq >= seq {
-            return Ok(());
-        }
-        match (&flushed.failed, &flushed.flush_error) {
-            (Some(why), _) => Err(Error::SyncFailed(why.clone())),
-            (None, Some(why)) => Err(Error::FlushFailed(why.clone())),
-            (None, None) => Err(Error::FlushFailed("unknown".into())),
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("store: {0}")]
@@ -217,37 +178,6 @@ pub struct Store {
     _open: Arc<Open>,
 }
 
-struct GroupCommit {
-    written: AtomicU64,
-    wake: Notify,
-    flushed: watch::Sender<Flushed>,
-    /// Every handle is gone.
-    closed: AtomicBool,
-    dir: PathBuf,
-    reserve_bytes: u64,
-}
-
-/// How far the flusher got: every write up to `seq` is durable, unless it `failed` for good.
-/// `flush_errors` counts failed flushes (each is retried); `flush_error` is the last one's
-/// reason while the flushes keep failing.
-#[derive(Debug, Clone, Default)]
-struct Flushed {
-    seq: u64,
-    failed: Option<Arc<str>>,
-    flush_errors: u64,
-    flush_error: Option<Arc<str>>,
-}
-
-/// Closes the group commit when dropped.
-struct Open(Arc<GroupCommit>);
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.closed.store(true, Ordering::SeqCst);
-        self.0.wake.notify_one();
-    }
-}
-
 impl Store {
     /// Opens (or creates) the database in `dir`, locked for this process, and starts the
     /// flusher task.
@@ -313,10 +243,7 @@ impl Store {
     }
 
     fn seq(&self, n: u64) -> Seq {
-        Seq {
-            n,
-            commit: self.commit.clone(),
-        }
+        Seq::new(n, self.commit.clone())
     }
 
     /// The newest write so far; waiting on it makes everything written until now durable.
@@ -351,15 +278,15 @@ impl Store {
     }
 
     /// Whether the store takes new work and acknowledges writes; the reason when it does not.
-    pub fn condition(&self) -> Result<(), String> {
+    pub fn condition(&self) -> Result<(), Error> {
         let flushed = self.commit.flushed.borrow().clone();
         if let Some(why) = flushed.failed {
-            return Err(Error::SyncFailed(why).to_string());
+            return Err(Error::SyncFailed(why));
         }
         if let Some(why) = flushed.flush_error {
-            return Err(format!("store: flushes are failing: {why}"));
+            return Err(Error::FlushFailed(why));
         }
-        self.check_room().map_err(|e| e.to_string())
+        self.check_room()
     }
 
     /// A fencing token: strictly increasing for the life of the database, across crashes.
@@ -590,85 +517,6 @@ impl Store {
     }
 }
 
-/// What the flusher owns: the database, the syncer, and the data dir's lock, released when
-/// the flusher ends (after the last store handle is gone).
-struct Flushing {
-    db: sled::Db,
-    syncer: Option<disk::Syncer>,
-    commit: Arc<GroupCommit>,
-    _lock: disk::DirLock,
-}
-
-async fn flusher(flushing: Flushing) {
-    let Flushing {
-        db,
-        mut syncer,
-        commit,
-        _lock,
-    } = flushing;
-    let mut flushed: u64 = 0;
-    let mut failing = false;
-    loop {
-        let target = commit.written.load(Ordering::SeqCst);
-        if target <= flushed {
-            if commit.closed.load(Ordering::SeqCst) {
-                return;
-            }
-            commit.wake.notified().await;
-            continue;
-        }
-        let db = db.clone();
-        let flush = tokio::task::spawn_blocking(move || {
-            let flushed = db.flush().map(|_| ());
-            (flushed, syncer)
-        });
-        let result = match flush.await {
-            Ok((result, returned)) => {
-                syncer = returned;
-                result
-            }
-            Err(_) => return fail(&commit, "the flush panicked".into()),
-        };
-        if let Err(e) = result {
-            if !failing {
-                tracing::error!(error = %e, "store.flush_failed");
-                failing = true;
-            }
-            commit.flushed.send_modify(|f| {
-                f.flush_errors += 1;
-                f.flush_error = Some(e.to_string().into());
-            });
-            if commit.closed.load(Ordering::SeqCst) {
-                return fail(&commit, format!("the store was closed unflushed: {e}"));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            continue;
-        }
-        if failing {
-            tracing::info!("store.flush_recovered");
-            failing = false;
-        }
-        if let Some(mut s) = syncer.take() {
-            match tokio::task::spawn_blocking(move || s.sync().map(|()| s)).await {
-                Ok(Ok(s)) => syncer = Some(s),
-                Ok(Err(e)) => return fail(&commit, format!("fdatasync failed: {e}")),
-                Err(_) => return fail(&commit, "the sync panicked".into()),
-            }
-        }
-        flushed = target;
-        commit.flushed.send_modify(|f| {
-            f.seq = flushed;
-            f.flush_error = None;
-        });
-    }
-}
-
-/// The flusher stops: every waiter, now and later, is answered with `why`.
-fn fail(commit: &GroupCommit, why: String) {
-    tracing::error!(error = %why, "store.stopped_acknowledging");
-    commit.flushed.send_modify(|f| f.failed = Some(why.into()));
-}
-
 fn playbook_key(name: &str, version: u32) -> Vec<u8> {
     let mut key = name.as_bytes().to_vec();
     key.push(0);
@@ -745,12 +593,15 @@ fn decode<T: for<'de> Deserialize<'de>>(tree: &'static str, bytes: &[u8]) -> Res
 }
 
 mod alerts;
+mod commit;
 pub mod disk;
 mod schedules;
 #[cfg(test)]
 mod tests;
 pub use alerts::{AlertFate, AlertWrite, BudgetState, DedupEntry, StoredAlert, StoredRule};
 use alerts::{dedup_key, payload_key};
+pub use commit::Seq;
+use commit::{Flushed, Flushing, GroupCommit, Open, flusher};
 pub use disk::Durability;
 use schedules::ledger_key;
 pub use schedules::{

@@ -28,6 +28,7 @@ pub mod api;
 pub mod apt_repo;
 pub use riposte_test_support::{azure, host};
 pub mod binaries;
+pub mod chaos;
 pub mod cli;
 pub mod netns;
 pub mod orchestrator;

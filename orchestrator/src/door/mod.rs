@@ -290,10 +290,10 @@ impl Node {
 
     /// Whether the store takes new work and acknowledges writes; the reason when it does not
     /// (for health checks).
-    pub fn condition(&self) -> Result<(), String> {
-        self.lock()
-            .map_err(|e| e.to_string())
-            .and_then(|engine| engine.store().condition())
+    pub fn condition(&self) -> Result<(), Error> {
+        let engine = self.lock()?;
+        let condition = engine.store().condition();
+        condition.map_err(|e| Error::Engine(engine::Error::Store(e)))
     }
 
     /// Whether the store failed writes it cannot recover from in place while the disk has

@@ -15,6 +15,7 @@ mod alerts;
 mod azure_response;
 mod bad_input;
 mod builtin_playbooks;
+mod chaos;
 mod crash_recovery;
 mod dag;
 mod dev_mode;

@@ -1,0 +1,37 @@
+//! `riposte-chaos`: the fault suite at full scale (1,000 runs and 50 faults per scenario, or
+//! `--small` for CI's scale), printed as a table: for each fault, the runs acknowledged, lost,
+//! duplicated and stuck, and the time to recover. The exit code is 1 if any run was lost,
+//! duplicated or stuck.
+
+use std::process::ExitCode;
+
+use riposte_tests::chaos::{self, Outcome, Scale};
+
+fn main() -> ExitCode {
+    let small = std::env::args().any(|a| a == "--small");
+    let scale = if small { Scale::SMALL } else { Scale::FULL };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let outcomes = runtime.block_on(async {
+        eprintln!(
+            "riposte-chaos: {} runs and {} faults per scenario",
+            scale.runs, scale.faults
+        );
+        vec![
+            chaos::coordinator_kills(scale).await,
+            chaos::worker_kills(scale).await,
+            chaos::frozen_worker(scale).await,
+        ]
+    });
+    println!("{}", Outcome::header());
+    for outcome in &outcomes {
+        println!("{}", outcome.row());
+    }
+    if outcomes.iter().all(Outcome::clean) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

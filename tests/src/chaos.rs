@@ -1,0 +1,303 @@
+//! The fault suite: real processes under real faults, and what became of every run they had
+//! acknowledged. Each scenario starts its runs (each with an idempotency key, retried on any
+//! error until acknowledged, as a careful client does), injects its fault, waits for every run
+//! to end, and counts:
+//!
+//! - **acknowledged**: runs whose start was answered;
+//! - **lost**: acknowledged runs the orchestrator no longer knows;
+//! - **duplicated**: results recorded twice for the same step item (`task.succeeded`);
+//! - **stuck**: acknowledged runs still running when the scenario's deadline passed;
+//! - **recovery**: from the fault to the orchestrator serving again (or the run moving on).
+//!
+//! `riposte-chaos` prints the table at full scale; the end-to-end tests run the same
+//! scenarios at a small scale and assert 0 lost, 0 duplicated, 0 stuck.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use riposte_proto::v1::{ListRunsRequest, RunStatus, StartRunRequest};
+use tokio::sync::Semaphore;
+
+use crate::api::{self, Operator};
+use crate::{Orchestrator, Worker};
+
+/// How much each scenario does.
+#[derive(Debug, Clone, Copy)]
+pub struct Scale {
+    /// Runs started per scenario (at most 1000: one ListRuns page).
+    pub runs: usize,
+    /// Faults injected per scenario.
+    pub faults: usize,
+}
+
+impl Scale {
+    /// What CI asserts on.
+    pub const SMALL: Scale = Scale {
+        runs: 60,
+        faults: 4,
+    };
+    /// What `riposte-chaos` prints.
+    pub const FULL: Scale = Scale {
+        runs: 1000,
+        faults: 50,
+    };
+}
+
+/// What one scenario did to the runs.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub scenario: String,
+    pub acknowledged: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub stuck: usize,
+    /// Each fault's time to recover.
+    pub recovery: Vec<Duration>,
+}
+
+impl Outcome {
+    /// Nothing lost, duplicated or stuck.
+    pub fn clean(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.stuck == 0
+    }
+
+    /// The table's header.
+    pub fn header() -> String {
+        format!(
+            "{:<44} {:>12} {:>5} {:>10} {:>6} {:>22}",
+            "scenario", "acknowledged", "lost", "duplicated", "stuck", "recovery median / max"
+        )
+    }
+
+    /// One line of the table.
+    pub fn row(&self) -> String {
+        let mut recovery = self.recovery.clone();
+        recovery.sort();
+        let shown = match (recovery.get(recovery.len() / 2), recovery.last()) {
+            (Some(median), Some(max)) => {
+                format!("{} ms / {} ms", median.as_millis(), max.as_millis())
+            }
+            _ => "-".to_string(),
+        };
+        format!(
+            "{:<44} {:>12} {:>5} {:>10} {:>6} {:>22}",
+            self.scenario, self.acknowledged, self.lost, self.duplicated, self.stuck, shown
+        )
+    }
+}
+
+/// Two steps, each a short task: a run holds a lease for a moment, twice.
+const CHAIN: &str = r#"
+name: chaos
+version: 1
+steps:
+  - id: first
+    action: core.delay
+    with: { duration: 50ms }
+  - id: second
+    needs: [first]
+    action: core.echo
+    with: { done: true }
+"#;
+
+/// Starts at most this many runs at once.
+const STARTS_OUTSTANDING: usize = 32;
+/// How long the runs of a scenario may take to end after its last fault.
+const SETTLE: Duration = Duration::from_secs(120);
+
+/// The orchestrator killed with `kill -9` and restarted on the same data, `scale.faults` times,
+/// while `scale.runs` runs start and run.
+pub async fn coordinator_kills(scale: Scale) -> Outcome {
+    let mut orchestrator = Orchestrator::builder()
+        .lease_timeout("2s")
+        .log("warn")
+        .start();
+    let workers = [
+        Worker::start(&orchestrator.url(), &[], 16),
+        Worker::start(&orchestrator.url(), &[], 16),
+    ];
+    let mut client = orchestrator.client();
+    for worker in &workers {
+        worker.id(&mut client).await;
+    }
+    api::apply_playbook(&mut client, CHAIN).await;
+    let starting = tokio::spawn(start_all(orchestrator.client(), "coordinator", scale.runs));
+    let mut recovery = Vec::new();
+    for _ in 0..scale.faults {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let killed = Instant::now();
+        orchestrator.restart();
+        orchestrator.wait_serving().await;
+        recovery.push(killed.elapsed());
+    }
+    let ids = starting.await.expect("the starts end");
+    settle(
+        "coordinator kill -9 during runs",
+        &mut orchestrator.client(),
+        ids,
+        recovery,
+    )
+    .await
+}
+
+/// A worker killed with `kill -9` and replaced, `scale.faults` times, while the runs run.
+pub async fn worker_kills(scale: Scale) -> Outcome {
+    let orchestrator = Orchestrator::builder()
+        .lease_timeout("1s")
+        .log("warn")
+        .start();
+    let mut workers = vec![
+        Worker::start(&orchestrator.url(), &[], 16),
+        Worker::start(&orchestrator.url(), &[], 16),
+    ];
+    let mut client = orchestrator.client();
+    for worker in &workers {
+        worker.id(&mut client).await;
+    }
+    api::apply_playbook(&mut client, CHAIN).await;
+    let starting = tokio::spawn(start_all(orchestrator.client(), "worker", scale.runs));
+    let mut recovery = Vec::new();
+    for fault in 0..scale.faults {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let victim = fault % workers.len();
+        let killed = Instant::now();
+        workers[victim].kill9();
+        let replacement = Worker::start(&orchestrator.url(), &[], 16);
+        replacement.id(&mut client).await;
+        recovery.push(killed.elapsed());
+        workers[victim] = replacement;
+    }
+    let ids = starting.await.expect("the starts end");
+    settle("worker kill -9 during runs", &mut client, ids, recovery).await
+}
+
+/// One of two workers frozen (SIGSTOP) for three leases while it holds leases, then thawed,
+/// `scale.faults` times.
+pub async fn frozen_worker(scale: Scale) -> Outcome {
+    let orchestrator = Orchestrator::builder()
+        .lease_timeout("1s")
+        .log("warn")
+        .start();
+    let workers = [
+        Worker::start(&orchestrator.url(), &[], 16),
+        Worker::start(&orchestrator.url(), &[], 16),
+    ];
+    let mut client = orchestrator.client();
+    for worker in &workers {
+        worker.id(&mut client).await;
+    }
+    api::apply_playbook(&mut client, CHAIN).await;
+    let starting = tokio::spawn(start_all(orchestrator.client(), "frozen", scale.runs));
+    let mut recovery = Vec::new();
+    for fault in 0..scale.faults.min(5) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let frozen = &workers[fault % workers.len()];
+        let stopped = Instant::now();
+        frozen.sigstop();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        frozen.sigcont();
+        recovery.push(stopped.elapsed());
+    }
+    let ids = starting.await.expect("the starts end");
+    settle("worker SIGSTOP holding leases", &mut client, ids, recovery).await
+}
+
+/// Starts `count` runs with keys `{prefix}-{i}`, each retried until acknowledged; answers
+/// their ids.
+async fn start_all(client: Operator, prefix: &str, count: usize) -> Vec<String> {
+    let permits = Arc::new(Semaphore::new(STARTS_OUTSTANDING));
+    let mut starts = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let permit = permits.clone().acquire_owned().await.expect("open");
+        let mut client = client.clone();
+        let key = format!("{prefix}-{i}");
+        starts.spawn(async move {
+            let id = start_until_acknowledged(&mut client, &key).await;
+            drop(permit);
+            id
+        });
+    }
+    let mut ids = Vec::with_capacity(count);
+    while let Some(id) = starts.join_next().await {
+        ids.push(id.expect("a start"));
+    }
+    ids
+}
+
+async fn start_until_acknowledged(client: &mut Operator, key: &str) -> String {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let request = StartRunRequest {
+            playbook: "chaos".into(),
+            params_json: "{}".into(),
+            idempotency_key: key.into(),
+            requested_by: "chaos".into(),
+            ..Default::default()
+        };
+        match client.start_run(request).await {
+            Ok(reply) => return reply.into_inner().run.expect("a run").run_id,
+            Err(status) if Instant::now() < deadline => {
+                let _ = status;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("StartRun {key} never acknowledged: {status:?}"),
+        }
+    }
+}
+
+/// Waits for the acknowledged runs to end, then counts what became of them.
+async fn settle(
+    scenario: &str,
+    client: &mut Operator,
+    ids: Vec<String>,
+    recovery: Vec<Duration>,
+) -> Outcome {
+    let deadline = Instant::now() + SETTLE;
+    let listed = loop {
+        let request = ListRunsRequest {
+            playbook: "chaos".into(),
+            limit: 1000,
+            ..Default::default()
+        };
+        if let Ok(reply) = client.list_runs(request).await {
+            let runs = reply.into_inner().runs;
+            let running = runs.iter().any(|r| r.status() == RunStatus::Running);
+            if !running || Instant::now() > deadline {
+                break runs;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let by_id: HashMap<&str, RunStatus> = listed
+        .iter()
+        .map(|r| (r.run_id.as_str(), r.status()))
+        .collect();
+    let lost = ids
+        .iter()
+        .filter(|id| !by_id.contains_key(id.as_str()))
+        .count();
+    let stuck = ids
+        .iter()
+        .filter(|id| by_id.get(id.as_str()) == Some(&RunStatus::Running))
+        .count();
+    let mut duplicated = 0;
+    for id in ids.iter().filter(|id| by_id.contains_key(id.as_str())) {
+        let history = api::history(client, id).await;
+        let mut succeeded: HashMap<(String, u32), usize> = HashMap::new();
+        for event in history.iter().filter(|e| e.kind == "task.succeeded") {
+            *succeeded
+                .entry((event.step_id.clone(), event.item))
+                .or_default() += 1;
+        }
+        duplicated += succeeded.values().map(|n| n - 1).sum::<usize>();
+    }
+    Outcome {
+        scenario: scenario.to_string(),
+        acknowledged: ids.len(),
+        lost,
+        duplicated,
+        stuck,
+        recovery,
+    }
+}
