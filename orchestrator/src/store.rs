@@ -27,7 +27,7 @@
 //! plan's ledger entries and the schedule's new cursor ([`Store::put_runs_scheduled`]).
 //!
 //! **Durability.** Writes land in sled's page cache; nothing is acknowledged until a flush
-//! covers it. Every write returns a [`Seq`]; [`Store::durable`] waits until a flush that
+//! covers it. Every write returns a [`Seq`]; [`Seq::durable`] waits until a flush that
 //! started after that write has finished. One background task runs the flushes back to back,
 //! so concurrent writers share one flush (group commit). Under [`Durability::PowerLoss`] (the
 //! default) each flush ends with an `fdatasync` ([`disk`]), so an acknowledged write survives
