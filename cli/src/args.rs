@@ -354,9 +354,12 @@ pub struct ListRunsArgs {
     /// Only runs in this state.
     #[arg(long, value_enum)]
     pub status: Option<StatusFilter>,
-    /// At most this many runs (1 to 1000) [default: 100].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// At most this many runs [default: 100]; more than one page is fetched as needed.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "all")]
     pub limit: Option<u32>,
+    /// Every run the filters keep, page after page.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// The run states one can filter on.

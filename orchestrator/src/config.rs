@@ -39,6 +39,16 @@ pub struct Config {
     #[arg(long, env = "RIPOSTE_MIN_FREE_SPACE", default_value = "256MiB")]
     pub min_free_space: bytesize::ByteSize,
 
+    /// Finished runs (with their history) are removed this long after they finished (1h to
+    /// 10 years).
+    #[arg(long, env = "RIPOSTE_RETENTION", default_value = "30d", value_parser = parse_retention)]
+    pub retention: Duration,
+
+    /// At most this many runs are kept: beyond it the oldest finished ones are removed first,
+    /// whatever their age (running runs are always kept).
+    #[arg(long, env = "RIPOSTE_RETENTION_RUNS_MAX", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
+    pub retention_runs_max: u64,
+
     /// On SIGTERM, how long to wait for requests in flight (long-polls, watch streams) before
     /// exiting anyway; the store is flushed either way. A second SIGTERM exits at once.
     #[arg(long, env = "RIPOSTE_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
@@ -197,6 +207,19 @@ fn parse_ranges(text: &str) -> Result<Ranges, String> {
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Ranges)
+}
+
+/// Parses a retention, `30d`, `12h`, `52w`: from an hour to ten years.
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("`{text}`: {e}"))?;
+    let (min, max) = (
+        Duration::from_secs(3600),
+        Duration::from_secs(3650 * 86_400),
+    );
+    if d < min || d > max {
+        return Err(format!("`{text}` must be from 1h to 3650d"));
+    }
+    Ok(d)
 }
 
 /// Parses `10s`, `500ms`, `2m` and the like; zero and over an hour are refused.

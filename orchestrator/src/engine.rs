@@ -440,7 +440,7 @@ fn check_len(what: &str, value: &str) -> Result<(), Error> {
 }
 
 /// Prefix of the idempotency keys of dry runs (run starts and tasks): never a real run's key.
-const DRY_RUN_KEY_PREFIX: &str = "dry-run:";
+const DRY_RUN_KEY_PREFIX: &str = store::DRY_RUN_CLAIM_PREFIX;
 
 fn scheduler_error(error: scheduler::Error) -> Error {
     match error {

@@ -216,6 +216,11 @@ pub async fn run(
         .await;
     health.set_serving::<WorkerServer<grpc::WorkerApi>>().await;
     let store_health = tokio::spawn(report_store_health(shared.clone(), health.clone()));
+    let pruning = tokio::spawn(prune_runs(
+        shared.clone(),
+        config.retention,
+        config.retention_runs_max as usize,
+    ));
     let result = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(
             oversized_is_resource_exhausted,
@@ -237,6 +242,7 @@ pub async fn run(
         .await;
     timers.abort();
     store_health.abort();
+    pruning.abort();
     for listener in alert_listeners {
         listener.abort();
     }
@@ -296,6 +302,23 @@ async fn report_store_health(node: Arc<door::Node>, health: tonic_health::server
             last = Some(now);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// How often finished runs past their retention are removed.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Removes finished runs past `retention` (or beyond `keep_max` runs) a minute after the start,
+/// then every [`PRUNE_EVERY`].
+async fn prune_runs(node: Arc<door::Node>, retention: Duration, keep_max: usize) {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    loop {
+        match node.prune_runs(retention, keep_max).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "runs.pruned"),
+            Err(e) => tracing::warn!(error = %e, "runs.prune_failed"),
+        }
+        tokio::time::sleep(PRUNE_EVERY).await;
     }
 }
 

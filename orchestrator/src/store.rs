@@ -6,7 +6,9 @@
 //! - `active`: run id -> empty, for every run still running (what a restart resumes)
 //! - `history`: run id + seq (u64 BE) -> [`HistoryEvent`] (JSON)
 //! - `run_keys`: idempotency key -> run id
-//! - `settings`: `containment` -> [`Containment`] (JSON), the kill switch
+//! - `run_playbooks`: `playbook \0 run id` -> empty, the runs of each playbook ([`listing`])
+//! - `settings`: `containment` -> [`Containment`] (JSON), the kill switch; `format` -> the
+//!   store's format version (absent: 1; see [`listing`])
 //! - `schedules`: schedule name -> [`StoredSchedule`] (JSON): its source as last applied
 //! - `schedule_state`: schedule name -> [`ScheduleState`] (JSON): cursor, pause, queued fire
 //! - `schedule_ledger`: `name \0 scheduled_ms (i64, sign-flipped BE) manual (u8)` ->
@@ -86,6 +88,17 @@ pub enum Error {
     /// may still become durable (a retry with the same idempotency key finds it).
     #[error("store: the flush failed ({0}); the change is not durable yet, retry")]
     FlushFailed(Arc<str>),
+    /// The data dir was written by a newer Riposte.
+    #[error(
+        "the store in {} has format {found}, newer than the {known} this orchestrator reads; \
+         run a newer riposte-orchestrator",
+        .dir.display()
+    )]
+    NewerFormat {
+        dir: PathBuf,
+        found: u32,
+        known: u32,
+    },
     /// The data dir's filesystem is below the free-space reserve: new work is refused.
     #[error(
         "the data dir's filesystem has {} free, below the {} reserve (--min-free-space); \
@@ -102,6 +115,9 @@ fn size(bytes: u64) -> String {
 
 /// Free space needed before a failed store is opened again (when no reserve is set).
 const REOPEN_FREE_MIN: u64 = 1024 * 1024;
+
+/// Prefix of the idempotency key a dry run claims: never a real run's key.
+pub const DRY_RUN_CLAIM_PREFIX: &str = "dry-run:";
 
 /// How the store is opened.
 #[derive(Debug, Clone, Copy)]
@@ -164,6 +180,8 @@ pub struct Store {
     active: sled::Tree,
     history: sled::Tree,
     run_keys: sled::Tree,
+    /// `playbook \0 run id` -> empty: the runs of each playbook, for listing.
+    run_playbooks: sled::Tree,
     settings: sled::Tree,
     schedules: sled::Tree,
     schedule_state: sled::Tree,
@@ -214,6 +232,7 @@ impl Store {
             active: db.open_tree("active")?,
             history: db.open_tree("history")?,
             run_keys: db.open_tree("run_keys")?,
+            run_playbooks: db.open_tree("run_playbooks")?,
             settings: db.open_tree("settings")?,
             schedules: db.open_tree("schedules")?,
             schedule_state: db.open_tree("schedule_state")?,
@@ -226,6 +245,7 @@ impl Store {
             commit: commit.clone(),
             _open: Arc::new(Open(commit)),
         };
+        store.migrate(dir)?;
         let flushing = Flushing {
             db: store.db.clone(),
             syncer,
@@ -375,6 +395,8 @@ impl Store {
             id: [u8; 16],
             value: Vec<u8>,
             running: bool,
+            /// `playbook \0 id`, for a run's first write.
+            index: Option<Vec<u8>>,
             events: Vec<(Vec<u8>, Vec<u8>)>,
         }
         let encoded: Vec<Encoded> = writes
@@ -383,6 +405,10 @@ impl Store {
                 id: run.id.to_bytes(),
                 value: serde_json::to_vec(run).expect("run state serializes"),
                 running: !run.status.is_terminal(),
+                index: history
+                    .iter()
+                    .any(|e| e.seq == 1)
+                    .then(|| listing::playbook_key(&run.playbook, run.id)),
                 events: history
                     .iter()
                     .map(|e| {
@@ -406,11 +432,15 @@ impl Store {
             &self.alerts,
             &self.alert_dedup,
             &self.rule_budget,
+            &self.run_playbooks,
         )
             .transaction(
-                |(runs, active, history, keys, sched_state, ledger, al, dd, bu)| {
+                |(runs, active, history, keys, sched_state, ledger, al, dd, bu, by_playbook)| {
                     for run in &encoded {
                         runs.insert(&run.id, run.value.as_slice())?;
+                        if let Some(key) = &run.index {
+                            by_playbook.insert(key.as_slice(), &[])?;
+                        }
                         if run.running {
                             active.insert(&run.id, &[])?;
                         } else {
@@ -488,11 +518,6 @@ impl Store {
             .run_keys
             .get(key.as_bytes())?
             .and_then(|v| RunId::from_bytes(&v)))
-    }
-
-    /// Runs newest first.
-    pub fn runs_newest_first(&self) -> impl Iterator<Item = Result<RunState, Error>> + '_ {
-        self.runs.iter().rev().map(|kv| decode("runs", &kv?.1))
     }
 
     /// Every run still running (to resume after a restart).
@@ -595,6 +620,7 @@ fn decode<T: for<'de> Deserialize<'de>>(tree: &'static str, bytes: &[u8]) -> Res
 mod alerts;
 mod commit;
 pub mod disk;
+mod listing;
 mod schedules;
 #[cfg(test)]
 mod tests;
@@ -603,6 +629,7 @@ use alerts::{dedup_key, payload_key};
 pub use commit::Seq;
 use commit::{Flushed, Flushing, GroupCommit, Open, flusher};
 pub use disk::Durability;
+pub use listing::{RunFilter, RunPage};
 use schedules::ledger_key;
 pub use schedules::{
     LedgerEntry, LedgerFate, QueuedFire, ScheduleState, ScheduleWrite, StoredSchedule,

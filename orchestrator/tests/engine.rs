@@ -11,7 +11,7 @@ use expect_test::{Expect, expect};
 use riposte_orchestrator::clock::Clock;
 use riposte_orchestrator::door::{Node, Request, alerts, playbooks, runs, schedules, workers};
 use riposte_orchestrator::engine::{Engine, Settings, StartRequest};
-use riposte_orchestrator::store::{Options, Store};
+use riposte_orchestrator::store::{Options, RunFilter, Store};
 use riposte_scheduler::guard::Policy;
 use riposte_scheduler::state::{HistoryEvent, RunId, RunStatus};
 use serde_json::{Value, json};
@@ -40,10 +40,16 @@ impl Bench {
 
     /// The orchestrator stopped and started again on the same folder, `down` later.
     async fn restart(self, down: Duration) -> Bench {
+        self.restart_with(down, async || {}).await
+    }
+
+    /// [`Bench::restart`], doing `meanwhile` while the orchestrator is down.
+    async fn restart_with(self, down: Duration, meanwhile: impl AsyncFnOnce()) -> Bench {
         let Bench { node, clock, dir } = self;
         node.flush().await.expect("flushed");
         drop(node);
         clock.advance(down);
+        meanwhile().await;
         // The store's flusher lets go of the folder once the last handle is gone: try for up
         // to 10 s.
         let mut tries = 0;
@@ -332,12 +338,12 @@ async fn an_alert_storm_coalesces_into_one_run_per_address_and_records_every_ale
     assert_eq!(runs.len(), 2, "one run per address");
     let listed = bench
         .handle(runs::ListRuns {
-            playbook: String::new(),
-            status: None,
+            filter: RunFilter::default(),
+            before: None,
             limit: 100,
         })
         .await;
-    assert_eq!(listed.len(), 2, "no other run was started");
+    assert_eq!(listed.runs.len(), 2, "no other run was started");
     let stored = bench.handle(alerts::ListAlerts { limit: 1000 }).await;
     assert_eq!(stored.len(), 60, "every alert is recorded with its fate");
 
@@ -384,13 +390,16 @@ async fn a_schedule_catches_up_after_downtime_as_its_policy_says_and_never_fires
 
     let started = bench
         .handle(runs::ListRuns {
-            playbook: "tick".into(),
-            status: None,
+            filter: RunFilter {
+                playbook: "tick".into(),
+                status: None,
+            },
+            before: None,
             limit: 100,
         })
         .await;
     assert_eq!(
-        started.len(),
+        started.runs.len(),
         3 + 3 + 1,
         "on time, caught up, and nothing twice"
     );
@@ -489,4 +498,133 @@ async fn a_task_no_worker_offers_shows_why_it_waits_then_fails_at_schedule_to_st
             +900s step.failed block
             +900s run.finished"#]],
     );
+}
+
+const NOOP: &str = r#"
+name: noop
+version: 1
+steps:
+  - id: only
+    action: core.noop
+"#;
+
+const PARKED: &str = r#"
+name: parked
+version: 1
+steps:
+  - id: nap
+    sleep: 30d
+"#;
+
+impl Bench {
+    /// Every page of ListRuns with `filter`, `limit` runs a page: the run ids in order.
+    async fn all_pages(&self, filter: RunFilter, limit: usize) -> Vec<Vec<RunId>> {
+        let mut pages = Vec::new();
+        let mut before = None;
+        loop {
+            let list = runs::ListRuns {
+                filter: filter.clone(),
+                before,
+                limit,
+            };
+            let page = self.handle(list).await;
+            pages.push(page.runs.iter().map(|v| v.state.id).collect());
+            match page.next {
+                Some(next) => before = Some(next),
+                None => return pages,
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn runs_list_page_by_page_through_their_indexes_and_finished_ones_are_pruned() {
+    let bench = Bench::open();
+    bench.apply_playbook(NOOP).await;
+    bench.apply_playbook(PARKED).await;
+    bench.register(&["core.noop"]).await;
+    let mut finished = Vec::new();
+    for _ in 0..5 {
+        finished.push(bench.start("noop", json!({})).await);
+        bench.work(Ok(json!({}))).await;
+        bench.advance(Duration::from_millis(10));
+    }
+    let parked = [
+        bench.start("parked", json!({})).await,
+        bench.start("parked", json!({})).await,
+    ];
+
+    let noop = RunFilter {
+        playbook: "noop".into(),
+        status: None,
+    };
+    let pages = bench.all_pages(noop.clone(), 2).await;
+    let newest_first: Vec<RunId> = finished.iter().rev().copied().collect();
+    assert_eq!(pages.concat(), newest_first, "every run once, newest first");
+    assert_eq!(pages[0].len(), 2);
+    let running = RunFilter {
+        playbook: String::new(),
+        status: Some(RunStatus::Running),
+    };
+    let parked_newest_first: Vec<RunId> = parked.iter().rev().copied().collect();
+    assert_eq!(
+        bench.all_pages(running, 10).await.concat(),
+        parked_newest_first
+    );
+
+    // Two days on, the finished runs are past a one-day retention; the running ones stay.
+    bench.advance(Duration::from_secs(2 * 86_400));
+    let removed = bench
+        .node
+        .prune_runs(Duration::from_secs(86_400), 1_000_000)
+        .await
+        .expect("pruned");
+    assert_eq!(removed, 5);
+    assert!(bench.all_pages(noop, 10).await.concat().is_empty());
+    let over_count = bench
+        .node
+        .prune_runs(Duration::from_secs(86_400), 1)
+        .await
+        .expect("pruned");
+    assert_eq!(over_count, 0, "running runs are kept, whatever the count");
+    let gone = bench.node.handle(runs::GetRun { run: finished[0] }).await;
+    assert!(gone.is_err(), "a pruned run is gone");
+    assert_eq!(bench.status(parked[0]).await, RunStatus::Running);
+}
+
+#[tokio::test]
+async fn a_data_dir_of_the_previous_format_gets_its_index_on_open() {
+    let bench = Bench::open();
+    bench.apply_playbook(NOOP).await;
+    bench.register(&["core.noop"]).await;
+    let run = bench.start("noop", json!({})).await;
+    bench.work(Ok(json!({}))).await;
+    let dir = bench.dir.path().to_path_buf();
+    let bench = bench
+        .restart_with(Duration::ZERO, async || {
+            // What the previous format wrote: no playbook index, no format version. The
+            // store's flusher lets go of the folder once the last handle is gone.
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the test writes a data dir as the previous format did"
+            )]
+            let db = loop {
+                match sled::open(&dir) {
+                    Ok(db) => break db,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            };
+            db.drop_tree("run_playbooks").expect("dropped");
+            db.open_tree("settings")
+                .expect("settings")
+                .remove("format")
+                .expect("removed");
+            db.flush().expect("flushed");
+        })
+        .await;
+    let noop = RunFilter {
+        playbook: "noop".into(),
+        status: None,
+    };
+    assert_eq!(bench.all_pages(noop, 10).await.concat(), [run]);
 }

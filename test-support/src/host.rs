@@ -1,5 +1,6 @@
 //! The gate of tests that change the host: they create accounts, install packages into the
-//! host's dpkg, and change nftables inside network namespaces, which needs root. They run only
+//! host's dpkg, change nftables inside network namespaces and mount a small tmpfs, which needs
+//! root. They run only
 //! when `RIPOSTE_HOST_TESTS=1`, so that a developer's `cargo test --workspace` leaves the
 //! machine as it was; CI sets it, and then a host test that cannot run fails instead of
 //! passing unseen.
@@ -26,7 +27,7 @@ pub fn enabled() -> bool {
             let _ = writeln!(
                 std::io::stderr(),
                 "skipping the tests that change this host (accounts, dpkg, nftables in network \
-                 namespaces): set {ENABLE}=1, as root, to run them"
+                 namespaces, a tmpfs): set {ENABLE}=1, as root, to run them"
             );
         });
         return false;
@@ -34,7 +35,7 @@ pub fn enabled() -> bool {
     assert!(
         is_root(),
         "{ENABLE}=1 but this is not root: the host tests need root (accounts, dpkg, network \
-         namespaces)"
+         namespaces, mounts)"
     );
     true
 }

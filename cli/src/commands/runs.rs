@@ -10,16 +10,35 @@ use crate::error::{Error, Exit};
 use crate::output::Out;
 use crate::{json, text};
 
-/// Lists runs, newest first.
+/// Runs one page holds at most.
+const PAGE_MAX: usize = 1000;
+
+/// Lists runs, newest first, page after page until `--limit` (100) runs or, with `--all`,
+/// every run.
 pub async fn list(client: &mut Client, out: &mut Out, args: &ListRunsArgs) -> Result<Exit, Error> {
-    let request = ListRunsRequest {
-        playbook: args.playbook.clone().unwrap_or_default(),
-        status: args
-            .status
-            .map_or(RunStatus::Unspecified, |status| status.to_proto()) as i32,
-        limit: args.limit.unwrap_or(0),
+    let wanted = match args.all {
+        true => usize::MAX,
+        false => args.limit.unwrap_or(100) as usize,
     };
-    let runs = client.list_runs(request).await?.runs;
+    let mut runs = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = ListRunsRequest {
+            playbook: args.playbook.clone().unwrap_or_default(),
+            status: args
+                .status
+                .map_or(RunStatus::Unspecified, |status| status.to_proto())
+                as i32,
+            limit: (wanted - runs.len()).min(PAGE_MAX) as u32,
+            page_token,
+        };
+        let page = client.list_runs(request).await?;
+        runs.extend(page.runs);
+        page_token = page.next_page_token;
+        if page_token.is_empty() || runs.len() >= wanted {
+            break;
+        }
+    }
     let now = now_ms();
     match out.format() {
         Format::Json => out.document(&runs.iter().map(|run| json::run(run, now)).collect())?,

@@ -305,6 +305,21 @@ impl Node {
                 .is_ok_and(|engine| engine.store().needs_reopen())
     }
 
+    /// Removes finished runs that finished more than `retention` ago, and the oldest finished
+    /// runs beyond `keep_max`; answers how many (see [`store::Store::prune_runs`]).
+    pub async fn prune_runs(
+        &self,
+        retention: std::time::Duration,
+        keep_max: usize,
+    ) -> Result<usize, Error> {
+        let store = self.lock()?.store().clone();
+        let before_ms = self.clock.now_ms() - retention.as_millis() as i64;
+        tokio::task::spawn_blocking(move || store.prune_runs(before_ms, keep_max))
+            .await
+            .map_err(|e| Error::Engine(engine::Error::InvalidArgument(e.to_string())))?
+            .map_err(|e| Error::Engine(engine::Error::Store(e)))
+    }
+
     /// Waits until every write so far is durable (at shutdown).
     pub async fn flush(&self) -> Result<(), store::Error> {
         let last = match self.lock() {

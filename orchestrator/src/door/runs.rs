@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use riposte_playbooks::Playbook;
-use riposte_scheduler::state::{HistoryEvent, RunId, RunState, RunStatus};
+use riposte_scheduler::state::{HistoryEvent, RunId, RunState};
 use riposte_scheduler::{DecisionRequest, Repair};
 use tokio::sync::{broadcast, mpsc};
 
 use super::{Error, Kind, Node, Request, requests};
 use crate::engine::{self, ApprovalView, GrantView, StartRequest, Watch};
+use crate::store::RunFilter;
 
 requests! {
     StartRun,
@@ -101,24 +102,41 @@ impl Request for GetRun {
 
 /// The newest runs, optionally of one playbook or in one status.
 pub struct ListRuns {
-    /// Empty for every playbook.
-    pub playbook: String,
-    pub status: Option<RunStatus>,
+    pub filter: RunFilter,
+    /// The run the previous page ended with; `None` for the first page.
+    pub before: Option<RunId>,
     pub limit: usize,
 }
 
+/// A page of runs and the run to continue before, when there may be more.
+pub struct RunsPage {
+    pub runs: Vec<RunView>,
+    pub next: Option<RunId>,
+}
+
 impl Request for ListRuns {
-    type Reply = Vec<RunView>;
+    type Reply = RunsPage;
     const KIND: Kind = Kind::ListRuns;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Vec<RunView>, Error> {
+    async fn serve(self, node: &Arc<Node>) -> Result<RunsPage, Error> {
+        // The page is read from the store without the engine's lock (every committed change
+        // is there); the lock is taken once, for the views.
+        let store = node.lock()?.store().clone();
+        let read = move || store.runs_page(&self.filter, self.before, self.limit);
+        let page = tokio::task::spawn_blocking(read)
+            .await
+            .map_err(|e| engine::Error::InvalidArgument(format!("listing runs failed: {e}")))?
+            .map_err(engine::Error::Store)?;
         let mut engine = node.lock()?;
-        let runs = engine
+        let runs = page
             .runs
-            .list_runs(&self.playbook, self.status, self.limit)?;
-        runs.into_iter()
+            .into_iter()
             .map(|state| RunView::of(&mut engine, state))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(RunsPage {
+            runs,
+            next: page.next,
+        })
     }
 }
 

@@ -202,29 +202,6 @@ impl Runs {
         Ok(self.store.history(id, after)?)
     }
 
-    pub fn list_runs(
-        &self,
-        playbook: &str,
-        status: Option<riposte_scheduler::state::RunStatus>,
-        limit: usize,
-    ) -> Result<Vec<RunState>, Error> {
-        let mut runs = Vec::new();
-        for run in self.store.runs_newest_first() {
-            let run = run?;
-            if (!playbook.is_empty() && run.playbook != playbook)
-                || status.is_some_and(|s| s != run.status)
-            {
-                continue;
-            }
-            let run = self.scheduler.run(run.id).cloned().unwrap_or(run);
-            runs.push(run);
-            if runs.len() >= limit {
-                break;
-            }
-        }
-        Ok(runs)
-    }
-
     /// Records a decision on an approval.
     pub fn decide(&mut self, request: DecisionRequest) -> Result<Pending<()>, Error> {
         check_len("who", &request.who)?;

@@ -15,6 +15,7 @@ use super::{NAME_BYTES_MAX, bounded, non_empty, or_default, parse_run_id, status
 use crate::convert;
 use crate::door::{Node, alerts, containment, playbooks, runs, schedules};
 use crate::engine::{StartRequest, limits};
+use crate::store::RunFilter;
 
 /// Longest alert source name accepted, in bytes.
 const ALERT_SOURCE_BYTES_MAX: usize = 64;
@@ -173,14 +174,26 @@ impl Operator for OperatorApi {
             0 => 100,
             n => (n as usize).min(limits::LIST_MAX),
         };
+        let before = match req.page_token.as_str() {
+            "" => None,
+            token => Some(token.parse().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "page_token `{token}` is not one a ListRuns answer gave"
+                ))
+            })?),
+        };
         let list = runs::ListRuns {
-            playbook: req.playbook,
-            status: convert::run_status_from_proto(req.status),
+            filter: RunFilter {
+                playbook: req.playbook,
+                status: convert::run_status_from_proto(req.status),
+            },
+            before,
             limit,
         };
-        let views = self.0.handle(list).await.map_err(status)?;
+        let page = self.0.handle(list).await.map_err(status)?;
         Ok(Response::new(pb::ListRunsResponse {
-            runs: views.iter().map(run).collect(),
+            runs: page.runs.iter().map(run).collect(),
+            next_page_token: page.next.map(|id| id.to_string()).unwrap_or_default(),
         }))
     }
 

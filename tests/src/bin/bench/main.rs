@@ -481,6 +481,7 @@ async fn wait_all_finished(client: &mut Operator, ids: &[String]) -> Result<i64>
             playbook: "noop-chain".into(),
             status: RunStatus::Running as i32,
             limit: 1,
+            ..Default::default()
         };
         if client
             .list_runs(request)
