@@ -1,8 +1,8 @@
 //! Runs listed a page at a time, and finished runs pruned.
 //!
-//! A page is read newest first from the narrowest source its filter allows: the `active` index
-//! for an unfinished status, the `run_playbooks` index (`playbook \0 run id`) for a playbook,
-//! else the `runs` tree. It reads at most [`PAGE_SCAN_MAX`] records: a filter that matches
+//! A page is read newest first from the narrowest source its filter allows: the
+//! `run_playbooks` index (`playbook \0 run id`) for a playbook, the `active` index for an
+//! unfinished status, else the `runs` tree. It reads at most [`PAGE_SCAN_MAX`] records: a filter that matches
 //! rarely answers a short page with a cursor to go on, instead of scanning every run. Nothing
 //! here takes the engine's lock: every committed change is in the store already.
 //!
@@ -63,13 +63,13 @@ impl Store {
     ) -> Result<RunPage, Error> {
         let end = before.map(|id| id.to_bytes().to_vec());
         let ids: Box<dyn Iterator<Item = sled::Result<sled::IVec>>> = match filter.status {
-            Some(status) if !status.is_terminal() => {
-                Box::new(range_before(&self.active, &[], end.as_deref()))
-            }
             _ if !filter.playbook.is_empty() => {
                 let mut prefix = filter.playbook.as_bytes().to_vec();
                 prefix.push(0);
                 Box::new(range_before(&self.run_playbooks, &prefix, end.as_deref()))
+            }
+            Some(status) if !status.is_terminal() => {
+                Box::new(range_before(&self.active, &[], end.as_deref()))
             }
             _ => Box::new(range_before(&self.runs, &[], end.as_deref())),
         };
