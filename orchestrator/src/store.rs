@@ -61,11 +61,18 @@ use riposte_scheduler::state::{HistoryEvent, RunId, RunState};
 pub enum Error {
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
-    #[error("store: corrupt record in {tree}: {source}")]
+    #[error("store damaged: record `{key}` in `{tree}` does not read back ({source})")]
     Corrupt {
         tree: &'static str,
+        key: String,
         source: serde_json::Error,
     },
+    /// Records that do not read back were found (and left out of listings).
+    #[error(
+        "store damaged: {0} records do not read back (their keys are in the log); the other \
+         records are served"
+    )]
+    Damaged(usize),
     #[error("store: flusher stopped")]
     FlusherStopped,
     /// The data dir cannot be created, or its lock file written.
@@ -223,6 +230,7 @@ impl Store {
             wake: Notify::new(),
             flushed: watch::channel(Flushed::default()).0,
             closed: AtomicBool::new(false),
+            damaged: std::sync::Mutex::default(),
             dir: dir.to_path_buf(),
             reserve_bytes: options.reserve_bytes,
         });
@@ -306,7 +314,27 @@ impl Store {
         if let Some(why) = flushed.flush_error {
             return Err(Error::FlushFailed(why));
         }
-        self.check_room()
+        match self.damaged().len() {
+            0 => self.check_room(),
+            n => Err(Error::Damaged(n)),
+        }
+    }
+
+    fn damaged(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.commit
+            .damaged
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a damaged record met while serving: logged once with its key, counted for
+    /// health.
+    pub(super) fn found_damage(&self, error: &Error) {
+        if let Error::Corrupt { tree, key, .. } = error
+            && self.damaged().insert(format!("{tree}/{key}"))
+        {
+            tracing::error!(%error, "store.damaged_record");
+        }
     }
 
     /// A fencing token: strictly increasing for the life of the database, across crashes.
@@ -318,7 +346,9 @@ impl Store {
     pub fn containment(&self) -> Result<Containment, Error> {
         self.settings
             .get(CONTAINMENT_KEY)?
-            .map_or(Ok(Containment::default()), |v| decode("settings", &v))
+            .map_or(Ok(Containment::default()), |v| {
+                decode("settings", CONTAINMENT_KEY, &v)
+            })
     }
 
     /// Sets the kill switch; acknowledge only once the returned `Seq` is durable.
@@ -348,14 +378,18 @@ impl Store {
         } else {
             self.playbooks.get(playbook_key(name, version))?
         };
-        raw.map(|v| decode("playbooks", &v)).transpose()
+        raw.map(|v| decode("playbooks", &playbook_key(name, version), &v))
+            .transpose()
     }
 
     /// Every version of every playbook, ordered by name then version.
     pub fn playbooks(&self) -> Result<Vec<StoredPlaybook>, Error> {
         self.playbooks
             .iter()
-            .map(|kv| decode("playbooks", &kv?.1))
+            .map(|kv| {
+                let (key, value) = kv?;
+                decode("playbooks", &key, &value)
+            })
             .collect()
     }
 
@@ -508,7 +542,7 @@ impl Store {
     pub fn run(&self, id: RunId) -> Result<Option<RunState>, Error> {
         self.runs
             .get(id.to_bytes())?
-            .map(|v| decode("runs", &v))
+            .map(|v| decode("runs", &id.to_bytes(), &v))
             .transpose()
     }
 
@@ -524,8 +558,9 @@ impl Store {
     pub fn active_runs(&self) -> Result<Vec<RunState>, Error> {
         let mut runs = Vec::new();
         for key in self.active.iter().keys() {
-            if let Some(value) = self.runs.get(key?)? {
-                runs.push(decode("runs", &value)?);
+            let key = key?;
+            if let Some(value) = self.runs.get(&key)? {
+                runs.push(decode("runs", &key, &value)?);
             }
         }
         Ok(runs)
@@ -537,7 +572,10 @@ impl Store {
         let end = history_key(id, u64::MAX);
         self.history
             .range(start..=end)
-            .map(|kv| decode("history", &kv?.1))
+            .map(|kv| {
+                let (key, value) = kv?;
+                decode("history", &key, &value)
+            })
             .collect()
     }
 }
@@ -613,8 +651,27 @@ fn encode_schedule(schedule: Option<&ScheduleWrite<'_>>) -> EncodedSchedule {
     (Some((write.name.as_bytes().to_vec(), state)), entries)
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(tree: &'static str, bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|source| Error::Corrupt { tree, source })
+fn decode<T: for<'de> Deserialize<'de>>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|source| Error::Corrupt {
+        tree,
+        key: key_text(key),
+        source,
+    })
+}
+
+/// A record's key as an operator reads it: a run or alert id, a name, else hex.
+fn key_text(key: &[u8]) -> String {
+    if let Some(id) = RunId::from_bytes(key).filter(|_| key.len() == 16) {
+        return id.to_string();
+    }
+    match std::str::from_utf8(key) {
+        Ok(text) if !text.chars().any(|c| c.is_control() && c != '\0') => text.replace('\0', "/"),
+        _ => key.iter().map(|b| format!("{b:02x}")).collect(),
+    }
 }
 
 mod alerts;

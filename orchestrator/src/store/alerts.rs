@@ -104,7 +104,7 @@ impl Store {
     pub fn dedup_entry(&self, rule: &str, key: &str) -> Result<Option<DedupEntry>, Error> {
         self.alert_dedup
             .get(dedup_key(rule, key))?
-            .map(|v| decode("alert_dedup", &v))
+            .map(|v| decode("alert_dedup", &dedup_key(rule, key), &v))
             .transpose()
     }
 
@@ -112,7 +112,9 @@ impl Store {
     pub fn budget(&self, rule: &str) -> Result<BudgetState, Error> {
         self.rule_budget
             .get(rule.as_bytes())?
-            .map_or(Ok(BudgetState::default()), |v| decode("rule_budget", &v))
+            .map_or(Ok(BudgetState::default()), |v| {
+                decode("rule_budget", rule.as_bytes(), &v)
+            })
     }
 
     /// Removes the dedup entries expired at `now_ms`; answers how many.
@@ -121,7 +123,7 @@ impl Store {
         let mut removed = 0;
         for kv in self.alert_dedup.iter() {
             let (key, value) = kv?;
-            let entry: DedupEntry = decode("alert_dedup", &value)?;
+            let entry: DedupEntry = decode("alert_dedup", &key, &value)?;
             if entry.expires_ms <= now_ms {
                 batch.remove(key);
                 removed += 1;
@@ -145,7 +147,10 @@ impl Store {
     pub fn rules(&self) -> Result<Vec<StoredRule>, Error> {
         self.rules
             .iter()
-            .map(|kv| decode("rules", &kv?.1))
+            .map(|kv| {
+                let (key, value) = kv?;
+                decode("rules", &key, &value)
+            })
             .collect()
     }
 
@@ -154,7 +159,7 @@ impl Store {
         let Some(value) = self.alerts.get(id.as_bytes())? else {
             return Ok(None);
         };
-        let mut alert: StoredAlert = decode("alerts", &value)?;
+        let mut alert: StoredAlert = decode("alerts", id.as_bytes(), &value)?;
         if let Some(payload_id) = alert.payload_id
             && let Some(payload) = self.alerts.get(payload_key(payload_id))?
         {
@@ -173,7 +178,10 @@ impl Store {
                     .map_or(true, |(k, _)| k.len() == ALERT_KEY_BYTES)
             })
             .take(limit)
-            .map(|kv| decode("alerts", &kv?.1))
+            .map(|kv| {
+                let (key, value) = kv?;
+                decode("alerts", &key, &value)
+            })
             .collect()
     }
 

@@ -64,6 +64,8 @@ pub(super) struct GroupCommit {
     /// Every handle is gone.
     pub(super) closed: AtomicBool,
     pub(super) dir: PathBuf,
+    /// The keys of the records found damaged since the store was opened.
+    pub(super) damaged: std::sync::Mutex<std::collections::BTreeSet<String>>,
     pub(super) reserve_bytes: u64,
 }
 

@@ -83,11 +83,13 @@ impl Store {
             else {
                 continue;
             };
-            // An index entry may outlive its run for a moment while it is pruned.
-            if let Some(run) = self.run(id)?
-                && filter.keeps(&run)
-            {
-                runs.push(run);
+            // An index entry may outlive its run for a moment while it is pruned; a damaged
+            // run is left out (and reported) instead of failing the whole page.
+            match self.run(id) {
+                Ok(Some(run)) if filter.keeps(&run) => runs.push(run),
+                Ok(_) => {}
+                Err(e @ Error::Corrupt { .. }) => self.found_damage(&e),
+                Err(e) => return Err(e),
             }
             if runs.len() >= limit || scanned + 1 >= PAGE_SCAN_MAX {
                 return Ok(RunPage {
@@ -106,7 +108,9 @@ impl Store {
         let mut removed = 0;
         for entry in self.runs.iter() {
             let (key, value) = entry?;
-            let run: RunState = decode("runs", &value)?;
+            let Ok(run) = decode::<RunState>("runs", &key, &value) else {
+                continue; // damaged: counted and logged where it is read
+            };
             if !run.status.is_terminal() {
                 continue;
             }
@@ -157,8 +161,8 @@ impl Store {
         if found < 2 {
             // Format 1 had no playbook index.
             for entry in self.runs.iter() {
-                let (_, value) = entry?;
-                let run: RunState = decode("runs", &value)?;
+                let (key, value) = entry?;
+                let run: RunState = decode("runs", &key, &value)?;
                 self.run_playbooks
                     .insert(playbook_key(&run.playbook, run.id), &[])?;
             }

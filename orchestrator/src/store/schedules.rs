@@ -126,9 +126,9 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.schedules.iter() {
             let (name, value) = kv?;
-            let schedule: StoredSchedule = decode("schedules", &value)?;
+            let schedule: StoredSchedule = decode("schedules", &name, &value)?;
             let state = match self.schedule_state.get(&name)? {
-                Some(v) => decode("schedule_state", &v)?,
+                Some(v) => decode("schedule_state", &name, &v)?,
                 None => ScheduleState::default(),
             };
             out.push((schedule, state));
@@ -142,7 +142,10 @@ impl Store {
             .scan_prefix(ledger_prefix(name))
             .rev()
             .take(limit)
-            .map(|kv| decode("schedule_ledger", &kv?.1))
+            .map(|kv| {
+                let (key, value) = kv?;
+                decode("schedule_ledger", &key, &value)
+            })
             .collect()
     }
 

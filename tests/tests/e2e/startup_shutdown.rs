@@ -6,11 +6,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use riposte_proto::v1::{ListRunsRequest, RunStatus};
+use riposte_proto::v1::{GetRunRequest, ListRunsRequest, RunStatus};
 use riposte_tests::api::{self, HistoryWatch};
 use riposte_tests::binaries::binaries;
-use riposte_tests::{Orchestrator, Worker, wait_for};
+use riposte_tests::{Orchestrator, Worker, wait_for, wait_until};
 use serde_json::json;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// A start that must fail fails this fast.
 const FAIL_WITHIN: Duration = Duration::from_secs(2);
@@ -103,34 +104,105 @@ async fn a_damaged_run_record_stops_the_start_with_its_tree_named() {
     let mut orchestrator = Orchestrator::start();
     let mut client = orchestrator.client();
     api::apply_playbook(&mut client, PARKED).await;
-    api::start_run(&mut client, "parked", json!({})).await;
+    let run = api::start_run(&mut client, "parked", json!({})).await;
     orchestrator.terminate();
     let data = orchestrator.data_dir();
-    {
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "the test damages the store as a failing disk would"
-        )]
-        let db = sled::open(&data).expect("the store opens");
-        let runs = db.open_tree("runs").expect("the runs tree");
-        let (key, _) = runs
-            .iter()
-            .next()
-            .expect("the run is stored")
-            .expect("readable");
-        runs.insert(key, b"{ not a run".as_slice())
-            .expect("written");
-        db.flush().expect("flushed");
-    }
+    damage_run(&data, &run.run_id);
     let failed = start_expecting_failure(&data, "127.0.0.1:0").await;
     assert_eq!(failed.code, Some(1), "stderr: {}", failed.stderr);
     assert_eq!(failed.stdout, "");
     let last = failed.stderr.lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with("error: store: corrupt record in runs: "),
-        "stderr: {}",
-        failed.stderr
+    let cause = format!(
+        "error: store damaged: record `{}` in `runs` does not read back (",
+        run.run_id
     );
+    assert!(last.starts_with(&cause), "stderr: {}", failed.stderr);
+}
+
+/// Overwrites the stored state of run `id` with bytes that do not read back, as a failing
+/// disk would.
+fn damage_run(data: &Path, id: &str) {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the test damages the store as a failing disk would"
+    )]
+    let db = sled::open(data).expect("the store opens");
+    let runs = db.open_tree("runs").expect("the runs tree");
+    let key = uuid::Uuid::parse_str(id).expect("a run id");
+    let old = runs
+        .insert(key.as_bytes(), b"{ not a run".as_slice())
+        .expect("written");
+    assert!(old.is_some(), "run {id} was stored");
+    db.flush().expect("flushed");
+}
+
+const ONE_STEP: &str = r#"
+name: one-step
+version: 1
+steps:
+  - id: only
+    action: core.noop
+"#;
+
+#[tokio::test]
+async fn a_damaged_finished_run_is_left_out_and_reported_while_the_rest_is_served() {
+    let mut orchestrator = Orchestrator::start();
+    let _worker = Worker::start(&orchestrator.url(), &[], 2);
+    let mut client = orchestrator.client();
+    api::apply_playbook(&mut client, ONE_STEP).await;
+    let damaged = api::start_run(&mut client, "one-step", json!({}))
+        .await
+        .run_id;
+    let intact = api::start_run(&mut client, "one-step", json!({}))
+        .await
+        .run_id;
+    for id in [&damaged, &intact] {
+        api::wait_finished(&mut client, id, Duration::from_secs(20)).await;
+    }
+    orchestrator.terminate();
+    damage_run(&orchestrator.data_dir(), &damaged);
+
+    orchestrator.restart();
+    let mut client = orchestrator.client();
+    let listed: Vec<String> = client
+        .list_runs(ListRunsRequest {
+            playbook: "one-step".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListRuns still answers")
+        .into_inner()
+        .runs
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(
+        listed,
+        std::slice::from_ref(&intact),
+        "the damaged run is left out"
+    );
+    let refused = client
+        .get_run(GetRunRequest {
+            run_id: damaged.clone(),
+        })
+        .await
+        .expect_err("the damaged run cannot be read");
+    assert!(
+        refused.message().starts_with(&format!(
+            "store damaged: record `{damaged}` in `runs` does not read back ("
+        )),
+        "{refused:?}"
+    );
+    let url = orchestrator.url();
+    wait_until(
+        "health reports the damage",
+        Duration::from_secs(10),
+        async || {
+            api::health_of(&url, "riposte.store").await.ok() == Some(ServingStatus::NotServing)
+        },
+    )
+    .await;
+    api::get_run(&mut client, &intact).await;
 }
 
 #[tokio::test]
