@@ -1,15 +1,15 @@
 //! Starting and stopping as an operator sees it: every way a start can fail ends the process
-//! within 2 s, non-zero, with one line naming the cause and no banner; SIGTERM with idle
-//! long-polling workers and open watch streams exits within `--shutdown-grace`, and what was
-//! acknowledged before is all there after a restart.
+//! within 2 s, non-zero, with one line naming the cause and no banner; SIGTERM with busy and
+//! idle long-polling workers and open watch streams exits within `--shutdown-grace`, and after
+//! a restart every acknowledged run is there and every result reported meanwhile lands once.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use riposte_proto::v1::{GetRunRequest, ListRunsRequest, RunStatus};
+use riposte_proto::v1::{GetRunRequest, ListRunsRequest, ListWorkersRequest, RunStatus};
 use riposte_tests::api::{self, HistoryWatch};
 use riposte_tests::binaries::binaries;
-use riposte_tests::{Orchestrator, Worker, wait_for, wait_until};
+use riposte_tests::{Orchestrator, Worker, wait_until};
 use serde_json::json;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -205,20 +205,35 @@ async fn a_damaged_finished_run_is_left_out_and_reported_while_the_rest_is_serve
     api::get_run(&mut client, &intact).await;
 }
 
+/// One task that takes long enough to be running when the orchestrator is stopped.
+const SLOW: &str = r#"
+name: slow
+version: 1
+steps:
+  - id: hold
+    action: core.delay
+    with: { duration: 3s }
+"#;
+
+/// Runs being worked on when SIGTERM arrives.
+const IN_FLIGHT: usize = 100;
+
 #[tokio::test]
-async fn sigterm_with_idle_workers_and_open_watches_exits_within_the_grace() {
+async fn sigterm_with_busy_and_idle_workers_and_open_watches_exits_within_the_grace_and_loses_nothing()
+ {
     let mut orchestrator = Orchestrator::builder()
         .args(&["--shutdown-grace", "2s"])
         .start();
     let mut client = orchestrator.client();
-    let workers: Vec<Worker> = (0..3)
-        .map(|_| Worker::start(&orchestrator.url(), &[], 2))
+    let workers: Vec<Worker> = (0..10)
+        .map(|_| Worker::start(&orchestrator.url(), &[], 10))
         .collect();
     for worker in &workers {
         worker.id(&mut client).await;
     }
     api::apply_playbook(&mut client, PARKED).await;
-    let mut runs = Vec::new();
+    api::apply_playbook(&mut client, SLOW).await;
+    let mut parked = Vec::new();
     let mut watches = Vec::new();
     for _ in 0..5 {
         let run = api::start_run(&mut client, "parked", json!({})).await;
@@ -227,9 +242,32 @@ async fn sigterm_with_idle_workers_and_open_watches_exits_within_the_grace() {
             .wait_kind("run.started", Duration::from_secs(10))
             .await;
         watches.push(watch);
-        runs.push(run.run_id);
+        parked.push(run.run_id);
     }
+    let mut slow = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        slow.push(api::start_run(&mut client, "slow", json!({})).await.run_id);
+    }
+    wait_until(
+        "every slow run's task is held by a worker",
+        Duration::from_secs(20),
+        async || {
+            let workers = client
+                .list_workers(ListWorkersRequest {})
+                .await
+                .map(|r| r.into_inner().workers)
+                .unwrap_or_default();
+            workers
+                .iter()
+                .map(|w| w.tasks_in_flight as usize)
+                .sum::<usize>()
+                == IN_FLIGHT
+        },
+    )
+    .await;
 
+    // The results are reported while the orchestrator is stopping or gone: the workers retry
+    // them on the next one.
     let asked = Instant::now();
     let status = orchestrator.terminate();
     let took = asked.elapsed();
@@ -241,29 +279,26 @@ async fn sigterm_with_idle_workers_and_open_watches_exits_within_the_grace() {
 
     orchestrator.restart();
     let mut client = orchestrator.client();
-    wait_for(
-        "every acknowledged run is back",
-        Duration::from_secs(10),
-        async || {
-            let listed = client
-                .list_runs(ListRunsRequest {
-                    playbook: "parked".into(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .into_inner()
-                .runs;
-            let running = listed
-                .iter()
-                .filter(|r| r.status() == RunStatus::Running && runs.contains(&r.run_id))
-                .count();
-            if running == runs.len() {
-                Ok(())
-            } else {
-                Err(format!("{running} of {} runs running", runs.len()))
-            }
-        },
-    )
-    .await;
+    for id in &slow {
+        let run = api::wait_finished(&mut client, id, Duration::from_secs(60)).await;
+        assert_eq!(
+            run.status(),
+            RunStatus::Succeeded,
+            "{}",
+            api::describe(&run)
+        );
+        let history = api::history(&mut client, id).await;
+        assert_eq!(
+            api::count(&history, "task.succeeded"),
+            1,
+            "{:?}",
+            api::kinds(&history)
+        );
+    }
+    for id in &parked {
+        assert_eq!(
+            api::get_run(&mut client, id).await.status(),
+            RunStatus::Running
+        );
+    }
 }
