@@ -225,8 +225,9 @@ async fn sigterm_with_busy_and_idle_workers_and_open_watches_exits_within_the_gr
         .args(&["--shutdown-grace", "2s"])
         .start();
     let mut client = orchestrator.client();
+    // 120 slots: 100 busy when SIGTERM comes, 20 long-polling.
     let workers: Vec<Worker> = (0..10)
-        .map(|_| Worker::start(&orchestrator.url(), &[], 10))
+        .map(|_| Worker::start(&orchestrator.url(), &[], 12))
         .collect();
     for worker in &workers {
         worker.id(&mut client).await;
