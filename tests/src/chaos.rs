@@ -106,101 +106,103 @@ const STARTS_OUTSTANDING: usize = 32;
 /// How long the runs of a scenario may take to end after its last fault.
 const SETTLE: Duration = Duration::from_secs(120);
 
+/// A scenario's cast: an orchestrator with lease `lease`, two workers, the chain applied, and
+/// the starts of `scale.runs` runs under way.
+struct Stage {
+    orchestrator: Orchestrator,
+    workers: Vec<Worker>,
+    client: Operator,
+    starting: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Stage {
+    async fn open(lease: &str, prefix: &'static str, scale: Scale) -> Stage {
+        let orchestrator = Orchestrator::builder()
+            .lease_timeout(lease)
+            .log("warn")
+            .start();
+        let workers = vec![
+            Worker::start(&orchestrator.url(), &[], 16),
+            Worker::start(&orchestrator.url(), &[], 16),
+        ];
+        let mut client = orchestrator.client();
+        for worker in &workers {
+            worker.id(&mut client).await;
+        }
+        api::apply_playbook(&mut client, CHAIN).await;
+        let starting = tokio::spawn(start_all(orchestrator.client(), prefix, scale.runs));
+        Stage {
+            orchestrator,
+            workers,
+            client,
+            starting,
+        }
+    }
+
+    /// Waits for the starts, then for the runs to end, and counts.
+    async fn settle(self, scenario: &str, recovery: Vec<Duration>) -> Outcome {
+        let ids = self.starting.await.expect("the starts end");
+        let mut client = self.orchestrator.client();
+        let outcome = settle(scenario, &mut client, ids, recovery).await;
+        drop(self.workers);
+        outcome
+    }
+}
+
+/// Before each fault.
+const FAULT_EVERY: Duration = Duration::from_millis(150);
+
 /// The orchestrator killed with `kill -9` and restarted on the same data, `scale.faults` times,
 /// while `scale.runs` runs start and run.
 pub async fn coordinator_kills(scale: Scale) -> Outcome {
-    let mut orchestrator = Orchestrator::builder()
-        .lease_timeout("2s")
-        .log("warn")
-        .start();
-    let workers = [
-        Worker::start(&orchestrator.url(), &[], 16),
-        Worker::start(&orchestrator.url(), &[], 16),
-    ];
-    let mut client = orchestrator.client();
-    for worker in &workers {
-        worker.id(&mut client).await;
-    }
-    api::apply_playbook(&mut client, CHAIN).await;
-    let starting = tokio::spawn(start_all(orchestrator.client(), "coordinator", scale.runs));
+    let mut stage = Stage::open("2s", "coordinator", scale).await;
     let mut recovery = Vec::new();
     for _ in 0..scale.faults {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(FAULT_EVERY).await;
         let killed = Instant::now();
-        orchestrator.restart();
-        orchestrator.wait_serving().await;
+        stage.orchestrator.restart();
+        stage.orchestrator.wait_serving().await;
         recovery.push(killed.elapsed());
     }
-    let ids = starting.await.expect("the starts end");
-    settle(
-        "coordinator kill -9 during runs",
-        &mut orchestrator.client(),
-        ids,
-        recovery,
-    )
-    .await
+    stage
+        .settle("coordinator kill -9 during runs", recovery)
+        .await
 }
 
 /// A worker killed with `kill -9` and replaced, `scale.faults` times, while the runs run.
 pub async fn worker_kills(scale: Scale) -> Outcome {
-    let orchestrator = Orchestrator::builder()
-        .lease_timeout("1s")
-        .log("warn")
-        .start();
-    let mut workers = vec![
-        Worker::start(&orchestrator.url(), &[], 16),
-        Worker::start(&orchestrator.url(), &[], 16),
-    ];
-    let mut client = orchestrator.client();
-    for worker in &workers {
-        worker.id(&mut client).await;
-    }
-    api::apply_playbook(&mut client, CHAIN).await;
-    let starting = tokio::spawn(start_all(orchestrator.client(), "worker", scale.runs));
+    let mut stage = Stage::open("1s", "worker", scale).await;
     let mut recovery = Vec::new();
     for fault in 0..scale.faults {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let victim = fault % workers.len();
+        tokio::time::sleep(FAULT_EVERY).await;
+        let victim = fault % stage.workers.len();
         let killed = Instant::now();
-        workers[victim].kill9();
-        let replacement = Worker::start(&orchestrator.url(), &[], 16);
-        replacement.id(&mut client).await;
+        stage.workers[victim].kill9();
+        let replacement = Worker::start(&stage.orchestrator.url(), &[], 16);
+        replacement.id(&mut stage.client).await;
         recovery.push(killed.elapsed());
-        workers[victim] = replacement;
+        stage.workers[victim] = replacement;
     }
-    let ids = starting.await.expect("the starts end");
-    settle("worker kill -9 during runs", &mut client, ids, recovery).await
+    stage.settle("worker kill -9 during runs", recovery).await
 }
 
 /// One of two workers frozen (SIGSTOP) for three leases while it holds leases, then thawed,
-/// `scale.faults` times.
+/// at most 5 times.
 pub async fn frozen_worker(scale: Scale) -> Outcome {
-    let orchestrator = Orchestrator::builder()
-        .lease_timeout("1s")
-        .log("warn")
-        .start();
-    let workers = [
-        Worker::start(&orchestrator.url(), &[], 16),
-        Worker::start(&orchestrator.url(), &[], 16),
-    ];
-    let mut client = orchestrator.client();
-    for worker in &workers {
-        worker.id(&mut client).await;
-    }
-    api::apply_playbook(&mut client, CHAIN).await;
-    let starting = tokio::spawn(start_all(orchestrator.client(), "frozen", scale.runs));
+    let stage = Stage::open("1s", "frozen", scale).await;
     let mut recovery = Vec::new();
     for fault in 0..scale.faults.min(5) {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let frozen = &workers[fault % workers.len()];
+        tokio::time::sleep(FAULT_EVERY).await;
+        let frozen = &stage.workers[fault % stage.workers.len()];
         let stopped = Instant::now();
         frozen.sigstop();
         tokio::time::sleep(Duration::from_secs(3)).await;
         frozen.sigcont();
         recovery.push(stopped.elapsed());
     }
-    let ids = starting.await.expect("the starts end");
-    settle("worker SIGSTOP holding leases", &mut client, ids, recovery).await
+    stage
+        .settle("worker SIGSTOP holding leases", recovery)
+        .await
 }
 
 /// Starts `count` runs with keys `{prefix}-{i}`, each retried until acknowledged; answers

@@ -203,6 +203,27 @@ impl Worker {
         .await
     }
 
+    /// Waits until the orchestrator has heard from worker `id` after `since` (with one slot
+    /// busy, its only calls are heartbeats: then it holds the lease it was granted before).
+    pub async fn wait_heard_since(
+        client: &mut OperatorClient<Channel>,
+        id: &str,
+        since: tokio::time::Instant,
+        timeout: Duration,
+    ) {
+        crate::wait_until("the worker heartbeats its lease", timeout, async || {
+            let workers = match client.list_workers(ListWorkersRequest {}).await {
+                Ok(reply) => reply.into_inner().workers,
+                Err(_) => return false,
+            };
+            let since_ms = since.elapsed().as_millis() as u64;
+            workers
+                .iter()
+                .any(|w| w.worker_id == id && w.last_seen_ms_ago + 20 < since_ms)
+        })
+        .await
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.process.pid()

@@ -54,23 +54,7 @@ async fn a_frozen_workers_task_goes_to_the_idle_worker_and_the_frozen_one_is_fen
 
     // Once the frozen worker has been heard after the grant, it holds the lease.
     let granted = Instant::now();
-    wait_until(
-        "the worker heartbeats its lease",
-        EVENT_TIMEOUT,
-        async || {
-            let workers = client
-                .list_workers(ListWorkersRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .workers;
-            let since_grant_ms = granted.elapsed().as_millis() as u64;
-            workers
-                .iter()
-                .any(|w| w.worker_id == frozen_id && w.last_seen_ms_ago + 20 < since_grant_ms)
-        },
-    )
-    .await;
+    Worker::wait_heard_since(&mut client, &frozen_id, granted, EVENT_TIMEOUT).await;
     frozen.sigstop();
 
     let expired = watch.wait_kind("task.lease_expired", EVENT_TIMEOUT).await;

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use riposte_proto::v1::{ListWorkersRequest, RunStatus};
+use riposte_proto::v1::RunStatus;
 use riposte_tests::api::{self, HistoryWatch};
-use riposte_tests::{Orchestrator, Worker, wait_for, wait_until};
+use riposte_tests::{Orchestrator, Worker, wait_for};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -37,23 +37,7 @@ async fn a_late_result_from_a_frozen_worker_is_rejected() {
     // With one slot busy the worker's only calls are heartbeats: once it has been heard from
     // after the lease was granted, it holds the lease and its action is running.
     let granted = Instant::now();
-    wait_until(
-        "the worker heartbeats its lease",
-        EVENT_TIMEOUT,
-        async || {
-            let workers = client
-                .list_workers(ListWorkersRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .workers;
-            let since_grant_ms = granted.elapsed().as_millis() as u64;
-            workers
-                .iter()
-                .any(|w| w.worker_id == frozen_id && w.last_seen_ms_ago + 20 < since_grant_ms)
-        },
-    )
-    .await;
+    Worker::wait_heard_since(&mut client, &frozen_id, granted, EVENT_TIMEOUT).await;
     frozen.sigstop();
 
     let expired = watch.wait_kind("task.lease_expired", EVENT_TIMEOUT).await;
