@@ -20,8 +20,17 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Folder of the sled database; created if missing.
-    #[arg(long, env = "RIPOSTE_DATA_DIR", default_value = "./riposte-data")]
+    #[arg(
+        long,
+        env = "RIPOSTE_DATA_DIR",
+        default_value = "./riposte-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
+
+    /// Offline maintenance instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
 
     /// What an acknowledged write survives: `power-loss` (each group commit ends with an
     /// fdatasync) or `process-crash` (no fdatasync: faster, for benchmarks and throwaway data).
@@ -173,6 +182,23 @@ pub struct Config {
 /// The protected ranges given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ranges(pub Vec<IpNet>);
+
+/// What the orchestrator does instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Offline maintenance of the data dir (`--data-dir`); refused while an orchestrator has
+    /// it open.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum StoreCommand {
+    /// Reads back every record and names, by tree and key, each one that does not; exits 1
+    /// when any does not. A data dir of the previous format is migrated first, as a start
+    /// would.
+    Check,
+}
 
 impl Config {
     /// The guard policy this configuration asks for; `listen` is the bound address.

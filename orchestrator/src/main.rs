@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use riposte_orchestrator::config::{Command, StoreCommand};
 use riposte_orchestrator::{Config, Listeners, run};
 use tokio::sync::watch;
 
@@ -21,13 +22,20 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Every error here carries its cause in its own text.
-            eprintln!("error: {e}");
+            let hint = match damaged(&e) {
+                true => "; `riposte-orchestrator store check` lists every damaged record",
+                false => "",
+            };
+            eprintln!("error: {e}{hint}");
             ExitCode::FAILURE
         }
     }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    if let Some(Command::Store(StoreCommand::Check)) = &config.command {
+        return check(&config);
+    }
     // Open and check the store, bind every listener; only then the banner: a failure before
     // it is one line on stderr and a non-zero exit.
     let config = config.read_secrets_file()?;
@@ -82,6 +90,37 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether the start failed on a record that does not read back.
+fn damaged(error: &anyhow::Error) -> bool {
+    use riposte_orchestrator::{Error, engine, store};
+    matches!(
+        error.downcast_ref::<Error>(),
+        Some(
+            Error::Store(store::Error::Corrupt { .. })
+                | Error::Engine(engine::Error::Store(store::Error::Corrupt { .. }))
+        )
+    )
+}
+
+/// `store check`: one line per damaged record, then the count; an error when any.
+fn check(config: &Config) -> anyhow::Result<()> {
+    let store = riposte_orchestrator::store::Store::open(&config.data_dir, Default::default())?;
+    let checked = store.check()?;
+    for (record, why) in &checked.damaged {
+        println!("damaged: {record}: {why}");
+    }
+    println!(
+        "checked {} records in {}: {} damaged",
+        checked.records,
+        config.data_dir.display(),
+        checked.damaged.len()
+    );
+    match checked.damaged.len() {
+        0 => Ok(()),
+        n => anyhow::bail!("{n} damaged records in {}", config.data_dir.display()),
+    }
 }
 
 fn print_dev_banner(config: &Config, addr: std::net::SocketAddr) {

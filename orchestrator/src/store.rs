@@ -675,6 +675,7 @@ fn key_text(key: &[u8]) -> String {
 }
 
 mod alerts;
+mod check;
 mod commit;
 pub mod disk;
 mod listing;
@@ -683,6 +684,7 @@ mod schedules;
 mod tests;
 pub use alerts::{AlertFate, AlertWrite, BudgetState, DedupEntry, StoredAlert, StoredRule};
 use alerts::{dedup_key, payload_key};
+pub use check::Checked;
 pub use commit::Seq;
 use commit::{Flushed, Flushing, GroupCommit, Open, flusher};
 pub use disk::Durability;

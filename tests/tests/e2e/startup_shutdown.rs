@@ -117,6 +117,11 @@ async fn a_damaged_run_record_stops_the_start_with_its_tree_named() {
         run.run_id
     );
     assert!(last.starts_with(&cause), "stderr: {}", failed.stderr);
+    assert!(
+        last.ends_with("); `riposte-orchestrator store check` lists every damaged record"),
+        "stderr: {}",
+        failed.stderr
+    );
 }
 
 /// Overwrites the stored state of run `id` with bytes that do not read back, as a failing
@@ -134,6 +139,20 @@ fn damage_run(data: &Path, id: &str) {
         .expect("written");
     assert!(old.is_some(), "run {id} was stored");
     db.flush().expect("flushed");
+}
+
+/// `riposte-orchestrator store check` on `data`: its exit status and what it printed.
+async fn store_check(data: &Path) -> (std::process::ExitStatus, String) {
+    let output = tokio::process::Command::new(&binaries().orchestrator)
+        .args(["store", "check", "--data-dir"])
+        .arg(data)
+        .output()
+        .await
+        .expect("store check runs");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
 }
 
 const ONE_STEP: &str = r#"
@@ -160,7 +179,19 @@ async fn a_damaged_finished_run_is_left_out_and_reported_while_the_rest_is_serve
         api::wait_finished(&mut client, id, Duration::from_secs(20)).await;
     }
     orchestrator.terminate();
-    damage_run(&orchestrator.data_dir(), &damaged);
+    let data = orchestrator.data_dir();
+    let (intact_check, _) = store_check(&data).await;
+    assert!(intact_check.success());
+    damage_run(&data, &damaged);
+    let (status, report) = store_check(&data).await;
+    assert_eq!(status.code(), Some(1), "{report}");
+    assert!(
+        report.starts_with(&format!(
+            "damaged: runs/{damaged}: key must be a string at line 1 column 3\nchecked "
+        )),
+        "{report}"
+    );
+    assert!(report.ends_with(": 1 damaged\n"), "{report}");
 
     orchestrator.restart();
     let mut client = orchestrator.client();

@@ -1,0 +1,114 @@
+//! `riposte-orchestrator store check`: every record of every tree read back as what it should
+//! be, offline (the data dir's lock keeps a running orchestrator out), and the ones that do
+//! not named with their tree and key.
+
+use serde::de::DeserializeOwned;
+
+use super::{
+    BudgetState, Containment, DedupEntry, Error, LedgerEntry, ScheduleState, Store, StoredAlert,
+    StoredPlaybook, StoredRule, StoredSchedule, decode, key_text,
+};
+use riposte_scheduler::state::{HistoryEvent, RunId, RunState};
+
+/// What a check found.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Records read.
+    pub records: u64,
+    /// `tree/key` and why, for each record that does not read back.
+    pub damaged: Vec<(String, String)>,
+}
+
+impl Checked {
+    fn note(&mut self, tree: &str, key: &[u8], result: Result<(), String>) {
+        self.records += 1;
+        if let Err(why) = result {
+            self.damaged
+                .push((format!("{tree}/{}", key_text(key)), why));
+        }
+    }
+}
+
+/// A JSON record of type `T`.
+fn json<T: DeserializeOwned>(tree: &'static str, key: &[u8], value: &[u8]) -> Result<(), String> {
+    decode::<T>(tree, key, value)
+        .map(|_| ())
+        .map_err(|e| match e {
+            Error::Corrupt { source, .. } => source.to_string(),
+            e => e.to_string(),
+        })
+}
+
+/// A run id (16 bytes).
+fn run_id(bytes: &[u8]) -> Result<(), String> {
+    match bytes.len() == 16 && RunId::from_bytes(bytes).is_some() {
+        true => Ok(()),
+        false => Err(format!(
+            "expected a 16-byte run id, found {} bytes",
+            bytes.len()
+        )),
+    }
+}
+
+impl Store {
+    /// Reads back every record.
+    pub fn check(&self) -> Result<Checked, Error> {
+        let mut checked = Checked::default();
+        type Check = fn(&[u8], &[u8]) -> Result<(), String>;
+        let trees: [(&'static str, &sled::Tree, Check); 14] = [
+            ("playbooks", &self.playbooks, |k, v| {
+                json::<StoredPlaybook>("playbooks", k, v)
+            }),
+            ("runs", &self.runs, |k, v| {
+                run_id(k)?;
+                json::<RunState>("runs", k, v)
+            }),
+            ("active", &self.active, |k, _| run_id(k)),
+            ("history", &self.history, |k, v| {
+                json::<HistoryEvent>("history", k, v)
+            }),
+            ("run_keys", &self.run_keys, |_, v| run_id(v)),
+            ("run_playbooks", &self.run_playbooks, |k, _| {
+                run_id(&k[k.len().saturating_sub(16)..])
+            }),
+            ("settings", &self.settings, |k, v| match k {
+                b"format" => std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .map(|_| ())
+                    .ok_or_else(|| "expected a format number".to_string()),
+                _ => json::<Containment>("settings", k, v),
+            }),
+            ("schedules", &self.schedules, |k, v| {
+                json::<StoredSchedule>("schedules", k, v)
+            }),
+            ("schedule_state", &self.schedule_state, |k, v| {
+                json::<ScheduleState>("schedule_state", k, v)
+            }),
+            ("schedule_ledger", &self.schedule_ledger, |k, v| {
+                json::<LedgerEntry>("schedule_ledger", k, v)
+            }),
+            ("alerts", &self.alerts, |k, v| match k.last() {
+                // A payload as received: any bytes.
+                Some(b'p') if k.len() == 17 => Ok(()),
+                _ => json::<StoredAlert>("alerts", k, v),
+            }),
+            ("rules", &self.rules, |k, v| {
+                json::<StoredRule>("rules", k, v)
+            }),
+            ("alert_dedup", &self.alert_dedup, |k, v| {
+                json::<DedupEntry>("alert_dedup", k, v)
+            }),
+            ("rule_budget", &self.rule_budget, |k, v| {
+                json::<BudgetState>("rule_budget", k, v)
+            }),
+        ];
+        for (name, tree, check) in trees {
+            for entry in tree.iter() {
+                let (key, value) = entry?;
+                checked.note(name, &key, check(&key, &value));
+            }
+        }
+        Ok(checked)
+    }
+}
