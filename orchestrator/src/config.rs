@@ -198,6 +198,13 @@ pub enum StoreCommand {
     /// when any does not. A data dir of the previous format is migrated first, as a start
     /// would.
     Check,
+    /// Copies every record that reads back into a new data dir (`--to`, which must not exist
+    /// or be empty), naming each one left behind; then start the orchestrator on the new one.
+    Salvage {
+        /// The new data dir.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
 }
 
 impl Config {

@@ -33,8 +33,10 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    if let Some(Command::Store(StoreCommand::Check)) = &config.command {
-        return check(&config);
+    match &config.command {
+        Some(Command::Store(StoreCommand::Check)) => return check(&config),
+        Some(Command::Store(StoreCommand::Salvage { to })) => return salvage(&config, to),
+        None => {}
     }
     // Open and check the store, bind every listener; only then the banner: a failure before
     // it is one line on stderr and a non-zero exit.
@@ -121,6 +123,29 @@ fn check(config: &Config) -> anyhow::Result<()> {
         0 => Ok(()),
         n => anyhow::bail!("{n} damaged records in {}", config.data_dir.display()),
     }
+}
+
+/// `store salvage`: what was left behind, one line each, then the count copied.
+fn salvage(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
+    use riposte_orchestrator::store::Store;
+    let occupied = std::fs::read_dir(to).is_ok_and(|mut entries| entries.next().is_some());
+    if occupied {
+        anyhow::bail!("{} is not empty: salvage into a new folder", to.display());
+    }
+    let from = Store::open(&config.data_dir, Default::default())?;
+    let into = Store::open(to, Default::default())?;
+    let salvaged = from.salvage(&into)?;
+    for (record, why) in &salvaged.left {
+        println!("left behind: {record}: {why}");
+    }
+    println!(
+        "copied {} records from {} into {}; {} left behind",
+        salvaged.copied,
+        config.data_dir.display(),
+        to.display(),
+        salvaged.left.len()
+    );
+    Ok(())
 }
 
 fn print_dev_banner(config: &Config, addr: std::net::SocketAddr) {

@@ -8,7 +8,8 @@
 //! - `run_keys`: idempotency key -> run id
 //! - `run_playbooks`: `playbook \0 run id` -> empty, the runs of each playbook ([`listing`])
 //! - `settings`: `containment` -> [`Containment`] (JSON), the kill switch; `format` -> the
-//!   store's format version (absent: 1; see [`listing`])
+//!   store's format version (absent: 1; see [`listing`]); `token_base` -> added to every
+//!   fencing token (u64 BE, set by a salvage; see [`check`])
 //! - `schedules`: schedule name -> [`StoredSchedule`] (JSON): its source as last applied
 //! - `schedule_state`: schedule name -> [`ScheduleState`] (JSON): cursor, pause, queued fire
 //! - `schedule_ledger`: `name \0 scheduled_ms (i64, sign-flipped BE) manual (u8)` ->
@@ -168,6 +169,9 @@ pub struct Containment {
     pub reason: String,
 }
 
+/// The key of the fencing tokens' base in the `settings` tree (8 bytes, big-endian).
+const TOKEN_BASE_KEY: &[u8] = b"token_base";
+
 /// The key of the kill switch in the `settings` tree.
 const CONTAINMENT_KEY: &[u8] = b"containment";
 
@@ -198,6 +202,8 @@ pub struct Store {
     alert_dedup: sled::Tree,
     rule_budget: sled::Tree,
     commit: Arc<GroupCommit>,
+    /// Added to every fencing token (`settings/token_base`, set by a salvage).
+    token_base: u64,
     /// Dropped with the last handle: the flusher then flushes what is left and lets go of the
     /// database, so it can be opened again in the same process.
     _open: Arc<Open>,
@@ -249,11 +255,21 @@ impl Store {
             rules: db.open_tree("rules")?,
             alert_dedup: db.open_tree("alert_dedup")?,
             rule_budget: db.open_tree("rule_budget")?,
+            token_base: 0,
             db,
             commit: commit.clone(),
             _open: Arc::new(Open(commit)),
         };
         store.migrate(dir)?;
+        let mut store = store;
+        store.token_base = match store.settings.get(TOKEN_BASE_KEY)? {
+            Some(v) => v
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or_default(),
+            None => 0,
+        };
         let flushing = Flushing {
             db: store.db.clone(),
             syncer,
@@ -337,9 +353,10 @@ impl Store {
         }
     }
 
-    /// A fencing token: strictly increasing for the life of the database, across crashes.
+    /// A fencing token: strictly increasing for the life of the data, across crashes and a
+    /// salvage into a new data dir (whose tokens start above the old one's: `token_base`).
     pub fn next_token(&self) -> Result<u64, Error> {
-        Ok(self.db.generate_id()? + 1)
+        Ok(self.db.generate_id()? + 1 + self.token_base)
     }
 
     /// The kill switch as last set (not paused when never set).
@@ -684,7 +701,7 @@ mod schedules;
 mod tests;
 pub use alerts::{AlertFate, AlertWrite, BudgetState, DedupEntry, StoredAlert, StoredRule};
 use alerts::{dedup_key, payload_key};
-pub use check::Checked;
+pub use check::{Checked, Salvaged};
 pub use commit::Seq;
 use commit::{Flushed, Flushing, GroupCommit, Open, flusher};
 pub use disk::Durability;

@@ -1,12 +1,13 @@
 //! `riposte-orchestrator store check`: every record of every tree read back as what it should
 //! be, offline (the data dir's lock keeps a running orchestrator out), and the ones that do
-//! not named with their tree and key.
+//! not named with their tree and key. `store salvage` copies every record that reads back
+//! into a new data dir, whose fencing tokens start above the old one's.
 
 use serde::de::DeserializeOwned;
 
 use super::{
     BudgetState, Containment, DedupEntry, Error, LedgerEntry, ScheduleState, Store, StoredAlert,
-    StoredPlaybook, StoredRule, StoredSchedule, decode, key_text,
+    StoredPlaybook, StoredRule, StoredSchedule, TOKEN_BASE_KEY, decode, key_text,
 };
 use riposte_scheduler::state::{HistoryEvent, RunId, RunState};
 
@@ -50,12 +51,56 @@ fn run_id(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
+/// What a salvage copied, and what it left behind (`tree/key` and why).
+#[derive(Debug, Default)]
+pub struct Salvaged {
+    pub copied: u64,
+    pub left: Vec<(String, String)>,
+}
+
+/// Whether a record of a tree reads back as what it should be.
+type Check = fn(&[u8], &[u8]) -> Result<(), String>;
+
 impl Store {
     /// Reads back every record.
     pub fn check(&self) -> Result<Checked, Error> {
         let mut checked = Checked::default();
-        type Check = fn(&[u8], &[u8]) -> Result<(), String>;
-        let trees: [(&'static str, &sled::Tree, Check); 14] = [
+        for (name, tree, check) in self.trees() {
+            for entry in tree.iter() {
+                let (key, value) = entry?;
+                checked.note(name, &key, check(&key, &value));
+            }
+        }
+        Ok(checked)
+    }
+
+    /// Copies every record that reads back into `into` (a new, empty store), and sets its
+    /// fencing tokens to start above this store's.
+    pub fn salvage(&self, into: &Store) -> Result<Salvaged, Error> {
+        let mut salvaged = Salvaged::default();
+        for ((name, tree, check), (_, to, _)) in self.trees().into_iter().zip(into.trees()) {
+            for entry in tree.iter() {
+                let (key, value) = entry?;
+                match check(&key, &value) {
+                    Ok(()) => {
+                        to.insert(&key, value)?;
+                        salvaged.copied += 1;
+                    }
+                    Err(why) => salvaged
+                        .left
+                        .push((format!("{name}/{}", key_text(&key)), why)),
+                }
+            }
+        }
+        let base = self.next_token()?;
+        into.settings.insert(TOKEN_BASE_KEY, &base.to_be_bytes())?;
+        into.db.flush()?;
+        Ok(salvaged)
+    }
+
+    /// Every tree, with what its records must read back as.
+    fn trees(&self) -> [(&'static str, &sled::Tree, Check); 14] {
+        [
             ("playbooks", &self.playbooks, |k, v| {
                 json::<StoredPlaybook>("playbooks", k, v)
             }),
@@ -72,6 +117,7 @@ impl Store {
                 run_id(&k[k.len().saturating_sub(16)..])
             }),
             ("settings", &self.settings, |k, v| match k {
+                b"token_base" if v.len() == 8 => Ok(()),
                 b"format" => std::str::from_utf8(v)
                     .ok()
                     .and_then(|v| v.parse::<u32>().ok())
@@ -102,13 +148,6 @@ impl Store {
             ("rule_budget", &self.rule_budget, |k, v| {
                 json::<BudgetState>("rule_budget", k, v)
             }),
-        ];
-        for (name, tree, check) in trees {
-            for entry in tree.iter() {
-                let (key, value) = entry?;
-                checked.note(name, &key, check(&key, &value));
-            }
-        }
-        Ok(checked)
+        ]
     }
 }

@@ -234,6 +234,48 @@ async fn a_damaged_finished_run_is_left_out_and_reported_while_the_rest_is_serve
     )
     .await;
     api::get_run(&mut client, &intact).await;
+
+    // Salvage: every record that reads back, into a new folder, and serve from it.
+    orchestrator.terminate();
+    let salvaged_dir = tempfile::tempdir().expect("a temporary folder");
+    let salvaged = salvaged_dir.path().join("data");
+    let output = tokio::process::Command::new(&binaries().orchestrator)
+        .args(["store", "salvage", "--data-dir"])
+        .arg(&data)
+        .arg("--to")
+        .arg(&salvaged)
+        .output()
+        .await
+        .expect("store salvage runs");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    assert!(
+        report.starts_with(&format!("left behind: runs/{damaged}: ")),
+        "{report}"
+    );
+    assert!(report.ends_with("; 1 left behind\n"), "{report}");
+    let (status, report) = store_check(&salvaged).await;
+    assert!(
+        status.success(),
+        "the salvaged folder reads back whole: {report}"
+    );
+    let from_salvage = Orchestrator::builder().data_dir(&salvaged).start();
+    let _worker = Worker::start(&from_salvage.url(), &[], 2);
+    let mut client = from_salvage.client();
+    assert_eq!(
+        api::get_run(&mut client, &intact).await.status(),
+        RunStatus::Succeeded
+    );
+    let again = api::start_run(&mut client, "one-step", json!({}))
+        .await
+        .run_id;
+    let again = api::wait_finished(&mut client, &again, Duration::from_secs(20)).await;
+    assert_eq!(
+        again.status(),
+        RunStatus::Succeeded,
+        "{}",
+        api::describe(&again)
+    );
 }
 
 /// One task that takes long enough to be running when the orchestrator is stopped.
