@@ -1,0 +1,64 @@
+//! The store's condition, for health checks and admission: room on the disk (the free-space
+//! reserve), flushes that fail, and records found damaged while serving.
+
+use super::{Error, REOPEN_FREE_MIN, Store, disk};
+
+impl Store {
+    /// Refuses new work while the data dir's filesystem is below the free-space reserve.
+    pub fn check_room(&self) -> Result<(), Error> {
+        let reserve = self.commit.reserve_bytes;
+        if reserve == 0 {
+            return Ok(());
+        }
+        match disk::free_bytes(&self.commit.dir) {
+            Ok(free) if free < reserve => Err(Error::LowSpace { free, reserve }),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "store.free_space_unknown");
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether flushes fail while the disk has room: sled refuses every operation after an IO
+    /// error, so only opening the store again recovers it.
+    pub fn needs_reopen(&self) -> bool {
+        let flushed = self.commit.flushed.borrow().clone();
+        let failing = flushed.flush_error.is_some() || flushed.failed.is_some();
+        let room = disk::free_bytes(&self.commit.dir)
+            .is_ok_and(|free| free >= self.commit.reserve_bytes.max(REOPEN_FREE_MIN));
+        failing && room
+    }
+
+    /// Whether the store takes new work and acknowledges writes; the reason when it does not.
+    pub fn condition(&self) -> Result<(), Error> {
+        let flushed = self.commit.flushed.borrow().clone();
+        if let Some(why) = flushed.failed {
+            return Err(Error::SyncFailed(why));
+        }
+        if let Some(why) = flushed.flush_error {
+            return Err(Error::FlushFailed(why));
+        }
+        match self.damaged().len() {
+            0 => self.check_room(),
+            n => Err(Error::Damaged(n)),
+        }
+    }
+
+    fn damaged(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.commit
+            .damaged
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a damaged record met while serving: logged once with its key, counted for
+    /// health.
+    pub(super) fn found_damage(&self, error: &Error) {
+        if let Error::Corrupt { tree, key, .. } = error
+            && self.damaged().insert(format!("{tree}/{key}"))
+        {
+            tracing::error!(%error, "store.damaged_record");
+        }
+    }
+}
