@@ -242,26 +242,51 @@ fn parse_ranges(text: &str) -> Result<Ranges, String> {
         .map(Ranges)
 }
 
+/// The text of a duration flag that is not a duration in the flag's range.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidDuration {
+    #[error("`{text}`: {source}")]
+    Unreadable {
+        text: String,
+        source: humantime::DurationError,
+    },
+    #[error("`{text}` must be {range}")]
+    OutOfRange { text: String, range: &'static str },
+}
+
+/// `text` as a duration within `min..=max` (`range` says so in words).
+fn duration_within(
+    text: &str,
+    min: Duration,
+    max: Duration,
+    range: &'static str,
+) -> Result<Duration, InvalidDuration> {
+    let d = humantime::parse_duration(text).map_err(|source| InvalidDuration::Unreadable {
+        text: text.to_string(),
+        source,
+    })?;
+    match (min..=max).contains(&d) {
+        true => Ok(d),
+        false => Err(InvalidDuration::OutOfRange {
+            text: text.to_string(),
+            range,
+        }),
+    }
+}
+
 /// Parses a retention, `30d`, `12h`, `52w`: from an hour to ten years.
-fn parse_retention(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text).map_err(|e| format!("`{text}`: {e}"))?;
+fn parse_retention(text: &str) -> Result<Duration, InvalidDuration> {
     let (min, max) = (
         Duration::from_secs(3600),
         Duration::from_secs(3650 * 86_400),
     );
-    if d < min || d > max {
-        return Err(format!("`{text}` must be from 1h to 3650d"));
-    }
-    Ok(d)
+    duration_within(text, min, max, "from 1h to 3650d")
 }
 
 /// Parses `10s`, `500ms`, `2m` and the like; zero and over an hour are refused.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text).map_err(|e| format!("`{text}`: {e}"))?;
-    if d.is_zero() || d > Duration::from_secs(3600) {
-        return Err(format!("`{text}` must be more than 0 and at most 1h"));
-    }
-    Ok(d)
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, InvalidDuration> {
+    let (min, max) = (Duration::from_nanos(1), Duration::from_secs(3600));
+    duration_within(text, min, max, "more than 0 and at most 1h")
 }
 
 /// Why `--alert-secrets-file` could not be read. Never shows a token.

@@ -309,10 +309,6 @@ impl<G> Dispatcher<G> {
         self.leases.insert(token, lease);
     }
 
-    pub fn lease(&self, token: u64) -> Option<&Lease> {
-        self.leases.get(&token)
-    }
-
     pub fn remove_lease(&mut self, token: u64) -> Option<Lease> {
         self.leases.remove(&token)
     }

@@ -275,7 +275,8 @@ pub const STORE_HEALTH_SERVICE: &str = "riposte.store";
 /// the log; reopens a store that failed once the disk has room again (ending the process if
 /// it cannot).
 async fn report_store_health(node: Arc<door::Node>, health: tonic_health::server::HealthReporter) {
-    let mut last: Option<Result<(), String>> = None;
+    // The last condition reported: `Some(None)` ready, `Some(Some(reason))` not.
+    let mut last: Option<Option<String>> = None;
     loop {
         if node.needs_reopen()
             && let Err(e) = node.reopen().await
@@ -284,14 +285,14 @@ async fn report_store_health(node: Arc<door::Node>, health: tonic_health::server
             eprintln!("error: the store failed and could not be opened again: {e}");
             std::process::exit(1);
         }
-        let now = node.condition().map_err(|e| e.to_string());
+        let now = node.condition().err().map(|e| e.to_string());
         if last.as_ref() != Some(&now) {
             let status = match &now {
-                Ok(()) => {
+                None => {
                     tracing::info!("store.ready");
                     tonic_health::ServingStatus::Serving
                 }
-                Err(why) => {
+                Some(why) => {
                     tracing::warn!(reason = %why, "store.not_ready");
                     tonic_health::ServingStatus::NotServing
                 }

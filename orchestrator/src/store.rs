@@ -240,6 +240,11 @@ impl Store {
             dir: dir.to_path_buf(),
             reserve_bytes: options.reserve_bytes,
         });
+        let settings = db.open_tree("settings")?;
+        let token_base = match settings.get(TOKEN_BASE_KEY)? {
+            Some(v) => v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0),
+            None => 0,
+        };
         let store = Store {
             playbooks: db.open_tree("playbooks")?,
             runs: db.open_tree("runs")?,
@@ -247,7 +252,7 @@ impl Store {
             history: db.open_tree("history")?,
             run_keys: db.open_tree("run_keys")?,
             run_playbooks: db.open_tree("run_playbooks")?,
-            settings: db.open_tree("settings")?,
+            settings,
             schedules: db.open_tree("schedules")?,
             schedule_state: db.open_tree("schedule_state")?,
             schedule_ledger: db.open_tree("schedule_ledger")?,
@@ -255,21 +260,12 @@ impl Store {
             rules: db.open_tree("rules")?,
             alert_dedup: db.open_tree("alert_dedup")?,
             rule_budget: db.open_tree("rule_budget")?,
-            token_base: 0,
+            token_base,
             db,
             commit: commit.clone(),
             _open: Arc::new(Open(commit)),
         };
         store.migrate(dir)?;
-        let mut store = store;
-        store.token_base = match store.settings.get(TOKEN_BASE_KEY)? {
-            Some(v) => v
-                .as_ref()
-                .try_into()
-                .map(u64::from_be_bytes)
-                .unwrap_or_default(),
-            None => 0,
-        };
         let flushing = Flushing {
             db: store.db.clone(),
             syncer,

@@ -628,3 +628,25 @@ async fn a_data_dir_of_the_previous_format_gets_its_index_on_open() {
     };
     assert_eq!(bench.all_pages(noop, 10).await.concat(), [run]);
 }
+
+#[tokio::test]
+async fn a_worker_without_a_heartbeat_for_a_lease_is_fenced_and_told_why_until_it_registers() {
+    let bench = Bench::open();
+    bench.apply_playbook(NOOP).await;
+    bench.register(&["core.noop"]).await;
+    bench.advance(LEASE + Duration::from_secs(1));
+    let poll = workers::PollTask {
+        worker: WORKER.into(),
+        wait: Duration::ZERO,
+    };
+    let refused = bench.node.handle(poll).await.expect_err("a fenced worker");
+    assert_eq!(
+        refused.to_string(),
+        "worker w1 is not registered: it was fenced after 10s without a heartbeat (its leases \
+         go to others); register again"
+    );
+    bench.register(&["core.noop"]).await;
+    let run = bench.start("noop", json!({})).await;
+    bench.work(Ok(json!({}))).await;
+    assert_eq!(bench.status(run).await, RunStatus::Succeeded);
+}

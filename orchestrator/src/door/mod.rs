@@ -242,15 +242,11 @@ impl Node {
         let mut tries = 0;
         let engine = loop {
             let node = self.clone();
-            let opened = tokio::task::spawn_blocking(move || {
+            let opened = blocking(move || {
                 let reopen = node.reopen.as_ref().expect("checked above");
                 reopen(node.timers.clone())
             })
-            .await
-            .map_err(|e| crate::Error::Io {
-                path: "reopening the store".into(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+            .await;
             match opened {
                 Ok(engine) => break engine,
                 Err(crate::Error::Store(
@@ -314,9 +310,8 @@ impl Node {
     ) -> Result<usize, Error> {
         let store = self.lock()?.store().clone();
         let before_ms = self.clock.now_ms() - retention.as_millis() as i64;
-        tokio::task::spawn_blocking(move || store.prune_runs(before_ms, keep_max))
+        blocking(move || store.prune_runs(before_ms, keep_max))
             .await
-            .map_err(|e| Error::Engine(engine::Error::InvalidArgument(e.to_string())))?
             .map_err(|e| Error::Engine(engine::Error::Store(e)))
     }
 
@@ -328,6 +323,16 @@ impl Node {
             Err(_) => return Ok(()),
         };
         last.durable().await
+    }
+}
+
+/// Runs blocking store work (sled scans, opening a store) off the async threads; a panic in
+/// it is a bug, raised again here.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("blocking store work did not run: {e}"),
     }
 }
 

@@ -123,10 +123,7 @@ impl Request for ListRuns {
         // is there); the lock is taken once, for the views.
         let store = node.lock()?.store().clone();
         let read = move || store.runs_page(&self.filter, self.before, self.limit);
-        let page = tokio::task::spawn_blocking(read)
-            .await
-            .map_err(|e| engine::Error::InvalidArgument(format!("listing runs failed: {e}")))?
-            .map_err(engine::Error::Store)?;
+        let page = super::blocking(read).await.map_err(engine::Error::Store)?;
         let mut engine = node.lock()?;
         let runs = page
             .runs

@@ -7,9 +7,20 @@ use serde::de::DeserializeOwned;
 
 use super::{
     BudgetState, Containment, DedupEntry, Error, LedgerEntry, ScheduleState, Store, StoredAlert,
-    StoredPlaybook, StoredRule, StoredSchedule, TOKEN_BASE_KEY, decode, key_text,
+    StoredPlaybook, StoredRule, StoredSchedule, TOKEN_BASE_KEY, key_text,
 };
 use riposte_scheduler::state::{HistoryEvent, RunId, RunState};
+
+/// Why a record does not read back.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    #[error("{0}")]
+    Json(serde_json::Error),
+    #[error("expected a 16-byte run id, found {0} bytes")]
+    NotRunId(usize),
+    #[error("expected a format number")]
+    NotFormat,
+}
 
 /// What a check found.
 #[derive(Debug, Default)]
@@ -17,11 +28,11 @@ pub struct Checked {
     /// Records read.
     pub records: u64,
     /// `tree/key` and why, for each record that does not read back.
-    pub damaged: Vec<(String, String)>,
+    pub damaged: Vec<(String, Unreadable)>,
 }
 
 impl Checked {
-    fn note(&mut self, tree: &str, key: &[u8], result: Result<(), String>) {
+    fn note(&mut self, tree: &str, key: &[u8], result: Result<(), Unreadable>) {
         self.records += 1;
         if let Err(why) = result {
             self.damaged
@@ -31,23 +42,17 @@ impl Checked {
 }
 
 /// A JSON record of type `T`.
-fn json<T: DeserializeOwned>(tree: &'static str, key: &[u8], value: &[u8]) -> Result<(), String> {
-    decode::<T>(tree, key, value)
+fn json<T: DeserializeOwned>(value: &[u8]) -> Result<(), Unreadable> {
+    serde_json::from_slice::<T>(value)
         .map(|_| ())
-        .map_err(|e| match e {
-            Error::Corrupt { source, .. } => source.to_string(),
-            e => e.to_string(),
-        })
+        .map_err(Unreadable::Json)
 }
 
 /// A run id (16 bytes).
-fn run_id(bytes: &[u8]) -> Result<(), String> {
+fn run_id(bytes: &[u8]) -> Result<(), Unreadable> {
     match bytes.len() == 16 && RunId::from_bytes(bytes).is_some() {
         true => Ok(()),
-        false => Err(format!(
-            "expected a 16-byte run id, found {} bytes",
-            bytes.len()
-        )),
+        false => Err(Unreadable::NotRunId(bytes.len())),
     }
 }
 
@@ -55,11 +60,11 @@ fn run_id(bytes: &[u8]) -> Result<(), String> {
 #[derive(Debug, Default)]
 pub struct Salvaged {
     pub copied: u64,
-    pub left: Vec<(String, String)>,
+    pub left: Vec<(String, Unreadable)>,
 }
 
-/// Whether a record of a tree reads back as what it should be.
-type Check = fn(&[u8], &[u8]) -> Result<(), String>;
+/// Whether a record (key, value) of a tree reads back as what it should be.
+type Check = fn(&[u8], &[u8]) -> Result<(), Unreadable>;
 
 impl Store {
     /// Reads back every record.
@@ -101,17 +106,15 @@ impl Store {
     /// Every tree, with what its records must read back as.
     fn trees(&self) -> [(&'static str, &sled::Tree, Check); 14] {
         [
-            ("playbooks", &self.playbooks, |k, v| {
-                json::<StoredPlaybook>("playbooks", k, v)
+            ("playbooks", &self.playbooks, |_, v| {
+                json::<StoredPlaybook>(v)
             }),
             ("runs", &self.runs, |k, v| {
                 run_id(k)?;
-                json::<RunState>("runs", k, v)
+                json::<RunState>(v)
             }),
             ("active", &self.active, |k, _| run_id(k)),
-            ("history", &self.history, |k, v| {
-                json::<HistoryEvent>("history", k, v)
-            }),
+            ("history", &self.history, |_, v| json::<HistoryEvent>(v)),
             ("run_keys", &self.run_keys, |_, v| run_id(v)),
             ("run_playbooks", &self.run_playbooks, |k, _| {
                 run_id(&k[k.len().saturating_sub(16)..])
@@ -122,31 +125,29 @@ impl Store {
                     .ok()
                     .and_then(|v| v.parse::<u32>().ok())
                     .map(|_| ())
-                    .ok_or_else(|| "expected a format number".to_string()),
-                _ => json::<Containment>("settings", k, v),
+                    .ok_or(Unreadable::NotFormat),
+                _ => json::<Containment>(v),
             }),
-            ("schedules", &self.schedules, |k, v| {
-                json::<StoredSchedule>("schedules", k, v)
+            ("schedules", &self.schedules, |_, v| {
+                json::<StoredSchedule>(v)
             }),
-            ("schedule_state", &self.schedule_state, |k, v| {
-                json::<ScheduleState>("schedule_state", k, v)
+            ("schedule_state", &self.schedule_state, |_, v| {
+                json::<ScheduleState>(v)
             }),
-            ("schedule_ledger", &self.schedule_ledger, |k, v| {
-                json::<LedgerEntry>("schedule_ledger", k, v)
+            ("schedule_ledger", &self.schedule_ledger, |_, v| {
+                json::<LedgerEntry>(v)
             }),
             ("alerts", &self.alerts, |k, v| match k.last() {
                 // A payload as received: any bytes.
                 Some(b'p') if k.len() == 17 => Ok(()),
-                _ => json::<StoredAlert>("alerts", k, v),
+                _ => json::<StoredAlert>(v),
             }),
-            ("rules", &self.rules, |k, v| {
-                json::<StoredRule>("rules", k, v)
+            ("rules", &self.rules, |_, v| json::<StoredRule>(v)),
+            ("alert_dedup", &self.alert_dedup, |_, v| {
+                json::<DedupEntry>(v)
             }),
-            ("alert_dedup", &self.alert_dedup, |k, v| {
-                json::<DedupEntry>("alert_dedup", k, v)
-            }),
-            ("rule_budget", &self.rule_budget, |k, v| {
-                json::<BudgetState>("rule_budget", k, v)
+            ("rule_budget", &self.rule_budget, |_, v| {
+                json::<BudgetState>(v)
             }),
         ]
     }

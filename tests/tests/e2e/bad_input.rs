@@ -432,3 +432,28 @@ async fn the_cli_reports_an_unreachable_orchestrator_in_one_line() {
     );
     assert!(output.stdout.is_empty(), "{output}");
 }
+
+#[tokio::test]
+async fn a_result_for_a_task_id_that_does_not_parse_is_refused_quoting_it() {
+    let orchestrator = Orchestrator::start();
+    let mut worker = orchestrator.worker_client();
+    let registration = RegisterRequest {
+        worker_id: "fake-worker".into(),
+        name: "fake".into(),
+        actions: vec!["core.echo".into()],
+        concurrency: 1,
+        ..Default::default()
+    };
+    worker.register(registration).await.expect("Register");
+    let status = refused(
+        &mut worker,
+        report("not-a-task", 1, success("{}")),
+        Code::InvalidArgument,
+    )
+    .await;
+    assert_eq!(
+        status.message(),
+        "malformed task id `not-a-task`: expected run/step/item/attempt"
+    );
+    assert_serving(&orchestrator).await;
+}

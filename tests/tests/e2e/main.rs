@@ -34,6 +34,7 @@ mod response_safety_rails;
 mod response_undo;
 mod response_waves;
 mod retry;
+mod runs_list;
 mod schedules;
 mod stale_lease;
 mod startup_shutdown;
