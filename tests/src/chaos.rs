@@ -190,18 +190,16 @@ pub async fn worker_kills(scale: Scale) -> Outcome {
 /// at most 5 times.
 pub async fn frozen_worker(scale: Scale) -> Outcome {
     let stage = Stage::open("1s", "frozen", scale).await;
-    let mut recovery = Vec::new();
     for fault in 0..scale.faults.min(5) {
         tokio::time::sleep(FAULT_EVERY).await;
         let frozen = &stage.workers[fault % stage.workers.len()];
-        let stopped = Instant::now();
         frozen.sigstop();
         tokio::time::sleep(Duration::from_secs(3)).await;
         frozen.sigcont();
-        recovery.push(stopped.elapsed());
     }
+    // A freeze has no recovery of its own to time: its runs moving on is what settles.
     stage
-        .settle("worker SIGSTOP holding leases", recovery)
+        .settle("worker SIGSTOP holding leases", Vec::new())
         .await
 }
 
