@@ -233,6 +233,18 @@ async fn an_oversized_request_is_refused_and_the_server_keeps_serving() {
     assert_serving(&orchestrator).await;
 }
 
+/// Registers "fake-worker", offering `core.echo`, as [`report`] reports for.
+async fn register_fake_worker(worker: &mut WorkerClient<Channel>) {
+    let registration = RegisterRequest {
+        worker_id: "fake-worker".into(),
+        name: "fake".into(),
+        actions: vec!["core.echo".into()],
+        concurrency: 1,
+        ..Default::default()
+    };
+    worker.register(registration).await.expect("Register");
+}
+
 fn report(task_id: &str, lease_token: u64, outcome: Option<Outcome>) -> ReportResultRequest {
     ReportResultRequest {
         worker_id: "fake-worker".into(),
@@ -293,14 +305,7 @@ async fn garbage_from_a_worker_is_refused_and_fenced() {
         .expect_err("a worker needs an id");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 
-    let registration = RegisterRequest {
-        worker_id: "fake-worker".into(),
-        name: "fake".into(),
-        actions: vec!["core.echo".into()],
-        concurrency: 1,
-        ..Default::default()
-    };
-    worker.register(registration).await.expect("Register");
+    register_fake_worker(&mut worker).await;
     api::apply_playbook(&mut client, ONE_STEP).await;
     let run = api::start_run(&mut client, "one", json!({ "count": "7" })).await;
     let watch = HistoryWatch::start(&client, &run.run_id);
@@ -437,14 +442,7 @@ async fn the_cli_reports_an_unreachable_orchestrator_in_one_line() {
 async fn a_result_for_a_task_id_that_does_not_parse_is_refused_quoting_it() {
     let orchestrator = Orchestrator::start();
     let mut worker = orchestrator.worker_client();
-    let registration = RegisterRequest {
-        worker_id: "fake-worker".into(),
-        name: "fake".into(),
-        actions: vec!["core.echo".into()],
-        concurrency: 1,
-        ..Default::default()
-    };
-    worker.register(registration).await.expect("Register");
+    register_fake_worker(&mut worker).await;
     let status = refused(
         &mut worker,
         report("not-a-task", 1, success("{}")),
