@@ -42,6 +42,7 @@ pub fn step(step: &Step, now_ms: i64) -> Value {
         "status": display::step_status(step.status()),
         "attempts": step.attempts,
         "output": embedded(&step.output_json),
+        "output_omitted": text(&step.output_omitted),
         "error": text(&step.error),
         "items": {
             "total": step.items_total,
@@ -334,6 +335,7 @@ mod tests {
             due_at_ms: 0,
             items_held: 0,
             waiting: String::new(),
+            output_omitted: String::new(),
         };
         Run {
             run_id: "r-1".into(),

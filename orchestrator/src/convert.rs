@@ -7,6 +7,7 @@ use crate::dispatch::Worker;
 use crate::engine::LeasedTask;
 use crate::store::StoredPlaybook;
 use riposte_scheduler::state::{HistoryEvent, RunState, RunStatus, Slot, StepStatus};
+use serde_json::Value;
 
 pub fn run_status(status: RunStatus) -> pb::RunStatus {
     match status {
@@ -44,6 +45,26 @@ fn step_status(status: StepStatus) -> pb::StepStatus {
     }
 }
 
+/// JSON of a step's output a Run message carries at most; a bigger output (a `for_each` of
+/// many items) is left out and says so, so that a run of any size can be read.
+pub const STEP_OUTPUT_WIRE_MAX: usize = 1024 * 1024;
+
+/// A step's output as JSON for the wire, or why it is left out.
+fn wire_output(output: Option<&Value>) -> (String, String) {
+    let Some(output) = output else {
+        return (String::new(), String::new());
+    };
+    let json = output.to_string();
+    if json.len() <= STEP_OUTPUT_WIRE_MAX {
+        return (json, String::new());
+    }
+    let why = format!(
+        "output of {:.1} MB is over the 1 MiB sent per step",
+        json.len() as f64 / 1e6
+    );
+    (String::new(), why)
+}
+
 /// A run on the wire; `waiting` says, per step, why its queued items wait (may be empty).
 pub fn run(state: &RunState, playbook: &Playbook, waiting: &[String]) -> pb::Run {
     let steps = playbook
@@ -55,10 +76,7 @@ pub fn run(state: &RunState, playbook: &Playbook, waiting: &[String]) -> pb::Run
             let count = |pred: fn(&riposte_scheduler::state::UnitStatus) -> bool| {
                 step.units.iter().filter(|u| pred(&u.status)).count() as u32
             };
-            let output = match &step.output {
-                Some(v) => v.to_string(),
-                None => String::new(),
-            };
+            let (output, output_omitted) = wire_output(step.output.as_ref());
             pb::Step {
                 id: spec.id.clone(),
                 action: spec.action.clone(),
@@ -78,6 +96,7 @@ pub fn run(state: &RunState, playbook: &Playbook, waiting: &[String]) -> pb::Run
                     .or(step.approval.as_ref().map(|a| a.due_ms))
                     .unwrap_or(0),
                 waiting: waiting.get(index).cloned().unwrap_or_default(),
+                output_omitted,
             }
         })
         .collect();

@@ -40,7 +40,7 @@ use tokio::sync::{Notify, broadcast, oneshot};
 use crate::clock::Clock;
 use crate::dispatch::{Dispatcher, Lease, Waiter, Worker};
 use crate::pending::Pending;
-use crate::store::{self, Containment, RunKey, Seq, Store, StoredPlaybook};
+use crate::store::{self, Containment, RunKey, RunWrite, Seq, Store, StoredPlaybook};
 use riposte_scheduler::state::{HistoryEvent, RunId, RunState, Slot, UnitRef, UnitStatus};
 use riposte_scheduler::{
     self as scheduler, Command, DecisionRequest, Event, NewRun, Repair, Scheduler, TaskId,
@@ -349,7 +349,12 @@ impl Runs {
         transitions: Vec<Transition>,
         write: impl FnOnce(&Store, &[RunWrite<'_>]) -> Result<Seq, store::Error>,
     ) -> Result<Seq, Error> {
-        let seq = write(&self.store, &self.run_writes(&transitions))?;
+        let writes = self.run_writes(&transitions);
+        let seq = write(&self.store, &writes)?;
+        if cfg!(debug_assertions) {
+            read_back(&self.store, &writes);
+        }
+        drop(writes);
         for transition in transitions {
             for (run, event) in &transition.history {
                 if let Some(sender) = self.watchers.get(run) {
@@ -364,7 +369,8 @@ impl Runs {
         Ok(seq)
     }
 
-    /// What `transitions` write: each changed run's state and its new history events.
+    /// What `transitions` write: each changed run's state, the records of it that changed and
+    /// its new history events.
     fn run_writes<'a>(&'a self, transitions: &'a [Transition]) -> Vec<RunWrite<'a>> {
         transitions
             .iter()
@@ -376,7 +382,11 @@ impl Runs {
                         .find(|s| s.id == *id)
                         .or_else(|| self.scheduler.run(*id))
                         .expect("a changed run is active or just finished");
-                    (state, transition.history_of(*id).collect())
+                    RunWrite {
+                        state,
+                        parts: transition.parts_of(*id).collect(),
+                        history: transition.history_of(*id).collect(),
+                    }
                 })
             })
             .collect()
@@ -425,9 +435,6 @@ impl Runs {
     }
 }
 
-/// A run's state with its new history events, as one commit writes them.
-type RunWrite<'a> = (&'a RunState, Vec<&'a HistoryEvent>);
-
 fn check_len(what: &str, value: &str) -> Result<(), Error> {
     if value.len() > limits::KEY_BYTES_MAX {
         return Err(Error::InvalidArgument(format!(
@@ -451,5 +458,26 @@ fn scheduler_error(error: scheduler::Error) -> Error {
             Error::FailedPrecondition(e.to_string())
         }
         e => Error::InvalidArgument(e.to_string()),
+    }
+}
+
+/// Debug builds: each small run written reads back from the store as it is in memory, so a
+/// change that no transition named (see `riposte_scheduler::Part`) fails the tests instead of
+/// coming back wrong after a restart.
+fn read_back(store: &Store, writes: &[RunWrite<'_>]) {
+    for write in writes {
+        let state = write.state;
+        let units: usize = state.steps.iter().map(|s| s.units.len()).sum();
+        if units + state.undo.len() > 256 {
+            continue;
+        }
+        match store.run(state.id) {
+            Ok(Some(stored)) => assert!(
+                stored == *state,
+                "run {} reads back otherwise than it was written:\nstored {stored:#?}\nmemory {state:#?}",
+                state.id
+            ),
+            other => panic!("run {} does not read back: {other:?}", state.id),
+        }
     }
 }

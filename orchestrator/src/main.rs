@@ -96,14 +96,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// Whether the start failed on a record that does not read back.
 fn damaged(error: &anyhow::Error) -> bool {
-    use riposte_orchestrator::{Error, engine, store};
-    matches!(
-        error.downcast_ref::<Error>(),
-        Some(
-            Error::Store(store::Error::Corrupt { .. })
-                | Error::Engine(engine::Error::Store(store::Error::Corrupt { .. }))
-        )
-    )
+    use riposte_orchestrator::{Error, engine};
+    let store = match error.downcast_ref::<Error>() {
+        Some(Error::Store(e) | Error::Engine(engine::Error::Store(e))) => e,
+        _ => return false,
+    };
+    store.damaged_record().is_some()
 }
 
 /// `store check`: one line per damaged record, then the count; an error when any.

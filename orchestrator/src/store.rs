@@ -2,7 +2,9 @@
 //!
 //! Layout (one sled tree each):
 //! - `playbooks`: `name \0 version(u32 BE)` -> [`StoredPlaybook`] (JSON)
-//! - `runs`: run id (16 bytes, time-ordered) -> [`RunState`] (JSON)
+//! - `runs`: run id (16 bytes, time-ordered) -> the run's head (JSON; see [`records`])
+//! - `run_records`: run id + tag + step + index -> the run's input, units, step outputs and
+//!   undo entries, one record each (JSON; see [`records`])
 //! - `active`: run id -> empty, for every run still running (what a restart resumes)
 //! - `history`: run id + seq (u64 BE) -> [`HistoryEvent`] (JSON)
 //! - `run_keys`: idempotency key -> run id
@@ -56,6 +58,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::{Notify, watch};
 
+use riposte_scheduler::Part;
 use riposte_scheduler::state::{HistoryEvent, RunId, RunState};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +71,9 @@ pub enum Error {
         key: String,
         source: serde_json::Error,
     },
+    /// A run's head counts a record that is not in the store.
+    #[error("store damaged: run {run} lacks its record of {what}")]
+    Missing { run: RunId, what: String },
     /// Records that do not read back were found (and left out of listings).
     #[error(
         "store damaged: {0} records do not read back (their keys are in the log); the other \
@@ -115,6 +121,17 @@ pub enum Error {
         size(*.reserve)
     )]
     LowSpace { free: u64, reserve: u64 },
+}
+
+impl Error {
+    /// A record that does not read back, or is missing: its tree and key, to report it.
+    pub fn damaged_record(&self) -> Option<String> {
+        match self {
+            Error::Corrupt { tree, key, .. } => Some(format!("{tree}/{key}")),
+            Error::Missing { run, .. } => Some(format!("runs/{run}")),
+            _ => None,
+        }
+    }
 }
 
 fn size(bytes: u64) -> String {
@@ -175,6 +192,14 @@ const TOKEN_BASE_KEY: &[u8] = b"token_base";
 /// The key of the kill switch in the `settings` tree.
 const CONTAINMENT_KEY: &[u8] = b"containment";
 
+/// One run to write: its state, the records of it that changed besides its head (`Part::All`
+/// for a new run), and its new history entries.
+pub struct RunWrite<'a> {
+    pub state: &'a RunState,
+    pub parts: Vec<Part>,
+    pub history: Vec<&'a HistoryEvent>,
+}
+
 /// What `put_runs` should do with an idempotency key.
 #[derive(Clone, Copy)]
 pub enum RunKey<'a> {
@@ -188,6 +213,8 @@ pub struct Store {
     db: sled::Db,
     playbooks: sled::Tree,
     runs: sled::Tree,
+    /// A run's records besides its head ([`records`]).
+    run_records: sled::Tree,
     active: sled::Tree,
     history: sled::Tree,
     run_keys: sled::Tree,
@@ -248,6 +275,7 @@ impl Store {
         let store = Store {
             playbooks: db.open_tree("playbooks")?,
             runs: db.open_tree("runs")?,
+            run_records: db.open_tree("run_records")?,
             active: db.open_tree("active")?,
             history: db.open_tree("history")?,
             run_keys: db.open_tree("run_keys")?,
@@ -348,13 +376,9 @@ impl Store {
             .collect()
     }
 
-    /// Writes runs' states and their new history entries in one transaction, keeping the
-    /// `active` index and the idempotency key in step.
-    pub fn put_runs(
-        &self,
-        writes: &[(&RunState, Vec<&HistoryEvent>)],
-        key: RunKey<'_>,
-    ) -> Result<Seq, Error> {
+    /// Writes runs (each one's head and changed records) and their new history entries in one
+    /// transaction, keeping the `active` index and the idempotency key in step.
+    pub fn put_runs(&self, writes: &[RunWrite<'_>], key: RunKey<'_>) -> Result<Seq, Error> {
         let claims: Vec<(&str, RunId)> = match key {
             RunKey::None => Vec::new(),
             RunKey::Claim(k, id) => vec![(k, id)],
@@ -366,7 +390,7 @@ impl Store {
     /// a schedule's ledger entries and state: a fire and its ledger entry commit or neither.
     pub fn put_runs_scheduled(
         &self,
-        writes: &[(&RunState, Vec<&HistoryEvent>)],
+        writes: &[RunWrite<'_>],
         claims: &[(&str, RunId)],
         schedule: Option<&ScheduleWrite<'_>>,
     ) -> Result<Seq, Error> {
@@ -375,14 +399,14 @@ impl Store {
 
     fn put_all(
         &self,
-        writes: &[(&RunState, Vec<&HistoryEvent>)],
+        writes: &[RunWrite<'_>],
         claims: &[(&str, RunId)],
         schedule: Option<&ScheduleWrite<'_>>,
         alerts: Option<&AlertWrite<'_>>,
     ) -> Result<Seq, Error> {
         struct Encoded {
             id: [u8; 16],
-            value: Vec<u8>,
+            run: records::Encoded,
             running: bool,
             /// `playbook \0 id`, for a run's first write.
             index: Option<Vec<u8>>,
@@ -390,29 +414,30 @@ impl Store {
         }
         let encoded: Vec<Encoded> = writes
             .iter()
-            .map(|(run, history)| Encoded {
-                id: run.id.to_bytes(),
-                value: serde_json::to_vec(run).expect("run state serializes"),
-                running: !run.status.is_terminal(),
-                index: history
-                    .iter()
-                    .any(|e| e.seq == 1)
-                    .then(|| listing::playbook_key(&run.playbook, run.id)),
-                events: history
-                    .iter()
-                    .map(|e| {
-                        (
-                            history_key(run.id, e.seq),
-                            serde_json::to_vec(e).expect("event serializes"),
-                        )
-                    })
-                    .collect(),
+            .map(|write| {
+                let run = write.state;
+                Encoded {
+                    id: run.id.to_bytes(),
+                    run: records::encode(run, &write.parts),
+                    running: !run.status.is_terminal(),
+                    index: write
+                        .history
+                        .iter()
+                        .any(|e| e.seq == 1)
+                        .then(|| listing::playbook_key(&run.playbook, run.id)),
+                    events: write
+                        .history
+                        .iter()
+                        .map(|e| (history_key(run.id, e.seq), json(e)))
+                        .collect(),
+                }
             })
             .collect();
         let (state, entries) = encode_schedule(schedule);
         let alert_rows = encode_alerts(alerts);
         let result: Result<(), TransactionError<()>> = (
             &self.runs,
+            &self.run_records,
             &self.active,
             &self.history,
             &self.run_keys,
@@ -424,9 +449,27 @@ impl Store {
             &self.run_playbooks,
         )
             .transaction(
-                |(runs, active, history, keys, sched_state, ledger, al, dd, bu, by_playbook)| {
+                |(
+                    runs,
+                    records,
+                    active,
+                    history,
+                    keys,
+                    sched_state,
+                    ledger,
+                    al,
+                    dd,
+                    bu,
+                    by_playbook,
+                )| {
                     for run in &encoded {
-                        runs.insert(&run.id, run.value.as_slice())?;
+                        for (key, value) in &run.run.records {
+                            match value {
+                                Some(value) => records.insert(key.as_slice(), value.as_slice())?,
+                                None => records.remove(key.as_slice())?,
+                            };
+                        }
+                        runs.insert(&run.id, run.run.head.as_slice())?;
                         if let Some(key) = &run.index {
                             by_playbook.insert(key.as_slice(), &[])?;
                         }
@@ -476,7 +519,7 @@ impl Store {
     /// much cheaper.
     pub fn put_alerts(
         &self,
-        writes: &[(&RunState, Vec<&HistoryEvent>)],
+        writes: &[RunWrite<'_>],
         alerts: &AlertWrite<'_>,
     ) -> Result<Seq, Error> {
         if !writes.is_empty() || !alerts.dedup.is_empty() || !alerts.budgets.is_empty() {
@@ -494,31 +537,12 @@ impl Store {
         Ok(self.written())
     }
 
-    pub fn run(&self, id: RunId) -> Result<Option<RunState>, Error> {
-        self.runs
-            .get(id.to_bytes())?
-            .map(|v| decode("runs", &id.to_bytes(), &v))
-            .transpose()
-    }
-
     /// The run that claimed an idempotency key.
     pub fn run_by_key(&self, key: &str) -> Result<Option<RunId>, Error> {
         Ok(self
             .run_keys
             .get(key.as_bytes())?
             .and_then(|v| RunId::from_bytes(&v)))
-    }
-
-    /// Every run still running (to resume after a restart).
-    pub fn active_runs(&self) -> Result<Vec<RunState>, Error> {
-        let mut runs = Vec::new();
-        for key in self.active.iter().keys() {
-            let key = key?;
-            if let Some(value) = self.runs.get(&key)? {
-                runs.push(decode("runs", &key, &value)?);
-            }
-        }
-        Ok(runs)
     }
 
     /// A run's history from `after_seq` (exclusive), in order.
@@ -623,6 +647,9 @@ fn key_text(key: &[u8]) -> String {
     if let Some(id) = RunId::from_bytes(key).filter(|_| key.len() == 16) {
         return id.to_string();
     }
+    if let Some(record) = records::describe(key) {
+        return record;
+    }
     match std::str::from_utf8(key) {
         Ok(text) if !text.chars().any(|c| c.is_control() && c != '\0') => text.replace('\0', "/"),
         _ => key.iter().map(|b| format!("{b:02x}")).collect(),
@@ -635,6 +662,7 @@ mod commit;
 pub mod disk;
 mod health;
 mod listing;
+mod records;
 mod schedules;
 #[cfg(test)]
 mod tests;

@@ -24,7 +24,7 @@ pub const PARAM_LIST_ITEMS_MAX: usize = 1000;
 /// Labels on one step.
 pub const LABELS_MAX: usize = 16;
 /// Items one `for_each` may expand to.
-pub const FOR_EACH_ITEMS_MAX: usize = 1000;
+pub const FOR_EACH_ITEMS_MAX: usize = 100_000;
 /// Items of one `for_each` running at the same time.
 pub const FOR_EACH_CONCURRENCY_MAX: u32 = 100;
 /// Items of one `for_each` running at the same time when `concurrency` is not given.

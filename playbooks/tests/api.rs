@@ -369,7 +369,7 @@ steps:
             .expect_err("too many");
         assert_eq!(
             error.to_string(),
-            "step `fan`: for_each: more than the 1000 items allowed"
+            "step `fan`: for_each: more than the 100000 items allowed"
         );
         run.params["targets"] = Value::Array(vec![json!(1); limits::FOR_EACH_ITEMS_MAX]);
         let items = Renderer::new()

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::run::{Entry, Tx, format_time};
 use super::state::{ApprovalState, Decision, StepStatus, Unit};
-use super::{DecisionRequest, Error};
+use super::{DecisionRequest, Error, Part};
 
 /// Hex SHA-256 of a JSON value (serde_json orders object keys, so the text is canonical).
 pub fn digest_hex(value: &Value) -> String {
@@ -35,6 +35,7 @@ impl Tx<'_> {
         };
         let digest = digest_hex(&subject);
         let due_ms = self.now_ms + approval.timeout_ms as i64;
+        self.mark(Part::Units { step });
         let state = &mut self.run.steps[step];
         state.status = StepStatus::AwaitingApproval;
         state.units = units;

@@ -25,6 +25,7 @@
 
 mod approval;
 pub mod guard;
+mod parts;
 mod repair;
 mod run;
 pub mod state;
@@ -46,6 +47,7 @@ use run::Tx;
 use state::{HistoryEvent, RunId, RunState, RunStatus, StepState, UnitRef};
 
 pub use approval::digest_hex;
+pub use parts::{Part, Parts};
 pub use task_id::{MalformedTaskId, Place, TaskId};
 pub use undo::undo_status;
 
@@ -194,8 +196,11 @@ pub enum Command {
 #[derive(Debug, Default)]
 pub struct Transition {
     /// Runs whose state changed, in order; persist each (active ones from
-    /// [`Scheduler::run`], ended ones from `finished`) with its entries of `history`.
+    /// [`Scheduler::run`], ended ones from `finished`) with its entries of `history`: its
+    /// head, and the records of it named in `parts`.
     pub changed: Vec<RunId>,
+    /// The records of changed runs, besides their heads, that changed.
+    pub parts: Parts,
     pub history: Vec<(RunId, HistoryEvent)>,
     pub commands: Vec<Command>,
     /// Runs that ended with this transition: their final state, now out of the scheduler.
@@ -211,6 +216,14 @@ impl Transition {
         if !self.changed.contains(&run) {
             self.changed.push(run);
         }
+    }
+
+    /// The records of one run, besides its head, that changed.
+    pub fn parts_of(&self, run: RunId) -> impl Iterator<Item = Part> + '_ {
+        self.parts
+            .range((run, Part::All)..)
+            .take_while(move |(r, _)| *r == run)
+            .map(|(_, part)| *part)
     }
 
     /// The history entries of one run.
@@ -247,6 +260,18 @@ pub enum Error {
 struct ActiveRun {
     state: RunState,
     playbook: Arc<Playbook>,
+    index: run::RunIndex,
+}
+
+impl ActiveRun {
+    fn new(state: RunState, playbook: Arc<Playbook>) -> ActiveRun {
+        let index = run::RunIndex::build(&state);
+        ActiveRun {
+            state,
+            playbook,
+            index,
+        }
+    }
 }
 
 /// Runs holding or waiting for one concurrency key.
@@ -341,7 +366,7 @@ impl Scheduler {
                 entry.holders.push(state.id);
             }
         }
-        self.runs.insert(state.id, ActiveRun { state, playbook });
+        self.runs.insert(state.id, ActiveRun::new(state, playbook));
         commands
     }
 
@@ -438,9 +463,10 @@ impl Scheduler {
         token: u64,
     ) -> Transition {
         let mut out = Transition::default();
+        let mut index = run::RunIndex::build(state);
         let mut tx = Tx::new(
             now_ms,
-            state,
+            (state, &mut index),
             playbook,
             (&self.renderer, &self.guard, self.schedule_to_start_ms),
             &mut out,
@@ -474,7 +500,7 @@ impl Scheduler {
             }
             entry.holders.push(id);
         }
-        self.runs.insert(id, ActiveRun { state, playbook });
+        self.runs.insert(id, ActiveRun::new(state, playbook));
         let mut out = Transition::default();
         if let Err(e) = self.with_run(now_ms, id, &mut out, |tx| {
             tx.repair(repair, step, by, reason)
@@ -520,14 +546,9 @@ impl Scheduler {
         };
         let id = new.id;
         let spec = new.playbook.concurrency.clone();
-        self.runs.insert(
-            id,
-            ActiveRun {
-                state,
-                playbook: new.playbook,
-            },
-        );
+        self.runs.insert(id, ActiveRun::new(state, new.playbook));
         self.with_run(now_ms, id, out, |tx| {
+            tx.mark(Part::All);
             let by = tx.run.requested_by.clone();
             let dry = if tx.run.dry_run { "; dry run" } else { "" };
             tx.record(run::Entry::run(
@@ -610,15 +631,24 @@ impl Scheduler {
         f: impl FnOnce(&mut Tx<'_>) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let active = self.runs.get_mut(&id).ok_or(Error::RunNotActive(id))?;
+        let before = parts::snapshot(&active.state);
         let mut tx = Tx::new(
             now_ms,
-            &mut active.state,
+            (&mut active.state, &mut active.index),
             &active.playbook,
             (&self.renderer, &self.guard, self.schedule_to_start_ms),
             out,
         );
         f(&mut tx)?;
         tx.arm_next();
+        active.index.refresh(&active.state);
+        if let Some(before) = before {
+            let missed = parts::unmarked(&before, &active.state, &out.parts);
+            assert!(missed.is_empty(), "changed but not marked: {missed:?}");
+            if let Some(differs) = active.index.differs(&active.state) {
+                panic!("the run's index is out of step:\n{differs}");
+            }
+        }
         if active.state.status.is_terminal() {
             let ended = self.runs.remove(&id).expect("the run is active");
             let key = ended.state.concurrency_key.clone();

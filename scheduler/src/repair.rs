@@ -8,7 +8,7 @@ use riposte_playbooks::Playbook;
 
 use super::run::{Entry, Tx};
 use super::state::{Phase, RunState, RunStatus, StepState, StepStatus, UnitStatus};
-use super::{Error, Repair};
+use super::{Error, Part, Repair};
 
 /// Whether an ended run may be reopened by `repair` on `step`.
 pub(crate) fn check_reopen(
@@ -118,6 +118,7 @@ impl Tx<'_> {
                 self.run.status.as_str()
             )));
         }
+        self.mark(Part::Units { step });
         for unit in self.run.steps[step]
             .units
             .iter_mut()
@@ -148,6 +149,7 @@ impl Tx<'_> {
                 status.as_str()
             )));
         }
+        self.mark(Part::Units { step });
         for unit in self.run.steps[step].units.iter_mut() {
             if let UnitStatus::Leased { token, .. } = unit.status {
                 self.out.commands.push(super::Command::Abandon { token });
@@ -168,12 +170,13 @@ impl Tx<'_> {
     /// cancelled wait again.
     fn reopen(&mut self, repair: Repair, step: usize, by: &str, reason: &str) {
         let id = self.step_id(step);
-        for state in self.run.steps.iter_mut() {
-            if state.status == StepStatus::Cancelled {
-                *state = StepState::waiting();
+        for index in 0..self.run.steps.len() {
+            if index == step || self.run.steps[index].status == StepStatus::Cancelled {
+                self.run.steps[index] = StepState::waiting();
+                self.mark(Part::Units { step: index });
+                self.mark(Part::Output { step: index });
             }
         }
-        self.run.steps[step] = StepState::waiting();
         self.run.status = RunStatus::Running;
         self.run.phase = Phase::Steps;
         self.run.error = None;

@@ -1,8 +1,10 @@
 //! One run's transitions: leases and results, timers, starting and settling steps, ending the
 //! run. [`Tx`] borrows one run and writes what happens into the shared [`Transition`].
 
+mod index;
 mod restore;
 mod steps;
+pub(crate) use index::RunIndex;
 pub(crate) use restore::{next_due, redispatch, task_spec};
 
 use std::borrow::Cow;
@@ -13,7 +15,7 @@ use serde_json::{Map, Value};
 use super::state::{
     HistoryEvent, Phase, RunState, RunStatus, Slot, StepStatus, Unit, UnitRef, UnitStatus,
 };
-use super::{Command, Error, LEASE_LOSS_ATTEMPTS_MIN, TaskSpec, Transition};
+use super::{Command, Error, LEASE_LOSS_ATTEMPTS_MIN, Part, TaskSpec, Transition};
 use crate::guard::Policy;
 
 /// Undo and revoke tasks retry until they succeed (or fail for good), backing off to 5 min.
@@ -74,6 +76,8 @@ impl Entry {
 pub(crate) struct Tx<'a> {
     pub now_ms: i64,
     pub run: &'a mut RunState,
+    /// Kept in step with `run` (see [`RunIndex`]).
+    pub index: &'a mut RunIndex,
     pub playbook: &'a Playbook,
     pub renderer: &'a Renderer,
     pub guard: &'a Policy,
@@ -85,7 +89,7 @@ pub(crate) struct Tx<'a> {
 impl<'a> Tx<'a> {
     pub fn new(
         now_ms: i64,
-        run: &'a mut RunState,
+        (run, index): (&'a mut RunState, &'a mut RunIndex),
         playbook: &'a Playbook,
         (renderer, guard, schedule_to_start_ms): (&'a Renderer, &'a Policy, Option<u64>),
         out: &'a mut Transition,
@@ -93,6 +97,7 @@ impl<'a> Tx<'a> {
         Tx {
             now_ms,
             run,
+            index,
             playbook,
             renderer,
             guard,
@@ -122,6 +127,25 @@ impl<'a> Tx<'a> {
         self.out.touch(self.run.id);
     }
 
+    /// Names a record of the run this transition changes (see [`Part`]); a unit's record is
+    /// named before the unit changes, so that the index notes what it was.
+    pub fn mark(&mut self, part: Part) {
+        self.out.touch(self.run.id);
+        self.out.parts.insert((self.run.id, part));
+        match part {
+            Part::All | Part::Units { .. } => self.index.invalidate(),
+            Part::Unit { step, item } => self.index.note(self.run, Slot::Step { step, item }),
+            Part::Undo(n) => self.index.note(self.run, Slot::Undo(n)),
+            Part::Output { .. } => {}
+        }
+    }
+
+    /// The run's index, with every change so far settled.
+    pub fn index(&mut self) -> &mut RunIndex {
+        self.index.refresh(self.run);
+        self.index
+    }
+
     pub fn step_id(&self, step: usize) -> &'a str {
         &self.playbook.steps[step].id
     }
@@ -139,7 +163,19 @@ impl<'a> Tx<'a> {
         }
     }
 
+    pub fn unit(&self, slot: Slot) -> Option<&Unit> {
+        match slot {
+            Slot::Step { step, item } => self.run.steps.get(step)?.units.get(item as usize),
+            Slot::Undo(n) => self.run.undo.get(n as usize).map(|e| &e.unit),
+            Slot::Health { step } => self.run.steps.get(step)?.waves.as_ref()?.gate.as_ref(),
+        }
+    }
+
+    /// A unit to change: its record is marked as changed.
     pub fn unit_mut(&mut self, slot: Slot) -> Option<&mut Unit> {
+        if let Some(part) = Part::of(slot) {
+            self.mark(part);
+        }
         match slot {
             Slot::Step { step, item } => self.run.steps.get_mut(step)?.units.get_mut(item as usize),
             Slot::Undo(n) => self.run.undo.get_mut(n as usize).map(|e| &mut e.unit),
@@ -215,7 +251,7 @@ impl<'a> Tx<'a> {
     /// and returns false.
     fn current_lease(&mut self, unit_ref: &UnitRef, token: u64, is_result: bool) -> bool {
         let described = self.describe(unit_ref.slot);
-        let verdict = match (described, self.unit_mut(unit_ref.slot)) {
+        let verdict = match (described, self.unit(unit_ref.slot)) {
             (Some(_), Some(unit)) => match &unit.status {
                 UnitStatus::Leased { token: current, .. } if *current == token => return true,
                 _ if unit.accepted_token == Some(token) => {
@@ -335,7 +371,7 @@ impl<'a> Tx<'a> {
     }
 
     pub fn reject_finished(&mut self, unit_ref: &UnitRef, token: u64) {
-        let accepted = match self.unit_mut(unit_ref.slot) {
+        let accepted = match self.unit(unit_ref.slot) {
             Some(unit) => unit.accepted_token == Some(token),
             None => false,
         };
@@ -431,6 +467,9 @@ impl<'a> Tx<'a> {
     /// `schedule_to_start` (or the platform's default), or the step fails.
     pub fn dispatch(&mut self, slot: Slot) {
         let run = self.run.id;
+        if let Some(part) = Part::of(slot) {
+            self.mark(part);
+        }
         if let Slot::Step { step, .. } = slot {
             let limit = self.playbook.steps[step]
                 .schedule_to_start_ms
@@ -499,23 +538,19 @@ impl<'a> Tx<'a> {
 
     /// Queued step units whose `schedule_to_start` passed (a unit held by containment waits
     /// for an operator, not for a worker: it does not count).
-    fn not_started_in_time(&self) -> Vec<Slot> {
+    fn not_started_in_time(&mut self) -> Vec<Slot> {
         let now = self.now_ms;
-        let mut slots = Vec::new();
-        for (step, state) in self.run.steps.iter().enumerate() {
-            for (item, unit) in state.units.iter().enumerate() {
-                if unit.status == UnitStatus::Queued
-                    && !unit.held
-                    && unit.start_by_ms.is_some_and(|by| by <= now)
-                {
-                    slots.push(Slot::Step {
-                        step,
-                        item: item as u32,
-                    });
-                }
-            }
-        }
-        slots
+        let due = self.index().due_by(now);
+        due.into_iter()
+            .filter(|slot| matches!(slot, Slot::Step { .. }))
+            .filter(|slot| {
+                self.unit(*slot).is_some_and(|u| {
+                    u.status == UnitStatus::Queued
+                        && !u.held
+                        && u.start_by_ms.is_some_and(|by| by <= now)
+                })
+            })
+            .collect()
     }
 
     /// Fails a step unit no worker leased within its `schedule_to_start`.
@@ -553,19 +588,14 @@ impl<'a> Tx<'a> {
             .push(Command::Withdraw(UnitRef { run, slot }));
     }
 
-    fn backoffs_due(&self) -> Vec<Slot> {
+    /// Units whose backoff ended: step units and undo entries from the index, health gates
+    /// (one per step at most) by looking.
+    fn backoffs_due(&mut self) -> Vec<Slot> {
         let now = self.now_ms;
         let due = |u: &Unit| matches!(u.status, UnitStatus::Backoff { due_ms } if due_ms <= now);
-        let mut slots = Vec::new();
+        let mut slots: Vec<Slot> = self.index().due_by(now);
+        slots.retain(|slot| self.unit(*slot).is_some_and(due));
         for (step, state) in self.run.steps.iter().enumerate() {
-            for (item, unit) in state.units.iter().enumerate() {
-                if due(unit) {
-                    slots.push(Slot::Step {
-                        step,
-                        item: item as u32,
-                    });
-                }
-            }
             if state
                 .waves
                 .as_ref()
@@ -575,17 +605,17 @@ impl<'a> Tx<'a> {
                 slots.push(Slot::Health { step });
             }
         }
-        for (n, entry) in self.run.undo.iter().enumerate() {
-            if due(&entry.unit) {
-                slots.push(Slot::Undo(n as u32));
-            }
-        }
         slots
     }
 
     /// Arms the run's next timer, if it has one.
     pub fn arm_next(&mut self) {
-        if let Some(due_ms) = next_due(self.run) {
+        let units = self.index().next_due();
+        if let Some(due_ms) = restore::next_due_of_run(self.run)
+            .into_iter()
+            .chain(units)
+            .min()
+        {
             self.out.commands.push(Command::ArmTimer {
                 run: self.run.id,
                 due_ms,

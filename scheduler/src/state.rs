@@ -1,7 +1,9 @@
 //! The durable state of a run: what the store persists and the scheduler changes.
 //!
-//! One `RunState` is one sled value; every transition rewrites it in the same transaction as
-//! the history entries it produced, so the two never disagree after a crash.
+//! The store keeps a `RunState` as a small head and one record per unit, step output and undo
+//! entry; a transition writes the head and the records it changed ([`Part`](crate::Part)) in
+//! the same transaction as the history entries it produced, so they never disagree after a
+//! crash.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -118,6 +120,7 @@ pub struct RunState {
     pub playbook: String,
     pub version: u32,
     /// Coerced parameters (a JSON object).
+    #[serde(default)]
     pub params: Value,
     /// What started the run (alert data later); `null` for operators.
     #[serde(default)]
@@ -391,7 +394,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// Which unit of a run: a step's item, an undo entry, or a step's wave health gate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Slot {
     Step { step: usize, item: u32 },
     Undo(u32),

@@ -7,9 +7,9 @@
 use riposte_playbooks::{Context, limits};
 use serde_json::Value;
 
-use super::Error;
 use super::run::{Entry, Tx, bounded_duration, format_time, what};
 use super::state::{GrantState, Phase, RunStatus, Slot, StepStatus, UndoEntry, Unit, UnitStatus};
+use super::{Error, Part};
 
 impl Tx<'_> {
     /// Records the undo (and grant) of a unit that just succeeded.
@@ -21,7 +21,9 @@ impl Tx<'_> {
             Ok(rendered) => rendered,
             Err(message) => {
                 // The change happened but cannot be undone as written: stop here, loudly.
-                let unit = &mut self.run.steps[step].units[item as usize];
+                let unit = self
+                    .unit_mut(Slot::Step { step, item })
+                    .expect("the unit that succeeded");
                 unit.status = UnitStatus::Failed;
                 unit.error = Some(format!("cannot render its undo: {message}"));
                 return;
@@ -51,6 +53,7 @@ impl Tx<'_> {
         } else {
             "undo.recorded"
         };
+        self.mark(Part::Undo(self.run.undo.len() as u32));
         self.run.undo.push(UndoEntry {
             step,
             item,
@@ -166,16 +169,20 @@ impl Tx<'_> {
     /// Grants whose TTL passed start their revoke.
     pub(crate) fn expire_grants(&mut self) {
         let now = self.now_ms;
+        let run = &*self.run;
         let due: Vec<u32> = self
-            .run
-            .undo
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| {
+            .index
+            .due_by_refreshed(run, now)
+            .into_iter()
+            .filter_map(|slot| match slot {
+                Slot::Undo(n) => Some(n),
+                _ => None,
+            })
+            .filter(|n| {
+                let e = &run.undo[*n as usize];
                 e.unit.status == UnitStatus::Pending
                     && e.grant.as_ref().is_some_and(|g| g.expires_ms <= now)
             })
-            .map(|(n, _)| n as u32)
             .collect();
         for n in due {
             let entry = &self.run.undo[n as usize];
@@ -192,7 +199,7 @@ impl Tx<'_> {
     }
 
     fn start_undo(&mut self, n: u32) {
-        let unit = &mut self.run.undo[n as usize].unit;
+        let unit = self.unit_mut(Slot::Undo(n)).expect("an undo entry");
         unit.status = UnitStatus::Queued;
         unit.attempt = 1;
         self.dispatch(Slot::Undo(n));
@@ -237,8 +244,7 @@ impl Tx<'_> {
     /// `outcome`.
     pub(crate) fn compensate(&mut self, outcome: RunStatus, error: Option<String>) {
         self.stop_steps();
-        let open = self.run.undo.iter().any(|e| !e.unit.status.is_terminal());
-        if !open {
+        if self.index().undo().open() == 0 {
             return self.finish(outcome, error);
         }
         if self.run.status == RunStatus::Halted {
@@ -257,7 +263,7 @@ impl Tx<'_> {
         let Phase::Compensating { outcome, error } = self.run.phase.clone() else {
             return;
         };
-        if self.run.undo.iter().any(|e| e.unit.status.is_active()) {
+        if self.index().undo().active > 0 {
             return;
         }
         if let Some(n) = self
@@ -298,12 +304,7 @@ impl Tx<'_> {
                 .iter()
                 .all(|s| s.status != StepStatus::Failed)
         );
-        let holding = self
-            .run
-            .undo
-            .iter()
-            .any(|e| e.grant.is_some() && !e.unit.status.is_terminal());
-        if holding {
+        if self.index().grants().open() > 0 {
             self.run.phase = Phase::HoldingGrants;
             self.record(Entry::run(
                 "run.holding_grants",
@@ -315,20 +316,11 @@ impl Tx<'_> {
     }
 
     pub(crate) fn check_grants_closed(&mut self) {
-        let open = self
-            .run
-            .undo
-            .iter()
-            .any(|e| e.grant.is_some() && !e.unit.status.is_terminal());
-        if open {
+        let grants = self.index().grants();
+        if grants.open() > 0 {
             return;
         }
-        let failed = self
-            .run
-            .undo
-            .iter()
-            .any(|e| e.grant.is_some() && e.unit.status == UnitStatus::Failed);
-        if failed {
+        if grants.failed > 0 {
             self.finish(
                 RunStatus::Failed,
                 Some("a grant's revoke failed; check the grant".into()),

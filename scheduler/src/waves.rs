@@ -34,15 +34,11 @@ impl Tx<'_> {
         ));
     }
 
-    fn failures(&self, step: usize) -> u32 {
-        self.run.steps[step]
-            .units
-            .iter()
-            .filter(|u| u.status == UnitStatus::Failed)
-            .count() as u32
+    fn failures(&mut self, step: usize) -> u32 {
+        self.index().step(step).failed
     }
 
-    fn budget_spent(&self, step: usize) -> bool {
+    fn budget_spent(&mut self, step: usize) -> bool {
         let waves = self.playbook.steps[step]
             .waves
             .as_ref()
@@ -52,16 +48,17 @@ impl Tx<'_> {
             .waves
             .as_ref()
             .map_or(0, |w| w.failures_forgiven);
-        self.failures(step).saturating_sub(forgiven) > waves.error_budget.of(total)
+        let budget = waves.error_budget.of(total);
+        self.failures(step).saturating_sub(forgiven) > budget
     }
 
     pub(crate) fn settle_waves(&mut self, step: usize) {
         let Some(wave) = self.run.steps[step].waves.clone() else {
             return;
         };
-        let units = &self.run.steps[step].units;
-        let total = units.len() as u32;
-        let in_flight = units.iter().any(|u| u.status.is_active());
+        let total = self.run.steps[step].units.len() as u32;
+        let tally = self.index().step(step);
+        let in_flight = tally.active > 0;
         if self.budget_spent(step) {
             if !in_flight {
                 let why = format!("error budget spent: {} failed", self.failures(step));
@@ -69,10 +66,16 @@ impl Tx<'_> {
             }
             return;
         }
-        let wave_done = units
-            .iter()
-            .take(wave.end as usize)
-            .all(|u| u.status.is_terminal());
+        // Items from the wave's end on have not started: the wave is done when none before
+        // it is pending or active.
+        let wave_done = tally.active == 0 && tally.pending == total - wave.end.min(total);
+        debug_assert_eq!(
+            wave_done,
+            self.run.steps[step].units[..wave.end.min(total) as usize]
+                .iter()
+                .all(|u| u.status.is_terminal()),
+            "items past the wave's end have not started"
+        );
         if !wave_done {
             return self.fill_slots(step, wave.end);
         }

@@ -324,3 +324,18 @@ fn parse_alert_addrs(process: &Process) -> [Option<SocketAddr>; 3] {
         )
     })
 }
+
+/// `riposte-orchestrator store check` on `data` (no orchestrator running on it): its exit
+/// status and what it printed.
+pub async fn store_check(data: &std::path::Path) -> (ExitStatus, String) {
+    let output = tokio::process::Command::new(&binaries().orchestrator)
+        .args(["store", "check", "--data-dir"])
+        .arg(data)
+        .output()
+        .await
+        .expect("store check runs");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}

@@ -222,8 +222,12 @@ impl Runs {
         );
         let mut seq = self.store.last_write();
         if !transition.changed.is_empty() {
-            let history: Vec<&HistoryEvent> = transition.history_of(run).collect();
-            seq = self.store.put_runs(&[(&state, history)], RunKey::None)?;
+            let write = RunWrite {
+                state: &state,
+                parts: transition.parts_of(run).collect(),
+                history: transition.history_of(run).collect(),
+            };
+            seq = self.store.put_runs(&[write], RunKey::None)?;
         }
         let report = Report {
             duplicate: transition.duplicate,

@@ -20,6 +20,11 @@ pub enum Unreadable {
     NotRunId(usize),
     #[error("expected a format number")]
     NotFormat,
+    #[error("{0}")]
+    Record(String),
+    /// The run's head reads back but a record it counts does not.
+    #[error("{0}")]
+    Incomplete(Error),
 }
 
 /// What a check found.
@@ -76,6 +81,11 @@ impl Store {
                 checked.note(name, &key, check(&key, &value));
             }
         }
+        for (id, error) in self.incomplete_runs()? {
+            checked
+                .damaged
+                .push((format!("runs/{id}"), Unreadable::Incomplete(error)));
+        }
         Ok(checked)
     }
 
@@ -97,14 +107,43 @@ impl Store {
                 }
             }
         }
+        // A run whose records did not all come across is left behind whole.
+        for (id, error) in into.incomplete_runs()? {
+            into.runs.remove(id.to_bytes())?;
+            into.active.remove(id.to_bytes())?;
+            salvaged
+                .left
+                .push((format!("runs/{id}"), Unreadable::Incomplete(error)));
+        }
         let base = self.next_token()?;
         into.settings.insert(TOKEN_BASE_KEY, &base.to_be_bytes())?;
         into.db.flush()?;
         Ok(salvaged)
     }
 
+    /// Runs whose head reads back but whose records do not all (missing or damaged).
+    fn incomplete_runs(&self) -> Result<Vec<(RunId, Error)>, Error> {
+        let mut incomplete = Vec::new();
+        for entry in self.runs.iter() {
+            let (key, head) = entry?;
+            let Some(id) = RunId::from_bytes(&key) else {
+                continue;
+            };
+            if serde_json::from_slice::<RunState>(&head).is_err() {
+                continue; // reported as a damaged record of `runs`
+            }
+            match self.assemble(id, &head) {
+                Err(e @ Error::Missing { .. }) => incomplete.push((id, e)),
+                // A record that does not read back is reported as one of `run_records`.
+                Ok(_) | Err(Error::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(incomplete)
+    }
+
     /// Every tree, with what its records must read back as.
-    fn trees(&self) -> [(&'static str, &sled::Tree, Check); 14] {
+    fn trees(&self) -> [(&'static str, &sled::Tree, Check); 15] {
         [
             ("playbooks", &self.playbooks, |_, v| {
                 json::<StoredPlaybook>(v)
@@ -112,6 +151,9 @@ impl Store {
             ("runs", &self.runs, |k, v| {
                 run_id(k)?;
                 json::<RunState>(v)
+            }),
+            ("run_records", &self.run_records, |k, v| {
+                super::records::check(k, v).map_err(Unreadable::Record)
             }),
             ("active", &self.active, |k, _| run_id(k)),
             ("history", &self.history, |_, v| json::<HistoryEvent>(v)),

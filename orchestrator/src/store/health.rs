@@ -55,8 +55,8 @@ impl Store {
     /// Records a damaged record met while serving: logged once with its key, counted for
     /// health.
     pub(super) fn found_damage(&self, error: &Error) {
-        if let Error::Corrupt { tree, key, .. } = error
-            && self.damaged().insert(format!("{tree}/{key}"))
+        if let Some(record) = error.damaged_record()
+            && self.damaged().insert(record)
         {
             tracing::error!(%error, "store.damaged_record");
         }

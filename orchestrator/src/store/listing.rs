@@ -9,8 +9,10 @@
 //! Pruning removes finished runs (state, history, playbook index entry, idempotency key) older
 //! than the retention, and the oldest finished runs beyond a count; running runs stay.
 //!
-//! The store's format version is in `settings/format`: a data dir without one (format 1) gets
-//! its `run_playbooks` index built on open; a newer format is refused.
+//! The store's format version is in `settings/format`; an older data dir is brought up to date
+//! on open, a newer one is refused. Format 1 had no `run_playbooks` index; formats 1 and 2
+//! kept a run as one record (its whole state), which format 3 splits into a head and records
+//! ([`records`](super::records)).
 
 use riposte_scheduler::state::{RunId, RunState, RunStatus};
 
@@ -20,7 +22,7 @@ use super::{Error, Store, decode};
 pub const PAGE_SCAN_MAX: usize = 10_000;
 
 /// The format this build writes (and reads: it migrates the older ones).
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 const FORMAT_KEY: &[u8] = b"format";
 
 /// What a listing keeps.
@@ -88,7 +90,7 @@ impl Store {
             match self.run(id) {
                 Ok(Some(run)) if filter.keeps(&run) => runs.push(run),
                 Ok(_) => {}
-                Err(e @ Error::Corrupt { .. }) => self.found_damage(&e),
+                Err(e) if e.damaged_record().is_some() => self.found_damage(&e),
                 Err(e) => return Err(e),
             }
             if runs.len() >= limit || scanned + 1 >= PAGE_SCAN_MAX {
@@ -131,11 +133,13 @@ impl Store {
                     self.run_keys.remove(claim.as_bytes())?;
                 }
             }
-            let mut history = sled::Batch::default();
-            for k in self.history.scan_prefix(run.id.to_bytes()).keys() {
-                history.remove(k?);
+            for tree in [&self.history, &self.run_records] {
+                let mut batch = sled::Batch::default();
+                for k in tree.scan_prefix(run.id.to_bytes()).keys() {
+                    batch.remove(k?);
+                }
+                tree.apply_batch(batch)?;
             }
-            self.history.apply_batch(history)?;
             stored -= 1;
             removed += 1;
         }
@@ -166,12 +170,57 @@ impl Store {
                 self.run_playbooks
                     .insert(playbook_key(&run.playbook, run.id), &[])?;
             }
+        }
+        if found < 3 {
+            self.split_runs()?;
+        }
+        if found < FORMAT {
             tracing::info!(from = found, to = FORMAT, "store.migrated");
         }
         if found != FORMAT {
             self.settings
                 .insert(FORMAT_KEY, FORMAT.to_string().as_bytes())?;
             self.db.flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Format 2 to 3: each run's whole state becomes its head and records, one run per
+    /// transaction; a run already split (it has its input record) is left alone, so an
+    /// interrupted migration resumes where it stopped.
+    fn split_runs(&self) -> Result<(), Error> {
+        use sled::Transactional;
+        for entry in self.runs.iter() {
+            let (key, value) = entry?;
+            let Some(id) = RunId::from_bytes(&key) else {
+                continue;
+            };
+            let input = super::records::key(id, super::records::INPUT, 0, 0);
+            if self.run_records.contains_key(&input)? {
+                continue;
+            }
+            let Ok(run) = decode::<RunState>("runs", &key, &value) else {
+                continue; // damaged: reported where it is read, and by `store check`
+            };
+            let encoded = super::records::encode(&run, &[riposte_scheduler::Part::All]);
+            (&self.runs, &self.run_records)
+                .transaction(|(runs, records)| {
+                    for (k, v) in &encoded.records {
+                        if let Some(v) = v {
+                            records.insert(k.as_slice(), v.as_slice())?;
+                        }
+                    }
+                    runs.insert(&key, encoded.head.as_slice())?;
+                    Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| match e {
+                    sled::transaction::TransactionError::Storage(e) => Error::Sled(e),
+                    sled::transaction::TransactionError::Abort(()) => {
+                        unreachable!("the transaction never aborts")
+                    }
+                })?;
         }
         Ok(())
     }

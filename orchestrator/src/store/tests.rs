@@ -245,3 +245,165 @@ async fn a_payload_is_stored_once_beside_its_alerts_and_pruned_with_them() {
     let kept = store.alert(third.id).expect("read").expect("kept");
     assert_eq!(kept.payload, "another");
 }
+
+/// A run with every field set, so that a field the records forget shows.
+fn full_run() -> RunState {
+    use riposte_scheduler::state::{
+        ApprovalState, Decision, GrantState, Phase, RunStatus, StepState, StepStatus, UndoEntry,
+        Unit, UnitStatus, WaveState,
+    };
+    let unit = |n: u32, status: UnitStatus| Unit {
+        status,
+        attempt: n + 1,
+        lease_losses: n,
+        input: serde_json::json!({"item": n}),
+        labels: [("pool".to_string(), "a".to_string())].into(),
+        output: Some(serde_json::json!({"done": n})),
+        error: Some(format!("error {n}")),
+        accepted_token: Some(u64::from(n) + 10),
+        held: n == 1,
+        start_by_ms: Some(i64::from(n) + 100),
+    };
+    let undo = |n: u32| UndoEntry {
+        step: 0,
+        item: n,
+        action: "core.echo".into(),
+        unit: unit(n, UnitStatus::Pending),
+        grant: Some(GrantState {
+            subject: format!("user-{n}"),
+            opened_at_ms: 1,
+            expires_ms: 2,
+        }),
+    };
+    RunState {
+        id: RunId(uuid::Uuid::now_v7()),
+        playbook: "full".into(),
+        version: 3,
+        params: serde_json::json!({"hosts": ["a", "b", "c"]}),
+        trigger: serde_json::json!({"alert": "x"}),
+        requested_by: "alice".into(),
+        idempotency_key: "key".into(),
+        status: RunStatus::Running,
+        created_at_ms: 5,
+        finished_at_ms: Some(6),
+        error: Some("why".into()),
+        steps: vec![
+            StepState {
+                status: StepStatus::Running,
+                units: (0..3)
+                    .map(|n| unit(n, UnitStatus::Backoff { due_ms: 9 }))
+                    .collect(),
+                output: Some(serde_json::json!(["x"])),
+                error: Some("step error".into()),
+                started_at_ms: Some(7),
+                finished_at_ms: Some(8),
+                due_ms: Some(9),
+                approval: Some(Box::new(ApprovalState {
+                    digest: "d".into(),
+                    due_ms: 10,
+                    decisions: vec![Decision {
+                        who: "bob".into(),
+                        approve: true,
+                        comment: "ok".into(),
+                        at_ms: 11,
+                        digest: "d".into(),
+                    }],
+                })),
+                waves: Some(Box::new(WaveState {
+                    wave: 1,
+                    end: 2,
+                    failures_forgiven: 1,
+                    gate: Some(unit(7, UnitStatus::Queued)),
+                    gate_passed: true,
+                })),
+            },
+            StepState::waiting(),
+        ],
+        history_seq: 12,
+        phase: Phase::Compensating {
+            outcome: RunStatus::Failed,
+            error: Some("undoing".into()),
+        },
+        undo: vec![undo(0)],
+        concurrency_key: Some("host-a".into()),
+        deadline_ms: Some(13),
+        dry_run: true,
+    }
+}
+
+fn put(store: &Store, run: &RunState, parts: Vec<Part>) -> Seq {
+    let write = RunWrite {
+        state: run,
+        parts,
+        history: Vec::new(),
+    };
+    store.put_runs(&[write], RunKey::None).expect("written")
+}
+
+#[tokio::test]
+async fn a_run_is_written_as_records_and_a_change_writes_only_the_records_it_names() {
+    use riposte_scheduler::state::{StepState, UnitStatus};
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = Store::open(dir.path(), Options::default()).expect("opens");
+    let mut run = full_run();
+    put(&store, &run, vec![Part::All]);
+    assert_eq!(store.run(run.id).expect("reads"), Some(run.clone()));
+
+    // Named: item 1, the step's output, a new undo entry. Not named: item 2.
+    run.steps[0].units[1].status = UnitStatus::Succeeded;
+    run.steps[0].output = None;
+    run.undo.push(run.undo[0].clone());
+    let mut unnamed = run.clone();
+    unnamed.steps[0].units[2].status = UnitStatus::Failed;
+    let parts = vec![
+        Part::Unit { step: 0, item: 1 },
+        Part::Output { step: 0 },
+        Part::Undo(1),
+    ];
+    put(&store, &unnamed, parts)
+        .durable()
+        .await
+        .expect("durable");
+    assert_eq!(
+        store.run(run.id).expect("reads"),
+        Some(run.clone()),
+        "what was named is written, and nothing else"
+    );
+
+    // A step reset to waiting: its units and output are gone, whatever records remain.
+    run.steps[0] = StepState::waiting();
+    put(
+        &store,
+        &run,
+        vec![Part::Units { step: 0 }, Part::Output { step: 0 }],
+    );
+    assert_eq!(store.run(run.id).expect("reads"), Some(run.clone()));
+}
+
+#[tokio::test]
+async fn a_run_missing_a_record_its_head_counts_is_damaged_with_the_record_named() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = Store::open(dir.path(), Options::default()).expect("opens");
+    let run = full_run();
+    put(&store, &run, vec![Part::All]);
+    store
+        .run_records
+        .remove(records::key(run.id, records::UNIT, 0, 1))
+        .expect("removed");
+    let error = store.run(run.id).expect_err("damaged");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "store damaged: run {} lacks its record of step 0 item 1",
+            run.id
+        )
+    );
+    assert_eq!(error.damaged_record(), Some(format!("runs/{}", run.id)));
+    let checked = store.check().expect("checks");
+    let damaged: Vec<String> = checked
+        .damaged
+        .iter()
+        .map(|(key, why)| format!("{key}: {why}"))
+        .collect();
+    assert_eq!(damaged, [format!("runs/{}: {error}", run.id)]);
+}

@@ -85,42 +85,35 @@ pub(crate) fn redispatch(state: &RunState, playbook: &Playbook) -> Vec<Command> 
 
 /// The earliest time something of this run is due.
 pub(crate) fn next_due(state: &RunState) -> Option<i64> {
+    let units = super::RunIndex::build(state).next_due();
+    next_due_of_run(state).into_iter().chain(units).min()
+}
+
+/// The earliest time something of this run is due, besides its step units and undo entries
+/// (which the run's index keeps in time order): the deadline, health gates, sleeps,
+/// approvals. Looks at each step once, never at its units.
+pub(crate) fn next_due_of_run(state: &RunState) -> Option<i64> {
     if state.status.is_terminal() {
         return None;
     }
-    let backoff = |u: &Unit| match u.status {
-        UnitStatus::Backoff { due_ms } => Some(due_ms),
-        _ => None,
-    };
     let mut due: Vec<i64> = Vec::new();
     if state.phase == Phase::Steps {
         due.extend(state.deadline_ms);
     }
     for s in &state.steps {
-        due.extend(s.units.iter().filter_map(backoff));
-        due.extend(
-            s.units
-                .iter()
-                .filter(|u| u.status == UnitStatus::Queued && !u.held)
-                .filter_map(|u| u.start_by_ms),
-        );
-        due.extend(
-            s.waves
-                .as_ref()
-                .and_then(|w| w.gate.as_ref())
-                .and_then(backoff),
-        );
+        if let Some(UnitStatus::Backoff { due_ms }) = s
+            .waves
+            .as_ref()
+            .and_then(|w| w.gate.as_ref())
+            .map(|g| &g.status)
+        {
+            due.push(*due_ms);
+        }
         if s.status == StepStatus::Sleeping {
             due.extend(s.due_ms);
         }
         if s.status == StepStatus::AwaitingApproval {
             due.extend(s.approval.as_ref().map(|a| a.due_ms));
-        }
-    }
-    for entry in &state.undo {
-        due.extend(backoff(&entry.unit));
-        if entry.unit.status == UnitStatus::Pending {
-            due.extend(entry.grant.as_ref().map(|g| g.expires_ms));
         }
     }
     due.into_iter().min()

@@ -44,12 +44,14 @@ impl<'a> Tx<'a> {
         if spec.waves.is_some() {
             return self.settle_waves(step);
         }
-        let state = &mut self.run.steps[step];
-        if let Some(failed) = state
-            .units
-            .iter()
-            .position(|u| u.status == UnitStatus::Failed)
-        {
+        let tally = self.index().step(step);
+        let state = &self.run.steps[step];
+        if tally.failed > 0 {
+            let failed = state
+                .units
+                .iter()
+                .position(|u| u.status == UnitStatus::Failed)
+                .expect("a failed unit is counted");
             let error = state.units[failed].error.clone().unwrap_or_default();
             let message = match spec.for_each {
                 Some(_) => format!("item {failed}: {error}"),
@@ -57,11 +59,7 @@ impl<'a> Tx<'a> {
             };
             return self.fail_step(step, message);
         }
-        if state
-            .units
-            .iter()
-            .all(|u| u.status == UnitStatus::Succeeded)
-        {
+        if tally.succeeded as usize == state.units.len() {
             let outputs: Vec<Value> = state
                 .units
                 .iter()
@@ -76,24 +74,32 @@ impl<'a> Tx<'a> {
         self.fill_slots(step, u32::MAX);
     }
 
-    /// Queues pending units up to the step's concurrency, among the first `end` items.
+    /// Queues pending units up to the step's concurrency, among the first `end` items, from
+    /// the first that may be pending (units start in order, so the search does not begin at
+    /// the first item every time).
     pub fn fill_slots(&mut self, step: usize, end: u32) {
         let spec = &self.playbook.steps[step];
-        let cap = spec.for_each.as_ref().map_or(1, |f| f.concurrency.max(1)) as usize;
-        let units = &mut self.run.steps[step].units;
-        let mut active = units.iter().filter(|u| u.status.is_active()).count();
+        let cap = spec.for_each.as_ref().map_or(1, |f| f.concurrency.max(1));
+        let mut active = self.index().step(step).active;
+        let total = self.run.steps[step].units.len() as u32;
+        let end = end.min(total);
+        let mut item = self.index.first_pending(step);
         let mut started = Vec::new();
-        for (item, unit) in units.iter_mut().enumerate().take(end as usize) {
-            if active >= cap {
-                break;
-            }
-            if unit.status == UnitStatus::Pending {
+        while item < end && active < cap {
+            let slot = Slot::Step { step, item };
+            if self
+                .unit(slot)
+                .is_some_and(|u| u.status == UnitStatus::Pending)
+            {
+                let unit = self.unit_mut(slot).expect("a pending unit");
                 unit.status = UnitStatus::Queued;
                 unit.attempt = 1;
                 active += 1;
-                started.push(item as u32);
+                started.push(item);
             }
+            item += 1;
         }
+        self.index.pending_from(step, item);
         for item in started {
             self.dispatch(Slot::Step { step, item });
         }
@@ -170,6 +176,7 @@ impl<'a> Tx<'a> {
                     self.request_approval(step, units);
                     return Ok(true);
                 }
+                self.mark(Part::Units { step });
                 let state = &mut self.run.steps[step];
                 state.status = StepStatus::Running;
                 state.units = units;
@@ -291,6 +298,7 @@ impl<'a> Tx<'a> {
         output: Option<Value>,
         error: Option<String>,
     ) {
+        self.mark(Part::Output { step });
         let state = &mut self.run.steps[step];
         state.status = status;
         state.output = output;
@@ -312,7 +320,8 @@ impl<'a> Tx<'a> {
     /// Stops every step: abandons leases, cancels what has not finished.
     pub fn stop_steps(&mut self) {
         let mut abandon = Vec::new();
-        for state in self.run.steps.iter_mut() {
+        let mut cancelled = Vec::new();
+        for (step, state) in self.run.steps.iter_mut().enumerate() {
             let gate = state.waves.as_mut().and_then(|w| w.gate.as_mut());
             for unit in state.units.iter_mut().chain(gate) {
                 if let UnitStatus::Leased { token, .. } = unit.status {
@@ -320,6 +329,7 @@ impl<'a> Tx<'a> {
                 }
                 if !unit.status.is_terminal() {
                     unit.status = UnitStatus::Cancelled;
+                    cancelled.push(step);
                 }
             }
             if !state.status.is_terminal() {
@@ -330,6 +340,10 @@ impl<'a> Tx<'a> {
         }
         for token in abandon {
             self.out.commands.push(Command::Abandon { token });
+        }
+        cancelled.dedup();
+        for step in cancelled {
+            self.mark(Part::Units { step });
         }
         self.changed();
     }

@@ -38,5 +38,6 @@ mod runs_list;
 mod schedules;
 mod stale_lease;
 mod startup_shutdown;
+mod store_format;
 mod syslog;
 mod worker_crash;

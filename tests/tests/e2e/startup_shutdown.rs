@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use riposte_proto::v1::{GetRunRequest, ListRunsRequest, ListWorkersRequest, RunStatus};
 use riposte_tests::api::{self, HistoryWatch};
 use riposte_tests::binaries::binaries;
+use riposte_tests::orchestrator::store_check;
 use riposte_tests::{Orchestrator, Worker, wait_until};
 use serde_json::json;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -139,20 +140,6 @@ fn damage_run(data: &Path, id: &str) {
         .expect("written");
     assert!(old.is_some(), "run {id} was stored");
     db.flush().expect("flushed");
-}
-
-/// `riposte-orchestrator store check` on `data`: its exit status and what it printed.
-async fn store_check(data: &Path) -> (std::process::ExitStatus, String) {
-    let output = tokio::process::Command::new(&binaries().orchestrator)
-        .args(["store", "check", "--data-dir"])
-        .arg(data)
-        .output()
-        .await
-        .expect("store check runs");
-    (
-        output.status,
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
 }
 
 const ONE_STEP: &str = r#"

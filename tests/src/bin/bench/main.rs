@@ -36,6 +36,10 @@
 //!   answer with all of them parked. Targets: at most 4 KiB RSS and 8 KiB disk per parked run,
 //!   restart under 2 s.
 //!
+//! - **Big runs** (module [`fan_out`]): one `for_each` run of 1,000, 10,000 and 100,000
+//!   items; bytes written per item (target: flat within 20 %), CPU per item, items per second.
+//!   `riposte-bench fan-out [ITEMS...]` measures these only.
+//!
 //! - **Alerts** (module [`alerts`]): sustained ingestion over HTTP and over TCP syslog with a
 //!   deduplicating rule on (target: at least 5,000 alerts/s each), and alert-to-first-action
 //!   latency at 200 alerts/s open loop (target: p99 under 10 ms). `riposte-bench alerts`
@@ -54,6 +58,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod alerts;
+mod fan_out;
 mod floor;
 mod parked;
 mod report;
@@ -143,6 +148,12 @@ async fn bench() -> Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("WARNING: this is a debug build; the figures are meaningless. Use --release.");
     }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("fan-out") {
+        let runs = fan_out::measure(&args[1..]).await?;
+        fan_out::print(&runs);
+        return Ok(());
+    }
     progress("floor: gRPC round trips");
     let rtt = grpc_round_trips().await?;
     progress("floor: sled insert + flush + fdatasync");
@@ -175,6 +186,7 @@ async fn bench() -> Result<()> {
     let restart = restart_to_serving().await?;
     progress("10,000 runs parked on a 1-hour timer");
     let parked = parked_on_timers().await?;
+    let big = fan_out::measure(&[]).await?;
 
     Report {
         rtt,
@@ -191,6 +203,7 @@ async fn bench() -> Result<()> {
     }
     .print();
     parked.print();
+    fan_out::print(&big);
     alerts.print(floor.per_step());
     Ok(())
 }
