@@ -381,6 +381,7 @@ mod tests {
                 "status": "failed",
                 "attempts": 5,
                 "output": null,
+                "output_omitted": null,
                 "error": "nft: permission denied",
                 "items": { "total": 1, "succeeded": 0, "failed": 1, "pending": 0, "held": 0 },
                 "due_at": null,

@@ -40,6 +40,10 @@
 //! kernel may have dropped the pages it could not write): the store stops acknowledging, and
 //! every waiter is answered with the failure.
 //!
+//! **Checksums.** Every value but `settings/format` and the empty values of the index trees
+//! is sealed with a CRC-32 of its bytes ([`seal`]) and checked on every read: a damaged record
+//! is [`Error::Corrupt`] with its tree and key, and the rest of the store keeps serving.
+//!
 //! **The data dir** is created when missing and locked while open (`LOCK`, with the holder's
 //! pid): a second orchestrator on it is refused with the pid ([`Error::Locked`]).
 
@@ -69,7 +73,7 @@ pub enum Error {
     Corrupt {
         tree: &'static str,
         key: String,
-        source: serde_json::Error,
+        source: seal::Damage,
     },
     /// A run's head counts a record that is not in the store.
     #[error("store damaged: run {run} lacks its record of {what}")]
@@ -269,7 +273,12 @@ impl Store {
         });
         let settings = db.open_tree("settings")?;
         let token_base = match settings.get(TOKEN_BASE_KEY)? {
-            Some(v) => v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0),
+            // Sealed from format 3 on; a salvage of an older build wrote it bare.
+            Some(v) => seal::open(&v)
+                .unwrap_or(&v)
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or(0),
             None => 0,
         };
         let store = Store {
@@ -336,15 +345,15 @@ impl Store {
 
     /// Sets the kill switch; acknowledge only once the returned `Seq` is durable.
     pub fn put_containment(&self, containment: &Containment) -> Result<Seq, Error> {
-        let value = serde_json::to_vec(containment).expect("containment serializes");
-        self.settings.insert(CONTAINMENT_KEY, value)?;
+        self.settings.insert(CONTAINMENT_KEY, json(containment))?;
         Ok(self.written())
     }
 
     pub fn put_playbook(&self, playbook: &StoredPlaybook) -> Result<Seq, Error> {
-        let value = serde_json::to_vec(playbook).expect("playbook serializes");
-        self.playbooks
-            .insert(playbook_key(&playbook.name, playbook.version), value)?;
+        self.playbooks.insert(
+            playbook_key(&playbook.name, playbook.version),
+            json(playbook),
+        )?;
         Ok(self.written())
     }
 
@@ -483,7 +492,7 @@ impl Store {
                         }
                     }
                     for (k, id) in claims {
-                        keys.insert(k.as_bytes(), &id.to_bytes())?;
+                        keys.insert(k.as_bytes(), seal::seal(&id.to_bytes()))?;
                     }
                     if let Some((name, value)) = &state {
                         sched_state.insert(name.as_slice(), value.as_slice())?;
@@ -494,8 +503,8 @@ impl Store {
                     for (k, v) in &alert_rows.alerts {
                         al.insert(k.as_slice(), v.as_slice())?;
                     }
-                    if let Some((id, payload)) = alert_rows.payload {
-                        al.insert(payload_key(id).as_slice(), payload)?;
+                    if let Some((id, payload)) = &alert_rows.payload {
+                        al.insert(payload_key(*id).as_slice(), payload.as_slice())?;
                     }
                     for (k, v) in &alert_rows.dedup {
                         dd.insert(k.as_slice(), v.as_slice())?;
@@ -539,10 +548,11 @@ impl Store {
 
     /// The run that claimed an idempotency key.
     pub fn run_by_key(&self, key: &str) -> Result<Option<RunId>, Error> {
-        Ok(self
-            .run_keys
-            .get(key.as_bytes())?
-            .and_then(|v| RunId::from_bytes(&v)))
+        let Some(value) = self.run_keys.get(key.as_bytes())? else {
+            return Ok(None);
+        };
+        let id = opened("run_keys", key.as_bytes(), &value)?;
+        Ok(RunId::from_bytes(id))
     }
 
     /// A run's history from `after_seq` (exclusive), in order.
@@ -575,19 +585,20 @@ fn history_key(id: RunId, seq: u64) -> Vec<u8> {
 type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
 #[derive(Default)]
-struct AlertRows<'a> {
+struct AlertRows {
     alerts: Rows,
-    payload: Option<(uuid::Uuid, &'a [u8])>,
+    /// Sealed.
+    payload: Option<(uuid::Uuid, Vec<u8>)>,
     dedup: Rows,
     budgets: Rows,
 }
 
-fn encode_alerts<'a>(write: Option<&AlertWrite<'a>>) -> AlertRows<'a> {
+fn encode_alerts(write: Option<&AlertWrite<'_>>) -> AlertRows {
     let Some(write) = write else {
         return AlertRows::default();
     };
     AlertRows {
-        payload: write.payload,
+        payload: write.payload.map(|(id, bytes)| (id, seal::seal(bytes))),
         alerts: write
             .alerts
             .iter()
@@ -606,8 +617,9 @@ fn encode_alerts<'a>(write: Option<&AlertWrite<'a>>) -> AlertRows<'a> {
     }
 }
 
+/// A record as stored: its JSON, sealed ([`seal`]).
 fn json<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("a stored record serializes")
+    seal::seal(&serde_json::to_vec(value).expect("a stored record serializes"))
 }
 
 type EncodedSchedule = (Option<(Vec<u8>, Vec<u8>)>, Vec<(Vec<u8>, Vec<u8>)>);
@@ -616,16 +628,11 @@ fn encode_schedule(schedule: Option<&ScheduleWrite<'_>>) -> EncodedSchedule {
     let Some(write) = schedule else {
         return (None, Vec::new());
     };
-    let state = serde_json::to_vec(write.state).expect("schedule state serializes");
+    let state = json(write.state);
     let entries = write
         .entries
         .iter()
-        .map(|e| {
-            (
-                ledger_key(write.name, e.scheduled_ms, e.manual),
-                serde_json::to_vec(e).expect("ledger entry serializes"),
-            )
-        })
+        .map(|e| (ledger_key(write.name, e.scheduled_ms, e.manual), json(e)))
         .collect();
     (Some((write.name.as_bytes().to_vec(), state)), entries)
 }
@@ -635,7 +642,17 @@ fn decode<T: for<'de> Deserialize<'de>>(
     key: &[u8],
     bytes: &[u8],
 ) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|source| Error::Corrupt {
+    let payload = opened(tree, key, bytes)?;
+    serde_json::from_slice(payload).map_err(|source| Error::Corrupt {
+        tree,
+        key: key_text(key),
+        source: source.into(),
+    })
+}
+
+/// The payload of a stored value, once its checksum matches.
+fn opened<'a>(tree: &'static str, key: &[u8], bytes: &'a [u8]) -> Result<&'a [u8], Error> {
+    seal::open(bytes).map_err(|source| Error::Corrupt {
         tree,
         key: key_text(key),
         source,
@@ -664,6 +681,7 @@ mod health;
 mod listing;
 mod records;
 mod schedules;
+mod seal;
 #[cfg(test)]
 mod tests;
 pub use alerts::{AlertFate, AlertWrite, BudgetState, DedupEntry, StoredAlert, StoredRule};

@@ -161,9 +161,10 @@ impl Store {
         };
         let mut alert: StoredAlert = decode("alerts", id.as_bytes(), &value)?;
         if let Some(payload_id) = alert.payload_id
-            && let Some(payload) = self.alerts.get(payload_key(payload_id))?
+            && let Some(value) = self.alerts.get(payload_key(payload_id))?
         {
-            alert.payload = String::from_utf8_lossy(&payload).into_owned();
+            let payload = super::opened("alerts", &payload_key(payload_id), &value)?;
+            alert.payload = String::from_utf8_lossy(payload).into_owned();
         }
         Ok(Some(alert))
     }

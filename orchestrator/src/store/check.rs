@@ -5,6 +5,7 @@
 
 use serde::de::DeserializeOwned;
 
+use super::seal::{self, Damage};
 use super::{
     BudgetState, Containment, DedupEntry, Error, LedgerEntry, ScheduleState, Store, StoredAlert,
     StoredPlaybook, StoredRule, StoredSchedule, TOKEN_BASE_KEY, key_text,
@@ -15,7 +16,7 @@ use riposte_scheduler::state::{HistoryEvent, RunId, RunState};
 #[derive(Debug, thiserror::Error)]
 pub enum Unreadable {
     #[error("{0}")]
-    Json(serde_json::Error),
+    Damage(#[from] Damage),
     #[error("expected a 16-byte run id, found {0} bytes")]
     NotRunId(usize),
     #[error("expected a format number")]
@@ -46,11 +47,17 @@ impl Checked {
     }
 }
 
-/// A JSON record of type `T`.
+/// A sealed JSON record of type `T`.
 fn json<T: DeserializeOwned>(value: &[u8]) -> Result<(), Unreadable> {
-    serde_json::from_slice::<T>(value)
+    let payload = seal::open(value)?;
+    serde_json::from_slice::<T>(payload)
         .map(|_| ())
-        .map_err(Unreadable::Json)
+        .map_err(|e| Damage::from(e).into())
+}
+
+/// A sealed run id.
+fn sealed_run_id(value: &[u8]) -> Result<(), Unreadable> {
+    run_id(seal::open(value)?)
 }
 
 /// A run id (16 bytes).
@@ -116,7 +123,8 @@ impl Store {
                 .push((format!("runs/{id}"), Unreadable::Incomplete(error)));
         }
         let base = self.next_token()?;
-        into.settings.insert(TOKEN_BASE_KEY, &base.to_be_bytes())?;
+        into.settings
+            .insert(TOKEN_BASE_KEY, seal::seal(&base.to_be_bytes()))?;
         into.db.flush()?;
         Ok(salvaged)
     }
@@ -129,7 +137,7 @@ impl Store {
             let Some(id) = RunId::from_bytes(&key) else {
                 continue;
             };
-            if serde_json::from_slice::<RunState>(&head).is_err() {
+            if super::decode::<RunState>("runs", &key, &head).is_err() {
                 continue; // reported as a damaged record of `runs`
             }
             match self.assemble(id, &head) {
@@ -153,16 +161,16 @@ impl Store {
                 json::<RunState>(v)
             }),
             ("run_records", &self.run_records, |k, v| {
-                super::records::check(k, v).map_err(Unreadable::Record)
+                super::records::check(k, seal::open(v)?).map_err(Unreadable::Record)
             }),
             ("active", &self.active, |k, _| run_id(k)),
             ("history", &self.history, |_, v| json::<HistoryEvent>(v)),
-            ("run_keys", &self.run_keys, |_, v| run_id(v)),
+            ("run_keys", &self.run_keys, |_, v| sealed_run_id(v)),
             ("run_playbooks", &self.run_playbooks, |k, _| {
                 run_id(&k[k.len().saturating_sub(16)..])
             }),
             ("settings", &self.settings, |k, v| match k {
-                b"token_base" if v.len() == 8 => Ok(()),
+                b"token_base" if seal::open(v)?.len() == 8 => Ok(()),
                 b"format" => std::str::from_utf8(v)
                     .ok()
                     .and_then(|v| v.parse::<u32>().ok())
@@ -180,8 +188,8 @@ impl Store {
                 json::<LedgerEntry>(v)
             }),
             ("alerts", &self.alerts, |k, v| match k.last() {
-                // A payload as received: any bytes.
-                Some(b'p') if k.len() == 17 => Ok(()),
+                // A payload as received: any bytes, sealed.
+                Some(b'p') if k.len() == 17 => seal::open(v).map(|_| ()).map_err(Into::into),
                 _ => json::<StoredAlert>(v),
             }),
             ("rules", &self.rules, |_, v| json::<StoredRule>(v)),

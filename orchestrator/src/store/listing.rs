@@ -12,7 +12,8 @@
 //! The store's format version is in `settings/format`; an older data dir is brought up to date
 //! on open, a newer one is refused. Format 1 had no `run_playbooks` index; formats 1 and 2
 //! kept a run as one record (its whole state), which format 3 splits into a head and records
-//! ([`records`](super::records)).
+//! ([`records`](super::records)) and whose values all carry a checksum
+//! ([`seal`](super::seal)).
 
 use riposte_scheduler::state::{RunId, RunState, RunStatus};
 
@@ -162,6 +163,9 @@ impl Store {
                 known: FORMAT,
             });
         }
+        if found < 3 {
+            self.seal_all()?;
+        }
         if found < 2 {
             // Format 1 had no playbook index.
             for entry in self.runs.iter() {
@@ -187,6 +191,43 @@ impl Store {
 }
 
 impl Store {
+    /// Format 2 to 3, first: every value gets its checksum ([`seal`](super::seal)); a value
+    /// sealed already (an interrupted migration) is left alone.
+    fn seal_all(&self) -> Result<(), Error> {
+        let trees = [
+            &self.playbooks,
+            &self.runs,
+            &self.history,
+            &self.run_keys,
+            &self.settings,
+            &self.schedules,
+            &self.schedule_state,
+            &self.schedule_ledger,
+            &self.alerts,
+            &self.rules,
+            &self.alert_dedup,
+            &self.rule_budget,
+        ];
+        for tree in trees {
+            let mut batch = sled::Batch::default();
+            let mut pending = 0;
+            for entry in tree.iter() {
+                let (key, value) = entry?;
+                if key.as_ref() == FORMAT_KEY || super::seal::is_sealed(&value) {
+                    continue;
+                }
+                batch.insert(key, super::seal::seal(&value));
+                pending += 1;
+                if pending == 1024 {
+                    tree.apply_batch(std::mem::take(&mut batch))?;
+                    pending = 0;
+                }
+            }
+            tree.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+
     /// Format 2 to 3: each run's whole state becomes its head and records, one run per
     /// transaction; a run already split (it has its input record) is left alone, so an
     /// interrupted migration resumes where it stopped.

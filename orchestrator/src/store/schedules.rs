@@ -98,8 +98,8 @@ impl Store {
         schedule: &StoredSchedule,
         state: &ScheduleState,
     ) -> Result<Seq, Error> {
-        let source = serde_json::to_vec(schedule).expect("schedule serializes");
-        let state = serde_json::to_vec(state).expect("schedule state serializes");
+        let source = json(schedule);
+        let state = json(state);
         let name = schedule.name.as_bytes();
         let result: Result<(), TransactionError<()>> = (&self.schedules, &self.schedule_state)
             .transaction(|(schedules, states)| {
@@ -116,8 +116,7 @@ impl Store {
 
     /// Stores a schedule's state alone (pause, resume).
     pub fn put_schedule_state(&self, name: &str, state: &ScheduleState) -> Result<Seq, Error> {
-        let value = serde_json::to_vec(state).expect("schedule state serializes");
-        self.schedule_state.insert(name.as_bytes(), value)?;
+        self.schedule_state.insert(name.as_bytes(), json(state))?;
         Ok(self.written())
     }
 

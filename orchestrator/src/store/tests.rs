@@ -407,3 +407,40 @@ async fn a_run_missing_a_record_its_head_counts_is_damaged_with_the_record_named
         .collect();
     assert_eq!(damaged, [format!("runs/{}: {error}", run.id)]);
 }
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_unit_record_is_reported_with_its_key_and_the_run_left_out() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = Store::open(dir.path(), Options::default()).expect("opens");
+    let damaged = full_run();
+    let intact = full_run();
+    put(&store, &damaged, vec![Part::All]);
+    put(&store, &intact, vec![Part::All]);
+    let key = records::key(damaged.id, records::UNIT, 0, 1);
+    let mut value = store
+        .run_records
+        .get(&key)
+        .expect("read")
+        .expect("stored")
+        .to_vec();
+    let last = value.len() - 2;
+    value[last] ^= 0x04; // still JSON: a digit or a letter changes
+    store.run_records.insert(&key, value).expect("written");
+
+    let error = store.run(damaged.id).expect_err("damaged");
+    let name = format!("run_records/{}/unit/0/1", damaged.id);
+    assert_eq!(error.damaged_record(), Some(name.clone()));
+    assert_eq!(store.run(intact.id).expect("reads"), Some(intact.clone()));
+    let checked = store.check().expect("checks");
+    let reported: Vec<String> = checked
+        .damaged
+        .iter()
+        .map(|(key, why)| format!("{key}: {why}"))
+        .collect();
+    assert_eq!(
+        reported,
+        [format!(
+            "{name}: checksum mismatch: the record changed after it was written"
+        )]
+    );
+}

@@ -114,7 +114,8 @@ async fn a_damaged_run_record_stops_the_start_with_its_tree_named() {
     assert_eq!(failed.stdout, "");
     let last = failed.stderr.lines().last().unwrap_or_default();
     let cause = format!(
-        "error: store damaged: record `{}` in `runs` does not read back (",
+        "error: store damaged: record `{}` in `runs` does not read back (checksum mismatch: the \
+         record changed after it was written)",
         run.run_id
     );
     assert!(last.starts_with(&cause), "stderr: {}", failed.stderr);
@@ -125,8 +126,8 @@ async fn a_damaged_run_record_stops_the_start_with_its_tree_named() {
     );
 }
 
-/// Overwrites the stored state of run `id` with bytes that do not read back, as a failing
-/// disk would.
+/// Flips one byte in the middle of the stored head of run `id`, as a failing disk would: the
+/// record still parses, but its checksum no longer matches.
 fn damage_run(data: &Path, id: &str) {
     #[expect(
         clippy::disallowed_methods,
@@ -135,10 +136,14 @@ fn damage_run(data: &Path, id: &str) {
     let db = sled::open(data).expect("the store opens");
     let runs = db.open_tree("runs").expect("the runs tree");
     let key = uuid::Uuid::parse_str(id).expect("a run id");
-    let old = runs
-        .insert(key.as_bytes(), b"{ not a run".as_slice())
-        .expect("written");
-    assert!(old.is_some(), "run {id} was stored");
+    let mut value = runs
+        .get(key.as_bytes())
+        .expect("read")
+        .unwrap_or_else(|| panic!("run {id} was stored"))
+        .to_vec();
+    let middle = value.len() / 2;
+    value[middle] ^= 0x01;
+    runs.insert(key.as_bytes(), value).expect("written");
     db.flush().expect("flushed");
 }
 
@@ -174,7 +179,7 @@ async fn a_damaged_finished_run_is_left_out_and_reported_while_the_rest_is_serve
     assert_eq!(status.code(), Some(1), "{report}");
     assert!(
         report.starts_with(&format!(
-            "damaged: runs/{damaged}: key must be a string at line 1 column 3\nchecked "
+            "damaged: runs/{damaged}: checksum mismatch: the record changed after it was written\nchecked "
         )),
         "{report}"
     );
@@ -207,7 +212,8 @@ async fn a_damaged_finished_run_is_left_out_and_reported_while_the_rest_is_serve
         .expect_err("the damaged run cannot be read");
     assert!(
         refused.message().starts_with(&format!(
-            "store damaged: record `{damaged}` in `runs` does not read back ("
+            "store damaged: record `{damaged}` in `runs` does not read back (checksum mismatch: \
+             the record changed after it was written)"
         )),
         "{refused:?}"
     );

@@ -1,14 +1,17 @@
 //! A data dir written by the previous store format (one record per run) opens in this one
-//! (a head and small records per run): every run reads back as it was, the running one goes
-//! on to its end, its idempotency key still answers, and the migrated folder checks whole.
-//! The folder is `tests/fixtures/store-format-2` (its README says how it was made).
+//! (a head and small records per run, every value with a checksum): every run reads back as
+//! it was, the running one goes on to its end under its stored timers, its idempotency key
+//! still answers, and the migrated folder checks whole. The folder is
+//! `tests/fixtures/store-format-2` (its README says how it was made).
+//!
+//! The running run's last step has waited for a `pool=later` worker since the fixture was
+//! made, far longer than its stored `schedule_to_start` (15 minutes): once opened, the step
+//! fails for it, and the run compensates by revoking its open grant, which needs a worker.
 
 use std::path::Path;
 use std::time::Duration;
 
-use riposte_proto::v1::{
-    ListGrantsRequest, RevokeGrantRequest, RunStatus, StartRunRequest, StepStatus,
-};
+use riposte_proto::v1::{ListGrantsRequest, RunStatus, StartRunRequest, StepStatus};
 use riposte_tests::api;
 use riposte_tests::orchestrator::store_check;
 use riposte_tests::{Orchestrator, Worker};
@@ -27,7 +30,7 @@ fn copy_fixture(to: &Path) {
 }
 
 #[tokio::test]
-async fn a_data_dir_of_format_2_is_migrated_and_its_running_run_goes_on_to_its_end() {
+async fn a_data_dir_of_format_2_is_migrated_and_its_running_run_ends_under_its_stored_timers() {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let data = dir.path().join("data");
     copy_fixture(&data);
@@ -44,6 +47,7 @@ async fn a_data_dir_of_format_2_is_migrated_and_its_running_run_goes_on_to_its_e
 
     let run = api::get_run(&mut client, MIGRATE).await;
     assert_eq!(run.status(), RunStatus::Running, "{}", api::describe(&run));
+    assert_eq!(run.phase, "compensating", "{}", api::describe(&run));
     assert_eq!(
         api::json(&run.params_json),
         json!({"hosts": ["alpha", "beta", "gamma"]})
@@ -55,9 +59,11 @@ async fn a_data_dir_of_format_2_is_migrated_and_its_running_run_goes_on_to_its_e
         api::json(&each.output_json),
         json!([{"host": "alpha"}, {"host": "beta"}, {"host": "gamma"}])
     );
+    assert_eq!(run.steps[1].status(), StepStatus::Succeeded);
+    assert_eq!(run.steps[2].status(), StepStatus::Failed);
     assert_eq!(
-        run.steps[2].waiting,
-        "queued (no worker offers core.noop with labels pool=later)"
+        run.steps[2].error,
+        "not started within 15m (schedule_to_start): no worker took its core.noop task"
     );
 
     // Its idempotency key still answers with it.
@@ -73,8 +79,7 @@ async fn a_data_dir_of_format_2_is_migrated_and_its_running_run_goes_on_to_its_e
     .await;
     assert_eq!(again.run.expect("a run").run_id, MIGRATE);
 
-    // The migrated run goes on: its queued step is taken, its grant revoked, it ends.
-    let _worker = Worker::start(&orchestrator.url(), &[("pool", "later")], 2);
+    // The migrated run goes on: a worker takes the revoke of its grant, and it ends.
     let grants = client
         .list_grants(ListGrantsRequest::default())
         .await
@@ -82,24 +87,25 @@ async fn a_data_dir_of_format_2_is_migrated_and_its_running_run_goes_on_to_its_e
         .into_inner()
         .grants;
     assert_eq!(grants.len(), 1, "{grants:?}");
-    assert_eq!(grants[0].subject, "operator");
-    client
-        .revoke_grant(RevokeGrantRequest {
-            run_id: MIGRATE.into(),
-            step_id: "grant".into(),
-            item: 0,
-            who: "operator".into(),
-            reason: "the test is done".into(),
-        })
-        .await
-        .expect("the grant is revoked");
-    let done = api::wait_finished(&mut client, MIGRATE, Duration::from_secs(20)).await;
     assert_eq!(
-        done.status(),
-        RunStatus::Succeeded,
-        "{}",
-        api::describe(&done)
+        (grants[0].run_id.as_str(), grants[0].subject.as_str()),
+        (MIGRATE, "operator")
     );
+    let _worker = Worker::start(&orchestrator.url(), &[], 2);
+    let done = api::wait_finished(&mut client, MIGRATE, Duration::from_secs(20)).await;
+    assert_eq!(done.status(), RunStatus::Failed, "{}", api::describe(&done));
+    assert!(
+        done.error
+            .starts_with("step later failed: not started within 15m"),
+        "{}",
+        done.error
+    );
+    let kinds: Vec<String> = api::history(&mut client, MIGRATE)
+        .await
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.iter().any(|k| k == "grant.revoked"), "{kinds:?}");
 
     // The migrated folder reads back whole, and opens again as it is now.
     orchestrator.terminate();
@@ -109,6 +115,6 @@ async fn a_data_dir_of_format_2_is_migrated_and_its_running_run_goes_on_to_its_e
     orchestrator.restart();
     let mut client = orchestrator.client();
     let done = api::get_run(&mut client, MIGRATE).await;
-    assert_eq!(done.status(), RunStatus::Succeeded);
+    assert_eq!(done.status(), RunStatus::Failed);
     assert_eq!(done.steps[0].items_succeeded, 3);
 }
