@@ -7,7 +7,15 @@
 //! - **lost**: acknowledged runs the orchestrator no longer knows;
 //! - **duplicated**: results recorded twice for the same step item (`task.succeeded`);
 //! - **stuck**: acknowledged runs still running when the scenario's deadline passed;
+//! - **damaged**: runs left out because a record of theirs was damaged on purpose, each named
+//!   by `store check` (one that is not named counts as lost);
 //! - **recovery**: from the fault to the orchestrator serving again (or the run moving on).
+//!
+//! The scenarios: the orchestrator killed (`kill -9`) and restarted; a worker killed and
+//! replaced; a worker frozen (`SIGSTOP`) while it holds leases; the data dir's filesystem
+//! filled mid-run, then freed (a tmpfs: needs root, [`disk_full`] runs only where host tests
+//! do); a record damaged while the orchestrator is down; a second orchestrator started on the
+//! data dir in use.
 //!
 //! `riposte-chaos` prints the table at full scale; the end-to-end tests run the same
 //! scenarios at a small scale and assert 0 lost, 0 duplicated, 0 stuck.
@@ -20,7 +28,11 @@ use riposte_proto::v1::{ListRunsRequest, RunStatus, StartRunRequest};
 use tokio::sync::Semaphore;
 
 use crate::api::{self, Operator};
-use crate::{Orchestrator, Worker};
+use crate::binaries::binaries;
+use crate::disk::SmallDisk;
+use crate::orchestrator::{damage_run, store_check};
+use crate::{Orchestrator, OrchestratorBuilder, Worker};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// How much each scenario does.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +64,9 @@ pub struct Outcome {
     pub lost: usize,
     pub duplicated: usize,
     pub stuck: usize,
+    /// Runs left out because their records were damaged on purpose, and named by
+    /// `store check`.
+    pub damaged: usize,
     /// Each fault's time to recover.
     pub recovery: Vec<Duration>,
 }
@@ -65,8 +80,14 @@ impl Outcome {
     /// The table's header.
     pub fn header() -> String {
         format!(
-            "{:<44} {:>12} {:>5} {:>10} {:>6} {:>22}",
-            "scenario", "acknowledged", "lost", "duplicated", "stuck", "recovery median / max"
+            "{:<44} {:>12} {:>5} {:>10} {:>6} {:>7} {:>22}",
+            "scenario",
+            "acknowledged",
+            "lost",
+            "duplicated",
+            "stuck",
+            "damaged",
+            "recovery median / max"
         )
     }
 
@@ -81,8 +102,14 @@ impl Outcome {
             _ => "-".to_string(),
         };
         format!(
-            "{:<44} {:>12} {:>5} {:>10} {:>6} {:>22}",
-            self.scenario, self.acknowledged, self.lost, self.duplicated, self.stuck, shown
+            "{:<44} {:>12} {:>5} {:>10} {:>6} {:>7} {:>22}",
+            self.scenario,
+            self.acknowledged,
+            self.lost,
+            self.duplicated,
+            self.stuck,
+            self.damaged,
+            shown
         )
     }
 }
@@ -117,10 +144,17 @@ struct Stage {
 
 impl Stage {
     async fn open(lease: &str, prefix: &'static str, scale: Scale) -> Stage {
-        let orchestrator = Orchestrator::builder()
-            .lease_timeout(lease)
-            .log("warn")
-            .start();
+        Stage::open_with(Orchestrator::builder(), lease, prefix, scale).await
+    }
+
+    /// [`Stage::open`] with an orchestrator built from `builder`.
+    async fn open_with(
+        builder: OrchestratorBuilder,
+        lease: &str,
+        prefix: &'static str,
+        scale: Scale,
+    ) -> Stage {
+        let orchestrator = builder.lease_timeout(lease).log("warn").start();
         let workers = vec![
             Worker::start(&orchestrator.url(), &[], 16),
             Worker::start(&orchestrator.url(), &[], 16),
@@ -141,10 +175,33 @@ impl Stage {
 
     /// Waits for the starts, then for the runs to end, and counts.
     async fn settle(self, scenario: &str, recovery: Vec<Duration>) -> Outcome {
+        self.settle_damaged(scenario, recovery, &[]).await
+    }
+
+    /// [`Stage::settle`] when the runs `damaged` had a record damaged on purpose: they count
+    /// as damaged if `store check` names each of them once the orchestrator is stopped, as lost
+    /// otherwise.
+    async fn settle_damaged(
+        mut self,
+        scenario: &str,
+        recovery: Vec<Duration>,
+        damaged: &[String],
+    ) -> Outcome {
         let ids = self.starting.await.expect("the starts end");
         let mut client = self.orchestrator.client();
-        let outcome = settle(scenario, &mut client, ids, recovery).await;
+        let mut outcome = settle(scenario, &mut client, ids, recovery).await;
         drop(self.workers);
+        if !damaged.is_empty() {
+            self.orchestrator.terminate();
+            let (_, report) = store_check(&self.orchestrator.data_dir()).await;
+            let named = damaged
+                .iter()
+                .filter(|id| report.contains(&format!("runs/{id}: ")))
+                .count();
+            outcome.lost -= damaged.len();
+            outcome.lost += damaged.len() - named;
+            outcome.damaged = named;
+        }
         outcome
     }
 }
@@ -200,6 +257,109 @@ pub async fn frozen_worker(scale: Scale) -> Outcome {
     // A freeze has no recovery of its own to time: its runs moving on is what settles.
     stage
         .settle("worker SIGSTOP holding leases", Vec::new())
+        .await
+}
+
+/// The data dir on a 64 MiB tmpfs (with an 8 MiB reserve), filled completely while runs run,
+/// for 2 s, then freed, at most 3 times; recovery is from freeing the space to the store
+/// serving again. Needs root (it mounts a filesystem).
+pub async fn disk_full(scale: Scale) -> Outcome {
+    let disk = SmallDisk::mount("64m");
+    let data = disk.path().join("data");
+    let builder = Orchestrator::builder()
+        .data_dir(&data)
+        .args(&["--min-free-space", "8MiB"]);
+    let stage = Stage::open_with(builder, "2s", "disk", scale).await;
+    let url = stage.orchestrator.url();
+    let mut recovery = Vec::new();
+    for _ in 0..scale.faults.min(3) {
+        tokio::time::sleep(FAULT_EVERY).await;
+        let filler = disk.fill();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        std::fs::remove_file(&filler).expect("the filler is removed");
+        let freed = Instant::now();
+        crate::wait_until("the store serves again", SETTLE, async || {
+            api::health_of(&url, "riposte.store").await.ok() == Some(ServingStatus::Serving)
+        })
+        .await;
+        recovery.push(freed.elapsed());
+    }
+    let outcome = stage
+        .settle("disk full mid-run, then freed", recovery)
+        .await;
+    drop(disk);
+    outcome
+}
+
+/// The orchestrator killed mid-run, at most 3 times; each time one finished run's head gets a
+/// flipped byte before the restart. Each damaged run must be left out and named; no other run
+/// may be lost.
+pub async fn damaged_records(scale: Scale) -> Outcome {
+    let mut stage = Stage::open("2s", "damaged", scale).await;
+    let mut recovery = Vec::new();
+    let mut damaged: Vec<String> = Vec::new();
+    for _ in 0..scale.faults.min(3) {
+        tokio::time::sleep(FAULT_EVERY).await;
+        let victim = crate::wait_for("a finished run to damage", SETTLE, async || {
+            let request = ListRunsRequest {
+                playbook: "chaos".into(),
+                status: RunStatus::Succeeded as i32,
+                limit: 1000,
+                ..Default::default()
+            };
+            let runs = stage
+                .client
+                .list_runs(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            runs.into_inner()
+                .runs
+                .into_iter()
+                .map(|r| r.run_id)
+                .find(|id| !damaged.contains(id))
+                .ok_or_else(|| "none finished yet".to_string())
+        })
+        .await;
+        stage.orchestrator.kill9();
+        damage_run(&stage.orchestrator.data_dir(), &victim);
+        damaged.push(victim);
+        let killed = Instant::now();
+        stage.orchestrator.restart();
+        stage.orchestrator.wait_serving().await;
+        recovery.push(killed.elapsed());
+    }
+    stage
+        .settle_damaged("record damaged while down", recovery, &damaged)
+        .await
+}
+
+/// A second orchestrator started on the data dir in use, `scale.faults` times while the runs
+/// run: each must exit non-zero within 2 s naming the holder; recovery is the time it took to
+/// exit. The runs of the first go on untouched.
+pub async fn locked_data_dir(scale: Scale) -> Outcome {
+    let stage = Stage::open("2s", "locked", scale).await;
+    let data = stage.orchestrator.data_dir();
+    let mut recovery = Vec::new();
+    for _ in 0..scale.faults {
+        tokio::time::sleep(FAULT_EVERY).await;
+        let started = Instant::now();
+        let second = tokio::process::Command::new(&binaries().orchestrator)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(2), second)
+            .await
+            .expect("the second orchestrator exits within 2 s")
+            .expect("it starts");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("is locked by"), "{stderr}");
+        recovery.push(started.elapsed());
+    }
+    stage
+        .settle("second orchestrator on a data dir in use", recovery)
         .await
 }
 
@@ -298,6 +458,7 @@ async fn settle(
         lost,
         duplicated,
         stuck,
+        damaged: 0,
         recovery,
     }
 }

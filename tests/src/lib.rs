@@ -30,6 +30,7 @@ pub use riposte_test_support::{azure, host};
 pub mod binaries;
 pub mod chaos;
 pub mod cli;
+pub mod disk;
 pub mod netns;
 pub mod orchestrator;
 mod process;

@@ -339,3 +339,24 @@ pub async fn store_check(data: &std::path::Path) -> (ExitStatus, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
     )
 }
+
+/// Flips one byte in the middle of the stored head of run `id` (the orchestrator on `data`
+/// stopped), as a failing disk would: the record still parses, its checksum no longer matches.
+pub fn damage_run(data: &std::path::Path, id: &str) {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "tests damage the store as a failing disk would"
+    )]
+    let db = sled::open(data).expect("the store opens");
+    let runs = db.open_tree("runs").expect("the runs tree");
+    let key = uuid::Uuid::parse_str(id).expect("a run id");
+    let mut value = runs
+        .get(key.as_bytes())
+        .expect("read")
+        .expect("the run is stored")
+        .to_vec();
+    let middle = value.len() / 2;
+    value[middle] ^= 0x01;
+    runs.insert(key.as_bytes(), value).expect("written");
+    db.flush().expect("flushed");
+}

@@ -138,7 +138,7 @@ impl Store {
 
     /// Stores (or replaces) a rule's source.
     pub fn put_rule(&self, rule: &StoredRule) -> Result<Seq, Error> {
-        let value = serde_json::to_vec(rule).expect("rule serializes");
+        let value = json(rule);
         self.rules.insert(rule.name.as_bytes(), value)?;
         Ok(self.written())
     }

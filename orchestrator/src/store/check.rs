@@ -76,7 +76,7 @@ pub struct Salvaged {
 }
 
 /// Whether a record (key, value) of a tree reads back as what it should be.
-type Check = fn(&[u8], &[u8]) -> Result<(), Unreadable>;
+pub(super) type Check = fn(&[u8], &[u8]) -> Result<(), Unreadable>;
 
 impl Store {
     /// Reads back every record.
@@ -151,7 +151,7 @@ impl Store {
     }
 
     /// Every tree, with what its records must read back as.
-    fn trees(&self) -> [(&'static str, &sled::Tree, Check); 15] {
+    pub(super) fn trees(&self) -> [(&'static str, &sled::Tree, Check); 15] {
         [
             ("playbooks", &self.playbooks, |_, v| {
                 json::<StoredPlaybook>(v)

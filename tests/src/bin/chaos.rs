@@ -1,11 +1,13 @@
 //! `riposte-chaos`: the fault suite at full scale (1,000 runs and 50 faults per scenario, or
 //! `--small` for CI's scale), printed as a table: for each fault, the runs acknowledged, lost,
-//! duplicated and stuck, and the time to recover. The exit code is 1 if any run was lost,
-//! duplicated or stuck.
+//! duplicated, stuck and damaged on purpose, and the time to recover. The exit code is 1 if any
+//! run was lost, duplicated or stuck. The disk-full scenario mounts a tmpfs: it runs only with
+//! `RIPOSTE_HOST_TESTS=1`, as root.
 
 use std::process::ExitCode;
 
 use riposte_tests::chaos::{self, Outcome, Scale};
+use riposte_tests::host;
 
 fn main() -> ExitCode {
     let small = std::env::args().any(|a| a == "--small");
@@ -19,11 +21,20 @@ fn main() -> ExitCode {
             "riposte-chaos: {} runs and {} faults per scenario",
             scale.runs, scale.faults
         );
-        vec![
+        let mut outcomes = vec![
             chaos::coordinator_kills(scale).await,
             chaos::worker_kills(scale).await,
             chaos::frozen_worker(scale).await,
-        ]
+        ];
+        match host::enabled() {
+            true => outcomes.push(chaos::disk_full(scale).await),
+            false => eprintln!(
+                "riposte-chaos: disk full skipped: it mounts a filesystem (RIPOSTE_HOST_TESTS=1, as root)"
+            ),
+        }
+        outcomes.push(chaos::damaged_records(scale).await);
+        outcomes.push(chaos::locked_data_dir(scale).await);
+        outcomes
     });
     println!("{}", Outcome::header());
     for outcome in &outcomes {

@@ -4,12 +4,11 @@
 //! fills completely their writes fail; once space is freed the same process opens its store
 //! again and every acknowledged run finishes, with no restart.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use riposte_proto::v1::{ListRunsRequest, RunStatus, StartRunRequest};
 use riposte_tests::api;
+use riposte_tests::disk::SmallDisk;
 use riposte_tests::{Orchestrator, Worker, host, wait_for, wait_until};
 use serde_json::json;
 use tonic::Code;
@@ -29,49 +28,6 @@ steps:
 
 const STORE: &str = "riposte.store";
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A tmpfs of `size`, unmounted when dropped.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "riposte-test"])
-            .arg(dir.path())
-            .status()
-            .expect("mount runs");
-        assert!(status.success(), "mount a tmpfs: {status}");
-        SmallDisk { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Writes a file until the filesystem is full.
-    fn fill(&self) -> PathBuf {
-        let filler = self.path().join("filler");
-        let status = Command::new("dd")
-            .args(["if=/dev/zero", "bs=1M"])
-            .arg(format!("of={}", filler.display()))
-            .status()
-            .expect("dd runs");
-        assert!(!status.success(), "dd ends when the disk is full");
-        filler
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
 
 #[tokio::test]
 async fn a_full_disk_refuses_new_runs_at_once_and_the_runs_in_flight_finish_once_space_returns() {

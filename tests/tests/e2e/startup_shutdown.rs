@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use riposte_proto::v1::{GetRunRequest, ListRunsRequest, ListWorkersRequest, RunStatus};
 use riposte_tests::api::{self, HistoryWatch};
 use riposte_tests::binaries::binaries;
-use riposte_tests::orchestrator::store_check;
+use riposte_tests::orchestrator::{damage_run, store_check};
 use riposte_tests::{Orchestrator, Worker, wait_until};
 use serde_json::json;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -124,27 +124,6 @@ async fn a_damaged_run_record_stops_the_start_with_its_tree_named() {
         "stderr: {}",
         failed.stderr
     );
-}
-
-/// Flips one byte in the middle of the stored head of run `id`, as a failing disk would: the
-/// record still parses, but its checksum no longer matches.
-fn damage_run(data: &Path, id: &str) {
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the test damages the store as a failing disk would"
-    )]
-    let db = sled::open(data).expect("the store opens");
-    let runs = db.open_tree("runs").expect("the runs tree");
-    let key = uuid::Uuid::parse_str(id).expect("a run id");
-    let mut value = runs
-        .get(key.as_bytes())
-        .expect("read")
-        .unwrap_or_else(|| panic!("run {id} was stored"))
-        .to_vec();
-    let middle = value.len() / 2;
-    value[middle] ^= 0x01;
-    runs.insert(key.as_bytes(), value).expect("written");
-    db.flush().expect("flushed");
 }
 
 const ONE_STEP: &str = r#"

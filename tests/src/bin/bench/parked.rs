@@ -1,5 +1,6 @@
-//! Parked runs: 10,000 runs on a durable one-hour sleep; the orchestrator's RSS and the sled
-//! folder's size per parked run, and restart to the first ListRuns answer with all of them.
+//! Parked runs: 10,000 and then 100,000 runs on a durable one-hour sleep (each on a fresh
+//! orchestrator); the orchestrator's RSS and the sled folder's size per parked run, and
+//! restart to the first ListRuns answer with all of them.
 
 use super::*;
 
@@ -13,7 +14,7 @@ steps:
     action: core.noop
 ";
 
-pub(super) const TIMER_PARKED_RUNS: usize = 10_000;
+pub(super) const TIMER_PARKED_RUNS: [usize; 2] = [10_000, 100_000];
 
 pub(super) const PARKED_RSS_BYTES_MAX: f64 = 4096.0;
 
@@ -44,7 +45,7 @@ pub(super) fn rss_bytes(pid: u32) -> Result<u64> {
     Ok(kib * 1024)
 }
 
-pub(super) async fn parked_on_timers() -> Result<Parked> {
+pub(super) async fn parked_on_timers(count: usize) -> Result<Parked> {
     let mut orchestrator = Orchestrator::builder().log("warn").start();
     let mut client = orchestrator.client();
     api::apply_playbook(&mut client, SLEEPER).await;
@@ -52,7 +53,7 @@ pub(super) async fn parked_on_timers() -> Result<Parked> {
     start_runs(&client, "sleeper", 100).await?;
     let before_rss = rss_bytes(orchestrator.pid())?;
     let before_disk = folder_bytes(&orchestrator.data_dir())?;
-    start_runs(&client, "sleeper", TIMER_PARKED_RUNS).await?;
+    start_runs(&client, "sleeper", count).await?;
     let after_rss = rss_bytes(orchestrator.pid())?;
     let after_disk = folder_bytes(&orchestrator.data_dir())?;
 
@@ -69,10 +70,40 @@ pub(super) async fn parked_on_timers() -> Result<Parked> {
     let rss_after_restart_bytes = rss_bytes(orchestrator.pid())?;
     orchestrator.kill9();
     Ok(Parked {
-        runs: TIMER_PARKED_RUNS,
+        runs: count,
         rss_bytes: after_rss.saturating_sub(before_rss),
         disk_bytes: after_disk.saturating_sub(before_disk),
         restart,
         rss_after_restart_bytes,
     })
+}
+
+impl Parked {
+    pub(super) fn print(&self) {
+        let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+        let rss = self.rss_bytes as f64 / self.runs as f64;
+        let disk = self.disk_bytes as f64 / self.runs as f64;
+        println!();
+        println!("{} runs parked on a durable 1-hour sleep", self.runs);
+        println!(
+            "  orchestrator RSS per parked run   {:>8.0} B   target <= {PARKED_RSS_BYTES_MAX:.0} B   {}",
+            rss,
+            verdict(rss <= PARKED_RSS_BYTES_MAX)
+        );
+        println!(
+            "  disk per parked run (sled folder) {:>8.0} B   target <= {PARKED_DISK_BYTES_MAX:.0} B   {}",
+            disk,
+            verdict(disk <= PARKED_DISK_BYTES_MAX)
+        );
+        println!(
+            "  restart to first ListRuns         {:>8.1} ms  target < {} ms   {}",
+            ms(self.restart),
+            PARKED_RESTART_MAX.as_millis(),
+            verdict(self.restart < PARKED_RESTART_MAX)
+        );
+        println!(
+            "  orchestrator RSS after the restart, all parked: {:.1} MiB",
+            self.rss_after_restart_bytes as f64 / 1024.0 / 1024.0
+        );
+    }
 }
