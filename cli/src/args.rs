@@ -137,9 +137,12 @@ pub struct AlertSendArgs {
 
 #[derive(Debug, Args)]
 pub struct AlertsListArgs {
-    /// At most this many alerts (at most 1000).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub limit: u32,
+    /// At most this many alerts [default: 100]; more than one page is fetched as needed.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "all")]
+    pub limit: Option<u32>,
+    /// Every alert stored, page after page.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -176,9 +179,12 @@ pub struct ScheduleName {
 pub struct ScheduleHistoryArgs {
     /// The schedule's name.
     pub name: String,
-    /// At most this many entries (at most 1000).
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub limit: u32,
+    /// At most this many entries [default: 20]; more than one page is fetched as needed.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "all")]
+    pub limit: Option<u32>,
+    /// Every entry of the ledger, page after page.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

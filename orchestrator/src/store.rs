@@ -684,7 +684,9 @@ mod schedules;
 mod seal;
 #[cfg(test)]
 mod tests;
-pub use alerts::{AlertFate, AlertWrite, BudgetState, DedupEntry, StoredAlert, StoredRule};
+pub use alerts::{
+    AlertFate, AlertPage, AlertWrite, BudgetState, DedupEntry, StoredAlert, StoredRule,
+};
 use alerts::{dedup_key, payload_key};
 pub use check::{Checked, Salvaged};
 pub use commit::Seq;
@@ -693,5 +695,5 @@ pub use disk::Durability;
 pub use listing::{RunFilter, RunPage};
 use schedules::ledger_key;
 pub use schedules::{
-    LedgerEntry, LedgerFate, QueuedFire, ScheduleState, ScheduleWrite, StoredSchedule,
+    LedgerEntry, LedgerFate, LedgerPage, QueuedFire, ScheduleState, ScheduleWrite, StoredSchedule,
 };

@@ -344,7 +344,13 @@ async fn an_alert_storm_coalesces_into_one_run_per_address_and_records_every_ale
         })
         .await;
     assert_eq!(listed.runs.len(), 2, "no other run was started");
-    let stored = bench.handle(alerts::ListAlerts { limit: 1000 }).await;
+    let stored = bench
+        .handle(alerts::ListAlerts {
+            before: None,
+            limit: 1000,
+        })
+        .await
+        .alerts;
     assert_eq!(stored.len(), 60, "every alert is recorded with its fate");
 
     // Past the window, the same address starts a new run.
@@ -408,9 +414,11 @@ async fn a_schedule_catches_up_after_downtime_as_its_policy_says_and_never_fires
         let entries = bench
             .handle(schedules::GetScheduleHistory {
                 name: name.into(),
+                before: None,
                 limit: 100,
             })
-            .await;
+            .await
+            .entries;
         let mut lines: Vec<String> = entries
             .iter()
             .rev()

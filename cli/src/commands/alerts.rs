@@ -4,6 +4,7 @@
 use riposte_proto::v1::{AlertInfo, GetAlertRequest, IngestAlertRequest, ListAlertsRequest};
 use serde_json::{Value, json};
 
+use super::{pages, wanted};
 use crate::args::{AlertSendArgs, AlertsListArgs, Format};
 use crate::client::Client;
 use crate::error::{Error, Exit};
@@ -27,17 +28,26 @@ pub async fn send(client: &mut Client, out: &mut Out, args: &AlertSendArgs) -> R
     Ok(Exit::Success)
 }
 
+/// Lists alerts, newest first, page after page until `--limit` (100) alerts or, with
+/// `--all`, every alert.
 pub async fn list(
     client: &mut Client,
     out: &mut Out,
     args: &AlertsListArgs,
 ) -> Result<Exit, Error> {
-    let reply = client
-        .list_alerts(ListAlertsRequest { limit: args.limit })
-        .await?;
+    let alerts = pages(
+        wanted(args.all, args.limit, 100),
+        async |limit, page_token| {
+            let page = client
+                .list_alerts(ListAlertsRequest { limit, page_token })
+                .await?;
+            Ok((page.alerts, page.next_page_token))
+        },
+    )
+    .await?;
     match out.format() {
-        Format::Json => out.document(&Value::Array(reply.alerts.iter().map(document).collect()))?,
-        Format::Table => out.lines(&summary(&reply.alerts))?,
+        Format::Json => out.document(&Value::Array(alerts.iter().map(document).collect()))?,
+        Format::Table => out.lines(&summary(&alerts))?,
     }
     Ok(Exit::Success)
 }

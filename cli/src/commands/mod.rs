@@ -94,3 +94,33 @@ fn now_ms() -> i64 {
             i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
         })
 }
+
+/// Entries one page holds at most (the server's bound on a list call).
+const PAGE_MAX: usize = 1000;
+
+/// How many entries a list command wants: all of them, `--limit`, or its default.
+fn wanted(all: bool, limit: Option<u32>, default: u32) -> usize {
+    match all {
+        true => usize::MAX,
+        false => limit.unwrap_or(default) as usize,
+    }
+}
+
+/// Fetches page after page until `wanted` entries or the last page. `fetch(limit, token)`
+/// answers a page and the token of the next ("" after the last).
+async fn pages<T>(
+    wanted: usize,
+    mut fetch: impl AsyncFnMut(u32, String) -> Result<(Vec<T>, String), Error>,
+) -> Result<Vec<T>, Error> {
+    let mut entries = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let limit = (wanted - entries.len()).min(PAGE_MAX) as u32;
+        let (page, next) = fetch(limit, page_token).await?;
+        entries.extend(page);
+        page_token = next;
+        if page_token.is_empty() || entries.len() >= wanted {
+            return Ok(entries);
+        }
+    }
+}

@@ -3,42 +3,31 @@
 use riposte_proto::v1::{CancelRunRequest, ListRunsRequest, RepairRequest, Run, RunStatus};
 use serde_json::{Value, json};
 
-use super::{now_ms, watch};
+use super::{now_ms, pages, wanted, watch};
 use crate::args::{CancelArgs, Format, ListRunsArgs, ResumeArgs, StepRepairArgs};
 use crate::client::Client;
 use crate::error::{Error, Exit};
 use crate::output::Out;
 use crate::{json, text};
 
-/// Runs one page holds at most.
-const PAGE_MAX: usize = 1000;
-
 /// Lists runs, newest first, page after page until `--limit` (100) runs or, with `--all`,
 /// every run.
 pub async fn list(client: &mut Client, out: &mut Out, args: &ListRunsArgs) -> Result<Exit, Error> {
-    let wanted = match args.all {
-        true => usize::MAX,
-        false => args.limit.unwrap_or(100) as usize,
-    };
-    let mut runs = Vec::new();
-    let mut page_token = String::new();
-    loop {
+    let wanted = wanted(args.all, args.limit, 100);
+    let runs = pages(wanted, async |limit, page_token| {
         let request = ListRunsRequest {
             playbook: args.playbook.clone().unwrap_or_default(),
             status: args
                 .status
                 .map_or(RunStatus::Unspecified, |status| status.to_proto())
                 as i32,
-            limit: (wanted - runs.len()).min(PAGE_MAX) as u32,
+            limit,
             page_token,
         };
         let page = client.list_runs(request).await?;
-        runs.extend(page.runs);
-        page_token = page.next_page_token;
-        if page_token.is_empty() || runs.len() >= wanted {
-            break;
-        }
-    }
+        Ok((page.runs, page.next_page_token))
+    })
+    .await?;
     let now = now_ms();
     match out.format() {
         Format::Json => out.document(&runs.iter().map(|run| json::run(run, now)).collect())?,

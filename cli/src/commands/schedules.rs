@@ -8,8 +8,8 @@ use riposte_proto::v1::{
 };
 use serde_json::Value;
 
-use super::now_ms;
 use super::playbook::read_sources;
+use super::{now_ms, pages, wanted};
 use crate::args::{Format, ScheduleHistoryArgs, SchedulePauseArgs};
 use crate::client::Client;
 use crate::error::{Error, Exit, code_words, message_lines};
@@ -84,21 +84,31 @@ pub async fn list(client: &mut Client, out: &mut Out) -> Result<Exit, Error> {
     Ok(Exit::Success)
 }
 
+/// A schedule's ledger, newest first, page after page until `--limit` (20) entries or, with
+/// `--all`, every entry.
 pub async fn history(
     client: &mut Client,
     out: &mut Out,
     args: &ScheduleHistoryArgs,
 ) -> Result<Exit, Error> {
-    let request = GetScheduleHistoryRequest {
-        name: args.name.clone(),
-        limit: args.limit,
-    };
-    let reply = client.schedule_history(request).await?;
+    let entries = pages(
+        wanted(args.all, args.limit, 20),
+        async |limit, page_token| {
+            let request = GetScheduleHistoryRequest {
+                name: args.name.clone(),
+                limit,
+                page_token,
+            };
+            let page = client.schedule_history(request).await?;
+            Ok((page.entries, page.next_page_token))
+        },
+    )
+    .await?;
     match out.format() {
         Format::Json => out.document(&Value::Array(
-            reply.entries.iter().map(json::ledger_entry).collect(),
+            entries.iter().map(json::ledger_entry).collect(),
         ))?,
-        Format::Table => out.lines(&text::ledger(&reply.entries))?,
+        Format::Table => out.lines(&text::ledger(&entries))?,
     }
     Ok(Exit::Success)
 }
@@ -162,7 +172,7 @@ mod tests {
         else {
             panic!("expected history");
         };
-        assert_eq!((args.name.as_str(), args.limit), ("beat", 5));
+        assert_eq!((args.name.as_str(), args.limit), ("beat", Some(5)));
         let SchedulesCommand::Pause(args) = parse(&["schedules", "pause", "beat", "--reason", "x"])
         else {
             panic!("expected pause");

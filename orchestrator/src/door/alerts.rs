@@ -12,8 +12,8 @@ use riposte_playbooks::rules::Rule;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Error, Kind, Node, Request, requests};
-use crate::engine::{self, RuleApplied};
-use crate::store::{StoredAlert, StoredRule};
+use crate::engine::{self, RuleApplied, limits};
+use crate::store::{AlertPage, StoredAlert, StoredRule};
 
 requests! {
     IngestAlert,
@@ -126,15 +126,25 @@ impl Request for IngestBatch {
 
 /// The newest alerts.
 pub struct ListAlerts {
+    /// The alert the previous page ended with; `None` for the first page.
+    pub before: Option<uuid::Uuid>,
+    /// 0: the default page.
     pub limit: usize,
 }
 
 impl Request for ListAlerts {
-    type Reply = Vec<StoredAlert>;
+    type Reply = AlertPage;
     const KIND: Kind = Kind::ListAlerts;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Vec<StoredAlert>, Error> {
-        Ok(node.lock()?.alerts.list(self.limit)?)
+    async fn serve(self, node: &Arc<Node>) -> Result<AlertPage, Error> {
+        // Read from the store without the engine's lock: every committed alert is there.
+        let store = node.lock()?.store().clone();
+        let limit = match self.limit {
+            0 => limits::ALERTS_LIST_DEFAULT,
+            n => n.min(limits::LIST_MAX),
+        };
+        let read = move || store.alerts_page(self.before, limit);
+        Ok(super::blocking(read).await.map_err(engine::Error::Store)?)
     }
 }
 

@@ -6,7 +6,7 @@ use riposte_playbooks::Diagnostic;
 
 use super::{Error, Kind, Node, Request, requests};
 use crate::engine::{ApplyOutcome, ScheduleView};
-use crate::store::LedgerEntry;
+use crate::store::{LedgerEntry, LedgerPage};
 
 requests! {
     ApplySchedule,
@@ -63,16 +63,21 @@ impl Request for ListSchedules {
 /// A schedule's ledger, newest first.
 pub struct GetScheduleHistory {
     pub name: String,
+    /// The entry the previous page ended with (`scheduled_ms`, `manual`); `None` first.
+    pub before: Option<(i64, bool)>,
     /// 0 for the default.
     pub limit: usize,
 }
 
 impl Request for GetScheduleHistory {
-    type Reply = Vec<LedgerEntry>;
+    type Reply = LedgerPage;
     const KIND: Kind = Kind::GetScheduleHistory;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Vec<LedgerEntry>, Error> {
-        Ok(node.lock()?.schedules.history(&self.name, self.limit)?)
+    async fn serve(self, node: &Arc<Node>) -> Result<LedgerPage, Error> {
+        let engine = node.lock()?;
+        Ok(engine
+            .schedules
+            .history(&self.name, self.before, self.limit)?)
     }
 }
 

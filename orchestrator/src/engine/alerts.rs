@@ -413,15 +413,6 @@ impl Alerts {
         Ok(())
     }
 
-    /// Alerts newest first, at most `limit` (0: [`limits::ALERTS_LIST_DEFAULT`]).
-    pub fn list(&self, limit: usize) -> Result<Vec<StoredAlert>, Error> {
-        let limit = match limit {
-            0 => limits::ALERTS_LIST_DEFAULT,
-            n => n.min(limits::LIST_MAX),
-        };
-        Ok(self.store.alerts(limit)?)
-    }
-
     /// One alert by id.
     pub fn get(&self, id: uuid::Uuid) -> Result<StoredAlert, Error> {
         self.store

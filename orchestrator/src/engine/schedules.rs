@@ -17,7 +17,8 @@ use super::{Error, Prepared, Runs, StartRequest, Timer, check_len, limits};
 use crate::clock::Clock;
 use crate::pending::Pending;
 use crate::store::{
-    LedgerEntry, LedgerFate, QueuedFire, ScheduleState, ScheduleWrite, Seq, Store, StoredSchedule,
+    LedgerEntry, LedgerFate, LedgerPage, QueuedFire, ScheduleState, ScheduleWrite, Seq, Store,
+    StoredSchedule,
 };
 use riposte_playbooks::schedule::{self, Activity, Fate, Fire, Plan, Schedule};
 use riposte_scheduler::state::RunId;
@@ -175,14 +176,19 @@ impl Schedules {
         })
     }
 
-    /// A schedule's ledger, newest first.
-    pub fn history(&self, name: &str, limit: usize) -> Result<Vec<LedgerEntry>, Error> {
+    /// A page of a schedule's ledger, newest first, strictly before `before`.
+    pub fn history(
+        &self,
+        name: &str,
+        before: Option<(i64, bool)>,
+        limit: usize,
+    ) -> Result<LedgerPage, Error> {
         self.loaded(name)?;
         let limit = match limit {
             0 => limits::HISTORY_DEFAULT,
             n => n.min(limits::LIST_MAX),
         };
-        Ok(self.store.ledger(name, limit)?)
+        Ok(self.store.ledger_page(name, before, limit)?)
     }
 
     /// Fires one run now (manual), through the overlap policy.

@@ -174,14 +174,7 @@ impl Operator for OperatorApi {
             0 => 100,
             n => (n as usize).min(limits::LIST_MAX),
         };
-        let before = match req.page_token.as_str() {
-            "" => None,
-            token => Some(token.parse().map_err(|_| {
-                Status::invalid_argument(format!(
-                    "page_token `{token}` is not one a ListRuns answer gave"
-                ))
-            })?),
-        };
+        let before = page_token(&req.page_token, "ListRuns", |t| t.parse().ok())?;
         let list = runs::ListRuns {
             filter: RunFilter {
                 playbook: req.playbook,
@@ -397,16 +390,32 @@ impl Operator for OperatorApi {
     ) -> Result<Response<pb::GetScheduleHistoryResponse>, Status> {
         let req = request.into_inner();
         bounded("name", &req.name, NAME_BYTES_MAX)?;
+        // A token is `SCHEDULED_MS.MANUAL` (0 or 1) of the last entry of the previous page.
+        let before = page_token(&req.page_token, "GetScheduleHistory", |token| {
+            let (ms, manual) = token.split_once('.')?;
+            let manual = match manual {
+                "0" => false,
+                "1" => true,
+                _ => return None,
+            };
+            Some((ms.parse().ok()?, manual))
+        })?;
         let history = schedules::GetScheduleHistory {
             name: req.name.clone(),
+            before,
             limit: req.limit as usize,
         };
-        let entries = self.0.handle(history).await.map_err(status)?;
+        let page = self.0.handle(history).await.map_err(status)?;
         Ok(Response::new(pb::GetScheduleHistoryResponse {
-            entries: entries
+            entries: page
+                .entries
                 .iter()
                 .map(|e| convert::ledger_entry(&req.name, e))
                 .collect(),
+            next_page_token: page
+                .next
+                .map(|(ms, manual)| format!("{ms}.{}", u8::from(manual)))
+                .unwrap_or_default(),
         }))
     }
 
@@ -459,14 +468,20 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::ListAlertsRequest>,
     ) -> Result<Response<pb::ListAlertsResponse>, Status> {
-        let limit = request.into_inner().limit as usize;
-        let alerts = self
-            .0
-            .handle(alerts::ListAlerts { limit })
-            .await
-            .map_err(status)?;
+        let req = request.into_inner();
+        let before = page_token(&req.page_token, "ListAlerts", |t| t.parse().ok())?;
+        let list = alerts::ListAlerts {
+            before,
+            limit: req.limit as usize,
+        };
+        let page = self.0.handle(list).await.map_err(status)?;
         Ok(Response::new(pb::ListAlertsResponse {
-            alerts: alerts.iter().map(|a| convert::alert(a, false)).collect(),
+            alerts: page
+                .alerts
+                .iter()
+                .map(|a| convert::alert(a, false))
+                .collect(),
+            next_page_token: page.next.map(|id| id.to_string()).unwrap_or_default(),
         }))
     }
 
@@ -571,4 +586,21 @@ impl OperatorApi {
         let view = self.0.handle(repair).await.map_err(status)?;
         Ok(Response::new(run(&view)))
     }
+}
+
+/// A list call's `page_token`: `None` when empty, else what `parse` reads in it, or
+/// INVALID_ARGUMENT naming the call whose answers give such tokens.
+fn page_token<T>(
+    token: &str,
+    call: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    parse(token).map(Some).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "page_token `{token}` is not one a {call} answer gave"
+        ))
+    })
 }

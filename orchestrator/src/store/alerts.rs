@@ -27,6 +27,13 @@ pub struct StoredRule {
     pub applied_at_ms: i64,
 }
 
+/// Alerts newest first, and the alert to continue before when there may be more.
+#[derive(Debug)]
+pub struct AlertPage {
+    pub alerts: Vec<StoredAlert>,
+    pub next: Option<uuid::Uuid>,
+}
+
 /// The run a rule's dedup key points to, until `expires_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DedupEntry {
@@ -171,19 +178,43 @@ impl Store {
 
     /// Alerts newest first, at most `limit`.
     pub fn alerts(&self, limit: usize) -> Result<Vec<StoredAlert>, Error> {
-        self.alerts
-            .iter()
-            .rev()
-            .filter(|kv| {
-                kv.as_ref()
-                    .map_or(true, |(k, _)| k.len() == ALERT_KEY_BYTES)
-            })
-            .take(limit)
-            .map(|kv| {
-                let (key, value) = kv?;
-                decode("alerts", &key, &value)
-            })
-            .collect()
+        Ok(self.alerts_page(None, limit)?.alerts)
+    }
+
+    /// Up to `limit` alerts newest first, strictly older than `before`, and the alert to
+    /// continue before when there may be more. A damaged alert is left out (and reported)
+    /// instead of failing the page.
+    pub fn alerts_page(
+        &self,
+        before: Option<uuid::Uuid>,
+        limit: usize,
+    ) -> Result<AlertPage, Error> {
+        let end = match before {
+            Some(id) => id.as_bytes().to_vec(),
+            None => vec![0xff; ALERT_KEY_BYTES + 1],
+        };
+        let mut alerts = Vec::new();
+        // The last alert read (kept or left out as damaged): the next page starts before it.
+        let mut last = None;
+        for kv in self.alerts.range(..end).rev() {
+            let (key, value) = kv?;
+            let Some(id) = uuid::Uuid::from_slice(&key)
+                .ok()
+                .filter(|_| key.len() == 16)
+            else {
+                continue; // a payload
+            };
+            if alerts.len() == limit {
+                return Ok(AlertPage { alerts, next: last });
+            }
+            last = Some(id);
+            match decode::<StoredAlert>("alerts", &key, &value) {
+                Ok(alert) => alerts.push(alert),
+                Err(e) if e.damaged_record().is_some() => self.found_damage(&e),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(AlertPage { alerts, next: None })
     }
 
     /// How many alerts are stored (counts them all).

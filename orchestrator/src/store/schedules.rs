@@ -83,6 +83,20 @@ pub(super) fn ledger_prefix(name: &str) -> Vec<u8> {
     key
 }
 
+/// The `scheduled_ms` and `manual` of a ledger key (its last nine bytes).
+fn ledger_position(key: &[u8]) -> Option<(i64, bool)> {
+    let tail = key.len().checked_sub(9).map(|at| &key[at..])?;
+    let ms = u64::from_be_bytes(tail[..8].try_into().ok()?) ^ (1 << 63);
+    Some((ms as i64, tail[8] == 1))
+}
+
+/// A page of a schedule's ledger, and where the next one starts when there may be more.
+#[derive(Debug)]
+pub struct LedgerPage {
+    pub entries: Vec<LedgerEntry>,
+    pub next: Option<(i64, bool)>,
+}
+
 /// Ordered by time: the sign bit flipped makes big-endian bytes sort like the signed value.
 pub(super) fn ledger_key(name: &str, scheduled_ms: i64, manual: bool) -> Vec<u8> {
     let mut key = ledger_prefix(name);
@@ -137,15 +151,48 @@ impl Store {
 
     /// A schedule's ledger, newest first, at most `limit` entries.
     pub fn ledger(&self, name: &str, limit: usize) -> Result<Vec<LedgerEntry>, Error> {
-        self.schedule_ledger
-            .scan_prefix(ledger_prefix(name))
-            .rev()
-            .take(limit)
-            .map(|kv| {
-                let (key, value) = kv?;
-                decode("schedule_ledger", &key, &value)
-            })
-            .collect()
+        Ok(self.ledger_page(name, None, limit)?.entries)
+    }
+
+    /// Up to `limit` ledger entries of a schedule newest first, strictly before the entry
+    /// `before` (its `scheduled_ms` and `manual`), and where the next page starts when there
+    /// may be more. A damaged entry is left out (and reported) instead of failing the page.
+    pub fn ledger_page(
+        &self,
+        name: &str,
+        before: Option<(i64, bool)>,
+        limit: usize,
+    ) -> Result<LedgerPage, Error> {
+        let start = ledger_prefix(name);
+        let end = match before {
+            Some((scheduled_ms, manual)) => ledger_key(name, scheduled_ms, manual),
+            None => {
+                let mut end = ledger_prefix(name);
+                end.extend_from_slice(&[0xff; 10]);
+                end
+            }
+        };
+        let mut entries = Vec::new();
+        let mut last = None;
+        for kv in self.schedule_ledger.range(start..end).rev() {
+            let (key, value) = kv?;
+            if entries.len() == limit {
+                return Ok(LedgerPage {
+                    entries,
+                    next: last,
+                });
+            }
+            last = ledger_position(&key);
+            match decode::<LedgerEntry>("schedule_ledger", &key, &value) {
+                Ok(entry) => entries.push(entry),
+                Err(e) if e.damaged_record().is_some() => self.found_damage(&e),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(LedgerPage {
+            entries,
+            next: None,
+        })
     }
 
     /// How many entries a schedule's ledger holds.

@@ -25,6 +25,7 @@ mod linux_account;
 mod linux_firewall;
 mod linux_jit;
 mod linux_patch;
+mod paging;
 mod response_approvals;
 mod response_bad_input;
 mod response_concurrency;

@@ -61,6 +61,7 @@ async fn history(client: &mut Operator, name: &str) -> Vec<LedgerEntry> {
         .get_schedule_history(GetScheduleHistoryRequest {
             name: name.into(),
             limit: 1000,
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|status| panic!("GetScheduleHistory refused: {status:?}"))

@@ -75,7 +75,10 @@ async fn logger(addr: SocketAddr, tcp: bool, message: &str) {
 async fn alerts(orchestrator: &Orchestrator) -> Vec<AlertInfo> {
     orchestrator
         .client()
-        .list_alerts(ListAlertsRequest { limit: 1000 })
+        .list_alerts(ListAlertsRequest {
+            limit: 1000,
+            ..Default::default()
+        })
         .await
         .expect("ListAlerts")
         .into_inner()

@@ -298,7 +298,10 @@ async fn send_syslog(addr: SocketAddr) -> Result<()> {
 async fn check_syslog_stored(orchestrator: &Orchestrator) -> Result<()> {
     let newest = orchestrator
         .client()
-        .list_alerts(ListAlertsRequest { limit: 1000 })
+        .list_alerts(ListAlertsRequest {
+            limit: 1000,
+            ..Default::default()
+        })
         .await?
         .into_inner()
         .alerts;
