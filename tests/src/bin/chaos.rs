@@ -16,30 +16,31 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a runtime");
+    // Each row is printed as its scenario ends: a full run takes a while.
+    println!("{}", Outcome::header());
     let outcomes = runtime.block_on(async {
         eprintln!(
             "riposte-chaos: {} runs and {} faults per scenario",
             scale.runs, scale.faults
         );
-        let mut outcomes = vec![
-            chaos::coordinator_kills(scale).await,
-            chaos::worker_kills(scale).await,
-            chaos::frozen_worker(scale).await,
-        ];
+        let mut outcomes = Vec::new();
+        let mut done = |outcome: Outcome| {
+            println!("{}", outcome.row());
+            outcomes.push(outcome);
+        };
+        done(chaos::coordinator_kills(scale).await);
+        done(chaos::worker_kills(scale).await);
+        done(chaos::frozen_worker(scale).await);
         match host::enabled() {
-            true => outcomes.push(chaos::disk_full(scale).await),
+            true => done(chaos::disk_full(scale).await),
             false => eprintln!(
                 "riposte-chaos: disk full skipped: it mounts a filesystem (RIPOSTE_HOST_TESTS=1, as root)"
             ),
         }
-        outcomes.push(chaos::damaged_records(scale).await);
-        outcomes.push(chaos::locked_data_dir(scale).await);
+        done(chaos::damaged_records(scale).await);
+        done(chaos::locked_data_dir(scale).await);
         outcomes
     });
-    println!("{}", Outcome::header());
-    for outcome in &outcomes {
-        println!("{}", outcome.row());
-    }
     if outcomes.iter().all(Outcome::clean) {
         ExitCode::SUCCESS
     } else {
