@@ -1,5 +1,6 @@
 //! What the alert tests (and the benchmark) share: a playbook that echoes the IP a rule
-//! passes it, and applying a rule through `riposte rules apply`.
+//! passes it, applying a rule through `riposte rules apply`, and sending the shared Azure
+//! Monitor fixture through `riposte alerts send`.
 
 use crate::{CliOutput, Orchestrator};
 
@@ -22,5 +23,27 @@ pub async fn apply_rule(orchestrator: &Orchestrator, source: &str) -> CliOutput 
     std::fs::write(&file, source).expect("written");
     orchestrator
         .cli(&["rules", "apply", file.to_str().expect("utf-8")])
+        .await
+}
+
+/// The shared Azure Monitor alert fixture.
+pub const AZURE_FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/alerts/azure-monitor-common-log-alert.json"
+);
+
+/// Sends `file` as an Azure Monitor payload with `riposte --output json alerts send`.
+pub async fn send_azure_monitor(orchestrator: &Orchestrator, file: &str) -> CliOutput {
+    orchestrator
+        .cli(&[
+            "--output",
+            "json",
+            "alerts",
+            "send",
+            "-f",
+            file,
+            "--source",
+            "azure-monitor",
+        ])
         .await
 }

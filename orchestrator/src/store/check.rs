@@ -21,8 +21,8 @@ pub enum Unreadable {
     NotRunId(usize),
     #[error("expected a format number")]
     NotFormat,
-    #[error("{0}")]
-    Record(String),
+    #[error("not a run record's key")]
+    NotRecordKey,
     /// The run's head reads back but a record it counts does not.
     #[error("{0}")]
     Incomplete(Error),
@@ -161,7 +161,7 @@ impl Store {
                 json::<RunState>(v)
             }),
             ("run_records", &self.run_records, |k, v| {
-                super::records::check(k, seal::open(v)?).map_err(Unreadable::Record)
+                super::records::check(k, seal::open(v)?)
             }),
             ("active", &self.active, |k, _| run_id(k)),
             ("history", &self.history, |_, v| json::<HistoryEvent>(v)),

@@ -21,6 +21,8 @@ use riposte_scheduler::state::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::check::Unreadable;
+use super::seal::Damage;
 use super::{Error, Store, decode, json};
 
 pub(super) const INPUT: u8 = 0;
@@ -191,19 +193,20 @@ pub(super) fn assemble(
     Ok(run)
 }
 
-/// Whether a record of `run_records` reads back as what its tag says.
-pub(super) fn check(key: &[u8], value: &[u8]) -> Result<(), String> {
-    fn json<T: serde::de::DeserializeOwned>(value: &[u8]) -> Result<(), String> {
-        serde_json::from_slice::<T>(value)
+/// Whether a record of `run_records` (its payload, once opened) reads back as what its tag
+/// says.
+pub(super) fn check(key: &[u8], payload: &[u8]) -> Result<(), Unreadable> {
+    fn json<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<(), Unreadable> {
+        serde_json::from_slice::<T>(payload)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| Damage::from(e).into())
     }
     match split(key).filter(|_| key.len() == 23) {
-        Some((INPUT, ..)) => json::<InputOwned>(value),
-        Some((UNIT, ..)) => json::<Unit>(value),
-        Some((OUTPUT, ..)) => json::<Value>(value),
-        Some((UNDO, ..)) => json::<UndoEntry>(value),
-        _ => Err("not a run record's key".into()),
+        Some((INPUT, ..)) => json::<InputOwned>(payload),
+        Some((UNIT, ..)) => json::<Unit>(payload),
+        Some((OUTPUT, ..)) => json::<Value>(payload),
+        Some((UNDO, ..)) => json::<UndoEntry>(payload),
+        _ => Err(Unreadable::NotRecordKey),
     }
 }
 

@@ -3,32 +3,13 @@
 //! with its fate; an alert survives `kill -9` right after its acknowledgement; a truncated or
 //! over-size payload is refused with a specific error and nothing is stored.
 
-use riposte_tests::alerts::{ECHO_IP, apply_rule};
-use riposte_tests::{CliOutput, Orchestrator};
+use riposte_tests::Orchestrator;
+use riposte_tests::alerts::{AZURE_FIXTURE, ECHO_IP, apply_rule, send_azure_monitor as send};
 
-const AZURE_FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/fixtures/alerts/azure-monitor-common-log-alert.json"
-);
 /// The `SourceIP` dimension of the fixture.
 const FIXTURE_IP: &str = "203.0.113.45";
 /// Bigger than the orchestrator accepts (256 KiB).
 const OVERSIZE_BYTES: usize = 300 * 1024;
-
-async fn send(orchestrator: &Orchestrator, file: &str) -> CliOutput {
-    orchestrator
-        .cli(&[
-            "--output",
-            "json",
-            "alerts",
-            "send",
-            "-f",
-            file,
-            "--source",
-            "azure-monitor",
-        ])
-        .await
-}
 
 async fn listed(orchestrator: &Orchestrator) -> Vec<serde_json::Value> {
     let out = orchestrator

@@ -4,13 +4,9 @@
 
 use riposte_proto::v1::{ApplyScheduleRequest, GetScheduleHistoryRequest, ListAlertsRequest};
 use riposte_tests::Orchestrator;
+use riposte_tests::alerts::{AZURE_FIXTURE, send_azure_monitor};
 use riposte_tests::api::Operator;
 use tonic::Code;
-
-const AZURE_FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/fixtures/alerts/azure-monitor-common-log-alert.json"
-);
 
 /// Alerts sent, and pages of two.
 const SENT: usize = 5;
@@ -37,18 +33,7 @@ async fn alerts_page_newest_first_each_once_and_the_cli_pages_by_itself() {
     let orchestrator = Orchestrator::start();
     let mut sent = Vec::new();
     for _ in 0..SENT {
-        let out = orchestrator
-            .cli(&[
-                "--output",
-                "json",
-                "alerts",
-                "send",
-                "-f",
-                AZURE_FIXTURE,
-                "--source",
-                "azure-monitor",
-            ])
-            .await;
+        let out = send_azure_monitor(&orchestrator, AZURE_FIXTURE).await;
         assert_eq!(out.code(), 0, "{out}");
         let id = out.json()[0]["id"].as_str().expect("an id").to_string();
         sent.push(id);

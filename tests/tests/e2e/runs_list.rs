@@ -1,6 +1,7 @@
 //! Listing runs over the wire: `ListRuns` pages with `next_page_token` (a token it did not give
 //! is refused), the CLI pages by itself (`--limit`, `--all`), and a step whose task no
-//! connected worker can take says so in `GetRun` and in `runs list`.
+//! connected worker can take says so in `GetRun` and in `runs list`; a step output over 1 MiB
+//! is left out of `GetRun` and says why.
 
 use std::time::Duration;
 
@@ -138,5 +139,39 @@ async fn runs_page_over_the_wire_and_a_task_nobody_serves_says_so() {
         ),
         "{}",
         table.stdout
+    );
+}
+
+/// 1,100 items of about 1 KB of output each: the step's output is over the 1 MiB a Run
+/// message carries per step.
+const WIDE: &str = r#"
+name: wide
+version: 1
+steps:
+  - id: each
+    action: core.echo
+    for_each: "{{ range(1100) }}"
+    concurrency: 100
+    with: { item: "{{ item }}", pad: "PAD" }
+"#;
+
+#[tokio::test]
+async fn a_step_output_over_a_mebibyte_is_left_out_of_get_run_with_the_reason() {
+    let orchestrator = Orchestrator::start();
+    let _worker = Worker::start(&orchestrator.url(), &[], 16);
+    let mut client = orchestrator.client();
+    api::apply_playbook(&mut client, &WIDE.replace("PAD", &"x".repeat(1000))).await;
+    let run = api::start_run(&mut client, "wide", json!({})).await;
+    let done = api::wait_finished(&mut client, &run.run_id, Duration::from_secs(120)).await;
+    let step = &done.steps[0];
+    assert_eq!((step.items_total, step.items_succeeded), (1100, 1100));
+    assert_eq!(step.output_json, "");
+    assert!(
+        step.output_omitted.starts_with("output of 1.")
+            && step
+                .output_omitted
+                .ends_with(" MB is over the 1 MiB sent per step"),
+        "{}",
+        step.output_omitted
     );
 }
