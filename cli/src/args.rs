@@ -7,10 +7,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use riposte_proto::v1::RunStatus;
 use serde_json::{Map, Value};
 
-use crate::client::normalize_addr;
+use crate::client::{Addr, normalize_addr};
 
 /// Where the orchestrator listens unless `--addr` or `RIPOSTE_ADDR` says otherwise.
-pub const ADDR_DEFAULT: &str = "http://127.0.0.1:7470";
+pub const ADDR_DEFAULT: &str = "127.0.0.1:7470";
 
 /// What the top-level help ends with: how the process exit code reads.
 const EXIT_CODES: &str = "\
@@ -26,7 +26,8 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(name = "riposte", version, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// Orchestrator address, `http://HOST:PORT` or `HOST:PORT`.
+    /// Orchestrator address, `https://HOST:PORT`, `http://HOST:PORT` (plaintext) or
+    /// `HOST:PORT` (https when a TLS folder is found).
     #[arg(
         long,
         global = true,
@@ -35,7 +36,12 @@ pub struct Cli {
         value_name = "URL",
         value_parser = normalize_addr,
     )]
-    pub addr: String,
+    pub addr: Addr,
+    /// A folder holding the orchestrator's CA (`ca.pem`) and this operator's certificate
+    /// (`operator.pem`, `operator.key`), as `riposte certs operator` writes it [default:
+    /// ./riposte-data/tls when it exists, what `riposte-orchestrator --dev` makes].
+    #[arg(long, global = true, env = "RIPOSTE_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
     /// Output format: `table` for people, `json` for scripts (one document per command, one
     /// JSON object per line for streams).
     #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = Format::Table)]
@@ -89,6 +95,11 @@ pub enum Command {
     /// Inspect the workers registered with the orchestrator.
     #[command(subcommand)]
     Workers(WorkersCommand),
+    /// A certificate authority for a deployment: create it, then issue the orchestrator's
+    /// server certificate and a client certificate per worker and operator (no orchestrator
+    /// needed; see docs/security.md).
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// The kill switch: pause containment (no block, disable or session revoke is handed to
     /// a worker; undos and other actions go on), resume it, or show its status.
     #[command(subcommand)]
@@ -456,6 +467,52 @@ pub struct ApproveArgs {
     /// with it, a decision about other inputs is refused.
     #[arg(long, value_name = "HEX", value_parser = parse_digest)]
     pub digest: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Creates a CA in DIR: `ca.pem` (give it to the orchestrator as --client-ca, and to
+    /// workers and operators) and `ca.key` (0600; keep it offline). Refuses to overwrite one.
+    Init {
+        /// The CA's folder (created).
+        dir: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u64,
+    },
+    /// Issues the orchestrator's server certificate: DIR/server.pem and server.key.
+    Server {
+        /// The CA's folder.
+        dir: PathBuf,
+        /// A DNS name or IP address clients dial it by; repeat for more.
+        #[arg(long = "name", required = true, value_name = "NAME")]
+        names: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 397)]
+        days: u64,
+    },
+    /// Issues a worker certificate naming identity NAME: DIR/worker-NAME.pem and .key (the
+    /// worker's --tls-cert and --tls-key); the worker policy says what NAME may offer.
+    Worker {
+        /// The CA's folder.
+        dir: PathBuf,
+        /// The worker's identity.
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 397)]
+        days: u64,
+    },
+    /// Issues an operator certificate naming NAME into the folder DIR/operator-NAME, with the
+    /// CA beside it: the CLI's --tls-dir.
+    Operator {
+        /// The CA's folder.
+        dir: PathBuf,
+        /// The operator's identity.
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 397)]
+        days: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

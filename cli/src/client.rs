@@ -25,6 +25,8 @@ use riposte_proto::v1::{
     GetScheduleHistoryResponse, LedgerEntry, ListSchedulesRequest, ListSchedulesResponse,
     PauseScheduleRequest, ScheduleInfo, TriggerScheduleRequest,
 };
+use std::path::Path;
+
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -35,36 +37,87 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long to wait for the answer to one unary request (streams have no limit).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Turns what the operator typed (`host:port` or `http://host:port`) into the URL to dial.
-///
-/// The orchestrator speaks plaintext gRPC, so only `http` is accepted.
-pub(crate) fn normalize_addr(text: &str) -> Result<String, String> {
+/// What the operator typed as the orchestrator's address: `host:port`, `http://host:port` or
+/// `https://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addr {
+    /// `Some(true)` for `https://`, `Some(false)` for `http://`, `None` when no scheme was typed
+    /// (TLS then when a TLS folder is found).
+    pub tls: Option<bool>,
+    /// `host:port`.
+    pub authority: String,
+}
+
+/// Where the CLI looks for a TLS folder when none is named: what `riposte-orchestrator --dev`
+/// makes in its default data dir.
+pub const DEV_TLS_DIR: &str = "./riposte-data/tls";
+
+/// The orchestrator to dial: its URL and, for `https://`, the TLS files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub url: String,
+    pub tls: Option<riposte_tls::client::Files>,
+}
+
+/// Parses what the operator typed into an [`Addr`].
+pub(crate) fn normalize_addr(text: &str) -> Result<Addr, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("the orchestrator address is empty".to_string());
     }
-    let authority = match text.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+    let (tls, authority) = match text.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (Some(false), rest),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (Some(true), rest),
         Some((scheme, _)) => {
             return Err(format!(
-                "unsupported scheme `{scheme}` in `{text}`: use http://HOST:PORT or HOST:PORT"
+                "unsupported scheme `{scheme}` in `{text}`: use https://HOST:PORT, \
+                 http://HOST:PORT or HOST:PORT"
             ));
         }
-        None => text,
+        None => (None, text),
     };
-    let url = format!("http://{}", authority.trim_end_matches('/'));
-    let uri: tonic::transport::Uri = url
+    let authority = authority.trim_end_matches('/').to_string();
+    let uri: tonic::transport::Uri = format!("http://{authority}")
         .parse()
         .map_err(|error| format!("invalid orchestrator address `{text}`: {error}"))?;
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("invalid orchestrator address `{text}`: no host"));
     }
-    Ok(url)
+    Ok(Addr { tls, authority })
+}
+
+/// The target for `addr`, with the TLS folder `tls_dir` (`ca.pem`, and `operator.pem` with
+/// `operator.key` when this operator has a certificate). Pure: `tls_dir` is whatever folder was
+/// named or found.
+pub fn target(addr: &Addr, tls_dir: Option<&Path>) -> Result<Target, Error> {
+    let tls = match (addr.tls, tls_dir) {
+        (Some(false), _) | (None, None) => None,
+        (_, Some(dir)) => {
+            let (cert, key) = (dir.join("operator.pem"), dir.join("operator.key"));
+            Some(riposte_tls::client::Files {
+                ca: dir.join("ca.pem"),
+                cert: (cert.exists() && key.exists()).then_some((cert, key)),
+            })
+        }
+        (Some(true), None) => {
+            return Err(Error::Usage(format!(
+                "https://{} needs the orchestrator's CA: name a folder holding ca.pem (and \
+                 operator.pem, operator.key) with --tls-dir or RIPOSTE_TLS_DIR",
+                addr.authority
+            )));
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    Ok(Target {
+        url: format!("{scheme}://{}", addr.authority),
+        tls,
+    })
 }
 
 /// A connection to one orchestrator's `Operator` service, opened at the first request.
 pub struct Client {
     addr: String,
+    tls: Option<riposte_tls::client::Files>,
     operator: Option<OperatorClient<Channel>>,
 }
 
@@ -75,11 +128,12 @@ pub struct Events {
 }
 
 impl Client {
-    /// A client for the orchestrator at `addr`, a URL from [`normalize_addr`]. Nothing is dialed
-    /// yet, so a command can check its inputs before it needs the network.
-    pub fn new(addr: String) -> Client {
+    /// A client for `target`. Nothing is dialed yet, so a command can check its inputs before
+    /// it needs the network.
+    pub fn new(target: Target) -> Client {
         Client {
-            addr,
+            addr: target.url,
+            tls: target.tls,
             operator: None,
         }
     }
@@ -295,9 +349,18 @@ impl Client {
         if let Some(operator) = &self.operator {
             return Ok(operator.clone());
         }
-        let endpoint = Endpoint::from_shared(self.addr.clone())
+        let mut endpoint = Endpoint::from_shared(self.addr.clone())
             .map_err(|error| Error::Usage(format!("invalid address `{}`: {error}", self.addr)))?
             .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(files) = &self.tls {
+            let host = endpoint.uri().host().unwrap_or_default();
+            let host = host.trim_matches(['[', ']']).to_string();
+            let tls = riposte_tls::client::config(files, &host)
+                .map_err(|error| Error::Usage(format!("TLS: {error}")))?;
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|error| Error::Usage(format!("TLS: {error}")))?;
+        }
         let channel = endpoint
             .connect()
             .await
@@ -425,38 +488,51 @@ fn io_cause(error: &io::Error) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn host_and_port_get_the_http_scheme() {
-        assert_eq!(
-            normalize_addr("127.0.0.1:7470"),
-            Ok("http://127.0.0.1:7470".into())
-        );
-        assert_eq!(
-            normalize_addr("orch.local:9000"),
-            Ok("http://orch.local:9000".into())
-        );
-        assert_eq!(normalize_addr("[::1]:7470"), Ok("http://[::1]:7470".into()));
+    fn addr(tls: Option<bool>, authority: &str) -> Addr {
+        Addr {
+            tls,
+            authority: authority.into(),
+        }
     }
 
     #[test]
-    fn urls_are_kept_without_trailing_slash() {
+    fn addresses_keep_their_scheme_without_trailing_slash() {
+        assert_eq!(
+            normalize_addr("127.0.0.1:7470"),
+            Ok(addr(None, "127.0.0.1:7470"))
+        );
+        assert_eq!(normalize_addr("[::1]:7470"), Ok(addr(None, "[::1]:7470")));
         assert_eq!(
             normalize_addr("http://10.0.0.5:7470"),
-            Ok("http://10.0.0.5:7470".into())
+            Ok(addr(Some(false), "10.0.0.5:7470"))
         );
         assert_eq!(
-            normalize_addr(" HTTP://host:1/ "),
-            Ok("http://host:1".into())
+            normalize_addr(" HTTPS://host:1/ "),
+            Ok(addr(Some(true), "host:1"))
         );
     }
 
     #[test]
     fn bad_addresses_are_refused_with_a_reason() {
-        let https = normalize_addr("https://host:7470").unwrap_err();
-        assert!(https.contains("unsupported scheme `https`"), "{https}");
+        let ftp = normalize_addr("ftp://host:7470").unwrap_err();
+        assert!(ftp.contains("unsupported scheme `ftp`"), "{ftp}");
         assert!(normalize_addr("").is_err());
         assert!(normalize_addr("http://").is_err());
         assert!(normalize_addr("host name:1").is_err());
+    }
+
+    #[test]
+    fn tls_follows_the_scheme_or_else_the_folder() {
+        let dir = Path::new("tls");
+        let plain = target(&addr(None, "h:1"), None).unwrap();
+        assert_eq!((plain.url.as_str(), plain.tls), ("http://h:1", None));
+        let found = target(&addr(None, "h:1"), Some(dir)).unwrap();
+        assert_eq!(found.url, "https://h:1");
+        assert_eq!(found.tls.unwrap().ca, dir.join("ca.pem"));
+        let forced = target(&addr(Some(false), "h:1"), Some(dir)).unwrap();
+        assert_eq!((forced.url.as_str(), forced.tls), ("http://h:1", None));
+        let missing = target(&addr(Some(true), "h:1"), None).unwrap_err();
+        assert!(matches!(missing, Error::Usage(m) if m.contains("--tls-dir")));
     }
 
     #[test]

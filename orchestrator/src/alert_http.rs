@@ -226,6 +226,7 @@ fn refusal(refusal: door::Error) -> Response {
             answer(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
         e @ door::Error::Reopening => answer(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        door::Error::Unauthenticated(m) => answer(StatusCode::UNAUTHORIZED, &m),
         door::Error::Engine(e) => {
             let code = match &e {
                 engine::Error::InvalidArgument(_) | engine::Error::PlaybookInvalid(_) => {

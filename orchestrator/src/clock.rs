@@ -70,6 +70,11 @@ impl Clock {
         manual.elapsed_ms.fetch_add(ms, Ordering::SeqCst);
     }
 
+    /// The wall-clock now (certificate validity).
+    pub fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.now_ms().max(0) as u64)
+    }
+
     /// Milliseconds since the Unix epoch.
     pub fn now_ms(&self) -> i64 {
         match &self.0 {

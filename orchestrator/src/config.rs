@@ -19,6 +19,51 @@ pub struct Config {
     #[arg(long, env = "RIPOSTE_LISTEN", default_value = "127.0.0.1:7470")]
     pub listen: SocketAddr,
 
+    /// The server certificate (PEM, leaf first, then its chain) of the gRPC API and the alert
+    /// listeners; with `--tls-key`. Reloaded when the file changes, or on SIGHUP, without
+    /// touching connections already open. `--dev` makes one under the data dir.
+    #[arg(
+        long,
+        env = "RIPOSTE_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(
+        long,
+        env = "RIPOSTE_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// The CA certificate(s) (PEM) that worker and operator client certificates must chain
+    /// to. A certificate from another CA, or expired, fails the handshake.
+    #[arg(
+        long,
+        env = "RIPOSTE_CLIENT_CA",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub client_ca: Option<PathBuf>,
+
+    /// Which worker identities may offer which actions and labels (YAML, see
+    /// `docs/security.md`); reloaded on SIGHUP. Without it no worker may register.
+    #[arg(long, env = "RIPOSTE_WORKER_POLICY", value_name = "PATH")]
+    pub worker_policy: Option<PathBuf>,
+
+    /// Serve gRPC without TLS on an address other than loopback (refused without this flag).
+    /// Anyone who can reach the port can then read and send everything.
+    #[arg(long)]
+    pub insecure_plaintext: bool,
+
+    /// Let workers without a client certificate register, offering any action (refused
+    /// without this flag). Any process that reaches the port can then take tasks.
+    #[arg(long)]
+    pub insecure_anonymous_workers: bool,
+
     /// Folder of the sled database; created if missing.
     #[arg(
         long,

@@ -1,10 +1,102 @@
-//! The embedded default (`--dev`): example playbooks applied at start. The in-process workers
-//! are started by the binary, which knows the bound address.
+//! The embedded default (`--dev`): its own certificates and worker policy under the data dir
+//! (made on the first start, used again after), and the example playbooks applied at start.
+//! The in-process workers are started by the binary, which knows the bound address.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
+
+use riposte_tls::issue::{Ca, Validity, write_file};
+use riposte_tls::{Identity, Role};
 
 use crate::door::Node;
-use crate::{Error, apply_one};
+use crate::{Config, Error, apply_one};
+
+/// The folder under the data dir holding `--dev`'s certificates; the CLI looks for
+/// `./riposte-data/tls` by itself.
+pub const TLS_DIR: &str = "tls";
+/// The identity of the in-process workers.
+pub const WORKER_IDENTITY: &str = "dev-worker";
+/// The identity of the operator certificate made for the CLI.
+pub const OPERATOR_IDENTITY: &str = "admin";
+/// How long the certificates `--dev` makes are valid.
+const DAYS: u64 = 3650;
+
+/// What `--dev` made: the folder, the CA, the in-process workers' certificate and key.
+pub struct Credentials {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub worker: (PathBuf, PathBuf),
+}
+
+/// Makes (on the first start) or reuses the CA, the server, worker and operator certificates
+/// and a worker policy letting the dev worker offer everything, under `DATA/tls`; points
+/// `config` at them where it names none of its own. A new server certificate is made at every
+/// start, for the address listened on.
+pub fn credentials(config: &mut Config, now: SystemTime) -> Result<Credentials, Error> {
+    let dir = config.data_dir.join(TLS_DIR);
+    private_dir(&config.data_dir)?;
+    private_dir(&dir)?;
+    let validity = Validity::days(now, DAYS);
+    let (ca_cert, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let ca = match ca_cert.exists() && ca_key.exists() {
+        true => Ca::load(&ca_cert, &ca_key)?,
+        false => {
+            let ca = Ca::create("Riposte dev CA", validity)?;
+            ca.issued().write(&dir, "ca")?;
+            ca
+        }
+    };
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    let ip = config.listen.ip();
+    if !ip.is_loopback() && !ip.is_unspecified() {
+        names.push(ip.to_string());
+    }
+    ca.server(&names, validity)?.write(&dir, "server")?;
+    let worker = Identity::new(Role::Worker, WORKER_IDENTITY).expect("a valid name");
+    let worker = ca.client(&worker, validity)?.write(&dir, "worker")?;
+    if !dir.join("operator.pem").exists() {
+        let operator = Identity::new(Role::Operator, OPERATOR_IDENTITY).expect("a valid name");
+        ca.client(&operator, validity)?.write(&dir, "operator")?;
+    }
+    let policy = config.data_dir.join("worker-policy.yaml");
+    if !policy.exists() {
+        write_file(&policy, DEV_WORKER_POLICY, 0o600)?;
+    }
+    if config.tls_cert.is_none() {
+        config.tls_cert = Some(dir.join("server.pem"));
+        config.tls_key = Some(dir.join("server.key"));
+        config.client_ca = Some(ca_cert.clone());
+    }
+    config.worker_policy.get_or_insert(policy);
+    Ok(Credentials {
+        dir,
+        ca: ca_cert,
+        worker,
+    })
+}
+
+/// The worker policy `--dev` writes: its own workers may offer everything.
+const DEV_WORKER_POLICY: &str = "\
+# Which worker identities (the name in their client certificate) may offer which actions and
+# labels. --dev's in-process workers are `dev-worker`. See docs/security.md.
+workers:
+  - identity: dev-worker
+    actions: ['*']
+    labels: {'*': '*'}
+";
+
+/// Creates `dir` (and its parents) readable by this user alone.
+fn private_dir(dir: &Path) -> Result<(), Error> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| Error::Io {
+        path: dir.display().to_string(),
+        source,
+    })
+}
 
 /// The example playbooks shipped in `playbooks/examples/`.
 pub const EXAMPLES: &[(&str, &str)] = &[

@@ -19,6 +19,8 @@ pub mod engine;
 mod grpc;
 pub mod pending;
 pub mod store;
+pub mod tls;
+pub mod worker_policy;
 
 use std::future::Future;
 use std::path::Path;
@@ -48,6 +50,10 @@ pub enum Error {
     Request(#[from] door::Error),
     #[error("serving gRPC: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::Error),
+    #[error(transparent)]
+    Certificates(#[from] riposte_tls::issue::Error),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -59,6 +65,8 @@ pub enum Error {
 /// (port 0 picks one) can be printed first.
 pub struct Listeners {
     pub grpc: TcpListener,
+    /// TLS of the listeners that have it.
+    pub transport: tls::Transport,
     /// The HTTP alert listener (`--alerts-listen`).
     pub alerts: Option<TcpListener>,
     pub syslog_udp: Option<UdpSocket>,
@@ -66,24 +74,25 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds every address `config` asks for; an address that cannot be bound is an error
-    /// naming the flag.
+    /// Loads the certificates and binds every address `config` asks for; an address that
+    /// cannot be bound is an error naming the flag, plaintext where it is not allowed an error
+    /// saying how to serve TLS.
     pub async fn bind(config: &Config) -> Result<Listeners, Error> {
+        let transport = tls::Transport::from_config(config)?;
         Ok(Listeners {
             grpc: bound(TcpListener::bind(config.listen), "--listen", config.listen).await?,
+            transport,
             alerts: bind_if(config.alerts_listen, "--alerts-listen", TcpListener::bind).await?,
             syslog_udp: bind_if(config.syslog_udp, "--syslog-udp", UdpSocket::bind).await?,
             syslog_tcp: bind_if(config.syslog_tcp, "--syslog-tcp", TcpListener::bind).await?,
         })
     }
 
-    /// The first line of stdout: `riposte-orchestrator listening on ADDR`, then `alerts on
-    /// ADDR`, `syslog-udp on ADDR`, `syslog-tcp on ADDR` for each listener that is on.
+    /// The first line of stdout: `riposte-orchestrator listening on URL` (`https://` with TLS),
+    /// then `alerts on ADDR`, `syslog-udp on ADDR`, `syslog-tcp on ADDR` for each listener that
+    /// is on.
     pub fn banner(&self) -> std::io::Result<String> {
-        let mut line = format!(
-            "riposte-orchestrator listening on {}",
-            self.grpc.local_addr()?
-        );
+        let mut line = format!("riposte-orchestrator listening on {}", self.grpc_url()?);
         if let Some(l) = &self.alerts {
             line.push_str(&format!(" alerts on {}", l.local_addr()?));
         }
@@ -94,6 +103,17 @@ impl Listeners {
             line.push_str(&format!(" syslog-tcp on {}", l.local_addr()?));
         }
         Ok(line)
+    }
+}
+
+impl Listeners {
+    /// The URL of the gRPC API: `https://ADDR` with TLS, else `http://ADDR`.
+    pub fn grpc_url(&self) -> std::io::Result<String> {
+        let scheme = match self.transport.grpc {
+            Some(_) => "https",
+            None => "http",
+        };
+        Ok(format!("{scheme}://{}", self.grpc.local_addr()?))
     }
 }
 
@@ -160,7 +180,13 @@ pub async fn open(config: &Config) -> Result<Arc<door::Node>, Error> {
             wake,
         )?)
     });
-    let node = door::Node::new(engine, config.alerts_in_flight).with_reopen(reopen);
+    let access = door::workers::WorkerAccess::new(
+        tls::worker_policy(config)?,
+        config.insecure_anonymous_workers,
+    );
+    let node = door::Node::new(engine, config.alerts_in_flight)
+        .with_reopen(reopen)
+        .with_worker_access(access);
     let shared = Arc::new(node);
     if let Some(dir) = &config.playbooks {
         apply_folder(&shared, dir).await?;
@@ -184,11 +210,14 @@ pub async fn run(
 ) -> Result<(), Error> {
     let Listeners {
         grpc: listener,
+        transport,
         alerts,
         syslog_udp,
         syslog_tcp,
     } = listeners;
     let timers = tokio::spawn(timer_loop(shared.clone()));
+    let reloads = transport.grpc.iter().cloned().collect();
+    let reloading = tokio::spawn(tls::reload(config.clone(), shared.clone(), reloads));
     let mut alert_listeners = Vec::new();
     if let Some(l) = alerts {
         let secrets = alert_http::Secrets::new(config.alert_secrets.clone());
@@ -221,7 +250,7 @@ pub async fn run(
         config.retention,
         config.retention_runs_max as usize,
     ));
-    let result = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(
             oversized_is_resource_exhausted,
         ))
@@ -233,14 +262,25 @@ pub async fn run(
         .add_service(
             OperatorServer::new(grpc::OperatorApi(shared.clone()))
                 .max_decoding_message_size(MESSAGE_BYTES_MAX),
-        )
-        .serve_with_incoming_shutdown(
+        );
+    let result = match transport.grpc {
+        Some(tls) => {
+            let incoming = tls::incoming(listener, tls);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        None => {
             // Replies are small; without TCP_NODELAY a trailer waits on delayed ACKs (40 ms).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await;
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    };
     timers.abort();
+    reloading.abort();
     store_health.abort();
     pruning.abort();
     for listener in alert_listeners {

@@ -40,24 +40,42 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     // Open and check the store, bind every listener; only then the banner: a failure before
     // it is one line on stderr and a non-zero exit.
-    let config = config.read_secrets_file()?;
+    let mut config = config.read_secrets_file()?;
+    let credentials = match config.dev {
+        true => {
+            let now = riposte_orchestrator::clock::Clock::system().now();
+            Some(riposte_orchestrator::dev::credentials(&mut config, now)?)
+        }
+        false => None,
+    };
     let node = riposte_orchestrator::open(&config).await?;
     let listeners = Listeners::bind(&config).await?;
     let addr = listeners.grpc.local_addr()?;
     println!("{}", listeners.banner()?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
-    if config.dev {
-        let url = format!("http://{addr}");
+    if let Some(credentials) = &credentials {
+        // The in-process workers dial loopback, which the dev server certificate names.
+        let loopback = std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port());
+        let url = listeners
+            .grpc_url()?
+            .replace(&addr.to_string(), &loopback.to_string());
+        let tls = url
+            .starts_with("https")
+            .then(|| riposte_tls::client::Files {
+                ca: credentials.ca.clone(),
+                cert: Some(credentials.worker.clone()),
+            });
         for n in 1..=config.dev_workers {
             let mut worker = riposte_worker::Config::new(url.clone());
+            worker.tls = tls.clone();
             worker.name = format!("dev-worker-{n}");
             let mut stop = stop_rx.clone();
             workers.push(tokio::spawn(riposte_worker::run(worker, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })));
         }
-        print_dev_banner(&config, addr);
+        print_dev_banner(&config, credentials, &listeners.grpc_url()?);
     }
     let grace = config.shutdown_grace;
     let mut stop = stop_rx.clone();
@@ -146,17 +164,39 @@ fn salvage(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_dev_banner(config: &Config, addr: std::net::SocketAddr) {
+fn print_dev_banner(
+    config: &Config,
+    credentials: &riposte_orchestrator::dev::Credentials,
+    url: &str,
+) {
+    // The CLI finds ./riposte-data/tls by itself; elsewhere it is told where.
+    let default_dir = std::path::Path::new("./riposte-data").join("tls");
+    let cli = match credentials.dir == default_dir {
+        true => format!("cargo run --bin riposte -- --addr {url}"),
+        false => format!(
+            "RIPOSTE_TLS_DIR={} cargo run --bin riposte -- --addr {url}",
+            credentials.dir.display()
+        ),
+    };
     println!(
         "dev mode: data in {}, {} in-process workers, example and built-in playbooks applied.\n\
+         TLS: a dev CA, a server certificate, a worker certificate (identity `{}`) and an \
+         operator certificate for the CLI are in {}; the worker policy is {}.\n\
          Try, in another terminal:\n  \
-         cargo run --bin riposte -- --addr http://{addr} playbook list\n  \
-         cargo run --bin riposte -- --addr http://{addr} run hello -p name=operator --wait\n  \
-         cargo run --bin riposte -- --addr http://{addr} run diamond --wait\n  \
-         cargo run --bin riposte -- --addr http://{addr} run hello -p name=plan --dry-run --wait\n  \
-         cargo run --bin riposte -- --addr http://{addr} containment status",
+         {cli} playbook list\n  \
+         {cli} run hello -p name=operator --wait\n  \
+         {cli} run diamond --wait\n  \
+         {cli} run hello -p name=plan --dry-run --wait\n  \
+         {cli} containment status",
         config.data_dir.display(),
-        config.dev_workers
+        config.dev_workers,
+        riposte_orchestrator::dev::WORKER_IDENTITY,
+        credentials.dir.display(),
+        config
+            .worker_policy
+            .as_deref()
+            .unwrap_or(std::path::Path::new("-"))
+            .display(),
     );
 }
 

@@ -106,6 +106,7 @@ impl Bench {
     /// Registers the test as a worker offering `actions`.
     async fn register(&self, actions: &[&str]) {
         self.handle(workers::Register {
+            caller: None,
             id: WORKER.into(),
             name: WORKER.into(),
             labels: Default::default(),
@@ -118,11 +119,13 @@ impl Bench {
     /// Takes the next task, reports `outcome` for it and answers its action.
     async fn work(&self, outcome: Result<Value, (&str, bool)>) -> String {
         let poll = workers::PollTask {
+            caller: None,
             worker: WORKER.into(),
             wait: Duration::ZERO,
         };
         let task = self.handle(poll).await.expect("a task is ready");
         let report = workers::ReportResult {
+            caller: None,
             worker: WORKER.into(),
             task_id: task.task_id,
             token: task.token,
@@ -134,6 +137,7 @@ impl Bench {
 
     async fn nothing_to_do(&self) {
         let poll = workers::PollTask {
+            caller: None,
             worker: WORKER.into(),
             wait: Duration::ZERO,
         };
@@ -166,7 +170,9 @@ fn open_node(store: Store, clock: &Clock) -> Arc<Node> {
     };
     let engine = Engine::open(store, settings, clock.clone(), Arc::new(Notify::new()))
         .expect("the engine opens");
-    let node = Arc::new(Node::new(engine, 16));
+    // The engine's tests call as the one anonymous worker.
+    let anonymous = workers::WorkerAccess::new(Default::default(), true);
+    let node = Arc::new(Node::new(engine, 16).with_worker_access(anonymous));
     // What fell due while it was down fires at once.
     node.tick();
     node
@@ -644,6 +650,7 @@ async fn a_worker_without_a_heartbeat_for_a_lease_is_fenced_and_told_why_until_i
     bench.register(&["core.noop"]).await;
     bench.advance(LEASE + Duration::from_secs(1));
     let poll = workers::PollTask {
+        caller: None,
         worker: WORKER.into(),
         wait: Duration::ZERO,
     };

@@ -100,14 +100,18 @@ pub enum Event {
         token: u64,
         worker: String,
     },
+    /// A worker reported success under `token`; `worker` is who sent it (as the orchestrator
+    /// authenticated it), which must be the lease's holder.
     Succeeded {
         unit: UnitRef,
         token: u64,
+        worker: String,
         output: Value,
     },
     Failed {
         unit: UnitRef,
         token: u64,
+        worker: String,
         message: String,
         retryable: bool,
     },
@@ -397,18 +401,20 @@ impl Scheduler {
             Event::Succeeded {
                 unit,
                 token,
+                worker,
                 output,
             } => self.with_run(now_ms, unit.run, &mut out, |tx| {
-                tx.result(&unit, token, Ok(output));
+                tx.result(&unit, (token, &worker), Ok(output));
                 Ok(())
             })?,
             Event::Failed {
                 unit,
                 token,
+                worker,
                 message,
                 retryable,
             } => self.with_run(now_ms, unit.run, &mut out, |tx| {
-                tx.result(&unit, token, Err((message, retryable)));
+                tx.result(&unit, (token, &worker), Err((message, retryable)));
                 Ok(())
             })?,
             Event::LeaseExpired { unit, token } => {
@@ -460,7 +466,7 @@ impl Scheduler {
         state: &mut RunState,
         playbook: &Playbook,
         unit: &UnitRef,
-        token: u64,
+        (token, worker): (u64, &str),
     ) -> Transition {
         let mut out = Transition::default();
         let mut index = run::RunIndex::build(state);
@@ -471,7 +477,7 @@ impl Scheduler {
             (&self.renderer, &self.guard, self.schedule_to_start_ms),
             &mut out,
         );
-        tx.reject_finished(unit, token);
+        tx.reject_finished(unit, token, worker);
         out
     }
 

@@ -213,8 +213,8 @@ impl<'a> Tx<'a> {
         unit.start_by_ms = None;
         let kind = kind(prefix, "leased");
         let message = match self.run.dry_run {
-            true => format!("token {token}; dry run"),
-            false => format!("token {token}"),
+            true => "dry run".to_string(),
+            false => String::new(),
         };
         let mut entry = Entry::unit(kind, step, item, attempt, message);
         entry.worker = worker;
@@ -247,34 +247,41 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// Whether `token` is the unit's current lease. Otherwise records why not (for a result)
-    /// and returns false.
-    fn current_lease(&mut self, unit_ref: &UnitRef, token: u64, is_result: bool) -> bool {
+    /// Whether `token` is the unit's current lease and, for a result, `sender` holds it.
+    /// Otherwise records why not (for a result, naming who sent it; never a token) and returns
+    /// false.
+    fn current_lease(&mut self, unit_ref: &UnitRef, token: u64, sender: Option<&str>) -> bool {
         let described = self.describe(unit_ref.slot);
-        let verdict = match (described, self.unit(unit_ref.slot)) {
+        let why = match (described, self.unit(unit_ref.slot)) {
             (Some(_), Some(unit)) => match &unit.status {
-                UnitStatus::Leased { token: current, .. } if *current == token => return true,
+                UnitStatus::Leased {
+                    token: current,
+                    worker,
+                } if *current == token => match sender {
+                    Some(sender) if sender != worker => {
+                        "the task is leased to another worker".to_string()
+                    }
+                    _ => return true,
+                },
                 _ if unit.accepted_token == Some(token) => {
-                    self.out.duplicate |= is_result;
+                    self.out.duplicate |= sender.is_some();
                     return false;
                 }
-                UnitStatus::Leased { token: current, .. } => {
-                    format!("stale lease token {token} (current lease is {current})")
-                }
-                UnitStatus::Cancelled => format!("task was cancelled (token {token})"),
-                status => format!("lease {token} is no longer held (unit is {status:?})"),
+                UnitStatus::Leased { .. } => "its lease is stale: the task was leased again".into(),
+                UnitStatus::Cancelled => "the task was cancelled".into(),
+                status => format!(
+                    "its lease is no longer held (the task is {})",
+                    status.name()
+                ),
             },
             _ => "no such task in this run".to_string(),
         };
-        if is_result {
+        if let Some(sender) = sender {
+            let verdict = format!("result from worker {sender} refused: {why}");
             let (step, item, _) = described.unwrap_or(("", 0, "task"));
-            self.record(Entry::unit(
-                "task.result_rejected",
-                step,
-                item,
-                0,
-                verdict.clone(),
-            ));
+            let mut entry = Entry::unit("task.result_rejected", step, item, 0, verdict.clone());
+            entry.worker = sender.to_string();
+            self.record(entry);
             self.out.rejected = Some(verdict);
         }
         false
@@ -283,14 +290,14 @@ impl<'a> Tx<'a> {
     pub fn result(
         &mut self,
         unit_ref: &UnitRef,
-        token: u64,
+        (token, sender): (u64, &str),
         outcome: Result<Value, (String, bool)>,
     ) {
         if self.run.status.is_terminal() {
-            self.reject_finished(unit_ref, token);
+            self.reject_finished(unit_ref, token, sender);
             return;
         }
-        if !self.current_lease(unit_ref, token, true) {
+        if !self.current_lease(unit_ref, token, Some(sender)) {
             return;
         }
         let slot = unit_ref.slot;
@@ -370,7 +377,7 @@ impl<'a> Tx<'a> {
         }
     }
 
-    pub fn reject_finished(&mut self, unit_ref: &UnitRef, token: u64) {
+    pub fn reject_finished(&mut self, unit_ref: &UnitRef, token: u64, sender: &str) {
         let accepted = match self.unit(unit_ref.slot) {
             Some(unit) => unit.accepted_token == Some(token),
             None => false,
@@ -379,15 +386,14 @@ impl<'a> Tx<'a> {
             self.out.duplicate = true;
             return;
         }
-        let verdict = format!("run is {} (token {token})", self.run.status.as_str());
+        let verdict = format!(
+            "result from worker {sender} refused: the run is {}",
+            self.run.status.as_str()
+        );
         let (step, item, _) = self.describe(unit_ref.slot).unwrap_or(("", 0, "task"));
-        self.record(Entry::unit(
-            "task.result_rejected",
-            step,
-            item,
-            0,
-            verdict.clone(),
-        ));
+        let mut entry = Entry::unit("task.result_rejected", step, item, 0, verdict.clone());
+        entry.worker = sender.to_string();
+        self.record(entry);
         self.out.rejected = Some(verdict);
     }
 
@@ -396,7 +402,7 @@ impl<'a> Tx<'a> {
     /// [`LEASE_LOSS_ATTEMPTS_MIN`] attempts in all so that losing workers alone does not fail
     /// a step without a retry policy. Undo and health-gate tasks are dispatched again at once.
     pub fn lease_expired(&mut self, unit_ref: &UnitRef, token: u64) {
-        if !self.current_lease(unit_ref, token, false) {
+        if !self.current_lease(unit_ref, token, None) {
             return;
         }
         let slot = unit_ref.slot;
@@ -410,7 +416,7 @@ impl<'a> Tx<'a> {
         };
         unit.lease_losses += 1;
         let attempt = unit.attempt;
-        let lost = format!("lease lost on worker {worker} (token {token})");
+        let lost = format!("lease lost on worker {worker}");
         let mut entry = Entry::unit(
             kind(prefix, "lease_expired"),
             step,

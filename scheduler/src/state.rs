@@ -301,6 +301,19 @@ pub enum UnitStatus {
 }
 
 impl UnitStatus {
+    /// One word for it, as operators read it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            UnitStatus::Pending => "pending",
+            UnitStatus::Queued => "queued",
+            UnitStatus::Leased { .. } => "leased",
+            UnitStatus::Backoff { .. } => "waiting to retry",
+            UnitStatus::Succeeded => "succeeded",
+            UnitStatus::Failed => "failed",
+            UnitStatus::Cancelled => "cancelled",
+        }
+    }
+
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,

@@ -196,6 +196,7 @@ impl Script {
             Event::Succeeded {
                 unit,
                 token,
+                worker: "w1".into(),
                 output,
             },
         );
@@ -211,6 +212,7 @@ impl Script {
         let event = Event::Failed {
             unit,
             token,
+            worker: "w1".into(),
             message,
             retryable,
         };
@@ -293,7 +295,7 @@ fn diamond_with_skipped_branch_and_for_each() {
           2 step.started start#0
           dispatch start#0 core.echo attempt=1 input={"msg":"hi"}
         > lease start#0 token=1
-          3 task.leased start#0 attempt=1 (token 1)
+          3 task.leased start#0 attempt=1
         > succeed token=1
           4 task.succeeded start#0 attempt=1
           5 step.succeeded start#0
@@ -302,14 +304,14 @@ fn diamond_with_skipped_branch_and_for_each() {
           dispatch fan#0 core.echo attempt=1 input={"target":"a"}
           dispatch fan#1 core.echo attempt=1 input={"target":"b"}
         > lease fan#0 token=2
-          8 task.leased fan#0 attempt=1 (token 2)
+          8 task.leased fan#0 attempt=1
         > lease fan#1 token=3
-          9 task.leased fan#1 attempt=1 (token 3)
+          9 task.leased fan#1 attempt=1
         > succeed token=3
           10 task.succeeded fan#1 attempt=1
           dispatch fan#2 core.echo attempt=1 input={"target":"c"}
         > lease fan#2 token=4
-          11 task.leased fan#2 attempt=1 (token 4)
+          11 task.leased fan#2 attempt=1
         > succeed token=2
           12 task.succeeded fan#0 attempt=1
         > succeed token=4
@@ -318,7 +320,7 @@ fn diamond_with_skipped_branch_and_for_each() {
           15 step.started join#0
           dispatch join#0 core.echo attempt=1 input={"fan":["A","B","C"],"left":"skipped"}
         > lease join#0 token=5
-          16 task.leased join#0 attempt=1 (token 5)
+          16 task.leased join#0 attempt=1
         > succeed token=5
           17 task.succeeded join#0 attempt=1
           18 step.succeeded join#0
@@ -355,7 +357,7 @@ fn skip_propagates_along_a_chain() {
           2 step.started a#0
           dispatch a#0 core.noop attempt=1 input={}
         > lease a#0 token=1
-          3 task.leased a#0 attempt=1 (token 1)
+          3 task.leased a#0 attempt=1
         > succeed token=1
           4 task.succeeded a#0 attempt=1
           5 step.succeeded a#0
@@ -398,7 +400,7 @@ fn retry_with_backoff_then_success_and_stale_and_duplicate_results() {
           2 step.started flaky#0
           dispatch flaky#0 core.fail attempt=1 input={"attempts_failing":2,"message":"boom"}
         > lease flaky#0 token=1
-          3 task.leased flaky#0 attempt=1 (token 1)
+          3 task.leased flaky#0 attempt=1
         > fail token=1 retryable=true
           4 task.failed flaky#0 attempt=1 (boom)
           5 task.retry_scheduled flaky#0 attempt=2 (attempt 2 of 3 in 100 ms)
@@ -408,7 +410,7 @@ fn retry_with_backoff_then_success_and_stale_and_duplicate_results() {
         > timer now=100
           dispatch flaky#0 core.fail attempt=2 input={"attempts_failing":2,"message":"boom"}
         > lease flaky#0 token=2
-          6 task.leased flaky#0 attempt=2 (token 2)
+          6 task.leased flaky#0 attempt=2
         > fail token=2 retryable=true
           7 task.failed flaky#0 attempt=2 (boom)
           8 task.retry_scheduled flaky#0 attempt=3 (attempt 3 of 3 in 200 ms)
@@ -416,10 +418,10 @@ fn retry_with_backoff_then_success_and_stale_and_duplicate_results() {
         > timer now=300
           dispatch flaky#0 core.fail attempt=3 input={"attempts_failing":2,"message":"boom"}
         > lease flaky#0 token=3
-          9 task.leased flaky#0 attempt=3 (token 3)
+          9 task.leased flaky#0 attempt=3
         > succeed token=1
-          10 task.result_rejected flaky#0 (stale lease token 1 (current lease is 3))
-          rejected: stale lease token 1 (current lease is 3)
+          10 task.result_rejected flaky#0 (result from worker w1 refused: its lease is stale: the task was leased again)
+          rejected: result from worker w1 refused: its lease is stale: the task was leased again
         > succeed token=3
           11 task.succeeded flaky#0 attempt=3
           12 step.succeeded flaky#0
@@ -436,6 +438,7 @@ fn repeated_result_is_a_duplicate_even_after_the_run_finished() {
     let event = Event::Succeeded {
         unit,
         token: t,
+        worker: "w1".into(),
         output: Value::Null,
     };
     let done = s.apply("succeed", event).expect("accepted");
@@ -447,18 +450,44 @@ fn repeated_result_is_a_duplicate_even_after_the_run_finished() {
     assert!(s.scheduler.run(s.run).is_none());
     let again = s
         .scheduler
-        .result_for_finished(1, &mut finished, &s.playbook, &unit, t);
+        .result_for_finished(1, &mut finished, &s.playbook, &unit, (t, "w1"));
     assert!(again.duplicate && again.rejected.is_none() && again.changed.is_empty());
-    let stale = s
-        .scheduler
-        .result_for_finished(1, &mut finished, &s.playbook, &unit, t + 7);
+    let stale =
+        s.scheduler
+            .result_for_finished(1, &mut finished, &s.playbook, &unit, (t + 7, "w1"));
     assert!(!stale.changed.is_empty() && !stale.duplicate);
     assert_eq!(
         stale.rejected.as_deref(),
-        Some("run is succeeded (token 8)")
+        Some("result from worker w1 refused: the run is succeeded")
     );
     assert_eq!(stale.history[0].1.kind, "task.result_rejected");
     assert_eq!(stale.history[0].1.seq, finished.history_seq);
+}
+
+#[test]
+fn a_result_from_another_worker_is_refused_even_with_the_right_token() {
+    let mut s = Script::start(RETRY, json!({}));
+    let t = s.lease("flaky", 0);
+    let unit = s.unit("flaky", 0);
+    let forged = Event::Succeeded {
+        unit,
+        token: t,
+        worker: "mallory/0001".into(),
+        output: json!({"forged": true}),
+    };
+    let refused = s.apply("forged", forged).expect("recorded");
+    assert_eq!(
+        refused.rejected.as_deref(),
+        Some("result from worker mallory/0001 refused: the task is leased to another worker")
+    );
+    let (_, entry) = &refused.history[0];
+    assert_eq!(
+        (entry.kind.as_str(), entry.worker.as_str()),
+        ("task.result_rejected", "mallory/0001")
+    );
+    assert!(!format!("{refused:?}").contains(&format!("token {t}")));
+    s.succeed("flaky", 0, t, json!({"honest": true}));
+    assert!(s.log.contains("finished succeeded"), "{}", s.log);
 }
 
 #[test]
@@ -474,21 +503,21 @@ fn lost_leases_without_a_retry_policy_are_made_again_at_once_then_fail() {
           2 step.started a#0
           dispatch a#0 core.noop attempt=1 input={}
         > lease a#0 token=1
-          3 task.leased a#0 attempt=1 (token 1)
+          3 task.leased a#0 attempt=1
         > expire a#0 token=1
-          4 task.lease_expired a#0 attempt=1 (lease lost on worker w1 (token 1))
+          4 task.lease_expired a#0 attempt=1 (lease lost on worker w1)
           dispatch a#0 core.noop attempt=2 input={}
         > lease a#0 token=2
-          5 task.leased a#0 attempt=2 (token 2)
+          5 task.leased a#0 attempt=2
         > expire a#0 token=2
-          6 task.lease_expired a#0 attempt=2 (lease lost on worker w1 (token 2))
+          6 task.lease_expired a#0 attempt=2 (lease lost on worker w1)
           dispatch a#0 core.noop attempt=3 input={}
         > lease a#0 token=3
-          7 task.leased a#0 attempt=3 (token 3)
+          7 task.leased a#0 attempt=3
         > expire a#0 token=3
-          8 task.lease_expired a#0 attempt=3 (lease lost on worker w1 (token 3))
-          9 step.failed a#0 (lease lost on worker w1 (token 3); attempts exhausted)
-          10 run.finished (step a failed: lease lost on worker w1 (token 3); attempts exhausted)
+          8 task.lease_expired a#0 attempt=3 (lease lost on worker w1)
+          9 step.failed a#0 (lease lost on worker w1; attempts exhausted)
+          10 run.finished (step a failed: lease lost on worker w1; attempts exhausted)
           finished failed
     "#]]);
 }
@@ -519,39 +548,39 @@ fn lost_leases_are_failed_attempts_under_the_retry_policy() {
           2 step.started slow#0
           dispatch slow#0 core.noop attempt=1 input={}
         > lease slow#0 token=1
-          3 task.leased slow#0 attempt=1 (token 1)
+          3 task.leased slow#0 attempt=1
         > expire slow#0 token=1
-          4 task.lease_expired slow#0 attempt=1 (lease lost on worker w1 (token 1))
+          4 task.lease_expired slow#0 attempt=1 (lease lost on worker w1)
           5 task.retry_scheduled slow#0 attempt=2 (attempt 2 of 5 in 100 ms)
           timer at=100
         > timer now=100
           dispatch slow#0 core.noop attempt=2 input={}
         > lease slow#0 token=2
-          6 task.leased slow#0 attempt=2 (token 2)
+          6 task.leased slow#0 attempt=2
         > expire slow#0 token=2
-          7 task.lease_expired slow#0 attempt=2 (lease lost on worker w1 (token 2))
+          7 task.lease_expired slow#0 attempt=2 (lease lost on worker w1)
           8 task.retry_scheduled slow#0 attempt=3 (attempt 3 of 5 in 100 ms)
           timer at=200
         > timer now=200
           dispatch slow#0 core.noop attempt=3 input={}
         > lease slow#0 token=3
-          9 task.leased slow#0 attempt=3 (token 3)
+          9 task.leased slow#0 attempt=3
         > expire slow#0 token=3
-          10 task.lease_expired slow#0 attempt=3 (lease lost on worker w1 (token 3))
+          10 task.lease_expired slow#0 attempt=3 (lease lost on worker w1)
           11 task.retry_scheduled slow#0 attempt=4 (attempt 4 of 5 in 100 ms)
           timer at=300
         > timer now=300
           dispatch slow#0 core.noop attempt=4 input={}
         > lease slow#0 token=4
-          12 task.leased slow#0 attempt=4 (token 4)
+          12 task.leased slow#0 attempt=4
         > expire slow#0 token=4
-          13 task.lease_expired slow#0 attempt=4 (lease lost on worker w1 (token 4))
+          13 task.lease_expired slow#0 attempt=4 (lease lost on worker w1)
           14 task.retry_scheduled slow#0 attempt=5 (attempt 5 of 5 in 100 ms)
           timer at=400
         > timer now=400
           dispatch slow#0 core.noop attempt=5 input={}
         > lease slow#0 token=5
-          15 task.leased slow#0 attempt=5 (token 5)
+          15 task.leased slow#0 attempt=5
         > succeed token=5
           16 task.succeeded slow#0 attempt=5
           17 step.succeeded slow#0
@@ -611,7 +640,7 @@ fn cancel_abandons_leases_and_rejects_late_results() {
           2 step.started start#0
           dispatch start#0 core.echo attempt=1 input={"msg":"hi"}
         > lease start#0 token=1
-          3 task.leased start#0 attempt=1 (token 1)
+          3 task.leased start#0 attempt=1
         > succeed token=1
           4 task.succeeded start#0 attempt=1
           5 step.succeeded start#0
@@ -621,7 +650,7 @@ fn cancel_abandons_leases_and_rejects_late_results() {
           dispatch fan#0 core.echo attempt=1 input={"target":"a"}
           dispatch fan#1 core.echo attempt=1 input={"target":"b"}
         > lease left#0 token=2
-          8 task.leased left#0 attempt=1 (token 2)
+          8 task.leased left#0 attempt=1
         > cancel
           9 run.cancel_requested (by alice: test)
           10 run.finished (cancelled by alice: test)
@@ -856,7 +885,7 @@ fn a_failure_runs_the_undos_in_reverse_order() {
           2 step.started first#0
           dispatch first#0 core.echo attempt=1 input={"n":1}
         > lease first#0 token=1
-          3 task.leased first#0 attempt=1 (token 1)
+          3 task.leased first#0 attempt=1
         > succeed token=1
           4 task.succeeded first#0 attempt=1
           5 undo.recorded first#0 (undo recorded: core.echo)
@@ -864,7 +893,7 @@ fn a_failure_runs_the_undos_in_reverse_order() {
           7 step.started second#0
           dispatch second#0 core.echo attempt=1 input={"n":2}
         > lease second#0 token=2
-          8 task.leased second#0 attempt=1 (token 2)
+          8 task.leased second#0 attempt=1
         > succeed token=2
           9 task.succeeded second#0 attempt=1
           10 undo.recorded second#0 (undo recorded: core.echo)
@@ -872,19 +901,19 @@ fn a_failure_runs_the_undos_in_reverse_order() {
           12 step.started last#0
           dispatch last#0 core.fail attempt=1 input={"message":"no"}
         > lease last#0 token=3
-          13 task.leased last#0 attempt=1 (token 3)
+          13 task.leased last#0 attempt=1
         > fail token=3 retryable=false
           14 task.failed last#0 attempt=1 (boom (not retryable))
           15 step.failed last#0 (boom)
           16 run.compensating (step last failed: boom)
           dispatch second#undo1 core.echo attempt=1 input={"undo":2}
         > lease second#undo1 token=4
-          17 undo.leased second#0 attempt=1 (token 4)
+          17 undo.leased second#0 attempt=1
         > succeed token=4
           18 undo.succeeded second#0 attempt=1
           dispatch first#undo0 core.echo attempt=1 input={"undo":1}
         > lease first#undo0 token=5
-          19 undo.leased first#0 attempt=1 (token 5)
+          19 undo.leased first#0 attempt=1
         > succeed token=5
           20 undo.succeeded first#0 attempt=1
           21 run.finished (step last failed: boom)
@@ -914,7 +943,7 @@ fn a_cancel_runs_the_undos_once_each_and_a_late_result_is_rejected() {
           2 step.started first#0
           dispatch first#0 core.echo attempt=1 input={"n":1}
         > lease first#0 token=1
-          3 task.leased first#0 attempt=1 (token 1)
+          3 task.leased first#0 attempt=1
         > succeed token=1
           4 task.succeeded first#0 attempt=1
           5 undo.recorded first#0 (undo recorded: core.echo)
@@ -922,7 +951,7 @@ fn a_cancel_runs_the_undos_once_each_and_a_late_result_is_rejected() {
           7 step.started second#0
           dispatch second#0 core.echo attempt=1 input={"n":2}
         > lease second#0 token=2
-          8 task.leased second#0 attempt=1 (token 2)
+          8 task.leased second#0 attempt=1
         > cancel
           9 run.cancel_requested (by alice: test)
           10 run.compensating (cancelled by alice: test)
@@ -931,10 +960,10 @@ fn a_cancel_runs_the_undos_once_each_and_a_late_result_is_rejected() {
         > cancel
           error: run 00000000-0000-0000-0000-000000000001 is already being compensated
         > succeed token=2
-          11 task.result_rejected second#0 (task was cancelled (token 2))
-          rejected: task was cancelled (token 2)
+          11 task.result_rejected second#0 (result from worker w1 refused: the task was cancelled)
+          rejected: result from worker w1 refused: the task was cancelled
         > lease first#undo0 token=3
-          12 undo.leased first#0 attempt=1 (token 3)
+          12 undo.leased first#0 attempt=1
         > fail token=3 retryable=true
           13 undo.failed first#0 attempt=1 (boom)
           14 undo.retry_scheduled first#0 attempt=2 (attempt 2 in 1000 ms)
@@ -942,7 +971,7 @@ fn a_cancel_runs_the_undos_once_each_and_a_late_result_is_rejected() {
         > timer now=1000
           dispatch first#undo0 core.echo attempt=2 input={"undo":1}
         > lease first#undo0 token=4
-          15 undo.leased first#0 attempt=2 (token 4)
+          15 undo.leased first#0 attempt=2
         > succeed token=4
           16 undo.succeeded first#0 attempt=2
           17 run.finished (cancelled by alice: test)
@@ -981,7 +1010,7 @@ fn a_grant_holds_the_run_until_its_ttl_then_is_revoked() {
           2 step.started open#0
           dispatch open#0 core.echo attempt=1 input={"user":"alice"}
         > lease open#0 token=1
-          3 task.leased open#0 attempt=1 (token 1)
+          3 task.leased open#0 attempt=1
         > succeed token=1
           4 task.succeeded open#0 attempt=1
           5 grant.opened open#0 (grant for `alice` until 1970-01-01T01:00:00.000Z)
@@ -994,7 +1023,7 @@ fn a_grant_holds_the_run_until_its_ttl_then_is_revoked() {
           8 grant.expired open#0 (revoking)
           dispatch open#undo0 core.echo attempt=1 input={"close":"alice"}
         > lease open#undo0 token=2
-          9 undo.leased open#0 attempt=1 (token 2)
+          9 undo.leased open#0 attempt=1
         > succeed token=2
           10 undo.succeeded open#0 attempt=1
           11 grant.revoked open#0
@@ -1046,7 +1075,7 @@ fn approvals_are_bound_to_people_and_to_the_inputs() {
         > decide block by carol approve=true
           error: step `block` is not waiting for a decision (it is running)
         > lease block#0 token=1
-          6 task.leased block#0 attempt=1 (token 1)
+          6 task.leased block#0 attempt=1
         > succeed token=1
           7 task.succeeded block#0 attempt=1
           8 step.succeeded block#0
@@ -1104,7 +1133,7 @@ fn runs_with_the_same_key_queue_and_never_overlap() {
           2 step.started contain#0
           dispatch contain#0 core.noop attempt=1 input={}
         > lease contain#0 token=1
-          3 task.leased contain#0 attempt=1 (token 1)
+          3 task.leased contain#0 attempt=1
         > start run 2
           [2] 1 run.started (requested by tester)
           [2] 2 run.queued (key `ip:203.0.113.7` is held by run 00000000-0000-0000-0000-000000000001; waiting)
@@ -1139,7 +1168,7 @@ fn drop_and_replace_policies() {
           2 step.started contain#0
           dispatch contain#0 core.noop attempt=1 input={}
         > lease contain#0 token=1
-          3 task.leased contain#0 attempt=1 (token 1)
+          3 task.leased contain#0 attempt=1
         > start run 2
           [2] 1 run.started (requested by tester)
           [2] 2 run.queued (key `ip:203.0.113.7` is held by run 00000000-0000-0000-0000-000000000001; replacing it)
@@ -1201,23 +1230,23 @@ fn a_rollout_halts_when_failures_exceed_the_budget_and_resumes() {
           3 wave.started patch#0 (wave 0: items 0..1)
           dispatch patch#0 core.echo attempt=1 input={"host":"h0"}
         > lease patch#0 token=1
-          4 task.leased patch#0 attempt=1 (token 1)
+          4 task.leased patch#0 attempt=1
         > succeed token=1
           5 task.succeeded patch#0 attempt=1
           6 wave.started patch#0 (wave 1: items 1..4)
           dispatch patch#1 core.echo attempt=1 input={"host":"h1"}
           dispatch patch#2 core.echo attempt=1 input={"host":"h2"}
         > lease patch#1 token=2
-          7 task.leased patch#1 attempt=1 (token 2)
+          7 task.leased patch#1 attempt=1
         > lease patch#2 token=3
-          8 task.leased patch#2 attempt=1 (token 3)
+          8 task.leased patch#2 attempt=1
         > fail token=2 retryable=false
           9 task.failed patch#1 attempt=1 (boom (not retryable))
           dispatch patch#3 core.echo attempt=1 input={"host":"h3"}
         > fail token=3 retryable=false
           10 task.failed patch#2 attempt=1 (boom (not retryable))
         > lease patch#3 token=4
-          11 task.leased patch#3 attempt=1 (token 4)
+          11 task.leased patch#3 attempt=1
         > succeed token=4
           12 task.succeeded patch#3 attempt=1
           13 run.halted patch#0 (error budget spent: 2 failed; succeeded: 0,3; failed: 1,2; not started: 4,5,6,7)
@@ -1311,7 +1340,7 @@ proptest! {
             let unit = UnitRef::step(holder, step, 0);
             let token = s.next_token;
             s.next_token += 1;
-            s.apply("lease", Event::Leased { unit, attempt: 1, token, worker: "w".into() });
+            s.apply("lease", Event::Leased { unit, attempt: 1, token, worker: "w1".into() });
             if *pick.next().unwrap() % 3 == 0 {
                 let by = "op".to_string();
                 s.apply("cancel", Event::Cancel { run: holder, reason: "test".into(), by });
@@ -1446,7 +1475,7 @@ fn a_protected_account_is_refused_but_undos_are_never_guarded() {
           2 step.started first#0
           dispatch first#0 core.echo attempt=1 input={"n":1}
         > lease first#0 token=1
-          3 task.leased first#0 attempt=1 (token 1)
+          3 task.leased first#0 attempt=1
         > succeed token=1
           4 task.succeeded first#0 attempt=1
           5 undo.recorded first#0 (undo recorded: identity.disable_account)
@@ -1509,7 +1538,7 @@ fn a_dry_run_fires_sleeps_approvals_and_grants_at_once() {
           11 step.started block#0
           dispatch block#0 core.echo attempt=1 input={"ip":"203.0.113.7"}
         > lease block#0 token=1
-          12 task.leased block#0 attempt=1 (token 1; dry run)
+          12 task.leased block#0 attempt=1 (dry run)
         > succeed token=1
           13 task.succeeded block#0 attempt=1
           14 grant.opened block#0 (grant for `203.0.113.7` until 1970-01-01T01:00:00.000Z (dry run: revoked at once))
@@ -1520,7 +1549,7 @@ fn a_dry_run_fires_sleeps_approvals_and_grants_at_once() {
           17 grant.expired block#0 (revoking)
           dispatch block#undo0 core.echo attempt=1 input={"unblock":"203.0.113.7"}
         > lease block#undo0 token=2
-          18 undo.leased block#0 attempt=1 (token 2; dry run)
+          18 undo.leased block#0 attempt=1 (dry run)
         > succeed token=2
           19 undo.succeeded block#0 attempt=1
           20 grant.revoked block#0
@@ -1545,7 +1574,7 @@ fn dry_run_tasks_are_marked_and_guards_still_apply() {
     assert!(task.dry_run, "{task:?}");
     assert!(!task.holdable(), "a dry run is never held: {task:?}");
     let t = ok.lease("block", 0);
-    assert!(ok.log.contains("(token 1; dry run)"), "{}", ok.log);
+    assert!(ok.log.contains("attempt=1 (dry run)"), "{}", ok.log);
     ok.succeed("block", 0, t, json!({"dry_run": true}));
     assert!(ok.log.contains("finished succeeded"), "{}", ok.log);
     let real = Script::start(GUARDED, json!({"ip": "203.0.113.7"}));
@@ -1586,7 +1615,7 @@ fn a_dry_run_takes_no_concurrency_key() {
           2 step.started contain#0
           dispatch contain#0 core.noop attempt=1 input={}
         > lease contain#0 token=1
-          3 task.leased contain#0 attempt=1 (token 1)
+          3 task.leased contain#0 attempt=1
         > start dry run 2
           [2] 1 run.started (requested by tester; dry run)
           [2] 2 run.key_skipped (dry run: concurrency key `ip:203.0.113.7` not taken)

@@ -24,6 +24,24 @@ pub type Operator = OperatorClient<Channel>;
 /// Longest time reading the stored history of a finished run may take.
 const HISTORY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The same over TLS with `tls` (the CA to trust, the client certificate to present).
+pub fn tls_channel(url: &str, tls: &riposte_tls::client::Files) -> Channel {
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.rsplit_once(':'))
+        .map(|(h, _)| h);
+    let host = host.unwrap_or("localhost").trim_matches(['[', ']']);
+    let config = riposte_tls::client::config(tls, host).expect("the TLS files read");
+    Endpoint::from_shared(url.to_string())
+        .expect("a valid URL")
+        .tls_config(config)
+        .expect("a TLS configuration")
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect_lazy()
+}
+
 /// A lazily connected channel to `url`: it connects on first use and again after the server
 /// went away, so it survives an orchestrator restart.
 pub fn channel(url: &str) -> Channel {
@@ -251,7 +269,12 @@ pub async fn health(url: &str) -> Result<ServingStatus, tonic::Status> {
 
 /// The health of one service (`""`: the whole server), e.g. `riposte.store`.
 pub async fn health_of(url: &str, service: &str) -> Result<ServingStatus, tonic::Status> {
-    let mut client = HealthClient::new(channel(url));
+    health_on(channel(url), service).await
+}
+
+/// The health of one service over `channel`.
+pub async fn health_on(channel: Channel, service: &str) -> Result<ServingStatus, tonic::Status> {
+    let mut client = HealthClient::new(channel);
     let reply = client
         .check(HealthCheckRequest {
             service: service.into(),

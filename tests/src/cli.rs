@@ -47,8 +47,17 @@ impl fmt::Display for CliOutput {
 
 /// Runs `riposte --addr URL ARGS...` and waits for it (at most a minute).
 pub async fn cli(url: &str, args: &[&str]) -> CliOutput {
+    cli_in(url, None, args).await
+}
+
+/// The same with `--tls-dir DIR` (the CA, and the operator's certificate) when given.
+pub async fn cli_in(url: &str, tls_dir: Option<&std::path::Path>, args: &[&str]) -> CliOutput {
     let mut command = Command::new(&binaries().cli);
-    command.arg("--addr").arg(url).args(args);
+    command.arg("--addr").arg(url);
+    if let Some(dir) = tls_dir {
+        command.arg("--tls-dir").arg(dir);
+    }
+    command.args(args);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         if key.starts_with("RIPOSTE_") {

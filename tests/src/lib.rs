@@ -33,6 +33,7 @@ pub mod cli;
 pub mod disk;
 pub mod netns;
 pub mod orchestrator;
+pub mod pki;
 mod process;
 pub mod response;
 pub mod wait;

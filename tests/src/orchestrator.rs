@@ -15,9 +15,9 @@ use tonic::transport::Channel;
 
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::api::{channel, health};
+use crate::api::{channel, health_on};
 use crate::binaries::binaries;
-use crate::cli::{CliOutput, cli};
+use crate::cli::CliOutput;
 use crate::process::{Process, Stdout};
 use crate::wait::wait_for;
 
@@ -36,6 +36,8 @@ const ALERT_LISTENERS: [(&str, &str); 3] = [
 #[derive(Debug, Clone, Default)]
 pub struct OrchestratorBuilder {
     args: Vec<String>,
+    /// The CLI's TLS folder (the CA, an operator certificate), when it serves TLS.
+    tls_dir: Option<PathBuf>,
     log: Option<String>,
     listen: Option<String>,
     data_dir: Option<PathBuf>,
@@ -68,6 +70,31 @@ impl OrchestratorBuilder {
     /// `--dev`: in-process workers and the example playbooks.
     pub fn dev(mut self) -> Self {
         self.args.push("--dev".into());
+        self
+    }
+
+    /// Serves TLS with a server certificate from `pki`, which also issues the client
+    /// certificates it accepts; the harness's clients and CLI use an operator certificate
+    /// (`e2e`). Without it (and without `--dev`), it serves plaintext on loopback and lets
+    /// workers in without certificates (`--insecure-anonymous-workers`).
+    pub fn tls(mut self, pki: &crate::pki::Pki) -> Self {
+        let (cert, key) = pki.server("server");
+        let path = |p: &std::path::Path| p.display().to_string();
+        self.args.extend([
+            "--tls-cert".into(),
+            path(&cert),
+            "--tls-key".into(),
+            path(&key),
+            "--client-ca".into(),
+            path(&pki.ca()),
+        ]);
+        self.tls_dir = Some(pki.operator_dir("e2e"));
+        self
+    }
+
+    /// The CLI's TLS folder for an orchestrator given its TLS flags by [`Self::args`].
+    pub fn tls_dir(mut self, dir: &std::path::Path) -> Self {
+        self.tls_dir = Some(dir.to_path_buf());
         self
     }
 
@@ -105,8 +132,17 @@ impl OrchestratorBuilder {
             .expect("a temporary folder");
         let mut args = self.args;
         args.extend(["--log".into(), self.log.unwrap_or_else(|| "info".into())]);
+        let dev = args.iter().any(|a| a == "--dev");
+        if self.tls_dir.is_none() && !dev {
+            args.push("--insecure-anonymous-workers".into());
+        }
         let listen = self.listen.unwrap_or_else(|| "127.0.0.1:0".into());
         let data_dir = self.data_dir.unwrap_or_else(|| dir.path().join("data"));
+        // `--dev` makes the CLI's folder under its data dir.
+        let tls_dir = match dev {
+            true => Some(data_dir.join("tls")),
+            false => self.tls_dir,
+        };
         let process = spawn(&dir, &data_dir, &listen, &args);
         let addr = parse_addr(&process);
         let alert_addrs = parse_alert_addrs(&process);
@@ -123,6 +159,7 @@ impl OrchestratorBuilder {
             args,
             addr,
             alert_addrs,
+            tls_dir,
         }
     }
 }
@@ -137,6 +174,8 @@ pub struct Orchestrator {
     addr: SocketAddr,
     /// Where each of [`ALERT_LISTENERS`] listens, when it was started.
     alert_addrs: [Option<SocketAddr>; 3],
+    /// The CLI's TLS folder, when it serves TLS.
+    tls_dir: Option<PathBuf>,
 }
 
 impl Orchestrator {
@@ -174,9 +213,32 @@ impl Orchestrator {
         self.alert_addrs[2].expect("the orchestrator was started with --syslog-tcp")
     }
 
-    /// `http://ADDR`, for workers and the CLI.
+    /// `https://ADDR` (with TLS) or `http://ADDR`, for workers and the CLI.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls_dir {
+            Some(_) => format!("https://{}", self.addr),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// The CLI's TLS folder (`ca.pem`, `operator.pem`, `operator.key`) when it serves TLS.
+    pub fn tls_dir(&self) -> Option<PathBuf> {
+        self.tls_dir.clone()
+    }
+
+    /// A lazily connected channel to the gRPC API (over TLS, as operator `e2e`, when it
+    /// serves TLS).
+    pub fn channel(&self) -> Channel {
+        match &self.tls_dir {
+            Some(dir) => {
+                let files = riposte_tls::client::Files {
+                    ca: dir.join("ca.pem"),
+                    cert: Some((dir.join("operator.pem"), dir.join("operator.key"))),
+                };
+                crate::api::tls_channel(&self.url(), &files)
+            }
+            None => channel(&self.url()),
+        }
     }
 
     /// The sled folder.
@@ -191,17 +253,17 @@ impl Orchestrator {
 
     /// A client of the operator API; it reconnects by itself after a restart.
     pub fn client(&self) -> OperatorClient<Channel> {
-        OperatorClient::new(channel(&self.url())).max_decoding_message_size(16 * 1024 * 1024)
+        OperatorClient::new(self.channel()).max_decoding_message_size(16 * 1024 * 1024)
     }
 
     /// A client of the worker API, to play a worker by hand.
     pub fn worker_client(&self) -> WorkerClient<Channel> {
-        WorkerClient::new(channel(&self.url()))
+        WorkerClient::new(self.channel())
     }
 
     /// Runs the `riposte` CLI against this orchestrator.
     pub async fn cli(&self, args: &[&str]) -> CliOutput {
-        cli(&self.url(), args).await
+        crate::cli::cli_in(&self.url(), self.tls_dir.as_deref(), args).await
     }
 
     /// True while the process has not exited.
@@ -265,11 +327,11 @@ impl Orchestrator {
 
     /// Waits until the health service answers SERVING.
     pub async fn wait_serving(&self) {
-        let url = self.url();
+        let channel = self.channel();
         wait_for(
             "the orchestrator is serving",
             SERVING_TIMEOUT,
-            async || match health(&url).await {
+            async || match health_on(channel.clone(), "").await {
                 Ok(ServingStatus::Serving) => Ok(()),
                 other => Err(format!("{other:?}")),
             },
@@ -307,7 +369,8 @@ fn parse_addr(process: &Process) -> SocketAddr {
     let rest = line
         .strip_prefix(LISTENING)
         .unwrap_or_else(|| panic!("unexpected first line from the orchestrator: {line:?}"));
-    let addr = rest.split_whitespace().next().unwrap_or("");
+    let url = rest.split_whitespace().next().unwrap_or("");
+    let addr = url.split_once("://").map_or(url, |(_, addr)| addr);
     addr.parse()
         .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
 }

@@ -371,7 +371,22 @@ fn endpoint(config: &Config) -> Result<Endpoint, Error> {
         .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .keep_alive_timeout(KEEP_ALIVE_INTERVAL)
         .keep_alive_while_idle(true);
-    Ok(endpoint)
+    let Some(files) = &config.tls else {
+        return Ok(endpoint);
+    };
+    let host = endpoint
+        .uri()
+        .host()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_string();
+    let tls = riposte_tls::client::config(files, &host)?;
+    endpoint
+        .tls_config(tls)
+        .map_err(|e| Error::OrchestratorUrl {
+            url: config.orchestrator_url.clone(),
+            reason: e.to_string(),
+        })
 }
 
 fn task_from_proto(task: riposte_proto::v1::Task) -> Task {

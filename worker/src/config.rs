@@ -44,13 +44,18 @@ const ACCESS_BACKEND_VAR: &str = "RIPOSTE_ACCESS_BACKEND";
 const PATCH_BACKEND_VAR: &str = "RIPOSTE_PATCH_BACKEND";
 const NFT_TABLE_VAR: &str = "RIPOSTE_NFT_TABLE";
 const NFT_JIT_PORTS_VAR: &str = "RIPOSTE_NFT_JIT_PORTS";
+const TLS_CA_VAR: &str = "RIPOSTE_TLS_CA";
+const TLS_CERT_VAR: &str = "RIPOSTE_TLS_CERT";
+const TLS_KEY_VAR: &str = "RIPOSTE_TLS_KEY";
 
 /// Everything a worker needs to run. Build it with [`Config::from_args`] (the binary) or
 /// [`Config::new`] (an in-process worker), then adjust the public fields as needed.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// gRPC URL of the orchestrator, `http://host:port`.
+    /// gRPC URL of the orchestrator, `https://host:port` (or `http://` for a plaintext one).
     pub orchestrator_url: String,
+    /// The CA to trust and this worker's client certificate, for an `https://` orchestrator.
+    pub tls: Option<riposte_tls::client::Files>,
     /// This process's identity towards the orchestrator: a fresh random UUID, stable for the
     /// life of the process and never reused.
     pub worker_id: Uuid,
@@ -85,6 +90,7 @@ impl Config {
         let worker_id = Uuid::new_v4();
         Config {
             orchestrator_url: orchestrator_url.into(),
+            tls: None,
             worker_id,
             name: default_name(worker_id),
             labels: BTreeMap::new(),
@@ -143,6 +149,31 @@ impl Config {
         if let Some(url) = pick(args.orchestrator, env, ORCHESTRATOR_VAR, parse_text)? {
             config.orchestrator_url = url;
         }
+        let ca = pick(args.tls_ca, env, TLS_CA_VAR, parse_text)?;
+        let cert = pick(args.tls_cert, env, TLS_CERT_VAR, parse_text)?;
+        let key = pick(args.tls_key, env, TLS_KEY_VAR, parse_text)?;
+        config.tls = match (ca, cert, key) {
+            (None, None, None) => None,
+            (Some(ca), cert, key) => Some(riposte_tls::client::Files {
+                ca: ca.into(),
+                cert: match (cert, key) {
+                    (Some(cert), Some(key)) => Some((cert.into(), key.into())),
+                    (None, None) => None,
+                    _ => {
+                        return Err(Error::Config(
+                            "give --tls-cert and --tls-key together".into(),
+                        ));
+                    }
+                },
+            }),
+            (None, ..) => {
+                return Err(Error::Config(
+                    "--tls-cert and --tls-key need --tls-ca, the CA of the orchestrator's \
+                     certificate"
+                        .into(),
+                ));
+            }
+        };
         if let Some(labels) = pick(args.labels, env, LABELS_VAR, parse_labels)? {
             config.labels = labels;
         }
@@ -195,7 +226,7 @@ impl Config {
 
     /// Checks the bounds that the types do not enforce.
     pub(crate) fn validate(&self) -> Result<(), Error> {
-        check_orchestrator_url(&self.orchestrator_url)?;
+        check_orchestrator_url(&self.orchestrator_url, self.tls.is_some())?;
         if !(1..=CONCURRENCY_MAX).contains(&self.concurrency) {
             let message = format!(
                 "concurrency {} is not in 1..={CONCURRENCY_MAX}",
@@ -229,6 +260,20 @@ struct Args {
     /// gRPC URL of the orchestrator [env: RIPOSTE_ORCHESTRATOR] [default: http://127.0.0.1:7470]
     #[arg(long, value_name = "URL")]
     orchestrator: Option<String>,
+
+    /// The CA certificate (PEM) of the orchestrator's server certificate, for an https URL
+    /// [env: RIPOSTE_TLS_CA]
+    #[arg(long, value_name = "PATH")]
+    tls_ca: Option<String>,
+
+    /// This worker's client certificate (PEM), naming its identity; the orchestrator's worker
+    /// policy says what that identity may offer [env: RIPOSTE_TLS_CERT]
+    #[arg(long, value_name = "PATH")]
+    tls_cert: Option<String>,
+
+    /// The private key of --tls-cert (PEM) [env: RIPOSTE_TLS_KEY]
+    #[arg(long, value_name = "PATH")]
+    tls_key: Option<String>,
 
     /// Labels the orchestrator matches tasks against, e.g. `os=linux,zone=a` [env: RIPOSTE_LABELS]
     #[arg(long, value_name = "KEY=VALUE,...", value_parser = parse_labels)]
@@ -395,20 +440,32 @@ fn parse_hosts(text: &str) -> Result<HostList, Error> {
     Ok(HostList(hosts))
 }
 
-fn check_orchestrator_url(url: &str) -> Result<(), Error> {
+fn check_orchestrator_url(url: &str, tls: bool) -> Result<(), Error> {
     let url_error = |reason: String| Error::OrchestratorUrl {
         url: url.to_owned(),
         reason,
     };
     let uri: tonic::transport::Uri = url.parse().map_err(|e| url_error(format!("{e}")))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some(other) => {
+    match (uri.scheme_str(), tls) {
+        (Some("https"), true) | (Some("http"), false) => {}
+        (Some("https"), false) => {
+            return Err(url_error(
+                "https needs --tls-ca (the CA of the orchestrator's certificate), and \
+                 --tls-cert and --tls-key (this worker's certificate)"
+                    .to_owned(),
+            ));
+        }
+        (Some("http"), true) => {
+            return Err(url_error(
+                "--tls-ca is given but the URL is http://: use https://".to_owned(),
+            ));
+        }
+        (Some(other), _) => {
             return Err(url_error(format!(
-                "scheme {other:?} is not supported, use http"
+                "scheme {other:?} is not supported, use https (or http)"
             )));
         }
-        None => return Err(url_error("expected http://host:port".to_owned())),
+        (None, _) => return Err(url_error("expected https://host:port".to_owned())),
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(url_error("the host is missing".to_owned()));

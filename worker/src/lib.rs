@@ -68,6 +68,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A TLS certificate or key file cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] riposte_tls::pem::Error),
     /// A configuration value is out of its bounds (for a `Config` built in code).
     #[error("invalid configuration: {0}")]
     Config(String),

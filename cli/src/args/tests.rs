@@ -202,9 +202,12 @@ fn help_documents_the_exit_codes() {
 #[test]
 fn global_flags_go_anywhere_and_addresses_are_normalized() {
     let cli = parse(&["runs", "list", "--addr", "10.1.2.3:9", "--output", "json"]).unwrap();
-    assert_eq!(cli.addr, "http://10.1.2.3:9");
+    assert_eq!(cli.addr.authority, "10.1.2.3:9");
+    assert_eq!(cli.addr.tls, None);
     assert_eq!(cli.output, Format::Json);
-    assert!(parse(&["--addr", "https://x:1", "workers", "list"]).is_err());
+    let https = parse(&["--addr", "https://x:1", "workers", "list"]).unwrap();
+    assert_eq!(https.addr.tls, Some(true));
+    assert!(parse(&["--addr", "ftp://x:1", "workers", "list"]).is_err());
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 mod alerts;
 mod approvals;
+mod certs;
 mod containment;
 mod grants;
 mod playbook;
@@ -14,6 +15,7 @@ mod watch;
 mod workers;
 
 use std::env;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::args::{
@@ -26,9 +28,17 @@ use crate::output::Out;
 
 /// Runs the command the operator typed.
 pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
+    if let Command::Certs(command) = &cli.command {
+        return certs::run(command, &mut Out::new(cli.output));
+    }
     let who = cli.operator(env::var("USER").ok());
     let who = who.as_str();
-    let mut client = Client::new(cli.addr);
+    let found = Path::new(crate::client::DEV_TLS_DIR);
+    let tls_dir = cli
+        .tls_dir
+        .as_deref()
+        .or_else(|| found.join("ca.pem").exists().then_some(found));
+    let mut client = Client::new(crate::client::target(&cli.addr, tls_dir)?);
     let mut out = Out::new(cli.output);
     let (client, out) = (&mut client, &mut out);
     match cli.command {
@@ -59,6 +69,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
         Command::Approvals(ApprovalsCommand::List) => approvals::list(client, out).await,
         Command::Approve(args) => approvals::approve(client, out, &args, who).await,
         Command::Workers(WorkersCommand::List) => workers::list(client, out).await,
+        Command::Certs(_) => unreachable!("handled before connecting"),
         Command::Containment(command) => containment::run(client, out, &command, who).await,
         Command::Schedules(SchedulesCommand::Apply(args)) => {
             schedules::apply(client, out, &args.files).await

@@ -44,6 +44,8 @@ pub struct Node {
     ingesting_max: usize,
     /// Opens the engine afresh from the data dir (see [`Node::reopen`]).
     reopen: Option<Reopen>,
+    /// Which workers may connect and what each may offer.
+    workers: workers::WorkerAccess,
 }
 
 /// Opens an engine on a freshly opened store, waking the given timer loop.
@@ -65,6 +67,9 @@ pub enum Error {
     /// The store is being opened again after a disk failure: retry in a moment.
     #[error("the orchestrator is opening its store again after a disk failure; retry")]
     Reopening,
+    /// The caller did not prove who it is (no client certificate where one is needed).
+    #[error("{0}")]
+    Unauthenticated(String),
 }
 
 /// What a request is, one word per request type: the closed set every cross-cutting concern
@@ -176,7 +181,8 @@ macro_rules! requests {
 use requests;
 
 impl Node {
-    /// The door in front of `engine`, admitting at most `ingesting_max` alert payloads at once.
+    /// The door in front of `engine`, admitting at most `ingesting_max` alert payloads at once;
+    /// no worker may register until [`Node::with_worker_access`] says who may.
     pub fn new(engine: Engine, ingesting_max: usize) -> Node {
         Node {
             clock: engine.clock().clone(),
@@ -185,7 +191,19 @@ impl Node {
             ingesting: Arc::new(Semaphore::new(ingesting_max)),
             ingesting_max,
             reopen: None,
+            workers: workers::WorkerAccess::new(Default::default(), false),
         }
+    }
+
+    /// The same, letting workers in as `access` says.
+    pub fn with_worker_access(mut self, access: workers::WorkerAccess) -> Node {
+        self.workers = access;
+        self
+    }
+
+    /// Replaces the worker policy (a reload).
+    pub fn set_worker_policy(&self, policy: crate::worker_policy::WorkerPolicy) {
+        self.workers.set_policy(policy);
     }
 
     /// The same, able to [`reopen`](Node::reopen) its engine with `reopen`.

@@ -1,15 +1,80 @@
 //! Worker requests: register, long-poll for a task, heartbeat the leases held, report a
 //! result; and the operators' list of workers.
+//!
+//! Every worker request carries its [`Caller`]: the identity the transport verified (the
+//! worker's client certificate), never anything the worker typed. A worker is known by
+//! `NAME/ID`, its identity's name and the id it chose, so another identity can neither
+//! register, poll, heartbeat nor report under it, and its leases (recorded under that key)
+//! answer only to it. What each identity may offer is the [`WorkerPolicy`]'s to say. A caller
+//! without a certificate is refused unless `--insecure-anonymous-workers` lets it in under
+//! its bare id.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use riposte_tls::{Identity, Role};
 use serde_json::Value;
 
 use super::{Error, Kind, Node, Request, requests};
 use crate::dispatch::Worker;
 use crate::engine::{self, LeasedTask, Poll};
+use crate::worker_policy::WorkerPolicy;
 use riposte_scheduler::TaskId;
+
+/// Who sent a worker request, as the transport verified it: the identity its client
+/// certificate names, or `None` (no certificate, or a plaintext connection).
+pub type Caller = Option<Identity>;
+
+/// Which workers may connect and what each may offer.
+pub struct WorkerAccess {
+    policy: RwLock<WorkerPolicy>,
+    /// Callers without a certificate are let in (`--insecure-anonymous-workers`).
+    anonymous: bool,
+}
+
+impl WorkerAccess {
+    pub fn new(policy: WorkerPolicy, anonymous: bool) -> WorkerAccess {
+        WorkerAccess {
+            policy: RwLock::new(policy),
+            anonymous,
+        }
+    }
+
+    /// Replaces the policy (a reload); registrations from now on are checked against it.
+    pub fn set_policy(&self, policy: WorkerPolicy) {
+        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = policy;
+    }
+
+    /// The key `caller` is known by when it calls itself `id`.
+    fn key(&self, caller: &Caller, id: &str) -> Result<String, Error> {
+        match caller {
+            Some(identity) if identity.role == Role::Worker => {
+                Ok(format!("{}/{id}", identity.name))
+            }
+            Some(identity) => Err(engine::Error::PermissionDenied(format!(
+                "{identity} holds an operator certificate, not a worker's"
+            ))
+            .into()),
+            None if self.anonymous => Ok(id.to_string()),
+            None => Err(Error::Unauthenticated(
+                "a worker must present a client certificate issued by the orchestrator's \
+                 client CA"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Whether `caller` may offer what `register` offers.
+    fn check(&self, caller: &Caller, register: &Register) -> Result<(), Error> {
+        let Some(identity) = caller else {
+            return Ok(());
+        };
+        let policy = self.policy.read().unwrap_or_else(PoisonError::into_inner);
+        policy
+            .check(&identity.name, &register.actions, &register.labels)
+            .map_err(|refusal| engine::Error::PermissionDenied(refusal.to_string()).into())
+    }
+}
 
 requests! {
     Register,
@@ -21,6 +86,7 @@ requests! {
 
 /// A worker announces itself (or again, after the orchestrator restarted).
 pub struct Register {
+    pub caller: Caller,
     pub id: String,
     pub name: String,
     pub labels: std::collections::BTreeMap<String, String>,
@@ -40,9 +106,21 @@ impl Request for Register {
     const KIND: Kind = Kind::Register;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Terms, Error> {
+        let checked = node.workers.key(&self.caller, &self.id).and_then(|key| {
+            node.workers.check(&self.caller, &self)?;
+            Ok(key)
+        });
+        let key = match checked {
+            Ok(key) => key,
+            Err(e) => {
+                let identity = self.caller.as_ref().map(ToString::to_string);
+                tracing::warn!(identity, worker.name = %self.name, error = %e, "worker.refused");
+                return Err(e);
+            }
+        };
         let now = node.clock.monotonic();
         let worker = Worker {
-            id: self.id,
+            id: key,
             name: self.name,
             labels: self.labels,
             actions: self.actions,
@@ -63,6 +141,8 @@ impl Request for Register {
 
 /// A long-poll: a task for the worker now, or within `wait` (at most `--poll-wait-max`).
 pub struct PollTask {
+    pub caller: Caller,
+    /// The id the worker registered with.
     pub worker: String,
     pub wait: Duration,
 }
@@ -73,7 +153,8 @@ impl Request for PollTask {
     const KIND: Kind = Kind::PollTask;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Option<LeasedTask>, Error> {
-        let poll = node.lock()?.runs.poll(&self.worker)?;
+        let worker = node.workers.key(&self.caller, &self.worker)?;
+        let poll = node.lock()?.runs.poll(&worker)?;
         let pending = match poll {
             Poll::Now(leased) => Some(*leased),
             Poll::Wait(mut rx) => {
@@ -95,8 +176,7 @@ impl Request for PollTask {
         let leased = node.durable(pending).await?;
         tracing::debug!(
             task.id = %leased.task_id,
-            lease.token = leased.token,
-            worker.id = %self.worker,
+            worker.id = %worker,
             action = %leased.task.action,
             "task.leased"
         );
@@ -106,6 +186,8 @@ impl Request for PollTask {
 
 /// The leases a worker holds, to keep them; answers the ones it must abandon.
 pub struct Heartbeat {
+    pub caller: Caller,
+    /// The id the worker registered with.
     pub worker: String,
     /// (task id, lease token)
     pub held: Vec<(TaskId, u64)>,
@@ -117,12 +199,15 @@ impl Request for Heartbeat {
     const KIND: Kind = Kind::Heartbeat;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
-        Ok(node.lock()?.runs.heartbeat(&self.worker, &self.held)?)
+        let worker = node.workers.key(&self.caller, &self.worker)?;
+        Ok(node.lock()?.runs.heartbeat(&worker, &self.held)?)
     }
 }
 
 /// A task's outcome, reported under its lease.
 pub struct ReportResult {
+    pub caller: Caller,
+    /// The id the worker registered with.
     pub worker: String,
     pub task_id: TaskId,
     pub token: u64,
@@ -136,13 +221,14 @@ impl Request for ReportResult {
     const KIND: Kind = Kind::ReportResult;
 
     async fn serve(self, node: &Arc<Node>) -> Result<bool, Error> {
+        let worker = node.workers.key(&self.caller, &self.worker)?;
         let pending = node
             .lock()?
             .runs
-            .report(&self.task_id, self.token, self.outcome)?;
+            .report(&worker, &self.task_id, self.token, self.outcome)?;
         let report = node.durable(pending).await?;
         if let Some(reason) = report.rejected {
-            tracing::warn!(task.id = %self.task_id, lease.token = self.token, worker.id = %self.worker, %reason, "task.result_rejected");
+            tracing::warn!(task.id = %self.task_id, worker.id = %worker, %reason, "task.result_rejected");
             return Err(
                 engine::Error::FailedPrecondition(format!("result rejected: {reason}")).into(),
             );

@@ -158,27 +158,32 @@ impl Runs {
             .heartbeat(worker, held, self.clock.monotonic(), self.settings.lease))
     }
 
-    /// Records a task's result if `token` is the unit's current lease.
+    /// Records a task's result if `token` is the unit's current lease and `worker` (who sent
+    /// it, as authenticated) holds it; a refusal is recorded in the run's history.
     pub fn report(
         &mut self,
+        worker: &str,
         task_id: &TaskId,
         token: u64,
         outcome: Result<Value, (String, bool)>,
     ) -> Result<Pending<Report>, Error> {
         let run = task_id.run;
         let Some(playbook) = self.scheduler.playbook(run).cloned() else {
-            return self.report_finished(task_id, token);
+            return self.report_finished(worker, task_id, token);
         };
         let unit = unit_of(task_id, &playbook)?;
+        let worker = worker.to_string();
         let event = match outcome {
             Ok(output) => Event::Succeeded {
                 unit,
                 token,
+                worker,
                 output,
             },
             Err((message, retryable)) => Event::Failed {
                 unit,
                 token,
+                worker,
                 message,
                 retryable,
             },
@@ -203,6 +208,7 @@ impl Runs {
 
     pub(super) fn report_finished(
         &mut self,
+        worker: &str,
         task_id: &TaskId,
         token: u64,
     ) -> Result<Pending<Report>, Error> {
@@ -218,7 +224,7 @@ impl Runs {
             &mut state,
             &playbook,
             &unit,
-            token,
+            (token, worker),
         );
         let mut seq = self.store.last_write();
         if !transition.changed.is_empty() {

@@ -39,6 +39,7 @@ pub(crate) fn status(error: door::Error) -> Status {
         door::Error::NotDurable(e) => Status::unavailable(e.to_string()),
         door::Error::Backlog(m) => Status::resource_exhausted(m),
         e @ door::Error::Reopening => Status::unavailable(e.to_string()),
+        door::Error::Unauthenticated(m) => Status::unauthenticated(m),
     }
 }
 

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::{NAME_BYTES_MAX, bounded, status};
 use crate::convert;
-use crate::door::{Node, workers};
+use crate::door::{Node, workers, workers::Caller};
 use crate::engine::limits;
 use riposte_scheduler::TaskId;
 
@@ -27,6 +27,7 @@ impl Worker for WorkerApi {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
         if req.worker_id.is_empty() {
             return Err(Status::invalid_argument("worker_id is required"));
@@ -39,6 +40,7 @@ impl Worker for WorkerApi {
             )));
         }
         let register = workers::Register {
+            caller,
             id: req.worker_id,
             name: req.name,
             labels: req.labels.into_iter().collect(),
@@ -57,8 +59,10 @@ impl Worker for WorkerApi {
         &self,
         request: Request<pb::PollTaskRequest>,
     ) -> Result<Response<pb::PollTaskResponse>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
         let poll = workers::PollTask {
+            caller,
             worker: req.worker_id,
             wait: Duration::from_millis(req.wait_ms),
         };
@@ -72,6 +76,7 @@ impl Worker for WorkerApi {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
         if req.leases.len() > LEASES_PER_HEARTBEAT_MAX {
             return Err(Status::invalid_argument(format!(
@@ -89,6 +94,7 @@ impl Worker for WorkerApi {
             })
             .partition(Result::is_ok);
         let heartbeat = workers::Heartbeat {
+            caller,
             worker: req.worker_id,
             held: held.into_iter().flatten().collect(),
         };
@@ -109,6 +115,7 @@ impl Worker for WorkerApi {
         &self,
         request: Request<pb::ReportResultRequest>,
     ) -> Result<Response<pb::ReportResultResponse>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
         let outcome = match req.outcome {
             Some(pb::report_result_request::Outcome::Success(s)) => {
@@ -128,6 +135,7 @@ impl Worker for WorkerApi {
             None => return Err(Status::invalid_argument("outcome is required")),
         };
         let report = workers::ReportResult {
+            caller,
             worker: req.worker_id,
             task_id: task_id(&req.task_id)?,
             token: req.lease_token,
@@ -136,6 +144,13 @@ impl Worker for WorkerApi {
         let duplicate = self.0.handle(report).await.map_err(status)?;
         Ok(Response::new(pb::ReportResultResponse { duplicate }))
     }
+}
+
+/// The identity the caller's client certificate names; TLS verified the certificate (its CA,
+/// its validity) before any request could arrive on the connection.
+fn caller<T>(request: &Request<T>) -> Caller {
+    let certs = request.peer_certs()?;
+    riposte_tls::Identity::of(certs.first()?)
 }
 
 /// A task id as the worker sent it, parsed at the edge.

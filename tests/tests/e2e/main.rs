@@ -41,4 +41,5 @@ mod stale_lease;
 mod startup_shutdown;
 mod store_format;
 mod syslog;
+mod transport_security;
 mod worker_crash;

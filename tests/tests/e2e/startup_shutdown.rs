@@ -98,6 +98,14 @@ async fn each_startup_failure_exits_at_once_with_its_cause() {
     failed.assert_cause(&format!(
         "--listen {addr}: Address already in use (os error 98)"
     ));
+
+    // Plaintext on an address other than loopback, without --insecure-plaintext.
+    let failed = start_expecting_failure(&dir.path().join("data"), "0.0.0.0:0").await;
+    failed.assert_cause(
+        "refusing to serve gRPC without TLS on 0.0.0.0:0, which is not a loopback address: \
+         give --tls-cert and --tls-key (see docs/security.md), or --insecure-plaintext to \
+         accept that anyone who reaches the port can read and drive everything",
+    );
 }
 
 #[tokio::test]

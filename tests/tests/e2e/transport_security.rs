@@ -1,0 +1,384 @@
+//! Trust on the wire: the orchestrator serves TLS; a worker is whoever its client certificate
+//! (from the orchestrator's client CA, not expired) names, offers only what the worker policy
+//! lets that identity offer, and a lease answers only to the identity that holds it. Refusals
+//! name no lease token. A rotated certificate is served without a restart. (Plaintext on a
+//! non-loopback address is a start failure: see `startup_shutdown`.)
+
+use std::time::Duration;
+
+use riposte_proto::v1::worker_client::WorkerClient;
+use riposte_proto::v1::{
+    HeartbeatRequest, LeaseRef, ListPlaybooksRequest, ListWorkersRequest, PollTaskRequest,
+    RegisterRequest, ReportResultRequest, RunStatus, TaskSuccess, report_result_request::Outcome,
+};
+use riposte_tests::pki::Pki;
+use riposte_tests::{Orchestrator, Worker, api, wait_for};
+use riposte_tls::Role;
+use serde_json::json;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+const POLICY: &str = "
+workers:
+  - identity: fw-1
+    actions: [core.*, http.*, notify.*, firewall.*]
+  - identity: helper-*
+    actions: [core.*]
+";
+
+const ONE_NOOP: &str = "
+name: one-noop
+version: 1
+steps:
+  - { id: only, action: core.noop }
+";
+
+/// An orchestrator serving TLS with certificates from `pki`, and [`POLICY`].
+fn secured(pki: &Pki) -> Orchestrator {
+    let policy = pki.dir().join("worker-policy.yaml");
+    std::fs::write(&policy, POLICY).expect("the policy written");
+    Orchestrator::builder()
+        .tls(pki)
+        .args(&["--worker-policy", policy.to_str().expect("utf-8")])
+        .start()
+}
+
+/// A worker API client presenting `cert` (or none).
+fn worker_api(
+    orchestrator: &Orchestrator,
+    pki: &Pki,
+    cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+) -> WorkerClient<Channel> {
+    let files = riposte_tls::client::Files { ca: pki.ca(), cert };
+    WorkerClient::new(api::tls_channel(&orchestrator.url(), &files))
+}
+
+fn register(id: &str, actions: &[&str]) -> RegisterRequest {
+    RegisterRequest {
+        worker_id: id.into(),
+        name: id.into(),
+        actions: actions.iter().map(|a| a.to_string()).collect(),
+        concurrency: 1,
+        ..Default::default()
+    }
+}
+
+async fn worker_names(orchestrator: &Orchestrator) -> Vec<String> {
+    let mut client = orchestrator.client();
+    let reply = client.list_workers(ListWorkersRequest {}).await;
+    let workers = reply.expect("ListWorkers answers").into_inner().workers;
+    workers.into_iter().map(|w| w.worker_id).collect()
+}
+
+#[tokio::test]
+async fn only_a_worker_with_a_valid_certificate_from_the_client_ca_connects() {
+    let pki = Pki::new();
+    let orchestrator = secured(&pki);
+    let other_ca = Pki::new();
+    let (valid, expired) = (pki.client(Role::Worker, "fw-1"), pki.expired_worker("fw-1"));
+    let foreign = other_ca.client(Role::Worker, "fw-1");
+    let start = |name: &str, args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Worker::builder(&orchestrator.url())
+            .name(name)
+            .args(&args)
+            .start()
+    };
+    let no_cert = start(
+        "no-cert",
+        vec!["--tls-ca".into(), pki.ca().display().to_string()],
+    );
+    let mut foreign_args = pki.worker_args(&foreign);
+    foreign_args[1] = pki.ca().display().to_string();
+    let foreign_worker = start("foreign", foreign_args);
+    let expired_worker = start("expired", pki.worker_args(&expired));
+    let good = start("good", pki.worker_args(&valid));
+
+    let mut client = orchestrator.client();
+    let id = good.id(&mut client).await;
+    assert!(
+        id.starts_with("fw-1/"),
+        "the worker is known by its identity: {id}"
+    );
+    // Each refused worker has tried and said why.
+    wait_for("the refused workers have tried", TIMEOUT, async || {
+        let no_cert = no_cert.log_tail();
+        let refused = no_cert.contains("must present a client certificate")
+            && !foreign_worker.log_tail().is_empty()
+            && !expired_worker.log_tail().is_empty();
+        refused.then_some(()).ok_or(no_cert)
+    })
+    .await;
+    assert_eq!(worker_names(&orchestrator).await, vec![id]);
+    let log = orchestrator.log_tail();
+    assert!(log.contains("tls.handshake_failed"), "{log}");
+
+    // The same, at the API: no certificate is UNAUTHENTICATED, another CA or an expired one
+    // never gets past the handshake.
+    let mut anonymous = worker_api(&orchestrator, &pki, None);
+    let refused = anonymous
+        .register(register("x", &["core.noop"]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    for cert in [expired, foreign] {
+        let files = riposte_tls::client::Files {
+            ca: pki.ca(),
+            cert: Some(cert),
+        };
+        let mut client = WorkerClient::new(api::tls_channel(&orchestrator.url(), &files));
+        let refused = client
+            .register(register("x", &["core.noop"]))
+            .await
+            .unwrap_err();
+        let closed = matches!(
+            refused.code(),
+            Code::Unavailable | Code::Cancelled | Code::Unknown
+        );
+        assert!(closed, "the handshake fails: {refused:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_identity_offers_only_what_the_worker_policy_allows() {
+    let pki = Pki::new();
+    let orchestrator = secured(&pki);
+    let mut helper = worker_api(
+        &orchestrator,
+        &pki,
+        Some(pki.client(Role::Worker, "helper-1")),
+    );
+    let refused = helper
+        .register(register("h1", &["core.noop", "firewall.block_ip"]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert_eq!(
+        refused.message(),
+        "identity `helper-1` may not offer `firewall.block_ip` (the worker policy allows `core.*`)"
+    );
+    let mut labelled = register("h1", &["core.noop"]);
+    labelled.labels.insert("zone".into(), "dmz".into());
+    let refused = helper.register(labelled).await.unwrap_err();
+    assert!(
+        refused.message().contains("may not carry label `zone=dmz`"),
+        "{refused:?}"
+    );
+    let mut stranger = worker_api(&orchestrator, &pki, Some(pki.client(Role::Worker, "x-9")));
+    let refused = stranger
+        .register(register("x9", &["core.noop"]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let mut operator = worker_api(
+        &orchestrator,
+        &pki,
+        Some(pki.client(Role::Operator, "fw-1")),
+    );
+    let refused = operator
+        .register(register("op", &["core.noop"]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(worker_names(&orchestrator).await.is_empty());
+    helper
+        .register(register("h1", &["core.noop"]))
+        .await
+        .expect("within its policy");
+}
+
+#[tokio::test]
+async fn a_lease_answers_only_to_the_identity_that_holds_it() {
+    let pki = Pki::new();
+    let orchestrator = secured(&pki);
+    let mut client = orchestrator.client();
+    api::apply_playbook(&mut client, ONE_NOOP).await;
+    let mut honest = worker_api(&orchestrator, &pki, Some(pki.client(Role::Worker, "fw-1")));
+    let mut rogue = worker_api(
+        &orchestrator,
+        &pki,
+        Some(pki.client(Role::Worker, "helper-7")),
+    );
+    honest
+        .register(register("w-1", &["core.noop"]))
+        .await
+        .expect("registered");
+    // The rogue copies the honest worker's id: under its own identity it is another worker.
+    rogue
+        .register(register("w-1", &["core.noop"]))
+        .await
+        .expect("registered");
+    let run = api::start_run(&mut client, "one-noop", json!({})).await;
+    let poll = PollTaskRequest {
+        worker_id: "w-1".into(),
+        wait_ms: 5000,
+    };
+    let task = honest
+        .poll_task(poll)
+        .await
+        .expect("polled")
+        .into_inner()
+        .task;
+    let task = task.expect("the honest worker got the task");
+    let token = task.lease_token;
+
+    let forged = ReportResultRequest {
+        worker_id: "w-1".into(),
+        task_id: task.task_id.clone(),
+        lease_token: token,
+        outcome: Some(Outcome::Success(TaskSuccess {
+            output_json: r#"{"said":"forged"}"#.into(),
+        })),
+    };
+    let refused = rogue.report_result(forged.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let message = refused.message();
+    assert!(message.contains("leased to another worker"), "{message}");
+    assert!(
+        !message.contains("token"),
+        "the refusal names no token: {message}"
+    );
+    let heartbeat = HeartbeatRequest {
+        worker_id: "w-1".into(),
+        leases: vec![LeaseRef {
+            task_id: task.task_id.clone(),
+            lease_token: token,
+        }],
+    };
+    rogue
+        .heartbeat(heartbeat)
+        .await
+        .expect("a heartbeat of its own");
+
+    let mut honest_report = forged;
+    honest_report.outcome = Some(Outcome::Success(TaskSuccess {
+        output_json: r#"{"said":"honest"}"#.into(),
+    }));
+    honest
+        .report_result(honest_report)
+        .await
+        .expect("the holder's result is accepted");
+    let run = api::wait_finished(&mut client, &run.run_id, TIMEOUT).await;
+    assert_eq!(run.status(), RunStatus::Succeeded);
+    assert_eq!(
+        api::json(&api::step(&run, "only").output_json),
+        json!({"said": "honest"})
+    );
+    let events = api::history(&mut client, &run.run_id).await;
+    let rejected: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "task.result_rejected")
+        .collect();
+    assert_eq!(rejected.len(), 1, "{:?}", api::kinds(&events));
+    assert!(
+        rejected[0].worker_id.starts_with("helper-7/"),
+        "who sent it: {:?}",
+        rejected[0]
+    );
+    let shown = orchestrator.cli(&["runs", "show", &run.run_id]).await;
+    assert_eq!(shown.code(), 0, "{shown}");
+    assert!(!shown.stdout.contains(&format!("token {token}")), "{shown}");
+}
+
+#[tokio::test]
+async fn a_rotated_certificate_is_served_without_a_restart() {
+    let pki = Pki::new();
+    let orchestrator = secured(&pki);
+    let mut client = orchestrator.client();
+    api::apply_playbook(&mut client, ONE_NOOP).await;
+    // A new certificate from another CA replaces the served one in place: new connections
+    // get it (and a client trusting only the old CA no longer connects), without a restart.
+    let rotated = Pki::new();
+    let (cert, key) = rotated.server("rotated");
+    let (served_cert, served_key) = (pki.dir().join("server.pem"), pki.dir().join("server.key"));
+    std::fs::copy(&key, pki.dir().join("server.key.new")).expect("copied");
+    std::fs::copy(&cert, pki.dir().join("server.pem.new")).expect("copied");
+    std::fs::rename(pki.dir().join("server.key.new"), &served_key).expect("renamed");
+    std::fs::rename(pki.dir().join("server.pem.new"), &served_cert).expect("renamed");
+    let trusting_new = riposte_tls::client::Files {
+        ca: rotated.ca(),
+        cert: None,
+    };
+    wait_for("the rotated certificate is served", TIMEOUT, async || {
+        let channel = api::tls_channel(&orchestrator.url(), &trusting_new);
+        api::health_on(channel, "")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    assert!(orchestrator.log_tail().contains("tls.reloaded"));
+    // The connection opened before the rotation still works.
+    let list = client.list_playbooks(ListPlaybooksRequest {}).await;
+    assert!(list.is_ok(), "{list:?}");
+}
+
+#[tokio::test]
+async fn a_deployment_issued_by_riposte_certs_runs_end_to_end() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let ca = dir.path().join("ca");
+    let ca_arg = ca.to_str().expect("utf-8");
+    certs(&["certs", "init", ca_arg]).await;
+    let again = riposte_tests::cli::cli("http://127.0.0.1:1", &["certs", "init", ca_arg]).await;
+    assert_eq!(again.code(), 2, "a CA is never overwritten: {again}");
+    certs(&[
+        "certs",
+        "server",
+        ca_arg,
+        "--name",
+        "localhost",
+        "--name",
+        "127.0.0.1",
+    ])
+    .await;
+    certs(&["certs", "worker", ca_arg, "fw-1"]).await;
+    let issued = certs(&["certs", "operator", ca_arg, "alice"]).await;
+    assert!(!issued.stdout.contains("PRIVATE KEY"), "{issued}");
+    let mode = |p: &str| {
+        let meta = std::fs::metadata(ca.join(p)).expect("written");
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777
+    };
+    assert_eq!((mode("ca.key"), mode("worker-fw-1.key")), (0o600, 0o600));
+
+    let policy = dir.path().join("worker-policy.yaml");
+    std::fs::write(&policy, POLICY).expect("the policy written");
+    let path = |p: &str| ca.join(p).display().to_string();
+    let orchestrator = Orchestrator::builder()
+        .args(&[
+            "--tls-cert",
+            &path("server.pem"),
+            "--tls-key",
+            &path("server.key"),
+            "--client-ca",
+            &path("ca.pem"),
+            "--worker-policy",
+            policy.to_str().expect("utf-8"),
+        ])
+        .tls_dir(&ca.join("operator-alice"))
+        .start();
+    assert!(orchestrator.url().starts_with("https://"));
+    let worker = Worker::builder(&orchestrator.url())
+        .args(&[
+            "--tls-ca",
+            &path("ca.pem"),
+            "--tls-cert",
+            &path("worker-fw-1.pem"),
+            "--tls-key",
+            &path("worker-fw-1.key"),
+        ])
+        .start();
+    let mut client = orchestrator.client();
+    worker.id(&mut client).await;
+    api::apply_playbook(&mut client, ONE_NOOP).await;
+    let out = orchestrator.cli(&["run", "one-noop", "--wait"]).await;
+    assert_eq!(out.code(), 0, "the CLI over TLS as alice: {out}");
+}
+
+/// `riposte certs ...`, which must succeed without an orchestrator.
+async fn certs(args: &[&str]) -> riposte_tests::cli::CliOutput {
+    let out = riposte_tests::cli::cli("http://127.0.0.1:1", args).await;
+    assert_eq!(out.code(), 0, "{out}");
+    out
+}
