@@ -39,6 +39,7 @@ pub struct OrchestratorBuilder {
     log: Option<String>,
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    alert_secrets: Vec<(String, String)>,
 }
 
 impl OrchestratorBuilder {
@@ -91,6 +92,14 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// The shared secret of each alert source, `(SOURCE, TOKEN)`, written (mode 0600) to a
+    /// file in the orchestrator's temporary folder and given with `--alert-secrets-file`.
+    pub fn alert_secrets(mut self, secrets: &[(&str, &str)]) -> Self {
+        self.alert_secrets
+            .extend(secrets.iter().map(|(s, t)| (s.to_string(), t.to_string())));
+        self
+    }
+
     /// `--log FILTER` (default `info`).
     pub fn log(mut self, filter: &str) -> Self {
         self.log = Some(filter.into());
@@ -105,6 +114,10 @@ impl OrchestratorBuilder {
             .expect("a temporary folder");
         let mut args = self.args;
         args.extend(["--log".into(), self.log.unwrap_or_else(|| "info".into())]);
+        if !self.alert_secrets.is_empty() {
+            let file = write_alert_secrets(dir.path(), &self.alert_secrets);
+            args.extend(["--alert-secrets-file".into(), file.display().to_string()]);
+        }
         let listen = self.listen.unwrap_or_else(|| "127.0.0.1:0".into());
         let data_dir = self.data_dir.unwrap_or_else(|| dir.path().join("data"));
         let process = spawn(&dir, &data_dir, &listen, &args);
@@ -281,6 +294,31 @@ impl Orchestrator {
     pub fn log_tail(&self) -> String {
         self.process.log_tail()
     }
+}
+
+/// `SOURCE=TOKEN` lines in `alert-secrets` in `dir`, readable by this user only.
+fn write_alert_secrets(dir: &std::path::Path, secrets: &[(String, String)]) -> PathBuf {
+    let path = dir.join("alert-secrets");
+    let lines: String = secrets
+        .iter()
+        .map(|(source, token)| format!("{source}={token}\n"))
+        .collect();
+    write_private(&path, &lines);
+    path
+}
+
+/// Creates the file `path` with `text`, readable and writable by this user only (mode 0600),
+/// as a secret belongs.
+pub fn write_private(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
 
 fn spawn(dir: &TempDir, data_dir: &std::path::Path, listen: &str, args: &[String]) -> Process {
