@@ -294,6 +294,11 @@ impl Orchestrator {
     pub fn log_tail(&self) -> String {
         self.process.log_tail()
     }
+
+    /// Every line of the logs (stderr and stdout).
+    pub fn logs(&self) -> String {
+        self.process.logs()
+    }
 }
 
 /// `SOURCE=TOKEN` lines in `alert-secrets` in `dir`, readable by this user only.
@@ -361,6 +366,25 @@ fn parse_alert_addrs(process: &Process) -> [Option<SocketAddr>; 3] {
                 .unwrap_or_else(|e| panic!("bad alert listener address in {line:?}: {e}")),
         )
     })
+}
+
+/// Starts the orchestrator on `data` with `args` for a start that must fail: waits at most
+/// `within` for it to exit (panicking when it does not) and answers its status and output.
+pub async fn start_failing(
+    data: &std::path::Path,
+    args: &[&str],
+    within: Duration,
+) -> std::process::Output {
+    let child = tokio::process::Command::new(&binaries().orchestrator)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(within, child)
+        .await
+        .unwrap_or_else(|_| panic!("the orchestrator still runs after {within:?}"))
+        .expect("the orchestrator starts")
 }
 
 /// `riposte-orchestrator store check` on `data` (no orchestrator running on it): its exit
