@@ -151,16 +151,21 @@ pub struct Config {
     #[arg(long, env = "RIPOSTE_ALERTS_LISTEN", value_name = "ADDR")]
     pub alerts_listen: Option<SocketAddr>,
 
-    /// The shared secret of an alert source, `SOURCE=TOKEN` (`azure-monitor`, `sentinel`,
-    /// `defender`, `generic` for every generic endpoint or `generic/NAME` for one); repeat for
-    /// more sources. A source without a secret refuses every request.
-    /// Secrets on the command line are visible to every local user (`ps`); prefer
-    /// `--alert-secrets-file`.
-    #[arg(long = "alert-secret", value_name = "SOURCE=TOKEN", value_parser = parse_secret)]
+    /// The shared secrets of the alert sources, `(SOURCE, TOKEN)`, read from
+    /// `--alert-secrets-file` at start ([`Config::read_secrets_file`]).
+    #[arg(skip)]
     pub alert_secrets: Vec<(String, String)>,
 
+    /// The removed `--alert-secret`: a command line is visible to every local user. Accepted
+    /// (its value dropped unread) only so that a start with it fails with a clear error that
+    /// does not echo the token, as a parse error would.
+    #[arg(long = "alert-secret", hide = true, value_name = "SOURCE=TOKEN", value_parser = |_: &str| Ok::<_, String>(RemovedFlag))]
+    pub removed_alert_secret: Vec<RemovedFlag>,
+
     /// A file of alert-source secrets, one `SOURCE=TOKEN` per line (blank lines and lines
-    /// starting with `#` are skipped), read once at start and added to `--alert-secret`.
+    /// starting with `#` are skipped), read once at start. `SOURCE` is `azure-monitor`,
+    /// `sentinel`, `defender`, `generic` for every generic endpoint or `generic/NAME` for one;
+    /// a source without a secret refuses every request.
     #[arg(long, env = "RIPOSTE_ALERT_SECRETS_FILE", value_name = "PATH")]
     pub alert_secrets_file: Option<PathBuf>,
 
@@ -223,6 +228,10 @@ pub struct Config {
     #[arg(long, env = "RIPOSTE_LOG", default_value = "info")]
     pub log: String,
 }
+
+/// A removed flag was given (its value is not kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemovedFlag;
 
 /// The protected ranges given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -334,9 +343,15 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, InvalidDuration> {
     duration_within(text, min, max, "more than 0 and at most 1h")
 }
 
-/// Why `--alert-secrets-file` could not be read. Never shows a token.
+/// Why the alert-source secrets could not be read. Never shows a token.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsFileError {
+    #[error(
+        "--alert-secret was removed: a command line is visible to every local user; put \
+         SOURCE=TOKEN lines in a file readable only by the orchestrator's user and give it \
+         with --alert-secrets-file (or RIPOSTE_ALERT_SECRETS_FILE)"
+    )]
+    FlagRemoved,
     #[error("cannot read {path}: {error}")]
     Read { path: String, error: std::io::Error },
     #[error("{path}:{line}: {why}")]
@@ -349,10 +364,13 @@ pub enum SecretsFileError {
 }
 
 impl Config {
-    /// Reads `--alert-secrets-file` into `alert_secrets` (after the `--alert-secret` pairs)
-    /// and forgets the path; spaces around a token are dropped; a malformed line is an error
-    /// naming the file and line.
+    /// Reads `--alert-secrets-file` into `alert_secrets` and forgets the path; spaces around a
+    /// token are dropped; a malformed line is an error naming the file and line. Refuses the
+    /// removed `--alert-secret`.
     pub fn read_secrets_file(mut self) -> Result<Config, SecretsFileError> {
+        if !self.removed_alert_secret.is_empty() {
+            return Err(SecretsFileError::FlagRemoved);
+        }
         let Some(path) = self.alert_secrets_file.take() else {
             return Ok(self);
         };
@@ -423,8 +441,6 @@ mod tests {
         std::fs::write(&path, "# tokens\n\nsentinel=abc\n  defender = d=e  \n").expect("written");
         let c = Config::try_parse_from([
             "riposte-orchestrator",
-            "--alert-secret",
-            "azure-monitor=x",
             "--alert-secrets-file",
             path.to_str().expect("utf-8"),
         ])
@@ -434,7 +450,6 @@ mod tests {
         assert_eq!(
             c.alert_secrets,
             vec![
-                ("azure-monitor".to_string(), "x".to_string()),
                 ("sentinel".to_string(), "abc".to_string()),
                 ("defender".to_string(), "d=e".to_string()),
             ]
@@ -454,6 +469,26 @@ mod tests {
             e.ends_with(":2: expected SOURCE=TOKEN with a non-empty source and token"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_removed_alert_secret_flag_fails_without_echoing_the_token() {
+        for args in [
+            ["x", "--alert-secret", "sentinel=tok-9f3a"],
+            ["x", "--alert-secret=sentinel=tok-9f3a", "--dev"],
+        ] {
+            let c = Config::try_parse_from(args).expect("accepted, to be refused with a reason");
+            assert!(!format!("{c:?}").contains("tok-9f3a"));
+            let e = c.read_secrets_file().expect_err("refused").to_string();
+            assert!(
+                e.starts_with(
+                    "--alert-secret was removed: a command line is visible to every local user"
+                ),
+                "{e}"
+            );
+            assert!(e.contains("--alert-secrets-file"), "{e}");
+            assert!(!e.contains("tok-9f3a"), "{e}");
+        }
     }
 
     #[test]

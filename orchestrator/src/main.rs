@@ -1,6 +1,6 @@
-//! `riposte-orchestrator`: the coordinator service binary. Thin: parse the configuration, open
-//! the store, bind the listeners, print the bound addresses, serve until SIGTERM or Ctrl-C
-//! (then at most `--shutdown-grace` more; a second signal exits at once).
+//! `riposte-orchestrator`: the coordinator service binary. Thin: set a private umask, parse the
+//! configuration, open the store, bind the listeners, print the bound addresses, serve until
+//! SIGTERM or Ctrl-C (then at most `--shutdown-grace` more; a second signal exits at once).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -12,6 +12,9 @@ use tokio::sync::watch;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Everything the orchestrator creates (the data dir, sled's files, snapshots and blobs
+    // included) is its user's alone: it holds alert payloads and run inputs.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let config = Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))

@@ -44,8 +44,9 @@
 //! is sealed with a CRC-32 of its bytes ([`seal`]) and checked on every read: a damaged record
 //! is [`Error::Corrupt`] with its tree and key, and the rest of the store keeps serving.
 //!
-//! **The data dir** is created when missing and locked while open (`LOCK`, with the holder's
-//! pid): a second orchestrator on it is refused with the pid ([`Error::Locked`]).
+//! **The data dir** is created when missing, private (0700, files 0600; see [`disk`]) and
+//! locked while open (`LOCK`, with the holder's pid): a second orchestrator on it is refused
+//! with the pid ([`Error::Locked`]).
 
 #![expect(
     clippy::disallowed_types,
@@ -245,14 +246,7 @@ impl Store {
     /// flusher task.
     pub fn open(dir: &Path, options: Options) -> Result<Store, Error> {
         let lock = disk::DirLock::acquire(dir)?;
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|source| Error::Unopenable {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
+        let db = disk::open_db(dir)?;
         let syncer = match options.durability {
             Durability::PowerLoss => {
                 Some(disk::Syncer::open(dir).map_err(|source| Error::DataDir {

@@ -1,6 +1,7 @@
 //! A local Azure for the tests: one HTTP server on 127.0.0.1 (port 0) that answers the way
 //! Microsoft documents its endpoints (bodies and headers taken from the fixtures), keeps the
-//! state those answers describe, injects programmable faults and logs every request.
+//! state those answers describe, injects programmable faults (among them an endpoint that echoes
+//! its request in its error answer, [`Fault::echo`]) and logs every request.
 //!
 //! Layout under the server's URL: `/login/{tenant}/oauth2/v2.0/token` (Entra ID client
 //! credentials), `/imds/metadata/identity/oauth2/token` (managed identity), `/graph/v1.0/...`
@@ -140,6 +141,8 @@ pub struct Fault {
     pub body: Value,
     /// How many requests get it.
     pub times: u32,
+    /// The body is the request itself instead of `body` ([`Fault::echo`]).
+    pub echo: bool,
 }
 
 impl Fault {
@@ -153,6 +156,7 @@ impl Fault {
             headers: vec![("Retry-After".into(), retry_after.into())],
             body: response["body"].clone(),
             times: 1,
+            echo: false,
         }
     }
 
@@ -165,6 +169,18 @@ impl Fault {
             headers: Vec::new(),
             body,
             times: u32::MAX,
+            echo: false,
+        }
+    }
+
+    /// An upstream that echoes its request in its error answer, with `status`, always: the
+    /// token endpoint answers its error shape with the request (method, path, query, every
+    /// header and the form body) on one line as `error_description`; any other endpoint answers
+    /// the request as plain text.
+    pub fn echo(method: &str, path_suffix: &str, status: u16) -> Fault {
+        Fault {
+            echo: true,
+            ..Fault::arm_error(method, path_suffix, status, Value::Null)
         }
     }
 }
@@ -353,14 +369,22 @@ struct Answer {
     status: StatusCode,
     headers: Vec<(String, String)>,
     body: Option<Value>,
+    /// A plain-text body, instead of `body`.
+    text: Option<String>,
 }
 
 impl Answer {
     fn json(status: u16, body: Value) -> Answer {
         Answer {
-            status: StatusCode::from_u16(status).expect("a valid status"),
-            headers: Vec::new(),
             body: Some(body),
+            ..Answer::empty(status)
+        }
+    }
+
+    fn text(status: u16, text: String) -> Answer {
+        Answer {
+            text: Some(text),
+            ..Answer::empty(status)
         }
     }
 
@@ -369,6 +393,7 @@ impl Answer {
             status: StatusCode::from_u16(status).expect("a valid status"),
             headers: Vec::new(),
             body: None,
+            text: None,
         }
     }
 
@@ -386,12 +411,16 @@ impl Answer {
             );
         }
         headers.insert("x-ms-request-id", HeaderValue::from_static("local-request"));
-        match self.body {
-            Some(body) => {
+        match (self.body, self.text) {
+            (Some(body), _) => {
                 headers.insert("content-type", HeaderValue::from_static("application/json"));
                 (self.status, headers, body.to_string()).into_response()
             }
-            None => (self.status, headers).into_response(),
+            (None, Some(text)) => {
+                headers.insert("content-type", HeaderValue::from_static("text/plain"));
+                (self.status, headers, text).into_response()
+            }
+            (None, None) => (self.status, headers).into_response(),
         }
     }
 }
@@ -432,6 +461,9 @@ async fn handle(
 impl Azure {
     fn answer(&mut self, r: &Request) -> Answer {
         if let Some(fault) = self.take_fault(r) {
+            if fault.echo {
+                return echo(r, fault.status);
+            }
             let mut answer = Answer::json(fault.status, fault.body);
             for (name, value) in fault.headers {
                 answer = answer.header(&name, value);
@@ -932,6 +964,23 @@ fn rule_resource(name: &str, properties: Value) -> Value {
         "type": "Microsoft.Network/networkSecurityGroups/securityRules",
         "properties": properties,
     })
+}
+
+/// The answer of an endpoint that echoes request `r` ([`Fault::echo`]).
+fn echo(r: &Request, status: u16) -> Answer {
+    let mut parts = vec![format!("{} {}?{}", r.method, r.path, r.query)];
+    parts.extend(
+        r.headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}")),
+    );
+    parts.push(format!("body: {}", r.body));
+    if r.path.starts_with("/login/") {
+        let description = format!("AADSTS900144: echo of the request: {}", parts.join("; "));
+        let body = json!({"error": "invalid_request", "error_description": description});
+        return Answer::json(status, body);
+    }
+    Answer::text(status, parts.join("\n"))
 }
 
 /// Checks `Authorization: Bearer <prefix>N`.

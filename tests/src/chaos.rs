@@ -28,9 +28,8 @@ use riposte_proto::v1::{ListRunsRequest, RunStatus, StartRunRequest};
 use tokio::sync::Semaphore;
 
 use crate::api::{self, Operator};
-use crate::binaries::binaries;
 use crate::disk::SmallDisk;
-use crate::orchestrator::{damage_run, store_check};
+use crate::orchestrator::{damage_run, start_failing, store_check};
 use crate::{Orchestrator, OrchestratorBuilder, Worker};
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -343,16 +342,8 @@ pub async fn locked_data_dir(scale: Scale) -> Outcome {
     for _ in 0..scale.faults {
         tokio::time::sleep(FAULT_EVERY).await;
         let started = Instant::now();
-        let second = tokio::process::Command::new(&binaries().orchestrator)
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--listen", "127.0.0.1:0", "--log", "warn"])
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(Duration::from_secs(2), second)
-            .await
-            .expect("the second orchestrator exits within 2 s")
-            .expect("it starts");
+        let args = ["--listen", "127.0.0.1:0", "--log", "warn"];
+        let output = start_failing(&data, &args, Duration::from_secs(2)).await;
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains("is locked by"), "{stderr}");

@@ -41,6 +41,7 @@ pub struct OrchestratorBuilder {
     log: Option<String>,
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    alert_secrets: Vec<(String, String)>,
 }
 
 impl OrchestratorBuilder {
@@ -118,6 +119,14 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// The shared secret of each alert source, `(SOURCE, TOKEN)`, written (mode 0600) to a
+    /// file in the orchestrator's temporary folder and given with `--alert-secrets-file`.
+    pub fn alert_secrets(mut self, secrets: &[(&str, &str)]) -> Self {
+        self.alert_secrets
+            .extend(secrets.iter().map(|(s, t)| (s.to_string(), t.to_string())));
+        self
+    }
+
     /// `--log FILTER` (default `info`).
     pub fn log(mut self, filter: &str) -> Self {
         self.log = Some(filter.into());
@@ -135,6 +144,10 @@ impl OrchestratorBuilder {
         let dev = args.iter().any(|a| a == "--dev");
         if self.tls_dir.is_none() && !dev {
             args.push("--insecure-anonymous-workers".into());
+        }
+        if !self.alert_secrets.is_empty() {
+            let file = write_alert_secrets(dir.path(), &self.alert_secrets);
+            args.extend(["--alert-secrets-file".into(), file.display().to_string()]);
         }
         let listen = self.listen.unwrap_or_else(|| "127.0.0.1:0".into());
         let data_dir = self.data_dir.unwrap_or_else(|| dir.path().join("data"));
@@ -343,6 +356,36 @@ impl Orchestrator {
     pub fn log_tail(&self) -> String {
         self.process.log_tail()
     }
+
+    /// Every line of the logs (stderr and stdout).
+    pub fn logs(&self) -> String {
+        self.process.logs()
+    }
+}
+
+/// `SOURCE=TOKEN` lines in `alert-secrets` in `dir`, readable by this user only.
+fn write_alert_secrets(dir: &std::path::Path, secrets: &[(String, String)]) -> PathBuf {
+    let path = dir.join("alert-secrets");
+    let lines: String = secrets
+        .iter()
+        .map(|(source, token)| format!("{source}={token}\n"))
+        .collect();
+    write_private(&path, &lines);
+    path
+}
+
+/// Creates the file `path` with `text`, readable and writable by this user only (mode 0600),
+/// as a secret belongs.
+pub fn write_private(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
 
 fn spawn(dir: &TempDir, data_dir: &std::path::Path, listen: &str, args: &[String]) -> Process {
@@ -386,6 +429,25 @@ fn parse_alert_addrs(process: &Process) -> [Option<SocketAddr>; 3] {
                 .unwrap_or_else(|e| panic!("bad alert listener address in {line:?}: {e}")),
         )
     })
+}
+
+/// Starts the orchestrator on `data` with `args` for a start that must fail: waits at most
+/// `within` for it to exit (panicking when it does not) and answers its status and output.
+pub async fn start_failing(
+    data: &std::path::Path,
+    args: &[&str],
+    within: Duration,
+) -> std::process::Output {
+    let child = tokio::process::Command::new(&binaries().orchestrator)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(within, child)
+        .await
+        .unwrap_or_else(|_| panic!("the orchestrator still runs after {within:?}"))
+        .expect("the orchestrator starts")
 }
 
 /// `riposte-orchestrator store check` on `data` (no orchestrator running on it): its exit

@@ -183,11 +183,20 @@ impl Process {
 
     /// The last lines of each log, for a failure message.
     pub(crate) fn log_tail(&self) -> String {
+        self.log_lines(LOG_TAIL_LINES)
+    }
+
+    /// Every line of each log, under the same headers as [`Process::log_tail`].
+    pub(crate) fn logs(&self) -> String {
+        self.log_lines(usize::MAX)
+    }
+
+    fn log_lines(&self, max: usize) -> String {
         let mut text = String::new();
         for log in &self.logs {
             let content = std::fs::read_to_string(log).unwrap_or_default();
             let lines: Vec<&str> = content.lines().collect();
-            let from = lines.len().saturating_sub(LOG_TAIL_LINES);
+            let from = lines.len().saturating_sub(max);
             text.push_str(&format!(
                 "----- {} {} (last {} of {} lines) -----\n",
                 self.label,

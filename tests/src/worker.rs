@@ -258,4 +258,9 @@ impl Worker {
     pub fn log_tail(&self) -> String {
         self.process.log_tail()
     }
+
+    /// Every line of the logs (stderr and stdout).
+    pub fn logs(&self) -> String {
+        self.process.logs()
+    }
 }

@@ -18,7 +18,8 @@
 //! Module map: `config` (flags and environment), `runtime` (slots, heartbeat, drain), `client`
 //! (the only door to the orchestrator; all proto conversions), `leases` (leases held, abandon
 //! signals), `task` (one task: input, action, timeout, output cap), `connectors` (the actions),
-//! `backoff` (retry delays).
+//! `redact` (the one door upstream text passes before it leaves the worker), `backoff` (retry
+//! delays).
 
 mod backoff;
 mod client;
@@ -27,6 +28,7 @@ mod config;
 pub mod connectors;
 mod exec;
 mod leases;
+mod redact;
 mod runtime;
 mod task;
 

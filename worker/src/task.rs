@@ -1,11 +1,13 @@
 //! One task on this worker: decode its input, run its action under the task's timeout, and
-//! turn the result into an outcome to report, with the output cap applied.
+//! turn the result into an outcome to report, with the output cap applied and a failure's
+//! message redacted.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::connectors::{Connectors, Context, Failure, Input};
+use crate::redact;
 
 /// Largest action output (serialized JSON) a worker reports; a larger one is reported as a
 /// failure.
@@ -56,10 +58,17 @@ pub(crate) enum Outcome {
 }
 
 /// Runs the task's action to completion or timeout. Cancellation is by dropping the future.
+///
+/// A failure's message leaves here only through the worker's redactor (with the credentials
+/// the task's own input carries): it is what the orchestrator records and the worker logs.
 pub(crate) async fn execute(connectors: &Connectors, task: &Task) -> Outcome {
     match try_execute(connectors, task).await {
         Ok(output_json) => Outcome::Success { output_json },
-        Err(failure) => Outcome::Failure(failure),
+        Err(failure) => {
+            let extra = redact::input_secrets(&task.input_json);
+            let message = connectors.redactor().redact_with(&failure.message, &extra);
+            Outcome::Failure(Failure { message, ..failure })
+        }
     }
 }
 
@@ -204,6 +213,51 @@ mod tests {
             let failure = failure(execute(&connectors(), &task(action, input)).await);
             assert_eq!(failure, Failure::permanent(expected));
         }
+    }
+
+    #[tokio::test]
+    async fn a_failure_leaves_without_the_credentials_an_upstream_echoed() {
+        let server = crate::connectors::http::tests::Server::start().await;
+        let mut config = Config::new("http://127.0.0.1:1");
+        config.http_allow_hosts = vec![
+            server
+                .url("")
+                .trim_start_matches("http://")
+                .parse()
+                .unwrap(),
+        ];
+        let connectors = Connectors::new(&config).expect("connectors build");
+        connectors.redactor().register("configured-secret-value");
+        let input = serde_json::json!({
+            "url": server.url("/status/400-echo"),
+            "method": "POST",
+            "headers": {"X-Auth-Token": "token-from-the-input", "Authorization": "Basic dXNlcjpwYXNz"},
+            "body": "client_id=c&client_secret=form-secret&also=configured-secret-value",
+        });
+        let failure =
+            failure(execute(&connectors, &task("http.request", &input.to_string())).await);
+        let message = failure.message;
+        for secret in [
+            "token-from-the-input",
+            "dXNlcjpwYXNz",
+            "form-secret",
+            "configured-secret",
+        ] {
+            assert!(!message.contains(secret), "{secret} in {message}");
+        }
+        assert!(
+            message.starts_with("http 400 Bad Request from 127.0.0.1:"),
+            "{message}"
+        );
+        assert!(message.contains("x-auth-token: [redacted]"), "{message}");
+        assert!(
+            message.contains("authorization: Basic [redacted]"),
+            "{message}"
+        );
+        assert!(
+            message.contains("client_secret=[redacted]&also=[redacted]"),
+            "{message}"
+        );
     }
 
     #[test]

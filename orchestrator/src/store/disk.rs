@@ -1,6 +1,11 @@
-//! The data dir on disk: created when missing, held by one orchestrator at a time (the `LOCK`
-//! file, locked while the store is open and naming the pid that holds it), and made durable
-//! against power loss.
+//! The data dir on disk: created when missing, private to the orchestrator's user (the folder
+//! 0700, its files 0600: it holds alert payloads and run inputs), held by one orchestrator at a
+//! time (the `LOCK` file, locked while the store is open and naming the pid that holds it), and
+//! made durable against power loss.
+//!
+//! sled creates its files with the process's umask, which the orchestrator's binary sets to
+//! 077 when it starts; a data dir that others may read or enter (from an older Riposte, or made
+//! by hand) is tightened when it is opened, with one warning naming it.
 //!
 //! sled 0.34 writes its log with `sync_file_range`, which neither flushes the device's write
 //! cache nor records the file's new size, and writes large values to blob files it does not
@@ -13,6 +18,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::Error;
@@ -53,18 +59,24 @@ pub(super) struct DirLock {
 const LOCK_FILE: &str = "LOCK";
 
 impl DirLock {
-    /// Creates `dir` if missing and locks it, or says who holds it.
+    /// Creates `dir` if missing (0700) and locks it, or says who holds it; then makes what is
+    /// in it private ([`make_private`]).
     pub(super) fn acquire(dir: &Path) -> Result<DirLock, Error> {
         let unusable = |source| Error::DataDir {
             dir: dir.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(unusable)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
+            .map_err(unusable)?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(FILE_MODE)
             .open(dir.join(LOCK_FILE))
             .map_err(unusable)?;
         match file.try_lock() {
@@ -84,8 +96,73 @@ impl DirLock {
             .and_then(|()| file.rewind())
             .and_then(|()| writeln!(file, "{pid}"))
             .map_err(unusable)?;
+        let tightened = make_private(dir).map_err(unusable)?;
+        if tightened > 0 {
+            tracing::warn!(
+                data_dir = %dir.display(),
+                entries = tightened,
+                "store.data_dir_tightened: it was open to other users; now 0700, its files 0600"
+            );
+        }
         Ok(DirLock { _file: file })
     }
+}
+
+/// Opens sled's database in `dir` (locked already), then takes the group and other
+/// permissions off the files sled created, whatever the process's umask.
+pub(super) fn open_db(dir: &Path) -> Result<sled::Db, Error> {
+    let db = sled::Config::new()
+        .path(dir)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .map_err(|source| Error::Unopenable {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    make_private(dir).map_err(|source| Error::DataDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(db)
+}
+
+/// The mode of the data dir and of every folder in it.
+const DIR_MODE: u32 = 0o700;
+/// The mode of the files the store creates.
+const FILE_MODE: u32 = 0o600;
+/// The permission bits of the group and of others.
+const SHARED_BITS: u32 = 0o077;
+
+/// Takes every group and other permission off `dir` and everything in it (folders become 0700,
+/// files keep only their owner's bits); symbolic links are left alone. Answers how many entries
+/// changed.
+pub(super) fn make_private(dir: &Path) -> std::io::Result<usize> {
+    let mut changed = 0;
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        changed += usize::from(restrict(&folder, DIR_MODE)?);
+        for entry in std::fs::read_dir(&folder)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                folders.push(entry.path());
+            } else if kind.is_file() {
+                let mode = entry.metadata()?.permissions().mode();
+                changed += usize::from(restrict(&entry.path(), mode & 0o700)?);
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// Sets `path` to `mode` when it has a group or other permission bit; answers whether it did.
+fn restrict(path: &Path, mode: u32) -> std::io::Result<bool> {
+    let current = std::fs::symlink_metadata(path)?.permissions().mode();
+    if current & SHARED_BITS == 0 {
+        return Ok(false);
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(true)
 }
 
 /// Makes what sled flushed survive power loss.

@@ -519,3 +519,43 @@ async fn every_kind_of_record_is_sealed() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_new_data_dir_is_private_and_an_open_one_is_tightened() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .expect("present")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let set = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let parent = tempfile::tempdir().expect("a temporary folder");
+    let fresh = parent.path().join("a/data");
+    drop(Store::open(&fresh, Options::default()).expect("opens"));
+    assert_eq!(mode(&fresh), 0o700);
+    assert_eq!(mode(&fresh.join("LOCK")), 0o600);
+
+    let open = parent.path().join("open");
+    std::fs::create_dir_all(open.join("blobs")).expect("created");
+    std::fs::write(open.join("blobs/1"), "blob").expect("written");
+    std::fs::write(open.join("stray"), "x").expect("written");
+    set(&open, 0o755);
+    set(&open.join("blobs"), 0o775);
+    set(&open.join("blobs/1"), 0o644);
+    set(&open.join("stray"), 0o666);
+    let store = Store::open(&open, Options::default()).expect("opens");
+    assert_eq!(mode(&open), 0o700);
+    assert_eq!(mode(&open.join("blobs")), 0o700);
+    assert_eq!(mode(&open.join("blobs/1")), 0o600);
+    assert_eq!(mode(&open.join("stray")), 0o600);
+    assert_eq!(
+        disk::make_private(&open).expect("walked"),
+        0,
+        "nothing left open"
+    );
+    drop(store);
+}

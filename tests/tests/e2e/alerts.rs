@@ -218,24 +218,18 @@ const AZURE_TOKEN: &str = "azure-s3cret";
 
 fn with_listener() -> Orchestrator {
     Orchestrator::builder()
-        .args(&[
-            "--alerts-listen",
-            "127.0.0.1:0",
-            "--alert-secret",
-            &format!("azure-monitor={AZURE_TOKEN}"),
-        ])
+        .args(&["--alerts-listen", "127.0.0.1:0"])
+        .alert_secrets(&[("azure-monitor", AZURE_TOKEN)])
         .start()
 }
 
-/// The same listener, its secret read from `--alert-secrets-file` (kept in the folder).
+/// The same listener, its secret read from a file written by hand, with a comment and spaces
+/// around the `=` (kept in the folder).
 fn with_listener_secrets_file() -> (Orchestrator, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let file = dir.path().join("alert-secrets");
-    std::fs::write(
-        &file,
-        format!("# per-source tokens\nazure-monitor = {AZURE_TOKEN}\n"),
-    )
-    .expect("written");
+    let text = format!("# per-source tokens\nazure-monitor = {AZURE_TOKEN}\n");
+    riposte_tests::orchestrator::write_private(&file, &text);
     let orchestrator = Orchestrator::builder()
         .args(&[
             "--alerts-listen",
@@ -374,14 +368,8 @@ async fn a_full_ingestion_queue_answers_429_and_resource_exhausted_and_the_accep
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let orchestrator = Orchestrator::builder()
-        .args(&[
-            "--alerts-listen",
-            "127.0.0.1:0",
-            "--alert-secret",
-            &format!("azure-monitor={AZURE_TOKEN}"),
-            "--alerts-in-flight",
-            "1",
-        ])
+        .args(&["--alerts-listen", "127.0.0.1:0", "--alerts-in-flight", "1"])
+        .alert_secrets(&[("azure-monitor", AZURE_TOKEN)])
         .start();
     let fixture = std::fs::read(AZURE_FIXTURE).expect("the fixture");
     let addr = orchestrator

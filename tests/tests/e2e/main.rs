@@ -37,6 +37,7 @@ mod response_waves;
 mod retry;
 mod runs_list;
 mod schedules;
+mod secrets;
 mod stale_lease;
 mod startup_shutdown;
 mod store_format;

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::redact::Redactor;
 use crate::{Config, exec};
 
 /// An action's input: the task's `input_json`, always a JSON object.
@@ -161,9 +162,11 @@ pub struct Backends {
 }
 
 /// What the backends of one worker share: its configuration, the HTTP connector (the only
-/// HTTP client) and the Azure client with its token cache.
+/// HTTP client), the Azure client with its token cache, and the redactor that knows the
+/// worker's secrets.
 #[derive(Debug)]
 pub(crate) struct Shared {
+    pub(crate) redactor: Redactor,
     pub(crate) http: http::Connector,
     pub(crate) azure: azure::Client,
     pub(crate) nftables: nftables::Settings,
@@ -175,8 +178,10 @@ impl Shared {
     /// The default settings of every backend around `http`.
     pub(crate) fn test(http: http::Connector) -> Shared {
         let config = Config::new("http://127.0.0.1:1");
-        let azure = azure::Client::new(&config.azure, &http).expect("azure client");
+        let redactor = Redactor::default();
+        let azure = azure::Client::new(&config.azure, &http, &redactor).expect("azure client");
         Shared {
+            redactor,
             http,
             azure,
             nftables: config.nftables,
@@ -196,8 +201,10 @@ impl Connectors {
     /// Builds every connector from the worker's configuration.
     pub(crate) fn new(config: &Config) -> Result<Connectors, crate::Error> {
         let http = http::Connector::new(config.http_allow_hosts.clone())?;
-        let azure = azure::Client::new(&config.azure, &http)?;
+        let redactor = Redactor::default();
+        let azure = azure::Client::new(&config.azure, &http, &redactor)?;
         let shared = Shared {
+            redactor,
             http,
             azure,
             nftables: config.nftables.clone(),
@@ -236,6 +243,11 @@ impl Connectors {
                 Action::Patch(_) => b.patch.is_some(),
             })
             .collect()
+    }
+
+    /// The redactor every failure message and every log line of upstream text goes through.
+    pub(crate) fn redactor(&self) -> &Redactor {
+        &self.shared.redactor
     }
 
     /// The offered action with this wire name.

@@ -121,11 +121,10 @@ pub async fn measure() -> Result<Figures> {
     let sink_addr = serve_sink(sink.clone()).await?;
     let orchestrator = Orchestrator::builder()
         .log("warn")
+        .alert_secrets(&[("azure-monitor", TOKEN)])
         .args(&[
             "--alerts-listen",
             "127.0.0.1:0",
-            "--alert-secret",
-            &format!("azure-monitor={TOKEN}"),
             "--syslog-tcp",
             "127.0.0.1:0",
             "--no-builtin-playbooks",

@@ -25,6 +25,7 @@ use super::Client;
 use super::errors::ApiError;
 use super::rest::{Api, Call, Deadline, Reply, same_origin};
 use crate::backoff::Backoff;
+use crate::redact::Redactor;
 
 /// Wait between polls when the answer gives no `Retry-After`.
 const POLL_DELAY_DEFAULT: Duration = Duration::from_secs(10);
@@ -116,7 +117,7 @@ impl Client {
             Method::GET,
             url,
         );
-        let mut reads = Reads::new(op);
+        let mut reads = Reads::new(op, &self.redactor);
         loop {
             wait(op, delay, deadline).await?;
             let reply = match self.call(&poll, deadline).await {
@@ -153,7 +154,7 @@ impl Client {
         mut delay: Option<Duration>,
         deadline: &Deadline,
     ) -> Result<Value, Failure> {
-        let mut reads = Reads::new(op);
+        let mut reads = Reads::new(op, &self.redactor);
         loop {
             wait(op, delay, deadline).await?;
             let poll = Call::new(
@@ -194,7 +195,7 @@ impl Client {
             Method::GET,
             url.clone(),
         );
-        let mut reads = Reads::new(op);
+        let mut reads = Reads::new(op, &self.redactor);
         loop {
             wait(op, delay, deadline).await?;
             let reply = match self.call(&poll, deadline).await {
@@ -222,14 +223,16 @@ impl Client {
 /// Counts status reads that failed in a row.
 struct Reads<'a> {
     op: &'a str,
+    redactor: &'a Redactor,
     failures: u32,
     backoff: Backoff,
 }
 
 impl<'a> Reads<'a> {
-    fn new(op: &'a str) -> Reads<'a> {
+    fn new(op: &'a str, redactor: &'a Redactor) -> Reads<'a> {
         Reads {
             op,
+            redactor,
             failures: 0,
             backoff: Backoff::new(),
         }
@@ -249,7 +252,8 @@ impl<'a> Reads<'a> {
                 self.op, self.failures, failure.message
             )));
         }
-        tracing::info!(op = self.op, error = %failure.message, "azure operation status read failed");
+        let error = self.redactor.redact(&failure.message);
+        tracing::info!(op = self.op, %error, "azure operation status read failed");
         Ok(self.backoff.next_delay())
     }
 }

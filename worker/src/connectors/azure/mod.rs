@@ -13,7 +13,9 @@
 //!   the task's timeout; error bodies become `azure <op> failed: <code>: <message>` ([`errors`]).
 //! * [`lro`] follows `Azure-AsyncOperation` or `Location` until a terminal state.
 //!
-//! Credentials never appear in logs, outputs, errors or `Debug` output: [`Secret`] redacts.
+//! Credentials never appear in logs, outputs, errors or `Debug` output: [`Secret`] redacts
+//! itself, the client secret and every token obtained are registered with the worker's
+//! redactor (`crate::redact`), and a log line that quotes an answer goes through it.
 
 pub(crate) mod compute;
 mod errors;
@@ -39,6 +41,7 @@ use reqwest::Url;
 
 use super::{Backends, access, firewall, http, identity, patch};
 use crate::config::pick;
+use crate::redact::Redactor;
 pub(crate) use id::ArmId;
 
 /// Where Microsoft Entra ID issues tokens unless told otherwise.
@@ -450,17 +453,25 @@ pub(crate) struct Client {
     settings: Settings,
     tokens: token::Tokens,
     locks: locks::Locks,
+    /// Quotes of Azure's answers in log lines go through it.
+    redactor: Redactor,
 }
 
 impl Client {
-    /// Builds the client from the worker's settings; reads the secret file, if any.
-    pub(crate) fn new(settings: &Settings, http: &http::Connector) -> Result<Client, crate::Error> {
+    /// Builds the client from the worker's settings; reads the secret file, if any, and
+    /// registers the secret (and later each token obtained) with `redactor`.
+    pub(crate) fn new(
+        settings: &Settings,
+        http: &http::Connector,
+        redactor: &Redactor,
+    ) -> Result<Client, crate::Error> {
         let credential = token::Source::from_settings(settings).map_err(config_error)?;
         Ok(Client {
             http: http.azure_client()?,
             settings: settings.clone(),
-            tokens: token::Tokens::new(credential),
+            tokens: token::Tokens::new(credential, redactor),
             locks: locks::Locks::default(),
+            redactor: redactor.clone(),
         })
     }
 

@@ -206,7 +206,7 @@ impl Client {
                 op = %call.op,
                 attempt,
                 delay_ms = delay.as_millis() as u64,
-                error = %failure.message,
+                error = %self.redactor.redact(&failure.message),
                 "azure call will be retried"
             );
             tokio::time::sleep(delay).await;

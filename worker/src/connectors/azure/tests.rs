@@ -37,7 +37,7 @@ fn settings(server: &AzureServer) -> Settings {
 
 fn client(settings: &Settings) -> Client {
     let http = http::Connector::new(Vec::new()).unwrap();
-    Client::new(settings, &http).unwrap()
+    Client::new(settings, &http, &Redactor::default()).unwrap()
 }
 
 fn cx(dry_run: bool) -> Context {

@@ -21,6 +21,7 @@ use super::rest::{Api, Deadline, target};
 use super::{Credential, Secret, Settings, SettingsError};
 use crate::backoff::Backoff;
 use crate::clock;
+use crate::redact::Redactor;
 
 /// A token is renewed this long before it expires (at most half its lifetime earlier).
 const REFRESH_SKEW: Duration = Duration::from_secs(300);
@@ -123,6 +124,8 @@ struct Cached {
 /// The token cache of one worker.
 pub(crate) struct Tokens {
     source: Source,
+    /// Knows the client secret and every token obtained.
+    redactor: Redactor,
     arm: Mutex<Option<Cached>>,
     graph: Mutex<Option<Cached>>,
 }
@@ -136,10 +139,15 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    /// An empty cache over `source`.
-    pub(crate) fn new(source: Source) -> Tokens {
+    /// An empty cache over `source`; registers its client secret with `redactor`, as it will
+    /// each token it obtains.
+    pub(crate) fn new(source: Source, redactor: &Redactor) -> Tokens {
+        if let Source::ClientSecret { secret, .. } = &source {
+            redactor.register(secret.expose());
+        }
         Tokens {
             source,
+            redactor: redactor.clone(),
             arm: Mutex::new(None),
             graph: Mutex::new(None),
         }
@@ -167,6 +175,7 @@ impl Tokens {
             return Ok(cached.token.clone());
         }
         let (token, lifetime) = self.fetch(http, resource, deadline).await?;
+        self.redactor.register_token(token.expose());
         let early = REFRESH_SKEW.min(lifetime / 2);
         *slot = Some(Cached {
             token: token.clone(),
@@ -199,7 +208,8 @@ impl Tokens {
             if attempt >= ATTEMPTS_MAX || !deadline.fits(delay) {
                 return Err(failure);
             }
-            tracing::info!(attempt, error = %failure.message, "azure token request will be retried");
+            let error = self.redactor.redact(&failure.message);
+            tracing::info!(attempt, %error, "azure token request will be retried");
             tokio::time::sleep(delay).await;
         }
     }
@@ -331,16 +341,22 @@ mod tests {
     }
 
     #[test]
-    fn debug_output_never_shows_the_secret() {
+    fn the_secret_is_never_shown_and_the_redactor_knows_it() {
         let source = Source::ClientSecret {
             authority: Url::parse("https://login.example").unwrap(),
             tenant: "t".into(),
             client_id: "c".into(),
             secret: Secret::new("hunter2-very-secret"),
         };
-        let tokens = Tokens::new(source);
+        let redactor = Redactor::default();
+        let tokens = Tokens::new(source, &redactor);
         let text = format!("{tokens:?}");
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("redacted"), "{text}");
+        assert_eq!(
+            redactor.redact("echo: hunter2-very-secret"),
+            "echo: [redacted]",
+            "the redactor knows the client secret"
+        );
     }
 }

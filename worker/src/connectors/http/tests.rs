@@ -174,6 +174,15 @@ async fn respond(seen: &Seen, addr: SocketAddr) -> Vec<u8> {
             b"database on fire",
         ),
         "/status/404" => reply("404 Not Found", "text/plain", b"no such thing"),
+        "/status/400-echo" => {
+            // A misbehaving upstream: the whole request back in the error body.
+            let mut echo = format!("{} {}\n", seen.method, seen.path);
+            for (name, value) in &seen.headers {
+                echo.push_str(&format!("{name}: {value}\n"));
+            }
+            echo.push_str(&String::from_utf8_lossy(&seen.body));
+            reply("400 Bad Request", "text/plain", echo.as_bytes())
+        }
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(10)).await;
             reply("200 OK", "text/plain", b"late")
