@@ -125,6 +125,12 @@ pub struct Config {
     #[arg(long, env = "RIPOSTE_ALERTS_IN_FLIGHT", value_name = "N", default_value_t = crate::engine::limits::ALERTS_IN_FLIGHT_DEFAULT, value_parser = in_flight)]
     pub alerts_in_flight: usize,
 
+    /// Of `--alerts-in-flight`, the payloads one feed may have ingested at once (an HTTP
+    /// endpoint's secret, syslog, gRPC); one more from it is refused (HTTP 429, gRPC
+    /// RESOURCE_EXHAUSTED) while the others still have room. Default: half, rounded up.
+    #[arg(long, env = "RIPOSTE_ALERTS_IN_FLIGHT_PER_FEED", value_name = "N", value_parser = in_flight)]
+    pub alerts_in_flight_per_feed: Option<usize>,
+
     /// Address of the UDP syslog listener (RFC 3164 / RFC 5424, CEF in the message); one
     /// datagram is one message. Off when not given; port 0 picks a free port.
     #[arg(long, env = "RIPOSTE_SYSLOG_UDP", value_name = "ADDR")]

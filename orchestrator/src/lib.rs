@@ -8,6 +8,7 @@
 
 mod alert_http;
 mod alert_syslog;
+mod budget;
 pub mod builtin;
 pub mod clock;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod door;
 pub mod engine;
 mod grpc;
 pub mod pending;
+mod refusals;
 pub mod store;
 
 use std::future::Future;
@@ -160,7 +162,12 @@ pub async fn open(config: &Config) -> Result<Arc<door::Node>, Error> {
             wake,
         )?)
     });
-    let node = door::Node::new(engine, config.alerts_in_flight).with_reopen(reopen);
+    let node = door::Node::new(
+        engine,
+        config.alerts_in_flight,
+        config.alerts_in_flight_per_feed,
+    )
+    .with_reopen(reopen);
     let shared = Arc::new(node);
     if let Some(dir) = &config.playbooks {
         apply_folder(&shared, dir).await?;

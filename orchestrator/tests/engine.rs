@@ -166,7 +166,7 @@ fn open_node(store: Store, clock: &Clock) -> Arc<Node> {
     };
     let engine = Engine::open(store, settings, clock.clone(), Arc::new(Notify::new()))
         .expect("the engine opens");
-    let node = Arc::new(Node::new(engine, 16));
+    let node = Arc::new(Node::new(engine, 16, None));
     // What fell due while it was down fires at once.
     node.tick();
     node
@@ -302,7 +302,10 @@ async fn an_alert_storm_coalesces_into_one_run_per_address_and_records_every_ale
         };
         let line = format!("CEF:0|Vendor|IDS|1.0|100|ssh brute force|8|src={src} cnt={i}");
         let ingest = alerts::IngestAlert {
-            slot: bench.node.ingest_slot().expect("room in the queue"),
+            slot: bench
+                .node
+                .ingest_slot(alerts::Feed::Grpc)
+                .expect("room in the queue"),
             source: "cef".into(),
             payload: line.into_bytes().into(),
         };
@@ -356,7 +359,10 @@ async fn an_alert_storm_coalesces_into_one_run_per_address_and_records_every_ale
     // Past the window, the same address starts a new run.
     bench.advance(Duration::from_secs(10 * 60));
     let ingest = alerts::IngestAlert {
-        slot: bench.node.ingest_slot().expect("room in the queue"),
+        slot: bench
+            .node
+            .ingest_slot(alerts::Feed::Grpc)
+            .expect("room in the queue"),
         source: "cef".into(),
         payload: bytes::Bytes::from_static(
             b"CEF:0|Vendor|IDS|1.0|100|ssh brute force|8|src=203.0.113.7",
