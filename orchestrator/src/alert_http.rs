@@ -5,7 +5,10 @@
 //! the share of the secret that admitted it (429 when the queue or the share is full); the
 //! body is bounded in size and in time (10 s); the payload goes through the same ingestion as
 //! `IngestAlert`, and the answer is 200 only once the alerts and their fates are durable.
-//! Refusals map to HTTP codes in [`refusal`] only.
+//! Refusals map to HTTP codes in [`refusal`] only. Connections (caps, header timeout) are
+//! [`listener`]'s.
+
+mod listener;
 
 use std::sync::Arc;
 
@@ -17,6 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 use tokio::net::TcpListener;
+
+pub use listener::Limits;
 
 use crate::door::alerts::{Feed, IngestAlert};
 use crate::door::{self, Node};
@@ -55,8 +60,9 @@ struct App {
     secrets: Secrets,
 }
 
-/// Serves the alert endpoints on `listener` until the task is aborted.
-pub async fn serve(listener: TcpListener, shared: Arc<Node>, secrets: Secrets) {
+/// Serves the alert endpoints on `listener`, within `limits`, until the task is aborted.
+pub async fn serve(listener: TcpListener, shared: Arc<Node>, secrets: Secrets, limits: Limits) {
+    let clock = shared.clock().clone();
     let app = Arc::new(App { shared, secrets });
     let router = Router::new()
         .route("/alerts/azure-monitor", post(azure_monitor))
@@ -65,9 +71,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Node>, secrets: Secrets) {
         .route("/alerts/generic/{name}", post(generic))
         .route("/readyz", axum::routing::get(readyz))
         .with_state(app);
-    if let Err(e) = axum::serve(listener, router).await {
-        tracing::error!(error = %e, "alerts.listener_failed");
-    }
+    listener::serve(listener, router, limits, clock).await;
 }
 
 /// 200 while the store takes new work and acknowledges writes; 503 with the reason otherwise

@@ -199,7 +199,17 @@ pub async fn run(
     let mut alert_listeners = Vec::new();
     if let Some(l) = alerts {
         let secrets = alert_http::Secrets::new(config.alert_secrets.clone());
-        alert_listeners.push(tokio::spawn(alert_http::serve(l, shared.clone(), secrets)));
+        let limits = alert_http::Limits {
+            connections_max: config.alerts_connections_max as usize,
+            peer_connections_max: config.alerts_peer_connections_max as usize,
+            header_timeout: config.alerts_header_timeout,
+        };
+        alert_listeners.push(tokio::spawn(alert_http::serve(
+            l,
+            shared.clone(),
+            secrets,
+            limits,
+        )));
     }
     let senders = alert_syslog::Senders::new(config.syslog_allow.0.clone());
     if let Some(socket) = syslog_udp {

@@ -1,12 +1,21 @@
-//! The HTTP alert listener under attack: a feed trickling bodies holds only its share of the
-//! ingestion queue, so that other feeds are not refused meanwhile.
+//! The HTTP alert listener under attack: of 20,000 idle connections from one address, all
+//! past the per-peer cap are reset while the orchestrator's file descriptors stay bounded, the gRPC API
+//! answers as fast as before and another address's alert is accepted; a connection that stalls
+//! in its headers, or sends nothing, or idles after an answer, is closed after the header
+//! timeout; out of file descriptors, the listener backs off and serves again once it has
+//! some; a feed trickling bodies holds only its share of the ingestion queue, so that other
+//! feeds are not refused meanwhile.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use riposte_proto::v1::ListRunsRequest;
+use riposte_proto::v1::operator_client::OperatorClient;
 use riposte_tests::alerts::{AZURE_FIXTURE, send_azure_monitor};
+use riposte_tests::api::channel;
 use riposte_tests::{Orchestrator, wait_for, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -14,6 +23,14 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 const AZURE_TOKEN: &str = "azure-s3cret";
 const GENERIC_TOKEN: &str = "generic-s3cret";
+/// Idle connections the flood opens from one address.
+const FLOOD: usize = 20_000;
+/// Connects of the flood in progress at once (well under the listener's accept backlog).
+const FLOOD_CONCURRENCY: usize = 200;
+/// How long a connection of the flood is watched for its reset before it is kept as open.
+const FLOOD_WATCH: Duration = Duration::from_millis(500);
+/// The default `--alerts-peer-connections-max`.
+const PEER_CONNECTIONS_MAX: usize = 64;
 /// How long a condition of these tests may take to hold.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -53,6 +70,235 @@ async fn post_generic(orchestrator: &Orchestrator, from: &str, id: &str) -> (u16
         .expect("the alert listener answers");
     let status = answer.status().as_u16();
     (status, answer.text().await.expect("a body"))
+}
+
+/// The open file descriptors of process `pid`.
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the process's descriptors")
+        .count()
+}
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("its status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// How long `ListRuns` takes on a new connection (a new connection also needs an accept).
+async fn list_runs_latency(url: &str) -> Duration {
+    let started = Instant::now();
+    let mut client = OperatorClient::new(channel(url));
+    client
+        .list_runs(ListRunsRequest {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("ListRuns answers");
+    started.elapsed()
+}
+
+/// Whether the peer closed or reset `stream`; what it sent, if anything, is read and dropped.
+fn closed(stream: &TcpStream) -> bool {
+    let mut buf = [0u8; 512];
+    loop {
+        match stream.try_read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// One idle connection of the flood: `None` once the orchestrator refused it (at connect or
+/// by a reset; the attacker's side of it is closed then, as the attacker's would be),
+/// `Some` while it is still open after [`FLOOD_WATCH`].
+async fn idle_connection(addr: SocketAddr) -> Option<TcpStream> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(FLOOD_WATCH, stream.read(&mut byte)).await {
+        Err(_) => Some(stream),
+        Ok(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_idle_connections_from_one_address_are_capped_and_others_are_served() {
+    // Held connections stay open for the whole test: the cap alone refuses the rest.
+    let orchestrator = with_listener(&["--alerts-header-timeout", "10m"]);
+    let (url, addr, pid) = (
+        orchestrator.url(),
+        alerts_addr(&orchestrator),
+        orchestrator.pid(),
+    );
+    let mut latency_before = Duration::ZERO;
+    for _ in 0..20 {
+        latency_before = latency_before.max(list_runs_latency(&url).await);
+    }
+    let (files_before, rss_before) = (open_files(pid), rss_kib(pid));
+
+    // While the flood connects: ListRuns on new connections, and the orchestrator's files.
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let probe = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let (mut latency, mut files, mut probes) = (Duration::ZERO, 0, 0);
+            loop {
+                latency = latency.max(list_runs_latency(&url).await);
+                files = files.max(open_files(pid));
+                probes += 1;
+                tokio::select! {
+                    _ = &mut stopped => return (latency, files, probes),
+                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
+            }
+        }
+    });
+    let flood_started = Instant::now();
+    let streams: Vec<TcpStream> = futures::stream::iter(0..FLOOD)
+        .map(|_| idle_connection(addr))
+        .buffer_unordered(FLOOD_CONCURRENCY)
+        .filter_map(async |open| open)
+        .collect()
+        .await;
+    let flood_took = flood_started.elapsed();
+    let open = wait_for("all but the peer's share are closed", TIMEOUT, async || {
+        let open = streams.iter().filter(|s| !closed(s)).count();
+        match open <= PEER_CONNECTIONS_MAX {
+            true => Ok(open),
+            false => Err(format!("{open} of {} still open", streams.len())),
+        }
+    })
+    .await;
+    let (status, body) = post_generic(&orchestrator, "127.0.0.2", "other-address").await;
+    let _ = stop.send(());
+    let (latency_during, files_during, probes) = probe.await.expect("the probe ran");
+    let rss_during = rss_kib(pid);
+    eprintln!(
+        "flood of {FLOOD} connections in {flood_took:?}: {open} left open; \
+         orchestrator files {files_before} before, at most {files_during} during; RSS \
+         {rss_before} KiB before, {rss_during} KiB after; ListRuns on a new connection at most \
+         {latency_before:?} before, at most {latency_during:?} during ({probes} probes)"
+    );
+
+    assert_eq!(status, 200, "another address is served: {body}");
+    assert_eq!(open, PEER_CONNECTIONS_MAX, "the peer keeps its share open");
+    assert!(probes >= 2, "the API was probed during the flood");
+    assert!(
+        latency_during < Duration::from_secs(1),
+        "the gRPC API answers meanwhile: {latency_during:?} (before: {latency_before:?})"
+    );
+    assert!(
+        files_during <= files_before + PEER_CONNECTIONS_MAX + 32,
+        "the orchestrator's files stay bounded: {files_during} (before: {files_before})"
+    );
+    let log = orchestrator.log_tail();
+    assert!(
+        log.contains("alerts.refused") && log.contains("peer_connections_max"),
+        "the refusals are logged: {log}"
+    );
+    drop(streams);
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_listener_backs_off_logs_and_serves_again() {
+    let orchestrator = with_listener(&[
+        "--alerts-connections-max",
+        "100000",
+        "--alerts-peer-connections-max",
+        "100000",
+        "--alerts-header-timeout",
+        "10m",
+    ]);
+    let (addr, pid) = (alerts_addr(&orchestrator), orchestrator.pid());
+    // Caps above what the process may open: only its limit of open files stops the flood.
+    let limit = open_files(pid) + 32;
+    let lowered = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .expect("prlimit runs");
+    assert!(lowered.success(), "the orchestrator's limit is lowered");
+    let mut flood = Vec::new();
+    for _ in 0..limit * 2 {
+        flood.push(
+            TcpStream::connect(addr)
+                .await
+                .expect("queued by the kernel"),
+        );
+    }
+    wait_until("the failing accepts are logged", TIMEOUT, async || {
+        let log = orchestrator.log_tail();
+        log.contains("alerts.refused") && log.contains("accept_failed")
+    })
+    .await;
+    drop(flood);
+    let (status, body) = post_generic(&orchestrator, "127.0.0.1", "after-emfile").await;
+    assert_eq!(status, 200, "the listener serves again: {body}");
+    list_runs_latency(&orchestrator.url()).await;
+}
+
+/// How long after `started` the orchestrator closed `stream` (whatever it sent first).
+async fn closed_after(stream: &mut TcpStream, started: Instant) -> Duration {
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection was closed");
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn connections_that_stall_in_their_headers_send_nothing_or_idle_are_closed_after_the_header_timeout()
+ {
+    let orchestrator = with_listener(&["--alerts-header-timeout", "1s"]);
+    let addr = alerts_addr(&orchestrator);
+    let started = Instant::now();
+    let mut stalled = TcpStream::connect(addr).await.expect("connected");
+    stalled
+        .write_all(b"POST /alerts/azure-monitor HTTP/1.1\r\nHost: alerts\r\nX-Riposte-To")
+        .await
+        .expect("sent");
+    let mut silent = TcpStream::connect(addr).await.expect("connected");
+    let mut idle = TcpStream::connect(addr).await.expect("connected");
+    idle.write_all(
+        b"POST /alerts/azure-monitor HTTP/1.1\r\nHost: alerts\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await
+    .expect("sent");
+    let mut answer = [0u8; 12];
+    idle.read_exact(&mut answer).await.expect("answered");
+    assert_eq!(&answer, b"HTTP/1.1 401", "the request was answered");
+    let answered = Instant::now();
+
+    let stalled_after = closed_after(&mut stalled, started).await;
+    let silent_after = closed_after(&mut silent, started).await;
+    let idle_after = closed_after(&mut idle, answered).await;
+    for (what, after) in [
+        ("stalled in its headers", stalled_after),
+        ("silent", silent_after),
+        ("idle after an answer", idle_after),
+    ] {
+        assert!(
+            (Duration::from_millis(500)..Duration::from_secs(4)).contains(&after),
+            "a connection {what} is closed after the 1 s header timeout, not {after:?}"
+        );
+    }
+    wait_until("the header timeouts are logged", TIMEOUT, async || {
+        let log = orchestrator.log_tail();
+        log.contains("alerts.refused") && log.contains("header_timeout")
+    })
+    .await;
+    // The listener still serves.
+    let (status, body) = post_generic(&orchestrator, "127.0.0.1", "after-timeouts").await;
+    assert_eq!(status, 200, "{body}");
 }
 
 /// The ingestion queue in the trickling test, and the share of one feed (the default half).
