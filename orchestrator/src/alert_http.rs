@@ -1,10 +1,14 @@
 //! The HTTP alert listener: `POST /alerts/azure-monitor`, `/alerts/sentinel`,
 //! `/alerts/defender` and `/alerts/generic/{name}`. Each request is checked against its
 //! source's shared secret (header `X-Riposte-Token` or query `?token=`, compared in constant
-//! time) before its body is read; the request then takes a place in the ingestion queue (429
-//! when it is full); the body is bounded in size and in time (10 s); the payload goes through the same
-//! ingestion as `IngestAlert`, and the answer is 200 only once the alerts and their fates are
-//! durable. Refusals map to HTTP codes in [`refusal`] only.
+//! time) before its body is read; the request then takes a place in the ingestion queue, in
+//! the share of the secret that admitted it (429 when the queue or the share is full); the
+//! body is bounded in size and in time (10 s); the payload goes through the same ingestion as
+//! `IngestAlert`, and the answer is 200 only once the alerts and their fates are durable.
+//! Refusals map to HTTP codes in [`refusal`] only. Connections (caps, header timeout) are
+//! [`listener`]'s.
+
+mod listener;
 
 use std::sync::Arc;
 
@@ -17,7 +21,10 @@ use axum::routing::post;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::door::{self, Node, alerts::IngestAlert};
+pub use listener::Limits;
+
+use crate::door::alerts::{Feed, IngestAlert};
+use crate::door::{self, Node};
 use crate::engine;
 use riposte_ingest::PAYLOAD_BYTES_MAX;
 
@@ -37,13 +44,13 @@ impl Secrets {
         Secrets(pairs)
     }
 
-    /// The secret of the first of `names` that has one.
-    fn of(&self, names: &[&str]) -> Option<&str> {
+    /// The first of `names` that has a secret, with its secret.
+    fn of(&self, names: &[&str]) -> Option<(&str, &str)> {
         names.iter().find_map(|name| {
             self.0
                 .iter()
                 .find(|(source, _)| source == name)
-                .map(|(_, token)| token.as_str())
+                .map(|(source, token)| (source.as_str(), token.as_str()))
         })
     }
 }
@@ -53,8 +60,9 @@ struct App {
     secrets: Secrets,
 }
 
-/// Serves the alert endpoints on `listener` until the task is aborted.
-pub async fn serve(listener: TcpListener, shared: Arc<Node>, secrets: Secrets) {
+/// Serves the alert endpoints on `listener`, within `limits`, until the task is aborted.
+pub async fn serve(listener: TcpListener, shared: Arc<Node>, secrets: Secrets, limits: Limits) {
+    let clock = shared.clock().clone();
     let app = Arc::new(App { shared, secrets });
     let router = Router::new()
         .route("/alerts/azure-monitor", post(azure_monitor))
@@ -63,9 +71,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Node>, secrets: Secrets) {
         .route("/alerts/generic/{name}", post(generic))
         .route("/readyz", axum::routing::get(readyz))
         .with_state(app);
-    if let Err(e) = axum::serve(listener, router).await {
-        tracing::error!(error = %e, "alerts.listener_failed");
-    }
+    listener::serve(listener, router, limits, clock).await;
 }
 
 /// 200 while the store takes new work and acknowledges writes; 503 with the reason otherwise
@@ -145,13 +151,14 @@ async fn ingest(
     body: Body,
 ) -> Response {
     let presented = token(headers, uri);
-    let authorized = match (app.secrets.of(secret_names), presented) {
-        (Some(secret), Some(given)) => constant_time_eq(secret.as_bytes(), given.as_bytes()),
-        _ => false,
+    let feed = match (app.secrets.of(secret_names), presented) {
+        (Some((name, secret)), Some(given))
+            if constant_time_eq(secret.as_bytes(), given.as_bytes()) =>
+        {
+            Feed::Http(name.to_string())
+        }
+        _ => return answer(StatusCode::UNAUTHORIZED, "missing or wrong token"),
     };
-    if !authorized {
-        return answer(StatusCode::UNAUTHORIZED, "missing or wrong token");
-    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -159,8 +166,9 @@ async fn ingest(
     if declared.is_some_and(|n| n > PAYLOAD_BYTES_MAX) {
         return too_large();
     }
-    // The slot is taken before the body is read: bodies being read count toward the limit.
-    let slot = match app.shared.ingest_slot() {
+    // The slot is taken before the body is read: bodies being read count toward the limit,
+    // and toward the share of the secret that admitted them.
+    let slot = match app.shared.ingest_slot(feed) {
         Ok(slot) => slot,
         Err(e) => return refusal(e),
     };
@@ -291,8 +299,14 @@ mod tests {
             ("generic".into(), "all".into()),
             ("generic/edr".into(), "edr".into()),
         ]);
-        assert_eq!(secrets.of(&["generic/edr", "generic"]), Some("edr"));
-        assert_eq!(secrets.of(&["generic/other", "generic"]), Some("all"));
+        assert_eq!(
+            secrets.of(&["generic/edr", "generic"]),
+            Some(("generic/edr", "edr"))
+        );
+        assert_eq!(
+            secrets.of(&["generic/other", "generic"]),
+            Some(("generic", "all"))
+        );
         assert_eq!(secrets.of(&["sentinel"]), None);
     }
 

@@ -175,6 +175,26 @@ pub struct Config {
     #[arg(long, env = "RIPOSTE_ALERTS_IN_FLIGHT", value_name = "N", default_value_t = crate::engine::limits::ALERTS_IN_FLIGHT_DEFAULT, value_parser = in_flight)]
     pub alerts_in_flight: usize,
 
+    /// Of `--alerts-in-flight`, the payloads one feed may have ingested at once (an HTTP
+    /// endpoint's secret, syslog, gRPC); one more from it is refused (HTTP 429, gRPC
+    /// RESOURCE_EXHAUSTED) while the others still have room. Default: half, rounded up.
+    #[arg(long, env = "RIPOSTE_ALERTS_IN_FLIGHT_PER_FEED", value_name = "N", value_parser = in_flight)]
+    pub alerts_in_flight_per_feed: Option<usize>,
+
+    /// Connections the HTTP alert listener holds open at once; one more is closed at once.
+    #[arg(long, env = "RIPOSTE_ALERTS_CONNECTIONS_MAX", value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub alerts_connections_max: u32,
+
+    /// Of `--alerts-connections-max`, the connections one peer address (an IPv6 peer: its
+    /// /64) may hold open at once; one more is closed at once.
+    #[arg(long, env = "RIPOSTE_ALERTS_PEER_CONNECTIONS_MAX", value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub alerts_peer_connections_max: u32,
+
+    /// An HTTP alert connection that has not sent a request's complete headers this long after
+    /// it opened, or after its previous answer (an idle keep-alive connection), is closed.
+    #[arg(long, env = "RIPOSTE_ALERTS_HEADER_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub alerts_header_timeout: Duration,
+
     /// Address of the UDP syslog listener (RFC 3164 / RFC 5424, CEF in the message); one
     /// datagram is one message. Off when not given; port 0 picks a free port.
     #[arg(long, env = "RIPOSTE_SYSLOG_UDP", value_name = "ADDR")]

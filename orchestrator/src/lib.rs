@@ -8,6 +8,7 @@
 
 mod alert_http;
 mod alert_syslog;
+mod budget;
 pub mod builtin;
 pub mod clock;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod door;
 pub mod engine;
 mod grpc;
 pub mod pending;
+mod refusals;
 pub mod store;
 pub mod tls;
 pub mod worker_policy;
@@ -184,9 +186,13 @@ pub async fn open(config: &Config) -> Result<Arc<door::Node>, Error> {
         tls::worker_policy(config)?,
         config.insecure_anonymous_workers,
     );
-    let node = door::Node::new(engine, config.alerts_in_flight)
-        .with_reopen(reopen)
-        .with_worker_access(access);
+    let node = door::Node::new(
+        engine,
+        config.alerts_in_flight,
+        config.alerts_in_flight_per_feed,
+    )
+    .with_reopen(reopen)
+    .with_worker_access(access);
     let shared = Arc::new(node);
     if let Some(dir) = &config.playbooks {
         apply_folder(&shared, dir).await?;
@@ -221,7 +227,17 @@ pub async fn run(
     let mut alert_listeners = Vec::new();
     if let Some(l) = alerts {
         let secrets = alert_http::Secrets::new(config.alert_secrets.clone());
-        alert_listeners.push(tokio::spawn(alert_http::serve(l, shared.clone(), secrets)));
+        let limits = alert_http::Limits {
+            connections_max: config.alerts_connections_max as usize,
+            peer_connections_max: config.alerts_peer_connections_max as usize,
+            header_timeout: config.alerts_header_timeout,
+        };
+        alert_listeners.push(tokio::spawn(alert_http::serve(
+            l,
+            shared.clone(),
+            secrets,
+            limits,
+        )));
     }
     let senders = alert_syslog::Senders::new(config.syslog_allow.0.clone());
     if let Some(socket) = syslog_udp {

@@ -172,7 +172,7 @@ fn open_node(store: Store, clock: &Clock) -> Arc<Node> {
         .expect("the engine opens");
     // The engine's tests call as the one anonymous worker.
     let anonymous = workers::WorkerAccess::new(Default::default(), true);
-    let node = Arc::new(Node::new(engine, 16).with_worker_access(anonymous));
+    let node = Arc::new(Node::new(engine, 16, None).with_worker_access(anonymous));
     // What fell due while it was down fires at once.
     node.tick();
     node
@@ -308,7 +308,10 @@ async fn an_alert_storm_coalesces_into_one_run_per_address_and_records_every_ale
         };
         let line = format!("CEF:0|Vendor|IDS|1.0|100|ssh brute force|8|src={src} cnt={i}");
         let ingest = alerts::IngestAlert {
-            slot: bench.node.ingest_slot().expect("room in the queue"),
+            slot: bench
+                .node
+                .ingest_slot(alerts::Feed::Grpc)
+                .expect("room in the queue"),
             source: "cef".into(),
             payload: line.into_bytes().into(),
         };
@@ -362,7 +365,10 @@ async fn an_alert_storm_coalesces_into_one_run_per_address_and_records_every_ale
     // Past the window, the same address starts a new run.
     bench.advance(Duration::from_secs(10 * 60));
     let ingest = alerts::IngestAlert {
-        slot: bench.node.ingest_slot().expect("room in the queue"),
+        slot: bench
+            .node
+            .ingest_slot(alerts::Feed::Grpc)
+            .expect("room in the queue"),
         source: "cef".into(),
         payload: bytes::Bytes::from_static(
             b"CEF:0|Vendor|IDS|1.0|100|ssh brute force|8|src=203.0.113.7",

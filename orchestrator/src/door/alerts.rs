@@ -2,16 +2,17 @@
 //! alerts, apply and list rules.
 //!
 //! Every listener takes a place in one bounded ingestion queue ([`Node::ingest_slot`],
-//! `--alerts-in-flight`) before it reads a payload; parsing and the rules' templates run outside
-//! the engine lock, fates are given under it.
+//! `--alerts-in-flight`) before it reads a payload, and one [`Feed`] holds at most its share
+//! of the places (`--alerts-in-flight-per-feed`), so that one sender cannot refuse the others;
+//! parsing and the rules' templates run outside the engine lock, fates are given under it.
 
 use std::sync::Arc;
 
 use riposte_playbooks::Diagnostic;
 use riposte_playbooks::rules::Rule;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Error, Kind, Node, Request, requests};
+use crate::budget::{Over, Places};
 use crate::engine::{self, RuleApplied, limits};
 use crate::store::{AlertPage, StoredAlert, StoredRule};
 
@@ -24,27 +25,56 @@ requests! {
     ListRules,
 }
 
+/// Where alert payloads come in, each with its own share of the ingestion queue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Feed {
+    /// The HTTP listener, by the secret that admitted the request: `azure-monitor`,
+    /// `sentinel`, `defender`, `generic` (every generic endpoint without its own secret) or
+    /// `generic/NAME`. One secret, one share, however many endpoints it opens.
+    Http(String),
+    /// The syslog listeners, UDP and TCP together.
+    Syslog,
+    /// `IngestAlert` over gRPC (`riposte alerts send`).
+    Grpc,
+}
+
+impl std::fmt::Display for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Feed::Http(secret) => write!(f, "http/{secret}"),
+            Feed::Syslog => f.write_str("syslog"),
+            Feed::Grpc => f.write_str("grpc"),
+        }
+    }
+}
+
 /// A place in the ingestion queue ([`Node::ingest_slot`]), held while a payload is read,
 /// parsed, stored and flushed.
 pub struct IngestSlot {
-    _permit: OwnedSemaphorePermit,
+    _place: Places<Feed>,
 }
 
 impl Node {
-    /// A place in the ingestion queue, or [`Error::Backlog`] while `--alerts-in-flight`
-    /// payloads hold one (HTTP 429, gRPC RESOURCE_EXHAUSTED): the sender retries; nothing it
-    /// was told was accepted is dropped.
-    pub fn ingest_slot(&self) -> Result<IngestSlot, Error> {
-        self.ingesting
-            .clone()
-            .try_acquire_owned()
-            .map(|permit| IngestSlot { _permit: permit })
-            .map_err(|_| {
-                Error::Backlog(format!(
-                    "{} alert payloads are being ingested, the most allowed; retry later",
-                    self.ingesting_max
-                ))
-            })
+    /// A place in the ingestion queue for a payload from `feed`, or [`Error::Backlog`] (HTTP
+    /// 429, gRPC RESOURCE_EXHAUSTED) while `--alerts-in-flight` payloads hold one or `feed`
+    /// holds its share: the sender retries; nothing it was told was accepted is dropped.
+    /// Every refusal is counted and logged ([`crate::refusals`]).
+    pub fn ingest_slot(&self, feed: Feed) -> Result<IngestSlot, Error> {
+        let over = match self.ingesting.try_take(feed.clone()) {
+            Ok(place) => return Ok(IngestSlot { _place: place }),
+            Err(over) => over,
+        };
+        let why = match over {
+            Over::All { max } => {
+                format!("{max} alert payloads are being ingested, the most allowed; retry later")
+            }
+            Over::Share { share_max, max } => format!(
+                "{share_max} alert payloads from {feed} are being ingested, the most one feed \
+                 may have of the {max} allowed; retry later"
+            ),
+        };
+        self.ingest_refused.note(&feed, &why);
+        Err(Error::Backlog(why))
     }
 }
 
@@ -74,9 +104,10 @@ impl Request for IngestAlert {
     }
 }
 
-/// Single-message payloads from a stream listener (syslog). Waits for room in the ingestion
-/// queue rather than refusing (the sender is slowed down, nothing read is dropped), ingests
-/// each under one engine lock and waits until all are durable.
+/// Single-message payloads from a stream listener (syslog, [`Feed::Syslog`]). Waits for room in
+/// the ingestion queue rather than refusing (the sender is slowed down, nothing read is
+/// dropped): for at least one place and takes up to one per payload, as many as are free for
+/// the feed; ingests each under one engine lock and waits until all are durable.
 pub struct IngestBatch {
     pub source: String,
     pub payloads: Vec<Vec<u8>>,
@@ -88,14 +119,7 @@ impl Request for IngestBatch {
     const KIND: Kind = Kind::IngestBatch;
 
     async fn serve(self, node: &Arc<Node>) -> Result<Vec<String>, Error> {
-        let wanted = u32::try_from(self.payloads.len().min(node.ingesting_max))
-            .expect("the ingestion limit fits u32");
-        let _permits = node
-            .ingesting
-            .clone()
-            .acquire_many_owned(wanted)
-            .await
-            .expect("the ingestion semaphore is never closed");
+        let _places = node.ingesting.take(Feed::Syslog, self.payloads.len()).await;
         let mut refused = Vec::new();
         let rules = node.lock()?.alerts.rules();
         let mut decided = Vec::with_capacity(self.payloads.len());

@@ -24,11 +24,13 @@ pub mod workers;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
+use crate::budget::Budget;
 use crate::clock::Clock;
 use crate::engine::{self, Engine};
 use crate::pending::Pending;
+use crate::refusals::Tally;
 use crate::store;
 
 /// The orchestrator as requests see it: the engine behind its lock, the store, the clock, and
@@ -39,9 +41,11 @@ pub struct Node {
     clock: Clock,
     /// Wakes the timer loop; the engine notifies it when a timer becomes the earliest.
     timers: Arc<Notify>,
-    /// Alert payloads being ingested now, at most `ingesting_max` (`--alerts-in-flight`).
-    ingesting: Arc<Semaphore>,
-    ingesting_max: usize,
+    /// The ingestion queue: the alert payloads being ingested now, at most
+    /// `--alerts-in-flight`, of which one feed holds at most `--alerts-in-flight-per-feed`.
+    ingesting: Arc<Budget<alerts::Feed>>,
+    /// Payloads refused a place in it.
+    ingest_refused: Tally,
     /// Opens the engine afresh from the data dir (see [`Node::reopen`]).
     reopen: Option<Reopen>,
     /// Which workers may connect and what each may offer.
@@ -61,7 +65,8 @@ pub enum Error {
     /// The change was written but the flush failed: it may not survive a crash.
     #[error("the change is not durable: {0}")]
     NotDurable(store::Error),
-    /// The ingestion queue is full (`--alerts-in-flight`): retry later.
+    /// The ingestion queue is full (`--alerts-in-flight`), or the feed holds its share of it
+    /// (`--alerts-in-flight-per-feed`): retry later.
     #[error("{0}")]
     Backlog(String),
     /// The store is being opened again after a disk failure: retry in a moment.
@@ -181,15 +186,17 @@ macro_rules! requests {
 use requests;
 
 impl Node {
-    /// The door in front of `engine`, admitting at most `ingesting_max` alert payloads at once;
-    /// no worker may register until [`Node::with_worker_access`] says who may.
-    pub fn new(engine: Engine, ingesting_max: usize) -> Node {
+    /// The door in front of `engine`, admitting at most `in_flight` alert payloads at once, of
+    /// which one feed holds at most `in_flight_per_feed` (by default half, rounded up); no
+    /// worker may register until [`Node::with_worker_access`] says who may.
+    pub fn new(engine: Engine, in_flight: usize, in_flight_per_feed: Option<usize>) -> Node {
+        let per_feed = in_flight_per_feed.unwrap_or(in_flight.div_ceil(2));
         Node {
             clock: engine.clock().clone(),
             timers: engine.timers_changed(),
+            ingest_refused: Tally::new("in_flight", engine.clock().clone()),
             engine: Mutex::new(Some(engine)),
-            ingesting: Arc::new(Semaphore::new(ingesting_max)),
-            ingesting_max,
+            ingesting: Arc::new(Budget::new(in_flight, per_feed)),
             reopen: None,
             workers: workers::WorkerAccess::new(Default::default(), false),
         }

@@ -454,7 +454,7 @@ impl Operator for OperatorApi {
         let req = request.into_inner();
         bounded("source", &req.source, ALERT_SOURCE_BYTES_MAX)?;
         let ingest = alerts::IngestAlert {
-            slot: self.0.ingest_slot().map_err(status)?,
+            slot: self.0.ingest_slot(alerts::Feed::Grpc).map_err(status)?,
             source: req.source,
             payload: req.payload.into(),
         };

@@ -11,6 +11,7 @@
     reason = "tests act as users and operators do: they start processes, read clocks, send HTTP"
 )]
 
+mod alert_listener;
 mod alerts;
 mod azure_response;
 mod bad_input;
