@@ -61,7 +61,13 @@ struct App {
 }
 
 /// Serves the alert endpoints on `listener`, within `limits`, until the task is aborted.
-pub async fn serve(listener: TcpListener, shared: Arc<Node>, secrets: Secrets, limits: Limits) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Node>,
+    secrets: Secrets,
+    limits: Limits,
+    tls: Option<Arc<riposte_tls::server::Reloadable>>,
+) {
     let clock = shared.clock().clone();
     let app = Arc::new(App { shared, secrets });
     let router = Router::new()
@@ -71,7 +77,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Node>, secrets: Secrets, l
         .route("/alerts/generic/{name}", post(generic))
         .route("/readyz", axum::routing::get(readyz))
         .with_state(app);
-    listener::serve(listener, router, limits, clock).await;
+    listener::serve(listener, router, limits, tls, clock).await;
 }
 
 /// 200 while the store takes new work and acknowledges writes; 503 with the reason otherwise

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 
 use crate::clock::Clock;
@@ -93,7 +93,12 @@ pub async fn serve_udp(socket: UdpSocket, shared: Arc<Node>, senders: Senders) {
 }
 
 /// Serves TCP syslog on `listener` until the task is aborted.
-pub async fn serve_tcp(listener: TcpListener, shared: Arc<Node>, senders: Senders) {
+pub async fn serve_tcp(
+    listener: TcpListener,
+    shared: Arc<Node>,
+    senders: Senders,
+    tls: Option<Arc<riposte_tls::server::Reloadable>>,
+) {
     let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let mut refusals = Refusals::new("tcp", shared.clock().clone());
     loop {
@@ -113,15 +118,30 @@ pub async fn serve_tcp(listener: TcpListener, shared: Arc<Node>, senders: Sender
             continue;
         }
         let shared = shared.clone();
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         tokio::spawn(async move {
-            read_connection(stream, peer, &shared).await;
+            match acceptor {
+                None => read_connection(stream, peer, &shared).await,
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, handshake).await {
+                        Ok(Ok(stream)) => read_connection(stream, peer, &shared).await,
+                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "tls.handshake_failed"),
+                        Err(_) => tracing::info!(%peer, "tls.handshake_timed_out"),
+                    }
+                }
+            }
             drop(permit);
         });
     }
 }
 
 /// Reads one TCP connection to its end (or its idle timeout), ingesting as it goes.
-async fn read_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Node>) {
+async fn read_connection<S: AsyncRead + Unpin>(
+    mut stream: S,
+    peer: SocketAddr,
+    shared: &Arc<Node>,
+) {
     let mut refusals = Refusals::new("tcp", shared.clock().clone());
     let mut decoder = FrameDecoder::new(SYSLOG_MESSAGE_BYTES_MAX);
     let mut buf = vec![0u8; READ_BYTES];

@@ -205,6 +205,16 @@ pub struct Config {
     #[arg(long, env = "RIPOSTE_SYSLOG_TCP", value_name = "ADDR")]
     pub syslog_tcp: Option<SocketAddr>,
 
+    /// Address of the syslog-over-TLS listener (RFC 5425: octet-counted messages in a TLS
+    /// session), served with `--tls-cert`. Off when not given; port 0 picks a free port.
+    #[arg(
+        long,
+        env = "RIPOSTE_SYSLOG_TLS",
+        value_name = "ADDR",
+        requires = "tls_cert"
+    )]
+    pub syslog_tls: Option<SocketAddr>,
+
     /// The senders the syslog listeners accept, `CIDR,...`, checked on the peer address
     /// before anything is read or parsed (syslog has no header to carry a token). Default:
     /// loopback only.

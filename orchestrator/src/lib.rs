@@ -73,6 +73,7 @@ pub struct Listeners {
     pub alerts: Option<TcpListener>,
     pub syslog_udp: Option<UdpSocket>,
     pub syslog_tcp: Option<TcpListener>,
+    pub syslog_tls: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -87,6 +88,7 @@ impl Listeners {
             alerts: bind_if(config.alerts_listen, "--alerts-listen", TcpListener::bind).await?,
             syslog_udp: bind_if(config.syslog_udp, "--syslog-udp", UdpSocket::bind).await?,
             syslog_tcp: bind_if(config.syslog_tcp, "--syslog-tcp", TcpListener::bind).await?,
+            syslog_tls: bind_if(config.syslog_tls, "--syslog-tls", TcpListener::bind).await?,
         })
     }
 
@@ -103,6 +105,9 @@ impl Listeners {
         }
         if let Some(l) = &self.syslog_tcp {
             line.push_str(&format!(" syslog-tcp on {}", l.local_addr()?));
+        }
+        if let Some(l) = &self.syslog_tls {
+            line.push_str(&format!(" syslog-tls on {}", l.local_addr()?));
         }
         Ok(line)
     }
@@ -220,9 +225,10 @@ pub async fn run(
         alerts,
         syslog_udp,
         syslog_tcp,
+        syslog_tls,
     } = listeners;
     let timers = tokio::spawn(timer_loop(shared.clone()));
-    let reloads = transport.grpc.iter().cloned().collect();
+    let reloads = transport.all();
     let reloading = tokio::spawn(tls::reload(config.clone(), shared.clone(), reloads));
     let mut alert_listeners = Vec::new();
     if let Some(l) = alerts {
@@ -237,6 +243,7 @@ pub async fn run(
             shared.clone(),
             secrets,
             limits,
+            transport.alerts.clone(),
         )));
     }
     let senders = alert_syslog::Senders::new(config.syslog_allow.0.clone());
@@ -251,7 +258,16 @@ pub async fn run(
         alert_listeners.push(tokio::spawn(alert_syslog::serve_tcp(
             l,
             shared.clone(),
+            senders.clone(),
+            None,
+        )));
+    }
+    if let Some(l) = syslog_tls {
+        alert_listeners.push(tokio::spawn(alert_syslog::serve_tcp(
+            l,
+            shared.clone(),
             senders,
+            transport.syslog.clone(),
         )));
     }
 

@@ -38,6 +38,12 @@ pub enum Error {
          that anyone who reaches the port can read and drive everything"
     )]
     Plaintext(SocketAddr),
+    #[error(
+        "refusing to serve the HTTP alert listener without TLS on {0}, which is not a loopback \
+         address (its tokens would cross the network in clear): give --tls-cert and --tls-key, \
+         or --insecure-plaintext"
+    )]
+    PlaintextAlerts(SocketAddr),
     #[error("cannot read the worker policy {path}: {source}")]
     PolicyRead {
         path: String,
@@ -50,9 +56,14 @@ pub enum Error {
     },
 }
 
-/// The TLS side of the gRPC listener, if it has one.
+/// The TLS side of each TCP listener that has one.
 pub struct Transport {
     pub grpc: Option<Arc<Reloadable>>,
+    /// The HTTP alert listener's (no client certificates: sources prove themselves by their
+    /// token).
+    pub alerts: Option<Arc<Reloadable>>,
+    /// The syslog-over-TLS listener's.
+    pub syslog: Option<Arc<Reloadable>>,
 }
 
 impl Transport {
@@ -77,7 +88,41 @@ impl Transport {
                  register and take any task"
             );
         }
-        Ok(Transport { grpc })
+        let alerts = match (config.alerts_listen, files(config)) {
+            (None, _) => None,
+            (Some(_), Some(files)) => Some(Reloadable::load(anonymous(files), &[b"http/1.1"])?),
+            (Some(at), None) if at.ip().is_loopback() || config.insecure_plaintext => {
+                tracing::warn!(listen = %at, "the HTTP alert listener is served without TLS");
+                None
+            }
+            (Some(at), None) => return Err(Error::PlaintextAlerts(at)),
+        };
+        let syslog = match (config.syslog_tls, files(config)) {
+            (Some(_), Some(files)) => Some(Reloadable::load(anonymous(files), &[])?),
+            _ => None,
+        };
+        Ok(Transport {
+            grpc,
+            alerts,
+            syslog,
+        })
+    }
+
+    /// Every TLS configuration, to reload them.
+    pub fn all(&self) -> Vec<Arc<Reloadable>> {
+        [&self.grpc, &self.alerts, &self.syslog]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+}
+
+/// The same files without a client CA: the listener asks for no client certificate.
+fn anonymous(files: Files) -> Files {
+    Files {
+        client_ca: None,
+        ..files
     }
 }
 

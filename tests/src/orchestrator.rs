@@ -26,10 +26,11 @@ const SERVING_TIMEOUT: Duration = Duration::from_secs(20);
 /// The line the orchestrator prints once bound, before the address.
 const LISTENING: &str = "riposte-orchestrator listening on ";
 /// Each alert listener: its flag, and what precedes its bound address on the same line.
-const ALERT_LISTENERS: [(&str, &str); 3] = [
+const ALERT_LISTENERS: [(&str, &str); 4] = [
     ("--alerts-listen", " alerts on "),
     ("--syslog-udp", " syslog-udp on "),
     ("--syslog-tcp", " syslog-tcp on "),
+    ("--syslog-tls", " syslog-tls on "),
 ];
 
 /// Options for [`Orchestrator`]; `Orchestrator::builder().lease_timeout("1s").start()`.
@@ -150,6 +151,13 @@ impl OrchestratorBuilder {
             args.extend(["--alert-secrets-file".into(), file.display().to_string()]);
         }
         let listen = self.listen.unwrap_or_else(|| "127.0.0.1:0".into());
+        let loopback = listen
+            .parse::<SocketAddr>()
+            .is_ok_and(|at| at.ip().is_loopback());
+        if self.tls_dir.is_none() && !dev && !loopback {
+            // A veth address that workers in a network namespace reach.
+            args.push("--insecure-plaintext".into());
+        }
         let data_dir = self.data_dir.unwrap_or_else(|| dir.path().join("data"));
         // `--dev` makes the CLI's folder under its data dir.
         let tls_dir = match dev {
@@ -186,7 +194,7 @@ pub struct Orchestrator {
     args: Vec<String>,
     addr: SocketAddr,
     /// Where each of [`ALERT_LISTENERS`] listens, when it was started.
-    alert_addrs: [Option<SocketAddr>; 3],
+    alert_addrs: [Option<SocketAddr>; 4],
     /// The CLI's TLS folder, when it serves TLS.
     tls_dir: Option<PathBuf>,
 }
@@ -207,11 +215,20 @@ impl Orchestrator {
         self.addr
     }
 
-    /// `http://ADDR` of the HTTP alert listener; panics when it was not started with
-    /// `--alerts-listen`.
+    /// `https://ADDR` (with TLS) or `http://ADDR` of the HTTP alert listener; panics when it
+    /// was not started with `--alerts-listen`.
     pub fn alerts_url(&self) -> String {
         let addr = self.alert_addrs[0].expect("the orchestrator was started with --alerts-listen");
-        format!("http://{addr}")
+        match self.tls_dir {
+            Some(_) => format!("https://{addr}"),
+            None => format!("http://{addr}"),
+        }
+    }
+
+    /// Where the syslog-over-TLS listener listens; the orchestrator must have been started
+    /// with `--syslog-tls`.
+    pub fn syslog_tls_addr(&self) -> SocketAddr {
+        self.alert_addrs[3].expect("the orchestrator was started with --syslog-tls")
     }
 
     /// Where the UDP syslog listener listens; the orchestrator must have been started with
@@ -419,7 +436,7 @@ fn parse_addr(process: &Process) -> SocketAddr {
 }
 
 /// Each of [`ALERT_LISTENERS`]' address: the word after its marker, when the line has one.
-fn parse_alert_addrs(process: &Process) -> [Option<SocketAddr>; 3] {
+fn parse_alert_addrs(process: &Process) -> [Option<SocketAddr>; 4] {
     let line = process.first_line();
     ALERT_LISTENERS.map(|(_, marker)| {
         let (_, rest) = line.split_once(marker)?;

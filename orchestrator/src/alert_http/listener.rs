@@ -8,9 +8,9 @@
 //! (EMFILE, ENFILE) or memory is tried again after [`ACCEPT_BACKOFF`]: the loop never ends on
 //! an error. Each refusal is counted and logged ([`crate::refusals`]).
 //!
-//! A connection goes accept → admit (the caps) → serve, in [`connection`]. [`serve_http`]
-//! takes any byte stream, so that a TLS handshake fits between admit and serve; it has to end
-//! within the header timeout, as the headers do.
+//! A connection goes accept → admit (the caps) → TLS handshake (with `--tls-cert`) → serve, in
+//! [`connection`]. The handshake has to end within the header timeout, as the headers do; a
+//! failed one is a refusal like the others.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -52,6 +52,8 @@ pub struct Limits {
 /// What every connection of one listener shares.
 struct Listener {
     router: Router,
+    /// Its TLS, when it serves https.
+    tls: Option<Arc<riposte_tls::server::Reloadable>>,
     header_timeout: Duration,
     connections: Arc<Budget<IpAddr>>,
     refused: Refused,
@@ -62,15 +64,23 @@ struct Refused {
     connections_max: Tally,
     peer_connections_max: Tally,
     header_timeout: Tally,
+    handshake_failed: Tally,
     accept_failed: Tally,
 }
 
 /// Accepts connections on `listener` and serves `router` on each, within `limits`, until the
 /// task is aborted.
-pub async fn serve(listener: TcpListener, router: Router, limits: Limits, clock: Clock) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    tls: Option<Arc<riposte_tls::server::Reloadable>>,
+    clock: Clock,
+) {
     fit_file_limit(limits.connections_max);
     let shared = Arc::new(Listener {
         router,
+        tls,
         header_timeout: limits.header_timeout,
         connections: Arc::new(Budget::new(
             limits.connections_max,
@@ -80,6 +90,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, clock:
             connections_max: Tally::new("connections_max", clock.clone()),
             peer_connections_max: Tally::new("peer_connections_max", clock.clone()),
             header_timeout: Tally::new("header_timeout", clock.clone()),
+            handshake_failed: Tally::new("tls_handshake_failed", clock.clone()),
             accept_failed: Tally::new("accept_failed", clock),
         },
     });
@@ -132,16 +143,22 @@ async fn connection(
     // Answers are small: without TCP_NODELAY, the answer on a kept-alive connection may wait
     // for a delayed ACK.
     let _ = tcp.set_nodelay(true);
-    // A TLS handshake goes here: `tcp` in, its stream out to `serve_http`, bounded by
-    // `listener.header_timeout`.
     let requests = Arc::new(AtomicU64::new(0));
-    let served = serve_http(
-        tcp,
-        listener.router.clone(),
-        listener.header_timeout,
-        requests.clone(),
-    )
-    .await;
+    let (router, timeout) = (listener.router.clone(), listener.header_timeout);
+    let served = match &listener.tls {
+        None => serve_http(tcp, router, timeout, requests.clone()).await,
+        Some(tls) => {
+            let stream = match tokio::time::timeout(timeout, tls.acceptor().accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return listener.refused.handshake_failed.note(&peer.ip(), &e),
+                Err(_) => {
+                    let why = format!("no TLS handshake within {timeout:?}");
+                    return listener.refused.header_timeout.note(&peer.ip(), &why);
+                }
+            };
+            serve_http(stream, router, timeout, requests.clone()).await
+        }
+    };
     match served {
         Ok(()) => {}
         // Timed out before its first request's headers were complete: a refusal.

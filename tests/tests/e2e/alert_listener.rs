@@ -35,17 +35,12 @@ const PEER_CONNECTIONS_MAX: usize = 64;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn with_listener(extra: &[&str]) -> Orchestrator {
-    let mut args = vec![
-        "--alerts-listen".to_string(),
-        "127.0.0.1:0".to_string(),
-        "--alert-secret".to_string(),
-        format!("azure-monitor={AZURE_TOKEN}"),
-        "--alert-secret".to_string(),
-        format!("generic={GENERIC_TOKEN}"),
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Orchestrator::builder().args(&args).start()
+    let mut args = vec!["--alerts-listen", "127.0.0.1:0"];
+    args.extend(extra);
+    Orchestrator::builder()
+        .alert_secrets(&[("azure-monitor", AZURE_TOKEN), ("generic", GENERIC_TOKEN)])
+        .args(&args)
+        .start()
 }
 
 fn alerts_addr(orchestrator: &Orchestrator) -> SocketAddr {

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use riposte_proto::v1::worker_client::WorkerClient;
 use riposte_proto::v1::{
-    HeartbeatRequest, LeaseRef, ListPlaybooksRequest, ListWorkersRequest, PollTaskRequest,
-    RegisterRequest, ReportResultRequest, RunStatus, TaskSuccess, report_result_request::Outcome,
+    HeartbeatRequest, LeaseRef, ListAlertsRequest, ListPlaybooksRequest, ListWorkersRequest,
+    PollTaskRequest, RegisterRequest, ReportResultRequest, RunStatus, TaskSuccess,
+    report_result_request::Outcome,
 };
 use riposte_tests::pki::Pki;
 use riposte_tests::{Orchestrator, Worker, api, wait_for};
@@ -381,4 +382,90 @@ async fn certs(args: &[&str]) -> riposte_tests::cli::CliOutput {
     let out = riposte_tests::cli::cli("http://127.0.0.1:1", args).await;
     assert_eq!(out.code(), 0, "{out}");
     out
+}
+
+#[tokio::test]
+async fn alerts_arrive_over_https_and_syslog_over_tls() {
+    let pki = Pki::new();
+    let orchestrator = Orchestrator::builder()
+        .tls(&pki)
+        .alert_secrets(&[("generic", "s3cret-generic")])
+        .args(&[
+            "--alerts-listen",
+            "127.0.0.1:0",
+            "--syslog-tls",
+            "127.0.0.1:0",
+        ])
+        .start();
+    let url = orchestrator.alerts_url();
+    assert!(url.starts_with("https://"), "{url}");
+    let ca = std::fs::read(pki.ca()).expect("the CA");
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("a PEM certificate"))
+        .build()
+        .expect("a client");
+    let answer = https
+        .post(format!("{url}/alerts/generic/edr"))
+        .header("X-Riposte-Token", "s3cret-generic")
+        .body(r#"{"id": "over-tls", "title": "sent over https"}"#)
+        .send()
+        .await
+        .expect("the alert listener answers over TLS");
+    assert_eq!(answer.status().as_u16(), 200);
+    // Plaintext to the same port gets no answer.
+    let plain = reqwest::Client::new()
+        .post(url.replace("https://", "http://") + "/alerts/generic/edr")
+        .header("X-Riposte-Token", "s3cret-generic")
+        .body("{}")
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+
+    // RFC 5425: octet-counted messages in a TLS session.
+    let mut roots = riposte_tls::tokio_rustls::rustls::RootCertStore::empty();
+    let certs = riposte_tls::pem::certs(&pki.ca()).expect("the CA");
+    roots.add(certs[0].clone()).expect("a root");
+    let config = riposte_tls::tokio_rustls::rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = riposte_tls::tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(orchestrator.syslog_tls_addr())
+        .await
+        .expect("connected");
+    let name = "localhost".try_into().expect("a server name");
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("the TLS handshake");
+    let message = "<134>1 2026-12-03T10:00:00Z fw1 firewall - - - CEF:0|Contoso|Firewall|2.1|100|\
+                   Connection blocked|5|src=203.0.113.77 dst=198.51.100.10 act=blocked";
+    let frame = format!("{} {message}", message.len());
+    tokio::io::AsyncWriteExt::write_all(&mut tls, frame.as_bytes())
+        .await
+        .expect("sent");
+    tokio::io::AsyncWriteExt::flush(&mut tls)
+        .await
+        .expect("flushed");
+
+    let mut client = orchestrator.client();
+    wait_for("both alerts are stored", TIMEOUT, async || {
+        let request = ListAlertsRequest {
+            limit: 10,
+            page_token: String::new(),
+        };
+        let alerts = client
+            .list_alerts(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let sources: Vec<String> = alerts
+            .into_inner()
+            .alerts
+            .into_iter()
+            .map(|a| a.source)
+            .collect();
+        let both = sources.iter().any(|s| s == "syslog")
+            && sources.iter().any(|s| s.starts_with("generic"));
+        both.then_some(()).ok_or(format!("{sources:?}"))
+    })
+    .await;
 }
