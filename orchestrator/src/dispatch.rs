@@ -169,6 +169,16 @@ impl<G> Dispatcher<G> {
         self.workers.insert(worker.id.clone(), worker);
     }
 
+    /// Removes `ids` from the registry with their long-polls (no longer allowed): their next
+    /// call is answered "unknown worker", and a new registration is checked again.
+    pub fn evict(&mut self, ids: &[String]) {
+        for id in ids {
+            self.workers.remove(id);
+        }
+        let workers = &self.workers;
+        self.waiters.retain(|w| workers.contains_key(&w.worker));
+    }
+
     pub fn workers(&self) -> impl Iterator<Item = &Worker> {
         self.workers.values()
     }

@@ -79,8 +79,14 @@ impl OrchestratorBuilder {
     /// certificates it accepts; the harness's clients and CLI use an operator certificate
     /// (`e2e`). Without it (and without `--dev`), it serves plaintext on loopback and lets
     /// workers in without certificates (`--insecure-anonymous-workers`).
-    pub fn tls(mut self, pki: &crate::pki::Pki) -> Self {
-        let (cert, key) = pki.server("server");
+    pub fn tls(self, pki: &crate::pki::Pki) -> Self {
+        self.tls_for(pki, &[])
+    }
+
+    /// The same, with a server certificate also naming `names` (the address it listens on
+    /// when that is not loopback).
+    pub fn tls_for(mut self, pki: &crate::pki::Pki, names: &[&str]) -> Self {
+        let (cert, key) = pki.server_for("server", names);
         let path = |p: &std::path::Path| p.display().to_string();
         self.args.extend([
             "--tls-cert".into(),

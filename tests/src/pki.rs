@@ -35,11 +35,14 @@ impl Pki {
 
     /// A server certificate for loopback (`localhost`, 127.0.0.1, ::1) under `stem`.
     pub fn server(&self, stem: &str) -> (PathBuf, PathBuf) {
-        let names = ["localhost", "127.0.0.1", "::1"].map(String::from);
-        let issued = self
-            .ca
-            .server(&names, valid())
-            .expect("a server certificate");
+        self.server_for(stem, &[])
+    }
+
+    /// The same, also for `names` (a veth address workers in a namespace dial).
+    pub fn server_for(&self, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let mut all = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+        all.extend(names.iter().map(|n| n.to_string()));
+        let issued = self.ca.server(&all, valid()).expect("a server certificate");
         issued.write(self.dir.path(), stem).expect("written")
     }
 

@@ -208,9 +208,13 @@ impl Node {
         self
     }
 
-    /// Replaces the worker policy (a reload).
+    /// Replaces the worker policy (a reload), and evicts the registered workers it no longer
+    /// lets offer what they offer: they must register again, and are refused.
     pub fn set_worker_policy(&self, policy: crate::worker_policy::WorkerPolicy) {
         self.workers.set_policy(policy);
+        if let Ok(mut engine) = self.lock() {
+            engine.runs.evict(|worker| self.workers.refuses(worker));
+        }
     }
 
     /// The same, able to [`reopen`](Node::reopen) its engine with `reopen`.

@@ -45,8 +45,24 @@ impl WorkerAccess {
         *self.policy.write().unwrap_or_else(PoisonError::into_inner) = policy;
     }
 
+    /// Why the policy no longer lets registered `worker` offer what it offers, if it does not.
+    pub(crate) fn refuses(&self, worker: &Worker) -> Option<String> {
+        // Only a certificate's worker has an identity (`NAME/ID`); an anonymous one is not
+        // checked against the policy.
+        let (name, _) = worker.id.split_once('/')?;
+        let policy = self.policy.read().unwrap_or_else(PoisonError::into_inner);
+        let refused = policy.check(name, &worker.actions, &worker.labels);
+        refused.err().map(|refusal| refusal.to_string())
+    }
+
     /// The key `caller` is known by when it calls itself `id`.
     fn key(&self, caller: &Caller, id: &str) -> Result<String, Error> {
+        if id.contains('/') {
+            // `/` separates an identity from an id: an anonymous worker calling itself
+            // `fw-1/x` must not pass for identity `fw-1`'s worker `x`.
+            let why = format!("worker id `{id}` contains `/`");
+            return Err(engine::Error::InvalidArgument(why).into());
+        }
         match caller {
             Some(identity) if identity.role == Role::Worker => {
                 Ok(format!("{}/{id}", identity.name))

@@ -250,6 +250,20 @@ impl Runs {
         }
     }
 
+    /// Evicts the registered workers `refused` refuses (a narrower worker policy).
+    pub fn evict(&mut self, refused: impl Fn(&Worker) -> Option<String>) {
+        let evicted: Vec<String> = self
+            .dispatch
+            .workers()
+            .filter_map(|w| {
+                let why = refused(w)?;
+                tracing::warn!(worker.id = %w.id, reason = %why, "worker.evicted");
+                Some(w.id.clone())
+            })
+            .collect();
+        self.dispatch.evict(&evicted);
+    }
+
     pub fn workers(&self) -> Vec<(Worker, usize)> {
         let mut workers: Vec<(Worker, usize)> = self
             .dispatch

@@ -12,6 +12,8 @@ use riposte_proto::v1::{
     PollTaskRequest, RegisterRequest, ReportResultRequest, RunStatus, TaskSuccess,
     report_result_request::Outcome,
 };
+use riposte_tests::host;
+use riposte_tests::netns::Topology;
 use riposte_tests::pki::Pki;
 use riposte_tests::{Orchestrator, Worker, api, wait_for};
 use riposte_tls::Role;
@@ -54,6 +56,11 @@ fn worker_api(
 ) -> WorkerClient<Channel> {
     let files = riposte_tls::client::Files { ca: pki.ca(), cert };
     WorkerClient::new(api::tls_channel(&orchestrator.url(), &files))
+}
+
+/// A worker API client presenting a worker certificate naming `name`.
+fn worker_as(orchestrator: &Orchestrator, pki: &Pki, name: &str) -> WorkerClient<Channel> {
+    worker_api(orchestrator, pki, Some(pki.client(Role::Worker, name)))
 }
 
 fn register(id: &str, actions: &[&str]) -> RegisterRequest {
@@ -146,11 +153,7 @@ async fn only_a_worker_with_a_valid_certificate_from_the_client_ca_connects() {
 async fn an_identity_offers_only_what_the_worker_policy_allows() {
     let pki = Pki::new();
     let orchestrator = secured(&pki);
-    let mut helper = worker_api(
-        &orchestrator,
-        &pki,
-        Some(pki.client(Role::Worker, "helper-1")),
-    );
+    let mut helper = worker_as(&orchestrator, &pki, "helper-1");
     let refused = helper
         .register(register("h1", &["core.noop", "firewall.block_ip"]))
         .await
@@ -167,7 +170,7 @@ async fn an_identity_offers_only_what_the_worker_policy_allows() {
         refused.message().contains("may not carry label `zone=dmz`"),
         "{refused:?}"
     );
-    let mut stranger = worker_api(&orchestrator, &pki, Some(pki.client(Role::Worker, "x-9")));
+    let mut stranger = worker_as(&orchestrator, &pki, "x-9");
     let refused = stranger
         .register(register("x9", &["core.noop"]))
         .await
@@ -191,17 +194,49 @@ async fn an_identity_offers_only_what_the_worker_policy_allows() {
 }
 
 #[tokio::test]
+async fn a_narrower_policy_evicts_a_registered_worker_without_a_restart() {
+    let pki = Pki::new();
+    let orchestrator = secured(&pki);
+    let mut helper = worker_as(&orchestrator, &pki, "helper-1");
+    helper
+        .register(register("h1", &["core.noop"]))
+        .await
+        .expect("allowed");
+    assert_eq!(
+        worker_names(&orchestrator).await,
+        vec!["helper-1/h1".to_string()]
+    );
+    let anonymous_looking = helper.register(register("fw-1/h1", &["core.noop"])).await;
+    assert_eq!(anonymous_looking.unwrap_err().code(), Code::InvalidArgument);
+
+    let narrower = pki.dir().join("worker-policy.new");
+    std::fs::write(&narrower, "workers: [{identity: fw-1, actions: ['*']}]\n").expect("written");
+    std::fs::rename(&narrower, pki.dir().join("worker-policy.yaml")).expect("replaced");
+    wait_for("the worker is evicted", TIMEOUT, async || {
+        let names = worker_names(&orchestrator).await;
+        names.is_empty().then_some(()).ok_or(format!("{names:?}"))
+    })
+    .await;
+    let refused = helper
+        .register(register("h1", &["core.noop"]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let log = orchestrator.log_tail();
+    assert!(
+        log.contains("worker_policy.reloaded") && log.contains("worker.evicted"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
 async fn a_lease_answers_only_to_the_identity_that_holds_it() {
     let pki = Pki::new();
     let orchestrator = secured(&pki);
     let mut client = orchestrator.client();
     api::apply_playbook(&mut client, ONE_NOOP).await;
-    let mut honest = worker_api(&orchestrator, &pki, Some(pki.client(Role::Worker, "fw-1")));
-    let mut rogue = worker_api(
-        &orchestrator,
-        &pki,
-        Some(pki.client(Role::Worker, "helper-7")),
-    );
+    let mut honest = worker_as(&orchestrator, &pki, "fw-1");
+    let mut rogue = worker_as(&orchestrator, &pki, "helper-7");
     honest
         .register(register("w-1", &["core.noop"]))
         .await
@@ -468,4 +503,91 @@ async fn alerts_arrive_over_https_and_syslog_over_tls() {
         both.then_some(()).ok_or(format!("{sources:?}"))
     })
     .await;
+}
+
+/// The attack this module answers, with real nftables workers in a network namespace: a
+/// rogue copy of the firewall worker (same actions, same labels) with a certificate whose
+/// identity the policy does not let offer `firewall.*`, and one without a certificate, are
+/// refused at registration; 20 `ip-block` runs each block on the real worker, and each grant's
+/// revoke (the undo) is done by it too.
+#[tokio::test]
+async fn a_rogue_copy_of_the_firewall_worker_takes_no_block_and_no_revoke() {
+    if !host::enabled() {
+        return;
+    }
+    let topo = Topology::new();
+    let pki = Pki::new();
+    let listen = topo.orchestrator_listen();
+    let ip = listen.rsplit_once(':').expect("ADDR:0").0.to_string();
+    let policy = pki.dir().join("worker-policy.yaml");
+    std::fs::write(&policy, POLICY).expect("the policy written");
+    let orchestrator = Orchestrator::builder()
+        .listen(&listen)
+        .tls_for(&pki, &[&ip])
+        .args(&["--worker-policy", policy.to_str().expect("utf-8")])
+        .start();
+    let firewall = |name: &str, tls: Vec<String>| {
+        let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+        Worker::builder(&orchestrator.url())
+            .name(name)
+            .netns(topo.target.name())
+            .args(&["--firewall-backend", "nftables"])
+            .args(&tls)
+            .start()
+    };
+    let real = firewall("edge", pki.worker_args(&pki.client(Role::Worker, "fw-1")));
+    let rogue = firewall(
+        "rogue",
+        pki.worker_args(&pki.client(Role::Worker, "helper-7")),
+    );
+    let anonymous = firewall(
+        "anonymous",
+        vec!["--tls-ca".into(), pki.ca().display().to_string()],
+    );
+    let mut client = orchestrator.client();
+    let real_id = real.id(&mut client).await;
+    wait_for("both copies were refused", TIMEOUT, async || {
+        let (rogue, anonymous) = (rogue.log_tail(), anonymous.log_tail());
+        let refused = rogue.contains("may not offer `firewall.")
+            && anonymous.contains("must present a client certificate");
+        refused.then_some(()).ok_or(format!("{rogue}\n{anonymous}"))
+    })
+    .await;
+    assert_eq!(worker_names(&orchestrator).await, vec![real_id.clone()]);
+
+    let mut runs = Vec::new();
+    for n in 1..=20 {
+        let params = json!({"ip": format!("203.0.113.{n}"), "duration": "3s"});
+        runs.push(api::start_run(&mut client, "ip-block", params).await.run_id);
+    }
+    for run_id in &runs {
+        let run = api::wait_finished(&mut client, run_id, Duration::from_secs(60)).await;
+        assert_eq!(
+            run.status(),
+            RunStatus::Succeeded,
+            "{}",
+            api::describe(&run)
+        );
+        let events = api::history(&mut client, run_id).await;
+        let leased: Vec<&str> = events
+            .iter()
+            .filter(|e| e.kind.ends_with(".leased"))
+            .map(|e| e.worker_id.as_str())
+            .collect();
+        assert_eq!(
+            leased.len(),
+            2,
+            "a block and its revoke: {:?}",
+            api::kinds(&events)
+        );
+        assert!(leased.iter().all(|w| *w == real_id), "{leased:?}");
+    }
+    let grants = orchestrator
+        .cli(&["grants", "list", "--output", "json"])
+        .await;
+    assert_eq!(grants.code(), 0, "{grants}");
+    assert!(
+        !grants.stdout.contains("203.0.113."),
+        "every grant was revoked: {grants}"
+    );
 }

@@ -62,6 +62,7 @@ mod fan_out;
 mod floor;
 mod parked;
 mod report;
+mod tls;
 use parked::parked_on_timers;
 use report::{Report, verdict};
 
@@ -147,6 +148,10 @@ async fn bench() -> Result<()> {
         eprintln!("WARNING: this is a debug build; the figures are meaningless. Use --release.");
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("tls") {
+        tls::measure().await?.print();
+        return Ok(());
+    }
     if args.first().map(String::as_str) == Some("fan-out") {
         let runs = fan_out::measure(&args[1..]).await?;
         fan_out::print(&runs);
@@ -177,9 +182,9 @@ async fn bench() -> Result<()> {
         probes,
         throughput,
         throughput_unserved,
-    } = run_workload(&[], true).await?;
+    } = run_workload(&[], true, None).await?;
     progress("the same without fdatasync (--durability process-crash)");
-    let unsynced = run_workload(&["--durability", "process-crash"], false).await?;
+    let unsynced = run_workload(&["--durability", "process-crash"], false, None).await?;
     progress("restart with parked runs");
     let restart = restart_to_serving().await?;
     let mut parked = Vec::new();
@@ -188,6 +193,7 @@ async fn bench() -> Result<()> {
         parked.push(parked_on_timers(count).await?);
     }
     let big = fan_out::measure(&[]).await?;
+    let tls = tls::measure().await?;
 
     Report {
         rtt,
@@ -208,6 +214,7 @@ async fn bench() -> Result<()> {
     }
     fan_out::print(&big);
     alerts.print(floor.per_step());
+    tls.print();
     Ok(())
 }
 
@@ -283,11 +290,25 @@ struct Workload {
     throughput_unserved: Option<Throughput>,
 }
 
-/// The per-step and throughput workloads on an orchestrator started with `args`; with
-/// `unserved`, the throughput run again beside tasks no worker serves.
-async fn run_workload(args: &[&str], unserved: bool) -> Result<Workload> {
-    let orchestrator = Orchestrator::builder().log("warn").args(args).start();
-    let workers = start_workers(&orchestrator, &[]).await;
+/// The per-step and throughput workloads on an orchestrator started with `args` (serving TLS
+/// with certificates from `tls`, when given); with `unserved`, the throughput run again beside
+/// tasks no worker serves.
+async fn run_workload(
+    args: &[&str],
+    unserved: bool,
+    tls: Option<&riposte_tests::pki::Pki>,
+) -> Result<Workload> {
+    let mut builder = Orchestrator::builder().log("warn").args(args);
+    let mut worker_args = Vec::new();
+    if let Some(pki) = tls {
+        let (orchestrator, worker) = tls::flags(pki);
+        let orchestrator: Vec<&str> = orchestrator.iter().map(String::as_str).collect();
+        builder = builder.tls(pki).args(&orchestrator);
+        worker_args = worker;
+    }
+    let orchestrator = builder.start();
+    let worker_args: Vec<&str> = worker_args.iter().map(String::as_str).collect();
+    let workers = start_workers(&orchestrator, &worker_args).await;
     let mut client = orchestrator.client();
     api::apply_playbook(&mut client, NOOP_CHAIN).await;
 
