@@ -467,7 +467,13 @@ fn cause(error: &(dyn StdError + 'static)) -> String {
         innermost = error;
         current = error.source();
     }
-    innermost.to_string()
+    let text = innermost.to_string();
+    // What a plaintext HTTP/2 client reads from a TLS server, depending on timing.
+    let tls_server = ["frame with invalid size", "broken pipe"];
+    match tls_server.iter().any(|symptom| text.contains(symptom)) {
+        true => format!("{text} (if the orchestrator serves TLS, use https:// or HOST:PORT)"),
+        false => text,
+    }
 }
 
 fn no_answer() -> String {

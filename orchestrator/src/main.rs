@@ -172,15 +172,17 @@ fn print_dev_banner(
     credentials: &riposte_orchestrator::dev::Credentials,
     url: &str,
 ) {
-    // The CLI finds ./riposte-data/tls by itself; elsewhere it is told where.
+    // The CLI finds ./riposte-data/tls and https://127.0.0.1:7470 by itself; elsewhere it is
+    // told where.
     let default_dir = std::path::Path::new("./riposte-data").join("tls");
-    let cli = match credentials.dir == default_dir {
-        true => format!("cargo run --bin riposte -- --addr {url}"),
-        false => format!(
-            "RIPOSTE_TLS_DIR={} cargo run --bin riposte -- --addr {url}",
-            credentials.dir.display()
-        ),
-    };
+    let mut cli = String::new();
+    if credentials.dir != default_dir {
+        cli.push_str(&format!("RIPOSTE_TLS_DIR={} ", credentials.dir.display()));
+    }
+    cli.push_str("cargo run --bin riposte --");
+    if url != "https://127.0.0.1:7470" {
+        cli.push_str(&format!(" --addr {url}"));
+    }
     println!(
         "dev mode: data in {}, {} in-process workers, example and built-in playbooks applied.\n\
          TLS: a dev CA, a server certificate, a worker certificate (identity `{}`) and an \
