@@ -139,6 +139,16 @@ impl<K: Hash + Eq> Drop for Places<K> {
     }
 }
 
+/// The address a peer's connections are counted under: its IPv4 address (a v4-mapped one
+/// too), or its IPv6 /64, which one host usually has whole.
+pub fn peer_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::IpAddr;
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((v6.to_bits() & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -297,7 +297,7 @@ pub async fn run(
         );
     let result = match transport.grpc {
         Some(tls) => {
-            let incoming = tls::incoming(listener, tls);
+            let incoming = tls::incoming(listener, tls, shared.clock().clone());
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await

@@ -1,4 +1,5 @@
-//! Refusals of the alert listeners, counted and logged: one [`Tally`] per kind (a connection
+//! Refusals of the listeners (the alert listeners, and the gRPC listener's connections),
+//! counted and logged: one [`Tally`] per kind (a connection
 //! over a cap, headers not received in time, a full ingestion queue...), each logging at most
 //! one line per [`LOG_EVERY`] with the count since its last line and the count since the
 //! start. A flood is then a few lines, not one per refused request. The orchestrator exports
@@ -17,6 +18,8 @@ pub const LOG_EVERY: Duration = Duration::from_secs(5);
 pub struct Tally {
     /// The `kind` field of its lines, e.g. `peer_connections_max`.
     kind: &'static str,
+    /// A refusal of the gRPC listener, not of an alert listener.
+    grpc: bool,
     clock: Clock,
     counts: Mutex<Counts>,
 }
@@ -32,13 +35,23 @@ impl Tally {
     pub fn new(kind: &'static str, clock: Clock) -> Tally {
         Tally {
             kind,
+            grpc: false,
             clock,
             counts: Mutex::new(Counts::default()),
         }
     }
 
+    /// The same for the gRPC listener: its lines are `grpc.refused`.
+    pub fn grpc(kind: &'static str, clock: Clock) -> Tally {
+        Tally {
+            grpc: true,
+            ..Tally::new(kind, clock)
+        }
+    }
+
     /// Counts one refusal of `from` (a peer address, an alert source) and why; logs
-    /// `alerts.refused` unless this kind was logged less than [`LOG_EVERY`] ago.
+    /// `alerts.refused` (`grpc.refused`) unless this kind was logged less than [`LOG_EVERY`]
+    /// ago.
     pub fn note(&self, from: &dyn Display, reason: &dyn Display) {
         let now = self.clock.monotonic();
         let (refused, total) = {
@@ -57,13 +70,23 @@ impl Tally {
             counts.logged_at = Some(now);
             (std::mem::take(&mut counts.since_logged), counts.total)
         };
-        tracing::warn!(
-            kind = self.kind,
-            from = %from,
-            reason = %reason,
-            refused,
-            total,
-            "alerts.refused"
-        );
+        match self.grpc {
+            true => tracing::warn!(
+                kind = self.kind,
+                from = %from,
+                reason = %reason,
+                refused,
+                total,
+                "grpc.refused"
+            ),
+            false => tracing::warn!(
+                kind = self.kind,
+                from = %from,
+                reason = %reason,
+                refused,
+                total,
+                "alerts.refused"
+            ),
+        }
     }
 }

@@ -4,26 +4,44 @@
 //!
 //! A handshake runs in its own task, bounded in time ([`HANDSHAKE_TIMEOUT`]) and in number
 //! ([`HANDSHAKES_MAX`] at once), so a peer that opens a connection and sends nothing holds up
-//! neither the accept loop nor anyone else.
+//! neither the accept loop nor anyone else; one peer address has at most
+//! [`PEER_HANDSHAKES_MAX`] of them. At most [`GRPC_CONNECTIONS_MAX`] connections are open at
+//! once, [`PEER_CONNECTIONS_MAX`] of one peer (each holds its place until it closes). A connection over either bound is closed
+//! at once; an accept that fails (out of file descriptors) is tried again after a pause. Each
+//! refusal is counted and logged, throttled (`grpc.refused`).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use riposte_tls::server::{Files, Reloadable};
 use riposte_tls::tokio_rustls::server::TlsStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
 
 use crate::Config;
+use crate::budget::{Budget, Over, Places, peer_key};
+use crate::clock::Clock;
 use crate::door::Node;
+use crate::refusals::Tally;
 use crate::worker_policy::WorkerPolicy;
 
 /// Longest a TLS handshake may take once the connection is accepted.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most handshakes in progress at once; a connection beyond them is closed at once.
 pub const HANDSHAKES_MAX: usize = 256;
+/// Of those, the most one peer address (an IPv6 peer: its /64) may have in progress, so that a
+/// peer sending nothing cannot keep everyone else from connecting.
+pub const PEER_HANDSHAKES_MAX: usize = 16;
+/// Most gRPC connections open at once (each worker holds two, each CLI command one).
+pub const GRPC_CONNECTIONS_MAX: usize = 4096;
+/// Of those, the most one peer address may hold.
+pub const PEER_CONNECTIONS_MAX: usize = 1024;
 /// How often the certificate and policy files are looked at for a change.
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
@@ -151,15 +169,37 @@ pub fn worker_policy(config: &Config) -> Result<WorkerPolicy, Error> {
     })
 }
 
+/// A connection that holds its place under [`GRPC_CONNECTIONS_MAX`] until it is dropped.
+pub struct Counted<S> {
+    inner: S,
+    _place: Places<std::net::IpAddr>,
+}
+
+/// The gRPC listener's refusals, a [`Tally`] per kind.
+struct Refused {
+    connections_max: Tally,
+    handshakes_max: Tally,
+    handshake_failed: Tally,
+    accept_failed: Tally,
+}
+
 /// Accepts connections on `listener` and answers each one whose handshake completes, until the
 /// receiver is dropped.
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<Reloadable>,
-) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+    clock: Clock,
+) -> ReceiverStream<std::io::Result<Counted<TlsStream<TcpStream>>>> {
     let (tx, rx) = mpsc::channel(HANDSHAKES_MAX);
+    let refused = Arc::new(Refused {
+        connections_max: Tally::grpc("connections_max", clock.clone()),
+        handshakes_max: Tally::grpc("handshakes_max", clock.clone()),
+        handshake_failed: Tally::grpc("tls_handshake_failed", clock.clone()),
+        accept_failed: Tally::grpc("accept_failed", clock),
+    });
     tokio::spawn(async move {
-        let handshakes = Arc::new(Semaphore::new(HANDSHAKES_MAX));
+        let handshakes = Arc::new(Budget::new(HANDSHAKES_MAX, PEER_HANDSHAKES_MAX));
+        let connections = Arc::new(Budget::new(GRPC_CONNECTIONS_MAX, PEER_CONNECTIONS_MAX));
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -169,32 +209,111 @@ pub fn incoming(
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, most likely: let some close.
-                    tracing::warn!(error = %e, "grpc.accept_failed");
+                    refused.accept_failed.note(&"-", &e);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
-            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                tracing::debug!(%peer, "tls.handshakes_full");
-                continue;
+            let key = peer_key(peer.ip());
+            let place = match connections.try_take(key) {
+                Ok(place) => place,
+                Err(over) => {
+                    refused
+                        .connections_max
+                        .note(&peer, &why(&over, "connections open"));
+                    continue;
+                }
+            };
+            let handshake = match handshakes.try_take(key) {
+                Ok(handshake) => handshake,
+                Err(over) => {
+                    let why = why(&over, "TLS handshakes in progress");
+                    refused.handshakes_max.note(&peer, &why);
+                    continue;
+                }
             };
             // Replies are small; without TCP_NODELAY a trailer waits on delayed ACKs.
             let _ = stream.set_nodelay(true);
             let acceptor = tls.acceptor();
-            let tx = tx.clone();
+            let (tx, refused) = (tx.clone(), refused.clone());
             tokio::spawn(async move {
-                let _permit = permit;
+                let _handshake = handshake;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
+                    Ok(Ok(inner)) => {
+                        let counted = Counted {
+                            inner,
+                            _place: place,
+                        };
+                        let _ = tx.send(Ok(counted)).await;
                     }
-                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "tls.handshake_failed"),
-                    Err(_) => tracing::info!(%peer, "tls.handshake_timed_out"),
+                    Ok(Err(e)) => refused.handshake_failed.note(&peer, &e),
+                    Err(_) => {
+                        let why = format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}");
+                        refused.handshake_failed.note(&peer, &why);
+                    }
                 }
             });
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Why a bound refused a connection: `what` is the thing counted.
+fn why(over: &Over, what: &str) -> String {
+    match over {
+        Over::All { max } => format!("{max} {what}, the most allowed"),
+        Over::Share { share_max, .. } => {
+            format!("the peer has {share_max} {what}, the most one peer may")
+        }
+    }
+}
+
+impl<S: Connected> Connected for Counted<S> {
+    type ConnectInfo = S::ConnectInfo;
+
+    fn connect_info(&self) -> S::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// Reloads every TLS configuration and the worker policy when their files change, and all of

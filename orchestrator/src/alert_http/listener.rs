@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
-use crate::budget::{Budget, Over, Places};
+use crate::budget::{Budget, Over, Places, peer_key};
 use crate::clock::Clock;
 use crate::refusals::Tally;
 
@@ -206,15 +206,6 @@ fn is_peer_gone(e: &std::io::Error) -> bool {
         e.kind(),
         ConnectionAborted | ConnectionRefused | ConnectionReset
     )
-}
-
-/// The address a peer's connections are counted under: its IPv4 address (a v4-mapped one
-/// too), or its IPv6 /64, which one host usually has whole.
-fn peer_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6((v6.to_bits() & !u128::from(u64::MAX)).into()),
-        v4 => v4,
-    }
 }
 
 /// Raises this process's soft limit of open files (up to its hard limit) so that

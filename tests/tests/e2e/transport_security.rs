@@ -121,7 +121,10 @@ async fn only_a_worker_with_a_valid_certificate_from_the_client_ca_connects() {
     .await;
     assert_eq!(worker_names(&orchestrator).await, vec![id]);
     let log = orchestrator.log_tail();
-    assert!(log.contains("tls.handshake_failed"), "{log}");
+    assert!(
+        log.contains("grpc.refused") && log.contains("tls_handshake_failed"),
+        "{log}"
+    );
 
     // The same, at the API: no certificate is UNAUTHENTICATED, another CA or an expired one
     // never gets past the handshake.
@@ -590,4 +593,56 @@ async fn a_rogue_copy_of_the_firewall_worker_takes_no_block_and_no_revoke() {
         !grants.stdout.contains("203.0.113."),
         "every grant was revoked: {grants}"
     );
+}
+
+#[tokio::test]
+async fn idle_connections_from_one_peer_keep_no_one_else_from_connecting() {
+    let pki = Pki::new();
+    let orchestrator = secured(&pki);
+    let mut client = orchestrator.client();
+    client
+        .list_workers(ListWorkersRequest {})
+        .await
+        .expect("connected before the flood");
+    // 500 connections from 127.0.0.1 that never start their handshake.
+    let mut flood = Vec::new();
+    for _ in 0..500 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(orchestrator.addr()).await {
+            flood.push(stream);
+        }
+    }
+    // Another address connects, handshakes and is answered at once, as is the connection
+    // opened before.
+    let files = riposte_tls::client::Files {
+        ca: pki.ca(),
+        cert: None,
+    };
+    let url = orchestrator.url();
+    let config = riposte_tls::client::config(&files, "127.0.0.1").expect("the TLS files");
+    let other = tonic::transport::Endpoint::from_shared(url)
+        .expect("a URL")
+        .local_address(Some("127.0.0.2".parse().expect("an address")))
+        .tls_config(config)
+        .expect("TLS")
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .expect("a new peer connects during the flood");
+    let started = std::time::Instant::now();
+    api::health_on(other, "").await.expect("answered");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    client
+        .list_workers(ListWorkersRequest {})
+        .await
+        .expect("the connection opened before still answers");
+    let log = orchestrator.log_tail();
+    assert!(
+        log.contains("grpc.refused") && log.contains("handshakes_max"),
+        "{log}"
+    );
+    drop(flood);
 }
