@@ -117,23 +117,33 @@ pub async fn wait_finished(client: &mut Operator, run_id: &str, timeout: Duratio
     .await
 }
 
+/// One WatchRun of `run_id` to the end of its stream.
+async fn read_history(client: &mut Operator, run_id: &str) -> Result<Vec<RunEvent>, tonic::Status> {
+    let request = WatchRunRequest {
+        run_id: run_id.into(),
+    };
+    let mut stream = client.watch_run(request).await?.into_inner();
+    let mut events = Vec::new();
+    while let Some(event) = stream.next().await {
+        events.push(event?);
+    }
+    Ok(events)
+}
+
 /// The whole stored history of a run, read from WatchRun until the stream ends. For a finished
 /// run the stream ends by itself; for a running run this waits for the end (bounded).
+/// An UNAVAILABLE answer (the store is being opened again after a disk failure) is retried.
 pub async fn history(client: &mut Operator, run_id: &str) -> Vec<RunEvent> {
     let read = async {
-        let mut stream = client
-            .watch_run(WatchRunRequest {
-                run_id: run_id.into(),
-            })
-            .await
-            .unwrap_or_else(|status| panic!("WatchRun {run_id}: {status:?}"))
-            .into_inner();
-        let mut events = Vec::new();
-        while let Some(event) = stream.next().await {
-            events
-                .push(event.unwrap_or_else(|status| panic!("WatchRun {run_id} broke: {status:?}")));
+        loop {
+            match read_history(client, run_id).await {
+                Ok(events) => return events,
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(status) => panic!("WatchRun {run_id}: {status:?}"),
+            }
         }
-        events
     };
     tokio::time::timeout(HISTORY_TIMEOUT, read)
         .await

@@ -33,7 +33,12 @@ pub(crate) fn status(error: door::Error) -> Status {
             engine::Error::PermissionDenied(m) => Status::permission_denied(m),
             engine::Error::Store(e) => {
                 tracing::error!(error = %e, "store.error");
-                Status::internal(e.to_string())
+                match e.is_transient() {
+                    // The disk failed a write (full, most likely): the store is opened again
+                    // once it can be; retry.
+                    true => Status::unavailable(e.to_string()),
+                    false => Status::internal(e.to_string()),
+                }
             }
         },
         door::Error::NotDurable(e) => Status::unavailable(e.to_string()),

@@ -62,3 +62,17 @@ impl Store {
         }
     }
 }
+
+impl super::Error {
+    /// A failure of the disk under the store (sled's IO error, a failed flush or fdatasync)
+    /// rather than of a record: the store is opened again once it can be; retry.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Sled(sled::Error::Io(_))
+                | Error::FlushFailed(_)
+                | Error::SyncFailed(_)
+                | Error::FlusherStopped
+        )
+    }
+}
