@@ -181,7 +181,6 @@ async fn run_task(shared: &Shared, task: Task) {
         step.id = %task.step_id,
         item = task.item,
         attempt = task.attempt,
-        lease.token = task.lease_token,
         action = %task.action,
     );
     async {
@@ -281,7 +280,7 @@ fn heartbeat_ticker(period: Duration) -> tokio::time::Interval {
 fn abandon_leases(leases: &Leases, abandon: Vec<(String, u64)>) {
     for (task_id, lease_token) in abandon {
         if leases.abandon(&task_id, lease_token) {
-            info!(task.id = %task_id, lease.token = lease_token, "the orchestrator asked to abandon a lease");
+            info!(task.id = %task_id, "the orchestrator asked to abandon a lease");
         }
     }
 }
