@@ -228,6 +228,11 @@ impl Node {
         let result = request.serve(self).await;
         if let Err(error) = &result {
             tracing::debug!(request = R::KIND.name(), %error, "request.refused");
+            if let Error::Engine(engine::Error::Store(e)) = error
+                && let Ok(engine) = self.lock()
+            {
+                engine.store().found_failure(e);
+            }
         }
         result
     }

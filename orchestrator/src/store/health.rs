@@ -52,6 +52,25 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Records an IO error sled gave while serving, a read's included: sled refuses every
+    /// operation after one, so the store reports itself failed from then on (health
+    /// NOT_SERVING) and is opened again once the disk has room, even when no write follows to
+    /// fail a flush.
+    pub fn found_failure(&self, error: &Error) {
+        let Error::Sled(sled::Error::Io(e)) = error else {
+            return;
+        };
+        let why: std::sync::Arc<str> = e.to_string().into();
+        let first = self.commit.flushed.send_if_modified(|f| {
+            let first = f.failed.is_none();
+            f.failed.get_or_insert(why);
+            first
+        });
+        if first {
+            tracing::error!(error = %e, "store.failed");
+        }
+    }
+
     /// Records a damaged record met while serving: logged once with its key, counted for
     /// health.
     pub(super) fn found_damage(&self, error: &Error) {
