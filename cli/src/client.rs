@@ -353,9 +353,7 @@ impl Client {
             .map_err(|error| Error::Usage(format!("invalid address `{}`: {error}", self.addr)))?
             .connect_timeout(CONNECT_TIMEOUT);
         if let Some(files) = &self.tls {
-            let host = endpoint.uri().host().unwrap_or_default();
-            let host = host.trim_matches(['[', ']']).to_string();
-            let tls = riposte_tls::client::config(files, &host)
+            let tls = riposte_tls::client::config(files, endpoint.uri())
                 .map_err(|error| Error::Usage(format!("TLS: {error}")))?;
             endpoint = endpoint
                 .tls_config(tls)

@@ -26,15 +26,9 @@ const HISTORY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The same over TLS with `tls` (the CA to trust, the client certificate to present).
 pub fn tls_channel(url: &str, tls: &riposte_tls::client::Files) -> Channel {
-    let host = url
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.rsplit_once(':'))
-        .map(|(h, _)| h);
-    let host = host.unwrap_or("localhost").trim_matches(['[', ']']);
-    let config = riposte_tls::client::config(tls, host).expect("the TLS files read");
-    Endpoint::from_shared(url.to_string())
-        .expect("a valid URL")
+    let endpoint = Endpoint::from_shared(url.to_string()).expect("a valid URL");
+    let config = riposte_tls::client::config(tls, endpoint.uri()).expect("the TLS files read");
+    endpoint
         .tls_config(config)
         .expect("a TLS configuration")
         .connect_timeout(Duration::from_secs(5))

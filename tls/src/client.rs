@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, Uri};
 
 use crate::pem;
 
@@ -16,8 +16,10 @@ pub struct Files {
     pub cert: Option<(PathBuf, PathBuf)>,
 }
 
-/// The tonic configuration for `files`, checking the server's name against `domain`.
-pub fn config(files: &Files, domain: &str) -> Result<ClientTlsConfig, pem::Error> {
+/// The tonic configuration for `files`, checking the server's certificate against the host of
+/// `uri` (a DNS name or an IP address, brackets and all).
+pub fn config(files: &Files, uri: &Uri) -> Result<ClientTlsConfig, pem::Error> {
+    let domain = uri.host().unwrap_or_default().trim_matches(['[', ']']);
     pem::certs(&files.ca)?;
     let mut config = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(pem::read(&files.ca)?))

@@ -374,13 +374,7 @@ fn endpoint(config: &Config) -> Result<Endpoint, Error> {
     let Some(files) = &config.tls else {
         return Ok(endpoint);
     };
-    let host = endpoint
-        .uri()
-        .host()
-        .unwrap_or_default()
-        .trim_matches(['[', ']'])
-        .to_string();
-    let tls = riposte_tls::client::config(files, &host)?;
+    let tls = riposte_tls::client::config(files, endpoint.uri())?;
     endpoint
         .tls_config(tls)
         .map_err(|e| Error::OrchestratorUrl {

@@ -618,9 +618,9 @@ async fn idle_connections_from_one_peer_keep_no_one_else_from_connecting() {
         cert: None,
     };
     let url = orchestrator.url();
-    let config = riposte_tls::client::config(&files, "127.0.0.1").expect("the TLS files");
-    let other = tonic::transport::Endpoint::from_shared(url)
-        .expect("a URL")
+    let endpoint = tonic::transport::Endpoint::from_shared(url).expect("a URL");
+    let config = riposte_tls::client::config(&files, endpoint.uri()).expect("the TLS files");
+    let other = endpoint
         .local_address(Some("127.0.0.2".parse().expect("an address")))
         .tls_config(config)
         .expect("TLS")
