@@ -246,6 +246,12 @@ pub struct Config {
     )]
     pub protected_accounts: Vec<String>,
 
+    /// An account named by a number (a uid) below this is refused by the guard, as is uid 0;
+    /// the well-known system accounts (`daemon`, `nobody`, ...) are refused by name whatever
+    /// this says. 0 refuses no uid but 0.
+    #[arg(long, env = "RIPOSTE_PROTECTED_UID_BELOW", value_name = "N", default_value_t = guard::ACCOUNT_UID_MIN_DEFAULT)]
+    pub protected_uid_below: u32,
+
     /// An IPv4 block wider than this prefix length is refused by the guard.
     #[arg(long, value_name = "N", default_value_t = guard::BLOCK_PREFIX_MIN_V4_DEFAULT, value_parser = clap::value_parser!(u8).range(0..=32))]
     pub block_prefix_min_v4: u8,
@@ -304,6 +310,7 @@ impl Config {
         guard::Policy::new(
             ranges,
             &self.protected_accounts,
+            self.protected_uid_below,
             self.block_prefix_min_v4,
             self.block_prefix_min_v6,
             Some(listen),
@@ -563,15 +570,20 @@ mod tests {
         let c = Config::try_parse_from(["x"]).unwrap();
         assert_eq!(c.protected_ranges, None);
         assert_eq!((c.block_prefix_min_v4, c.block_prefix_min_v6), (24, 64));
+        assert_eq!(c.protected_uid_below, 1000);
         assert!(!c.no_builtin_playbooks);
         let listen = "127.0.0.1".parse().unwrap();
         assert!(c.guard_policy(listen).check_ip("10.1.2.3").is_err());
+        assert!(c.guard_policy(listen).check_account("999").is_err());
+        assert!(c.guard_policy(listen).check_account("1000").is_ok());
         let c = Config::try_parse_from([
             "x",
             "--protected-ranges",
             "203.0.113.0/24, 2001:db8::1",
             "--protected-accounts",
             "breakglass,svc-backup",
+            "--protected-uid-below",
+            "500",
             "--block-prefix-min-v4",
             "16",
             "--block-prefix-min-v6",
@@ -588,11 +600,20 @@ mod tests {
         assert!(policy.check_ip("203.0.113.9").is_err());
         assert!(policy.check_ip("127.0.0.1").is_err(), "always protected");
         assert!(policy.check_account("SVC-BACKUP").is_err());
+        assert_eq!(c.protected_uid_below, 500);
+        assert!(policy.check_account("499").is_err());
+        assert!(policy.check_account("500").is_ok());
+        assert!(
+            policy.check_account("daemon").is_err(),
+            "system accounts always"
+        );
         let none = Config::try_parse_from(["x", "--protected-ranges", ""]).unwrap();
         assert_eq!(none.protected_ranges, Some(Ranges(vec![])));
         assert!(Config::try_parse_from(["x", "--protected-ranges", "10.0.0.0/33"]).is_err());
         assert!(Config::try_parse_from(["x", "--block-prefix-min-v4", "33"]).is_err());
         assert!(Config::try_parse_from(["x", "--block-prefix-min-v6", "129"]).is_err());
+        assert!(Config::try_parse_from(["x", "--protected-uid-below", "-1"]).is_err());
+        assert!(Config::try_parse_from(["x", "--protected-uid-below", "many"]).is_err());
     }
 
     #[test]

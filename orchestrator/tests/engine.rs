@@ -164,7 +164,7 @@ fn open_node(store: Store, clock: &Clock) -> Arc<Node> {
         lease: LEASE,
         poll_wait_max: Duration::from_secs(1),
         approver_groups: Default::default(),
-        guard: Policy::new(vec![], &[], 24, 64, None),
+        guard: Policy::new(vec![], &[], 1000, 24, 64, None),
         schedule_grace: Duration::from_secs(60),
         schedule_to_start: Some(Duration::from_secs(15 * 60)),
     };

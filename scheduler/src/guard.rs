@@ -12,17 +12,28 @@
 //!   default). The protected ranges are the configured ones (by default RFC 1918,
 //!   `100.64.0.0/10` and `fc00::/7`) plus an always-protected set that configuration cannot
 //!   remove: loopback, unspecified, link-local, multicast, broadcast and the orchestrator's own
-//!   listen address. An IPv4-mapped IPv6 target (`::ffff:10.1.2.3`) is checked as the IPv4 it
-//!   maps. Input that does not parse as exactly an address or CIDR is refused.
-//! - **Accounts.** `root` is always protected; configured names are added. Names compare
-//!   case-insensitively after trimming. When either name has no domain, the local parts are
-//!   compared (`root@contoso.com` and `CONTOSO\root` are `root`; a protected
-//!   `breakglass@contoso.com` also protects the plain `breakglass`); two names that both carry
-//!   a domain must match as a whole.
+//!   listen address. Input that does not parse as exactly an address or CIDR is refused.
+//! - **IPv4 inside IPv6.** An IPv4-mapped target (`::ffff:10.1.2.3`, a /96 or narrower) is
+//!   checked as the IPv4 it maps. Every other IPv6 target that overlaps a prefix embedding an
+//!   IPv4 address ([`EMBEDDINGS`]: IPv4-mapped `::ffff:0:0/96`, IPv4-compatible `::/96`, NAT64
+//!   `64:ff9b::/96` and `64:ff9b:1::/48` (last 32 bits), 6to4 `2002::/16` (bits 16..48), Teredo
+//!   `2001::/32` (server: bits 32..64; client: the last 32 bits inverted)) is checked as the
+//!   IPv4 network it can embed: the embedded bits its prefix fixes, nothing fixed being
+//!   `0.0.0.0/0`. That network must not overlap a protected IPv4 range in either direction
+//!   (`64:ff9b::a01:203 embeds 10.1.2.3 (NAT64), in protected range 10.0.0.0/8`;
+//!   `2002:a00::/24` embeds `10.0.0.0/8`; `64:ff9b::/96` embeds all of IPv4).
+//! - **Accounts.** `root` and the well-known system accounts ([`SYSTEM_ACCOUNTS`]) are always
+//!   protected, configured names are added, and a name that is a number (a uid) below the
+//!   configured minimum (1000 by default), or 0, is refused. Names compare case-insensitively
+//!   after trimming. When either name has no domain, the local parts are compared
+//!   (`root@contoso.com` and `CONTOSO\root` are `root`; a protected `breakglass@contoso.com`
+//!   also protects the plain `breakglass`); two names that both carry a domain must match as a
+//!   whole. System accounts and uids are a host's: they protect the plain name only
+//!   (`daemon`, not `daemon@contoso.com`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use riposte_playbooks::actions::Guard;
 use serde_json::Value;
 
@@ -30,6 +41,9 @@ use serde_json::Value;
 pub const BLOCK_PREFIX_MIN_V4_DEFAULT: u8 = 24;
 /// Narrowest IPv6 block allowed by default: a `/64` or narrower.
 pub const BLOCK_PREFIX_MIN_V6_DEFAULT: u8 = 64;
+/// An account named by a uid below this is a system account, by default (Debian's and most
+/// distributions' first regular uid).
+pub const ACCOUNT_UID_MIN_DEFAULT: u32 = 1000;
 
 /// The configurable protected ranges when none are configured.
 pub const PROTECTED_RANGES_DEFAULT: &[&str] = &[
@@ -56,6 +70,133 @@ pub const ALWAYS_PROTECTED_RANGES: &[&str] = &[
 /// Protected whatever the configuration says.
 pub const ALWAYS_PROTECTED_ACCOUNTS: &[&str] = &["root"];
 
+/// Well-known system accounts of Linux hosts (Debian's base-passwd, systemd, common daemons),
+/// protected whatever the configuration says. Unlike `root` they protect the plain name only:
+/// `mail@contoso.com` is somebody's mailbox, not the host's `mail`.
+pub const SYSTEM_ACCOUNTS: &[&str] = &[
+    "daemon",
+    "bin",
+    "sys",
+    "sync",
+    "games",
+    "man",
+    "lp",
+    "mail",
+    "news",
+    "uucp",
+    "proxy",
+    "www-data",
+    "backup",
+    "list",
+    "irc",
+    "gnats",
+    "nobody",
+    "systemd-network",
+    "systemd-resolve",
+    "systemd-timesync",
+    "messagebus",
+    "sshd",
+    "_apt",
+    "polkitd",
+    "syslog",
+    "adm",
+    "halt",
+    "shutdown",
+    "operator",
+    "ftp",
+];
+
+/// An IPv6 prefix whose addresses carry an IPv4 address: 32 bits at bit `at` (counted from the
+/// most significant), inverted when `inverted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Embedding {
+    /// The name a refusal gives it.
+    pub form: &'static str,
+    pub prefix: Ipv6Addr,
+    pub prefix_len: u8,
+    /// The first bit of the IPv4 address; at least `prefix_len`, at most 96.
+    pub at: u8,
+    pub inverted: bool,
+}
+
+/// The IPv6 forms that embed an IPv4 address, in the order a refusal names them.
+pub const EMBEDDINGS: &[Embedding] = &[
+    Embedding {
+        form: "IPv4-mapped",
+        prefix: Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0),
+        prefix_len: 96,
+        at: 96,
+        inverted: false,
+    },
+    // Deprecated (RFC 4291), still parsed by many stacks.
+    Embedding {
+        form: "IPv4-compatible",
+        prefix: Ipv6Addr::UNSPECIFIED,
+        prefix_len: 96,
+        at: 96,
+        inverted: false,
+    },
+    // RFC 6052's well-known prefix.
+    Embedding {
+        form: "NAT64",
+        prefix: Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0),
+        prefix_len: 96,
+        at: 96,
+        inverted: false,
+    },
+    // RFC 8215's local-use prefix; its /96 NAT64 prefixes keep the IPv4 in the last 32 bits.
+    Embedding {
+        form: "NAT64 local-use",
+        prefix: Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0),
+        prefix_len: 48,
+        at: 96,
+        inverted: false,
+    },
+    // RFC 3056: 2002:V4ADDR::/48 is the site behind that address.
+    Embedding {
+        form: "6to4",
+        prefix: Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0),
+        prefix_len: 16,
+        at: 16,
+        inverted: false,
+    },
+    // RFC 4380: 2001:0:SERVER:FLAGS:PORT:CLIENT, the client's address and port inverted.
+    Embedding {
+        form: "Teredo server",
+        prefix: Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0),
+        prefix_len: 32,
+        at: 32,
+        inverted: false,
+    },
+    Embedding {
+        form: "Teredo client",
+        prefix: Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0),
+        prefix_len: 32,
+        at: 96,
+        inverted: true,
+    },
+];
+
+impl Embedding {
+    /// The IPv4 network `target` can embed in this form: the embedded bits its prefix fixes.
+    /// `None` when `target` does not overlap this form's prefix.
+    pub fn embedded(&self, target: Ipv6Net) -> Option<Ipv4Net> {
+        let prefix = Ipv6Net::new(self.prefix, self.prefix_len).ok()?;
+        if !prefix.contains(&target) && !target.contains(&prefix) {
+            return None;
+        }
+        let at = u32::from(self.at.min(96));
+        let bits = u128::from(target.network()) >> (96 - at);
+        let word = u32::try_from(bits & u128::from(u32::MAX)).ok()?;
+        let word = if self.inverted { !word } else { word };
+        let fixed = u32::from(target.prefix_len()).saturating_sub(at).min(32);
+        let fixed = u8::try_from(fixed).ok()?;
+        Ipv4Net::new(Ipv4Addr::from(word), fixed)
+            .ok()
+            .map(|n| n.trunc())
+    }
+}
+
 /// Why the guard refused a target; its text is the step's error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("refused by guard: {0}")]
@@ -68,6 +209,8 @@ pub struct Policy {
     ranges: Vec<(IpNet, &'static str)>,
     /// Lowercased protected account names.
     accounts: Vec<String>,
+    /// A name that is a uid below this is refused.
+    uid_min: u32,
     prefix_min_v4: u8,
     prefix_min_v6: u8,
 }
@@ -82,6 +225,7 @@ impl Default for Policy {
         Policy::new(
             ranges,
             &[],
+            ACCOUNT_UID_MIN_DEFAULT,
             BLOCK_PREFIX_MIN_V4_DEFAULT,
             BLOCK_PREFIX_MIN_V6_DEFAULT,
             None,
@@ -91,10 +235,12 @@ impl Default for Policy {
 
 impl Policy {
     /// `ranges` replace the configurable defaults; the always-protected ranges and `listen`
-    /// (the orchestrator's own address) are added, as is `root` to `accounts`.
+    /// (the orchestrator's own address) are added, as is `root` to `accounts`. An account
+    /// named by a uid below `uid_min` (or 0) is refused.
     pub fn new(
         ranges: Vec<IpNet>,
         accounts: &[String],
+        uid_min: u32,
         prefix_min_v4: u8,
         prefix_min_v6: u8,
         listen: Option<IpAddr>,
@@ -116,6 +262,7 @@ impl Policy {
         Policy {
             ranges: all,
             accounts: names,
+            uid_min,
             prefix_min_v4: prefix_min_v4.min(32),
             prefix_min_v6: prefix_min_v6.min(128),
         }
@@ -148,6 +295,9 @@ impl Policy {
                 return Err(Refusal(format!("{text} overlaps protected range {range}")));
             }
         }
+        if let IpNet::V6(v6) = target {
+            self.check_embedded(text, v6)?;
+        }
         let (min, family) = match target {
             IpNet::V4(_) => (self.prefix_min_v4, "IPv4"),
             IpNet::V6(_) => (self.prefix_min_v6, "IPv6"),
@@ -160,18 +310,68 @@ impl Policy {
         Ok(())
     }
 
+    /// Refuses an IPv6 target that can embed an address of a protected IPv4 range.
+    fn check_embedded(&self, text: &str, target: Ipv6Net) -> Result<(), Refusal> {
+        for embedding in EMBEDDINGS {
+            let Some(embedded) = embedding.embedded(target) else {
+                continue;
+            };
+            let form = embedding.form;
+            let shown = if embedded.prefix_len() == 32 {
+                embedded.addr().to_string()
+            } else {
+                embedded.to_string()
+            };
+            for (range, _) in &self.ranges {
+                let IpNet::V4(range) = range else { continue };
+                let relation = if range.contains(&embedded) {
+                    "in"
+                } else if embedded.contains(range) {
+                    "overlaps"
+                } else {
+                    continue;
+                };
+                return Err(Refusal(format!(
+                    "{text} embeds {shown} ({form}), {relation} protected range {range}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks one account name.
     pub fn check_account(&self, text: &str) -> Result<(), Refusal> {
         let name = text.trim().to_lowercase();
         if name.is_empty() {
             return Err(Refusal("the account name is empty".to_string()));
         }
-        match self.accounts.iter().find(|p| same_account(&name, p)) {
-            Some(protected) => Err(Refusal(format!(
+        if let Some(protected) = self.accounts.iter().find(|p| same_account(&name, p)) {
+            return Err(Refusal(format!(
                 "account {text} is protected ({protected})"
-            ))),
-            None => Ok(()),
+            )));
         }
+        if SYSTEM_ACCOUNTS.contains(&name.as_str()) {
+            return Err(Refusal(format!(
+                "account {text} is protected ({name}: a system account)"
+            )));
+        }
+        if name.bytes().all(|b| b.is_ascii_digit()) {
+            // Too many digits for a u32 is no uid at all.
+            let uid = name.parse::<u32>().ok();
+            if uid == Some(0) {
+                return Err(Refusal(format!(
+                    "account {text} is protected (uid 0: the superuser)"
+                )));
+            }
+            if let Some(uid) = uid.filter(|uid| *uid < self.uid_min) {
+                return Err(Refusal(format!(
+                    "account {text} is protected (uid {uid} is below {}: system accounts are \
+                     protected)",
+                    self.uid_min
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -221,168 +421,4 @@ fn local_part(name: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn nets(ranges: &[&str]) -> Vec<IpNet> {
-        ranges.iter().map(|r| r.parse().unwrap()).collect()
-    }
-
-    fn verdict(policy: &Policy, target: &str) -> String {
-        match policy.check_ip(target) {
-            Ok(()) => "allowed".to_string(),
-            Err(refusal) => refusal.to_string(),
-        }
-    }
-
-    #[test]
-    fn default_ranges_refuse_both_directions_and_wide_blocks() {
-        let policy = Policy::default();
-        let table = [
-            ("203.0.113.7", "allowed"),
-            ("203.0.113.0/24", "allowed"),
-            ("2001:db8::1", "allowed"),
-            ("2001:db8:1:2::/64", "allowed"),
-            (
-                "10.1.2.3",
-                "refused by guard: 10.1.2.3 is in protected range 10.0.0.0/8",
-            ),
-            (
-                "10.0.0.0/7",
-                "refused by guard: 10.0.0.0/7 overlaps protected range 10.0.0.0/8",
-            ),
-            (
-                "172.20.0.0/24",
-                "refused by guard: 172.20.0.0/24 is in protected range 172.16.0.0/12",
-            ),
-            (
-                "192.168.1.1",
-                "refused by guard: 192.168.1.1 is in protected range 192.168.0.0/16",
-            ),
-            (
-                "100.64.1.1",
-                "refused by guard: 100.64.1.1 is in protected range 100.64.0.0/10",
-            ),
-            (
-                "fd12::1",
-                "refused by guard: fd12::1 is in protected range fc00::/7",
-            ),
-            (
-                "::ffff:10.1.2.3",
-                "refused by guard: ::ffff:10.1.2.3 is in protected range 10.0.0.0/8",
-            ),
-            (
-                "203.0.113.0/23",
-                "refused by guard: 203.0.113.0/23 is wider than /24, the widest IPv4 block allowed",
-            ),
-            (
-                "2001:db8::/48",
-                "refused by guard: 2001:db8::/48 is wider than /64, the widest IPv6 block allowed",
-            ),
-            (
-                "0.0.0.0/0",
-                "refused by guard: 0.0.0.0/0 overlaps protected range 127.0.0.0/8",
-            ),
-            (
-                "203.0.113.7/24",
-                "allowed", // host bits are dropped: the /24 is what would be blocked
-            ),
-        ];
-        for (target, expected) in table {
-            assert_eq!(verdict(&policy, target), expected, "{target}");
-        }
-    }
-
-    #[test]
-    fn always_protected_ranges_survive_any_configuration() {
-        let listen: IpAddr = "198.51.100.10".parse().unwrap();
-        let policy = Policy::new(nets(&[]), &[], 0, 0, Some(listen));
-        let table = [
-            ("127.0.0.1", "127.0.0.0/8"),
-            ("::1", "::1/128"),
-            ("0.0.0.0", "0.0.0.0/8"),
-            ("::", "::/128"),
-            ("169.254.169.254", "169.254.0.0/16"),
-            ("fe80::1", "fe80::/10"),
-            ("239.1.2.3", "224.0.0.0/4"),
-            ("ff02::1", "ff00::/8"),
-            ("255.255.255.255", "255.255.255.255/32"),
-            ("198.51.100.10", "198.51.100.10/32"),
-            ("198.51.100.0/24", "198.51.100.10/32"),
-        ];
-        for (target, range) in table {
-            let refusal = policy.check_ip(target).unwrap_err().0;
-            assert!(refusal.contains(range), "{target}: {refusal}");
-        }
-        assert_eq!(verdict(&policy, "10.1.2.3"), "allowed", "defaults replaced");
-        assert_eq!(verdict(&policy, "8.0.0.0/8"), "allowed", "prefix minimum 0");
-    }
-
-    #[test]
-    fn configured_ranges_replace_the_defaults_and_prefix_minimums_apply() {
-        let policy = Policy::new(nets(&["203.0.113.0/24"]), &[], 16, 48, None);
-        assert!(verdict(&policy, "203.0.113.7").contains("203.0.113.0/24"));
-        assert_eq!(verdict(&policy, "10.1.2.3"), "allowed");
-        assert_eq!(verdict(&policy, "198.51.0.0/16"), "allowed");
-        assert!(verdict(&policy, "198.0.0.0/15").contains("wider than /16"));
-        assert_eq!(verdict(&policy, "2001:db8::/48"), "allowed");
-        assert!(verdict(&policy, "2001:db8::/47").contains("wider than /48"));
-    }
-
-    #[test]
-    fn unparsable_targets_are_refused() {
-        let policy = Policy::default();
-        for bad in ["", "example.com", "203.0.113.7 ", "203.0.113.7/33", "1.2.3"] {
-            let refusal = policy.check_ip(bad).unwrap_err().0;
-            assert!(refusal.contains("is not an IP address or CIDR"), "{bad:?}");
-        }
-        let guard = Guard::Ip("ip");
-        assert!(policy.check(guard, &json!({})).is_err());
-        assert!(policy.check(guard, &json!({"ip": 7})).is_err());
-        assert!(policy.check(guard, &json!({"ip": ["8.8.8.8"]})).is_err());
-        assert!(policy.check(guard, &json!({"ip": "8.8.8.8"})).is_ok());
-    }
-
-    #[test]
-    fn accounts_compare_case_insensitively_and_by_local_part() {
-        let protected = ["BreakGlass".to_string(), "svc-backup@contoso.com".into()];
-        let policy = Policy::new(nets(&[]), &protected, 24, 64, None);
-        let table = [
-            ("root", false),
-            ("ROOT", false),
-            (" root ", false),
-            ("root@contoso.com", false),
-            ("CONTOSO\\root", false),
-            ("breakglass", false),
-            ("BREAKGLASS@fabrikam.com", false),
-            ("svc-backup@CONTOSO.com", false),
-            ("svc-backup", false),
-            ("svc-backup@fabrikam.com", true),
-            ("alice", true),
-            ("alice@contoso.com", true),
-            ("rooted", true),
-        ];
-        for (account, allowed) in table {
-            assert_eq!(
-                policy.check_account(account).is_ok(),
-                allowed,
-                "{account}: {:?}",
-                policy.check_account(account)
-            );
-        }
-        assert!(policy.check_account("  ").is_err());
-        let guard = Guard::Account("account");
-        assert_eq!(
-            policy.check(guard, &json!({"account": "Root"})),
-            Err(Refusal("account Root is protected (root)".into()))
-        );
-        assert!(policy.check(guard, &json!({"account": 0})).is_err());
-    }
-
-    #[test]
-    fn root_cannot_be_configured_away() {
-        let policy = Policy::new(nets(&[]), &[], 24, 64, None);
-        assert!(policy.check_account("root").is_err());
-    }
-}
+mod tests;

@@ -1460,7 +1460,7 @@ steps:
 
 #[test]
 fn a_protected_account_is_refused_but_undos_are_never_guarded() {
-    let guard = crate::guard::Policy::new(vec![], &["BreakGlass".into()], 24, 64, None);
+    let guard = crate::guard::Policy::new(vec![], &["BreakGlass".into()], 1000, 24, 64, None);
     let mut s = Script::start_as(
         ACCOUNTS,
         json!({"account": "breakglass@contoso.com"}),
