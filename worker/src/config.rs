@@ -27,6 +27,9 @@ const ORCHESTRATOR_URL_DEFAULT: &str = "http://127.0.0.1:7470";
 const DRAIN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// How long one connection attempt to the orchestrator may take.
 const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+/// The Linux account actions refuse an account whose uid is below this unless told otherwise
+/// (Debian's and most distributions' first regular uid).
+pub const PROTECTED_UID_BELOW_DEFAULT: u32 = 1000;
 /// Most labels one worker carries.
 const LABELS_MAX: usize = 64;
 /// Longest label key, label value or worker name.
@@ -42,6 +45,7 @@ const FIREWALL_BACKEND_VAR: &str = "RIPOSTE_FIREWALL_BACKEND";
 const IDENTITY_BACKEND_VAR: &str = "RIPOSTE_IDENTITY_BACKEND";
 const ACCESS_BACKEND_VAR: &str = "RIPOSTE_ACCESS_BACKEND";
 const PATCH_BACKEND_VAR: &str = "RIPOSTE_PATCH_BACKEND";
+const PROTECTED_UID_BELOW_VAR: &str = "RIPOSTE_PROTECTED_UID_BELOW";
 const NFT_TABLE_VAR: &str = "RIPOSTE_NFT_TABLE";
 const NFT_JIT_PORTS_VAR: &str = "RIPOSTE_NFT_JIT_PORTS";
 const TLS_CA_VAR: &str = "RIPOSTE_TLS_CA";
@@ -75,6 +79,10 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// The backend of each response family; a family without one is not offered.
     pub backends: Backends,
+    /// The Linux backend of `identity.disable_account` and `identity.revoke_sessions` refuses
+    /// an account whose uid on this host is below this (uid 0 always): system accounts are
+    /// protected here too, whatever the orchestrator's guard let through.
+    pub protected_uid_below: u32,
     /// The nftables objects the `nftables` backends manage.
     pub nftables: nftables::Settings,
     /// Azure endpoints and credentials for the Azure backends.
@@ -99,6 +107,7 @@ impl Config {
             drain_timeout: DRAIN_TIMEOUT_DEFAULT,
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             backends: Backends::default(),
+            protected_uid_below: PROTECTED_UID_BELOW_DEFAULT,
             nftables: nftables::Settings::default(),
             azure: azure::Settings::default(),
             apt: apt::Settings::default(),
@@ -201,6 +210,15 @@ impl Config {
             access: pick(args.access_backend, env, ACCESS_BACKEND_VAR, backend)?,
             patch: pick(args.patch_backend, env, PATCH_BACKEND_VAR, backend)?,
         };
+        let uid_below = pick(
+            args.protected_uid_below,
+            env,
+            PROTECTED_UID_BELOW_VAR,
+            parse_uid,
+        )?;
+        if let Some(uid) = uid_below {
+            config.protected_uid_below = uid;
+        }
         let nft = args.nftables;
         if let Some(table) = pick(nft.nft_table, env, NFT_TABLE_VAR, nftables::parse_table)? {
             config.nftables.table = table;
@@ -319,6 +337,11 @@ struct Args {
     #[arg(long, value_name = "BACKEND")]
     patch_backend: Option<patch::Backend>,
 
+    /// The Linux account actions (disable, revoke sessions) refuse an account whose uid on this
+    /// host is below N, and uid 0 always [env: RIPOSTE_PROTECTED_UID_BELOW] [default: 1000]
+    #[arg(long, value_name = "N", value_parser = parse_uid)]
+    protected_uid_below: Option<u32>,
+
     #[command(flatten)]
     nftables: nftables::Flags,
 
@@ -386,6 +409,12 @@ fn parse_concurrency(text: &str) -> Result<u32, String> {
         return Err(format!("{n} is not in 1..={CONCURRENCY_MAX}"));
     }
     Ok(n)
+}
+
+fn parse_uid(text: &str) -> Result<u32, String> {
+    text.trim()
+        .parse()
+        .map_err(|e| format!("{text:?} is not a uid: {e}"))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

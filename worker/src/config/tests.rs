@@ -153,6 +153,29 @@ fn env_fills_missing_flags() {
 }
 
 #[test]
+fn protected_uid_below() {
+    assert_eq!(parse(&[]).expect("defaults").protected_uid_below, 1000);
+    let config = parse(&["--protected-uid-below", "500"]).expect("flag parses");
+    assert_eq!(config.protected_uid_below, 500);
+    let env = [("RIPOSTE_PROTECTED_UID_BELOW", "200")];
+    assert_eq!(parse_env(&[], &env).expect("env").protected_uid_below, 200);
+    let config = parse_env(&["--protected-uid-below", "0"], &env).expect("flag wins");
+    assert_eq!(config.protected_uid_below, 0);
+    for bad in ["-1", "many", "4294967296"] {
+        let flag = format!("--protected-uid-below={bad}");
+        let message = usage_error(parse(&[&flag]));
+        assert!(message.contains("--protected-uid-below"), "{message}");
+    }
+    let error = parse_env(&[], &[("RIPOSTE_PROTECTED_UID_BELOW", "x")]).expect_err("x");
+    assert!(
+        error
+            .to_string()
+            .starts_with("invalid RIPOSTE_PROTECTED_UID_BELOW: \"x\" is not a uid"),
+        "{error}"
+    );
+}
+
+#[test]
 fn flags_win_over_env() {
     let env = [
         ("RIPOSTE_ORCHESTRATOR", "http://env:1"),

@@ -96,7 +96,9 @@ pub(crate) async fn execute(
             }
             let disable = Disable { account, reason };
             match backend {
-                Backend::Linux => linux_account::disable(&disable, cx).await,
+                Backend::Linux => {
+                    linux_account::disable(&disable, shared.protected_uid_below, cx).await
+                }
                 Backend::Graph => azure::graph::disable(&shared.azure, &disable, cx).await,
             }
         }
@@ -116,7 +118,9 @@ pub(crate) async fn execute(
                 account: account(&mut fields)?,
             };
             match backend {
-                Backend::Linux => linux_account::revoke_sessions(&revoke, cx).await,
+                Backend::Linux => {
+                    linux_account::revoke_sessions(&revoke, shared.protected_uid_below, cx).await
+                }
                 Backend::Graph => azure::graph::revoke_sessions(&shared.azure, &revoke, cx).await,
             }
         }

@@ -8,7 +8,13 @@
 //! the account expires on day 1 (1970-01-02), which PAM's account stack refuses for every login
 //! path that enforces expiry, SSH keys included. Day 1, not 0: shadow(5) says 0 may be read as
 //! "never expires". The prior lock state and expiry field are returned as `previous` so that
-//! `enable_account` restores them exactly. An account with uid 0 is always refused.
+//! `enable_account` restores them exactly.
+//!
+//! An account with uid 0 is always refused. Disabling an account and ending its sessions also
+//! refuse an account whose uid on this host is below the worker's `--protected-uid-below`
+//! (1000 by default): system accounts are protected here as well as by the orchestrator's
+//! guard, whatever name they were given by. The uid is read from the passwd entry before
+//! anything else is read or run. Re-enabling only restores, and is not held back by it.
 
 use std::time::Duration;
 
@@ -65,9 +71,13 @@ struct Account {
 }
 
 /// See [`super::identity`].
-pub(crate) async fn disable(disable: &Disable, cx: &Context) -> Result<Value, Failure> {
+pub(crate) async fn disable(
+    disable: &Disable,
+    uid_below: u32,
+    cx: &Context,
+) -> Result<Value, Failure> {
     let name = login_name(&disable.account)?;
-    let account = read_modifiable(name).await?;
+    let account = read_modifiable(name, uid_below).await?;
     let previous = account.state.clone();
     let command = usermod(&["-L", "-e", EXPIRED], name);
     let already = previous.disabled();
@@ -109,7 +119,8 @@ pub(crate) async fn enable(enable: &Enable, cx: &Context) -> Result<Value, Failu
             expiry: String::new(),
         },
     };
-    let account = read_modifiable(name).await?;
+    // Undo: only uid 0 is refused.
+    let account = read_modifiable(name, 0).await?;
     let plan = plan_enable(&account, &target);
     let command = (!plan.args.is_empty()).then(|| usermod(&plan.args, name));
     let changes: Vec<String> = command.iter().map(Command::display).collect();
@@ -139,10 +150,11 @@ pub(crate) async fn enable(enable: &Enable, cx: &Context) -> Result<Value, Failu
 /// See [`super::identity`].
 pub(crate) async fn revoke_sessions(
     revoke: &RevokeSessions,
+    uid_below: u32,
     cx: &Context,
 ) -> Result<Value, Failure> {
     let name = login_name(&revoke.account)?;
-    let account = read_modifiable(name).await?;
+    let account = read_modifiable(name, uid_below).await?;
     let uid = account.uid.to_string();
     let pids = processes_of(&uid).await?;
     let command = Command::new("pkill", ["-KILL", "-u", uid.as_str()]).timeout(COMMAND_TIMEOUT);
@@ -303,23 +315,45 @@ fn describe(state: &State) -> String {
     format!("{lock}, {expiry}")
 }
 
-/// Reads the account and refuses uid 0.
-async fn read_modifiable(name: &str) -> Result<Account, Failure> {
-    let account = read_account(name).await?;
-    if account.uid == 0 {
+/// Refuses uid 0, and a uid below `uid_below`. Pure.
+fn check_uid(name: &str, uid: u32, uid_below: u32) -> Result<(), Failure> {
+    if uid == 0 {
         return Err(Failure::permanent(format!(
             "refused: {name} has uid 0 (a superuser account is never changed)"
         )));
     }
-    Ok(account)
+    if uid < uid_below {
+        return Err(Failure::permanent(format!(
+            "refused: account {name} has uid {uid}, below {uid_below}: system accounts are \
+             protected"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads the account's uid and checks it ([`check_uid`]) before its shadow entry is read.
+async fn read_modifiable(name: &str, uid_below: u32) -> Result<Account, Failure> {
+    let uid = read_uid(name).await?;
+    check_uid(name, uid, uid_below)?;
+    read_shadow(name, uid).await
 }
 
 /// Reads the passwd and shadow entries of `name`; an unknown name is a permanent failure.
 async fn read_account(name: &str) -> Result<Account, Failure> {
+    let uid = read_uid(name).await?;
+    read_shadow(name, uid).await
+}
+
+/// The uid in the passwd entry of `name`.
+async fn read_uid(name: &str) -> Result<u32, Failure> {
     let passwd = getent("passwd", name)
         .await?
         .ok_or_else(|| Failure::permanent(format!("no such account: {name}")))?;
-    let uid = parse_passwd(&passwd, name).map_err(Failure::permanent)?;
+    parse_passwd(&passwd, name).map_err(Failure::permanent)
+}
+
+/// The shadow entry of `name`, whose uid is `uid`.
+async fn read_shadow(name: &str, uid: u32) -> Result<Account, Failure> {
     let shadow = getent("shadow", name).await?.ok_or_else(|| {
         Failure::permanent(format!(
             "{name} has no shadow entry (or the worker may not read the shadow database)"
@@ -396,6 +430,8 @@ fn command_failed(command: &Command, output: &exec::Output) -> Failure {
 
 #[cfg(test)]
 mod tests {
+    use riposte_test_support::host;
+
     use super::*;
 
     fn state(locked: bool, expiry: &str) -> State {
@@ -487,5 +523,98 @@ mod tests {
     fn usermod_ends_options_before_the_name() {
         let command = usermod(&["-L", "-e", "1"], "alice");
         assert_eq!(command.display(), "usermod -L -e 1 -- alice");
+    }
+
+    #[test]
+    fn uid_zero_and_uids_below_the_minimum_are_refused() {
+        for (uid, below, refused) in [
+            (0, 0, true),
+            (0, 1000, true),
+            (1, 1000, true),
+            (999, 1000, true),
+            (1000, 1000, false),
+            (65534, 1000, false),
+            (1, 0, false),
+        ] {
+            let result = check_uid("x", uid, below);
+            assert_eq!(
+                result.is_err(),
+                refused,
+                "uid {uid} below {below}: {result:?}"
+            );
+            assert!(result.err().is_none_or(|e| !e.retryable));
+        }
+        assert_eq!(
+            check_uid("daemon", 1, 1000).unwrap_err().message,
+            "refused: account daemon has uid 1, below 1000: system accounts are protected"
+        );
+    }
+
+    /// `daemon` (uid 1 on Debian) is refused by disable and revoke, dry run or not, before
+    /// anything changes: its shadow entry stays as it was and a process of it keeps running.
+    /// Re-enabling (an undo) is not held back.
+    #[tokio::test]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the test starts a process as `daemon`, as any service would run"
+    )]
+    async fn a_system_account_is_refused_before_anything_runs() {
+        if !host::enabled() {
+            return;
+        }
+        let uid = read_uid("daemon")
+            .await
+            .expect("the host has a daemon account");
+        assert!((1..1000).contains(&uid), "daemon has uid {uid}");
+        let shadow = getent("shadow", "daemon").await.unwrap();
+        let mut process = std::process::Command::new("setpriv")
+            .args([
+                "--reuid=daemon",
+                "--regid=daemon",
+                "--clear-groups",
+                "sleep",
+                "60",
+            ])
+            .spawn()
+            .expect("setpriv runs");
+        let expected = format!(
+            "refused: account daemon has uid {uid}, below 1000: system accounts are protected"
+        );
+        for dry_run in [false, true] {
+            let cx = Context {
+                dry_run,
+                ..Context::test(COMMAND_TIMEOUT)
+            };
+            let disable_daemon = Disable {
+                account: "daemon".to_owned(),
+                reason: "test".to_owned(),
+            };
+            let failure = disable(&disable_daemon, 1000, &cx).await.unwrap_err();
+            assert_eq!(failure.message, expected);
+            assert!(!failure.retryable);
+            let revoke = RevokeSessions {
+                account: "daemon".to_owned(),
+            };
+            let failure = revoke_sessions(&revoke, 1000, &cx).await.unwrap_err();
+            assert_eq!(failure.message, expected);
+            assert!(!failure.retryable);
+        }
+        let running = process.try_wait().expect("the process is there");
+        let _ = process.kill();
+        let _ = process.wait();
+        assert_eq!(running, None, "the process of daemon was not killed");
+        assert_eq!(getent("shadow", "daemon").await.unwrap(), shadow);
+        let enable_daemon = Enable {
+            account: "daemon".to_owned(),
+            previous: None,
+        };
+        let cx = Context {
+            dry_run: true,
+            ..Context::test(COMMAND_TIMEOUT)
+        };
+        let out = enable(&enable_daemon, &cx)
+            .await
+            .expect("an undo only restores");
+        assert_eq!(out["account"], "daemon", "{out}");
     }
 }

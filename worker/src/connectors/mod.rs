@@ -171,6 +171,8 @@ pub(crate) struct Shared {
     pub(crate) azure: azure::Client,
     pub(crate) nftables: nftables::Settings,
     pub(crate) apt: apt::Settings,
+    /// The Linux account actions refuse a uid below this (see [`Config::protected_uid_below`]).
+    pub(crate) protected_uid_below: u32,
 }
 
 #[cfg(test)]
@@ -186,6 +188,7 @@ impl Shared {
             azure,
             nftables: config.nftables,
             apt: config.apt,
+            protected_uid_below: config.protected_uid_below,
         }
     }
 }
@@ -209,6 +212,7 @@ impl Connectors {
             azure,
             nftables: config.nftables.clone(),
             apt: config.apt.clone(),
+            protected_uid_below: config.protected_uid_below,
         };
         Ok(Connectors {
             shared,
