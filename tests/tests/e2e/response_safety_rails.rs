@@ -99,6 +99,46 @@ async fn a_protected_address_is_refused_before_anything_is_leased() {
 }
 
 #[tokio::test]
+async fn an_ipv6_address_embedding_a_protected_ipv4_is_refused_before_anything_is_leased() {
+    if !host::enabled() {
+        return;
+    }
+    let topo = Topology::new();
+    let orchestrator = Orchestrator::builder()
+        .listen(&topo.orchestrator_listen())
+        .start();
+    let worker = response_worker(&orchestrator, &topo);
+    let mut client = orchestrator.client();
+    worker.id(&mut client).await;
+
+    for (ip, form) in [
+        ("64:ff9b::a01:203", "NAT64"),
+        ("2002:a01:203::1", "6to4"),
+        ("::a01:203", "IPv4-compatible"),
+    ] {
+        let run = api::start_run(&mut client, "ip-block", json!({"ip": ip})).await;
+        let run = response::wait_ended(&mut client, &run.run_id, RUN_TIMEOUT).await;
+        assert_eq!(run.status(), RunStatus::Failed, "{}", api::describe(&run));
+        let message = format!(
+            "refused by guard: {ip} embeds 10.1.2.3 ({form}), in protected range 10.0.0.0/8"
+        );
+        assert_eq!(api::step(&run, "block").error, message);
+        let events = history_of(&mut client, &run.run_id).await;
+        assert_eq!(
+            of_kind(&events, "guard.refused").len(),
+            1,
+            "{:#?}",
+            lines(&events)
+        );
+        assert!(
+            of_kind(&events, "task.leased").is_empty(),
+            "{:#?}",
+            lines(&events)
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_protected_account_is_refused_and_root_always_is() {
     if !host::enabled() {
         return;
@@ -112,7 +152,11 @@ async fn a_protected_account_is_refused_and_root_always_is() {
     let mut client = orchestrator.client();
     worker.id(&mut client).await;
 
-    for (account, protected) in [("breakglass", "breakglass"), ("ROOT@contoso.com", "root")] {
+    for (account, protected) in [
+        ("breakglass", "breakglass"),
+        ("ROOT@contoso.com", "root"),
+        ("daemon", "daemon: a system account"),
+    ] {
         let run = api::start_run(&mut client, "account-disable", json!({"account": account})).await;
         let run = response::wait_ended(&mut client, &run.run_id, RUN_TIMEOUT).await;
         assert_eq!(run.status(), RunStatus::Failed, "{}", api::describe(&run));
