@@ -8,6 +8,7 @@
 
 mod alert_http;
 mod alert_syslog;
+pub mod auth;
 mod budget;
 pub mod builtin;
 pub mod clock;

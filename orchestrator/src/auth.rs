@@ -1,0 +1,3 @@
+//! Operator authentication.
+
+pub mod oidc;
