@@ -54,7 +54,7 @@
     reason = "this is the store door: the only module that uses sled"
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -65,83 +65,6 @@ use tokio::sync::{Notify, watch};
 
 use riposte_scheduler::Part;
 use riposte_scheduler::state::{HistoryEvent, RunId, RunState};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("store: {0}")]
-    Sled(#[from] sled::Error),
-    #[error("store damaged: record `{key}` in `{tree}` does not read back ({source})")]
-    Corrupt {
-        tree: &'static str,
-        key: String,
-        source: seal::Damage,
-    },
-    /// A run's head counts a record that is not in the store.
-    #[error("store damaged: run {run} lacks its record of {what}")]
-    Missing { run: RunId, what: String },
-    /// Records that do not read back were found (and left out of listings).
-    #[error(
-        "store damaged: {0} records do not read back (their keys are in the log); the other \
-         records are served"
-    )]
-    Damaged(usize),
-    #[error("store: flusher stopped")]
-    FlusherStopped,
-    /// The data dir cannot be created, or its lock file written.
-    #[error("data dir {} is not usable: {source}", .dir.display())]
-    DataDir {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
-    /// Another process holds the data dir.
-    #[error("data dir {} is locked by {}; stop it or choose another --data-dir", .dir.display(), holder(*.pid))]
-    Locked { dir: PathBuf, pid: Option<u32> },
-    /// sled refuses to open what is in the data dir.
-    #[error("the store in {} cannot be opened (damaged, or written by another program): {source}", .dir.display())]
-    Unopenable { dir: PathBuf, source: sled::Error },
-    /// The store stopped acknowledging: an fdatasync failed, or it was closed (to be reopened)
-    /// before the write was flushed.
-    #[error("store: writes are no longer acknowledged: {0}")]
-    SyncFailed(Arc<str>),
-    /// A flush failed while the change waited for it; the flusher tries again, so the change
-    /// may still become durable (a retry with the same idempotency key finds it).
-    #[error("store: the flush failed ({0}); the change is not durable yet, retry")]
-    FlushFailed(Arc<str>),
-    /// The data dir was written by a newer Riposte.
-    #[error(
-        "the store in {} has format {found}, newer than the {known} this orchestrator reads; \
-         run a newer riposte-orchestrator",
-        .dir.display()
-    )]
-    NewerFormat {
-        dir: PathBuf,
-        found: u32,
-        known: u32,
-    },
-    /// The data dir's filesystem is below the free-space reserve: new work is refused.
-    #[error(
-        "the data dir's filesystem has {} free, below the {} reserve (--min-free-space); \
-         new runs are refused until space is freed",
-        size(*.free),
-        size(*.reserve)
-    )]
-    LowSpace { free: u64, reserve: u64 },
-}
-
-impl Error {
-    /// A record that does not read back, or is missing: its tree and key, to report it.
-    pub fn damaged_record(&self) -> Option<String> {
-        match self {
-            Error::Corrupt { tree, key, .. } => Some(format!("{tree}/{key}")),
-            Error::Missing { run, .. } => Some(format!("runs/{run}")),
-            _ => None,
-        }
-    }
-}
-
-fn size(bytes: u64) -> String {
-    bytesize::ByteSize::b(bytes).display().iec().to_string()
-}
 
 /// Free space needed before a failed store is opened again (when no reserve is set).
 const REOPEN_FREE_MIN: u64 = 1024 * 1024;
@@ -163,13 +86,6 @@ impl Default for Options {
             durability: Durability::PowerLoss,
             reserve_bytes: 0,
         }
-    }
-}
-
-fn holder(pid: Option<u32>) -> String {
-    match pid {
-        Some(pid) => format!("pid {pid} (another orchestrator)"),
-        None => "another process".to_string(),
     }
 }
 
@@ -671,6 +587,7 @@ mod alerts;
 mod check;
 mod commit;
 pub mod disk;
+mod error;
 mod health;
 mod listing;
 mod records;
@@ -686,6 +603,7 @@ pub use check::{Checked, Salvaged};
 pub use commit::Seq;
 use commit::{Flushed, Flushing, GroupCommit, Open, flusher};
 pub use disk::Durability;
+pub use error::Error;
 pub use listing::{RunFilter, RunPage};
 use schedules::ledger_key;
 pub use schedules::{
