@@ -24,12 +24,17 @@
 //! - `alert_dedup`: `rule \0 dedup key` -> [`DedupEntry`] (JSON): the run alerts with this
 //!   key are coalesced into until `expires_ms`
 //! - `rule_budget`: rule name -> [`BudgetState`] (JSON): runs started in the current period
+//! - `audit`: seq (u64 BE) -> [`AuditRecord`] (JSON): the audit log, a chain of MACs whose
+//!   head is `settings/audit_head` ([`audit`])
 //!
 //! An alert payload is one transaction: its alerts with their fates, the runs they started,
 //! the dedup entries and the budget counts ([`Store::put_alerts`]).
 //!
 //! A schedule's fire is one transaction: the started runs (with their idempotency keys), the
 //! plan's ledger entries and the schedule's new cursor ([`Store::put_runs_scheduled`]).
+//!
+//! A change a request made and its audit record are one transaction: every write the engine
+//! makes appends the entry the door staged ([`Store::audit_next`]).
 //!
 //! **Durability.** Writes land in sled's page cache; nothing is acknowledged until a flush
 //! covers it. Every write returns a [`Seq`]; [`Seq::durable`] waits until a flush that
@@ -54,7 +59,7 @@
     reason = "this is the store door: the only module that uses sled"
 )]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -73,11 +78,13 @@ const REOPEN_FREE_MIN: u64 = 1024 * 1024;
 pub const DRY_RUN_CLAIM_PREFIX: &str = "dry-run:";
 
 /// How the store is opened.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub durability: Durability,
     /// New work is refused while the data dir's filesystem has less free than this (0: never).
     pub reserve_bytes: u64,
+    /// The audit key's file (`None`: `audit.key` in the data dir); made when missing.
+    pub audit_key: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -85,6 +92,7 @@ impl Default for Options {
         Options {
             durability: Durability::PowerLoss,
             reserve_bytes: 0,
+            audit_key: None,
         }
     }
 }
@@ -149,6 +157,9 @@ pub struct Store {
     rules: sled::Tree,
     alert_dedup: sled::Tree,
     rule_budget: sled::Tree,
+    audit: sled::Tree,
+    /// The audit key, the chain's head and the staged entry ([`audit`]).
+    chain: Arc<audit::Chain>,
     commit: Arc<GroupCommit>,
     /// Added to every fencing token (`settings/token_base`, set by a salvage).
     token_base: u64,
@@ -161,6 +172,10 @@ impl Store {
     /// Opens (or creates) the database in `dir`, locked for this process, and starts the
     /// flusher task.
     pub fn open(dir: &Path, options: Options) -> Result<Store, Error> {
+        let key_path = options
+            .audit_key
+            .unwrap_or_else(|| dir.join(AUDIT_KEY_FILE));
+        audit::refuse_shared(&key_path)?;
         let lock = disk::DirLock::acquire(dir)?;
         let db = disk::open_db(dir)?;
         let syncer = match options.durability {
@@ -191,6 +206,8 @@ impl Store {
                 .unwrap_or(0),
             None => 0,
         };
+        let audit = db.open_tree("audit")?;
+        let chain = Arc::new(audit::Chain::open(key_path, &audit, &settings)?);
         let store = Store {
             playbooks: db.open_tree("playbooks")?,
             runs: db.open_tree("runs")?,
@@ -207,6 +224,8 @@ impl Store {
             rules: db.open_tree("rules")?,
             alert_dedup: db.open_tree("alert_dedup")?,
             rule_budget: db.open_tree("rule_budget")?,
+            audit,
+            chain,
             token_base,
             db,
             commit: commit.clone(),
@@ -255,16 +274,16 @@ impl Store {
 
     /// Sets the kill switch; acknowledge only once the returned `Seq` is durable.
     pub fn put_containment(&self, containment: &Containment) -> Result<Seq, Error> {
-        self.settings.insert(CONTAINMENT_KEY, json(containment))?;
-        Ok(self.written())
+        let row = (CONTAINMENT_KEY.to_vec(), json(containment));
+        self.put_rows(&self.settings, vec![row])
     }
 
     pub fn put_playbook(&self, playbook: &StoredPlaybook) -> Result<Seq, Error> {
-        self.playbooks.insert(
+        let row = (
             playbook_key(&playbook.name, playbook.version),
             json(playbook),
-        )?;
-        Ok(self.written())
+        );
+        self.put_rows(&self.playbooks, vec![row])
     }
 
     /// A given version, or the latest when `version` is 0.
@@ -323,19 +342,11 @@ impl Store {
         schedule: Option<&ScheduleWrite<'_>>,
         alerts: Option<&AlertWrite<'_>>,
     ) -> Result<Seq, Error> {
-        struct Encoded {
-            id: [u8; 16],
-            run: records::Encoded,
-            running: bool,
-            /// `playbook \0 id`, for a run's first write.
-            index: Option<Vec<u8>>,
-            events: Vec<(Vec<u8>, Vec<u8>)>,
-        }
-        let encoded: Vec<Encoded> = writes
+        let encoded: Vec<EncodedRun> = writes
             .iter()
             .map(|write| {
                 let run = write.state;
-                Encoded {
+                EncodedRun {
                     id: run.id.to_bytes(),
                     run: records::encode(run, &write.parts),
                     running: !run.status.is_terminal(),
@@ -354,7 +365,21 @@ impl Store {
             .collect();
         let (state, entries) = encode_schedule(schedule);
         let alert_rows = encode_alerts(alerts);
-        let result: Result<(), TransactionError<()>> = (
+        self.audited(|staged| {
+            self.put_encoded(&encoded, claims, &state, &entries, &alert_rows, staged)
+        })
+    }
+
+    fn put_encoded(
+        &self,
+        encoded: &[EncodedRun],
+        claims: &[(&str, RunId)],
+        state: &Option<(Vec<u8>, Vec<u8>)>,
+        entries: &Rows,
+        alert_rows: &AlertRows,
+        staged: Option<&audit::Prepared>,
+    ) -> Result<Seq, Error> {
+        (
             &self.runs,
             &self.run_records,
             &self.active,
@@ -366,6 +391,8 @@ impl Store {
             &self.alert_dedup,
             &self.rule_budget,
             &self.run_playbooks,
+            &self.audit,
+            &self.settings,
         )
             .transaction(
                 |(
@@ -380,8 +407,10 @@ impl Store {
                     dd,
                     bu,
                     by_playbook,
+                    audit,
+                    settings,
                 )| {
-                    for run in &encoded {
+                    for run in encoded {
                         for (key, value) in &run.run.records {
                             match value {
                                 Some(value) => records.insert(key.as_slice(), value.as_slice())?,
@@ -404,10 +433,10 @@ impl Store {
                     for (k, id) in claims {
                         keys.insert(k.as_bytes(), seal::seal(&id.to_bytes()))?;
                     }
-                    if let Some((name, value)) = &state {
+                    if let Some((name, value)) = state {
                         sched_state.insert(name.as_slice(), value.as_slice())?;
                     }
-                    for (k, v) in &entries {
+                    for (k, v) in entries {
                         ledger.insert(k.as_slice(), v.as_slice())?;
                     }
                     for (k, v) in &alert_rows.alerts {
@@ -422,14 +451,14 @@ impl Store {
                     for (k, v) in &alert_rows.budgets {
                         bu.insert(k.as_slice(), v.as_slice())?;
                     }
+                    if let Some(staged) = staged {
+                        staged.insert(audit, settings)?;
+                    }
                     Ok::<(), ConflictableTransactionError<()>>(())
                 },
-            );
-        match result {
-            Ok(()) => Ok(self.written()),
-            Err(TransactionError::Storage(e)) => Err(Error::Sled(e)),
-            Err(TransactionError::Abort(())) => unreachable!("the transaction never aborts"),
-        }
+            )
+            .map_err(audit::aborted)?;
+        Ok(self.written())
     }
 
     /// Stores the alerts of one payload with the runs they started, their dedup entries and
@@ -444,16 +473,11 @@ impl Store {
         if !writes.is_empty() || !alerts.dedup.is_empty() || !alerts.budgets.is_empty() {
             return self.put_all(writes, &[], None, Some(alerts));
         }
-        let rows = encode_alerts(Some(alerts));
-        let mut batch = sled::Batch::default();
-        for (k, v) in rows.alerts {
-            batch.insert(k, v);
-        }
+        let mut rows = encode_alerts(Some(alerts));
         if let Some((id, payload)) = rows.payload {
-            batch.insert(payload_key(id).as_slice(), payload);
+            rows.alerts.push((payload_key(id).to_vec(), payload));
         }
-        self.alerts.apply_batch(batch)?;
-        Ok(self.written())
+        self.put_rows(&self.alerts, rows.alerts)
     }
 
     /// The run that claimed an idempotency key.
@@ -493,6 +517,16 @@ fn history_key(id: RunId, seq: u64) -> Vec<u8> {
 }
 
 type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A run as [`Store::put_all`] writes it.
+struct EncodedRun {
+    id: [u8; 16],
+    run: records::Encoded,
+    running: bool,
+    /// `playbook \0 id`, for a run's first write.
+    index: Option<Vec<u8>>,
+    events: Rows,
+}
 
 #[derive(Default)]
 struct AlertRows {
@@ -584,6 +618,7 @@ fn key_text(key: &[u8]) -> String {
 }
 
 mod alerts;
+mod audit;
 mod check;
 mod commit;
 pub mod disk;
@@ -599,6 +634,10 @@ pub use alerts::{
     AlertFate, AlertPage, AlertWrite, BudgetState, DedupEntry, StoredAlert, StoredRule,
 };
 use alerts::{dedup_key, payload_key};
+pub use audit::{
+    AUDIT_KEY_FILE, AuditEntry, AuditFilter, AuditOutcome, AuditPage, AuditRecord, AuditVerdict,
+    KeyFault,
+};
 pub use check::{Checked, Salvaged};
 pub use commit::Seq;
 use commit::{Flushed, Flushing, GroupCommit, Open, flusher};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use riposte_scheduler::state::RunId;
 
-use super::seal;
+use super::{audit, seal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -68,6 +68,12 @@ pub enum Error {
         size(*.reserve)
     )]
     LowSpace { free: u64, reserve: u64 },
+    /// The audit key cannot be read or made, or is open to other users ([`audit`]).
+    #[error("audit key {} is not usable: {source}", .path.display())]
+    AuditKey {
+        path: PathBuf,
+        source: audit::KeyFault,
+    },
 }
 
 impl Error {
