@@ -73,6 +73,14 @@ pub struct Config {
     )]
     pub data_dir: PathBuf,
 
+    /// The audit log's key (32 random bytes, made 0600 when missing): every audit record
+    /// carries a MAC under it, so that a record edited, added or removed by someone who can
+    /// write the data dir is detected. Keep it outside the data dir, readable only by the
+    /// orchestrator's user: then whoever can write the data dir cannot forge the log. A key
+    /// file other users may read is refused. Default: `audit.key` in the data dir.
+    #[arg(long, env = "RIPOSTE_AUDIT_KEY", value_name = "PATH", global = true)]
+    pub audit_key: Option<PathBuf>,
+
     /// Offline maintenance instead of serving.
     #[command(subcommand)]
     pub command: Option<Command>,

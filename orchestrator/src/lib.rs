@@ -160,8 +160,9 @@ pub async fn open(config: &Config) -> Result<Arc<door::Node>, Error> {
     let options = store::Options {
         durability: config.durability,
         reserve_bytes: config.min_free_space.as_u64(),
+        audit_key: config.audit_key.clone(),
     };
-    let store = store::Store::open(&config.data_dir, options)?;
+    let store = store::Store::open(&config.data_dir, options.clone())?;
     let settings = engine::Settings {
         lease: config.lease_timeout,
         poll_wait_max: config.poll_wait_max,
@@ -180,7 +181,7 @@ pub async fn open(config: &Config) -> Result<Arc<door::Node>, Error> {
     tracing::info!(runs.active = engine.runs.active_runs(), "engine.resumed");
     let dir = config.data_dir.clone();
     let reopen: door::Reopen = Box::new(move |wake| {
-        let store = store::Store::open(&dir, options)?;
+        let store = store::Store::open(&dir, options.clone())?;
         Ok(engine::Engine::open(
             store,
             settings.clone(),

@@ -125,9 +125,18 @@ fn damaged(error: &anyhow::Error) -> bool {
     store.damaged_record().is_some()
 }
 
+/// How `store check` and `store salvage` open a data dir: no free-space reserve, the
+/// configured audit key (a salvage gives the new data dir the old one's key).
+fn offline(config: &Config) -> riposte_orchestrator::store::Options {
+    riposte_orchestrator::store::Options {
+        audit_key: config.audit_key.clone(),
+        ..Default::default()
+    }
+}
+
 /// `store check`: one line per damaged record, then the count; an error when any.
 fn check(config: &Config) -> anyhow::Result<()> {
-    let store = riposte_orchestrator::store::Store::open(&config.data_dir, Default::default())?;
+    let store = riposte_orchestrator::store::Store::open(&config.data_dir, offline(config))?;
     let checked = store.check()?;
     for (record, why) in &checked.damaged {
         println!("damaged: {record}: {why}");
@@ -151,8 +160,8 @@ fn salvage(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
     if occupied {
         anyhow::bail!("{} is not empty: salvage into a new folder", to.display());
     }
-    let from = Store::open(&config.data_dir, Default::default())?;
-    let into = Store::open(to, Default::default())?;
+    let from = Store::open(&config.data_dir, offline(config))?;
+    let into = Store::open(to, offline(config))?;
     let salvaged = from.salvage(&into)?;
     for (record, why) in &salvaged.left {
         println!("left behind: {record}: {why}");

@@ -24,12 +24,17 @@
 //! - `alert_dedup`: `rule \0 dedup key` -> [`DedupEntry`] (JSON): the run alerts with this
 //!   key are coalesced into until `expires_ms`
 //! - `rule_budget`: rule name -> [`BudgetState`] (JSON): runs started in the current period
+//! - `audit`: seq (u64 BE) -> [`AuditRecord`] (JSON): the audit log, a chain of MACs whose
+//!   head is `settings/audit_head` ([`audit`])
 //!
 //! An alert payload is one transaction: its alerts with their fates, the runs they started,
 //! the dedup entries and the budget counts ([`Store::put_alerts`]).
 //!
 //! A schedule's fire is one transaction: the started runs (with their idempotency keys), the
 //! plan's ledger entries and the schedule's new cursor ([`Store::put_runs_scheduled`]).
+//!
+//! A change a request made and its audit record are one transaction: every write the engine
+//! makes appends the entry the door staged ([`Store::audit_next`]).
 //!
 //! **Durability.** Writes land in sled's page cache; nothing is acknowledged until a flush
 //! covers it. Every write returns a [`Seq`]; [`Seq::durable`] waits until a flush that
@@ -66,83 +71,6 @@ use tokio::sync::{Notify, watch};
 use riposte_scheduler::Part;
 use riposte_scheduler::state::{HistoryEvent, RunId, RunState};
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("store: {0}")]
-    Sled(#[from] sled::Error),
-    #[error("store damaged: record `{key}` in `{tree}` does not read back ({source})")]
-    Corrupt {
-        tree: &'static str,
-        key: String,
-        source: seal::Damage,
-    },
-    /// A run's head counts a record that is not in the store.
-    #[error("store damaged: run {run} lacks its record of {what}")]
-    Missing { run: RunId, what: String },
-    /// Records that do not read back were found (and left out of listings).
-    #[error(
-        "store damaged: {0} records do not read back (their keys are in the log); the other \
-         records are served"
-    )]
-    Damaged(usize),
-    #[error("store: flusher stopped")]
-    FlusherStopped,
-    /// The data dir cannot be created, or its lock file written.
-    #[error("data dir {} is not usable: {source}", .dir.display())]
-    DataDir {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
-    /// Another process holds the data dir.
-    #[error("data dir {} is locked by {}; stop it or choose another --data-dir", .dir.display(), holder(*.pid))]
-    Locked { dir: PathBuf, pid: Option<u32> },
-    /// sled refuses to open what is in the data dir.
-    #[error("the store in {} cannot be opened (damaged, or written by another program): {source}", .dir.display())]
-    Unopenable { dir: PathBuf, source: sled::Error },
-    /// The store stopped acknowledging: an fdatasync failed, or it was closed (to be reopened)
-    /// before the write was flushed.
-    #[error("store: writes are no longer acknowledged: {0}")]
-    SyncFailed(Arc<str>),
-    /// A flush failed while the change waited for it; the flusher tries again, so the change
-    /// may still become durable (a retry with the same idempotency key finds it).
-    #[error("store: the flush failed ({0}); the change is not durable yet, retry")]
-    FlushFailed(Arc<str>),
-    /// The data dir was written by a newer Riposte.
-    #[error(
-        "the store in {} has format {found}, newer than the {known} this orchestrator reads; \
-         run a newer riposte-orchestrator",
-        .dir.display()
-    )]
-    NewerFormat {
-        dir: PathBuf,
-        found: u32,
-        known: u32,
-    },
-    /// The data dir's filesystem is below the free-space reserve: new work is refused.
-    #[error(
-        "the data dir's filesystem has {} free, below the {} reserve (--min-free-space); \
-         new runs are refused until space is freed",
-        size(*.free),
-        size(*.reserve)
-    )]
-    LowSpace { free: u64, reserve: u64 },
-}
-
-impl Error {
-    /// A record that does not read back, or is missing: its tree and key, to report it.
-    pub fn damaged_record(&self) -> Option<String> {
-        match self {
-            Error::Corrupt { tree, key, .. } => Some(format!("{tree}/{key}")),
-            Error::Missing { run, .. } => Some(format!("runs/{run}")),
-            _ => None,
-        }
-    }
-}
-
-fn size(bytes: u64) -> String {
-    bytesize::ByteSize::b(bytes).display().iec().to_string()
-}
-
 /// Free space needed before a failed store is opened again (when no reserve is set).
 const REOPEN_FREE_MIN: u64 = 1024 * 1024;
 
@@ -150,11 +78,13 @@ const REOPEN_FREE_MIN: u64 = 1024 * 1024;
 pub const DRY_RUN_CLAIM_PREFIX: &str = "dry-run:";
 
 /// How the store is opened.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub durability: Durability,
     /// New work is refused while the data dir's filesystem has less free than this (0: never).
     pub reserve_bytes: u64,
+    /// The audit key's file (`None`: `audit.key` in the data dir); made when missing.
+    pub audit_key: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -162,14 +92,8 @@ impl Default for Options {
         Options {
             durability: Durability::PowerLoss,
             reserve_bytes: 0,
+            audit_key: None,
         }
-    }
-}
-
-fn holder(pid: Option<u32>) -> String {
-    match pid {
-        Some(pid) => format!("pid {pid} (another orchestrator)"),
-        None => "another process".to_string(),
     }
 }
 
@@ -233,6 +157,9 @@ pub struct Store {
     rules: sled::Tree,
     alert_dedup: sled::Tree,
     rule_budget: sled::Tree,
+    audit: sled::Tree,
+    /// The audit key, the chain's head and the staged entry ([`audit`]).
+    chain: Arc<audit::Chain>,
     commit: Arc<GroupCommit>,
     /// Added to every fencing token (`settings/token_base`, set by a salvage).
     token_base: u64,
@@ -245,6 +172,10 @@ impl Store {
     /// Opens (or creates) the database in `dir`, locked for this process, and starts the
     /// flusher task.
     pub fn open(dir: &Path, options: Options) -> Result<Store, Error> {
+        let key_path = options
+            .audit_key
+            .unwrap_or_else(|| dir.join(AUDIT_KEY_FILE));
+        audit::refuse_shared(&key_path)?;
         let lock = disk::DirLock::acquire(dir)?;
         let db = disk::open_db(dir)?;
         let syncer = match options.durability {
@@ -275,6 +206,8 @@ impl Store {
                 .unwrap_or(0),
             None => 0,
         };
+        let audit = db.open_tree("audit")?;
+        let chain = Arc::new(audit::Chain::open(key_path, &audit, &settings)?);
         let store = Store {
             playbooks: db.open_tree("playbooks")?,
             runs: db.open_tree("runs")?,
@@ -291,6 +224,8 @@ impl Store {
             rules: db.open_tree("rules")?,
             alert_dedup: db.open_tree("alert_dedup")?,
             rule_budget: db.open_tree("rule_budget")?,
+            audit,
+            chain,
             token_base,
             db,
             commit: commit.clone(),
@@ -339,16 +274,16 @@ impl Store {
 
     /// Sets the kill switch; acknowledge only once the returned `Seq` is durable.
     pub fn put_containment(&self, containment: &Containment) -> Result<Seq, Error> {
-        self.settings.insert(CONTAINMENT_KEY, json(containment))?;
-        Ok(self.written())
+        let row = (CONTAINMENT_KEY.to_vec(), json(containment));
+        self.put_rows(&self.settings, vec![row])
     }
 
     pub fn put_playbook(&self, playbook: &StoredPlaybook) -> Result<Seq, Error> {
-        self.playbooks.insert(
+        let row = (
             playbook_key(&playbook.name, playbook.version),
             json(playbook),
-        )?;
-        Ok(self.written())
+        );
+        self.put_rows(&self.playbooks, vec![row])
     }
 
     /// A given version, or the latest when `version` is 0.
@@ -407,19 +342,11 @@ impl Store {
         schedule: Option<&ScheduleWrite<'_>>,
         alerts: Option<&AlertWrite<'_>>,
     ) -> Result<Seq, Error> {
-        struct Encoded {
-            id: [u8; 16],
-            run: records::Encoded,
-            running: bool,
-            /// `playbook \0 id`, for a run's first write.
-            index: Option<Vec<u8>>,
-            events: Vec<(Vec<u8>, Vec<u8>)>,
-        }
-        let encoded: Vec<Encoded> = writes
+        let encoded: Vec<EncodedRun> = writes
             .iter()
             .map(|write| {
                 let run = write.state;
-                Encoded {
+                EncodedRun {
                     id: run.id.to_bytes(),
                     run: records::encode(run, &write.parts),
                     running: !run.status.is_terminal(),
@@ -438,7 +365,21 @@ impl Store {
             .collect();
         let (state, entries) = encode_schedule(schedule);
         let alert_rows = encode_alerts(alerts);
-        let result: Result<(), TransactionError<()>> = (
+        self.audited(|staged| {
+            self.put_encoded(&encoded, claims, &state, &entries, &alert_rows, staged)
+        })
+    }
+
+    fn put_encoded(
+        &self,
+        encoded: &[EncodedRun],
+        claims: &[(&str, RunId)],
+        state: &Option<(Vec<u8>, Vec<u8>)>,
+        entries: &Rows,
+        alert_rows: &AlertRows,
+        staged: Option<&audit::Prepared>,
+    ) -> Result<Seq, Error> {
+        (
             &self.runs,
             &self.run_records,
             &self.active,
@@ -450,6 +391,8 @@ impl Store {
             &self.alert_dedup,
             &self.rule_budget,
             &self.run_playbooks,
+            &self.audit,
+            &self.settings,
         )
             .transaction(
                 |(
@@ -464,8 +407,10 @@ impl Store {
                     dd,
                     bu,
                     by_playbook,
+                    audit,
+                    settings,
                 )| {
-                    for run in &encoded {
+                    for run in encoded {
                         for (key, value) in &run.run.records {
                             match value {
                                 Some(value) => records.insert(key.as_slice(), value.as_slice())?,
@@ -488,10 +433,10 @@ impl Store {
                     for (k, id) in claims {
                         keys.insert(k.as_bytes(), seal::seal(&id.to_bytes()))?;
                     }
-                    if let Some((name, value)) = &state {
+                    if let Some((name, value)) = state {
                         sched_state.insert(name.as_slice(), value.as_slice())?;
                     }
-                    for (k, v) in &entries {
+                    for (k, v) in entries {
                         ledger.insert(k.as_slice(), v.as_slice())?;
                     }
                     for (k, v) in &alert_rows.alerts {
@@ -506,14 +451,14 @@ impl Store {
                     for (k, v) in &alert_rows.budgets {
                         bu.insert(k.as_slice(), v.as_slice())?;
                     }
+                    if let Some(staged) = staged {
+                        staged.insert(audit, settings)?;
+                    }
                     Ok::<(), ConflictableTransactionError<()>>(())
                 },
-            );
-        match result {
-            Ok(()) => Ok(self.written()),
-            Err(TransactionError::Storage(e)) => Err(Error::Sled(e)),
-            Err(TransactionError::Abort(())) => unreachable!("the transaction never aborts"),
-        }
+            )
+            .map_err(audit::aborted)?;
+        Ok(self.written())
     }
 
     /// Stores the alerts of one payload with the runs they started, their dedup entries and
@@ -528,16 +473,11 @@ impl Store {
         if !writes.is_empty() || !alerts.dedup.is_empty() || !alerts.budgets.is_empty() {
             return self.put_all(writes, &[], None, Some(alerts));
         }
-        let rows = encode_alerts(Some(alerts));
-        let mut batch = sled::Batch::default();
-        for (k, v) in rows.alerts {
-            batch.insert(k, v);
-        }
+        let mut rows = encode_alerts(Some(alerts));
         if let Some((id, payload)) = rows.payload {
-            batch.insert(payload_key(id).as_slice(), payload);
+            rows.alerts.push((payload_key(id).to_vec(), payload));
         }
-        self.alerts.apply_batch(batch)?;
-        Ok(self.written())
+        self.put_rows(&self.alerts, rows.alerts)
     }
 
     /// The run that claimed an idempotency key.
@@ -577,6 +517,16 @@ fn history_key(id: RunId, seq: u64) -> Vec<u8> {
 }
 
 type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A run as [`Store::put_all`] writes it.
+struct EncodedRun {
+    id: [u8; 16],
+    run: records::Encoded,
+    running: bool,
+    /// `playbook \0 id`, for a run's first write.
+    index: Option<Vec<u8>>,
+    events: Rows,
+}
 
 #[derive(Default)]
 struct AlertRows {
@@ -668,9 +618,11 @@ fn key_text(key: &[u8]) -> String {
 }
 
 mod alerts;
+mod audit;
 mod check;
 mod commit;
 pub mod disk;
+mod error;
 mod health;
 mod listing;
 mod records;
@@ -682,10 +634,15 @@ pub use alerts::{
     AlertFate, AlertPage, AlertWrite, BudgetState, DedupEntry, StoredAlert, StoredRule,
 };
 use alerts::{dedup_key, payload_key};
+pub use audit::{
+    AUDIT_KEY_FILE, AuditEntry, AuditFilter, AuditOutcome, AuditPage, AuditRecord, AuditVerdict,
+    KeyFault,
+};
 pub use check::{Checked, Salvaged};
 pub use commit::Seq;
 use commit::{Flushed, Flushing, GroupCommit, Open, flusher};
 pub use disk::Durability;
+pub use error::Error;
 pub use listing::{RunFilter, RunPage};
 use schedules::ledger_key;
 pub use schedules::{

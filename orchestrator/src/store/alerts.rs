@@ -145,9 +145,8 @@ impl Store {
 
     /// Stores (or replaces) a rule's source.
     pub fn put_rule(&self, rule: &StoredRule) -> Result<Seq, Error> {
-        let value = json(rule);
-        self.rules.insert(rule.name.as_bytes(), value)?;
-        Ok(self.written())
+        let row = (rule.name.as_bytes().to_vec(), json(rule));
+        self.put_rows(&self.rules, vec![row])
     }
 
     /// Every rule, ordered by name.

@@ -1,10 +1,13 @@
 //! `riposte-orchestrator store check`: every record of every tree read back as what it should
 //! be, offline (the data dir's lock keeps a running orchestrator out), and the ones that do
-//! not named with their tree and key. `store salvage` copies every record that reads back
-//! into a new data dir, whose fencing tokens start above the old one's.
+//! not named with their tree and key, and the audit chain walked ([`Store::audit_verify`]).
+//! `store salvage` copies every record that reads back into a new data dir, whose fencing
+//! tokens start above the old one's, and whose audit key becomes the old one's (so that the
+//! audit chain copied with it still verifies).
 
 use serde::de::DeserializeOwned;
 
+use super::audit::{AuditRecord, AuditVerdict, HEAD_KEY, StoredHead};
 use super::seal::{self, Damage};
 use super::{
     BudgetState, Containment, DedupEntry, Error, LedgerEntry, ScheduleState, Store, StoredAlert,
@@ -26,6 +29,11 @@ pub enum Unreadable {
     /// The run's head reads back but a record it counts does not.
     #[error("{0}")]
     Incomplete(Error),
+    #[error("expected an audit record's seq (8 bytes), found {0} bytes")]
+    NotSeq(usize),
+    /// The audit chain is broken at this record ([`Store::audit_verify`]).
+    #[error("the audit chain is broken: {0}")]
+    AuditChain(String),
 }
 
 /// What a check found.
@@ -41,8 +49,11 @@ impl Checked {
     fn note(&mut self, tree: &str, key: &[u8], result: Result<(), Unreadable>) {
         self.records += 1;
         if let Err(why) = result {
-            self.damaged
-                .push((format!("{tree}/{}", key_text(key)), why));
+            let key = match tree {
+                "audit" => super::audit::key_shown(key),
+                _ => key_text(key),
+            };
+            self.damaged.push((format!("{tree}/{key}"), why));
         }
     }
 }
@@ -93,6 +104,10 @@ impl Store {
                 .damaged
                 .push((format!("runs/{id}"), Unreadable::Incomplete(error)));
         }
+        if let AuditVerdict::Broken { seq, why } = self.audit_verify()? {
+            let at = format!("audit/{seq}");
+            checked.damaged.push((at, Unreadable::AuditChain(why)));
+        }
         Ok(checked)
     }
 
@@ -100,6 +115,7 @@ impl Store {
     /// fencing tokens to start above this store's.
     pub fn salvage(&self, into: &Store) -> Result<Salvaged, Error> {
         let mut salvaged = Salvaged::default();
+        into.adopt_audit_key(self)?;
         for ((name, tree, check), (_, to, _)) in self.trees().into_iter().zip(into.trees()) {
             for entry in tree.iter() {
                 let (key, value) = entry?;
@@ -126,6 +142,7 @@ impl Store {
         into.settings
             .insert(TOKEN_BASE_KEY, seal::seal(&base.to_be_bytes()))?;
         into.db.flush()?;
+        into.reread_audit_head()?;
         Ok(salvaged)
     }
 
@@ -151,7 +168,7 @@ impl Store {
     }
 
     /// Every tree, with what its records must read back as.
-    pub(super) fn trees(&self) -> [(&'static str, &sled::Tree, Check); 15] {
+    pub(super) fn trees(&self) -> [(&'static str, &sled::Tree, Check); 16] {
         [
             ("playbooks", &self.playbooks, |_, v| {
                 json::<StoredPlaybook>(v)
@@ -171,6 +188,7 @@ impl Store {
             }),
             ("settings", &self.settings, |k, v| match k {
                 b"token_base" if seal::open(v)?.len() == 8 => Ok(()),
+                HEAD_KEY => json::<StoredHead>(v),
                 b"format" => std::str::from_utf8(v)
                     .ok()
                     .and_then(|v| v.parse::<u32>().ok())
@@ -198,6 +216,10 @@ impl Store {
             }),
             ("rule_budget", &self.rule_budget, |_, v| {
                 json::<BudgetState>(v)
+            }),
+            ("audit", &self.audit, |k, v| match k.len() {
+                8 => json::<AuditRecord>(v),
+                n => Err(Unreadable::NotSeq(n)),
             }),
         ]
     }

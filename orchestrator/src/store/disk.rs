@@ -131,7 +131,7 @@ const DIR_MODE: u32 = 0o700;
 /// The mode of the files the store creates.
 const FILE_MODE: u32 = 0o600;
 /// The permission bits of the group and of others.
-const SHARED_BITS: u32 = 0o077;
+pub(super) const SHARED_BITS: u32 = 0o077;
 
 /// Takes every group and other permission off `dir` and everything in it (folders become 0700,
 /// files keep only their owner's bits); symbolic links are left alone. Answers how many entries

@@ -115,23 +115,30 @@ impl Store {
         let source = json(schedule);
         let state = json(state);
         let name = schedule.name.as_bytes();
-        let result: Result<(), TransactionError<()>> = (&self.schedules, &self.schedule_state)
-            .transaction(|(schedules, states)| {
-                schedules.insert(name, source.as_slice())?;
-                states.insert(name, state.as_slice())?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
-        match result {
-            Ok(()) => Ok(self.written()),
-            Err(TransactionError::Storage(e)) => Err(Error::Sled(e)),
-            Err(TransactionError::Abort(())) => unreachable!("the transaction never aborts"),
-        }
+        self.audited(|staged| {
+            (
+                &self.schedules,
+                &self.schedule_state,
+                &self.audit,
+                &self.settings,
+            )
+                .transaction(|(schedules, states, audit, settings)| {
+                    schedules.insert(name, source.as_slice())?;
+                    states.insert(name, state.as_slice())?;
+                    if let Some(staged) = staged {
+                        staged.insert(audit, settings)?;
+                    }
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                })
+                .map_err(super::audit::aborted)?;
+            Ok(self.written())
+        })
     }
 
     /// Stores a schedule's state alone (pause, resume).
     pub fn put_schedule_state(&self, name: &str, state: &ScheduleState) -> Result<Seq, Error> {
-        self.schedule_state.insert(name.as_bytes(), json(state))?;
-        Ok(self.written())
+        let row = (name.as_bytes().to_vec(), json(state));
+        self.put_rows(&self.schedule_state, vec![row])
     }
 
     /// Every schedule with its state, ordered by name.

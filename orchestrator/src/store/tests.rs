@@ -171,7 +171,7 @@ async fn expired_dedup_entries_are_pruned_and_live_ones_kept() {
     assert_eq!(store.budget("r").expect("read").runs, 3);
 }
 
-fn stored_alert(payload_id: Option<uuid::Uuid>) -> StoredAlert {
+pub(super) fn stored_alert(payload_id: Option<uuid::Uuid>) -> StoredAlert {
     let alert = riposte_ingest::parse(
         &riposte_ingest::Format::Cef,
         b"CEF:0|V|P|1|1|t|5|src=203.0.113.9",
@@ -247,7 +247,7 @@ async fn a_payload_is_stored_once_beside_its_alerts_and_pruned_with_them() {
 }
 
 /// A run with every field set, so that a field the records forget shows.
-fn full_run() -> RunState {
+pub(super) fn full_run() -> RunState {
     use riposte_scheduler::state::{
         ApprovalState, Decision, GrantState, Phase, RunStatus, StepState, StepStatus, UndoEntry,
         Unit, UnitStatus, WaveState,
@@ -331,7 +331,7 @@ fn full_run() -> RunState {
     }
 }
 
-fn put(store: &Store, run: &RunState, parts: Vec<Part>) -> Seq {
+pub(super) fn put(store: &Store, run: &RunState, parts: Vec<Part>) -> Seq {
     let write = RunWrite {
         state: run,
         parts,
@@ -504,6 +504,12 @@ async fn every_kind_of_record_is_sealed() {
     store
         .put_runs(&[write], RunKey::Claim("key", run.id))
         .expect("written");
+    let entry = AuditEntry {
+        at_ms: 1,
+        outcome: "ok".into(),
+        ..AuditEntry::default()
+    };
+    store.audit_append(entry).expect("written");
 
     let checked = store.check().expect("checks");
     assert!(checked.damaged.is_empty(), "{:?}", checked.damaged);
