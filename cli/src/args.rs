@@ -46,24 +46,8 @@ pub struct Cli {
     /// JSON object per line for streams).
     #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = Format::Table)]
     pub output: Format,
-    /// Who you are, recorded with what you do (runs, decisions, revocations, repairs) and
-    /// checked against a step's approver groups [default: $USER].
-    #[arg(long = "as", global = true, env = "RIPOSTE_USER", value_name = "NAME")]
-    pub operator: Option<String>,
     #[command(subcommand)]
     pub command: Command,
-}
-
-impl Cli {
-    /// The operator's name: `--as`, else `RIPOSTE_USER`, else the login name from `user_env`
-    /// (the value of `$USER`), else `unknown`. A blank name counts as none.
-    pub fn operator(&self, user_env: Option<String>) -> String {
-        [self.operator.clone(), user_env]
-            .into_iter()
-            .flatten()
-            .find(|name| !name.trim().is_empty())
-            .unwrap_or_else(|| "unknown".to_string())
-    }
 }
 
 /// How results are printed.
@@ -115,6 +99,73 @@ pub enum Command {
     /// Alert rules: which alerts start which playbook, with dedup and budgets.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Who the orchestrator takes you for (your principal, as it verified your certificate or
+    /// token), and what its policy lets you do.
+    Whoami,
+    /// The audit log (admin): every change and every refused request, who (as authenticated),
+    /// from where, with the request's digest; hash-chained so that an edit shows.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Static API tokens for automation: make one (no orchestrator needed).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// The newest records (a table, or one JSON document).
+    List(AuditListArgs),
+    /// Every record, newest first, one JSON object per line (for a SIEM).
+    Export(AuditListArgs),
+    /// Check the whole chain; exit 1 naming the first record that breaks it.
+    Verify,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditListArgs {
+    /// Only this principal's records, e.g. `cert:alice`.
+    #[arg(long, value_name = "PRINCIPAL")]
+    pub principal: Option<String>,
+    /// Only this action (`run.start`) or family (`run.*`).
+    #[arg(long, value_name = "ACTION")]
+    pub action: Option<String>,
+    /// Only records that were carried out (`ok`) or refused (`refused`).
+    #[arg(long, value_parser = ["ok", "refused"])]
+    pub outcome: Option<String>,
+    /// Only records of the last DURATION, e.g. `24h`.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// At most this many records [default: 50].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "all")]
+    pub limit: Option<u32>,
+    /// Every record.
+    #[arg(long)]
+    pub all: bool,
+}
+
+impl AuditListArgs {
+    /// `--since` as the earliest time in ms since the epoch; 0 without it.
+    pub fn since_ms(&self) -> i64 {
+        self.since.map_or(0, |since| {
+            crate::commands::now_ms() - since.as_millis() as i64
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Write a new token to FILE (readable by you alone) and print the line to add to the
+    /// orchestrator's `--api-tokens` file; the principal is `token:NAME`.
+    New(TokenNewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenNewArgs {
+    /// The token's name: 1 to 64 letters, digits, `-`, `_` or `.`.
+    pub name: String,
+    /// Where to write the token (created, mode 0600; an existing file is not overwritten).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -283,32 +334,11 @@ pub struct RunArgs {
     /// concurrency key is taken; guards still apply.
     #[arg(long)]
     pub dry_run: bool,
-    #[command(flatten)]
-    pub requester: Requester,
     /// Follow the run until it finishes, one line per event. Exit code: 0 succeeded, 1 failed,
     /// 3 cancelled, 4 event stream lost or final state unknown, 5 halted (a rollout that
     /// waits for `riposte runs resume` or a cancel). A queued run is followed until it ends.
     #[arg(long)]
     pub wait: bool,
-}
-
-/// Who asks for a run or a cancellation, recorded by the orchestrator.
-#[derive(Debug, Args)]
-pub struct Requester {
-    /// Who is asking, recorded with the run [default: the `--as` name].
-    #[arg(long, value_name = "NAME")]
-    pub requested_by: Option<String>,
-}
-
-impl Requester {
-    /// The name to record: `--requested-by` when given and not blank, else `operator` (the
-    /// `--as` name).
-    pub fn name(&self, operator: &str) -> String {
-        self.requested_by
-            .clone()
-            .filter(|name| !name.trim().is_empty())
-            .unwrap_or_else(|| operator.to_string())
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -412,8 +442,6 @@ pub struct CancelArgs {
     /// Why the run is cancelled, recorded with it.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
-    #[command(flatten)]
-    pub requester: Requester,
 }
 
 #[derive(Debug, Subcommand)]

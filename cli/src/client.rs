@@ -8,8 +8,9 @@ use std::time::Duration;
 use riposte_proto::v1::operator_client::OperatorClient;
 use riposte_proto::v1::{
     AlertInfo, ApplyRuleRequest, ApplyRuleResponse, GetAlertRequest, IngestAlertRequest,
-    IngestAlertResponse, ListAlertsRequest, ListAlertsResponse, ListRulesRequest,
-    ListRulesResponse,
+    IngestAlertResponse, ListAlertsRequest, ListAlertsResponse, ListAuditRequest,
+    ListAuditResponse, ListRulesRequest, ListRulesResponse, VerifyAuditRequest,
+    VerifyAuditResponse, WhoAmIRequest, WhoAmIResponse,
 };
 use riposte_proto::v1::{
     ApplyPlaybookRequest, ApplyPlaybookResponse, CancelRunRequest, ContainmentRequest,
@@ -27,9 +28,11 @@ use riposte_proto::v1::{
 };
 use std::path::Path;
 
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::credentials::Token;
 use crate::error::Error;
 
 /// How long to wait for the TCP connection to the orchestrator.
@@ -118,7 +121,26 @@ pub fn target(addr: &Addr, tls_dir: Option<&Path>) -> Result<Target, Error> {
 pub struct Client {
     addr: String,
     tls: Option<riposte_tls::client::Files>,
-    operator: Option<OperatorClient<Channel>>,
+    token: Option<Token>,
+    operator: Option<Operator>,
+}
+
+/// The `Operator` client, every request carrying the bearer token when there is one.
+type Operator = OperatorClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer …` to every request.
+#[derive(Clone)]
+struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 /// The live events of one run, as `WatchRun` streams them.
@@ -130,10 +152,11 @@ pub struct Events {
 impl Client {
     /// A client for `target`. Nothing is dialed yet, so a command can check its inputs before
     /// it needs the network.
-    pub fn new(target: Target) -> Client {
+    pub fn new(target: Target, token: Option<Token>) -> Client {
         Client {
             addr: target.url,
             tls: target.tls,
+            token,
             operator: None,
         }
     }
@@ -345,7 +368,7 @@ impl Client {
 
     /// The `Operator` client, dialing the orchestrator on first use. Cloning it is cheap: the
     /// clones share one HTTP/2 connection.
-    async fn operator(&mut self) -> Result<OperatorClient<Channel>, Error> {
+    async fn operator(&mut self) -> Result<Operator, Error> {
         if let Some(operator) = &self.operator {
             return Ok(operator.clone());
         }
@@ -366,7 +389,13 @@ impl Client {
                 addr: self.addr.clone(),
                 cause: cause(&error),
             })?;
-        let operator = OperatorClient::new(channel);
+        let bearer = match &self.token {
+            None => None,
+            Some(token) => Some(token.header().parse().map_err(|_| {
+                Error::Usage("the token holds characters a header cannot carry".into())
+            })?),
+        };
+        let operator = OperatorClient::with_interceptor(channel, Bearer(bearer));
         self.operator = Some(operator.clone());
         Ok(operator)
     }
@@ -410,6 +439,27 @@ impl Client {
     ) -> Result<ListRulesResponse, Error> {
         let mut operator = self.operator().await?;
         let reply = operator.list_rules(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn list_audit(
+        &mut self,
+        request: ListAuditRequest,
+    ) -> Result<ListAuditResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.list_audit(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn verify_audit(&mut self) -> Result<VerifyAuditResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.verify_audit(unary(VerifyAuditRequest {})).await;
+        self.answer(reply)
+    }
+
+    pub async fn who_am_i(&mut self) -> Result<WhoAmIResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.who_am_i(unary(WhoAmIRequest {})).await;
         self.answer(reply)
     }
 

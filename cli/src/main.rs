@@ -8,6 +8,7 @@
 mod args;
 mod client;
 mod commands;
+mod credentials;
 mod display;
 mod error;
 mod json;

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 pub use listener::Limits;
 
 use crate::door::alerts::{Feed, IngestAlert};
-use crate::door::{self, Node};
+use crate::door::{self, Caller, Node};
 use crate::engine;
 use riposte_ingest::PAYLOAD_BYTES_MAX;
 
@@ -194,7 +194,7 @@ async fn ingest(
         source: source.to_string(),
         payload,
     };
-    match app.shared.handle(ingest).await {
+    match app.shared.handle(Caller::Feed, ingest).await {
         Ok(alerts) => {
             let alerts: Vec<_> = alerts
                 .iter()

@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 
 use crate::clock::Clock;
-use crate::door::{Node, alerts::IngestBatch};
+use crate::door::{Caller, Node, alerts::IngestBatch};
 use riposte_ingest::framing::FrameDecoder;
 use riposte_ingest::syslog::SYSLOG_MESSAGE_BYTES_MAX;
 
@@ -204,7 +204,7 @@ async fn ingest(
         source: SOURCE.to_string(),
         payloads: batch,
     };
-    match shared.handle(batch).await {
+    match shared.handle(Caller::Feed, batch).await {
         Ok(refused) => {
             for error in refused {
                 refusals.note_from(peer, &error);

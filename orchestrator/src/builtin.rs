@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::Error;
-use crate::door::{Node, playbooks::ApplyBuiltin};
+use crate::door::{Caller, Node, playbooks::ApplyBuiltin};
 use crate::engine::Builtin;
 
 /// The built-in playbooks: file name and source.
@@ -28,10 +28,20 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
 ];
 
+/// Whether `name` is a built-in playbook's (its file is `NAME.yaml`).
+pub fn is_builtin(name: &str) -> bool {
+    BUILTIN
+        .iter()
+        .any(|(file, _)| file.strip_suffix(".yaml") == Some(name))
+}
+
 /// Applies each built-in playbook the store lacks; logs what it kept.
 pub(crate) async fn apply(node: &Arc<Node>) -> Result<(), Error> {
     for (origin, source) in BUILTIN {
-        match node.handle(ApplyBuiltin { source }).await? {
+        match node
+            .handle(Caller::Internal, ApplyBuiltin { source })
+            .await?
+        {
             Builtin::Applied { name, version } => {
                 tracing::info!(playbook = %name, version, origin, "playbook.builtin_applied");
             }
@@ -57,6 +67,25 @@ mod tests {
             let playbook = riposte_playbooks::compile(source)
                 .unwrap_or_else(|d| panic!("{file}: {:?}", d.first()));
             assert_eq!(format!("{}.yaml", playbook.name), *file);
+        }
+    }
+
+    #[test]
+    fn every_builtin_meets_the_default_platform_rules() {
+        let rules = riposte_playbooks::platform::default_requirements();
+        for (file, source) in BUILTIN {
+            let playbook = riposte_playbooks::compile(source).expect("compiles");
+            assert!(is_builtin(&playbook.name));
+            let scheduled = riposte_playbooks::platform::unmet(&playbook, &rules, true);
+            assert_eq!(scheduled, vec![], "{file}");
+            // Patching outside a schedule needs an approval: a person starts it through a
+            // schedule (`riposte schedules trigger`).
+            let by_hand = riposte_playbooks::platform::unmet(&playbook, &rules, false);
+            assert_eq!(
+                by_hand.is_empty(),
+                playbook.name != "patch-deployment",
+                "{file}"
+            );
         }
     }
 }

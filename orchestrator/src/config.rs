@@ -54,6 +54,69 @@ pub struct Config {
     #[arg(long, env = "RIPOSTE_WORKER_POLICY", value_name = "PATH")]
     pub worker_policy: Option<PathBuf>,
 
+    /// The operator policy (YAML, see `docs/security.md`): which principals and groups hold
+    /// which roles, the approvals the platform requires above every playbook, the action
+    /// families the kill switch holds. Re-read when it changes and on SIGHUP. Without it no
+    /// operator may do anything.
+    #[arg(long, env = "RIPOSTE_POLICY", value_name = "PATH")]
+    pub policy: Option<PathBuf>,
+
+    /// Static API tokens for automation (YAML of names and SHA-256 digests; `riposte tokens
+    /// new` makes one). Re-read when it changes and on SIGHUP.
+    #[arg(long, env = "RIPOSTE_API_TOKENS", value_name = "PATH")]
+    pub api_tokens: Option<PathBuf>,
+
+    /// The OIDC issuer whose bearer tokens identify operators, exactly as tokens name it in
+    /// `iss` (Entra ID: `https://login.microsoftonline.com/TENANT/v2.0`). Needs
+    /// `--oidc-audience` and `--oidc-jwks-url`.
+    #[arg(
+        long,
+        env = "RIPOSTE_OIDC_ISSUER",
+        value_name = "URL",
+        requires_all = ["oidc_audience", "oidc_jwks_url"]
+    )]
+    pub oidc_issuer: Option<String>,
+
+    /// The audience an operator's OIDC token must name in `aud` (this orchestrator's app id
+    /// or URI).
+    #[arg(
+        long,
+        env = "RIPOSTE_OIDC_AUDIENCE",
+        value_name = "AUD",
+        requires = "oidc_issuer"
+    )]
+    pub oidc_audience: Option<String>,
+
+    /// Where the issuer publishes its signing keys (JWKS), over https (Entra ID:
+    /// `https://login.microsoftonline.com/TENANT/discovery/v2.0/keys`). Fetched at the first
+    /// token, again for an unknown key id (at most every 30 s) and when an hour old.
+    #[arg(
+        long,
+        env = "RIPOSTE_OIDC_JWKS_URL",
+        value_name = "URL",
+        requires = "oidc_issuer"
+    )]
+    pub oidc_jwks_url: Option<String>,
+
+    /// The Entra ID tenant an OIDC token's `tid` must name, when given.
+    #[arg(
+        long,
+        env = "RIPOSTE_OIDC_TENANT",
+        value_name = "TID",
+        requires = "oidc_issuer"
+    )]
+    pub oidc_tenant: Option<String>,
+
+    /// The CA certificate(s) (PEM) the JWKS endpoint's certificate must chain to, instead of
+    /// the public roots (an issuer inside the organization).
+    #[arg(
+        long,
+        env = "RIPOSTE_OIDC_CA",
+        value_name = "PATH",
+        requires = "oidc_issuer"
+    )]
+    pub oidc_ca: Option<PathBuf>,
+
     /// Serve gRPC without TLS on an address other than loopback (refused without this flag).
     /// Anyone who can reach the port can then read and send everything.
     #[arg(long)]
@@ -147,11 +210,6 @@ pub struct Config {
     /// skipped).
     #[arg(long, env = "RIPOSTE_PLAYBOOKS")]
     pub playbooks: Option<PathBuf>,
-
-    /// An approver group and its members, `GROUP=alice,bob`; repeat for more groups. Approval
-    /// steps name the groups that may decide.
-    #[arg(long = "approver-group", value_name = "GROUP=MEMBERS", value_parser = parse_group)]
-    pub approver_groups: Vec<(String, Vec<String>)>,
 
     /// Address of the HTTP alert listener (`POST /alerts/azure-monitor`, `/alerts/sentinel`,
     /// `/alerts/defender`, `/alerts/generic/{name}`); off when not given. Port 0 picks a free
@@ -457,24 +515,6 @@ fn parse_secret(text: &str) -> Result<(String, String), String> {
     }
 }
 
-fn parse_group(text: &str) -> Result<(String, Vec<String>), String> {
-    let (group, members) = text
-        .split_once('=')
-        .ok_or_else(|| format!("`{text}`: expected GROUP=MEMBER,MEMBER"))?;
-    let members: Vec<String> = members
-        .split(',')
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
-        .map(String::from)
-        .collect();
-    if group.trim().is_empty() || members.is_empty() {
-        return Err(format!(
-            "`{text}`: a group needs a name and at least one member"
-        ));
-    }
-    Ok((group.trim().to_string(), members))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,25 +592,6 @@ mod tests {
         .unwrap();
         assert!(c.dev);
         assert_eq!(c.lease_timeout, Duration::from_millis(1500));
-    }
-
-    #[test]
-    fn approver_groups_parse() {
-        let c = Config::try_parse_from([
-            "x",
-            "--approver-group",
-            "soc-leads=alice, bob",
-            "--approver-group",
-            "on-call=carol",
-        ])
-        .unwrap();
-        assert_eq!(
-            c.approver_groups[0],
-            ("soc-leads".into(), vec!["alice".into(), "bob".into()])
-        );
-        assert_eq!(c.approver_groups.len(), 2);
-        assert!(Config::try_parse_from(["x", "--approver-group", "nobody"]).is_err());
-        assert!(Config::try_parse_from(["x", "--approver-group", "g="]).is_err());
     }
 
     #[test]

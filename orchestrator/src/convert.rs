@@ -463,3 +463,20 @@ fn entities(e: &riposte_ingest::Entities) -> Vec<String> {
         .map(|h| format!("host {}{}", h.name, role(h.role)));
     ips.chain(accounts).chain(hosts).collect()
 }
+
+pub fn audit_record(record: &crate::store::AuditRecord) -> pb::AuditRecord {
+    let entry = &record.entry;
+    pb::AuditRecord {
+        seq: record.seq,
+        at_ms: entry.at_ms,
+        principal: entry.principal.clone(),
+        method: entry.method.clone(),
+        source: entry.source.clone(),
+        action: entry.action.clone(),
+        target: entry.target.clone(),
+        digest: entry.digest.clone(),
+        outcome: entry.outcome.clone(),
+        prev: record.prev.clone(),
+        mac: record.mac.clone(),
+    }
+}

@@ -1,5 +1,8 @@
-//! The embedded default (`--dev`): its own certificates and worker policy under the data dir
-//! (made on the first start, used again after), and the example playbooks applied at start.
+//! The embedded default (`--dev`): its own certificates, worker policy and operator policy
+//! under the data dir (made on the first start, used again after), and the example playbooks
+//! applied at start. The operator certificate beside the CLI (`DATA/tls`) is `admin`; a second
+//! one, `approver` (`DATA/tls/approver`), is in every approver group of the built-in
+//! playbooks, so that a run `admin` starts can be approved by someone else.
 //! The in-process workers are started by the binary, which knows the bound address.
 
 use std::path::{Path, PathBuf};
@@ -19,6 +22,8 @@ pub const TLS_DIR: &str = "tls";
 pub const WORKER_IDENTITY: &str = "dev-worker";
 /// The identity of the operator certificate made for the CLI.
 pub const OPERATOR_IDENTITY: &str = "admin";
+/// The identity of the second operator certificate, an approver (`DATA/tls/approver`).
+pub const APPROVER_IDENTITY: &str = "approver";
 /// How long the certificates `--dev` makes are valid.
 const DAYS: u64 = 3650;
 
@@ -59,6 +64,23 @@ pub fn credentials(config: &mut Config, now: SystemTime) -> Result<Credentials, 
         let operator = Identity::new(Role::Operator, OPERATOR_IDENTITY).expect("a valid name");
         ca.client(&operator, validity)?.write(&dir, "operator")?;
     }
+    let approver_dir = dir.join(APPROVER_IDENTITY);
+    if !approver_dir.join("operator.pem").exists() {
+        private_dir(&approver_dir)?;
+        let approver = Identity::new(Role::Operator, APPROVER_IDENTITY).expect("a valid name");
+        ca.client(&approver, validity)?
+            .write(&approver_dir, "operator")?;
+        let ca_pem = std::fs::read_to_string(&ca_cert).map_err(|source| Error::Io {
+            path: ca_cert.display().to_string(),
+            source,
+        })?;
+        write_file(&approver_dir.join("ca.pem"), &ca_pem, 0o600)?;
+    }
+    let operators = config.data_dir.join("policy.yaml");
+    if !operators.exists() {
+        write_file(&operators, DEV_POLICY, 0o600)?;
+    }
+    config.policy.get_or_insert(operators);
     let policy = config.data_dir.join("worker-policy.yaml");
     if !policy.exists() {
         write_file(&policy, DEV_WORKER_POLICY, 0o600)?;
@@ -84,6 +106,26 @@ workers:
   - identity: dev-worker
     actions: ['*']
     labels: {'*': '*'}
+";
+
+/// The operator policy `--dev` writes: its `admin` certificate may do everything, and both
+/// operator certificates are in the approver groups the examples and built-ins name.
+const DEV_POLICY: &str = "\
+# Who may do what (see docs/security.md). --dev's CLI presents `cert:admin` (riposte-data/tls);
+# `cert:approver` (riposte-data/tls/approver) approves what admin starts: nobody approves their
+# own run.
+principals:
+  'cert:admin': [admin]
+groups:
+  soc-leads:
+    roles: [approver]
+    members: ['cert:admin', 'cert:approver']
+  access-approvers:
+    roles: [approver]
+    members: ['cert:admin', 'cert:approver']
+  change-approvers:
+    roles: [approver]
+    members: ['cert:admin', 'cert:approver']
 ";
 
 /// Creates `dir` (and its parents) readable by this user alone.

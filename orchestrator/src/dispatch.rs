@@ -97,8 +97,11 @@ pub struct Dispatcher<G> {
     leases: HashMap<u64, Lease>,
     /// Leases a worker must drop, told on its next heartbeat.
     abandoned: HashMap<String, Vec<(TaskId, u64)>>,
-    /// Containment is paused: holdable tasks stay queued (see [`TaskSpec::holdable`]).
+    /// Containment is paused: tasks of a containment family stay queued (dry runs excepted).
     paused: bool,
+    /// The action families the kill switch holds (the operator policy's `containment`),
+    /// undos included: lifting a block or enabling an account changes the world too.
+    containment: Vec<String>,
     /// A worker unheard for longer than this is fenced: the lease.
     silence_max: Duration,
 }
@@ -108,7 +111,7 @@ const FENCED_REMEMBERED: u32 = 10;
 
 impl<G> Dispatcher<G> {
     /// An empty dispatcher fencing workers unheard for longer than `lease`.
-    pub fn new(lease: Duration) -> Dispatcher<G> {
+    pub fn new(lease: Duration, containment: Vec<String>) -> Dispatcher<G> {
         Dispatcher {
             queues: HashMap::new(),
             queued: 0,
@@ -119,6 +122,7 @@ impl<G> Dispatcher<G> {
             leases: HashMap::new(),
             abandoned: HashMap::new(),
             paused: false,
+            containment,
             silence_max: lease,
         }
     }
@@ -137,15 +141,25 @@ impl<G> Dispatcher<G> {
             .push_back(Queued { seq, task });
     }
 
-    /// Pauses or resumes containment at the door: while paused, no holdable task leaves the
-    /// queue.
+    /// Replaces the families the kill switch holds (a policy reload).
+    pub fn set_containment(&mut self, families: Vec<String>) {
+        self.containment = families;
+    }
+
+    /// Pauses or resumes containment at the door: while paused, no task of a containment
+    /// family leaves the queue.
     pub fn set_paused(&mut self, paused: bool) {
         self.paused = paused;
     }
 
     /// Whether the door holds `task` now.
     pub fn is_held(&self, task: &TaskSpec) -> bool {
-        self.paused && task.holdable()
+        self.paused
+            && !task.dry_run
+            && self
+                .containment
+                .iter()
+                .any(|f| riposte_playbooks::platform::action_matches(f, &task.action))
     }
 
     /// The queued tasks the door holds now.
@@ -433,7 +447,7 @@ mod tests {
     #[test]
     fn a_worker_gets_the_oldest_task_it_serves_and_nothing_it_cannot() {
         let now = crate::clock::Clock::manual(0).monotonic();
-        let mut d: Dispatcher<()> = Dispatcher::new(LEASE);
+        let mut d: Dispatcher<()> = Dispatcher::new(LEASE, vec!["firewall.block_ip".into()]);
         d.enqueue(task(0, "firewall.block_ip", &[]));
         d.enqueue(task(1, "core.noop", &[("pool", "b")]));
         d.enqueue(task(2, "core.noop", &[]));
@@ -451,7 +465,7 @@ mod tests {
     #[test]
     fn a_worker_without_a_heartbeat_for_a_lease_is_passed_over_then_fenced_until_it_registers() {
         let start = crate::clock::Clock::manual(0).monotonic();
-        let mut d: Dispatcher<()> = Dispatcher::new(LEASE);
+        let mut d: Dispatcher<()> = Dispatcher::new(LEASE, vec!["firewall.block_ip".into()]);
         d.register(worker("frozen", &["core.noop"], &[], start));
         let (frozen_poll, _rx) = oneshot::channel();
         d.add_waiter(Waiter {

@@ -113,8 +113,9 @@ pub struct Settings {
     pub lease: Duration,
     /// Longest long-poll held open.
     pub poll_wait_max: Duration,
-    /// Approver groups: group name -> members.
-    pub approver_groups: BTreeMap<String, Vec<String>>,
+    /// The platform's rules from the operator policy (replaced on reload, see
+    /// [`Runs::set_platform`]).
+    pub platform: Platform,
     /// The platform-wide guard the scheduler checks guarded actions against.
     pub guard: riposte_scheduler::guard::Policy,
     /// An occurrence decided later than this after its time is missed (catch-up decides).
@@ -122,6 +123,31 @@ pub struct Settings {
     /// A step's task queued this long without a worker fails its step, unless the step sets
     /// its own `schedule_to_start`; `None`: no limit.
     pub schedule_to_start: Option<Duration>,
+}
+
+/// The operator policy's rules the engine applies: the approvals the platform requires above
+/// every playbook (checked at apply and at each start), and the action families the kill
+/// switch holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub approvals: Vec<riposte_playbooks::platform::Requirement>,
+    pub containment: Vec<String>,
+}
+
+impl Platform {
+    pub fn of(policy: &crate::auth::Policy) -> Platform {
+        Platform {
+            approvals: policy.approvals().to_vec(),
+            containment: policy.containment().to_vec(),
+        }
+    }
+}
+
+impl Default for Platform {
+    /// The default policy's rules.
+    fn default() -> Platform {
+        Platform::of(&crate::auth::Policy::default())
+    }
 }
 
 /// What a durable timer wakes: a run (the scheduler handles what of it is due) or a schedule
@@ -251,6 +277,13 @@ impl Engine {
 }
 
 impl Runs {
+    /// Applies the platform's rules of a reloaded policy: starts from now on are checked
+    /// against its approvals, and the kill switch holds its families.
+    pub fn set_platform(&mut self, platform: Platform) {
+        self.dispatch.set_containment(platform.containment.clone());
+        self.settings.platform = platform;
+    }
+
     /// The runs as stored, every active one resumed.
     fn open(
         store: Store,
@@ -262,7 +295,7 @@ impl Runs {
             .with_schedule_to_start(settings.schedule_to_start.map(|d| d.as_millis() as u64));
         let mut runs = Runs {
             containment: store.containment()?,
-            dispatch: Dispatcher::new(settings.lease),
+            dispatch: Dispatcher::new(settings.lease, settings.platform.containment.clone()),
             store,
             settings,
             clock,

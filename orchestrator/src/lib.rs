@@ -57,6 +57,8 @@ pub enum Error {
     Tls(#[from] tls::Error),
     #[error(transparent)]
     Certificates(#[from] riposte_tls::issue::Error),
+    #[error("the OIDC configuration: {0}")]
+    Oidc(#[from] auth::oidc::Error),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -163,10 +165,11 @@ pub async fn open(config: &Config) -> Result<Arc<door::Node>, Error> {
         audit_key: config.audit_key.clone(),
     };
     let store = store::Store::open(&config.data_dir, options.clone())?;
+    let policy = tls::operator_policy(config)?;
     let settings = engine::Settings {
         lease: config.lease_timeout,
         poll_wait_max: config.poll_wait_max,
-        approver_groups: config.approver_groups.iter().cloned().collect(),
+        platform: engine::Platform::of(&policy),
         guard: config.guard_policy(config.listen.ip()),
         schedule_grace: config.schedule_grace,
         schedule_to_start: Some(config.schedule_to_start),
@@ -199,7 +202,8 @@ pub async fn open(config: &Config) -> Result<Arc<door::Node>, Error> {
         config.alerts_in_flight_per_feed,
     )
     .with_reopen(reopen)
-    .with_worker_access(access);
+    .with_worker_access(access)
+    .with_operator_policy(policy);
     let shared = Arc::new(node);
     if let Some(dir) = &config.playbooks {
         apply_folder(&shared, dir).await?;
@@ -231,7 +235,17 @@ pub async fn run(
     } = listeners;
     let timers = tokio::spawn(timer_loop(shared.clone()));
     let reloads = transport.all();
-    let reloading = tokio::spawn(tls::reload(config.clone(), shared.clone(), reloads));
+    let authenticator = Arc::new(auth::Authenticator::new(
+        tls::api_tokens(&config)?,
+        oidc_verifier(&config)?,
+        shared.clock().clone(),
+    ));
+    let reloading = tokio::spawn(tls::reload(
+        config.clone(),
+        shared.clone(),
+        reloads,
+        authenticator.clone(),
+    ));
     let mut alert_listeners = Vec::new();
     if let Some(l) = alerts {
         let secrets = alert_http::Secrets::new(config.alert_secrets.clone());
@@ -294,7 +308,7 @@ pub async fn run(
                 .max_decoding_message_size(MESSAGE_BYTES_MAX),
         )
         .add_service(
-            OperatorServer::new(grpc::OperatorApi(shared.clone()))
+            OperatorServer::new(grpc::OperatorApi(shared.clone(), authenticator))
                 .max_decoding_message_size(MESSAGE_BYTES_MAX),
         );
     let result = match transport.grpc {
@@ -433,12 +447,32 @@ async fn apply_folder(shared: &Arc<door::Node>, dir: &Path) -> Result<(), Error>
     Ok(())
 }
 
+/// The OIDC verifier `config` asks for, if any.
+fn oidc_verifier(config: &Config) -> Result<Option<auth::oidc::Verifier>, Error> {
+    let (Some(issuer), Some(audience), Some(jwks_url)) = (
+        &config.oidc_issuer,
+        &config.oidc_audience,
+        &config.oidc_jwks_url,
+    ) else {
+        return Ok(None);
+    };
+    let oidc = auth::oidc::OidcConfig {
+        issuer: issuer.clone(),
+        audience: audience.clone(),
+        jwks_url: jwks_url.clone(),
+        tenant: config.oidc_tenant.clone(),
+        leeway: auth::oidc::OidcConfig::LEEWAY_DEFAULT,
+    };
+    let verifier = auth::oidc::Verifier::new(oidc, config.oidc_ca.as_deref())?;
+    Ok(Some(verifier))
+}
+
 /// Applies one playbook at start; an invalid or conflicting one is logged and skipped.
 async fn apply_one(shared: &Arc<door::Node>, origin: &str, source: &str) -> Result<(), Error> {
     let apply = door::playbooks::ApplyPlaybook {
         source: source.to_string(),
     };
-    match shared.handle(apply).await {
+    match shared.handle(door::Caller::Internal, apply).await {
         Ok(applied) => {
             let playbook = &applied.playbook;
             tracing::info!(playbook = %playbook.name, version = playbook.version, unchanged = applied.unchanged, origin, "playbook.loaded");

@@ -62,15 +62,17 @@ pub enum Error {
          or --insecure-plaintext"
     )]
     PlaintextAlerts(SocketAddr),
-    #[error("cannot read the worker policy {path}: {source}")]
+    #[error("cannot read the {what} {path}: {source}")]
     PolicyRead {
+        what: &'static str,
         path: String,
         source: std::io::Error,
     },
-    #[error("the worker policy {path}: {source}")]
+    #[error("the {what} {path}: {why}")]
     Policy {
+        what: &'static str,
         path: String,
-        source: crate::worker_policy::InvalidPolicy,
+        why: String,
     },
 }
 
@@ -155,17 +157,45 @@ fn files(config: &Config) -> Option<Files> {
 
 /// Reads the worker policy file of `config` (none: nobody with a certificate may register).
 pub fn worker_policy(config: &Config) -> Result<WorkerPolicy, Error> {
-    let Some(path) = &config.worker_policy else {
-        return Ok(WorkerPolicy::default());
-    };
+    let policy = read("worker policy", config.worker_policy.as_deref(), |text| {
+        WorkerPolicy::parse(text).map_err(|e| e.to_string())
+    })?;
+    Ok(policy.unwrap_or_default())
+}
+
+/// Reads the operator policy file of `config` (none: no operator may do anything).
+pub fn operator_policy(config: &Config) -> Result<crate::auth::Policy, Error> {
+    let policy = read("operator policy", config.policy.as_deref(), |text| {
+        crate::auth::Policy::parse(text).map_err(|e| e.to_string())
+    })?;
+    Ok(policy.unwrap_or_default())
+}
+
+/// Reads the API tokens file of `config` (none: no token is valid).
+pub fn api_tokens(config: &Config) -> Result<crate::auth::Tokens, Error> {
+    let tokens = read("API tokens file", config.api_tokens.as_deref(), |text| {
+        crate::auth::Tokens::parse(text).map_err(|e| e.to_string())
+    })?;
+    Ok(tokens.unwrap_or_default())
+}
+
+/// Reads and parses the `what` file at `path`, when there is one.
+fn read<T>(
+    what: &'static str,
+    path: Option<&std::path::Path>,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, Error> {
+    let Some(path) = path else { return Ok(None) };
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| Error::PolicyRead {
+        what,
         path: shown.clone(),
         source,
     })?;
-    WorkerPolicy::parse(&text).map_err(|source| Error::Policy {
+    parse(&text).map(Some).map_err(|why| Error::Policy {
+        what,
         path: shown,
-        source,
+        why,
     })
 }
 
@@ -316,12 +346,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
-/// Reloads every TLS configuration and the worker policy when their files change, and all of
-/// them on SIGHUP; a reload that fails keeps what was loaded and says why.
-pub async fn reload(config: Config, node: Arc<Node>, tls: Vec<Arc<Reloadable>>) {
+/// Reloads every TLS configuration, the worker and operator policies and the API tokens when
+/// their files change, and all of them on SIGHUP; a reload that fails keeps what was loaded
+/// and says why.
+pub async fn reload(
+    config: Config,
+    node: Arc<Node>,
+    tls: Vec<Arc<Reloadable>>,
+    authenticator: Arc<crate::auth::Authenticator>,
+) {
     #[cfg(unix)]
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut policy_stamp = stamp(config.worker_policy.as_deref());
+    let mut operators_stamp = stamp(config.policy.as_deref());
+    let mut tokens_stamp = stamp(config.api_tokens.as_deref());
     loop {
         #[cfg(unix)]
         let forced = match hangups.as_mut() {
@@ -351,18 +389,41 @@ pub async fn reload(config: Config, node: Arc<Node>, tls: Vec<Arc<Reloadable>>) 
                 Err(e) => tracing::error!(%cert, error = %e, "tls.reload_failed"),
             }
         }
-        let now = stamp(config.worker_policy.as_deref());
-        if forced || now != policy_stamp {
-            policy_stamp = now;
-            match worker_policy(&config) {
-                Ok(policy) => {
-                    node.set_worker_policy(policy);
-                    tracing::info!("worker_policy.reloaded");
-                }
-                Err(e) => tracing::error!(error = %e, "worker_policy.reload_failed"),
-            }
+        let changed = |path: Option<&std::path::Path>, last: &mut Option<_>| {
+            let now = stamp(path);
+            let changed = forced || now != *last;
+            *last = now;
+            changed
+        };
+        if changed(config.worker_policy.as_deref(), &mut policy_stamp) {
+            let read = worker_policy(&config).map(|policy| node.set_worker_policy(policy));
+            reloaded(&node, "worker policy", "worker_policy", read).await;
+        }
+        if changed(config.policy.as_deref(), &mut operators_stamp) {
+            let read = operator_policy(&config).map(|policy| node.set_operator_policy(policy));
+            reloaded(&node, "operator policy", "operator_policy", read).await;
+        }
+        if changed(config.api_tokens.as_deref(), &mut tokens_stamp) {
+            let read = api_tokens(&config).map(|tokens| authenticator.set_tokens(tokens));
+            reloaded(&node, "API tokens", "api_tokens", read).await;
         }
     }
+}
+
+/// Logs and audits how reading the `what` file again went (`event`: the log's prefix); a
+/// failure kept what was in force.
+async fn reloaded(node: &Node, what: &str, event: &str, read: Result<(), Error>) {
+    let outcome = match read {
+        Ok(()) => {
+            tracing::info!(file = what, "{event}.reloaded");
+            "ok".to_string()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "{event}.reload_failed");
+            e.to_string()
+        }
+    };
+    node.audit_internal("policy.reload", what, &outcome).await;
 }
 
 /// What tells a version of the policy file: its modification time and length.

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use expect_test::{Expect, expect};
 use riposte_orchestrator::clock::Clock;
-use riposte_orchestrator::door::{Node, Request, alerts, playbooks, runs, schedules, workers};
+use riposte_orchestrator::door::{
+    Caller, Node, Request, alerts, playbooks, runs, schedules, workers,
+};
 use riposte_orchestrator::engine::{Engine, Settings, StartRequest};
 use riposte_orchestrator::store::{Options, RunFilter, Store};
 use riposte_scheduler::guard::Policy;
@@ -68,7 +70,7 @@ impl Bench {
     }
 
     async fn handle<R: Request>(&self, request: R) -> R::Reply {
-        match self.node.handle(request).await {
+        match self.node.handle(Caller::Internal, request).await {
             Ok(reply) => reply,
             Err(e) => panic!("{} refused: {e}", std::any::type_name::<R>()),
         }
@@ -163,7 +165,7 @@ fn open_node(store: Store, clock: &Clock) -> Arc<Node> {
     let settings = Settings {
         lease: LEASE,
         poll_wait_max: Duration::from_secs(1),
-        approver_groups: Default::default(),
+        platform: Default::default(),
         guard: Policy::new(vec![], &[], 1000, 24, 64, None),
         schedule_grace: Duration::from_secs(60),
         schedule_to_start: Some(Duration::from_secs(15 * 60)),
@@ -607,7 +609,10 @@ async fn runs_list_page_by_page_through_their_indexes_and_finished_ones_are_prun
         .await
         .expect("pruned");
     assert_eq!(over_count, 0, "running runs are kept, whatever the count");
-    let gone = bench.node.handle(runs::GetRun { run: finished[0] }).await;
+    let gone = bench
+        .node
+        .handle(Caller::Internal, runs::GetRun { run: finished[0] })
+        .await;
     assert!(gone.is_err(), "a pruned run is gone");
     assert_eq!(bench.status(parked[0]).await, RunStatus::Running);
 }
@@ -660,7 +665,11 @@ async fn a_worker_without_a_heartbeat_for_a_lease_is_fenced_and_told_why_until_i
         worker: WORKER.into(),
         wait: Duration::ZERO,
     };
-    let refused = bench.node.handle(poll).await.expect_err("a fenced worker");
+    let refused = bench
+        .node
+        .handle(Caller::Internal, poll)
+        .await
+        .expect_err("a fenced worker");
     assert_eq!(
         refused.to_string(),
         "worker w1 is not registered: it was fenced after 10s without a heartbeat (its leases \

@@ -11,6 +11,7 @@
 //! - [`parse_duration_ms`], [`parse_timestamp_ms`]: read what a sleep, a grant's TTL or an
 //!   `until` renders to.
 //! - [`actions::CATALOG`]: the actions the language knows.
+//! - [`platform`]: the platform's approval rules above every playbook, [`platform::unmet`].
 //! - [`rules`]: alert rules (YAML to [`rules::Rule`]) and [`rules::decide`], the first rule an
 //!   alert matches with its rendered params and dedup key.
 //! - [`schedule`]: cron schedules (YAML to [`schedule::Schedule`]), their occurrences in IANA
@@ -32,6 +33,7 @@ pub mod limits;
 mod model;
 mod params;
 mod plan;
+pub mod platform;
 mod render;
 pub mod rules;
 pub mod schedule;

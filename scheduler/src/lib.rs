@@ -164,16 +164,9 @@ pub struct TaskSpec {
     pub timeout_ms: u64,
     /// The run is a dry run: the connector changes nothing.
     pub dry_run: bool,
-    /// A step's task of a `containment` action (never an undo): held while containment is
-    /// paused, unless it is a dry run.
+    /// A step's task of an action the catalog marks `containment` (never an undo). Which
+    /// tasks a containment pause holds is the orchestrator's policy to say, by action family.
     pub containment: bool,
-}
-
-impl TaskSpec {
-    /// Whether a containment pause holds this task at the dispatch door.
-    pub fn holdable(&self) -> bool {
-        self.containment && !self.dry_run
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

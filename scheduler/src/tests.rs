@@ -1516,7 +1516,7 @@ fn a_dry_run_fires_sleeps_approvals_and_grants_at_once() {
     s.timer();
     let undo = &s.queued[&("block".to_string(), "undo0".to_string())];
     assert!(
-        undo.dry_run && !undo.holdable(),
+        undo.dry_run && !undo.containment,
         "undos of a dry run are dry: {undo:?}"
     );
     let (t, unit) = s.lease_slot("block", "undo0");
@@ -1572,7 +1572,6 @@ fn dry_run_tasks_are_marked_and_guards_still_apply() {
         .expect("dispatched at once")
         .clone();
     assert!(task.dry_run, "{task:?}");
-    assert!(!task.holdable(), "a dry run is never held: {task:?}");
     let t = ok.lease("block", 0);
     assert!(ok.log.contains("attempt=1 (dry run)"), "{}", ok.log);
     ok.succeed("block", 0, t, json!({"dry_run": true}));
@@ -1585,7 +1584,7 @@ fn dry_run_tasks_are_marked_and_guards_still_apply() {
         UnitRef::step(real.run, index, 0),
     )
     .unwrap();
-    assert!(spec.holdable() && !spec.dry_run, "{spec:?}");
+    assert!(spec.containment && !spec.dry_run, "{spec:?}");
 }
 
 #[test]

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use riposte_proto::v1::operator_client::OperatorClient;
 use riposte_proto::v1::{
     ApplyPlaybookRequest, ApplyPlaybookResponse, GetRunRequest, Run, RunEvent, RunStatus,
     StartRunRequest, StartRunResponse, Step, WatchRunRequest,
@@ -19,7 +18,7 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::wait::wait_for;
 
 /// The operator client type used throughout.
-pub type Operator = OperatorClient<Channel>;
+pub use crate::access::Operator;
 
 /// Longest time reading the stored history of a finished run may take.
 const HISTORY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,7 +61,6 @@ pub async fn start_run(client: &mut Operator, playbook: &str, params: Value) -> 
     let request = StartRunRequest {
         playbook: playbook.into(),
         params_json: params.to_string(),
-        requested_by: "e2e".into(),
         ..Default::default()
     };
     start_run_with(client, request)

@@ -383,7 +383,6 @@ async fn start_until_acknowledged(client: &mut Operator, key: &str) -> String {
             playbook: "chaos".into(),
             params_json: "{}".into(),
             idempotency_key: key.into(),
-            requested_by: "chaos".into(),
             ..Default::default()
         };
         match client.start_run(request).await {

@@ -52,6 +52,16 @@ pub async fn cli(url: &str, args: &[&str]) -> CliOutput {
 
 /// The same with `--tls-dir DIR` (the CA, and the operator's certificate) when given.
 pub async fn cli_in(url: &str, tls_dir: Option<&std::path::Path>, args: &[&str]) -> CliOutput {
+    cli_with(url, tls_dir, None, args).await
+}
+
+/// The same, presenting the token in `token_file` (`RIPOSTE_TOKEN_FILE`) when given.
+pub async fn cli_with(
+    url: &str,
+    tls_dir: Option<&std::path::Path>,
+    token_file: Option<&std::path::Path>,
+    args: &[&str],
+) -> CliOutput {
     let mut command = Command::new(&binaries().cli);
     command.arg("--addr").arg(url);
     if let Some(dir) = tls_dir {
@@ -63,6 +73,9 @@ pub async fn cli_in(url: &str, tls_dir: Option<&std::path::Path>, args: &[&str])
         if key.starts_with("RIPOSTE_") {
             command.env_remove(key.as_ref());
         }
+    }
+    if let Some(file) = token_file {
+        command.env("RIPOSTE_TOKEN_FILE", file);
     }
     command
         .stdin(Stdio::null())

@@ -23,6 +23,7 @@
     reason = "tests act as users and operators do: they start processes, read clocks, send HTTP"
 )]
 
+pub mod access;
 pub mod alerts;
 pub mod api;
 pub mod apt_repo;
@@ -32,6 +33,7 @@ pub mod chaos;
 pub mod cli;
 pub mod disk;
 pub mod netns;
+pub mod oidc;
 pub mod orchestrator;
 pub mod pki;
 mod process;

@@ -8,13 +8,13 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use riposte_proto::v1::operator_client::OperatorClient;
 use riposte_proto::v1::worker_client::WorkerClient;
 use tempfile::TempDir;
 use tonic::transport::Channel;
 
 use tonic_health::pb::health_check_response::ServingStatus;
 
+use crate::access::{self, Operator};
 use crate::api::{channel, health_on};
 use crate::binaries::binaries;
 use crate::cli::CliOutput;
@@ -43,6 +43,7 @@ pub struct OrchestratorBuilder {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     alert_secrets: Vec<(String, String)>,
+    access: crate::access::Access,
 }
 
 impl OrchestratorBuilder {
@@ -60,12 +61,26 @@ impl OrchestratorBuilder {
         self
     }
 
-    /// `--approver-group GROUP=MEMBER,...`; call again for more groups.
+    /// An approver group of the policy: `token:MEMBER` for each member may approve for it
+    /// (role `approver`) and start runs (role `responder`); call again for more groups.
     pub fn approver_group(mut self, group: &str, members: &[&str]) -> Self {
-        self.args.extend([
-            "--approver-group".into(),
-            format!("{group}={}", members.join(",")),
-        ]);
+        self.access.group(group, &["approver"], members);
+        for member in members {
+            self.access.principal(member, &["responder"]);
+        }
+        self
+    }
+
+    /// A principal `token:NAME` of the policy holding `roles`.
+    pub fn principal(mut self, name: &str, roles: &[&str]) -> Self {
+        self.access.principal(name, roles);
+        self
+    }
+
+    /// YAML appended to the policy as it is, e.g. `approvals: []` (no approval required
+    /// above the playbooks) or `roles: {...}`.
+    pub fn policy(mut self, yaml: &str) -> Self {
+        self.access.extra(yaml);
         self
     }
 
@@ -156,6 +171,11 @@ impl OrchestratorBuilder {
             let file = write_alert_secrets(dir.path(), &self.alert_secrets);
             args.extend(["--alert-secrets-file".into(), file.display().to_string()]);
         }
+        if !dev {
+            let (policy, tokens, _) = self.access.write(dir.path());
+            args.extend(["--policy".into(), policy.display().to_string()]);
+            args.extend(["--api-tokens".into(), tokens.display().to_string()]);
+        }
         let listen = self.listen.unwrap_or_else(|| "127.0.0.1:0".into());
         let loopback = listen
             .parse::<SocketAddr>()
@@ -187,6 +207,7 @@ impl OrchestratorBuilder {
             addr,
             alert_addrs,
             tls_dir,
+            dev,
         }
     }
 }
@@ -203,6 +224,8 @@ pub struct Orchestrator {
     alert_addrs: [Option<SocketAddr>; 4],
     /// The CLI's TLS folder, when it serves TLS.
     tls_dir: Option<PathBuf>,
+    /// Started with `--dev` (its own policy: the TLS folder's certificate is the admin).
+    dev: bool,
 }
 
 impl Orchestrator {
@@ -287,9 +310,21 @@ impl Orchestrator {
         self.process.pid()
     }
 
-    /// A client of the operator API; it reconnects by itself after a restart.
-    pub fn client(&self) -> OperatorClient<Channel> {
-        OperatorClient::new(self.channel()).max_decoding_message_size(16 * 1024 * 1024)
+    /// A client of the operator API, as an admin (the TLS folder's certificate `cert:e2e`,
+    /// or without TLS the token of `token:e2e`); it reconnects by itself after a restart.
+    pub fn client(&self) -> Operator {
+        let token = self.tls_dir.is_none().then(|| access::token_of("e2e"));
+        access::operator(self.channel(), token.as_deref())
+    }
+
+    /// A client of the operator API presenting the token of `token:NAME`.
+    pub fn client_as(&self, name: &str) -> Operator {
+        access::operator(self.channel(), Some(&access::token_of(name)))
+    }
+
+    /// A client of the operator API presenting nothing but what the channel's TLS presents.
+    pub fn client_anonymous(&self) -> Operator {
+        access::operator(self.channel(), None)
     }
 
     /// A client of the worker API, to play a worker by hand.
@@ -297,9 +332,29 @@ impl Orchestrator {
         WorkerClient::new(self.channel())
     }
 
-    /// Runs the `riposte` CLI against this orchestrator.
+    /// Runs the `riposte` CLI against this orchestrator, as an admin (the TLS folder's
+    /// certificate, or without TLS `token:e2e`'s token file).
     pub async fn cli(&self, args: &[&str]) -> CliOutput {
-        crate::cli::cli_in(&self.url(), self.tls_dir.as_deref(), args).await
+        let token = match self.tls_dir.is_none() && !self.dev {
+            true => Some(self.token_file("e2e")),
+            false => None,
+        };
+        crate::cli::cli_with(&self.url(), self.tls_dir.as_deref(), token.as_deref(), args).await
+    }
+
+    /// Runs the `riposte` CLI as `token:NAME` (`RIPOSTE_TOKEN_FILE`).
+    pub async fn cli_as(&self, name: &str, args: &[&str]) -> CliOutput {
+        let token = self.token_file(name);
+        crate::cli::cli_with(&self.url(), self.tls_dir.as_deref(), Some(&token), args).await
+    }
+
+    /// The file holding the token of `token:NAME` (written for any name asked).
+    pub fn token_file(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.token"));
+        if !path.exists() {
+            write_private(&path, &access::token_of(name));
+        }
+        path
     }
 
     /// True while the process has not exited.

@@ -12,6 +12,7 @@ use riposte_proto::v1::{
 use serde_json::Value;
 use tonic::{Code, Status};
 
+use crate::access::as_principal;
 use crate::api::{self, Operator};
 use crate::wait::{wait_for, wait_until};
 
@@ -35,8 +36,8 @@ pub async fn wait_wall_clock_past(at_ms: i64) {
     .await;
 }
 
-/// Starts a run as `requested_by`; panics when refused. The run may be running, queued or
-/// already ended (a dropped run).
+/// Starts a run as principal `token:REQUESTED_BY`; panics when refused. The run may be
+/// running, queued or already ended (a dropped run).
 pub async fn start_run_as(
     client: &mut Operator,
     playbook: &str,
@@ -46,11 +47,13 @@ pub async fn start_run_as(
     let request = StartRunRequest {
         playbook: playbook.into(),
         params_json: params.to_string(),
-        requested_by: requested_by.into(),
         ..Default::default()
     };
-    api::start_run_with(client, request)
+    client
+        .start_run(as_principal(request, requested_by))
         .await
+        .unwrap_or_else(|status| panic!("StartRun as {requested_by} refused: {status:?}"))
+        .into_inner()
         .run
         .expect("StartRun answers the run")
 }
@@ -174,7 +177,7 @@ pub async fn wait_grant(
     .await
 }
 
-/// RevokeGrant of `step` (item 0) of the run, as `who`.
+/// RevokeGrant of `step` (item 0) of the run, as principal `token:WHO`.
 pub async fn revoke_grant(
     client: &mut Operator,
     run_id: &str,
@@ -185,11 +188,10 @@ pub async fn revoke_grant(
         run_id: run_id.into(),
         step_id: step.into(),
         item: 0,
-        who: who.into(),
         reason: "incident closed".into(),
     };
     client
-        .revoke_grant(request)
+        .revoke_grant(as_principal(request, who))
         .await
         .map(tonic::Response::into_inner)
 }
@@ -241,7 +243,7 @@ pub async fn approval_of(
         .find(|a| a.run_id == run_id && a.step_id == step)
 }
 
-/// Decide on `step` of the run as `who`, for the inputs with `digest`.
+/// Decide on `step` of the run as principal `token:WHO`, for the inputs with `digest`.
 pub async fn decide(
     client: &mut Operator,
     run_id: &str,
@@ -255,23 +257,22 @@ pub async fn decide(
         step_id: step.into(),
         approve,
         digest: digest.into(),
-        who: who.into(),
         comment: format!("decided by {who}"),
     };
     client
-        .decide(request)
+        .decide(as_principal(request, who))
         .await
         .map(tonic::Response::into_inner)
 }
 
-/// A repair request on `step` of the run (`""` for the run), by `who`.
-pub fn repair(run_id: &str, step: &str, who: &str) -> RepairRequest {
-    RepairRequest {
+/// A repair request on `step` of the run (`""` for the run), by principal `token:WHO`.
+pub fn repair(run_id: &str, step: &str, who: &str) -> tonic::Request<RepairRequest> {
+    let request = RepairRequest {
         run_id: run_id.into(),
         step_id: step.into(),
-        who: who.into(),
         reason: "operator repair".into(),
-    }
+    };
+    as_principal(request, who)
 }
 
 /// Asserts that `result` is an error with `code` whose message contains every one of

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use riposte_proto::v1::ListWorkersRequest;
-use riposte_proto::v1::operator_client::OperatorClient;
 use tempfile::TempDir;
-use tonic::transport::Channel;
 
 use crate::azure::AzureServer;
 use crate::binaries::binaries;
@@ -183,7 +181,7 @@ impl Worker {
     }
 
     /// The worker id it registered with, once the orchestrator lists it.
-    pub async fn id(&self, client: &mut OperatorClient<Channel>) -> String {
+    pub async fn id(&self, client: &mut crate::access::Operator) -> String {
         let name = self.name.clone();
         wait_for(
             &format!("worker {name} is registered"),
@@ -206,7 +204,7 @@ impl Worker {
     /// Waits until the orchestrator has heard from worker `id` after `since` (with one slot
     /// busy, its only calls are heartbeats: then it holds the lease it was granted before).
     pub async fn wait_heard_since(
-        client: &mut OperatorClient<Channel>,
+        client: &mut crate::access::Operator,
         id: &str,
         since: tokio::time::Instant,
         timeout: Duration,

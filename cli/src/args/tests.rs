@@ -68,15 +68,12 @@ fn run_collects_params_and_flags() {
         "duration=1h",
         "--idempotency-key",
         "alert-42",
-        "--requested-by",
-        "alice",
         "--wait",
     ]);
     assert_eq!(args.playbook.version, 2);
     let keys: Vec<_> = args.params.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(keys, ["ip", "duration"]);
     assert_eq!(args.idempotency_key.as_deref(), Some("alert-42"));
-    assert_eq!(args.requester.name("bob"), "alice");
     assert!(args.wait);
 }
 
@@ -86,30 +83,6 @@ fn params_json_must_be_an_object_and_excludes_p() {
     assert_eq!(args.params_json.unwrap()["port"], 8080);
     assert!(parse(&["run", "x", "--params-json", "[1]"]).is_err());
     assert!(parse(&["run", "x", "--params-json", "{}", "-p", "a=b"]).is_err());
-}
-
-#[test]
-fn requester_defaults_to_the_operator() {
-    let nobody = Requester { requested_by: None };
-    assert_eq!(nobody.name("bob"), "bob");
-    let blank = Requester {
-        requested_by: Some("  ".into()),
-    };
-    assert_eq!(blank.name("bob"), "bob");
-}
-
-#[test]
-fn operator_is_as_then_the_login_name_then_unknown() {
-    let named = parse(&["runs", "list", "--as", "alice"]).unwrap();
-    assert_eq!(named.operator(Some("bob".into())), "alice");
-    let mut cli = parse(&["--as", "carol", "workers", "list"]).unwrap();
-    assert_eq!(cli.operator(None), "carol");
-    cli.operator = None;
-    assert_eq!(cli.operator(Some("bob".into())), "bob");
-    assert_eq!(cli.operator(None), "unknown");
-    cli.operator = Some(String::new());
-    assert_eq!(cli.operator(Some("bob".into())), "bob");
-    assert_eq!(cli.operator(Some(" ".into())), "unknown");
 }
 
 #[test]

@@ -19,7 +19,7 @@ pub async fn list(client: &mut Client, out: &mut Out) -> Result<Exit, Error> {
     Ok(Exit::Success)
 }
 
-/// Approves or rejects a step as `who` and prints the run's status after.
+/// Approves or rejects a step and prints the run's status after.
 ///
 /// The decision binds to a digest of the step's inputs. Given with `--digest`, it is sent as
 /// is; otherwise the step's current digest is looked up, and the input it stands for printed
@@ -28,7 +28,6 @@ pub async fn approve(
     client: &mut Client,
     out: &mut Out,
     args: &ApproveArgs,
-    who: &str,
 ) -> Result<Exit, Error> {
     let approve = !args.reject;
     let digest = match &args.digest {
@@ -40,7 +39,7 @@ pub async fn approve(
             pending.digest.clone()
         }
     };
-    let run = client.decide(decide_request(args, who, digest)).await?;
+    let run = client.decide(decide_request(args, digest)).await?;
     match out.format() {
         Format::Json => out.document(&json::run(&run, now_ms()))?,
         Format::Table => out.line(&text::decided(&run, &args.step, approve))?,
@@ -63,13 +62,12 @@ fn find<'a>(
         })
 }
 
-fn decide_request(args: &ApproveArgs, who: &str, digest: String) -> DecideRequest {
+fn decide_request(args: &ApproveArgs, digest: String) -> DecideRequest {
     DecideRequest {
         run_id: args.run_id.clone(),
         step_id: args.step.clone(),
         approve: !args.reject,
         digest,
-        who: who.to_string(),
         comment: args.comment.clone().unwrap_or_default(),
     }
 }
@@ -80,12 +78,11 @@ mod tests {
     use crate::args::{Cli, Command};
     use clap::Parser;
 
-    fn parse(argv: &[&str]) -> (ApproveArgs, String) {
+    fn parse(argv: &[&str]) -> (ApproveArgs, ()) {
         let cli = Cli::try_parse_from(std::iter::once("riposte").chain(argv.iter().copied()))
             .expect("a valid command line");
-        let who = cli.operator(None);
         match cli.command {
-            Command::Approve(args) => (args, who),
+            Command::Approve(args) => (args, ()),
             other => panic!("expected approve, got {other:?}"),
         }
     }
@@ -100,11 +97,9 @@ mod tests {
     }
 
     #[test]
-    fn approving_sends_the_digest_the_operator_and_the_comment() {
+    fn approving_sends_the_digest_and_the_comment() {
         let digest = "AB".repeat(32);
-        let (args, who) = parse(&[
-            "--as",
-            "carol",
+        let (args, ()) = parse(&[
             "approve",
             "r-1",
             "block",
@@ -114,13 +109,12 @@ mod tests {
             &digest,
         ]);
         assert_eq!(args.digest.as_deref(), Some("ab".repeat(32).as_str()));
-        let request = decide_request(&args, &who, "ab".repeat(32));
+        let request = decide_request(&args, "ab".repeat(32));
         let expected = DecideRequest {
             run_id: "r-1".into(),
             step_id: "block".into(),
             approve: true,
             digest: "ab".repeat(32),
-            who: "carol".into(),
             comment: "checked the IP".into(),
         };
         assert_eq!(request, expected);
@@ -128,14 +122,11 @@ mod tests {
 
     #[test]
     fn reject_sends_a_negative_decision() {
-        let (args, who) = parse(&["approve", "r-1", "block", "--reject", "--as", "dave"]);
+        let (args, ()) = parse(&["approve", "r-1", "block", "--reject"]);
         assert_eq!(args.digest, None);
-        let request = decide_request(&args, &who, "d".into());
+        let request = decide_request(&args, "d".into());
         assert!(!request.approve);
-        assert_eq!(
-            (request.who.as_str(), request.comment.as_str()),
-            ("dave", "")
-        );
+        assert_eq!(request.comment, "");
     }
 
     #[test]

@@ -9,22 +9,21 @@ use crate::error::{Error, Exit};
 use crate::output::Out;
 use crate::{json, text};
 
-/// Pauses, resumes or shows the kill switch; `who` is the `--as` name.
+/// Pauses, resumes or shows the kill switch.
 pub async fn run(
     client: &mut Client,
     out: &mut Out,
     command: &ContainmentCommand,
-    who: &str,
 ) -> Result<Exit, Error> {
     let status = match command {
         ContainmentCommand::Pause(args) => {
             client
-                .pause_containment(request(who, args.reason.as_deref()))
+                .pause_containment(request(args.reason.as_deref()))
                 .await?
         }
         ContainmentCommand::Resume(args) => {
             client
-                .resume_containment(request(who, args.reason.as_deref()))
+                .resume_containment(request(args.reason.as_deref()))
                 .await?
         }
         ContainmentCommand::Status => client.get_containment().await?,
@@ -37,9 +36,8 @@ pub async fn run(
 }
 
 /// The request; an empty reason lets the orchestrator record its own.
-fn request(who: &str, reason: Option<&str>) -> ContainmentRequest {
+fn request(reason: Option<&str>) -> ContainmentRequest {
     ContainmentRequest {
-        who: who.to_string(),
         reason: reason.unwrap_or_default().to_string(),
     }
 }
@@ -50,31 +48,22 @@ mod tests {
     use crate::args::{Cli, Command};
     use clap::Parser;
 
-    fn parse(argv: &[&str]) -> (ContainmentCommand, String) {
+    fn parse(argv: &[&str]) -> (ContainmentCommand, ()) {
         let cli = Cli::try_parse_from(std::iter::once("riposte").chain(argv.iter().copied()))
             .expect("a valid command line");
-        let who = cli.operator(None);
         match cli.command {
-            Command::Containment(command) => (command, who),
+            Command::Containment(command) => (command, ()),
             other => panic!("expected containment, got {other:?}"),
         }
     }
 
     #[test]
-    fn pause_carries_who_and_why() {
-        let (command, who) = parse(&[
-            "--as",
-            "alice",
-            "containment",
-            "pause",
-            "--reason",
-            "false positives",
-        ]);
+    fn pause_carries_why() {
+        let (command, ()) = parse(&["containment", "pause", "--reason", "false positives"]);
         let ContainmentCommand::Pause(args) = command else {
             panic!("expected pause");
         };
-        let request = request(&who, args.reason.as_deref());
-        assert_eq!(request.who, "alice");
+        let request = request(args.reason.as_deref());
         assert_eq!(request.reason, "false positives");
         let (command, _) = parse(&["containment", "resume"]);
         assert!(matches!(command, ContainmentCommand::Resume(ref a) if a.reason.is_none()));

@@ -19,14 +19,9 @@ pub async fn list(client: &mut Client, out: &mut Out) -> Result<Exit, Error> {
     Ok(Exit::Success)
 }
 
-/// Revokes one grant now and prints its new status; `who` is the `--as` name.
-pub async fn revoke(
-    client: &mut Client,
-    out: &mut Out,
-    args: &RevokeArgs,
-    who: &str,
-) -> Result<Exit, Error> {
-    let grant = client.revoke_grant(revoke_request(args, who)).await?;
+/// Revokes one grant now and prints its new status.
+pub async fn revoke(client: &mut Client, out: &mut Out, args: &RevokeArgs) -> Result<Exit, Error> {
+    let grant = client.revoke_grant(revoke_request(args)).await?;
     match out.format() {
         Format::Json => out.document(&json::grant(&grant))?,
         Format::Table => out.line(&text::grant(&grant))?,
@@ -35,12 +30,11 @@ pub async fn revoke(
 }
 
 /// The RevokeGrant request; an empty reason lets the orchestrator record its own.
-fn revoke_request(args: &RevokeArgs, who: &str) -> RevokeGrantRequest {
+fn revoke_request(args: &RevokeArgs) -> RevokeGrantRequest {
     RevokeGrantRequest {
         run_id: args.run_id.clone(),
         step_id: args.step.clone(),
         item: args.item,
-        who: who.to_string(),
         reason: args.reason.clone().unwrap_or_default(),
     }
 }
@@ -54,15 +48,14 @@ mod tests {
     fn request(argv: &[&str]) -> RevokeGrantRequest {
         let cli = Cli::try_parse_from(std::iter::once("riposte").chain(argv.iter().copied()))
             .expect("a valid command line");
-        let who = cli.operator(None);
         match cli.command {
-            Command::Grants(GrantsCommand::Revoke(args)) => revoke_request(&args, &who),
+            Command::Grants(GrantsCommand::Revoke(args)) => revoke_request(&args),
             other => panic!("expected grants revoke, got {other:?}"),
         }
     }
 
     #[test]
-    fn revoke_names_the_grant_and_who_revokes_it() {
+    fn revoke_names_the_grant() {
         let request = request(&[
             "grants",
             "revoke",
@@ -72,14 +65,11 @@ mod tests {
             "3",
             "--reason",
             "incident closed",
-            "--as",
-            "alice",
         ]);
         let expected = RevokeGrantRequest {
             run_id: "r-1".into(),
             step_id: "block".into(),
             item: 3,
-            who: "alice".into(),
             reason: "incident closed".into(),
         };
         assert_eq!(request, expected);
@@ -87,7 +77,7 @@ mod tests {
 
     #[test]
     fn revoke_defaults_to_item_zero_and_no_reason() {
-        let request = request(&["--as", "bob", "grants", "revoke", "r-1", "block"]);
+        let request = request(&["grants", "revoke", "r-1", "block"]);
         assert_eq!((request.item, request.reason.as_str()), (0, ""));
     }
 }

@@ -1,8 +1,10 @@
 //! One function per verb: each asks the orchestrator through [`Client`] and prints through
 //! [`Out`] in the chosen format, returning how the command ended.
 
+mod access;
 mod alerts;
 mod approvals;
+mod audit;
 mod certs;
 mod containment;
 mod grants;
@@ -14,13 +16,12 @@ mod schedules;
 mod watch;
 mod workers;
 
-use std::env;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::args::{
-    AlertsCommand, ApprovalsCommand, Cli, Command, GrantsCommand, PlaybookCommand, RulesCommand,
-    RunsCommand, SchedulesCommand, WorkersCommand,
+    AlertsCommand, ApprovalsCommand, AuditCommand, Cli, Command, GrantsCommand, PlaybookCommand,
+    RulesCommand, RunsCommand, SchedulesCommand, TokensCommand, WorkersCommand,
 };
 use crate::client::Client;
 use crate::error::{Error, Exit};
@@ -31,14 +32,16 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
     if let Command::Certs(command) = &cli.command {
         return certs::run(command, &mut Out::new(cli.output));
     }
-    let who = cli.operator(env::var("USER").ok());
-    let who = who.as_str();
+    if let Command::Tokens(TokensCommand::New(args)) = &cli.command {
+        return access::new_token(&mut Out::new(cli.output), args);
+    }
     let found = Path::new(crate::client::DEV_TLS_DIR);
     let tls_dir = cli
         .tls_dir
         .as_deref()
         .or_else(|| found.join("ca.pem").exists().then_some(found));
-    let mut client = Client::new(crate::client::target(&cli.addr, tls_dir)?);
+    let token = crate::credentials::from_env().await?;
+    let mut client = Client::new(crate::client::target(&cli.addr, tls_dir)?, token);
     let mut out = Out::new(cli.output);
     let (client, out) = (&mut client, &mut out);
     match cli.command {
@@ -50,27 +53,25 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
         }
         Command::Playbook(PlaybookCommand::List) => playbook::list(client, out).await,
         Command::Playbook(PlaybookCommand::Show(args)) => playbook::show(client, out, &args).await,
-        Command::Run(args) => run::start(client, out, &args, who).await,
+        Command::Run(args) => run::start(client, out, &args).await,
         Command::Runs(RunsCommand::List(args)) => runs::list(client, out, &args).await,
         Command::Runs(RunsCommand::Show(args)) => runs::show(client, out, &args.run_id).await,
         Command::Runs(RunsCommand::Watch(args)) => runs::watch(client, out, &args.run_id).await,
-        Command::Runs(RunsCommand::Cancel(args)) => runs::cancel(client, out, &args, who).await,
-        Command::Runs(RunsCommand::RetryStep(args)) => {
-            runs::retry_step(client, out, &args, who).await
-        }
-        Command::Runs(RunsCommand::SkipStep(args)) => {
-            runs::skip_step(client, out, &args, who).await
-        }
-        Command::Runs(RunsCommand::Resume(args)) => runs::resume(client, out, &args, who).await,
+        Command::Runs(RunsCommand::Cancel(args)) => runs::cancel(client, out, &args).await,
+        Command::Runs(RunsCommand::RetryStep(args)) => runs::retry_step(client, out, &args).await,
+        Command::Runs(RunsCommand::SkipStep(args)) => runs::skip_step(client, out, &args).await,
+        Command::Runs(RunsCommand::Resume(args)) => runs::resume(client, out, &args).await,
         Command::Grants(GrantsCommand::List) => grants::list(client, out).await,
-        Command::Grants(GrantsCommand::Revoke(args)) => {
-            grants::revoke(client, out, &args, who).await
-        }
+        Command::Grants(GrantsCommand::Revoke(args)) => grants::revoke(client, out, &args).await,
         Command::Approvals(ApprovalsCommand::List) => approvals::list(client, out).await,
-        Command::Approve(args) => approvals::approve(client, out, &args, who).await,
+        Command::Approve(args) => approvals::approve(client, out, &args).await,
         Command::Workers(WorkersCommand::List) => workers::list(client, out).await,
-        Command::Certs(_) => unreachable!("handled before connecting"),
-        Command::Containment(command) => containment::run(client, out, &command, who).await,
+        Command::Certs(_) | Command::Tokens(_) => unreachable!("handled before connecting"),
+        Command::Whoami => access::whoami(client, out).await,
+        Command::Audit(AuditCommand::List(args)) => audit::list(client, out, &args).await,
+        Command::Audit(AuditCommand::Export(args)) => audit::export(client, out, &args).await,
+        Command::Audit(AuditCommand::Verify) => audit::verify(client, out).await,
+        Command::Containment(command) => containment::run(client, out, &command).await,
         Command::Schedules(SchedulesCommand::Apply(args)) => {
             schedules::apply(client, out, &args.files).await
         }
@@ -79,13 +80,13 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
             schedules::history(client, out, &args).await
         }
         Command::Schedules(SchedulesCommand::Trigger(args)) => {
-            schedules::trigger(client, out, &args.name, who).await
+            schedules::trigger(client, out, &args.name).await
         }
         Command::Schedules(SchedulesCommand::Pause(args)) => {
-            schedules::pause(client, out, &args, who, true).await
+            schedules::pause(client, out, &args, true).await
         }
         Command::Schedules(SchedulesCommand::Resume(args)) => {
-            schedules::pause(client, out, &args, who, false).await
+            schedules::pause(client, out, &args, false).await
         }
         Command::Alerts(AlertsCommand::Send(args)) => alerts::send(client, out, &args).await,
         Command::Alerts(AlertsCommand::List(args)) => alerts::list(client, out, &args).await,
@@ -98,7 +99,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
 /// The current time in Unix epoch milliseconds: the only place the CLI reads the clock (to show
 /// how long unfinished things have been going).
 #[expect(clippy::disallowed_methods, reason = "this is the CLI's clock")]
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| {

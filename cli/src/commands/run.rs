@@ -10,14 +10,9 @@ use crate::error::{Error, Exit};
 use crate::output::Out;
 use crate::{json, text};
 
-/// Starts the run; prints its id, or follows it with `--wait`. `who` is the `--as` name.
-pub async fn start(
-    client: &mut Client,
-    out: &mut Out,
-    args: &RunArgs,
-    who: &str,
-) -> Result<Exit, Error> {
-    let request = start_request(args, who)?;
+/// Starts the run; prints its id, or follows it with `--wait`.
+pub async fn start(client: &mut Client, out: &mut Out, args: &RunArgs) -> Result<Exit, Error> {
+    let request = start_request(args)?;
     let reply = client.start_run(request).await?;
     let run = reply
         .run
@@ -42,8 +37,8 @@ pub async fn start(
     watch::follow(client, out, events, &run.run_id).await
 }
 
-/// The StartRun request for these arguments; `who` is the `--as` name.
-fn start_request(args: &RunArgs, who: &str) -> Result<StartRunRequest, Error> {
+/// The StartRun request for these arguments.
+fn start_request(args: &RunArgs) -> Result<StartRunRequest, Error> {
     let params = match &args.params_json {
         Some(params) => params.clone(),
         None => string_params(&args.params)?,
@@ -53,7 +48,6 @@ fn start_request(args: &RunArgs, who: &str) -> Result<StartRunRequest, Error> {
         version: args.playbook.version,
         params_json: Value::Object(params).to_string(),
         idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
-        requested_by: args.requester.name(who),
         dry_run: args.dry_run,
     })
 }
@@ -83,7 +77,7 @@ mod tests {
     fn request(argv: &[&str]) -> Result<StartRunRequest, Error> {
         let cli = Cli::try_parse_from(std::iter::once("riposte").chain(argv.iter().copied()));
         match cli.map(|cli| cli.command) {
-            Ok(Command::Run(args)) => start_request(&args, "carol"),
+            Ok(Command::Run(args)) => start_request(&args),
             other => panic!("expected a run command, got {other:?}"),
         }
     }
@@ -116,10 +110,9 @@ mod tests {
     }
 
     #[test]
-    fn no_params_is_an_empty_object_and_the_login_name_asks() {
-        let request = request(&["run", "ip-block", "--requested-by", "dave"]).unwrap();
+    fn no_params_is_an_empty_object() {
+        let request = request(&["run", "ip-block"]).unwrap();
         assert_eq!(request.params_json, "{}");
-        assert_eq!(request.requested_by, "dave");
         assert_eq!(request.idempotency_key, "");
         assert!(!request.dry_run);
     }
@@ -131,31 +124,11 @@ mod tests {
     }
 
     #[test]
-    fn the_requester_defaults_to_the_operator() {
-        let request = request(&["run", "ip-block"]).unwrap();
-        assert_eq!(request.requested_by, "carol");
-        let blank = request_as(
-            &["--as", "erin", "run", "ip-block", "--requested-by", " "],
-            "erin",
-        );
-        assert_eq!(blank.requested_by, "erin");
-    }
-
-    #[test]
-    fn the_as_name_is_the_requester() {
-        let request = request_as(&["--as", "frank", "run", "ip-block"], "frank");
-        assert_eq!(request.requested_by, "frank");
-    }
-
-    fn request_as(argv: &[&str], who: &str) -> StartRunRequest {
-        let cli = Cli::try_parse_from(std::iter::once("riposte").chain(argv.iter().copied()))
-            .expect("a valid command line");
-        let operator = cli.operator(None);
-        assert_eq!(operator, who);
-        match cli.command {
-            Command::Run(args) => start_request(&args, &operator).unwrap(),
-            other => panic!("expected a run command, got {other:?}"),
-        }
+    fn no_flag_names_who_asks() {
+        // Who asks is the principal the orchestrator verified, never a typed name.
+        let argv = ["riposte", "run", "ip-block", "--requested-by", "dave"];
+        assert!(Cli::try_parse_from(argv).is_err());
+        assert!(Cli::try_parse_from(["riposte", "--as", "dave", "run", "ip-block"]).is_err());
     }
 
     #[test]

@@ -75,17 +75,11 @@ pub async fn watch(client: &mut Client, out: &mut Out, run_id: &str) -> Result<E
     watch::follow(client, out, events, run_id).await
 }
 
-/// Asks for a run's cancellation and prints its new status; `who` is the `--as` name.
-pub async fn cancel(
-    client: &mut Client,
-    out: &mut Out,
-    args: &CancelArgs,
-    who: &str,
-) -> Result<Exit, Error> {
+/// Asks for a run's cancellation and prints its new status.
+pub async fn cancel(client: &mut Client, out: &mut Out, args: &CancelArgs) -> Result<Exit, Error> {
     let request = CancelRunRequest {
         run_id: args.run_id.clone(),
         reason: args.reason.clone().unwrap_or_default(),
-        requested_by: args.requester.name(who),
     };
     let run = client.cancel_run(request).await?;
     match out.format() {
@@ -100,9 +94,8 @@ pub async fn retry_step(
     client: &mut Client,
     out: &mut Out,
     args: &StepRepairArgs,
-    who: &str,
 ) -> Result<Exit, Error> {
-    let run = client.retry_step(step_repair(args, who)).await?;
+    let run = client.retry_step(step_repair(args)).await?;
     print_repaired(out, &run)
 }
 
@@ -111,23 +104,16 @@ pub async fn skip_step(
     client: &mut Client,
     out: &mut Out,
     args: &StepRepairArgs,
-    who: &str,
 ) -> Result<Exit, Error> {
-    let run = client.skip_step(step_repair(args, who)).await?;
+    let run = client.skip_step(step_repair(args)).await?;
     print_repaired(out, &run)
 }
 
 /// Resumes a halted run and prints its new status.
-pub async fn resume(
-    client: &mut Client,
-    out: &mut Out,
-    args: &ResumeArgs,
-    who: &str,
-) -> Result<Exit, Error> {
+pub async fn resume(client: &mut Client, out: &mut Out, args: &ResumeArgs) -> Result<Exit, Error> {
     let request = RepairRequest {
         run_id: args.run_id.clone(),
         step_id: String::new(),
-        who: who.to_string(),
         reason: args.reason.clone().unwrap_or_default(),
     };
     let run = client.resume_run(request).await?;
@@ -135,11 +121,10 @@ pub async fn resume(
 }
 
 /// The request of a repair of one step; an empty reason lets the orchestrator record its own.
-fn step_repair(args: &StepRepairArgs, who: &str) -> RepairRequest {
+fn step_repair(args: &StepRepairArgs) -> RepairRequest {
     RepairRequest {
         run_id: args.run_id.clone(),
         step_id: args.step.clone(),
-        who: who.to_string(),
         reason: args.reason.clone().unwrap_or_default(),
     }
 }
@@ -178,19 +163,18 @@ mod tests {
         ]) else {
             panic!("expected retry-step");
         };
-        let request = step_repair(&args, "alice");
+        let request = step_repair(&args);
         assert_eq!(
             request,
             RepairRequest {
                 run_id: "r-1".into(),
                 step_id: "block".into(),
-                who: "alice".into(),
                 reason: "firewall fixed".into(),
             }
         );
         let RunsCommand::SkipStep(args) = command(&["runs", "skip-step", "r-1", "notify"]) else {
             panic!("expected skip-step");
         };
-        assert_eq!(step_repair(&args, "bob").reason, "");
+        assert_eq!(step_repair(&args).reason, "");
     }
 }

@@ -113,15 +113,9 @@ pub async fn history(
     Ok(Exit::Success)
 }
 
-pub async fn trigger(
-    client: &mut Client,
-    out: &mut Out,
-    name: &str,
-    who: &str,
-) -> Result<Exit, Error> {
+pub async fn trigger(client: &mut Client, out: &mut Out, name: &str) -> Result<Exit, Error> {
     let request = TriggerScheduleRequest {
         name: name.to_string(),
-        who: who.to_string(),
     };
     let entry = client.trigger_schedule(request).await?;
     match out.format() {
@@ -135,12 +129,10 @@ pub async fn pause(
     client: &mut Client,
     out: &mut Out,
     args: &SchedulePauseArgs,
-    who: &str,
     paused: bool,
 ) -> Result<Exit, Error> {
     let request = PauseScheduleRequest {
         name: args.name.clone(),
-        who: who.to_string(),
         reason: args.reason.clone().unwrap_or_default(),
     };
     let info = client.pause_schedule(request, paused).await?;

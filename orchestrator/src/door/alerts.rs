@@ -11,7 +11,7 @@ use std::sync::Arc;
 use riposte_playbooks::Diagnostic;
 use riposte_playbooks::rules::Rule;
 
-use super::{Error, Kind, Node, Request, requests};
+use super::{Actor, Error, Kind, Node, Request, requests};
 use crate::budget::{Over, Places};
 use crate::engine::{self, RuleApplied, limits};
 use crate::store::{AlertPage, StoredAlert, StoredRule};
@@ -91,7 +91,7 @@ impl Request for IngestAlert {
     type Reply = Vec<StoredAlert>;
     const KIND: Kind = Kind::IngestAlert;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Vec<StoredAlert>, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Vec<StoredAlert>, Error> {
         let _slot = self.slot;
         let rules = node.lock()?.alerts.rules();
         let decided = engine::alerts::decide(&self.source, &self.payload, &rules)?;
@@ -118,7 +118,7 @@ impl Request for IngestBatch {
     type Reply = Vec<String>;
     const KIND: Kind = Kind::IngestBatch;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Vec<String>, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Vec<String>, Error> {
         let _places = node.ingesting.take(Feed::Syslog, self.payloads.len()).await;
         let mut refused = Vec::new();
         let rules = node.lock()?.alerts.rules();
@@ -160,7 +160,7 @@ impl Request for ListAlerts {
     type Reply = AlertPage;
     const KIND: Kind = Kind::ListAlerts;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<AlertPage, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<AlertPage, Error> {
         // Read from the store without the engine's lock: every committed alert is there.
         let store = node.lock()?.store().clone();
         let limit = match self.limit {
@@ -181,7 +181,7 @@ impl Request for GetAlert {
     type Reply = StoredAlert;
     const KIND: Kind = Kind::GetAlert;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<StoredAlert, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<StoredAlert, Error> {
         Ok(node.lock()?.alerts.get(self.id)?)
     }
 }
@@ -203,8 +203,12 @@ impl Request for ApplyRule {
     type Reply = RuleOutcome;
     const KIND: Kind = Kind::ApplyRule;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<RuleOutcome, Error> {
-        let outcome = node.lock()?.alerts.apply_rule(&self.source)?;
+    fn target(&self) -> String {
+        super::source_name(&self.source)
+    }
+
+    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<RuleOutcome, Error> {
+        let outcome = node.lock_for(actor)?.alerts.apply_rule(&self.source)?;
         match outcome {
             RuleApplied::Invalid(diagnostics) => Ok(RuleOutcome::Invalid(diagnostics)),
             RuleApplied::Applied(pending) => {
@@ -228,7 +232,7 @@ impl Request for ListRules {
     type Reply = Vec<(Rule, StoredRule)>;
     const KIND: Kind = Kind::ListRules;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Self::Reply, Error> {
         Ok(node.lock()?.alerts.list_rules())
     }
 }

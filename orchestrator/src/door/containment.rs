@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Error, Kind, Node, Request, requests};
+use super::{Actor, Error, Kind, Node, Request, requests};
 use crate::store::Containment;
 
 requests! {
@@ -27,7 +27,6 @@ impl Node {
 /// twice changes nothing.
 pub struct SetContainment {
     pub paused: bool,
-    pub by: String,
     pub reason: String,
 }
 
@@ -35,13 +34,20 @@ impl Request for SetContainment {
     type Reply = ContainmentView;
     const KIND: Kind = Kind::SetContainment;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<ContainmentView, Error> {
+    fn target(&self) -> String {
+        match self.paused {
+            true => "paused".into(),
+            false => "resumed".into(),
+        }
+    }
+
+    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<ContainmentView, Error> {
         let pending = {
-            let mut engine = node.lock()?;
+            let mut engine = node.lock_for(actor)?;
             if self.paused {
-                engine.runs.pause_containment(self.by, self.reason)?
+                engine.runs.pause_containment(actor.id(), self.reason)?
             } else {
-                engine.runs.resume_containment(self.by, self.reason)?
+                engine.runs.resume_containment(actor.id(), self.reason)?
             }
         };
         node.durable(pending).await?;
@@ -56,7 +62,7 @@ impl Request for GetContainment {
     type Reply = ContainmentView;
     const KIND: Kind = Kind::GetContainment;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<ContainmentView, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<ContainmentView, Error> {
         node.containment_view()
     }
 }

@@ -14,7 +14,9 @@
 //! Modules, one per concern: [`playbooks`], [`runs`] (runs, approvals, grants, repairs),
 //! [`containment`], [`schedules`], [`alerts`] (alerts and rules), [`workers`].
 
+pub mod access;
 pub mod alerts;
+pub mod audit;
 pub mod containment;
 pub mod playbooks;
 pub mod runs;
@@ -25,6 +27,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
+
+pub use access::{Actor, Caller};
 
 use crate::budget::Budget;
 use crate::clock::Clock;
@@ -50,6 +54,8 @@ pub struct Node {
     reopen: Option<Reopen>,
     /// Which workers may connect and what each may offer.
     workers: workers::WorkerAccess,
+    /// What each operator may do, and the platform's rules.
+    operators: access::OperatorAccess,
 }
 
 /// Opens an engine on a freshly opened store, waking the given timer loop.
@@ -114,6 +120,9 @@ pub enum Kind {
     Heartbeat,
     ReportResult,
     ListWorkers,
+    WhoAmI,
+    ListAudit,
+    VerifyAudit,
 }
 
 impl Kind {
@@ -153,6 +162,44 @@ impl Kind {
             Kind::Heartbeat => "worker.heartbeat",
             Kind::ReportResult => "worker.report",
             Kind::ListWorkers => "worker.list",
+            Kind::WhoAmI => "whoami",
+            Kind::ListAudit => "audit.list",
+            Kind::VerifyAudit => "audit.verify",
+        }
+    }
+
+    /// What it does, as a phrase after "may not" (in refusals).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::ValidatePlaybook => "validate playbooks",
+            Kind::ApplyPlaybook => "apply playbooks",
+            Kind::ApplyBuiltin => "apply built-in playbooks",
+            Kind::ListPlaybooks | Kind::GetPlaybook => "read playbooks",
+            Kind::StartRun => "start runs",
+            Kind::GetRun | Kind::ListRuns | Kind::WatchRun => "read runs",
+            Kind::CancelRun => "cancel runs",
+            Kind::RepairRun => "repair runs",
+            Kind::Decide => "decide approvals",
+            Kind::ListApprovals => "read approvals",
+            Kind::ListGrants => "read grants",
+            Kind::RevokeGrant => "revoke grants",
+            Kind::SetContainment => "pause or resume containment",
+            Kind::GetContainment => "read the containment switch",
+            Kind::ApplySchedule => "apply schedules",
+            Kind::ListSchedules | Kind::GetScheduleHistory => "read schedules",
+            Kind::TriggerSchedule => "trigger schedules",
+            Kind::SetSchedulePaused => "pause or resume schedules",
+            Kind::IngestAlert | Kind::IngestBatch => "send alerts",
+            Kind::ListAlerts | Kind::GetAlert => "read alerts",
+            Kind::ApplyRule => "apply rules",
+            Kind::ListRules => "read rules",
+            Kind::Register | Kind::PollTask | Kind::Heartbeat | Kind::ReportResult => {
+                "act as a worker"
+            }
+            Kind::ListWorkers => "read workers",
+            Kind::WhoAmI => "read their own grants",
+            Kind::ListAudit => "read the audit log",
+            Kind::VerifyAudit => "verify the audit log",
         }
     }
 }
@@ -169,8 +216,18 @@ pub trait Request: sealed::Sealed + Send + Sized {
     /// What it is.
     const KIND: Kind;
 
-    /// Carries the request out. Called only by [`Node::handle`].
-    fn serve(self, node: &Arc<Node>) -> impl Future<Output = Result<Self::Reply, Error>> + Send;
+    /// What it acts on, for its audit record (a run id, a name); empty when nothing says.
+    fn target(&self) -> String {
+        String::new()
+    }
+
+    /// Carries the request out for `actor`, whom [`Node::handle`] authorized for its kind.
+    /// Called only by [`Node::handle`].
+    fn serve(
+        self,
+        node: &Arc<Node>,
+        actor: &Actor,
+    ) -> impl Future<Output = Result<Self::Reply, Error>> + Send;
 }
 
 /// Declares a module's request types: each is sealed, and (for the tests) the kinds they
@@ -199,7 +256,23 @@ impl Node {
             ingesting: Arc::new(Budget::new(in_flight, per_feed)),
             reopen: None,
             workers: workers::WorkerAccess::new(Default::default(), false),
+            operators: access::OperatorAccess::new(Default::default()),
         }
+    }
+
+    /// The same, letting operators do what `policy` says (and applying its platform rules).
+    pub fn with_operator_policy(self, policy: crate::auth::Policy) -> Node {
+        self.set_operator_policy(policy);
+        self
+    }
+
+    /// Replaces the operator policy (a reload): requests from now on are authorized by it,
+    /// and the engine applies its platform rules.
+    pub fn set_operator_policy(&self, policy: crate::auth::Policy) {
+        if let Ok(mut engine) = self.lock() {
+            engine.runs.set_platform(engine::Platform::of(&policy));
+        }
+        self.operators.set_policy(policy);
     }
 
     /// The same, letting workers in as `access` says.
@@ -223,9 +296,40 @@ impl Node {
         self
     }
 
-    /// The one entry point: carries out `request` and answers its reply.
-    pub async fn handle<R: Request>(self: &Arc<Self>, request: R) -> Result<R::Reply, Error> {
-        let result = request.serve(self).await;
+    /// The one entry point: authorizes `caller` for `request`, carries it out and answers its
+    /// reply.
+    pub async fn handle<R: Request>(
+        self: &Arc<Self>,
+        caller: Caller,
+        request: R,
+    ) -> Result<R::Reply, Error> {
+        let audited = R::KIND.audited();
+        let target = match audited || caller.audits_refusals() {
+            true => request.target(),
+            false => String::new(),
+        };
+        let actor = match self.operators.authorize(&caller, R::KIND) {
+            Ok(actor) => actor,
+            Err(error) => {
+                tracing::info!(request = R::KIND.name(), %error, "request.denied");
+                if caller.audits_refusals() {
+                    let entry = caller.audit_entry(R::KIND, target, self.clock.now_ms());
+                    self.audit_outcome(entry, &error).await;
+                }
+                return Err(error);
+            }
+        };
+        if audited {
+            actor.put_audit(caller.audit_entry(R::KIND, target, self.clock.now_ms()));
+        }
+        let result = request.serve(self, &actor).await;
+        // An entry no write took: the request changed nothing, or was refused.
+        if let Some(entry) = actor.take_audit() {
+            match &result {
+                Ok(_) => self.audit_outcome(entry, "ok").await,
+                Err(error) => self.audit_outcome(entry, error).await,
+            }
+        }
         if let Err(error) = &result {
             tracing::debug!(request = R::KIND.name(), %error, "request.refused");
             if let Error::Engine(engine::Error::Store(e)) = error
@@ -241,9 +345,53 @@ impl Node {
     fn lock(&self) -> Result<Locked<'_>, Error> {
         let slot = self.lock_slot();
         match slot.is_some() {
-            true => Ok(Locked(slot)),
+            true => Ok(Locked { slot, actor: None }),
             false => Err(Error::Reopening),
         }
+    }
+
+    /// The same, for a change `actor` asked for: the store writes the actor's audit record
+    /// with the first change made under this lock, in the same transaction; one no write took
+    /// goes back to the actor when the lock is let go.
+    fn lock_for<'a>(&'a self, actor: &'a Actor) -> Result<Locked<'a>, Error> {
+        let mut locked = self.lock()?;
+        if let Some(entry) = actor.take_audit() {
+            locked.store().audit_next(entry);
+            locked.actor = Some(actor);
+        }
+        Ok(locked)
+    }
+
+    /// Appends `entry` with `outcome` on its own and waits until it is durable; a failure is
+    /// logged (the request's own answer stands).
+    async fn audit_outcome(&self, mut entry: crate::store::AuditEntry, outcome: impl ToString) {
+        entry.outcome = outcome.to_string();
+        let appended = match self.lock() {
+            Ok(engine) => engine.store().audit_append(entry),
+            Err(e) => return tracing::error!(error = %e, "audit.not_written"),
+        };
+        let durable = match appended {
+            Ok(seq) => seq.durable().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = durable {
+            tracing::error!(error = %e, "audit.not_written");
+        }
+    }
+
+    /// Records something the orchestrator did by itself (a policy reloaded), with `outcome`.
+    pub async fn audit_internal(&self, action: &str, target: &str, outcome: &str) {
+        let entry = crate::store::AuditEntry {
+            at_ms: self.clock.now_ms(),
+            principal: "orchestrator".into(),
+            method: "service".into(),
+            source: "internal".into(),
+            action: action.into(),
+            target: target.into(),
+            digest: String::new(),
+            outcome: String::new(),
+        };
+        self.audit_outcome(entry, outcome).await;
     }
 
     fn lock_slot(&self) -> MutexGuard<'_, Option<Engine>> {
@@ -293,6 +441,10 @@ impl Node {
             }
         };
         tracing::warn!(runs.active = engine.runs.active_runs(), "store.reopened");
+        let mut engine = engine;
+        // The engine opened with the policy of the start; a reload since is the one in force.
+        let platform = engine::Platform::of(&self.operators.policy());
+        engine.runs.set_platform(platform);
         *self.lock_slot() = Some(engine);
         // What fell due while it was closed fires at once.
         self.timers.notify_one();
@@ -360,6 +512,22 @@ impl Node {
     }
 }
 
+/// The top-level `name:` of a YAML source, for an audit record (the digest stands for the
+/// whole source); empty when there is none.
+fn source_name(source: &str) -> String {
+    source
+        .lines()
+        .find_map(|line| line.strip_prefix("name:"))
+        .map(|name| {
+            name.trim()
+                .trim_matches(['"', '\''])
+                .chars()
+                .take(128)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Runs blocking store work (sled scans, opening a store) off the async threads; a panic in
 /// it is a bug, raised again here.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
@@ -375,15 +543,20 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 const REOPEN_TRIES: u32 = 500;
 const REOPEN_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// The engine under its lock. Released, it first settles ([`Engine::settle`]): whatever a
-/// request ended, the concerns that follow those runs have heard of before anyone else sees the
+/// The engine under its lock. Released, it first gives back an audit record no write took
+/// (to the actor it was staged for), then settles ([`Engine::settle`]): whatever a request
+/// ended, the concerns that follow those runs have heard of before anyone else sees the
 /// engine.
-struct Locked<'a>(MutexGuard<'a, Option<Engine>>);
+struct Locked<'a> {
+    slot: MutexGuard<'a, Option<Engine>>,
+    /// Whose audit record the store holds staged.
+    actor: Option<&'a Actor>,
+}
 
 impl std::ops::Deref for Locked<'_> {
     type Target = Engine;
     fn deref(&self) -> &Engine {
-        self.0
+        self.slot
             .as_ref()
             .expect("the engine is open outside a reopen")
     }
@@ -391,7 +564,7 @@ impl std::ops::Deref for Locked<'_> {
 
 impl std::ops::DerefMut for Locked<'_> {
     fn deref_mut(&mut self) -> &mut Engine {
-        self.0
+        self.slot
             .as_mut()
             .expect("the engine is open outside a reopen")
     }
@@ -399,7 +572,12 @@ impl std::ops::DerefMut for Locked<'_> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        if let Some(engine) = self.0.as_mut() {
+        if let Some(engine) = self.slot.as_mut() {
+            if let Some(actor) = self.actor
+                && let Some(entry) = engine.store().audit_unwritten()
+            {
+                actor.put_audit(entry);
+            }
             engine.settle();
         }
     }
@@ -411,22 +589,29 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn every_kind_has_a_request_and_a_distinct_name() {
-        let all: Vec<Kind> = [
+    /// Every kind, from the request types that declare them.
+    pub(crate) fn all_kinds() -> Vec<Kind> {
+        [
             playbooks::KINDS,
             runs::KINDS,
             containment::KINDS,
             schedules::KINDS,
             alerts::KINDS,
             workers::KINDS,
+            access::KINDS,
+            audit::KINDS,
         ]
-        .concat();
+        .concat()
+    }
+
+    #[test]
+    fn every_kind_has_a_request_and_a_distinct_name() {
+        let all = all_kinds();
         let kinds: HashSet<Kind> = all.iter().copied().collect();
         assert_eq!(kinds.len(), all.len(), "no two request types share a kind");
         let names: HashSet<&str> = all.iter().map(|k| k.name()).collect();
         assert_eq!(names.len(), all.len(), "distinct names");
         // Every kind has its request type: a kind left without one would be missing here.
-        assert_eq!(all.len(), 33);
+        assert_eq!(all.len(), 36);
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use riposte_playbooks::{Diagnostic, Playbook};
 
-use super::{Error, Kind, Node, Request, requests};
+use super::{Actor, Error, Kind, Node, Request, requests};
 use crate::engine::Builtin;
 use crate::store::StoredPlaybook;
 
@@ -26,7 +26,7 @@ impl Request for ValidatePlaybook {
     type Reply = Result<Playbook, Vec<Diagnostic>>;
     const KIND: Kind = Kind::ValidatePlaybook;
 
-    async fn serve(self, _node: &Arc<Node>) -> Result<Self::Reply, Error> {
+    async fn serve(self, _node: &Arc<Node>, _actor: &Actor) -> Result<Self::Reply, Error> {
         Ok(riposte_playbooks::compile(&self.source))
     }
 }
@@ -46,8 +46,16 @@ impl Request for ApplyPlaybook {
     type Reply = Applied;
     const KIND: Kind = Kind::ApplyPlaybook;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Applied, Error> {
-        let pending = node.lock()?.runs.apply_playbook(&self.source)?;
+    fn target(&self) -> String {
+        super::source_name(&self.source)
+    }
+
+    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<Applied, Error> {
+        let replace_builtin = actor.may(crate::auth::Permission::Admin);
+        let pending = node
+            .lock_for(actor)?
+            .runs
+            .apply_playbook(&self.source, replace_builtin)?;
         let (playbook, unchanged) = node.durable(pending).await?;
         tracing::info!(playbook = %playbook.name, version = playbook.version, unchanged, "playbook.applied");
         Ok(Applied {
@@ -66,7 +74,7 @@ impl Request for ApplyBuiltin {
     type Reply = Builtin;
     const KIND: Kind = Kind::ApplyBuiltin;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Builtin, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Builtin, Error> {
         let pending = node.lock()?.runs.apply_builtin(self.source)?;
         node.durable(pending).await
     }
@@ -79,7 +87,7 @@ impl Request for ListPlaybooks {
     type Reply = Vec<(StoredPlaybook, Arc<Playbook>)>;
     const KIND: Kind = Kind::ListPlaybooks;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Self::Reply, Error> {
         Ok(node.lock()?.runs.list_playbooks()?)
     }
 }
@@ -94,7 +102,7 @@ impl Request for GetPlaybook {
     type Reply = (Arc<Playbook>, Option<StoredPlaybook>);
     const KIND: Kind = Kind::GetPlaybook;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Self::Reply, Error> {
         let mut engine = node.lock()?;
         let compiled = engine.runs.playbook(&self.name, self.version)?;
         let stored = engine

@@ -8,7 +8,8 @@ use riposte_scheduler::state::{HistoryEvent, RunId, RunState};
 use riposte_scheduler::{DecisionRequest, Repair};
 use tokio::sync::{broadcast, mpsc};
 
-use super::{Error, Kind, Node, Request, requests};
+use super::{Actor, Error, Kind, Node, Request, requests};
+use crate::auth::Permission;
 use crate::engine::{self, ApprovalView, GrantView, StartRequest, Watch};
 use crate::store::RunFilter;
 
@@ -67,10 +68,19 @@ impl Request for StartRun {
     type Reply = Started;
     const KIND: Kind = Kind::StartRun;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Started, Error> {
+    fn target(&self) -> String {
+        self.0.playbook.clone()
+    }
+
+    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<Started, Error> {
+        let mut start = self.0;
+        actor.check_run(&start.playbook)?;
+        if actor.principal.is_some() {
+            start.requested_by = actor.id();
+        }
         let (pending, view) = {
-            let mut engine = node.lock()?;
-            let pending = engine.runs.start_run(self.0)?;
+            let mut engine = node.lock_for(actor)?;
+            let pending = engine.runs.start_run(start)?;
             let (state, _) = pending.peek();
             let view = RunView::of(&mut engine, state.clone())?;
             (pending, view)
@@ -95,7 +105,7 @@ impl Request for GetRun {
     type Reply = RunView;
     const KIND: Kind = Kind::GetRun;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<RunView, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<RunView, Error> {
         node.run_view(self.run)
     }
 }
@@ -118,7 +128,7 @@ impl Request for ListRuns {
     type Reply = RunsPage;
     const KIND: Kind = Kind::ListRuns;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<RunsPage, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<RunsPage, Error> {
         // The page is read from the store without the engine's lock (every committed change
         // is there); the lock is taken once, for the views.
         let store = node.lock()?.store().clone();
@@ -151,7 +161,7 @@ impl Request for WatchRun {
     type Reply = mpsc::Receiver<HistoryEvent>;
     const KIND: Kind = Kind::WatchRun;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Self::Reply, Error> {
         let pending = node.lock()?.runs.watch(self.run)?;
         let watch = node.durable(pending).await?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
@@ -245,10 +255,10 @@ fn is_final(event: &HistoryEvent) -> bool {
     event.kind == "run.finished"
 }
 
-/// Cancels a run: nothing new starts, open undos run.
+/// Cancels a run: nothing new starts, open undos run. A run another principal started is
+/// cancelled only with `respond-admin`.
 pub struct CancelRun {
     pub run: RunId,
-    pub by: String,
     pub reason: String,
 }
 
@@ -256,11 +266,22 @@ impl Request for CancelRun {
     type Reply = RunView;
     const KIND: Kind = Kind::CancelRun;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<RunView, Error> {
-        let pending = node
-            .lock()?
-            .runs
-            .cancel_run(self.run, self.reason, self.by)?;
+    fn target(&self) -> String {
+        self.run.to_string()
+    }
+
+    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<RunView, Error> {
+        let by = actor.id();
+        let pending = {
+            let mut engine = node.lock_for(actor)?;
+            let run = engine.runs.run(self.run)?;
+            match run.requested_by == by {
+                true if !actor.may(Permission::RespondAdmin) => actor.check_run(&run.playbook)?,
+                true => {}
+                false => actor.check(Permission::RespondAdmin, "cancel runs others started")?,
+            }
+            engine.runs.cancel_run(self.run, self.reason, by)?
+        };
         node.durable(pending).await?;
         tracing::info!(run.id = %self.run, "run.cancelled");
         node.run_view(self.run)
@@ -272,7 +293,6 @@ pub struct RepairRun {
     pub run: RunId,
     pub repair: Repair,
     pub step: String,
-    pub by: String,
     pub reason: String,
 }
 
@@ -280,26 +300,43 @@ impl Request for RepairRun {
     type Reply = RunView;
     const KIND: Kind = Kind::RepairRun;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<RunView, Error> {
-        let pending =
-            node.lock()?
-                .runs
-                .repair(self.run, self.repair, self.step, self.by, self.reason)?;
+    fn target(&self) -> String {
+        format!("{}/{}", self.run, self.step)
+    }
+
+    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<RunView, Error> {
+        let pending = node.lock_for(actor)?.runs.repair(
+            self.run,
+            self.repair,
+            self.step,
+            actor.id(),
+            self.reason,
+        )?;
         node.durable(pending).await?;
         node.run_view(self.run)
     }
 }
 
-/// A decision on an approval.
+/// A decision on an approval, by the actor: its principal decides, counted once, for the
+/// approver groups the policy and its proof put it in.
 pub struct Decide(pub DecisionRequest);
 
 impl Request for Decide {
     type Reply = RunView;
     const KIND: Kind = Kind::Decide;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<RunView, Error> {
+    fn target(&self) -> String {
+        format!("{}/{}", self.0.run, self.0.step)
+    }
+
+    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<RunView, Error> {
         let run = self.0.run;
-        let pending = node.lock()?.runs.decide(self.0)?;
+        let decision = DecisionRequest {
+            who: actor.id(),
+            groups: actor.grants.groups.clone(),
+            ..self.0
+        };
+        let pending = node.lock_for(actor)?.runs.decide(decision)?;
         node.durable(pending).await?;
         node.run_view(run)
     }
@@ -312,7 +349,7 @@ impl Request for ListApprovals {
     type Reply = Vec<ApprovalView>;
     const KIND: Kind = Kind::ListApprovals;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Vec<ApprovalView>, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Vec<ApprovalView>, Error> {
         Ok(node.lock()?.runs.approvals())
     }
 }
@@ -324,7 +361,7 @@ impl Request for ListGrants {
     type Reply = Vec<GrantView>;
     const KIND: Kind = Kind::ListGrants;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Vec<GrantView>, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Vec<GrantView>, Error> {
         Ok(node.lock()?.runs.grants())
     }
 }
@@ -334,7 +371,6 @@ pub struct RevokeGrant {
     pub run: RunId,
     pub step: String,
     pub item: u32,
-    pub by: String,
     pub reason: String,
 }
 
@@ -343,16 +379,20 @@ impl Request for RevokeGrant {
     type Reply = GrantView;
     const KIND: Kind = Kind::RevokeGrant;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<GrantView, Error> {
+    fn target(&self) -> String {
+        format!("{}/{}/{}", self.run, self.step, self.item)
+    }
+
+    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<GrantView, Error> {
         let RevokeGrant {
             run,
             step,
             item,
-            by,
             reason,
         } = self;
+        let by = actor.id();
         let (pending, grant) = {
-            let mut engine = node.lock()?;
+            let mut engine = node.lock_for(actor)?;
             let pending = engine
                 .runs
                 .revoke_grant(run, step.clone(), item, by, reason)?;

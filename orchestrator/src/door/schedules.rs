@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use riposte_playbooks::Diagnostic;
 
-use super::{Error, Kind, Node, Request, requests};
+use super::{Actor, Error, Kind, Node, Request, requests};
 use crate::engine::{ApplyOutcome, ScheduleView};
 use crate::store::{LedgerEntry, LedgerPage};
 
@@ -36,8 +36,12 @@ impl Request for ApplySchedule {
     type Reply = ScheduleApplied;
     const KIND: Kind = Kind::ApplySchedule;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<ScheduleApplied, Error> {
-        let outcome = node.lock()?.apply_schedule(&self.source)?;
+    fn target(&self) -> String {
+        super::source_name(&self.source)
+    }
+
+    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<ScheduleApplied, Error> {
+        let outcome = node.lock_for(actor)?.apply_schedule(&self.source)?;
         match outcome {
             ApplyOutcome::Invalid(diagnostics) => Ok(ScheduleApplied::Invalid(diagnostics)),
             ApplyOutcome::Applied(pending) => {
@@ -55,7 +59,7 @@ impl Request for ListSchedules {
     type Reply = Vec<ScheduleView>;
     const KIND: Kind = Kind::ListSchedules;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Vec<ScheduleView>, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Vec<ScheduleView>, Error> {
         Ok(node.lock()?.schedules.list()?)
     }
 }
@@ -73,7 +77,7 @@ impl Request for GetScheduleHistory {
     type Reply = LedgerPage;
     const KIND: Kind = Kind::GetScheduleHistory;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<LedgerPage, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<LedgerPage, Error> {
         let engine = node.lock()?;
         Ok(engine
             .schedules
@@ -84,7 +88,6 @@ impl Request for GetScheduleHistory {
 /// Fires one run of a schedule now, through its overlap policy.
 pub struct TriggerSchedule {
     pub name: String,
-    pub by: String,
 }
 
 impl Request for TriggerSchedule {
@@ -92,10 +95,15 @@ impl Request for TriggerSchedule {
     type Reply = LedgerEntry;
     const KIND: Kind = Kind::TriggerSchedule;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<LedgerEntry, Error> {
-        let pending = node.lock()?.trigger_schedule(&self.name, &self.by)?;
+    fn target(&self) -> String {
+        self.name.clone()
+    }
+
+    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<LedgerEntry, Error> {
+        let by = actor.id();
+        let pending = node.lock_for(actor)?.trigger_schedule(&self.name, &by)?;
         let entry = node.durable(pending).await?;
-        tracing::info!(schedule = %self.name, by = %self.by, fate = ?entry.fate, "schedule.triggered");
+        tracing::info!(schedule = %self.name, by = %by, fate = ?entry.fate, "schedule.triggered");
         Ok(entry)
     }
 }
@@ -104,7 +112,6 @@ impl Request for TriggerSchedule {
 pub struct SetSchedulePaused {
     pub name: String,
     pub paused: bool,
-    pub by: String,
     pub reason: String,
 }
 
@@ -112,11 +119,17 @@ impl Request for SetSchedulePaused {
     type Reply = ScheduleView;
     const KIND: Kind = Kind::SetSchedulePaused;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<ScheduleView, Error> {
-        let pending =
-            node.lock()?
-                .schedules
-                .pause(&self.name, self.paused, self.by, self.reason)?;
+    fn target(&self) -> String {
+        self.name.clone()
+    }
+
+    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<ScheduleView, Error> {
+        let pending = node.lock_for(actor)?.schedules.pause(
+            &self.name,
+            self.paused,
+            actor.id(),
+            self.reason,
+        )?;
         node.durable(pending).await
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use riposte_tls::{Identity, Role};
 use serde_json::Value;
 
-use super::{Error, Kind, Node, Request, requests};
+use super::{Actor, Error, Kind, Node, Request, requests};
 use crate::dispatch::Worker;
 use crate::engine::{self, LeasedTask, Poll};
 use crate::worker_policy::WorkerPolicy;
@@ -121,7 +121,14 @@ impl Request for Register {
     type Reply = Terms;
     const KIND: Kind = Kind::Register;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Terms, Error> {
+    fn target(&self) -> String {
+        match &self.caller {
+            Some(identity) => format!("{identity} as {}", self.id),
+            None => self.id.clone(),
+        }
+    }
+
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Terms, Error> {
         let checked = node.workers.key(&self.caller, &self.id).and_then(|key| {
             node.workers.check(&self.caller, &self)?;
             Ok(key)
@@ -168,7 +175,7 @@ impl Request for PollTask {
     type Reply = Option<LeasedTask>;
     const KIND: Kind = Kind::PollTask;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Option<LeasedTask>, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Option<LeasedTask>, Error> {
         let worker = node.workers.key(&self.caller, &self.worker)?;
         let poll = node.lock()?.runs.poll(&worker)?;
         let pending = match poll {
@@ -214,7 +221,7 @@ impl Request for Heartbeat {
     type Reply = Vec<(TaskId, u64)>;
     const KIND: Kind = Kind::Heartbeat;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Self::Reply, Error> {
         let worker = node.workers.key(&self.caller, &self.worker)?;
         Ok(node.lock()?.runs.heartbeat(&worker, &self.held)?)
     }
@@ -236,7 +243,7 @@ impl Request for ReportResult {
     type Reply = bool;
     const KIND: Kind = Kind::ReportResult;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<bool, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<bool, Error> {
         let worker = node.workers.key(&self.caller, &self.worker)?;
         let pending = node
             .lock()?
@@ -261,7 +268,7 @@ impl Request for ListWorkers {
     type Reply = (Vec<(Worker, usize)>, Instant);
     const KIND: Kind = Kind::ListWorkers;
 
-    async fn serve(self, node: &Arc<Node>) -> Result<Self::Reply, Error> {
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Self::Reply, Error> {
         let now = node.clock.monotonic();
         Ok((node.lock()?.runs.workers(), now))
     }

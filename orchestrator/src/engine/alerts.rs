@@ -263,7 +263,7 @@ impl Alerts {
             version: rule.version.unwrap_or(0),
             params,
             idempotency_key: String::new(),
-            requested_by: format!("rule:{}", rule.name),
+            requested_by: crate::auth::Principal::rule(&rule.name).id,
             dry_run: false,
             trigger: json,
         };

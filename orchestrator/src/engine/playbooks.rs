@@ -47,12 +47,37 @@ impl Runs {
         Ok(compiled)
     }
 
-    /// Stores a new playbook version. Same name, version and source again is a no-op.
+    /// Stores a new playbook version. Same name, version and source again is a no-op. A
+    /// playbook that runs an action the platform's rules gate without the approval they
+    /// require is refused (the rules a schedule's runs are exempt from are checked at start);
+    /// so is a version of a built-in playbook unless `replace_builtin` (an admin's).
     pub fn apply_playbook(
         &mut self,
         source: &str,
+        replace_builtin: bool,
     ) -> Result<Pending<(Arc<Playbook>, bool)>, Error> {
         let compiled = riposte_playbooks::compile(source).map_err(Error::PlaybookInvalid)?;
+        let approvals = &self.settings.platform.approvals;
+        let unmet = riposte_playbooks::platform::unmet(&compiled, approvals, true);
+        if !unmet.is_empty() {
+            return Err(Error::PlaybookInvalid(unmet));
+        }
+        if !replace_builtin && crate::builtin::is_builtin(&compiled.name) {
+            return Err(Error::PermissionDenied(format!(
+                "playbook {} is built in: only an admin may apply a version of it",
+                compiled.name
+            )));
+        }
+        self.store_version(compiled, source)
+    }
+
+    /// Stores a compiled version unless that version exists (the same source: a no-op) or a
+    /// newer one does.
+    fn store_version(
+        &mut self,
+        compiled: Playbook,
+        source: &str,
+    ) -> Result<Pending<(Arc<Playbook>, bool)>, Error> {
         let (name, version) = (compiled.name.clone(), compiled.version);
         if let Some(existing) = self.store.playbook(&name, version)? {
             if existing.source == source {
@@ -83,7 +108,7 @@ impl Runs {
     }
 
     /// Applies a built-in playbook only when the store has neither its version nor a newer
-    /// one: an operator's version (same number with other content, or higher) is kept.
+    /// one: an admin's version (same number with other content, or higher) is kept.
     pub fn apply_builtin(&mut self, source: &str) -> Result<Pending<Builtin>, Error> {
         let compiled = riposte_playbooks::compile(source).map_err(|d| {
             Error::InvalidArgument(format!(
@@ -110,7 +135,9 @@ impl Runs {
                 },
             ));
         }
-        let applied = self.apply_playbook(source)?;
+        // Not checked against the platform's rules here: a built-in the policy's rules refuse
+        // is stored, and refused at each start with the rule it breaks.
+        let applied = self.store_version(compiled, source)?;
         Ok(applied.map(|_| Builtin::Applied { name, version }))
     }
 

@@ -113,6 +113,17 @@ impl Runs {
             )));
         }
         let playbook = self.playbook(&req.playbook, req.version)?;
+        // A dry run changes nothing (its approvals count as given): planning needs no
+        // approval the platform requires of the real run.
+        let scheduled = crate::auth::principal::is_schedule(&req.requested_by);
+        let approvals = &self.settings.platform.approvals;
+        let unmet = riposte_playbooks::platform::unmet(&playbook, approvals, scheduled);
+        if let Some(first) = unmet.first().filter(|_| !req.dry_run) {
+            return Err(Error::PermissionDenied(format!(
+                "{}@{} may not run: {}",
+                playbook.name, playbook.version, first.message
+            )));
+        }
         let params = playbook.coerce_params(&req.params).map_err(|problems| {
             Error::InvalidArgument(format!(
                 "invalid parameters for {}@{}: {}",
@@ -211,24 +222,13 @@ impl Runs {
         }
         let run = request.run;
         self.active_or_refuse(run)?;
-        let groups = self.groups_of(&request.who);
-        let event = Event::Decide(DecisionRequest { groups, ..request });
+        let event = Event::Decide(request);
         let transition = self
             .scheduler
             .handle(self.clock.now_ms(), event)
             .map_err(scheduler_error)?;
         let seq = self.commit(transition, RunKey::None)?;
         Ok(Pending::new((), seq))
-    }
-
-    /// The approver groups `who` belongs to.
-    pub(super) fn groups_of(&self, who: &str) -> Vec<String> {
-        self.settings
-            .approver_groups
-            .iter()
-            .filter(|(_, members)| members.iter().any(|m| m == who))
-            .map(|(group, _)| group.clone())
-            .collect()
     }
 
     pub(super) fn active_or_refuse(&self, id: RunId) -> Result<(), Error> {

@@ -478,7 +478,7 @@ fn start_request(name: &str, schedule: &Schedule, fire: &Fire) -> StartRequest {
         version: schedule.version.unwrap_or(0),
         params: schedule.params.clone(),
         idempotency_key: schedule::fire_key(name, fire),
-        requested_by: format!("schedule:{name}"),
+        requested_by: crate::auth::Principal::schedule(name).id,
         dry_run: false,
         trigger: serde_json::Value::Null,
     }
@@ -613,7 +613,7 @@ mod tests {
         );
         let start = start_request("beat", &schedule, &plan.starts[0]);
         assert_eq!(start.idempotency_key, "schedule:beat:10000");
-        assert_eq!(start.requested_by, "schedule:beat");
+        assert_eq!(start.requested_by, "service:schedule/beat");
         assert_eq!(start.playbook, "echo");
     }
 

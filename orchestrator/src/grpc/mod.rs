@@ -3,6 +3,7 @@
 //! and translates the reply back; bounds on wire input are checked while translating. Door
 //! errors map to `tonic::Status` in [`status`] only.
 
+mod access;
 mod operator;
 mod worker;
 
@@ -75,18 +76,6 @@ fn bounded(what: &str, value: &str, max: usize) -> Result<(), Status> {
 fn parse_run_id(id: &str) -> Result<RunId, Status> {
     id.parse()
         .map_err(|_| Status::invalid_argument(format!("`{id}` is not a run id")))
-}
-
-/// The operator's name: required for decisions and repairs (recorded in the history).
-fn who(who: String) -> Result<String, Status> {
-    let who = who.trim().to_string();
-    if who.is_empty() {
-        return Err(Status::invalid_argument(
-            "`who` is required: name the operator",
-        ));
-    }
-    bounded("who", &who, NAME_BYTES_MAX)?;
-    Ok(who)
 }
 
 /// `text`, or `default` when it is empty or blank.

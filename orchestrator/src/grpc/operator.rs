@@ -11,9 +11,10 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{NAME_BYTES_MAX, bounded, non_empty, or_default, parse_run_id, status, who};
+use super::{NAME_BYTES_MAX, bounded, non_empty, or_default, parse_run_id, status};
+use crate::auth::Authenticator;
 use crate::convert;
-use crate::door::{Node, alerts, containment, playbooks, runs, schedules};
+use crate::door::{Caller, Node, alerts, containment, playbooks, runs, schedules};
 use crate::engine::{StartRequest, limits};
 use crate::store::RunFilter;
 
@@ -23,7 +24,8 @@ const ALERT_SOURCE_BYTES_MAX: usize = 64;
 /// Largest schedule source accepted.
 const SCHEDULE_SOURCE_BYTES_MAX: usize = riposte_playbooks::schedule::limits::SOURCE_BYTES_MAX;
 
-pub struct OperatorApi(pub Arc<Node>);
+/// The service: the door, and what turns an operator's credentials into a principal.
+pub struct OperatorApi(pub Arc<Node>, pub Arc<Authenticator>);
 
 type EventStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
@@ -42,11 +44,12 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::ValidatePlaybookRequest>,
     ) -> Result<Response<pb::ValidatePlaybookResponse>, Status> {
+        let caller = self.caller(&request).await;
         let source = request.into_inner().source;
         let validate = playbooks::ValidatePlaybook {
             source: source.clone(),
         };
-        let response = match self.0.handle(validate).await.map_err(status)? {
+        let response = match self.0.handle(caller, validate).await.map_err(status)? {
             Ok(compiled) => pb::ValidatePlaybookResponse {
                 diagnostics: vec![],
                 playbook: Some(convert::playbook(&compiled, None, &source)),
@@ -63,10 +66,11 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::ApplyPlaybookRequest>,
     ) -> Result<Response<pb::ApplyPlaybookResponse>, Status> {
+        let caller = self.caller(&request).await;
         let source = request.into_inner().source;
         let applied = self
             .0
-            .handle(playbooks::ApplyPlaybook { source })
+            .handle(caller, playbooks::ApplyPlaybook { source })
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ApplyPlaybookResponse {
@@ -78,11 +82,12 @@ impl Operator for OperatorApi {
 
     async fn list_playbooks(
         &self,
-        _request: Request<pb::ListPlaybooksRequest>,
+        request: Request<pb::ListPlaybooksRequest>,
     ) -> Result<Response<pb::ListPlaybooksResponse>, Status> {
+        let caller = self.caller(&request).await;
         let list = self
             .0
-            .handle(playbooks::ListPlaybooks)
+            .handle(caller, playbooks::ListPlaybooks)
             .await
             .map_err(status)?;
         let playbooks = list
@@ -96,12 +101,13 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::GetPlaybookRequest>,
     ) -> Result<Response<pb::Playbook>, Status> {
+        let caller = self.caller(&request).await;
         let req = request.into_inner();
         let get = playbooks::GetPlaybook {
             name: req.name,
             version: req.version,
         };
-        let (compiled, stored) = self.0.handle(get).await.map_err(status)?;
+        let (compiled, stored) = self.0.handle(caller, get).await.map_err(status)?;
         let source = stored
             .as_ref()
             .map(|s| s.source.clone())
@@ -117,6 +123,7 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::StartRunRequest>,
     ) -> Result<Response<pb::StartRunResponse>, Status> {
+        let caller = self.caller(&request).await;
         let req = request.into_inner();
         bounded("params_json", &req.params_json, limits::PARAMS_BYTES_MAX)?;
         let params = if req.params_json.trim().is_empty() {
@@ -141,11 +148,15 @@ impl Operator for OperatorApi {
             version: req.version,
             params,
             idempotency_key: req.idempotency_key,
-            requested_by: req.requested_by,
+            requested_by: String::new(),
             dry_run: req.dry_run,
             trigger: Value::Null,
         };
-        let started = self.0.handle(runs::StartRun(start)).await.map_err(status)?;
+        let started = self
+            .0
+            .handle(caller, runs::StartRun(start))
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::StartRunResponse {
             run: Some(run(&started.run)),
             existing: started.existing,
@@ -156,10 +167,11 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::GetRunRequest>,
     ) -> Result<Response<pb::Run>, Status> {
+        let caller = self.caller(&request).await;
         let id = parse_run_id(&request.into_inner().run_id)?;
         let view = self
             .0
-            .handle(runs::GetRun { run: id })
+            .handle(caller, runs::GetRun { run: id })
             .await
             .map_err(status)?;
         Ok(Response::new(run(&view)))
@@ -169,6 +181,7 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let caller = self.caller(&request).await;
         let req = request.into_inner();
         let limit = match req.limit {
             0 => 100,
@@ -183,7 +196,7 @@ impl Operator for OperatorApi {
             before,
             limit,
         };
-        let page = self.0.handle(list).await.map_err(status)?;
+        let page = self.0.handle(caller, list).await.map_err(status)?;
         Ok(Response::new(pb::ListRunsResponse {
             runs: page.runs.iter().map(run).collect(),
             next_page_token: page.next.map(|id| id.to_string()).unwrap_or_default(),
@@ -196,10 +209,11 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::WatchRunRequest>,
     ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let caller = self.caller(&request).await;
         let id = parse_run_id(&request.into_inner().run_id)?;
         let events = self
             .0
-            .handle(runs::WatchRun { run: id })
+            .handle(caller, runs::WatchRun { run: id })
             .await
             .map_err(status)?;
         let run_id = id.to_string();
@@ -212,23 +226,24 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::CancelRunRequest>,
     ) -> Result<Response<pb::Run>, Status> {
+        let caller = self.caller(&request).await;
         let req = request.into_inner();
         let cancel = runs::CancelRun {
             run: parse_run_id(&req.run_id)?,
-            by: non_empty(req.requested_by, "operator"),
             reason: non_empty(req.reason, "no reason given"),
         };
-        let view = self.0.handle(cancel).await.map_err(status)?;
+        let view = self.0.handle(caller, cancel).await.map_err(status)?;
         Ok(Response::new(run(&view)))
     }
 
     async fn list_workers(
         &self,
-        _request: Request<pb::ListWorkersRequest>,
+        request: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let caller = self.caller(&request).await;
         let (workers, now) = self
             .0
-            .handle(crate::door::workers::ListWorkers)
+            .handle(caller, crate::door::workers::ListWorkers)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListWorkersResponse {
@@ -241,9 +256,14 @@ impl Operator for OperatorApi {
 
     async fn list_grants(
         &self,
-        _request: Request<pb::ListGrantsRequest>,
+        request: Request<pb::ListGrantsRequest>,
     ) -> Result<Response<pb::ListGrantsResponse>, Status> {
-        let grants = self.0.handle(runs::ListGrants).await.map_err(status)?;
+        let caller = self.caller(&request).await;
+        let grants = self
+            .0
+            .handle(caller, runs::ListGrants)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::ListGrantsResponse {
             grants: grants.iter().map(convert::grant).collect(),
         }))
@@ -253,23 +273,28 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::RevokeGrantRequest>,
     ) -> Result<Response<pb::GrantInfo>, Status> {
+        let caller = self.caller(&request).await;
         let req = request.into_inner();
         let revoke = runs::RevokeGrant {
             run: parse_run_id(&req.run_id)?,
             step: req.step_id,
             item: req.item,
-            by: who(req.who)?,
             reason: or_default(req.reason, "no reason given"),
         };
-        let grant = self.0.handle(revoke).await.map_err(status)?;
+        let grant = self.0.handle(caller, revoke).await.map_err(status)?;
         Ok(Response::new(convert::grant(&grant)))
     }
 
     async fn list_approvals(
         &self,
-        _request: Request<pb::ListApprovalsRequest>,
+        request: Request<pb::ListApprovalsRequest>,
     ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
-        let approvals = self.0.handle(runs::ListApprovals).await.map_err(status)?;
+        let caller = self.caller(&request).await;
+        let approvals = self
+            .0
+            .handle(caller, runs::ListApprovals)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::ListApprovalsResponse {
             approvals: approvals.iter().map(convert::approval).collect(),
         }))
@@ -279,19 +304,21 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::DecideRequest>,
     ) -> Result<Response<pb::Run>, Status> {
+        let caller = self.caller(&request).await;
         let req = request.into_inner();
         let decision = DecisionRequest {
             run: parse_run_id(&req.run_id)?,
             step: req.step_id,
             approve: req.approve,
             digest: req.digest,
-            who: who(req.who)?,
+            // Who decides, and for which groups, is the door's to say (the caller's principal).
+            who: String::new(),
             groups: Vec::new(),
             comment: req.comment,
         };
         let view = self
             .0
-            .handle(runs::Decide(decision))
+            .handle(caller, runs::Decide(decision))
             .await
             .map_err(status)?;
         Ok(Response::new(run(&view)))
@@ -301,44 +328,55 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::RepairRequest>,
     ) -> Result<Response<pb::Run>, Status> {
-        self.repair(request.into_inner(), Repair::RetryStep).await
+        let caller = self.caller(&request).await;
+        self.repair(caller, request.into_inner(), Repair::RetryStep)
+            .await
     }
 
     async fn skip_step(
         &self,
         request: Request<pb::RepairRequest>,
     ) -> Result<Response<pb::Run>, Status> {
-        self.repair(request.into_inner(), Repair::SkipStep).await
+        let caller = self.caller(&request).await;
+        self.repair(caller, request.into_inner(), Repair::SkipStep)
+            .await
     }
 
     async fn resume_run(
         &self,
         request: Request<pb::RepairRequest>,
     ) -> Result<Response<pb::Run>, Status> {
-        self.repair(request.into_inner(), Repair::Resume).await
+        let caller = self.caller(&request).await;
+        self.repair(caller, request.into_inner(), Repair::Resume)
+            .await
     }
 
     async fn pause_containment(
         &self,
         request: Request<pb::ContainmentRequest>,
     ) -> Result<Response<pb::ContainmentStatus>, Status> {
-        self.set_containment(request.into_inner(), true).await
+        let caller = self.caller(&request).await;
+        self.set_containment(caller, request.into_inner(), true)
+            .await
     }
 
     async fn resume_containment(
         &self,
         request: Request<pb::ContainmentRequest>,
     ) -> Result<Response<pb::ContainmentStatus>, Status> {
-        self.set_containment(request.into_inner(), false).await
+        let caller = self.caller(&request).await;
+        self.set_containment(caller, request.into_inner(), false)
+            .await
     }
 
     async fn get_containment(
         &self,
-        _request: Request<pb::GetContainmentRequest>,
+        request: Request<pb::GetContainmentRequest>,
     ) -> Result<Response<pb::ContainmentStatus>, Status> {
+        let caller = self.caller(&request).await;
         let view = self
             .0
-            .handle(containment::GetContainment)
+            .handle(caller, containment::GetContainment)
             .await
             .map_err(status)?;
         Ok(Response::new(containment(&view)))
@@ -348,11 +386,12 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::ApplyScheduleRequest>,
     ) -> Result<Response<pb::ApplyScheduleResponse>, Status> {
+        let caller = self.caller(&request).await;
         let source = request.into_inner().source;
         bounded("source", &source, SCHEDULE_SOURCE_BYTES_MAX)?;
         let applied = self
             .0
-            .handle(schedules::ApplySchedule { source })
+            .handle(caller, schedules::ApplySchedule { source })
             .await
             .map_err(status)?;
         let response = match applied {
@@ -372,11 +411,12 @@ impl Operator for OperatorApi {
 
     async fn list_schedules(
         &self,
-        _request: Request<pb::ListSchedulesRequest>,
+        request: Request<pb::ListSchedulesRequest>,
     ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        let caller = self.caller(&request).await;
         let views = self
             .0
-            .handle(schedules::ListSchedules)
+            .handle(caller, schedules::ListSchedules)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListSchedulesResponse {
@@ -388,6 +428,7 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::GetScheduleHistoryRequest>,
     ) -> Result<Response<pb::GetScheduleHistoryResponse>, Status> {
+        let caller = self.caller(&request).await;
         let req = request.into_inner();
         bounded("name", &req.name, NAME_BYTES_MAX)?;
         // A token is `SCHEDULED_MS.MANUAL` (0 or 1) of the last entry of the previous page.
@@ -405,7 +446,7 @@ impl Operator for OperatorApi {
             before,
             limit: req.limit as usize,
         };
-        let page = self.0.handle(history).await.map_err(status)?;
+        let page = self.0.handle(caller, history).await.map_err(status)?;
         Ok(Response::new(pb::GetScheduleHistoryResponse {
             entries: page
                 .entries
@@ -423,13 +464,13 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::TriggerScheduleRequest>,
     ) -> Result<Response<pb::LedgerEntry>, Status> {
+        let caller = self.caller(&request).await;
         let req = request.into_inner();
         bounded("name", &req.name, NAME_BYTES_MAX)?;
         let trigger = schedules::TriggerSchedule {
             name: req.name.clone(),
-            by: who(req.who)?,
         };
-        let entry = self.0.handle(trigger).await.map_err(status)?;
+        let entry = self.0.handle(caller, trigger).await.map_err(status)?;
         Ok(Response::new(convert::ledger_entry(&req.name, &entry)))
     }
 
@@ -437,20 +478,25 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::PauseScheduleRequest>,
     ) -> Result<Response<pb::ScheduleInfo>, Status> {
-        self.set_schedule_paused(request.into_inner(), true).await
+        let caller = self.caller(&request).await;
+        self.set_schedule_paused(caller, request.into_inner(), true)
+            .await
     }
 
     async fn resume_schedule(
         &self,
         request: Request<pb::PauseScheduleRequest>,
     ) -> Result<Response<pb::ScheduleInfo>, Status> {
-        self.set_schedule_paused(request.into_inner(), false).await
+        let caller = self.caller(&request).await;
+        self.set_schedule_paused(caller, request.into_inner(), false)
+            .await
     }
 
     async fn ingest_alert(
         &self,
         request: Request<pb::IngestAlertRequest>,
     ) -> Result<Response<pb::IngestAlertResponse>, Status> {
+        let caller = self.caller(&request).await;
         let req = request.into_inner();
         bounded("source", &req.source, ALERT_SOURCE_BYTES_MAX)?;
         let ingest = alerts::IngestAlert {
@@ -458,7 +504,7 @@ impl Operator for OperatorApi {
             source: req.source,
             payload: req.payload.into(),
         };
-        let alerts = self.0.handle(ingest).await.map_err(status)?;
+        let alerts = self.0.handle(caller, ingest).await.map_err(status)?;
         Ok(Response::new(pb::IngestAlertResponse {
             alerts: alerts.iter().map(|a| convert::alert(a, false)).collect(),
         }))
@@ -468,13 +514,14 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::ListAlertsRequest>,
     ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        let caller = self.caller(&request).await;
         let req = request.into_inner();
         let before = page_token(&req.page_token, "ListAlerts", |t| t.parse().ok())?;
         let list = alerts::ListAlerts {
             before,
             limit: req.limit as usize,
         };
-        let page = self.0.handle(list).await.map_err(status)?;
+        let page = self.0.handle(caller, list).await.map_err(status)?;
         Ok(Response::new(pb::ListAlertsResponse {
             alerts: page
                 .alerts
@@ -489,13 +536,14 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::GetAlertRequest>,
     ) -> Result<Response<pb::AlertInfo>, Status> {
+        let caller = self.caller(&request).await;
         let id = request.into_inner().id;
         let id: uuid::Uuid = id
             .parse()
             .map_err(|_| Status::invalid_argument(format!("`{id}` is not an alert id")))?;
         let alert = self
             .0
-            .handle(alerts::GetAlert { id })
+            .handle(caller, alerts::GetAlert { id })
             .await
             .map_err(status)?;
         Ok(Response::new(convert::alert(&alert, true)))
@@ -505,6 +553,7 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::ApplyRuleRequest>,
     ) -> Result<Response<pb::ApplyRuleResponse>, Status> {
+        let caller = self.caller(&request).await;
         let source = request.into_inner().source;
         bounded(
             "source",
@@ -513,7 +562,7 @@ impl Operator for OperatorApi {
         )?;
         let outcome = self
             .0
-            .handle(alerts::ApplyRule { source })
+            .handle(caller, alerts::ApplyRule { source })
             .await
             .map_err(status)?;
         let response = match outcome {
@@ -531,18 +580,45 @@ impl Operator for OperatorApi {
 
     async fn list_rules(
         &self,
-        _request: Request<pb::ListRulesRequest>,
+        request: Request<pb::ListRulesRequest>,
     ) -> Result<Response<pb::ListRulesResponse>, Status> {
-        let rules = self.0.handle(alerts::ListRules).await.map_err(status)?;
+        let caller = self.caller(&request).await;
+        let rules = self
+            .0
+            .handle(caller, alerts::ListRules)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::ListRulesResponse {
             rules: rules.iter().map(|(r, s)| convert::rule(r, s)).collect(),
         }))
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        self.who_am_i_impl(request).await
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        self.list_audit_impl(request).await
+    }
+
+    async fn verify_audit(
+        &self,
+        request: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        self.verify_audit_impl(request).await
     }
 }
 
 impl OperatorApi {
     async fn set_schedule_paused(
         &self,
+        caller: Caller,
         req: pb::PauseScheduleRequest,
         paused: bool,
     ) -> Result<Response<pb::ScheduleInfo>, Status> {
@@ -550,29 +626,29 @@ impl OperatorApi {
         let set = schedules::SetSchedulePaused {
             name: req.name,
             paused,
-            by: who(req.who)?,
             reason: or_default(req.reason, "no reason given"),
         };
-        let view = self.0.handle(set).await.map_err(status)?;
+        let view = self.0.handle(caller, set).await.map_err(status)?;
         Ok(Response::new(convert::schedule(&view)))
     }
 
     async fn set_containment(
         &self,
+        caller: Caller,
         req: pb::ContainmentRequest,
         paused: bool,
     ) -> Result<Response<pb::ContainmentStatus>, Status> {
         let set = containment::SetContainment {
             paused,
-            by: who(req.who)?,
             reason: or_default(req.reason, "no reason given"),
         };
-        let view = self.0.handle(set).await.map_err(status)?;
+        let view = self.0.handle(caller, set).await.map_err(status)?;
         Ok(Response::new(containment(&view)))
     }
 
     async fn repair(
         &self,
+        caller: Caller,
         req: pb::RepairRequest,
         repair: Repair,
     ) -> Result<Response<pb::Run>, Status> {
@@ -580,17 +656,16 @@ impl OperatorApi {
             run: parse_run_id(&req.run_id)?,
             repair,
             step: req.step_id,
-            by: who(req.who)?,
             reason: or_default(req.reason, "no reason given"),
         };
-        let view = self.0.handle(repair).await.map_err(status)?;
+        let view = self.0.handle(caller, repair).await.map_err(status)?;
         Ok(Response::new(run(&view)))
     }
 }
 
 /// A list call's `page_token`: `None` when empty, else what `parse` reads in it, or
 /// INVALID_ARGUMENT naming the call whose answers give such tokens.
-fn page_token<T>(
+pub(super) fn page_token<T>(
     token: &str,
     call: &str,
     parse: impl FnOnce(&str) -> Option<T>,

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::{NAME_BYTES_MAX, bounded, status};
 use crate::convert;
-use crate::door::{Node, workers, workers::Caller};
+use crate::door::{self, Node, workers, workers::Caller};
 use crate::engine::limits;
 use riposte_scheduler::TaskId;
 
@@ -47,7 +47,11 @@ impl Worker for WorkerApi {
             actions: req.actions.into_iter().collect::<HashSet<_>>(),
             concurrency: req.concurrency,
         };
-        let terms = self.0.handle(register).await.map_err(status)?;
+        let terms = self
+            .0
+            .handle(door::Caller::Worker, register)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::RegisterResponse {
             lease_ms: terms.lease.as_millis() as u64,
             heartbeat_interval_ms: terms.heartbeat_interval.as_millis() as u64,
@@ -66,7 +70,11 @@ impl Worker for WorkerApi {
             worker: req.worker_id,
             wait: Duration::from_millis(req.wait_ms),
         };
-        let leased = self.0.handle(poll).await.map_err(status)?;
+        let leased = self
+            .0
+            .handle(door::Caller::Worker, poll)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::PollTaskResponse {
             task: leased.as_ref().map(convert::task),
         }))
@@ -98,7 +106,11 @@ impl Worker for WorkerApi {
             worker: req.worker_id,
             held: held.into_iter().flatten().collect(),
         };
-        let abandon = self.0.handle(heartbeat).await.map_err(status)?;
+        let abandon = self
+            .0
+            .handle(door::Caller::Worker, heartbeat)
+            .await
+            .map_err(status)?;
         let abandon = abandon
             .into_iter()
             .map(|(task_id, lease_token)| pb::LeaseRef {
@@ -141,7 +153,11 @@ impl Worker for WorkerApi {
             token: req.lease_token,
             outcome,
         };
-        let duplicate = self.0.handle(report).await.map_err(status)?;
+        let duplicate = self
+            .0
+            .handle(door::Caller::Worker, report)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::ReportResultResponse { duplicate }))
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use riposte_proto::v1::ListRunsRequest;
-use riposte_proto::v1::operator_client::OperatorClient;
+use riposte_tests::access;
 use riposte_tests::alerts::{AZURE_FIXTURE, send_azure_monitor};
 use riposte_tests::api::channel;
 use riposte_tests::{Orchestrator, wait_for, wait_until};
@@ -87,7 +87,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// How long `ListRuns` takes on a new connection (a new connection also needs an accept).
 async fn list_runs_latency(url: &str) -> Duration {
     let started = Instant::now();
-    let mut client = OperatorClient::new(channel(url));
+    let mut client = access::operator(channel(url), Some(&access::token_of("e2e")));
     client
         .list_runs(ListRunsRequest {
             limit: 1,

@@ -25,7 +25,12 @@ struct Setup {
 
 async fn setup(backend: &[&str]) -> Setup {
     let azure = AzureServer::start(SECRET).await;
-    let orchestrator = Orchestrator::builder().lease_timeout("5s").start();
+    // The connectors are under test, not the platform's approval rules: the playbooks here
+    // call grants, unblocks and identity changes bare.
+    let orchestrator = Orchestrator::builder()
+        .lease_timeout("5s")
+        .policy("approvals: []")
+        .start();
     let worker = Worker::builder(&orchestrator.url())
         .args(backend)
         .azure(&azure, SECRET)

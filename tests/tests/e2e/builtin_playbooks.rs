@@ -51,6 +51,8 @@ impl Fleet {
             .listen(&topo.orchestrator_listen())
             .approver_group("soc-leads", &["alice"])
             .approver_group("access-approvers", &["bob"])
+            .principal("carol", &["responder"])
+            .principal("alice", &["respond-admin"])
             .start();
         let health = serve_health(&topo).await;
         let allow = health.ip().to_string();
@@ -105,7 +107,6 @@ impl Fleet {
         let request = StartRunRequest {
             playbook: playbook.into(),
             params_json: params.to_string(),
-            requested_by: "carol".into(),
             dry_run: true,
             ..Default::default()
         };
@@ -195,10 +196,10 @@ async fn every_builtin_playbook_is_loaded_and_runs_as_a_dry_run_changing_nothing
     );
     assert!(fleet.attacker_reaches(fleet.listener.port()).await);
 
-    // account-disable of a privileged account: disable, revoke and the confirmation, planned.
+    // account-disable: the approval, the disable and the revoke, planned.
     let account = fleet.account.name.clone();
     let before = fleet.account.shadow();
-    let params = json!({"account": account, "privileged": true, "reason": "plan"});
+    let params = json!({"account": account, "reason": "plan"});
     let run = fleet.dry_run("account-disable", params).await;
     planned(&output(&run, "disable"), "disable_account");
     assert_eq!(

@@ -48,7 +48,6 @@ async fn runs_in_flight_survive_an_orchestrator_crash() {
             playbook: "recover".into(),
             params_json: "{}".into(),
             idempotency_key: key(i),
-            requested_by: "e2e".into(),
             ..Default::default()
         };
         let reply = api::start_run_with(&mut client, request).await;
@@ -140,7 +139,6 @@ async fn runs_in_flight_survive_an_orchestrator_crash() {
         playbook: "recover".into(),
         params_json: "{}".into(),
         idempotency_key: key(7),
-        requested_by: "e2e".into(),
         ..Default::default()
     };
     let reply = api::start_run_with(&mut client, again).await;

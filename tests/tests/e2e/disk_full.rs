@@ -58,7 +58,6 @@ async fn a_full_disk_refuses_new_runs_at_once_and_the_runs_in_flight_finish_once
         .start_run(StartRunRequest {
             playbook: "sleepy".into(),
             params_json: "{}".into(),
-            requested_by: "e2e".into(),
             ..Default::default()
         })
         .await
@@ -111,7 +110,6 @@ async fn a_full_disk_refuses_new_runs_at_once_and_the_runs_in_flight_finish_once
         let request = StartRunRequest {
             playbook: "sleepy".into(),
             params_json: "{}".into(),
-            requested_by: "e2e".into(),
             ..Default::default()
         };
         match client.start_run(request).await {

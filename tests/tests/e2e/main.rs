@@ -13,6 +13,8 @@
 
 mod alert_listener;
 mod alerts;
+mod audit;
+mod authorization;
 mod azure_response;
 mod bad_input;
 mod builtin_playbooks;
@@ -26,7 +28,9 @@ mod linux_account;
 mod linux_firewall;
 mod linux_jit;
 mod linux_patch;
+mod oidc;
 mod paging;
+mod platform_policy;
 mod response_approvals;
 mod response_bad_input;
 mod response_concurrency;

@@ -42,6 +42,7 @@ fn orchestrator() -> Orchestrator {
     Orchestrator::builder()
         .lease_timeout("2s")
         .approver_group("soc-leads", &["alice", "bob"])
+        .principal("mallory", &["approver"])
         .start()
 }
 
@@ -62,7 +63,7 @@ async fn a_gated_step_runs_once_someone_else_in_the_group_approves() {
     .await;
     let watch = HistoryWatch::start(&client, &run.run_id);
     let pending = response::wait_approval(&mut client, &run.run_id, "block", EVENT_TIMEOUT).await;
-    assert_eq!(pending.requested_by, "alice");
+    assert_eq!(pending.requested_by, "token:alice");
     assert_eq!(pending.approvers, ["soc-leads"]);
     assert_eq!(pending.min, 1);
     assert_eq!(pending.action, "core.echo");
@@ -177,7 +178,7 @@ async fn a_gated_step_runs_once_someone_else_in_the_group_approves() {
         "only bob's decision counts: {history:#?}"
     );
     assert!(
-        decisions[0].message.contains("approved by bob"),
+        decisions[0].message.contains("approved by token:bob"),
         "{history:#?}"
     );
     let granted = of_kind(&events, "approval.granted");

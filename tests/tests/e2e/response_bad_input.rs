@@ -68,6 +68,7 @@ fn orchestrator() -> Orchestrator {
     Orchestrator::builder()
         .lease_timeout("2s")
         .approver_group("soc-leads", &["alice", "bob", "carol"])
+        .principal("dave", &["respond-admin"])
         .start()
 }
 
@@ -122,10 +123,10 @@ async fn decisions_out_of_turn_are_refused_and_change_nothing() {
         &["nope"],
     );
     assert_refused(
-        "a decision without a name",
-        response::decide(&mut client, &paused.run_id, "block", true, "", " ").await,
-        Code::InvalidArgument,
-        &["who"],
+        "a decision with a token the orchestrator does not know",
+        response::decide(&mut client, &paused.run_id, "block", true, "", "nobody").await,
+        Code::Unauthenticated,
+        &["not in the tokens file"],
     );
     assert_eq!(
         api::get_run(&mut client, &paused.run_id).await,
@@ -197,7 +198,7 @@ async fn decisions_out_of_turn_are_refused_and_change_nothing() {
         .await
         .expect("still waiting for a second approver");
     let deciders: Vec<&str> = still.decisions.iter().map(|d| d.who.as_str()).collect();
-    assert_eq!(deciders, ["bob"], "bob counts once: {still:?}");
+    assert_eq!(deciders, ["token:bob"], "bob counts once: {still:?}");
 
     response::decide(
         &mut client,
@@ -338,12 +339,12 @@ async fn repairs_that_do_not_fit_the_run_are_refused_and_change_nothing() {
         &["hold"],
     );
     assert_refused(
-        "a repair without a name",
+        "a repair by a principal without respond-admin",
         client
-            .resume_run(response::repair(&paused.run_id, "", ""))
+            .resume_run(response::repair(&paused.run_id, "", "alice"))
             .await,
-        Code::InvalidArgument,
-        &["who"],
+        Code::PermissionDenied,
+        &["token:alice", "respond-admin"],
     );
     assert_eq!(
         api::get_run(&mut client, &paused.run_id).await,
@@ -397,7 +398,6 @@ async fn a_sleep_out_of_bounds_fails_its_step_or_is_refused_at_start() {
         .start_run(StartRunRequest {
             playbook: "nap-bounded".into(),
             params_json: json!({"wait": "400d"}).to_string(),
-            requested_by: "e2e".into(),
             ..Default::default()
         })
         .await;

@@ -35,7 +35,12 @@ const FIRES_AFTER_RESTART_MS: i64 = 3_000;
 
 #[tokio::test]
 async fn a_grant_whose_ttl_passed_while_the_orchestrator_was_down_is_revoked_after_restart() {
-    let mut orchestrator = Orchestrator::builder().lease_timeout("2s").start();
+    let mut orchestrator = Orchestrator::builder()
+        .lease_timeout("2s")
+        .principal("soc", &["responder"])
+        .principal("carol", &["respond-admin"])
+        .principal("dave", &["respond-admin"])
+        .start();
     let worker = Worker::start(&orchestrator.url(), &[], 2);
     let mut client = orchestrator.client();
     worker.id(&mut client).await;
@@ -46,7 +51,7 @@ async fn a_grant_whose_ttl_passed_while_the_orchestrator_was_down_is_revoked_aft
         response::wait_grant(&mut client, &run.run_id, "elevate", "open", EVENT_TIMEOUT).await;
     assert_eq!(grant.subject, "alice", "{grant:?}");
     assert_eq!(grant.playbook, "elevate");
-    assert_eq!(grant.requested_by, "soc");
+    assert_eq!(grant.requested_by, "token:soc");
     assert_eq!(grant.revoke_action, "core.echo");
     assert_eq!(
         api::json(&grant.revoke_input_json),
@@ -136,7 +141,12 @@ async fn a_grant_whose_ttl_passed_while_the_orchestrator_was_down_is_revoked_aft
 
 #[tokio::test]
 async fn an_operator_revokes_a_grant_early_and_only_once() {
-    let orchestrator = Orchestrator::builder().lease_timeout("2s").start();
+    let orchestrator = Orchestrator::builder()
+        .lease_timeout("2s")
+        .principal("soc", &["responder"])
+        .principal("carol", &["respond-admin"])
+        .principal("dave", &["respond-admin"])
+        .start();
     let mut worker = Worker::start(&orchestrator.url(), &[], 2);
     let mut client = orchestrator.client();
     worker.id(&mut client).await;
@@ -192,7 +202,7 @@ async fn an_operator_revokes_a_grant_early_and_only_once() {
     let requested = of_kind(&events, "grant.revoke_requested");
     assert_eq!(requested.len(), 1, "{history:#?}");
     assert!(
-        requested[0].message.contains("by carol"),
+        requested[0].message.contains("by token:carol"),
         "who revoked is recorded: {history:#?}"
     );
     assert_eq!(of_kind(&events, "undo.succeeded").len(), 1, "{history:#?}");

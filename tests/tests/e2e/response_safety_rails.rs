@@ -186,6 +186,8 @@ async fn a_pause_holds_containment_across_a_restart_and_a_resume_releases_it() {
     let mut orchestrator = Orchestrator::builder()
         .listen(&topo.orchestrator_listen())
         .lease_timeout("2s")
+        .principal("alice", &["respond-admin"])
+        .principal("bob", &["respond-admin"])
         .start();
     let worker = response_worker(&orchestrator, &topo);
     let mut client = orchestrator.client();
@@ -193,14 +195,10 @@ async fn a_pause_holds_containment_across_a_restart_and_a_resume_releases_it() {
     api::apply_playbook(&mut client, ECHO).await;
 
     let paused = orchestrator
-        .cli(&[
-            "--as",
+        .cli_as(
             "alice",
-            "containment",
-            "pause",
-            "--reason",
-            "false positives",
-        ])
+            &["containment", "pause", "--reason", "false positives"],
+        )
         .await;
     assert_eq!(paused.code(), 0, "{paused}");
     assert!(paused.stdout.contains("paused"), "{paused}");
@@ -242,7 +240,7 @@ async fn a_pause_holds_containment_across_a_restart_and_a_resume_releases_it() {
         status["paused"], true,
         "the pause survives a restart: {status}"
     );
-    assert_eq!(status["changed_by"], "alice");
+    assert_eq!(status["changed_by"], "token:alice");
     assert_eq!(status["reason"], "false positives");
     assert_eq!(status["tasks_held"], 1);
     let echo = api::start_run(&mut client, "echo-once", json!({})).await;
@@ -255,7 +253,7 @@ async fn a_pause_holds_containment_across_a_restart_and_a_resume_releases_it() {
 
     let watch = HistoryWatch::start(&client, &block.run_id);
     let resumed = orchestrator
-        .cli(&["--as", "bob", "containment", "resume", "--reason", "tuned"])
+        .cli_as("bob", &["containment", "resume", "--reason", "tuned"])
         .await;
     assert_eq!(resumed.code(), 0, "{resumed}");
     let leased = watch.wait_kind("task.leased", EVENT_TIMEOUT).await;
@@ -274,7 +272,7 @@ async fn a_pause_holds_containment_across_a_restart_and_a_resume_releases_it() {
         .await
         .json();
     assert_eq!(status["paused"], false, "{status}");
-    assert_eq!(status["changed_by"], "bob");
+    assert_eq!(status["changed_by"], "token:bob");
 }
 
 const PLAN: &str = r#"
@@ -371,7 +369,6 @@ async fn a_dry_run_of_an_hour_long_playbook_plans_at_once_and_blocks_no_one() {
     let request = StartRunRequest {
         playbook: "plan-e2e".into(),
         params_json: "{}".into(),
-        requested_by: "e2e".into(),
         idempotency_key: "alert-7".into(),
         dry_run: true,
         ..Default::default()
@@ -429,7 +426,6 @@ async fn a_dry_run_of_an_hour_long_playbook_plans_at_once_and_blocks_no_one() {
     let request = StartRunRequest {
         playbook: "plan-e2e".into(),
         params_json: json!({"ip": "198.51.100.9"}).to_string(),
-        requested_by: "e2e".into(),
         idempotency_key: "alert-7".into(),
         ..Default::default()
     };
@@ -504,13 +500,13 @@ async fn built_in_playbooks_are_served_and_never_overwrite_an_operators() {
         "no downgrade is added"
     );
     let account = client
-        .get_playbook(latest("account-disable", 1))
+        .get_playbook(latest("account-disable", 0))
         .await
         .unwrap();
     assert_eq!(
         account.get_ref().source,
         own,
-        "the operator's version 1 stays"
+        "the operator's version of the built-in's number stays"
     );
     let jit = client
         .get_playbook(latest("jit-access-grant", 0))

@@ -116,7 +116,10 @@ fn assert_compensated_in_reverse(events: &[RunEvent]) {
 
 #[tokio::test]
 async fn a_cancelled_run_undoes_what_it_did_newest_first() {
-    let orchestrator = Orchestrator::builder().lease_timeout("2s").start();
+    let orchestrator = Orchestrator::builder()
+        .lease_timeout("2s")
+        .principal("carol", &["respond-admin"])
+        .start();
     // One slot: the undos can only run once the worker has dropped the abandoned delay.
     let worker = Worker::start(&orchestrator.url(), &[], 1);
     let mut client = orchestrator.client();
@@ -129,11 +132,13 @@ async fn a_cancelled_run_undoes_what_it_did_newest_first() {
     let scan_leased = wait_leased(&watch, "scan").await;
 
     let cancelling = client
-        .cancel_run(CancelRunRequest {
-            run_id: run.run_id.clone(),
-            reason: "false positive".into(),
-            requested_by: "carol".into(),
-        })
+        .cancel_run(riposte_tests::access::as_principal(
+            CancelRunRequest {
+                run_id: run.run_id.clone(),
+                reason: "false positive".into(),
+            },
+            "carol",
+        ))
         .await
         .expect("CancelRun of a running run")
         .into_inner();
@@ -155,7 +160,7 @@ async fn a_cancelled_run_undoes_what_it_did_newest_first() {
         api::describe(&run)
     );
     assert!(
-        run.error.contains("cancelled by carol") && run.error.contains("false positive"),
+        run.error.contains("cancelled by token:carol") && run.error.contains("false positive"),
         "{:?}",
         run.error
     );
@@ -164,7 +169,7 @@ async fn a_cancelled_run_undoes_what_it_did_newest_first() {
     assert_eq!(api::step(&run, "scan").status(), StepStatus::Cancelled);
     assert_compensated_in_reverse(&events);
     let cancel = first(&events, "run.cancel_requested");
-    assert!(cancel.message.contains("by carol"), "{history:#?}");
+    assert!(cancel.message.contains("by token:carol"), "{history:#?}");
     assert!(
         cancel.seq < first(&events, "run.compensating").seq,
         "{history:#?}"
@@ -195,7 +200,10 @@ async fn a_cancelled_run_undoes_what_it_did_newest_first() {
 
 #[tokio::test]
 async fn a_failed_step_undoes_what_the_run_did_newest_first() {
-    let orchestrator = Orchestrator::builder().lease_timeout("2s").start();
+    let orchestrator = Orchestrator::builder()
+        .lease_timeout("2s")
+        .principal("carol", &["respond-admin"])
+        .start();
     let worker = Worker::start(&orchestrator.url(), &[], 2);
     let mut client = orchestrator.client();
     worker.id(&mut client).await;

@@ -67,7 +67,10 @@ fn leased_items(events: &[riposte_proto::v1::RunEvent]) -> Vec<u32> {
 
 #[tokio::test]
 async fn a_rollout_halts_when_its_error_budget_is_spent_and_resumes_to_the_end() {
-    let orchestrator = Orchestrator::builder().lease_timeout("2s").start();
+    let orchestrator = Orchestrator::builder()
+        .lease_timeout("2s")
+        .principal("carol", &["respond-admin"])
+        .start();
     let workers = [
         Worker::start(&orchestrator.url(), &[], 2),
         Worker::start(&orchestrator.url(), &[], 2),
@@ -159,7 +162,10 @@ async fn a_rollout_halts_when_its_error_budget_is_spent_and_resumes_to_the_end()
 
     let resumed_at = of_kind(&events, "run.resumed");
     assert_eq!(resumed_at.len(), 1, "{history:#?}");
-    assert!(resumed_at[0].message.contains("by carol"), "{history:#?}");
+    assert!(
+        resumed_at[0].message.contains("by token:carol"),
+        "{history:#?}"
+    );
     let mut leased = leased_items(&events);
     leased.sort_unstable();
     assert_eq!(
@@ -186,7 +192,10 @@ async fn a_rollout_halts_when_its_error_budget_is_spent_and_resumes_to_the_end()
 
 #[tokio::test]
 async fn a_failing_health_gate_halts_the_rollout_after_its_wave() {
-    let orchestrator = Orchestrator::builder().lease_timeout("2s").start();
+    let orchestrator = Orchestrator::builder()
+        .lease_timeout("2s")
+        .principal("carol", &["respond-admin"])
+        .start();
     let workers = [
         Worker::start(&orchestrator.url(), &[], 2),
         Worker::start(&orchestrator.url(), &[], 2),
@@ -251,7 +260,6 @@ async fn a_failing_health_gate_halts_the_rollout_after_its_wave() {
         .cancel_run(CancelRunRequest {
             run_id: run.run_id.clone(),
             reason: "rollout abandoned".into(),
-            requested_by: "carol".into(),
         })
         .await
         .expect("CancelRun of a halted run")

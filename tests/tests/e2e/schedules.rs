@@ -122,7 +122,7 @@ async fn assert_one_run_per_instant(client: &mut Operator, name: &str, playbook:
     let runs: Vec<Run> = runs_of(client, playbook)
         .await
         .into_iter()
-        .filter(|r| r.requested_by == format!("schedule:{name}"))
+        .filter(|r| r.requested_by == format!("service:schedule/{name}"))
         .collect();
     let mut per_key: BTreeMap<String, usize> = BTreeMap::new();
     for run in &runs {
@@ -151,6 +151,8 @@ async fn assert_one_run_per_instant(client: &mut Operator, name: &str, playbook:
 async fn a_schedule_fires_by_itself_and_an_operator_triggers_pauses_and_resumes_it() {
     let orchestrator = Orchestrator::builder()
         .args(&["--schedule-grace", "1s"])
+        .principal("alice", &["author"])
+        .principal("bob", &["author"])
         .start();
     let worker = Worker::start(&orchestrator.url(), &[], 2);
     let mut client = orchestrator.client();
@@ -189,7 +191,7 @@ async fn a_schedule_fires_by_itself_and_an_operator_triggers_pauses_and_resumes_
             "on the even second: {entry:?}"
         );
         let run = api::get_run(&mut client, &entry.run_id).await;
-        assert_eq!(run.requested_by, "schedule:beat");
+        assert_eq!(run.requested_by, "service:schedule/beat");
         api::wait_finished(&mut client, &entry.run_id, FIRE_TIMEOUT).await;
     }
     assert!(
@@ -200,20 +202,15 @@ async fn a_schedule_fires_by_itself_and_an_operator_triggers_pauses_and_resumes_
     );
 
     let triggered = orchestrator
-        .cli(&[
-            "--as",
+        .cli_as(
             "alice",
-            "--output",
-            "json",
-            "schedules",
-            "trigger",
-            "beat",
-        ])
+            &["--output", "json", "schedules", "trigger", "beat"],
+        )
         .await;
     assert_eq!(triggered.code(), 0, "{triggered}");
     let manual = triggered.json();
     assert_eq!(manual["manual"], true, "{manual}");
-    assert_eq!(manual["by"], "alice", "{manual}");
+    assert_eq!(manual["by"], "token:alice", "{manual}");
     let fate = manual["fate"].as_str().expect("a fate");
     assert!(fate == "fired" || fate == "skipped_overlap", "{manual}");
     let manual_ms = manual["scheduled_ms"].as_i64().expect("scheduled_ms");
@@ -221,20 +218,15 @@ async fn a_schedule_fires_by_itself_and_an_operator_triggers_pauses_and_resumes_
     assert!(
         entries
             .iter()
-            .any(|e| e.manual && e.scheduled_ms == manual_ms && e.by == "alice"),
+            .any(|e| e.manual && e.scheduled_ms == manual_ms && e.by == "token:alice"),
         "the manual entry is in the ledger: {entries:#?}"
     );
 
     let paused = orchestrator
-        .cli(&[
-            "--as",
+        .cli_as(
             "bob",
-            "schedules",
-            "pause",
-            "beat",
-            "--reason",
-            "maintenance",
-        ])
+            &["schedules", "pause", "beat", "--reason", "maintenance"],
+        )
         .await;
     assert_eq!(paused.code(), 0, "{paused}");
     let paused_at = now_ms();
@@ -255,7 +247,7 @@ async fn a_schedule_fires_by_itself_and_an_operator_triggers_pauses_and_resumes_
     );
 
     let resumed = orchestrator
-        .cli(&["--as", "bob", "schedules", "resume", "beat"])
+        .cli_as("bob", &["schedules", "resume", "beat"])
         .await;
     assert_eq!(resumed.code(), 0, "{resumed}");
     let resumed_at = now_ms();

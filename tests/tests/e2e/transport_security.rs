@@ -396,6 +396,7 @@ async fn a_deployment_issued_by_riposte_certs_runs_end_to_end() {
             policy.to_str().expect("utf-8"),
         ])
         .tls_dir(&ca.join("operator-alice"))
+        .principal("cert:alice", &["admin"])
         .start();
     assert!(orchestrator.url().starts_with("https://"));
     let worker = Worker::builder(&orchestrator.url())
@@ -413,6 +414,8 @@ async fn a_deployment_issued_by_riposte_certs_runs_end_to_end() {
     api::apply_playbook(&mut client, ONE_NOOP).await;
     let out = orchestrator.cli(&["run", "one-noop", "--wait"]).await;
     assert_eq!(out.code(), 0, "the CLI over TLS as alice: {out}");
+    let me = orchestrator.cli(&["whoami"]).await;
+    assert!(me.stdout.contains("cert:alice (certificate)"), "{me}");
 }
 
 /// `riposte certs ...`, which must succeed without an orchestrator.

@@ -475,7 +475,6 @@ fn start_request(playbook: &str) -> StartRunRequest {
     StartRunRequest {
         playbook: playbook.into(),
         params_json: "{}".into(),
-        requested_by: "riposte-bench".into(),
         ..Default::default()
     }
 }
