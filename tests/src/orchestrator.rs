@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use riposte_proto::v1::worker_client::WorkerClient;
+use serde_json::Value;
 use tempfile::TempDir;
 use tonic::transport::Channel;
 
@@ -561,5 +562,29 @@ pub fn damage_run(data: &std::path::Path, id: &str) {
     let middle = value.len() / 2;
     value[middle] ^= 0x01;
     runs.insert(key.as_bytes(), value).expect("written");
+    db.flush().expect("flushed");
+}
+
+/// Rewrites audit record `seq` of the store on `data` (the orchestrator stopped) as someone who
+/// knows the record format but not the audit key would: `edit` changes its JSON, and the value
+/// is sealed again with a valid checksum, so only the chain's MACs can tell.
+pub fn forge_audit_record(data: &std::path::Path, seq: u64, edit: impl FnOnce(&mut Value)) {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "tests tamper with the store as an intruder with the files would"
+    )]
+    let db = sled::open(data).expect("the store opens");
+    let audit = db.open_tree("audit").expect("the audit tree");
+    let value = audit
+        .get(seq.to_be_bytes())
+        .expect("read")
+        .expect("the record is stored");
+    let mut record: Value = serde_json::from_slice(&value[5..]).expect("a JSON record");
+    edit(&mut record);
+    let payload = serde_json::to_vec(&record).expect("JSON");
+    let mut sealed = vec![0xFF];
+    sealed.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    sealed.extend_from_slice(&payload);
+    audit.insert(seq.to_be_bytes(), sealed).expect("written");
     db.flush().expect("flushed");
 }

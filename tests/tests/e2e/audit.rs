@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use riposte_proto::v1::{ListRunsRequest, StartRunRequest};
 use riposte_tests::access::as_principal;
-use riposte_tests::{Orchestrator, api};
+use riposte_tests::{Orchestrator, api, response};
 use serde_json::Value;
 
 const HOLD: &str = r#"
@@ -151,4 +151,36 @@ async fn the_audit_log_is_for_admins_and_lists_by_principal_and_outcome() {
         .map(|r| r["action"].as_str().unwrap_or_default())
         .collect();
     assert_eq!(actions, ["rule.apply", "audit.list"], "newest first");
+}
+
+#[tokio::test]
+async fn an_audit_record_edited_in_the_store_is_named_by_verify() {
+    let mut orchestrator = Orchestrator::builder()
+        .principal("alice", &["responder"])
+        .start();
+    let mut client = orchestrator.client();
+    api::apply_playbook(&mut client, HOLD).await;
+    response::start_run_as(&mut client, "hold", serde_json::json!({}), "alice").await;
+    let records = export(&orchestrator).await;
+    let start = records
+        .iter()
+        .find(|r| r["action"] == "run.start")
+        .expect("the start is recorded");
+    let seq = start["seq"].as_u64().expect("a seq");
+
+    // Someone with the data folder but not the audit key makes the start someone else's.
+    orchestrator.terminate();
+    riposte_tests::orchestrator::forge_audit_record(&orchestrator.data_dir(), seq, |record| {
+        record["principal"] = "token:e2e".into();
+    });
+    orchestrator.restart();
+    orchestrator.wait_serving().await;
+    let verified = orchestrator.cli(&["audit", "verify"]).await;
+    assert_eq!(verified.code(), 1, "{verified}");
+    assert!(
+        verified
+            .stdout
+            .starts_with(&format!("broken at record {seq}: ")),
+        "{verified}"
+    );
 }
