@@ -349,6 +349,11 @@ impl Orchestrator {
         crate::cli::cli_with(&self.url(), self.tls_dir.as_deref(), Some(&token), args).await
     }
 
+    /// The operator policy file it was started with (`--policy`), to replace by rename.
+    pub fn policy_file(&self) -> PathBuf {
+        self.dir.path().join("policy.yaml")
+    }
+
     /// The file holding the token of `token:NAME` (written for any name asked).
     pub fn token_file(&self, name: &str) -> PathBuf {
         let path = self.dir.path().join(format!("{name}.token"));

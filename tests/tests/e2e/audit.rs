@@ -184,3 +184,69 @@ async fn an_audit_record_edited_in_the_store_is_named_by_verify() {
         "{verified}"
     );
 }
+
+#[tokio::test]
+async fn a_changed_policy_file_takes_effect_without_a_restart_and_is_audited() {
+    let orchestrator = Orchestrator::builder()
+        .principal("alice", &["reader"])
+        .start();
+    let mut client = orchestrator.client();
+    api::apply_playbook(&mut client, HOLD).await;
+    let start = || StartRunRequest {
+        playbook: "hold".into(),
+        ..Default::default()
+    };
+    let refused = client
+        .start_run(as_principal(start(), "alice"))
+        .await
+        .expect_err("a reader starts nothing");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+
+    // The policy is replaced by rename, as a deployment tool would: alice may now run.
+    let policy = orchestrator.policy_file();
+    let text = std::fs::read_to_string(&policy).expect("the policy");
+    let next = policy.with_extension("next");
+    std::fs::write(
+        &next,
+        text.replace("'token:alice': [reader]", "'token:alice': [responder]"),
+    )
+    .expect("written");
+    std::fs::rename(&next, &policy).expect("renamed");
+    riposte_tests::wait_for(
+        "alice may start runs",
+        Duration::from_secs(10),
+        async || {
+            let mut client = orchestrator.client();
+            match client.start_run(as_principal(start(), "alice")).await {
+                Ok(_) => Ok(()),
+                Err(status) => Err(status.to_string()),
+            }
+        },
+    )
+    .await;
+    let records = export(&orchestrator).await;
+    let reload = records
+        .iter()
+        .find(|r| r["action"] == "policy.reload" && r["target"] == "operator policy")
+        .expect("the reload is recorded");
+    assert_eq!(reload["principal"], "orchestrator");
+    assert_eq!(reload["outcome"], "ok");
+
+    // A policy that does not parse keeps the one in force, and says so in the log.
+    std::fs::write(&next, "principals: [").expect("written");
+    std::fs::rename(&next, &policy).expect("renamed");
+    riposte_tests::wait_until(
+        "the failed reload is logged",
+        Duration::from_secs(10),
+        async || {
+            orchestrator
+                .logs()
+                .contains("operator_policy.reload_failed")
+        },
+    )
+    .await;
+    client
+        .start_run(as_principal(start(), "alice"))
+        .await
+        .expect("the policy in force is kept");
+}
