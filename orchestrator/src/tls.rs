@@ -157,33 +157,39 @@ fn files(config: &Config) -> Option<Files> {
 
 /// Reads the worker policy file of `config` (none: nobody with a certificate may register).
 pub fn worker_policy(config: &Config) -> Result<WorkerPolicy, Error> {
-    let policy = read("worker policy", config.worker_policy.as_deref(), |text| {
-        WorkerPolicy::parse(text).map_err(|e| e.to_string())
-    })?;
+    let policy = read(
+        "worker policy",
+        config.worker_policy.as_deref(),
+        WorkerPolicy::parse,
+    )?;
     Ok(policy.unwrap_or_default())
 }
 
 /// Reads the operator policy file of `config` (none: no operator may do anything).
 pub fn operator_policy(config: &Config) -> Result<crate::auth::Policy, Error> {
-    let policy = read("operator policy", config.policy.as_deref(), |text| {
-        crate::auth::Policy::parse(text).map_err(|e| e.to_string())
-    })?;
+    let policy = read(
+        "operator policy",
+        config.policy.as_deref(),
+        crate::auth::Policy::parse,
+    )?;
     Ok(policy.unwrap_or_default())
 }
 
 /// Reads the API tokens file of `config` (none: no token is valid).
 pub fn api_tokens(config: &Config) -> Result<crate::auth::Tokens, Error> {
-    let tokens = read("API tokens file", config.api_tokens.as_deref(), |text| {
-        crate::auth::Tokens::parse(text).map_err(|e| e.to_string())
-    })?;
+    let tokens = read(
+        "API tokens file",
+        config.api_tokens.as_deref(),
+        crate::auth::Tokens::parse,
+    )?;
     Ok(tokens.unwrap_or_default())
 }
 
 /// Reads and parses the `what` file at `path`, when there is one.
-fn read<T>(
+fn read<T, E: std::fmt::Display>(
     what: &'static str,
     path: Option<&std::path::Path>,
-    parse: impl FnOnce(&str) -> Result<T, String>,
+    parse: impl FnOnce(&str) -> Result<T, E>,
 ) -> Result<Option<T>, Error> {
     let Some(path) = path else { return Ok(None) };
     let shown = path.display().to_string();
@@ -195,7 +201,7 @@ fn read<T>(
     parse(&text).map(Some).map_err(|why| Error::Policy {
         what,
         path: shown,
-        why,
+        why: why.to_string(),
     })
 }
 

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use riposte_playbooks::platform::{action_matches, name_matches};
 use serde::Deserialize;
 
 /// A parsed policy.
@@ -84,7 +85,7 @@ impl WorkerPolicy {
         let entry = self
             .workers
             .iter()
-            .find(|e| matches(&e.identity, identity))
+            .find(|e| name_matches(&e.identity, identity))
             .ok_or_else(|| Refusal::Unknown(identity.to_string()))?;
         let mut actions: Vec<&String> = actions.into_iter().collect();
         actions.sort();
@@ -101,7 +102,7 @@ impl WorkerPolicy {
             let allowed = entry
                 .labels
                 .iter()
-                .any(|(k, v)| matches(k, key) && matches(v, value));
+                .any(|(k, v)| name_matches(k, key) && name_matches(v, value));
             if !allowed {
                 return Err(Refusal::Label {
                     identity: identity.to_string(),
@@ -112,24 +113,6 @@ impl WorkerPolicy {
             }
         }
         Ok(())
-    }
-}
-
-/// `pattern` is a name, a prefix ending in `*`, or `*`.
-fn matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => name.starts_with(prefix),
-        None => pattern == name,
-    }
-}
-
-/// `firewall.*` matches `firewall.block_ip`; `*` everything; else the exact action.
-fn action_matches(pattern: &str, action: &str) -> bool {
-    match pattern.strip_suffix(".*") {
-        Some(family) => action
-            .strip_prefix(family)
-            .is_some_and(|rest| rest.starts_with('.')),
-        None => pattern == "*" || pattern == action,
     }
 }
 

@@ -41,6 +41,15 @@ pub fn default_requirements() -> Vec<Requirement> {
     ]
 }
 
+/// `pattern` is a name, a prefix ending in `*`, or `*` (playbooks a role may run, worker
+/// identities, label values).
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
 /// `firewall.*` matches `firewall.block_ip`; `*` matches everything; else the exact action.
 pub fn action_matches(pattern: &str, action: &str) -> bool {
     match pattern.strip_suffix(".*") {
@@ -54,8 +63,9 @@ pub fn action_matches(pattern: &str, action: &str) -> bool {
 /// Every step of `playbook` a rule covers that no fitting approval gates, as diagnostics; a
 /// run started by a schedule (`scheduled`) skips the rules that exempt it.
 pub fn unmet(playbook: &Playbook, rules: &[Requirement], scheduled: bool) -> Vec<Diagnostic> {
-    let needs: Vec<Vec<usize>> = playbook.steps.iter().map(|s| s.needs.clone()).collect();
-    let ancestors = crate::graph::ancestors(&needs);
+    // Every start checks its playbook: the steps' ancestors are worked out only for a
+    // playbook that runs a covered action at all.
+    let mut ancestors = None;
     let mut unmet = Vec::new();
     for (index, step) in playbook.steps.iter().enumerate() {
         if step.action.is_empty() {
@@ -67,6 +77,11 @@ pub fn unmet(playbook: &Playbook, rules: &[Requirement], scheduled: bool) -> Vec
             {
                 continue;
             }
+            let ancestors = ancestors.get_or_insert_with(|| {
+                let needs: Vec<Vec<usize>> =
+                    playbook.steps.iter().map(|s| s.needs.clone()).collect();
+                crate::graph::ancestors(&needs)
+            });
             let gates = std::iter::once(index).chain(ancestors[index].iter().copied());
             let gated = gates
                 .filter_map(|i| playbook.steps[i].approval.as_ref())

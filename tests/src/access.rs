@@ -73,11 +73,6 @@ impl Access {
         entry.extend(roles.iter().map(|r| r.to_string()));
     }
 
-    /// Whether `token:NAME` is in the policy.
-    pub fn knows(&self, name: &str) -> bool {
-        name == "e2e" || self.principals.contains_key(name)
-    }
-
     /// `token:MEMBER` for each of `members` is in `group`, which holds `roles`.
     pub fn group(&mut self, group: &str, roles: &[&str], members: &[&str]) {
         let entry = self.groups.entry(group.to_string()).or_default();

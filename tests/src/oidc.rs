@@ -3,8 +3,8 @@
 //! signed with them (or forged, for the refusal cases).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -54,7 +54,6 @@ impl Key {
 /// The identity provider: its JWKS endpoint and the keys it publishes.
 pub struct Issuer {
     addr: SocketAddr,
-    published: Arc<Mutex<Vec<Value>>>,
     requests: Arc<AtomicUsize>,
     _server: tokio::task::JoinHandle<()>,
 }
@@ -63,7 +62,7 @@ impl Issuer {
     /// Serves the JWKS of `keys` on 127.0.0.1, port 0.
     pub async fn start(keys: &[&Key]) -> Issuer {
         let keys: Vec<Value> = keys.iter().map(|k| k.jwk.clone()).collect();
-        let published = Arc::new(Mutex::new(keys));
+        let published = Arc::new(keys);
         let requests = Arc::new(AtomicUsize::new(0));
         let (shared, counted) = (published.clone(), requests.clone());
         let app = axum::Router::new().route(
@@ -72,8 +71,7 @@ impl Issuer {
                 let (shared, counted) = (shared.clone(), counted.clone());
                 async move {
                     counted.fetch_add(1, Ordering::SeqCst);
-                    let keys = shared.lock().expect("the keys").clone();
-                    let body = json!({ "keys": keys }).to_string();
+                    let body = json!({ "keys": *shared }).to_string();
                     (
                         [(axum::http::header::CONTENT_TYPE, "application/json")],
                         body,
@@ -90,7 +88,6 @@ impl Issuer {
         });
         Issuer {
             addr,
-            published,
             requests,
             _server: server,
         }
@@ -108,14 +105,6 @@ impl Issuer {
     /// How many times the JWKS was fetched.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
-    }
-
-    /// Publishes `key` beside the others (a rotation).
-    pub fn publish(&self, key: &Key) {
-        self.published
-            .lock()
-            .expect("the keys")
-            .push(key.jwk.clone());
     }
 
     /// The orchestrator's flags trusting this issuer.

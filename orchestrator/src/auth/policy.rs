@@ -25,7 +25,9 @@
 
 use std::collections::BTreeMap;
 
-use riposte_playbooks::platform::{Requirement, action_matches, default_requirements};
+use riposte_playbooks::platform::{
+    Requirement, action_matches, default_requirements, name_matches,
+};
 use serde::Deserialize;
 
 use super::principal::Principal;
@@ -373,14 +375,6 @@ impl Policy {
     /// The families the kill switch holds.
     pub fn containment(&self) -> &[String] {
         &self.containment
-    }
-}
-
-/// `name`, a prefix ending in `*`, or `*`.
-fn name_matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => name.starts_with(prefix),
-        None => pattern == name,
     }
 }
 

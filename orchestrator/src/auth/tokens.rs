@@ -87,7 +87,12 @@ impl Tokens {
 
 /// Hex SHA-256 of a token, as the file holds it.
 pub fn digest(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
+    sha256_hex(token.as_bytes())
+}
+
+/// Hex SHA-256 of `bytes` (a token, a request's message).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()

@@ -262,21 +262,16 @@ impl OperatorAccess {
                 let principal = principal
                     .as_ref()
                     .map_err(|refused| Error::Unauthenticated(refused.to_string()))?;
+                let grants = self.policy().grants(principal);
                 let permission = match need {
                     Need::Operator(permission) => permission,
-                    Need::Either(one, other) => {
-                        let grants = self.policy().grants(principal);
-                        match grants.holds(other) {
-                            true => other,
-                            false => one,
-                        }
-                    }
+                    Need::Either(_, other) if grants.holds(other) => other,
+                    Need::Either(one, _) => one,
                     Need::Alerts => Permission::Run,
                     Need::Worker | Need::Internal => {
                         return refuse(format!("{} is not an operator request", kind.name()));
                     }
                 };
-                let grants = self.policy().grants(principal);
                 Policy::check(&grants, principal, permission, kind.describe())
                     .map_err(|denied| engine::Error::PermissionDenied(denied.to_string()))?;
                 Ok(Actor {

@@ -22,7 +22,7 @@ impl OperatorApi {
         Caller::Operator {
             principal,
             source: request.remote_addr(),
-            digest: digest_hex(&request.get_ref().encode_to_vec()),
+            digest: auth::tokens::sha256_hex(&request.get_ref().encode_to_vec()),
         }
     }
 
@@ -140,13 +140,4 @@ fn credentials<T>(request: &Request<T>) -> Result<Credentials, auth::Refused> {
         certificate,
         bearer,
     })
-}
-
-/// Hex SHA-256 of a request's bytes.
-fn digest_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

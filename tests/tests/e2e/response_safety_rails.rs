@@ -50,6 +50,30 @@ fn response_worker(orchestrator: &Orchestrator, topo: &Topology) -> Worker {
         .start()
 }
 
+/// Starts `playbook` with `params` and waits for it to fail with the guard's refusal
+/// `message`: recorded once as `guard.refused`, and no task leased.
+async fn refused_before_a_lease(
+    client: &mut Operator,
+    playbook: &str,
+    params: serde_json::Value,
+    message: &str,
+) -> riposte_proto::v1::Run {
+    let run = api::start_run(client, playbook, params).await;
+    let run = response::wait_ended(client, &run.run_id, RUN_TIMEOUT).await;
+    assert_eq!(run.status(), RunStatus::Failed, "{}", api::describe(&run));
+    assert!(run.error.contains(message), "{}", api::describe(&run));
+    let events = history_of(client, &run.run_id).await;
+    let guard = of_kind(&events, "guard.refused");
+    assert_eq!(guard.len(), 1, "{:#?}", lines(&events));
+    assert_eq!(guard[0].message, message);
+    assert!(
+        of_kind(&events, "task.leased").is_empty(),
+        "{:#?}",
+        lines(&events)
+    );
+    run
+}
+
 async fn history_of(client: &mut Operator, run_id: &str) -> Vec<riposte_proto::v1::RunEvent> {
     api::history(client, run_id).await
 }
@@ -67,22 +91,11 @@ async fn a_protected_address_is_refused_before_anything_is_leased() {
     let mut client = orchestrator.client();
     worker.id(&mut client).await;
 
-    let refused = api::start_run(&mut client, "ip-block", json!({"ip": "10.1.2.3"})).await;
-    let run = response::wait_ended(&mut client, &refused.run_id, RUN_TIMEOUT).await;
-    assert_eq!(run.status(), RunStatus::Failed, "{}", api::describe(&run));
     let message = "refused by guard: 10.1.2.3 is in protected range 10.0.0.0/8";
-    assert!(run.error.contains(message), "{}", api::describe(&run));
+    let run =
+        refused_before_a_lease(&mut client, "ip-block", json!({"ip": "10.1.2.3"}), message).await;
     assert_eq!(api::step(&run, "block").error, message);
-    let events = history_of(&mut client, &refused.run_id).await;
-    let guard = of_kind(&events, "guard.refused");
-    assert_eq!(guard.len(), 1, "{:#?}", lines(&events));
-    assert_eq!(guard[0].message, message);
-    assert!(
-        of_kind(&events, "task.leased").is_empty(),
-        "{:#?}",
-        lines(&events)
-    );
-    let shown = orchestrator.cli(&["runs", "show", &refused.run_id]).await;
+    let shown = orchestrator.cli(&["runs", "show", &run.run_id]).await;
     assert!(shown.stdout.contains(message), "{shown}");
 
     // The same worker leases a block of an address that is not protected: the absence of
@@ -116,25 +129,12 @@ async fn an_ipv6_address_embedding_a_protected_ipv4_is_refused_before_anything_i
         ("2002:a01:203::1", "6to4"),
         ("::a01:203", "IPv4-compatible"),
     ] {
-        let run = api::start_run(&mut client, "ip-block", json!({"ip": ip})).await;
-        let run = response::wait_ended(&mut client, &run.run_id, RUN_TIMEOUT).await;
-        assert_eq!(run.status(), RunStatus::Failed, "{}", api::describe(&run));
         let message = format!(
             "refused by guard: {ip} embeds 10.1.2.3 ({form}), in protected range 10.0.0.0/8"
         );
+        let params = json!({"ip": ip});
+        let run = refused_before_a_lease(&mut client, "ip-block", params, &message).await;
         assert_eq!(api::step(&run, "block").error, message);
-        let events = history_of(&mut client, &run.run_id).await;
-        assert_eq!(
-            of_kind(&events, "guard.refused").len(),
-            1,
-            "{:#?}",
-            lines(&events)
-        );
-        assert!(
-            of_kind(&events, "task.leased").is_empty(),
-            "{:#?}",
-            lines(&events)
-        );
     }
 }
 
@@ -157,23 +157,9 @@ async fn a_protected_account_is_refused_and_root_always_is() {
         ("ROOT@contoso.com", "root"),
         ("daemon", "daemon: a system account"),
     ] {
-        let run = api::start_run(&mut client, "account-disable", json!({"account": account})).await;
-        let run = response::wait_ended(&mut client, &run.run_id, RUN_TIMEOUT).await;
-        assert_eq!(run.status(), RunStatus::Failed, "{}", api::describe(&run));
         let message = format!("refused by guard: account {account} is protected ({protected})");
-        assert!(run.error.contains(&message), "{}", api::describe(&run));
-        let events = history_of(&mut client, &run.run_id).await;
-        assert_eq!(
-            of_kind(&events, "guard.refused").len(),
-            1,
-            "{:#?}",
-            lines(&events)
-        );
-        assert!(
-            of_kind(&events, "task.leased").is_empty(),
-            "{:#?}",
-            lines(&events)
-        );
+        let params = json!({"account": account});
+        refused_before_a_lease(&mut client, "account-disable", params, &message).await;
     }
 }
 
