@@ -193,6 +193,7 @@ async fn ingest(
         slot,
         source: source.to_string(),
         payload,
+        trace: riposte_telemetry::context::from_headers(headers),
     };
     match app.shared.handle(Caller::Feed, ingest).await {
         Ok(alerts) => {

@@ -329,6 +329,9 @@ pub struct Config {
     /// Log filter (tracing env-filter syntax), e.g. `info` or `riposte_orchestrator=debug`.
     #[arg(long, env = "RIPOSTE_LOG", default_value = "info")]
     pub log: String,
+
+    #[command(flatten)]
+    pub telemetry: riposte_telemetry::Args,
 }
 
 /// A removed flag was given (its value is not kept).

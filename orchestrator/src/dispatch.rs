@@ -81,6 +81,8 @@ pub struct Waiter<G> {
 /// A ready task and its place in the arrival order.
 struct Queued {
     seq: u64,
+    /// When it was queued.
+    since: Instant,
     task: TaskSpec,
 }
 
@@ -131,14 +133,36 @@ impl<G> Dispatcher<G> {
         self.queued
     }
 
-    pub fn enqueue(&mut self, task: TaskSpec) {
+    /// Queues a ready task at `now`.
+    pub fn enqueue(&mut self, task: TaskSpec, now: Instant) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.queued += 1;
         self.queues
             .entry(Capability::of(&task))
             .or_default()
-            .push_back(Queued { seq, task });
+            .push_back(Queued {
+                seq,
+                since: now,
+                task,
+            });
+    }
+
+    /// Per action: the tasks queued and how long the oldest has waited at `now`.
+    pub fn queue_ages(&self, now: Instant) -> Vec<(String, u64, Duration)> {
+        let mut by_action: BTreeMap<&str, (u64, Duration)> = BTreeMap::new();
+        for (capability, queue) in &self.queues {
+            let Some(oldest) = queue.front() else {
+                continue;
+            };
+            let entry = by_action.entry(&capability.action).or_default();
+            entry.0 += queue.len() as u64;
+            entry.1 = entry.1.max(now.saturating_duration_since(oldest.since));
+        }
+        by_action
+            .into_iter()
+            .map(|(action, (n, age))| (action.to_owned(), n, age))
+            .collect()
     }
 
     /// Replaces the families the kill switch holds (a policy reload).
@@ -448,10 +472,10 @@ mod tests {
     fn a_worker_gets_the_oldest_task_it_serves_and_nothing_it_cannot() {
         let now = crate::clock::Clock::manual(0).monotonic();
         let mut d: Dispatcher<()> = Dispatcher::new(LEASE, vec!["firewall.block_ip".into()]);
-        d.enqueue(task(0, "firewall.block_ip", &[]));
-        d.enqueue(task(1, "core.noop", &[("pool", "b")]));
-        d.enqueue(task(2, "core.noop", &[]));
-        d.enqueue(task(3, "core.noop", &[("pool", "a")]));
+        d.enqueue(task(0, "firewall.block_ip", &[]), now);
+        d.enqueue(task(1, "core.noop", &[("pool", "b")]), now);
+        d.enqueue(task(2, "core.noop", &[]), now);
+        d.enqueue(task(3, "core.noop", &[("pool", "a")]), now);
         d.register(worker("w", &["core.noop"], &[("pool", "a")], now));
         assert_eq!(item(d.take_task_for("w")), Some(2));
         assert_eq!(item(d.take_task_for("w")), Some(3));
@@ -479,7 +503,7 @@ mod tests {
             worker: "live".into(),
             reply: live_poll,
         });
-        d.enqueue(task(0, "core.noop", &[]));
+        d.enqueue(task(0, "core.noop", &[]), start);
         let (waiter, _) = d.take_match(later).expect("a match");
         assert_eq!(
             waiter.worker, "live",
@@ -490,7 +514,7 @@ mod tests {
         assert_eq!(fenced, [("frozen".to_string(), LEASE)]);
         assert_eq!(d.touch("frozen", later, true), Err(Some(later)));
         assert_eq!(d.touch("nobody", later, true), Err(None));
-        d.enqueue(task(1, "core.noop", &[]));
+        d.enqueue(task(1, "core.noop", &[]), later);
         assert!(d.take_match(later).is_none(), "its poll left with it");
         d.register(worker("frozen", &["core.noop"], &[], later));
         assert_eq!(d.touch("frozen", later, false), Ok(()));

@@ -16,6 +16,7 @@
 //! schedules which runs ended ([`Engine::settle`]).
 
 pub mod alerts;
+mod gauges;
 mod playbooks;
 mod runs;
 mod schedules;
@@ -41,6 +42,7 @@ use crate::clock::Clock;
 use crate::dispatch::{Dispatcher, Lease, Waiter, Worker};
 use crate::pending::Pending;
 use crate::store::{self, Containment, RunKey, RunWrite, Seq, Store, StoredPlaybook};
+use crate::telemetry::Observer;
 use riposte_scheduler::state::{HistoryEvent, RunId, RunState, Slot, UnitRef, UnitStatus};
 use riposte_scheduler::{
     self as scheduler, Command, DecisionRequest, Event, NewRun, Repair, Scheduler, TaskId,
@@ -123,6 +125,10 @@ pub struct Settings {
     /// A step's task queued this long without a worker fails its step, unless the step sets
     /// its own `schedule_to_start`; `None`: no limit.
     pub schedule_to_start: Option<Duration>,
+    /// Writes the spans of runs, while traces are exported.
+    pub spans: Option<riposte_telemetry::Recorder>,
+    /// Whether metrics are kept.
+    pub metrics: bool,
 }
 
 /// The operator policy's rules the engine applies: the approvals the platform requires above
@@ -186,6 +192,8 @@ pub struct Runs {
     ended: Vec<RunId>,
     /// Where time and ids come from.
     clock: Clock,
+    /// Spans and metrics from what is committed.
+    observer: Observer,
 }
 
 impl Engine {
@@ -294,6 +302,7 @@ impl Runs {
         let scheduler = Scheduler::with_guard(settings.guard.clone())
             .with_schedule_to_start(settings.schedule_to_start.map(|d| d.as_millis() as u64));
         let mut runs = Runs {
+            observer: Observer::new(settings.spans.clone(), settings.metrics),
             containment: store.containment()?,
             dispatch: Dispatcher::new(settings.lease, settings.platform.containment.clone()),
             store,
@@ -382,12 +391,24 @@ impl Runs {
         transitions: Vec<Transition>,
         write: impl FnOnce(&Store, &[RunWrite<'_>]) -> Result<Seq, store::Error>,
     ) -> Result<Seq, Error> {
+        // Out for the writes' borrow of the runs; back before anything can fail.
+        let mut observer = std::mem::take(&mut self.observer);
         let writes = self.run_writes(&transitions);
-        let seq = write(&self.store, &writes)?;
-        if cfg!(debug_assertions) {
-            read_back(&self.store, &writes);
+        let written = write(&self.store, &writes);
+        if written.is_ok() {
+            if cfg!(debug_assertions) {
+                read_back(&self.store, &writes);
+            }
+            for run in writes.iter().filter(|w| !w.history.is_empty()) {
+                let key = (run.state.playbook.clone(), run.state.version);
+                if let Some(playbook) = self.playbooks.get(&key) {
+                    observer.committed(run.state, playbook, &run.history);
+                }
+            }
         }
         drop(writes);
+        self.observer = observer;
+        let seq = written?;
         for transition in transitions {
             for (run, event) in &transition.history {
                 if let Some(sender) = self.watchers.get(run) {
@@ -449,7 +470,7 @@ impl Runs {
                     if self.dispatch.is_held(&task) {
                         held.push(task.unit);
                     }
-                    self.dispatch.enqueue(task);
+                    self.dispatch.enqueue(task, self.clock.monotonic());
                     dispatched = true;
                 }
                 Command::ArmTimer { run, due_ms } => self.arm(due_ms, Timer::Run(run)),

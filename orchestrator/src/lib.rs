@@ -22,6 +22,7 @@ mod grpc;
 pub mod pending;
 mod refusals;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod worker_policy;
 
@@ -157,8 +158,11 @@ async fn bound<S>(
 /// Everything before serving: opens the store in `config.data_dir` (locked for this process),
 /// resumes the runs that were running, and applies the playbooks of `config.playbooks` (then
 /// the examples with `--dev`, then the built-in playbooks the store lacks). Any failure is an
-/// error whose text is the one-line cause.
-pub async fn open(config: &Config) -> Result<Arc<door::Node>, Error> {
+/// error whose text is the one-line cause. The runs' spans go to `telemetry`'s exporter.
+pub async fn open(
+    config: &Config,
+    telemetry: &riposte_telemetry::Telemetry,
+) -> Result<Arc<door::Node>, Error> {
     let options = store::Options {
         durability: config.durability,
         reserve_bytes: config.min_free_space.as_u64(),
@@ -173,6 +177,8 @@ pub async fn open(config: &Config) -> Result<Arc<door::Node>, Error> {
         guard: config.guard_policy(config.listen.ip()),
         schedule_grace: config.schedule_grace,
         schedule_to_start: Some(config.schedule_to_start),
+        spans: telemetry.recorder(),
+        metrics: telemetry.metrics(),
     };
     let clock = clock::Clock::system();
     let engine = engine::Engine::open(

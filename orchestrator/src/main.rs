@@ -2,8 +2,8 @@
 //! configuration, open the store, bind the listeners, print the bound addresses, serve until
 //! SIGTERM or Ctrl-C (then at most `--shutdown-grace` more; a second signal exits at once).
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use riposte_orchestrator::config::{Command, StoreCommand};
@@ -16,12 +16,17 @@ async fn main() -> ExitCode {
     // included) is its user's alone: it holds alert payloads and run inputs.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    match serve(config).await {
+    let settings = config.telemetry.resolve();
+    let telemetry = match riposte_telemetry::init(settings, "riposte-orchestrator", &config.log) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let served = serve(config, &telemetry).await;
+    telemetry.shutdown(TELEMETRY_GRACE).await;
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Every error here carries its cause in its own text.
@@ -35,7 +40,10 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// At exit, how long the spans and metrics not yet exported may take.
+const TELEMETRY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn serve(config: Config, telemetry: &riposte_telemetry::Telemetry) -> anyhow::Result<()> {
     match &config.command {
         Some(Command::Store(StoreCommand::Check)) => return check(&config),
         Some(Command::Store(StoreCommand::Salvage { to })) => return salvage(&config, to),
@@ -51,10 +59,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         false => None,
     };
-    let node = riposte_orchestrator::open(&config).await?;
+    // The admin listener answers (not ready) while the store opens and runs resume.
+    let admin = telemetry.admin();
+    let mut admin_at = String::new();
+    if let Some(at) = telemetry.settings().admin_listen {
+        let listener = riposte_telemetry::admin::bind(at).await?;
+        admin_at = format!(" admin on {}", listener.local_addr()?);
+        tokio::spawn(admin.clone().serve(listener, std::future::pending()));
+    }
+    let node = riposte_orchestrator::open(&config, telemetry).await?;
+    admin.set_probe(Arc::new(riposte_orchestrator::telemetry::Probe(
+        node.clone(),
+    )));
+    if telemetry.settings().metrics_push {
+        tokio::spawn(refresh_gauges(node.clone()));
+    }
     let listeners = Listeners::bind(&config).await?;
     let addr = listeners.grpc.local_addr()?;
-    println!("{}", listeners.banner()?);
+    println!("{}{admin_at}", listeners.banner()?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
     if let Some(credentials) = &credentials {
@@ -113,6 +135,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Keeps the gauges that OTLP pushes current.
+async fn refresh_gauges(node: Arc<riposte_orchestrator::door::Node>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        riposte_orchestrator::telemetry::refresh(&node);
+    }
 }
 
 /// Whether the start failed on a record that does not read back.

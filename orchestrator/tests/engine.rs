@@ -101,6 +101,7 @@ impl Bench {
             requested_by: "alice".into(),
             dry_run: false,
             trigger: Value::Null,
+            trace: None,
         };
         self.handle(runs::StartRun(start)).await.run.state.id
     }
@@ -169,6 +170,8 @@ fn open_node(store: Store, clock: &Clock) -> Arc<Node> {
         guard: Policy::new(vec![], &[], 1000, 24, 64, None),
         schedule_grace: Duration::from_secs(60),
         schedule_to_start: Some(Duration::from_secs(15 * 60)),
+        spans: None,
+        metrics: false,
     };
     let engine = Engine::open(store, settings, clock.clone(), Arc::new(Notify::new()))
         .expect("the engine opens");
@@ -315,6 +318,7 @@ async fn an_alert_storm_coalesces_into_one_run_per_address_and_records_every_ale
                 .ingest_slot(alerts::Feed::Grpc)
                 .expect("room in the queue"),
             source: "cef".into(),
+            trace: None,
             payload: line.into_bytes().into(),
         };
         for alert in bench.handle(ingest).await {
@@ -372,6 +376,7 @@ async fn an_alert_storm_coalesces_into_one_run_per_address_and_records_every_ale
             .ingest_slot(alerts::Feed::Grpc)
             .expect("room in the queue"),
         source: "cef".into(),
+        trace: None,
         payload: bytes::Bytes::from_static(
             b"CEF:0|Vendor|IDS|1.0|100|ssh brute force|8|src=203.0.113.7",
         ),

@@ -67,6 +67,8 @@ pub struct NewRun {
     pub idempotency_key: String,
     /// A plan: see [`state::RunState::dry_run`].
     pub dry_run: bool,
+    /// See [`state::RunState::trace`].
+    pub trace: Option<String>,
 }
 
 /// An operator's decision on an approval. `groups` are the approver groups `who` belongs to
@@ -542,6 +544,7 @@ impl Scheduler {
             concurrency_key: key.clone(),
             deadline_ms: new.playbook.timeout_ms.map(|t| now_ms + t as i64),
             dry_run: new.dry_run,
+            trace: new.trace,
         };
         let id = new.id;
         let spec = new.playbook.concurrency.clone();

@@ -153,6 +153,10 @@ pub struct RunState {
     /// approvals fire at once, no concurrency key is taken.
     #[serde(default, skip_serializing_if = "is_false")]
     pub dry_run: bool,
+    /// The W3C `traceparent` of the run's span, while traces are exported: every later span
+    /// of the run (steps, tasks, its end), in any process life, joins this trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// Where a running run is in its life.

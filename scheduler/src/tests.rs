@@ -76,6 +76,7 @@ impl Script {
             requested_by: "tester".into(),
             idempotency_key: String::new(),
             dry_run,
+            trace: None,
         };
         script.apply("start", Event::Start(new));
         script
@@ -778,6 +779,7 @@ impl Script {
             requested_by: "tester".into(),
             idempotency_key: String::new(),
             dry_run: false,
+            trace: None,
         };
         self.apply(&format!("start run {n}"), Event::Start(new));
         id
@@ -1603,6 +1605,7 @@ fn a_dry_run_takes_no_concurrency_key() {
         requested_by: "tester".into(),
         idempotency_key: String::new(),
         dry_run: true,
+        trace: None,
     };
     s.apply("start dry run 2", Event::Start(new));
     let dry = s.scheduler.run(id).expect("the dry run is active");
@@ -1632,6 +1635,7 @@ fn a_dry_run_takes_no_concurrency_key() {
         requested_by: "tester".into(),
         idempotency_key: String::new(),
         dry_run: true,
+        trace: None,
     };
     r.apply("start dry run 2", Event::Start(new));
     assert!(

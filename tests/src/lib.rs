@@ -35,6 +35,7 @@ pub mod disk;
 pub mod netns;
 pub mod oidc;
 pub mod orchestrator;
+pub mod otlp;
 pub mod pki;
 mod process;
 pub mod response;

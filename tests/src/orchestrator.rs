@@ -27,11 +27,12 @@ const SERVING_TIMEOUT: Duration = Duration::from_secs(20);
 /// The line the orchestrator prints once bound, before the address.
 const LISTENING: &str = "riposte-orchestrator listening on ";
 /// Each alert listener: its flag, and what precedes its bound address on the same line.
-const ALERT_LISTENERS: [(&str, &str); 4] = [
+const ALERT_LISTENERS: [(&str, &str); 5] = [
     ("--alerts-listen", " alerts on "),
     ("--syslog-udp", " syslog-udp on "),
     ("--syslog-tcp", " syslog-tcp on "),
     ("--syslog-tls", " syslog-tls on "),
+    ("--admin-listen", " admin on "),
 ];
 
 /// Options for [`Orchestrator`]; `Orchestrator::builder().lease_timeout("1s").start()`.
@@ -222,7 +223,7 @@ pub struct Orchestrator {
     args: Vec<String>,
     addr: SocketAddr,
     /// Where each of [`ALERT_LISTENERS`] listens, when it was started.
-    alert_addrs: [Option<SocketAddr>; 4],
+    alert_addrs: [Option<SocketAddr>; 5],
     /// The CLI's TLS folder, when it serves TLS.
     tls_dir: Option<PathBuf>,
     /// Started with `--dev` (its own policy: the TLS folder's certificate is the admin).
@@ -253,6 +254,13 @@ impl Orchestrator {
             Some(_) => format!("https://{addr}"),
             None => format!("http://{addr}"),
         }
+    }
+
+    /// `http://ADDR` of the admin listener (`/metrics`, `/healthz`, `/readyz`); the
+    /// orchestrator must have been started with `--admin-listen`.
+    pub fn admin_url(&self) -> String {
+        let addr = self.alert_addrs[4].expect("the orchestrator was started with --admin-listen");
+        format!("http://{addr}")
     }
 
     /// Where the syslog-over-TLS listener listens; the orchestrator must have been started
@@ -503,7 +511,7 @@ fn parse_addr(process: &Process) -> SocketAddr {
 }
 
 /// Each of [`ALERT_LISTENERS`]' address: the word after its marker, when the line has one.
-fn parse_alert_addrs(process: &Process) -> [Option<SocketAddr>; 4] {
+fn parse_alert_addrs(process: &Process) -> [Option<SocketAddr>; 5] {
     let line = process.first_line();
     ALERT_LISTENERS.map(|(_, marker)| {
         let (_, rest) = line.split_once(marker)?;

@@ -207,10 +207,15 @@ impl Client {
             .call(wait + POLL_MARGIN, || {
                 let mut client = self.polling.clone();
                 let request = request.clone();
-                async move { client.poll_task(request).await }
+                async move {
+                    let response = client.poll_task(request).await?;
+                    let trace = riposte_telemetry::context::from_metadata(response.metadata());
+                    Ok(response.map(|body| (body, trace)))
+                }
             })
             .await?;
-        Ok(response.task.map(task_from_proto))
+        let (response, trace) = response;
+        Ok(response.task.map(|task| task_from_proto(task, trace)))
     }
 
     /// Sends the leases still held; answers the ones to abandon as `(task id, lease token)`.
@@ -383,7 +388,10 @@ fn endpoint(config: &Config) -> Result<Endpoint, Error> {
         })
 }
 
-fn task_from_proto(task: riposte_proto::v1::Task) -> Task {
+fn task_from_proto(
+    task: riposte_proto::v1::Task,
+    trace: Option<riposte_telemetry::TraceParent>,
+) -> Task {
     Task {
         task_id: task.task_id,
         run_id: task.run_id,
@@ -396,6 +404,7 @@ fn task_from_proto(task: riposte_proto::v1::Task) -> Task {
         lease_token: task.lease_token,
         timeout_ms: task.timeout_ms,
         dry_run: task.dry_run,
+        trace,
     }
 }
 

@@ -89,6 +89,9 @@ pub struct Config {
     pub azure: azure::Settings,
     /// Where the `apt` backend looks for packages and keeps its lists.
     pub apt: apt::Settings,
+    /// Logs, traces and metrics (`--log-format`, `--otlp-endpoint`, `--admin-listen`; the
+    /// standard `OTEL_*` variables).
+    pub telemetry: riposte_telemetry::Args,
 }
 
 impl Config {
@@ -111,6 +114,7 @@ impl Config {
             nftables: nftables::Settings::default(),
             azure: azure::Settings::default(),
             apt: apt::Settings::default(),
+            telemetry: riposte_telemetry::Args::default(),
         }
     }
 
@@ -238,6 +242,7 @@ impl Config {
             .check(&config.backends)
             .map_err(|e| Error::Config(e.to_string()))?;
         config.apt = args.apt.settings(env)?;
+        config.telemetry = args.telemetry;
         config.validate()?;
         Ok(config)
     }
@@ -350,6 +355,9 @@ struct Args {
 
     #[command(flatten)]
     apt: apt::Flags,
+
+    #[command(flatten)]
+    telemetry: riposte_telemetry::Args,
 }
 
 /// A backend name from the environment, as clap would parse it from a flag.

@@ -31,6 +31,7 @@ mod leases;
 mod redact;
 mod runtime;
 mod task;
+mod telemetry;
 
 pub use config::{AllowedHost, CONCURRENCY_MAX, Config};
 pub use connectors::Backends;

@@ -5,15 +5,12 @@
 //! worker could not start.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use riposte_worker::{Config, Error};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_tracing();
     let env: HashMap<String, String> = std::env::vars_os()
         .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
         .collect();
@@ -25,7 +22,32 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match riposte_worker::run(config, shutdown_signal()).await {
+    // Logs to stderr, filtered by `RUST_LOG` (default `info`).
+    let log = env.get("RUST_LOG").map_or("info", String::as_str);
+    let settings = config.telemetry.resolve();
+    let telemetry = match riposte_telemetry::init(settings, "riposte-worker", log) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("riposte-worker: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(at) = telemetry.settings().admin_listen {
+        match riposte_telemetry::admin::bind(at).await {
+            Ok(listener) => {
+                let admin = telemetry.admin();
+                admin.set_probe(std::sync::Arc::new(Started));
+                tokio::spawn(admin.serve(listener, std::future::pending()));
+            }
+            Err(error) => {
+                eprintln!("riposte-worker: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let ran = riposte_worker::run(config, shutdown_signal()).await;
+    telemetry.shutdown(std::time::Duration::from_secs(2)).await;
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "worker failed to start");
@@ -34,14 +56,13 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`); colours only on a terminal.
-fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+/// A worker is ready as soon as it runs: it holds no state, and retries its orchestrator.
+struct Started;
+
+impl riposte_telemetry::admin::Probe for Started {
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Resolves on the first SIGTERM or Ctrl-C.

@@ -33,6 +33,8 @@ struct Shared {
     client: Client,
     connectors: Connectors,
     leases: Leases,
+    /// The worker's name, as operators see it.
+    name: String,
 }
 
 /// Runs a worker until `shutdown` resolves, then drains: stops polling at once (parked long
@@ -61,6 +63,7 @@ async fn run_worker(config: Config, shutdown: impl Future<Output = ()>) -> Resul
         .collect();
     let client = Client::new(&config, actions)?;
     let shared = Arc::new(Shared {
+        name: config.name.clone(),
         client,
         connectors,
         leases: Leases::default(),
@@ -182,7 +185,26 @@ async fn run_task(shared: &Shared, task: Task) {
         item = task.item,
         attempt = task.attempt,
         action = %task.action,
+        otel.name = %format_args!("action {}", task.action),
+        otel.kind = "consumer",
     );
+    if let Some(parent) = &task.trace {
+        // Exported with the attributes every Riposte span uses.
+        use riposte_telemetry::context::OpenTelemetrySpanExt as _;
+        parent.adopt_by(&span);
+        for (key, value) in [
+            ("riposte.run.id", task.run_id.clone()),
+            ("riposte.step.id", task.step_id.clone()),
+            ("riposte.action", task.action.clone()),
+            ("riposte.worker.name", shared.name.clone()),
+        ] {
+            span.set_attribute(key, value);
+        }
+        span.set_attribute("riposte.attempt", i64::from(task.attempt));
+        if task.dry_run {
+            span.set_attribute("riposte.dry_run", true);
+        }
+    }
     async {
         let mut lease = shared.leases.hold(&task.task_id, task.lease_token);
         debug!(timeout_ms = task.timeout_ms, "task started");
@@ -195,6 +217,19 @@ async fn run_task(shared: &Shared, task: Task) {
             }
         };
         log_outcome(&outcome, started.elapsed());
+        let labels = [
+            opentelemetry::KeyValue::new("action", task.action.clone()),
+            opentelemetry::KeyValue::new(
+                "outcome",
+                match &outcome {
+                    Outcome::Success { .. } => "succeeded",
+                    Outcome::Failure(_) => "failed",
+                },
+            ),
+        ];
+        crate::telemetry::metrics()
+            .task_duration
+            .record(started.elapsed().as_secs_f64(), &labels);
         report(&shared.client, &task, &outcome).await;
     }
     .instrument(span)

@@ -36,6 +36,9 @@ pub(crate) struct Task {
     pub(crate) timeout_ms: u64,
     /// The run is a dry run: report, change nothing.
     pub(crate) dry_run: bool,
+    /// The span of this attempt at the orchestrator (the poll's `traceparent`): the action's
+    /// spans are its children.
+    pub(crate) trace: Option<riposte_telemetry::TraceParent>,
 }
 
 impl Task {
@@ -145,6 +148,7 @@ mod tests {
             lease_token: 7,
             timeout_ms: 30_000,
             dry_run: false,
+            trace: None,
         }
     }
 

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use riposte_playbooks::Diagnostic;
 use riposte_playbooks::rules::Rule;
+use riposte_telemetry::TraceParent;
+use tracing::Instrument;
 
 use super::{Actor, Error, Kind, Node, Request, requests};
 use crate::budget::{Over, Places};
@@ -84,6 +86,9 @@ pub struct IngestAlert {
     pub source: String,
     /// As received: the HTTP body or the gRPC field, never copied on the way in.
     pub payload: bytes::Bytes,
+    /// The sender's W3C `traceparent` (HTTP header or gRPC metadata), which the payload's
+    /// `alert.received` span continues.
+    pub trace: Option<TraceParent>,
 }
 
 impl Request for IngestAlert {
@@ -92,16 +97,35 @@ impl Request for IngestAlert {
     const KIND: Kind = Kind::IngestAlert;
 
     async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Vec<StoredAlert>, Error> {
-        let _slot = self.slot;
-        let rules = node.lock()?.alerts.rules();
-        let decided = engine::alerts::decide(&self.source, &self.payload, &rules)?;
-        let pending = node.lock()?.ingest(decided)?;
-        let alerts = node.durable(pending).await?;
-        for a in &alerts {
-            tracing::info!(alert = %a.id, source = %a.source, fate = ?a.fate, "alert.ingested");
+        let span = received(&self.source, self.trace);
+        async move {
+            let _slot = self.slot;
+            let rules = node.lock()?.alerts.rules();
+            let decided = engine::alerts::decide(
+                &self.source,
+                &self.payload,
+                &rules,
+                TraceParent::current(),
+            )?;
+            let pending = node.lock()?.ingest(decided)?;
+            let alerts = node.durable(pending).await?;
+            for a in &alerts {
+                tracing::info!(alert = %a.id, source = %a.source, fate = ?a.fate, "alert.ingested");
+            }
+            Ok(alerts)
         }
-        Ok(alerts)
+        .instrument(span)
+        .await
     }
+}
+
+/// The span of a payload's arrival from `source`, continuing the sender's trace if any.
+fn received(source: &str, parent: Option<TraceParent>) -> tracing::Span {
+    let span = tracing::info_span!("alert.received", riposte.alert.source = %source);
+    if let Some(parent) = parent {
+        parent.adopt_by(&span);
+    }
+    span
 }
 
 /// Single-message payloads from a stream listener (syslog, [`Feed::Syslog`]). Waits for room in
@@ -124,7 +148,10 @@ impl Request for IngestBatch {
         let rules = node.lock()?.alerts.rules();
         let mut decided = Vec::with_capacity(self.payloads.len());
         for payload in &self.payloads {
-            match engine::alerts::decide(&self.source, payload, &rules) {
+            // Each message is an arrival of its own, the root of its trace.
+            let span = received(&self.source, None);
+            let trace = span.in_scope(TraceParent::current);
+            match engine::alerts::decide(&self.source, payload, &rules, trace) {
                 Ok(d) => decided.push(d),
                 Err(e) => refused.push(e.to_string()),
             }

@@ -501,6 +501,11 @@ impl Node {
             .map_err(|e| Error::Engine(engine::Error::Store(e)))
     }
 
+    /// The metrics' gauges as the engine stands now (a scrape, a push).
+    pub fn gauges(&self) -> Result<crate::telemetry::metrics::Gauges, Error> {
+        Ok(self.lock()?.runs.gauges())
+    }
+
     /// Waits until every write so far is durable (at shutdown).
     pub async fn flush(&self) -> Result<(), store::Error> {
         let last = match self.lock() {

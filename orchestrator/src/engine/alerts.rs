@@ -20,6 +20,7 @@ use crate::store::{
 use riposte_ingest::{self as ingest, Format, GenericMapping};
 use riposte_playbooks::rules::{self, Decision, Rule};
 use riposte_scheduler::state::RunId;
+use riposte_telemetry::TraceParent;
 
 /// What applying a rule did.
 pub enum RuleApplied {
@@ -77,11 +78,19 @@ pub struct Decided {
     rules: Arc<Vec<(Rule, StoredRule)>>,
     /// Each alert (without `raw`), as the rules saw it (with `raw`), and their decision.
     alerts: Vec<(ingest::Alert, Value, Decision)>,
+    /// The span of the payload's arrival (`alert.received`), while traces are exported.
+    trace: Option<TraceParent>,
 }
 
 /// Parses one payload from `source` and runs each alert through `rules` (pure but for the
 /// clock the rules carry: it reads the receive time). A payload that does not parse is refused here.
-pub fn decide(source: &str, payload: &[u8], rules: &AlertRules) -> Result<Decided, Error> {
+/// `trace` is the span of its arrival.
+pub fn decide(
+    source: &str,
+    payload: &[u8],
+    rules: &AlertRules,
+    trace: Option<TraceParent>,
+) -> Result<Decided, Error> {
     let format = format_of(source)?;
     let alerts = ingest::parse(&format, payload).map_err(ingest_error)?;
     let reads_raw = rules.rules.iter().any(|(r, _)| r.reads_raw);
@@ -111,6 +120,7 @@ pub fn decide(source: &str, payload: &[u8], rules: &AlertRules) -> Result<Decide
         payload: payload.to_vec(),
         rules: rules.rules.clone(),
         alerts,
+        trace,
     })
 }
 
@@ -152,12 +162,22 @@ impl Alerts {
             payload,
             rules,
             alerts,
+            trace,
         } = decided;
         let mut effects = Effects::default();
         let mut stored = Vec::with_capacity(alerts.len());
         let mut payload_id = None;
-        for (alert, json, decision) in alerts {
-            let fated = self.fate(runs, &rules, json, decision, received_ms, &mut effects)?;
+        for (index, (alert, json, decision)) in alerts.into_iter().enumerate() {
+            // The rule's decision on this alert: the span a run it starts continues.
+            let decided = trace.map(|t| t.child(&format!("rule.decided/{index}")));
+            let fated = self.fate(
+                runs,
+                &rules,
+                (json, decision),
+                received_ms,
+                &mut effects,
+                decided,
+            )?;
             let id = self.clock.new_alert_id();
             stored.push(StoredAlert {
                 id,
@@ -170,7 +190,11 @@ impl Alerts {
                 run_id: fated.run_id,
                 rule: fated.rule,
                 detail: fated.detail,
+                trace: decided.map(|t| t.to_string()),
             });
+            if let Some(alert) = stored.last() {
+                runs.observer.alert(alert, trace, decided);
+            }
         }
         let dedup: Vec<(&str, &str, DedupEntry)> = effects
             .dedup
@@ -210,10 +234,10 @@ impl Alerts {
         &mut self,
         runs: &mut Runs,
         rules: &[(Rule, StoredRule)],
-        json: Value,
-        decision: Decision,
+        (json, decision): (Value, Decision),
         now_ms: i64,
         effects: &mut Effects,
+        trace: Option<TraceParent>,
     ) -> Result<Fated, Error> {
         let (index, params, dedup_key) = match decision {
             Decision::Nothing => return Ok(fated(AlertFate::MatchedNothing, "", None, "")),
@@ -266,6 +290,7 @@ impl Alerts {
             requested_by: crate::auth::Principal::rule(&rule.name).id,
             dry_run: false,
             trigger: json,
+            trace,
         };
         let id = match runs.prepare_start(request) {
             Ok(Prepared::New { id, transition, .. }) => {
@@ -514,7 +539,7 @@ mod tests {
                 renderer: renderer.clone(),
                 clock: Clock::manual(1_000),
             };
-            let decided = decide("azure-monitor", &payload, &rules).expect("parsed");
+            let decided = decide("azure-monitor", &payload, &rules, None).expect("parsed");
             let (alert, json, decision) = &decided.alerts[0];
             assert!(
                 matches!(decision, Decision::Start { index: 0, .. }),

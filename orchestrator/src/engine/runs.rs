@@ -43,6 +43,8 @@ pub struct StartRequest {
     pub dry_run: bool,
     /// What started it (the alert, for a rule's run); `null` for an operator's start.
     pub trigger: Value,
+    /// The span the run's trace continues (the alert's decision); `None`: a trace of its own.
+    pub trace: Option<riposte_telemetry::TraceParent>,
 }
 
 /// A checked start: a run that already claimed the key, or a new one to commit.
@@ -133,6 +135,7 @@ impl Runs {
             ))
         })?;
         let id = self.clock.new_run_id();
+        let trace = self.observer.run_trace(req.trace, id);
         let new = NewRun {
             id,
             playbook,
@@ -141,11 +144,15 @@ impl Runs {
             requested_by: req.requested_by,
             idempotency_key: req.idempotency_key.clone(),
             dry_run: req.dry_run,
+            trace: trace.map(|t| t.to_string()),
         };
         let transition = self
             .scheduler
             .handle(self.clock.now_ms(), Event::Start(new))
             .map_err(scheduler_error)?;
+        if let Some(run) = self.scheduler.run(id) {
+            self.observer.started(run, req.trace);
+        }
         Ok(Prepared::New {
             id,
             claim: (!claim.is_empty()).then_some(claim),

@@ -481,6 +481,7 @@ fn start_request(name: &str, schedule: &Schedule, fire: &Fire) -> StartRequest {
         requested_by: crate::auth::Principal::schedule(name).id,
         dry_run: false,
         trigger: serde_json::Value::Null,
+        trace: None,
     }
 }
 

@@ -13,6 +13,8 @@ pub struct LeasedTask {
     pub idempotency_key: String,
     pub token: u64,
     pub lease_ms: u64,
+    /// The span of this attempt, while traces are exported: the worker's spans join it.
+    pub trace: Option<riposte_telemetry::TraceParent>,
 }
 
 /// What a poll got: a task now, or a channel that will carry one.
@@ -121,14 +123,29 @@ impl Runs {
             },
         );
         let idempotency_key = idempotency_key(&id, task.dry_run);
+        let trace = self.task_trace(&task);
         let leased = LeasedTask {
             task,
             task_id: id,
             idempotency_key,
             token,
             lease_ms: self.settings.lease.as_millis() as u64,
+            trace,
         };
         Ok(Some(Pending::new(leased, seq)))
+    }
+
+    /// The span of a task's attempt (see [`crate::telemetry::spans`]).
+    fn task_trace(&self, task: &TaskSpec) -> Option<riposte_telemetry::TraceParent> {
+        let run = self.scheduler.run(task.unit.run)?;
+        run.trace.as_ref()?;
+        let playbook = self.playbooks.get(&(run.playbook.clone(), run.version))?;
+        let (kind, item) = match task.unit.slot {
+            Slot::Step { item, .. } => ("task", item),
+            Slot::Undo(n) => ("undo", run.undo.get(n as usize)?.item),
+            Slot::Health { .. } => ("health", 0),
+        };
+        crate::telemetry::spans::task_span(run, playbook, kind, &task.step_id, item, task.attempt)
     }
 
     /// Hands queued tasks to waiting long-polls of live workers.

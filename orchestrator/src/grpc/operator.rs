@@ -151,6 +151,7 @@ impl Operator for OperatorApi {
             requested_by: String::new(),
             dry_run: req.dry_run,
             trigger: Value::Null,
+            trace: None,
         };
         let started = self
             .0
@@ -497,12 +498,14 @@ impl Operator for OperatorApi {
         request: Request<pb::IngestAlertRequest>,
     ) -> Result<Response<pb::IngestAlertResponse>, Status> {
         let caller = self.caller(&request).await;
+        let trace = riposte_telemetry::context::from_metadata(request.metadata());
         let req = request.into_inner();
         bounded("source", &req.source, ALERT_SOURCE_BYTES_MAX)?;
         let ingest = alerts::IngestAlert {
             slot: self.0.ingest_slot(alerts::Feed::Grpc).map_err(status)?,
             source: req.source,
             payload: req.payload.into(),
+            trace,
         };
         let alerts = self.0.handle(caller, ingest).await.map_err(status)?;
         Ok(Response::new(pb::IngestAlertResponse {

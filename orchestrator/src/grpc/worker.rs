@@ -75,9 +75,15 @@ impl Worker for WorkerApi {
             .handle(door::Caller::Worker, poll)
             .await
             .map_err(status)?;
-        Ok(Response::new(pb::PollTaskResponse {
+        let trace = leased.as_ref().and_then(|l| l.trace);
+        let mut response = Response::new(pb::PollTaskResponse {
             task: leased.as_ref().map(convert::task),
-        }))
+        });
+        // The task attempt's span: the worker's spans are its children.
+        if let Some(trace) = trace {
+            riposte_telemetry::context::to_metadata(&trace, response.metadata_mut());
+        }
+        Ok(response)
     }
 
     async fn heartbeat(

@@ -87,6 +87,10 @@ pub struct StoredAlert {
     /// Why its run could not start, or what it was coalesced with.
     #[serde(default)]
     pub detail: String,
+    /// The W3C `traceparent` of the rule's decision on it, while traces are exported: the
+    /// trace its run continues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 pub(super) fn dedup_key(rule: &str, key: &str) -> Vec<u8> {

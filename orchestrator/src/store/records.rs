@@ -272,6 +272,8 @@ struct Head<'a> {
     deadline_ms: Option<i64>,
     #[serde(skip_serializing_if = "is_false")]
     dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -316,6 +318,7 @@ impl<'a> Head<'a> {
             concurrency_key,
             deadline_ms,
             dry_run,
+            trace,
         } = run;
         Head {
             id: *id,
@@ -334,6 +337,7 @@ impl<'a> Head<'a> {
             concurrency_key: concurrency_key.as_deref(),
             deadline_ms: *deadline_ms,
             dry_run: *dry_run,
+            trace: trace.as_deref(),
         }
     }
 }

@@ -193,6 +193,7 @@ pub(super) fn stored_alert(payload_id: Option<uuid::Uuid>) -> StoredAlert {
         run_id: None,
         rule: String::new(),
         detail: String::new(),
+        trace: None,
     }
 }
 
@@ -328,6 +329,7 @@ pub(super) fn full_run() -> RunState {
         concurrency_key: Some("host-a".into()),
         deadline_ms: Some(13),
         dry_run: true,
+        trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
     }
 }
 

@@ -47,5 +47,6 @@ mod stale_lease;
 mod startup_shutdown;
 mod store_format;
 mod syslog;
+mod telemetry;
 mod transport_security;
 mod worker_crash;

@@ -174,10 +174,11 @@ impl Connector {
             Body::Json(value) => builder.json(&value),
             Body::Text(text) => builder.body(text),
         };
-        let mut response = builder
-            .send()
-            .await
-            .map_err(|e| transport_failure(target, e))?;
+        let sent = match builder.build() {
+            Ok(built) => send(&self.client, built, "http").await,
+            Err(e) => Err(e),
+        };
+        let mut response = sent.map_err(|e| transport_failure(target, e))?;
         let status = response.status();
         let headers = headers_json(response.headers());
         let is_json = is_json(response.headers());
@@ -194,6 +195,57 @@ impl Connector {
         let body = decode_body(body.bytes, is_json);
         Ok(json!({ "status": status.as_u16(), "headers": headers, "body": body }))
     }
+}
+
+/// Sends one outbound request of a connector (`upstream`: `http`, `azure`, `entra`): the
+/// door every connector's HTTP call passes. Its `http.client` span continues the task's trace,
+/// and the request carries that span's `traceparent`; its duration, status class and any 429
+/// are counted ([`crate::telemetry`]).
+pub(crate) async fn send(
+    client: &reqwest::Client,
+    mut request: reqwest::Request,
+    upstream: &'static str,
+) -> Result<reqwest::Response, reqwest::Error> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "http.client",
+        otel.name = %format_args!("{} {upstream}", request.method()),
+        otel.kind = "client",
+        http.request.method = %request.method(),
+        server.address = request.url().host_str().unwrap_or_default(),
+        riposte.upstream = upstream,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let Some(parent) = span.in_scope(riposte_telemetry::TraceParent::current) {
+        riposte_telemetry::context::to_headers(&parent, request.headers_mut());
+    }
+    let started = crate::clock::monotonic();
+    let result = client.execute(request).instrument(span.clone()).await;
+    let metrics = crate::telemetry::metrics();
+    let class = match &result {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            span.record("http.response.status_code", status);
+            if status == 429 {
+                metrics
+                    .upstream_throttled
+                    .add(1, &[opentelemetry::KeyValue::new("upstream", upstream)]);
+            }
+            crate::telemetry::status_class(status)
+        }
+        Err(_) => "transport",
+    };
+    let labels = [
+        opentelemetry::KeyValue::new("upstream", upstream),
+        opentelemetry::KeyValue::new("status_class", class),
+    ];
+    metrics
+        .upstream_duration
+        .record(started.elapsed().as_secs_f64(), &labels);
+    if matches!(class, "4xx" | "5xx" | "transport") {
+        metrics.upstream_errors.add(1, &labels);
+    }
+    result
 }
 
 /// A validated `http.request` input.

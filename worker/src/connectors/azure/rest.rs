@@ -235,7 +235,11 @@ impl Client {
         };
         let target = target(&call.url);
         let started = clock::monotonic();
-        let mut response = match request.send().await {
+        let sent = match request.build() {
+            Ok(built) => super::super::http::send(&self.http, built, "azure").await,
+            Err(e) => Err(e),
+        };
+        let mut response = match sent {
             Ok(response) => response,
             Err(error) => {
                 let failure = transport_failure(&target, error);

@@ -262,8 +262,7 @@ impl Tokens {
             .build()
             .map_err(|e| Failure::permanent(format!("azure token request: {}", e.without_url())))?;
         let target = target(built.url());
-        let mut response = http
-            .execute(built)
+        let mut response = crate::connectors::http::send(http, built, "entra")
             .await
             .map_err(|e| retryable(transport_failure(&target, e)))?;
         let status = response.status();

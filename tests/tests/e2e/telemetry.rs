@@ -1,0 +1,247 @@
+//! Telemetry end to end: an alert posted with a W3C `traceparent` starts a run whose steps run
+//! on a worker process and call a local HTTP server; a real OTLP receiver gets the spans of
+//! both processes in the sender's trace, parented alert → rule → run → step → task → action →
+//! HTTP call, and the server sees that trace in the request's `traceparent`. The orchestrator
+//! is killed (-9) during the run's durable sleep; the step after it still joins the trace. The
+//! admin listener's `/metrics` moves with the run, `/healthz` and `/readyz` answer.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use riposte_tests::alerts::apply_rule;
+use riposte_tests::api::{apply_playbook, wait_finished};
+use riposte_tests::otlp::{Collector, Span};
+use riposte_tests::worker::Worker;
+use riposte_tests::{Orchestrator, wait_until};
+
+const TOKEN: &str = "generic-s3cret";
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// The sender's trace and span, as a SIEM would send them.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const SENDER_SPAN: &str = "00f067aa0ba902b7";
+
+const RULE: &str = r#"
+name: traced
+match: "alert.title == 'port scan'"
+playbook: traced
+"#;
+
+fn playbook(url: &str) -> String {
+    format!(
+        r#"
+name: traced
+version: 1
+steps:
+  - id: first
+    action: http.request
+    with: {{ url: "{url}/first", method: POST }}
+  - id: nap
+    needs: [first]
+    sleep: 3s
+  - id: second
+    needs: [nap]
+    action: http.request
+    with: {{ url: "{url}/second", method: POST }}
+"#
+    )
+}
+
+/// A local server keeping the `traceparent` of every request, by path.
+async fn traceparent_server() -> (SocketAddr, Arc<Mutex<Vec<(String, String)>>>) {
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let keep = |path: &'static str, seen: Arc<Mutex<Vec<(String, String)>>>| {
+        post(move |headers: HeaderMap| async move {
+            let value = headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            seen.lock().unwrap().push((path.to_owned(), value));
+            "ok"
+        })
+    };
+    let app = Router::new()
+        .route("/first", keep("first", seen.clone()))
+        .route("/second", keep("second", seen.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, seen)
+}
+
+async fn scrape(orchestrator: &Orchestrator, path: &str) -> (u16, String) {
+    let answer = reqwest::get(format!("{}{path}", orchestrator.admin_url()))
+        .await
+        .expect("the admin listener answers");
+    (answer.status().as_u16(), answer.text().await.unwrap())
+}
+
+/// The value of the metric line that starts with `prefix` (name and labels), 0 when absent.
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn one<'a>(spans: &'a [Span], service: &str, name: &str) -> &'a Span {
+    let found: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.service == service && s.name == name)
+        .collect();
+    assert!(
+        !found.is_empty(),
+        "no {service} span {name:?} among {:#?}",
+        spans
+            .iter()
+            .map(|s| (&s.service, &s.name))
+            .collect::<Vec<_>>()
+    );
+    found[0]
+}
+
+#[tokio::test]
+async fn a_response_is_one_trace_across_processes_and_a_restart() {
+    let collector = Collector::start().await;
+    let (server, seen) = traceparent_server().await;
+    let mut orchestrator = Orchestrator::builder()
+        .alert_secrets(&[("generic", TOKEN)])
+        .args(&[
+            "--alerts-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--otlp-endpoint",
+            &collector.endpoint(),
+        ])
+        .start();
+    let (status, _) = scrape(&orchestrator, "/healthz").await;
+    assert_eq!(status, 200);
+    let (status, body) = scrape(&orchestrator, "/readyz").await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    let (_, before) = scrape(&orchestrator, "/metrics").await;
+    let finished = "riposte_runs_finished_total{";
+    assert_eq!(metric(&before, finished), 0.0, "{before}");
+
+    let _worker = Worker::builder(&orchestrator.url())
+        .args(&["--http-allow-hosts", &server.to_string()])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint())
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .start();
+    let mut client = orchestrator.client();
+    apply_playbook(&mut client, &playbook(&format!("http://{server}"))).await;
+    let applied = apply_rule(&orchestrator, RULE).await;
+    assert_eq!(applied.code(), 0, "{applied}");
+
+    let answer = reqwest::Client::new()
+        .post(format!("{}/alerts/generic/siem", orchestrator.alerts_url()))
+        .header("X-Riposte-Token", TOKEN)
+        .header("traceparent", format!("00-{TRACE_ID}-{SENDER_SPAN}-01"))
+        .body(r#"{"id": "a-1", "title": "port scan"}"#)
+        .send()
+        .await
+        .expect("the listener answers");
+    assert_eq!(answer.status().as_u16(), 200);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    let run_id = body["alerts"][0]["run_id"].as_str().unwrap().to_owned();
+    assert!(!run_id.is_empty(), "{body}");
+
+    // The first step is done and exported; the run sleeps: kill the orchestrator, start it
+    // again.
+    wait_until("the first step's span", TIMEOUT, async || {
+        collector
+            .trace(TRACE_ID)
+            .iter()
+            .any(|s| s.name == "step first")
+    })
+    .await;
+    orchestrator.kill9();
+    orchestrator.restart();
+    let mut client = orchestrator.client();
+    let run = wait_finished(&mut client, &run_id, TIMEOUT).await;
+    assert_eq!(
+        run.status,
+        riposte_proto::v1::RunStatus::Succeeded as i32,
+        "{run:?}"
+    );
+
+    // Both calls carried the sender's trace.
+    let calls = seen.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    for (_, traceparent) in &calls {
+        assert!(
+            traceparent.starts_with(&format!("00-{TRACE_ID}-")),
+            "{traceparent:?}"
+        );
+    }
+
+    // The receiver has every span of the response, in one trace, parented.
+    let want = [
+        ("riposte-orchestrator", "step second"),
+        ("riposte-worker", "POST http"),
+    ];
+    wait_until("the spans after the restart", TIMEOUT, async || {
+        let spans = collector.trace(TRACE_ID);
+        want.iter().all(|(service, name)| {
+            spans
+                .iter()
+                .filter(|s| s.service == *service && s.name == *name)
+                .count()
+                >= 1
+        }) && spans.iter().filter(|s| s.name == "POST http").count() == 2
+    })
+    .await;
+    let spans = collector.trace(TRACE_ID);
+    let orchestrator_service = "riposte-orchestrator";
+    let received = one(&spans, orchestrator_service, "alert.received");
+    assert_eq!(received.parent_span_id, SENDER_SPAN);
+    let decided = one(&spans, orchestrator_service, "rule.decided");
+    assert_eq!(decided.parent_span_id, received.span_id);
+    let run_span = one(&spans, orchestrator_service, "run");
+    assert_eq!(run_span.parent_span_id, decided.span_id);
+    assert_eq!(run_span.attribute("riposte.run.id"), Some(run_id.as_str()));
+    for step in ["first", "second"] {
+        let step_span = one(&spans, orchestrator_service, &format!("step {step}"));
+        assert_eq!(step_span.parent_span_id, run_span.span_id, "{step}");
+        assert_eq!(step_span.attribute("riposte.action"), Some("http.request"));
+        let task = one(&spans, orchestrator_service, &format!("task {step}"));
+        assert_eq!(task.parent_span_id, step_span.span_id, "{step}");
+        assert_eq!(task.attribute("riposte.outcome"), Some("succeeded"));
+        let action = spans
+            .iter()
+            .find(|s| s.service == "riposte-worker" && s.parent_span_id == task.span_id)
+            .unwrap_or_else(|| panic!("no worker span below the task of {step}: {spans:#?}"));
+        assert_eq!(action.name, "action http.request");
+        assert_eq!(action.attribute("riposte.run.id"), Some(run_id.as_str()));
+        let call = spans
+            .iter()
+            .find(|s| s.name == "POST http" && s.parent_span_id == action.span_id)
+            .unwrap_or_else(|| panic!("no HTTP call below the action of {step}"));
+        let sent = calls
+            .iter()
+            .find(|(p, _)| p == step)
+            .map(|(_, t)| t.as_str());
+        assert_eq!(
+            sent,
+            Some(format!("00-{TRACE_ID}-{}-01", call.span_id).as_str()),
+            "the server saw the call's own span"
+        );
+    }
+    one(&spans, orchestrator_service, "run.finished");
+
+    // The counters and histograms moved with the run.
+    let (_, after) = scrape(&orchestrator, "/metrics").await;
+    let succeeded = "riposte_runs_finished_total{playbook=\"traced\",status=\"succeeded\"";
+    assert_eq!(metric(&after, succeeded), 1.0, "{after}");
+    let steps = "riposte_step_duration_seconds_count{action=\"http.request\",outcome=\"succeeded\"";
+    assert_eq!(
+        metric(&after, steps),
+        1.0,
+        "the second step, after the restart: {after}"
+    );
+    assert!(after.contains("riposte_workers_connected"), "{after}");
+}
