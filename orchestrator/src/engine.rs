@@ -399,7 +399,8 @@ impl Runs {
             if cfg!(debug_assertions) {
                 read_back(&self.store, &writes);
             }
-            for run in writes.iter().filter(|w| !w.history.is_empty()) {
+            let active = observer.active();
+            for run in writes.iter().filter(|w| active && !w.history.is_empty()) {
                 let key = (run.state.playbook.clone(), run.state.version);
                 if let Some(playbook) = self.playbooks.get(&key) {
                     observer.committed(run.state, playbook, &run.history);

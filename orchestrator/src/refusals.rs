@@ -53,6 +53,17 @@ impl Tally {
     /// `alerts.refused` (`grpc.refused`) unless this kind was logged less than [`LOG_EVERY`]
     /// ago.
     pub fn note(&self, from: &dyn Display, reason: &dyn Display) {
+        let listener = match self.grpc {
+            true => "grpc",
+            false => "alerts",
+        };
+        let labels = [
+            opentelemetry::KeyValue::new("listener", listener),
+            opentelemetry::KeyValue::new("reason", self.kind),
+        ];
+        crate::telemetry::metrics::metrics()
+            .refusals
+            .add(1, &labels);
         let now = self.clock.monotonic();
         let (refused, total) = {
             let mut counts = self

@@ -39,6 +39,11 @@ impl Observer {
         }
     }
 
+    /// Whether anything is observed (spans or metrics); off, nothing is looked at.
+    pub fn active(&self) -> bool {
+        self.spans.is_some() || self.metrics
+    }
+
     /// Whether runs get a trace.
     pub fn tracing(&self) -> bool {
         self.spans.is_some()
@@ -66,10 +71,7 @@ impl Observer {
         received: Option<TraceParent>,
         decided: Option<TraceParent>,
     ) {
-        let fate = serde_json::to_value(alert.fate)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let fate = word(&alert.fate);
         if self.metrics {
             let labels = [
                 KeyValue::new("source", alert.source.clone()),
@@ -87,9 +89,23 @@ impl Observer {
         }
     }
 
+    /// A schedule's occurrences got their fates (written).
+    pub fn schedule_fires(&self, schedule: &str, entries: &[crate::store::LedgerEntry]) {
+        if !self.metrics {
+            return;
+        }
+        for entry in entries {
+            let labels = [
+                KeyValue::new("schedule", schedule.to_owned()),
+                KeyValue::new("fate", word(&entry.fate)),
+            ];
+            metrics().schedule_fires.add(1, &labels);
+        }
+    }
+
     /// New history of `run` is written.
     pub fn committed(&mut self, run: &RunState, playbook: &Playbook, history: &[&HistoryEvent]) {
-        if self.spans.is_none() && !self.metrics {
+        if !self.active() {
             return;
         }
         let run_span = run.trace.as_deref().and_then(TraceParent::parse);
@@ -177,6 +193,14 @@ impl Observer {
             }
         }
     }
+}
+
+/// A unit variant's name as stored (`started`, `skipped_overlap`).
+fn word(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn attempt(run: RunId, kind: &str, event: &HistoryEvent) -> Attempt {

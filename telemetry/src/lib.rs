@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod context;
 pub mod export;
+pub mod instruments;
 pub mod record;
 pub mod settings;
 
@@ -184,58 +185,52 @@ fn resource(service: &'static str) -> Resource {
     }
 }
 
+/// The OTLP exporter of one signal from `builder` (`SpanExporter::builder()`,
+/// `MetricExporter::builder()`, whose builders share no trait for `build`): gRPC, or HTTP at
+/// `ENDPOINT/v1/SIGNAL` for an endpoint given by flag.
+macro_rules! exporter {
+    ($builder:expr, $settings:expr, $signal:literal) => {{
+        let settings: &Settings = $settings;
+        let failed = |e: opentelemetry_otlp::ExporterBuildError| Error::Exporter {
+            signal: $signal,
+            message: e.to_string(),
+        };
+        match settings.protocol {
+            Protocol::Grpc => {
+                let mut builder = $builder.with_tonic();
+                if let Some(endpoint) = &settings.endpoint {
+                    builder = builder.with_endpoint(endpoint.clone());
+                }
+                if let Some(tls) = tls_config(settings)? {
+                    builder = builder.with_tls_config(tls);
+                }
+                builder.build().map_err(failed)
+            }
+            Protocol::HttpProtobuf => {
+                let mut builder = $builder.with_http();
+                if let Some(endpoint) = &settings.endpoint {
+                    builder = builder.with_endpoint(signal_url(endpoint, concat!($signal, "s")));
+                }
+                builder.build().map_err(failed)
+            }
+        }
+    }};
+}
+
 fn span_exporter(settings: &Settings) -> Result<opentelemetry_otlp::SpanExporter, Error> {
-    let failed = |e: opentelemetry_otlp::ExporterBuildError| Error::Exporter {
-        signal: "trace",
-        message: e.to_string(),
-    };
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    match settings.protocol {
-        Protocol::Grpc => {
-            let mut builder = builder.with_tonic();
-            if let Some(endpoint) = &settings.endpoint {
-                builder = builder.with_endpoint(endpoint.clone());
-            }
-            if let Some(tls) = tls_config(settings)? {
-                builder = builder.with_tls_config(tls);
-            }
-            builder.build().map_err(failed)
-        }
-        Protocol::HttpProtobuf => {
-            let mut builder = builder.with_http();
-            if let Some(endpoint) = &settings.endpoint {
-                builder = builder.with_endpoint(signal_url(endpoint, "traces"));
-            }
-            builder.build().map_err(failed)
-        }
-    }
+    exporter!(
+        opentelemetry_otlp::SpanExporter::builder(),
+        settings,
+        "trace"
+    )
 }
 
 fn metric_exporter(settings: &Settings) -> Result<opentelemetry_otlp::MetricExporter, Error> {
-    let failed = |e: opentelemetry_otlp::ExporterBuildError| Error::Exporter {
-        signal: "metric",
-        message: e.to_string(),
-    };
-    let builder = opentelemetry_otlp::MetricExporter::builder();
-    match settings.protocol {
-        Protocol::Grpc => {
-            let mut builder = builder.with_tonic();
-            if let Some(endpoint) = &settings.endpoint {
-                builder = builder.with_endpoint(endpoint.clone());
-            }
-            if let Some(tls) = tls_config(settings)? {
-                builder = builder.with_tls_config(tls);
-            }
-            builder.build().map_err(failed)
-        }
-        Protocol::HttpProtobuf => {
-            let mut builder = builder.with_http();
-            if let Some(endpoint) = &settings.endpoint {
-                builder = builder.with_endpoint(signal_url(endpoint, "metrics"));
-            }
-            builder.build().map_err(failed)
-        }
-    }
+    exporter!(
+        opentelemetry_otlp::MetricExporter::builder(),
+        settings,
+        "metric"
+    )
 }
 
 /// `BASE/v1/SIGNAL`, as the OTLP/HTTP specification builds per-signal URLs from a base.
@@ -273,7 +268,7 @@ fn tls_config(settings: &Settings) -> Result<Option<tonic::transport::ClientTlsC
 /// `riposte.telemetry.spans`: spans exported and dropped, by `outcome`.
 fn spans_counter(counts: Arc<Counts>) -> ObservableCounter<u64> {
     use std::sync::atomic::Ordering;
-    opentelemetry::global::meter("riposte")
+    instruments::meter()
         .u64_observable_counter("riposte.telemetry.spans")
         .with_description("Spans handed to the exporter: exported, or dropped (queue full, export failed or timed out)")
         .with_unit("{span}")

@@ -13,23 +13,13 @@ pub(crate) struct Metrics {
     pub(crate) upstream_throttled: Counter<u64>,
 }
 
-const SECONDS_BUCKETS: &[f64] = &[
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-];
-
 /// The instruments (no-op ones until telemetry set a meter provider up).
 pub(crate) fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(|| {
-        let meter = opentelemetry::global::meter("riposte");
-        let seconds = |name: &'static str, description: &'static str| {
-            meter
-                .f64_histogram(name)
-                .with_unit("s")
-                .with_description(description)
-                .with_boundaries(SECONDS_BUCKETS.to_vec())
-                .build()
-        };
+        let meter = riposte_telemetry::instruments::meter();
+        let seconds =
+            |name, description| riposte_telemetry::instruments::seconds(&meter, name, description);
         Metrics {
             task_duration: seconds(
                 "riposte.worker.task.duration",

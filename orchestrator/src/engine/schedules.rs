@@ -356,6 +356,7 @@ impl Schedules {
         let seq = runs.commit_with(transitions, |store, writes| {
             store.put_runs_scheduled(writes, &claim_refs, Some(&write))
         })?;
+        runs.observer.schedule_fires(name, &entries);
         if let Some(loaded) = self.defs.get_mut(name) {
             loaded.state = state;
         }

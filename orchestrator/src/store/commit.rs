@@ -108,6 +108,9 @@ pub(super) async fn flusher(flushing: Flushing) {
     } = flushing;
     let mut flushed: u64 = 0;
     let mut failing = false;
+    // Times each group commit for the metrics (monotonic, never a decision).
+    let clock = crate::clock::Clock::system();
+    let metrics = crate::telemetry::metrics::metrics();
     loop {
         let target = commit.written.load(Ordering::SeqCst);
         if target <= flushed {
@@ -117,6 +120,7 @@ pub(super) async fn flusher(flushing: Flushing) {
             commit.wake.notified().await;
             continue;
         }
+        let started = clock.monotonic();
         let db = db.clone();
         let flush = tokio::task::spawn_blocking(move || {
             let flushed = db.flush().map(|_| ());
@@ -155,6 +159,10 @@ pub(super) async fn flusher(flushing: Flushing) {
                 Err(_) => return fail(&commit, "the sync panicked".into()),
             }
         }
+        metrics
+            .store_flush
+            .record(started.elapsed().as_secs_f64(), &[]);
+        metrics.store_writes.record(target - flushed, &[]);
         flushed = target;
         commit.flushed.send_modify(|f| {
             f.seq = flushed;

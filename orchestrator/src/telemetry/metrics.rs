@@ -52,7 +52,7 @@ static GAUGES: Mutex<Option<Gauges>> = Mutex::new(None);
 
 /// The instruments (no-op ones until telemetry set a meter provider up).
 pub fn metrics() -> &'static Metrics {
-    METRICS.get_or_init(|| Metrics::new(&opentelemetry::global::meter("riposte")))
+    METRICS.get_or_init(|| Metrics::new(&riposte_telemetry::instruments::meter()))
 }
 
 /// Replaces the snapshot the gauges report.
@@ -68,11 +68,6 @@ fn read<T>(f: impl FnOnce(&Gauges) -> T) -> Option<T> {
         .map(f)
 }
 
-const SECONDS_BUCKETS: &[f64] = &[
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
-    3600.0,
-];
-
 impl Metrics {
     fn new(meter: &Meter) -> Metrics {
         let counter = |name: &'static str, unit: &'static str, description: &'static str| {
@@ -82,14 +77,8 @@ impl Metrics {
                 .with_description(description)
                 .build()
         };
-        let seconds = |name: &'static str, description: &'static str| {
-            meter
-                .f64_histogram(name)
-                .with_unit("s")
-                .with_description(description)
-                .with_boundaries(SECONDS_BUCKETS.to_vec())
-                .build()
-        };
+        let seconds =
+            |name, description| riposte_telemetry::instruments::seconds(meter, name, description);
         let gauge = |name: &'static str,
                      unit: &'static str,
                      description: &'static str,

@@ -3,7 +3,10 @@
 //! both processes in the sender's trace, parented alert → rule → run → step → task → action →
 //! HTTP call, and the server sees that trace in the request's `traceparent`. The orchestrator
 //! is killed (-9) during the run's durable sleep; the step after it still joins the trace. The
-//! admin listener's `/metrics` moves with the run, `/healthz` and `/readyz` answer.
+//! admin listener's `/metrics` moves with the run, `/healthz` and `/readyz` answer; a JSON log
+//! line names its trace. A collector that is down costs counted, dropped spans, and no run. An
+//! operator's run is a trace of its own; a worker exporting over OTLP/HTTP sends its spans
+//! and its metrics.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -117,6 +120,8 @@ async fn a_response_is_one_trace_across_processes_and_a_restart() {
             "127.0.0.1:0",
             "--otlp-endpoint",
             &collector.endpoint(),
+            "--log-format",
+            "json",
         ])
         .start();
     let (status, _) = scrape(&orchestrator, "/healthz").await;
@@ -233,6 +238,15 @@ async fn a_response_is_one_trace_across_processes_and_a_restart() {
     }
     one(&spans, orchestrator_service, "run.finished");
 
+    // A log line of the alert's arrival leads to its trace.
+    let logged = orchestrator.logs();
+    let line = logged
+        .lines()
+        .find(|l| l.contains("alert.ingested"))
+        .unwrap_or_else(|| panic!("no alert.ingested line in {logged}"));
+    let line: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+    assert_eq!(line["openTelemetry"]["traceId"], TRACE_ID, "{line}");
+
     // The counters and histograms moved with the run.
     let (_, after) = scrape(&orchestrator, "/metrics").await;
     let succeeded = "riposte_runs_finished_total{playbook=\"traced\",status=\"succeeded\"";
@@ -244,4 +258,109 @@ async fn a_response_is_one_trace_across_processes_and_a_restart() {
         "the second step, after the restart: {after}"
     );
     assert!(after.contains("riposte_workers_connected"), "{after}");
+    let flushes = "riposte_store_flush_duration_seconds_count";
+    assert!(metric(&after, flushes) >= 1.0, "{after}");
+}
+
+const CHAIN: &str = r#"
+name: chain
+version: 1
+steps:
+  - id: a
+    action: core.noop
+  - id: b
+    needs: [a]
+    action: core.noop
+"#;
+
+#[tokio::test]
+async fn a_collector_that_is_down_costs_dropped_spans_and_no_run() {
+    // A port nothing listens on: every export is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let orchestrator = Orchestrator::builder()
+        .args(&[
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--otlp-endpoint",
+            &format!("http://{closed}"),
+        ])
+        .start();
+    let _worker = Worker::start(&orchestrator.url(), &[], 4);
+    let mut client = orchestrator.client();
+    apply_playbook(&mut client, CHAIN).await;
+    for _ in 0..5 {
+        let run = riposte_tests::api::start_run(&mut client, "chain", serde_json::json!({})).await;
+        let run = wait_finished(&mut client, &run.run_id, TIMEOUT).await;
+        assert_eq!(run.status, riposte_proto::v1::RunStatus::Succeeded as i32);
+    }
+    // Each run is at least its own span, two steps, two tasks and its end.
+    let dropped = "riposte_telemetry_spans_total{outcome=\"dropped\"";
+    wait_until("the spans are counted as dropped", TIMEOUT, async || {
+        let (_, text) = scrape(&orchestrator, "/metrics").await;
+        metric(&text, dropped) >= 30.0
+    })
+    .await;
+    let (_, text) = scrape(&orchestrator, "/metrics").await;
+    let exported = "riposte_telemetry_spans_total{outcome=\"exported\"";
+    assert_eq!(metric(&text, exported), 0.0, "{text}");
+    let (status, _) = scrape(&orchestrator, "/readyz").await;
+    assert_eq!(
+        status, 200,
+        "a collector that is down does not make the orchestrator unready"
+    );
+}
+
+#[tokio::test]
+async fn an_operator_start_is_a_trace_of_its_own_and_http_export_carries_worker_metrics() {
+    let collector = Collector::start().await;
+    let orchestrator = Orchestrator::builder()
+        .args(&["--otlp-endpoint", &collector.endpoint()])
+        .start();
+    let _worker = Worker::builder(&orchestrator.url())
+        .args(&[
+            "--otlp-protocol",
+            "http/protobuf",
+            "--otlp-endpoint",
+            &collector.http_endpoint(),
+        ])
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "300")
+        .start();
+    let mut client = orchestrator.client();
+    apply_playbook(&mut client, CHAIN).await;
+    let run = riposte_tests::api::start_run(&mut client, "chain", serde_json::json!({})).await;
+    wait_finished(&mut client, &run.run_id, TIMEOUT).await;
+    // The run's trace id is its id.
+    let trace = run.run_id.replace('-', "");
+    wait_until("the worker's spans over OTLP/HTTP", TIMEOUT, async || {
+        collector
+            .trace(&trace)
+            .iter()
+            .filter(|s| s.service == "riposte-worker")
+            .count()
+            == 2
+    })
+    .await;
+    wait_until("the run's span", TIMEOUT, async || {
+        collector
+            .trace(&trace)
+            .iter()
+            .any(|s| s.name == "run.finished")
+    })
+    .await;
+    let spans = collector.trace(&trace);
+    let root = one(&spans, "riposte-orchestrator", "run");
+    assert_eq!(
+        root.parent_span_id, "",
+        "an operator's run is the root of its trace"
+    );
+    wait_until("the worker's metrics over OTLP/HTTP", TIMEOUT, async || {
+        collector
+            .metric_names("riposte-worker")
+            .iter()
+            .any(|m| m == "riposte.worker.task.duration")
+    })
+    .await;
 }

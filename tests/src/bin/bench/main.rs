@@ -62,6 +62,7 @@ mod fan_out;
 mod floor;
 mod parked;
 mod report;
+mod telemetry;
 mod tls;
 use parked::parked_on_timers;
 use report::{Report, verdict};
@@ -152,6 +153,10 @@ async fn bench() -> Result<()> {
         tls::measure().await?.print();
         return Ok(());
     }
+    if args.first().map(String::as_str) == Some("telemetry") {
+        telemetry::measure().await?.print();
+        return Ok(());
+    }
     if args.first().map(String::as_str) == Some("fan-out") {
         let runs = fan_out::measure(&args[1..]).await?;
         fan_out::print(&runs);
@@ -182,9 +187,9 @@ async fn bench() -> Result<()> {
         probes,
         throughput,
         throughput_unserved,
-    } = run_workload(&[], true, None).await?;
+    } = run_workload(&[], true, None, &[]).await?;
     progress("the same without fdatasync (--durability process-crash)");
-    let unsynced = run_workload(&["--durability", "process-crash"], false, None).await?;
+    let unsynced = run_workload(&["--durability", "process-crash"], false, None, &[]).await?;
     progress("restart with parked runs");
     let restart = restart_to_serving().await?;
     let mut parked = Vec::new();
@@ -194,6 +199,7 @@ async fn bench() -> Result<()> {
     }
     let big = fan_out::measure(&[]).await?;
     let tls = tls::measure().await?;
+    let telemetry = telemetry::measure().await?;
 
     Report {
         rtt,
@@ -215,6 +221,7 @@ async fn bench() -> Result<()> {
     fan_out::print(&big);
     alerts.print(floor.per_step());
     tls.print();
+    telemetry.print();
     Ok(())
 }
 
@@ -276,6 +283,10 @@ impl Throughput {
     fn cpu_per_step(&self) -> Duration {
         self.orchestrator_cpu / self.steps as u32
     }
+
+    fn workers_cpu_per_step(&self) -> Duration {
+        self.workers_cpu / self.steps as u32
+    }
 }
 
 struct Workload {
@@ -291,20 +302,21 @@ struct Workload {
 }
 
 /// The per-step and throughput workloads on an orchestrator started with `args` (serving TLS
-/// with certificates from `tls`, when given); with `unserved`, the throughput run again beside
-/// tasks no worker serves.
+/// with certificates from `tls`, when given, its workers with `workers_args`); with `unserved`,
+/// the throughput run again beside tasks no worker serves.
 async fn run_workload(
     args: &[&str],
     unserved: bool,
     tls: Option<&riposte_tests::pki::Pki>,
+    workers_args: &[&str],
 ) -> Result<Workload> {
     let mut builder = Orchestrator::builder().log("warn").args(args);
-    let mut worker_args = Vec::new();
+    let mut worker_args: Vec<String> = workers_args.iter().map(|a| a.to_string()).collect();
     if let Some(pki) = tls {
         let (orchestrator, worker) = tls::flags(pki);
         let orchestrator: Vec<&str> = orchestrator.iter().map(String::as_str).collect();
         builder = builder.tls(pki).args(&orchestrator);
-        worker_args = worker;
+        worker_args.extend(worker);
     }
     let orchestrator = builder.start();
     let worker_args: Vec<&str> = worker_args.iter().map(String::as_str).collect();

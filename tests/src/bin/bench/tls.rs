@@ -28,11 +28,11 @@ pub(super) async fn measure() -> Result<Comparison> {
     let (mut plain, mut secured) = (Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         progress(&format!("round {round} of {ROUNDS}, TLS off"));
-        plain.push(run_workload(&[], false, None).await?);
+        plain.push(run_workload(&[], false, None, &[]).await?);
         progress(&format!(
             "round {round} of {ROUNDS}, TLS on (client certificates)"
         ));
-        secured.push(run_workload(&[], false, Some(&pki)).await?);
+        secured.push(run_workload(&[], false, Some(&pki), &[]).await?);
     }
     Ok(Comparison { plain, secured })
 }

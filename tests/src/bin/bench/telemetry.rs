@@ -1,0 +1,131 @@
+//! Telemetry off, on and with its collector down: the per-step and throughput workloads on an
+//! orchestrator and workers exporting nothing, exporting every span (sampling 100 %) and
+//! their metrics to a live OTLP receiver, and exporting to a port nothing listens on,
+//! alternated [`ROUNDS`] times in the same session. Targets: on costs at most 20 % more
+//! orchestrator CPU per step; with the collector down, a step takes no longer than off (within
+//! the noise of a round, 10 %). `riposte-bench telemetry` measures these only.
+
+use super::*;
+
+/// Exporting may cost this much orchestrator CPU per step.
+const ON_CPU_MAX: f64 = 1.20;
+/// A collector that is down may not make a step slower than this (the rounds' noise).
+const DOWN_STEP_MAX: f64 = 1.10;
+/// Off, on, down, off, on, down...
+const ROUNDS: usize = 3;
+
+pub(super) struct Comparison {
+    off: Vec<Workload>,
+    on: Vec<Workload>,
+    down: Vec<Workload>,
+    /// Spans the receiver got during the rounds with exporting on.
+    received: usize,
+}
+
+/// The three configurations, alternated.
+pub(super) async fn measure() -> Result<Comparison> {
+    let (endpoint, received) = receiver();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let down = format!("http://{closed}");
+    let (mut off, mut on, mut down_rounds) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        progress(&format!("round {round} of {ROUNDS}, telemetry off"));
+        off.push(run_workload(&[], false, None, &[]).await?);
+        progress(&format!(
+            "round {round} of {ROUNDS}, exporting to a live receiver"
+        ));
+        let flags = ["--otlp-endpoint", endpoint.as_str()];
+        on.push(run_workload(&flags, false, None, &flags).await?);
+        progress(&format!(
+            "round {round} of {ROUNDS}, exporting to a collector that is down"
+        ));
+        let flags = ["--otlp-endpoint", down.as_str()];
+        down_rounds.push(run_workload(&flags, false, None, &flags).await?);
+    }
+    let received = received();
+    Ok(Comparison {
+        off,
+        on,
+        down: down_rounds,
+        received,
+    })
+}
+
+/// A live OTLP receiver on a runtime of its own (so that it does not share the load
+/// generator's thread): its endpoint, and how many spans it has received.
+fn receiver() -> (String, impl Fn() -> usize) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the receiver");
+        runtime.block_on(async move {
+            let collector = std::sync::Arc::new(riposte_tests::otlp::Collector::start().await);
+            let _ = tx.send(collector.clone());
+            std::future::pending::<()>().await;
+        });
+    });
+    let collector = rx.recv().expect("the receiver started");
+    (collector.endpoint(), move || collector.spans().len())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// One figure of each round's workload.
+type Figure = fn(&Workload) -> f64;
+
+impl Comparison {
+    pub(super) fn print(&self) {
+        let figure = |workloads: &[Workload], f: Figure| median(workloads.iter().map(f).collect());
+        let rounds = |workloads: &[Workload], f: Figure| {
+            let each: Vec<String> = workloads.iter().map(|w| format!("{:.3}", f(w))).collect();
+            each.join(", ")
+        };
+        let step: Figure = |w| ms(w.latency.median());
+        let rate: Figure = |w| w.throughput.steps_per_second();
+        let cpu: Figure = |w| w.throughput.cpu_per_step().as_secs_f64() * 1e6;
+        let workers_cpu: Figure = |w| w.throughput.workers_cpu_per_step().as_secs_f64() * 1e6;
+        let (off, on, down) = (&self.off, &self.on, &self.down);
+        let cpu_ratio = figure(on, cpu) / figure(off, cpu);
+        let down_ratio = figure(down, step) / figure(off, step);
+        println!();
+        println!(
+            "Telemetry off, on (every span and metric to a live OTLP receiver) and with the collector down ({ROUNDS} alternated rounds, medians)"
+        );
+        println!("  {:<32} {:>10} {:>10} {:>10}", "", "off", "on", "down");
+        let rows: [(&str, Figure); 4] = [
+            ("per-step overhead (ms)", step),
+            ("throughput (steps/s)", rate),
+            ("orchestrator CPU per step (us)", cpu),
+            ("workers' CPU per step (us)", workers_cpu),
+        ];
+        for (what, f) in rows {
+            println!(
+                "  {what:<32} {:>10.3} {:>10.3} {:>10.3}",
+                figure(off, f),
+                figure(on, f),
+                figure(down, f)
+            );
+            println!(
+                "    rounds                         off {}   on {}   down {}",
+                rounds(off, f),
+                rounds(on, f),
+                rounds(down, f)
+            );
+        }
+        println!(
+            "  on: orchestrator CPU per step x{cpu_ratio:.2}   target <= x{ON_CPU_MAX}   {}",
+            verdict(cpu_ratio <= ON_CPU_MAX)
+        );
+        println!(
+            "  down: per-step overhead x{down_ratio:.2}   target <= x{DOWN_STEP_MAX}   {}",
+            verdict(down_ratio <= DOWN_STEP_MAX)
+        );
+        println!("  spans received by the receiver: {}", self.received);
+    }
+}
