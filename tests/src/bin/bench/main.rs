@@ -65,7 +65,7 @@ mod report;
 mod telemetry;
 mod tls;
 use parked::parked_on_timers;
-use report::{Report, verdict};
+use report::{Figure, Report, each_round, median_of, verdict};
 
 use floor::{Floor, grpc_round_trips, sled_insert_flush, sled_open};
 

@@ -219,3 +219,19 @@ impl Report {
         println!("{figure:<44} {value:>14} {vs_floor:>9}  {target:<26} {verdict}");
     }
 }
+
+/// One figure of a workload, in milliseconds, microseconds or per second.
+pub(super) type Figure = fn(&Workload) -> f64;
+
+/// The median of `f` over rounds of a workload.
+pub(super) fn median_of(workloads: &[Workload], f: Figure) -> f64 {
+    let mut values: Vec<f64> = workloads.iter().map(f).collect();
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Each round's `f`, as `1.234, 1.345, ...`.
+pub(super) fn each_round(workloads: &[Workload], f: Figure) -> String {
+    let each: Vec<String> = workloads.iter().map(|w| format!("{:.3}", f(w))).collect();
+    each.join(", ")
+}

@@ -71,21 +71,9 @@ fn receiver() -> (String, impl Fn() -> usize) {
     (collector.endpoint(), move || collector.spans().len())
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-/// One figure of each round's workload.
-type Figure = fn(&Workload) -> f64;
-
 impl Comparison {
     pub(super) fn print(&self) {
-        let figure = |workloads: &[Workload], f: Figure| median(workloads.iter().map(f).collect());
-        let rounds = |workloads: &[Workload], f: Figure| {
-            let each: Vec<String> = workloads.iter().map(|w| format!("{:.3}", f(w))).collect();
-            each.join(", ")
-        };
+        let (figure, rounds) = (median_of, each_round);
         let step: Figure = |w| ms(w.latency.median());
         let rate: Figure = |w| w.throughput.steps_per_second();
         let cpu: Figure = |w| w.throughput.cpu_per_step().as_secs_f64() * 1e6;

@@ -46,22 +46,9 @@ pub(super) fn flags(pki: &Pki) -> (Vec<String>, Vec<String>) {
     (orchestrator, worker)
 }
 
-/// The median of `values`.
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-/// One figure of each round's workload, in milliseconds or per second.
-type Figure = fn(&Workload) -> f64;
-
 impl Comparison {
     pub(super) fn print(&self) {
-        let figure = |workloads: &[Workload], f: Figure| median(workloads.iter().map(f).collect());
-        let rounds = |workloads: &[Workload], f: Figure| {
-            let each: Vec<String> = workloads.iter().map(|w| format!("{:.3}", f(w))).collect();
-            each.join(", ")
-        };
+        let (figure, rounds) = (median_of, each_round);
         let step: Figure = |w| ms(w.latency.median());
         let rate: Figure = |w| w.throughput.steps_per_second();
         let (plain, secured) = (&self.plain, &self.secured);
