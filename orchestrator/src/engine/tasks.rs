@@ -123,7 +123,10 @@ impl Runs {
             },
         );
         let idempotency_key = idempotency_key(&id, task.dry_run);
-        let trace = self.task_trace(&task);
+        let trace = match self.observer.tracing() {
+            true => self.task_trace(&task),
+            false => None,
+        };
         let leased = LeasedTask {
             task,
             task_id: id,

@@ -2,14 +2,17 @@
 //! orchestrator and workers exporting nothing, exporting every span (sampling 100 %) and
 //! their metrics to a live OTLP receiver, and exporting to a port nothing listens on,
 //! alternated [`ROUNDS`] times in the same session. Targets: on costs at most 20 % more
-//! orchestrator CPU per step; with the collector down, a step takes no longer than off (within
-//! the noise of a round, 10 %). `riposte-bench telemetry` measures these only.
+//! orchestrator CPU per step than off; with the collector down, a step takes no longer than
+//! with it up (within the noise of a round, 10 %): what a step costs to trace is the on/off
+//! figure, what a dead collector adds to it is the down/on one. `riposte-bench telemetry`
+//! measures these only.
 
 use super::*;
 
 /// Exporting may cost this much orchestrator CPU per step.
 const ON_CPU_MAX: f64 = 1.20;
-/// A collector that is down may not make a step slower than this (the rounds' noise).
+/// A collector that is down may not make a step slower than with it up, beyond this (the
+/// rounds' noise).
 const DOWN_STEP_MAX: f64 = 1.10;
 /// Off, on, down, off, on, down...
 const ROUNDS: usize = 3;
@@ -80,7 +83,8 @@ impl Comparison {
         let workers_cpu: Figure = |w| w.throughput.workers_cpu_per_step().as_secs_f64() * 1e6;
         let (off, on, down) = (&self.off, &self.on, &self.down);
         let cpu_ratio = figure(on, cpu) / figure(off, cpu);
-        let down_ratio = figure(down, step) / figure(off, step);
+        let on_ratio = figure(on, step) / figure(off, step);
+        let down_ratio = figure(down, step) / figure(on, step);
         println!();
         println!(
             "Telemetry off, on (every span and metric to a live OTLP receiver) and with the collector down ({ROUNDS} alternated rounds, medians)"
@@ -110,8 +114,9 @@ impl Comparison {
             "  on: orchestrator CPU per step x{cpu_ratio:.2}   target <= x{ON_CPU_MAX}   {}",
             verdict(cpu_ratio <= ON_CPU_MAX)
         );
+        println!("  on: per-step overhead x{on_ratio:.2} of off");
         println!(
-            "  down: per-step overhead x{down_ratio:.2}   target <= x{DOWN_STEP_MAX}   {}",
+            "  down: per-step overhead x{down_ratio:.2} of on   target <= x{DOWN_STEP_MAX}   {}",
             verdict(down_ratio <= DOWN_STEP_MAX)
         );
         println!("  spans received by the receiver: {}", self.received);
