@@ -6,7 +6,8 @@
 //! admin listener's `/metrics` moves with the run, `/healthz` and `/readyz` answer; a JSON log
 //! line names its trace. A collector that is down costs counted, dropped spans, and no run. An
 //! operator's run is a trace of its own; a worker exporting over OTLP/HTTP sends its spans
-//! and its metrics.
+//! and its metrics. `/readyz` answers "not ready" while the store is being opened. A
+//! schedule's fire and a refused connection are counted.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,7 @@ use riposte_tests::alerts::apply_rule;
 use riposte_tests::api::{apply_playbook, wait_finished};
 use riposte_tests::otlp::{Collector, Span};
 use riposte_tests::worker::Worker;
-use riposte_tests::{Orchestrator, wait_until};
+use riposte_tests::{Orchestrator, wait_for, wait_until};
 
 const TOKEN: &str = "generic-s3cret";
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -361,6 +362,95 @@ async fn an_operator_start_is_a_trace_of_its_own_and_http_export_carries_worker_
             .metric_names("riposte-worker")
             .iter()
             .any(|m| m == "riposte.worker.task.duration")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orchestrator_is_not_ready_until_its_store_is_open() {
+    // The store's opening waits on a playbook file that is a pipe: it is read once the test
+    // writes it. Meanwhile the admin listener, bound first, must answer "not ready".
+    let playbooks = tempfile::tempdir().expect("a folder");
+    let pipe = playbooks.path().join("chain.yaml");
+    nix::unistd::mkfifo(&pipe, nix::sys::stat::Mode::S_IRWXU).expect("a named pipe");
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let folder = playbooks.path().to_str().expect("utf-8").to_owned();
+    // Built first, so that the wait below is the orchestrator's alone.
+    tokio::task::spawn_blocking(riposte_tests::binaries::binaries)
+        .await
+        .expect("the binaries built");
+    let starting = tokio::task::spawn_blocking(move || {
+        Orchestrator::builder()
+            .args(&["--admin-listen", &admin.to_string(), "--playbooks", &folder])
+            .start()
+    });
+    let url = format!("http://{admin}/readyz");
+    let (status, body) = wait_for("the admin listener", TIMEOUT, async || {
+        let answer = reqwest::get(&url).await.map_err(|e| e.to_string())?;
+        let status = answer.status().as_u16();
+        Ok::<_, String>((status, answer.text().await.map_err(|e| e.to_string())?))
+    })
+    .await;
+    assert_eq!((status, body.as_str()), (503, "not ready: starting\n"));
+    assert!(
+        !starting.is_finished(),
+        "the orchestrator is still opening its store"
+    );
+    tokio::task::spawn_blocking(move || std::fs::write(&pipe, CHAIN))
+        .await
+        .unwrap()
+        .expect("the playbook written into the pipe");
+    let orchestrator = starting.await.expect("the orchestrator started");
+    let (status, body) = scrape(&orchestrator, "/readyz").await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+}
+
+#[tokio::test]
+async fn schedule_fires_and_refused_connections_are_counted() {
+    use riposte_proto::v1::{ApplyScheduleRequest, TriggerScheduleRequest};
+    let orchestrator = Orchestrator::builder()
+        .alert_secrets(&[("generic", TOKEN)])
+        .args(&[
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--alerts-listen",
+            "127.0.0.1:0",
+            "--alerts-peer-connections-max",
+            "1",
+        ])
+        .start();
+    let mut client = orchestrator.client();
+    apply_playbook(&mut client, CHAIN).await;
+    // A schedule far from its next occurrence, fired by hand.
+    let source = "name: nightly\ncron: \"0 0 3 * * *\"\nplaybook: chain\n";
+    client
+        .apply_schedule(ApplyScheduleRequest {
+            source: source.into(),
+        })
+        .await
+        .expect("the schedule applied");
+    client
+        .trigger_schedule(TriggerScheduleRequest {
+            name: "nightly".into(),
+        })
+        .await
+        .expect("the schedule fired");
+    // One connection is the peer's whole share: a second is refused.
+    let addr = orchestrator
+        .alerts_url()
+        .trim_start_matches("http://")
+        .to_owned();
+    let _held = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("a connection");
+    let fires = "riposte_schedule_fires_total{fate=\"fired\",schedule=\"nightly\"";
+    let refused = "riposte_refusals_total{listener=\"alerts\",reason=\"peer_connections_max\"";
+    wait_until("the fire and a refusal counted", TIMEOUT, async || {
+        let _refused = tokio::net::TcpStream::connect(&addr).await;
+        let (_, text) = scrape(&orchestrator, "/metrics").await;
+        metric(&text, fires) == 1.0 && metric(&text, refused) >= 1.0
     })
     .await;
 }
