@@ -331,7 +331,7 @@ pub fn schedule(view: &crate::engine::ScheduleView) -> pb::ScheduleInfo {
         last_fate: view
             .last
             .as_ref()
-            .map(|e| fate(e.fate).to_string())
+            .map(|e| ledger_fate(e.fate).to_string())
             .unwrap_or_default(),
         last_scheduled_ms: view.last.as_ref().map_or(0, |e| e.scheduled_ms),
         applied_at_ms: view.stored.applied_at_ms,
@@ -346,7 +346,7 @@ pub fn ledger_entry(schedule: &str, entry: &crate::store::LedgerEntry) -> pb::Le
         schedule: schedule.to_string(),
         scheduled_ms: entry.scheduled_ms,
         manual: entry.manual,
-        fate: fate(entry.fate).to_string(),
+        fate: ledger_fate(entry.fate).to_string(),
         caught_up: entry.caught_up,
         run_id: entry.run_id.map(|id| id.to_string()).unwrap_or_default(),
         through_ms: entry.through_ms.unwrap_or(0),
@@ -356,7 +356,8 @@ pub fn ledger_entry(schedule: &str, entry: &crate::store::LedgerEntry) -> pb::Le
     }
 }
 
-fn fate(fate: crate::store::LedgerFate) -> &'static str {
+/// A ledger entry's fate, as the wire and the metrics name it.
+pub fn ledger_fate(fate: crate::store::LedgerFate) -> &'static str {
     use crate::store::LedgerFate;
     match fate {
         LedgerFate::Fired => "fired",

@@ -71,11 +71,11 @@ impl Observer {
         received: Option<TraceParent>,
         decided: Option<TraceParent>,
     ) {
-        let fate = word(&alert.fate);
+        let fate = crate::convert::alert_fate(alert.fate);
         if self.metrics {
             let labels = [
                 KeyValue::new("source", alert.source.clone()),
-                KeyValue::new("fate", fate.clone()),
+                KeyValue::new("fate", fate),
             ];
             metrics().alerts.add(1, &labels);
             if alert.fate == AlertFate::Deduplicated {
@@ -85,7 +85,7 @@ impl Observer {
             }
         }
         if let (Some(spans), Some(decided)) = (&self.spans, decided) {
-            spans.decided(alert, &fate, decided, received);
+            spans.decided(alert, fate, decided, received);
         }
     }
 
@@ -97,7 +97,7 @@ impl Observer {
         for entry in entries {
             let labels = [
                 KeyValue::new("schedule", schedule.to_owned()),
-                KeyValue::new("fate", word(&entry.fate)),
+                KeyValue::new("fate", crate::convert::ledger_fate(entry.fate)),
             ];
             metrics().schedule_fires.add(1, &labels);
         }
@@ -113,21 +113,24 @@ impl Observer {
             let Some((kind, what)) = event.kind.split_once('.') else {
                 continue;
             };
+            let unit = matches!(kind, "task" | "undo" | "health");
+            let entry = |action_kind| {
+                let step_started = spans::started(run, playbook, &event.step);
+                let action = spans::action(run, playbook, action_kind, event);
+                (step_started, action)
+            };
             match (kind, what) {
-                ("task" | "undo" | "health", "leased") => {
+                (_, "leased") if unit => {
                     self.leased
                         .insert(attempt(run.id, kind, event), event.at_ms);
                 }
-                (
-                    "task" | "undo" | "health",
-                    "succeeded" | "failed" | "retry_scheduled" | "lease_expired",
-                ) => {
+                (_, "succeeded" | "failed" | "retry_scheduled" | "lease_expired") if unit => {
                     let start = self.leased.remove(&attempt(run.id, kind, event));
+                    let (step_started, action) = entry(kind);
                     if self.metrics {
-                        let action = spans::action(run, playbook, kind, event);
                         if let Some(start) = start {
                             let labels = [
-                                KeyValue::new("action", action.clone()),
+                                KeyValue::new("action", action.to_owned()),
                                 KeyValue::new("outcome", what.to_owned()),
                             ];
                             metrics()
@@ -135,40 +138,46 @@ impl Observer {
                                 .record(seconds(start, event.at_ms), &labels);
                         }
                         if what == "lease_expired" {
-                            metrics()
-                                .leases_expired
-                                .add(1, &[KeyValue::new("action", action)]);
+                            let labels = [KeyValue::new("action", action.to_owned())];
+                            metrics().leases_expired.add(1, &labels);
                         }
                     }
-                    if let Some(spans) = &self.spans {
-                        spans.task(run, playbook, kind, what, event, start);
+                    if let (Some(spans), Some(run_span)) = (&self.spans, run_span) {
+                        let entry = spans::Entry {
+                            run,
+                            run_span,
+                            event,
+                            action,
+                            step_started,
+                        };
+                        spans.task(&entry, kind, what, start);
                     }
                 }
-                ("task" | "undo" | "health", "result_rejected") if self.metrics => {
+                (_, "result_rejected") if unit && self.metrics => {
                     metrics().results_rejected.add(1, &[]);
                 }
                 ("step", "succeeded" | "failed" | "cancelled" | "skipped") => {
-                    if self.metrics && what != "skipped" {
-                        let started = playbook
-                            .steps
-                            .iter()
-                            .position(|s| s.id == event.step)
-                            .and_then(|i| run.steps.get(i)?.started_at_ms);
-                        if let Some(started) = started {
-                            let labels = [
-                                KeyValue::new(
-                                    "action",
-                                    spans::action(run, playbook, "task", event),
-                                ),
-                                KeyValue::new("outcome", what.to_owned()),
-                            ];
-                            metrics()
-                                .step_duration
-                                .record(seconds(started, event.at_ms), &labels);
-                        }
+                    let (step_started, action) = entry("task");
+                    if let Some(started) =
+                        step_started.filter(|_| self.metrics && what != "skipped")
+                    {
+                        let labels = [
+                            KeyValue::new("action", action.to_owned()),
+                            KeyValue::new("outcome", what.to_owned()),
+                        ];
+                        metrics()
+                            .step_duration
+                            .record(seconds(started, event.at_ms), &labels);
                     }
-                    if let (Some(spans), Some(run_span)) = (&self.spans, &run_span) {
-                        spans.step(run, run_span, playbook, what, event);
+                    if let (Some(spans), Some(run_span)) = (&self.spans, run_span) {
+                        let entry = spans::Entry {
+                            run,
+                            run_span,
+                            event,
+                            action,
+                            step_started,
+                        };
+                        spans.step(&entry, what);
                     }
                 }
                 ("run", "started") if self.metrics => {
@@ -176,16 +185,23 @@ impl Observer {
                     metrics().runs_started.add(1, &labels);
                 }
                 ("run", "finished") => {
+                    let status = event.run_status.unwrap_or(run.status).as_str();
                     if self.metrics {
-                        let status = event.run_status.unwrap_or(run.status);
                         let labels = [
                             KeyValue::new("playbook", run.playbook.clone()),
-                            KeyValue::new("status", status.as_str()),
+                            KeyValue::new("status", status),
                         ];
                         metrics().runs_finished.add(1, &labels);
                     }
-                    if let (Some(spans), Some(run_span)) = (&self.spans, &run_span) {
-                        spans.finished(run, run_span, event);
+                    if let (Some(spans), Some(run_span)) = (&self.spans, run_span) {
+                        let entry = spans::Entry {
+                            run,
+                            run_span,
+                            event,
+                            action: "",
+                            step_started: None,
+                        };
+                        spans.finished(&entry, status);
                     }
                     self.leased.retain(|key, _| key.0 != run.id);
                 }
@@ -193,14 +209,6 @@ impl Observer {
             }
         }
     }
-}
-
-/// A unit variant's name as stored (`started`, `skipped_overlap`).
-fn word(value: &impl serde::Serialize) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 fn attempt(run: RunId, kind: &str, event: &HistoryEvent) -> Attempt {
@@ -222,8 +230,9 @@ fn seconds(from_ms: i64, to_ms: i64) -> f64 {
 pub struct Probe(pub std::sync::Arc<crate::door::Node>);
 
 impl riposte_telemetry::admin::Probe for Probe {
-    fn ready(&self) -> Result<(), String> {
-        self.0.condition().map_err(|e| e.to_string())
+    fn ready(&self) -> Result<(), riposte_telemetry::admin::NotReady> {
+        let condition = self.0.condition();
+        condition.map_err(|e| riposte_telemetry::admin::NotReady(e.to_string()))
     }
 
     fn refresh(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {

@@ -28,10 +28,15 @@ pub const CONCURRENT_MAX: usize = 16;
 /// One request's time at most.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a process is not ready, in one line (`/readyz` answers it with 503).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotReady(pub String);
+
 /// What the process tells the admin listener about itself.
 pub trait Probe: Send + Sync + 'static {
     /// Ready, or why not.
-    fn ready(&self) -> Result<(), String>;
+    fn ready(&self) -> Result<(), NotReady>;
     /// Brings the gauges read from state up to date before a scrape.
     fn refresh(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async {})
@@ -139,15 +144,15 @@ mod tests {
     struct Failing;
 
     impl Probe for Failing {
-        fn ready(&self) -> Result<(), String> {
-            Err("the store is failing its flushes".into())
+        fn ready(&self) -> Result<(), NotReady> {
+            Err(NotReady("the store is failing its flushes".into()))
         }
     }
 
     struct Fine;
 
     impl Probe for Fine {
-        fn ready(&self) -> Result<(), String> {
+        fn ready(&self) -> Result<(), NotReady> {
             Ok(())
         }
     }

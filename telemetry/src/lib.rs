@@ -119,18 +119,6 @@ pub fn init(settings: Settings, service: &'static str, log: &str) -> Result<Tele
 }
 
 impl Telemetry {
-    /// No telemetry and no logging set up: for tests and embedded use.
-    pub fn off() -> Telemetry {
-        Telemetry {
-            settings: Settings::default(),
-            queue: None,
-            tracer_provider: None,
-            meter_provider: None,
-            registry: None,
-            _spans: None,
-        }
-    }
-
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -145,19 +133,9 @@ impl Telemetry {
         self.meter_provider.is_some()
     }
 
-    /// Whether traces are exported.
-    pub fn tracing(&self) -> bool {
-        self.queue.is_some()
-    }
-
     /// The admin listener's state, serving this process's metrics.
     pub fn admin(&self) -> admin::Admin {
         admin::Admin::new(self.registry.clone())
-    }
-
-    /// Spans exported and dropped so far.
-    pub fn counts(&self) -> Option<Arc<Counts>> {
-        self.queue.as_ref().map(|q| q.counts().clone())
     }
 
     /// Exports what is queued and the last metrics, waiting at most `grace`.

@@ -60,7 +60,7 @@ async fn main() -> ExitCode {
 struct Started;
 
 impl riposte_telemetry::admin::Probe for Started {
-    fn ready(&self) -> Result<(), String> {
+    fn ready(&self) -> Result<(), riposte_telemetry::admin::NotReady> {
         Ok(())
     }
 }

@@ -185,13 +185,15 @@ async fn run_task(shared: &Shared, task: Task) {
         item = task.item,
         attempt = task.attempt,
         action = %task.action,
-        otel.name = %format_args!("action {}", task.action),
-        otel.kind = "consumer",
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
     );
     if let Some(parent) = &task.trace {
         // Exported with the attributes every Riposte span uses.
         use riposte_telemetry::context::OpenTelemetrySpanExt as _;
         parent.adopt_by(&span);
+        span.record("otel.name", format!("action {}", task.action));
+        span.record("otel.kind", "consumer");
         for (key, value) in [
             ("riposte.run.id", task.run_id.clone()),
             ("riposte.step.id", task.step_id.clone()),

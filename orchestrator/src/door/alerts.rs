@@ -97,10 +97,13 @@ impl Request for IngestAlert {
     const KIND: Kind = Kind::IngestAlert;
 
     async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Vec<StoredAlert>, Error> {
-        let span = received(&self.source, self.trace);
+        let _slot = self.slot;
+        let (rules, traced) = {
+            let engine = node.lock()?;
+            (engine.alerts.rules(), engine.runs.tracing())
+        };
+        let span = received(traced, &self.source, self.trace);
         async move {
-            let _slot = self.slot;
-            let rules = node.lock()?.alerts.rules();
             let decided = engine::alerts::decide(
                 &self.source,
                 &self.payload,
@@ -119,8 +122,12 @@ impl Request for IngestAlert {
     }
 }
 
-/// The span of a payload's arrival from `source`, continuing the sender's trace if any.
-fn received(source: &str, parent: Option<TraceParent>) -> tracing::Span {
+/// The span of a payload's arrival from `source`, continuing the sender's trace if any;
+/// none while traces are not exported (`traced`).
+fn received(traced: bool, source: &str, parent: Option<TraceParent>) -> tracing::Span {
+    if !traced {
+        return tracing::Span::none();
+    }
     let span = tracing::info_span!("alert.received", riposte.alert.source = %source);
     if let Some(parent) = parent {
         parent.adopt_by(&span);
@@ -145,11 +152,14 @@ impl Request for IngestBatch {
     async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Vec<String>, Error> {
         let _places = node.ingesting.take(Feed::Syslog, self.payloads.len()).await;
         let mut refused = Vec::new();
-        let rules = node.lock()?.alerts.rules();
+        let (rules, traced) = {
+            let engine = node.lock()?;
+            (engine.alerts.rules(), engine.runs.tracing())
+        };
         let mut decided = Vec::with_capacity(self.payloads.len());
         for payload in &self.payloads {
             // Each message is an arrival of its own, the root of its trace.
-            let span = received(&self.source, None);
+            let span = received(traced, &self.source, None);
             let trace = span.in_scope(TraceParent::current);
             match engine::alerts::decide(&self.source, payload, &rules, trace) {
                 Ok(d) => decided.push(d),

@@ -400,6 +400,11 @@ impl Runs {
     }
 
     /// Runs currently active (for health and the benchmark).
+    /// Whether runs get a trace (traces are exported).
+    pub fn tracing(&self) -> bool {
+        self.observer.tracing()
+    }
+
     pub fn active_runs(&self) -> usize {
         self.scheduler.len()
     }

@@ -32,7 +32,24 @@ fn step_span(run: &TraceParent, step: &str, started_ms: Option<i64>) -> TracePar
     run.child(&format!("step/{step}/{}", started_ms.unwrap_or(0)))
 }
 
-/// The span of one attempt of a unit: `kind` is its history prefix (`task`, `undo`, `health`).
+/// The span of one attempt of a unit of the run whose span is `run`, and the span it is a
+/// child of: `kind` is the unit's history prefix (`task`, `undo`, `health`), `started_ms` when
+/// its step last started.
+fn unit_span(
+    run: &TraceParent,
+    (kind, step, started_ms): (&str, &str, Option<i64>),
+    item: u32,
+    attempt: u32,
+) -> (TraceParent, TraceParent) {
+    let name = format!("{kind}/{step}/{item}/{attempt}");
+    let parent = match kind {
+        "undo" => *run,
+        _ => step_span(run, step, started_ms),
+    };
+    (parent.child(&name), parent)
+}
+
+/// The span of one attempt of a unit of `run` (see [`unit_span`]), for the task handed out.
 pub fn task_span(
     run: &RunState,
     playbook: &Playbook,
@@ -42,17 +59,25 @@ pub fn task_span(
     attempt: u32,
 ) -> Option<TraceParent> {
     let run_span = TraceParent::parse(run.trace.as_deref()?)?;
-    let name = format!("{kind}/{step}/{item}/{attempt}");
-    Some(match kind {
-        "undo" => run_span.child(&name),
-        _ => step_span(&run_span, step, started(run, playbook, step)).child(&name),
-    })
+    let unit = (kind, step, started(run, playbook, step));
+    Some(unit_span(&run_span, unit, item, attempt).0)
 }
 
 /// When the step with id `step` last started.
-fn started(run: &RunState, playbook: &Playbook, step: &str) -> Option<i64> {
-    let index = playbook.steps.iter().position(|s| s.id == step)?;
-    run.steps.get(index)?.started_at_ms
+pub(super) fn started(run: &RunState, playbook: &Playbook, step: &str) -> Option<i64> {
+    run.steps.get(playbook.step_index(step)?)?.started_at_ms
+}
+
+/// What the spans of one history entry of a run need, worked out once by the observer.
+pub(super) struct Entry<'a> {
+    pub(super) run: &'a RunState,
+    /// The run's span, from its stored context.
+    pub(super) run_span: TraceParent,
+    pub(super) event: &'a HistoryEvent,
+    /// The action of the entry's unit or step.
+    pub(super) action: &'a str,
+    /// When the entry's step last started.
+    pub(super) step_started: Option<i64>,
 }
 
 /// Writes the spans of runs as their history grows.
@@ -66,6 +91,27 @@ impl Spans {
         Spans { recorder }
     }
 
+    /// A span of no duration at `at_ms`: something that happened at once.
+    fn instant(
+        &self,
+        name: &'static str,
+        (span, parent): (TraceParent, Option<TraceParent>),
+        at_ms: i64,
+        attributes: Vec<KeyValue>,
+        error: Option<String>,
+    ) {
+        self.recorder.record(Record {
+            name: name.into(),
+            span,
+            parent: parent.map(|p| p.span_id),
+            kind: SpanKind::Internal,
+            start_ms: at_ms,
+            end_ms: at_ms,
+            attributes,
+            error,
+        });
+    }
+
     /// The run's own span, as it starts.
     pub fn started(&self, run: &RunState, span: TraceParent, parent: Option<TraceParent>) {
         let mut attributes = common(run);
@@ -73,30 +119,21 @@ impl Spans {
             "riposte.requested_by",
             run.requested_by.clone(),
         ));
-        self.recorder.record(Record {
-            name: "run".into(),
-            span,
-            parent: parent.map(|p| p.span_id),
-            kind: SpanKind::Internal,
-            start_ms: run.created_at_ms,
-            end_ms: run.created_at_ms,
-            attributes,
-            error: None,
-        });
+        self.instant("run", (span, parent), run.created_at_ms, attributes, None);
     }
 
     /// The rule's decision on one alert of a payload.
     pub(super) fn decided(
         &self,
         alert: &StoredAlert,
-        fate: &str,
+        fate: &'static str,
         span: TraceParent,
         received: Option<TraceParent>,
     ) {
         let mut attributes = vec![
             KeyValue::new("riposte.alert.id", alert.id.to_string()),
             KeyValue::new("riposte.alert.source", alert.source.clone()),
-            KeyValue::new("riposte.outcome", fate.to_owned()),
+            KeyValue::new("riposte.outcome", fate),
         ];
         if !alert.rule.is_empty() {
             attributes.push(KeyValue::new("riposte.rule", alert.rule.clone()));
@@ -104,42 +141,26 @@ impl Spans {
         if let Some(run) = alert.run_id {
             attributes.push(KeyValue::new("riposte.run.id", run.to_string()));
         }
-        self.recorder.record(Record {
-            name: "rule.decided".into(),
-            span,
-            parent: received.map(|p| p.span_id),
-            kind: SpanKind::Internal,
-            start_ms: alert.received_ms,
-            end_ms: alert.received_ms,
-            attributes,
-            error: None,
-        });
+        let at_ms = alert.received_ms;
+        self.instant("rule.decided", (span, received), at_ms, attributes, None);
     }
 
-    /// One task attempt, ended by `event` (`outcome`: its kind's last word), leased at
+    /// One task attempt, ended by the entry (`outcome`: its kind's last word), leased at
     /// `start_ms` when known.
-    pub(super) fn task(
-        &self,
-        run: &RunState,
-        playbook: &Playbook,
-        kind: &str,
-        outcome: &str,
-        event: &HistoryEvent,
-        start_ms: Option<i64>,
-    ) {
-        let Some(span) = task_span(run, playbook, kind, &event.step, event.item, event.attempt)
-        else {
-            return;
-        };
-        let parent = match kind {
-            "undo" => TraceParent::parse(run.trace.as_deref().unwrap_or_default()),
-            _ => TraceParent::parse(run.trace.as_deref().unwrap_or_default())
-                .map(|r| step_span(&r, &event.step, started(run, playbook, &event.step))),
-        };
+    pub(super) fn task(&self, entry: &Entry, kind: &str, outcome: &str, start_ms: Option<i64>) {
+        let Entry {
+            run,
+            run_span,
+            event,
+            action,
+            step_started,
+        } = entry;
+        let unit = (kind, event.step.as_str(), *step_started);
+        let (span, parent) = unit_span(run_span, unit, event.item, event.attempt);
         let mut attributes = common(run);
         attributes.extend([
             KeyValue::new("riposte.step.id", event.step.clone()),
-            KeyValue::new("riposte.action", action(run, playbook, kind, event)),
+            KeyValue::new("riposte.action", action.to_string()),
             KeyValue::new("riposte.item", i64::from(event.item)),
             KeyValue::new("riposte.attempt", i64::from(event.attempt)),
             KeyValue::new("riposte.outcome", outcome.to_owned()),
@@ -151,7 +172,7 @@ impl Spans {
         self.recorder.record(Record {
             name: format!("{kind} {}", event.step).into(),
             span,
-            parent: parent.map(|p| p.span_id),
+            parent: Some(parent.span_id),
             kind: SpanKind::Producer,
             start_ms: start_ms.unwrap_or(event.at_ms),
             end_ms: event.at_ms,
@@ -160,66 +181,60 @@ impl Spans {
         });
     }
 
-    pub(super) fn step(
-        &self,
-        run: &RunState,
-        run_span: &TraceParent,
-        playbook: &Playbook,
-        outcome: &str,
-        event: &HistoryEvent,
-    ) {
-        let started = started(run, playbook, &event.step);
+    /// A step, ended by the entry with `outcome`.
+    pub(super) fn step(&self, entry: &Entry, outcome: &str) {
+        let Entry {
+            run,
+            run_span,
+            event,
+            action,
+            step_started,
+        } = entry;
         let mut attributes = common(run);
         attributes.extend([
             KeyValue::new("riposte.step.id", event.step.clone()),
-            KeyValue::new("riposte.action", action(run, playbook, "task", event)),
+            KeyValue::new("riposte.action", action.to_string()),
             KeyValue::new("riposte.outcome", outcome.to_owned()),
         ]);
         self.recorder.record(Record {
             name: format!("step {}", event.step).into(),
-            span: step_span(run_span, &event.step, started),
+            span: step_span(run_span, &event.step, *step_started),
             parent: Some(run_span.span_id),
             kind: SpanKind::Internal,
-            start_ms: started.unwrap_or(event.at_ms),
+            start_ms: step_started.unwrap_or(event.at_ms),
             end_ms: event.at_ms,
             attributes,
             error: (outcome == "failed").then(|| event.message.clone()),
         });
     }
 
-    pub(super) fn finished(&self, run: &RunState, run_span: &TraceParent, event: &HistoryEvent) {
-        let status = event.run_status.unwrap_or(run.status);
+    /// The run's end, with its status.
+    pub(super) fn finished(&self, entry: &Entry, status: &'static str) {
+        let (run, run_span) = (entry.run, entry.run_span);
         let mut attributes = common(run);
-        attributes.push(KeyValue::new("riposte.outcome", status.as_str()));
-        self.recorder.record(Record {
-            name: "run.finished".into(),
-            span: run_span.child("run.finished"),
-            parent: Some(run_span.span_id),
-            kind: SpanKind::Internal,
-            start_ms: event.at_ms,
-            end_ms: event.at_ms,
-            attributes,
-            error: (status.as_str() != "succeeded").then(|| event.message.clone()),
-        });
+        attributes.push(KeyValue::new("riposte.outcome", status));
+        let error = (status != "succeeded").then(|| entry.event.message.clone());
+        let spans = (run_span.child("run.finished"), Some(run_span));
+        self.instant("run.finished", spans, entry.event.at_ms, attributes, error);
     }
 }
 
-/// The action a history entry's unit runs.
-pub(super) fn action(
-    run: &RunState,
-    playbook: &Playbook,
+/// The action a history entry's unit runs (`kind`: its history prefix).
+pub(super) fn action<'a>(
+    run: &'a RunState,
+    playbook: &'a Playbook,
     kind: &str,
     event: &HistoryEvent,
-) -> String {
-    let step = playbook.steps.iter().position(|s| s.id == event.step);
+) -> &'a str {
+    let step = playbook.step_index(&event.step);
     match kind {
         "undo" => run
             .undo
             .iter()
             .find(|u| step == Some(u.step) && u.item == event.item)
-            .map(|u| u.action.clone()),
-        "health" => Some("health".to_owned()),
-        _ => step.map(|i| playbook.steps[i].action.clone()),
+            .map(|u| u.action.as_str()),
+        "health" => Some("health"),
+        _ => step.map(|i| playbook.steps[i].action.as_str()),
     }
     .unwrap_or_default()
 }

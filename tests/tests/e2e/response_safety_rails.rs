@@ -50,6 +50,33 @@ fn response_worker(orchestrator: &Orchestrator, topo: &Topology) -> Worker {
         .start()
 }
 
+/// What a guard test runs in; its fields drop client first, the namespaces last.
+struct Fleet {
+    client: Operator,
+    _worker: Worker,
+    orchestrator: Orchestrator,
+    _topo: Topology,
+}
+
+/// A fresh topology, an orchestrator started in it with `args`, and a response worker
+/// registered with it.
+async fn fleet(args: &[&str]) -> Fleet {
+    let topo = Topology::new();
+    let orchestrator = Orchestrator::builder()
+        .listen(&topo.orchestrator_listen())
+        .args(args)
+        .start();
+    let worker = response_worker(&orchestrator, &topo);
+    let mut client = orchestrator.client();
+    worker.id(&mut client).await;
+    Fleet {
+        client,
+        _worker: worker,
+        orchestrator,
+        _topo: topo,
+    }
+}
+
 /// Starts `playbook` with `params` and waits for it to fail with the guard's refusal
 /// `message`: recorded once as `guard.refused`, and no task leased.
 async fn refused_before_a_lease(
@@ -83,13 +110,12 @@ async fn a_protected_address_is_refused_before_anything_is_leased() {
     if !host::enabled() {
         return;
     }
-    let topo = Topology::new();
-    let orchestrator = Orchestrator::builder()
-        .listen(&topo.orchestrator_listen())
-        .start();
-    let worker = response_worker(&orchestrator, &topo);
-    let mut client = orchestrator.client();
-    worker.id(&mut client).await;
+    let Fleet {
+        orchestrator,
+        mut client,
+        _worker,
+        _topo,
+    } = fleet(&[]).await;
 
     let message = "refused by guard: 10.1.2.3 is in protected range 10.0.0.0/8";
     let run =
@@ -116,13 +142,12 @@ async fn an_ipv6_address_embedding_a_protected_ipv4_is_refused_before_anything_i
     if !host::enabled() {
         return;
     }
-    let topo = Topology::new();
-    let orchestrator = Orchestrator::builder()
-        .listen(&topo.orchestrator_listen())
-        .start();
-    let worker = response_worker(&orchestrator, &topo);
-    let mut client = orchestrator.client();
-    worker.id(&mut client).await;
+    let Fleet {
+        orchestrator: _orchestrator,
+        mut client,
+        _worker,
+        _topo,
+    } = fleet(&[]).await;
 
     for (ip, form) in [
         ("64:ff9b::a01:203", "NAT64"),
@@ -143,14 +168,12 @@ async fn a_protected_account_is_refused_and_root_always_is() {
     if !host::enabled() {
         return;
     }
-    let topo = Topology::new();
-    let orchestrator = Orchestrator::builder()
-        .listen(&topo.orchestrator_listen())
-        .args(&["--protected-accounts", "BreakGlass,svc-backup"])
-        .start();
-    let worker = response_worker(&orchestrator, &topo);
-    let mut client = orchestrator.client();
-    worker.id(&mut client).await;
+    let Fleet {
+        orchestrator: _orchestrator,
+        mut client,
+        _worker,
+        _topo,
+    } = fleet(&["--protected-accounts", "BreakGlass,svc-backup"]).await;
 
     for (account, protected) in [
         ("breakglass", "breakglass"),
