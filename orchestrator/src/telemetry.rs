@@ -114,10 +114,21 @@ impl Observer {
                 continue;
             };
             let unit = matches!(kind, "task" | "undo" | "health");
-            let entry = |action_kind| {
+            let facts = |action_kind| {
                 let step_started = spans::started(run, playbook, &event.step);
                 let action = spans::action(run, playbook, action_kind, event);
                 (step_started, action)
+            };
+            // What a span of this entry needs, while spans are written.
+            let entry = |action, step_started| {
+                let run_span = run_span.filter(|_| self.spans.is_some())?;
+                Some(spans::Entry {
+                    run,
+                    run_span,
+                    event,
+                    action,
+                    step_started,
+                })
             };
             match (kind, what) {
                 (_, "leased") if unit => {
@@ -126,7 +137,7 @@ impl Observer {
                 }
                 (_, "succeeded" | "failed" | "retry_scheduled" | "lease_expired") if unit => {
                     let start = self.leased.remove(&attempt(run.id, kind, event));
-                    let (step_started, action) = entry(kind);
+                    let (step_started, action) = facts(kind);
                     if self.metrics {
                         if let Some(start) = start {
                             let labels = [
@@ -142,14 +153,7 @@ impl Observer {
                             metrics().leases_expired.add(1, &labels);
                         }
                     }
-                    if let (Some(spans), Some(run_span)) = (&self.spans, run_span) {
-                        let entry = spans::Entry {
-                            run,
-                            run_span,
-                            event,
-                            action,
-                            step_started,
-                        };
+                    if let (Some(spans), Some(entry)) = (&self.spans, entry(action, step_started)) {
                         spans.task(&entry, kind, what, start);
                     }
                 }
@@ -157,7 +161,7 @@ impl Observer {
                     metrics().results_rejected.add(1, &[]);
                 }
                 ("step", "succeeded" | "failed" | "cancelled" | "skipped") => {
-                    let (step_started, action) = entry("task");
+                    let (step_started, action) = facts("task");
                     if let Some(started) =
                         step_started.filter(|_| self.metrics && what != "skipped")
                     {
@@ -169,14 +173,7 @@ impl Observer {
                             .step_duration
                             .record(seconds(started, event.at_ms), &labels);
                     }
-                    if let (Some(spans), Some(run_span)) = (&self.spans, run_span) {
-                        let entry = spans::Entry {
-                            run,
-                            run_span,
-                            event,
-                            action,
-                            step_started,
-                        };
+                    if let (Some(spans), Some(entry)) = (&self.spans, entry(action, step_started)) {
                         spans.step(&entry, what);
                     }
                 }
@@ -193,14 +190,7 @@ impl Observer {
                         ];
                         metrics().runs_finished.add(1, &labels);
                     }
-                    if let (Some(spans), Some(run_span)) = (&self.spans, run_span) {
-                        let entry = spans::Entry {
-                            run,
-                            run_span,
-                            event,
-                            action: "",
-                            step_started: None,
-                        };
+                    if let (Some(spans), Some(entry)) = (&self.spans, entry("", None)) {
                         spans.finished(&entry, status);
                     }
                     self.leased.retain(|key, _| key.0 != run.id);

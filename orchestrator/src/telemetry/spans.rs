@@ -148,19 +148,13 @@ impl Spans {
     /// One task attempt, ended by the entry (`outcome`: its kind's last word), leased at
     /// `start_ms` when known.
     pub(super) fn task(&self, entry: &Entry, kind: &str, outcome: &str, start_ms: Option<i64>) {
-        let Entry {
-            run,
-            run_span,
-            event,
-            action,
-            step_started,
-        } = entry;
-        let unit = (kind, event.step.as_str(), *step_started);
-        let (span, parent) = unit_span(run_span, unit, event.item, event.attempt);
+        let (run, event) = (entry.run, entry.event);
+        let unit = (kind, event.step.as_str(), entry.step_started);
+        let (span, parent) = unit_span(&entry.run_span, unit, event.item, event.attempt);
         let mut attributes = common(run);
         attributes.extend([
             KeyValue::new("riposte.step.id", event.step.clone()),
-            KeyValue::new("riposte.action", action.to_string()),
+            KeyValue::new("riposte.action", entry.action.to_owned()),
             KeyValue::new("riposte.item", i64::from(event.item)),
             KeyValue::new("riposte.attempt", i64::from(event.attempt)),
             KeyValue::new("riposte.outcome", outcome.to_owned()),
@@ -183,22 +177,17 @@ impl Spans {
 
     /// A step, ended by the entry with `outcome`.
     pub(super) fn step(&self, entry: &Entry, outcome: &str) {
-        let Entry {
-            run,
-            run_span,
-            event,
-            action,
-            step_started,
-        } = entry;
+        let (run, run_span, event) = (entry.run, &entry.run_span, entry.event);
+        let step_started = entry.step_started;
         let mut attributes = common(run);
         attributes.extend([
             KeyValue::new("riposte.step.id", event.step.clone()),
-            KeyValue::new("riposte.action", action.to_string()),
+            KeyValue::new("riposte.action", entry.action.to_owned()),
             KeyValue::new("riposte.outcome", outcome.to_owned()),
         ]);
         self.recorder.record(Record {
             name: format!("step {}", event.step).into(),
-            span: step_span(run_span, &event.step, *step_started),
+            span: step_span(run_span, &event.step, step_started),
             parent: Some(run_span.span_id),
             kind: SpanKind::Internal,
             start_ms: step_started.unwrap_or(event.at_ms),
