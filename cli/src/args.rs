@@ -287,6 +287,24 @@ pub enum PlaybookCommand {
     List,
     /// Show a playbook's parameters and steps.
     Show(ShowArgs),
+    /// Run playbook tests offline (no orchestrator, no worker): each test file plays runs of
+    /// its playbook through the real compiler and scheduler on a manual clock, with scripted
+    /// action results, approvals and operator actions, and checks what they expect. A folder
+    /// stands for its `*.test.yaml` files. Exits 1 when any test fails (docs/first-month.md).
+    Test(TestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Test files (`*.test.yaml`) or folders holding them.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Also write a JUnit XML report to this file, for CI.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Print each test's run history, also when it passes.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]
@@ -303,7 +321,8 @@ pub struct ShowArgs {
     /// Version to show [default: the latest].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub version: Option<u32>,
-    /// Also print the playbook's YAML source.
+    /// Print exactly the stored YAML source instead (it can be piped into `playbook apply`);
+    /// with `--output json`, the source is a field beside the rest.
     #[arg(long)]
     pub source: bool,
 }
@@ -361,6 +380,25 @@ pub enum RunsCommand {
     /// Continue a halted rollout: the failures so far are forgiven, a failed health gate is
     /// waived. Prints the run's new status.
     Resume(ResumeArgs),
+    /// Write a finished run as a playbook test (YAML, on standard output): its parameters,
+    /// what each task answered, what approvers and operators did, and what the run showed.
+    /// `riposte playbook test` plays it again; the playbook itself is
+    /// `riposte playbook show NAME --version N --source`.
+    ExportTest(ExportTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportTestArgs {
+    /// The run's id.
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+    /// The test's `playbook:` line: the playbook file, relative to the test file [default:
+    /// NAME.yaml].
+    #[arg(long, value_name = "PATH")]
+    pub playbook_file: Option<PathBuf>,
+    /// The test's name [default: "run RUN_ID replayed"].
+    #[arg(long, value_name = "TEXT")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]

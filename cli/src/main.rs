@@ -1,6 +1,7 @@
 //! `riposte`: the operator command-line client of a Riposte orchestrator.
 //!
-//! It talks to the orchestrator only through the `Operator` gRPC service. This file parses the
+//! It talks to the orchestrator only through the `Operator` gRPC service (`playbook test` asks
+//! no orchestrator: it plays test files on this machine). This file parses the
 //! command line, runs the command and turns its outcome into the exit code: 0 done, 1 refused
 //! or failed (permission denied included), 2 usage or connection problem, 3 followed run
 //! cancelled, 4 event stream lost, 5 followed run halted.

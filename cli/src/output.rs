@@ -48,6 +48,12 @@ impl Out {
         Ok(())
     }
 
+    /// Text exactly as given (a stored source that must round-trip byte for byte).
+    pub fn text(&mut self, text: &str) -> Result<(), Error> {
+        self.stdout.write_all(text.as_bytes())?;
+        Ok(())
+    }
+
     /// Lines of text.
     pub fn lines(&mut self, lines: &[String]) -> Result<(), Error> {
         lines.iter().try_for_each(|line| self.line(line))

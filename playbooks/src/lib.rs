@@ -10,6 +10,8 @@
 //!   and the other templates of a run ([`Renderer::text`], [`Renderer::tree`]).
 //! - [`parse_duration_ms`], [`parse_timestamp_ms`]: read what a sleep, a grant's TTL or an
 //!   `until` renders to.
+//! - [`load_json`]: another kind of YAML document (a playbook's tests) read through the same
+//!   bounded front end.
 //! - [`actions::CATALOG`]: the actions the language knows.
 //! - [`platform`]: the platform's approval rules above every playbook, [`platform::unmet`].
 //! - [`rules`]: alert rules (YAML to [`rules::Rule`]) and [`rules::decide`], the first rule an
@@ -46,6 +48,7 @@ pub use compile::compile;
 pub use diagnostic::Diagnostic;
 pub use model::*;
 pub use render::{Context, RenderError, Renderer, Scope};
+pub use yaml::load_json;
 
 /// Text that does not read as the value it stands for (a duration, a timestamp), and why.
 /// Displays as ``invalid duration `90x`: unknown unit `x` (use ms, s, m, h or d)``.
@@ -90,6 +93,11 @@ impl InvalidValue {
 /// as 0: the caller checks the bounds (e.g. [`limits::SLEEP_MS_MAX`], refusing 0).
 pub fn parse_duration_ms(text: &str) -> Result<u64, InvalidValue> {
     duration::parse_ms(text)
+}
+
+/// Writes milliseconds as [`parse_duration_ms`] reads them back, compactly: `1h30m`, `0s`.
+pub fn format_duration_ms(ms: u64) -> String {
+    duration::format_ms(ms)
 }
 
 /// Reads an RFC 3339 timestamp ("2026-12-01T02:00:00Z"; an offset like "+02:00" instead of

@@ -161,7 +161,8 @@ fn coerce_cidr(value: &Value) -> Result<Value, String> {
         .ok_or_else(|| expected("a CIDR network", value))
 }
 
-/// `10.1.2.3/8` to `10.0.0.0/8`; a bare address is a host network (`/32`, `/128`).
+/// `10.1.2.3/8` to `10.0.0.0/8`; a host network (`/32`, `/128`) is its bare address, so that
+/// `203.0.113.7` and `203.0.113.7/32` are one target (one concurrency key).
 pub(crate) fn canonical_cidr(text: &str) -> Option<String> {
     let (address, prefix) = match text.split_once('/') {
         Some((address, prefix)) => (address, Some(prefix)),
@@ -187,7 +188,10 @@ pub(crate) fn canonical_cidr(text: &str) -> Option<String> {
             IpAddr::from((u128::from(v6) & mask).to_be_bytes())
         }
     };
-    Some(format!("{network}/{prefix}"))
+    match prefix == width {
+        true => Some(network.to_string()),
+        false => Some(format!("{network}/{prefix}")),
+    }
 }
 
 fn coerce_duration(value: &Value, max_ms: Option<u64>) -> Result<Value, String> {
@@ -473,7 +477,12 @@ mod tests {
     #[test]
     fn cidr_is_canonical() {
         assert_eq!(canonical_cidr("10.1.2.3/8").as_deref(), Some("10.0.0.0/8"));
-        assert_eq!(canonical_cidr("10.1.2.3").as_deref(), Some("10.1.2.3/32"));
+        assert_eq!(canonical_cidr("10.1.2.3").as_deref(), Some("10.1.2.3"));
+        assert_eq!(canonical_cidr("10.1.2.3/32").as_deref(), Some("10.1.2.3"));
+        assert_eq!(
+            canonical_cidr("2001:db8::1/128").as_deref(),
+            Some("2001:db8::1")
+        );
         assert_eq!(canonical_cidr("10.1.2.3/0").as_deref(), Some("0.0.0.0/0"));
         assert_eq!(
             canonical_cidr("2001:DB8::1/32").as_deref(),

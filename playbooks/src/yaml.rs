@@ -33,6 +33,26 @@ pub(crate) fn load(source: &str, sink: &mut Sink) -> Option<Node> {
     load_document(source, &PLAYBOOK, sink)
 }
 
+/// Reads a YAML document of a kind the language does not define itself (a playbook's test
+/// file) through the same bounded front end, into JSON: one document of at most `bytes_max`
+/// bytes, nested at most [`limits::YAML_DEPTH_MAX`] levels, no duplicate keys.
+pub fn load_json(
+    source: &str,
+    noun: &'static str,
+    bytes_max: usize,
+) -> Result<Value, Vec<crate::Diagnostic>> {
+    let document = Document {
+        noun,
+        bytes_max,
+        depth_max: limits::YAML_DEPTH_MAX,
+    };
+    let mut sink = Sink::default();
+    match load_document(source, &document, &mut sink) {
+        Some(node) => Ok(crate::schedule::yaml::to_json(&node)),
+        None => Err(sink.into_sorted()),
+    }
+}
+
 /// The one YAML front end of the language (playbooks, schedules, rules): parses `source` into
 /// a tree no deeper than `document.depth_max`, or reports why not.
 pub(crate) fn load_document(source: &str, document: &Document, sink: &mut Sink) -> Option<Node> {

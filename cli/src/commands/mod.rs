@@ -9,6 +9,7 @@ mod certs;
 mod containment;
 mod grants;
 mod playbook;
+mod playtest;
 mod rules;
 mod run;
 mod runs;
@@ -35,6 +36,9 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
     if let Command::Tokens(TokensCommand::New(args)) = &cli.command {
         return access::new_token(&mut Out::new(cli.output), args);
     }
+    if let Command::Playbook(PlaybookCommand::Test(args)) = &cli.command {
+        return playtest::test(&mut Out::new(cli.output), args);
+    }
     let found = Path::new(crate::client::DEV_TLS_DIR);
     let tls_dir = cli
         .tls_dir
@@ -53,6 +57,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
         }
         Command::Playbook(PlaybookCommand::List) => playbook::list(client, out).await,
         Command::Playbook(PlaybookCommand::Show(args)) => playbook::show(client, out, &args).await,
+        Command::Playbook(PlaybookCommand::Test(_)) => unreachable!("played before connecting"),
         Command::Run(args) => run::start(client, out, &args).await,
         Command::Runs(RunsCommand::List(args)) => runs::list(client, out, &args).await,
         Command::Runs(RunsCommand::Show(args)) => runs::show(client, out, &args.run_id).await,
@@ -61,6 +66,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
         Command::Runs(RunsCommand::RetryStep(args)) => runs::retry_step(client, out, &args).await,
         Command::Runs(RunsCommand::SkipStep(args)) => runs::skip_step(client, out, &args).await,
         Command::Runs(RunsCommand::Resume(args)) => runs::resume(client, out, &args).await,
+        Command::Runs(RunsCommand::ExportTest(args)) => playtest::export(client, out, &args).await,
         Command::Grants(GrantsCommand::List) => grants::list(client, out).await,
         Command::Grants(GrantsCommand::Revoke(args)) => grants::revoke(client, out, &args).await,
         Command::Approvals(ApprovalsCommand::List) => approvals::list(client, out).await,

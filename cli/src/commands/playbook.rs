@@ -164,13 +164,8 @@ pub async fn show(client: &mut Client, out: &mut Out, args: &ShowArgs) -> Result
     match out.format() {
         Format::Json if args.source => out.document(&json::playbook_with_source(&playbook))?,
         Format::Json => out.document(&json::playbook(&playbook))?,
-        Format::Table => {
-            out.lines(&text::playbook(&playbook))?;
-            if args.source {
-                out.line("")?;
-                out.line(playbook.source.trim_end())?;
-            }
-        }
+        Format::Table if args.source => out.text(&playbook.source)?,
+        Format::Table => out.lines(&text::playbook(&playbook))?,
     }
     Ok(Exit::Success)
 }

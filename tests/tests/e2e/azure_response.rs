@@ -596,3 +596,58 @@ async fn a_malformed_vm_id_fails_the_step_before_any_request() {
         lines(&s.azure.requests())
     );
 }
+
+/// The built-in `ip-block` takes a CIDR prefix (IPv4 or IPv6) on each Azure firewall backend:
+/// the prefix is the deny rule's source, or the IP Group's entry, and the undo a cancel runs
+/// takes it out again.
+#[tokio::test]
+async fn the_built_in_ip_block_blocks_a_cidr_prefix_on_each_azure_backend() {
+    for (backend, ip) in [
+        ("azure-nsg", "203.0.113.0/24"),
+        ("azure-ip-group", "2001:db8:77:1::/64"),
+    ] {
+        let mut s = setup(&["--firewall-backend", backend]).await;
+        let params = json!({"ip": ip, "duration": "1h"});
+        let run = api::start_run(&mut s.client, "ip-block", params).await;
+        let blocked = riposte_tests::response::wait_step(
+            &mut s.client,
+            &run.run_id,
+            "block",
+            riposte_proto::v1::StepStatus::Succeeded,
+            RUN_TIMEOUT,
+        )
+        .await;
+        assert_eq!(Setup::output(&blocked, "block")["ip"], ip, "{backend}");
+        let sources: Vec<String> = match backend {
+            "azure-nsg" => s
+                .azure
+                .nsg_rules()
+                .values()
+                .map(|r| {
+                    r["properties"]["sourceAddressPrefix"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect(),
+            _ => s.azure.ip_addresses(),
+        };
+        assert!(sources.iter().any(|s| s == ip), "{backend}: {sources:?}");
+
+        let cancel = riposte_proto::v1::CancelRunRequest {
+            run_id: run.run_id.clone(),
+            reason: "test over".into(),
+        };
+        s.client.cancel_run(cancel).await.expect("cancel");
+        let ended = api::wait_finished(&mut s.client, &run.run_id, RUN_TIMEOUT).await;
+        assert_status(&ended, RunStatus::Cancelled);
+        let left: Vec<String> = match backend {
+            "azure-nsg" => s.azure.nsg_rules().keys().cloned().collect(),
+            _ => s.azure.ip_addresses(),
+        };
+        assert!(
+            !left.iter().any(|l| l.contains("203-0-113-0") || l == ip),
+            "{backend}: {left:?}"
+        );
+    }
+}

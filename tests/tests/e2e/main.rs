@@ -31,6 +31,7 @@ mod linux_patch;
 mod oidc;
 mod paging;
 mod platform_policy;
+mod playbook_tests;
 mod response_approvals;
 mod response_bad_input;
 mod response_concurrency;

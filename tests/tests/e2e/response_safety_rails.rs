@@ -481,7 +481,8 @@ async fn built_in_playbooks_are_served_and_never_overwrite_an_operators() {
     let mut client = orchestrator.client();
     let listed = orchestrator.cli(&["playbook", "list"]).await;
     assert!(!listed.stdout.contains("ip-block"), "{listed}");
-    let newer = BUILTIN_IP_BLOCK.replacen("version: 1", "version: 2", 1);
+    let newer = BUILTIN_IP_BLOCK.replacen("version: 2", "version: 3", 1);
+    assert_ne!(newer, BUILTIN_IP_BLOCK, "a newer version than the built-in");
     api::apply_playbook(&mut client, &newer).await;
     let own = BUILTIN_ACCOUNT_DISABLE.replacen(
         "description: >-",
@@ -499,10 +500,10 @@ async fn built_in_playbooks_are_served_and_never_overwrite_an_operators() {
     let ip_block = client.get_playbook(latest("ip-block", 0)).await.unwrap();
     assert_eq!(
         ip_block.get_ref().version,
-        2,
+        3,
         "the operator's newer version stays"
     );
-    let older = client.get_playbook(latest("ip-block", 1)).await;
+    let older = client.get_playbook(latest("ip-block", 2)).await;
     assert_eq!(
         older.unwrap_err().code(),
         Code::NotFound,
