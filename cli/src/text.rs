@@ -214,6 +214,7 @@ fn steps(run: &Run, now_ms: i64) -> Vec<String> {
         "ITEMS OK/FAILED/TOTAL",
         "DURATION",
         "ERROR",
+        "OUTPUT",
     ]);
     for step in &run.steps {
         rows.add_row(vec![
@@ -224,9 +225,45 @@ fn steps(run: &Run, now_ms: i64) -> Vec<String> {
             items(step),
             elapsed(step.started_at_ms, step.finished_at_ms, now_ms),
             or_none(&step.error),
+            output(step, OUTPUT_SHOWN_MAX),
         ]);
     }
     lines(&rows)
+}
+
+/// Characters of a step's output a table shows (`--output json` has all of it).
+const OUTPUT_SHOWN_MAX: usize = 60;
+/// Characters of a step's output a dry run's plan shows.
+const PLAN_SHOWN_MAX: usize = 400;
+
+/// A step's output as one line of compact JSON, cut at `max` characters (`…` marks the cut);
+/// `-` when it has none.
+fn output(step: &Step, max: usize) -> String {
+    if !step.output_omitted.is_empty() {
+        return step.output_omitted.clone();
+    }
+    let compact = serde_json::from_str::<serde_json::Value>(&step.output_json)
+        .map(|value| value.to_string())
+        .unwrap_or_else(|_| step.output_json.clone());
+    if compact.is_empty() || compact == "null" {
+        return "-".to_string();
+    }
+    match compact.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &compact[..cut]),
+        None => compact,
+    }
+}
+
+/// What a dry run would have done: each step that ran, with its output (the connector's plan).
+pub fn plan(run: &Run) -> Vec<String> {
+    let mut lines = vec!["plan (dry run: nothing was changed):".to_string()];
+    for step in &run.steps {
+        let output = output(step, PLAN_SHOWN_MAX);
+        if output != "-" {
+            lines.push(format!("  {} ({}): {output}", step.id, step.action));
+        }
+    }
+    lines
 }
 
 /// A step's status; a sleeping step or one awaiting approval says until when

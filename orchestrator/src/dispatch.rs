@@ -108,6 +108,16 @@ pub struct Dispatcher<G> {
     silence_max: Duration,
 }
 
+/// Whether the door holds `task`: containment is paused and the task is of a family it holds
+/// (a dry run never is).
+fn held_by(paused: bool, containment: &[String], task: &TaskSpec) -> bool {
+    paused
+        && !task.dry_run
+        && containment
+            .iter()
+            .any(|f| riposte_playbooks::platform::action_matches(f, &task.action))
+}
+
 /// How many silences a fenced worker is remembered for (then it is simply unknown).
 const FENCED_REMEMBERED: u32 = 10;
 
@@ -178,12 +188,7 @@ impl<G> Dispatcher<G> {
 
     /// Whether the door holds `task` now.
     pub fn is_held(&self, task: &TaskSpec) -> bool {
-        self.paused
-            && !task.dry_run
-            && self
-                .containment
-                .iter()
-                .any(|f| riposte_playbooks::platform::action_matches(f, &task.action))
+        held_by(self.paused, &self.containment, task)
     }
 
     /// The queued tasks the door holds now.
@@ -194,6 +199,34 @@ impl<G> Dispatcher<G> {
             .filter(|q| self.is_held(&q.task))
             .map(|q| q.task.unit)
             .collect()
+    }
+
+    /// Takes out the queued tasks that no registered worker offers (with their labels) and the
+    /// door does not hold, oldest first.
+    pub fn take_unoffered(&mut self) -> Vec<TaskSpec> {
+        let unoffered: Vec<Capability> = self
+            .queues
+            .keys()
+            .filter(|c| !self.serves(&c.action, &c.labels))
+            .cloned()
+            .collect();
+        let mut taken = Vec::new();
+        for capability in unoffered {
+            let Some(queue) = self.queues.get_mut(&capability) else {
+                continue;
+            };
+            let (held, free): (VecDeque<Queued>, VecDeque<Queued>) = queue
+                .drain(..)
+                .partition(|q| held_by(self.paused, &self.containment, &q.task));
+            *queue = held;
+            if queue.is_empty() {
+                self.queues.remove(&capability);
+            }
+            self.queued -= free.len();
+            taken.extend(free);
+        }
+        taken.sort_by_key(|q| q.seq);
+        taken.into_iter().map(|q| q.task).collect()
     }
 
     /// Whether some registered worker offers `action` with `labels`.

@@ -21,6 +21,7 @@ mod playbooks;
 mod runs;
 mod schedules;
 mod tasks;
+mod unoffered;
 
 pub use alerts::{Alerts, RuleApplied};
 pub use playbooks::Builtin;
@@ -129,6 +130,9 @@ pub struct Settings {
     pub spans: Option<riposte_telemetry::Recorder>,
     /// Whether metrics are kept.
     pub metrics: bool,
+    /// `--dev`: a task no connected worker offers ends at once (a dry run's with its plan)
+    /// instead of waiting for one (`engine::unoffered`).
+    pub end_unoffered: bool,
 }
 
 /// The operator policy's rules the engine applies: the approvals the platform requires above

@@ -179,6 +179,7 @@ pub async fn open(
         schedule_to_start: Some(config.schedule_to_start),
         spans: telemetry.recorder(),
         metrics: telemetry.metrics(),
+        end_unoffered: config.dev,
     };
     let clock = clock::Clock::system();
     let engine = engine::Engine::open(

@@ -172,6 +172,7 @@ fn open_node(store: Store, clock: &Clock) -> Arc<Node> {
         schedule_to_start: Some(Duration::from_secs(15 * 60)),
         spans: None,
         metrics: false,
+        end_unoffered: false,
     };
     let engine = Engine::open(store, settings, clock.clone(), Arc::new(Notify::new()))
         .expect("the engine opens");

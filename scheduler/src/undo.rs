@@ -2,7 +2,9 @@
 //! succeeds, with the undo's input rendered right then. On failure or cancel the open entries
 //! run in reverse order, one at a time, retried until they succeed. An entry with a grant also
 //! runs at its TTL (or on an operator's early revoke), and the run does not end while one is
-//! open.
+//! open. In a dry run, an undo that cannot be rendered (an output only a backend would give
+//! is missing from the plan) is recorded as `undo.not_planned` and the run goes on: nothing
+//! was changed, so nothing needs undoing.
 
 use riposte_playbooks::{Context, limits};
 use serde_json::Value;
@@ -19,6 +21,13 @@ impl Tx<'_> {
         let Some(undo) = &spec.undo else { return };
         let (input, labels, grant) = match self.render_undo(step, item) {
             Ok(rendered) => rendered,
+            Err(message) if self.run.dry_run => {
+                // A plan changed nothing, so there is nothing to undo; the plan says which undo
+                // it could not render (an output a backend would give is missing).
+                let message = format!("dry run: cannot render its undo: {message}");
+                self.record(Entry::unit("undo.not_planned", &spec.id, item, 0, message));
+                return;
+            }
             Err(message) => {
                 // The change happened but cannot be undone as written: stop here, loudly.
                 let unit = self

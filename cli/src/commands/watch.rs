@@ -68,6 +68,10 @@ fn print_final(out: &mut Out, run: Result<Run, Error>) -> Result<(), Error> {
     match run {
         Ok(run) => match out.format() {
             Format::Json => out.record(&json::run(&run, now_ms())),
+            Format::Table if run.dry_run => {
+                out.line(&text::summary(&run, now_ms()))?;
+                out.lines(&text::plan(&run))
+            }
             Format::Table => out.line(&text::summary(&run, now_ms())),
         },
         Err(error) => {

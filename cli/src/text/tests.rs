@@ -79,6 +79,7 @@ fn run_shows_header_and_steps() {
             items_succeeded: 1,
             started_at_ms: 1_700_000_000_100,
             finished_at_ms: 1_700_000_000_400,
+            output_json: r#"{"ip": "203.0.113.7", "allowed": true, "note": "this output is long enough to be cut in the table"}"#.into(),
             ..Step::default()
         }],
         ..Run::default()
@@ -93,8 +94,8 @@ fn run_shows_header_and_steps() {
         "finished:     -",
         "duration:     5.0s",
         "",
-        "STEP   ACTION           STATUS     ATTEMPTS  ITEMS OK/FAILED/TOTAL  DURATION  ERROR",
-        "guard  policy.check_ip  succeeded  1         1/0/1                  300ms     -",
+        "STEP   ACTION           STATUS     ATTEMPTS  ITEMS OK/FAILED/TOTAL  DURATION  ERROR  OUTPUT",
+        r#"guard  policy.check_ip  succeeded  1         1/0/1                  300ms     -      {"allowed":true,"ip":"203.0.113.7","note":"this output is lo…"#,
     ];
     assert_eq!(run_lines(&run), expected);
     assert_eq!(summary(&run, 1_700_000_005_000), "run r-1 running in 5.0s");
@@ -161,11 +162,11 @@ fn run_shows_phase_key_deadline_pending_items_and_until() {
         "duration:        1m00s",
         "",
         "STEP   ACTION     STATUS                                            ATTEMPTS  \
-         ITEMS OK/FAILED/TOTAL  DURATION  ERROR",
+         ITEMS OK/FAILED/TOTAL  DURATION  ERROR  OUTPUT",
         "hosts  os.patch   sleeping until 2023-11-14T22:36:20.000Z (in 23m)  1         \
-         2/1/10 (7 pending)     50.0s     -",
+         2/1/10 (7 pending)     50.0s     -      -",
         "gate   core.noop  awaiting_approval                                 0         \
-         0/0/0                  -         -",
+         0/0/0                  -         -      -",
     ];
     assert_eq!(run(&halted_rollout(), NOW), expected);
 }

@@ -165,6 +165,7 @@ impl Runs {
                 Err(e) => tracing::error!(error = %e, "engine.lease_failed"),
             }
         }
+        self.end_unoffered();
     }
 
     pub fn heartbeat(

@@ -57,3 +57,48 @@ async fn dev_mode_serves_the_examples_and_runs_them() {
     let count = workers.json().as_array().map(Vec::len).unwrap_or_default();
     assert_eq!(count, 2, "two in-process workers\n{workers}");
 }
+
+/// In `--dev` (no response backends), every built-in's dry run prints its plan at once, and a
+/// real run of an action no worker offers fails at once, naming the worker setting to use,
+/// and frees its concurrency key: the next run for the same prefix is not held behind it.
+#[tokio::test]
+async fn dev_mode_plans_the_built_ins_and_fails_fast_without_a_backend() {
+    let orchestrator = Orchestrator::builder().dev().start();
+    let plans = [
+        (
+            "ip-block",
+            &["ip=203.0.113.0/24"][..],
+            r#"block (firewall.block_ip): {"action":"firewall.block_ip","backend":null,"changes":[],"dry_run":true,"input":{"ip":"203.0.113.0/24""#,
+        ),
+        (
+            "account-disable",
+            &["account=jdoe"][..],
+            r#"disable (identity.disable_account): {"action":"identity.disable_account""#,
+        ),
+        (
+            "jit-access-grant",
+            &["source_ip=198.51.100.20", "host=web-1", "justification=t"][..],
+            r#"grant (access.grant_jit): {"action":"access.grant_jit""#,
+        ),
+    ];
+    for (playbook, params, line) in plans {
+        let mut args = vec!["run", playbook, "--dry-run", "--wait"];
+        params.iter().for_each(|p| args.extend(["-p", p]));
+        let planned = orchestrator.cli(&args).await;
+        assert_eq!(planned.code(), 0, "{planned}");
+        let plan = "plan (dry run: nothing was changed):";
+        assert!(planned.stdout.contains(plan), "{planned}");
+        assert!(planned.stdout.contains(line), "{planned}");
+    }
+
+    for _ in 0..2 {
+        let args = ["run", "ip-block", "-p", "ip=203.0.113.0/24", "--wait"];
+        let real = orchestrator.cli(&args).await;
+        assert_eq!(real.code(), 1, "{real}");
+        let wanted = "no connected worker offers firewall.block_ip: start a worker with \
+                      --firewall-backend nftables, azure-nsg or azure-ip-group";
+        assert!(real.stdout.contains(wanted), "{real}");
+        let queued = real.stdout.contains("run.queued");
+        assert!(!queued, "the key was free: {real}");
+    }
+}

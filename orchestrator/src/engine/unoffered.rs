@@ -1,0 +1,75 @@
+//! `--dev`'s answer to a task that no connected worker offers: it ends at once instead of
+//! waiting, because the embedded default's in-process workers have no response backends. A
+//! dry run's task succeeds with its plan (the action and the exact input a worker would get);
+//! a real one fails, not retried, naming the worker setting that offers the action, so the
+//! run's undos run and its concurrency key is free again at once. Outside `--dev` such a task
+//! waits for a worker, up to its `schedule_to_start`.
+
+use riposte_scheduler::TaskSpec;
+use serde_json::{Value, json};
+
+use super::Runs;
+
+/// The lease holder named in the history of a task the orchestrator answered itself.
+pub const ANSWERED_BY: &str = "riposte (no worker offers it)";
+
+impl Runs {
+    /// Answers every queued task that no registered worker offers (and the kill switch does
+    /// not hold), when the settings say so and some worker is registered (so that nothing is
+    /// answered before `--dev`'s own workers are there).
+    pub(super) fn end_unoffered(&mut self) {
+        if !self.settings.end_unoffered || !self.dispatch.has_workers() {
+            return;
+        }
+        for task in self.dispatch.take_unoffered() {
+            let outcome = answer(&task);
+            let leased = match self.lease(task, ANSWERED_BY) {
+                Ok(Some(leased)) => leased,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::error!(%error, "engine.unoffered_lease_failed");
+                    continue;
+                }
+            };
+            let (task_id, token) = (leased.peek().task_id.clone(), leased.peek().token);
+            if let Err(error) = self.report(ANSWERED_BY, &task_id, token, outcome) {
+                tracing::error!(%error, "engine.unoffered_result_failed");
+            }
+        }
+    }
+}
+
+/// A dry run's plan, or a real task's failure with what to configure.
+fn answer(task: &TaskSpec) -> Result<Value, (String, bool)> {
+    let setting = setting(&task.action);
+    if task.dry_run {
+        return Ok(json!({
+            "dry_run": true,
+            "backend": null,
+            "plan": format!("{} with this input, on a worker that offers it", task.action),
+            "action": task.action,
+            "input": task.input,
+            "changes": [],
+            "note": format!("no connected worker offers {}; {setting}", task.action),
+        }));
+    }
+    let message = format!(
+        "no connected worker offers {}: {setting} (docs/connectors.md); nothing was changed",
+        task.action
+    );
+    Err((message, false))
+}
+
+/// The worker setting that makes a worker offer `action`.
+fn setting(action: &str) -> &'static str {
+    let family = action.split_once('.').map_or(action, |(family, _)| family);
+    match family {
+        "firewall" => {
+            "start a worker with --firewall-backend nftables, azure-nsg or azure-ip-group"
+        }
+        "identity" => "start a worker with --identity-backend linux or graph",
+        "access" => "start a worker with --access-backend nftables or azure-jit",
+        "patch" => "start a worker with --patch-backend apt, dnf or azure",
+        _ => "start a worker that offers it",
+    }
+}
