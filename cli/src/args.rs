@@ -169,96 +169,6 @@ pub struct TokenNewArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum RulesCommand {
-    /// Apply rule files: store each (replacing one of the same name); prints
-    /// `FILE:LINE:COL: PATH: MESSAGE` per problem and exits 1 when any file is invalid.
-    Apply(Files),
-    /// The rules in evaluation order.
-    List,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AlertsCommand {
-    /// Send an alert payload (stored durably with its fate before the answer).
-    Send(AlertSendArgs),
-    /// The alerts received, newest first, with their fate and run.
-    List(AlertsListArgs),
-    /// One alert: its entities, fate and run.
-    Show(AlertId),
-}
-
-#[derive(Debug, Args)]
-pub struct AlertSendArgs {
-    /// The payload file (`-` for stdin).
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: PathBuf,
-    /// Which format it is in.
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(riposte_proto::ALERT_SOURCES))]
-    pub source: String,
-}
-
-#[derive(Debug, Args)]
-pub struct AlertsListArgs {
-    /// At most this many alerts [default: 100]; more than one page is fetched as needed.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "all")]
-    pub limit: Option<u32>,
-    /// Every alert stored, page after page.
-    #[arg(long)]
-    pub all: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct AlertId {
-    /// The alert's id (as listed).
-    pub id: String,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum SchedulesCommand {
-    /// Apply schedule files: store each (replacing one of the same name) or confirm it is
-    /// unchanged; prints `FILE:LINE:COL: PATH: MESSAGE` per problem and exits 1 when any file
-    /// is invalid or refused.
-    Apply(Files),
-    /// List the schedules with their next fire and the fate of their latest occurrence.
-    List,
-    /// The ledger of a schedule, newest first: each occurrence's fate and its run.
-    History(ScheduleHistoryArgs),
-    /// Fire one run now (through the overlap policy; ignores pause and windows).
-    Trigger(ScheduleName),
-    /// Record each occurrence as `paused` until resumed; nothing fires or catches up later.
-    Pause(SchedulePauseArgs),
-    /// Fire again from the next occurrence on.
-    Resume(SchedulePauseArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct ScheduleName {
-    /// The schedule's name.
-    pub name: String,
-}
-
-#[derive(Debug, Args)]
-pub struct ScheduleHistoryArgs {
-    /// The schedule's name.
-    pub name: String,
-    /// At most this many entries [default: 20]; more than one page is fetched as needed.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "all")]
-    pub limit: Option<u32>,
-    /// Every entry of the ledger, page after page.
-    #[arg(long)]
-    pub all: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct SchedulePauseArgs {
-    /// The schedule's name.
-    pub name: String,
-    /// Why, recorded with your name.
-    #[arg(long, value_name = "TEXT")]
-    pub reason: Option<String>,
-}
-
-#[derive(Debug, Subcommand)]
 pub enum ContainmentCommand {
     /// Hold every task of a containment action at the dispatch door until resumed; prints
     /// the status.
@@ -677,5 +587,8 @@ pub fn usage_error_line(rendered: &str) -> String {
         .join(" ")
 }
 
+mod objects;
 #[cfg(test)]
 mod tests;
+
+pub use objects::*;

@@ -26,6 +26,10 @@ use riposte_proto::v1::{
     GetScheduleHistoryResponse, LedgerEntry, ListSchedulesRequest, ListSchedulesResponse,
     PauseScheduleRequest, ScheduleInfo, TriggerScheduleRequest,
 };
+use riposte_proto::v1::{
+    DeleteRuleRequest, DeleteScheduleRequest, DeleteScheduleResponse, GetRuleRequest, RuleInfo,
+    SetRuleEnabledRequest, TestRulesRequest, TestRulesResponse,
+};
 use std::path::Path;
 
 use tonic::service::interceptor::InterceptedService;
@@ -439,6 +443,45 @@ impl Client {
     ) -> Result<ListRulesResponse, Error> {
         let mut operator = self.operator().await?;
         let reply = operator.list_rules(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn get_rule(&mut self, request: GetRuleRequest) -> Result<RuleInfo, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.get_rule(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn set_rule_enabled(
+        &mut self,
+        request: SetRuleEnabledRequest,
+    ) -> Result<RuleInfo, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.set_rule_enabled(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn delete_rule(&mut self, request: DeleteRuleRequest) -> Result<RuleInfo, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.delete_rule(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn test_rules(
+        &mut self,
+        request: TestRulesRequest,
+    ) -> Result<TestRulesResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.test_rules(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn delete_schedule(
+        &mut self,
+        request: DeleteScheduleRequest,
+    ) -> Result<DeleteScheduleResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.delete_schedule(unary(request)).await;
         self.answer(reply)
     }
 

@@ -418,6 +418,33 @@ pub fn rule(
         budget_runs: rule.budget.map_or(0, |b| b.runs),
         budget_per_ms: rule.budget.map_or(0, |b| b.per_ms),
         applied_at_ms: stored.applied_at_ms,
+        source: String::new(),
+        enabled: stored.disabled.is_none(),
+        disabled_by: stored
+            .disabled
+            .as_ref()
+            .map(|d| d.by.clone())
+            .unwrap_or_default(),
+        disabled_at_ms: stored.disabled.as_ref().map_or(0, |d| d.at_ms),
+        disabled_reason: stored
+            .disabled
+            .as_ref()
+            .map(|d| d.reason.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// What the rules would do with one alert, for the wire.
+pub fn verdict(v: &crate::engine::Verdict) -> pb::RuleVerdict {
+    pb::RuleVerdict {
+        alert_json: v.alert.to_string(),
+        fate: alert_fate(v.fate).to_string(),
+        rule: v.rule.clone(),
+        playbook: v.playbook.clone(),
+        params_json: v.params.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+        dedup_key: v.dedup_key.clone().unwrap_or_default(),
+        run_id: v.run_id.map(|r| r.to_string()).unwrap_or_default(),
+        detail: v.detail.clone(),
     }
 }
 

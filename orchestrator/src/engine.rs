@@ -18,13 +18,15 @@
 pub mod alerts;
 mod gauges;
 mod playbooks;
+mod rules;
 mod runs;
 mod schedules;
 mod tasks;
 mod unoffered;
 
-pub use alerts::{Alerts, RuleApplied};
+pub use alerts::Alerts;
 pub use playbooks::Builtin;
+pub use rules::{RuleApplied, Verdict};
 pub use runs::{ApprovalView, GrantView, StartRequest, Watch};
 pub use schedules::{ApplyOutcome, ScheduleView, Schedules};
 pub use tasks::{LeasedTask, Poll, Report};
@@ -276,6 +278,16 @@ impl Engine {
         who: &str,
     ) -> Result<Pending<store::LedgerEntry>, Error> {
         self.schedules.trigger(&mut self.runs, name, who)
+    }
+
+    /// Deletes a schedule (see [`Schedules::delete`]).
+    pub fn delete_schedule(&mut self, name: &str) -> Result<Pending<String>, Error> {
+        self.schedules.delete(&mut self.runs, name)
+    }
+
+    /// What the enabled rules would do with a payload (see [`Alerts::test`]).
+    pub fn test_rules(&mut self, decided: alerts::Decided) -> Vec<Verdict> {
+        self.alerts.test(&mut self.runs, decided)
     }
 
     /// Passes the runs that ended on to the schedules (a queued fire may start now). Called

@@ -631,7 +631,7 @@ mod seal;
 #[cfg(test)]
 mod tests;
 pub use alerts::{
-    AlertFate, AlertPage, AlertWrite, BudgetState, DedupEntry, StoredAlert, StoredRule,
+    AlertFate, AlertPage, AlertWrite, BudgetState, DedupEntry, Disabled, StoredAlert, StoredRule,
 };
 use alerts::{dedup_key, payload_key};
 pub use audit::{

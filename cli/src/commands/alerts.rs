@@ -63,7 +63,7 @@ pub async fn show(client: &mut Client, out: &mut Out, id: &str) -> Result<Exit, 
     Ok(Exit::Success)
 }
 
-fn read_payload(file: &std::path::Path) -> Result<Vec<u8>, Error> {
+pub(super) fn read_payload(file: &std::path::Path) -> Result<Vec<u8>, Error> {
     use std::io::Read;
     let unreadable =
         |e: std::io::Error| Error::Usage(format!("cannot read {}: {e}", file.display()));

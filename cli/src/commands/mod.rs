@@ -94,11 +94,21 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
         Command::Schedules(SchedulesCommand::Resume(args)) => {
             schedules::pause(client, out, &args, false).await
         }
+        Command::Schedules(SchedulesCommand::Delete(args)) => {
+            schedules::delete(client, out, &args.name).await
+        }
         Command::Alerts(AlertsCommand::Send(args)) => alerts::send(client, out, &args).await,
         Command::Alerts(AlertsCommand::List(args)) => alerts::list(client, out, &args).await,
         Command::Alerts(AlertsCommand::Show(args)) => alerts::show(client, out, &args.id).await,
         Command::Rules(RulesCommand::Apply(args)) => rules::apply(client, out, &args.files).await,
         Command::Rules(RulesCommand::List) => rules::list(client, out).await,
+        Command::Rules(RulesCommand::Show(args)) => rules::show(client, out, &args.name).await,
+        Command::Rules(RulesCommand::Disable(args)) => {
+            rules::enable(client, out, &args, false).await
+        }
+        Command::Rules(RulesCommand::Enable(args)) => rules::enable(client, out, &args, true).await,
+        Command::Rules(RulesCommand::Delete(args)) => rules::delete(client, out, &args.name).await,
+        Command::Rules(RulesCommand::Test(args)) => rules::test(client, out, &args).await,
     }
 }
 

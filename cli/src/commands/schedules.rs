@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use riposte_proto::v1::{
-    ApplyScheduleResponse, GetScheduleHistoryRequest, PauseScheduleRequest, TriggerScheduleRequest,
+    ApplyScheduleResponse, DeleteScheduleRequest, GetScheduleHistoryRequest, PauseScheduleRequest,
+    TriggerScheduleRequest,
 };
 use serde_json::Value;
 
@@ -139,6 +140,20 @@ pub async fn pause(
     match out.format() {
         Format::Json => out.document(&json::schedule(&info))?,
         Format::Table => out.lines(&text::schedules(std::slice::from_ref(&info), now_ms()))?,
+    }
+    Ok(Exit::Success)
+}
+
+/// Deletes a schedule.
+pub async fn delete(client: &mut Client, out: &mut Out, name: &str) -> Result<Exit, Error> {
+    let request = DeleteScheduleRequest { name: name.into() };
+    let reply = client.delete_schedule(request).await?;
+    match out.format() {
+        Format::Json => out.document(&serde_json::json!({ "deleted": reply.name }))?,
+        Format::Table => out.line(&format!(
+            "deleted schedule {}; its history stays: riposte schedules history {}",
+            reply.name, reply.name
+        ))?,
     }
     Ok(Exit::Success)
 }

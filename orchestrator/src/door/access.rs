@@ -70,6 +70,8 @@ impl Kind {
             | Kind::ListAlerts
             | Kind::GetAlert
             | Kind::ListRules
+            | Kind::GetRule
+            | Kind::TestRules
             | Kind::ListWorkers
             | Kind::WhoAmI => Need::Operator(Read),
             Kind::StartRun => Need::Operator(Run),
@@ -77,6 +79,9 @@ impl Kind {
             Kind::Decide => Need::Operator(Approve),
             Kind::ApplyPlaybook
             | Kind::ApplyRule
+            | Kind::SetRuleEnabled
+            | Kind::DeleteRule
+            | Kind::DeleteSchedule
             | Kind::ApplySchedule
             | Kind::SetSchedulePaused
             | Kind::TriggerSchedule => Need::Operator(Author),
@@ -174,6 +179,9 @@ impl Kind {
                 | Kind::TriggerSchedule
                 | Kind::SetSchedulePaused
                 | Kind::ApplyRule
+                | Kind::SetRuleEnabled
+                | Kind::DeleteRule
+                | Kind::DeleteSchedule
                 | Kind::Register
         )
     }
@@ -346,12 +354,17 @@ principals:
         ("schedule.history", "RSPADM"),
         ("schedule.trigger", "A----M"),
         ("schedule.set_paused", "A----M"),
+        ("schedule.delete", "A----M"),
         ("alert.ingest", "S----M"),
         ("alert.ingest_batch", "S----M"),
         ("alert.list", "RSPADM"),
         ("alert.get", "RSPADM"),
         ("rule.apply", "A----M"),
         ("rule.list", "RSPADM"),
+        ("rule.get", "RSPADM"),
+        ("rule.set_enabled", "A----M"),
+        ("rule.delete", "A----M"),
+        ("rule.test", "RSPADM"),
         ("worker.register", "------"),
         ("worker.poll", "------"),
         ("worker.heartbeat", "------"),

@@ -25,6 +25,10 @@ requests! {
     GetAlert,
     ApplyRule,
     ListRules,
+    GetRule,
+    SetRuleEnabled,
+    DeleteRule,
+    TestRules,
 }
 
 /// Where alert payloads come in, each with its own share of the ingestion queue.
@@ -271,5 +275,82 @@ impl Request for ListRules {
 
     async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Self::Reply, Error> {
         Ok(node.lock()?.alerts.list_rules())
+    }
+}
+
+/// One rule by name, with its source.
+pub struct GetRule {
+    pub name: String,
+}
+
+impl Request for GetRule {
+    type Reply = (Rule, StoredRule);
+    const KIND: Kind = Kind::GetRule;
+
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Self::Reply, Error> {
+        Ok(node.lock()?.alerts.rule(&self.name)?)
+    }
+}
+
+/// Disables or enables a rule; doing it twice changes nothing.
+pub struct SetRuleEnabled {
+    pub name: String,
+    pub enabled: bool,
+    pub reason: String,
+}
+
+impl Request for SetRuleEnabled {
+    type Reply = (Rule, StoredRule);
+    const KIND: Kind = Kind::SetRuleEnabled;
+
+    fn target(&self) -> String {
+        self.name.clone()
+    }
+
+    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<Self::Reply, Error> {
+        let pending = node.lock_for(actor)?.alerts.set_rule_enabled(
+            &self.name,
+            self.enabled,
+            actor.id(),
+            self.reason,
+        )?;
+        node.durable(pending).await
+    }
+}
+
+/// Deletes a rule; answers it as it was.
+pub struct DeleteRule {
+    pub name: String,
+}
+
+impl Request for DeleteRule {
+    type Reply = StoredRule;
+    const KIND: Kind = Kind::DeleteRule;
+
+    fn target(&self) -> String {
+        self.name.clone()
+    }
+
+    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<StoredRule, Error> {
+        let pending = node.lock_for(actor)?.alerts.delete_rule(&self.name)?;
+        node.durable(pending).await
+    }
+}
+
+/// What the enabled rules would do with each alert of a payload; nothing is stored or
+/// started. The payload is parsed and the rules evaluated outside the engine's lock.
+pub struct TestRules {
+    pub source: String,
+    pub payload: Vec<u8>,
+}
+
+impl Request for TestRules {
+    type Reply = Vec<engine::Verdict>;
+    const KIND: Kind = Kind::TestRules;
+
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Self::Reply, Error> {
+        let rules = node.lock()?.alerts.rules();
+        let decided = engine::alerts::decide(&self.source, &self.payload, &rules, None)?;
+        Ok(node.lock()?.test_rules(decided))
     }
 }

@@ -115,6 +115,11 @@ pub enum Kind {
     GetAlert,
     ApplyRule,
     ListRules,
+    GetRule,
+    SetRuleEnabled,
+    DeleteRule,
+    TestRules,
+    DeleteSchedule,
     Register,
     PollTask,
     Heartbeat,
@@ -157,6 +162,11 @@ impl Kind {
             Kind::GetAlert => "alert.get",
             Kind::ApplyRule => "rule.apply",
             Kind::ListRules => "rule.list",
+            Kind::GetRule => "rule.get",
+            Kind::SetRuleEnabled => "rule.set_enabled",
+            Kind::DeleteRule => "rule.delete",
+            Kind::TestRules => "rule.test",
+            Kind::DeleteSchedule => "schedule.delete",
             Kind::Register => "worker.register",
             Kind::PollTask => "worker.poll",
             Kind::Heartbeat => "worker.heartbeat",
@@ -192,7 +202,10 @@ impl Kind {
             Kind::IngestAlert | Kind::IngestBatch => "send alerts",
             Kind::ListAlerts | Kind::GetAlert => "read alerts",
             Kind::ApplyRule => "apply rules",
-            Kind::ListRules => "read rules",
+            Kind::ListRules | Kind::GetRule | Kind::TestRules => "read rules",
+            Kind::SetRuleEnabled => "disable or enable rules",
+            Kind::DeleteRule => "delete rules",
+            Kind::DeleteSchedule => "delete schedules",
             Kind::Register | Kind::PollTask | Kind::Heartbeat | Kind::ReportResult => {
                 "act as a worker"
             }
@@ -617,6 +630,6 @@ mod tests {
         let names: HashSet<&str> = all.iter().map(|k| k.name()).collect();
         assert_eq!(names.len(), all.len(), "distinct names");
         // Every kind has its request type: a kind left without one would be missing here.
-        assert_eq!(all.len(), 36);
+        assert_eq!(all.len(), 41);
     }
 }

@@ -14,6 +14,7 @@ requests! {
     GetScheduleHistory,
     TriggerSchedule,
     SetSchedulePaused,
+    DeleteSchedule,
 }
 
 /// Stores (or replaces) a schedule from its YAML source.
@@ -130,6 +131,26 @@ impl Request for SetSchedulePaused {
             actor.id(),
             self.reason,
         )?;
+        node.durable(pending).await
+    }
+}
+
+/// Deletes a schedule; its ledger stays readable.
+pub struct DeleteSchedule {
+    pub name: String,
+}
+
+impl Request for DeleteSchedule {
+    /// The schedule's name.
+    type Reply = String;
+    const KIND: Kind = Kind::DeleteSchedule;
+
+    fn target(&self) -> String {
+        self.name.clone()
+    }
+
+    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<String, Error> {
+        let pending = node.lock_for(actor)?.delete_schedule(&self.name)?;
         node.durable(pending).await
     }
 }

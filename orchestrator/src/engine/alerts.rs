@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use riposte_playbooks::{Diagnostic, Renderer};
+use riposte_playbooks::Renderer;
 use serde_json::Value;
 
 use super::{Error, Prepared, Runs, StartRequest, limits};
@@ -22,13 +22,6 @@ use riposte_playbooks::rules::{self, Decision, Rule};
 use riposte_scheduler::state::RunId;
 use riposte_telemetry::TraceParent;
 
-/// What applying a rule did.
-pub enum RuleApplied {
-    /// The source is invalid: every problem, nothing changed.
-    Invalid(Vec<Diagnostic>),
-    Applied(Pending<Box<StoredRule>>),
-}
-
 /// An alert's fate as decided, with what it writes.
 struct Fated {
     fate: AlertFate,
@@ -39,7 +32,7 @@ struct Fated {
 
 /// What one payload's alerts write besides themselves.
 #[derive(Default)]
-struct Effects {
+pub(super) struct Effects {
     transitions: Vec<riposte_scheduler::Transition>,
     /// (rule, key) -> entry
     dedup: HashMap<(String, String), DedupEntry>,
@@ -63,7 +56,7 @@ pub use riposte_proto::ALERT_SOURCES as SOURCES;
 /// What alerts are decided against: the rules as they are now, and their environment.
 #[derive(Clone)]
 pub struct AlertRules {
-    rules: Arc<Vec<(Rule, StoredRule)>>,
+    pub(super) rules: Arc<Vec<(Rule, StoredRule)>>,
     renderer: Arc<Renderer>,
     /// The engine's clock, which stamps the receive time.
     clock: Clock,
@@ -72,12 +65,12 @@ pub struct AlertRules {
 /// One payload parsed and each of its alerts decided by the rules, without the engine: what
 /// [`Alerts::ingest`] gives a fate and stores.
 pub struct Decided {
-    source: String,
+    pub(super) source: String,
     received_ms: i64,
     payload: Vec<u8>,
-    rules: Arc<Vec<(Rule, StoredRule)>>,
+    pub(super) rules: Arc<Vec<(Rule, StoredRule)>>,
     /// Each alert (without `raw`), as the rules saw it (with `raw`), and their decision.
-    alerts: Vec<(ingest::Alert, Value, Decision)>,
+    pub(super) alerts: Vec<(ingest::Alert, Value, Decision)>,
     /// The span of the payload's arrival (`alert.received`), while traces are exported.
     trace: Option<TraceParent>,
 }
@@ -126,17 +119,20 @@ pub fn decide(
 
 /// The alerts: their rules, and the bookkeeping of what the store holds of them.
 pub struct Alerts {
-    store: Store,
-    clock: Clock,
+    pub(super) store: Store,
+    pub(super) clock: Clock,
     /// Alerts held in the store (counted once, then kept in step).
     held: Option<usize>,
     /// Payloads ingested since expired dedup entries were last removed.
     ingests_since_prune: usize,
-    /// Alert rules in evaluation order, with their stored sources; shared with the alerts
-    /// being decided outside the lock (copied on write).
-    rules: Arc<Vec<(Rule, StoredRule)>>,
+    /// The enabled rules in evaluation order, with their stored sources: what alerts are
+    /// decided against, shared with the alerts being decided outside the lock (replaced on
+    /// every change, see `engine::rules`).
+    pub(super) rules: Arc<Vec<(Rule, StoredRule)>>,
+    /// Every rule, disabled ones too, in evaluation order.
+    pub(super) all: Vec<(Rule, StoredRule)>,
     /// The sandboxed template environment rules are evaluated in.
-    renderer: Arc<Renderer>,
+    pub(super) renderer: Arc<Renderer>,
 }
 
 impl Alerts {
@@ -323,7 +319,7 @@ impl Alerts {
     }
 
     /// The run a rule's dedup key holds at `now_ms`, if any (this payload's first).
-    fn dedup_held(
+    pub(super) fn dedup_held(
         &self,
         effects: &Effects,
         rule: &str,
@@ -338,7 +334,7 @@ impl Alerts {
     }
 
     /// The rule's budget count in the period containing `now_ms` (`None`: no budget).
-    fn budget_now(
+    pub(super) fn budget_now(
         &self,
         effects: &Effects,
         rule: &Rule,
@@ -370,11 +366,13 @@ impl Alerts {
             held: None,
             ingests_since_prune: 0,
             rules: Arc::new(Vec::new()),
+            all: Vec::new(),
             renderer: Arc::new(Renderer::new()),
         };
+        let mut all = Vec::new();
         for stored in store.rules()? {
             match rules::parse(&stored.source, &alerts.renderer) {
-                Ok(rule) => Arc::make_mut(&mut alerts.rules).push((rule, stored)),
+                Ok(rule) => all.push((rule, stored)),
                 Err(d) => tracing::error!(
                     rule = %stored.name,
                     error = %d.first().map(|d| d.message.clone()).unwrap_or_default(),
@@ -382,45 +380,9 @@ impl Alerts {
                 ),
             }
         }
-        alerts.sort_rules();
+        alerts.set_rules(all);
         store.prune_dedup(clock.now_ms())?;
         Ok(alerts)
-    }
-
-    /// Stores (or replaces) a rule from its YAML source.
-    pub fn apply_rule(&mut self, source: &str) -> Result<RuleApplied, Error> {
-        let rule = match rules::parse(source, &self.renderer) {
-            Ok(rule) => rule,
-            Err(diagnostics) => return Ok(RuleApplied::Invalid(diagnostics)),
-        };
-        let exists = self.rules.iter().any(|(r, _)| r.name == rule.name);
-        if !exists && self.rules.len() >= rules::limits::RULES_MAX {
-            return Err(Error::ResourceExhausted(format!(
-                "{} rules exist, the most allowed",
-                rules::limits::RULES_MAX
-            )));
-        }
-        let stored = StoredRule {
-            name: rule.name.clone(),
-            source: source.to_string(),
-            applied_at_ms: self.clock.now_ms(),
-        };
-        let seq = self.store.put_rule(&stored)?;
-        let rules = Arc::make_mut(&mut self.rules);
-        rules.retain(|(r, _)| r.name != rule.name);
-        rules.push((rule, stored.clone()));
-        self.sort_rules();
-        Ok(RuleApplied::Applied(Pending::new(Box::new(stored), seq)))
-    }
-
-    /// The rules in evaluation order.
-    pub fn list_rules(&self) -> Vec<(Rule, StoredRule)> {
-        self.rules.as_ref().clone()
-    }
-
-    fn sort_rules(&mut self) {
-        Arc::make_mut(&mut self.rules)
-            .sort_by(|(a, _), (b, _)| (a.order, &a.name).cmp(&(b.order, &b.name)));
     }
 
     /// Drops the oldest alerts beyond [`limits::ALERTS_KEPT`].
@@ -520,6 +482,7 @@ mod tests {
                 name: rule.name.clone(),
                 source: source.to_string(),
                 applied_at_ms: 0,
+                disabled: None,
             };
             (rule, stored)
         };

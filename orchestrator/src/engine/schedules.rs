@@ -183,7 +183,9 @@ impl Schedules {
         before: Option<(i64, bool)>,
         limit: usize,
     ) -> Result<LedgerPage, Error> {
-        self.loaded(name)?;
+        if !self.defs.contains_key(name) && self.store.ledger_len(name)? == 0 {
+            self.loaded(name)?;
+        }
         let limit = match limit {
             0 => limits::HISTORY_DEFAULT,
             n => n.min(limits::LIST_MAX),
@@ -242,6 +244,17 @@ impl Schedules {
         }
         tracing::info!(schedule = %name, paused, "schedule.paused_changed");
         Ok(Pending::new(self.view(name)?, seq))
+    }
+
+    /// Deletes a schedule: it fires no more; runs it started go on, and its ledger stays
+    /// readable (`history`) within the same bound as before.
+    pub fn delete(&mut self, runs: &mut Runs, name: &str) -> Result<Pending<String>, Error> {
+        self.loaded(name)?;
+        let seq = self.store.delete_schedule(name)?;
+        self.defs.remove(name);
+        self.disarm(runs, name);
+        tracing::info!(schedule = %name, "schedule.deleted");
+        Ok(Pending::new(name.to_string(), seq))
     }
 
     /// A schedule's timer is due: plan from the cursor to now, apply, re-arm.

@@ -5,6 +5,7 @@
 
 mod access;
 mod operator;
+mod rules;
 mod worker;
 
 pub use operator::OperatorApi;

@@ -19,7 +19,7 @@ use crate::engine::{StartRequest, limits};
 use crate::store::RunFilter;
 
 /// Longest alert source name accepted, in bytes.
-const ALERT_SOURCE_BYTES_MAX: usize = 64;
+pub(super) const ALERT_SOURCE_BYTES_MAX: usize = 64;
 
 /// Largest schedule source accepted.
 const SCHEDULE_SOURCE_BYTES_MAX: usize = riposte_playbooks::schedule::limits::SOURCE_BYTES_MAX;
@@ -556,44 +556,49 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::ApplyRuleRequest>,
     ) -> Result<Response<pb::ApplyRuleResponse>, Status> {
-        let caller = self.caller(&request).await;
-        let source = request.into_inner().source;
-        bounded(
-            "source",
-            &source,
-            riposte_playbooks::rules::limits::SOURCE_BYTES_MAX,
-        )?;
-        let outcome = self
-            .0
-            .handle(caller, alerts::ApplyRule { source })
-            .await
-            .map_err(status)?;
-        let response = match outcome {
-            alerts::RuleOutcome::Invalid(diagnostics) => pb::ApplyRuleResponse {
-                diagnostics: diagnostics.into_iter().map(convert::diagnostic).collect(),
-                rule: None,
-            },
-            alerts::RuleOutcome::Applied(rule) => pb::ApplyRuleResponse {
-                diagnostics: vec![],
-                rule: rule.as_deref().map(|(r, s)| convert::rule(r, s)),
-            },
-        };
-        Ok(Response::new(response))
+        self.apply_rule_impl(request).await
     }
 
     async fn list_rules(
         &self,
         request: Request<pb::ListRulesRequest>,
     ) -> Result<Response<pb::ListRulesResponse>, Status> {
-        let caller = self.caller(&request).await;
-        let rules = self
-            .0
-            .handle(caller, alerts::ListRules)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(pb::ListRulesResponse {
-            rules: rules.iter().map(|(r, s)| convert::rule(r, s)).collect(),
-        }))
+        self.list_rules_impl(request).await
+    }
+
+    async fn get_rule(
+        &self,
+        request: Request<pb::GetRuleRequest>,
+    ) -> Result<Response<pb::RuleInfo>, Status> {
+        self.get_rule_impl(request).await
+    }
+
+    async fn set_rule_enabled(
+        &self,
+        request: Request<pb::SetRuleEnabledRequest>,
+    ) -> Result<Response<pb::RuleInfo>, Status> {
+        self.set_rule_enabled_impl(request).await
+    }
+
+    async fn delete_rule(
+        &self,
+        request: Request<pb::DeleteRuleRequest>,
+    ) -> Result<Response<pb::RuleInfo>, Status> {
+        self.delete_rule_impl(request).await
+    }
+
+    async fn test_rules(
+        &self,
+        request: Request<pb::TestRulesRequest>,
+    ) -> Result<Response<pb::TestRulesResponse>, Status> {
+        self.test_rules_impl(request).await
+    }
+
+    async fn delete_schedule(
+        &self,
+        request: Request<pb::DeleteScheduleRequest>,
+    ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
+        self.delete_schedule_impl(request).await
     }
 
     async fn who_am_i(

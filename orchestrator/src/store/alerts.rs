@@ -25,6 +25,18 @@ pub struct StoredRule {
     pub name: String,
     pub source: String,
     pub applied_at_ms: i64,
+    /// Set while the rule is disabled: who disabled it, when and why. A disabled rule
+    /// matches no alert; applying its source again keeps it disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<Disabled>,
+}
+
+/// Who turned something off, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disabled {
+    pub by: String,
+    pub at_ms: i64,
+    pub reason: String,
 }
 
 /// Alerts newest first, and the alert to continue before when there may be more.
@@ -151,6 +163,11 @@ impl Store {
     pub fn put_rule(&self, rule: &StoredRule) -> Result<Seq, Error> {
         let row = (rule.name.as_bytes().to_vec(), json(rule));
         self.put_rows(&self.rules, vec![row])
+    }
+
+    /// Removes a rule (its dedup windows and budget expire by themselves).
+    pub fn delete_rule(&self, name: &str) -> Result<Seq, Error> {
+        self.remove_rows(&self.rules, vec![name.as_bytes().to_vec()])
     }
 
     /// Every rule, ordered by name.

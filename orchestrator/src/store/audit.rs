@@ -464,16 +464,31 @@ impl Store {
     /// Writes `rows` into one tree: a plain insert or batch, or, with an entry staged, one
     /// transaction with its record.
     pub(super) fn put_rows(&self, tree: &sled::Tree, rows: Rows) -> Result<Seq, Error> {
+        let changes = rows.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        self.change_rows(tree, changes)
+    }
+
+    /// Removes the rows of `keys` from one tree, with the staged entry's record when there is
+    /// one, in one transaction.
+    pub(super) fn remove_rows(&self, tree: &sled::Tree, keys: Vec<Vec<u8>>) -> Result<Seq, Error> {
+        self.change_rows(tree, keys.into_iter().map(|k| (k, None)).collect())
+    }
+
+    /// Inserts (`Some`) or removes (`None`) rows of one tree.
+    fn change_rows(
+        &self,
+        tree: &sled::Tree,
+        rows: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<Seq, Error> {
         self.audited(|staged| {
             match staged {
-                None if rows.len() == 1 => {
-                    let (key, value) = rows.into_iter().next().expect("one row");
-                    tree.insert(key, value)?;
-                }
                 None => {
                     let mut batch = sled::Batch::default();
                     for (key, value) in rows {
-                        batch.insert(key, value);
+                        match value {
+                            Some(value) => batch.insert(key, value),
+                            None => batch.remove(key),
+                        }
                     }
                     tree.apply_batch(batch)?;
                 }
@@ -492,7 +507,14 @@ impl Store {
                         .as_slice()
                         .transaction(|views| {
                             for (key, value) in &rows {
-                                views[0].insert(key.as_slice(), value.as_slice())?;
+                                match value {
+                                    Some(value) => {
+                                        views[0].insert(key.as_slice(), value.as_slice())?;
+                                    }
+                                    None => {
+                                        views[0].remove(key.as_slice())?;
+                                    }
+                                }
                             }
                             prepared.insert(&views[1], &views[settings])?;
                             Ok::<(), ConflictableTransactionError<()>>(())

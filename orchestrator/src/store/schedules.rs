@@ -112,9 +112,20 @@ impl Store {
         schedule: &StoredSchedule,
         state: &ScheduleState,
     ) -> Result<Seq, Error> {
-        let source = json(schedule);
-        let state = json(state);
-        let name = schedule.name.as_bytes();
+        let rows = Some((json(schedule), json(state)));
+        self.write_schedule(&schedule.name, rows)
+    }
+
+    /// Removes a schedule's source and state together; its ledger stays, readable by name,
+    /// bounded as before.
+    pub fn delete_schedule(&self, name: &str) -> Result<Seq, Error> {
+        self.write_schedule(name, None)
+    }
+
+    /// Writes (`Some((source, state))`) or removes a schedule's two rows in one transaction,
+    /// with the staged audit record.
+    fn write_schedule(&self, name: &str, rows: Option<(Vec<u8>, Vec<u8>)>) -> Result<Seq, Error> {
+        let name = name.as_bytes();
         self.audited(|staged| {
             (
                 &self.schedules,
@@ -123,8 +134,16 @@ impl Store {
                 &self.settings,
             )
                 .transaction(|(schedules, states, audit, settings)| {
-                    schedules.insert(name, source.as_slice())?;
-                    states.insert(name, state.as_slice())?;
+                    match &rows {
+                        Some((source, state)) => {
+                            schedules.insert(name, source.as_slice())?;
+                            states.insert(name, state.as_slice())?;
+                        }
+                        None => {
+                            schedules.remove(name)?;
+                            states.remove(name)?;
+                        }
+                    }
                     if let Some(staged) = staged {
                         staged.insert(audit, settings)?;
                     }

@@ -467,6 +467,7 @@ async fn every_kind_of_record_is_sealed() {
         name: "r".into(),
         source: "s".into(),
         applied_at_ms: 1,
+        disabled: None,
     };
     store.put_rule(&rule).expect("written");
     let schedule = StoredSchedule {

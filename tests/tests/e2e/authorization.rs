@@ -48,11 +48,16 @@ const TABLE: &[(&str, &str)] = &[
     ("TriggerSchedule", "A----M"),
     ("PauseSchedule", "A----M"),
     ("ResumeSchedule", "A----M"),
+    ("DeleteSchedule", "A----M"),
     ("IngestAlert", "S----M"),
     ("ListAlerts", "RSPADM"),
     ("GetAlert", "RSPADM"),
     ("ApplyRule", "A----M"),
     ("ListRules", "RSPADM"),
+    ("GetRule", "RSPADM"),
+    ("SetRuleEnabled", "A----M"),
+    ("DeleteRule", "A----M"),
+    ("TestRules", "RSPADM"),
     ("WhoAmI", "RSPADM"),
     ("ListAudit", "-----M"),
     ("VerifyAudit", "-----M"),
@@ -229,6 +234,23 @@ async fn call(client: &mut Operator, rpc: &str) -> Option<Code> {
             .map(drop),
         "ListRules" => client
             .list_rules(ListRulesRequest::default())
+            .await
+            .map(drop),
+        "GetRule" => client.get_rule(GetRuleRequest::default()).await.map(drop),
+        "SetRuleEnabled" => client
+            .set_rule_enabled(SetRuleEnabledRequest::default())
+            .await
+            .map(drop),
+        "DeleteRule" => client
+            .delete_rule(DeleteRuleRequest::default())
+            .await
+            .map(drop),
+        "TestRules" => client
+            .test_rules(TestRulesRequest::default())
+            .await
+            .map(drop),
+        "DeleteSchedule" => client
+            .delete_schedule(DeleteScheduleRequest::default())
             .await
             .map(drop),
         "WhoAmI" => client.who_am_i(WhoAmIRequest::default()).await.map(drop),

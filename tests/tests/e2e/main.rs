@@ -24,6 +24,7 @@ mod dag;
 mod dev_mode;
 mod disk_full;
 mod frozen_worker;
+mod lifecycle;
 mod linux_account;
 mod linux_firewall;
 mod linux_jit;

@@ -127,6 +127,7 @@ async fn entries_appended_and_staged_by_every_write_chain_and_verify() {
         name: "r".into(),
         source: "s".into(),
         applied_at_ms: 1,
+        disabled: None,
     };
     store.put_rule(&rule).expect("written");
     stage(5);

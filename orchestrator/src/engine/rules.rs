@@ -1,0 +1,227 @@
+//! Alert rules in the engine: apply, disable and enable, delete, read, and test a payload
+//! against them without storing or starting anything. Every change replaces the shared list
+//! the alerts are decided against (the enabled rules, in evaluation order) in one step.
+
+use std::sync::Arc;
+
+use riposte_playbooks::Diagnostic;
+use riposte_playbooks::rules::{self, Decision, Rule};
+use riposte_scheduler::state::RunId;
+use serde_json::Value;
+
+use super::alerts::{Decided, Effects};
+use super::{Alerts, Error, Runs, check_len};
+use crate::pending::Pending;
+use crate::store::{AlertFate, Disabled, StoredRule};
+
+/// What applying a rule did.
+pub enum RuleApplied {
+    /// The source is invalid: every problem, nothing changed.
+    Invalid(Vec<Diagnostic>),
+    Applied(Pending<Box<StoredRule>>),
+}
+
+/// What the rules would do with one alert of a tested payload, as an ingest would decide it
+/// now.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// The normalised alert, as rules see it.
+    pub alert: Value,
+    pub fate: AlertFate,
+    /// The rule that matched (empty when none did).
+    pub rule: String,
+    /// The playbook it would start, `NAME@VERSION` (`@0`: the latest), when one matched.
+    pub playbook: String,
+    /// The run parameters it would pass, once rendered.
+    pub params: Option<Value>,
+    pub dedup_key: Option<String>,
+    /// The run that would absorb it (deduplicated).
+    pub run_id: Option<RunId>,
+    /// Why, in words.
+    pub detail: String,
+}
+
+impl Alerts {
+    /// Replaces every rule: `all` sorted into evaluation order, and the enabled ones shared.
+    pub(super) fn set_rules(&mut self, mut all: Vec<(Rule, StoredRule)>) {
+        all.sort_by(|(a, _), (b, _)| (a.order, &a.name).cmp(&(b.order, &b.name)));
+        let enabled = all.iter().filter(|(_, s)| s.disabled.is_none()).cloned();
+        self.rules = Arc::new(enabled.collect());
+        self.all = all;
+    }
+
+    /// Stores (or replaces) a rule from its YAML source; a disabled rule stays disabled.
+    pub fn apply_rule(&mut self, source: &str) -> Result<RuleApplied, Error> {
+        let rule = match rules::parse(source, &self.renderer) {
+            Ok(rule) => rule,
+            Err(diagnostics) => return Ok(RuleApplied::Invalid(diagnostics)),
+        };
+        let existing = self.all.iter().find(|(r, _)| r.name == rule.name);
+        if existing.is_none() && self.all.len() >= rules::limits::RULES_MAX {
+            return Err(Error::ResourceExhausted(format!(
+                "{} rules exist, the most allowed",
+                rules::limits::RULES_MAX
+            )));
+        }
+        let stored = StoredRule {
+            name: rule.name.clone(),
+            source: source.to_string(),
+            applied_at_ms: self.clock.now_ms(),
+            disabled: existing.and_then(|(_, s)| s.disabled.clone()),
+        };
+        let seq = self.store.put_rule(&stored)?;
+        self.replace(&rule.name.clone(), Some((rule, stored.clone())));
+        Ok(RuleApplied::Applied(Pending::new(Box::new(stored), seq)))
+    }
+
+    /// Disables (no alert matches it) or enables a rule, recording who and why.
+    pub fn set_rule_enabled(
+        &mut self,
+        name: &str,
+        enabled: bool,
+        who: String,
+        reason: String,
+    ) -> Result<Pending<(Rule, StoredRule)>, Error> {
+        check_len("reason", &reason)?;
+        let (rule, stored) = self.rule(name)?;
+        if stored.disabled.is_none() == enabled {
+            return Ok(Pending::unchanged(&self.store, (rule, stored)));
+        }
+        let mut stored = stored;
+        stored.disabled = (!enabled).then(|| Disabled {
+            by: who,
+            at_ms: self.clock.now_ms(),
+            reason,
+        });
+        let seq = self.store.put_rule(&stored)?;
+        self.replace(name, Some((rule.clone(), stored.clone())));
+        tracing::info!(rule = %name, enabled, "rule.enabled_changed");
+        Ok(Pending::new((rule, stored), seq))
+    }
+
+    /// Deletes a rule; alerts already decided by it keep their fate and run.
+    pub fn delete_rule(&mut self, name: &str) -> Result<Pending<StoredRule>, Error> {
+        let (_, stored) = self.rule(name)?;
+        let seq = self.store.delete_rule(name)?;
+        self.replace(name, None);
+        tracing::info!(rule = %name, "rule.deleted");
+        Ok(Pending::new(stored, seq))
+    }
+
+    /// One rule by name.
+    pub fn rule(&self, name: &str) -> Result<(Rule, StoredRule), Error> {
+        self.all
+            .iter()
+            .find(|(r, _)| r.name == name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no rule named `{name}`")))
+    }
+
+    /// Every rule, disabled ones too, in evaluation order.
+    pub fn list_rules(&self) -> Vec<(Rule, StoredRule)> {
+        self.all.clone()
+    }
+
+    fn replace(&mut self, name: &str, rule: Option<(Rule, StoredRule)>) {
+        let mut all = std::mem::take(&mut self.all);
+        all.retain(|(r, _)| r.name != name);
+        all.extend(rule);
+        self.set_rules(all);
+    }
+
+    /// What an ingest would decide now for each alert of `decided` (dedup windows, budgets
+    /// and the playbook's parameter checks included), without storing or starting anything.
+    pub fn test(&self, runs: &mut Runs, decided: Decided) -> Vec<Verdict> {
+        let now_ms = self.clock.now_ms();
+        let effects = Effects::default();
+        let rules = decided.rules;
+        decided
+            .alerts
+            .into_iter()
+            .map(|(_, mut json, decision)| {
+                if let Some(alert) = json.as_object_mut() {
+                    alert.remove("raw");
+                }
+                let mut verdict = Verdict {
+                    alert: json,
+                    fate: AlertFate::MatchedNothing,
+                    rule: String::new(),
+                    playbook: String::new(),
+                    params: None,
+                    dedup_key: None,
+                    run_id: None,
+                    detail: "matches no enabled rule".into(),
+                };
+                let (index, params, dedup_key) = match decision {
+                    Decision::Nothing => return verdict,
+                    Decision::Refused { index, reason } => {
+                        verdict.rule = rules[index].0.name.clone();
+                        verdict.fate = AlertFate::StartRefused;
+                        verdict.detail = reason;
+                        return verdict;
+                    }
+                    Decision::Start {
+                        index,
+                        params,
+                        dedup_key,
+                    } => (index, params, dedup_key),
+                };
+                let rule = &rules[index].0;
+                verdict.rule = rule.name.clone();
+                verdict.playbook = format!("{}@{}", rule.playbook, rule.version.unwrap_or(0));
+                verdict.dedup_key = dedup_key.clone();
+                let (fate, run_id, detail) =
+                    self.would(runs, rule, &params, dedup_key.as_deref(), &effects, now_ms);
+                verdict.params = Some(Value::Object(params));
+                (verdict.fate, verdict.run_id, verdict.detail) = (fate, run_id, detail);
+                verdict
+            })
+            .collect()
+    }
+
+    /// The fate a started alert would get: coalesced by its dedup key, suppressed by its
+    /// budget, refused by the playbook's checks, or a new run.
+    fn would(
+        &self,
+        runs: &mut Runs,
+        rule: &Rule,
+        params: &serde_json::Map<String, Value>,
+        dedup_key: Option<&str>,
+        effects: &Effects,
+        now_ms: i64,
+    ) -> (AlertFate, Option<RunId>, String) {
+        let held = dedup_key.map(|key| self.dedup_held(effects, &rule.name, key, now_ms));
+        match held {
+            Some(Ok(Some(run))) => {
+                let key = dedup_key.unwrap_or_default();
+                let detail = format!("would be deduplicated into run {run} (key `{key}`)");
+                return (AlertFate::Deduplicated, Some(run), detail);
+            }
+            Some(Err(e)) => return (AlertFate::StartRefused, None, e.to_string()),
+            _ => {}
+        }
+        match self.budget_now(effects, rule, now_ms) {
+            Ok(Some(state)) if rule.budget.is_some_and(|b| state.runs >= b.runs) => {
+                let detail = "would be suppressed by its budget".to_string();
+                return (AlertFate::SuppressedByBudget, None, detail);
+            }
+            Err(e) => return (AlertFate::StartRefused, None, e.to_string()),
+            _ => {}
+        }
+        let checked = runs
+            .playbook(&rule.playbook, rule.version.unwrap_or(0))
+            .and_then(|playbook| {
+                playbook
+                    .coerce_params(params)
+                    .map_err(|problems| Error::InvalidArgument(problems.join("; ")))
+            });
+        match checked {
+            Ok(_) => (AlertFate::Started, None, "would start a run".into()),
+            Err(e) => (
+                AlertFate::StartRefused,
+                None,
+                format!("would be refused: {e}"),
+            ),
+        }
+    }
+}
