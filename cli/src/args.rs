@@ -197,11 +197,46 @@ pub enum PlaybookCommand {
     List,
     /// Show a playbook's parameters and steps.
     Show(ShowArgs),
+    /// Every stored version of a playbook, and which is the default (the one a run, rule or
+    /// schedule naming no version gets).
+    Versions(PlaybookName),
+    /// The differences between two versions' sources, as a unified diff.
+    Diff(DiffArgs),
+    /// Make a version the default (roll back); `0` or the latest follows the latest again.
+    Default(VersionArgs),
+    /// Delete a version that no rule, schedule or live run uses.
+    Delete(VersionArgs),
     /// Run playbook tests offline (no orchestrator, no worker): each test file plays runs of
     /// its playbook through the real compiler and scheduler on a manual clock, with scripted
     /// action results, approvals and operator actions, and checks what they expect. A folder
     /// stands for its `*.test.yaml` files. Exits 1 when any test fails (docs/first-month.md).
     Test(TestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlaybookName {
+    /// The playbook's name.
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The playbook's name.
+    pub name: String,
+    /// The older version.
+    #[arg(value_parser = clap::value_parser!(u32).range(1..))]
+    pub from: u32,
+    /// The newer version.
+    #[arg(value_parser = clap::value_parser!(u32).range(1..))]
+    pub to: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// The playbook's name.
+    pub name: String,
+    /// The version.
+    pub version: u32,
 }
 
 #[derive(Debug, Args)]

@@ -27,6 +27,10 @@ use riposte_proto::v1::{
     PauseScheduleRequest, ScheduleInfo, TriggerScheduleRequest,
 };
 use riposte_proto::v1::{
+    DeletePlaybookVersionRequest, ListPlaybookVersionsRequest, ListPlaybookVersionsResponse,
+    SetDefaultPlaybookVersionRequest,
+};
+use riposte_proto::v1::{
     DeleteRuleRequest, DeleteScheduleRequest, DeleteScheduleResponse, GetRuleRequest, RuleInfo,
     SetRuleEnabledRequest, TestRulesRequest, TestRulesResponse,
 };
@@ -443,6 +447,33 @@ impl Client {
     ) -> Result<ListRulesResponse, Error> {
         let mut operator = self.operator().await?;
         let reply = operator.list_rules(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn list_playbook_versions(
+        &mut self,
+        request: ListPlaybookVersionsRequest,
+    ) -> Result<ListPlaybookVersionsResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.list_playbook_versions(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn set_default_playbook_version(
+        &mut self,
+        request: SetDefaultPlaybookVersionRequest,
+    ) -> Result<Playbook, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.set_default_playbook_version(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn delete_playbook_version(
+        &mut self,
+        request: DeletePlaybookVersionRequest,
+    ) -> Result<Playbook, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator.delete_playbook_version(unary(request)).await;
         self.answer(reply)
     }
 

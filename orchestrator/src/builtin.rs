@@ -35,6 +35,14 @@ pub fn is_builtin(name: &str) -> bool {
         .any(|(file, _)| file.strip_suffix(".yaml") == Some(name))
 }
 
+/// The version of the built-in playbook `name`, when it is one.
+pub fn builtin_version(name: &str) -> Option<u32> {
+    let (_, source) = BUILTIN
+        .iter()
+        .find(|(file, _)| file.strip_suffix(".yaml") == Some(name))?;
+    riposte_playbooks::compile(source).ok().map(|p| p.version)
+}
+
 /// Applies each built-in playbook the store lacks; logs what it kept.
 pub(crate) async fn apply(node: &Arc<Node>) -> Result<(), Error> {
     for (origin, source) in BUILTIN {

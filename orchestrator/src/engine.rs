@@ -280,6 +280,58 @@ impl Engine {
         self.schedules.trigger(&mut self.runs, name, who)
     }
 
+    /// Deletes one version of a playbook that nothing uses: not the default while a version
+    /// is pinned, and no rule, schedule or live run of it (one that names no version uses the
+    /// default). A built-in playbook's own version is refused: it comes back at every start.
+    pub fn delete_playbook_version(
+        &mut self,
+        name: &str,
+        version: u32,
+    ) -> Result<Pending<store::StoredPlaybook>, Error> {
+        if version == 0 {
+            let message = "version: name the version to delete (1 or more)";
+            return Err(Error::InvalidArgument(message.into()));
+        }
+        let stored = self.runs.store.playbook(name, version)?;
+        let stored =
+            stored.ok_or_else(|| Error::NotFound(playbooks::not_found_playbook(name, version)))?;
+        let refuse = |why: String| {
+            Err(Error::FailedPrecondition(format!(
+                "{name}@{version} is not deleted: {why}"
+            )))
+        };
+        if crate::builtin::builtin_version(name) == Some(version) {
+            return refuse("it is the built-in version, applied again at every start".into());
+        }
+        let default = self.runs.playbook(name, 0)?.version;
+        if default == version && self.runs.store.playbook_default(name)?.is_some() {
+            return refuse("it is the default version; set another default first".into());
+        }
+        let rule = self
+            .alerts
+            .all
+            .iter()
+            .find(|(r, _)| r.playbook == name && r.version.unwrap_or(default) == version);
+        if let Some((rule, _)) = rule {
+            return refuse(format!("rule `{}` starts it", rule.name));
+        }
+        if let Some(schedule) = self.schedules.using(name, version, default) {
+            return refuse(format!("schedule `{schedule}` starts it"));
+        }
+        let live = self
+            .runs
+            .scheduler
+            .runs()
+            .find(|(run, _)| run.playbook == name && run.version == version);
+        if let Some((run, _)) = live {
+            return refuse(format!("run {} of it is live", run.id));
+        }
+        let seq = self.runs.store.delete_playbook(name, version)?;
+        self.runs.playbooks.remove(&(name.to_string(), version));
+        tracing::info!(playbook = %name, version, "playbook.version_deleted");
+        Ok(Pending::new(stored, seq))
+    }
+
     /// Deletes a schedule (see [`Schedules::delete`]).
     pub fn delete_schedule(&mut self, name: &str) -> Result<Pending<String>, Error> {
         self.schedules.delete(&mut self.runs, name)

@@ -11,7 +11,8 @@
 //! - `run_playbooks`: `playbook \0 run id` -> empty, the runs of each playbook ([`listing`])
 //! - `settings`: `containment` -> [`Containment`] (JSON), the kill switch; `format` -> the
 //!   store's format version (absent: 1; see [`listing`]); `token_base` -> added to every
-//!   fencing token (u64 BE, set by a salvage; see [`check`])
+//!   fencing token (u64 BE, set by a salvage; see [`check`]); `playbook_default \0 name` ->
+//!   the version a start naming none gets (u32 JSON; absent: the latest; see [`playbooks`])
 //! - `schedules`: schedule name -> [`StoredSchedule`] (JSON): its source as last applied
 //! - `schedule_state`: schedule name -> [`ScheduleState`] (JSON): cursor, pause, queued fire
 //! - `schedule_ledger`: `name \0 scheduled_ms (i64, sign-flipped BE) manual (u8)` ->
@@ -20,7 +21,8 @@
 //!   alert received, normalized (without `raw`, a parse of the payload), and its fate; and
 //!   `alert id 'p'` (17 bytes, right after its alert) -> the payload bytes exactly as
 //!   received, once per payload, under the id of its first alert (`StoredAlert::payload_id`)
-//! - `rules`: rule name -> [`StoredRule`] (JSON): its source as last applied
+//! - `rules`: rule name -> [`StoredRule`] (JSON): its source as last applied, and whether
+//!   it is disabled
 //! - `alert_dedup`: `rule \0 dedup key` -> [`DedupEntry`] (JSON): the run alerts with this
 //!   key are coalesced into until `expires_ms`
 //! - `rule_budget`: rule name -> [`BudgetState`] (JSON): runs started in the current period
@@ -278,42 +280,6 @@ impl Store {
         self.put_rows(&self.settings, vec![row])
     }
 
-    pub fn put_playbook(&self, playbook: &StoredPlaybook) -> Result<Seq, Error> {
-        let row = (
-            playbook_key(&playbook.name, playbook.version),
-            json(playbook),
-        );
-        self.put_rows(&self.playbooks, vec![row])
-    }
-
-    /// A given version, or the latest when `version` is 0.
-    pub fn playbook(&self, name: &str, version: u32) -> Result<Option<StoredPlaybook>, Error> {
-        let raw = if version == 0 {
-            let mut prefix = name.as_bytes().to_vec();
-            prefix.push(0);
-            self.playbooks
-                .scan_prefix(prefix)
-                .next_back()
-                .transpose()?
-                .map(|(_, v)| v)
-        } else {
-            self.playbooks.get(playbook_key(name, version))?
-        };
-        raw.map(|v| decode("playbooks", &playbook_key(name, version), &v))
-            .transpose()
-    }
-
-    /// Every version of every playbook, ordered by name then version.
-    pub fn playbooks(&self) -> Result<Vec<StoredPlaybook>, Error> {
-        self.playbooks
-            .iter()
-            .map(|kv| {
-                let (key, value) = kv?;
-                decode("playbooks", &key, &value)
-            })
-            .collect()
-    }
-
     /// Writes runs (each one's head and changed records) and their new history entries in one
     /// transaction, keeping the `active` index and the idempotency key in step.
     pub fn put_runs(&self, writes: &[RunWrite<'_>], key: RunKey<'_>) -> Result<Seq, Error> {
@@ -503,13 +469,6 @@ impl Store {
     }
 }
 
-fn playbook_key(name: &str, version: u32) -> Vec<u8> {
-    let mut key = name.as_bytes().to_vec();
-    key.push(0);
-    key.extend_from_slice(&version.to_be_bytes());
-    key
-}
-
 fn history_key(id: RunId, seq: u64) -> Vec<u8> {
     let mut key = id.to_bytes().to_vec();
     key.extend_from_slice(&seq.to_be_bytes());
@@ -625,6 +584,7 @@ pub mod disk;
 mod error;
 mod health;
 mod listing;
+mod playbooks;
 mod records;
 mod schedules;
 mod seal;

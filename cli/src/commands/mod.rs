@@ -14,6 +14,7 @@ mod rules;
 mod run;
 mod runs;
 mod schedules;
+mod versions;
 mod watch;
 mod workers;
 
@@ -58,6 +59,16 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
         Command::Playbook(PlaybookCommand::List) => playbook::list(client, out).await,
         Command::Playbook(PlaybookCommand::Show(args)) => playbook::show(client, out, &args).await,
         Command::Playbook(PlaybookCommand::Test(_)) => unreachable!("played before connecting"),
+        Command::Playbook(PlaybookCommand::Versions(args)) => {
+            versions::list(client, out, &args.name).await
+        }
+        Command::Playbook(PlaybookCommand::Diff(args)) => versions::diff(client, out, &args).await,
+        Command::Playbook(PlaybookCommand::Default(args)) => {
+            versions::set_default(client, out, &args).await
+        }
+        Command::Playbook(PlaybookCommand::Delete(args)) => {
+            versions::delete(client, out, &args).await
+        }
         Command::Run(args) => run::start(client, out, &args).await,
         Command::Runs(RunsCommand::List(args)) => runs::list(client, out, &args).await,
         Command::Runs(RunsCommand::Show(args)) => runs::show(client, out, &args.run_id).await,

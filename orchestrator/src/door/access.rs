@@ -59,6 +59,7 @@ impl Kind {
             Kind::ValidatePlaybook
             | Kind::ListPlaybooks
             | Kind::GetPlaybook
+            | Kind::ListPlaybookVersions
             | Kind::GetRun
             | Kind::ListRuns
             | Kind::WatchRun
@@ -78,6 +79,8 @@ impl Kind {
             Kind::CancelRun => Need::Either(Run, RespondAdmin),
             Kind::Decide => Need::Operator(Approve),
             Kind::ApplyPlaybook
+            | Kind::SetDefaultPlaybook
+            | Kind::DeletePlaybookVersion
             | Kind::ApplyRule
             | Kind::SetRuleEnabled
             | Kind::DeleteRule
@@ -169,6 +172,8 @@ impl Kind {
         matches!(
             self,
             Kind::ApplyPlaybook
+                | Kind::SetDefaultPlaybook
+                | Kind::DeletePlaybookVersion
                 | Kind::StartRun
                 | Kind::CancelRun
                 | Kind::RepairRun
@@ -337,6 +342,9 @@ principals:
         ("playbook.apply_builtin", "------"),
         ("playbook.list", "RSPADM"),
         ("playbook.get", "RSPADM"),
+        ("playbook.versions", "RSPADM"),
+        ("playbook.set_default", "A----M"),
+        ("playbook.delete", "A----M"),
         ("run.start", "S----M"),
         ("run.get", "RSPADM"),
         ("run.list", "RSPADM"),

@@ -92,6 +92,9 @@ pub enum Kind {
     ApplyBuiltin,
     ListPlaybooks,
     GetPlaybook,
+    ListPlaybookVersions,
+    SetDefaultPlaybook,
+    DeletePlaybookVersion,
     StartRun,
     GetRun,
     ListRuns,
@@ -139,6 +142,9 @@ impl Kind {
             Kind::ApplyBuiltin => "playbook.apply_builtin",
             Kind::ListPlaybooks => "playbook.list",
             Kind::GetPlaybook => "playbook.get",
+            Kind::ListPlaybookVersions => "playbook.versions",
+            Kind::SetDefaultPlaybook => "playbook.set_default",
+            Kind::DeletePlaybookVersion => "playbook.delete",
             Kind::StartRun => "run.start",
             Kind::GetRun => "run.get",
             Kind::ListRuns => "run.list",
@@ -184,7 +190,11 @@ impl Kind {
             Kind::ValidatePlaybook => "validate playbooks",
             Kind::ApplyPlaybook => "apply playbooks",
             Kind::ApplyBuiltin => "apply built-in playbooks",
-            Kind::ListPlaybooks | Kind::GetPlaybook => "read playbooks",
+            Kind::ListPlaybooks | Kind::GetPlaybook | Kind::ListPlaybookVersions => {
+                "read playbooks"
+            }
+            Kind::SetDefaultPlaybook => "set a playbook's default version",
+            Kind::DeletePlaybookVersion => "delete playbook versions",
             Kind::StartRun => "start runs",
             Kind::GetRun | Kind::ListRuns | Kind::WatchRun => "read runs",
             Kind::CancelRun => "cancel runs",
@@ -630,6 +640,6 @@ mod tests {
         let names: HashSet<&str> = all.iter().map(|k| k.name()).collect();
         assert_eq!(names.len(), all.len(), "distinct names");
         // Every kind has its request type: a kind left without one would be missing here.
-        assert_eq!(all.len(), 41);
+        assert_eq!(all.len(), 44);
     }
 }

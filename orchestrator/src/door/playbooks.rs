@@ -14,6 +14,9 @@ requests! {
     ApplyBuiltin,
     ListPlaybooks,
     GetPlaybook,
+    ListPlaybookVersions,
+    SetDefaultPlaybookVersion,
+    DeletePlaybookVersion,
 }
 
 /// Compiles a source without storing it.
@@ -110,5 +113,71 @@ impl Request for GetPlaybook {
             .playbook(&compiled.name, compiled.version)
             .map_err(crate::engine::Error::from)?;
         Ok((compiled, stored))
+    }
+}
+
+/// Every version of a playbook, oldest first, and the default one.
+pub struct ListPlaybookVersions {
+    pub name: String,
+}
+
+impl Request for ListPlaybookVersions {
+    type Reply = (Vec<StoredPlaybook>, u32);
+    const KIND: Kind = Kind::ListPlaybookVersions;
+
+    async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Self::Reply, Error> {
+        Ok(node.lock()?.runs.versions(&self.name)?)
+    }
+}
+
+/// Makes a version the default (0: the latest again).
+pub struct SetDefaultPlaybookVersion {
+    pub name: String,
+    pub version: u32,
+}
+
+impl Request for SetDefaultPlaybookVersion {
+    /// The default version now, compiled, with its stored source.
+    type Reply = (Arc<Playbook>, Option<StoredPlaybook>);
+    const KIND: Kind = Kind::SetDefaultPlaybook;
+
+    fn target(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<Self::Reply, Error> {
+        let pending = node
+            .lock_for(actor)?
+            .runs
+            .set_default(&self.name, self.version)?;
+        let version = node.durable(pending).await?;
+        GetPlaybook {
+            name: self.name,
+            version,
+        }
+        .serve(node, actor)
+        .await
+    }
+}
+
+/// Deletes one version that nothing uses.
+pub struct DeletePlaybookVersion {
+    pub name: String,
+    pub version: u32,
+}
+
+impl Request for DeletePlaybookVersion {
+    type Reply = StoredPlaybook;
+    const KIND: Kind = Kind::DeletePlaybookVersion;
+
+    fn target(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<StoredPlaybook, Error> {
+        let pending = node
+            .lock_for(actor)?
+            .delete_playbook_version(&self.name, self.version)?;
+        node.durable(pending).await
     }
 }

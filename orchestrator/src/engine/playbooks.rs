@@ -141,19 +141,47 @@ impl Runs {
         Ok(applied.map(|_| Builtin::Applied { name, version }))
     }
 
-    /// Latest version of every playbook.
+    /// The default version of every playbook: the latest, unless an operator set another.
     pub fn list_playbooks(&mut self) -> Result<Vec<(StoredPlaybook, Arc<Playbook>)>, Error> {
         let mut latest: BTreeMap<String, StoredPlaybook> = BTreeMap::new();
         for p in self.store.playbooks()? {
             latest.insert(p.name.clone(), p);
         }
         latest
-            .into_values()
-            .map(|p| {
-                let compiled = self.playbook(&p.name, p.version)?;
-                Ok((p, compiled))
+            .into_keys()
+            .map(|name| {
+                let compiled = self.playbook(&name, 0)?;
+                let stored = self.store.playbook(&name, compiled.version)?;
+                let stored = stored.ok_or_else(|| Error::NotFound(not_found_playbook(&name, 0)))?;
+                Ok((stored, compiled))
             })
             .collect()
+    }
+
+    /// Every version of a playbook, oldest first, and the default one.
+    pub fn versions(&mut self, name: &str) -> Result<(Vec<StoredPlaybook>, u32), Error> {
+        let versions: Vec<StoredPlaybook> = self
+            .store
+            .playbooks()?
+            .into_iter()
+            .filter(|p| p.name == name)
+            .collect();
+        let default = self.playbook(name, 0)?.version;
+        Ok((versions, default))
+    }
+
+    /// Makes `version` the version a start naming none gets (a rollback), or with 0 the
+    /// latest again.
+    pub fn set_default(&mut self, name: &str, version: u32) -> Result<Pending<u32>, Error> {
+        if version != 0 {
+            self.playbook(name, version)?;
+        }
+        let latest = self.store.latest_playbook(name)?;
+        let latest = latest.ok_or_else(|| Error::NotFound(not_found_playbook(name, 0)))?;
+        let pin = (version != 0 && version != latest.version).then_some(version);
+        let seq = self.store.put_playbook_default(name, pin)?;
+        tracing::info!(playbook = %name, version, "playbook.default_set");
+        Ok(Pending::new(pin.unwrap_or(latest.version), seq))
     }
 }
 

@@ -257,6 +257,17 @@ impl Schedules {
         Ok(Pending::new(name.to_string(), seq))
     }
 
+    /// A schedule that starts `playbook` at `version`, naming it or (`default`) following the
+    /// default version.
+    pub(super) fn using(&self, playbook: &str, version: u32, default: u32) -> Option<&str> {
+        self.defs
+            .iter()
+            .find(|(_, d)| {
+                d.schedule.playbook == playbook && d.schedule.version.unwrap_or(default) == version
+            })
+            .map(|(name, _)| name.as_str())
+    }
+
     /// A schedule's timer is due: plan from the cursor to now, apply, re-arm.
     pub(super) fn due(&mut self, runs: &mut Runs, name: &str, due_ms: i64) {
         if self.armed.get(name) != Some(&due_ms) {

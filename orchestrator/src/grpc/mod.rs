@@ -4,8 +4,8 @@
 //! errors map to `tonic::Status` in [`status`] only.
 
 mod access;
+mod lifecycle;
 mod operator;
-mod rules;
 mod worker;
 
 pub use operator::OperatorApi;

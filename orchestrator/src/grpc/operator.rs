@@ -84,39 +84,35 @@ impl Operator for OperatorApi {
         &self,
         request: Request<pb::ListPlaybooksRequest>,
     ) -> Result<Response<pb::ListPlaybooksResponse>, Status> {
-        let caller = self.caller(&request).await;
-        let list = self
-            .0
-            .handle(caller, playbooks::ListPlaybooks)
-            .await
-            .map_err(status)?;
-        let playbooks = list
-            .iter()
-            .map(|(stored, compiled)| convert::playbook(compiled, Some(stored), ""))
-            .collect();
-        Ok(Response::new(pb::ListPlaybooksResponse { playbooks }))
+        self.list_playbooks_impl(request).await
     }
 
     async fn get_playbook(
         &self,
         request: Request<pb::GetPlaybookRequest>,
     ) -> Result<Response<pb::Playbook>, Status> {
-        let caller = self.caller(&request).await;
-        let req = request.into_inner();
-        let get = playbooks::GetPlaybook {
-            name: req.name,
-            version: req.version,
-        };
-        let (compiled, stored) = self.0.handle(caller, get).await.map_err(status)?;
-        let source = stored
-            .as_ref()
-            .map(|s| s.source.clone())
-            .unwrap_or_default();
-        Ok(Response::new(convert::playbook(
-            &compiled,
-            stored.as_ref(),
-            &source,
-        )))
+        self.get_playbook_impl(request).await
+    }
+
+    async fn list_playbook_versions(
+        &self,
+        request: Request<pb::ListPlaybookVersionsRequest>,
+    ) -> Result<Response<pb::ListPlaybookVersionsResponse>, Status> {
+        self.list_playbook_versions_impl(request).await
+    }
+
+    async fn set_default_playbook_version(
+        &self,
+        request: Request<pb::SetDefaultPlaybookVersionRequest>,
+    ) -> Result<Response<pb::Playbook>, Status> {
+        self.set_default_playbook_version_impl(request).await
+    }
+
+    async fn delete_playbook_version(
+        &self,
+        request: Request<pb::DeletePlaybookVersionRequest>,
+    ) -> Result<Response<pb::Playbook>, Status> {
+        self.delete_playbook_version_impl(request).await
     }
 
     async fn start_run(

@@ -194,6 +194,7 @@ impl Store {
                     .and_then(|v| v.parse::<u32>().ok())
                     .map(|_| ())
                     .ok_or(Unreadable::NotFormat),
+                k if k.starts_with(super::playbooks::DEFAULT_PREFIX) => json::<u32>(v),
                 _ => json::<Containment>(v),
             }),
             ("schedules", &self.schedules, |_, v| {

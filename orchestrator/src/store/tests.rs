@@ -460,6 +460,7 @@ async fn every_kind_of_record_is_sealed() {
         applied_at_ms: 1,
     };
     store.put_playbook(&stored).expect("written");
+    store.put_playbook_default("p", Some(1)).expect("written");
     store
         .put_containment(&Containment::default())
         .expect("written");
@@ -467,7 +468,11 @@ async fn every_kind_of_record_is_sealed() {
         name: "r".into(),
         source: "s".into(),
         applied_at_ms: 1,
-        disabled: None,
+        disabled: Some(super::Disabled {
+            by: "token:a".into(),
+            at_ms: 1,
+            reason: "noisy".into(),
+        }),
     };
     store.put_rule(&rule).expect("written");
     let schedule = StoredSchedule {

@@ -26,6 +26,9 @@ const TABLE: &[(&str, &str)] = &[
     ("ApplyPlaybook", "A----M"),
     ("ListPlaybooks", "RSPADM"),
     ("GetPlaybook", "RSPADM"),
+    ("ListPlaybookVersions", "RSPADM"),
+    ("SetDefaultPlaybookVersion", "A----M"),
+    ("DeletePlaybookVersion", "A----M"),
     ("StartRun", "S----M"),
     ("GetRun", "RSPADM"),
     ("ListRuns", "RSPADM"),
@@ -237,6 +240,18 @@ async fn call(client: &mut Operator, rpc: &str) -> Option<Code> {
             .await
             .map(drop),
         "GetRule" => client.get_rule(GetRuleRequest::default()).await.map(drop),
+        "ListPlaybookVersions" => client
+            .list_playbook_versions(ListPlaybookVersionsRequest::default())
+            .await
+            .map(drop),
+        "SetDefaultPlaybookVersion" => client
+            .set_default_playbook_version(SetDefaultPlaybookVersionRequest::default())
+            .await
+            .map(drop),
+        "DeletePlaybookVersion" => client
+            .delete_playbook_version(DeletePlaybookVersionRequest::default())
+            .await
+            .map(drop),
         "SetRuleEnabled" => client
             .set_rule_enabled(SetRuleEnabledRequest::default())
             .await

@@ -1,7 +1,8 @@
 //! Every object's life at the CLI: a rule is tested against the shipped fixtures (matches and
 //! non-matches, with the parameters and dedup key it would use, and the run that would absorb
 //! a repeat) without anything stored, then disabled, enabled and deleted; a schedule is
-//! deleted and its history stays; each change is in the audit log with who made it.
+//! deleted and its history stays; a playbook's versions are listed, compared, rolled back
+//! and deleted when nothing uses them; each change is in the audit log with who made it.
 
 use riposte_tests::Orchestrator;
 use riposte_tests::alerts::{AZURE_FIXTURE, ECHO_IP, apply_rule, send_azure_monitor};
@@ -171,4 +172,115 @@ async fn a_deleted_schedule_fires_no_more_and_its_history_stays() {
         r["action"] == "schedule.delete" && r["target"] == "nightly" && r["outcome"] == "ok"
     });
     assert!(recorded, "{audit:#}");
+}
+
+const GREET_V1: &str = "name: greet\nversion: 1\nsteps:\n  - id: say\n    action: core.echo\n    with: { message: one }\n";
+const GREET_V2: &str = "name: greet\nversion: 2\nsteps:\n  - id: say\n    action: core.echo\n    with: { message: two }\n";
+
+#[tokio::test]
+async fn a_playbook_is_rolled_back_and_a_version_nothing_uses_is_deleted() {
+    let orchestrator = Orchestrator::start();
+    let worker = riposte_tests::Worker::start(&orchestrator.url(), &[], 1);
+    let mut client = orchestrator.client();
+    worker.id(&mut client).await;
+    riposte_tests::api::apply_playbook(&mut client, GREET_V1).await;
+    riposte_tests::api::apply_playbook(&mut client, GREET_V2).await;
+    let rule = "name: greeter\nmatch: \"alert.source == 'generic'\"\nplaybook: greet\n";
+    assert_eq!(apply_rule(&orchestrator, rule).await.code(), 0);
+
+    let versions = json(&orchestrator, &["playbook", "versions", "greet"]).await;
+    let listed: Vec<(u64, bool)> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap(),
+                v["default"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, [(1, false), (2, true)], "{versions}");
+    let diff = orchestrator
+        .cli(&["playbook", "diff", "greet", "1", "2"])
+        .await;
+    assert_eq!(diff.code(), 1, "they differ: {diff}");
+    assert!(diff.stdout.contains("-version: 1\n+version: 2"), "{diff}");
+    assert!(
+        diff.stdout
+            .contains("-    with: { message: one }\n+    with: { message: two }"),
+        "{diff}"
+    );
+
+    let refused = orchestrator
+        .cli(&["playbook", "delete", "greet", "2"])
+        .await;
+    assert_eq!(refused.code(), 1, "{refused}");
+    assert!(
+        refused.stderr.contains("rule `greeter` starts it"),
+        "{refused}"
+    );
+
+    let rolled = orchestrator
+        .cli(&["playbook", "default", "greet", "1"])
+        .await;
+    assert_eq!(rolled.code(), 0, "{rolled}");
+    assert!(
+        rolled
+            .stdout
+            .contains("greet runs version 1 when no version is named"),
+        "{rolled}"
+    );
+    let ran = orchestrator
+        .cli(&["--output", "json", "run", "greet", "--wait"])
+        .await;
+    assert_eq!(ran.code(), 0, "{ran}");
+    let last = ran.stdout.lines().last().unwrap();
+    let run: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(
+        run["version"], 1,
+        "a start naming no version gets the default: {run}"
+    );
+    let listed = json(&orchestrator, &["playbook", "list"]).await;
+    let greet = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "greet")
+        .cloned();
+    assert_eq!(greet.unwrap()["version"], 1, "{listed}");
+
+    let pinned = orchestrator
+        .cli(&["playbook", "delete", "greet", "1"])
+        .await;
+    assert_eq!(pinned.code(), 1, "{pinned}");
+    assert!(
+        pinned.stderr.contains("it is the default version"),
+        "{pinned}"
+    );
+    let deleted = orchestrator
+        .cli(&["playbook", "delete", "greet", "2"])
+        .await;
+    assert_eq!(
+        deleted.code(),
+        0,
+        "the rule follows the default, 1: {deleted}"
+    );
+    let versions = json(&orchestrator, &["playbook", "versions", "greet"]).await;
+    assert_eq!(
+        versions["versions"].as_array().map(Vec::len),
+        Some(1),
+        "{versions}"
+    );
+
+    let audit = json(&orchestrator, &["audit", "list", "--all"]).await;
+    for (action, target) in [
+        ("playbook.set_default", "greet@1"),
+        ("playbook.delete", "greet@2"),
+    ] {
+        let found = audit.as_array().unwrap().iter().any(|r| {
+            r["action"] == action && r["target"] == target && r["principal"] == "token:e2e"
+        });
+        assert!(found, "{action} {target} in {audit:#}");
+    }
 }

@@ -1,6 +1,6 @@
-//! The operator service's rule and lifecycle handlers: apply, list, read, disable and enable,
-//! delete and test alert rules; delete a schedule. Each translates its wire request into a
-//! door request and the reply back.
+//! The operator service's lifecycle handlers: apply, list, read, disable and enable, delete
+//! and test alert rules; delete a schedule; list a playbook's versions, set its default, delete
+//! one. Each translates its wire request into a door request and the reply back.
 
 use riposte_proto::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::operator::{ALERT_SOURCE_BYTES_MAX, OperatorApi};
 use super::{NAME_BYTES_MAX, bounded, or_default, status};
 use crate::convert;
-use crate::door::{alerts, schedules};
+use crate::door::{alerts, playbooks, schedules};
 
 impl OperatorApi {
     pub(super) async fn apply_rule_impl(
@@ -140,6 +140,107 @@ fn with_source(
     let mut info = convert::rule(rule, &stored);
     info.source = stored.source;
     info
+}
+
+impl OperatorApi {
+    pub(super) async fn list_playbooks_impl(
+        &self,
+        request: Request<pb::ListPlaybooksRequest>,
+    ) -> Result<Response<pb::ListPlaybooksResponse>, Status> {
+        let caller = self.caller(&request).await;
+        let list = self
+            .0
+            .handle(caller, playbooks::ListPlaybooks)
+            .await
+            .map_err(status)?;
+        let playbooks = list
+            .iter()
+            .map(|(stored, compiled)| convert::playbook(compiled, Some(stored), ""))
+            .collect();
+        Ok(Response::new(pb::ListPlaybooksResponse { playbooks }))
+    }
+
+    pub(super) async fn get_playbook_impl(
+        &self,
+        request: Request<pb::GetPlaybookRequest>,
+    ) -> Result<Response<pb::Playbook>, Status> {
+        let caller = self.caller(&request).await;
+        let req = request.into_inner();
+        let get = playbooks::GetPlaybook {
+            name: req.name,
+            version: req.version,
+        };
+        let (compiled, stored) = self.0.handle(caller, get).await.map_err(status)?;
+        Ok(Response::new(with_playbook_source(&compiled, stored)))
+    }
+
+    pub(super) async fn list_playbook_versions_impl(
+        &self,
+        request: Request<pb::ListPlaybookVersionsRequest>,
+    ) -> Result<Response<pb::ListPlaybookVersionsResponse>, Status> {
+        let caller = self.caller(&request).await;
+        let name = request.into_inner().name;
+        bounded("name", &name, NAME_BYTES_MAX)?;
+        let list = playbooks::ListPlaybookVersions { name };
+        let (versions, default) = self.0.handle(caller, list).await.map_err(status)?;
+        let versions = versions
+            .iter()
+            .filter_map(|stored| {
+                let compiled = riposte_playbooks::compile(&stored.source).ok()?;
+                let mut playbook = convert::playbook(&compiled, Some(stored), "");
+                (playbook.params, playbook.steps) = (Vec::new(), Vec::new());
+                Some(playbook)
+            })
+            .collect();
+        Ok(Response::new(pb::ListPlaybookVersionsResponse {
+            versions,
+            default_version: default,
+        }))
+    }
+
+    pub(super) async fn set_default_playbook_version_impl(
+        &self,
+        request: Request<pb::SetDefaultPlaybookVersionRequest>,
+    ) -> Result<Response<pb::Playbook>, Status> {
+        let caller = self.caller(&request).await;
+        let req = request.into_inner();
+        bounded("name", &req.name, NAME_BYTES_MAX)?;
+        let set = playbooks::SetDefaultPlaybookVersion {
+            name: req.name,
+            version: req.version,
+        };
+        let (compiled, stored) = self.0.handle(caller, set).await.map_err(status)?;
+        Ok(Response::new(with_playbook_source(&compiled, stored)))
+    }
+
+    pub(super) async fn delete_playbook_version_impl(
+        &self,
+        request: Request<pb::DeletePlaybookVersionRequest>,
+    ) -> Result<Response<pb::Playbook>, Status> {
+        let caller = self.caller(&request).await;
+        let req = request.into_inner();
+        bounded("name", &req.name, NAME_BYTES_MAX)?;
+        let delete = playbooks::DeletePlaybookVersion {
+            name: req.name,
+            version: req.version,
+        };
+        let stored = self.0.handle(caller, delete).await.map_err(status)?;
+        let compiled = riposte_playbooks::compile(&stored.source)
+            .map_err(|_| Status::internal("the deleted version's source does not compile"))?;
+        Ok(Response::new(with_playbook_source(&compiled, Some(stored))))
+    }
+}
+
+/// A playbook for the wire, with its stored source.
+fn with_playbook_source(
+    compiled: &riposte_playbooks::Playbook,
+    stored: Option<crate::store::StoredPlaybook>,
+) -> pb::Playbook {
+    let source = stored
+        .as_ref()
+        .map(|s| s.source.clone())
+        .unwrap_or_default();
+    convert::playbook(compiled, stored.as_ref(), &source)
 }
 
 fn rule_name(name: String) -> Result<String, Status> {
