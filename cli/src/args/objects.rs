@@ -55,8 +55,21 @@ pub enum AlertsCommand {
     Send(AlertSendArgs),
     /// The alerts received, newest first, with their fate and run.
     List(AlertsListArgs),
-    /// One alert: its entities, fate and run.
+    /// One alert: when it came, its fate and run, its normalised entities and the payload as
+    /// received (pretty JSON, or the syslog line).
     Show(AlertId),
+    /// Run a stored alert's payload through today's rules again: as a new alert with its own
+    /// fate, or with `--dry-run` only say what would happen (nothing stored or started).
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The alert's id (from `alerts list`).
+    pub id: String,
+    /// Only say which rule would match, with which parameters and fate.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

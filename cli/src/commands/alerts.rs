@@ -5,8 +5,9 @@ use riposte_proto::v1::{AlertInfo, GetAlertRequest, IngestAlertRequest, ListAler
 use serde_json::{Value, json};
 
 use super::{pages, wanted};
-use crate::args::{AlertSendArgs, AlertsListArgs, Format};
+use crate::args::{AlertSendArgs, AlertsListArgs, Format, ReplayArgs};
 use crate::client::Client;
+use crate::display;
 use crate::error::{Error, Exit};
 use crate::output::{Out, fields, lines, table};
 
@@ -63,6 +64,35 @@ pub async fn show(client: &mut Client, out: &mut Out, id: &str) -> Result<Exit, 
     Ok(Exit::Success)
 }
 
+/// Ingests a stored alert's payload again (a new alert, its own fate), or with `--dry-run`
+/// tests it against the enabled rules.
+pub async fn replay(client: &mut Client, out: &mut Out, args: &ReplayArgs) -> Result<Exit, Error> {
+    let alert = client
+        .get_alert(GetAlertRequest {
+            id: args.id.clone(),
+        })
+        .await?;
+    // A generic endpoint's alerts (`generic/NAME`) are generic payloads.
+    let source = alert
+        .source
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let payload = alert.payload.into_bytes();
+    if args.dry_run {
+        return super::rules::test_payload(client, out, &source, payload).await;
+    }
+    let reply = client
+        .ingest_alert(IngestAlertRequest { source, payload })
+        .await?;
+    match out.format() {
+        Format::Json => out.document(&Value::Array(reply.alerts.iter().map(document).collect()))?,
+        Format::Table => out.lines(&summary(&reply.alerts))?,
+    }
+    Ok(Exit::Success)
+}
+
 pub(super) fn read_payload(file: &std::path::Path) -> Result<Vec<u8>, Error> {
     use std::io::Read;
     let unreadable =
@@ -82,10 +112,13 @@ pub(super) fn read_payload(file: &std::path::Path) -> Result<Vec<u8>, Error> {
 }
 
 fn summary(alerts: &[AlertInfo]) -> Vec<String> {
-    let mut t = table(&["ID", "SOURCE", "SEVERITY", "FATE", "RUN", "TITLE"]);
+    let mut t = table(&[
+        "ID", "RECEIVED", "SOURCE", "SEVERITY", "FATE", "RUN", "TITLE",
+    ]);
     for a in alerts {
         t.add_row(vec![
             a.id.clone(),
+            display::timestamp(a.received_ms).unwrap_or_else(|| "-".into()),
             a.source.clone(),
             or_dash(&a.severity),
             a.fate.clone(),
@@ -100,7 +133,10 @@ fn detail(a: &AlertInfo) -> Vec<String> {
     let mut out = fields(&[
         ("id", a.id.clone()),
         ("source", a.source.clone()),
-        ("received", a.received_ms.to_string()),
+        (
+            "received",
+            display::timestamp(a.received_ms).unwrap_or_else(|| "-".into()),
+        ),
         ("alert id", a.alert_id.clone()),
         ("title", a.title.clone()),
         ("severity", or_dash(&a.severity)),
@@ -111,6 +147,14 @@ fn detail(a: &AlertInfo) -> Vec<String> {
     ]);
     out.push("entities:".to_string());
     out.extend(a.entities.iter().map(|e| format!("  {e}")));
+    if !a.payload.is_empty() {
+        out.push("payload:".to_string());
+        let pretty = serde_json::from_str::<Value>(&a.payload)
+            .ok()
+            .and_then(|v| serde_json::to_string_pretty(&v).ok());
+        let text = pretty.unwrap_or_else(|| a.payload.trim_end().to_string());
+        out.extend(text.lines().map(|l| format!("  {l}")));
+    }
     out
 }
 
@@ -120,6 +164,7 @@ fn document(a: &AlertInfo) -> Value {
         "id": a.id,
         "source": a.source,
         "received_ms": a.received_ms,
+        "received": display::timestamp(a.received_ms),
         "alert_id": a.alert_id,
         "title": a.title,
         "severity": a.severity,
@@ -129,6 +174,7 @@ fn document(a: &AlertInfo) -> Value {
         "detail": a.detail,
         "entities": a.entities,
         "alert": alert,
+        "payload": a.payload,
     })
 }
 

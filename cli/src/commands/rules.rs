@@ -105,9 +105,20 @@ pub async fn delete(client: &mut Client, out: &mut Out, name: &str) -> Result<Ex
 
 /// What the enabled rules would do with each alert of a payload; nothing is stored.
 pub async fn test(client: &mut Client, out: &mut Out, args: &AlertSendArgs) -> Result<Exit, Error> {
+    let payload = super::alerts::read_payload(&args.file)?;
+    test_payload(client, out, &args.source, payload).await
+}
+
+/// What the enabled rules would do with each alert of `payload` from `source`.
+pub(super) async fn test_payload(
+    client: &mut Client,
+    out: &mut Out,
+    source: &str,
+    payload: Vec<u8>,
+) -> Result<Exit, Error> {
     let request = TestRulesRequest {
-        source: args.source.clone(),
-        payload: super::alerts::read_payload(&args.file)?,
+        source: source.to_string(),
+        payload,
     };
     let reply = client.test_rules(request).await?;
     match out.format() {

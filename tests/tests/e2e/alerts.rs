@@ -43,6 +43,14 @@ async fn an_azure_monitor_alert_is_stored_normalized_with_its_fate_and_survives_
     let shown = orchestrator.cli(&["alerts", "show", &id]).await;
     assert_eq!(shown.code(), 0, "{shown}");
     assert!(shown.stdout.contains("matched_nothing"), "{shown}");
+    assert!(shown.stdout.contains("received:"), "{shown}");
+    assert!(shown.stdout.contains("Z\n"), "an RFC 3339 time: {shown}");
+    assert!(
+        shown.stdout.contains("payload:\n  {\n"),
+        "pretty JSON: {shown}"
+    );
+    let schema = r#""schemaId": "azureMonitorCommonAlertSchema""#;
+    assert!(shown.stdout.contains(schema), "{shown}");
     assert!(
         shown
             .stdout
