@@ -686,3 +686,98 @@ async fn a_worker_without_a_heartbeat_for_a_lease_is_fenced_and_told_why_until_i
     bench.work(Ok(json!({}))).await;
     assert_eq!(bench.status(run).await, RunStatus::Succeeded);
 }
+
+const WINDOWED: &str = r#"
+name: windowed
+version: 1
+steps:
+  - id: patch
+    for_each: "{{ ['web-1', 'web-2', 'web-3'] }}"
+    action: core.echo
+    with: { host: "{{ item }}" }
+    waves: { canary: 1, batch: 1, window: "mon 08:00-08:01" }
+"#;
+
+impl Bench {
+    /// Takes the next task and works on it for `busy` (heartbeating its lease), then reports
+    /// success.
+    async fn work_for(&self, busy: Duration) {
+        let poll = workers::PollTask {
+            caller: None,
+            worker: WORKER.into(),
+            wait: Duration::ZERO,
+        };
+        let task = self.handle(poll).await.expect("a task is ready");
+        let mut left = busy;
+        while !left.is_zero() {
+            let step = left.min(Duration::from_secs(5));
+            self.advance(step);
+            left -= step;
+            let heartbeat = workers::Heartbeat {
+                caller: None,
+                worker: WORKER.into(),
+                held: vec![(task.task_id.clone(), task.token)],
+            };
+            assert!(self.handle(heartbeat).await.is_empty(), "the lease holds");
+        }
+        let report = workers::ReportResult {
+            caller: None,
+            worker: WORKER.into(),
+            task_id: task.task_id,
+            token: task.token,
+            outcome: Ok(json!({})),
+        };
+        self.handle(report).await;
+    }
+}
+
+/// A three-wave rollout whose maintenance window closes while its first wave is still
+/// patching: that host finishes, the second wave is held (shown on the step, durable across a
+/// restart) and starts when the window opens again a week later; the third follows inside it.
+#[tokio::test]
+async fn a_rollout_holds_its_next_wave_outside_the_window_and_goes_on_at_the_next_opening() {
+    let bench = Bench::open();
+    bench.apply_playbook(WINDOWED).await;
+    bench.register(&["core.echo"]).await;
+    let run = bench.start("windowed", json!({})).await;
+
+    bench.work_for(Duration::from_secs(90)).await;
+    bench.nothing_to_do().await;
+    let view = bench.handle(runs::GetRun { run }).await;
+    assert_eq!(
+        view.waiting,
+        ["next wave held for its maintenance window until 2026-01-12T08:00:00.000Z"]
+    );
+    assert_eq!(view.state.status, RunStatus::Running);
+
+    let bench = bench.restart(Duration::from_secs(24 * 3600)).await;
+    bench.register(&["core.echo"]).await;
+    bench.nothing_to_do().await;
+    bench.advance(Duration::from_secs(6 * 24 * 3600 - 90 - 1));
+    bench.register(&["core.echo"]).await;
+    bench.nothing_to_do().await;
+    bench.advance(Duration::from_secs(1));
+    bench.register(&["core.echo"]).await;
+    bench.work_for(Duration::from_secs(10)).await;
+    bench.work_for(Duration::from_secs(10)).await;
+    assert_eq!(bench.status(run).await, RunStatus::Succeeded);
+    check(
+        &bench.transcript(run).await,
+        expect![[r#"
+            +0s run.started
+            +0s step.started patch
+            +0s wave.started patch
+            +0s task.leased patch (1)
+            +90s task.succeeded patch (1)
+            +90s wave.held patch
+            +604800s wave.released patch
+            +604800s wave.started patch
+            +604800s task.leased patch#1 (1)
+            +604810s task.succeeded patch#1 (1)
+            +604810s wave.started patch
+            +604810s task.leased patch#2 (1)
+            +604820s task.succeeded patch#2 (1)
+            +604820s step.succeeded patch
+            +604820s run.finished"#]],
+    );
+}

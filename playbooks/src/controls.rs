@@ -10,7 +10,9 @@ use marked_yaml::Node;
 
 use crate::diagnostic::Sink;
 use crate::limits;
-use crate::model::{Amount, Approval, ApprovalOutcome, Grant, HealthGate, Undo, Waves};
+use crate::model::{
+    Amount, Approval, ApprovalOutcome, Grant, HealthGate, OutsideWindow, Undo, Waves,
+};
 use crate::step;
 use crate::template::{Field, Use};
 use crate::yaml::{self, Fields};
@@ -18,7 +20,14 @@ use crate::yaml::{self, Fields};
 const APPROVAL_FIELDS: [&str; 4] = ["approvers", "min", "timeout", "on_timeout"];
 const UNDO_FIELDS: [&str; 2] = ["action", "with"];
 const GRANT_FIELDS: [&str; 2] = ["ttl", "subject"];
-const WAVES_FIELDS: [&str; 4] = ["canary", "batch", "error_budget", "health"];
+const WAVES_FIELDS: [&str; 6] = [
+    "canary",
+    "batch",
+    "error_budget",
+    "health",
+    "window",
+    "outside_window",
+];
 const HEALTH_FIELDS: [&str; 2] = ["action", "with"];
 const OUTCOMES: [&str; 2] = ["approve", "reject"];
 
@@ -229,6 +238,29 @@ pub(crate) fn read_waves(
         Some(node) => read_health(node, &fields.path_of("health"), uses, sink).map(Some),
         None => Some(None),
     };
+    let window = match fields.get("window") {
+        Some(node) => {
+            let expected = "maintenance windows like `sat,sun 22:00-04:00 Europe/Berlin`";
+            let path = fields.path_of("window");
+            step::read_text(node, &path, Field::Health, expected, uses, sink, |text| {
+                crate::schedule::Windows::parse(text)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+            .map(Some)
+        }
+        None => Some(None),
+    };
+    let outside_window = match fields.get("outside_window").map(|n| (n, n.as_scalar())) {
+        None => Some(OutsideWindow::Wait),
+        Some((_, Some(s))) if s.as_str() == "wait" => Some(OutsideWindow::Wait),
+        Some((_, Some(s))) if s.as_str() == "fail" => Some(OutsideWindow::Fail),
+        Some((node, _)) => {
+            let message = format!("expected `wait` or `fail`, found {}", yaml::describe(node));
+            sink.push(yaml::pos(node), &fields.path_of("outside_window"), message);
+            None
+        }
+    };
     if needs_for_each {
         return None;
     }
@@ -237,6 +269,8 @@ pub(crate) fn read_waves(
         batch: batch?,
         error_budget: error_budget?,
         health: health?,
+        window: window?,
+        outside_window: outside_window?,
     })
 }
 

@@ -148,6 +148,22 @@ pub struct Waves {
     pub error_budget: Amount,
     /// Runs after every wave; a failure halts the rollout.
     pub health: Option<HealthGate>,
+    /// Maintenance windows a wave may start in, as text (see
+    /// [`crate::schedule::Windows`]); a template, rendered when each wave is due. `None`:
+    /// always open.
+    pub window: Option<String>,
+    /// What a wave due outside its window does: wait for the next opening, or fail the step.
+    pub outside_window: OutsideWindow,
+}
+
+/// What a rollout does when its next wave is due while its maintenance window is closed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OutsideWindow {
+    /// Hold the wave (items already running finish) and start it when a window opens.
+    #[default]
+    Wait,
+    /// Fail the step: undos run as for any failure.
+    Fail,
 }
 
 /// A count, or a percentage of the items.

@@ -4,8 +4,8 @@
 
 use riposte_playbooks::{
     Amount, Approval, ApprovalOutcome, Backoff, ConcurrencyKey, ConcurrencyPolicy, Context, Grant,
-    HealthGate, Playbook, Renderer, RetryPolicy, Step, StepKind, Undo, Waves, compile, limits,
-    parse_duration_ms, parse_timestamp_ms,
+    HealthGate, OutsideWindow, Playbook, Renderer, RetryPolicy, Step, StepKind, Undo, Waves,
+    compile, limits, parse_duration_ms, parse_timestamp_ms,
 };
 use serde_json::{Map, Value, json};
 
@@ -974,7 +974,9 @@ steps:
                 health: Some(HealthGate {
                     action: "core.echo".into(),
                     with: json!({ "w": "{{ wave }}" })
-                })
+                }),
+                window: None,
+                outside_window: OutsideWindow::Wait,
             })
         );
         assert_eq!(
@@ -983,7 +985,9 @@ steps:
                 canary: 1,
                 batch: Amount::Percent(100),
                 error_budget: Amount::Count(0),
-                health: None
+                health: None,
+                window: None,
+                outside_window: OutsideWindow::Wait,
             })
         );
     }

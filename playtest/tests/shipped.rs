@@ -59,7 +59,11 @@ steps:
 "#;
 
 fn play(test: &str) -> Result<riposte_playtest::Outcome, riposte_playtest::Error> {
-    let playbook = std::sync::Arc::new(riposte_playbooks::compile(ECHO).unwrap());
+    play_on(ECHO, test)
+}
+
+fn play_on(yaml: &str, test: &str) -> Result<riposte_playtest::Outcome, riposte_playtest::Error> {
+    let playbook = std::sync::Arc::new(riposte_playbooks::compile(yaml).unwrap());
     let suite = riposte_playtest::parse(&format!("playbook: echo.yaml\ntests:\n{test}"))?;
     riposte_playtest::run(&playbook, &suite.tests[0])
 }
@@ -122,5 +126,29 @@ fn a_test_that_is_itself_wrong_says_where() {
     assert!(
         typo.to_string().contains("test `t`: unknown field `expct`"),
         "{typo}"
+    );
+}
+
+/// A rollout whose playbook says `outside_window: fail` fails the step when a wave is due
+/// outside its window; what already ran stays (no undo here).
+#[test]
+fn a_wave_due_outside_a_failing_window_fails_the_step() {
+    let rollout = r#"
+name: rollout
+version: 1
+steps:
+  - id: roll
+    for_each: "{{ ['a', 'b', 'c'] }}"
+    action: core.echo
+    with: { host: "{{ item }}" }
+    waves: { canary: 1, batch: 1, window: "mon 00:00-00:30", outside_window: fail }
+"#;
+    let test = "  - name: t\n    results: { roll: { output: {}, takes: 20m } }\n    expect: { status: failed, error: \"wave 2 is due outside its maintenance window (mon 00:00-00:30)\", ended: 40m }\n";
+    let outcome = play_on(rollout, test).unwrap();
+    assert!(
+        outcome.passed(),
+        "{:?}\n{:#?}",
+        outcome.mismatches,
+        outcome.history
     );
 }

@@ -239,6 +239,9 @@ pub struct WaveState {
     /// Set when the gate of this wave passed (or was waived by a resume).
     #[serde(default)]
     pub gate_passed: bool,
+    /// The next wave is held for the maintenance window, which opens then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_until_ms: Option<i64>,
 }
 
 /// One step of a run. A step runs as one or more units: one for a plain step, one per item for

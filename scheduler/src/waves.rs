@@ -3,35 +3,52 @@
 //! failures exceed the budget, no new item starts and the run halts when the items in flight
 //! end. After each wave the health gate (if any) runs; a failing gate halts the run too. An
 //! operator resumes (the budget counts again from there) or cancels (undos run).
+//!
+//! With `window`, a wave starts only while one of its maintenance windows is open (the text is
+//! rendered when the wave is due; empty means any time). Due while closed, the wave is held (`wave.held`, with the
+//! next opening) and starts when a window opens; items already running finish. With
+//! `outside_window: fail`, the step fails instead.
 
-use riposte_playbooks::Context;
+use riposte_playbooks::schedule::Windows;
+use riposte_playbooks::{Context, OutsideWindow};
 use serde_json::{Value, json};
 
-use super::run::{Entry, Tx, what};
+use super::run::{Entry, Tx, format_time, what};
 use super::state::{RunStatus, Slot, StepStatus, Unit, UnitStatus, WaveState};
 
 impl Tx<'_> {
+    /// Sets up a rollout: nothing has started (`end` 0); [`Tx::settle_waves`] starts the
+    /// canary once its window is open.
     pub(crate) fn start_waves(&mut self, step: usize) {
+        self.run.steps[step].waves = Some(Box::new(WaveState::default()));
+    }
+
+    /// Starts the first wave (the canary, or the first batch) when its window is open.
+    fn start_first_wave(&mut self, step: usize, total: u32) {
+        if !self.window_open(step, 0) {
+            return;
+        }
         let waves = self.playbook.steps[step]
             .waves
             .as_ref()
             .expect("the step has waves");
-        let total = self.run.steps[step].units.len() as u32;
         let first = if waves.canary > 0 {
             waves.canary
         } else {
             waves.batch.of(total)
         };
         let end = first.min(total);
-        self.run.steps[step].waves = Some(Box::new(WaveState {
-            end,
-            ..WaveState::default()
-        }));
+        self.run.steps[step]
+            .waves
+            .as_mut()
+            .expect("waves state")
+            .end = end;
         self.record(Entry::step(
             "wave.started",
             self.step_id(step),
             format!("wave 0: items 0..{end}"),
         ));
+        self.fill_slots(step, end);
     }
 
     fn failures(&mut self, step: usize) -> u32 {
@@ -57,6 +74,9 @@ impl Tx<'_> {
             return;
         };
         let total = self.run.steps[step].units.len() as u32;
+        if wave.end == 0 && total > 0 {
+            return self.start_first_wave(step, total);
+        }
         let tally = self.index().step(step);
         let in_flight = tally.active > 0;
         if self.budget_spent(step) {
@@ -90,6 +110,9 @@ impl Tx<'_> {
         if wave.end >= total {
             return self.finish_waves(step);
         }
+        if !self.window_open(step, wave.wave + 1) {
+            return;
+        }
         let waves = self.playbook.steps[step]
             .waves
             .as_ref()
@@ -103,6 +126,91 @@ impl Tx<'_> {
         let message = format!("wave {}: items {}..{end}", state.wave, wave.end);
         self.record(Entry::step("wave.started", self.step_id(step), message));
         self.fill_slots(step, end);
+    }
+
+    /// Whether wave `next` may start now: no window, or one open. Closed, the wave is held
+    /// until the next opening (recorded once; the held time arms the run's timer), or with
+    /// `outside_window: fail` the step fails.
+    fn window_open(&mut self, step: usize, next: u32) -> bool {
+        let playbook = self.playbook;
+        let waves = playbook.steps[step]
+            .waves
+            .as_ref()
+            .expect("the step has waves");
+        let Some(template) = &waves.window else {
+            return true;
+        };
+        let text = match self.render_window(step, template, next) {
+            Ok(text) => text,
+            Err(message) => {
+                self.fail_step(step, format!("waves.window: {message}"));
+                return false;
+            }
+        };
+        if text.trim().is_empty() {
+            return true;
+        }
+        let windows = match Windows::parse(&text) {
+            Ok(windows) => windows,
+            Err(message) => {
+                self.fail_step(step, format!("waves.window `{text}`: {message}"));
+                return false;
+            }
+        };
+        let now = self.now_ms;
+        let id = self.step_id(step).to_string();
+        if windows.open_at(now) {
+            let state = self.run.steps[step].waves.as_mut().expect("waves state");
+            if state.held_until_ms.take().is_some() {
+                let message = format!("wave {next}: the maintenance window ({text}) is open");
+                self.record(Entry::step("wave.released", &id, message));
+            }
+            return true;
+        }
+        if waves.outside_window == OutsideWindow::Fail {
+            let message = format!("wave {next} is due outside its maintenance window ({text})");
+            self.fail_step(step, message);
+            return false;
+        }
+        // No opening within 8 days (a zone's gap ate it): held until an operator acts.
+        let next_open = windows.next_open(now).unwrap_or(i64::MAX);
+        let state = self.run.steps[step].waves.as_mut().expect("waves state");
+        if state.held_until_ms != Some(next_open) {
+            state.held_until_ms = Some(next_open);
+            let opens = match next_open {
+                i64::MAX => "no window opens in the next 8 days".to_string(),
+                at => format!("it opens at {}", format_time(at)),
+            };
+            let message = format!("wave {next} waits for its maintenance window ({text}): {opens}");
+            self.record(Entry::step("wave.held", &id, message));
+        }
+        false
+    }
+
+    fn render_window(&self, step: usize, template: &str, wave: u32) -> Result<String, String> {
+        let spec = &self.playbook.steps[step];
+        let steps = self.step_views();
+        let run_id = self.run.id.to_string();
+        let ctx = Context {
+            run_id: &run_id,
+            params: &self.run.params,
+            steps: &steps,
+            trigger: &self.run.trigger,
+        };
+        let rendered = self
+            .renderer
+            .tree(
+                &what(spec, "waves.window"),
+                &Value::String(template.to_string()),
+                &ctx,
+                None,
+                &[("wave", json!(wave))],
+            )
+            .map_err(|e| e.to_string())?;
+        match rendered {
+            Value::String(text) => Ok(text),
+            other => Ok(other.to_string()),
+        }
     }
 
     fn run_gate(&mut self, step: usize, wave: &WaveState) {

@@ -375,6 +375,19 @@ impl Runs {
             .iter()
             .zip(&state.steps)
             .map(|(spec, step)| {
+                let held = step.waves.as_ref().and_then(|w| w.held_until_ms);
+                if let Some(until) =
+                    held.filter(|_| step.status == riposte_scheduler::state::StepStatus::Running)
+                {
+                    return match u64::try_from(until).ok().filter(|_| until != i64::MAX) {
+                        Some(ms) => {
+                            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                            let at = humantime::format_rfc3339_millis(at);
+                            format!("next wave held for its maintenance window until {at}")
+                        }
+                        None => "next wave held: no maintenance window opens in 8 days".into(),
+                    };
+                }
                 let unserved = step.units.iter().find(|u| {
                     u.status == UnitStatus::Queued
                         && !u.held

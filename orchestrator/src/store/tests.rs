@@ -316,6 +316,7 @@ pub(super) fn full_run() -> RunState {
                     failures_forgiven: 1,
                     gate: Some(unit(7, UnitStatus::Queued)),
                     gate_passed: true,
+                    held_until_ms: Some(99),
                 })),
             },
             StepState::waiting(),

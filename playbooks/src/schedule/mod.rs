@@ -28,7 +28,7 @@ pub use plan::{
     next_due, plan, plan_with_grace, trigger_now,
 };
 pub use spec::{CatchUp, Overlap, Schedule, parse};
-pub use window::Window;
+pub use window::{Window, Windows};
 
 /// Every limit of a schedule definition, named with its unit last.
 pub mod limits {

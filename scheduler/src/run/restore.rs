@@ -90,8 +90,8 @@ pub(crate) fn next_due(state: &RunState) -> Option<i64> {
 }
 
 /// The earliest time something of this run is due, besides its step units and undo entries
-/// (which the run's index keeps in time order): the deadline, health gates, sleeps,
-/// approvals. Looks at each step once, never at its units.
+/// (which the run's index keeps in time order): the deadline, health gates, waves held for
+/// their window, sleeps, approvals. Looks at each step once, never at its units.
 pub(crate) fn next_due_of_run(state: &RunState) -> Option<i64> {
     if state.status.is_terminal() {
         return None;
@@ -112,6 +112,9 @@ pub(crate) fn next_due_of_run(state: &RunState) -> Option<i64> {
         if s.status == StepStatus::Sleeping {
             due.extend(s.due_ms);
         }
+        // `i64::MAX`: held with no opening in sight, until an operator acts.
+        let held = s.waves.as_ref().and_then(|w| w.held_until_ms);
+        due.extend(held.filter(|at| *at != i64::MAX));
         if s.status == StepStatus::AwaitingApproval {
             due.extend(s.approval.as_ref().map(|a| a.due_ms));
         }
