@@ -188,6 +188,21 @@ impl Tx<'_> {
     }
 
     fn render_window(&self, step: usize, template: &str, wave: u32) -> Result<String, String> {
+        let template = Value::String(template.to_string());
+        match self.render_for_wave(step, "waves.window", &template, wave)? {
+            Value::String(text) => Ok(text),
+            other => Ok(other.to_string()),
+        }
+    }
+
+    /// Renders a tree of a rollout's (its gate's `with`, its `window`), which sees `wave`.
+    fn render_for_wave(
+        &self,
+        step: usize,
+        field: &str,
+        tree: &Value,
+        wave: u32,
+    ) -> Result<Value, String> {
         let spec = &self.playbook.steps[step];
         let steps = self.step_views();
         let run_id = self.run.id.to_string();
@@ -197,20 +212,15 @@ impl Tx<'_> {
             steps: &steps,
             trigger: &self.run.trigger,
         };
-        let rendered = self
-            .renderer
+        self.renderer
             .tree(
-                &what(spec, "waves.window"),
-                &Value::String(template.to_string()),
+                &what(spec, field),
+                tree,
                 &ctx,
                 None,
                 &[("wave", json!(wave))],
             )
-            .map_err(|e| e.to_string())?;
-        match rendered {
-            Value::String(text) => Ok(text),
-            other => Ok(other.to_string()),
-        }
+            .map_err(|e| e.to_string())
     }
 
     fn run_gate(&mut self, step: usize, wave: &WaveState) {
@@ -246,29 +256,12 @@ impl Tx<'_> {
     }
 
     fn render_gate(&self, step: usize, wave: u32) -> Result<Value, String> {
-        let spec = &self.playbook.steps[step];
-        let health = spec
+        let health = self.playbook.steps[step]
             .waves
             .as_ref()
             .and_then(|w| w.health.as_ref())
             .expect("a health gate");
-        let steps = self.step_views();
-        let run_id = self.run.id.to_string();
-        let ctx = Context {
-            run_id: &run_id,
-            params: &self.run.params,
-            steps: &steps,
-            trigger: &self.run.trigger,
-        };
-        self.renderer
-            .tree(
-                &what(spec, "waves.health.with"),
-                &health.with,
-                &ctx,
-                None,
-                &[("wave", json!(wave))],
-            )
-            .map_err(|e| e.to_string())
+        self.render_for_wave(step, "waves.health.with", &health.with, wave)
     }
 
     pub(crate) fn gate_passed(&mut self, step: usize) {
