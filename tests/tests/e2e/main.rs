@@ -42,6 +42,7 @@ mod response_safety_rails;
 mod response_undo;
 mod response_waves;
 mod retry;
+mod run_repairs;
 mod runs_list;
 mod schedules;
 mod secrets;
