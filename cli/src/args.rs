@@ -46,6 +46,9 @@ pub struct Cli {
     /// JSON object per line for streams).
     #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = Format::Table)]
     pub output: Format,
+    /// Show times in this machine's time zone (RFC 3339 with its offset) instead of UTC.
+    #[arg(long, global = true)]
+    pub local: bool,
     #[command(subcommand)]
     pub command: Command,
 }

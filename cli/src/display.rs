@@ -2,6 +2,7 @@
 //! timestamps, durations, labels.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 use riposte_proto::v1::{RunStatus, StepStatus};
@@ -34,17 +35,43 @@ pub fn step_status(status: StepStatus) -> &'static str {
     }
 }
 
-/// An instant in Unix epoch milliseconds as RFC 3339 UTC with milliseconds
-/// (`2025-03-01T12:00:00.250Z`); `None` when unset (zero or negative).
+/// Times are shown in this machine's zone (`--local`) instead of UTC.
+static LOCAL: AtomicBool = AtomicBool::new(false);
+
+/// Shows times in this machine's zone from now on (`--local`).
+pub fn show_local_times(local: bool) {
+    LOCAL.store(local, Ordering::Relaxed);
+}
+
+/// An instant in Unix epoch milliseconds as RFC 3339 with milliseconds: UTC
+/// (`2025-03-01T12:00:00.250Z`), or with `--local` in this machine's zone
+/// (`2025-03-01T13:00:00.250+01:00`); `None` when unset (zero or negative).
 pub fn timestamp(at_ms: i64) -> Option<String> {
-    let at_ms = u64::try_from(at_ms).ok().filter(|at_ms| *at_ms > 0)?;
-    let at = UNIX_EPOCH + Duration::from_millis(at_ms);
+    let ms = u64::try_from(at_ms).ok().filter(|at_ms| *at_ms > 0)?;
+    if LOCAL.load(Ordering::Relaxed) {
+        let at = chrono::DateTime::from_timestamp_millis(at_ms)?.with_timezone(&chrono::Local);
+        return Some(with_offset(at.fixed_offset()));
+    }
+    let at = UNIX_EPOCH + Duration::from_millis(ms);
     Some(humantime::format_rfc3339_millis(at).to_string())
 }
 
-/// The UTC time of day of an instant, `HH:MM:SS.mmm`, for event lines.
+/// RFC 3339 with milliseconds and the offset.
+fn with_offset(at: chrono::DateTime<chrono::FixedOffset>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+}
+
+/// The time of day of an instant, `HH:MM:SS.mmm` (UTC, or with `--local` this machine's),
+/// for event lines.
 pub fn clock(at_ms: i64) -> String {
-    let ms_of_day = at_ms.rem_euclid(86_400_000);
+    let offset_ms = match LOCAL.load(Ordering::Relaxed) {
+        true => chrono::DateTime::from_timestamp_millis(at_ms).map_or(0, |at| {
+            let local = at.with_timezone(&chrono::Local).fixed_offset();
+            i64::from(local.offset().local_minus_utc()) * 1000
+        }),
+        false => 0,
+    };
+    let ms_of_day = (at_ms + offset_ms).rem_euclid(86_400_000);
     let (hours, rest) = (ms_of_day / 3_600_000, ms_of_day % 3_600_000);
     let (minutes, rest) = (rest / 60_000, rest % 60_000);
     let (seconds, millis) = (rest / 1000, rest % 1000);
@@ -112,6 +139,16 @@ pub fn labels(labels: &HashMap<String, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instant_reads_with_its_offset() {
+        let east = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap();
+        let at = chrono::DateTime::from_timestamp_millis(1_700_000_000_250).unwrap();
+        assert_eq!(
+            with_offset(at.with_timezone(&east)),
+            "2023-11-15T03:43:20.250+05:30"
+        );
+    }
 
     #[test]
     fn durations_use_two_units_at_most() {

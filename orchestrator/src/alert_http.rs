@@ -71,6 +71,8 @@ pub async fn serve(
     let clock = shared.clock().clone();
     let app = Arc::new(App { shared, secrets });
     let router = Router::new()
+        .route("/alerts/azure_monitor", post(azure_monitor))
+        // The old spelling, still served.
         .route("/alerts/azure-monitor", post(azure_monitor))
         .route("/alerts/sentinel", post(sentinel))
         .route("/alerts/defender", post(defender))
@@ -101,8 +103,8 @@ async fn azure_monitor(
 ) -> Response {
     ingest(
         &app,
-        &["azure-monitor"],
-        "azure-monitor",
+        &["azure_monitor", "azure-monitor"],
+        "azure_monitor",
         &headers,
         &uri,
         body,

@@ -211,7 +211,7 @@ pub struct Config {
     #[arg(long, env = "RIPOSTE_PLAYBOOKS")]
     pub playbooks: Option<PathBuf>,
 
-    /// Address of the HTTP alert listener (`POST /alerts/azure-monitor`, `/alerts/sentinel`,
+    /// Address of the HTTP alert listener (`POST /alerts/azure_monitor`, `/alerts/sentinel`,
     /// `/alerts/defender`, `/alerts/generic/{name}`); off when not given. Port 0 picks a free
     /// port; the bound address is printed on the first line of stdout.
     #[arg(long, env = "RIPOSTE_ALERTS_LISTEN", value_name = "ADDR")]
@@ -229,7 +229,7 @@ pub struct Config {
     pub removed_alert_secret: Vec<RemovedFlag>,
 
     /// A file of alert-source secrets, one `SOURCE=TOKEN` per line (blank lines and lines
-    /// starting with `#` are skipped), read once at start. `SOURCE` is `azure-monitor`,
+    /// starting with `#` are skipped), read once at start. `SOURCE` is `azure_monitor`,
     /// `sentinel`, `defender`, `generic` for every generic endpoint or `generic/NAME` for one;
     /// a source without a secret refuses every request.
     #[arg(long, env = "RIPOSTE_ALERT_SECRETS_FILE", value_name = "PATH")]
@@ -508,7 +508,7 @@ fn in_flight(text: &str) -> Result<usize, String> {
     }
 }
 
-/// `azure-monitor=s3cret` -> ("azure-monitor", "s3cret").
+/// `azure_monitor=s3cret` -> ("azure_monitor", "s3cret").
 fn parse_secret(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((source, token)) if !source.trim().is_empty() && !token.is_empty() => {

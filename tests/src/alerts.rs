@@ -43,7 +43,7 @@ pub async fn send_azure_monitor(orchestrator: &Orchestrator, file: &str) -> CliO
             "-f",
             file,
             "--source",
-            "azure-monitor",
+            "azure_monitor",
         ])
         .await
 }

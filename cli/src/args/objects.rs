@@ -78,7 +78,7 @@ pub struct AlertSendArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: PathBuf,
     /// Which format it is in.
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(riposte_proto::ALERT_SOURCES))]
+    #[arg(long, value_parser = alert_source)]
     pub source: String,
 }
 
@@ -144,4 +144,21 @@ pub struct SchedulePauseArgs {
     /// Why, recorded with your name.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
+}
+
+/// An alert source in its one spelling; an old spelling is accepted with a warning on stderr.
+fn alert_source(text: &str) -> Result<String, String> {
+    match riposte_proto::alert_source(text) {
+        Some((name, false)) => Ok(name.to_string()),
+        Some((name, true)) => {
+            crate::output::problem(&format!(
+                "warning: source `{text}` is now spelled `{name}` (as rules see it); accepted"
+            ));
+            Ok(name.to_string())
+        }
+        None => Err(format!(
+            "unknown alert source (one of {})",
+            riposte_proto::ALERT_SOURCES.join(", ")
+        )),
+    }
 }

@@ -31,6 +31,7 @@ use crate::output::Out;
 
 /// Runs the command the operator typed.
 pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
+    crate::display::show_local_times(cli.local);
     if let Command::Certs(command) = &cli.command {
         return certs::run(command, &mut Out::new(cli.output));
     }

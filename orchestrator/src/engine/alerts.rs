@@ -85,6 +85,8 @@ pub fn decide(
     trace: Option<TraceParent>,
 ) -> Result<Decided, Error> {
     let format = format_of(source)?;
+    // Stored under the source's one spelling (`azure_monitor`, whatever name it came by).
+    let source = riposte_proto::alert_source(source).map_or(source, |(name, _)| name);
     let alerts = ingest::parse(&format, payload).map_err(ingest_error)?;
     let reads_raw = rules.rules.iter().any(|(r, _)| r.reads_raw);
     let alerts = alerts
@@ -420,7 +422,7 @@ fn fated(fate: AlertFate, rule: &str, run_id: Option<RunId>, detail: &str) -> Fa
 /// The parser for a source name.
 fn format_of(source: &str) -> Result<Format, Error> {
     match source {
-        "azure-monitor" => Ok(Format::AzureMonitor),
+        "azure_monitor" | "azure-monitor" => Ok(Format::AzureMonitor),
         "sentinel" => Ok(Format::Sentinel),
         "defender" => Ok(Format::Defender),
         "cef" => Ok(Format::Cef),

@@ -51,6 +51,18 @@ async fn an_azure_monitor_alert_is_stored_normalized_with_its_fate_and_survives_
     );
     let schema = r#""schemaId": "azureMonitorCommonAlertSchema""#;
     assert!(shown.stdout.contains(schema), "{shown}");
+    // With --local, the time carries this machine's offset instead of `Z`.
+    let local = orchestrator.cli(&["--local", "alerts", "show", &id]).await;
+    let received = local
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("received:"))
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_string();
+    let offset = &received[received.len().saturating_sub(6)..];
+    let signed = offset.starts_with('+') || offset.starts_with('-');
+    assert!(signed && offset.as_bytes()[3] == b':', "{local}");
     assert!(
         shown
             .stdout
@@ -254,7 +266,7 @@ async fn post(
     token: Option<&str>,
     body: Vec<u8>,
 ) -> reqwest::Response {
-    let url = format!("{}/alerts/azure-monitor", orchestrator.alerts_url());
+    let url = format!("{}/alerts/azure_monitor", orchestrator.alerts_url());
     let mut request = reqwest::Client::new().post(url).body(body);
     if let Some(token) = token {
         request = request.header("X-Riposte-Token", token);

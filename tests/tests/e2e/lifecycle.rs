@@ -45,7 +45,7 @@ async fn a_rule_is_tested_disabled_enabled_and_deleted_and_every_change_is_audit
     let out = apply_rule(&orchestrator, BLOCK_SOURCE_IP).await;
     assert_eq!(out.code(), 0, "{out}");
 
-    let verdicts = test_rules(&orchestrator, AZURE_FIXTURE, "azure-monitor").await;
+    let verdicts = test_rules(&orchestrator, AZURE_FIXTURE, "azure_monitor").await;
     let verdict = &verdicts[0];
     assert_eq!(verdict["fate"], "started", "{verdict}");
     assert_eq!(verdict["rule"], "echo-attacker");
@@ -55,6 +55,7 @@ async fn a_rule_is_tested_disabled_enabled_and_deleted_and_every_change_is_audit
     let other = test_rules(&orchestrator, DEFENDER_FIXTURE, "defender").await;
     assert_eq!(other[0]["fate"], "matched_nothing", "{other}");
     assert_eq!(other[0]["rule"], "");
+    // The old spelling of the source is still accepted, with a warning.
     let table = orchestrator
         .cli(&[
             "rules",
@@ -65,6 +66,8 @@ async fn a_rule_is_tested_disabled_enabled_and_deleted_and_every_change_is_audit
             "azure-monitor",
         ])
         .await;
+    let warning = "warning: source `azure-monitor` is now spelled `azure_monitor`";
+    assert!(table.stderr.contains(warning), "{table}");
     assert!(table.stdout.contains("would be:    started"), "{table}");
     assert!(
         table
@@ -79,7 +82,7 @@ async fn a_rule_is_tested_disabled_enabled_and_deleted_and_every_change_is_audit
 
     let sent = send_azure_monitor(&orchestrator, AZURE_FIXTURE).await;
     let run_id = sent.json()[0]["run_id"].as_str().unwrap().to_string();
-    let repeat = test_rules(&orchestrator, AZURE_FIXTURE, "azure-monitor").await;
+    let repeat = test_rules(&orchestrator, AZURE_FIXTURE, "azure_monitor").await;
     assert_eq!(repeat[0]["fate"], "deduplicated", "{repeat}");
     assert_eq!(
         repeat[0]["run_id"],
@@ -93,7 +96,7 @@ async fn a_rule_is_tested_disabled_enabled_and_deleted_and_every_change_is_audit
         .await;
     assert_eq!(off.code(), 0, "{off}");
     assert!(off.stdout.contains("no (by token:e2e: too noisy)"), "{off}");
-    let disabled = test_rules(&orchestrator, AZURE_FIXTURE, "azure-monitor").await;
+    let disabled = test_rules(&orchestrator, AZURE_FIXTURE, "azure_monitor").await;
     assert_eq!(disabled[0]["fate"], "matched_nothing", "{disabled}");
     let again = apply_rule(&orchestrator, BLOCK_SOURCE_IP).await;
     assert_eq!(again.code(), 0, "{again}");
@@ -107,7 +110,7 @@ async fn a_rule_is_tested_disabled_enabled_and_deleted_and_every_change_is_audit
         .cli(&["rules", "enable", "echo-attacker"])
         .await;
     assert_eq!(on.code(), 0, "{on}");
-    let enabled = test_rules(&orchestrator, AZURE_FIXTURE, "azure-monitor").await;
+    let enabled = test_rules(&orchestrator, AZURE_FIXTURE, "azure_monitor").await;
     assert_eq!(enabled[0]["fate"], "deduplicated", "{enabled}");
 
     let deleted = orchestrator
