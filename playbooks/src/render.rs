@@ -286,7 +286,10 @@ impl Renderer {
                     .render(source, root.clone())
                     .map_err(|e| RenderError::new(step, &field, e))?,
             };
-            labels.insert(key.clone(), value);
+            // A label that renders empty requires nothing (`host: "{{ item.host or '' }}"`).
+            if !value.is_empty() {
+                labels.insert(key.clone(), value);
+            }
         }
         Ok(labels)
     }

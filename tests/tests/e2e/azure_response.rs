@@ -651,3 +651,31 @@ async fn the_built_in_ip_block_blocks_a_cidr_prefix_on_each_azure_backend() {
         );
     }
 }
+
+/// The built-in `patch-deployment` patches an Azure VM named by its ARM id, on a worker with
+/// the azure patch backend and no `host` label: assess, install (installPatches, followed to
+/// its end) and verify, with the health gate after the wave.
+#[tokio::test]
+async fn the_built_in_patch_deployment_patches_an_azure_vm_named_by_its_arm_id() {
+    let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let health = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let allow = health.to_string();
+    let mut s = setup(&["--patch-backend", "azure", "--http-allow-hosts", &allow]).await;
+    let params = json!({"hosts": [local::VM_ID], "health_url": format!("http://{health}/health")});
+    let run = api::start_run(&mut s.client, "patch-deployment", params).await;
+    let run = api::wait_finished(&mut s.client, &run.run_id, RUN_TIMEOUT).await;
+    assert_status(&run, RunStatus::Succeeded);
+    let install = Setup::output(&run, "install");
+    assert_eq!(install["succeeded"], json!([0]), "{install}");
+    let posts = s
+        .azure
+        .requests_to("POST", &format!("{}/installPatches", local::VM_ID));
+    assert_eq!(posts.len(), 1);
+    let assessed = s
+        .azure
+        .requests_to("POST", &format!("{}/assessPatches", local::VM_ID));
+    assert_eq!(assessed.len(), 2, "assess, then verify");
+    s.assert_secret_nowhere(&run);
+}
