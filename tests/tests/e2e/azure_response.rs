@@ -679,3 +679,79 @@ async fn the_built_in_patch_deployment_patches_an_azure_vm_named_by_its_arm_id()
     assert_eq!(assessed.len(), 2, "assess, then verify");
     s.assert_secret_nowhere(&run);
 }
+
+/// The dry run of each built-in on each Azure backend reads what it needs, plans, and changes
+/// nothing: no PUT, DELETE or action POST reaches the local ARM and Graph servers (reads, the
+/// token and a patch assessment only), and the run succeeds with `dry_run` outputs.
+#[tokio::test]
+async fn each_built_in_dry_runs_on_each_azure_backend_changing_nothing() {
+    let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let health = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let allow = health.to_string();
+    let jit = json!({"source_ip": "198.51.100.20", "host": "web-1", "vm": local::VM_ID, "justification": "INC-1"});
+    let patch = json!({"hosts": [local::VM_ID], "health_url": format!("http://{health}/health")});
+    let cases: [(&[&str], &str, Value, &str); 5] = [
+        (
+            &["--firewall-backend", "azure-nsg"],
+            "ip-block",
+            json!({"ip": "203.0.113.0/24"}),
+            "block",
+        ),
+        (
+            &["--firewall-backend", "azure-ip-group"],
+            "ip-block",
+            json!({"ip": "2001:db8::/64"}),
+            "block",
+        ),
+        (
+            &["--access-backend", "azure-jit", "--labels", "host=web-1"],
+            "jit-access-grant",
+            jit,
+            "grant",
+        ),
+        (
+            &["--identity-backend", "graph"],
+            "account-disable",
+            json!({"account": local::USER_UPN}),
+            "disable",
+        ),
+        (
+            &["--patch-backend", "azure", "--http-allow-hosts", &allow],
+            "patch-deployment",
+            patch,
+            "install",
+        ),
+    ];
+    for (backend, playbook, params, step) in cases {
+        let mut s = setup(backend).await;
+        let request = riposte_proto::v1::StartRunRequest {
+            playbook: playbook.into(),
+            params_json: params.to_string(),
+            dry_run: true,
+            ..Default::default()
+        };
+        let run = api::start_run_with(&mut s.client, request)
+            .await
+            .run
+            .unwrap();
+        let run = api::wait_finished(&mut s.client, &run.run_id, RUN_TIMEOUT).await;
+        assert_status(&run, RunStatus::Succeeded);
+        let changed: Vec<String> = s
+            .azure
+            .requests()
+            .into_iter()
+            .filter(|r| r.method != "GET" && !r.path.ends_with("/token"))
+            .filter(|r| !r.path.ends_with("/assessPatches"))
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert_eq!(changed, Vec::<String>::new(), "{playbook} on {backend:?}");
+        let output = Setup::output(&run, step);
+        let planned = match playbook {
+            "patch-deployment" => &output["outputs"][0],
+            _ => &output,
+        };
+        assert_eq!(planned["dry_run"], true, "{playbook}: {output}");
+    }
+}
