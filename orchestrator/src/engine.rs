@@ -25,7 +25,7 @@ mod tasks;
 mod unoffered;
 
 pub use alerts::Alerts;
-pub use playbooks::Builtin;
+pub use playbooks::{Builtin, Versions};
 pub use rules::{RuleApplied, Verdict};
 pub use runs::{ApprovalView, GrantView, StartRequest, Watch};
 pub use schedules::{ApplyOutcome, ScheduleView, Schedules};
@@ -287,7 +287,7 @@ impl Engine {
         &mut self,
         name: &str,
         version: u32,
-    ) -> Result<Pending<store::StoredPlaybook>, Error> {
+    ) -> Result<Pending<(Arc<Playbook>, store::StoredPlaybook)>, Error> {
         if version == 0 {
             let message = "version: name the version to delete (1 or more)";
             return Err(Error::InvalidArgument(message.into()));
@@ -326,10 +326,11 @@ impl Engine {
         if let Some((run, _)) = live {
             return refuse(format!("run {} of it is live", run.id));
         }
+        let compiled = self.runs.playbook(name, version)?;
         let seq = self.runs.store.delete_playbook(name, version)?;
         self.runs.playbooks.remove(&(name.to_string(), version));
         tracing::info!(playbook = %name, version, "playbook.version_deleted");
-        Ok(Pending::new(stored, seq))
+        Ok(Pending::new((compiled, stored), seq))
     }
 
     /// Deletes a schedule (see [`Schedules::delete`]).
@@ -338,7 +339,7 @@ impl Engine {
     }
 
     /// What the enabled rules would do with a payload (see [`Alerts::test`]).
-    pub fn test_rules(&mut self, decided: alerts::Decided) -> Vec<Verdict> {
+    pub fn test_rules(&mut self, decided: alerts::Decided) -> Result<Vec<Verdict>, Error> {
         self.alerts.test(&mut self.runs, decided)
     }
 

@@ -324,14 +324,14 @@ pub struct DeleteRule {
 }
 
 impl Request for DeleteRule {
-    type Reply = StoredRule;
+    type Reply = (Rule, StoredRule);
     const KIND: Kind = Kind::DeleteRule;
 
     fn target(&self) -> String {
         self.name.clone()
     }
 
-    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<StoredRule, Error> {
+    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<Self::Reply, Error> {
         let pending = node.lock_for(actor)?.alerts.delete_rule(&self.name)?;
         node.durable(pending).await
     }
@@ -351,6 +351,6 @@ impl Request for TestRules {
     async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Self::Reply, Error> {
         let rules = node.lock()?.alerts.rules();
         let decided = engine::alerts::decide(&self.source, &self.payload, &rules, None)?;
-        Ok(node.lock()?.test_rules(decided))
+        Ok(node.lock()?.test_rules(decided)?)
     }
 }

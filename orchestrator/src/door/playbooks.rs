@@ -122,7 +122,7 @@ pub struct ListPlaybookVersions {
 }
 
 impl Request for ListPlaybookVersions {
-    type Reply = (Vec<StoredPlaybook>, u32);
+    type Reply = crate::engine::Versions;
     const KIND: Kind = Kind::ListPlaybookVersions;
 
     async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Self::Reply, Error> {
@@ -167,14 +167,15 @@ pub struct DeletePlaybookVersion {
 }
 
 impl Request for DeletePlaybookVersion {
-    type Reply = StoredPlaybook;
+    /// The deleted version, compiled, with its source.
+    type Reply = (Arc<Playbook>, StoredPlaybook);
     const KIND: Kind = Kind::DeletePlaybookVersion;
 
     fn target(&self) -> String {
         format!("{}@{}", self.name, self.version)
     }
 
-    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<StoredPlaybook, Error> {
+    async fn serve(self, node: &Arc<Node>, actor: &Actor) -> Result<Self::Reply, Error> {
         let pending = node
             .lock_for(actor)?
             .delete_playbook_version(&self.name, self.version)?;

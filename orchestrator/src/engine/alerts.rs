@@ -23,11 +23,17 @@ use riposte_scheduler::state::RunId;
 use riposte_telemetry::TraceParent;
 
 /// An alert's fate as decided, with what it writes.
-struct Fated {
-    fate: AlertFate,
+pub(super) struct Fated {
+    pub(super) fate: AlertFate,
     rule: String,
-    run_id: Option<RunId>,
-    detail: String,
+    pub(super) run_id: Option<RunId>,
+    pub(super) detail: String,
+}
+
+/// Whether a started alert is held back, and if not the rule's budget count to add it to.
+pub(super) enum Hold {
+    Held(Fated),
+    Free(Option<BudgetState>),
 }
 
 /// What one payload's alerts write besides themselves.
@@ -254,32 +260,10 @@ impl Alerts {
             } => (index, params, dedup_key),
         };
         let rule = &rules[index].0;
-        if let Some(key) = &dedup_key
-            && let Some(held) = self.dedup_held(effects, &rule.name, key, now_ms)?
-        {
-            let detail = format!("deduplicated into run {held} (key `{key}`)");
-            return Ok(fated(
-                AlertFate::Deduplicated,
-                &rule.name,
-                Some(held),
-                &detail,
-            ));
-        }
-        let budget = self.budget_now(effects, rule, now_ms)?;
-        if let (Some(limit), Some(state)) = (rule.budget, budget)
-            && state.runs >= limit.runs
-        {
-            let detail = format!(
-                "suppressed by budget ({} runs per {} ms)",
-                limit.runs, limit.per_ms
-            );
-            return Ok(fated(
-                AlertFate::SuppressedByBudget,
-                &rule.name,
-                None,
-                &detail,
-            ));
-        }
+        let budget = match self.held_back(effects, rule, dedup_key.as_deref(), now_ms)? {
+            Hold::Held(fated) => return Ok(fated),
+            Hold::Free(budget) => budget,
+        };
         let request = StartRequest {
             playbook: rule.playbook.clone(),
             version: rule.version.unwrap_or(0),
@@ -321,7 +305,37 @@ impl Alerts {
     }
 
     /// The run a rule's dedup key holds at `now_ms`, if any (this payload's first).
-    pub(super) fn dedup_held(
+    /// Whether an alert its rule would start a run for is held back: coalesced into the run
+    /// its dedup key holds, or suppressed by the rule's budget.
+    pub(super) fn held_back(
+        &self,
+        effects: &Effects,
+        rule: &Rule,
+        dedup_key: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Hold, Error> {
+        if let Some(key) = dedup_key
+            && let Some(held) = self.dedup_held(effects, &rule.name, key, now_ms)?
+        {
+            let detail = format!("deduplicated into run {held} (key `{key}`)");
+            let fated = fated(AlertFate::Deduplicated, &rule.name, Some(held), &detail);
+            return Ok(Hold::Held(fated));
+        }
+        let budget = self.budget_now(effects, rule, now_ms)?;
+        if let (Some(limit), Some(state)) = (rule.budget, budget)
+            && state.runs >= limit.runs
+        {
+            let detail = format!(
+                "suppressed by budget ({} runs per {} ms)",
+                limit.runs, limit.per_ms
+            );
+            let fated = fated(AlertFate::SuppressedByBudget, &rule.name, None, &detail);
+            return Ok(Hold::Held(fated));
+        }
+        Ok(Hold::Free(budget))
+    }
+
+    fn dedup_held(
         &self,
         effects: &Effects,
         rule: &str,
@@ -336,7 +350,7 @@ impl Alerts {
     }
 
     /// The rule's budget count in the period containing `now_ms` (`None`: no budget).
-    pub(super) fn budget_now(
+    fn budget_now(
         &self,
         effects: &Effects,
         rule: &Rule,

@@ -18,6 +18,10 @@ pub enum Builtin {
     },
 }
 
+/// A playbook's versions, oldest first, each compiled with its stored source, and the default
+/// version.
+pub type Versions = (Vec<(Arc<Playbook>, StoredPlaybook)>, u32);
+
 impl Runs {
     /// A compiled playbook version (0 = latest), cached.
     pub fn playbook(&mut self, name: &str, version: u32) -> Result<Arc<Playbook>, Error> {
@@ -158,14 +162,17 @@ impl Runs {
             .collect()
     }
 
-    /// Every version of a playbook, oldest first, and the default one.
-    pub fn versions(&mut self, name: &str) -> Result<(Vec<StoredPlaybook>, u32), Error> {
-        let versions: Vec<StoredPlaybook> = self
+    /// Every version of a playbook, oldest first, compiled (cached), and the default one.
+    pub fn versions(&mut self, name: &str) -> Result<Versions, Error> {
+        let mut versions = Vec::new();
+        for stored in self
             .store
             .playbooks()?
             .into_iter()
             .filter(|p| p.name == name)
-            .collect();
+        {
+            versions.push((self.playbook(name, stored.version)?, stored));
+        }
         let default = self.playbook(name, 0)?.version;
         Ok((versions, default))
     }

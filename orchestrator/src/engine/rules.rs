@@ -9,7 +9,7 @@ use riposte_playbooks::rules::{self, Decision, Rule};
 use riposte_scheduler::state::RunId;
 use serde_json::Value;
 
-use super::alerts::{Decided, Effects};
+use super::alerts::{Decided, Effects, Hold};
 use super::{Alerts, Error, Runs, check_len};
 use crate::pending::Pending;
 use crate::store::{AlertFate, Disabled, StoredRule};
@@ -100,12 +100,12 @@ impl Alerts {
     }
 
     /// Deletes a rule; alerts already decided by it keep their fate and run.
-    pub fn delete_rule(&mut self, name: &str) -> Result<Pending<StoredRule>, Error> {
-        let (_, stored) = self.rule(name)?;
+    pub fn delete_rule(&mut self, name: &str) -> Result<Pending<(Rule, StoredRule)>, Error> {
+        let deleted = self.rule(name)?;
         let seq = self.store.delete_rule(name)?;
         self.replace(name, None);
         tracing::info!(rule = %name, "rule.deleted");
-        Ok(Pending::new(stored, seq))
+        Ok(Pending::new(deleted, seq))
     }
 
     /// One rule by name.
@@ -131,9 +131,8 @@ impl Alerts {
 
     /// What an ingest would decide now for each alert of `decided` (dedup windows, budgets
     /// and the playbook's parameter checks included), without storing or starting anything.
-    pub fn test(&self, runs: &mut Runs, decided: Decided) -> Vec<Verdict> {
+    pub fn test(&self, runs: &mut Runs, decided: Decided) -> Result<Vec<Verdict>, Error> {
         let now_ms = self.clock.now_ms();
-        let effects = Effects::default();
         let rules = decided.rules;
         decided
             .alerts
@@ -153,12 +152,12 @@ impl Alerts {
                     detail: "matches no enabled rule".into(),
                 };
                 let (index, params, dedup_key) = match decision {
-                    Decision::Nothing => return verdict,
+                    Decision::Nothing => return Ok(verdict),
                     Decision::Refused { index, reason } => {
                         verdict.rule = rules[index].0.name.clone();
                         verdict.fate = AlertFate::StartRefused;
                         verdict.detail = reason;
-                        return verdict;
+                        return Ok(verdict);
                     }
                     Decision::Start {
                         index,
@@ -171,42 +170,27 @@ impl Alerts {
                 verdict.playbook = format!("{}@{}", rule.playbook, rule.version.unwrap_or(0));
                 verdict.dedup_key = dedup_key.clone();
                 let (fate, run_id, detail) =
-                    self.would(runs, rule, &params, dedup_key.as_deref(), &effects, now_ms);
+                    self.would(runs, rule, &params, dedup_key.as_deref(), now_ms)?;
                 verdict.params = Some(Value::Object(params));
                 (verdict.fate, verdict.run_id, verdict.detail) = (fate, run_id, detail);
-                verdict
+                Ok(verdict)
             })
             .collect()
     }
 
-    /// The fate a started alert would get: coalesced by its dedup key, suppressed by its
-    /// budget, refused by the playbook's checks, or a new run.
+    /// The fate a started alert would get: held back as an ingest would hold it (dedup key,
+    /// budget), refused by the playbook's checks, or a new run.
     fn would(
         &self,
         runs: &mut Runs,
         rule: &Rule,
         params: &serde_json::Map<String, Value>,
         dedup_key: Option<&str>,
-        effects: &Effects,
         now_ms: i64,
-    ) -> (AlertFate, Option<RunId>, String) {
-        let held = dedup_key.map(|key| self.dedup_held(effects, &rule.name, key, now_ms));
-        match held {
-            Some(Ok(Some(run))) => {
-                let key = dedup_key.unwrap_or_default();
-                let detail = format!("would be deduplicated into run {run} (key `{key}`)");
-                return (AlertFate::Deduplicated, Some(run), detail);
-            }
-            Some(Err(e)) => return (AlertFate::StartRefused, None, e.to_string()),
-            _ => {}
-        }
-        match self.budget_now(effects, rule, now_ms) {
-            Ok(Some(state)) if rule.budget.is_some_and(|b| state.runs >= b.runs) => {
-                let detail = "would be suppressed by its budget".to_string();
-                return (AlertFate::SuppressedByBudget, None, detail);
-            }
-            Err(e) => return (AlertFate::StartRefused, None, e.to_string()),
-            _ => {}
+    ) -> Result<(AlertFate, Option<RunId>, String), Error> {
+        let effects = Effects::default();
+        if let Hold::Held(held) = self.held_back(&effects, rule, dedup_key, now_ms)? {
+            return Ok((held.fate, held.run_id, held.detail));
         }
         let checked = runs
             .playbook(&rule.playbook, rule.version.unwrap_or(0))
@@ -215,13 +199,14 @@ impl Alerts {
                     .coerce_params(params)
                     .map_err(|problems| Error::InvalidArgument(problems.join("; ")))
             });
-        match checked {
+        Ok(match checked {
             Ok(_) => (AlertFate::Started, None, "would start a run".into()),
+            Err(Error::Store(e)) => return Err(Error::Store(e)),
             Err(e) => (
                 AlertFate::StartRefused,
                 None,
                 format!("would be refused: {e}"),
             ),
-        }
+        })
     }
 }

@@ -60,16 +60,54 @@ fn answer(task: &TaskSpec) -> Result<Value, (String, bool)> {
     Err((message, false))
 }
 
-/// The worker setting that makes a worker offer `action`.
-fn setting(action: &str) -> &'static str {
+/// The worker setting that makes a worker offer `action`, naming the backends the worker has.
+fn setting(action: &str) -> String {
+    use riposte_worker::connectors::{access, firewall, identity, patch};
     let family = action.split_once('.').map_or(action, |(family, _)| family);
-    match family {
-        "firewall" => {
-            "start a worker with --firewall-backend nftables, azure-nsg or azure-ip-group"
+    let (flag, backends) = match family {
+        "firewall" => ("--firewall-backend", names::<firewall::Backend>()),
+        "identity" => ("--identity-backend", names::<identity::Backend>()),
+        "access" => ("--access-backend", names::<access::Backend>()),
+        "patch" => ("--patch-backend", names::<patch::Backend>()),
+        _ => return "start a worker that offers it".into(),
+    };
+    format!("start a worker with {flag} {backends}")
+}
+
+/// A backend enum's names as the worker's flag takes them: `nftables, azure-nsg or azure-ip-group`.
+fn names<B: clap::ValueEnum>() -> String {
+    let names: Vec<String> = B::value_variants()
+        .iter()
+        .filter_map(|b| b.to_possible_value())
+        .map(|v| v.get_name().to_string())
+        .collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.concat(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::setting;
+
+    #[test]
+    fn each_family_names_its_flag_and_the_backends_the_worker_has() {
+        let expected = [
+            (
+                "firewall.block_ip",
+                "--firewall-backend nftables, azure-nsg or azure-ip-group",
+            ),
+            (
+                "identity.disable_account",
+                "--identity-backend linux or graph",
+            ),
+            ("access.grant_jit", "--access-backend nftables or azure-jit"),
+            ("patch.install", "--patch-backend apt, dnf or azure"),
+        ];
+        for (action, wanted) in expected {
+            assert_eq!(setting(action), format!("start a worker with {wanted}"));
         }
-        "identity" => "start a worker with --identity-backend linux or graph",
-        "access" => "start a worker with --access-backend nftables or azure-jit",
-        "patch" => "start a worker with --patch-backend apt, dnf or azure",
-        _ => "start a worker that offers it",
+        assert_eq!(setting("http.request"), "start a worker that offers it");
     }
 }

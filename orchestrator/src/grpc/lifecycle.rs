@@ -92,13 +92,11 @@ impl OperatorApi {
     ) -> Result<Response<pb::RuleInfo>, Status> {
         let caller = self.caller(&request).await;
         let name = rule_name(request.into_inner().name)?;
-        let stored = self
+        let (rule, stored) = self
             .0
             .handle(caller, alerts::DeleteRule { name })
             .await
             .map_err(status)?;
-        let rule = riposte_playbooks::rules::parse(&stored.source, &Default::default())
-            .map_err(|_| Status::internal("the deleted rule's source does not parse"))?;
         Ok(Response::new(with_source(&rule, stored)))
     }
 
@@ -185,11 +183,10 @@ impl OperatorApi {
         let (versions, default) = self.0.handle(caller, list).await.map_err(status)?;
         let versions = versions
             .iter()
-            .filter_map(|stored| {
-                let compiled = riposte_playbooks::compile(&stored.source).ok()?;
-                let mut playbook = convert::playbook(&compiled, Some(stored), "");
+            .map(|(compiled, stored)| {
+                let mut playbook = convert::playbook(compiled, Some(stored), "");
                 (playbook.params, playbook.steps) = (Vec::new(), Vec::new());
-                Some(playbook)
+                playbook
             })
             .collect();
         Ok(Response::new(pb::ListPlaybookVersionsResponse {
@@ -224,9 +221,7 @@ impl OperatorApi {
             name: req.name,
             version: req.version,
         };
-        let stored = self.0.handle(caller, delete).await.map_err(status)?;
-        let compiled = riposte_playbooks::compile(&stored.source)
-            .map_err(|_| Status::internal("the deleted version's source does not compile"))?;
+        let (compiled, stored) = self.0.handle(caller, delete).await.map_err(status)?;
         Ok(Response::new(with_playbook_source(&compiled, Some(stored))))
     }
 }
