@@ -62,12 +62,13 @@ pub enum Format {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Validate, apply and inspect playbooks.
+    /// Validate, test, apply and inspect playbooks; list, compare, roll back and delete their
+    /// versions.
     #[command(subcommand)]
     Playbook(PlaybookCommand),
     /// Start a run of a playbook, and optionally follow it to its end.
     Run(RunArgs),
-    /// List, inspect, follow, cancel and repair runs.
+    /// List, inspect, follow, cancel and repair runs, and export one as a playbook test.
     #[command(subcommand)]
     Runs(RunsCommand),
     /// List the open grants of all runs, and revoke one before its TTL.
@@ -92,11 +93,11 @@ pub enum Command {
     #[command(subcommand)]
     Containment(ContainmentCommand),
     /// Cron schedules that start runs by themselves: apply, list, history (the fate of every
-    /// occurrence), trigger now, pause and resume.
+    /// occurrence), trigger now, pause, resume and delete.
     #[command(subcommand)]
     Schedules(SchedulesCommand),
     /// Alerts: send a payload as a listener would, list the alerts received with their fate,
-    /// show one (entities, fate, run).
+    /// show one (entities, fate, run, payload), replay one through today's rules.
     #[command(subcommand)]
     Alerts(AlertsCommand),
     /// Alert rules: which alerts start which playbook, with dedup and budgets.
@@ -118,14 +119,27 @@ pub enum Command {
 pub enum AuditCommand {
     /// The newest records (a table, or one JSON document).
     List(AuditListArgs),
-    /// Every record, newest first, one JSON object per line (for a SIEM).
-    Export(AuditListArgs),
+    /// Every record the filters keep, newest first, one JSON object per line (for a SIEM).
+    Export(AuditFilters),
     /// Check the whole chain; exit 1 naming the first record that breaks it.
     Verify,
 }
 
 #[derive(Debug, Args)]
 pub struct AuditListArgs {
+    #[command(flatten)]
+    pub filters: AuditFilters,
+    /// At most this many records [default: 50].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "all")]
+    pub limit: Option<u32>,
+    /// Every record.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// Which audit records `list` and `export` keep.
+#[derive(Debug, Args)]
+pub struct AuditFilters {
     /// Only this principal's records, e.g. `cert:alice`.
     #[arg(long, value_name = "PRINCIPAL")]
     pub principal: Option<String>,
@@ -138,15 +152,9 @@ pub struct AuditListArgs {
     /// Only records of the last DURATION, e.g. `24h`.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub since: Option<std::time::Duration>,
-    /// At most this many records [default: 50].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "all")]
-    pub limit: Option<u32>,
-    /// Every record.
-    #[arg(long)]
-    pub all: bool,
 }
 
-impl AuditListArgs {
+impl AuditFilters {
     /// `--since` as the earliest time in ms since the epoch; 0 without it.
     pub fn since_ms(&self) -> i64 {
         self.since.map_or(0, |since| {
@@ -196,7 +204,8 @@ pub enum PlaybookCommand {
     Validate(Files),
     /// Apply playbooks: store each as a new version, or confirm it is unchanged.
     Apply(Files),
-    /// List the latest version of each playbook.
+    /// List each playbook at its default version (the latest, unless rolled back with
+    /// `playbook default`).
     List,
     /// Show a playbook's parameters and steps.
     Show(ShowArgs),
@@ -266,7 +275,7 @@ pub struct Files {
 pub struct ShowArgs {
     /// Playbook name.
     pub name: String,
-    /// Version to show [default: the latest].
+    /// Version to show [default: the default version: the latest, unless rolled back].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub version: Option<u32>,
     /// Print exactly the stored YAML source instead (it can be piped into `playbook apply`);
@@ -277,7 +286,8 @@ pub struct ShowArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Playbook to run: `NAME` for its latest version, or `NAME@VERSION`.
+    /// Playbook to run: `NAME` for its default version (the latest, unless rolled back), or
+    /// `NAME@VERSION`.
     #[arg(value_name = "PLAYBOOK[@VERSION]", value_parser = parse_playbook_ref)]
     pub playbook: PlaybookRef,
     /// A parameter as `KEY=VALUE` (repeatable). Values are sent as strings; the orchestrator
@@ -312,7 +322,8 @@ pub struct RunArgs {
 pub enum RunsCommand {
     /// List runs, newest first.
     List(ListRunsArgs),
-    /// Show a run: its state, its steps and, once it has finished, its history.
+    /// Show a run: its state, its steps with their outputs and, once it has finished, its
+    /// history.
     Show(RunId),
     /// Follow a run: its history, then live events until it finishes. Exit codes as for
     /// `riposte run --wait`.
@@ -535,7 +546,7 @@ pub enum WorkersCommand {
     List,
 }
 
-/// A playbook and the version to run; version 0 means the latest.
+/// A playbook and the version to run; version 0 means its default version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlaybookRef {
     pub name: String,

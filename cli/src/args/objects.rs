@@ -4,8 +4,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::Files;
-
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
     /// Apply rule files: store each (replacing one of the same name); prints
@@ -30,6 +28,13 @@ pub enum RulesCommand {
 #[derive(Debug, Args)]
 pub struct RuleFiles {
     /// Rule YAML files; `-` reads standard input.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleFiles {
+    /// Schedule YAML files; `-` reads standard input.
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
 }
@@ -78,7 +83,7 @@ pub struct AlertSendArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: PathBuf,
     /// Which format it is in.
-    #[arg(long, value_parser = alert_source)]
+    #[arg(long, value_parser = alert_source())]
     pub source: String,
 }
 
@@ -103,7 +108,7 @@ pub enum SchedulesCommand {
     /// Apply schedule files: store each (replacing one of the same name) or confirm it is
     /// unchanged; prints `FILE:LINE:COL: PATH: MESSAGE` per problem and exits 1 when any file
     /// is invalid or refused.
-    Apply(Files),
+    Apply(ScheduleFiles),
     /// List the schedules with their next fire and the fate of their latest occurrence.
     List,
     /// The ledger of a schedule, newest first: each occurrence's fate and its run.
@@ -146,19 +151,26 @@ pub struct SchedulePauseArgs {
     pub reason: Option<String>,
 }
 
-/// An alert source in its one spelling; an old spelling is accepted with a warning on stderr.
-fn alert_source(text: &str) -> Result<String, String> {
-    match riposte_proto::alert_source(text) {
-        Some((name, false)) => Ok(name.to_string()),
+/// `--source`: an alert source in its one spelling (the ones `--help` lists); an old spelling
+/// is accepted, hidden from `--help`, with a warning on stderr.
+fn alert_source() -> impl clap::builder::TypedValueParser<Value = String> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    let spellings = riposte_proto::ALERT_SOURCES
+        .iter()
+        .map(|name| PossibleValue::new(*name))
+        .chain(
+            riposte_proto::ALERT_SOURCES_RENAMED
+                .iter()
+                .map(|(old, _)| PossibleValue::new(*old).hide(true)),
+        );
+    PossibleValuesParser::new(spellings).map(|text| match riposte_proto::alert_source(&text) {
         Some((name, true)) => {
             crate::output::problem(&format!(
                 "warning: source `{text}` is now spelled `{name}` (as rules see it); accepted"
             ));
-            Ok(name.to_string())
+            name.to_string()
         }
-        None => Err(format!(
-            "unknown alert source (one of {})",
-            riposte_proto::ALERT_SOURCES.join(", ")
-        )),
-    }
+        Some((name, false)) => name.to_string(),
+        None => text,
+    })
 }

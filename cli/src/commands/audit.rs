@@ -4,7 +4,7 @@
 use riposte_proto::v1::{AuditRecord, ListAuditRequest};
 use serde_json::{Value, json};
 
-use crate::args::{AuditListArgs, Format};
+use crate::args::{AuditFilters, AuditListArgs, Format};
 use crate::client::Client;
 use crate::display::timestamp;
 use crate::error::{Error, Exit};
@@ -20,7 +20,7 @@ pub async fn list(client: &mut Client, out: &mut Out, args: &AuditListArgs) -> R
         false => args.limit.unwrap_or(50) as usize,
     };
     let mut records = Vec::new();
-    pages(client, args, limit, |record| records.push(record)).await?;
+    pages(client, &args.filters, limit, |record| records.push(record)).await?;
     match out.format() {
         Format::Json => out.document(&Value::Array(records.iter().map(record_json).collect()))?,
         Format::Table => {
@@ -54,10 +54,10 @@ pub async fn list(client: &mut Client, out: &mut Out, args: &AuditListArgs) -> R
 pub async fn export(
     client: &mut Client,
     out: &mut Out,
-    args: &AuditListArgs,
+    filters: &AuditFilters,
 ) -> Result<Exit, Error> {
     let mut failed = None;
-    pages(client, args, usize::MAX, |record| {
+    pages(client, filters, usize::MAX, |record| {
         if failed.is_none()
             && let Err(e) = out.record(&record_json(&record))
         {
@@ -100,7 +100,7 @@ pub async fn verify(client: &mut Client, out: &mut Out) -> Result<Exit, Error> {
 /// Feeds `each` the records page after page, at most `limit`.
 async fn pages(
     client: &mut Client,
-    args: &AuditListArgs,
+    args: &AuditFilters,
     limit: usize,
     mut each: impl FnMut(AuditRecord),
 ) -> Result<(), Error> {
