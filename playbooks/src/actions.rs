@@ -258,6 +258,26 @@ pub const CATALOG: &[ActionSpec] = &[
                 "longest the installation may take, e.g. \"2h\"",
             ),
             input("vm", false, "ARM id of the virtual machine (azure backend)"),
+            input(
+                "classifications",
+                false,
+                "Azure update classifications instead of the scope's (azure backend), e.g. [Critical, Security, Definition]",
+            ),
+            input(
+                "kb_include",
+                false,
+                "KB numbers to install whatever their classification (Windows VMs; ignored on Linux VMs)",
+            ),
+            input(
+                "kb_exclude",
+                false,
+                "KB numbers never to install (Windows VMs; ignored on Linux VMs)",
+            ),
+            input(
+                "exclude_kbs_requiring_reboot",
+                false,
+                "true: leave out updates that may reboot (Windows VMs; ignored on Linux VMs)",
+            ),
         ],
         open_inputs: false,
         containment: false,

@@ -6,7 +6,10 @@
 //! Layout under the server's URL: `/login/{tenant}/oauth2/v2.0/token` (Entra ID client
 //! credentials), `/imds/metadata/identity/oauth2/token` (managed identity), `/graph/v1.0/...`
 //! (Microsoft Graph users) and ARM at the root: one NSG with its security rules, one IP group,
-//! one JIT policy and one VM with `assessPatches` / `installPatches`. Writes to the NSG and the
+//! one JIT policy, a Linux VM and a Windows VM (`GET` answers its `osType`) with `assessPatches` /
+//! `installPatches`, each taking only its own OS's parameters; the Windows VM installs what
+//! its `windowsParameters` select (classifications, KB numbers included and excluded, KBs that
+//! may reboot left out). Writes to the NSG and the
 //! IP group answer with `Azure-AsyncOperation` (InProgress once, then Succeeded); the patch
 //! operations answer 202 with `Location` and `Retry-After` (202 once, then 200 with the
 //! result). A rule DELETE also gives a `Location` that answers 204 once the operation is done. Tokens are `arm-token-N` and `graph-token-N`; ARM and Graph refuse the other's.
@@ -37,8 +40,14 @@ pub const NSG_ID: &str = "/subscriptions/aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e/re
 pub const IP_GROUP_ID: &str = "/subscriptions/aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e/resourceGroups/rg-net/providers/Microsoft.Network/ipGroups/ipg-soar-blocklist";
 /// The JIT policy.
 pub const JIT_POLICY_ID: &str = "/subscriptions/aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e/resourceGroups/rg-web/providers/Microsoft.Security/locations/westeurope/jitNetworkAccessPolicies/default";
-/// The VM (in the JIT policy with port 22, and patchable).
+/// The VM (Linux, in the JIT policy with port 22, and patchable).
 pub const VM_ID: &str = "/subscriptions/aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/vm-web-01";
+/// A Windows VM, patchable.
+pub const WINDOWS_VM_ID: &str = "/subscriptions/aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/vm-win-01";
+/// The security update the Windows VM's assessment lists beside the fixture's two patches
+/// (KB2267602, a definition update that never reboots, and KB890830, an update rollup that
+/// can request one).
+pub const WINDOWS_SECURITY_KB: &str = "5034441";
 /// The one Graph user: object id.
 pub const USER_ID: &str = "22223333-cccc-4444-dddd-5555eeee6666";
 /// The one Graph user: user principal name.
@@ -59,6 +68,8 @@ const FIXTURE_SUCCEEDED: &str =
 const FIXTURE_ASSESS: &str = include_str!("../fixtures/azure/arm-lro-assesspatches-result.json");
 const FIXTURE_INSTALL: &str =
     include_str!("../fixtures/azure/arm-lro-installpatches-result-linux.json");
+const FIXTURE_INSTALL_WINDOWS: &str =
+    include_str!("../fixtures/azure/arm-lro-installpatches-result-windows-doc.json");
 const FIXTURE_INSTALL_202: &str =
     include_str!("../fixtures/azure/arm-lro-installpatches-202.http.json");
 const FIXTURE_TOKEN: &str =
@@ -216,6 +227,8 @@ struct Azure {
     jit_requests: Vec<Value>,
     user_enabled: bool,
     install_outcome: InstallOutcome,
+    /// KB numbers installed on the Windows VM: its assessments no longer list them.
+    windows_installed: Vec<String>,
     operations: BTreeMap<String, Operation>,
     next_operation: u32,
 }
@@ -257,6 +270,7 @@ impl AzureServer {
             jit_requests: Vec::new(),
             user_enabled: true,
             install_outcome: InstallOutcome::Succeeded,
+            windows_installed: Vec::new(),
             operations: BTreeMap::new(),
             next_operation: 1,
         }));
@@ -648,6 +662,17 @@ impl Azure {
                 self.compute_start(result)
             }
             ("POST", p) if p == format!("{VM_ID}/installPatches") => self.install(r),
+            ("GET", p) if p == VM_ID => Answer::json(200, vm_resource(VM_ID, "Linux")),
+            ("GET", p) if p == WINDOWS_VM_ID => {
+                Answer::json(200, vm_resource(WINDOWS_VM_ID, "Windows"))
+            }
+            ("POST", p) if p == format!("{WINDOWS_VM_ID}/assessPatches") => {
+                let result = self.windows_assessment();
+                self.compute_start(result)
+            }
+            ("POST", p) if p == format!("{WINDOWS_VM_ID}/installPatches") => {
+                self.install_windows(r)
+            }
             _ => arm_error(
                 404,
                 "ResourceNotFound",
@@ -877,6 +902,13 @@ impl Azure {
             .iter()
             .any(|s| body["rebootSetting"] == json!(s));
         let classes_ok = body["linuxParameters"]["classificationsToInclude"].is_array();
+        if body.get("windowsParameters").is_some() {
+            return arm_error(
+                400,
+                "InvalidParameter",
+                "windowsParameters cannot be used on a Linux virtual machine.",
+            );
+        }
         if !duration_ok || !reboot_ok || !classes_ok {
             return arm_error(
                 400,
@@ -906,6 +938,138 @@ impl Azure {
                 });
             }
         }
+        self.compute_start(result)
+    }
+
+    /// The Windows VM's assessment: the fixture's two patches and a security update, less
+    /// those installed since.
+    fn windows_assessment(&self) -> Value {
+        let mut result = fixture(FIXTURE_ASSESS);
+        let patches = result["availablePatches"].as_array_mut().expect("patches");
+        patches.push(json!({
+            "patchId": "0d63c4c8-9a6a-4b6b-8a3f-5f0a4f2c9e11",
+            "name": format!("2024-01 Security Update for Windows Server 2022 for x64-based Systems (KB{WINDOWS_SECURITY_KB})"),
+            "version": "",
+            "kbId": WINDOWS_SECURITY_KB,
+            "classifications": ["Security Updates"],
+            "rebootBehavior": "CanRequestReboot",
+            "activityId": "68f8b292-dfc2-4646-9781-33cc88631968",
+            "publishedDate": "2024-01-09T00:00:00Z",
+            "lastModifiedDateTime": "2024-01-09T00:00:00Z",
+            "assessmentState": "Available",
+        }));
+        patches.retain(|p| {
+            !self
+                .windows_installed
+                .iter()
+                .any(|kb| p["kbId"].as_str() == Some(kb.as_str()))
+        });
+        result["criticalAndSecurityPatchCount"] = json!(
+            patches
+                .iter()
+                .filter(|p| p["classifications"][0] == json!("Security Updates"))
+                .count()
+        );
+        result
+    }
+
+    /// installPatches on the Windows VM: each patch of its assessment is `Excluded` (a KB in
+    /// `kbNumbersToExclude`, or one that may reboot under `excludeKbsRequiringReboot`),
+    /// `Installed` (a KB in `kbNumbersToInclude`, or of a classification asked for) or
+    /// `NotSelected`.
+    fn install_windows(&mut self, r: &Request) -> Answer {
+        const CLASSES: [&str; 8] = [
+            "Critical",
+            "Security",
+            "UpdateRollUp",
+            "FeaturePack",
+            "ServicePack",
+            "Definition",
+            "Tools",
+            "Updates",
+        ];
+        let body = r.json();
+        let windows = &body["windowsParameters"];
+        let strings = |v: &Value| -> Option<Vec<String>> {
+            match v {
+                Value::Null => Some(Vec::new()),
+                Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_owned))
+                    .collect(),
+                _ => None,
+            }
+        };
+        let classes = strings(&windows["classificationsToInclude"]);
+        let include = strings(&windows["kbNumbersToInclude"]);
+        let exclude = strings(&windows["kbNumbersToExclude"]);
+        let valid = body["maximumDuration"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("PT"))
+            && ["IfRequired", "Never", "Always"]
+                .iter()
+                .any(|s| body["rebootSetting"] == json!(s))
+            && body.get("linuxParameters").is_none()
+            && classes
+                .as_ref()
+                .is_some_and(|c| !c.is_empty() && c.iter().all(|c| CLASSES.contains(&c.as_str())))
+            && include.is_some()
+            && exclude.is_some();
+        let (Some(classes), Some(include), Some(exclude), true) =
+            (classes, include, exclude, valid)
+        else {
+            return arm_error(
+                400,
+                "InvalidParameter",
+                "maximumDuration, rebootSetting and windowsParameters.classificationsToInclude \
+                 (Windows classifications) are required; linuxParameters cannot be used on a \
+                 Windows virtual machine.",
+            );
+        };
+        let no_reboot_only = windows["excludeKbsRequiringReboot"] == json!(true);
+        let listed =
+            |list: &[String], kb: &str| list.iter().any(|k| k.trim_start_matches("KB") == kb);
+        let mut reboot_needed = false;
+        let mut installed = Vec::new();
+        let mut counts = BTreeMap::new();
+        let patches: Vec<Value> = self.windows_assessment()["availablePatches"]
+            .as_array()
+            .expect("patches")
+            .iter()
+            .map(|p| {
+                let kb = p["kbId"].as_str().unwrap_or("");
+                let never_reboots = p["rebootBehavior"] == json!("NeverReboots");
+                let class = windows_class(p["classifications"][0].as_str().unwrap_or(""));
+                let state = if listed(&exclude, kb) || (no_reboot_only && !never_reboots) {
+                    "Excluded"
+                } else if listed(&include, kb) || classes.iter().any(|c| c == class) {
+                    reboot_needed |= !never_reboots;
+                    installed.push(kb.to_owned());
+                    "Installed"
+                } else {
+                    "NotSelected"
+                };
+                *counts.entry(state).or_insert(0u64) += 1;
+                json!({
+                    "patchId": p["patchId"], "name": p["name"], "version": p["version"],
+                    "kbId": kb, "classifications": p["classifications"],
+                    "installationState": state,
+                })
+            })
+            .collect();
+        let mut result = fixture(FIXTURE_INSTALL_WINDOWS);
+        let count = |state| counts.get(state).copied().unwrap_or(0);
+        result["installedPatchCount"] = json!(count("Installed"));
+        result["excludedPatchCount"] = json!(count("Excluded"));
+        result["notSelectedPatchCount"] = json!(count("NotSelected"));
+        result["pendingPatchCount"] = json!(0);
+        result["rebootStatus"] = json!(match (reboot_needed, body["rebootSetting"].as_str()) {
+            (false, _) => "NotNeeded",
+            (true, Some("Never")) => "Required",
+            (true, _) => "Completed",
+        });
+        result["patches"] = Value::Array(patches);
+        self.windows_installed.extend(installed);
         self.compute_start(result)
     }
 
@@ -953,6 +1117,36 @@ impl Azure {
         let n = self.next_operation;
         self.next_operation += 1;
         format!("dddd3333-ee44-5555-66ff-{n:012}")
+    }
+}
+
+/// A virtual machine as `GET` answers it (the fields the tests read).
+fn vm_resource(id: &str, os_type: &str) -> Value {
+    let name = id.rsplit('/').next().unwrap_or("");
+    json!({
+        "id": id,
+        "name": name,
+        "type": "Microsoft.Compute/virtualMachines",
+        "location": "westeurope",
+        "properties": {
+            "vmId": "0f47b100-583c-48e3-a4c0-aefc2c9bbcc1",
+            "storageProfile": {"osDisk": {"osType": os_type, "name": format!("{name}-osdisk"), "createOption": "FromImage"}},
+            "provisioningState": "Succeeded",
+        },
+    })
+}
+
+/// The installPatches classification of a publisher's classification in an assessment.
+fn windows_class(publisher: &str) -> &'static str {
+    match publisher {
+        "Critical Updates" => "Critical",
+        "Security Updates" => "Security",
+        "Update Rollups" => "UpdateRollUp",
+        "Feature Packs" => "FeaturePack",
+        "Service Packs" => "ServicePack",
+        "Definition Updates" => "Definition",
+        "Tools" => "Tools",
+        _ => "Updates",
     }
 }
 

@@ -32,6 +32,8 @@ pub mod binaries;
 pub mod chaos;
 pub mod cli;
 pub mod disk;
+pub mod dnf_repo;
+pub mod health;
 pub mod netns;
 pub mod oidc;
 pub mod orchestrator;

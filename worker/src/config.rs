@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use clap::Parser;
 use uuid::Uuid;
 
 use crate::Error;
-use crate::connectors::{Backends, access, apt, azure, firewall, identity, nftables, patch};
+use crate::connectors::{Backends, access, apt, azure, dnf, firewall, identity, nftables, patch};
 
 /// Most tasks one worker runs at once.
 pub const CONCURRENCY_MAX: u32 = 256;
@@ -89,6 +90,8 @@ pub struct Config {
     pub azure: azure::Settings,
     /// Where the `apt` backend looks for packages and keeps its lists.
     pub apt: apt::Settings,
+    /// Which configuration the `dnf` backend reads and which system it patches.
+    pub dnf: dnf::Settings,
     /// Logs, traces and metrics (`--log-format`, `--otlp-endpoint`, `--admin-listen`; the
     /// standard `OTEL_*` variables).
     pub telemetry: riposte_telemetry::Args,
@@ -114,6 +117,7 @@ impl Config {
             nftables: nftables::Settings::default(),
             azure: azure::Settings::default(),
             apt: apt::Settings::default(),
+            dnf: dnf::Settings::default(),
             telemetry: riposte_telemetry::Args::default(),
         }
     }
@@ -242,6 +246,7 @@ impl Config {
             .check(&config.backends)
             .map_err(|e| Error::Config(e.to_string()))?;
         config.apt = args.apt.settings(env)?;
+        config.dnf = args.dnf.settings(env)?;
         config.telemetry = args.telemetry;
         config.validate()?;
         Ok(config)
@@ -357,6 +362,9 @@ struct Args {
     apt: apt::Flags,
 
     #[command(flatten)]
+    dnf: dnf::Flags,
+
+    #[command(flatten)]
     telemetry: riposte_telemetry::Args,
 }
 
@@ -398,6 +406,26 @@ pub(crate) fn pick<T, E: fmt::Display>(
         message: e.to_string(),
     })?;
     Ok(Some(value))
+}
+
+/// A path from the flag `flag` (its value `value`), else from `var`; it must be absolute (the
+/// tools these paths go to would read a relative one against their own folders).
+pub(crate) fn pick_absolute(
+    value: Option<PathBuf>,
+    env: &HashMap<String, String>,
+    var: &'static str,
+    flag: &str,
+) -> Result<Option<PathBuf>, Error> {
+    let path = pick(value, env, var, |text| {
+        Ok::<_, String>(PathBuf::from(text.trim()))
+    })?;
+    match path {
+        Some(path) if !path.is_absolute() => Err(Error::Config(format!(
+            "{flag} {} is not an absolute path",
+            path.display()
+        ))),
+        path => Ok(path),
+    }
 }
 
 fn parse_text(text: &str) -> Result<String, String> {

@@ -657,10 +657,7 @@ async fn the_built_in_ip_block_blocks_a_cidr_prefix_on_each_azure_backend() {
 /// its end) and verify, with the health gate after the wave.
 #[tokio::test]
 async fn the_built_in_patch_deployment_patches_an_azure_vm_named_by_its_arm_id() {
-    let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let health = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let health = riposte_tests::health::serve().await;
     let allow = health.to_string();
     let mut s = setup(&["--patch-backend", "azure", "--http-allow-hosts", &allow]).await;
     let params = json!({"hosts": [local::VM_ID], "health_url": format!("http://{health}/health")});
@@ -680,15 +677,110 @@ async fn the_built_in_patch_deployment_patches_an_azure_vm_named_by_its_arm_id()
     s.assert_secret_nowhere(&run);
 }
 
+/// A fleet of a Windows and a Linux VM, one rollout with KB numbers: the dry run plans what
+/// the Windows VM's `windowsParameters` select and sends no install; the real run sends
+/// `windowsParameters` (the scope's classifications, the KBs included and excluded, the
+/// reboot setting) to the Windows VM and `linuxParameters` to the Linux VM, which lists the
+/// KB inputs as ignored, and verify passes because the Windows VM's next assessment no longer
+/// lists what was installed.
+#[tokio::test]
+async fn the_built_in_patch_deployment_patches_windows_vms_through_windows_parameters() {
+    let health = riposte_tests::health::serve().await;
+    let allow = health.to_string();
+    let mut s = setup(&["--patch-backend", "azure", "--http-allow-hosts", &allow]).await;
+    let params = json!({
+        "hosts": [local::WINDOWS_VM_ID, local::VM_ID],
+        "health_url": format!("http://{health}/health"),
+        "reboot": "if_required",
+        "kb_include": ["KB890830", "2267602"],
+        "kb_exclude": ["KB2267602"],
+    });
+    let install_posts = |s: &Setup| {
+        s.azure
+            .requests_to("POST", &format!("{}/installPatches", local::WINDOWS_VM_ID))
+    };
+
+    let request = riposte_proto::v1::StartRunRequest {
+        playbook: "patch-deployment".into(),
+        params_json: params.to_string(),
+        dry_run: true,
+        ..Default::default()
+    };
+    let planned = api::start_run_with(&mut s.client, request)
+        .await
+        .run
+        .unwrap();
+    let planned = api::wait_finished(&mut s.client, &planned.run_id, RUN_TIMEOUT).await;
+    assert_status(&planned, RunStatus::Succeeded);
+    let windows = &Setup::output(&planned, "install")["outputs"][0];
+    assert_eq!(windows["os"], "windows", "{windows}");
+    let kbs = |list: &Value, key: &str| -> Vec<String> {
+        list.as_array()
+            .unwrap_or_else(|| panic!("a list: {list}"))
+            .iter()
+            .map(|p| p[key].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        kbs(&windows["would_install"], "kb_id"),
+        ["890830", local::WINDOWS_SECURITY_KB],
+        "the security update and the included rollup, not the excluded definition update: {windows}"
+    );
+    assert!(install_posts(&s).is_empty(), "a dry run installs nothing");
+
+    let run = api::start_run(&mut s.client, "patch-deployment", params).await;
+    let run = api::wait_finished(&mut s.client, &run.run_id, RUN_TIMEOUT).await;
+    assert_status(&run, RunStatus::Succeeded);
+    let posts = install_posts(&s);
+    assert_eq!(posts.len(), 1);
+    let body = posts[0].json();
+    assert_eq!(
+        body,
+        json!({
+            "maximumDuration": "PT1H",
+            "rebootSetting": "IfRequired",
+            "windowsParameters": {
+                "classificationsToInclude": ["Critical", "Security"],
+                "kbNumbersToInclude": ["KB890830", "KB2267602"],
+                "kbNumbersToExclude": ["KB2267602"],
+                "excludeKbsRequiringReboot": false,
+            },
+        })
+    );
+    let install = Setup::output(&run, "install");
+    let windows = &install["outputs"][0];
+    assert_eq!(
+        kbs(&windows["installed"], "kb_id"),
+        ["890830", local::WINDOWS_SECURITY_KB],
+        "{windows}"
+    );
+    assert_eq!(windows["counts"]["excluded"], 1, "{windows}");
+    assert_eq!(windows["rebooted"], true, "{windows}");
+    let linux = &install["outputs"][1];
+    assert_eq!(linux["os"], "linux", "{linux}");
+    assert_eq!(
+        linux["ignored"],
+        json!(["kb_include", "kb_exclude"]),
+        "{linux}"
+    );
+    let linux_post = s
+        .azure
+        .requests_to("POST", &format!("{}/installPatches", local::VM_ID));
+    assert_eq!(
+        linux_post[0].json()["linuxParameters"],
+        json!({"classificationsToInclude": ["Critical", "Security"]})
+    );
+    let verify = Setup::output(&run, "verify");
+    assert_eq!(verify[0]["pending"], json!([]), "{verify}");
+    s.assert_secret_nowhere(&run);
+}
+
 /// The dry run of each built-in on each Azure backend reads what it needs, plans, and changes
 /// nothing: no PUT, DELETE or action POST reaches the local ARM and Graph servers (reads, the
 /// token and a patch assessment only), and the run succeeds with `dry_run` outputs.
 #[tokio::test]
 async fn each_built_in_dry_runs_on_each_azure_backend_changing_nothing() {
-    let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let health = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let health = riposte_tests::health::serve().await;
     let allow = health.to_string();
     let jit = json!({"source_ip": "198.51.100.20", "host": "web-1", "vm": local::VM_ID, "justification": "INC-1"});
     let patch = json!({"hosts": [local::VM_ID], "health_url": format!("http://{health}/health")});

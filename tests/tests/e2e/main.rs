@@ -23,6 +23,7 @@ mod crash_recovery;
 mod dag;
 mod dev_mode;
 mod disk_full;
+mod dnf_patch;
 mod frozen_worker;
 mod lifecycle;
 mod linux_account;

@@ -304,3 +304,25 @@ fn the_command_line_is_consistent() {
     use clap::CommandFactory;
     super::Args::command().debug_assert();
 }
+
+#[test]
+fn dnf_settings_from_flags_or_env_with_absolute_paths() {
+    let config = parse(&[
+        "--dnf-config",
+        "/etc/r/dnf.conf",
+        "--dnf-installroot",
+        "/srv/img",
+    ])
+    .expect("flags parse");
+    assert_eq!(config.dnf.config, Some("/etc/r/dnf.conf".into()));
+    assert_eq!(config.dnf.installroot, Some("/srv/img".into()));
+    let env = [("RIPOSTE_DNF_INSTALLROOT", "/srv/env")];
+    let config = parse_env(&[], &env).expect("env");
+    assert_eq!(config.dnf.installroot, Some("/srv/env".into()));
+    assert_eq!(config.dnf.config, None);
+    let error = parse(&["--dnf-installroot", "img"]).expect_err("relative");
+    assert_eq!(
+        error.to_string(),
+        "invalid configuration: --dnf-installroot img is not an absolute path"
+    );
+}

@@ -18,7 +18,7 @@ pub mod access;
 pub mod apt;
 pub mod azure;
 pub(crate) mod core;
-mod dnf;
+pub mod dnf;
 pub mod firewall;
 pub(crate) mod http;
 pub mod identity;
@@ -171,6 +171,7 @@ pub(crate) struct Shared {
     pub(crate) azure: azure::Client,
     pub(crate) nftables: nftables::Settings,
     pub(crate) apt: apt::Settings,
+    pub(crate) dnf: dnf::Settings,
     /// The Linux account actions refuse a uid below this (see [`Config::protected_uid_below`]).
     pub(crate) protected_uid_below: u32,
 }
@@ -188,6 +189,7 @@ impl Shared {
             azure,
             nftables: config.nftables,
             apt: config.apt,
+            dnf: config.dnf,
             protected_uid_below: config.protected_uid_below,
         }
     }
@@ -212,6 +214,7 @@ impl Connectors {
             azure,
             nftables: config.nftables.clone(),
             apt: config.apt.clone(),
+            dnf: config.dnf.clone(),
             protected_uid_below: config.protected_uid_below,
         };
         Ok(Connectors {
@@ -374,6 +377,15 @@ impl Fields {
     pub(crate) fn required_string(&mut self, key: &str) -> Result<String, Failure> {
         self.string(key)?
             .ok_or_else(|| Failure::invalid_input(format!("`{key}` is required")))
+    }
+
+    /// A boolean field.
+    pub(crate) fn boolean(&mut self, key: &str) -> Result<Option<bool>, Failure> {
+        match self.value(key) {
+            None => Ok(None),
+            Some(Value::Bool(flag)) => Ok(Some(flag)),
+            Some(other) => Err(wrong_type(key, "true or false", &other)),
+        }
     }
 
     /// A non-negative integer field.

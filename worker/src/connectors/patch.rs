@@ -9,6 +9,10 @@
 //! [{"name", "from"?, "to"}], "reboot_required", "rebooted", "changes", "dry_run"}`; of `verify`
 //! (fails when the host is not patched, except in a dry run): `{"backend", "pending": [...],
 //! "packages": {name: version}, "reboot_required", "passed", "problems"}`.
+//!
+//! `install` on an Azure VM also takes `classifications` (Azure's names, instead of those the
+//! scope selects) and, for a Windows VM, `kb_include`, `kb_exclude` and
+//! `exclude_kbs_requiring_reboot`; a backend that patches its own host refuses them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,7 +25,7 @@ use super::{Context, Failure, Fields, Input, Shared, apt, azure, dnf};
 pub(crate) const MAX_DURATION_MAX: Duration = Duration::from_secs(6 * 3600);
 /// Installation time unless the input says otherwise.
 pub(crate) const MAX_DURATION_DEFAULT: Duration = Duration::from_secs(3600);
-/// Most package names in one request.
+/// Most package names (or KB numbers, or classifications) in one request.
 pub(crate) const PACKAGES_MAX: usize = 1000;
 
 /// The `patch.*` actions.
@@ -51,7 +55,7 @@ impl Action {
 pub enum Backend {
     /// apt-get on this host.
     Apt,
-    /// dnf on this host.
+    /// dnf on this host (or on the system under --dnf-installroot).
     Dnf,
     /// Azure VM assessPatches / installPatches.
     Azure,
@@ -91,6 +95,48 @@ pub(crate) struct Install {
     pub(crate) reboot: Reboot,
     pub(crate) max_duration: Duration,
     pub(crate) vm: Option<String>,
+    /// Azure update classifications to install instead of the scope's (Azure VMs only).
+    pub(crate) classifications: Vec<String>,
+    /// Knowledge-base articles to install only, or never: `KB` and digits (Windows VMs only).
+    pub(crate) kb_include: Vec<String>,
+    pub(crate) kb_exclude: Vec<String>,
+    /// Leave out updates that may need a reboot (Windows VMs only).
+    pub(crate) exclude_kbs_requiring_reboot: bool,
+}
+
+impl Install {
+    /// Refuses what only an Azure VM understands, for a backend that patches its own host
+    /// (`backend` names it).
+    pub(crate) fn on_this_host(&self, backend: &str) -> Result<(), Failure> {
+        let azure_only = [
+            ("vm", self.vm.is_some()),
+            ("classifications", !self.classifications.is_empty()),
+            ("kb_include", !self.kb_include.is_empty()),
+            ("kb_exclude", !self.kb_exclude.is_empty()),
+            (
+                "exclude_kbs_requiring_reboot",
+                self.exclude_kbs_requiring_reboot,
+            ),
+        ];
+        match azure_only.iter().find(|(_, set)| *set) {
+            Some((input, _)) => Err(azure_only_input(input, backend)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Refuses a `vm` for a backend that patches its own host (`backend` names it).
+pub(crate) fn no_vm(vm: &Option<String>, backend: &str) -> Result<(), Failure> {
+    match vm {
+        Some(_) => Err(azure_only_input("vm", backend)),
+        None => Ok(()),
+    }
+}
+
+fn azure_only_input(input: &str, backend: &str) -> Failure {
+    Failure::invalid_input(format!(
+        "`{input}` is only for the azure backend; the {backend} backend patches its own host"
+    ))
 }
 
 /// `patch.verify`.
@@ -119,12 +165,22 @@ pub(crate) async fn execute(
             };
             match backend {
                 Backend::Apt => apt::assess(&shared.apt, &assess, cx).await,
-                Backend::Dnf => dnf::assess(&assess, cx).await,
+                Backend::Dnf => dnf::assess(&shared.dnf, &assess, cx).await,
                 Backend::Azure => azure::compute::assess(&shared.azure, &assess, cx).await,
             }
         }
         Action::Install => {
-            let known = ["scope", "packages", "reboot", "max_duration", "vm"];
+            let known = [
+                "scope",
+                "packages",
+                "reboot",
+                "max_duration",
+                "vm",
+                "classifications",
+                "kb_include",
+                "kb_exclude",
+                "exclude_kbs_requiring_reboot",
+            ];
             let mut fields = Fields::new(input, &known)?;
             let install = Install {
                 scope: scope(&mut fields)?,
@@ -134,10 +190,16 @@ pub(crate) async fn execute(
                     .duration("max_duration", MAX_DURATION_MAX)?
                     .unwrap_or(MAX_DURATION_DEFAULT),
                 vm: fields.string("vm")?,
+                classifications: names(&mut fields, "classifications", classification)?,
+                kb_include: names(&mut fields, "kb_include", kb_number)?,
+                kb_exclude: names(&mut fields, "kb_exclude", kb_number)?,
+                exclude_kbs_requiring_reboot: fields
+                    .boolean("exclude_kbs_requiring_reboot")?
+                    .unwrap_or(false),
             };
             match backend {
                 Backend::Apt => apt::install(&shared.apt, &install, cx).await,
-                Backend::Dnf => dnf::install(&install, cx).await,
+                Backend::Dnf => dnf::install(&shared.dnf, &install, cx).await,
                 Backend::Azure => azure::compute::install(&shared.azure, &install, cx).await,
             }
         }
@@ -150,7 +212,7 @@ pub(crate) async fn execute(
             };
             match backend {
                 Backend::Apt => apt::verify(&shared.apt, &verify, cx).await,
-                Backend::Dnf => dnf::verify(&verify, cx).await,
+                Backend::Dnf => dnf::verify(&shared.dnf, &verify, cx).await,
                 Backend::Azure => azure::compute::verify(&shared.azure, &verify, cx).await,
             }
         }
@@ -203,23 +265,64 @@ fn reboot(fields: &mut Fields) -> Result<Reboot, Failure> {
 }
 
 fn package_list(fields: &mut Fields) -> Result<Vec<String>, Failure> {
-    let names = match fields.value("packages") {
+    names(fields, "packages", package_name)
+}
+
+/// The list `key` of strings, each checked by `check`; empty when absent.
+fn names(
+    fields: &mut Fields,
+    key: &str,
+    check: fn(&str) -> Result<String, Failure>,
+) -> Result<Vec<String>, Failure> {
+    let not_a_list = || Failure::invalid_input(format!("`{key}` must be a list of names"));
+    let names = match fields.value(key) {
         None => return Ok(Vec::new()),
         Some(Value::Array(items)) => items,
-        Some(_) => return Err(Failure::invalid_input("`packages` must be a list of names")),
+        Some(_) => return Err(not_a_list()),
     };
     if names.len() > PACKAGES_MAX {
         return Err(Failure::invalid_input(format!(
-            "`packages` has more than {PACKAGES_MAX} names"
+            "`{key}` has more than {PACKAGES_MAX} names"
         )));
     }
     names
         .iter()
         .map(|name| match name {
-            Value::String(name) => package_name(name),
-            _ => Err(Failure::invalid_input("`packages` must be a list of names")),
+            Value::String(name) => check(name),
+            _ => Err(not_a_list()),
         })
         .collect()
+}
+
+/// A knowledge-base article number, `KB` and 4 to 9 digits (`5034441` is read as
+/// `KB5034441`).
+fn kb_number(text: &str) -> Result<String, Failure> {
+    let trimmed = text.trim();
+    let digits = trimmed
+        .strip_prefix("KB")
+        .or_else(|| trimmed.strip_prefix("kb"))
+        .unwrap_or(trimmed);
+    if (4..=9).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()) {
+        Ok(format!("KB{digits}"))
+    } else {
+        Err(Failure::invalid_input(format!(
+            "{text:?} is not a KB number (KB and 4 to 9 digits, e.g. KB5034441)"
+        )))
+    }
+}
+
+/// An Azure update classification: letters only (which ones the VM's OS knows is checked by
+/// the backend).
+fn classification(text: &str) -> Result<String, Failure> {
+    let valid =
+        !text.is_empty() && text.len() <= 32 && text.chars().all(|c| c.is_ascii_alphabetic());
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(Failure::invalid_input(format!(
+            "{text:?} is not an update classification (e.g. Critical, Security)"
+        )))
+    }
 }
 
 fn package_versions(fields: &mut Fields) -> Result<BTreeMap<String, String>, Failure> {

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::patch::{Assess, Install, Reboot, Scope, Verify, verdict};
+use super::patch::{Assess, Install, Reboot, Scope, Verify, no_vm, verdict};
 use super::{Context, Failure, run, run_checked};
 use crate::clock;
 use crate::exec::{self, Command};
@@ -98,10 +98,9 @@ impl Flags {
         self,
         env: &std::collections::HashMap<String, String>,
     ) -> Result<Settings, crate::Error> {
-        use crate::config::pick;
-        let path = |text: &str| Ok::<_, String>(PathBuf::from(text.trim()));
-        let sources = pick(self.apt_sources, env, SOURCES_VAR, path)?;
-        let state_dir = pick(self.apt_state_dir, env, STATE_DIR_VAR, path)?;
+        use crate::config::{pick, pick_absolute};
+        let sources = pick_absolute(self.apt_sources, env, SOURCES_VAR, "--apt-sources")?;
+        let state_dir = pick_absolute(self.apt_state_dir, env, STATE_DIR_VAR, "--apt-state-dir")?;
         let lock_timeout = pick(self.apt_lock_timeout, env, LOCK_TIMEOUT_VAR, parse_duration)?
             .unwrap_or(LOCK_TIMEOUT_DEFAULT);
         let settings = Settings {
@@ -119,19 +118,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl Settings {
-    /// Paths must be absolute (apt reads relative ones against its own folders), and a private
-    /// sources list needs a private state folder.
+    /// A private sources list needs a private state folder (the paths are absolute, see
+    /// [`crate::config::pick_absolute`]).
     pub(crate) fn validate(&self) -> Result<(), String> {
-        for (flag, path) in [
-            ("--apt-sources", &self.sources),
-            ("--apt-state-dir", &self.state_dir),
-        ] {
-            if let Some(path) = path
-                && !path.is_absolute()
-            {
-                return Err(format!("{flag} {} is not an absolute path", path.display()));
-            }
-        }
         if self.sources.is_some() && self.state_dir.is_none() {
             return Err(
                 "--apt-sources needs --apt-state-dir, or apt-get update would replace the \
@@ -196,7 +185,7 @@ pub(crate) async fn assess(
     assess: &Assess,
     cx: &Context,
 ) -> Result<Value, Failure> {
-    no_vm(&assess.vm)?;
+    no_vm(&assess.vm, "apt")?;
     if !cx.dry_run {
         update(settings, cx).await?;
     }
@@ -217,7 +206,7 @@ pub(crate) async fn install(
     install: &Install,
     cx: &Context,
 ) -> Result<Value, Failure> {
-    no_vm(&install.vm)?;
+    install.on_this_host("apt")?;
     if !cx.dry_run {
         update(settings, cx).await?;
     }
@@ -272,7 +261,7 @@ pub(crate) async fn verify(
     verify: &Verify,
     cx: &Context,
 ) -> Result<Value, Failure> {
-    no_vm(&verify.vm)?;
+    no_vm(&verify.vm, "apt")?;
     if !cx.dry_run {
         update(settings, cx).await?;
     }
@@ -310,15 +299,6 @@ pub(crate) async fn verify(
 }
 
 /// The apt backend acts on this host only.
-fn no_vm(vm: &Option<String>) -> Result<(), Failure> {
-    match vm {
-        Some(_) => Err(Failure::invalid_input(
-            "`vm` is only for the azure backend; the apt backend patches its own host",
-        )),
-        None => Ok(()),
-    }
-}
-
 fn scope_name(scope: Scope) -> &'static str {
     match scope {
         Scope::Security => "security",
@@ -588,16 +568,6 @@ mod tests {
                 .validate()
                 .unwrap_err()
                 .contains("--apt-state-dir")
-        );
-        let relative = Settings {
-            sources: Some("sources.list".into()),
-            ..private()
-        };
-        assert!(
-            relative
-                .validate()
-                .unwrap_err()
-                .contains("not an absolute path")
         );
     }
 

@@ -166,6 +166,10 @@ async fn dry_runs_of_every_backend_write_nothing() {
         reboot: Reboot::Never,
         max_duration: Duration::from_secs(3600),
         vm: Some(local::VM_ID.into()),
+        classifications: Vec::new(),
+        kb_include: Vec::new(),
+        kb_exclude: Vec::new(),
+        exclude_kbs_requiring_reboot: false,
     };
     let output = compute::install(&client, &install, &dry).await.unwrap();
     assert!(
