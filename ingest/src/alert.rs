@@ -84,7 +84,9 @@ impl Severity {
         }
     }
 
-    /// A CEF header severity: an integer 0–10 or a name (`Unknown` is `None`).
+    /// A CEF header severity: an integer 0–10, a CEF name (`Low`, `Medium`, `High`,
+    /// `Very-High`; `Unknown` is `None`) or a word vendors write instead (`Critical`,
+    /// `Major`, `Warning`, `Minor`, ...).
     pub fn from_cef(text: &str) -> Option<Self> {
         match text.trim().parse::<u8>() {
             Ok(0..=3) => Some(Self::Low),
@@ -92,7 +94,13 @@ impl Severity {
             Ok(7..=8) => Some(Self::High),
             Ok(9..=10) => Some(Self::Critical),
             Ok(_) => None,
-            Err(_) => Self::from_name(text).filter(|s| *s != Self::Informational),
+            Err(_) => match text.trim().to_ascii_lowercase().as_str() {
+                "minor" | "notice" => Some(Self::Low),
+                "warning" | "warn" | "moderate" => Some(Self::Medium),
+                "major" | "error" | "important" | "severe" => Some(Self::High),
+                "emergency" | "fatal" => Some(Self::Critical),
+                _ => Self::from_name(text).filter(|s| *s != Self::Informational),
+            },
         }
     }
 
@@ -378,6 +386,10 @@ pub struct Alert {
     pub dedup_hint: Option<String>,
     /// The payload as received (JSON), or the parsed syslog/CEF fields.
     pub raw: serde_json::Value,
+    /// What the parser could not read, when it kept the alert anyway: a syslog message whose
+    /// CEF could not be read says why (`not read as CEF: ...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Checks the bounds of an alert's own text fields.
@@ -440,6 +452,10 @@ mod tests {
         assert_eq!(Severity::from_cef("11"), None);
         assert_eq!(Severity::from_cef("Very-High"), Some(Severity::Critical));
         assert_eq!(Severity::from_cef("Unknown"), None);
+        assert_eq!(Severity::from_cef("Critical"), Some(Severity::Critical));
+        assert_eq!(Severity::from_cef("MAJOR"), Some(Severity::High));
+        assert_eq!(Severity::from_cef("Warning"), Some(Severity::Medium));
+        assert_eq!(Severity::from_cef("minor"), Some(Severity::Low));
         assert_eq!(Severity::from_syslog(3), Severity::High);
         assert!(Severity::Critical > Severity::High);
     }

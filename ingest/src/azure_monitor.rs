@@ -58,6 +58,7 @@ pub fn parse(bytes: &[u8]) -> Result<Alert, Error> {
         entities,
         dedup_hint,
         raw,
+        note: None,
     };
     alert::check_alert(&alert)?;
     Ok(alert)

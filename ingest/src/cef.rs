@@ -2,11 +2,13 @@
 //!
 //! `CEF:Version|Device Vendor|Device Product|Device Version|Signature ID|Name|Severity|Extension`
 //!
-//! - Header fields: `\|` is a pipe, `\\` a backslash (any other `\x` is kept as is). Version
-//!   must be `0` or `1`. A missing 7th pipe (no extension) is accepted; fewer fields are not.
+//! - Header fields: `\|` is a pipe, `\\` a backslash (any other `\x` is kept as is); a field
+//!   may be empty. Version must be `0` or `1`, spaces around it are ignored (`CEF: 0|`). A
+//!   missing 7th pipe (no extension) is accepted; fewer fields are not.
 //! - Extension: `key=value` pairs separated by spaces; a value runs to the space before the
 //!   next `key=` whose `=` is unescaped, so values may hold spaces (the last value is trimmed
-//!   at the end). Escapes `\=`, `\\`, `\n`, `\r`; `|` is plain. An unescaped `=` that does not
+//!   at the end). Escapes `\=`, `\\`, `\n`, `\r`, and `\|` (which some senders write though
+//!   `|` needs no escape there). An unescaped `=` that does not
 //!   end a key (`[A-Za-z0-9_.-]+` after a space) stays in the value, as senders that forget
 //!   to escape URLs expect. A repeated key: the last wins.
 //! - Alert: title `Name`; description `msg`; time `rt` (epoch ms); severity from the header
@@ -176,7 +178,7 @@ pub fn parse_extension(ext: &str) -> Result<BTreeMap<String, String>, Error> {
     Ok(pairs)
 }
 
-/// Unescapes an extension value (`\=`, `\\`, `\n`, `\r`; other `\x` kept as is).
+/// Unescapes an extension value (`\=`, `\\`, `\|`, `\n`, `\r`; other `\x` kept as is).
 pub fn unescape_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     let mut chars = value.chars();
@@ -186,8 +188,7 @@ pub fn unescape_value(value: &str) -> String {
             continue;
         }
         match chars.next() {
-            Some('=') => out.push('='),
-            Some('\\') => out.push('\\'),
+            Some(e @ ('=' | '\\' | '|')) => out.push(e),
             Some('n') => out.push('\n'),
             Some('r') => out.push('\r'),
             Some(other) => {
@@ -266,6 +267,7 @@ pub fn to_alert(
         entities: entities(cef)?,
         dedup_hint: external,
         raw,
+        note: None,
     };
     alert::check_alert(&alert)?;
     Ok(alert)

@@ -87,6 +87,7 @@ fn parse_one(raw: Value) -> Result<Alert, Error> {
         entities,
         dedup_hint,
         raw,
+        note: None,
     };
     alert::check_alert(&alert)?;
     Ok(alert)

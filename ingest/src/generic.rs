@@ -279,6 +279,7 @@ fn parse_one(mapping: &GenericMapping, raw: Value) -> Result<Alert, Error> {
         status: status.as_deref().map(Status::from_vendor),
         entities,
         raw,
+        note: None,
     };
     alert::check_alert(&alert)?;
     Ok(alert)

@@ -5,13 +5,21 @@
 //! both RFCs; a leading BOM before the RFC 5424 MSG is dropped) and at most
 //! [`SYSLOG_MESSAGE_BYTES_MAX`]. A trailing LF, CR or NUL is dropped.
 //!
-//! - `<PRI>` is required (0–191); a digit and a space after it means RFC 5424, anything
-//!   else RFC 3164 (`Mmm dd hh:mm:ss HOSTNAME MSG`; a message without that timestamp keeps
-//!   everything after PRI as MSG).
-//! - MSG starting with `CEF:` (or containing ` CEF:`, after a TAG) is CEF: the alert is the
-//!   CEF alert ([`Source::Cef`]), timed by `rt`, else by the RFC 5424 timestamp
-//!   (RFC 3164 has no year: no time). Otherwise the alert is [`Source::Syslog`]: title the
-//!   first line of MSG, description MSG, severity from PRI, no entities, id a content hash.
+//! Senders are read as rsyslog and syslog-ng read them:
+//! - `<PRI>` (0–191). A message without one, or with one that cannot be read, is taken whole
+//!   with priority 13 (user.notice), as RFC 3164 §4.3.3 tells a receiver (`pri_assumed`).
+//! - After PRI, a digit and a space means RFC 5424, anything else RFC 3164
+//!   (`Mmm dd hh:mm:ss [HOSTNAME] MSG`): the word after the timestamp is the HOSTNAME only
+//!   when it reads as one (letters, digits, `.`, `-`, `_`, `:`, not ending in `:`), so a TAG
+//!   (`app:`, `app[42]:`) or `CEF:0|...` right after the timestamp stays in MSG. A message
+//!   without that timestamp keeps everything after PRI as MSG.
+//! - Control characters a relay escaped as `#` and three octal digits (rsyslog's `#012` for
+//!   a newline) are restored in MSG.
+//! - MSG starting with `CEF:` (or containing ` CEF:`, after a TAG or any header) is CEF: the
+//!   alert is the CEF alert ([`Source::Cef`]), timed by `rt`, else by the RFC 5424 timestamp
+//!   (RFC 3164 has no year: no time). Otherwise, or when the CEF cannot be read, the alert
+//!   is [`Source::Syslog`]: title the first line of MSG, description MSG, severity from PRI,
+//!   no entities, id a content hash, and a [`Alert::note`] saying why the CEF was not read.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +30,9 @@ use super::{Error, cef, time};
 
 /// Largest syslog message accepted, in bytes.
 pub const SYSLOG_MESSAGE_BYTES_MAX: usize = 64 * 1024;
+
+/// The priority of a message without a readable `<PRI>` (user.notice, RFC 3164 §4.3.3).
+const PRI_ASSUMED: u8 = 13;
 
 /// RFC 5424 field limits, in bytes.
 const HOSTNAME_BYTES_MAX: usize = 255;
@@ -48,6 +59,9 @@ pub struct Syslog {
     pub msgid: Option<String>,
     pub structured_data: Option<StructuredData>,
     pub msg: String,
+    /// No readable `<PRI>`: the priority is [`PRI_ASSUMED`] and the whole message is read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pri_assumed: bool,
 }
 
 /// Parses one syslog message.
@@ -62,11 +76,16 @@ pub fn parse(bytes: &[u8]) -> Result<Syslog, Error> {
         offset: e.valid_up_to(),
     })?;
     let text = text.trim_end_matches(['\n', '\r', '\0']);
-    let (pri, rest) = pri(text)?;
+    let (pri, rest, pri_assumed) = match pri(text) {
+        Ok((pri, rest)) => (pri, rest, false),
+        Err(_) => (PRI_ASSUMED, text, true),
+    };
     let mut message = match rfc5424_version(rest) {
         Some((version, after)) => rfc5424(version, after)?,
         None => rfc3164(rest),
     };
+    message.msg = unescape_octal(&message.msg);
+    message.pri_assumed = pri_assumed;
     message.pri = pri;
     message.facility = pri / 8;
     message.severity = pri % 8;
@@ -114,6 +133,7 @@ fn empty(version: Option<u8>, msg: String) -> Syslog {
         msgid: None,
         structured_data: None,
         msg,
+        pri_assumed: false,
     }
 }
 
@@ -121,17 +141,63 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-/// `Mmm dd hh:mm:ss HOSTNAME MSG`, leniently.
+/// `Mmm dd hh:mm:ss [HOSTNAME] MSG`, leniently.
 fn rfc3164(rest: &str) -> Syslog {
     let Some(stamp) = rest.get(..15).filter(|s| is_3164_timestamp(s)) else {
         return empty(None, rest.to_string());
     };
-    let after = rest[15..].strip_prefix(' ').unwrap_or(&rest[15..]);
-    let (host, msg) = after.split_once(' ').unwrap_or((after, ""));
-    let mut message = empty(None, msg.to_string());
+    let after = rest[15..].trim_start_matches(' ');
+    let (word, msg) = after.split_once(' ').unwrap_or((after, ""));
+    let mut message = if is_hostname(word) {
+        let mut message = empty(None, msg.to_string());
+        message.hostname = Some(word.to_string());
+        message
+    } else {
+        empty(None, after.to_string())
+    };
     message.timestamp = Some(stamp.to_string());
-    message.hostname = Some(host.to_string()).filter(|h| !h.is_empty());
     message
+}
+
+/// A word that reads as a HOSTNAME (a name, an IPv4 or IPv6 address), not as a TAG (`app:`,
+/// `app[42]:`) or the start of CEF (`CEF:0|...`).
+fn is_hostname(word: &str) -> bool {
+    !word.is_empty()
+        && word.len() <= HOSTNAME_BYTES_MAX
+        && !word.ends_with(':')
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
+}
+
+/// Restores the control characters a relay escaped as `#` and three octal digits (`#012` a
+/// newline, `#011` a tab); a trailing newline that results is dropped, like the message's own.
+fn unescape_octal(msg: &str) -> String {
+    if !msg.contains('#') {
+        return msg.to_string();
+    }
+    let bytes = msg.as_bytes();
+    let mut out = String::with_capacity(msg.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let code = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'#' && d.iter().all(|b| (b'0'..=b'7').contains(b)))
+            .map(|d| d.iter().fold(0u32, |n, b| n * 8 + u32::from(b - b'0')))
+            .filter(|code| *code < 0o40 || *code == 0o177);
+        match code.and_then(char::from_u32) {
+            Some(c) => {
+                out.push(c);
+                i += 4;
+            }
+            None => {
+                let c = msg[i..].chars().next().expect("i is at a char boundary");
+                out.push(c);
+                i += c.len_utf8();
+            }
+        }
+    }
+    out.trim_end_matches(['\n', '\r', '\0']).to_string()
 }
 
 fn is_3164_timestamp(s: &str) -> bool {
@@ -270,10 +336,16 @@ pub fn parse_alert(bytes: &[u8]) -> Result<Alert, Error> {
         Some(_) => message.timestamp.as_deref().and_then(time::rfc3339_ms),
         None => None,
     };
+    let mut cef_error = None;
     if let Some(at) = find_cef(&message.msg) {
-        let parsed = cef::parse(&message.msg[at..])?;
-        let raw = serde_json::json!({ "syslog": message, "cef": parsed });
-        return cef::to_alert(&parsed, raw, header_ms, bytes);
+        let read = cef::parse(&message.msg[at..]).and_then(|parsed| {
+            let raw = serde_json::json!({ "syslog": message, "cef": parsed });
+            cef::to_alert(&parsed, raw, header_ms, bytes)
+        });
+        match read {
+            Ok(alert) => return Ok(alert),
+            Err(e) => cef_error = Some(e.to_string()),
+        }
     }
     let first_line = message.msg.lines().next().unwrap_or("").trim();
     let title = match first_line {
@@ -294,6 +366,7 @@ pub fn parse_alert(bytes: &[u8]) -> Result<Alert, Error> {
         entities: Entities::default(),
         dedup_hint: None,
         raw: serde_json::json!({ "syslog": message }),
+        note: cef_error.map(|why| format!("not read as CEF: {why}")),
     };
     alert::check_alert(&alert)?;
     Ok(alert)
@@ -332,12 +405,55 @@ mod tests {
     }
 
     #[test]
+    fn without_a_readable_pri_the_whole_message_has_priority_13() {
+        for text in ["no pri", "<192>x", "<1a>x", "<>x"] {
+            let m = parse(text.as_bytes()).unwrap();
+            assert_eq!((m.pri, m.facility, m.severity), (13, 1, 5), "{text}");
+            assert!(m.pri_assumed, "{text}");
+            assert_eq!(m.msg, text);
+        }
+        assert!(!parse(b"<13>x").unwrap().pri_assumed);
+    }
+
+    #[test]
+    fn a_word_after_the_bsd_timestamp_is_a_hostname_only_when_it_reads_as_one() {
+        let host = |text: &str| {
+            let m = parse(text.as_bytes()).unwrap();
+            (m.hostname, m.msg)
+        };
+        assert_eq!(
+            host("<13>Jan 15 10:00:00 fw-01.example.com hello"),
+            (Some("fw-01.example.com".into()), "hello".into())
+        );
+        assert_eq!(
+            host("<13>Jan 15 10:00:00 2001:db8::1 hello"),
+            (Some("2001:db8::1".into()), "hello".into())
+        );
+        for msg in [
+            "sshd[42]: hello",
+            "app: hello",
+            "CEF:0|a|b|c|d|e|1|",
+            "<local0.info> x",
+        ] {
+            assert_eq!(
+                host(&format!("<13>Jan 15 10:00:00 {msg}")),
+                (None, msg.into())
+            );
+        }
+    }
+
+    #[test]
+    fn octal_escapes_of_a_relay_are_restored() {
+        assert_eq!(unescape_octal("a#012b#011c#012"), "a\nb\tc");
+        assert_eq!(
+            unescape_octal("#1 #01 #0123 #101 #8aa é#012"),
+            "#1 #01 \n3 #101 #8aa é"
+        );
+    }
+
+    #[test]
     fn header_errors() {
         let err = |b: &[u8]| parse(b).unwrap_err().to_string();
-        assert_eq!(err(b"no pri"), "invalid syslog: missing <pri>");
-        assert_eq!(err(b"<192>x"), "invalid syslog: invalid pri \"192\"");
-        assert_eq!(err(b"<1a>x"), "invalid syslog: invalid pri \"1a\"");
-        assert_eq!(err(b"<>x"), "invalid syslog: invalid <pri>");
         assert_eq!(
             err(b"<1>1 ts host"),
             "invalid syslog: rfc 5424 header ends before app-name"

@@ -265,7 +265,12 @@ fn generic_mapping() {
 
 /// The CEF corpus: `# case: ID` comments name the next line's case in the expected file.
 fn cef_cases() -> Vec<(String, Vec<u8>)> {
-    let text = String::from_utf8(fixture("cef-samples.txt")).unwrap();
+    corpus("cef-samples.txt")
+}
+
+/// The messages of a corpus file, each named by the `# case: ID` comment before it.
+fn corpus(name: &str) -> Vec<(String, Vec<u8>)> {
+    let text = String::from_utf8(fixture(name)).unwrap();
     let mut cases = Vec::new();
     let mut id = None;
     for line in text.lines() {
@@ -319,6 +324,60 @@ fn cef_samples_match_expected() {
         assert_eq!(&alert.raw["cef"], &want["cef"], "{id}: cef");
         assert_subset(&id, "syslog", &want["syslog"], &alert.raw["syslog"]);
         assert_eq!(alert.title, want["cef"]["name"].as_str().unwrap());
+    }
+}
+
+/// Each sender quirk of `cef-quirks.txt` as a UDP datagram and as a TCP frame (newline
+/// framing and octet counting) gives the alert `cef-quirks.expected.json` describes: CEF with
+/// its name, severity and attacker address, or, when the CEF cannot be read, a plain syslog
+/// alert saying why.
+#[test]
+fn cef_as_senders_write_it_is_read_as_rsyslog_reads_it() {
+    let expected: Value = serde_json::from_slice(&fixture("cef-quirks.expected.json")).unwrap();
+    let cases = corpus("cef-quirks.txt");
+    assert_eq!(cases.len(), expected["cases"].as_object().unwrap().len());
+    for (id, line) in cases {
+        let want = &expected["cases"][&id];
+        let mut tcp = FrameDecoder::new(ingest::syslog::SYSLOG_MESSAGE_BYTES_MAX);
+        let mut stream = line.clone();
+        stream.push(b'\n');
+        stream.extend(format!("{} ", line.len()).as_bytes());
+        stream.extend(&line);
+        let frames: Vec<Vec<u8>> = tcp
+            .push(&stream)
+            .into_iter()
+            .map(|f| f.unwrap().message)
+            .collect();
+        assert_eq!(frames, [line.clone(), line.clone()], "{id}: tcp framing");
+        let alert = &ingest::parse(&Format::Syslog, &line).unwrap()[0];
+        let raw = &alert.raw;
+        let actual = json!({
+            "source": alert.source,
+            "title": alert.title,
+            "severity": alert.severity,
+            "attacker": alert.entities.ips.iter().find(|ip| ip.role == Some(ingest::Role::Attacker)).map(|ip| ip.address.to_string()),
+            "pri": raw["syslog"]["pri"],
+            "pri_assumed": raw["syslog"]["pri_assumed"],
+            "hostname": raw["syslog"]["hostname"],
+            "vendor": raw["cef"]["deviceVendor"],
+            "product": raw["cef"]["deviceProduct"],
+            "note": alert.note,
+        });
+        for (key, value) in want.as_object().unwrap() {
+            if key == "extensions" {
+                for (ext, value) in value.as_object().unwrap() {
+                    assert_eq!(
+                        &raw["cef"]["extensions"][ext], value,
+                        "{id}: extension {ext}"
+                    );
+                }
+                continue;
+            }
+            assert_eq!(&actual[key], value, "{id}: {key} in {actual:#}");
+        }
+        if want.get("pri_assumed").is_none() {
+            assert_eq!(actual["pri_assumed"], Value::Null, "{id}: a PRI was sent");
+        }
     }
 }
 
@@ -586,8 +645,8 @@ fn cef_with_every_escape() {
 }
 
 #[test]
-fn malformed_cef_is_refused() {
-    let cases: [(&[u8], &str); 4] = [
+fn malformed_cef_is_refused_and_over_syslog_kept_as_plain_syslog_with_the_reason() {
+    let cases: [(&[u8], &str); 3] = [
         (b"CEF:0|a|b|c|d", "invalid cef: header has 5 of 7 fields"),
         (
             b"CEF:x|a|b|c|d|e|5|",
@@ -597,19 +656,17 @@ fn malformed_cef_is_refused() {
             b"CEF:|a|b|c|d|e|5|",
             "invalid cef: unsupported version \"\"",
         ),
-        (
-            b"<13>Jan 15 10:00:00 h CEF:0|only",
-            "invalid cef: header has 2 of 7 fields",
-        ),
     ];
     for (line, want) in cases {
-        let format = if line[0] == b'<' {
-            Format::Syslog
-        } else {
-            Format::Cef
-        };
-        assert_eq!(error(&format, line), want);
+        assert_eq!(error(&Format::Cef, line), want);
     }
+    let alerts = ingest::parse(&Format::Syslog, b"<13>Jan 15 10:00:00 h CEF:0|only").unwrap();
+    assert_eq!(alerts[0].source, Source::Syslog);
+    assert_eq!(alerts[0].title, "CEF:0|only");
+    assert_eq!(
+        alerts[0].note.as_deref(),
+        Some("not read as CEF: invalid cef: header has 2 of 7 fields")
+    );
 }
 
 #[test]

@@ -130,7 +130,7 @@ fn summary(alerts: &[AlertInfo]) -> Vec<String> {
 }
 
 fn detail(a: &AlertInfo) -> Vec<String> {
-    let mut out = fields(&[
+    let mut pairs = vec![
         ("id", a.id.clone()),
         ("source", a.source.clone()),
         (
@@ -144,7 +144,12 @@ fn detail(a: &AlertInfo) -> Vec<String> {
         ("rule", or_dash(&a.rule)),
         ("run", or_dash(&a.run_id)),
         ("detail", or_dash(&a.detail)),
-    ]);
+    ];
+    let alert: Value = serde_json::from_str(&a.alert_json).unwrap_or(Value::Null);
+    if let Some(note) = alert["note"].as_str() {
+        pairs.push(("note", note.to_string()));
+    }
+    let mut out = fields(&pairs);
     out.push("entities:".to_string());
     out.extend(a.entities.iter().map(|e| format!("  {e}")));
     if !a.payload.is_empty() {

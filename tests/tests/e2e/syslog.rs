@@ -2,7 +2,9 @@
 //! --octet-count` and over a raw TCP socket with newline framing each start `ip-echo` with
 //! the line's `src` through a rule; on one TCP connection an over-size line is dropped and
 //! the next line still starts its run; a sender outside `--syslog-allow` is refused before
-//! anything is stored; `riposte alerts send --source syslog` takes the same lines.
+//! anything is stored; `riposte alerts send --source syslog` takes the same lines. The sender
+//! quirks of the ingest corpus (no PRI, no hostname, a TAG only, `CEF: 0`, relay escapes, ...)
+//! are recognised over UDP and TCP alike.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -230,4 +232,92 @@ async fn a_syslog_line_sent_with_the_cli_starts_its_run_like_one_from_the_listen
         .await;
     assert_eq!(sent.code(), 0, "{sent}");
     run_started_for(&orchestrator, "203.0.113.80").await;
+}
+
+/// The cases of the ingest crate's sender-quirk corpus: (id, message).
+fn quirks() -> (Vec<(String, String)>, serde_json::Value) {
+    let dir = format!(
+        "{}/../ingest/tests/fixtures/ingest",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(format!("{dir}/cef-quirks.txt")).expect("the corpus");
+    let expected = std::fs::read_to_string(format!("{dir}/cef-quirks.expected.json"))
+        .expect("its expectations");
+    let mut cases = Vec::new();
+    let mut id = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# case: ") {
+            id = Some(rest.trim().to_owned());
+        } else if !line.is_empty() && !line.starts_with('#') {
+            cases.push((id.take().expect("a case id"), line.to_owned()));
+        }
+    }
+    (cases, serde_json::from_str(&expected).expect("JSON"))
+}
+
+/// Every quirk sent as a UDP datagram and as a line on a TCP connection is stored once per
+/// transport with the title, severity and attacker address the corpus expects: CEF read from
+/// messages without PRI, without hostname, with a TAG only, with `CEF: 0`, with relay escapes
+/// and empty header fields, and the broken one kept as a plain syslog alert.
+#[tokio::test]
+async fn cef_as_appliances_send_it_is_recognised_over_udp_and_tcp() {
+    let orchestrator = with_syslog(&[]);
+    let (cases, expected) = quirks();
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(orchestrator.syslog_tcp_addr())
+        .await
+        .expect("the TCP syslog listener accepts");
+    for (_, line) in &cases {
+        udp.send_to(line.as_bytes(), orchestrator.syslog_udp_addr())
+            .await
+            .expect("sent");
+        tcp.write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("sent");
+    }
+    tcp.flush().await.expect("flushed");
+    let stored = wait_for("every message stored", TIMEOUT, async || {
+        let all = alerts(&orchestrator).await;
+        (all.len() == 2 * cases.len())
+            .then_some(all.clone())
+            .ok_or_else(|| format!("{} of {}: {all:?}", all.len(), 2 * cases.len()))
+    })
+    .await;
+    for (id, _) in &cases {
+        let want = &expected["cases"][id];
+        let title = want["title"].as_str().unwrap();
+        let same: Vec<&AlertInfo> = stored.iter().filter(|a| a.title == title).collect();
+        assert_eq!(
+            same.len(),
+            2,
+            "{id}: once over UDP, once over TCP: {stored:?}"
+        );
+        for alert in same {
+            let normalized: serde_json::Value = serde_json::from_str(&alert.alert_json).unwrap();
+            assert_eq!(normalized["source"], want["source"], "{id}: {alert:?}");
+            assert_eq!(
+                normalized.get("note").unwrap_or(&serde_json::Value::Null),
+                want.get("note").unwrap_or(&serde_json::Value::Null),
+                "{id}: {alert:?}"
+            );
+            if let Some(note) = want["note"].as_str() {
+                let shown = orchestrator.cli(&["alerts", "show", &alert.id]).await;
+                assert!(
+                    shown
+                        .stdout
+                        .lines()
+                        .any(|l| l.ends_with(note) && l.starts_with("note:")),
+                    "{id}: {shown:?}"
+                );
+            }
+            assert_eq!(alert.severity, want["severity"].as_str().unwrap(), "{id}");
+            match want["attacker"].as_str() {
+                Some(ip) => assert!(
+                    alert.entities.contains(&format!("ip {ip} (attacker)")),
+                    "{id}: {alert:?}"
+                ),
+                None => assert!(alert.entities.is_empty(), "{id}: {alert:?}"),
+            }
+        }
+    }
 }
