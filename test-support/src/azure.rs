@@ -14,6 +14,13 @@
 //! operations answer 202 with `Location` and `Retry-After` (202 once, then 200 with the
 //! result). A rule DELETE also gives a `Location` that answers 204 once the operation is done. Tokens are `arm-token-N` and `graph-token-N`; ARM and Graph refuse the other's.
 //!
+//! The token endpoint takes a client secret, or a client assertion: a certificate's signed JWT
+//! ([`AzureServer::trust_certificate`]) or a federated token of a trusted issuer
+//! ([`AzureServer::federate`]), each checked as Entra documents (signature, audience,
+//! lifetime; see `assertion`). The test certificate and its key are the fixtures
+//! `client-certificate.pem` (and `client-certificate-wrong-key.pem`: the same certificate with
+//! another key), made for these tests only.
+//!
 //! [`AzureServer::worker_args`] points a worker at it.
 
 use std::collections::BTreeMap;
@@ -27,6 +34,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+
+mod assertion;
+
+pub use assertion::{FEDERATED_AUDIENCE, FEDERATED_ISSUER, FEDERATED_SUBJECT, FederatedIssuer};
 
 /// The tenant the server issues tokens for.
 pub const TENANT: &str = "aaaabbbb-0000-cccc-1111-dddd2222eeee";
@@ -53,6 +64,8 @@ pub const USER_ID: &str = "22223333-cccc-4444-dddd-5555eeee6666";
 /// The one Graph user: user principal name.
 pub const USER_UPN: &str = "alice@contoso.com";
 
+/// `client_assertion_type` of a JWT client assertion (RFC 7523).
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// `Retry-After` of the network async operations (fractional seconds).
 const NETWORK_RETRY_AFTER: &str = "0.2";
 /// `Retry-After` of the compute operations (integer seconds, as documented).
@@ -227,6 +240,8 @@ struct Azure {
     jit_requests: Vec<Value>,
     user_enabled: bool,
     install_outcome: InstallOutcome,
+    /// What client assertions are checked against.
+    trust: assertion::Trust,
     /// KB numbers installed on the Windows VM: its assessments no longer list them.
     windows_installed: Vec<String>,
     operations: BTreeMap<String, Operation>,
@@ -270,6 +285,7 @@ impl AzureServer {
             jit_requests: Vec::new(),
             user_enabled: true,
             install_outcome: InstallOutcome::Succeeded,
+            trust: assertion::Trust::default(),
             windows_installed: Vec::new(),
             operations: BTreeMap::new(),
             next_operation: 1,
@@ -309,6 +325,26 @@ impl AzureServer {
         .into_iter()
         .flat_map(|(flag, value)| [flag.to_owned(), value])
         .collect()
+    }
+
+    /// Accepts client assertions signed with the key of the certificate in `pem`.
+    pub fn trust_certificate(&self, pem: &str) {
+        let trusted = assertion::Trusted::from_pem(pem);
+        self.lock().trust.certificates.push(trusted);
+    }
+
+    /// Trusts a new federated token issuer for [`FEDERATED_SUBJECT`]; mint its tokens with
+    /// the answer.
+    pub fn federate(&self) -> FederatedIssuer {
+        let issuer = FederatedIssuer::new();
+        self.lock().trust.federated = Some(issuer.public_key());
+        issuer
+    }
+
+    /// Sets the token endpoint's clock `secs` ahead of this machine's (assertions made now look
+    /// old to it).
+    pub fn set_clock_ahead(&self, secs: i64) {
+        self.lock().trust.clock_ahead = secs;
     }
 
     /// Every request so far, in order.
@@ -542,11 +578,37 @@ impl Azure {
                 json!({"error": "unsupported_grant_type", "error_description": "AADSTS70003: grant type not supported", "error_codes": [70003]}),
             );
         }
-        if field("client_id") != CLIENT_ID || field("client_secret") != self.secret {
+        if !form.contains_key("client_assertion_type")
+            && (field("client_id") != CLIENT_ID || field("client_secret") != self.secret)
+        {
             return Answer::json(
                 401,
                 json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided.", "error_codes": [7000215]}),
             );
+        }
+        if form.contains_key("client_assertion_type") {
+            if field("client_assertion_type") != JWT_BEARER || form.contains_key("client_secret") {
+                return Answer::json(
+                    400,
+                    json!({"error": "invalid_request", "error_description": "AADSTS50027: client_assertion_type must be jwt-bearer, without a client_secret."}),
+                );
+            }
+            let audience = format!("{}{}", self.url, r.path);
+            if let Err((error, description)) =
+                self.trust
+                    .check(field("client_assertion"), field("client_id"), &audience)
+            {
+                return Answer::json(
+                    401,
+                    json!({"error": error, "error_description": description}),
+                );
+            }
+            if field("client_id") != CLIENT_ID {
+                return Answer::json(
+                    400,
+                    json!({"error": "unauthorized_client", "error_description": "AADSTS700016: Application not found in the directory."}),
+                );
+            }
         }
         let kind = match field("scope") {
             s if s == format!("{}/.default", self.url) => "arm",

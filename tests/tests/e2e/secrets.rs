@@ -81,9 +81,12 @@ async fn a_canary_secret_echoed_by_azure_reaches_no_history_output_log_or_file()
     let tokens = azure.requests_to("POST", "/oauth2/v2.0/token");
     assert_eq!(tokens[0].form()["client_secret"], CANARY, "the echo had it");
     assert!(
-        token_error.starts_with(
-            "azure token request failed: invalid_request: AADSTS900144: echo of the request: POST /login/"
-        ),
+        token_error.starts_with(&format!(
+            "azure token request failed (client secret, tenant {}, client {}): invalid_request: \
+             AADSTS900144: echo of the request: POST /login/",
+            local::TENANT,
+            local::CLIENT_ID
+        )),
         "{token_error}"
     );
     assert!(

@@ -1,10 +1,13 @@
 //! Azure plumbing shared by the Azure backends: settings, credentials, token cache, ARM and
 //! Graph calls, long-running operations.
 //!
-//! * [`Settings`] come from flags with `RIPOSTE_AZURE_*` environment fallbacks. The client
-//!   secret comes only from the `AZURE_CLIENT_SECRET` variable or a file
-//!   (`--azure-client-secret-file`), never from a flag value (flags show in `ps`). Managed
-//!   identity (`--azure-managed-identity`) asks the instance metadata service instead.
+//! * [`Settings`] come from flags with `RIPOSTE_AZURE_*` environment fallbacks (and the Azure
+//!   SDKs' `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_FEDERATED_TOKEN_FILE`, which AKS
+//!   workload identity injects). One credential: a client secret, only from the
+//!   `AZURE_CLIENT_SECRET` variable or a file (`--azure-client-secret-file`), never from a flag
+//!   value (flags show in `ps`); a client certificate (`--azure-client-certificate`, a PEM file
+//!   with the certificate and its RSA key); a federated token file (workload identity); or the
+//!   host's managed identity (`--azure-managed-identity`).
 //! * Every ARM id (the managed NSG, IP group, JIT policy, and any `vm` input) is checked
 //!   strictly ([`id`]) before any request.
 //! * [`rest`] sends one logical call: a bearer token from [`token`] (one per resource, cached
@@ -17,6 +20,7 @@
 //! itself, the client secret and every token obtained are registered with the worker's
 //! redactor (`crate::redact`), and a log line that quotes an answer goes through it.
 
+mod assertion;
 pub(crate) mod compute;
 mod errors;
 pub(crate) mod graph;
@@ -31,6 +35,8 @@ mod token;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_credentials;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -62,6 +68,13 @@ pub const CLIENT_SECRET_VAR: &str = "AZURE_CLIENT_SECRET";
 const TENANT_ID_VAR: &str = "RIPOSTE_AZURE_TENANT_ID";
 const CLIENT_ID_VAR: &str = "RIPOSTE_AZURE_CLIENT_ID";
 const CLIENT_SECRET_FILE_VAR: &str = "RIPOSTE_AZURE_CLIENT_SECRET_FILE";
+const CLIENT_CERTIFICATE_VAR: &str = "RIPOSTE_AZURE_CLIENT_CERTIFICATE";
+/// The federated token file, as AKS workload identity names it.
+pub const FEDERATED_TOKEN_FILE_VAR: &str = "AZURE_FEDERATED_TOKEN_FILE";
+/// The tenant and client as the Azure SDKs (and AKS workload identity) name them: read when
+/// neither the flag nor the `RIPOSTE_AZURE_*` variable gives one.
+const SDK_TENANT_ID_VAR: &str = "AZURE_TENANT_ID";
+const SDK_CLIENT_ID_VAR: &str = "AZURE_CLIENT_ID";
 const MANAGED_IDENTITY_VAR: &str = "RIPOSTE_AZURE_MANAGED_IDENTITY";
 const AUTHORITY_URL_VAR: &str = "RIPOSTE_AZURE_AUTHORITY_URL";
 const ARM_URL_VAR: &str = "RIPOSTE_AZURE_ARM_URL";
@@ -76,12 +89,13 @@ const JIT_POLICY_VAR: &str = "RIPOSTE_AZURE_JIT_POLICY";
 #[derive(Debug, Default, clap::Args)]
 #[group(id = "azure")]
 pub struct Flags {
-    /// Microsoft Entra tenant (directory) id or domain [env: RIPOSTE_AZURE_TENANT_ID]
+    /// Microsoft Entra tenant (directory) id or domain [env: RIPOSTE_AZURE_TENANT_ID, else
+    /// AZURE_TENANT_ID]
     #[arg(long, value_name = "TENANT", value_parser = parse_tenant_id)]
     azure_tenant_id: Option<String>,
 
     /// Application (client) id of the worker's service principal, or of a user-assigned
-    /// managed identity [env: RIPOSTE_AZURE_CLIENT_ID]
+    /// managed identity [env: RIPOSTE_AZURE_CLIENT_ID, else AZURE_CLIENT_ID]
     #[arg(long, value_name = "GUID", value_parser = parse_client_id)]
     azure_client_id: Option<String>,
 
@@ -89,6 +103,17 @@ pub struct Flags {
     /// never from a flag) [env: RIPOSTE_AZURE_CLIENT_SECRET_FILE]
     #[arg(long, value_name = "PATH")]
     azure_client_secret_file: Option<PathBuf>,
+
+    /// PEM file holding the client certificate and its RSA private key: the worker signs a
+    /// client assertion with it instead of sending a secret [env:
+    /// RIPOSTE_AZURE_CLIENT_CERTIFICATE]
+    #[arg(long, value_name = "PATH")]
+    azure_client_certificate: Option<PathBuf>,
+
+    /// File holding a federated token (workload identity federation, e.g. AKS), read again for
+    /// every token request [env: AZURE_FEDERATED_TOKEN_FILE]
+    #[arg(long, value_name = "PATH")]
+    azure_federated_token_file: Option<PathBuf>,
 
     /// Authenticate with the managed identity of this VM through the instance metadata service
     /// [env: RIPOSTE_AZURE_MANAGED_IDENTITY=true]
@@ -168,6 +193,10 @@ pub enum Credential {
     Secret(Secret),
     /// A client secret read from this file when the worker starts.
     SecretFile(PathBuf),
+    /// A PEM file with the client certificate and its RSA key, read when the worker starts.
+    Certificate(PathBuf),
+    /// A federated token file, read for every token request (it is rotated).
+    FederatedToken(PathBuf),
     /// The managed identity of the host, through the instance metadata service.
     ManagedIdentity,
 }
@@ -231,13 +260,23 @@ pub enum SettingsError {
     },
     /// Two credentials were given.
     #[error("give one azure credential, not several: {0}")]
-    Ambiguous(&'static str),
+    Ambiguous(String),
     /// The secret file could not be read.
     #[error("cannot read the azure client secret file {path}: {reason}")]
     SecretFile {
         /// The file.
         path: String,
         /// Why.
+        reason: String,
+    },
+    /// The certificate or federated token file cannot be used.
+    #[error("cannot use the azure {what} file {path}: {reason}")]
+    CredentialFile {
+        /// `client certificate` or `federated token`.
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// Why (never what the file holds).
         reason: String,
     },
 }
@@ -248,9 +287,11 @@ impl Settings {
         flags: Flags,
         env: &HashMap<String, String>,
     ) -> Result<Settings, crate::Error> {
+        let tenant_id = pick(flags.azure_tenant_id, env, TENANT_ID_VAR, parse_tenant_id)?;
+        let client_id = pick(flags.azure_client_id, env, CLIENT_ID_VAR, parse_client_id)?;
         let mut s = Settings {
-            tenant_id: pick(flags.azure_tenant_id, env, TENANT_ID_VAR, parse_tenant_id)?,
-            client_id: pick(flags.azure_client_id, env, CLIENT_ID_VAR, parse_client_id)?,
+            tenant_id: pick(tenant_id, env, SDK_TENANT_ID_VAR, parse_tenant_id)?,
+            client_id: pick(client_id, env, SDK_CLIENT_ID_VAR, parse_client_id)?,
             nsg: pick(flags.azure_nsg, env, NSG_VAR, parse_nsg)?,
             ip_group: pick(flags.azure_ip_group, env, IP_GROUP_VAR, parse_ip_group)?,
             jit_policy: pick(
@@ -295,18 +336,47 @@ impl Settings {
             .get(CLIENT_SECRET_VAR)
             .filter(|v| !v.is_empty())
             .map(|v| Secret::new(v.clone()));
-        s.credential = match (managed, secret_file, secret) {
-            (true, None, None) => Credential::ManagedIdentity,
-            (false, Some(path), None) => Credential::SecretFile(path),
-            (false, None, Some(secret)) => Credential::Secret(secret),
-            (false, None, None) => Credential::None,
-            (true, _, _) => {
-                let message = "--azure-managed-identity and a client secret";
-                return Err(config_error(SettingsError::Ambiguous(message)));
-            }
-            (false, Some(_), Some(_)) => {
-                let message = "AZURE_CLIENT_SECRET and --azure-client-secret-file";
-                return Err(config_error(SettingsError::Ambiguous(message)));
+        let path = |t: &str| Ok::<_, String>(PathBuf::from(t.trim()));
+        let certificate = pick(
+            flags.azure_client_certificate,
+            env,
+            CLIENT_CERTIFICATE_VAR,
+            path,
+        )?;
+        let federated = pick(
+            flags.azure_federated_token_file,
+            env,
+            FEDERATED_TOKEN_FILE_VAR,
+            path,
+        )?;
+        let given: Vec<(&'static str, Credential)> = [
+            (
+                "--azure-managed-identity",
+                managed.then_some(Credential::ManagedIdentity),
+            ),
+            (
+                "--azure-client-secret-file",
+                secret_file.map(Credential::SecretFile),
+            ),
+            ("AZURE_CLIENT_SECRET", secret.map(Credential::Secret)),
+            (
+                "--azure-client-certificate",
+                certificate.map(Credential::Certificate),
+            ),
+            (
+                "--azure-federated-token-file (AZURE_FEDERATED_TOKEN_FILE)",
+                federated.map(Credential::FederatedToken),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, credential)| credential.map(|c| (name, c)))
+        .collect();
+        s.credential = match <[_; 1]>::try_from(given) {
+            Ok([(_, credential)]) => credential,
+            Err(given) if given.is_empty() => Credential::None,
+            Err(given) => {
+                let names: Vec<&str> = given.iter().map(|(name, _)| *name).collect();
+                return Err(config_error(SettingsError::Ambiguous(names.join(" and "))));
             }
         };
         Ok(s)
@@ -350,9 +420,14 @@ impl Settings {
         match self.credential {
             Credential::None => Err(missing(
                 backend,
-                "a credential: AZURE_CLIENT_SECRET, --azure-client-secret-file or --azure-managed-identity",
+                "a credential: AZURE_CLIENT_SECRET, --azure-client-secret-file, \
+                 --azure-client-certificate, --azure-federated-token-file or \
+                 --azure-managed-identity",
             )),
-            Credential::Secret(_) | Credential::SecretFile(_) => {
+            Credential::Secret(_)
+            | Credential::SecretFile(_)
+            | Credential::Certificate(_)
+            | Credential::FederatedToken(_) => {
                 if self.tenant_id.is_none() {
                     return Err(missing(backend, "--azure-tenant-id"));
                 }

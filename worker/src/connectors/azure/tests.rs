@@ -18,7 +18,7 @@ use super::*;
 
 const SECRET: &str = "local-test-secret-Zq8";
 
-fn settings(server: &AzureServer) -> Settings {
+pub(super) fn settings(server: &AzureServer) -> Settings {
     let url = |path: &str| Url::parse(&format!("{}{path}", server.url())).unwrap();
     Settings {
         tenant_id: Some(local::TENANT.into()),
@@ -35,12 +35,12 @@ fn settings(server: &AzureServer) -> Settings {
     }
 }
 
-fn client(settings: &Settings) -> Client {
+pub(super) fn client(settings: &Settings) -> Client {
     let http = http::Connector::new(Vec::new()).unwrap();
     Client::new(settings, &http, &Redactor::default()).unwrap()
 }
 
-fn cx(dry_run: bool) -> Context {
+pub(super) fn cx(dry_run: bool) -> Context {
     Context {
         dry_run,
         ..Context::test(Duration::from_secs(20))
@@ -250,11 +250,14 @@ async fn a_wrong_secret_is_a_clear_permanent_failure_without_the_secret() {
     let client = client(&settings(&server));
     let failure = network::nsg_list(&client, &cx(false)).await.unwrap_err();
     assert!(!failure.retryable, "{failure:?}");
-    assert!(
-        failure
-            .message
-            .starts_with("azure token request failed: invalid_client: AADSTS7000215"),
-        "{failure:?}"
+    assert_eq!(
+        failure.message,
+        format!(
+            "azure token request failed (client secret, tenant {}, client {}): invalid_client: \
+             AADSTS7000215: Invalid client secret provided. (error codes 7000215)",
+            local::TENANT,
+            local::CLIENT_ID
+        )
     );
     assert!(!failure.message.contains(SECRET));
 }
@@ -413,7 +416,7 @@ fn the_secret_file_is_read_when_the_client_is_built() {
     };
     let source = token::Source::from_settings(&settings).unwrap();
     assert!(
-        matches!(&source, token::Source::ClientSecret { secret, .. } if secret.expose() == SECRET)
+        matches!(&source, token::Source::Application { proof: token::Proof::Secret(secret), .. } if secret.expose() == SECRET)
     );
     assert!(!format!("{source:?}").contains(SECRET));
     let missing = Settings {

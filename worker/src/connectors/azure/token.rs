@@ -1,12 +1,18 @@
-//! Access tokens: OAuth2 client credentials against Microsoft Entra ID, or the managed identity
-//! of the host through the instance metadata service, one token per resource (ARM, Graph),
-//! cached until [`REFRESH_SKEW`] before it expires.
+//! Access tokens, one per resource (ARM, Graph), cached until [`REFRESH_SKEW`] before they
+//! expire, from Microsoft Entra ID's client credentials grant with a client secret, a
+//! certificate (a signed JWT assertion, [`super::assertion`]) or a federated token (workload
+//! identity: the token file, read again for every request because it is rotated), or from the
+//! host's managed identity through the instance metadata service.
+//!
+//! A failed request says in one line which credential, tenant and client failed, and why
+//! (Entra's `AADSTS` code and message), never the secret, key, assertion or token.
 //!
 //! The scope of a token is its API's base URL followed by `/.default`
 //! (`https://management.azure.com/.default`); for a sovereign cloud the base URL names the
 //! right resource by itself. One lock per resource makes concurrent callers wait for a single
 //! token request instead of each sending one.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::{StatusCode, Url};
@@ -16,6 +22,7 @@ use tokio::time::Instant;
 
 use super::super::Failure;
 use super::super::http::{read_capped, transport_failure};
+use super::assertion::Certificate;
 use super::errors::ApiError;
 use super::rest::{Api, Deadline, target};
 use super::{Credential, Secret, Settings, SettingsError};
@@ -31,8 +38,10 @@ const ATTEMPTS_MAX: u32 = 3;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest token response read.
 const RESPONSE_BYTES_MAX: u64 = 64 * 1024;
-/// Largest secret file read.
+/// Largest secret file or federated token file read.
 const SECRET_FILE_BYTES_MAX: u64 = 16 * 1024;
+/// `client_assertion_type` of a JWT client assertion (RFC 7523).
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The IMDS API version of the token endpoint.
 const IMDS_API_VERSION: &str = "2018-02-01";
 
@@ -40,12 +49,12 @@ const IMDS_API_VERSION: &str = "2018-02-01";
 pub(crate) enum Source {
     /// Not configured.
     None,
-    /// Client credentials with a shared secret.
-    ClientSecret {
+    /// Client credentials of an application.
+    Application {
         authority: Url,
         tenant: String,
         client_id: String,
-        secret: Secret,
+        proof: Proof,
     },
     /// The host's managed identity (a user-assigned one when `client_id` is set).
     ManagedIdentity {
@@ -54,51 +63,109 @@ pub(crate) enum Source {
     },
 }
 
-impl std::fmt::Debug for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+/// How an application proves it is itself.
+pub(crate) enum Proof {
+    /// A shared secret.
+    Secret(Secret),
+    /// A JWT assertion signed with the certificate's key (boxed: a key pair is large).
+    Certificate(Box<Certificate>),
+    /// The federated token in this file (workload identity), read for each request.
+    FederatedToken(PathBuf),
+}
+
+impl Proof {
+    fn name(&self) -> &'static str {
         match self {
-            Source::None => f.write_str("None"),
-            Source::ClientSecret {
-                tenant, client_id, ..
-            } => f
-                .debug_struct("ClientSecret")
-                .field("tenant", tenant)
-                .field("client_id", client_id)
-                .field("secret", &"[redacted]")
-                .finish(),
-            Source::ManagedIdentity { client_id, .. } => f
-                .debug_struct("ManagedIdentity")
-                .field("client_id", client_id)
-                .finish(),
+            Proof::Secret(_) => "client secret",
+            Proof::Certificate(_) => "client certificate",
+            Proof::FederatedToken(_) => "workload identity",
         }
     }
 }
 
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // What failed, as messages say it: no secret, key or token.
+        f.write_str(&self.describe())
+    }
+}
+
 impl Source {
-    /// The source the settings describe; reads the secret file.
+    /// The source the settings describe; reads the secret file and the certificate, and
+    /// checks that the federated token file is there.
     pub(crate) fn from_settings(settings: &Settings) -> Result<Source, SettingsError> {
-        let client_secret = |secret: Secret| match (&settings.tenant_id, &settings.client_id) {
-            (Some(tenant), Some(client_id)) => Source::ClientSecret {
+        let application = |proof: Proof| match (&settings.tenant_id, &settings.client_id) {
+            (Some(tenant), Some(client_id)) => Source::Application {
                 authority: settings.authority_url.clone(),
                 tenant: tenant.clone(),
                 client_id: client_id.clone(),
-                secret,
+                proof,
             },
             _ => Source::None,
         };
         Ok(match &settings.credential {
             Credential::None => Source::None,
-            Credential::Secret(secret) => client_secret(secret.clone()),
-            Credential::SecretFile(path) => client_secret(read_secret_file(path)?),
+            Credential::Secret(secret) => application(Proof::Secret(secret.clone())),
+            Credential::SecretFile(path) => application(Proof::Secret(read_secret_file(path)?)),
+            Credential::Certificate(path) => {
+                let certificate =
+                    Certificate::load(path).map_err(|reason| SettingsError::CredentialFile {
+                        what: "client certificate",
+                        path: path.display().to_string(),
+                        reason,
+                    })?;
+                application(Proof::Certificate(Box::new(certificate)))
+            }
+            Credential::FederatedToken(path) => {
+                read_federated_token(path).map_err(|reason| SettingsError::CredentialFile {
+                    what: "federated token",
+                    path: path.display().to_string(),
+                    reason,
+                })?;
+                application(Proof::FederatedToken(path.clone()))
+            }
             Credential::ManagedIdentity => Source::ManagedIdentity {
                 imds: settings.imds_url.clone(),
                 client_id: settings.client_id.clone(),
             },
         })
     }
+
+    /// Which credential, tenant and client: `client certificate, tenant T, client C`.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Source::None => "no credential".into(),
+            Source::Application {
+                tenant,
+                client_id,
+                proof,
+                ..
+            } => format!("{}, tenant {tenant}, client {client_id}", proof.name()),
+            Source::ManagedIdentity {
+                client_id: Some(client_id),
+                ..
+            } => format!("managed identity, client {client_id}"),
+            Source::ManagedIdentity {
+                client_id: None, ..
+            } => "managed identity".into(),
+        }
+    }
 }
 
-fn read_secret_file(path: &std::path::Path) -> Result<Secret, SettingsError> {
+/// The federated token in `path`, trimmed; the error says why it cannot be used.
+fn read_federated_token(path: &Path) -> Result<Secret, String> {
+    let metadata = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if metadata.len() > SECRET_FILE_BYTES_MAX {
+        return Err(format!("larger than {SECRET_FILE_BYTES_MAX} bytes"));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    match text.trim() {
+        "" => Err("the file is empty".into()),
+        token => Ok(Secret::new(token)),
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<Secret, SettingsError> {
     let error = |reason: String| SettingsError::SecretFile {
         path: path.display().to_string(),
         reason,
@@ -142,7 +209,11 @@ impl Tokens {
     /// An empty cache over `source`; registers its client secret with `redactor`, as it will
     /// each token it obtains.
     pub(crate) fn new(source: Source, redactor: &Redactor) -> Tokens {
-        if let Source::ClientSecret { secret, .. } = &source {
+        if let Source::Application {
+            proof: Proof::Secret(secret),
+            ..
+        } = &source
+        {
             redactor.register(secret.expose());
         }
         Tokens {
@@ -227,21 +298,43 @@ impl Tokens {
                     "azure credentials are not configured on this worker",
                 ));
             }
-            Source::ClientSecret {
+            Source::Application {
                 authority,
                 tenant,
                 client_id,
-                secret,
+                proof,
             } => {
                 let base = authority.as_str().trim_end_matches('/');
                 let url = format!("{base}/{tenant}/oauth2/v2.0/token");
                 let scope = format!("{resource}/.default");
-                let form = [
+                let (field, proof) = match proof {
+                    Proof::Secret(secret) => ("client_secret", secret.clone()),
+                    Proof::Certificate(certificate) => {
+                        let assertion = certificate
+                            .assertion(&url, client_id, clock::wall())
+                            .map_err(|e| self.failed(e))?;
+                        ("client_assertion", Secret::new(assertion))
+                    }
+                    Proof::FederatedToken(path) => {
+                        let token = read_federated_token(path).map_err(|e| {
+                            self.failed(format!(
+                                "cannot read the federated token file {}: {e}",
+                                path.display()
+                            ))
+                        })?;
+                        self.redactor.register_token(token.expose());
+                        ("client_assertion", token)
+                    }
+                };
+                let mut form = vec![
                     ("client_id", client_id.as_str()),
                     ("scope", scope.as_str()),
-                    ("client_secret", secret.expose()),
                     ("grant_type", "client_credentials"),
+                    (field, proof.expose()),
                 ];
+                if field == "client_assertion" {
+                    form.push(("client_assertion_type", JWT_BEARER));
+                }
                 http.post(url).form(&form)
             }
             Source::ManagedIdentity { imds, client_id } => {
@@ -264,16 +357,16 @@ impl Tokens {
         let target = target(built.url());
         let mut response = crate::connectors::http::send(http, built, "entra")
             .await
-            .map_err(|e| retryable(transport_failure(&target, e)))?;
+            .map_err(|e| self.retryable(transport_failure(&target, e)))?;
         let status = response.status();
         let body = read_capped(&mut response, RESPONSE_BYTES_MAX, &target)
             .await
-            .map_err(retryable)?;
+            .map_err(|e| self.retryable(e))?;
         let json: Value = serde_json::from_slice(&body.bytes).unwrap_or(Value::Null);
         tracing::info!(status = status.as_u16(), host = %target, "azure token request");
         if !status.is_success() {
             let error = ApiError::from_body(status, &json, &body.bytes);
-            let message = format!("azure token request failed: {}", error.summary());
+            let message = self.failed(error.summary()).message;
             let transient = status.is_server_error()
                 || status == StatusCode::TOO_MANY_REQUESTS
                 || error.code == "temporarily_unavailable";
@@ -286,8 +379,20 @@ impl Tokens {
     }
 }
 
-fn retryable(failure: Failure) -> Failure {
-    Failure::retryable(format!("azure token request failed: {}", failure.message))
+impl Tokens {
+    /// A permanent failure of a token request: `azure token request failed (CREDENTIAL):
+    /// WHY`.
+    fn failed(&self, why: impl std::fmt::Display) -> Failure {
+        Failure::permanent(format!(
+            "azure token request failed ({}): {why}",
+            self.source.describe()
+        ))
+    }
+
+    /// The same, retryable (the endpoint could not be reached or read).
+    fn retryable(&self, failure: Failure) -> Failure {
+        Failure::retryable(self.failed(failure.message).message)
+    }
 }
 
 /// `access_token` and its lifetime from `expires_in` (a number, or a string from IMDS).
@@ -341,17 +446,17 @@ mod tests {
 
     #[test]
     fn the_secret_is_never_shown_and_the_redactor_knows_it() {
-        let source = Source::ClientSecret {
+        let source = Source::Application {
             authority: Url::parse("https://login.example").unwrap(),
             tenant: "t".into(),
             client_id: "c".into(),
-            secret: Secret::new("hunter2-very-secret"),
+            proof: Proof::Secret(Secret::new("hunter2-very-secret")),
         };
         let redactor = Redactor::default();
         let tokens = Tokens::new(source, &redactor);
         let text = format!("{tokens:?}");
         assert!(!text.contains("hunter2"), "{text}");
-        assert!(text.contains("redacted"), "{text}");
+        assert!(text.contains("client secret, tenant t, client c"), "{text}");
         assert_eq!(
             redactor.redact("echo: hunter2-very-secret"),
             "echo: [redacted]",
