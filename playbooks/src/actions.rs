@@ -299,6 +299,55 @@ pub const CATALOG: &[ActionSpec] = &[
         containment: false,
         guard: None,
     },
+    ActionSpec {
+        name: "sentinel.comment",
+        description: "adds a comment to a Microsoft Sentinel incident (the same comment again when the task is retried)",
+        inputs: &[
+            input(
+                "incident",
+                true,
+                "ARM id of the incident (`alert.id` of a Sentinel alert)",
+            ),
+            input("message", true, "the comment, at most 30000 characters"),
+        ],
+        open_inputs: false,
+        containment: false,
+        guard: None,
+    },
+    ActionSpec {
+        name: "sentinel.update_incident",
+        description: "changes a Microsoft Sentinel incident (read, change, write back with its etag; a stale etag reads again); outputs labels_added for an undo",
+        inputs: &[
+            input("incident", true, "ARM id of the incident"),
+            input(
+                "status",
+                false,
+                "New, Active or Closed (Closed needs a classification)",
+            ),
+            input("severity", false, "High, Medium, Low or Informational"),
+            input(
+                "classification",
+                false,
+                "Undetermined, TruePositive, BenignPositive or FalsePositive",
+            ),
+            input(
+                "classification_reason",
+                false,
+                "SuspiciousActivity, SuspiciousButExpected, IncorrectAlertLogic or InaccurateData",
+            ),
+            input("classification_comment", false, "why, in a few words"),
+            input(
+                "owner",
+                false,
+                "the new owner: a user principal name or an object id",
+            ),
+            input("labels_add", false, "labels to add (a list)"),
+            input("labels_remove", false, "labels to remove (a list)"),
+        ],
+        open_inputs: false,
+        containment: false,
+        guard: None,
+    },
 ];
 
 /// The catalog entry named `name`.

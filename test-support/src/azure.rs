@@ -6,7 +6,8 @@
 //! Layout under the server's URL: `/login/{tenant}/oauth2/v2.0/token` (Entra ID client
 //! credentials), `/imds/metadata/identity/oauth2/token` (managed identity), `/graph/v1.0/...`
 //! (Microsoft Graph users) and ARM at the root: one NSG with its security rules, one IP group,
-//! one JIT policy, a Linux VM and a Windows VM (`GET` answers its `osType`) with `assessPatches` /
+//! one JIT policy, one Microsoft Sentinel incident (GET, PUT with its `etag`: a stale one is a
+//! 409 as Sentinel answers; comments by PUT), a Linux VM and a Windows VM (`GET` answers its `osType`) with `assessPatches` /
 //! `installPatches`, each taking only its own OS's parameters; the Windows VM installs what
 //! its `windowsParameters` select (classifications, KB numbers included and excluded, KBs that
 //! may reboot left out). Writes to the NSG and the
@@ -53,6 +54,8 @@ pub const IP_GROUP_ID: &str = "/subscriptions/aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e
 pub const JIT_POLICY_ID: &str = "/subscriptions/aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e/resourceGroups/rg-web/providers/Microsoft.Security/locations/westeurope/jitNetworkAccessPolicies/default";
 /// The VM (Linux, in the JIT policy with port 22, and patchable).
 pub const VM_ID: &str = "/subscriptions/aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/vm-web-01";
+/// The Microsoft Sentinel incident (comments, updates with etag concurrency).
+pub const INCIDENT_ID: &str = "/subscriptions/aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e/resourceGroups/rg-soc/providers/Microsoft.OperationalInsights/workspaces/law-soc/providers/Microsoft.SecurityInsights/incidents/73e01a99-5cd7-4139-a149-9f2736ff2ab5";
 /// A Windows VM, patchable.
 pub const WINDOWS_VM_ID: &str = "/subscriptions/aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/vm-win-01";
 /// The security update the Windows VM's assessment lists beside the fixture's two patches
@@ -242,6 +245,11 @@ struct Azure {
     install_outcome: InstallOutcome,
     /// What client assertions are checked against.
     trust: assertion::Trust,
+    /// The incident's properties and its etag's counter.
+    incident: Value,
+    incident_version: u32,
+    /// Its comments: (comment id, message), in the order first written.
+    incident_comments: Vec<(String, String)>,
     /// KB numbers installed on the Windows VM: its assessments no longer list them.
     windows_installed: Vec<String>,
     operations: BTreeMap<String, Operation>,
@@ -286,6 +294,21 @@ impl AzureServer {
             user_enabled: true,
             install_outcome: InstallOutcome::Succeeded,
             trust: assertion::Trust::default(),
+            incident: json!({
+                "title": "SSH brute force on vm-web-01",
+                "description": "More than 20 failed SSH logins from one source IP in 10 minutes",
+                "severity": "High",
+                "status": "New",
+                "classification": null,
+                "owner": {"objectId": null, "email": null, "assignedTo": null, "userPrincipalName": null},
+                "labels": [{"labelName": "ssh", "labelType": "System"}],
+                "incidentNumber": 1042,
+                "createdTimeUtc": "2026-01-15T10:00:00Z",
+                "lastModifiedTimeUtc": "2026-01-15T10:00:00Z",
+                "additionalData": {"alertsCount": 1, "commentsCount": 0},
+            }),
+            incident_version: 1,
+            incident_comments: Vec::new(),
             windows_installed: Vec::new(),
             operations: BTreeMap::new(),
             next_operation: 1,
@@ -325,6 +348,16 @@ impl AzureServer {
         .into_iter()
         .flat_map(|(flag, value)| [flag.to_owned(), value])
         .collect()
+    }
+
+    /// The incident's properties now.
+    pub fn incident(&self) -> Value {
+        self.lock().incident.clone()
+    }
+
+    /// The incident's comments: (comment id, message), in the order first written.
+    pub fn incident_comments(&self) -> Vec<(String, String)> {
+        self.lock().incident_comments.clone()
     }
 
     /// Accepts client assertions signed with the key of the certificate in `pem`.
@@ -713,6 +746,11 @@ impl Azure {
         if path.contains("/providers/Microsoft.Compute/locations/westeurope/operations/") {
             return self.compute_operation(path);
         }
+        if path.len() >= INCIDENT_ID.len()
+            && path[..INCIDENT_ID.len()].eq_ignore_ascii_case(INCIDENT_ID)
+        {
+            return self.sentinel(r, &path[INCIDENT_ID.len()..]);
+        }
         match (r.method.as_str(), path) {
             ("GET", p) if p == NSG_ID => Answer::json(200, self.nsg()),
             ("GET", p) if p == IP_GROUP_ID => Answer::json(200, self.ip_group("Succeeded")),
@@ -1001,6 +1039,103 @@ impl Azure {
             }
         }
         self.compute_start(result)
+    }
+
+    /// The incident (`rest` empty) and its comments (`rest` `/comments[/{id}]`).
+    fn sentinel(&mut self, r: &Request, rest: &str) -> Answer {
+        if query_param(&r.query, "api-version").as_deref() != Some("2024-09-01") {
+            return arm_error(
+                400,
+                "InvalidApiVersionParameter",
+                "api-version 2024-09-01 expected.",
+            );
+        }
+        let resource = |a: &Azure| {
+            json!({
+                "id": INCIDENT_ID,
+                "name": INCIDENT_ID.rsplit('/').next(),
+                "type": "Microsoft.SecurityInsights/Incidents",
+                "etag": format!("\"{:08x}-0000-0000-0000-000000000000\"", a.incident_version),
+                "properties": a.incident,
+            })
+        };
+        match (r.method.as_str(), rest) {
+            ("GET", "") => Answer::json(200, resource(self)),
+            ("PUT", "") => {
+                let body = r.json();
+                if body["etag"] != resource(self)["etag"] {
+                    return arm_error(
+                        409,
+                        "Conflict",
+                        &format!(
+                            "Newer version of resource '{}' exists. Data was not saved",
+                            INCIDENT_ID.rsplit('/').next().unwrap_or("")
+                        ),
+                    );
+                }
+                let props = &body["properties"];
+                let required = ["title", "severity", "status"];
+                if required.iter().any(|k| !props[k].is_string()) {
+                    return arm_error(
+                        400,
+                        "BadRequest",
+                        "title, severity and status are required.",
+                    );
+                }
+                if props["status"] == "Closed" && !props["classification"].is_string() {
+                    return arm_error(
+                        400,
+                        "BadRequest",
+                        "A closed incident needs a classification.",
+                    );
+                }
+                for key in [
+                    "title",
+                    "description",
+                    "severity",
+                    "status",
+                    "classification",
+                    "classificationReason",
+                    "classificationComment",
+                    "owner",
+                    "labels",
+                ] {
+                    if let Some(value) = props.get(key) {
+                        self.incident[key] = value.clone();
+                    }
+                }
+                self.incident["lastModifiedTimeUtc"] = json!("2026-01-15T10:05:00Z");
+                self.incident_version += 1;
+                Answer::json(200, resource(self))
+            }
+            ("PUT", comment) if comment.starts_with("/comments/") => {
+                let id = comment["/comments/".len()..].to_owned();
+                let Some(message) = r.json()["properties"]["message"]
+                    .as_str()
+                    .map(str::to_owned)
+                else {
+                    return arm_error(400, "BadRequest", "properties.message is required.");
+                };
+                match self.incident_comments.iter_mut().find(|(c, _)| *c == id) {
+                    Some(existing) => existing.1 = message.clone(),
+                    None => {
+                        self.incident_comments.push((id.clone(), message.clone()));
+                        let count = self.incident_comments.len();
+                        self.incident["additionalData"]["commentsCount"] = json!(count);
+                    }
+                }
+                Answer::json(
+                    200,
+                    json!({
+                        "id": format!("{INCIDENT_ID}/comments/{id}"),
+                        "name": id,
+                        "type": "Microsoft.SecurityInsights/Incidents/Comments",
+                        "properties": {"message": message, "createdTimeUtc": "2026-01-15T10:05:00Z"},
+                    }),
+                )
+            }
+            _ => arm_error(404, "NotFound", "Not found."),
+        }
     }
 
     /// The Windows VM's assessment: the fixture's two patches and a security update, less

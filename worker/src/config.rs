@@ -16,7 +16,9 @@ use clap::Parser;
 use uuid::Uuid;
 
 use crate::Error;
-use crate::connectors::{Backends, access, apt, azure, dnf, firewall, identity, nftables, patch};
+use crate::connectors::{
+    Backends, access, apt, azure, dnf, firewall, identity, nftables, patch, sentinel,
+};
 
 /// Most tasks one worker runs at once.
 pub const CONCURRENCY_MAX: u32 = 256;
@@ -46,6 +48,7 @@ const FIREWALL_BACKEND_VAR: &str = "RIPOSTE_FIREWALL_BACKEND";
 const IDENTITY_BACKEND_VAR: &str = "RIPOSTE_IDENTITY_BACKEND";
 const ACCESS_BACKEND_VAR: &str = "RIPOSTE_ACCESS_BACKEND";
 const PATCH_BACKEND_VAR: &str = "RIPOSTE_PATCH_BACKEND";
+const SENTINEL_BACKEND_VAR: &str = "RIPOSTE_SENTINEL_BACKEND";
 const PROTECTED_UID_BELOW_VAR: &str = "RIPOSTE_PROTECTED_UID_BELOW";
 const NFT_TABLE_VAR: &str = "RIPOSTE_NFT_TABLE";
 const NFT_JIT_PORTS_VAR: &str = "RIPOSTE_NFT_JIT_PORTS";
@@ -217,6 +220,7 @@ impl Config {
             identity: pick(args.identity_backend, env, IDENTITY_BACKEND_VAR, backend)?,
             access: pick(args.access_backend, env, ACCESS_BACKEND_VAR, backend)?,
             patch: pick(args.patch_backend, env, PATCH_BACKEND_VAR, backend)?,
+            sentinel: pick(args.sentinel_backend, env, SENTINEL_BACKEND_VAR, backend)?,
         };
         let uid_below = pick(
             args.protected_uid_below,
@@ -346,6 +350,11 @@ struct Args {
     /// RIPOSTE_PATCH_BACKEND] [default: none]
     #[arg(long, value_name = "BACKEND")]
     patch_backend: Option<patch::Backend>,
+
+    /// Backend of `sentinel.*` (comments and updates of Microsoft Sentinel incidents); without
+    /// one the worker does not offer them [env: RIPOSTE_SENTINEL_BACKEND] [default: none]
+    #[arg(long, value_name = "BACKEND")]
+    sentinel_backend: Option<sentinel::Backend>,
 
     /// The Linux account actions (disable, revoke sessions) refuse an account whose uid on this
     /// host is below N, and uid 0 always [env: RIPOSTE_PROTECTED_UID_BELOW] [default: 1000]

@@ -47,6 +47,7 @@ mod run_repairs;
 mod runs_list;
 mod schedules;
 mod secrets;
+mod sentinel_writeback;
 mod stale_lease;
 mod startup_shutdown;
 mod store_format;

@@ -26,6 +26,7 @@ mod linux_account;
 pub mod nftables;
 pub(crate) mod notify;
 pub mod patch;
+pub mod sentinel;
 
 use std::time::Duration;
 
@@ -114,6 +115,8 @@ pub(crate) enum Action {
     Patch(patch::Action),
     /// `notify.*`: tell people.
     Notify(notify::Action),
+    /// `sentinel.*`: comment on and update Microsoft Sentinel incidents.
+    Sentinel(sentinel::Action),
 }
 
 impl Action {
@@ -126,12 +129,14 @@ impl Action {
         let access = access::Action::ALL.iter().copied().map(Action::Access);
         let patch = patch::Action::ALL.iter().copied().map(Action::Patch);
         let notify = notify::Action::ALL.iter().copied().map(Action::Notify);
+        let sentinel = sentinel::Action::ALL.iter().copied().map(Action::Sentinel);
         core.chain(http)
             .chain(firewall)
             .chain(identity)
             .chain(access)
             .chain(patch)
             .chain(notify)
+            .chain(sentinel)
     }
 
     /// The wire name, e.g. `core.noop`.
@@ -144,6 +149,7 @@ impl Action {
             Action::Access(action) => action.name(),
             Action::Patch(action) => action.name(),
             Action::Notify(action) => action.name(),
+            Action::Sentinel(action) => action.name(),
         }
     }
 }
@@ -159,6 +165,8 @@ pub struct Backends {
     pub access: Option<access::Backend>,
     /// `patch.*`.
     pub patch: Option<patch::Backend>,
+    /// `sentinel.*`.
+    pub sentinel: Option<sentinel::Backend>,
 }
 
 /// What the backends of one worker share: its configuration, the HTTP connector (the only
@@ -248,6 +256,7 @@ impl Connectors {
                 Action::Identity(_) => b.identity.is_some(),
                 Action::Access(_) => b.access.is_some(),
                 Action::Patch(_) => b.patch.is_some(),
+                Action::Sentinel(_) => b.sentinel.is_some(),
             })
             .collect()
     }
@@ -308,6 +317,10 @@ impl Connectors {
             Action::Patch(action) => {
                 let backend = self.backends.patch.ok_or_else(unconfigured)?;
                 patch::execute(&self.shared, backend, action, input, cx).await
+            }
+            Action::Sentinel(action) => {
+                let backend = self.backends.sentinel.ok_or_else(unconfigured)?;
+                sentinel::execute(&self.shared, backend, action, input, cx).await
             }
         }
     }
@@ -377,6 +390,33 @@ impl Fields {
     pub(crate) fn required_string(&mut self, key: &str) -> Result<String, Failure> {
         self.string(key)?
             .ok_or_else(|| Failure::invalid_input(format!("`{key}` is required")))
+    }
+
+    /// A list of strings, each checked by `check`, at most `max` of them; empty when absent.
+    pub(crate) fn strings(
+        &mut self,
+        key: &str,
+        max: usize,
+        check: impl Fn(&str) -> Result<String, Failure>,
+    ) -> Result<Vec<String>, Failure> {
+        let not_a_list = || Failure::invalid_input(format!("`{key}` must be a list of strings"));
+        let items = match self.value(key) {
+            None => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(_) => return Err(not_a_list()),
+        };
+        if items.len() > max {
+            return Err(Failure::invalid_input(format!(
+                "`{key}` has more than {max} items"
+            )));
+        }
+        items
+            .iter()
+            .map(|item| match item {
+                Value::String(text) => check(text),
+                _ => Err(not_a_list()),
+            })
+            .collect()
     }
 
     /// A boolean field.

@@ -190,9 +190,9 @@ pub(crate) async fn execute(
                     .duration("max_duration", MAX_DURATION_MAX)?
                     .unwrap_or(MAX_DURATION_DEFAULT),
                 vm: fields.string("vm")?,
-                classifications: names(&mut fields, "classifications", classification)?,
-                kb_include: names(&mut fields, "kb_include", kb_number)?,
-                kb_exclude: names(&mut fields, "kb_exclude", kb_number)?,
+                classifications: fields.strings("classifications", PACKAGES_MAX, classification)?,
+                kb_include: fields.strings("kb_include", PACKAGES_MAX, kb_number)?,
+                kb_exclude: fields.strings("kb_exclude", PACKAGES_MAX, kb_number)?,
                 exclude_kbs_requiring_reboot: fields
                     .boolean("exclude_kbs_requiring_reboot")?
                     .unwrap_or(false),
@@ -265,33 +265,7 @@ fn reboot(fields: &mut Fields) -> Result<Reboot, Failure> {
 }
 
 fn package_list(fields: &mut Fields) -> Result<Vec<String>, Failure> {
-    names(fields, "packages", package_name)
-}
-
-/// The list `key` of strings, each checked by `check`; empty when absent.
-fn names(
-    fields: &mut Fields,
-    key: &str,
-    check: fn(&str) -> Result<String, Failure>,
-) -> Result<Vec<String>, Failure> {
-    let not_a_list = || Failure::invalid_input(format!("`{key}` must be a list of names"));
-    let names = match fields.value(key) {
-        None => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
-        Some(_) => return Err(not_a_list()),
-    };
-    if names.len() > PACKAGES_MAX {
-        return Err(Failure::invalid_input(format!(
-            "`{key}` has more than {PACKAGES_MAX} names"
-        )));
-    }
-    names
-        .iter()
-        .map(|name| match name {
-            Value::String(name) => check(name),
-            _ => Err(not_a_list()),
-        })
-        .collect()
+    fields.strings("packages", PACKAGES_MAX, package_name)
 }
 
 /// A knowledge-base article number, `KB` and 4 to 9 digits (`5034441` is read as

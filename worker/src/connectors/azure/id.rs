@@ -28,6 +28,9 @@ pub enum Kind {
     JitPolicy,
     /// `Microsoft.Compute/virtualMachines`.
     Vm,
+    /// A Microsoft Sentinel incident:
+    /// `Microsoft.OperationalInsights/workspaces/{workspace}/providers/Microsoft.SecurityInsights/incidents`.
+    Incident,
 }
 
 /// One expected segment after `providers`.
@@ -37,6 +40,8 @@ enum Segment {
     Literal(&'static str),
     /// A location name.
     Location,
+    /// The name of a parent resource (a workspace).
+    Parent,
     /// The resource's name.
     Name,
 }
@@ -48,6 +53,7 @@ impl Kind {
             Kind::IpGroup => "IP group",
             Kind::JitPolicy => "JIT network access policy",
             Kind::Vm => "virtual machine",
+            Kind::Incident => "Microsoft Sentinel incident",
         }
     }
 
@@ -72,6 +78,15 @@ impl Kind {
                 Literal("virtualMachines"),
                 Name,
             ],
+            Kind::Incident => &[
+                Literal("Microsoft.OperationalInsights"),
+                Literal("workspaces"),
+                Segment::Parent,
+                Literal("providers"),
+                Literal("Microsoft.SecurityInsights"),
+                Literal("incidents"),
+                Name,
+            ],
         }
     }
 
@@ -83,6 +98,7 @@ impl Kind {
             .map(|segment| match segment {
                 Segment::Literal(word) => *word,
                 Segment::Location => "{location}",
+                Segment::Parent => "{workspace}",
                 Segment::Name => "{name}",
             })
             .collect();
@@ -163,6 +179,7 @@ impl ArmId {
                     check_location(segments[i]).map_err(&error)?;
                     location = Some(segments[i].to_owned());
                 }
+                Segment::Parent => check_name(segments[i]).map_err(&error)?,
                 Segment::Name => {
                     check_name(segments[i]).map_err(&error)?;
                     name = segments[i];

@@ -25,6 +25,7 @@ pub(crate) mod compute;
 mod errors;
 pub(crate) mod graph;
 pub(crate) mod id;
+pub(crate) mod incidents;
 pub(crate) mod jit;
 mod locks;
 mod lro;
@@ -37,6 +38,8 @@ mod token;
 mod tests;
 #[cfg(test)]
 mod tests_credentials;
+#[cfg(test)]
+mod tests_incidents;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -413,6 +416,9 @@ impl Settings {
         }
         if backends.patch == Some(patch::Backend::Azure) {
             used.push("azure");
+        }
+        if backends.sentinel.is_some() {
+            used.push("sentinel");
         }
         let Some(backend) = used.first().copied() else {
             return Ok(());

@@ -87,6 +87,9 @@ pub(crate) struct Call {
     pub(crate) body: Option<Value>,
     /// A 404 is an answer (the caller branches on it), not a failure.
     pub(crate) not_found_ok: bool,
+    /// A 412, or a 409 that is not "another operation in progress", is an answer: the write
+    /// carried a stale etag, and the caller reads again.
+    pub(crate) stale_ok: bool,
 }
 
 impl Call {
@@ -99,12 +102,19 @@ impl Call {
             url,
             body: None,
             not_found_ok: false,
+            stale_ok: false,
         }
     }
 
     /// With a JSON body.
     pub(crate) fn json(mut self, body: Value) -> Call {
         self.body = Some(body);
+        self
+    }
+
+    /// A stale-etag answer (412, or a 409 that is not "in progress") comes back as a reply.
+    pub(crate) fn allow_stale(mut self) -> Call {
+        self.stale_ok = true;
         self
     }
 
@@ -305,6 +315,11 @@ fn classify(call: &Call, reply: Reply, raw: &[u8]) -> Attempt {
         return Attempt::Done(reply);
     }
     let error = ApiError::from_body(status, &reply.body, raw);
+    let stale = status == StatusCode::PRECONDITION_FAILED
+        || (status == StatusCode::CONFLICT && !error.is_operation_in_progress());
+    if call.stale_ok && stale {
+        return Attempt::Done(reply);
+    }
     let message = format!("azure {} failed: {}", call.op, error.summary());
     let after = reply.retry_after();
     let retry = |fresh_token| Attempt::Retry {
