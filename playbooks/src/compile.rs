@@ -364,6 +364,7 @@ fn assemble(drafts: Vec<Draft>, needs: &[Vec<usize>], order: &[usize]) -> Vec<St
                 retry: draft.retry,
                 timeout_ms: draft.timeout_ms,
                 schedule_to_start_ms: draft.schedule_to_start_ms,
+                continue_on_failure: draft.continue_on_failure,
                 labels: draft.labels,
                 kind: draft.kind,
                 approval: draft.approval,

@@ -278,6 +278,10 @@ pub struct Step {
     /// orchestrator's default (`--schedule-to-start`). Time held by a containment pause does
     /// not count.
     pub schedule_to_start_ms: Option<u64>,
+    /// `on_failure: continue`: when the step fails, the run goes on without it (steps that
+    /// need it are skipped) instead of failing and undoing. Only on an action step of one
+    /// task without `grant` or `waves`.
+    pub continue_on_failure: bool,
     /// Labels a worker must carry to run this step; values are templates.
     pub labels: BTreeMap<String, String>,
     /// What the step does. `with`, `for_each`, `retry`, `timeout_ms`, `labels`, `undo`,

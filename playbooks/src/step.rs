@@ -24,7 +24,7 @@ use crate::template::{self, Field, Leaf, Use};
 use crate::timestamp;
 use crate::yaml::{self, Fields};
 
-const FIELDS: [&str; 17] = [
+const FIELDS: [&str; 18] = [
     "id",
     "action",
     "sleep",
@@ -42,12 +42,13 @@ const FIELDS: [&str; 17] = [
     "undo",
     "grant",
     "waves",
+    "on_failure",
 ];
 const RETRY_FIELDS: [&str; 4] = ["attempts", "backoff", "initial", "max"];
 /// The fields that decide a step's kind.
 const KIND_FIELDS: [&str; 4] = ["action", "sleep", "until", "approval"];
 /// The fields only a step with an `action` may have.
-const ACTION_FIELDS: [&str; 10] = [
+const ACTION_FIELDS: [&str; 11] = [
     "with",
     "for_each",
     "concurrency",
@@ -58,6 +59,7 @@ const ACTION_FIELDS: [&str; 10] = [
     "undo",
     "grant",
     "waves",
+    "on_failure",
 ];
 
 /// One `needs` entry, unresolved.
@@ -83,6 +85,7 @@ pub(crate) struct Draft {
     pub retry: RetryPolicy,
     pub timeout_ms: u64,
     pub schedule_to_start_ms: Option<u64>,
+    pub continue_on_failure: bool,
     pub labels: BTreeMap<String, String>,
     pub approval: Option<Approval>,
     pub undo: Option<Undo>,
@@ -147,6 +150,7 @@ pub(crate) fn read(node: &Node, index: usize, sink: &mut Sink) -> Draft {
         retry: RetryPolicy::NONE,
         timeout_ms: limits::TIMEOUT_MS_DEFAULT,
         schedule_to_start_ms: None,
+        continue_on_failure: false,
         labels: BTreeMap::new(),
         approval: None,
         undo: None,
@@ -260,6 +264,41 @@ fn read_action_step(fields: &Fields<'_>, draft: &mut Draft, sink: &mut Sink) {
         .and_then(|node| controls::read_undo(node, &fields.path_of("undo"), uses, sink));
     draft.grant = controls::read_grant(fields, uses, sink);
     draft.waves = controls::read_waves(fields, uses, sink);
+    draft.continue_on_failure = read_on_failure(fields, draft, sink);
+}
+
+/// `on_failure: fail` (the default) or `continue`, which only a step of one task without a
+/// grant or waves may have (a failed grant or wave has its own consequences).
+fn read_on_failure(fields: &Fields<'_>, draft: &Draft, sink: &mut Sink) -> bool {
+    let Some(node) = fields.get("on_failure") else {
+        return false;
+    };
+    let path = fields.path_of("on_failure");
+    let continues = match node.as_scalar().map(|s| s.as_str()) {
+        Some("fail") => false,
+        Some("continue") => true,
+        _ => {
+            let found = yaml::describe(node);
+            sink.push(
+                yaml::pos(node),
+                &path,
+                format!("expected fail or continue, found {found}"),
+            );
+            return false;
+        }
+    };
+    let other = [
+        ("for_each", draft.for_each.is_some()),
+        ("grant", draft.grant.is_some()),
+        ("waves", draft.waves.is_some()),
+    ];
+    if let Some((field, _)) = other.iter().find(|(_, set)| continues && *set) {
+        let message =
+            format!("`on_failure: continue` is for a step of one task; this step has `{field}`");
+        sink.push(yaml::pos(node), &path, message);
+        return false;
+    }
+    continues
 }
 
 /// A sleep, until or approval step: its own field only (the others were refused).

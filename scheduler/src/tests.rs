@@ -924,6 +924,69 @@ fn a_failure_runs_the_undos_in_reverse_order() {
 }
 
 #[test]
+fn a_step_that_may_fail_fails_alone_the_run_goes_on_and_nothing_is_undone() {
+    let mut s = Script::start(
+        r#"
+name: writeback
+version: 1
+steps:
+  - id: block
+    action: core.echo
+    with: { n: 1 }
+    undo: { action: core.echo, with: { undo: 1 } }
+  - id: comment
+    needs: [block]
+    action: core.fail
+    with: { message: "no" }
+    on_failure: continue
+  - id: after_comment
+    needs: [comment]
+    action: core.noop
+  - id: done
+    needs: [block]
+    action: core.noop
+"#,
+        json!({}),
+    );
+    let t = s.lease("block", 0);
+    s.succeed("block", 0, t, json!({"n": 1}));
+    let t = s.lease("comment", 0);
+    s.fail("comment", 0, t, false);
+    let t = s.lease("done", 0);
+    s.succeed("done", 0, t, json!({}));
+    s.check(expect![[r#"
+        > start
+          1 run.started (requested by tester)
+          2 step.started block#0
+          dispatch block#0 core.echo attempt=1 input={"n":1}
+        > lease block#0 token=1
+          3 task.leased block#0 attempt=1
+        > succeed token=1
+          4 task.succeeded block#0 attempt=1
+          5 undo.recorded block#0 (undo recorded: core.echo)
+          6 step.succeeded block#0
+          7 step.started comment#0
+          8 step.started done#0
+          dispatch comment#0 core.fail attempt=1 input={"message":"no"}
+          dispatch done#0 core.noop attempt=1 input={}
+        > lease comment#0 token=2
+          9 task.leased comment#0 attempt=1
+        > fail token=2 retryable=false
+          10 task.failed comment#0 attempt=1 (boom (not retryable))
+          11 step.failed comment#0 (boom)
+          12 step.failure_ignored comment#0 (step comment failed; the run goes on without it (on_failure: continue))
+          13 step.skipped after_comment#0 (a step it needs failed (on_failure: continue))
+        > lease done#0 token=3
+          14 task.leased done#0 attempt=1
+        > succeed token=3
+          15 task.succeeded done#0 attempt=1
+          16 step.succeeded done#0
+          17 run.finished
+          finished succeeded
+    "#]]);
+}
+
+#[test]
 fn a_cancel_runs_the_undos_once_each_and_a_late_result_is_rejected() {
     let mut s = Script::start(UNDOABLE, json!({}));
     let t = s.lease("first", 0);

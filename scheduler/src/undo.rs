@@ -311,7 +311,8 @@ impl Tx<'_> {
             self.run
                 .steps
                 .iter()
-                .all(|s| s.status != StepStatus::Failed)
+                .zip(&self.playbook.steps)
+                .all(|(s, spec)| s.status != StepStatus::Failed || spec.continue_on_failure)
         );
         if self.index().grants().open() > 0 {
             self.run.phase = Phase::HoldingGrants;

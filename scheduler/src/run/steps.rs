@@ -116,12 +116,13 @@ impl<'a> Tx<'a> {
         if needs.iter().any(|s| !s.is_terminal()) {
             return;
         }
-        debug_assert!(
-            needs
-                .iter()
-                .all(|s| matches!(s, StepStatus::Succeeded | StepStatus::Skipped)),
-            "a step starts only when its needs succeeded or were skipped"
-        );
+        // A failed need is one with `on_failure: continue` (any other failure ended the steps).
+        if needs.contains(&StepStatus::Failed) {
+            return self.skip(
+                step,
+                "a step it needs failed (on_failure: continue)".to_string(),
+            );
+        }
         if !needs.is_empty() && needs.iter().all(|s| *s == StepStatus::Skipped) {
             return self.skip(step, "all its needs were skipped".to_string());
         }
@@ -285,6 +286,11 @@ impl<'a> Tx<'a> {
     pub fn fail_step(&mut self, step: usize, message: String) {
         self.finish_step(step, StepStatus::Failed, None, Some(message.clone()));
         let id = self.step_id(step);
+        if self.playbook.steps[step].continue_on_failure {
+            let why =
+                format!("step {id} failed; the run goes on without it (on_failure: continue)");
+            return self.record(Entry::step("step.failure_ignored", id, why));
+        }
         self.compensate(
             RunStatus::Failed,
             Some(format!("step {id} failed: {message}")),
