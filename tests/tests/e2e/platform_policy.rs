@@ -143,7 +143,12 @@ async fn a_built_in_playbook_is_replaced_only_by_an_admin() {
         .await
         .expect("the built-in is served")
         .into_inner();
-    let newer = builtin.source.replacen("version: 1", "version: 2", 1);
+    let newer = builtin.source.replacen(
+        &format!("version: {}", builtin.version),
+        &format!("version: {}", builtin.version + 1),
+        1,
+    );
+    assert_ne!(newer, builtin.source, "a new version of the built-in");
     let request = ApplyPlaybookRequest {
         source: newer.clone(),
     };

@@ -481,7 +481,16 @@ async fn built_in_playbooks_are_served_and_never_overwrite_an_operators() {
     let mut client = orchestrator.client();
     let listed = orchestrator.cli(&["playbook", "list"]).await;
     assert!(!listed.stdout.contains("ip-block"), "{listed}");
-    let newer = BUILTIN_IP_BLOCK.replacen("version: 2", "version: 3", 1);
+    let builtin: u32 = BUILTIN_IP_BLOCK
+        .lines()
+        .find_map(|l| l.strip_prefix("version: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the built-in's version");
+    let newer = BUILTIN_IP_BLOCK.replacen(
+        &format!("version: {builtin}"),
+        &format!("version: {}", builtin + 1),
+        1,
+    );
     assert_ne!(newer, BUILTIN_IP_BLOCK, "a newer version than the built-in");
     api::apply_playbook(&mut client, &newer).await;
     let own = BUILTIN_ACCOUNT_DISABLE.replacen(
@@ -500,10 +509,10 @@ async fn built_in_playbooks_are_served_and_never_overwrite_an_operators() {
     let ip_block = client.get_playbook(latest("ip-block", 0)).await.unwrap();
     assert_eq!(
         ip_block.get_ref().version,
-        3,
+        builtin + 1,
         "the operator's newer version stays"
     );
-    let older = client.get_playbook(latest("ip-block", 2)).await;
+    let older = client.get_playbook(latest("ip-block", builtin)).await;
     assert_eq!(
         older.unwrap_err().code(),
         Code::NotFound,

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use riposte_test_support::azure::{self as local, AzureServer};
+use riposte_test_support::azure::{self as local, AzureServer, Fault};
 
 use super::tests::{client, cx, settings};
 use super::*;
@@ -60,6 +60,30 @@ async fn a_client_certificate_signs_an_assertion_the_endpoint_accepts() {
     );
     assert_eq!(form["client_assertion"].split('.').count(), 3);
     assert!(!form.contains_key("client_secret"));
+
+    // An endpoint that echoes the request in its error: the assertion is not in the message.
+    server.fault(Fault {
+        times: 1,
+        ..Fault::echo("POST", "/oauth2/v2.0/token", 400)
+    });
+    client.tokens.forget(rest::Api::Graph).await;
+    let disable = identity::Disable {
+        account: local::USER_ID.into(),
+        reason: String::new(),
+    };
+    let failure = graph::disable(&client, &disable, &cx(true))
+        .await
+        .unwrap_err();
+    let echoed = server.requests_to("POST", "/oauth2/v2.0/token");
+    let assertion = &echoed.last().unwrap().form()["client_assertion"];
+    assert!(
+        failure.message.contains("echo of the request"),
+        "{failure:?}"
+    );
+    // What the worker reports and logs goes through its redactor, which knows the assertion.
+    let shown = client.redactor.redact(&failure.message);
+    assert!(shown.contains("client_assertion=[redacted]"), "{shown}");
+    assert!(!shown.contains(&assertion[..40]), "{shown}");
 }
 
 #[tokio::test]

@@ -313,6 +313,8 @@ impl Tokens {
                         let assertion = certificate
                             .assertion(&url, client_id, clock::wall())
                             .map_err(|e| self.failed(e))?;
+                        // Whoever holds it gets a token until it expires: never shown.
+                        self.redactor.register_token(&assertion);
                         ("client_assertion", Secret::new(assertion))
                     }
                     Proof::FederatedToken(path) => {

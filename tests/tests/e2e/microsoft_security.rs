@@ -1,11 +1,14 @@
-//! Writing back to Microsoft Sentinel end to end: a Sentinel incident sent as Sentinel's
+//! The Microsoft security round trip end to end. Writing back to Sentinel: a Sentinel incident
+//! sent as Sentinel's
 //! automation delivers it starts, through a rule, a playbook that comments on the incident and
 //! labels it, run by a worker with `--sentinel-backend azure` against the local Sentinel. The
 //! first write of the label meets a stale etag (a forced 412): the worker reads the incident
 //! again and writes with the new etag. The run succeeds; the local server
 //! holds the comment (naming the run) and the label, and its record of requests shows the
 //! retry. The built-in `ip-block`, started the same way, blocks the incident's address in the
-//! NSG, then comments on the incident and labels it.
+//! NSG, then comments on the incident and labels it. A Defender for Cloud alert pushed as its
+//! workflow automation sends it blocks its attacker's address the same way, and leaves
+//! Sentinel alone.
 
 use std::time::Duration;
 
@@ -201,4 +204,67 @@ async fn the_built_in_ip_block_started_from_an_incident_blocks_then_comments_and
     let incident = azure.incident();
     assert_eq!(incident["status"], "Active");
     assert_eq!(labels(&incident), ["ssh", "riposte-contained"]);
+}
+
+const BLOCK_FROM_DEFENDER: &str = r#"
+name: block-from-defender
+match: "alert.source == 'defender' and alert.entities.ips | length > 0"
+playbook: ip-block
+params:
+  ip: "{{ alert.entities.ips[0].address }}"
+  duration: 1h
+  reason: "{{ alert.title }}"
+"#;
+
+#[tokio::test]
+async fn a_defender_alert_pushed_blocks_its_attacker_with_the_built_in() {
+    let azure = AzureServer::start(SECRET).await;
+    let orchestrator = Orchestrator::builder().start();
+    let worker = Worker::builder(&orchestrator.url())
+        .args(&[
+            "--firewall-backend",
+            "azure-nsg",
+            "--sentinel-backend",
+            "azure",
+        ])
+        .azure(&azure, SECRET)
+        .start();
+    let mut client = orchestrator.client();
+    worker.id(&mut client).await;
+    let applied = apply_rule(&orchestrator, BLOCK_FROM_DEFENDER).await;
+    assert_eq!(applied.code(), 0, "{applied}");
+    let alert = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../ingest/tests/fixtures/ingest/defender-alert.json"
+    );
+    let sent = orchestrator
+        .cli(&[
+            "--output", "json", "alerts", "send", "-f", alert, "--source", "defender",
+        ])
+        .await;
+    assert_eq!(sent.code(), 0, "{sent}");
+    let sent: serde_json::Value = serde_json::from_str(&sent.stdout).unwrap();
+    let run_id = sent[0]["run_id"]
+        .as_str()
+        .expect("a run started")
+        .to_owned();
+    let run = response::wait_step(
+        &mut client,
+        &run_id,
+        "block",
+        StepStatus::Succeeded,
+        TIMEOUT,
+    )
+    .await;
+    assert_eq!(api::json(&run.params_json)["ip"], "203.0.113.50");
+    let rules = azure.requests_to("PUT", "/securityRules/riposte-block-203-0-113-50-32");
+    assert_eq!(rules.len(), 1, "the NSG rule for the alert's attacker");
+    for step in ["incident_comment", "incident_update"] {
+        assert_eq!(
+            api::step(&run, step).status(),
+            StepStatus::Skipped,
+            "{step}"
+        );
+    }
+    assert!(azure.incident_comments().is_empty());
 }
