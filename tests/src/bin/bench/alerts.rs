@@ -45,8 +45,9 @@ const LATENCY_ALERTS: usize = 2_000;
 const LATENCY_RATE: u32 = 200;
 const WARMUP_ALERTS: usize = 100;
 
-/// Targets from the issue.
-const ALERTS_PER_SECOND_MIN: f64 = 5_000.0;
+/// Targets: an alert storm must not be where alerts are lost.
+const HTTP_ALERTS_PER_SECOND_MIN: f64 = 10_000.0;
+const SYSLOG_ALERTS_PER_SECOND_MIN: f64 = 20_000.0;
 const FIRST_ACTION_P99_MAX: Duration = Duration::from_millis(10);
 
 const TOKEN: &str = "bench-token";
@@ -96,6 +97,8 @@ pub struct Figures {
 struct Ingestion {
     alerts: usize,
     elapsed: Duration,
+    /// The orchestrator's peak resident set since it started (`VmHWM`), after this phase.
+    peak_rss_kib: u64,
     orchestrator_cpu: Duration,
     /// This process's CPU (the load generator) over the same time.
     client_cpu: Duration,
@@ -162,6 +165,7 @@ pub async fn measure() -> Result<Figures> {
     let http_figures = Ingestion {
         alerts: HTTP_ALERTS,
         elapsed: started.elapsed(),
+        peak_rss_kib: peak_rss_kib(orchestrator.pid())?,
         orchestrator_cpu: cpu_time(orchestrator.pid())? - cpu_before,
         client_cpu: cpu_time(std::process::id())? - client_before,
         started: fates.iter().filter(|f| *f == "started").count(),
@@ -175,6 +179,7 @@ pub async fn measure() -> Result<Figures> {
     let syslog_figures = Ingestion {
         alerts: SYSLOG_ALERTS,
         elapsed: started.elapsed(),
+        peak_rss_kib: peak_rss_kib(orchestrator.pid())?,
         orchestrator_cpu: cpu_time(orchestrator.pid())? - cpu_before,
         client_cpu: cpu_time(std::process::id())? - client_before,
         started: 0,
@@ -198,6 +203,17 @@ pub async fn measure() -> Result<Figures> {
         latency_refused,
         late_max,
     })
+}
+
+/// The peak resident set of process `pid` since it started (`VmHWM` in `/proc/PID/status`).
+fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no VmHWM in /proc/PID/status")
 }
 
 /// The IP of the `n`th of [`DISTINCT_IPS`] of the HTTP phase (203.0.113.0/24 and
@@ -407,26 +423,35 @@ impl Figures {
             "{:<52} {:>14} {:>9}  {:<22} verdict",
             "", "value", "vs floor", "target"
         );
-        for (what, figures) in [
+        for (what, figures, min) in [
             (
                 format!("ingested over HTTP, {HTTP_CONCURRENCY} clients"),
                 &self.http,
+                HTTP_ALERTS_PER_SECOND_MIN,
             ),
             (
                 format!("ingested over TCP syslog, {SYSLOG_CONNECTIONS} connections"),
                 &self.syslog,
+                SYSLOG_ALERTS_PER_SECOND_MIN,
             ),
         ] {
             let per_alert = Duration::from_secs_f64(1.0 / figures.per_second());
-            let met = figures.per_second() >= ALERTS_PER_SECOND_MIN;
+            let met = figures.per_second() >= min;
             println!(
                 "{what:<52} {:>10.0} /s {:>9}  {:<22} {}",
                 figures.per_second(),
                 ratio(per_alert),
-                format!(">= {ALERTS_PER_SECOND_MIN:.0} alerts/s"),
+                format!(">= {min:.0} alerts/s"),
                 super::verdict(met)
             );
         }
+        println!(
+            "{:<52} {:>9.1} MiB {:>9}  {:<22}",
+            "orchestrator peak RSS after both",
+            self.syslog.peak_rss_kib as f64 / 1024.0,
+            "-",
+            "-"
+        );
         let p50 = self.first_action.median();
         let p99 = self.first_action.p99();
         println!(
@@ -451,11 +476,12 @@ impl Figures {
             ("syslog", &self.syslog, SYSLOG_ALERTS),
         ] {
             println!(
-                "  {what}: {sent} alerts in {:.2} s over {DISTINCT_IPS} IPs, {} runs started (the rest coalesced); orchestrator {:.3} CPU-ms per alert ({:.2} cores), load generator (this process, same machine) {:.2} cores",
+                "  {what}: {sent} alerts in {:.2} s over {DISTINCT_IPS} IPs, {} runs started (the rest coalesced); orchestrator {:.3} CPU-ms per alert ({:.2} cores), peak RSS {:.1} MiB after it; load generator (this process, same machine) {:.2} cores",
                 figures.elapsed.as_secs_f64(),
                 figures.started,
                 ms(figures.orchestrator_cpu) / figures.alerts as f64,
                 figures.orchestrator_cpu.as_secs_f64() / figures.elapsed.as_secs_f64(),
+                figures.peak_rss_kib as f64 / 1024.0,
                 figures.client_cpu.as_secs_f64() / figures.elapsed.as_secs_f64(),
             );
         }

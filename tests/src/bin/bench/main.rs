@@ -41,7 +41,8 @@
 //!   `riposte-bench fan-out [ITEMS...]` measures these only.
 //!
 //! - **Alerts** (module [`alerts`]): sustained ingestion over HTTP and over TCP syslog with a
-//!   deduplicating rule on (target: at least 5,000 alerts/s each), and alert-to-first-action
+//!   deduplicating rule on (targets: at least 10,000 alerts/s over HTTP and 20,000 over syslog;
+//!   the orchestrator's peak RSS after each), and alert-to-first-action
 //!   latency at 200 alerts/s open loop (target: p99 under 10 ms). `riposte-bench alerts`
 //!   measures the floor and these only.
 //!
