@@ -21,6 +21,7 @@
 //!   is [`Source::Syslog`]: title the first line of MSG, description MSG, severity from PRI,
 //!   no entities, id a content hash, and a [`Alert::note`] saying why the CEF was not read.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -84,7 +85,9 @@ pub fn parse(bytes: &[u8]) -> Result<Syslog, Error> {
         Some((version, after)) => rfc5424(version, after)?,
         None => rfc3164(rest),
     };
-    message.msg = unescape_octal(&message.msg);
+    if let Cow::Owned(restored) = unescape_octal(&message.msg) {
+        message.msg = restored;
+    }
     message.pri_assumed = pri_assumed;
     message.pri = pri;
     message.facility = pri / 8;
@@ -172,9 +175,10 @@ fn is_hostname(word: &str) -> bool {
 
 /// Restores the control characters a relay escaped as `#` and three octal digits (`#012` a
 /// newline, `#011` a tab); a trailing newline that results is dropped, like the message's own.
-fn unescape_octal(msg: &str) -> String {
+/// Borrowed (no copy) when there is no `#`, as in most messages.
+fn unescape_octal(msg: &str) -> Cow<'_, str> {
     if !msg.contains('#') {
-        return msg.to_string();
+        return Cow::Borrowed(msg);
     }
     let bytes = msg.as_bytes();
     let mut out = String::with_capacity(msg.len());
@@ -197,7 +201,7 @@ fn unescape_octal(msg: &str) -> String {
             }
         }
     }
-    out.trim_end_matches(['\n', '\r', '\0']).to_string()
+    Cow::Owned(out.trim_end_matches(['\n', '\r', '\0']).to_string())
 }
 
 fn is_3164_timestamp(s: &str) -> bool {

@@ -104,33 +104,39 @@ pub(crate) async fn execute(
             azure::incidents::comment(&shared.azure, &comment, cx).await
         }
         Action::UpdateIncident => {
-            let known = [
-                "incident",
-                "status",
-                "severity",
-                "classification",
-                "classification_reason",
-                "classification_comment",
-                "owner",
-                "labels_add",
-                "labels_remove",
-            ];
-            let mut fields = Fields::new(input, &known)?;
-            let update = Update {
-                incident: fields.required_string("incident")?.trim().to_owned(),
-                status: one_of(&mut fields, "status", STATUSES)?,
-                severity: one_of(&mut fields, "severity", SEVERITIES)?,
-                classification: one_of(&mut fields, "classification", CLASSIFICATIONS)?,
-                classification_reason: one_of(&mut fields, "classification_reason", REASONS)?,
-                classification_comment: text(&mut fields, "classification_comment")?,
-                owner: text(&mut fields, "owner")?,
-                labels_add: labels(&mut fields, "labels_add")?,
-                labels_remove: labels(&mut fields, "labels_remove")?,
-            };
-            check(&update)?;
+            let update = parse_update(input)?;
             azure::incidents::update(&shared.azure, &update, cx).await
         }
     }
+}
+
+/// The input of `update_incident`, checked (see [`check`]).
+fn parse_update(input: Input) -> Result<Update, Failure> {
+    let known = [
+        "incident",
+        "status",
+        "severity",
+        "classification",
+        "classification_reason",
+        "classification_comment",
+        "owner",
+        "labels_add",
+        "labels_remove",
+    ];
+    let mut fields = Fields::new(input, &known)?;
+    let update = Update {
+        incident: fields.required_string("incident")?.trim().to_owned(),
+        status: one_of(&mut fields, "status", STATUSES)?,
+        severity: one_of(&mut fields, "severity", SEVERITIES)?,
+        classification: one_of(&mut fields, "classification", CLASSIFICATIONS)?,
+        classification_reason: one_of(&mut fields, "classification_reason", REASONS)?,
+        classification_comment: text(&mut fields, "classification_comment")?,
+        owner: text(&mut fields, "owner")?,
+        labels_add: labels(&mut fields, "labels_add")?,
+        labels_remove: labels(&mut fields, "labels_remove")?,
+    };
+    check(&update)?;
+    Ok(update)
 }
 
 fn message(fields: &mut Fields) -> Result<String, Failure> {
@@ -238,26 +244,7 @@ mod tests {
         let Value::Object(map) = input else {
             unreachable!("an object literal")
         };
-        let mut fields = Fields::new(
-            map,
-            &[
-                "incident",
-                "status",
-                "classification",
-                "labels_add",
-                "labels_remove",
-            ],
-        )?;
-        let update = Update {
-            incident: fields.required_string("incident")?,
-            status: one_of(&mut fields, "status", STATUSES)?,
-            classification: one_of(&mut fields, "classification", CLASSIFICATIONS)?,
-            labels_add: labels(&mut fields, "labels_add")?,
-            labels_remove: labels(&mut fields, "labels_remove")?,
-            ..Update::default()
-        };
-        check(&update)?;
-        Ok(update)
+        parse_update(map)
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! client id), valid for [`LIFETIME`] from now, with a fresh `jti`.
 //!
 //! The PEM file holds the certificate and its private key (PKCS#8 or PKCS#1), in any order.
-//! The key never leaves this module; `Debug` shows only the thumbprint.
+//! The key never leaves this module; `Debug` shows only the thumbprint. Also here: reading a
+//! credential file (a secret, a federated token) bounded and trimmed, and [`CredentialError`],
+//! why such a file or an assertion cannot be used.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -18,10 +20,62 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::Secret;
+
 /// How long an assertion is valid (Entra takes it once, right away).
 pub(crate) const LIFETIME: Duration = Duration::from_secs(600);
 /// Largest certificate file read.
 const FILE_BYTES_MAX: u64 = 64 * 1024;
+
+/// Why a credential file (a certificate, a federated token) or an assertion cannot be used.
+/// Never what the file holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// The file cannot be read (the IO error's text).
+    #[error("{0}")]
+    Unreadable(String),
+    #[error("larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("the file is empty")]
+    Empty,
+    #[error("stream did not contain valid UTF-8")]
+    NotUtf8,
+    #[error("no CERTIFICATE block")]
+    NoCertificate,
+    #[error("an unreadable CERTIFICATE block")]
+    BadCertificate,
+    #[error("no private key block")]
+    NoPrivateKey,
+    #[error("the private key is not an RSA key (RS256 is required)")]
+    NotRsa,
+    #[error("the private key is not a usable RSA key: {0}")]
+    UnusableKey(String),
+    #[error("the clock is before 1970")]
+    ClockBeforeEpoch,
+    #[error("the RSA signature failed")]
+    SigningFailed,
+}
+
+/// The bytes of the credential file `path`, at most `max`.
+pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, CredentialError> {
+    let unreadable = |e: std::io::Error| CredentialError::Unreadable(e.to_string());
+    let size = std::fs::metadata(path).map_err(unreadable)?.len();
+    if size > max {
+        return Err(CredentialError::TooLarge(max));
+    }
+    std::fs::read(path).map_err(unreadable)
+}
+
+/// The secret in the file `path` (a client secret, a federated token), trimmed, at most `max`
+/// bytes.
+pub(crate) fn read_secret(path: &Path, max: u64) -> Result<Secret, CredentialError> {
+    let bytes = read_bounded(path, max)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| CredentialError::NotUtf8)?;
+    match text.trim() {
+        "" => Err(CredentialError::Empty),
+        secret => Ok(Secret::new(secret)),
+    }
+}
 
 /// The certificate credential: the key that signs and the thumbprint that names it.
 pub(crate) struct Certificate {
@@ -41,22 +95,19 @@ impl std::fmt::Debug for Certificate {
 impl Certificate {
     /// Reads the certificate and its RSA private key from the PEM file at `path`; the error
     /// says what is wrong with the file, never what it holds.
-    pub(crate) fn load(path: &Path) -> Result<Certificate, String> {
-        let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
-        if size > FILE_BYTES_MAX {
-            return Err(format!("larger than {FILE_BYTES_MAX} bytes"));
-        }
-        let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    pub(crate) fn load(path: &Path) -> Result<Certificate, CredentialError> {
+        let pem = read_bounded(path, FILE_BYTES_MAX)?;
         let certificate = CertificateDer::pem_slice_iter(&pem)
             .next()
-            .ok_or("no CERTIFICATE block")?
-            .map_err(|_| "an unreadable CERTIFICATE block")?;
-        let key = match PrivateKeyDer::from_pem_slice(&pem).map_err(|_| "no private key block")? {
+            .ok_or(CredentialError::NoCertificate)?
+            .map_err(|_| CredentialError::BadCertificate)?;
+        let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|_| CredentialError::NoPrivateKey)?;
+        let key = match key {
             PrivateKeyDer::Pkcs8(der) => RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()),
             PrivateKeyDer::Pkcs1(der) => RsaKeyPair::from_der(der.secret_pkcs1_der()),
-            _ => return Err("the private key is not an RSA key (RS256 is required)".into()),
+            _ => return Err(CredentialError::NotRsa),
         }
-        .map_err(|e| format!("the private key is not a usable RSA key: {e}"))?;
+        .map_err(|e| CredentialError::UnusableKey(e.to_string()))?;
         Ok(Certificate {
             key,
             thumbprint: URL_SAFE_NO_PAD.encode(Sha256::digest(certificate.as_ref())),
@@ -70,10 +121,10 @@ impl Certificate {
         audience: &str,
         client_id: &str,
         now: SystemTime,
-    ) -> Result<String, String> {
+    ) -> Result<String, CredentialError> {
         let now = now
             .duration_since(SystemTime::UNIX_EPOCH)
-            .map_err(|_| "the clock is before 1970")?
+            .map_err(|_| CredentialError::ClockBeforeEpoch)?
             .as_secs();
         let header = json!({"alg": "RS256", "typ": "JWT", "x5t#S256": self.thumbprint});
         let claims = json!({
@@ -98,7 +149,7 @@ impl Certificate {
                 signed.as_bytes(),
                 &mut signature,
             )
-            .map_err(|_| "the RSA signature failed")?;
+            .map_err(|_| CredentialError::SigningFailed)?;
         Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
 }
@@ -148,12 +199,13 @@ mod tests {
         std::fs::write(&only_cert, &text[..cert_end]).unwrap();
         assert_eq!(
             Certificate::load(&only_cert).unwrap_err(),
-            "no private key block"
+            CredentialError::NoPrivateKey
         );
         let missing = dir.path().join("nope.pem");
         assert!(
             Certificate::load(&missing)
                 .unwrap_err()
+                .to_string()
                 .contains("No such file")
         );
     }

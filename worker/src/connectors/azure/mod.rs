@@ -51,6 +51,7 @@ use reqwest::Url;
 use super::{Backends, access, firewall, http, identity, patch};
 use crate::config::pick;
 use crate::redact::Redactor;
+pub use assertion::CredentialError;
 pub(crate) use id::ArmId;
 
 /// Where Microsoft Entra ID issues tokens unless told otherwise.
@@ -280,7 +281,7 @@ pub enum SettingsError {
         /// The file.
         path: String,
         /// Why (never what the file holds).
-        reason: String,
+        reason: assertion::CredentialError,
     },
 }
 

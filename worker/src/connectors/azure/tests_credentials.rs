@@ -34,6 +34,17 @@ fn refusal(who: &str, why: &str) -> String {
 const INVALID_SIGNATURE: &str = "AADSTS700027: Client assertion contains an invalid signature.";
 const OUT_OF_TIME: &str = "AADSTS700024: Client assertion is not within its valid time range.";
 
+/// The token failure of a Graph call (a dry-run disable), which asks for a Graph token.
+async fn graph_refused(client: &Client) -> super::super::Failure {
+    let disable = identity::Disable {
+        account: local::USER_ID.into(),
+        reason: String::new(),
+    };
+    graph::disable(client, &disable, &cx(true))
+        .await
+        .unwrap_err()
+}
+
 /// The message of the token failure of a first ARM call.
 async fn refused(client: &Client) -> String {
     let failure = network::nsg_list(client, &cx(false)).await.unwrap_err();
@@ -67,13 +78,7 @@ async fn a_client_certificate_signs_an_assertion_the_endpoint_accepts() {
         ..Fault::echo("POST", "/oauth2/v2.0/token", 400)
     });
     client.tokens.forget(rest::Api::Graph).await;
-    let disable = identity::Disable {
-        account: local::USER_ID.into(),
-        reason: String::new(),
-    };
-    let failure = graph::disable(&client, &disable, &cx(true))
-        .await
-        .unwrap_err();
+    let failure = graph_refused(&client).await;
     let echoed = server.requests_to("POST", "/oauth2/v2.0/token");
     let assertion = &echoed.last().unwrap().form()["client_assertion"];
     assert!(
@@ -129,13 +134,7 @@ async fn a_federated_token_file_is_read_again_for_each_token_and_a_missing_one_i
         local::TENANT,
         local::CLIENT_ID
     );
-    let disable = identity::Disable {
-        account: local::USER_ID.into(),
-        reason: String::new(),
-    };
-    let failure = graph::disable(&client, &disable, &cx(true))
-        .await
-        .unwrap_err();
+    let failure = graph_refused(&client).await;
     assert_eq!(failure.message, refusal(&who, OUT_OF_TIME));
 
     // The file is gone: the next token request says so, naming the file.

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::super::Failure;
 use super::super::http::{read_capped, transport_failure};
-use super::assertion::Certificate;
+use super::assertion::{Certificate, read_secret};
 use super::errors::ApiError;
 use super::rest::{Api, Deadline, target};
 use super::{Credential, Secret, Settings, SettingsError};
@@ -117,10 +117,12 @@ impl Source {
                 application(Proof::Certificate(Box::new(certificate)))
             }
             Credential::FederatedToken(path) => {
-                read_federated_token(path).map_err(|reason| SettingsError::CredentialFile {
-                    what: "federated token",
-                    path: path.display().to_string(),
-                    reason,
+                read_secret(path, SECRET_FILE_BYTES_MAX).map_err(|reason| {
+                    SettingsError::CredentialFile {
+                        what: "federated token",
+                        path: path.display().to_string(),
+                        reason,
+                    }
                 })?;
                 application(Proof::FederatedToken(path.clone()))
             }
@@ -152,34 +154,11 @@ impl Source {
     }
 }
 
-/// The federated token in `path`, trimmed; the error says why it cannot be used.
-fn read_federated_token(path: &Path) -> Result<Secret, String> {
-    let metadata = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    if metadata.len() > SECRET_FILE_BYTES_MAX {
-        return Err(format!("larger than {SECRET_FILE_BYTES_MAX} bytes"));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    match text.trim() {
-        "" => Err("the file is empty".into()),
-        token => Ok(Secret::new(token)),
-    }
-}
-
 fn read_secret_file(path: &Path) -> Result<Secret, SettingsError> {
-    let error = |reason: String| SettingsError::SecretFile {
+    read_secret(path, SECRET_FILE_BYTES_MAX).map_err(|reason| SettingsError::SecretFile {
         path: path.display().to_string(),
-        reason,
-    };
-    let metadata = std::fs::metadata(path).map_err(|e| error(e.to_string()))?;
-    if metadata.len() > SECRET_FILE_BYTES_MAX {
-        return Err(error(format!("larger than {SECRET_FILE_BYTES_MAX} bytes")));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-    let secret = text.trim();
-    if secret.is_empty() {
-        return Err(error("the file is empty".into()));
-    }
-    Ok(Secret::new(secret))
+        reason: reason.to_string(),
+    })
 }
 
 /// A token and when to renew it.
@@ -318,7 +297,7 @@ impl Tokens {
                         ("client_assertion", Secret::new(assertion))
                     }
                     Proof::FederatedToken(path) => {
-                        let token = read_federated_token(path).map_err(|e| {
+                        let token = read_secret(path, SECRET_FILE_BYTES_MAX).map_err(|e| {
                             self.failed(format!(
                                 "cannot read the federated token file {}: {e}",
                                 path.display()
