@@ -8,9 +8,9 @@ use std::time::Duration;
 use riposte_proto::v1::operator_client::OperatorClient;
 use riposte_proto::v1::{
     AlertInfo, ApplyRuleRequest, ApplyRuleResponse, GetAlertRequest, IngestAlertRequest,
-    IngestAlertResponse, ListAlertsRequest, ListAlertsResponse, ListAuditRequest,
-    ListAuditResponse, ListRulesRequest, ListRulesResponse, VerifyAuditRequest,
-    VerifyAuditResponse, WhoAmIRequest, WhoAmIResponse,
+    IngestAlertResponse, ListAlertSourcesRequest, ListAlertSourcesResponse, ListAlertsRequest,
+    ListAlertsResponse, ListAuditRequest, ListAuditResponse, ListRulesRequest, ListRulesResponse,
+    VerifyAuditRequest, VerifyAuditResponse, WhoAmIRequest, WhoAmIResponse,
 };
 use riposte_proto::v1::{
     ApplyPlaybookRequest, ApplyPlaybookResponse, CancelRunRequest, ContainmentRequest,
@@ -423,6 +423,14 @@ impl Client {
     ) -> Result<ListAlertsResponse, Error> {
         let mut operator = self.operator().await?;
         let reply = operator.list_alerts(unary(request)).await;
+        self.answer(reply)
+    }
+
+    pub async fn list_alert_sources(&mut self) -> Result<ListAlertSourcesResponse, Error> {
+        let mut operator = self.operator().await?;
+        let reply = operator
+            .list_alert_sources(unary(ListAlertSourcesRequest {}))
+            .await;
         self.answer(reply)
     }
 

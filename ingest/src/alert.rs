@@ -390,6 +390,11 @@ pub struct Alert {
     /// CEF could not be read says why (`not read as CEF: ...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// For an alert a poller pulled: which revision of the vendor's object this is (1 the
+    /// first time it is seen, then one more for each change the poller finds). `None` for a
+    /// pushed alert. Rules read it to act on new incidents only, or on updates too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u32>,
 }
 
 /// Checks the bounds of an alert's own text fields.

@@ -59,6 +59,7 @@ pub fn parse(bytes: &[u8]) -> Result<Alert, Error> {
         dedup_hint,
         raw,
         note: None,
+        revision: None,
     };
     alert::check_alert(&alert)?;
     Ok(alert)

@@ -268,6 +268,7 @@ pub fn to_alert(
         dedup_hint: external,
         raw,
         note: None,
+        revision: None,
     };
     alert::check_alert(&alert)?;
     Ok(alert)

@@ -88,6 +88,7 @@ fn parse_one(raw: Value) -> Result<Alert, Error> {
         dedup_hint,
         raw,
         note: None,
+        revision: None,
     };
     alert::check_alert(&alert)?;
     Ok(alert)

@@ -280,6 +280,7 @@ fn parse_one(mapping: &GenericMapping, raw: Value) -> Result<Alert, Error> {
         entities,
         raw,
         note: None,
+        revision: None,
     };
     alert::check_alert(&alert)?;
     Ok(alert)

@@ -12,6 +12,7 @@
 //!   `raw`; the incident is what a playbook acts on and what Sentinel is updated with).
 //! - Defender for Cloud: one alert for an alert object, one per element for a list
 //!   (`{"value": [...]}` or a bare array), at most [`ALERTS_PER_PAYLOAD_MAX`].
+//! - Microsoft Graph security alert (pulled): one alert per object, one per element of a page.
 //! - Generic JSON: one alert per object, or per element of the configured array.
 //! - CEF: one alert per CEF line. Syslog: one alert per message (CEF in the MSG is detected).
 //!
@@ -24,6 +25,7 @@ pub mod cef;
 pub mod defender;
 pub mod framing;
 pub mod generic;
+pub mod graph;
 pub mod sentinel;
 pub mod syslog;
 
@@ -32,6 +34,7 @@ mod time;
 
 pub use alert::{Account, Alert, Entities, Host, Ip, Role, Severity, Source, Status};
 pub use generic::{GenericMapping, MappingError};
+pub use time::rfc3339_ms;
 
 /// Largest JSON payload accepted, in bytes (Azure Monitor caps common-schema alerts at 256 KB).
 pub const PAYLOAD_BYTES_MAX: usize = 256 * 1024;
@@ -82,6 +85,8 @@ pub enum Format {
     AzureMonitor,
     Sentinel,
     Defender,
+    /// A Microsoft Graph security alert (`alerts_v2`) or a page of them.
+    GraphAlert,
     /// A bare CEF line (`CEF:0|...`), e.g. posted over HTTP.
     Cef,
     /// One syslog message (a UDP datagram or one frame from [`framing::FrameDecoder`]).
@@ -97,6 +102,7 @@ pub fn parse(format: &Format, bytes: &[u8]) -> Result<Vec<Alert>, Error> {
         Format::AzureMonitor => azure_monitor::parse(bytes).map(|a| vec![a]),
         Format::Sentinel => sentinel::parse(bytes).map(|a| vec![a]),
         Format::Defender => defender::parse(bytes),
+        Format::GraphAlert => graph::parse(bytes),
         Format::Cef => cef::parse_alert(bytes).map(|a| vec![a]),
         Format::Syslog => syslog::parse_alert(bytes).map(|a| vec![a]),
         Format::Generic(mapping) => generic::parse(mapping, bytes),

@@ -371,6 +371,7 @@ pub fn parse_alert(bytes: &[u8]) -> Result<Alert, Error> {
         dedup_hint: None,
         raw: serde_json::json!({ "syslog": message }),
         note: cef_error.map(|why| format!("not read as CEF: {why}")),
+        revision: None,
     };
     alert::check_alert(&alert)?;
     Ok(alert)

@@ -718,3 +718,60 @@ fn octet_frames_split_across_chunks_and_bogus_counts() {
         Some("stream ended inside an octet-counted frame (6 of 9 bytes)".into())
     );
 }
+
+#[test]
+fn graph_security_alert_as_a_poller_pulls_it() {
+    let path = format!(
+        "{}/../test-support/fixtures/azure/graph-security-alert.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let body = std::fs::read(&path).unwrap();
+    check_one(
+        &Format::GraphAlert,
+        &body,
+        expect![[r#"
+            {
+              "dedup_hint": "da637578995287051192_756343937/new",
+              "description": "Analysis of authentication logs shows a successful login after repeated failed attempts from 203.0.113.50.",
+              "entities": {
+                "accounts": [
+                  {
+                    "aad_id": null,
+                    "domain": "VM-WEB-02",
+                    "name": "azureuser",
+                    "role": "victim",
+                    "sid": null,
+                    "upn": null
+                  }
+                ],
+                "hosts": [
+                  {
+                    "azure_id": null,
+                    "fqdn": "vm-web-02.internal.example.com",
+                    "name": "vm-web-02",
+                    "role": null
+                  }
+                ],
+                "ips": [
+                  {
+                    "address": "203.0.113.50",
+                    "role": "attacker"
+                  }
+                ]
+              },
+              "id": "da637578995287051192_756343937",
+              "severity": "high",
+              "source": "defender",
+              "status": "new",
+              "time_ms": 1768470600000,
+              "title": "Successful SSH brute force attack"
+            }"#]],
+    );
+    let one: Value = serde_json::from_slice(&body).unwrap();
+    let page = serde_json::to_vec(&json!({ "value": [one.clone(), one] })).unwrap();
+    assert_eq!(ingest::parse(&Format::GraphAlert, &page).unwrap().len(), 2);
+    assert_eq!(
+        error(&Format::GraphAlert, br#"{"id": "x"}"#),
+        "missing title"
+    );
+}

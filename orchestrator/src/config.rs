@@ -54,6 +54,11 @@ pub struct Config {
     #[arg(long, env = "RIPOSTE_WORKER_POLICY", value_name = "PATH")]
     pub worker_policy: Option<PathBuf>,
 
+    /// Where alerts are pulled from: Sentinel incidents, Microsoft Graph security alerts
+    /// (YAML, see `docs/alerts.md`). Each poll runs on a worker that offers its action.
+    #[arg(long, env = "RIPOSTE_POLLERS", value_name = "PATH")]
+    pub pollers: Option<PathBuf>,
+
     /// The operator policy (YAML, see `docs/security.md`): which principals and groups hold
     /// which roles, the approvals the platform requires above every playbook, the action
     /// families the kill switch holds. Re-read when it changes and on SIGHUP. Without it no
@@ -470,6 +475,21 @@ pub enum SecretsFileError {
 }
 
 impl Config {
+    /// The pollers of `--pollers` (none without it); an unreadable or invalid file is an
+    /// error naming it.
+    pub fn pollers(&self) -> Result<Vec<crate::pollers::Poller>, crate::Error> {
+        let Some(path) = &self.pollers else {
+            return Ok(Vec::new());
+        };
+        let io = |source| crate::Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        crate::pollers::parse(&text)
+            .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+    }
+
     /// Reads `--alert-secrets-file` into `alert_secrets` and forgets the path; spaces around a
     /// token are dropped; a malformed line is an error naming the file and line. Refuses the
     /// removed `--alert-secret`.

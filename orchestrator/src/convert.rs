@@ -508,3 +508,25 @@ pub fn audit_record(record: &crate::store::AuditRecord) -> pb::AuditRecord {
         mac: record.mac.clone(),
     }
 }
+
+/// A poller's condition on the wire, its lag aged at `now_ms`.
+pub fn alert_source(view: &crate::engine::pollers::SourceView, now_ms: i64) -> pb::AlertSourceInfo {
+    let p = &view.poller;
+    let s = &view.state;
+    pb::AlertSourceInfo {
+        name: p.name.clone(),
+        kind: p.kind.name().to_owned(),
+        action: p.kind.action().to_owned(),
+        every_ms: p.every.as_millis() as u64,
+        cursor_ms: s.cursor_ms.unwrap_or(0),
+        last_success_ms: s.last_success_ms.unwrap_or(0),
+        lag_ms: s.cursor_ms.map_or(0, |c| (now_ms - c).max(0) as u64),
+        last_error: s.last_error.clone().unwrap_or_default(),
+        last_error_ms: s.last_error_ms.unwrap_or(0),
+        errors: s.errors,
+        alerts: s.alerts,
+        revisions: s.revisions,
+        claimed_by: view.claimed_by.clone().unwrap_or_default(),
+        next_ms: view.next_ms,
+    }
+}

@@ -40,7 +40,7 @@ pub struct Worker {
 
 impl Worker {
     /// Whether it offers `action` and carries every one of `labels`.
-    fn serves(&self, action: &str, labels: &BTreeMap<String, String>) -> bool {
+    pub(crate) fn serves(&self, action: &str, labels: &BTreeMap<String, String>) -> bool {
         self.actions.contains(action) && labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
     }
 }
@@ -252,6 +252,11 @@ impl<G> Dispatcher<G> {
 
     pub fn workers(&self) -> impl Iterator<Item = &Worker> {
         self.workers.values()
+    }
+
+    /// A registered worker by its key.
+    pub fn worker(&self, id: &str) -> Option<&Worker> {
+        self.workers.get(id)
     }
 
     pub fn has_workers(&self) -> bool {

@@ -18,6 +18,7 @@
 pub mod alerts;
 mod gauges;
 mod playbooks;
+pub mod pollers;
 mod rules;
 mod runs;
 mod schedules;
@@ -135,6 +136,8 @@ pub struct Settings {
     /// `--dev`: a task no connected worker offers ends at once (a dry run's with its plan)
     /// instead of waiting for one (`engine::unoffered`).
     pub end_unoffered: bool,
+    /// The alert pollers (`--pollers`).
+    pub pollers: Vec<crate::pollers::Poller>,
 }
 
 /// The operator policy's rules the engine applies: the approvals the platform requires above
@@ -213,7 +216,7 @@ impl Engine {
     ) -> Result<Engine, Error> {
         let mut runs = Runs::open(store, settings, clock, wake)?;
         let schedules = Schedules::open(&mut runs)?;
-        let alerts = Alerts::open(&runs.store, &runs.clock)?;
+        let alerts = Alerts::open(&runs.store, &runs.clock, &runs.settings)?;
         runs.ended.clear();
         Ok(Engine {
             runs,

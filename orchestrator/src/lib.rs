@@ -20,6 +20,7 @@ pub mod door;
 pub mod engine;
 mod grpc;
 pub mod pending;
+pub mod pollers;
 mod refusals;
 pub mod store;
 pub mod telemetry;
@@ -180,6 +181,7 @@ pub async fn open(
         spans: telemetry.recorder(),
         metrics: telemetry.metrics(),
         end_unoffered: config.dev,
+        pollers: config.pollers()?,
     };
     let clock = clock::Clock::system();
     let engine = engine::Engine::open(

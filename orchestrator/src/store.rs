@@ -26,11 +26,15 @@
 //! - `alert_dedup`: `rule \0 dedup key` -> [`DedupEntry`] (JSON): the run alerts with this
 //!   key are coalesced into until `expires_ms`
 //! - `rule_budget`: rule name -> [`BudgetState`] (JSON): runs started in the current period
+//! - `alert_sources`: `c NAME` -> [`PollerState`] (JSON): a poller's cursor and health;
+//!   `r NAME \0 ITEM_ID` -> [`Seen`] (JSON): an item it ingested, at which modification time
+//!   and revision ([`pollers`])
 //! - `audit`: seq (u64 BE) -> [`AuditRecord`] (JSON): the audit log, a chain of MACs whose
 //!   head is `settings/audit_head` ([`audit`])
 //!
 //! An alert payload is one transaction: its alerts with their fates, the runs they started,
-//! the dedup entries and the budget counts ([`Store::put_alerts`]).
+//! the dedup entries and the budget counts ([`Store::put_alerts`]); a poller's page adds the
+//! records of its items and the poller's cursor to it.
 //!
 //! A schedule's fire is one transaction: the started runs (with their idempotency keys), the
 //! plan's ledger entries and the schedule's new cursor ([`Store::put_runs_scheduled`]).
@@ -159,6 +163,8 @@ pub struct Store {
     rules: sled::Tree,
     alert_dedup: sled::Tree,
     rule_budget: sled::Tree,
+    /// The pollers' cursors and the items they ingested ([`pollers`]).
+    alert_sources: sled::Tree,
     audit: sled::Tree,
     /// The audit key, the chain's head and the staged entry ([`audit`]).
     chain: Arc<audit::Chain>,
@@ -226,6 +232,7 @@ impl Store {
             rules: db.open_tree("rules")?,
             alert_dedup: db.open_tree("alert_dedup")?,
             rule_budget: db.open_tree("rule_budget")?,
+            alert_sources: db.open_tree("alert_sources")?,
             audit,
             chain,
             token_base,
@@ -359,6 +366,7 @@ impl Store {
             &self.run_playbooks,
             &self.audit,
             &self.settings,
+            &self.alert_sources,
         )
             .transaction(
                 |(
@@ -375,6 +383,7 @@ impl Store {
                     by_playbook,
                     audit,
                     settings,
+                    sources,
                 )| {
                     for run in encoded {
                         for (key, value) in &run.run.records {
@@ -408,8 +417,11 @@ impl Store {
                     for (k, v) in &alert_rows.alerts {
                         al.insert(k.as_slice(), v.as_slice())?;
                     }
-                    if let Some((id, payload)) = &alert_rows.payload {
+                    for (id, payload) in &alert_rows.payloads {
                         al.insert(payload_key(*id).as_slice(), payload.as_slice())?;
+                    }
+                    for (k, v) in &alert_rows.sources {
+                        sources.insert(k.as_slice(), v.as_slice())?;
                     }
                     for (k, v) in &alert_rows.dedup {
                         dd.insert(k.as_slice(), v.as_slice())?;
@@ -436,11 +448,15 @@ impl Store {
         writes: &[RunWrite<'_>],
         alerts: &AlertWrite<'_>,
     ) -> Result<Seq, Error> {
-        if !writes.is_empty() || !alerts.dedup.is_empty() || !alerts.budgets.is_empty() {
+        if !writes.is_empty()
+            || !alerts.dedup.is_empty()
+            || !alerts.budgets.is_empty()
+            || alerts.poll.is_some()
+        {
             return self.put_all(writes, &[], None, Some(alerts));
         }
         let mut rows = encode_alerts(Some(alerts));
-        if let Some((id, payload)) = rows.payload {
+        for (id, payload) in rows.payloads {
             rows.alerts.push((payload_key(id).to_vec(), payload));
         }
         self.put_rows(&self.alerts, rows.alerts)
@@ -491,9 +507,11 @@ struct EncodedRun {
 struct AlertRows {
     alerts: Rows,
     /// Sealed.
-    payload: Option<(uuid::Uuid, Vec<u8>)>,
+    payloads: Vec<(uuid::Uuid, Vec<u8>)>,
     dedup: Rows,
     budgets: Rows,
+    /// `alert_sources`: a poller's page.
+    sources: Rows,
 }
 
 fn encode_alerts(write: Option<&AlertWrite<'_>>) -> AlertRows {
@@ -501,7 +519,12 @@ fn encode_alerts(write: Option<&AlertWrite<'_>>) -> AlertRows {
         return AlertRows::default();
     };
     AlertRows {
-        payload: write.payload.map(|(id, bytes)| (id, seal::seal(bytes))),
+        payloads: write
+            .payloads
+            .iter()
+            .map(|(id, bytes)| (*id, seal::seal(bytes)))
+            .collect(),
+        sources: write.poll.as_ref().map(pollers::encode).unwrap_or_default(),
         alerts: write
             .alerts
             .iter()
@@ -585,6 +608,7 @@ mod error;
 mod health;
 mod listing;
 mod playbooks;
+mod pollers;
 mod records;
 mod schedules;
 mod seal;
@@ -604,6 +628,7 @@ use commit::{Flushed, Flushing, GroupCommit, Open, flusher};
 pub use disk::Durability;
 pub use error::Error;
 pub use listing::{RunFilter, RunPage};
+pub use pollers::{PollWrite, PollerState, Seen};
 use schedules::ledger_key;
 pub use schedules::{
     LedgerEntry, LedgerFate, LedgerPage, QueuedFire, ScheduleState, ScheduleWrite, StoredSchedule,

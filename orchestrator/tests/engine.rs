@@ -173,6 +173,7 @@ fn open_node(store: Store, clock: &Clock) -> Arc<Node> {
         spans: None,
         metrics: false,
         end_unoffered: false,
+        pollers: Vec::new(),
     };
     let engine = Engine::open(store, settings, clock.clone(), Arc::new(Notify::new()))
         .expect("the engine opens");

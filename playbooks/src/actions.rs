@@ -120,6 +120,31 @@ pub const CATALOG: &[ActionSpec] = &[
         guard: None,
     },
     ActionSpec {
+        name: "defender.list_alerts",
+        description: "lists the Microsoft Graph security alerts (Defender XDR, Defender for Cloud) modified within a window, one page; outputs items and next_link",
+        inputs: &[
+            input(
+                "modified_from",
+                true,
+                "start of the window (RFC 3339): changes at or after it",
+            ),
+            input(
+                "modified_to",
+                true,
+                "end of the window (RFC 3339): changes at or before it",
+            ),
+            input("page_size", false, "items per page, 1 to 100 (default 50)"),
+            input(
+                "next_link",
+                false,
+                "the previous page's next_link, to fetch the next page",
+            ),
+        ],
+        open_inputs: false,
+        containment: false,
+        guard: None,
+    },
+    ActionSpec {
         name: "firewall.block_ip",
         description: "ensures `ip` (an address or CIDR) is blocked for `ttl`",
         inputs: &[
@@ -309,6 +334,32 @@ pub const CATALOG: &[ActionSpec] = &[
                 "ARM id of the incident (`alert.id` of a Sentinel alert)",
             ),
             input("message", true, "the comment, at most 30000 characters"),
+        ],
+        open_inputs: false,
+        containment: false,
+        guard: None,
+    },
+    ActionSpec {
+        name: "sentinel.list_incidents",
+        description: "lists a workspace's Microsoft Sentinel incidents modified within a window, oldest change first, each with its entities, one page; outputs items and next_link",
+        inputs: &[
+            input("workspace", true, "ARM id of the Log Analytics workspace"),
+            input(
+                "modified_from",
+                true,
+                "start of the window (RFC 3339): changes at or after it",
+            ),
+            input(
+                "modified_to",
+                true,
+                "end of the window (RFC 3339): changes at or before it",
+            ),
+            input("page_size", false, "items per page, 1 to 100 (default 50)"),
+            input(
+                "next_link",
+                false,
+                "the previous page's next_link, to fetch the next page",
+            ),
         ],
         open_inputs: false,
         containment: false,

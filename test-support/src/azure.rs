@@ -37,8 +37,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 mod assertion;
+mod feed;
 
 pub use assertion::{FEDERATED_AUDIENCE, FEDERATED_ISSUER, FEDERATED_SUBJECT, FederatedIssuer};
+pub use feed::WORKSPACE_ID;
 
 /// The tenant the server issues tokens for.
 pub const TENANT: &str = "aaaabbbb-0000-cccc-1111-dddd2222eeee";
@@ -254,6 +256,8 @@ struct Azure {
     windows_installed: Vec<String>,
     operations: BTreeMap<String, Operation>,
     next_operation: u32,
+    /// The incidents and Graph alerts the pollers list.
+    feed: feed::Feed,
 }
 
 type Shared = Arc<Mutex<Azure>>;
@@ -312,6 +316,7 @@ impl AzureServer {
             windows_installed: Vec::new(),
             operations: BTreeMap::new(),
             next_operation: 1,
+            feed: feed::Feed::default(),
         }));
         let router = Router::new().fallback(handle).with_state(state.clone());
         let task = tokio::spawn(async move {
@@ -353,6 +358,33 @@ impl AzureServer {
     /// The incident's properties now.
     pub fn incident(&self) -> Value {
         self.lock().incident.clone()
+    }
+
+    /// Stamps the main incident modified now (as any change does), so that a poll lists it.
+    pub fn touch_incident(&self) {
+        let mut azure = self.lock();
+        let stamp = azure.feed.stamp();
+        azure.incident["lastModifiedTimeUtc"] = json!(stamp);
+    }
+
+    /// Adds a Sentinel incident of [`WORKSPACE_ID`] about `ip`, modified now; its ARM id.
+    pub fn add_incident(&self, title: &str, ip: &str) -> String {
+        self.lock().feed.add_incident(title, ip)
+    }
+
+    /// Adds a Graph security alert about `ip`, modified now; its id.
+    pub fn add_graph_alert(&self, title: &str, ip: &str) -> String {
+        self.lock().feed.add_alert(title, ip)
+    }
+
+    /// Changes the status of an incident or Graph alert the feed added, stamping it now.
+    pub fn update_feed_item(&self, id: &str, status: &str) {
+        assert!(self.lock().feed.update(id, status), "no feed item {id}");
+    }
+
+    /// Every list and entities answer of the feed waits this long first.
+    pub fn set_list_delay(&self, delay: std::time::Duration) {
+        self.lock().feed.delay = delay;
     }
 
     /// The incident's comments: (comment id, message), in the order first written.
@@ -536,9 +568,19 @@ async fn handle(
         body: String::from_utf8_lossy(&body).into_owned(),
         at: received_at(),
     };
-    let mut azure = state.lock().unwrap_or_else(|e| e.into_inner());
-    azure.requests.push(request.clone());
-    azure.answer(&request).into_response()
+    let (answer, delay) = {
+        let mut azure = state.lock().unwrap_or_else(|e| e.into_inner());
+        azure.requests.push(request.clone());
+        let listing = request.path.ends_with("/incidents")
+            || request.path.ends_with("/entities")
+            || request.path.ends_with("/alerts_v2");
+        let delay = listing.then_some(azure.feed.delay);
+        (azure.answer(&request), delay)
+    };
+    if let Some(delay) = delay.filter(|d| !d.is_zero()) {
+        tokio::time::sleep(delay).await;
+    }
+    answer.into_response()
 }
 
 impl Azure {
@@ -558,6 +600,12 @@ impl Azure {
         }
         if r.path.starts_with("/imds/") {
             return self.imds_token(r);
+        }
+        if r.path == "/graph/v1.0/security/alerts_v2" && r.method == "GET" {
+            if let Err(answer) = bearer(r, "graph-token-") {
+                return answer;
+            }
+            return self.feed.list_alerts(r, &self.url);
         }
         if let Some(rest) = r.path.strip_prefix("/graph/v1.0/users/") {
             if let Err(answer) = bearer(r, "graph-token-") {
@@ -733,6 +781,19 @@ impl Azure {
 
     fn arm(&mut self, r: &Request) -> Answer {
         let path = r.path.as_str();
+        let incidents = format!("{WORKSPACE_ID}/providers/Microsoft.SecurityInsights/incidents");
+        if r.method == "GET" && path == incidents {
+            let main = self.incident_resource();
+            return self.feed.list_incidents(r, main, &self.url);
+        }
+        if r.method == "POST"
+            && let Some(id) = path.strip_suffix("/entities")
+        {
+            return match self.feed.entities(id) {
+                Some(entities) => Answer::json(200, entities),
+                None => arm_error(404, "NotFound", &format!("Incident '{id}' not found.")),
+            };
+        }
         let rules_prefix = format!("{NSG_ID}/securityRules/");
         if let Some(name) = path.strip_prefix(&rules_prefix) {
             return self.nsg_rule(r, name);
@@ -1041,6 +1102,17 @@ impl Azure {
         self.compute_start(result)
     }
 
+    /// The main incident as ARM answers it.
+    fn incident_resource(&self) -> Value {
+        json!({
+            "id": INCIDENT_ID,
+            "name": INCIDENT_ID.rsplit('/').next(),
+            "type": "Microsoft.SecurityInsights/Incidents",
+            "etag": format!("\"{:08x}-0000-0000-0000-000000000000\"", self.incident_version),
+            "properties": self.incident,
+        })
+    }
+
     /// The incident (`rest` empty) and its comments (`rest` `/comments[/{id}]`).
     fn sentinel(&mut self, r: &Request, rest: &str) -> Answer {
         if query_param(&r.query, "api-version").as_deref() != Some("2024-09-01") {
@@ -1050,15 +1122,7 @@ impl Azure {
                 "api-version 2024-09-01 expected.",
             );
         }
-        let resource = |a: &Azure| {
-            json!({
-                "id": INCIDENT_ID,
-                "name": INCIDENT_ID.rsplit('/').next(),
-                "type": "Microsoft.SecurityInsights/Incidents",
-                "etag": format!("\"{:08x}-0000-0000-0000-000000000000\"", a.incident_version),
-                "properties": a.incident,
-            })
-        };
+        let resource = Azure::incident_resource;
         match (r.method.as_str(), rest) {
             ("GET", "") => Answer::json(200, resource(self)),
             ("PUT", "") => {
@@ -1104,7 +1168,7 @@ impl Azure {
                         self.incident[key] = value.clone();
                     }
                 }
-                self.incident["lastModifiedTimeUtc"] = json!("2026-01-15T10:05:00Z");
+                self.incident["lastModifiedTimeUtc"] = json!(self.feed.stamp());
                 self.incident_version += 1;
                 Answer::json(200, resource(self))
             }

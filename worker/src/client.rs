@@ -10,11 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use riposte_proto::v1::report_page_request::Outcome as PageOutcome;
 use riposte_proto::v1::report_result_request::Outcome as WireOutcome;
 use riposte_proto::v1::worker_client::WorkerClient;
 use riposte_proto::v1::{
-    HeartbeatRequest, LeaseRef, PollTaskRequest, RegisterRequest, RegisterResponse,
-    ReportResultRequest, TaskFailure, TaskSuccess,
+    ClaimPollRequest, HeartbeatRequest, LeaseRef, PollClaim, PollTaskRequest, RegisterRequest,
+    RegisterResponse, ReportPageRequest, ReportPageResponse, ReportResultRequest, TaskFailure,
+    TaskSuccess,
 };
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -267,6 +269,45 @@ impl Client {
             })
             .await?;
         Ok(response.duplicate)
+    }
+
+    /// Claims a due alert poller; without one, how long to wait before asking again.
+    pub(crate) async fn claim_poll(&self) -> Result<Result<PollClaim, Duration>, CallError> {
+        let request = ClaimPollRequest {
+            worker_id: self.request.worker_id.clone(),
+        };
+        let response = self
+            .call(CALL_TIMEOUT, || {
+                let mut client = self.control.clone();
+                let request = request.clone();
+                async move { client.claim_poll(request).await }
+            })
+            .await?;
+        Ok(response
+            .poll
+            .ok_or(Duration::from_millis(response.retry_in_ms)))
+    }
+
+    /// Hands over page `page` of a claimed poll (or its failure).
+    pub(crate) async fn report_page(
+        &self,
+        claim: &PollClaim,
+        page: u32,
+        outcome: PageOutcome,
+    ) -> Result<ReportPageResponse, CallError> {
+        let request = ReportPageRequest {
+            worker_id: self.request.worker_id.clone(),
+            poller: claim.poller.clone(),
+            token: claim.token,
+            page,
+            outcome: Some(outcome),
+        };
+        self.call(CALL_TIMEOUT, || {
+            let mut client = self.control.clone();
+            let request = request.clone();
+            async move { client.report_page(request).await }
+        })
+        .await
     }
 
     /// Makes one call, registering again (once) and repeating it when the orchestrator does not

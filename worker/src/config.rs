@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::Error;
 use crate::connectors::{
-    Backends, access, apt, azure, dnf, firewall, identity, nftables, patch, sentinel,
+    Backends, access, apt, azure, defender, dnf, firewall, identity, nftables, patch, sentinel,
 };
 
 /// Most tasks one worker runs at once.
@@ -49,6 +49,7 @@ const IDENTITY_BACKEND_VAR: &str = "RIPOSTE_IDENTITY_BACKEND";
 const ACCESS_BACKEND_VAR: &str = "RIPOSTE_ACCESS_BACKEND";
 const PATCH_BACKEND_VAR: &str = "RIPOSTE_PATCH_BACKEND";
 const SENTINEL_BACKEND_VAR: &str = "RIPOSTE_SENTINEL_BACKEND";
+const DEFENDER_BACKEND_VAR: &str = "RIPOSTE_DEFENDER_BACKEND";
 const PROTECTED_UID_BELOW_VAR: &str = "RIPOSTE_PROTECTED_UID_BELOW";
 const NFT_TABLE_VAR: &str = "RIPOSTE_NFT_TABLE";
 const NFT_JIT_PORTS_VAR: &str = "RIPOSTE_NFT_JIT_PORTS";
@@ -221,6 +222,7 @@ impl Config {
             access: pick(args.access_backend, env, ACCESS_BACKEND_VAR, backend)?,
             patch: pick(args.patch_backend, env, PATCH_BACKEND_VAR, backend)?,
             sentinel: pick(args.sentinel_backend, env, SENTINEL_BACKEND_VAR, backend)?,
+            defender: pick(args.defender_backend, env, DEFENDER_BACKEND_VAR, backend)?,
         };
         let uid_below = pick(
             args.protected_uid_below,
@@ -351,10 +353,16 @@ struct Args {
     #[arg(long, value_name = "BACKEND")]
     patch_backend: Option<patch::Backend>,
 
-    /// Backend of `sentinel.*` (comments and updates of Microsoft Sentinel incidents); without
-    /// one the worker does not offer them [env: RIPOSTE_SENTINEL_BACKEND] [default: none]
+    /// Backend of `sentinel.*` (comment on, update and list Microsoft Sentinel incidents);
+    /// without one the worker does not offer them [env: RIPOSTE_SENTINEL_BACKEND] [default:
+    /// none]
     #[arg(long, value_name = "BACKEND")]
     sentinel_backend: Option<sentinel::Backend>,
+
+    /// Backend of `defender.*` (list Microsoft Defender alerts through Graph); without one the
+    /// worker does not offer them [env: RIPOSTE_DEFENDER_BACKEND] [default: none]
+    #[arg(long, value_name = "BACKEND")]
+    defender_backend: Option<defender::Backend>,
 
     /// The Linux account actions (disable, revoke sessions) refuse an account whose uid on this
     /// host is below N, and uid 0 always [env: RIPOSTE_PROTECTED_UID_BELOW] [default: 1000]

@@ -30,6 +30,7 @@ mod exec;
 mod leases;
 mod redact;
 mod runtime;
+mod sources;
 mod task;
 mod telemetry;
 

@@ -1,5 +1,6 @@
 //! The worker's life: register, run `concurrency` slots that long-poll and execute tasks, one
-//! heartbeat loop for the leases held, and a graceful drain on shutdown.
+//! heartbeat loop for the leases held, the alert pollers' loop when it offers a list action
+//! (`crate::sources`), and a graceful drain on shutdown.
 //!
 //! Nothing here is durable. If the process dies, the orchestrator lets its leases expire and
 //! runs the tasks elsewhere; if the orchestrator goes away, every loop retries with backoff and
@@ -85,6 +86,19 @@ async fn run_worker(config: Config, shutdown: impl Future<Output = ()>) -> Resul
         spawn_slot(&mut slots, &shared, &stopped, slot);
     }
     let heartbeat = tokio::spawn(heartbeat_loop(Arc::clone(&shared)).in_current_span());
+    // Alert pollers run here only while this worker offers a list action.
+    let polls = shared
+        .connectors
+        .offered()
+        .iter()
+        .any(|a| crate::sources::LIST_ACTIONS.contains(&a.name()))
+        .then(|| {
+            let shared = Arc::clone(&shared);
+            let polling = async move {
+                crate::sources::poll_loop(&shared.client, &shared.connectors).await;
+            };
+            tokio::spawn(polling.in_current_span())
+        });
 
     let mut next_slot = config.concurrency;
     loop {
@@ -114,6 +128,9 @@ async fn run_worker(config: Config, shutdown: impl Future<Output = ()>) -> Resul
     }
     slots.abort_all();
     heartbeat.abort();
+    if let Some(polls) = polls {
+        polls.abort();
+    }
     Ok(())
 }
 

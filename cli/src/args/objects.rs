@@ -66,6 +66,9 @@ pub enum AlertsCommand {
     /// Run a stored alert's payload through today's rules again: as a new alert with its own
     /// fate, or with `--dry-run` only say what would happen (nothing stored or started).
     Replay(ReplayArgs),
+    /// The alert pollers (Sentinel incidents, Defender alerts): each one's cursor, last
+    /// success, lag, errors, what it ingested and which worker holds it now.
+    Sources,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,10 @@
-//! `riposte alerts send|list|show`: hand an alert payload to the orchestrator as a listener
-//! would, and read back every alert received with its fate.
+//! `riposte alerts send|list|show|replay|sources`: hand an alert payload to the orchestrator
+//! as a listener would, read back every alert received with its fate, and the pollers'
+//! condition.
 
-use riposte_proto::v1::{AlertInfo, GetAlertRequest, IngestAlertRequest, ListAlertsRequest};
+use riposte_proto::v1::{
+    AlertInfo, AlertSourceInfo, GetAlertRequest, IngestAlertRequest, ListAlertsRequest,
+};
 use serde_json::{Value, json};
 
 use super::{pages, wanted};
@@ -129,6 +132,72 @@ fn summary(alerts: &[AlertInfo]) -> Vec<String> {
     lines(&t)
 }
 
+/// Each alert poller's condition.
+pub async fn sources(client: &mut Client, out: &mut Out) -> Result<Exit, Error> {
+    let sources = client.list_alert_sources().await?.sources;
+    match out.format() {
+        Format::Json => {
+            let docs = sources.iter().map(source_document).collect();
+            out.document(&Value::Array(docs))?
+        }
+        Format::Table => {
+            let mut t = table(&[
+                "POLLER",
+                "KIND",
+                "LAST SUCCESS",
+                "LAG",
+                "ALERTS",
+                "REVISIONS",
+                "ERRORS",
+                "CLAIMED BY",
+                "LAST ERROR",
+            ]);
+            for s in &sources {
+                t.add_row(vec![
+                    s.name.clone(),
+                    s.kind.clone(),
+                    display::timestamp(s.last_success_ms).unwrap_or_else(|| "never".into()),
+                    match s.cursor_ms {
+                        0 => "-".into(),
+                        _ => display::duration(s.lag_ms),
+                    },
+                    s.alerts.to_string(),
+                    s.revisions.to_string(),
+                    s.errors.to_string(),
+                    or_dash(&s.claimed_by),
+                    or_dash(&s.last_error),
+                ]);
+            }
+            if sources.is_empty() {
+                out.lines(&["no pollers (the orchestrator's --pollers names them)".to_string()])?
+            } else {
+                out.lines(&lines(&t))?
+            }
+        }
+    }
+    Ok(Exit::Success)
+}
+
+fn source_document(s: &AlertSourceInfo) -> Value {
+    let time = |ms: i64| display::timestamp(ms);
+    json!({
+        "name": s.name,
+        "kind": s.kind,
+        "action": s.action,
+        "every_ms": s.every_ms,
+        "cursor": time(s.cursor_ms),
+        "last_success": time(s.last_success_ms),
+        "lag_ms": (s.cursor_ms != 0).then_some(s.lag_ms),
+        "last_error": (!s.last_error.is_empty()).then_some(&s.last_error),
+        "last_error_at": time(s.last_error_ms),
+        "errors": s.errors,
+        "alerts": s.alerts,
+        "revisions": s.revisions,
+        "claimed_by": (!s.claimed_by.is_empty()).then_some(&s.claimed_by),
+        "next": time(s.next_ms),
+    })
+}
+
 fn detail(a: &AlertInfo) -> Vec<String> {
     let mut pairs = vec![
         ("id", a.id.clone()),
@@ -148,6 +217,9 @@ fn detail(a: &AlertInfo) -> Vec<String> {
     let alert: Value = serde_json::from_str(&a.alert_json).unwrap_or(Value::Null);
     if let Some(note) = alert["note"].as_str() {
         pairs.push(("note", note.to_string()));
+    }
+    if let Some(revision) = alert["revision"].as_u64() {
+        pairs.push(("revision", revision.to_string()));
     }
     let mut out = fields(&pairs);
     out.push("entities:".to_string());

@@ -113,6 +113,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
         Command::Alerts(AlertsCommand::List(args)) => alerts::list(client, out, &args).await,
         Command::Alerts(AlertsCommand::Show(args)) => alerts::show(client, out, &args.id).await,
         Command::Alerts(AlertsCommand::Replay(args)) => alerts::replay(client, out, &args).await,
+        Command::Alerts(AlertsCommand::Sources) => alerts::sources(client, out).await,
         Command::Rules(RulesCommand::Apply(args)) => rules::apply(client, out, &args.files).await,
         Command::Rules(RulesCommand::List) => rules::list(client, out).await,
         Command::Rules(RulesCommand::Show(args)) => rules::show(client, out, &args.name).await,

@@ -70,6 +70,7 @@ impl Kind {
             | Kind::GetScheduleHistory
             | Kind::ListAlerts
             | Kind::GetAlert
+            | Kind::ListAlertSources
             | Kind::ListRules
             | Kind::GetRule
             | Kind::TestRules
@@ -93,7 +94,12 @@ impl Kind {
             }
             Kind::ListAudit | Kind::VerifyAudit => Need::Operator(Permission::Admin),
             Kind::IngestAlert | Kind::IngestBatch => Need::Alerts,
-            Kind::Register | Kind::PollTask | Kind::Heartbeat | Kind::ReportResult => Need::Worker,
+            Kind::Register
+            | Kind::PollTask
+            | Kind::Heartbeat
+            | Kind::ReportResult
+            | Kind::ClaimPoll
+            | Kind::ReportPage => Need::Worker,
             Kind::ApplyBuiltin => Need::Internal,
         }
     }
@@ -367,6 +373,7 @@ principals:
         ("alert.ingest_batch", "S----M"),
         ("alert.list", "RSPADM"),
         ("alert.get", "RSPADM"),
+        ("alert.sources", "RSPADM"),
         ("rule.apply", "A----M"),
         ("rule.list", "RSPADM"),
         ("rule.get", "RSPADM"),
@@ -377,6 +384,8 @@ principals:
         ("worker.poll", "------"),
         ("worker.heartbeat", "------"),
         ("worker.report", "------"),
+        ("worker.claim_poll", "------"),
+        ("worker.report_page", "------"),
         ("worker.list", "RSPADM"),
         ("whoami", "RSPADM"),
         ("audit.list", "-----M"),

@@ -21,6 +21,7 @@ pub mod containment;
 pub mod playbooks;
 pub mod runs;
 pub mod schedules;
+pub mod sources;
 pub mod workers;
 
 use std::future::Future;
@@ -127,6 +128,9 @@ pub enum Kind {
     PollTask,
     Heartbeat,
     ReportResult,
+    ClaimPoll,
+    ReportPage,
+    ListAlertSources,
     ListWorkers,
     WhoAmI,
     ListAudit,
@@ -177,6 +181,9 @@ impl Kind {
             Kind::PollTask => "worker.poll",
             Kind::Heartbeat => "worker.heartbeat",
             Kind::ReportResult => "worker.report",
+            Kind::ClaimPoll => "worker.claim_poll",
+            Kind::ReportPage => "worker.report_page",
+            Kind::ListAlertSources => "alert.sources",
             Kind::ListWorkers => "worker.list",
             Kind::WhoAmI => "whoami",
             Kind::ListAudit => "audit.list",
@@ -210,15 +217,18 @@ impl Kind {
             Kind::TriggerSchedule => "trigger schedules",
             Kind::SetSchedulePaused => "pause or resume schedules",
             Kind::IngestAlert | Kind::IngestBatch => "send alerts",
-            Kind::ListAlerts | Kind::GetAlert => "read alerts",
+            Kind::ListAlerts | Kind::GetAlert | Kind::ListAlertSources => "read alerts",
             Kind::ApplyRule => "apply rules",
             Kind::ListRules | Kind::GetRule | Kind::TestRules => "read rules",
             Kind::SetRuleEnabled => "disable or enable rules",
             Kind::DeleteRule => "delete rules",
             Kind::DeleteSchedule => "delete schedules",
-            Kind::Register | Kind::PollTask | Kind::Heartbeat | Kind::ReportResult => {
-                "act as a worker"
-            }
+            Kind::Register
+            | Kind::PollTask
+            | Kind::Heartbeat
+            | Kind::ReportResult
+            | Kind::ClaimPoll
+            | Kind::ReportPage => "act as a worker",
             Kind::ListWorkers => "read workers",
             Kind::WhoAmI => "read their own grants",
             Kind::ListAudit => "read the audit log",
@@ -625,6 +635,7 @@ mod tests {
             containment::KINDS,
             schedules::KINDS,
             alerts::KINDS,
+            sources::KINDS,
             workers::KINDS,
             access::KINDS,
             audit::KINDS,
@@ -640,6 +651,6 @@ mod tests {
         let names: HashSet<&str> = all.iter().map(|k| k.name()).collect();
         assert_eq!(names.len(), all.len(), "distinct names");
         // Every kind has its request type: a kind left without one would be missing here.
-        assert_eq!(all.len(), 44);
+        assert_eq!(all.len(), 47);
     }
 }

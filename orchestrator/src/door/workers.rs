@@ -56,7 +56,7 @@ impl WorkerAccess {
     }
 
     /// The key `caller` is known by when it calls itself `id`.
-    fn key(&self, caller: &Caller, id: &str) -> Result<String, Error> {
+    pub(super) fn key(&self, caller: &Caller, id: &str) -> Result<String, Error> {
         if id.contains('/') {
             // `/` separates an identity from an id: an anonymous worker calling itself
             // `fw-1/x` must not pass for identity `fw-1`'s worker `x`.

@@ -11,11 +11,12 @@ use std::sync::Arc;
 use riposte_playbooks::Renderer;
 use serde_json::Value;
 
+use super::pollers::Pollers;
 use super::{Error, Prepared, Runs, StartRequest, limits};
 use crate::clock::Clock;
 use crate::pending::Pending;
 use crate::store::{
-    AlertFate, AlertWrite, BudgetState, DedupEntry, Store, StoredAlert, StoredRule,
+    AlertFate, AlertWrite, BudgetState, DedupEntry, PollWrite, Store, StoredAlert, StoredRule,
 };
 use riposte_ingest::{self as ingest, Format, GenericMapping};
 use riposte_playbooks::rules::{self, Decision, Rule};
@@ -94,6 +95,17 @@ pub fn decide(
     // Stored under the source's one spelling (`azure_monitor`, whatever name it came by).
     let source = riposte_proto::alert_source(source).map_or(source, |(name, _)| name);
     let alerts = ingest::parse(&format, payload).map_err(ingest_error)?;
+    Ok(decide_parsed(source, payload, alerts, rules, trace))
+}
+
+/// Runs each alert parsed from `payload` through `rules` (see [`decide`]).
+pub(super) fn decide_parsed(
+    source: &str,
+    payload: &[u8],
+    alerts: Vec<ingest::Alert>,
+    rules: &AlertRules,
+    trace: Option<TraceParent>,
+) -> Decided {
     let reads_raw = rules.rules.iter().any(|(r, _)| r.reads_raw);
     let alerts = alerts
         .into_iter()
@@ -115,14 +127,14 @@ pub fn decide(
             (alert, json, decision)
         })
         .collect();
-    Ok(Decided {
+    Decided {
         source: source.to_string(),
         received_ms: rules.clock.now_ms(),
         payload: payload.to_vec(),
         rules: rules.rules.clone(),
         alerts,
         trace,
-    })
+    }
 }
 
 /// The alerts: their rules, and the bookkeeping of what the store holds of them.
@@ -141,6 +153,8 @@ pub struct Alerts {
     pub(super) all: Vec<(Rule, StoredRule)>,
     /// The sandboxed template environment rules are evaluated in.
     pub(super) renderer: Arc<Renderer>,
+    /// The alert pollers and their claims.
+    pub(crate) pollers: Pollers,
 }
 
 impl Alerts {
@@ -160,44 +174,63 @@ impl Alerts {
         runs: &mut Runs,
         decided: Decided,
     ) -> Result<Pending<Vec<StoredAlert>>, Error> {
-        let Decided {
-            source,
-            received_ms,
-            payload,
-            rules,
-            alerts,
-            trace,
-        } = decided;
+        self.ingest_all(runs, vec![decided], None)
+    }
+
+    /// [`Alerts::ingest`] for several payloads at once, in order, in one write (with a
+    /// poller's page when `poll` is given).
+    pub(super) fn ingest_all(
+        &mut self,
+        runs: &mut Runs,
+        batch: Vec<Decided>,
+        poll: Option<PollWrite<'_>>,
+    ) -> Result<Pending<Vec<StoredAlert>>, Error> {
         let mut effects = Effects::default();
-        let mut stored = Vec::with_capacity(alerts.len());
-        let mut payload_id = None;
-        for (index, (alert, json, decision)) in alerts.into_iter().enumerate() {
-            // The rule's decision on this alert: the span a run it starts continues.
-            let decided = trace.map(|t| t.child(&format!("rule.decided/{index}")));
-            let fated = self.fate(
-                runs,
-                &rules,
-                (json, decision),
-                received_ms,
-                &mut effects,
-                decided,
-            )?;
-            let id = self.clock.new_alert_id();
-            stored.push(StoredAlert {
-                id,
-                source: source.clone(),
-                received_ms,
-                alert,
-                payload: String::new(),
-                payload_id: Some(*payload_id.get_or_insert(id)),
-                fate: fated.fate,
-                run_id: fated.run_id,
-                rule: fated.rule,
-                detail: fated.detail,
-                trace: decided.map(|t| t.to_string()),
-            });
-            if let Some(alert) = stored.last() {
-                runs.observer.alert(alert, trace, decided);
+        let mut stored = Vec::new();
+        let mut payloads = Vec::with_capacity(batch.len());
+        let mut received_ms = self.clock.now_ms();
+        for decided in batch {
+            let Decided {
+                source,
+                received_ms: received,
+                payload,
+                rules,
+                alerts,
+                trace,
+            } = decided;
+            received_ms = received;
+            let mut payload_id = None;
+            for (index, (alert, json, decision)) in alerts.into_iter().enumerate() {
+                // The rule's decision on this alert: the span a run it starts continues.
+                let decided = trace.map(|t| t.child(&format!("rule.decided/{index}")));
+                let fated = self.fate(
+                    runs,
+                    &rules,
+                    (json, decision),
+                    received_ms,
+                    &mut effects,
+                    decided,
+                )?;
+                let id = self.clock.new_alert_id();
+                stored.push(StoredAlert {
+                    id,
+                    source: source.clone(),
+                    received_ms,
+                    alert,
+                    payload: String::new(),
+                    payload_id: Some(*payload_id.get_or_insert(id)),
+                    fate: fated.fate,
+                    run_id: fated.run_id,
+                    rule: fated.rule,
+                    detail: fated.detail,
+                    trace: decided.map(|t| t.to_string()),
+                });
+                if let Some(alert) = stored.last() {
+                    runs.observer.alert(alert, trace, decided);
+                }
+            }
+            if let Some(id) = payload_id {
+                payloads.push((id, payload));
             }
         }
         let dedup: Vec<(&str, &str, DedupEntry)> = effects
@@ -207,13 +240,17 @@ impl Alerts {
             .collect();
         let write = AlertWrite {
             alerts: &stored,
-            payload: payload_id.map(|id| (id, payload.as_slice())),
+            payloads: payloads
+                .iter()
+                .map(|(id, payload)| (*id, payload.as_slice()))
+                .collect(),
             dedup,
             budgets: effects
                 .budgets
                 .iter()
                 .map(|(rule, state)| (rule.as_str(), *state))
                 .collect(),
+            poll,
         };
         let seq = runs.commit_with(effects.transitions, |store, writes| {
             store.put_alerts(writes, &write)
@@ -375,10 +412,16 @@ impl Alerts {
     }
 
     /// Loads every stored rule (an unloadable one is logged and left out).
-    pub(super) fn open(store: &Store, clock: &Clock) -> Result<Alerts, Error> {
+    pub(super) fn open(
+        store: &Store,
+        clock: &Clock,
+        settings: &super::Settings,
+    ) -> Result<Alerts, Error> {
+        let pollers = Pollers::open(store, &settings.pollers, clock.now_ms(), settings.lease)?;
         let mut alerts = Alerts {
             store: store.clone(),
             clock: clock.clone(),
+            pollers,
             held: None,
             ingests_since_prune: 0,
             rules: Arc::new(Vec::new()),

@@ -285,6 +285,11 @@ impl Runs {
         self.dispatch.evict(&evicted);
     }
 
+    /// A registered worker by its key.
+    pub(super) fn worker(&self, id: &str) -> Option<&Worker> {
+        self.dispatch.worker(id)
+    }
+
     pub fn workers(&self) -> Vec<(Worker, usize)> {
         let mut workers: Vec<(Worker, usize)> = self
             .dispatch

@@ -62,7 +62,7 @@ fn answer(task: &TaskSpec) -> Result<Value, (String, bool)> {
 
 /// The worker setting that makes a worker offer `action`, naming the backends the worker has.
 fn setting(action: &str) -> String {
-    use riposte_worker::connectors::{access, firewall, identity, patch, sentinel};
+    use riposte_worker::connectors::{access, defender, firewall, identity, patch, sentinel};
     let family = action.split_once('.').map_or(action, |(family, _)| family);
     let (flag, backends) = match family {
         "firewall" => ("--firewall-backend", names::<firewall::Backend>()),
@@ -70,6 +70,7 @@ fn setting(action: &str) -> String {
         "access" => ("--access-backend", names::<access::Backend>()),
         "patch" => ("--patch-backend", names::<patch::Backend>()),
         "sentinel" => ("--sentinel-backend", names::<sentinel::Backend>()),
+        "defender" => ("--defender-backend", names::<defender::Backend>()),
         _ => return "start a worker that offers it".into(),
     };
     format!("start a worker with {flag} {backends}")
@@ -106,6 +107,7 @@ mod tests {
             ("access.grant_jit", "--access-backend nftables or azure-jit"),
             ("patch.install", "--patch-backend apt, dnf or azure"),
             ("sentinel.comment", "--sentinel-backend azure"),
+            ("defender.list_alerts", "--defender-backend azure"),
         ];
         for (action, wanted) in expected {
             assert_eq!(setting(action), format!("start a worker with {wanted}"));

@@ -1,6 +1,6 @@
 //! The operator service's lifecycle handlers: apply, list, read, disable and enable, delete
-//! and test alert rules; delete a schedule; list a playbook's versions, set its default, delete
-//! one. Each translates its wire request into a door request and the reply back.
+//! and test alert rules; the alert pollers' condition; delete a schedule; list a playbook's
+//! versions, set its default, delete one. Each translates its wire request into a door request and the reply back.
 
 use riposte_proto::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -8,9 +8,26 @@ use tonic::{Request, Response, Status};
 use super::operator::{ALERT_SOURCE_BYTES_MAX, OperatorApi};
 use super::{NAME_BYTES_MAX, bounded, or_default, status};
 use crate::convert;
-use crate::door::{alerts, playbooks, schedules};
+use crate::door::{alerts, playbooks, schedules, sources};
 
 impl OperatorApi {
+    pub(super) async fn list_alert_sources_impl(
+        &self,
+        request: Request<pb::ListAlertSourcesRequest>,
+    ) -> Result<Response<pb::ListAlertSourcesResponse>, Status> {
+        let caller = self.caller(&request).await;
+        let (views, now_ms) = self
+            .0
+            .handle(caller, sources::ListAlertSources)
+            .await
+            .map_err(status)?;
+        let sources = views
+            .iter()
+            .map(|v| convert::alert_source(v, now_ms))
+            .collect();
+        Ok(Response::new(pb::ListAlertSourcesResponse { sources }))
+    }
+
     pub(super) async fn apply_rule_impl(
         &self,
         request: Request<pb::ApplyRuleRequest>,

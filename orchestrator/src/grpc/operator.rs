@@ -509,6 +509,13 @@ impl Operator for OperatorApi {
         }))
     }
 
+    async fn list_alert_sources(
+        &self,
+        request: Request<pb::ListAlertSourcesRequest>,
+    ) -> Result<Response<pb::ListAlertSourcesResponse>, Status> {
+        self.list_alert_sources_impl(request).await
+    }
+
     async fn list_alerts(
         &self,
         request: Request<pb::ListAlertsRequest>,

@@ -1,4 +1,5 @@
-//! The Worker service: register, long-poll, heartbeat, report, each a door request.
+//! The Worker service: register, long-poll, heartbeat, report, claim a poller and hand over
+//! its pages, each a door request.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,8 +12,10 @@ use tonic::{Request, Response, Status};
 
 use super::{NAME_BYTES_MAX, bounded, status};
 use crate::convert;
-use crate::door::{self, Node, workers, workers::Caller};
+use crate::door::{self, Node, sources, workers, workers::Caller};
 use crate::engine::limits;
+use crate::engine::pollers::{Claimed, Page};
+use crate::pollers::PAGE_SIZE_MAX;
 use riposte_scheduler::TaskId;
 
 const WORKER_LABELS_MAX: usize = 64;
@@ -166,7 +169,92 @@ impl Worker for WorkerApi {
             .map_err(status)?;
         Ok(Response::new(pb::ReportResultResponse { duplicate }))
     }
+
+    async fn claim_poll(
+        &self,
+        request: Request<pb::ClaimPollRequest>,
+    ) -> Result<Response<pb::ClaimPollResponse>, Status> {
+        let caller = caller(&request);
+        let req = request.into_inner();
+        let claim = sources::ClaimPoll {
+            caller,
+            worker: req.worker_id,
+        };
+        let claimed = self
+            .0
+            .handle(door::Caller::Worker, claim)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(match claimed {
+            Claimed::Poll(claim) => pb::ClaimPollResponse {
+                poll: Some(pb::PollClaim {
+                    poller: claim.poller,
+                    action: claim.action.to_owned(),
+                    input_json: claim.input.to_string(),
+                    token: claim.token,
+                    lease_ms: claim.lease.as_millis() as u64,
+                    timeout_ms: claim.timeout.as_millis() as u64,
+                }),
+                retry_in_ms: 0,
+            },
+            Claimed::AskAgain(wait) => pb::ClaimPollResponse {
+                poll: None,
+                retry_in_ms: wait.as_millis() as u64,
+            },
+        }))
+    }
+
+    async fn report_page(
+        &self,
+        request: Request<pb::ReportPageRequest>,
+    ) -> Result<Response<pb::ReportPageResponse>, Status> {
+        let caller = caller(&request);
+        let req = request.into_inner();
+        bounded("poller", &req.poller, NAME_BYTES_MAX)?;
+        let outcome = match req.outcome {
+            Some(pb::report_page_request::Outcome::Items(page)) => {
+                if page.items.len() > PAGE_SIZE_MAX as usize {
+                    return Err(Status::invalid_argument(format!(
+                        "{} items in one page exceed {PAGE_SIZE_MAX}",
+                        page.items.len()
+                    )));
+                }
+                Page::Items {
+                    items: page.items,
+                    more: page.more,
+                }
+            }
+            Some(pb::report_page_request::Outcome::Failure(f)) => Page::Failed {
+                message: truncate(f.message, limits::ERROR_BYTES_MAX),
+                retry_after: (f.retry_after_ms > 0)
+                    .then(|| Duration::from_millis(f.retry_after_ms.min(RETRY_AFTER_MAX_MS))),
+            },
+            None => return Err(Status::invalid_argument("outcome is required")),
+        };
+        let report = sources::ReportPage {
+            caller,
+            worker: req.worker_id,
+            poller: req.poller,
+            token: req.token,
+            page: req.page,
+            outcome,
+        };
+        let taken = self
+            .0
+            .handle(door::Caller::Worker, report)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ReportPageResponse {
+            ingested: taken.ingested,
+            already_seen: taken.already_seen,
+            unreadable: taken.unreadable,
+            go_on: taken.go_on,
+        }))
+    }
 }
+
+/// Longest `Retry-After` a poller's failure is taken at (a day).
+const RETRY_AFTER_MAX_MS: u64 = 24 * 3600 * 1000;
 
 /// The identity the caller's client certificate names; TLS verified the certificate (its CA,
 /// its validity) before any request could arrive on the connection.

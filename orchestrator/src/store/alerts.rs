@@ -64,12 +64,14 @@ pub struct BudgetState {
 #[derive(Default)]
 pub struct AlertWrite<'a> {
     pub alerts: &'a [StoredAlert],
-    /// The payload the alerts came in, under its id (`StoredAlert::payload_id`).
-    pub payload: Option<(uuid::Uuid, &'a [u8])>,
+    /// The payloads the alerts came in, each under its id (`StoredAlert::payload_id`).
+    pub payloads: Vec<(uuid::Uuid, &'a [u8])>,
     /// (rule, dedup key, entry)
     pub dedup: Vec<(&'a str, &'a str, DedupEntry)>,
     /// (rule, state)
     pub budgets: Vec<(&'a str, BudgetState)>,
+    /// A poller's page: its items' records and its cursor.
+    pub poll: Option<super::PollWrite<'a>>,
 }
 
 /// An alert as received: the normalized alert, the payload it came in, when, from which

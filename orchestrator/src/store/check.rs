@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use super::audit::{AuditRecord, AuditVerdict, HEAD_KEY, StoredHead};
 use super::seal::{self, Damage};
 use super::{
-    BudgetState, Containment, DedupEntry, Error, LedgerEntry, ScheduleState, Store, StoredAlert,
-    StoredPlaybook, StoredRule, StoredSchedule, TOKEN_BASE_KEY, key_text,
+    BudgetState, Containment, DedupEntry, Error, LedgerEntry, PollerState, ScheduleState, Seen,
+    Store, StoredAlert, StoredPlaybook, StoredRule, StoredSchedule, TOKEN_BASE_KEY, key_text,
 };
 use riposte_scheduler::state::{HistoryEvent, RunId, RunState};
 
@@ -168,7 +168,7 @@ impl Store {
     }
 
     /// Every tree, with what its records must read back as.
-    pub(super) fn trees(&self) -> [(&'static str, &sled::Tree, Check); 16] {
+    pub(super) fn trees(&self) -> [(&'static str, &sled::Tree, Check); 17] {
         [
             ("playbooks", &self.playbooks, |_, v| {
                 json::<StoredPlaybook>(v)
@@ -217,6 +217,12 @@ impl Store {
             }),
             ("rule_budget", &self.rule_budget, |_, v| {
                 json::<BudgetState>(v)
+            }),
+            ("alert_sources", &self.alert_sources, |k, v| {
+                match k.first() {
+                    Some(b'c') => json::<PollerState>(v),
+                    _ => json::<Seen>(v),
+                }
             }),
             ("audit", &self.audit, |k, v| match k.len() {
                 8 => json::<AuditRecord>(v),

@@ -131,7 +131,7 @@ async fn expired_dedup_entries_are_pruned_and_live_ones_kept() {
     let run = RunId(uuid::Uuid::now_v7());
     let write = AlertWrite {
         alerts: &[],
-        payload: None,
+        payloads: Vec::new(),
         dedup: vec![
             (
                 "r",
@@ -157,6 +157,7 @@ async fn expired_dedup_entries_are_pruned_and_live_ones_kept() {
                 runs: 3,
             },
         )],
+        poll: None,
     };
     store.put_alerts(&[], &write).expect("written");
     assert_eq!(store.prune_dedup(2_000).expect("pruned"), 1);
@@ -206,14 +207,14 @@ async fn a_payload_is_stored_once_beside_its_alerts_and_pruned_with_them() {
     let pair = [first.clone(), second.clone()];
     let write = AlertWrite {
         alerts: &pair,
-        payload: Some((first.id, b"the payload")),
+        payloads: vec![(first.id, b"the payload")],
         ..AlertWrite::default()
     };
     store.put_alerts(&[], &write).expect("written in one batch");
     let third = stored_alert(None);
     let write = AlertWrite {
         alerts: std::slice::from_ref(&third),
-        payload: Some((third.id, b"another")),
+        payloads: vec![(third.id, b"another")],
         budgets: vec![("r", BudgetState::default())],
         ..AlertWrite::default()
     };
@@ -488,7 +489,7 @@ async fn every_kind_of_record_is_sealed() {
     let alert = stored_alert(None);
     let write = AlertWrite {
         alerts: std::slice::from_ref(&alert),
-        payload: Some((alert.id, b"the payload")),
+        payloads: vec![(alert.id, b"the payload")],
         budgets: vec![("r", BudgetState::default())],
         ..AlertWrite::default()
     };

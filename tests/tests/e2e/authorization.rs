@@ -55,6 +55,7 @@ const TABLE: &[(&str, &str)] = &[
     ("IngestAlert", "S----M"),
     ("ListAlerts", "RSPADM"),
     ("GetAlert", "RSPADM"),
+    ("ListAlertSources", "RSPADM"),
     ("ApplyRule", "A----M"),
     ("ListRules", "RSPADM"),
     ("GetRule", "RSPADM"),
@@ -229,6 +230,10 @@ async fn call(client: &mut Operator, rpc: &str) -> Option<Code> {
             .map(drop),
         "GetAlert" => client
             .get_alert(GetAlertRequest { id: run_id.clone() })
+            .await
+            .map(drop),
+        "ListAlertSources" => client
+            .list_alert_sources(ListAlertSourcesRequest {})
             .await
             .map(drop),
         "ApplyRule" => client

@@ -35,6 +35,7 @@ mod oidc;
 mod paging;
 mod platform_policy;
 mod playbook_tests;
+mod pollers;
 mod response_approvals;
 mod response_bad_input;
 mod response_concurrency;

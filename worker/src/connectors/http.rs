@@ -434,6 +434,7 @@ fn status_failure(status: StatusCode, target: &str, body: &[u8]) -> Failure {
     Failure {
         message,
         retryable: status.is_server_error(),
+        retry_after: None,
     }
 }
 

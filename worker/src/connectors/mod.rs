@@ -18,6 +18,7 @@ pub mod access;
 pub mod apt;
 pub mod azure;
 pub(crate) mod core;
+pub mod defender;
 pub mod dnf;
 pub mod firewall;
 pub(crate) mod http;
@@ -73,6 +74,9 @@ pub(crate) struct Failure {
     pub(crate) message: String,
     /// False when retrying cannot help (bad input, refused by a guard, a 4xx answer).
     pub(crate) retryable: bool,
+    /// How long the upstream asked to be left alone (a `Retry-After` longer than the action
+    /// could wait), when it said.
+    pub(crate) retry_after: Option<std::time::Duration>,
 }
 
 impl Failure {
@@ -81,6 +85,7 @@ impl Failure {
         Failure {
             message: message.into(),
             retryable: true,
+            retry_after: None,
         }
     }
 
@@ -89,6 +94,7 @@ impl Failure {
         Failure {
             message: message.into(),
             retryable: false,
+            retry_after: None,
         }
     }
 
@@ -115,8 +121,10 @@ pub(crate) enum Action {
     Patch(patch::Action),
     /// `notify.*`: tell people.
     Notify(notify::Action),
-    /// `sentinel.*`: comment on and update Microsoft Sentinel incidents.
+    /// `sentinel.*`: comment on, update and list Microsoft Sentinel incidents.
     Sentinel(sentinel::Action),
+    /// `defender.*`: list Microsoft Defender alerts.
+    Defender(defender::Action),
 }
 
 impl Action {
@@ -130,6 +138,7 @@ impl Action {
         let patch = patch::Action::ALL.iter().copied().map(Action::Patch);
         let notify = notify::Action::ALL.iter().copied().map(Action::Notify);
         let sentinel = sentinel::Action::ALL.iter().copied().map(Action::Sentinel);
+        let defender = defender::Action::ALL.iter().copied().map(Action::Defender);
         core.chain(http)
             .chain(firewall)
             .chain(identity)
@@ -137,6 +146,7 @@ impl Action {
             .chain(patch)
             .chain(notify)
             .chain(sentinel)
+            .chain(defender)
     }
 
     /// The wire name, e.g. `core.noop`.
@@ -150,6 +160,7 @@ impl Action {
             Action::Patch(action) => action.name(),
             Action::Notify(action) => action.name(),
             Action::Sentinel(action) => action.name(),
+            Action::Defender(action) => action.name(),
         }
     }
 }
@@ -167,6 +178,8 @@ pub struct Backends {
     pub patch: Option<patch::Backend>,
     /// `sentinel.*`.
     pub sentinel: Option<sentinel::Backend>,
+    /// `defender.*`.
+    pub defender: Option<defender::Backend>,
 }
 
 /// What the backends of one worker share: its configuration, the HTTP connector (the only
@@ -257,6 +270,7 @@ impl Connectors {
                 Action::Access(_) => b.access.is_some(),
                 Action::Patch(_) => b.patch.is_some(),
                 Action::Sentinel(_) => b.sentinel.is_some(),
+                Action::Defender(_) => b.defender.is_some(),
             })
             .collect()
     }
@@ -321,6 +335,10 @@ impl Connectors {
             Action::Sentinel(action) => {
                 let backend = self.backends.sentinel.ok_or_else(unconfigured)?;
                 sentinel::execute(&self.shared, backend, action, input, cx).await
+            }
+            Action::Defender(action) => {
+                let backend = self.backends.defender.ok_or_else(unconfigured)?;
+                defender::execute(&self.shared, backend, action, input, cx).await
             }
         }
     }

@@ -1,5 +1,7 @@
 //! The `sentinel.*` actions: write back to a Microsoft Sentinel incident what a run did, so
-//! that the analyst working the queue sees it there.
+//! that the analyst working the queue sees it there; and list a workspace's incidents modified
+//! within a window, a page at a time (what a Sentinel alert poller runs, see
+//! `azure::listing`).
 //!
 //! Inputs are parsed into typed requests here, before any call: the incident is the ARM id of a
 //! Sentinel incident (`incident.arm_id` of a Sentinel alert), values of closed sets are matched
@@ -27,17 +29,23 @@ const LABELS_MAX: usize = 50;
 pub(crate) enum Action {
     Comment,
     UpdateIncident,
+    ListIncidents,
 }
 
 impl Action {
     /// All `sentinel.*` actions.
-    pub(crate) const ALL: &[Action] = &[Action::Comment, Action::UpdateIncident];
+    pub(crate) const ALL: &[Action] = &[
+        Action::Comment,
+        Action::UpdateIncident,
+        Action::ListIncidents,
+    ];
 
     /// The wire name.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Action::Comment => "sentinel.comment",
             Action::UpdateIncident => "sentinel.update_incident",
+            Action::ListIncidents => "sentinel.list_incidents",
         }
     }
 }
@@ -106,6 +114,21 @@ pub(crate) async fn execute(
         Action::UpdateIncident => {
             let update = parse_update(input)?;
             azure::incidents::update(&shared.azure, &update, cx).await
+        }
+        Action::ListIncidents => {
+            let known = [
+                "workspace",
+                "modified_from",
+                "modified_to",
+                "page_size",
+                "next_link",
+            ];
+            let mut fields = Fields::new(input, &known)?;
+            let workspace = fields.required_string("workspace")?;
+            let workspace = azure::ArmId::parse(workspace.trim(), azure::id::Kind::Workspace)
+                .map_err(|e| Failure::invalid_input(format!("`workspace`: {e}")))?;
+            let window = azure::listing::window(&mut fields)?;
+            azure::listing::sentinel_incidents(&shared.azure, &workspace, &window, cx).await
         }
     }
 }

@@ -144,7 +144,7 @@ async fn entries_appended_and_staged_by_every_write_chain_and_verify() {
     let alert = stored_alert(None);
     let alerts = AlertWrite {
         alerts: std::slice::from_ref(&alert),
-        payload: Some((alert.id, b"the payload")),
+        payloads: vec![(alert.id, b"the payload")],
         ..AlertWrite::default()
     };
     store.put_alerts(&[], &alerts).expect("written as a batch");

@@ -31,6 +31,8 @@ pub enum Kind {
     /// A Microsoft Sentinel incident:
     /// `Microsoft.OperationalInsights/workspaces/{workspace}/providers/Microsoft.SecurityInsights/incidents`.
     Incident,
+    /// A Log Analytics workspace (`Microsoft.OperationalInsights/workspaces`), Sentinel's home.
+    Workspace,
 }
 
 /// One expected segment after `providers`.
@@ -54,6 +56,7 @@ impl Kind {
             Kind::JitPolicy => "JIT network access policy",
             Kind::Vm => "virtual machine",
             Kind::Incident => "Microsoft Sentinel incident",
+            Kind::Workspace => "Log Analytics workspace",
         }
     }
 
@@ -85,6 +88,11 @@ impl Kind {
                 Literal("providers"),
                 Literal("Microsoft.SecurityInsights"),
                 Literal("incidents"),
+                Name,
+            ],
+            Kind::Workspace => &[
+                Literal("Microsoft.OperationalInsights"),
+                Literal("workspaces"),
                 Name,
             ],
         }

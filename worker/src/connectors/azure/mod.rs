@@ -27,6 +27,7 @@ pub(crate) mod graph;
 pub(crate) mod id;
 pub(crate) mod incidents;
 pub(crate) mod jit;
+pub(crate) mod listing;
 mod locks;
 mod lro;
 pub(crate) mod network;
@@ -40,6 +41,8 @@ mod tests;
 mod tests_credentials;
 #[cfg(test)]
 mod tests_incidents;
+#[cfg(test)]
+mod tests_listing;
 
 use std::collections::HashMap;
 use std::fmt;

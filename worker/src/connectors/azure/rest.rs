@@ -206,11 +206,13 @@ impl Client {
             };
             let delay = after.unwrap_or_else(|| backoff.next_delay());
             if attempt >= ATTEMPTS_MAX || !deadline.fits(delay) {
-                return Err(Failure::retryable(format!(
+                let mut failure = Failure::retryable(format!(
                     "{} (gave up after {attempt} attempt(s) in {})",
                     failure.message,
                     humantime::format_duration(round_ms(deadline.elapsed()))
-                )));
+                ));
+                failure.retry_after = after;
+                return Err(failure);
             }
             tracing::info!(
                 op = %call.op,

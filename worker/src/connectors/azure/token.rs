@@ -354,6 +354,7 @@ impl Tokens {
             return Err(Failure {
                 message,
                 retryable: transient,
+                retry_after: None,
             });
         }
         parse_token(&json)
