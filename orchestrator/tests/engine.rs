@@ -10,9 +10,11 @@ use std::time::Duration;
 use expect_test::{Expect, expect};
 use riposte_orchestrator::clock::Clock;
 use riposte_orchestrator::door::{
-    Caller, Node, Request, alerts, playbooks, runs, schedules, workers,
+    Caller, Node, Request, alerts, playbooks, runs, schedules, sources, workers,
 };
+use riposte_orchestrator::engine::pollers::{Claimed, Page, PollClaim};
 use riposte_orchestrator::engine::{Engine, Settings, StartRequest};
+use riposte_orchestrator::pollers::Poller;
 use riposte_orchestrator::store::{Options, RunFilter, Store};
 use riposte_scheduler::guard::Policy;
 use riposte_scheduler::state::{HistoryEvent, RunId, RunStatus};
@@ -29,15 +31,26 @@ struct Bench {
     node: Arc<Node>,
     clock: Clock,
     dir: tempfile::TempDir,
+    pollers: Vec<Poller>,
 }
 
 impl Bench {
     fn open() -> Bench {
+        Bench::with_pollers(Vec::new())
+    }
+
+    /// [`Bench::open`] with these alert pollers configured.
+    fn with_pollers(pollers: Vec<Poller>) -> Bench {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let clock = Clock::manual(START_MS);
         let store = Store::open(dir.path(), Options::default()).expect("the store opens");
-        let node = open_node(store, &clock);
-        Bench { node, clock, dir }
+        let node = open_node(store, &clock, &pollers);
+        Bench {
+            node,
+            clock,
+            dir,
+            pollers,
+        }
     }
 
     /// The orchestrator stopped and started again on the same folder, `down` later.
@@ -47,7 +60,12 @@ impl Bench {
 
     /// [`Bench::restart`], doing `meanwhile` while the orchestrator is down.
     async fn restart_with(self, down: Duration, meanwhile: impl AsyncFnOnce()) -> Bench {
-        let Bench { node, clock, dir } = self;
+        let Bench {
+            node,
+            clock,
+            dir,
+            pollers,
+        } = self;
         node.flush().await.expect("flushed");
         drop(node);
         clock.advance(down);
@@ -65,8 +83,13 @@ impl Bench {
                 }
             }
         };
-        let node = open_node(store, &clock);
-        Bench { node, clock, dir }
+        let node = open_node(store, &clock, &pollers);
+        Bench {
+            node,
+            clock,
+            dir,
+            pollers,
+        }
     }
 
     async fn handle<R: Request>(&self, request: R) -> R::Reply {
@@ -162,7 +185,7 @@ impl Bench {
     }
 }
 
-fn open_node(store: Store, clock: &Clock) -> Arc<Node> {
+fn open_node(store: Store, clock: &Clock, pollers: &[Poller]) -> Arc<Node> {
     let settings = Settings {
         lease: LEASE,
         poll_wait_max: Duration::from_secs(1),
@@ -173,7 +196,7 @@ fn open_node(store: Store, clock: &Clock) -> Arc<Node> {
         spans: None,
         metrics: false,
         end_unoffered: false,
-        pollers: Vec::new(),
+        pollers: pollers.to_vec(),
     };
     let engine = Engine::open(store, settings, clock.clone(), Arc::new(Notify::new()))
         .expect("the engine opens");
@@ -780,5 +803,151 @@ async fn a_rollout_holds_its_next_wave_outside_the_window_and_goes_on_at_the_nex
             +604820s task.succeeded patch#2 (1)
             +604820s step.succeeded patch
             +604820s run.finished"#]],
+    );
+}
+
+/// A Graph security alert as a poller hands it over, last updated at `updated`.
+fn graph_alert(id: &str, updated: &str) -> Vec<u8> {
+    let alert = json!({"id": id, "title": format!("alert {id}"), "status": "new", "lastUpdateDateTime": updated});
+    serde_json::to_vec(&alert).unwrap()
+}
+
+impl Bench {
+    async fn claim_poll(&self) -> PollClaim {
+        let claim = sources::ClaimPoll {
+            caller: None,
+            worker: WORKER.into(),
+        };
+        match self.handle(claim).await {
+            Claimed::Poll(claim) => *claim,
+            Claimed::AskAgain(wait) => panic!("no poll, ask again in {wait:?}"),
+        }
+    }
+
+    /// Hands over page `page` of `claim`: its answer, or the refusal's message.
+    async fn page(
+        &self,
+        claim: &PollClaim,
+        token: u64,
+        page: u32,
+        items: &[Vec<u8>],
+        more: bool,
+    ) -> Result<String, String> {
+        let report = sources::ReportPage {
+            caller: None,
+            worker: WORKER.into(),
+            poller: claim.poller.clone(),
+            token,
+            page,
+            outcome: Page::Items {
+                items: items.to_vec(),
+                more,
+            },
+        };
+        match self.node.handle(Caller::Internal, report).await {
+            Ok(taken) => Ok(format!(
+                "ingested {}, already seen {}, go on {}",
+                taken.ingested, taken.already_seen, taken.go_on
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_polled_page_is_taken_once_and_a_lapsed_or_stale_claim_writes_nothing() {
+    let pollers = riposte_orchestrator::pollers::parse(
+        "pollers:\n  - name: xdr\n    kind: defender_alerts\n    every: 1m\n    settle: 1m\n    look_back: 1h\n    timeout: 30s\n",
+    )
+    .unwrap();
+    let bench = Bench::with_pollers(pollers);
+    bench.register(&["defender.list_alerts"]).await;
+    let first = bench.claim_poll().await;
+    check(
+        &first.input.to_string(),
+        expect![[
+            r#"{"modified_from":"2026-01-05T07:00:00.000Z","modified_to":"2026-01-05T07:59:00.000Z","page_size":50}"#
+        ]],
+    );
+    let a1 = graph_alert("a1", "2026-01-05T07:10:00.1234567Z");
+    let a2 = graph_alert("a2", "2026-01-05T07:20:00Z");
+    let token = first.token;
+    let answers = [
+        bench
+            .page(&first, token, 0, &[a1.clone(), a2.clone()], true)
+            .await,
+        // Sent again (its answer was lost): taken already, nothing written.
+        bench
+            .page(&first, token, 0, &[a1.clone(), a2.clone()], true)
+            .await,
+        bench.page(&first, token, 2, &[], false).await,
+        bench.page(&first, token + 1, 1, &[], false).await,
+    ];
+    check(
+        &format!("{answers:#?}"),
+        expect![[r#"
+            [
+                Ok(
+                    "ingested 2, already seen 0, go on true",
+                ),
+                Ok(
+                    "ingested 0, already seen 0, go on true",
+                ),
+                Err(
+                    "page 2 of poller `xdr` comes before page 1",
+                ),
+                Err(
+                    "poller `xdr` is not held by this claim (it lapsed, or the orchestrator restarted); the next claim starts again from the stored cursor",
+                ),
+            ]"#]],
+    );
+    // The worker dies: its claim lapses after the page's timeout and a lease; the next claim
+    // lists the same window again (Graph lists in no order: the cursor waits for the end).
+    bench.advance(Duration::from_secs(41));
+    bench.register(&["defender.list_alerts"]).await;
+    let second = bench.claim_poll().await;
+    assert_eq!(second.input["modified_from"], first.input["modified_from"]);
+    assert!(second.token > first.token);
+    let late = bench.page(&first, first.token, 1, &[], false).await;
+    let a2_changed = graph_alert("a2", "2026-01-05T07:30:00Z");
+    let again = bench
+        .page(&second, second.token, 0, &[a1, a2_changed], false)
+        .await;
+    check(
+        &format!("{late:?}\n{again:?}"),
+        expect![[r#"
+        Err("poller `xdr` is not held by this claim (it lapsed, or the orchestrator restarted); the next claim starts again from the stored cursor")
+        Ok("ingested 1, already seen 1, go on false")"#]],
+    );
+
+    let bench = bench.restart(Duration::from_secs(1)).await;
+    let (sources, _) = bench.handle(sources::ListAlertSources).await;
+    let state = &sources[0].state;
+    let alerts = bench
+        .handle(alerts::ListAlerts {
+            before: None,
+            limit: 0,
+        })
+        .await
+        .alerts;
+    let mut seen: Vec<String> = alerts
+        .iter()
+        .map(|a| format!("{} revision {:?}", a.alert.id, a.alert.revision))
+        .collect();
+    seen.sort();
+    check(
+        &format!(
+            "{seen:#?}\ncursor {:?}, alerts {}, revisions {}",
+            state.cursor_ms.map(|c| c - START_MS),
+            state.alerts,
+            state.revisions
+        ),
+        expect![[r#"
+            [
+                "a1 revision Some(1)",
+                "a2 revision Some(1)",
+                "a2 revision Some(2)",
+            ]
+            cursor Some(-19000), alerts 2, revisions 1"#]],
     );
 }

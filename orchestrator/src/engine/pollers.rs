@@ -179,8 +179,10 @@ impl Alerts {
                 ask_again = ask_again.min(wait);
                 continue;
             }
+            // The first window starts `look_back` ago, and stays there until a page moves it
+            // (kept with the state a page writes), so a claim that lapses loses nothing.
             let look_back = now_ms - p.look_back.as_millis() as i64;
-            let from_ms = live.state.cursor_ms.unwrap_or(look_back);
+            let from_ms = *live.state.cursor_ms.get_or_insert(look_back);
             let to_ms = now_ms - p.settle.as_millis() as i64;
             if to_ms <= from_ms {
                 live.next_ms = now_ms + p.every.as_millis() as i64;
