@@ -169,6 +169,11 @@ pub struct Config {
     #[arg(long, env = "RIPOSTE_MIN_FREE_SPACE", default_value = "256MiB")]
     pub min_free_space: bytesize::ByteSize,
 
+    /// The store's page cache: what bounds the orchestrator's memory beside the runs in
+    /// flight (an alert storm fills it, then reuses it).
+    #[arg(long, env = "RIPOSTE_STORE_CACHE", default_value = "256MiB")]
+    pub store_cache: bytesize::ByteSize,
+
     /// Finished runs (with their history) are removed this long after they finished (1h to
     /// 10 years).
     #[arg(long, env = "RIPOSTE_RETENTION", default_value = "30d", value_parser = parse_retention)]

@@ -269,6 +269,17 @@ impl Engine {
         self.alerts.ingest(&mut self.runs, decided)
     }
 
+    /// Ingests several decided payloads, in order, in one write; answers each payload's
+    /// alerts (see [`Alerts::ingest_all`]).
+    pub fn ingest_many(
+        &mut self,
+        batch: Vec<alerts::Decided>,
+    ) -> Result<Vec<Pending<Vec<store::StoredAlert>>>, Error> {
+        let counts: Vec<usize> = batch.iter().map(|d| d.alerts.len()).collect();
+        let pending = self.alerts.ingest_all(&mut self.runs, batch, None)?;
+        Ok(pending.split(&counts))
+    }
+
     /// Applies a schedule's source (see [`Schedules::apply`]).
     pub fn apply_schedule(&mut self, source: &str) -> Result<ApplyOutcome, Error> {
         self.schedules.apply(&mut self.runs, source)

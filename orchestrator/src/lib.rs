@@ -167,6 +167,7 @@ pub async fn open(
     let options = store::Options {
         durability: config.durability,
         reserve_bytes: config.min_free_space.as_u64(),
+        cache_bytes: config.store_cache.as_u64(),
         audit_key: config.audit_key.clone(),
     };
     let store = store::Store::open(&config.data_dir, options.clone())?;

@@ -41,6 +41,19 @@ impl<T> Pending<T> {
         }
     }
 
+    /// The same write, its values cut into consecutive parts of `counts` items: one answer
+    /// for each request that shared the write.
+    pub(crate) fn split<U>(self, counts: &[usize]) -> Vec<Pending<Vec<U>>>
+    where
+        T: IntoIterator<Item = U>,
+    {
+        let mut rest = self.value.into_iter();
+        counts
+            .iter()
+            .map(|&n| Pending::new(rest.by_ref().take(n).collect(), self.seq.clone()))
+            .collect()
+    }
+
     /// The value, for code that reads what a change will be without answering anyone (the
     /// log line of a startup step, a test of the engine); the write is still flushed by the
     /// store's flusher.

@@ -83,6 +83,9 @@ const REOPEN_FREE_MIN: u64 = 1024 * 1024;
 /// Prefix of the idempotency key a dry run claims: never a real run's key.
 pub const DRY_RUN_CLAIM_PREFIX: &str = "dry-run:";
 
+/// sled's page cache unless told otherwise (sled's own default is 1 GiB).
+pub const CACHE_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+
 /// How the store is opened.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -91,6 +94,8 @@ pub struct Options {
     pub reserve_bytes: u64,
     /// The audit key's file (`None`: `audit.key` in the data dir); made when missing.
     pub audit_key: Option<PathBuf>,
+    /// sled's page cache, in bytes: what bounds the store's memory.
+    pub cache_bytes: u64,
 }
 
 impl Default for Options {
@@ -99,6 +104,7 @@ impl Default for Options {
             durability: Durability::PowerLoss,
             reserve_bytes: 0,
             audit_key: None,
+            cache_bytes: CACHE_BYTES_DEFAULT,
         }
     }
 }
@@ -185,7 +191,7 @@ impl Store {
             .unwrap_or_else(|| dir.join(AUDIT_KEY_FILE));
         audit::refuse_shared(&key_path)?;
         let lock = disk::DirLock::acquire(dir)?;
-        let db = disk::open_db(dir)?;
+        let db = disk::open_db(dir, options.cache_bytes)?;
         let syncer = match options.durability {
             Durability::PowerLoss => {
                 Some(disk::Syncer::open(dir).map_err(|source| Error::DataDir {
@@ -199,6 +205,8 @@ impl Store {
             written: AtomicU64::new(0),
             wake: Notify::new(),
             flushed: watch::channel(Flushed::default()).0,
+            flushing: AtomicBool::new(false),
+            round_done: Notify::new(),
             closed: AtomicBool::new(false),
             damaged: std::sync::Mutex::default(),
             dir: dir.to_path_buf(),
@@ -259,6 +267,12 @@ impl Store {
 
     fn seq(&self, n: u64) -> Seq {
         Seq::new(n, self.commit.clone())
+    }
+
+    /// Waits until no flush is under way (at once when none is): see
+    /// [`crate::door::alerts::Combiner`].
+    pub async fn between_flushes(&self) {
+        self.commit.between_flushes().await;
     }
 
     /// The newest write so far; waiting on it makes everything written until now durable.

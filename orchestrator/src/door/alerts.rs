@@ -4,9 +4,10 @@
 //! Every listener takes a place in one bounded ingestion queue ([`Node::ingest_slot`],
 //! `--alerts-in-flight`) before it reads a payload, and one [`Feed`] holds at most its share
 //! of the places (`--alerts-in-flight-per-feed`), so that one sender cannot refuse the others;
-//! parsing and the rules' templates run outside the engine lock, fates are given under it.
+//! parsing and the rules' templates run outside the engine lock, fates are given under it,
+//! the payloads that arrive during one flush in one write ([`Combiner`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use riposte_playbooks::Diagnostic;
 use riposte_playbooks::rules::Rule;
@@ -15,8 +16,10 @@ use tracing::Instrument;
 
 use super::{Actor, Error, Kind, Node, Request, requests};
 use crate::budget::{Over, Places};
-use crate::engine::{self, RuleApplied, limits};
-use crate::store::{AlertPage, StoredAlert, StoredRule};
+use crate::engine::alerts::Decided;
+use crate::engine::{self, Engine, RuleApplied, limits};
+use crate::pending::Pending;
+use crate::store::{self, AlertPage, StoredAlert, StoredRule};
 
 requests! {
     IngestAlert,
@@ -84,6 +87,91 @@ impl Node {
     }
 }
 
+/// Each payload's alerts, durable once their shared write is.
+type Fated = Vec<Pending<Vec<StoredAlert>>>;
+
+/// Decided payloads waiting to be written, each request's with where its answer goes: group
+/// commit for ingestion. One request at a time holds the turn: it waits out the flush under
+/// way, if any, then writes every payload waiting (its own and those queued meanwhile) in one
+/// store write, which the next flush takes whole. A storm costs one store transaction per
+/// flush, not one per payload; a payload is durable after the same flushes as if written at
+/// once (what arrives during a flush could only be flushed by the next one anyway), and a
+/// lone payload with no flush under way is written at once.
+#[derive(Default)]
+pub struct Combiner {
+    waiting: Mutex<Vec<Waiting>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+struct Waiting {
+    batch: Vec<Decided>,
+    reply: tokio::sync::oneshot::Sender<Result<Fated, Error>>,
+}
+
+impl Combiner {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Node {
+    /// Gives each payload of `batch` its fate, in order, in a write shared with the requests
+    /// queued meanwhile (see [`Combiner`]); answers each payload's alerts.
+    async fn ingest_combined(&self, batch: Vec<Decided>) -> Result<Fated, Error> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.combiner.waiting().push(Waiting { batch, reply });
+        {
+            let _turn = self.combiner.turn.lock().await;
+            let store = self.lock().map(|engine| engine.store().clone());
+            if let Ok(store) = store {
+                store.between_flushes().await;
+            }
+            let waiting = std::mem::take(&mut *self.combiner.waiting());
+            if !waiting.is_empty() {
+                match self.lock() {
+                    Ok(mut engine) => combine(&mut engine, waiting),
+                    Err(_) => {
+                        for w in waiting {
+                            let _ = w.reply.send(Err(Error::Reopening));
+                        }
+                    }
+                }
+            }
+        }
+        answer.await.unwrap_or_else(|_| {
+            let why = "the write was abandoned".into();
+            Err(engine::Error::Store(store::Error::SharedWriteFailed(why)).into())
+        })
+    }
+}
+
+/// Writes every waiting request's payloads in one write and answers each.
+fn combine(engine: &mut Engine, waiting: Vec<Waiting>) {
+    let counts: Vec<usize> = waiting.iter().map(|w| w.batch.len()).collect();
+    let mut replies = Vec::with_capacity(waiting.len());
+    let mut all = Vec::new();
+    for w in waiting {
+        all.extend(w.batch);
+        replies.push(w.reply);
+    }
+    match engine.ingest_many(all) {
+        Ok(fated) => {
+            let mut fated = fated.into_iter();
+            for (reply, count) in replies.into_iter().zip(counts) {
+                let _ = reply.send(Ok(fated.by_ref().take(count).collect()));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, payloads = counts.iter().sum::<usize>(), "alert.ingest_failed");
+            let why: Arc<str> = e.to_string().into();
+            for reply in replies {
+                let shared = store::Error::SharedWriteFailed(why.clone());
+                let _ = reply.send(Err(engine::Error::Store(shared).into()));
+            }
+        }
+    }
+}
+
 /// One alert payload from `source`, in its place in the queue.
 pub struct IngestAlert {
     pub slot: IngestSlot,
@@ -114,7 +202,8 @@ impl Request for IngestAlert {
                 &rules,
                 TraceParent::current(),
             )?;
-            let pending = node.lock()?.ingest(decided)?;
+            let mut fated = node.ingest_combined(vec![decided]).await?;
+            let pending = fated.pop().expect("one answer per payload");
             let alerts = node.durable(pending).await?;
             for a in &alerts {
                 tracing::info!(alert = %a.id, source = %a.source, fate = ?a.fate, "alert.ingested");
@@ -142,7 +231,7 @@ fn received(traced: bool, source: &str, parent: Option<TraceParent>) -> tracing:
 /// Single-message payloads from a stream listener (syslog, [`Feed::Syslog`]). Waits for room in
 /// the ingestion queue rather than refusing (the sender is slowed down, nothing read is
 /// dropped): for at least one place and takes up to one per payload, as many as are free for
-/// the feed; ingests each under one engine lock and waits until all are durable.
+/// the feed; ingests them in one write and waits until it is durable.
 pub struct IngestBatch {
     pub source: String,
     pub payloads: Vec<Vec<u8>>,
@@ -170,19 +259,12 @@ impl Request for IngestBatch {
                 Err(e) => refused.push(e.to_string()),
             }
         }
-        let mut last = None;
-        {
-            let mut engine = node.lock()?;
-            for d in decided {
-                match engine.ingest(d) {
-                    Ok(pending) => last = Some(pending),
-                    Err(e @ engine::Error::Store(_)) => return Err(e.into()),
-                    Err(e) => refused.push(e.to_string()),
-                }
-            }
+        if decided.is_empty() {
+            return Ok(refused);
         }
-        // Writes become durable in order: the last one durable means all are.
-        if let Some(pending) = last {
+        // One write for the batch: the last payload durable means all are.
+        let fated = node.ingest_combined(decided).await?;
+        if let Some(pending) = fated.into_iter().last() {
             node.durable(pending).await?;
         }
         Ok(refused)

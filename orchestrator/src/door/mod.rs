@@ -51,6 +51,8 @@ pub struct Node {
     ingesting: Arc<Budget<alerts::Feed>>,
     /// Payloads refused a place in it.
     ingest_refused: Tally,
+    /// Decided payloads waiting to be written together.
+    combiner: alerts::Combiner,
     /// Opens the engine afresh from the data dir (see [`Node::reopen`]).
     reopen: Option<Reopen>,
     /// Which workers may connect and what each may offer.
@@ -285,6 +287,7 @@ impl Node {
             clock: engine.clock().clone(),
             timers: engine.timers_changed(),
             ingest_refused: Tally::new("in_flight", engine.clock().clone()),
+            combiner: alerts::Combiner::default(),
             engine: Mutex::new(Some(engine)),
             ingesting: Arc::new(Budget::new(in_flight, per_feed)),
             reopen: None,

@@ -401,14 +401,7 @@ impl Alerts {
             None => self.store.budget(&rule.name)?,
         };
         let period_start_ms = now_ms - now_ms.rem_euclid(budget.per_ms);
-        Ok(Some(if state.period_start_ms == period_start_ms {
-            state
-        } else {
-            BudgetState {
-                period_start_ms,
-                runs: 0,
-            }
-        }))
+        Ok(Some(in_period(state, period_start_ms)))
     }
 
     /// Loads every stored rule (an unloadable one is logged and left out).
@@ -508,9 +501,36 @@ fn ingest_error(error: ingest::Error) -> Error {
     }
 }
 
+/// A rule's budget count for an alert received in the period starting at `period_start_ms`.
+/// A new period starts from zero; a budget never goes back to an earlier period: alerts
+/// decided just before a period ended may be given their fate just after one received in the
+/// next (concurrent payloads share a write), and they count in the later period.
+fn in_period(state: BudgetState, period_start_ms: i64) -> BudgetState {
+    if state.period_start_ms >= period_start_ms {
+        return state;
+    }
+    BudgetState {
+        period_start_ms,
+        runs: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_budget_starts_again_each_period_and_never_goes_back_to_an_earlier_one() {
+        let hour = 3_600_000;
+        let state = BudgetState {
+            period_start_ms: 5 * hour,
+            runs: 20,
+        };
+        assert_eq!(in_period(state, 5 * hour), state);
+        assert_eq!(in_period(state, 6 * hour).runs, 0);
+        // Received before the period of the count: still counted in it, not started afresh.
+        assert_eq!(in_period(state, 4 * hour), state);
+    }
 
     #[test]
     fn every_source_has_a_parser_and_others_are_refused() {

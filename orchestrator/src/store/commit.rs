@@ -61,6 +61,9 @@ pub(super) struct GroupCommit {
     pub(super) written: AtomicU64,
     pub(super) wake: Notify,
     pub(super) flushed: watch::Sender<Flushed>,
+    /// A flush is under way; `round_done` wakes who waits for its end.
+    pub(super) flushing: AtomicBool,
+    pub(super) round_done: Notify,
     /// Every handle is gone.
     pub(super) closed: AtomicBool,
     pub(super) dir: PathBuf,
@@ -121,6 +124,7 @@ pub(super) async fn flusher(flushing: Flushing) {
             continue;
         }
         let started = clock.monotonic();
+        let _round = Round::begin(&commit);
         let db = db.clone();
         let flush = tokio::task::spawn_blocking(move || {
             let flushed = db.flush().map(|_| ());
@@ -168,6 +172,37 @@ pub(super) async fn flusher(flushing: Flushing) {
             f.seq = flushed;
             f.flush_error = None;
         });
+    }
+}
+
+/// A flush under way, from its start to the end of its sync (however it ends).
+struct Round<'a>(&'a GroupCommit);
+
+impl Round<'_> {
+    fn begin(commit: &GroupCommit) -> Round<'_> {
+        commit.flushing.store(true, Ordering::SeqCst);
+        Round(commit)
+    }
+}
+
+impl Drop for Round<'_> {
+    fn drop(&mut self) {
+        self.0.flushing.store(false, Ordering::SeqCst);
+        self.0.round_done.notify_waiters();
+    }
+}
+
+impl GroupCommit {
+    /// Waits until no flush is under way: a writer that gathers what arrives during a flush
+    /// writes it then, so that it goes into the next flush whole.
+    pub(super) async fn between_flushes(&self) {
+        loop {
+            let done = self.round_done.notified();
+            if !self.flushing.load(Ordering::SeqCst) {
+                return;
+            }
+            done.await;
+        }
     }
 }
 

@@ -110,10 +110,11 @@ impl DirLock {
 
 /// Opens sled's database in `dir` (locked already), then takes the group and other
 /// permissions off the files sled created, whatever the process's umask.
-pub(super) fn open_db(dir: &Path) -> Result<sled::Db, Error> {
+pub(super) fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, Error> {
     let db = sled::Config::new()
         .path(dir)
         .mode(sled::Mode::HighThroughput)
+        .cache_capacity(cache_bytes)
         .open()
         .map_err(|source| Error::Unopenable {
             dir: dir.to_path_buf(),

@@ -49,6 +49,10 @@ pub enum Error {
     /// may still become durable (a retry with the same idempotency key finds it).
     #[error("store: the flush failed ({0}); the change is not durable yet, retry")]
     FlushFailed(Arc<str>),
+    /// A write several requests shared failed: each of them is told this (the request that
+    /// made the write gets the error itself).
+    #[error("store: the write this was part of failed ({0}); nothing of it was stored, retry")]
+    SharedWriteFailed(Arc<str>),
     /// The data dir was written by a newer Riposte.
     #[error(
         "the store in {} has format {found}, newer than the {known} this orchestrator reads; \

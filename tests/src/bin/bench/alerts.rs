@@ -2,8 +2,9 @@
 //! with a deduplicating rule on, and alert-to-first-action latency at a fixed open-loop rate.
 //!
 //! - **HTTP ingestion**: [`HTTP_ALERTS`] Azure Monitor common-schema alerts (the shared
-//!   fixture with its `SourceIP` and `alertId` varied) POSTed by [`HTTP_CONCURRENCY`]
-//!   concurrent keep-alive clients. A rule matches every one, with a dedup key on the IP:
+//!   fixture with its `SourceIP` and `alertId` varied) POSTed by [`HTTP_SENDERS`] senders
+//!   (each from its own loopback address) of [`HTTP_CONCURRENCY`] concurrent keep-alive
+//!   connections each. A rule matches every one, with a dedup key on the IP:
 //!   [`DISTINCT_IPS`] runs start, every other alert is coalesced into one of them. Alerts per
 //!   second until the last `200`, which is answered only once the alert is durable.
 //! - **Syslog ingestion**: [`SYSLOG_ALERTS`] CEF lines (newline framing, the same
@@ -11,6 +12,11 @@
 //!   Each client half-closes after its last line and waits for the listener to close: it
 //!   closes only once the last batch it read is durable. Alerts per second until the last
 //!   close.
+//! - **Storm**: for [`STORM`], alerts of one kind (one CEF signature from [`STORM_IPS`]
+//!   addresses) as fast as [`SYSLOG_CONNECTIONS`] TCP connections take them, under a rule
+//!   that deduplicates on the address and starts at most [`STORM_BUDGET`] runs a day. The
+//!   orchestrator's resident set is sampled every second; exactly [`STORM_BUDGET`] runs must
+//!   start, however many alerts came.
 //! - **Alert to first action**: [`LATENCY_ALERTS`] alerts with distinct IPs (each starts a
 //!   run) POSTed open-loop at [`LATENCY_RATE`] per second; each run's first step is an
 //!   `http.request` to a sink in this process. The latency is from the moment the POST is
@@ -37,6 +43,9 @@ use super::{
 };
 
 const HTTP_ALERTS: usize = 20_000;
+/// Senders of the HTTP phase, each from its own loopback address (a storm comes from many
+/// senders), each with [`HTTP_CONCURRENCY`] connections.
+const HTTP_SENDERS: usize = 4;
 const HTTP_CONCURRENCY: usize = 32;
 const SYSLOG_ALERTS: usize = 20_000;
 const SYSLOG_CONNECTIONS: usize = 4;
@@ -44,6 +53,14 @@ const DISTINCT_IPS: usize = 200;
 const LATENCY_ALERTS: usize = 2_000;
 const LATENCY_RATE: u32 = 200;
 const WARMUP_ALERTS: usize = 100;
+const STORM: Duration = Duration::from_secs(60);
+const STORM_IPS: usize = 50;
+const STORM_BUDGET: usize = 20;
+/// The alerts the orchestrator keeps, the newest ones (its `limits::ALERTS_KEPT`; the bench
+/// links none of its crates).
+const ALERTS_KEPT: usize = 100_000;
+/// Lines each storm connection writes at once.
+const STORM_CHUNK: usize = 500;
 
 /// Targets: an alert storm must not be where alerts are lost.
 const HTTP_ALERTS_PER_SECOND_MIN: f64 = 10_000.0;
@@ -69,6 +86,19 @@ params:
 dedup: { key: "{{ alert.entities.ips[0].address }}", window: 10m }
 "#;
 
+/// The storm's rule: one kind of alert, deduplicated per address, at most
+/// [`STORM_BUDGET`] runs a day (applied first: it is the first rule by name). A storm that
+/// crosses midnight UTC spans two budget periods and may start twice as many.
+const STORM_RULE: &str = r#"
+name: a-storm
+match: "alert.title == 'Port scan detected'"
+playbook: storm-hit
+params:
+  ip: "{{ alert.entities.ips[0].address }}"
+dedup: { key: "{{ alert.entities.ips[0].address }}", window: 1d }
+budget: { runs: 20, per: 1d }
+"#;
+
 /// The playbook the rule starts: its first (only) step calls the sink with the IP.
 fn playbook(sink: SocketAddr) -> String {
     format!(
@@ -87,6 +117,7 @@ steps:
 pub struct Figures {
     http: Ingestion,
     syslog: Ingestion,
+    storm: Storm,
     first_action: Samples,
     /// POSTs of the latency phase not answered 200.
     latency_refused: usize,
@@ -110,6 +141,16 @@ impl Ingestion {
     fn per_second(&self) -> f64 {
         self.alerts as f64 / self.elapsed.as_secs_f64()
     }
+}
+
+/// What the storm did.
+struct Storm {
+    alerts: usize,
+    elapsed: Duration,
+    /// The orchestrator's resident set, sampled every second (KiB).
+    rss_kib: Vec<u64>,
+    peak_rss_kib: u64,
+    runs: usize,
 }
 
 /// When the sink saw each IP first.
@@ -142,17 +183,23 @@ pub async fn measure() -> Result<Figures> {
         bail!("the benchmark rule was refused: {applied}");
     }
     let fixture = std::fs::read_to_string(AZURE_FIXTURE).context("the Azure Monitor fixture")?;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(HTTP_CONCURRENCY)
-        .tcp_nodelay(true)
-        .build()?;
+    let senders = (0..HTTP_SENDERS)
+        .map(|n| {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(HTTP_CONCURRENCY)
+                .local_address(std::net::IpAddr::from([127, 0, 0, 2 + n as u8]))
+                .tcp_nodelay(true)
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let http = senders[0].clone();
     let url = format!("{}/alerts/azure-monitor", orchestrator.alerts_url());
 
     progress("alerts: warm-up");
     let warm: Vec<String> = (0..WARMUP_ALERTS)
         .map(|n| azure_alert(&fixture, &format!("198.19.0.{}", n % 250), n))
         .collect();
-    post_all(&http, &url, warm, HTTP_CONCURRENCY).await?;
+    post_all(&senders, &url, warm).await?;
 
     progress("alerts: HTTP ingestion");
     let payloads: Vec<String> = (0..HTTP_ALERTS)
@@ -161,7 +208,7 @@ pub async fn measure() -> Result<Figures> {
     let cpu_before = cpu_time(orchestrator.pid())?;
     let client_before = cpu_time(std::process::id())?;
     let started = Instant::now();
-    let fates = post_all(&http, &url, payloads, HTTP_CONCURRENCY).await?;
+    let fates = post_all(&senders, &url, payloads).await?;
     let http_figures = Ingestion {
         alerts: HTTP_ALERTS,
         elapsed: started.elapsed(),
@@ -196,9 +243,13 @@ pub async fn measure() -> Result<Figures> {
     progress("alerts: alert to first action, open loop");
     let (first_action, latency_refused, late_max) =
         first_action(&http, &url, &fixture, &sink).await?;
+
+    progress("alerts: a storm of one kind of alert over TCP syslog");
+    let storm = storm(&orchestrator, &sink_addr).await?;
     Ok(Figures {
         http: http_figures,
         syslog: syslog_figures,
+        storm,
         first_action,
         latency_refused,
         late_max,
@@ -207,13 +258,92 @@ pub async fn measure() -> Result<Figures> {
 
 /// The peak resident set of process `pid` since it started (`VmHWM` in `/proc/PID/status`).
 fn peak_rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// A size field of `/proc/PID/status`, in KiB.
+fn status_kib(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().strip_suffix("kB"))
         .and_then(|v| v.trim().parse().ok())
-        .context("no VmHWM in /proc/PID/status")
+        .with_context(|| format!("no {field} in /proc/PID/status"))
+}
+
+/// The storm phase (see the module docs); fails unless exactly [`STORM_BUDGET`] runs started.
+async fn storm(orchestrator: &Orchestrator, sink: &SocketAddr) -> Result<Storm> {
+    let mut client = orchestrator.client();
+    let storm_playbook = playbook(*sink).replace("name: alert-hit", "name: storm-hit");
+    api::apply_playbook(&mut client, &storm_playbook).await;
+    let applied = apply_rule(orchestrator, STORM_RULE).await;
+    if applied.code() != 0 {
+        bail!("the storm rule was refused: {applied}");
+    }
+    let pid = orchestrator.pid();
+    let addr = orchestrator.syslog_tcp_addr();
+    let started = Instant::now();
+    let deadline = started + STORM;
+    let mut senders = Vec::new();
+    for c in 0..SYSLOG_CONNECTIONS {
+        senders.push(tokio::spawn(storm_connection(addr, c, deadline)));
+    }
+    let mut rss_kib = Vec::new();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rss_kib.push(status_kib(pid, "VmRSS:")?);
+    }
+    let mut alerts = 0;
+    for sender in senders {
+        alerts += tokio::time::timeout(PHASE_TIMEOUT, sender).await???;
+    }
+    let elapsed = started.elapsed();
+    let runs = client
+        .list_runs(riposte_proto::v1::ListRunsRequest {
+            playbook: "storm-hit".into(),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .runs
+        .len();
+    if runs != STORM_BUDGET {
+        bail!("the storm of {alerts} alerts started {runs} runs, not {STORM_BUDGET}");
+    }
+    Ok(Storm {
+        alerts,
+        elapsed,
+        rss_kib,
+        peak_rss_kib: peak_rss_kib(pid)?,
+        runs,
+    })
+}
+
+/// One storm connection: chunks of lines until `deadline`, then waits for the listener to
+/// close (every line read is durable); answers how many lines it sent.
+async fn storm_connection(addr: SocketAddr, c: usize, deadline: Instant) -> Result<usize> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut sent = 0;
+    while Instant::now() < deadline {
+        let mut text = String::with_capacity(STORM_CHUNK * 200);
+        for n in 0..STORM_CHUNK {
+            let i = sent + n;
+            text.push_str(&format!(
+                "<132>Jan 15 10:00:00 ids01 CEF:0|Contoso|IDS|5.0|4001|Port scan detected|7|\
+                 src=198.19.8.{} dst=198.51.100.200 dpt=22 proto=TCP cs1={c}-{i}\n",
+                i % STORM_IPS + 1,
+            ));
+        }
+        stream.write_all(text.as_bytes()).await?;
+        sent += STORM_CHUNK;
+    }
+    stream.shutdown().await?;
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await?;
+    Ok(sent)
 }
 
 /// The IP of the `n`th of [`DISTINCT_IPS`] of the HTTP phase (203.0.113.0/24 and
@@ -237,17 +367,20 @@ fn azure_alert(fixture: &str, ip: &str, n: usize) -> String {
     )
 }
 
-/// POSTs every payload with at most `concurrency` in flight; fails on any answer but 200.
-/// Answers each alert's fate.
+/// POSTs every payload, spread over `senders` with at most [`HTTP_CONCURRENCY`] in flight
+/// each; fails on any answer but 200. Answers each alert's fate.
 async fn post_all(
-    http: &reqwest::Client,
+    senders: &[reqwest::Client],
     url: &str,
     payloads: Vec<String>,
-    concurrency: usize,
 ) -> Result<Vec<String>> {
-    let slots = Arc::new(Semaphore::new(concurrency));
+    let slots: Vec<Arc<Semaphore>> = senders
+        .iter()
+        .map(|_| Arc::new(Semaphore::new(HTTP_CONCURRENCY)))
+        .collect();
     let mut tasks = Vec::with_capacity(payloads.len());
-    for payload in payloads {
+    for (n, payload) in payloads.into_iter().enumerate() {
+        let (http, slots) = (&senders[n % senders.len()], &slots[n % senders.len()]);
         let permit = slots.clone().acquire_owned().await?;
         let request = http
             .post(url)
@@ -425,7 +558,9 @@ impl Figures {
         );
         for (what, figures, min) in [
             (
-                format!("ingested over HTTP, {HTTP_CONCURRENCY} clients"),
+                format!(
+                    "ingested over HTTP, {HTTP_SENDERS} senders x {HTTP_CONCURRENCY} connections"
+                ),
                 &self.http,
                 HTTP_ALERTS_PER_SECOND_MIN,
             ),
@@ -469,6 +604,22 @@ impl Figures {
             format!("< {} ms", FIRST_ACTION_P99_MAX.as_millis()),
             super::verdict(p99 < FIRST_ACTION_P99_MAX)
         );
+        let storm = &self.storm;
+        let rate = storm.alerts as f64 / storm.elapsed.as_secs_f64();
+        println!(
+            "{:<52} {:>10.0} /s {:>9}  {:<22}",
+            format!("storm of one kind over TCP syslog, {}s", STORM.as_secs()),
+            rate,
+            "-",
+            "-"
+        );
+        println!(
+            "{:<52} {:>9.1} MiB {:>9}  {:<22}",
+            "orchestrator peak RSS after the storm",
+            storm.peak_rss_kib as f64 / 1024.0,
+            "-",
+            "-"
+        );
         println!();
         println!("notes");
         for (what, figures, sent) in [
@@ -485,6 +636,22 @@ impl Figures {
                 figures.client_cpu.as_secs_f64() / figures.elapsed.as_secs_f64(),
             );
         }
+        let at = |second: usize| {
+            storm
+                .rss_kib
+                .get(second.min(storm.rss_kib.len().saturating_sub(1)))
+                .map_or(0.0, |k| *k as f64 / 1024.0)
+        };
+        println!(
+            "  storm: {} alerts of one kind in {:.1} s from {STORM_IPS} addresses, {} runs started (the rule's budget: {STORM_BUDGET}); resident set after 10 s {:.1} MiB, 30 s {:.1} MiB, at the end {:.1} MiB (the orchestrator keeps the newest {} alerts)",
+            storm.alerts,
+            storm.elapsed.as_secs_f64(),
+            storm.runs,
+            at(9),
+            at(29),
+            at(usize::MAX),
+            ALERTS_KEPT,
+        );
         println!(
             "  first action: {} alerts, each a new run; from the POST being sent to the worker's http.request reaching a sink in this process; {} POSTs refused; the latest send was {:.1} ms behind its schedule",
             self.first_action.len(),
