@@ -30,6 +30,8 @@ use riposte_ingest as ingest;
 
 /// Items remembered this long after the cursor passed them (for their revision count).
 const SEEN_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often a poller's forgotten items are looked for (a scan of its records).
+const FORGET_EVERY: Duration = Duration::from_secs(3600);
 /// Longest wait a worker is told before it asks again for a poll.
 const ASK_AGAIN_MAX: Duration = Duration::from_secs(5);
 /// Longest pause after failures, unless the upstream asked for more.
@@ -108,6 +110,8 @@ struct Live {
     state: PollerState,
     next_ms: i64,
     claim: Option<Claim>,
+    /// When items past [`SEEN_KEPT`] were last forgotten (epoch ms).
+    forgot_ms: i64,
 }
 
 /// The pollers from the configuration, with their stored state.
@@ -132,6 +136,7 @@ impl Pollers {
                     poller: p.clone(),
                     next_ms: now_ms,
                     claim: None,
+                    forgot_ms: i64::MIN,
                 })
             })
             .collect::<Result<_, Error>>()?;
@@ -367,7 +372,9 @@ impl Alerts {
             _ => {
                 live.claim = None;
                 live.next_ms = now_ms + p.every.as_millis() as i64;
-                if let Some(cursor) = live.state.cursor_ms {
+                let due = now_ms.saturating_sub(live.forgot_ms) >= FORGET_EVERY.as_millis() as i64;
+                if let (true, Some(cursor)) = (due, live.state.cursor_ms) {
+                    live.forgot_ms = now_ms;
                     let before = cursor - SEEN_KEPT.as_millis() as i64;
                     self.store.forget_seen(&p.name, before)?;
                 }
