@@ -528,5 +528,6 @@ pub fn alert_source(view: &crate::engine::pollers::SourceView, now_ms: i64) -> p
         revisions: s.revisions,
         claimed_by: view.claimed_by.clone().unwrap_or_default(),
         next_ms: view.next_ms,
+        unserved: view.unserved,
     }
 }

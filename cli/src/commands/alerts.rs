@@ -150,7 +150,7 @@ pub async fn sources(client: &mut Client, out: &mut Out) -> Result<Exit, Error> 
                 "REVISIONS",
                 "ERRORS",
                 "CLAIMED BY",
-                "LAST ERROR",
+                "LAST ERROR OR WHY NOT POLLED",
             ]);
             for s in &sources {
                 t.add_row(vec![
@@ -165,7 +165,10 @@ pub async fn sources(client: &mut Client, out: &mut Out) -> Result<Exit, Error> 
                     s.revisions.to_string(),
                     s.errors.to_string(),
                     or_dash(&s.claimed_by),
-                    or_dash(&s.last_error),
+                    match s.unserved {
+                        true => format!("no connected worker offers {}", s.action),
+                        false => or_dash(&s.last_error),
+                    },
                 ]);
             }
             if sources.is_empty() {
@@ -194,6 +197,7 @@ fn source_document(s: &AlertSourceInfo) -> Value {
         "alerts": s.alerts,
         "revisions": s.revisions,
         "claimed_by": (!s.claimed_by.is_empty()).then_some(&s.claimed_by),
+        "unserved": s.unserved.then(|| format!("no connected worker offers {}", s.action)),
         "next": time(s.next_ms),
     })
 }

@@ -81,6 +81,6 @@ impl Request for ListAlertSources {
 
     async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Self::Reply, Error> {
         let now_ms = node.clock.now_ms();
-        Ok((node.lock()?.alerts.pollers.sources(), now_ms))
+        Ok((node.lock()?.alert_sources(), now_ms))
     }
 }

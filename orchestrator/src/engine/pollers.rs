@@ -16,7 +16,7 @@
 //! twice is answered as already taken. Claims live in memory: after a restart every poller
 //! is due at once and claimed afresh.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -92,6 +92,8 @@ pub struct SourceView {
     pub claimed_by: Option<String>,
     /// When it is due next (epoch ms).
     pub next_ms: i64,
+    /// No connected worker offers its action with its labels: it cannot be polled.
+    pub unserved: bool,
 }
 
 struct Claim {
@@ -144,7 +146,12 @@ impl Pollers {
     }
 
     /// Every poller's condition.
-    pub fn sources(&self) -> Vec<SourceView> {
+    /// Every poller's condition; `serves` says whether a connected worker offers an action
+    /// with labels.
+    pub fn sources(
+        &self,
+        serves: impl Fn(&str, &BTreeMap<String, String>) -> bool,
+    ) -> Vec<SourceView> {
         self.live
             .iter()
             .map(|l| SourceView {
@@ -152,8 +159,19 @@ impl Pollers {
                 state: l.state.clone(),
                 claimed_by: l.claim.as_ref().map(|c| c.worker_name.clone()),
                 next_ms: l.next_ms,
+                unserved: !serves(l.poller.kind.action(), &l.poller.labels),
             })
             .collect()
+    }
+}
+
+impl super::Engine {
+    /// Every alert poller's condition (see [`Pollers::sources`]).
+    pub fn alert_sources(&self) -> Vec<SourceView> {
+        let runs = &self.runs;
+        self.alerts
+            .pollers
+            .sources(|action, labels| runs.serves(action, labels))
     }
 }
 

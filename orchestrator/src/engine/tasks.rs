@@ -290,6 +290,11 @@ impl Runs {
         self.dispatch.worker(id)
     }
 
+    /// Whether a registered worker offers `action` and carries `labels`.
+    pub(super) fn serves(&self, action: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.dispatch.serves(action, labels)
+    }
+
     pub fn workers(&self) -> Vec<(Worker, usize)> {
         let mut workers: Vec<(Worker, usize)> = self
             .dispatch

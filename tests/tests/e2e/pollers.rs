@@ -9,8 +9,9 @@
 //! - A pulled Sentinel incident and a pulled Defender alert each start the built-in
 //!   `ip-block`, which blocks their address in the NSG and writes back to the incident (a
 //!   rule on `alert.revision == 1`: the write-back is itself a change the poller pulls).
-//! - A throttled list (429 with `Retry-After`) is reported by `riposte alerts sources` and
-//!   polled again after the wait, without losing anything.
+//! - A poller no connected worker can run says so in `riposte alerts sources`; a throttled
+//!   list (429 with `Retry-After`) is reported there and polled again after the wait, without
+//!   losing anything.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -298,6 +299,19 @@ async fn a_throttled_poller_says_so_and_polls_again_after_the_wait() {
     let orchestrator = Orchestrator::builder()
         .args(&["--pollers", &pollers])
         .start();
+    // No worker offers its action yet: the operator is told why nothing is polled.
+    let waiting = sources(&orchestrator).await.remove("xdr").unwrap();
+    assert_eq!(
+        waiting["unserved"], "no connected worker offers defender.list_alerts",
+        "{waiting}"
+    );
+    let table = orchestrator.cli(&["alerts", "sources"]).await;
+    assert!(
+        table
+            .stdout
+            .contains("no connected worker offers defender.list_alerts"),
+        "{table}"
+    );
     let _worker = polling_worker(&orchestrator, &azure, &[]);
 
     let mut failed = Value::Null;
@@ -311,6 +325,7 @@ async fn a_throttled_poller_says_so_and_polls_again_after_the_wait() {
     .await;
     let error = failed["last_error"].as_str().unwrap();
     assert!(error.contains("TooManyRequests"), "{failed}");
+    assert!(failed["unserved"].is_null(), "{failed}");
     assert_eq!(failed["alerts"], 0);
 
     wait_until("the alert is pulled after the wait", TIMEOUT, async || {
