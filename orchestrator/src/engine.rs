@@ -261,14 +261,6 @@ impl Engine {
         self.runs.next_wake(now)
     }
 
-    /// Ingests one decided payload: the alerts with the runs they start (see [`Alerts::ingest`]).
-    pub fn ingest(
-        &mut self,
-        decided: alerts::Decided,
-    ) -> Result<Pending<Vec<store::StoredAlert>>, Error> {
-        self.alerts.ingest(&mut self.runs, decided)
-    }
-
     /// Ingests several decided payloads, in order, in one write; answers each payload's
     /// alerts (see [`Alerts::ingest_all`]).
     pub fn ingest_many(

@@ -70,7 +70,7 @@ pub struct AlertRules {
 }
 
 /// One payload parsed and each of its alerts decided by the rules, without the engine: what
-/// [`Alerts::ingest`] gives a fate and stores.
+/// [`Alerts::ingest_all`] gives a fate and stores.
 pub struct Decided {
     pub(super) source: String,
     received_ms: i64,
@@ -167,18 +167,9 @@ impl Alerts {
         }
     }
 
-    /// Gives each decided alert its fate (dedup, budget, start) and stores them all in one
-    /// write; answers the stored alerts and the write to wait on before acknowledging.
-    pub fn ingest(
-        &mut self,
-        runs: &mut Runs,
-        decided: Decided,
-    ) -> Result<Pending<Vec<StoredAlert>>, Error> {
-        self.ingest_all(runs, vec![decided], None)
-    }
-
-    /// [`Alerts::ingest`] for several payloads at once, in order, in one write (with a
-    /// poller's page when `poll` is given).
+    /// Gives each alert of the decided payloads its fate (dedup, budget, start), in order,
+    /// and stores them all in one write (with a poller's page when `poll` is given); answers
+    /// the stored alerts and the write to wait on before acknowledging.
     pub(super) fn ingest_all(
         &mut self,
         runs: &mut Runs,

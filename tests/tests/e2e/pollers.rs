@@ -9,6 +9,9 @@
 //! - A pulled Sentinel incident and a pulled Defender alert each start the built-in
 //!   `ip-block`, which blocks their address in the NSG and writes back to the incident (a
 //!   rule on `alert.revision == 1`: the write-back is itself a change the poller pulls).
+//! - A claim answers only to the identity that holds it: a worker without a certificate is
+//!   refused, another identity under the same worker id can neither claim the held poller nor
+//!   hand over a page of it.
 //! - A poller no connected worker can run says so in `riposte alerts sources`; a throttled
 //!   list (429 with `Retry-After`) is reported there and polled again after the wait, without
 //!   losing anything.
@@ -17,13 +20,20 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use riposte_proto::v1::StepStatus;
+use riposte_proto::v1::report_page_request::Outcome as PageOutcome;
+use riposte_proto::v1::{
+    ClaimPollRequest, PolledPage, RegisterRequest, ReportPageRequest, StepStatus,
+};
 use riposte_tests::alerts::apply_rule;
 use riposte_tests::api::Operator;
 use riposte_tests::azure::{self as local, AzureServer, Fault};
+use riposte_tests::pki::Pki;
 use riposte_tests::wait::wait_until;
 use riposte_tests::{Orchestrator, Worker, response};
 use serde_json::Value;
+
+use crate::transport_security::{worker_api, worker_as};
+use tonic::Code;
 
 const SECRET: &str = "local-test-secret-Zq8";
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -346,4 +356,88 @@ async fn a_throttled_poller_says_so_and_polls_again_after_the_wait() {
             "{gap:?} between two list calls"
         );
     }
+}
+
+#[tokio::test]
+async fn a_poll_claim_answers_only_to_the_identity_that_holds_it() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("worker-policy.yaml");
+    let text = "workers:\n  - identity: fw-1\n    actions: [defender.*]\n  - identity: helper-*\n    actions: [defender.*]\n";
+    std::fs::write(&policy, text).unwrap();
+    let pollers = pollers_file(dir.path(), 50);
+    let orchestrator = Orchestrator::builder()
+        .tls(&pki)
+        .args(&[
+            "--worker-policy",
+            policy.to_str().unwrap(),
+            "--pollers",
+            &pollers,
+        ])
+        .start();
+    let mut honest = worker_as(&orchestrator, &pki, "fw-1");
+    let mut rogue = worker_as(&orchestrator, &pki, "helper-7");
+    let mut anonymous = worker_api(&orchestrator, &pki, None);
+    for client in [&mut honest, &mut rogue] {
+        // The rogue copies the honest worker's id: under its own identity it is another worker.
+        let register = RegisterRequest {
+            worker_id: "w-1".into(),
+            name: "w-1".into(),
+            actions: vec!["defender.list_alerts".into()],
+            concurrency: 1,
+            ..Default::default()
+        };
+        client.register(register).await.expect("registered");
+    }
+    let claim = ClaimPollRequest {
+        worker_id: "w-1".into(),
+    };
+    let refused = anonymous.claim_poll(claim.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    let held = honest
+        .claim_poll(claim.clone())
+        .await
+        .expect("claimed")
+        .into_inner();
+    let held = held.poll.expect("the due poller");
+    assert_eq!(
+        (held.poller.as_str(), held.action.as_str()),
+        ("xdr", "defender.list_alerts")
+    );
+    let other = rogue
+        .claim_poll(claim)
+        .await
+        .expect("answered")
+        .into_inner();
+    assert!(other.poll.is_none(), "the poller is held: {other:?}");
+
+    let alert =
+        serde_json::json!({"id": "a1", "title": "t", "lastUpdateDateTime": "2026-01-05T07:10:00Z"});
+    let page = |worker: &str| ReportPageRequest {
+        worker_id: worker.into(),
+        poller: held.poller.clone(),
+        token: held.token,
+        page: 0,
+        outcome: Some(PageOutcome::Items(PolledPage {
+            items: vec![serde_json::to_vec(&alert).unwrap()],
+            more: false,
+        })),
+    };
+    let forged = rogue.report_page(page("w-1")).await.unwrap_err();
+    assert_eq!(forged.code(), Code::FailedPrecondition, "{forged:?}");
+    assert!(
+        !forged.message().contains(&held.token.to_string()),
+        "{forged:?}"
+    );
+    let taken = honest
+        .report_page(page("w-1"))
+        .await
+        .expect("taken")
+        .into_inner();
+    assert_eq!((taken.ingested, taken.go_on), (1, false));
+    let listed = sources(&orchestrator).await;
+    assert_eq!(
+        listed["xdr"]["alerts"], 1,
+        "only the holder's page: {listed:?}"
+    );
 }

@@ -49,7 +49,7 @@ fn secured(pki: &Pki) -> Orchestrator {
 }
 
 /// A worker API client presenting `cert` (or none).
-fn worker_api(
+pub(crate) fn worker_api(
     orchestrator: &Orchestrator,
     pki: &Pki,
     cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
@@ -59,7 +59,11 @@ fn worker_api(
 }
 
 /// A worker API client presenting a worker certificate naming `name`.
-fn worker_as(orchestrator: &Orchestrator, pki: &Pki, name: &str) -> WorkerClient<Channel> {
+pub(crate) fn worker_as(
+    orchestrator: &Orchestrator,
+    pki: &Pki,
+    name: &str,
+) -> WorkerClient<Channel> {
     worker_api(orchestrator, pki, Some(pki.client(Role::Worker, name)))
 }
 
