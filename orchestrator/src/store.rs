@@ -19,8 +19,9 @@
 //!   [`LedgerEntry`] (JSON): one entry per occurrence (or manual trigger), in time order
 //! - `alerts`: alert id (UUID v7, 16 bytes, time-ordered) -> [`StoredAlert`] (JSON): every
 //!   alert received, normalized (without `raw`, a parse of the payload), and its fate; and
-//!   `alert id 'p'` (17 bytes, right after its alert) -> the payload bytes exactly as
-//!   received, once per payload, under the id of its first alert (`StoredAlert::payload_id`)
+//!   `alert id 'p'` or `'z'` (17 bytes, right after its alert) -> the payload exactly as
+//!   received, or compressed ([`payload`]), once per payload, under the id of its first alert
+//!   (`StoredAlert::payload_id`)
 //! - `rules`: rule name -> [`StoredRule`] (JSON): its source as last applied, and whether
 //!   it is disabled
 //! - `alert_dedup`: `rule \0 dedup key` -> [`DedupEntry`] (JSON): the run alerts with this
@@ -431,8 +432,8 @@ impl Store {
                     for (k, v) in &alert_rows.alerts {
                         al.insert(k.as_slice(), v.as_slice())?;
                     }
-                    for (id, payload) in &alert_rows.payloads {
-                        al.insert(payload_key(*id).as_slice(), payload.as_slice())?;
+                    for (k, v) in &alert_rows.payloads {
+                        al.insert(k.as_slice(), v.as_slice())?;
                     }
                     for (k, v) in &alert_rows.sources {
                         sources.insert(k.as_slice(), v.as_slice())?;
@@ -470,9 +471,7 @@ impl Store {
             return self.put_all(writes, &[], None, Some(alerts));
         }
         let mut rows = encode_alerts(Some(alerts));
-        for (id, payload) in rows.payloads {
-            rows.alerts.push((payload_key(id).to_vec(), payload));
-        }
+        rows.alerts.append(&mut rows.payloads);
         self.put_rows(&self.alerts, rows.alerts)
     }
 
@@ -520,8 +519,8 @@ struct EncodedRun {
 #[derive(Default)]
 struct AlertRows {
     alerts: Rows,
-    /// Sealed.
-    payloads: Vec<(uuid::Uuid, Vec<u8>)>,
+    /// Each payload under its key ([`payload`]).
+    payloads: Rows,
     dedup: Rows,
     budgets: Rows,
     /// `alert_sources`: a poller's page.
@@ -536,7 +535,7 @@ fn encode_alerts(write: Option<&AlertWrite<'_>>) -> AlertRows {
         payloads: write
             .payloads
             .iter()
-            .map(|(id, bytes)| (*id, seal::seal(bytes)))
+            .map(|(id, payload)| (payload.key(*id).to_vec(), payload.sealed().to_vec()))
             .collect(),
         sources: write.poll.as_ref().map(pollers::encode).unwrap_or_default(),
         alerts: write
@@ -621,6 +620,7 @@ pub mod disk;
 mod error;
 mod health;
 mod listing;
+mod payload;
 mod playbooks;
 mod pollers;
 mod records;
@@ -628,10 +628,10 @@ mod schedules;
 mod seal;
 #[cfg(test)]
 mod tests;
+use alerts::dedup_key;
 pub use alerts::{
     AlertFate, AlertPage, AlertWrite, BudgetState, DedupEntry, Disabled, StoredAlert, StoredRule,
 };
-use alerts::{dedup_key, payload_key};
 pub use audit::{
     AUDIT_KEY_FILE, AuditEntry, AuditFilter, AuditOutcome, AuditPage, AuditRecord, AuditVerdict,
     KeyFault,
@@ -642,6 +642,7 @@ use commit::{Flushed, Flushing, GroupCommit, Open, flusher};
 pub use disk::Durability;
 pub use error::Error;
 pub use listing::{RunFilter, RunPage};
+pub use payload::StoredPayload;
 pub use pollers::{PollWrite, PollerState, Seen};
 use schedules::ledger_key;
 pub use schedules::{

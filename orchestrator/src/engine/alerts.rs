@@ -16,7 +16,7 @@ use super::{Error, Prepared, Runs, StartRequest, limits};
 use crate::clock::Clock;
 use crate::pending::Pending;
 use crate::store::{
-    AlertFate, AlertWrite, BudgetState, DedupEntry, PollWrite, Store, StoredAlert, StoredRule,
+    self, AlertFate, AlertWrite, BudgetState, DedupEntry, PollWrite, Store, StoredAlert, StoredRule,
 };
 use riposte_ingest::{self as ingest, Format, GenericMapping};
 use riposte_playbooks::rules::{self, Decision, Rule};
@@ -74,7 +74,7 @@ pub struct AlertRules {
 pub struct Decided {
     pub(super) source: String,
     received_ms: i64,
-    payload: Vec<u8>,
+    payload: store::StoredPayload,
     pub(super) rules: Arc<Vec<(Rule, StoredRule)>>,
     /// Each alert (without `raw`), as the rules saw it (with `raw`), and their decision.
     pub(super) alerts: Vec<(ingest::Alert, Value, Decision)>,
@@ -130,7 +130,7 @@ pub(super) fn decide_parsed(
     Decided {
         source: source.to_string(),
         received_ms: rules.clock.now_ms(),
-        payload: payload.to_vec(),
+        payload: store::StoredPayload::new(payload),
         rules: rules.rules.clone(),
         alerts,
         trace,
@@ -233,7 +233,7 @@ impl Alerts {
             alerts: &stored,
             payloads: payloads
                 .iter()
-                .map(|(id, payload)| (*id, payload.as_slice()))
+                .map(|(id, payload)| (*id, payload))
                 .collect(),
             dedup,
             budgets: effects

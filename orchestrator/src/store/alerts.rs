@@ -65,7 +65,7 @@ pub struct BudgetState {
 pub struct AlertWrite<'a> {
     pub alerts: &'a [StoredAlert],
     /// The payloads the alerts came in, each under its id (`StoredAlert::payload_id`).
-    pub payloads: Vec<(uuid::Uuid, &'a [u8])>,
+    pub payloads: Vec<(uuid::Uuid, &'a super::StoredPayload)>,
     /// (rule, dedup key, entry)
     pub dedup: Vec<(&'a str, &'a str, DedupEntry)>,
     /// (rule, state)
@@ -116,13 +116,6 @@ pub(super) fn dedup_key(rule: &str, key: &str) -> Vec<u8> {
 
 /// An alert's key: its id.
 pub(super) const ALERT_KEY_BYTES: usize = 16;
-
-/// Where a payload is stored: its first alert's id and `p`, right after that alert.
-pub(super) fn payload_key(id: uuid::Uuid) -> [u8; ALERT_KEY_BYTES + 1] {
-    let mut key = [b'p'; ALERT_KEY_BYTES + 1];
-    key[..ALERT_KEY_BYTES].copy_from_slice(id.as_bytes());
-    key
-}
 
 impl Store {
     /// A rule's dedup entry for `key`, expired or not.
@@ -190,10 +183,9 @@ impl Store {
         };
         let mut alert: StoredAlert = decode("alerts", id.as_bytes(), &value)?;
         if let Some(payload_id) = alert.payload_id
-            && let Some(value) = self.alerts.get(payload_key(payload_id))?
+            && let Some(payload) = super::payload::read(&self.alerts, payload_id)?
         {
-            let payload = super::opened("alerts", &payload_key(payload_id), &value)?;
-            alert.payload = String::from_utf8_lossy(payload).into_owned();
+            alert.payload = payload;
         }
         Ok(Some(alert))
     }

@@ -206,10 +206,12 @@ impl Store {
             ("schedule_ledger", &self.schedule_ledger, |_, v| {
                 json::<LedgerEntry>(v)
             }),
-            ("alerts", &self.alerts, |k, v| match k.last() {
-                // A payload as received: any bytes, sealed.
-                Some(b'p') if k.len() == 17 => seal::open(v).map(|_| ()).map_err(Into::into),
-                _ => json::<StoredAlert>(v),
+            ("alerts", &self.alerts, |k, v| {
+                // A payload: any bytes, sealed, maybe compressed.
+                match super::payload::is_payload_key(k) {
+                    true => super::payload::check(k, v).map_err(Into::into),
+                    false => json::<StoredAlert>(v),
+                }
             }),
             ("rules", &self.rules, |_, v| json::<StoredRule>(v)),
             ("alert_dedup", &self.alert_dedup, |_, v| {

@@ -205,16 +205,23 @@ async fn a_payload_is_stored_once_beside_its_alerts_and_pruned_with_them() {
     let first = stored_alert(None);
     let second = stored_alert(first.payload_id);
     let pair = [first.clone(), second.clone()];
+    // Large enough to be compressed; the next one is kept as it came.
+    let large = format!(
+        "{{\"alerts\": [{}]}}",
+        ["{\"severity\": \"high\"}"; 100].join(", ")
+    );
+    let payload = StoredPayload::new(large.as_bytes());
     let write = AlertWrite {
         alerts: &pair,
-        payloads: vec![(first.id, b"the payload")],
+        payloads: vec![(first.id, &payload)],
         ..AlertWrite::default()
     };
     store.put_alerts(&[], &write).expect("written in one batch");
     let third = stored_alert(None);
+    let another = StoredPayload::new(b"another");
     let write = AlertWrite {
         alerts: std::slice::from_ref(&third),
-        payloads: vec![(third.id, b"another")],
+        payloads: vec![(third.id, &another)],
         budgets: vec![("r", BudgetState::default())],
         ..AlertWrite::default()
     };
@@ -235,15 +242,20 @@ async fn a_payload_is_stored_once_beside_its_alerts_and_pruned_with_them() {
         "a list has no payloads"
     );
     let shown = store.alert(second.id).expect("read").expect("stored");
-    assert_eq!(shown.payload, "the payload", "shared with the first alert");
+    assert_eq!(shown.payload, large, "shared with the first alert");
     let shown = store.alert(third.id).expect("read").expect("stored");
     assert_eq!(shown.payload, "another");
 
     assert_eq!(store.prune_alerts(2).expect("pruned"), 2);
     assert_eq!(store.alerts_len().expect("counted"), 1);
     assert_eq!(store.alert(first.id).expect("read"), None);
-    let gone = store.alerts.get(payload_key(first.id)).expect("read");
+    let gone = payload::read(&store.alerts, first.id).expect("read");
     assert_eq!(gone, None, "its payload went with it");
+    assert_eq!(
+        store.alerts.len(),
+        2,
+        "the third alert and its payload, nothing else"
+    );
     let kept = store.alert(third.id).expect("read").expect("kept");
     assert_eq!(kept.payload, "another");
 }
@@ -487,9 +499,10 @@ async fn every_kind_of_record_is_sealed() {
         .expect("written");
     write(&store, "beat", 5, &[entry(5, false, LedgerFate::Fired)]);
     let alert = stored_alert(None);
+    let payload = StoredPayload::new(b"the payload");
     let write = AlertWrite {
         alerts: std::slice::from_ref(&alert),
-        payloads: vec![(alert.id, b"the payload")],
+        payloads: vec![(alert.id, &payload)],
         budgets: vec![("r", BudgetState::default())],
         ..AlertWrite::default()
     };

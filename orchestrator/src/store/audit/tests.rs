@@ -142,9 +142,10 @@ async fn entries_appended_and_staged_by_every_write_chain_and_verify() {
     store.put_schedule_state("beat", &state).expect("written");
     stage(7);
     let alert = stored_alert(None);
+    let payload = StoredPayload::new(b"the payload");
     let alerts = AlertWrite {
         alerts: std::slice::from_ref(&alert),
-        payloads: vec![(alert.id, b"the payload")],
+        payloads: vec![(alert.id, &payload)],
         ..AlertWrite::default()
     };
     store.put_alerts(&[], &alerts).expect("written as a batch");
