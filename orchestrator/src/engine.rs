@@ -205,6 +205,9 @@ pub struct Runs {
     observer: Observer,
 }
 
+/// One payload's stored alerts, once durable.
+pub type PendingAlerts = Pending<Vec<store::StoredAlert>>;
+
 impl Engine {
     /// Builds the engine and resumes every run that was running when the store was last
     /// closed. In-flight leases get a full lease of grace before their tasks are dispatched again.
@@ -262,14 +265,14 @@ impl Engine {
     }
 
     /// Ingests several decided payloads, in order, in one write; answers each payload's
-    /// alerts (see [`Alerts::ingest_all`]).
+    /// alerts, and what to free once the engine is let go (see [`Alerts::ingest_all`]).
     pub fn ingest_many(
         &mut self,
         batch: Vec<alerts::Decided>,
-    ) -> Result<Vec<Pending<Vec<store::StoredAlert>>>, Error> {
+    ) -> Result<(Vec<PendingAlerts>, alerts::Spent), Error> {
         let counts: Vec<usize> = batch.iter().map(|d| d.alerts.len()).collect();
-        let pending = self.alerts.ingest_all(&mut self.runs, batch, None)?;
-        Ok(pending.split(&counts))
+        let (pending, spent) = self.alerts.ingest_all(&mut self.runs, batch, None)?;
+        Ok((pending.split(&counts), spent))
     }
 
     /// Applies a schedule's source (see [`Schedules::apply`]).

@@ -19,9 +19,9 @@
 //!   [`LedgerEntry`] (JSON): one entry per occurrence (or manual trigger), in time order
 //! - `alerts`: alert id (UUID v7, 16 bytes, time-ordered) -> [`StoredAlert`] (JSON): every
 //!   alert received, normalized (without `raw`, a parse of the payload), and its fate; and
-//!   `alert id 'p'` or `'z'` (17 bytes, right after its alert) -> the payload exactly as
-//!   received, or compressed ([`payload`]), once per payload, under the id of its first alert
-//!   (`StoredAlert::payload_id`)
+//!   `alert id 'k'` (17 bytes, right after the last alert of the pack) -> the payloads of one
+//!   write, packed and compressed ([`payload`]; older stores: `'p'` and `'z'`, one payload
+//!   each), which an alert finds by `StoredAlert::payload_id` and `payload_index`
 //! - `rules`: rule name -> [`StoredRule`] (JSON): its source as last applied, and whether
 //!   it is disabled
 //! - `alert_dedup`: `rule \0 dedup key` -> [`DedupEntry`] (JSON): the run alerts with this
@@ -535,7 +535,7 @@ fn encode_alerts(write: Option<&AlertWrite<'_>>) -> AlertRows {
         payloads: write
             .payloads
             .iter()
-            .map(|(id, payload)| (payload.key(*id).to_vec(), payload.sealed().to_vec()))
+            .map(|row| (row.key().to_vec(), row.sealed().to_vec()))
             .collect(),
         sources: write.poll.as_ref().map(pollers::encode).unwrap_or_default(),
         alerts: write
@@ -642,7 +642,7 @@ use commit::{Flushed, Flushing, GroupCommit, Open, flusher};
 pub use disk::Durability;
 pub use error::Error;
 pub use listing::{RunFilter, RunPage};
-pub use payload::StoredPayload;
+pub use payload::{PayloadRow, pack};
 pub use pollers::{PollWrite, PollerState, Seen};
 use schedules::ledger_key;
 pub use schedules::{

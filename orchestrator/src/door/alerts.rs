@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use super::{Actor, Error, Kind, Node, Request, requests};
 use crate::budget::{Over, Places};
-use crate::engine::alerts::Decided;
+use crate::engine::alerts::{Decided, Spent};
 use crate::engine::{self, Engine, RuleApplied, limits};
 use crate::pending::Pending;
 use crate::store::{self, AlertPage, StoredAlert, StoredRule};
@@ -93,10 +93,12 @@ type Fated = Vec<Pending<Vec<StoredAlert>>>;
 /// Decided payloads waiting to be written, each request's with where its answer goes: group
 /// commit for ingestion. One request at a time holds the turn: it waits out the flush under
 /// way, if any, then writes every payload waiting (its own and those queued meanwhile) in one
-/// store write, which the next flush takes whole. A storm costs one store transaction per
-/// flush, not one per payload; a payload is durable after the same flushes as if written at
-/// once (what arrives during a flush could only be flushed by the next one anyway), and a
-/// lone payload with no flush under way is written at once.
+/// store write, which the next flush takes whole. A request whose payload a turn before it
+/// wrote leaves the queue with its answer, without taking the turn: the turn changes hands
+/// once per write, not once per request. A storm costs one store transaction per flush, not
+/// one per payload; a payload is durable after the same flushes as if written at once (what
+/// arrives during a flush could only be flushed by the next one anyway), and a lone payload
+/// with no flush under way is written at once.
 #[derive(Default)]
 pub struct Combiner {
     waiting: Mutex<Vec<Waiting>>,
@@ -118,35 +120,57 @@ impl Node {
     /// Gives each payload of `batch` its fate, in order, in a write shared with the requests
     /// queued meanwhile (see [`Combiner`]); answers each payload's alerts.
     async fn ingest_combined(&self, batch: Vec<Decided>) -> Result<Fated, Error> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
         self.combiner.waiting().push(Waiting { batch, reply });
-        {
-            let _turn = self.combiner.turn.lock().await;
-            let store = self.lock().map(|engine| engine.store().clone());
-            if let Ok(store) = store {
-                store.between_flushes().await;
-            }
-            let waiting = std::mem::take(&mut *self.combiner.waiting());
-            if !waiting.is_empty() {
-                match self.lock() {
-                    Ok(mut engine) => combine(&mut engine, waiting),
-                    Err(_) => {
-                        for w in waiting {
-                            let _ = w.reply.send(Err(Error::Reopening));
-                        }
-                    }
-                }
-            }
+        let turn = tokio::select! {
+            biased;
+            // Written by a turn before this one: the request leaves the queue.
+            answered = &mut answer => return abandoned_or(answered),
+            turn = self.combiner.turn.lock() => turn,
+        };
+        self.write_waiting().await;
+        drop(turn);
+        abandoned_or(answer.await)
+    }
+
+    /// With the turn: waits out the flush under way, then writes every payload waiting in one
+    /// write (none when a turn before took them all).
+    async fn write_waiting(&self) {
+        let store = self.lock().map(|engine| engine.store().clone());
+        if let Ok(store) = store {
+            store.between_flushes().await;
         }
-        answer.await.unwrap_or_else(|_| {
-            let why = "the write was abandoned".into();
-            Err(engine::Error::Store(store::Error::SharedWriteFailed(why)).into())
-        })
+        let waiting = std::mem::take(&mut *self.combiner.waiting());
+        if waiting.is_empty() {
+            return;
+        }
+        let spent = match self.lock() {
+            Ok(mut engine) => combine(&mut engine, waiting),
+            Err(_) => {
+                for w in waiting {
+                    let _ = w.reply.send(Err(Error::Reopening));
+                }
+                None
+            }
+        };
+        // Freed once the engine is let go.
+        drop(spent);
     }
 }
 
-/// Writes every waiting request's payloads in one write and answers each.
-fn combine(engine: &mut Engine, waiting: Vec<Waiting>) {
+/// A payload's answer, or why there is none (its write went with a turn that ended early).
+fn abandoned_or(
+    answer: Result<Result<Fated, Error>, tokio::sync::oneshot::error::RecvError>,
+) -> Result<Fated, Error> {
+    answer.unwrap_or_else(|_| {
+        let why = "the write was abandoned".into();
+        Err(engine::Error::Store(store::Error::SharedWriteFailed(why)).into())
+    })
+}
+
+/// Writes every waiting request's payloads in one write and answers each; gives back what
+/// the caller frees after it lets go of the engine.
+fn combine(engine: &mut Engine, waiting: Vec<Waiting>) -> Option<Spent> {
     let counts: Vec<usize> = waiting.iter().map(|w| w.batch.len()).collect();
     let mut replies = Vec::with_capacity(waiting.len());
     let mut all = Vec::new();
@@ -155,11 +179,12 @@ fn combine(engine: &mut Engine, waiting: Vec<Waiting>) {
         replies.push(w.reply);
     }
     match engine.ingest_many(all) {
-        Ok(fated) => {
+        Ok((fated, spent)) => {
             let mut fated = fated.into_iter();
             for (reply, count) in replies.into_iter().zip(counts) {
                 let _ = reply.send(Ok(fated.by_ref().take(count).collect()));
             }
+            Some(spent)
         }
         Err(e) => {
             tracing::error!(error = %e, payloads = counts.iter().sum::<usize>(), "alert.ingest_failed");
@@ -168,6 +193,7 @@ fn combine(engine: &mut Engine, waiting: Vec<Waiting>) {
                 let shared = store::Error::SharedWriteFailed(why.clone());
                 let _ = reply.send(Err(engine::Error::Store(shared).into()));
             }
+            None
         }
     }
 }

@@ -57,6 +57,11 @@ const GENERIC_MAPPING_JSON: &str = r#"{
     "dedup": "dedup_key"
 }"#;
 
+/// The views the rules saw of alerts that started no run (most of a storm): freeing them is a
+/// good part of a write's time, which its caller spends after it lets go of the engine.
+#[must_use = "dropped where the caller holds no lock"]
+pub struct Spent(#[expect(dead_code, reason = "only ever dropped")] Vec<Value>);
+
 /// The sources an alert may be sent from, by their endpoint name: part of the wire API.
 pub use riposte_proto::ALERT_SOURCES as SOURCES;
 
@@ -74,7 +79,8 @@ pub struct AlertRules {
 pub struct Decided {
     pub(super) source: String,
     received_ms: i64,
-    payload: store::StoredPayload,
+    /// As received; packed with the others of its write when stored ([`store::pack`]).
+    payload: Vec<u8>,
     pub(super) rules: Arc<Vec<(Rule, StoredRule)>>,
     /// Each alert (without `raw`), as the rules saw it (with `raw`), and their decision.
     pub(super) alerts: Vec<(ingest::Alert, Value, Decision)>,
@@ -130,7 +136,7 @@ pub(super) fn decide_parsed(
     Decided {
         source: source.to_string(),
         received_ms: rules.clock.now_ms(),
-        payload: store::StoredPayload::new(payload),
+        payload: payload.to_vec(),
         rules: rules.rules.clone(),
         alerts,
         trace,
@@ -175,8 +181,9 @@ impl Alerts {
         runs: &mut Runs,
         batch: Vec<Decided>,
         poll: Option<PollWrite<'_>>,
-    ) -> Result<Pending<Vec<StoredAlert>>, Error> {
+    ) -> Result<(Pending<Vec<StoredAlert>>, Spent), Error> {
         let mut effects = Effects::default();
+        let mut spent = Vec::new();
         let mut stored = Vec::new();
         let mut payloads = Vec::with_capacity(batch.len());
         let mut received_ms = self.clock.now_ms();
@@ -190,18 +197,21 @@ impl Alerts {
                 trace,
             } = decided;
             received_ms = received;
-            let mut payload_id = None;
-            for (index, (alert, json, decision)) in alerts.into_iter().enumerate() {
+            let first = stored.len();
+            for (index, (alert, mut json, decision)) in alerts.into_iter().enumerate() {
                 // The rule's decision on this alert: the span a run it starts continues.
                 let decided = trace.map(|t| t.child(&format!("rule.decided/{index}")));
                 let fated = self.fate(
                     runs,
                     &rules,
-                    (json, decision),
+                    (&mut json, decision),
                     received_ms,
                     &mut effects,
                     decided,
                 )?;
+                if !json.is_null() {
+                    spent.push(json);
+                }
                 let id = self.clock.new_alert_id();
                 stored.push(StoredAlert {
                     id,
@@ -209,7 +219,8 @@ impl Alerts {
                     received_ms,
                     alert,
                     payload: String::new(),
-                    payload_id: Some(*payload_id.get_or_insert(id)),
+                    payload_id: None,
+                    payload_index: None,
                     fate: fated.fate,
                     run_id: fated.run_id,
                     rule: fated.rule,
@@ -220,10 +231,13 @@ impl Alerts {
                     runs.observer.alert(alert, trace, decided);
                 }
             }
-            if let Some(id) = payload_id {
-                payloads.push((id, payload));
-            }
+            payloads.push((first..stored.len(), payload));
         }
+        let payloads: Vec<_> = payloads
+            .iter()
+            .map(|(alerts, payload)| (alerts.clone(), payload.as_slice()))
+            .collect();
+        let payloads = store::pack(&mut stored, &payloads);
         let dedup: Vec<(&str, &str, DedupEntry)> = effects
             .dedup
             .iter()
@@ -231,10 +245,7 @@ impl Alerts {
             .collect();
         let write = AlertWrite {
             alerts: &stored,
-            payloads: payloads
-                .iter()
-                .map(|(id, payload)| (*id, payload))
-                .collect(),
+            payloads: &payloads,
             dedup,
             budgets: effects
                 .budgets
@@ -248,7 +259,7 @@ impl Alerts {
         })?;
         self.keep_alerts_bounded(stored.len())?;
         self.prune_dedup_now_and_then(received_ms)?;
-        Ok(Pending::new(stored, seq))
+        Ok((Pending::new(stored, seq), Spent(spent)))
     }
 
     /// Removes expired dedup entries every [`limits::DEDUP_PRUNE_EVERY`] payloads.
@@ -266,7 +277,7 @@ impl Alerts {
         &mut self,
         runs: &mut Runs,
         rules: &[(Rule, StoredRule)],
-        (json, decision): (Value, Decision),
+        (json, decision): (&mut Value, Decision),
         now_ms: i64,
         effects: &mut Effects,
         trace: Option<TraceParent>,
@@ -299,7 +310,7 @@ impl Alerts {
             idempotency_key: String::new(),
             requested_by: crate::auth::Principal::rule(&rule.name).id,
             dry_run: false,
-            trigger: json,
+            trigger: std::mem::take(json),
             trace,
         };
         let id = match runs.prepare_start(request) {

@@ -379,7 +379,7 @@ impl Alerts {
             state: &state,
             seen: seen_rows,
         };
-        let pending = self.ingest_all(runs, batch, Some(write))?;
+        let (pending, _spent) = self.ingest_all(runs, batch, Some(write))?;
         let live = &mut self.pollers.live[at];
         live.state = state;
         match (more, &mut live.claim) {

@@ -64,8 +64,8 @@ pub struct BudgetState {
 #[derive(Default)]
 pub struct AlertWrite<'a> {
     pub alerts: &'a [StoredAlert],
-    /// The payloads the alerts came in, each under its id (`StoredAlert::payload_id`).
-    pub payloads: Vec<(uuid::Uuid, &'a super::StoredPayload)>,
+    /// The payloads the alerts came in, packed ([`payload::pack`](super::payload::pack)).
+    pub payloads: &'a [super::PayloadRow],
     /// (rule, dedup key, entry)
     pub dedup: Vec<(&'a str, &'a str, DedupEntry)>,
     /// (rule, state)
@@ -84,13 +84,18 @@ pub struct StoredAlert {
     pub received_ms: i64,
     /// Normalized; stored without `raw` (rules saw it; the payload is kept instead).
     pub alert: riposte_ingest::Alert,
-    /// The payload as received (lossy UTF-8), at most the core's payload limit: stored once
-    /// per payload in `alert_payloads`, filled in by [`Store::alert`] only.
+    /// The payload as received (lossy UTF-8): stored once per payload, packed with the other
+    /// payloads of its write ([`payload`](super::payload)), filled in by [`Store::alert`] only.
     #[serde(default, skip_serializing)]
     pub payload: String,
-    /// The id the payload is stored under (the payload's first alert).
+    /// The id the payload's row is stored under ([`payload`](super::payload)): the last alert
+    /// of its pack, or the payload's first alert in a store written before packs.
     #[serde(default)]
     pub payload_id: Option<uuid::Uuid>,
+    /// Which payload of the pack under `payload_id` is this alert's; `None`: the row holds
+    /// this one payload alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_index: Option<u32>,
     pub fate: AlertFate,
     /// The run it started or was coalesced into.
     #[serde(default)]
@@ -182,9 +187,7 @@ impl Store {
             return Ok(None);
         };
         let mut alert: StoredAlert = decode("alerts", id.as_bytes(), &value)?;
-        if let Some(payload_id) = alert.payload_id
-            && let Some(payload) = super::payload::read(&self.alerts, payload_id)?
-        {
+        if let Some(payload) = super::payload::read(&self.alerts, &alert)? {
             alert.payload = payload;
         }
         Ok(Some(alert))

@@ -13,9 +13,10 @@
 //! on open, a newer one is refused. Format 1 had no `run_playbooks` index; formats 1 and 2
 //! kept a run as one record (its whole state), which format 3 splits into a head and records
 //! ([`records`](super::records)) and whose values all carry a checksum
-//! ([`seal`](super::seal)). Format 4 may hold alert payloads compressed
-//! ([`payload`](super::payload)): a format 3 data dir needs nothing done, and a build that
-//! knows only format 3 refuses a format 4 one rather than show its payloads empty.
+//! ([`seal`](super::seal)). Format 4 may hold alert payloads compressed, and format 5 packs
+//! the payloads of one write together ([`payload`](super::payload)): an older data dir needs
+//! nothing done (its payloads read as before), and an older build refuses a newer data dir
+//! rather than show its payloads empty.
 
 use riposte_scheduler::state::{RunId, RunState, RunStatus};
 
@@ -25,7 +26,7 @@ use super::{Error, Store, decode};
 pub const PAGE_SCAN_MAX: usize = 10_000;
 
 /// The format this build writes (and reads: it migrates the older ones).
-const FORMAT: u32 = 4;
+const FORMAT: u32 = 5;
 const FORMAT_KEY: &[u8] = b"format";
 
 /// What a listing keeps.

@@ -1,68 +1,119 @@
-//! Alert payloads as the store keeps them: compressed with LZ4 when that makes them smaller,
-//! as received otherwise, and sealed ([`seal`]); made where a payload is decided, outside the
-//! engine's lock, so that the write under the lock only copies them. Every byte a payload
-//! does not take is a byte sled does not copy again each time it splits or rewrites the node
-//! holding it.
+//! Alert payloads as the store keeps them: the payloads of one write packed together and
+//! compressed with LZ4, sealed ([`seal`]), in one row right after the last alert of the pack.
 //!
-//! A payload is stored once, under the id of its first alert and one more byte, right after
-//! that alert in `alerts`: `p` for the bytes as received, `z` for their LZ4 block, prefixed
-//! with their length (u32 LE). Which one a payload got is in its key; a store written before
-//! compression holds `p` payloads only, read as they always were.
+//! Why packs: a storm's payloads are near copies of each other (one kind of alert, a few
+//! fields changed), which LZ4 finds only when they are compressed together; and every row,
+//! and every byte of it, is copied again each time sled splits or rewrites the node holding
+//! it. One row per pack instead of one per payload, a fraction of the bytes in a storm.
+//!
+//! Keys in `alerts`, each the id of an alert and one more byte:
+//! - `k`: a pack (written since store format 5): LZ4 (length prefixed, u32 LE) of
+//!   `count (u32 LE) | count lengths (u32 LE) | the payloads`, under the id of the pack's last
+//!   alert. An alert finds its payload by `payload_id` (the pack's key) and `payload_index`.
+//!   At most [`PACK_BYTES_MAX`] bytes and [`PACK_PAYLOADS_MAX`] payloads a pack, so that
+//!   reading one payload never unpacks more.
+//! - `p`: one payload as received: one larger than a pack holds (a polled item may be), and
+//!   every payload of a store written before compression.
+//! - `z`: one payload compressed on its own (store format 4), read as before.
+//!
+//! A payload's row sorts after every alert it came with, so the pruning of the oldest alerts
+//! ([`Store::prune_alerts`](super::Store::prune_alerts)) removes it with the last of them.
+
+use std::ops::Range;
 
 use riposte_ingest::PAYLOAD_BYTES_MAX;
 
-use super::alerts::ALERT_KEY_BYTES;
+use super::alerts::{ALERT_KEY_BYTES, StoredAlert};
 use super::{Error, opened, seal};
 use seal::Damage;
 
 /// The key's last byte: the payload as received.
 const AS_RECEIVED: u8 = b'p';
-/// The key's last byte: the payload compressed.
+/// The key's last byte: one payload compressed (store format 4).
 const COMPRESSED: u8 = b'z';
-/// A payload is compressed only when that saves at least this many bytes (a short syslog line
-/// is kept as it came: there is little to gain, and nothing to decompress when it is read).
-const SAVING_MIN: usize = 64;
+/// The key's last byte: a pack of payloads.
+const PACK: u8 = b'k';
+/// The most bytes (as received) the payloads of one pack add up to; a larger payload is
+/// stored alone, as received.
+pub const PACK_BYTES_MAX: usize = 64 * 1024;
+/// The most payloads one pack holds.
+pub const PACK_PAYLOADS_MAX: usize = 256;
+/// A pack's header: its count, then one length per payload.
+const LENGTH_BYTES: usize = 4;
 
-/// A payload, compressed or not, sealed, ready to be written under its first alert's id.
+/// A row of payloads ready to be written: a pack, or one payload alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredPayload {
-    compressed: bool,
+pub struct PayloadRow {
+    key: [u8; ALERT_KEY_BYTES + 1],
     sealed: Vec<u8>,
 }
 
-impl StoredPayload {
-    /// `payload` as the store keeps it: one larger than [`PAYLOAD_BYTES_MAX`] (a polled item
-    /// may be) as received, so that reading one back never allocates more than that.
-    pub fn new(payload: &[u8]) -> StoredPayload {
-        let compressible = (2 * SAVING_MIN..=PAYLOAD_BYTES_MAX).contains(&payload.len());
-        let compressed = compressible.then(|| lz4_flex::compress_prepend_size(payload));
-        match compressed.filter(|c| c.len() + SAVING_MIN <= payload.len()) {
-            Some(c) => StoredPayload {
-                compressed: true,
-                sealed: seal::seal(&c),
-            },
-            None => StoredPayload {
-                compressed: false,
-                sealed: seal::seal(payload),
-            },
-        }
+impl PayloadRow {
+    pub(super) fn key(&self) -> &[u8] {
+        &self.key
     }
 
-    /// Its key, under the id of the first alert of the payload.
-    pub(super) fn key(&self, id: uuid::Uuid) -> [u8; ALERT_KEY_BYTES + 1] {
-        key(
-            id,
-            if self.compressed {
-                COMPRESSED
-            } else {
-                AS_RECEIVED
-            },
-        )
-    }
-
-    /// The value written.
     pub(super) fn sealed(&self) -> &[u8] {
         &self.sealed
+    }
+}
+
+/// Packs `payloads` (each with the alerts it came with, a range of `alerts`, in order) into
+/// rows, and points each alert at its payload (`payload_id`, `payload_index`).
+pub fn pack(alerts: &mut [StoredAlert], payloads: &[(Range<usize>, &[u8])]) -> Vec<PayloadRow> {
+    let mut rows = Vec::new();
+    let mut packing: Vec<(Range<usize>, &[u8])> = Vec::new();
+    let mut bytes = 0;
+    for (range, payload) in payloads {
+        if range.is_empty() {
+            continue;
+        }
+        let full = bytes + payload.len() > PACK_BYTES_MAX || packing.len() == PACK_PAYLOADS_MAX;
+        if full && !packing.is_empty() {
+            rows.push(close(alerts, std::mem::take(&mut packing)));
+            bytes = 0;
+        }
+        if payload.len() > PACK_BYTES_MAX {
+            let id = alerts[range.end - 1].id;
+            for alert in &mut alerts[range.clone()] {
+                alert.payload_id = Some(id);
+                alert.payload_index = None;
+            }
+            rows.push(PayloadRow {
+                key: key(id, AS_RECEIVED),
+                sealed: seal::seal(payload),
+            });
+            continue;
+        }
+        bytes += payload.len();
+        packing.push((range.clone(), payload));
+    }
+    if !packing.is_empty() {
+        rows.push(close(alerts, packing));
+    }
+    rows
+}
+
+/// One pack of `payloads`, under the id of its last alert.
+fn close(alerts: &mut [StoredAlert], payloads: Vec<(Range<usize>, &[u8])>) -> PayloadRow {
+    let last = payloads.last().map_or(0, |(range, _)| range.end - 1);
+    let id = alerts[last].id;
+    let total: usize = payloads.iter().map(|(_, p)| p.len()).sum();
+    let mut content = Vec::with_capacity(LENGTH_BYTES * (payloads.len() + 1) + total);
+    content.extend_from_slice(&(payloads.len() as u32).to_le_bytes());
+    for (_, payload) in &payloads {
+        content.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    }
+    for (index, (range, payload)) in payloads.into_iter().enumerate() {
+        content.extend_from_slice(payload);
+        for alert in &mut alerts[range] {
+            alert.payload_id = Some(id);
+            alert.payload_index = Some(index as u32);
+        }
+    }
+    PayloadRow {
+        key: key(id, PACK),
+        sealed: seal::seal(&lz4_flex::compress_prepend_size(&content)),
     }
 }
 
@@ -72,96 +123,114 @@ fn key(id: uuid::Uuid, form: u8) -> [u8; ALERT_KEY_BYTES + 1] {
     key
 }
 
-/// Whether a key of `alerts` is a payload's.
+/// Whether a key of `alerts` is a payload row's.
 pub(super) fn is_payload_key(key: &[u8]) -> bool {
-    key.len() == ALERT_KEY_BYTES + 1 && matches!(key.last(), Some(&(AS_RECEIVED | COMPRESSED)))
+    key.len() == ALERT_KEY_BYTES + 1
+        && matches!(key.last(), Some(&(AS_RECEIVED | COMPRESSED | PACK)))
 }
 
-/// The payload stored under `id` as received (lossy UTF-8), if any.
-pub(super) fn read(alerts: &sled::Tree, id: uuid::Uuid) -> Result<Option<String>, Error> {
-    for form in [COMPRESSED, AS_RECEIVED] {
+/// The payload of `alert` as received (lossy UTF-8), if it has one stored.
+pub(super) fn read(alerts: &sled::Tree, alert: &StoredAlert) -> Result<Option<String>, Error> {
+    let Some(id) = alert.payload_id else {
+        return Ok(None);
+    };
+    let forms: &[u8] = match alert.payload_index {
+        Some(_) => &[PACK],
+        None => &[COMPRESSED, AS_RECEIVED],
+    };
+    for &form in forms {
         let key = key(id, form);
-        if let Some(value) = alerts.get(key)? {
-            let bytes = opened("alerts", &key, &value)?;
-            let bytes = unpacked(form, bytes).map_err(|source| Error::Corrupt {
-                tree: "alerts",
-                key: super::key_text(&key),
-                source,
-            })?;
-            return Ok(Some(String::from_utf8_lossy(&bytes).into_owned()));
-        }
+        let Some(value) = alerts.get(key)? else {
+            continue;
+        };
+        let corrupt = |source| Error::Corrupt {
+            tree: "alerts",
+            key: super::key_text(&key),
+            source,
+        };
+        let bytes = opened("alerts", &key, &value)?;
+        let payload = match alert.payload_index {
+            Some(index) => {
+                let content = decompressed(bytes, pack_bytes_max()).map_err(corrupt)?;
+                unpacked(&content)
+                    .map_err(corrupt)?
+                    .get(index as usize)
+                    .map(|p| p.to_vec())
+                    .ok_or_else(|| corrupt(Damage::Payload(format!("no payload {index}"))))?
+            }
+            None if form == COMPRESSED => {
+                decompressed(bytes, PAYLOAD_BYTES_MAX).map_err(corrupt)?
+            }
+            None => bytes.to_vec(),
+        };
+        return Ok(Some(String::from_utf8_lossy(&payload).into_owned()));
     }
     Ok(None)
 }
 
-/// Whether a payload's sealed value reads back (for the store check).
+/// Whether a payload row's sealed value reads back (for the store check).
 pub(super) fn check(key: &[u8], value: &[u8]) -> Result<(), Damage> {
     let bytes = seal::open(value)?;
-    unpacked(*key.last().unwrap_or(&AS_RECEIVED), bytes).map(|_| ())
+    match key.last() {
+        Some(&PACK) => unpacked(&decompressed(bytes, pack_bytes_max())?).map(|_| ()),
+        Some(&COMPRESSED) => decompressed(bytes, PAYLOAD_BYTES_MAX).map(|_| ()),
+        _ => Ok(()),
+    }
 }
 
-/// The payload's bytes, from its stored form; a compressed one at most [`PAYLOAD_BYTES_MAX`].
-fn unpacked(form: u8, bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, Damage> {
-    if form != COMPRESSED {
-        return Ok(bytes.into());
-    }
+/// The most bytes a pack's content takes: its payloads and its header.
+fn pack_bytes_max() -> usize {
+    PACK_BYTES_MAX + LENGTH_BYTES * (PACK_PAYLOADS_MAX + 1)
+}
+
+/// An LZ4 block with its length prefixed, of at most `max` bytes once decompressed.
+fn decompressed(bytes: &[u8], max: usize) -> Result<Vec<u8>, Damage> {
     let size = bytes
-        .get(..4)
+        .get(..LENGTH_BYTES)
         .map(|n| u32::from_le_bytes(n.try_into().expect("four bytes")) as usize)
-        .ok_or(Damage::Compressed("no length".into()))?;
-    if size > PAYLOAD_BYTES_MAX {
-        return Err(Damage::Compressed(format!("a length of {size} bytes")));
+        .ok_or(Damage::Payload("no length".into()))?;
+    if size > max {
+        return Err(Damage::Payload(format!("a length of {size} bytes")));
     }
-    lz4_flex::decompress_size_prepended(bytes)
-        .map(Into::into)
-        .map_err(|e| Damage::Compressed(e.to_string()))
+    lz4_flex::decompress_size_prepended(bytes).map_err(|e| Damage::Payload(e.to_string()))
+}
+
+/// The payloads of a pack's content, in order.
+fn unpacked(content: &[u8]) -> Result<Vec<&[u8]>, Damage> {
+    let damaged = |why: &str| Damage::Payload(format!("not a pack of payloads: {why}"));
+    let mut words = content.chunks_exact(LENGTH_BYTES);
+    let mut word = || {
+        words
+            .next()
+            .map(|w| u32::from_le_bytes(w.try_into().expect("four bytes")) as usize)
+    };
+    let count = word().ok_or_else(|| damaged("no count"))?;
+    if count > PACK_PAYLOADS_MAX {
+        return Err(damaged(&format!("{count} payloads")));
+    }
+    let lengths: Vec<usize> = (0..count)
+        .map(|_| word().ok_or_else(|| damaged("lengths cut short")))
+        .collect::<Result<_, _>>()?;
+    let mut rest = content
+        .get(LENGTH_BYTES * (count + 1)..)
+        .ok_or_else(|| damaged("lengths cut short"))?;
+    let mut payloads = Vec::with_capacity(count);
+    for length in lengths {
+        if length > rest.len() {
+            return Err(damaged("a payload cut short"));
+        }
+        let (payload, after) = rest.split_at(length);
+        payloads.push(payload);
+        rest = after;
+    }
+    match rest.is_empty() {
+        true => Ok(payloads),
+        false => Err(damaged(&format!(
+            "{} bytes after the last payload",
+            rest.len()
+        ))),
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const AZURE_MONITOR: &[u8] = include_bytes!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../ingest/tests/fixtures/ingest/azure-monitor-common-log-alert.json"
-    ));
-
-    #[test]
-    fn a_payload_is_compressed_only_when_that_saves_room() {
-        let stored = StoredPayload::new(AZURE_MONITOR);
-        assert!(stored.compressed, "a JSON alert compresses");
-        assert!(
-            stored.sealed.len() < AZURE_MONITOR.len() * 2 / 3,
-            "{} bytes",
-            stored.sealed.len()
-        );
-        let form = *stored.key(uuid::Uuid::nil()).last().expect("a key");
-        let back = unpacked(form, seal::open(&stored.sealed).expect("opens")).expect("unpacks");
-        assert_eq!(back.as_ref(), AZURE_MONITOR);
-
-        let line = b"<134>Feb 10 12:00:00 fw CEF:0|V|P|1|100|Blocked|5|src=192.0.2.1";
-        let stored = StoredPayload::new(line);
-        assert!(!stored.compressed, "a short line is kept as it came");
-        assert_eq!(seal::open(&stored.sealed).expect("opens"), line.as_slice());
-    }
-
-    #[test]
-    fn a_damaged_block_is_reported_not_misread() {
-        let stored = StoredPayload::new(AZURE_MONITOR);
-        let block = seal::open(&stored.sealed).expect("opens");
-        let cut = &block[..block.len() - 8];
-        assert!(matches!(
-            unpacked(COMPRESSED, cut),
-            Err(Damage::Compressed(_))
-        ));
-        let huge = [0xff, 0xff, 0xff, 0x7f, 0];
-        assert!(matches!(
-            unpacked(COMPRESSED, &huge),
-            Err(Damage::Compressed(_))
-        ));
-        assert!(matches!(
-            unpacked(COMPRESSED, b"z"),
-            Err(Damage::Compressed(_))
-        ));
-    }
-}
+mod tests;

@@ -23,8 +23,8 @@ pub enum Damage {
     Unsealed,
     #[error("{0}")]
     Json(#[from] serde_json::Error),
-    #[error("the compressed payload does not decompress: {0}")]
-    Compressed(String),
+    #[error("the stored payload does not read back: {0}")]
+    Payload(String),
 }
 
 /// `payload` with its checksum.

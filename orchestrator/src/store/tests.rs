@@ -131,7 +131,7 @@ async fn expired_dedup_entries_are_pruned_and_live_ones_kept() {
     let run = RunId(uuid::Uuid::now_v7());
     let write = AlertWrite {
         alerts: &[],
-        payloads: Vec::new(),
+        payloads: &[],
         dedup: vec![
             (
                 "r",
@@ -172,7 +172,7 @@ async fn expired_dedup_entries_are_pruned_and_live_ones_kept() {
     assert_eq!(store.budget("r").expect("read").runs, 3);
 }
 
-pub(super) fn stored_alert(payload_id: Option<uuid::Uuid>) -> StoredAlert {
+pub(super) fn stored_alert() -> StoredAlert {
     let alert = riposte_ingest::parse(
         &riposte_ingest::Format::Cef,
         b"CEF:0|V|P|1|1|t|5|src=203.0.113.9",
@@ -189,7 +189,8 @@ pub(super) fn stored_alert(payload_id: Option<uuid::Uuid>) -> StoredAlert {
         received_ms: 1,
         alert,
         payload: String::new(),
-        payload_id: Some(payload_id.unwrap_or(id)),
+        payload_id: None,
+        payload_index: None,
         fate: AlertFate::MatchedNothing,
         run_id: None,
         rule: String::new(),
@@ -202,26 +203,27 @@ pub(super) fn stored_alert(payload_id: Option<uuid::Uuid>) -> StoredAlert {
 async fn a_payload_is_stored_once_beside_its_alerts_and_pruned_with_them() {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let store = Store::open(dir.path(), Options::default()).expect("opens");
-    let first = stored_alert(None);
-    let second = stored_alert(first.payload_id);
-    let pair = [first.clone(), second.clone()];
-    // Large enough to be compressed; the next one is kept as it came.
+    // A payload of two alerts, packed with another one's.
+    let mut three = [stored_alert(), stored_alert(), stored_alert()];
     let large = format!(
         "{{\"alerts\": [{}]}}",
         ["{\"severity\": \"high\"}"; 100].join(", ")
     );
-    let payload = StoredPayload::new(large.as_bytes());
+    let payloads = payload::pack(&mut three, &[(0..2, large.as_bytes()), (2..3, b"small")]);
+    assert_eq!(payloads.len(), 1, "one pack");
+    let [first, second, third] = three.clone();
     let write = AlertWrite {
-        alerts: &pair,
-        payloads: vec![(first.id, &payload)],
+        alerts: &three,
+        payloads: &payloads,
         ..AlertWrite::default()
     };
     store.put_alerts(&[], &write).expect("written in one batch");
-    let third = stored_alert(None);
-    let another = StoredPayload::new(b"another");
+    let mut fourth = [stored_alert()];
+    let payloads = payload::pack(&mut fourth, &[(0..1, b"another")]);
+    let [fourth] = fourth;
     let write = AlertWrite {
-        alerts: std::slice::from_ref(&third),
-        payloads: vec![(third.id, &another)],
+        alerts: std::slice::from_ref(&fourth),
+        payloads: &payloads,
         budgets: vec![("r", BudgetState::default())],
         ..AlertWrite::default()
     };
@@ -229,35 +231,45 @@ async fn a_payload_is_stored_once_beside_its_alerts_and_pruned_with_them() {
         .put_alerts(&[], &write)
         .expect("written in a transaction");
 
-    assert_eq!(store.alerts_len().expect("counted"), 3);
+    assert_eq!(store.alerts_len().expect("counted"), 4);
     let listed = store.alerts(10).expect("listed");
     let ids: Vec<_> = listed.iter().map(|a| a.id).collect();
     assert_eq!(
         ids,
-        vec![third.id, second.id, first.id],
+        vec![fourth.id, third.id, second.id, first.id],
         "newest first, no payload rows"
     );
     assert!(
         listed.iter().all(|a| a.payload.is_empty()),
         "a list has no payloads"
     );
-    let shown = store.alert(second.id).expect("read").expect("stored");
-    assert_eq!(shown.payload, large, "shared with the first alert");
-    let shown = store.alert(third.id).expect("read").expect("stored");
-    assert_eq!(shown.payload, "another");
+    let payload_of = |alert: &StoredAlert| store.alert(alert.id).expect("read").map(|a| a.payload);
+    assert_eq!(payload_of(&first).as_deref(), Some(large.as_str()));
+    assert_eq!(
+        payload_of(&second).as_deref(),
+        Some(large.as_str()),
+        "shared"
+    );
+    assert_eq!(payload_of(&third).as_deref(), Some("small"));
+    assert_eq!(payload_of(&fourth).as_deref(), Some("another"));
 
     assert_eq!(store.prune_alerts(2).expect("pruned"), 2);
-    assert_eq!(store.alerts_len().expect("counted"), 1);
-    assert_eq!(store.alert(first.id).expect("read"), None);
-    let gone = payload::read(&store.alerts, first.id).expect("read");
-    assert_eq!(gone, None, "its payload went with it");
+    assert_eq!(store.alerts_len().expect("counted"), 2);
+    assert_eq!(payload_of(&first), None);
+    assert_eq!(
+        payload_of(&third).as_deref(),
+        Some("small"),
+        "a pack stays while one of its alerts does"
+    );
+    assert_eq!(store.prune_alerts(1).expect("pruned"), 1);
+    let gone = payload::read(&store.alerts, &third).expect("read");
+    assert_eq!(gone, None, "the pack went with its last alert");
     assert_eq!(
         store.alerts.len(),
         2,
-        "the third alert and its payload, nothing else"
+        "the fourth alert and its payload, nothing else"
     );
-    let kept = store.alert(third.id).expect("read").expect("kept");
-    assert_eq!(kept.payload, "another");
+    assert_eq!(payload_of(&fourth).as_deref(), Some("another"));
 }
 
 /// A run with every field set, so that a field the records forget shows.
@@ -498,11 +510,11 @@ async fn every_kind_of_record_is_sealed() {
         .put_schedule(&schedule, &ScheduleState::default())
         .expect("written");
     write(&store, "beat", 5, &[entry(5, false, LedgerFate::Fired)]);
-    let alert = stored_alert(None);
-    let payload = StoredPayload::new(b"the payload");
+    let mut alert = [stored_alert()];
+    let payloads = payload::pack(&mut alert, &[(0..1, b"the payload")]);
     let write = AlertWrite {
-        alerts: std::slice::from_ref(&alert),
-        payloads: vec![(alert.id, &payload)],
+        alerts: &alert,
+        payloads: &payloads,
         budgets: vec![("r", BudgetState::default())],
         ..AlertWrite::default()
     };
@@ -587,4 +599,35 @@ async fn a_new_data_dir_is_private_and_an_open_one_is_tightened() {
         "nothing left open"
     );
     drop(store);
+}
+
+#[tokio::test]
+async fn a_payload_stored_alone_before_packs_still_reads() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = Store::open(dir.path(), Options::default()).expect("opens");
+    let large = "{\"severity\": \"high\"} ".repeat(50);
+    let mut alerts = [stored_alert(), stored_alert()];
+    let forms = [
+        (b'z', lz4_flex::compress_prepend_size(large.as_bytes())),
+        (b'p', b"as received".to_vec()),
+    ];
+    for (alert, (form, bytes)) in alerts.iter_mut().zip(forms) {
+        alert.payload_id = Some(alert.id);
+        let mut key = alert.id.as_bytes().to_vec();
+        key.push(form);
+        store
+            .alerts
+            .insert(key, seal::seal(&bytes))
+            .expect("written");
+    }
+    let write = AlertWrite {
+        alerts: &alerts,
+        ..AlertWrite::default()
+    };
+    store.put_alerts(&[], &write).expect("written");
+    let payload_of = |alert: &StoredAlert| store.alert(alert.id).expect("read").map(|a| a.payload);
+    assert_eq!(payload_of(&alerts[0]), Some(large));
+    assert_eq!(payload_of(&alerts[1]).as_deref(), Some("as received"));
+    let report = store.check().expect("checked");
+    assert!(report.damaged.is_empty(), "{:?}", report.damaged);
 }

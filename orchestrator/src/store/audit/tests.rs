@@ -141,16 +141,16 @@ async fn entries_appended_and_staged_by_every_write_chain_and_verify() {
     stage(6);
     store.put_schedule_state("beat", &state).expect("written");
     stage(7);
-    let alert = stored_alert(None);
-    let payload = StoredPayload::new(b"the payload");
+    let mut alert = [stored_alert()];
+    let payloads = crate::store::pack(&mut alert, &[(0..1, b"the payload")]);
     let alerts = AlertWrite {
-        alerts: std::slice::from_ref(&alert),
-        payloads: vec![(alert.id, &payload)],
+        alerts: &alert,
+        payloads: &payloads,
         ..AlertWrite::default()
     };
     store.put_alerts(&[], &alerts).expect("written as a batch");
     stage(8);
-    let alert = stored_alert(None);
+    let alert = stored_alert();
     let alerts = AlertWrite {
         alerts: std::slice::from_ref(&alert),
         budgets: vec![("r", BudgetState::default())],
