@@ -9,10 +9,11 @@
 //! state a template cannot build values nested deep enough to exhaust the stack). Run data
 //! (params, trigger, step outputs) is passed as values and never compiled as a template.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{PoisonError, RwLock};
 
 use minijinja::value::ValueKind;
-use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+use minijinja::{Environment, ErrorKind, Expression, UndefinedBehavior};
 use serde_json::Value;
 
 use crate::limits;
@@ -87,8 +88,25 @@ const ROOT_NAMES: [&str; 5] = ["params", "steps", "run", "trigger", "item"];
 /// Evaluates step templates. Build once and share: it is `Send + Sync`.
 #[derive(Debug)]
 pub struct Renderer {
-    env: Environment<'static>,
+    env: Compiling,
 }
+
+/// The most expressions a renderer keeps compiled; the others are compiled at each use.
+const COMPILED_MAX: usize = 1024;
+
+/// Expressions compiled once, by their source: a rule's match, params and dedup key are
+/// evaluated for every alert, and compiling them again each time was most of their cost.
+type Compiled<'env> = RwLock<HashMap<String, Expression<'env, 'static>>>;
+
+self_cell::self_cell!(
+    /// The environment, and the expressions compiled in it.
+    struct Compiling {
+        owner: Environment<'static>,
+        #[not_covariant]
+        dependent: Compiled,
+    }
+    impl {Debug}
+);
 
 impl Default for Renderer {
     fn default() -> Self {
@@ -104,7 +122,9 @@ pub struct Scope(minijinja::Value);
 impl Renderer {
     /// A renderer with the sandboxed environment.
     pub fn new() -> Renderer {
-        Renderer { env: environment() }
+        Renderer {
+            env: Compiling::new(environment(), |_| RwLock::default()),
+        }
     }
 
     /// `step.when`, truthy per the template language; a step without `when` runs.
@@ -262,9 +282,15 @@ impl Renderer {
     /// Whether an expression or a template compiles (its names are not looked up).
     pub fn check(&self, source: &str, expression: bool) -> Result<(), RenderError> {
         let checked = if expression {
-            self.env.compile_expression(source).map(|_| ())
+            self.env
+                .borrow_owner()
+                .compile_expression(source)
+                .map(|_| ())
         } else {
-            self.env.template_from_str(source).map(|_| ())
+            self.env
+                .borrow_owner()
+                .template_from_str(source)
+                .map(|_| ())
         };
         checked.map_err(|e| RenderError::bare(error_text(&e)))
     }
@@ -341,13 +367,25 @@ impl Renderer {
         }
     }
 
-    /// Evaluates an expression; an undefined result is an error.
+    /// Evaluates an expression, compiled once ([`Compiled`]); an undefined result is an error.
     fn eval(&self, expression: &str, root: minijinja::Value) -> Result<minijinja::Value, String> {
-        let compiled = self
+        let value = self
             .env
-            .compile_expression(expression)
+            .with_dependent(|env, compiled| {
+                let known = compiled.read().unwrap_or_else(PoisonError::into_inner);
+                if let Some(expr) = known.get(expression) {
+                    return expr.eval(root);
+                }
+                drop(known);
+                let expr = env.compile_expression_owned(expression.to_string())?;
+                let value = expr.eval(root);
+                let mut known = compiled.write().unwrap_or_else(PoisonError::into_inner);
+                if known.len() < COMPILED_MAX {
+                    known.insert(expression.to_string(), expr);
+                }
+                value
+            })
             .map_err(|e| error_text(&e))?;
-        let value = compiled.eval(root).map_err(|e| error_text(&e))?;
         if value.is_undefined() {
             return Err(format!("`{expression}` is undefined"));
         }
@@ -358,6 +396,7 @@ impl Renderer {
     fn render(&self, source: &str, root: minijinja::Value) -> Result<String, String> {
         let template = self
             .env
+            .borrow_owner()
             .template_from_str(source)
             .map_err(|e| error_text(&e))?;
         let text = template.render(root).map_err(|e| error_text(&e))?;
@@ -535,4 +574,47 @@ fn map_to_json(value: &minijinja::Value, depth: usize) -> Result<Value, String> 
         map.insert(key, to_json(&item, depth + 1)?);
     }
     Ok(Value::Object(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expression_is_compiled_once_evaluated_afresh_and_the_compiled_are_bounded() {
+        let renderer = Renderer::new();
+        let scope_of = |n: u64| {
+            let alert = serde_json::json!({ "n": n });
+            renderer.scope(&[("alert", &alert)]).expect("a scope")
+        };
+        for n in 0..3 {
+            let matched = renderer.condition_in("rule", "alert.n == 1", &scope_of(n));
+            assert_eq!(matched.expect("evaluates"), n == 1, "alert {n}");
+        }
+        let scope = scope_of(0);
+        for _ in 0..2 {
+            let error = renderer
+                .condition_in("rule `r`: match", "alert.n ==", &scope)
+                .expect_err("does not compile");
+            assert!(
+                error.message.starts_with("rule `r`: match: syntax error"),
+                "{error}"
+            );
+        }
+        for n in 0..COMPILED_MAX + 10 {
+            let expression = format!("alert.n + {n} == {n}");
+            assert!(
+                renderer
+                    .condition_in("rule", &expression, &scope)
+                    .expect("evaluates")
+            );
+        }
+        let kept = renderer.env.with_dependent(|_, compiled| {
+            compiled
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len()
+        });
+        assert_eq!(kept, COMPILED_MAX);
+    }
 }
