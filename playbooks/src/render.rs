@@ -95,7 +95,8 @@ pub struct Renderer {
 const COMPILED_MAX: usize = 1024;
 
 /// Expressions compiled once, by their source: a rule's match, params and dedup key are
-/// evaluated for every alert, and compiling them again each time was most of their cost.
+/// evaluated for every alert, and compiling them again each time was about a third of the
+/// rules' cost in a profile of alert ingestion.
 type Compiled<'env> = RwLock<HashMap<String, Expression<'env, 'static>>>;
 
 self_cell::self_cell!(

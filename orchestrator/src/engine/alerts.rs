@@ -233,10 +233,6 @@ impl Alerts {
             }
             payloads.push((first..stored.len(), payload));
         }
-        let payloads: Vec<_> = payloads
-            .iter()
-            .map(|(alerts, payload)| (alerts.clone(), payload.as_slice()))
-            .collect();
         let payloads = store::pack(&mut stored, &payloads);
         let dedup: Vec<(&str, &str, DedupEntry)> = effects
             .dedup

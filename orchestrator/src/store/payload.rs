@@ -60,11 +60,15 @@ impl PayloadRow {
 
 /// Packs `payloads` (each with the alerts it came with, a range of `alerts`, in order) into
 /// rows, and points each alert at its payload (`payload_id`, `payload_index`).
-pub fn pack(alerts: &mut [StoredAlert], payloads: &[(Range<usize>, &[u8])]) -> Vec<PayloadRow> {
+pub fn pack(
+    alerts: &mut [StoredAlert],
+    payloads: &[(Range<usize>, impl AsRef<[u8]>)],
+) -> Vec<PayloadRow> {
     let mut rows = Vec::new();
     let mut packing: Vec<(Range<usize>, &[u8])> = Vec::new();
     let mut bytes = 0;
     for (range, payload) in payloads {
+        let payload = payload.as_ref();
         if range.is_empty() {
             continue;
         }
@@ -143,29 +147,29 @@ pub(super) fn read(alerts: &sled::Tree, alert: &StoredAlert) -> Result<Option<St
         let Some(value) = alerts.get(key)? else {
             continue;
         };
-        let corrupt = |source| Error::Corrupt {
-            tree: "alerts",
-            key: super::key_text(&key),
-            source,
-        };
         let bytes = opened("alerts", &key, &value)?;
-        let payload = match alert.payload_index {
-            Some(index) => {
-                let content = decompressed(bytes, pack_bytes_max()).map_err(corrupt)?;
-                unpacked(&content)
-                    .map_err(corrupt)?
-                    .get(index as usize)
-                    .map(|p| p.to_vec())
-                    .ok_or_else(|| corrupt(Damage::Payload(format!("no payload {index}"))))?
-            }
-            None if form == COMPRESSED => {
-                decompressed(bytes, PAYLOAD_BYTES_MAX).map_err(corrupt)?
-            }
-            None => bytes.to_vec(),
-        };
+        let payload =
+            payload_in(form, bytes, alert.payload_index).map_err(|source| Error::Corrupt {
+                tree: "alerts",
+                key: super::key_text(&key),
+                source,
+            })?;
         return Ok(Some(String::from_utf8_lossy(&payload).into_owned()));
     }
     Ok(None)
+}
+
+/// The payload a row holds, from its opened bytes: the one at `index` of a pack, else the
+/// row's one payload (of `form`).
+fn payload_in(form: u8, bytes: &[u8], index: Option<u32>) -> Result<Vec<u8>, Damage> {
+    match index {
+        Some(index) => unpacked(&decompressed(bytes, pack_bytes_max())?)?
+            .get(index as usize)
+            .map(|p| p.to_vec())
+            .ok_or_else(|| Damage::Payload(format!("no payload {index} in the pack"))),
+        None if form == COMPRESSED => decompressed(bytes, PAYLOAD_BYTES_MAX),
+        None => Ok(bytes.to_vec()),
+    }
 }
 
 /// Whether a payload row's sealed value reads back (for the store check).

@@ -9,7 +9,7 @@ const AZURE_MONITOR: &str = include_str!(concat!(
     "/../ingest/tests/fixtures/ingest/azure-monitor-common-log-alert.json"
 ));
 
-/// Each alert's payload read back from `rows`, as [`read`] finds it.
+/// Each alert's payload read back from `rows`, as [`read`] finds and opens it.
 fn payloads_of(alerts: &[StoredAlert], rows: &[PayloadRow]) -> Vec<Vec<u8>> {
     alerts
         .iter()
@@ -26,13 +26,7 @@ fn payloads_of(alerts: &[StoredAlert], rows: &[PayloadRow]) -> Vec<Vec<u8>> {
                 .expect("a row under the alert's payload id");
             check(row.key(), row.sealed()).expect("reads back");
             let bytes = seal::open(row.sealed()).expect("opens");
-            match alert.payload_index {
-                Some(i) => {
-                    let content = decompressed(bytes, pack_bytes_max()).expect("decompresses");
-                    unpacked(&content).expect("a pack")[i as usize].to_vec()
-                }
-                None => bytes.to_vec(),
-            }
+            payload_in(form, bytes, alert.payload_index).expect("holds the alert's payload")
         })
         .collect()
 }
@@ -113,6 +107,10 @@ fn a_damaged_pack_is_reported_not_misread() {
         let sealed = seal::seal(bytes);
         matches!(check(rows[0].key(), &sealed), Err(Damage::Payload(_)))
     };
+    assert!(
+        matches!(payload_in(PACK, &block, Some(2)), Err(Damage::Payload(_))),
+        "an index past the pack's end"
+    );
     assert!(damaged(&block[..block.len() - 8]), "cut short");
     assert!(
         damaged(&[0xff, 0xff, 0xff, 0x7f, 0]),
