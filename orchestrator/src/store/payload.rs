@@ -102,14 +102,28 @@ pub fn pack(
 fn close(alerts: &mut [StoredAlert], payloads: Vec<(Range<usize>, &[u8])>) -> PayloadRow {
     let last = payloads.last().map_or(0, |(range, _)| range.end - 1);
     let id = alerts[last].id;
-    let total: usize = payloads.iter().map(|(_, p)| p.len()).sum();
-    let mut content = Vec::with_capacity(LENGTH_BYTES * (payloads.len() + 1) + total);
-    content.extend_from_slice(&(payloads.len() as u32).to_le_bytes());
-    for (_, payload) in &payloads {
-        content.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    }
-    for (index, (range, payload)) in payloads.into_iter().enumerate() {
-        content.extend_from_slice(payload);
+    let sealed = SCRATCH.with_borrow_mut(
+        |Scratch {
+             content,
+             compressed,
+         }| {
+            content.clear();
+            content.extend_from_slice(&(payloads.len() as u32).to_le_bytes());
+            for (_, payload) in &payloads {
+                content.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            }
+            for (_, payload) in &payloads {
+                content.extend_from_slice(payload);
+            }
+            let max = lz4_flex::block::get_maximum_output_size(content.len());
+            compressed.resize(LENGTH_BYTES + max, 0);
+            compressed[..LENGTH_BYTES].copy_from_slice(&(content.len() as u32).to_le_bytes());
+            let size = lz4_flex::compress_into(content, &mut compressed[LENGTH_BYTES..])
+                .expect("the output holds the most LZ4 writes");
+            seal::seal(&compressed[..LENGTH_BYTES + size])
+        },
+    );
+    for (index, (range, _)) in payloads.into_iter().enumerate() {
         for alert in &mut alerts[range] {
             alert.payload_id = Some(id);
             alert.payload_index = Some(index as u32);
@@ -117,8 +131,21 @@ fn close(alerts: &mut [StoredAlert], payloads: Vec<(Range<usize>, &[u8])>) -> Pa
     }
     PayloadRow {
         key: key(id, PACK),
-        sealed: seal::seal(&lz4_flex::compress_prepend_size(&content)),
+        sealed,
     }
+}
+
+/// The buffers a pack is built and compressed in, kept by each thread that packs: a pack is
+/// up to 64 KiB twice over, which the allocator would otherwise take fresh from the system
+/// (and zero) for nearly every write of a storm, and give back after.
+#[derive(Default)]
+struct Scratch {
+    content: Vec<u8>,
+    compressed: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
 fn key(id: uuid::Uuid, form: u8) -> [u8; ALERT_KEY_BYTES + 1] {
