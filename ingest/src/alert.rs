@@ -385,7 +385,7 @@ pub struct Alert {
     /// `alertId/monitorCondition`); `None` if the vendor has none.
     pub dedup_hint: Option<String>,
     /// The payload as received (JSON), or the parsed syslog/CEF fields.
-    pub raw: serde_json::Value,
+    pub raw: Raw,
     /// What the parser could not read, when it kept the alert anyway: a syslog message whose
     /// CEF could not be read says why (`not read as CEF: ...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -395,6 +395,80 @@ pub struct Alert {
     /// pushed alert. Rules read it to act on new incidents only, or on updates too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<u32>,
+}
+
+/// The vendor's own record of an alert, which rules read as `alert.raw` and a started run's
+/// trigger carries: the payload as received (JSON), a part of it, or the parsed syslog/CEF
+/// fields. A payload read for a few fields only ([`crate::json::load_kept`]) stays text until
+/// something asks for its value: the alerts of a storm that start no run never build it.
+/// Serialized as the JSON it holds.
+#[derive(Debug, Clone, Default)]
+pub struct Raw(Held);
+
+#[derive(Debug, Clone)]
+enum Held {
+    Value(serde_json::Value),
+    /// Read whole as JSON, within the nesting limit, before it was kept.
+    Text(Box<serde_json::value::RawValue>),
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Held::Value(serde_json::Value::Null)
+    }
+}
+
+impl Raw {
+    /// `text`, which was read whole as JSON within the nesting limit; `None` if it is not
+    /// JSON after all.
+    pub(crate) fn text(text: &str) -> Option<Raw> {
+        let text = serde_json::value::RawValue::from_string(text.to_string()).ok()?;
+        Some(Raw(Held::Text(text)))
+    }
+
+    /// The record as a value, parsed now if it was kept as text.
+    pub fn into_value(self) -> serde_json::Value {
+        match self.0 {
+            Held::Value(value) => value,
+            Held::Text(text) => serde_json::from_str(text.get())
+                .expect("kept text was read whole as JSON, within the nesting limit"),
+        }
+    }
+
+    /// The record as a value, parsed (again) if it was kept as text.
+    pub fn value(&self) -> std::borrow::Cow<'_, serde_json::Value> {
+        match &self.0 {
+            Held::Value(value) => std::borrow::Cow::Borrowed(value),
+            Held::Text(_) => std::borrow::Cow::Owned(self.clone().into_value()),
+        }
+    }
+}
+
+impl From<serde_json::Value> for Raw {
+    fn from(value: serde_json::Value) -> Self {
+        Raw(Held::Value(value))
+    }
+}
+
+impl PartialEq for Raw {
+    fn eq(&self, other: &Self) -> bool {
+        self.value() == other.value()
+    }
+}
+
+impl Serialize for Raw {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Held::Value(value) => value.serialize(serializer),
+            Held::Text(text) => text.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Raw {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(deserializer).map(Raw::from)
+    }
 }
 
 /// Checks the bounds of an alert's own text fields.

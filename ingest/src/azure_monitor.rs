@@ -12,16 +12,29 @@
 use serde_json::Value;
 
 use super::alert::{self, Account, Alert, Entities, Host, Role, Severity, Source, Status};
-use super::json::{self, get};
+use super::json::{self, Keep, get};
 use super::{Error, time};
 
 const SCHEMA_ID: &str = "azureMonitorCommonAlertSchema";
 
+/// What the parser reads of a body; the rest (most of it: the alert context's queries,
+/// links and custom properties) is kept as text in `raw`.
+const READ: Keep = Keep::Keys(&[
+    ("schemaId", Keep::All),
+    (
+        "data",
+        Keep::Keys(&[
+            ("essentials", Keep::All),
+            ("alertContext", Keep::Keys(&[("condition", Keep::All)])),
+        ]),
+    ),
+]);
+
 /// Parses one common-schema webhook body.
 pub fn parse(bytes: &[u8]) -> Result<Alert, Error> {
-    let raw = json::load(bytes)?;
-    check_schema(&raw)?;
-    let data = json::object(get(&raw, "data"), "data")?;
+    let (read, raw) = json::load_kept(bytes, &READ)?;
+    check_schema(&read)?;
+    let data = json::object(get(&read, "data"), "data")?;
     let essentials = json::object(get(data, "essentials"), "data.essentials")?;
     let id = json::required(
         get(essentials, "alertId"),

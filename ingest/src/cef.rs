@@ -266,7 +266,7 @@ pub fn to_alert(
         status: None,
         entities: entities(cef)?,
         dedup_hint: external,
-        raw,
+        raw: raw.into(),
         note: None,
         revision: None,
     };

@@ -86,7 +86,7 @@ fn parse_one(raw: Value) -> Result<Alert, Error> {
         status: status.as_deref().map(Status::from_vendor),
         entities,
         dedup_hint,
-        raw,
+        raw: raw.into(),
         note: None,
         revision: None,
     };

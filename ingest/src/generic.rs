@@ -278,7 +278,7 @@ fn parse_one(mapping: &GenericMapping, raw: Value) -> Result<Alert, Error> {
         description,
         status: status.as_deref().map(Status::from_vendor),
         entities,
-        raw,
+        raw: raw.into(),
         note: None,
         revision: None,
     };

@@ -1,24 +1,31 @@
 //! Lenient JSON reading shared by the JSON sources: bounded loading, case-insensitive keys,
 //! strings and numbers read as text, optional arrays and objects with typed errors.
 
+mod kept;
+
 use serde_json::Value;
 
 use super::Error;
+pub use kept::{Keep, load_kept};
 
 /// Loads a JSON payload: at most [`super::PAYLOAD_BYTES_MAX`] bytes, UTF-8, and within
 /// serde_json's nesting limit (128), which turns deep nesting into an error, not a stack
 /// overflow.
 pub fn load(bytes: &[u8]) -> Result<Value, Error> {
+    serde_json::from_str(text_of(bytes)?).map_err(|e| json_error(&e))
+}
+
+/// A payload's text: at most [`super::PAYLOAD_BYTES_MAX`] bytes, UTF-8.
+fn text_of(bytes: &[u8]) -> Result<&str, Error> {
     if bytes.len() > super::PAYLOAD_BYTES_MAX {
         return Err(Error::PayloadTooLarge {
             bytes: bytes.len(),
             max: super::PAYLOAD_BYTES_MAX,
         });
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| Error::NotUtf8 {
+    std::str::from_utf8(bytes).map_err(|e| Error::NotUtf8 {
         offset: e.valid_up_to(),
-    })?;
-    serde_json::from_str(text).map_err(|e| json_error(&e))
+    })
 }
 
 fn json_error(e: &serde_json::Error) -> Error {

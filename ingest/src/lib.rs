@@ -32,7 +32,7 @@ pub mod syslog;
 mod json;
 mod time;
 
-pub use alert::{Account, Alert, Entities, Host, Ip, Role, Severity, Source, Status};
+pub use alert::{Account, Alert, Entities, Host, Ip, Raw, Role, Severity, Source, Status};
 pub use generic::{GenericMapping, MappingError};
 pub use time::rfc3339_ms;
 

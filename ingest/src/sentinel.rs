@@ -68,7 +68,7 @@ pub fn parse(bytes: &[u8]) -> Result<Alert, Error> {
         status: status.as_deref().map(Status::from_vendor),
         entities,
         dedup_hint,
-        raw,
+        raw: raw.into(),
         note: None,
         revision: None,
     };

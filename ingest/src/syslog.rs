@@ -369,7 +369,7 @@ pub fn parse_alert(bytes: &[u8]) -> Result<Alert, Error> {
         status: None,
         entities: Entities::default(),
         dedup_hint: None,
-        raw: serde_json::json!({ "syslog": message }),
+        raw: serde_json::json!({ "syslog": message }).into(),
         note: cef_error.map(|why| format!("not read as CEF: {why}")),
         revision: None,
     };

@@ -321,8 +321,8 @@ fn cef_samples_match_expected() {
         }
         let alert = &ingest::parse(&Format::Syslog, &message).unwrap()[0];
         assert_eq!(alert.source, Source::Cef, "{id}");
-        assert_eq!(&alert.raw["cef"], &want["cef"], "{id}: cef");
-        assert_subset(&id, "syslog", &want["syslog"], &alert.raw["syslog"]);
+        assert_eq!(&alert.raw.value()["cef"], &want["cef"], "{id}: cef");
+        assert_subset(&id, "syslog", &want["syslog"], &alert.raw.value()["syslog"]);
         assert_eq!(alert.title, want["cef"]["name"].as_str().unwrap());
     }
 }
@@ -350,7 +350,7 @@ fn cef_as_senders_write_it_is_read_as_rsyslog_reads_it() {
             .collect();
         assert_eq!(frames, [line.clone(), line.clone()], "{id}: tcp framing");
         let alert = &ingest::parse(&Format::Syslog, &line).unwrap()[0];
-        let raw = &alert.raw;
+        let raw = alert.raw.value();
         let actual = json!({
             "source": alert.source,
             "title": alert.title,
@@ -467,8 +467,13 @@ fn octet_counted_stream_fixture_in_any_chunks() {
                 want["octet_count"].as_u64().unwrap()
             );
             let alert = &ingest::parse(&Format::Syslog, &frame.message).unwrap()[0];
-            assert_eq!(&alert.raw["cef"], &want["cef"]);
-            assert_subset("stream", "syslog", &want["syslog"], &alert.raw["syslog"]);
+            assert_eq!(&alert.raw.value()["cef"], &want["cef"]);
+            assert_subset(
+                "stream",
+                "syslog",
+                &want["syslog"],
+                &alert.raw.value()["syslog"],
+            );
         }
     }
 }
@@ -628,7 +633,7 @@ fn cef_with_every_escape() {
     let line =
         br"CEF:1|V\|x|P\\y|1|s|N \\ \| n|Unknown|a=\= b=\\ c=\n d=\r e=p|q f=\x g=C:\\ h=end\\";
     let alert = &ingest::parse(&Format::Cef, line).unwrap()[0];
-    let cef = &alert.raw["cef"];
+    let cef = &alert.raw.value()["cef"];
     assert_eq!(cef["deviceVendor"], "V|x");
     assert_eq!(cef["deviceProduct"], "P\\y");
     assert_eq!(cef["name"], "N \\ | n");

@@ -60,7 +60,28 @@ const GENERIC_MAPPING_JSON: &str = r#"{
 /// The views the rules saw of alerts that started no run (most of a storm): freeing them is a
 /// good part of a write's time, which its caller spends after it lets go of the engine.
 #[must_use = "dropped where the caller holds no lock"]
-pub struct Spent(#[expect(dead_code, reason = "only ever dropped")] Vec<Value>);
+pub struct Spent(#[expect(dead_code, reason = "only ever dropped")] Vec<View>);
+
+/// An alert as the rules saw it, which becomes the trigger of a run it starts.
+#[derive(Default)]
+pub(super) struct View {
+    /// The alert as JSON; with `raw` when some rule may read it.
+    pub(super) json: Value,
+    /// `raw`, when no rule reads it: added to the trigger of a run the alert starts, and
+    /// for the alerts of a storm that start none never parsed (see [`ingest::Raw`]).
+    raw: Option<ingest::Raw>,
+}
+
+impl View {
+    /// The trigger of a run the alert starts: the alert with its `raw`.
+    fn into_trigger(self) -> Value {
+        let mut json = self.json;
+        if let Some(raw) = self.raw {
+            json["raw"] = raw.into_value();
+        }
+        json
+    }
+}
 
 /// The sources an alert may be sent from, by their endpoint name: part of the wire API.
 pub use riposte_proto::ALERT_SOURCES as SOURCES;
@@ -82,8 +103,8 @@ pub struct Decided {
     /// As received; packed with the others of its write when stored ([`store::pack`]).
     payload: Vec<u8>,
     pub(super) rules: Arc<Vec<(Rule, StoredRule)>>,
-    /// Each alert (without `raw`), as the rules saw it (with `raw`), and their decision.
-    pub(super) alerts: Vec<(ingest::Alert, Value, Decision)>,
+    /// Each alert (without `raw`), as the rules saw it, and their decision.
+    pub(super) alerts: Vec<(ingest::Alert, View, Decision)>,
     /// The span of the payload's arrival (`alert.received`), while traces are exported.
     trace: Option<TraceParent>,
 }
@@ -120,17 +141,18 @@ pub(super) fn decide_parsed(
             // (the payload is kept as received), so it is moved, not copied.
             // `raw` (the vendor payload, often most of the alert) is converted for the
             // templates only when some rule may read it.
-            let mut raw = Some(std::mem::take(&mut alert.raw));
+            let raw = std::mem::take(&mut alert.raw);
             let mut json = serde_json::to_value(&alert).expect("an alert serializes");
-            if reads_raw {
-                json["raw"] = raw.take().unwrap_or_default();
-            }
+            let raw = match reads_raw {
+                true => {
+                    json["raw"] = raw.into_value();
+                    None
+                }
+                false => Some(raw),
+            };
             let decision =
                 rules::decide(rules.rules.iter().map(|(r, _)| r), &rules.renderer, &json);
-            if let Some(raw) = raw {
-                json["raw"] = raw;
-            }
-            (alert, json, decision)
+            (alert, View { json, raw }, decision)
         })
         .collect();
     Decided {
@@ -198,20 +220,18 @@ impl Alerts {
             } = decided;
             received_ms = received;
             let first = stored.len();
-            for (index, (alert, mut json, decision)) in alerts.into_iter().enumerate() {
+            for (index, (alert, mut view, decision)) in alerts.into_iter().enumerate() {
                 // The rule's decision on this alert: the span a run it starts continues.
                 let decided = trace.map(|t| t.child(&format!("rule.decided/{index}")));
                 let fated = self.fate(
                     runs,
                     &rules,
-                    (&mut json, decision),
+                    (&mut view, decision),
                     received_ms,
                     &mut effects,
                     decided,
                 )?;
-                if !json.is_null() {
-                    spent.push(json);
-                }
+                spent.push(view);
                 let id = self.clock.new_alert_id();
                 stored.push(StoredAlert {
                     id,
@@ -273,7 +293,7 @@ impl Alerts {
         &mut self,
         runs: &mut Runs,
         rules: &[(Rule, StoredRule)],
-        (json, decision): (&mut Value, Decision),
+        (view, decision): (&mut View, Decision),
         now_ms: i64,
         effects: &mut Effects,
         trace: Option<TraceParent>,
@@ -306,7 +326,7 @@ impl Alerts {
             idempotency_key: String::new(),
             requested_by: crate::auth::Principal::rule(&rule.name).id,
             dry_run: false,
-            trigger: std::mem::take(json),
+            trigger: std::mem::take(view).into_trigger(),
             trace,
         };
         let id = match runs.prepare_start(request) {
@@ -580,14 +600,19 @@ mod tests {
                 clock: Clock::manual(1_000),
             };
             let decided = decide("azure-monitor", &payload, &rules, None).expect("parsed");
-            let (alert, json, decision) = &decided.alerts[0];
+            let (alert, view, decision) = decided.alerts.into_iter().next().expect("one alert");
             assert!(
                 matches!(decision, Decision::Start { index: 0, .. }),
                 "{expected}: {decision:?}"
             );
-            assert_eq!(alert.raw, Value::Null, "the stored alert has no raw");
             assert_eq!(
-                json["raw"]["data"]["essentials"]["monitorCondition"], "Fired",
+                alert.raw.into_value(),
+                Value::Null,
+                "the stored alert has no raw"
+            );
+            assert_eq!(
+                view.into_trigger()["raw"]["data"]["essentials"]["monitorCondition"],
+                "Fired",
                 "the run's trigger has it"
             );
         }

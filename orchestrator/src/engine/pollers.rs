@@ -319,7 +319,7 @@ impl Alerts {
             };
             let modified = p
                 .kind
-                .modified_at(&alert.raw)
+                .modified_at(&alert.raw.value())
                 .unwrap_or_default()
                 .to_owned();
             let modified_ms = ingest::rfc3339_ms(&modified).unwrap_or(0);

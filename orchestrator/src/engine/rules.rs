@@ -137,7 +137,8 @@ impl Alerts {
         decided
             .alerts
             .into_iter()
-            .map(|(_, mut json, decision)| {
+            .map(|(_, view, decision)| {
+                let mut json = view.json;
                 if let Some(alert) = json.as_object_mut() {
                     alert.remove("raw");
                 }
