@@ -558,7 +558,7 @@ fn encode_alerts(write: Option<&AlertWrite<'_>>) -> AlertRows {
 
 /// A record as stored: its JSON, sealed ([`seal`]).
 fn json<T: Serialize>(value: &T) -> Vec<u8> {
-    seal::seal(&serde_json::to_vec(value).expect("a stored record serializes"))
+    seal::seal_json(value)
 }
 
 type EncodedSchedule = (Option<(Vec<u8>, Vec<u8>)>, Vec<(Vec<u8>, Vec<u8>)>);

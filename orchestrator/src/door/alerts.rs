@@ -107,7 +107,7 @@ pub struct Combiner {
 
 struct Waiting {
     batch: Vec<Decided>,
-    reply: tokio::sync::oneshot::Sender<Result<Fated, Error>>,
+    reply: Reply,
 }
 
 impl Combiner {
@@ -144,17 +144,21 @@ impl Node {
         if waiting.is_empty() {
             return;
         }
-        let spent = match self.lock() {
+        let written = match self.lock() {
             Ok(mut engine) => combine(&mut engine, waiting),
-            Err(_) => {
-                for w in waiting {
-                    let _ = w.reply.send(Err(Error::Reopening));
-                }
-                None
-            }
+            Err(_) => Written {
+                answers: waiting
+                    .into_iter()
+                    .map(|w| (w.reply, Err(Error::Reopening)))
+                    .collect(),
+                spent: None,
+            },
         };
-        // Freed once the engine is let go.
-        drop(spent);
+        // Answered (each a task woken) and freed once the engine is let go.
+        for (reply, answer) in written.answers {
+            let _ = reply.send(answer);
+        }
+        drop(written.spent);
     }
 }
 
@@ -168,9 +172,17 @@ fn abandoned_or(
     })
 }
 
-/// Writes every waiting request's payloads in one write and answers each; gives back what
-/// the caller frees after it lets go of the engine.
-fn combine(engine: &mut Engine, waiting: Vec<Waiting>) -> Option<Spent> {
+/// What a write leaves to do once the engine is let go: each request's answer to send, and
+/// what to free.
+struct Written {
+    answers: Vec<(Reply, Result<Fated, Error>)>,
+    spent: Option<Spent>,
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<Fated, Error>>;
+
+/// Writes every waiting request's payloads in one write; gives back each one's answer.
+fn combine(engine: &mut Engine, waiting: Vec<Waiting>) -> Written {
     let counts: Vec<usize> = waiting.iter().map(|w| w.batch.len()).collect();
     let mut replies = Vec::with_capacity(waiting.len());
     let mut all = Vec::new();
@@ -181,19 +193,30 @@ fn combine(engine: &mut Engine, waiting: Vec<Waiting>) -> Option<Spent> {
     match engine.ingest_many(all) {
         Ok((fated, spent)) => {
             let mut fated = fated.into_iter();
-            for (reply, count) in replies.into_iter().zip(counts) {
-                let _ = reply.send(Ok(fated.by_ref().take(count).collect()));
+            let answers = replies
+                .into_iter()
+                .zip(counts)
+                .map(|(reply, count)| (reply, Ok(fated.by_ref().take(count).collect())))
+                .collect();
+            Written {
+                answers,
+                spent: Some(spent),
             }
-            Some(spent)
         }
         Err(e) => {
             tracing::error!(error = %e, payloads = counts.iter().sum::<usize>(), "alert.ingest_failed");
             let why: Arc<str> = e.to_string().into();
-            for reply in replies {
-                let shared = store::Error::SharedWriteFailed(why.clone());
-                let _ = reply.send(Err(engine::Error::Store(shared).into()));
+            let answers = replies
+                .into_iter()
+                .map(|reply| {
+                    let shared = store::Error::SharedWriteFailed(why.clone());
+                    (reply, Err(engine::Error::Store(shared).into()))
+                })
+                .collect();
+            Written {
+                answers,
+                spent: None,
             }
-            None
         }
     }
 }

@@ -205,8 +205,9 @@ impl Alerts {
         poll: Option<PollWrite<'_>>,
     ) -> Result<(Pending<Vec<StoredAlert>>, Spent), Error> {
         let mut effects = Effects::default();
-        let mut spent = Vec::new();
-        let mut stored = Vec::new();
+        let alerts: usize = batch.iter().map(|d| d.alerts.len()).sum();
+        let mut spent = Vec::with_capacity(alerts);
+        let mut stored = Vec::with_capacity(alerts);
         let mut payloads = Vec::with_capacity(batch.len());
         let mut received_ms = self.clock.now_ms();
         for decided in batch {
