@@ -409,7 +409,7 @@ pub struct Raw(Held);
 enum Held {
     Value(serde_json::Value),
     /// Read whole as JSON, within the nesting limit, before it was kept.
-    Text(Box<serde_json::value::RawValue>),
+    Text(Box<str>),
 }
 
 impl Default for Held {
@@ -419,18 +419,16 @@ impl Default for Held {
 }
 
 impl Raw {
-    /// `text`, which was read whole as JSON within the nesting limit; `None` if it is not
-    /// JSON after all.
-    pub(crate) fn text(text: &str) -> Option<Raw> {
-        let text = serde_json::value::RawValue::from_string(text.to_string()).ok()?;
-        Some(Raw(Held::Text(text)))
+    /// `text`, which the caller read whole as JSON within the nesting limit.
+    pub(crate) fn text(text: &str) -> Raw {
+        Raw(Held::Text(text.into()))
     }
 
     /// The record as a value, parsed now if it was kept as text.
     pub fn into_value(self) -> serde_json::Value {
         match self.0 {
             Held::Value(value) => value,
-            Held::Text(text) => serde_json::from_str(text.get())
+            Held::Text(text) => serde_json::from_str(&text)
                 .expect("kept text was read whole as JSON, within the nesting limit"),
         }
     }
@@ -460,7 +458,7 @@ impl Serialize for Raw {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match &self.0 {
             Held::Value(value) => value.serialize(serializer),
-            Held::Text(text) => text.serialize(serializer),
+            Held::Text(_) => self.value().serialize(serializer),
         }
     }
 }

@@ -199,17 +199,15 @@ async fn ingest(
     };
     match app.shared.handle(Caller::Feed, ingest).await {
         Ok(alerts) => {
-            let alerts: Vec<_> = alerts
+            let alerts = alerts
                 .iter()
-                .map(|a| {
-                    json!({
-                        "id": a.id.to_string(),
-                        "fate": crate::convert::alert_fate(a.fate),
-                        "run_id": a.run_id.map(|r| r.to_string()).unwrap_or_default(),
-                    })
+                .map(|a| Accepted {
+                    fate: crate::convert::alert_fate(a.fate),
+                    id: a.id,
+                    run_id: a.run_id.map(|r| r.to_string()).unwrap_or_default(),
                 })
                 .collect();
-            let body = json!({ "alerts": alerts }).to_string();
+            let body = serde_json::to_string(&Answer { alerts }).expect("an answer serializes");
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],
@@ -219,6 +217,20 @@ async fn ingest(
         }
         Err(e) => refusal(e),
     }
+}
+
+/// The answer to an accepted payload: each alert's id and fate, and the run it started or
+/// joined (`""` if none).
+#[derive(serde::Serialize)]
+struct Answer {
+    alerts: Vec<Accepted>,
+}
+
+#[derive(serde::Serialize)]
+struct Accepted {
+    fate: &'static str,
+    id: uuid::Uuid,
+    run_id: String,
 }
 
 fn too_large() -> Response {

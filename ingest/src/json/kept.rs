@@ -3,8 +3,10 @@
 //! [`Raw`], parsed later only if a rule or a run asks for it. A storm's alerts each read a
 //! handful of fields out of kilobytes of vendor payload.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
@@ -30,10 +32,10 @@ pub fn load_kept(bytes: &[u8], keep: &Keep) -> Result<(Value, Raw), Error> {
     let kept = Kept(keep)
         .deserialize(&mut reader)
         .and_then(|kept| reader.end().map(|()| kept));
-    match kept.ok().and_then(|kept| Some((kept, Raw::text(text)?))) {
-        Some(read) => Ok(read),
+    match kept {
+        Ok(kept) => Ok((kept, Raw::text(text))),
         // The full loader has the words for what is wrong.
-        None => load(bytes).map(|whole| (whole.clone(), Raw::from(whole))),
+        Err(_) => load(bytes).map(|whole| (whole.clone(), Raw::from(whole))),
     }
 }
 
@@ -98,15 +100,43 @@ impl<'de> Visitor<'de> for KeysVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut kept = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(Key(key)) = map.next_key()? {
             match self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(&key)) {
                 Some((_, keep)) => {
-                    kept.insert(key, map.next_value_seed(Kept(keep))?);
+                    kept.insert(key.into_owned(), map.next_value_seed(Kept(keep))?);
                 }
                 None => map.next_value_seed(Skip)?,
             }
         }
         Ok(Value::Object(kept))
+    }
+}
+
+/// An object's key, borrowed from the payload unless it holds an escape: the keys passed by
+/// are never copied.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v.to_string())))
     }
 }
 
@@ -188,6 +218,12 @@ mod tests {
             raw.into_value(),
             serde_json::from_str::<Value>(text).unwrap()
         );
+    }
+
+    #[test]
+    fn a_key_with_an_escape_is_matched_as_it_reads() {
+        let (kept, _) = load_kept(br#"{"\u0069d": 1, "o\u0074her": 2}"#, &KEEP).unwrap();
+        assert_eq!(kept, json!({"id": 1}));
     }
 
     #[test]

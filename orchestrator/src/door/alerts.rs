@@ -247,7 +247,7 @@ impl Request for IngestAlert {
         async move {
             let decided = engine::alerts::decide(
                 &self.source,
-                &self.payload,
+                self.payload.clone(),
                 &rules,
                 TraceParent::current(),
             )?;
@@ -299,11 +299,11 @@ impl Request for IngestBatch {
             (engine.alerts.rules(), engine.runs.tracing())
         };
         let mut decided = Vec::with_capacity(self.payloads.len());
-        for payload in &self.payloads {
+        for payload in self.payloads {
             // Each message is an arrival of its own, the root of its trace.
             let span = received(traced, &self.source, None);
             let trace = span.in_scope(TraceParent::current);
-            match engine::alerts::decide(&self.source, payload, &rules, trace) {
+            match engine::alerts::decide(&self.source, payload.into(), &rules, trace) {
                 Ok(d) => decided.push(d),
                 Err(e) => refused.push(e.to_string()),
             }
@@ -481,7 +481,7 @@ impl Request for TestRules {
 
     async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Self::Reply, Error> {
         let rules = node.lock()?.alerts.rules();
-        let decided = engine::alerts::decide(&self.source, &self.payload, &rules, None)?;
+        let decided = engine::alerts::decide(&self.source, self.payload.into(), &rules, None)?;
         Ok(node.lock()?.test_rules(decided)?)
     }
 }

@@ -100,8 +100,9 @@ pub struct AlertRules {
 pub struct Decided {
     pub(super) source: String,
     received_ms: i64,
-    /// As received; packed with the others of its write when stored ([`store::pack`]).
-    payload: Vec<u8>,
+    /// As received (shared with the request, not copied); packed with the others of its
+    /// write when stored ([`store::pack`]).
+    payload: bytes::Bytes,
     pub(super) rules: Arc<Vec<(Rule, StoredRule)>>,
     /// Each alert (without `raw`), as the rules saw it, and their decision.
     pub(super) alerts: Vec<(ingest::Alert, View, Decision)>,
@@ -114,21 +115,21 @@ pub struct Decided {
 /// `trace` is the span of its arrival.
 pub fn decide(
     source: &str,
-    payload: &[u8],
+    payload: bytes::Bytes,
     rules: &AlertRules,
     trace: Option<TraceParent>,
 ) -> Result<Decided, Error> {
     let format = format_of(source)?;
     // Stored under the source's one spelling (`azure_monitor`, whatever name it came by).
     let source = riposte_proto::alert_source(source).map_or(source, |(name, _)| name);
-    let alerts = ingest::parse(&format, payload).map_err(ingest_error)?;
+    let alerts = ingest::parse(&format, &payload).map_err(ingest_error)?;
     Ok(decide_parsed(source, payload, alerts, rules, trace))
 }
 
 /// Runs each alert parsed from `payload` through `rules` (see [`decide`]).
 pub(super) fn decide_parsed(
     source: &str,
-    payload: &[u8],
+    payload: bytes::Bytes,
     alerts: Vec<ingest::Alert>,
     rules: &AlertRules,
     trace: Option<TraceParent>,
@@ -158,7 +159,7 @@ pub(super) fn decide_parsed(
     Decided {
         source: source.to_string(),
         received_ms: rules.clock.now_ms(),
-        payload: payload.to_vec(),
+        payload,
         rules: rules.rules.clone(),
         alerts,
         trace,
@@ -600,7 +601,8 @@ mod tests {
                 renderer: renderer.clone(),
                 clock: Clock::manual(1_000),
             };
-            let decided = decide("azure-monitor", &payload, &rules, None).expect("parsed");
+            let decided =
+                decide("azure-monitor", payload.clone().into(), &rules, None).expect("parsed");
             let (alert, view, decision) = decided.alerts.into_iter().next().expect("one alert");
             assert!(
                 matches!(decision, Decision::Start { index: 0, .. }),

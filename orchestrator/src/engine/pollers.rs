@@ -351,7 +351,7 @@ impl Alerts {
             alert.revision = Some(revision);
             batch.push(decide_parsed(
                 p.kind.source(),
-                item,
+                bytes::Bytes::copy_from_slice(item),
                 vec![alert],
                 rules,
                 None,
