@@ -126,16 +126,22 @@ pub(super) async fn flusher(flushing: Flushing) {
         let started = clock.monotonic();
         let _round = Round::begin(&commit);
         let db = db.clone();
-        let flush = tokio::task::spawn_blocking(move || {
+        // The flush and its sync in one hand-off to a blocking thread, not two: on a busy
+        // machine each hand-off waits for a core, and every write waits for the round.
+        let round = tokio::task::spawn_blocking(move || {
             let flushed = db.flush().map(|_| ());
-            (flushed, syncer)
+            let synced = match (&flushed, syncer.as_mut()) {
+                (Ok(()), Some(s)) => s.sync(),
+                _ => Ok(()),
+            };
+            (flushed, synced, syncer)
         });
-        let result = match flush.await {
-            Ok((result, returned)) => {
+        let (result, synced) = match round.await {
+            Ok((result, synced, returned)) => {
                 syncer = returned;
-                result
+                (result, synced)
             }
-            Err(_) => return fail(&commit, "the flush panicked".into()),
+            Err(_) => return fail(&commit, "the flush or its sync panicked".into()),
         };
         if let Err(e) = result {
             if !failing {
@@ -156,12 +162,8 @@ pub(super) async fn flusher(flushing: Flushing) {
             tracing::info!("store.flush_recovered");
             failing = false;
         }
-        if let Some(mut s) = syncer.take() {
-            match tokio::task::spawn_blocking(move || s.sync().map(|()| s)).await {
-                Ok(Ok(s)) => syncer = Some(s),
-                Ok(Err(e)) => return fail(&commit, format!("fdatasync failed: {e}")),
-                Err(_) => return fail(&commit, "the sync panicked".into()),
-            }
+        if let Err(e) = synced {
+            return fail(&commit, format!("fdatasync failed: {e}"));
         }
         metrics
             .store_flush
