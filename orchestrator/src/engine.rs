@@ -27,7 +27,7 @@ mod unoffered;
 
 pub use alerts::Alerts;
 pub use playbooks::{Builtin, Versions};
-pub use rules::{RuleApplied, Verdict};
+pub use rules::{RuleApplied, SharedRules, Verdict};
 pub use runs::{ApprovalView, GrantView, StartRequest, Watch};
 pub use schedules::{ApplyOutcome, ScheduleView, Schedules};
 pub use tasks::{LeasedTask, Poll, Report};
@@ -262,6 +262,13 @@ impl Engine {
             self.settle();
         }
         self.runs.next_wake(now)
+    }
+
+    /// Publishes the alert rules into `shared`, now and at every change (see
+    /// [`SharedRules`]).
+    pub fn share_rules(&mut self, shared: SharedRules) {
+        let traced = self.runs.tracing();
+        self.alerts.share(shared, traced);
     }
 
     /// Ingests several decided payloads, in order, in one write; answers each payload's

@@ -239,10 +239,7 @@ impl Request for IngestAlert {
 
     async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Vec<StoredAlert>, Error> {
         let _slot = self.slot;
-        let (rules, traced) = {
-            let engine = node.lock()?;
-            (engine.alerts.rules(), engine.runs.tracing())
-        };
+        let (rules, traced) = node.rules.now().ok_or(Error::Reopening)?;
         let span = received(traced, &self.source, self.trace);
         async move {
             let decided = engine::alerts::decide(
@@ -294,10 +291,7 @@ impl Request for IngestBatch {
     async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Vec<String>, Error> {
         let _places = node.ingesting.take(Feed::Syslog, self.payloads.len()).await;
         let mut refused = Vec::new();
-        let (rules, traced) = {
-            let engine = node.lock()?;
-            (engine.alerts.rules(), engine.runs.tracing())
-        };
+        let (rules, traced) = node.rules.now().ok_or(Error::Reopening)?;
         let mut decided = Vec::with_capacity(self.payloads.len());
         for payload in self.payloads {
             // Each message is an arrival of its own, the root of its trace.

@@ -53,6 +53,8 @@ pub struct Node {
     ingest_refused: Tally,
     /// Decided payloads waiting to be written together.
     combiner: alerts::Combiner,
+    /// The alert rules, read by every payload without the engine's lock.
+    rules: engine::SharedRules,
     /// Opens the engine afresh from the data dir (see [`Node::reopen`]).
     reopen: Option<Reopen>,
     /// Which workers may connect and what each may offer.
@@ -283,7 +285,11 @@ impl Node {
     /// worker may register until [`Node::with_worker_access`] says who may.
     pub fn new(engine: Engine, in_flight: usize, in_flight_per_feed: Option<usize>) -> Node {
         let per_feed = in_flight_per_feed.unwrap_or(in_flight.div_ceil(2));
+        let rules = engine::SharedRules::default();
+        let mut engine = engine;
+        engine.share_rules(rules.clone());
         Node {
+            rules,
             clock: engine.clock().clone(),
             timers: engine.timers_changed(),
             ingest_refused: Tally::new("in_flight", engine.clock().clone()),
@@ -456,6 +462,7 @@ impl Node {
         // The old store's handles go with the engine; its flusher then ends and lets go of the
         // data dir (its lock and sled's), which may take a moment.
         let old = self.lock_slot().take();
+        self.rules.clear();
         drop(old);
         let mut tries = 0;
         let engine = loop {
@@ -481,6 +488,7 @@ impl Node {
         // The engine opened with the policy of the start; a reload since is the one in force.
         let platform = engine::Platform::of(&self.operators.policy());
         engine.runs.set_platform(platform);
+        engine.share_rules(self.rules.clone());
         *self.lock_slot() = Some(engine);
         // What fell due while it was closed fires at once.
         self.timers.notify_one();

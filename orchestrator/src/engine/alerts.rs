@@ -184,6 +184,8 @@ pub struct Alerts {
     pub(super) renderer: Arc<Renderer>,
     /// The alert pollers and their claims.
     pub(crate) pollers: Pollers,
+    /// Where the rules are published at every change, with whether traces are exported.
+    pub(super) shared: Option<(super::SharedRules, bool)>,
 }
 
 impl Alerts {
@@ -440,6 +442,7 @@ impl Alerts {
             rules: Arc::new(Vec::new()),
             all: Vec::new(),
             renderer: Arc::new(Renderer::new()),
+            shared: None,
         };
         let mut all = Vec::new();
         for stored in store.rules()? {

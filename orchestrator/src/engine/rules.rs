@@ -1,18 +1,46 @@
 //! Alert rules in the engine: apply, disable and enable, delete, read, and test a payload
 //! against them without storing or starting anything. Every change replaces the shared list
-//! the alerts are decided against (the enabled rules, in evaluation order) in one step.
+//! the alerts are decided against (the enabled rules, in evaluation order) in one step, and
+//! publishes it where payloads read it without the engine's lock ([`SharedRules`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use riposte_playbooks::Diagnostic;
 use riposte_playbooks::rules::{self, Decision, Rule};
 use riposte_scheduler::state::RunId;
 use serde_json::Value;
 
-use super::alerts::{Decided, Effects, Hold};
+use super::alerts::{AlertRules, Decided, Effects, Hold};
 use super::{Alerts, Error, Runs, check_len};
 use crate::pending::Pending;
 use crate::store::{AlertFate, Disabled, StoredRule};
+
+/// The rules alerts are decided against, readable without the engine's lock: every payload
+/// takes them as it arrives, while a write may hold the lock for a millisecond, and a request
+/// that waited for the lock there would hold one of the runtime's worker threads all along.
+/// The engine publishes them at every change, with whether traces are exported; the door
+/// hands the same cell to an engine opened afresh. Empty while there is no engine.
+#[derive(Clone, Default)]
+pub struct SharedRules(Arc<RwLock<Option<(AlertRules, bool)>>>);
+
+impl SharedRules {
+    /// The rules now, and whether traces are exported; `None` while there is no engine.
+    pub fn now(&self) -> Option<(AlertRules, bool)> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Empties the cell (the engine is gone).
+    pub fn clear(&self) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    fn set(&self, rules: AlertRules, traced: bool) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some((rules, traced));
+    }
+}
 
 /// What applying a rule did.
 pub enum RuleApplied {
@@ -48,6 +76,15 @@ impl Alerts {
         let enabled = all.iter().filter(|(_, s)| s.disabled.is_none()).cloned();
         self.rules = Arc::new(enabled.collect());
         self.all = all;
+        if let Some((shared, traced)) = &self.shared {
+            shared.set(self.rules(), *traced);
+        }
+    }
+
+    /// Publishes the rules into `shared`, now and at every change.
+    pub(super) fn share(&mut self, shared: SharedRules, traced: bool) {
+        shared.set(self.rules(), traced);
+        self.shared = Some((shared, traced));
     }
 
     /// Stores (or replaces) a rule from its YAML source; a disabled rule stays disabled.
