@@ -428,8 +428,7 @@ impl Raw {
     pub fn into_value(self) -> serde_json::Value {
         match self.0 {
             Held::Value(value) => value,
-            Held::Text(text) => serde_json::from_str(&text)
-                .expect("kept text was read whole as JSON, within the nesting limit"),
+            Held::Text(text) => parsed(&text),
         }
     }
 
@@ -437,9 +436,16 @@ impl Raw {
     pub fn value(&self) -> std::borrow::Cow<'_, serde_json::Value> {
         match &self.0 {
             Held::Value(value) => std::borrow::Cow::Borrowed(value),
-            Held::Text(_) => std::borrow::Cow::Owned(self.clone().into_value()),
+            Held::Text(text) => std::borrow::Cow::Owned(parsed(text)),
         }
     }
+}
+
+/// Kept text as a value. It was read whole, with the same reader and limits, before it was
+/// kept, so this does not fail; were it to, the record would read as null, not take the
+/// process down.
+fn parsed(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
 }
 
 impl From<serde_json::Value> for Raw {
@@ -456,10 +462,7 @@ impl PartialEq for Raw {
 
 impl Serialize for Raw {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match &self.0 {
-            Held::Value(value) => value.serialize(serializer),
-            Held::Text(_) => self.value().serialize(serializer),
-        }
+        self.value().serialize(serializer)
     }
 }
 

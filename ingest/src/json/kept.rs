@@ -140,8 +140,8 @@ impl<'de> Visitor<'de> for KeyVisitor {
     }
 }
 
-/// Goes past a value, keeping nothing: through the reader's own nesting limit, which
-/// [`IgnoredAny`] alone would not count.
+/// Goes past a value, keeping nothing: through the reader's own nesting limit and string
+/// checks (a lone surrogate), which [`IgnoredAny`] alone would pass by in a value.
 struct Skip;
 
 impl<'de> DeserializeSeed<'de> for Skip {
@@ -189,6 +189,7 @@ impl<'de> Visitor<'de> for Skip {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // A key is read as a string whatever it is read into: its escapes are checked.
         while map.next_key::<IgnoredAny>()?.is_some() {
             map.next_value_seed(Skip)?;
         }
@@ -237,7 +238,13 @@ mod tests {
     #[test]
     fn what_does_not_load_is_refused_as_the_full_loader_refuses_it() {
         let deep = format!("{{\"skipped\": {}{}}}", "[".repeat(200), "]".repeat(200));
-        for bad in [&b"{\"a\": "[..], b"{\"id\": 1} x", deep.as_bytes(), b"\xff"] {
+        let lone = [
+            &br#"{"skipped": {"\ud800": 1}}"#[..],
+            br#"{"skipped": ["\udc00"]}"#,
+            br#"{"\ud800": 1}"#,
+        ];
+        let bad = [&b"{\"a\": "[..], b"{\"id\": 1} x", deep.as_bytes(), b"\xff"];
+        for bad in bad.into_iter().chain(lone) {
             let kept = load_kept(bad, &KEEP).map(|_| ()).unwrap_err().to_string();
             let full = load(bad).map(|_| ()).unwrap_err().to_string();
             assert_eq!(kept, full);
