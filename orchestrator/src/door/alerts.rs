@@ -474,7 +474,7 @@ impl Request for TestRules {
     const KIND: Kind = Kind::TestRules;
 
     async fn serve(self, node: &Arc<Node>, _actor: &Actor) -> Result<Self::Reply, Error> {
-        let rules = node.lock()?.alerts.rules();
+        let (rules, _) = node.rules.now().ok_or(Error::Reopening)?;
         let decided = engine::alerts::decide(&self.source, self.payload.into(), &rules, None)?;
         Ok(node.lock()?.test_rules(decided)?)
     }

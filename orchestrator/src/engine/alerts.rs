@@ -57,8 +57,9 @@ const GENERIC_MAPPING_JSON: &str = r#"{
     "dedup": "dedup_key"
 }"#;
 
-/// The views the rules saw of alerts that started no run (most of a storm): freeing them is a
-/// good part of a write's time, which its caller spends after it lets go of the engine.
+/// The views the rules saw of a write's alerts (emptied for those that started a run, most of a
+/// storm starting none): freeing them is a good part of a write's time, which its caller
+/// spends after it lets go of the engine.
 #[must_use = "dropped where the caller holds no lock"]
 pub struct Spent(#[expect(dead_code, reason = "only ever dropped")] Vec<View>);
 

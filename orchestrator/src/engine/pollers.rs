@@ -304,8 +304,8 @@ impl Alerts {
         let mut seen: HashMap<String, Seen> = HashMap::new();
         let mut batch: Vec<Decided> = Vec::new();
         let mut last_ms = None;
-        for item in &items {
-            let alert = match ingest::parse(&p.kind.format(), item) {
+        for item in items {
+            let alert = match ingest::parse(&p.kind.format(), &item) {
                 Ok(mut alerts) if alerts.len() == 1 => alerts.remove(0),
                 Ok(alerts) => {
                     let why = format!("an item read as {} alerts, not one", alerts.len());
@@ -351,7 +351,7 @@ impl Alerts {
             alert.revision = Some(revision);
             batch.push(decide_parsed(
                 p.kind.source(),
-                bytes::Bytes::copy_from_slice(item),
+                item.into(),
                 vec![alert],
                 rules,
                 None,
