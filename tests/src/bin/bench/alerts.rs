@@ -423,6 +423,8 @@ async fn post_all(
     url: &str,
     payloads: Vec<String>,
 ) -> Result<Vec<String>> {
+    // Parsed once, not once per request: the load generator shares the cores it measures.
+    let url = reqwest::Url::parse(url)?;
     let slots: Vec<Arc<Semaphore>> = senders
         .iter()
         .map(|_| Arc::new(Semaphore::new(HTTP_CONCURRENCY)))
@@ -432,7 +434,7 @@ async fn post_all(
         let (http, slots) = (&senders[n % senders.len()], &slots[n % senders.len()]);
         let permit = slots.clone().acquire_owned().await?;
         let request = http
-            .post(url)
+            .post(url.clone())
             .header("X-Riposte-Token", TOKEN)
             .body(payload)
             .send();
@@ -451,11 +453,12 @@ async fn post_all(
 
 async fn fate_of(answer: reqwest::Response) -> Result<String> {
     let status = answer.status();
-    let body = answer.text().await?;
+    let body = answer.bytes().await?;
     if status != reqwest::StatusCode::OK {
+        let body = String::from_utf8_lossy(&body);
         bail!("the alert listener answered {status}: {body}");
     }
-    let body: serde_json::Value = serde_json::from_str(&body)?;
+    let body: serde_json::Value = serde_json::from_slice(&body)?;
     Ok(body["alerts"][0]["fate"].as_str().unwrap_or("").to_string())
 }
 

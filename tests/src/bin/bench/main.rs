@@ -138,6 +138,11 @@ const PER_STEP_FLOOR_RATIO_MAX: f64 = 4.0;
 const STEPS_PER_SECOND_MIN: f64 = 1000.0;
 const RESTART_MAX: Duration = Duration::from_secs(1);
 
+/// The orchestrator's allocator, so that the load generator, which shares the machine's cores
+/// with it, spends as little of them as it can on allocation.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
