@@ -9,16 +9,19 @@
 //! state a template cannot build values nested deep enough to exhaust the stack). Run data
 //! (params, trigger, step outputs) is passed as values and never compiled as a template.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{PoisonError, RwLock};
+use std::collections::BTreeMap;
 
 use minijinja::value::ValueKind;
-use minijinja::{Environment, ErrorKind, Expression, UndefinedBehavior};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
 
 use crate::limits;
 use crate::model::Step;
 use crate::template::{self, Leaf};
+
+mod compiled;
+
+use compiled::Compiling;
 
 /// The template environment shared by validation and rendering, so both read templates alike.
 pub(crate) fn environment() -> Environment<'static> {
@@ -66,7 +69,7 @@ pub struct RenderError {
 
 impl RenderError {
     fn new(step: &Step, field: &str, problem: impl std::fmt::Display) -> RenderError {
-        RenderError::at(&format!("step `{}`: {field}", step.id), problem)
+        RenderError::at(format_args!("step `{}`: {field}", step.id), problem)
     }
 
     fn bare(problem: impl std::fmt::Display) -> RenderError {
@@ -75,7 +78,7 @@ impl RenderError {
         }
     }
 
-    fn at(what: &str, problem: impl std::fmt::Display) -> RenderError {
+    fn at(what: impl std::fmt::Display, problem: impl std::fmt::Display) -> RenderError {
         RenderError {
             message: format!("{what}: {problem}"),
         }
@@ -90,24 +93,6 @@ const ROOT_NAMES: [&str; 5] = ["params", "steps", "run", "trigger", "item"];
 pub struct Renderer {
     env: Compiling,
 }
-
-/// The most expressions a renderer keeps compiled; the others are compiled at each use.
-const COMPILED_MAX: usize = 1024;
-
-/// Expressions compiled once, by their source: a rule's match, params and dedup key are
-/// evaluated for every alert, and compiling them again each time was about a third of the
-/// rules' cost in a profile of alert ingestion.
-type Compiled<'env> = RwLock<HashMap<String, Expression<'env, 'static>>>;
-
-self_cell::self_cell!(
-    /// The environment, and the expressions compiled in it.
-    struct Compiling {
-        owner: Environment<'static>,
-        #[not_covariant]
-        dependent: Compiled,
-    }
-    impl {Debug}
-);
 
 impl Default for Renderer {
     fn default() -> Self {
@@ -124,7 +109,7 @@ impl Renderer {
     /// A renderer with the sandboxed environment.
     pub fn new() -> Renderer {
         Renderer {
-            env: Compiling::new(environment(), |_| RwLock::default()),
+            env: Compiling::new(environment()),
         }
     }
 
@@ -224,18 +209,37 @@ impl Renderer {
         self.tree_in(what, tree, &Scope(root))
     }
 
-    /// Like [`Renderer::tree`], over a [`Scope`] built once.
-    pub fn tree_in(&self, what: &str, tree: &Value, scope: &Scope) -> Result<Value, RenderError> {
-        let rendered = self.render_tree(tree, what, &scope.0)?;
-        let size = rendered.to_string().len();
-        if size > limits::RENDERED_BYTES_MAX {
-            let message = format!(
-                "rendered input is {size} bytes, more than the {} allowed",
-                limits::RENDERED_BYTES_MAX
-            );
-            return Err(RenderError::at(what, message));
-        }
-        Ok(rendered)
+    /// Like [`Renderer::tree`], over a [`Scope`] built once. `what` is written out only
+    /// in an error.
+    pub fn tree_in(
+        &self,
+        what: impl std::fmt::Display,
+        tree: &Value,
+        scope: &Scope,
+    ) -> Result<Value, RenderError> {
+        within_rendered_max(what, |path| self.render_tree(tree, path, &scope.0))
+    }
+
+    /// Like [`Renderer::tree_in`] over a mapping (an alert rule's `params`), without making
+    /// it a tree first.
+    pub fn map_in(
+        &self,
+        what: impl std::fmt::Display,
+        map: &serde_json::Map<String, Value>,
+        scope: &Scope,
+    ) -> Result<serde_json::Map<String, Value>, RenderError> {
+        within_rendered_max(what, |path| self.render_map(map, path, &scope.0))
+    }
+
+    /// Like [`Renderer::tree_in`] over a tree that is one string leaf (an alert rule's dedup
+    /// key), without making it a tree first.
+    pub fn leaf_in(
+        &self,
+        what: impl std::fmt::Display,
+        source: &str,
+        scope: &Scope,
+    ) -> Result<Value, RenderError> {
+        within_rendered_max(what, |path| self.render_leaf(source, path, &scope.0))
     }
 
     /// Evaluates a boolean expression (e.g. an alert rule's `match`) over `vars` alone,
@@ -270,7 +274,7 @@ impl Renderer {
     /// Like [`Renderer::condition`], over a [`Scope`] built once.
     pub fn condition_in(
         &self,
-        what: &str,
+        what: impl std::fmt::Display,
         expression: &str,
         scope: &Scope,
     ) -> Result<bool, RenderError> {
@@ -282,16 +286,11 @@ impl Renderer {
 
     /// Whether an expression or a template compiles (its names are not looked up).
     pub fn check(&self, source: &str, expression: bool) -> Result<(), RenderError> {
+        let env = self.env.env();
         let checked = if expression {
-            self.env
-                .borrow_owner()
-                .compile_expression(source)
-                .map(|_| ())
+            env.compile_expression(source).map(|_| ())
         } else {
-            self.env
-                .borrow_owner()
-                .template_from_str(source)
-                .map(|_| ())
+            env.template_from_str(source).map(|_| ())
         };
         checked.map_err(|e| RenderError::bare(error_text(&e)))
     }
@@ -325,7 +324,7 @@ impl Renderer {
     fn render_tree(
         &self,
         value: &Value,
-        path: &str,
+        path: Path<'_>,
         root: &minijinja::Value,
     ) -> Result<Value, RenderError> {
         match value {
@@ -333,25 +332,32 @@ impl Renderer {
             Value::Array(items) => items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| self.render_tree(v, &format!("{path}[{i}]"), root))
+                .map(|(i, v)| self.render_tree(v, Path::Index(&path, i), root))
                 .collect::<Result<_, _>>()
                 .map(Value::Array),
-            Value::Object(map) => map
-                .iter()
-                .map(|(k, v)| {
-                    let rendered = self.render_tree(v, &format!("{path}.{k}"), root)?;
-                    Ok((k.clone(), rendered))
-                })
-                .collect::<Result<_, _>>()
-                .map(Value::Object),
+            Value::Object(map) => self.render_map(map, path, root).map(Value::Object),
             other => Ok(other.clone()),
         }
+    }
+
+    fn render_map(
+        &self,
+        map: &serde_json::Map<String, Value>,
+        path: Path<'_>,
+        root: &minijinja::Value,
+    ) -> Result<serde_json::Map<String, Value>, RenderError> {
+        map.iter()
+            .map(|(k, v)| {
+                let rendered = self.render_tree(v, Path::Key(&path, k), root)?;
+                Ok((k.clone(), rendered))
+            })
+            .collect()
     }
 
     fn render_leaf(
         &self,
         source: &str,
-        path: &str,
+        path: Path<'_>,
         root: &minijinja::Value,
     ) -> Result<Value, RenderError> {
         let fail = |e: String| RenderError::at(path, e);
@@ -368,24 +374,11 @@ impl Renderer {
         }
     }
 
-    /// Evaluates an expression, compiled once ([`Compiled`]); an undefined result is an error.
+    /// Evaluates an expression, compiled once ([`compiled`]); an undefined result is an error.
     fn eval(&self, expression: &str, root: minijinja::Value) -> Result<minijinja::Value, String> {
         let value = self
             .env
-            .with_dependent(|env, compiled| {
-                let known = compiled.read().unwrap_or_else(PoisonError::into_inner);
-                if let Some(expr) = known.get(expression) {
-                    return expr.eval(root);
-                }
-                drop(known);
-                let expr = env.compile_expression_owned(expression.to_string())?;
-                let value = expr.eval(root);
-                let mut known = compiled.write().unwrap_or_else(PoisonError::into_inner);
-                if known.len() < COMPILED_MAX {
-                    known.insert(expression.to_string(), expr);
-                }
-                value
-            })
+            .eval(expression, root)
             .map_err(|e| error_text(&e))?;
         if value.is_undefined() {
             return Err(format!("`{expression}` is undefined"));
@@ -393,14 +386,10 @@ impl Renderer {
         Ok(value)
     }
 
-    /// Renders a template to text of at most [`limits::RENDERED_BYTES_MAX`].
+    /// Renders a text template, compiled once ([`compiled`]), to text of at most
+    /// [`limits::RENDERED_BYTES_MAX`].
     fn render(&self, source: &str, root: minijinja::Value) -> Result<String, String> {
-        let template = self
-            .env
-            .borrow_owner()
-            .template_from_str(source)
-            .map_err(|e| error_text(&e))?;
-        let text = template.render(root).map_err(|e| error_text(&e))?;
+        let text = self.env.render(source, root).map_err(|e| error_text(&e))?;
         if text.len() > limits::RENDERED_BYTES_MAX {
             return Err(format!(
                 "rendered text is {} bytes, more than the {} allowed",
@@ -410,6 +399,61 @@ impl Renderer {
         }
         Ok(text)
     }
+}
+
+/// Where a leaf sits in a tree, for its errors: built as the renderer descends, and written
+/// out only when a leaf fails (rules render their params for every alert).
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root(&'a dyn std::fmt::Display),
+    Key(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root(what) => what.fmt(f),
+            Path::Key(path, key) => write!(f, "{path}.{key}"),
+            Path::Index(path, index) => write!(f, "{path}[{index}]"),
+        }
+    }
+}
+
+/// What `render` renders from the root named `what`, refused when longer than
+/// [`limits::RENDERED_BYTES_MAX`] as JSON.
+fn within_rendered_max<T: serde::Serialize>(
+    what: impl std::fmt::Display,
+    render: impl FnOnce(Path<'_>) -> Result<T, RenderError>,
+) -> Result<T, RenderError> {
+    let rendered = render(Path::Root(&what))?;
+    let size = json_len(&rendered);
+    if size > limits::RENDERED_BYTES_MAX {
+        let message = format!(
+            "rendered input is {size} bytes, more than the {} allowed",
+            limits::RENDERED_BYTES_MAX
+        );
+        return Err(RenderError::at(what, message));
+    }
+    Ok(rendered)
+}
+
+/// The length of `value` as compact JSON, counted without writing it out.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Counting cannot fail, nor can writing JSON values out (their keys are strings).
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// A template error as one line: what went wrong, without the template dump.
@@ -575,47 +619,4 @@ fn map_to_json(value: &minijinja::Value, depth: usize) -> Result<Value, String> 
         map.insert(key, to_json(&item, depth + 1)?);
     }
     Ok(Value::Object(map))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_expression_is_compiled_once_evaluated_afresh_and_the_compiled_are_bounded() {
-        let renderer = Renderer::new();
-        let scope_of = |n: u64| {
-            let alert = serde_json::json!({ "n": n });
-            renderer.scope(&[("alert", &alert)]).expect("a scope")
-        };
-        for n in 0..3 {
-            let matched = renderer.condition_in("rule", "alert.n == 1", &scope_of(n));
-            assert_eq!(matched.expect("evaluates"), n == 1, "alert {n}");
-        }
-        let scope = scope_of(0);
-        for _ in 0..2 {
-            let error = renderer
-                .condition_in("rule `r`: match", "alert.n ==", &scope)
-                .expect_err("does not compile");
-            assert!(
-                error.message.starts_with("rule `r`: match: syntax error"),
-                "{error}"
-            );
-        }
-        for n in 0..COMPILED_MAX + 10 {
-            let expression = format!("alert.n + {n} == {n}");
-            assert!(
-                renderer
-                    .condition_in("rule", &expression, &scope)
-                    .expect("evaluates")
-            );
-        }
-        let kept = renderer.env.with_dependent(|_, compiled| {
-            compiled
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .len()
-        });
-        assert_eq!(kept, COMPILED_MAX);
-    }
 }

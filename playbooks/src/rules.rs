@@ -275,9 +275,9 @@ pub fn decide<'a>(
         Err(_) => return Decision::Nothing,
     };
     for (index, rule) in rules.into_iter().enumerate() {
-        let what = format!("rule `{}`: match", rule.name);
+        // An error here is no match: it is not named.
         if !renderer
-            .condition_in(&what, &rule.expression, &scope)
+            .condition_in("", &rule.expression, &scope)
             .unwrap_or(false)
         {
             continue;
@@ -296,21 +296,27 @@ pub fn decide<'a>(
 
 type Rendered = (Map<String, Value>, Option<String>);
 
+/// A matching rule's params and dedup key over one alert. Rendered for every alert of a
+/// storm: what names a template in errors is written out only in an error.
 fn render(rule: &Rule, renderer: &Renderer, scope: &Scope) -> Result<Rendered, String> {
-    let what = format!("rule `{}`: params", rule.name);
-    let params = renderer
-        .tree_in(&what, &Value::Object(rule.params.clone()), scope)
-        .map_err(|e| e.to_string())?;
-    let Value::Object(params) = params else {
-        unreachable!("a rendered mapping is a mapping")
+    let what = |part: &'static str| Named {
+        rule: &rule.name,
+        part,
     };
+    let params = renderer
+        .map_in(what("params"), &rule.params, scope)
+        .map_err(|e| e.to_string())?;
     let dedup_key = match &rule.dedup {
         Some(dedup) => {
-            let what = format!("rule `{}`: dedup.key", rule.name);
-            let key = render_text(renderer, &what, &dedup.key, scope)?;
+            let key = match renderer.leaf_in(what("dedup.key"), &dedup.key, scope) {
+                Ok(Value::String(key)) => key,
+                Ok(other) => other.to_string(),
+                Err(e) => return Err(e.to_string()),
+            };
             if key.len() > limits::DEDUP_KEY_BYTES_MAX {
                 return Err(format!(
-                    "{what}: rendered key is {} bytes, more than the {} allowed",
+                    "{}: rendered key is {} bytes, more than the {} allowed",
+                    what("dedup.key"),
                     key.len(),
                     limits::DEDUP_KEY_BYTES_MAX
                 ));
@@ -322,20 +328,16 @@ fn render(rule: &Rule, renderer: &Renderer, scope: &Scope) -> Result<Rendered, S
     Ok((params, dedup_key))
 }
 
-/// A text template over the scope (as a one-leaf tree).
-fn render_text(
-    renderer: &Renderer,
-    what: &str,
-    template: &str,
-    scope: &Scope,
-) -> Result<String, String> {
-    let value = renderer
-        .tree_in(what, &Value::String(template.to_string()), scope)
-        .map_err(|e| e.to_string())?;
-    Ok(match value {
-        Value::String(s) => s,
-        other => other.to_string(),
-    })
+/// ``rule `NAME`: PART``, naming a rule's template in an error.
+struct Named<'a> {
+    rule: &'a str,
+    part: &'static str,
+}
+
+impl std::fmt::Display for Named<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rule `{}`: {}", self.rule, self.part)
+    }
 }
 
 #[cfg(test)]
@@ -419,10 +421,37 @@ mod tests {
             Decision::Nothing
         );
         let no_ip = alert("high", json!([]));
-        assert!(matches!(
-            decide(&[rule], &renderer, &no_ip),
-            Decision::Refused { index: 0, .. }
-        ));
+        let Decision::Refused { index: 0, reason } = decide(&[rule], &renderer, &no_ip) else {
+            panic!("refused");
+        };
+        assert!(
+            reason.starts_with("rule `r`: params.ip: "),
+            "names the rule and the param: {reason}"
+        );
+    }
+
+    #[test]
+    fn a_dedup_key_that_cannot_be_rendered_or_is_too_long_is_named() {
+        let renderer = Renderer::new();
+        let a = alert("high", json!([{"address": "203.0.113.45"}]));
+        let refusal = |key: &str| {
+            let rule = RULE.replace("ip-{{ alert.entities.ips[0].address }}", key);
+            let rule = parse(&rule, &renderer).expect("valid");
+            match decide(&[rule], &renderer, &a) {
+                Decision::Refused { reason, .. } => reason,
+                other => panic!("refused, not {other:?}"),
+            }
+        };
+        let undefined = refusal("{{ alert.nothing_here }}");
+        assert!(
+            undefined.starts_with("rule `r`: dedup.key: "),
+            "names the key: {undefined}"
+        );
+        let long = refusal("{{ alert.severity * 200 }}");
+        assert_eq!(
+            long,
+            "rule `r`: dedup.key: rendered key is 800 bytes, more than the 512 allowed"
+        );
     }
 
     #[test]
