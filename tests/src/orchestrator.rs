@@ -246,10 +246,16 @@ impl Orchestrator {
         self.addr
     }
 
+    /// The address of the HTTP alert listener; panics when it was not started with
+    /// `--alerts-listen`.
+    pub fn alerts_addr(&self) -> SocketAddr {
+        self.alert_addrs[0].expect("the orchestrator was started with --alerts-listen")
+    }
+
     /// `https://ADDR` (with TLS) or `http://ADDR` of the HTTP alert listener; panics when it
     /// was not started with `--alerts-listen`.
     pub fn alerts_url(&self) -> String {
-        let addr = self.alert_addrs[0].expect("the orchestrator was started with --alerts-listen");
+        let addr = self.alerts_addr();
         match self.tls_dir {
             Some(_) => format!("https://{addr}"),
             None => format!("http://{addr}"),

@@ -37,8 +37,9 @@ use riposte_tests::Orchestrator;
 use riposte_tests::alerts::apply_rule;
 use riposte_tests::api;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
+mod post;
 mod print;
 
 use super::{
@@ -218,23 +219,17 @@ pub async fn measure() -> Result<Figures> {
         bail!("the benchmark rule was refused: {applied}");
     }
     let fixture = std::fs::read_to_string(AZURE_FIXTURE).context("the Azure Monitor fixture")?;
-    let senders = (0..HTTP_SENDERS)
-        .map(|n| {
-            reqwest::Client::builder()
-                .pool_max_idle_per_host(HTTP_CONCURRENCY)
-                .local_address(std::net::IpAddr::from([127, 0, 0, 2 + n as u8]))
-                .tcp_nodelay(true)
-                .build()
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let http = senders[0].clone();
-    let url = format!("{}/alerts/azure-monitor", orchestrator.alerts_url());
+    let target = post::Target {
+        addr: orchestrator.alerts_addr(),
+        path: "/alerts/azure-monitor",
+    };
+    let url = format!("{}{}", orchestrator.alerts_url(), target.path);
 
     progress("alerts: warm-up");
     let warm: Vec<String> = (0..WARMUP_ALERTS)
         .map(|n| azure_alert(&fixture, &format!("198.19.0.{}", n % 250), n))
         .collect();
-    post_all(&senders, &url, warm).await?;
+    post::post_all(&target, warm).await?;
 
     progress("alerts: HTTP ingestion");
     let cpu_before = cpu_time(orchestrator.pid())?;
@@ -250,7 +245,7 @@ pub async fn measure() -> Result<Figures> {
             })
             .collect();
         let round_started = Instant::now();
-        let fates = post_all(&senders, &url, payloads).await?;
+        let fates = post::post_all(&target, payloads).await?;
         let took = round_started.elapsed();
         elapsed += took;
         rounds.push(HTTP_ALERTS as f64 / took.as_secs_f64());
@@ -290,6 +285,11 @@ pub async fn measure() -> Result<Figures> {
     };
 
     progress("alerts: alert to first action, open loop");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(HTTP_CONCURRENCY)
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .tcp_nodelay(true)
+        .build()?;
     let (first_action, latency_refused, late_max) =
         first_action(&http, &url, &fixture, &sink).await?;
 
@@ -416,41 +416,6 @@ fn azure_alert(fixture: &str, ip: &str, n: usize) -> String {
     )
 }
 
-/// POSTs every payload, spread over `senders` with at most [`HTTP_CONCURRENCY`] in flight
-/// each; fails on any answer but 200. Answers each alert's fate.
-async fn post_all(
-    senders: &[reqwest::Client],
-    url: &str,
-    payloads: Vec<String>,
-) -> Result<Vec<String>> {
-    // Parsed once, not once per request: the load generator shares the cores it measures.
-    let url = reqwest::Url::parse(url)?;
-    let slots: Vec<Arc<Semaphore>> = senders
-        .iter()
-        .map(|_| Arc::new(Semaphore::new(HTTP_CONCURRENCY)))
-        .collect();
-    let mut tasks = Vec::with_capacity(payloads.len());
-    for (n, payload) in payloads.into_iter().enumerate() {
-        let (http, slots) = (&senders[n % senders.len()], &slots[n % senders.len()]);
-        let permit = slots.clone().acquire_owned().await?;
-        let request = http
-            .post(url.clone())
-            .header("X-Riposte-Token", TOKEN)
-            .body(payload)
-            .send();
-        tasks.push(tokio::spawn(async move {
-            let answer = request.await;
-            drop(permit);
-            fate_of(answer?).await
-        }));
-    }
-    let mut fates = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        fates.push(tokio::time::timeout(PHASE_TIMEOUT, task).await???);
-    }
-    Ok(fates)
-}
-
 async fn fate_of(answer: reqwest::Response) -> Result<String> {
     let status = answer.status();
     let body = answer.bytes().await?;
@@ -458,8 +423,16 @@ async fn fate_of(answer: reqwest::Response) -> Result<String> {
         let body = String::from_utf8_lossy(&body);
         bail!("the alert listener answered {status}: {body}");
     }
-    let body: serde_json::Value = serde_json::from_slice(&body)?;
-    Ok(body["alerts"][0]["fate"].as_str().unwrap_or("").to_string())
+    fate_in(&body)
+}
+
+/// The fate of the one alert of a payload, from the listener's answer.
+fn fate_in(answer: &[u8]) -> Result<String> {
+    let answer: serde_json::Value = serde_json::from_slice(answer)?;
+    Ok(answer["alerts"][0]["fate"]
+        .as_str()
+        .unwrap_or("")
+        .to_string())
 }
 
 /// Sends [`SYSLOG_ALERTS`] CEF lines over [`SYSLOG_CONNECTIONS`] connections; returns once
