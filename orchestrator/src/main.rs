@@ -17,6 +17,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // No transparent huge pages: memory given back after a burst and touched again by the
+    // next is faulted in 4 KiB at a time, not zeroed 2 MiB at a time (14% of the CPU in a
+    // profile of a syslog burst that followed a quiet second), and the resident set stays
+    // smaller. Where the kernel cannot, huge pages stay as they were: nothing depends on it.
+    let _ = nix::sys::prctl::set_thp_disable(true);
     // Everything the orchestrator creates (the data dir, sled's files, snapshots and blobs
     // included) is its user's alone: it holds alert payloads and run inputs.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
