@@ -283,10 +283,9 @@ impl Node {
     /// The door in front of `engine`, admitting at most `in_flight` alert payloads at once, of
     /// which one feed holds at most `in_flight_per_feed` (by default half, rounded up); no
     /// worker may register until [`Node::with_worker_access`] says who may.
-    pub fn new(engine: Engine, in_flight: usize, in_flight_per_feed: Option<usize>) -> Node {
+    pub fn new(mut engine: Engine, in_flight: usize, in_flight_per_feed: Option<usize>) -> Node {
         let per_feed = in_flight_per_feed.unwrap_or(in_flight.div_ceil(2));
         let rules = engine::SharedRules::default();
-        let mut engine = engine;
         engine.share_rules(rules.clone());
         Node {
             rules,

@@ -145,12 +145,11 @@ pub(super) fn decide_parsed(
             // templates only when some rule may read it.
             let raw = std::mem::take(&mut alert.raw);
             let mut json = serde_json::to_value(&alert).expect("an alert serializes");
-            let raw = match reads_raw {
-                true => {
-                    json["raw"] = raw.into_value();
-                    None
-                }
-                false => Some(raw),
+            let raw = if reads_raw {
+                json["raw"] = raw.into_value();
+                None
+            } else {
+                Some(raw)
             };
             let decision =
                 rules::decide(rules.rules.iter().map(|(r, _)| r), &rules.renderer, &json);

@@ -412,12 +412,12 @@ impl Runs {
             .collect()
     }
 
-    /// Runs currently active (for health and the benchmark).
     /// Whether runs get a trace (traces are exported).
     pub fn tracing(&self) -> bool {
         self.observer.tracing()
     }
 
+    /// Runs currently active (for health and the benchmark).
     pub fn active_runs(&self) -> usize {
         self.scheduler.len()
     }

@@ -29,19 +29,28 @@ pub enum Damage {
 
 /// `payload` with its checksum.
 pub(super) fn seal(payload: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(HEADER + payload.len());
-    value.push(MARK);
-    value.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    value.extend_from_slice(payload);
-    value
+    let mut sealed = header(payload.len());
+    sealed.extend_from_slice(payload);
+    checksummed(sealed)
 }
 
 /// `value`'s JSON with its checksum, written in place (no second copy of the record).
 pub(super) fn seal_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    let mut sealed = Vec::with_capacity(256);
+    let mut sealed = header(256);
+    serde_json::to_writer(&mut sealed, value).expect("a stored record serializes");
+    checksummed(sealed)
+}
+
+/// A sealed value's header, its checksum still blank, with room for `payload_bytes` after it.
+fn header(payload_bytes: usize) -> Vec<u8> {
+    let mut sealed = Vec::with_capacity(HEADER + payload_bytes);
     sealed.push(MARK);
     sealed.extend_from_slice(&[0; HEADER - 1]);
-    serde_json::to_writer(&mut sealed, value).expect("a stored record serializes");
+    sealed
+}
+
+/// `sealed` with the checksum of the payload after its header filled in.
+fn checksummed(mut sealed: Vec<u8>) -> Vec<u8> {
     let sum = crc32fast::hash(&sealed[HEADER..]);
     sealed[1..HEADER].copy_from_slice(&sum.to_le_bytes());
     sealed

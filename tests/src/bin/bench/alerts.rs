@@ -418,16 +418,16 @@ fn azure_alert(fixture: &str, ip: &str, n: usize) -> String {
 
 async fn fate_of(answer: reqwest::Response) -> Result<String> {
     let status = answer.status();
-    let body = answer.bytes().await?;
-    if status != reqwest::StatusCode::OK {
-        let body = String::from_utf8_lossy(&body);
-        bail!("the alert listener answered {status}: {body}");
-    }
-    fate_in(&body)
+    fate_in(status, &answer.bytes().await?)
 }
 
-/// The fate of the one alert of a payload, from the listener's answer.
-fn fate_in(answer: &[u8]) -> Result<String> {
+/// The fate of the one alert of a payload, from the listener's answer; fails on any answer
+/// but 200.
+fn fate_in(status: reqwest::StatusCode, answer: &[u8]) -> Result<String> {
+    if status != reqwest::StatusCode::OK {
+        let body = String::from_utf8_lossy(answer);
+        bail!("the alert listener answered {status}: {body}");
+    }
     let answer: serde_json::Value = serde_json::from_slice(answer)?;
     Ok(answer["alerts"][0]["fate"]
         .as_str()

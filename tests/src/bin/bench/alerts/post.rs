@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -84,10 +84,6 @@ async fn send_all(
         let answer = send.send_request(request).await?;
         let status = answer.status();
         let body = answer.into_body().collect().await?.to_bytes();
-        if status != hyper::StatusCode::OK {
-            let body = String::from_utf8_lossy(&body);
-            bail!("the alert listener answered {status}: {body}");
-        }
-        answered.push((n, super::fate_in(&body)?));
+        answered.push((n, super::fate_in(status, &body)?));
     }
 }
