@@ -7,17 +7,20 @@
 //!   [`HTTP_CONCURRENCY`] concurrent keep-alive connections each. A rule matches every one,
 //!   with a dedup key on the IP: [`DISTINCT_IPS`] runs start, every other alert is coalesced
 //!   into one of them. Each round's alerts per second until its last `200`, which is answered
-//!   only once the alert is durable; the figure is the median round.
+//!   only once the alert is durable; the figure is the median round. Each alert's time to
+//!   stored is from its request being sent to its `200`.
 //! - **Syslog ingestion**: [`SYSLOG_ALERTS`] CEF lines (newline framing, the same
 //!   [`DISTINCT_IPS`] IPs, so the same dedup) over [`SYSLOG_CONNECTIONS`] TCP connections.
 //!   Each client half-closes after its last line and waits for the listener to close: it
 //!   closes only once the last batch it read is durable. Alerts per second until the last
-//!   close.
+//!   close. Meanwhile a probe line every [`SYSLOG_PROBE_PERIOD`] on a connection of its own
+//!   gives the time to stored ([`probe`]).
 //! - **Storm**: for [`STORM`], alerts of one kind (one CEF signature from [`STORM_IPS`]
 //!   addresses) as fast as [`SYSLOG_CONNECTIONS`] TCP connections take them, under a rule
 //!   that deduplicates on the address and starts at most [`STORM_BUDGET`] runs a day. The
 //!   orchestrator's resident set is sampled every second; exactly [`STORM_BUDGET`] runs must
-//!   start, however many alerts came.
+//!   start, however many alerts came. A probe every [`STORM_PROBE_PERIOD`] gives the time to
+//!   stored.
 //! - **Alert to first action**: [`LATENCY_ALERTS`] alerts with distinct IPs (each starts a
 //!   run) POSTed open-loop at [`LATENCY_RATE`] per second; each run's first step is an
 //!   `http.request` to a sink in this process. The latency is from the moment the POST is
@@ -41,6 +44,7 @@ use tokio::sync::Notify;
 
 mod post;
 mod print;
+mod probe;
 
 use super::{
     PHASE_TIMEOUT, Samples, WORKER_CONCURRENCY, WORKERS, cpu_time, ms, progress, start_workers,
@@ -72,6 +76,10 @@ const STORM_BUDGET: usize = 20;
 const ALERTS_KEPT: usize = 100_000;
 /// Lines each storm connection writes at once.
 const STORM_CHUNK: usize = 500;
+/// How often a probe line measures the time to stored: about 300 probes in the syslog phase,
+/// 3,000 in the storm, each on a connection of its own.
+const SYSLOG_PROBE_PERIOD: Duration = Duration::from_millis(2);
+const STORM_PROBE_PERIOD: Duration = Duration::from_millis(20);
 
 /// Targets: an alert storm must not be where alerts are lost.
 const HTTP_ALERTS_PER_SECOND_MIN: f64 = 10_000.0;
@@ -148,6 +156,8 @@ struct Ingestion {
     client_cpu: Duration,
     /// Runs started (the rest were coalesced), as the fates say.
     started: usize,
+    /// Alerts' times from sent to durable: every HTTP alert, the syslog probes.
+    to_stored: Samples,
 }
 
 impl Ingestion {
@@ -187,6 +197,8 @@ struct Storm {
     rss_kib: Vec<u64>,
     peak_rss_kib: u64,
     runs: usize,
+    /// The probes' times from sent to durable.
+    to_stored: Samples,
 }
 
 /// When the sink saw each IP first.
@@ -235,6 +247,7 @@ pub async fn measure() -> Result<Figures> {
     let cpu_before = cpu_time(orchestrator.pid())?;
     let client_before = cpu_time(std::process::id())?;
     let (mut elapsed, mut rounds, mut started) = (Duration::ZERO, Vec::new(), 0);
+    let mut to_stored = Vec::with_capacity(HTTP_ROUNDS * HTTP_ALERTS);
     for round in 0..HTTP_ROUNDS {
         // Every alert of every round is a new one; the same 200 IPs: the first round starts
         // their runs, the others are coalesced into them.
@@ -245,11 +258,12 @@ pub async fn measure() -> Result<Figures> {
             })
             .collect();
         let round_started = Instant::now();
-        let fates = post::post_all(&target, payloads).await?;
+        let answers = post::post_all(&target, payloads).await?;
         let took = round_started.elapsed();
         elapsed += took;
         rounds.push(HTTP_ALERTS as f64 / took.as_secs_f64());
-        started += fates.iter().filter(|f| *f == "started").count();
+        started += answers.fates.iter().filter(|f| *f == "started").count();
+        to_stored.extend(answers.to_stored);
     }
     let http_figures = Ingestion {
         alerts: HTTP_ROUNDS * HTTP_ALERTS,
@@ -259,21 +273,27 @@ pub async fn measure() -> Result<Figures> {
         orchestrator_cpu: cpu_time(orchestrator.pid())? - cpu_before,
         client_cpu: cpu_time(std::process::id())? - client_before,
         started,
+        to_stored: Samples::new(to_stored),
     };
 
     progress("alerts: syslog ingestion over TCP");
     let cpu_before = cpu_time(orchestrator.pid())?;
     let client_before = cpu_time(std::process::id())?;
     let started = Instant::now();
+    let probes = probe::Probes::start(orchestrator.syslog_tcp_addr(), SYSLOG_PROBE_PERIOD, |n| {
+        syslog_line(n, format_args!("probe-{n}"))
+    });
     send_syslog(orchestrator.syslog_tcp_addr()).await?;
+    let elapsed = started.elapsed();
     let syslog_figures = Ingestion {
         alerts: SYSLOG_ALERTS,
-        elapsed: started.elapsed(),
+        elapsed,
         rounds: Vec::new(),
         peak_rss_kib: peak_rss_kib(orchestrator.pid())?,
         orchestrator_cpu: cpu_time(orchestrator.pid())? - cpu_before,
         client_cpu: cpu_time(std::process::id())? - client_before,
         started: 0,
+        to_stored: probes.stop().await?,
     };
     check_syslog_stored(&orchestrator).await?;
     let syslog_figures = Ingestion {
@@ -338,6 +358,9 @@ async fn storm(orchestrator: &Orchestrator, sink: &SocketAddr) -> Result<Storm> 
     for c in 0..SYSLOG_CONNECTIONS {
         senders.push(tokio::spawn(storm_connection(addr, c, deadline)));
     }
+    let probes = probe::Probes::start(addr, STORM_PROBE_PERIOD, |n| {
+        storm_line(n, format_args!("probe-{n}"))
+    });
     let mut rss_kib = Vec::new();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -348,6 +371,7 @@ async fn storm(orchestrator: &Orchestrator, sink: &SocketAddr) -> Result<Storm> 
         alerts += tokio::time::timeout(PHASE_TIMEOUT, sender).await???;
     }
     let elapsed = started.elapsed();
+    let to_stored = probes.stop().await?;
     let runs = client
         .list_runs(riposte_proto::v1::ListRunsRequest {
             playbook: "storm-hit".into(),
@@ -367,6 +391,7 @@ async fn storm(orchestrator: &Orchestrator, sink: &SocketAddr) -> Result<Storm> 
         rss_kib,
         peak_rss_kib: peak_rss_kib(pid)?,
         runs,
+        to_stored,
     })
 }
 
@@ -380,11 +405,8 @@ async fn storm_connection(addr: SocketAddr, c: usize, deadline: Instant) -> Resu
         let mut text = String::with_capacity(STORM_CHUNK * 200);
         for n in 0..STORM_CHUNK {
             let i = sent + n;
-            text.push_str(&format!(
-                "<132>Jan 15 10:00:00 ids01 CEF:0|Contoso|IDS|5.0|4001|Port scan detected|7|\
-                 src=198.19.8.{} dst=198.51.100.200 dpt=22 proto=TCP cs1={c}-{i}\n",
-                i % STORM_IPS + 1,
-            ));
+            text.push_str(&storm_line(i, format_args!("{c}-{i}")));
+            text.push('\n');
         }
         stream.write_all(text.as_bytes()).await?;
         sent += STORM_CHUNK;
@@ -393,6 +415,25 @@ async fn storm_connection(addr: SocketAddr, c: usize, deadline: Instant) -> Resu
     let mut rest = Vec::new();
     stream.read_to_end(&mut rest).await?;
     Ok(sent)
+}
+
+/// The `i`th line of the syslog phase (from the `i % DISTINCT_IPS`th IP), told apart by `tag`.
+fn syslog_line(i: usize, tag: impl std::fmt::Display) -> String {
+    format!(
+        "<134>Jan 15 10:00:00 fw01 CEF:0|Contoso|Firewall|2.1|100|Connection blocked|5|\
+         src={} spt={} dst=198.51.100.200 dpt=22 proto=TCP act=blocked cs1={tag}",
+        ip_of(i % DISTINCT_IPS, true),
+        10_000 + i % 50_000,
+    )
+}
+
+/// The `i`th line of the storm, one of [`STORM_IPS`] addresses, told apart by `tag`.
+fn storm_line(i: usize, tag: impl std::fmt::Display) -> String {
+    format!(
+        "<132>Jan 15 10:00:00 ids01 CEF:0|Contoso|IDS|5.0|4001|Port scan detected|7|\
+         src=198.19.8.{} dst=198.51.100.200 dpt=22 proto=TCP cs1={tag}",
+        i % STORM_IPS + 1,
+    )
 }
 
 /// The IP of the `n`th of [`DISTINCT_IPS`] of the HTTP phase (203.0.113.0/24 and
@@ -446,12 +487,8 @@ async fn send_syslog(addr: SocketAddr) -> Result<()> {
         let mut text = String::with_capacity(per_connection * 200);
         for n in 0..per_connection {
             let i = c * per_connection + n;
-            text.push_str(&format!(
-                "<134>Jan 15 10:00:00 fw01 CEF:0|Contoso|Firewall|2.1|100|Connection blocked|5|\
-                 src={} spt={} dst=198.51.100.200 dpt=22 proto=TCP act=blocked cs1={i}\n",
-                ip_of(i % DISTINCT_IPS, true),
-                10_000 + i % 50_000,
-            ));
+            text.push_str(&syslog_line(i, i));
+            text.push('\n');
         }
         tasks.push(tokio::spawn(async move {
             stream.write_all(text.as_bytes()).await?;

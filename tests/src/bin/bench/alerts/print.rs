@@ -16,18 +16,30 @@ impl Figures {
             "{:<52} {:>14} {:>9}  {:<22} verdict",
             "", "value", "vs floor", "target"
         );
-        for (what, figures, min) in [
+        let to_stored = |what: &str, samples: &Samples| {
+            let p99 = samples.p99();
+            println!(
+                "{:<52} {:>11.3} ms {:>9}  {:<22}",
+                format!("  p99 to stored ({what})"),
+                ms(p99),
+                ratio(p99),
+                "-"
+            );
+        };
+        for (what, figures, min, how) in [
             (
                 format!(
                     "ingested over HTTP, {HTTP_SENDERS} senders x {HTTP_CONCURRENCY} connections"
                 ),
                 &self.http,
                 HTTP_ALERTS_PER_SECOND_MIN,
+                "POST sent to its 200",
             ),
             (
                 format!("ingested over TCP syslog, {SYSLOG_CONNECTIONS} connections"),
                 &self.syslog,
                 SYSLOG_ALERTS_PER_SECOND_MIN,
+                "probe line to its close",
             ),
         ] {
             let per_alert = Duration::from_secs_f64(1.0 / figures.per_second());
@@ -39,6 +51,7 @@ impl Figures {
                 format!(">= {min:.0} alerts/s"),
                 crate::verdict(met)
             );
+            to_stored(how, &figures.to_stored);
         }
         println!(
             "{:<52} {:>9.1} MiB {:>9}  {:<22}",
@@ -73,6 +86,7 @@ impl Figures {
             "-",
             "-"
         );
+        to_stored("probe line to its close", &storm.to_stored);
         println!(
             "{:<52} {:>9.1} MiB {:>9}  {:<22}",
             "orchestrator peak RSS after the storm",
@@ -93,6 +107,31 @@ impl Figures {
                 figures.orchestrator_cpu.as_secs_f64() / figures.elapsed.as_secs_f64(),
                 figures.peak_rss_kib as f64 / 1024.0,
                 figures.client_cpu.as_secs_f64() / figures.elapsed.as_secs_f64(),
+            );
+        }
+        for (what, samples, how) in [
+            (
+                "HTTP",
+                &self.http.to_stored,
+                "every alert, from its POST being sent to its 200, which is answered once the alert is durable",
+            ),
+            (
+                "syslog",
+                &self.syslog.to_stored,
+                "probe lines sent while the phase ran, each on a connection of its own, from its write to the listener's close, which comes once every line read from it is durable",
+            ),
+            (
+                "storm",
+                &storm.to_stored,
+                "probe lines, as in the syslog phase",
+            ),
+        ] {
+            println!(
+                "  {what} to stored: p50 {:.3} ms, p99 {:.3} ms, slowest {:.3} ms over {} samples: {how}",
+                ms(samples.median()),
+                ms(samples.p99()),
+                ms(samples.max()),
+                samples.len(),
             );
         }
         let at = |second: usize| {
