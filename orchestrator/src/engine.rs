@@ -83,8 +83,6 @@ pub mod limits {
     /// flush; `--alerts-in-flight`); one more is refused (RESOURCE_EXHAUSTED, HTTP 429) until
     /// one is acknowledged.
     pub const ALERTS_IN_FLIGHT_DEFAULT: usize = 256;
-    /// Expired dedup entries are removed every this many payloads (and at start).
-    pub const DEDUP_PRUNE_EVERY: usize = 1000;
 }
 
 #[derive(Debug, thiserror::Error)]

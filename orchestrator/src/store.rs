@@ -630,7 +630,8 @@ mod seal;
 mod tests;
 use alerts::dedup_key;
 pub use alerts::{
-    AlertFate, AlertPage, AlertWrite, BudgetState, DedupEntry, Disabled, StoredAlert, StoredRule,
+    AlertFate, AlertPage, AlertWrite, BudgetState, DedupEntry, DedupExpiry, Disabled, StoredAlert,
+    StoredRule,
 };
 pub use audit::{
     AUDIT_KEY_FILE, AuditEntry, AuditFilter, AuditOutcome, AuditPage, AuditRecord, AuditVerdict,

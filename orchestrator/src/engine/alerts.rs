@@ -5,7 +5,8 @@
 //! they started, the dedup entries and the budget counts are one store transaction; the
 //! caller acknowledges only once it is durable.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use riposte_playbooks::Renderer;
@@ -16,7 +17,8 @@ use super::{Error, Prepared, Runs, StartRequest, limits};
 use crate::clock::Clock;
 use crate::pending::Pending;
 use crate::store::{
-    self, AlertFate, AlertWrite, BudgetState, DedupEntry, PollWrite, Store, StoredAlert, StoredRule,
+    self, AlertFate, AlertWrite, BudgetState, DedupEntry, DedupExpiry, PollWrite, Store,
+    StoredAlert, StoredRule,
 };
 use riposte_ingest::{self as ingest, Format, GenericMapping};
 use riposte_playbooks::rules::{self, Decision, Rule};
@@ -172,8 +174,10 @@ pub struct Alerts {
     pub(super) clock: Clock,
     /// Alerts held in the store (counted once, then kept in step).
     held: Option<usize>,
-    /// Payloads ingested since expired dedup entries were last removed.
-    ingests_since_prune: usize,
+    /// The stored dedup entries, soonest expiry first (read once at start, then kept in
+    /// step): removing the expired ones reads those alone. A key given a later window keeps
+    /// its earlier expiry here too, until that one is taken and found replaced.
+    dedup_expiries: BinaryHeap<Reverse<DedupExpiry>>,
     /// The enabled rules in evaluation order, with their stored sources: what alerts are
     /// decided against, shared with the alerts being decided outside the lock (replaced on
     /// every change, see `engine::rules`).
@@ -277,17 +281,32 @@ impl Alerts {
         let seq = runs.commit_with(effects.transitions, |store, writes| {
             store.put_alerts(writes, &write)
         })?;
+        self.dedup_expiries.extend(
+            (write.dedup.iter())
+                .map(|(rule, key, entry)| Reverse(DedupExpiry::new(rule, key, entry))),
+        );
         self.keep_alerts_bounded(stored.len())?;
-        self.prune_dedup_now_and_then(received_ms)?;
+        self.remove_expired_dedup(received_ms)?;
         Ok((Pending::new(stored, seq), Spent(spent)))
     }
 
-    /// Removes expired dedup entries every [`limits::DEDUP_PRUNE_EVERY`] payloads.
-    fn prune_dedup_now_and_then(&mut self, now_ms: i64) -> Result<(), Error> {
-        self.ingests_since_prune += 1;
-        if self.ingests_since_prune >= limits::DEDUP_PRUNE_EVERY {
-            self.ingests_since_prune = 0;
-            self.store.prune_dedup(now_ms)?;
+    /// Removes the dedup entries expired at `now_ms` (after each write): those at the front
+    /// of the expiry order, read alone. Under the engine's lock, so its time is what expired,
+    /// not every key a window still holds.
+    fn remove_expired_dedup(&mut self, now_ms: i64) -> Result<(), Error> {
+        let mut expired = Vec::new();
+        while let Some(Reverse(first)) = self.dedup_expiries.peek()
+            && first.expires_ms <= now_ms
+        {
+            expired.extend(self.dedup_expiries.pop().map(|Reverse(e)| e));
+        }
+        if expired.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.store.remove_expired_dedup(&expired, now_ms) {
+            // Taken again after the next write.
+            self.dedup_expiries.extend(expired.into_iter().map(Reverse));
+            return Err(e.into());
         }
         Ok(())
     }
@@ -438,7 +457,7 @@ impl Alerts {
             clock: clock.clone(),
             pollers,
             held: None,
-            ingests_since_prune: 0,
+            dedup_expiries: BinaryHeap::new(),
             rules: Arc::new(Vec::new()),
             all: Vec::new(),
             renderer: Arc::new(Renderer::new()),
@@ -456,7 +475,8 @@ impl Alerts {
             }
         }
         alerts.set_rules(all);
-        store.prune_dedup(clock.now_ms())?;
+        let kept = store.prune_dedup(clock.now_ms())?;
+        alerts.dedup_expiries = kept.into_iter().map(Reverse).collect();
         Ok(alerts)
     }
 
@@ -539,88 +559,4 @@ fn in_period(state: BudgetState, period_start_ms: i64) -> BudgetState {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_budget_starts_again_each_period_and_never_goes_back_to_an_earlier_one() {
-        let hour = 3_600_000;
-        let state = BudgetState {
-            period_start_ms: 5 * hour,
-            runs: 20,
-        };
-        assert_eq!(in_period(state, 5 * hour), state);
-        assert_eq!(in_period(state, 6 * hour).runs, 0);
-        // Received before the period of the count: still counted in it, not started afresh.
-        assert_eq!(in_period(state, 4 * hour), state);
-    }
-
-    #[test]
-    fn every_source_has_a_parser_and_others_are_refused() {
-        for source in SOURCES {
-            assert!(format_of(source).is_ok(), "{source}");
-        }
-        assert!(matches!(
-            format_of("splunk"),
-            Err(Error::InvalidArgument(_))
-        ));
-    }
-
-    #[test]
-    fn an_oversize_payload_is_resource_exhausted_and_bad_json_invalid() {
-        let big = vec![b' '; ingest::PAYLOAD_BYTES_MAX + 1];
-        let e = ingest::parse(&Format::AzureMonitor, &big).expect_err("too large");
-        assert!(matches!(ingest_error(e), Error::ResourceExhausted(_)));
-        let e = ingest::parse(&Format::AzureMonitor, b"{\"schemaId\":").expect_err("truncated");
-        assert!(matches!(ingest_error(e), Error::InvalidArgument(_)));
-    }
-
-    #[test]
-    fn raw_is_seen_by_a_rule_that_reads_it_and_kept_out_of_the_stored_alert() {
-        let renderer = Arc::new(Renderer::new());
-        let rule = |source: &str| {
-            let rule = rules::parse(source, &renderer).expect("a valid rule");
-            let stored = StoredRule {
-                name: rule.name.clone(),
-                source: source.to_string(),
-                applied_at_ms: 0,
-                disabled: None,
-            };
-            (rule, stored)
-        };
-        let fired = rule(
-            "name: fired\nmatch: \"alert.raw.data.essentials.monitorCondition == 'Fired'\"\nplaybook: p\n",
-        );
-        let plain = rule("name: plain\nmatch: \"alert.severity == 'high'\"\nplaybook: p\n");
-        assert!(fired.0.reads_raw && !plain.0.reads_raw);
-        let payload = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../ingest/tests/fixtures/ingest/azure-monitor-common-log-alert.json"
-        ))
-        .expect("the fixture");
-        for (rules, expected) in [(vec![fired], "fired"), (vec![plain], "plain")] {
-            let rules = AlertRules {
-                rules: Arc::new(rules),
-                renderer: renderer.clone(),
-                clock: Clock::manual(1_000),
-            };
-            let decided =
-                decide("azure-monitor", payload.clone().into(), &rules, None).expect("parsed");
-            let (alert, view, decision) = decided.alerts.into_iter().next().expect("one alert");
-            assert!(
-                matches!(decision, Decision::Start { index: 0, .. }),
-                "{expected}: {decision:?}"
-            );
-            assert_eq!(
-                alert.raw.into_value(),
-                Value::Null,
-                "the stored alert has no raw"
-            );
-            assert_eq!(
-                view.into_trigger()["raw"]["data"]["essentials"]["monitorCondition"],
-                "Fired",
-                "the run's trigger has it"
-            );
-        }
-    }
-}
+mod tests;

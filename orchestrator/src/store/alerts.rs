@@ -53,6 +53,25 @@ pub struct DedupEntry {
     pub expires_ms: i64,
 }
 
+/// When a dedup entry expires, and its row: the engine keeps these in expiry order, so that
+/// removing the expired entries reads those alone ([`Store::remove_expired_dedup`]), not
+/// every entry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DedupExpiry {
+    pub expires_ms: i64,
+    row: Box<[u8]>,
+}
+
+impl DedupExpiry {
+    /// The expiry of `entry`, written for `rule`'s dedup `key`.
+    pub fn new(rule: &str, key: &str, entry: &DedupEntry) -> DedupExpiry {
+        DedupExpiry {
+            expires_ms: entry.expires_ms,
+            row: dedup_key(rule, key).into(),
+        }
+    }
+}
+
 /// Runs a rule started in the budget period beginning at `period_start_ms`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BudgetState {
@@ -140,23 +159,59 @@ impl Store {
             })
     }
 
-    /// Removes the dedup entries expired at `now_ms`; answers how many.
-    pub fn prune_dedup(&self, now_ms: i64) -> Result<usize, Error> {
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
+    /// Removes the dedup entries expired at `now_ms`, reading every entry (at start); answers
+    /// the expiry of each one kept.
+    pub fn prune_dedup(&self, now_ms: i64) -> Result<Vec<DedupExpiry>, Error> {
+        let mut expired = Vec::new();
+        let mut kept = Vec::new();
         for kv in self.alert_dedup.iter() {
-            let (key, value) = kv?;
-            let entry: DedupEntry = decode("alert_dedup", &key, &value)?;
+            let (row, value) = kv?;
+            let entry: DedupEntry = decode("alert_dedup", &row, &value)?;
+            let row = DedupExpiry {
+                expires_ms: entry.expires_ms,
+                row: (*row).into(),
+            };
             if entry.expires_ms <= now_ms {
-                batch.remove(key);
-                removed += 1;
+                expired.push(row);
+            } else {
+                kept.push(row);
             }
         }
-        if removed > 0 {
-            self.alert_dedup.apply_batch(batch)?;
-            self.written();
+        self.remove_dedup(&expired)?;
+        Ok(kept)
+    }
+
+    /// Removes the entries of `expired` that are still expired at `now_ms` (a key may hold a
+    /// later window since, which stays); answers how many.
+    pub fn remove_expired_dedup(
+        &self,
+        expired: &[DedupExpiry],
+        now_ms: i64,
+    ) -> Result<usize, Error> {
+        let mut still = Vec::with_capacity(expired.len());
+        for e in expired {
+            if let Some(value) = self.alert_dedup.get(&e.row)? {
+                let entry: DedupEntry = decode("alert_dedup", &e.row, &value)?;
+                if entry.expires_ms <= now_ms {
+                    still.push(e);
+                }
+            }
         }
-        Ok(removed)
+        self.remove_dedup(&still)
+    }
+
+    /// Removes the dedup entries of `rows` in one batch; answers how many.
+    fn remove_dedup(&self, rows: &[impl std::borrow::Borrow<DedupExpiry>]) -> Result<usize, Error> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut batch = sled::Batch::default();
+        for row in rows {
+            batch.remove(&*row.borrow().row);
+        }
+        self.alert_dedup.apply_batch(batch)?;
+        self.written();
+        Ok(rows.len())
     }
 
     /// Stores (or replaces) a rule's source.

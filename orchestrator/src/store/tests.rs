@@ -160,7 +160,11 @@ async fn expired_dedup_entries_are_pruned_and_live_ones_kept() {
         poll: None,
     };
     store.put_alerts(&[], &write).expect("written");
-    assert_eq!(store.prune_dedup(2_000).expect("pruned"), 1);
+    let live = DedupExpiry::new("r", "live", &write.dedup[1].2);
+    assert_eq!(
+        store.prune_dedup(2_000).expect("pruned"),
+        vec![live.clone()]
+    );
     assert_eq!(store.dedup_entry("r", "old").expect("read"), None);
     assert_eq!(
         store
@@ -170,6 +174,37 @@ async fn expired_dedup_entries_are_pruned_and_live_ones_kept() {
         Some(5_000)
     );
     assert_eq!(store.budget("r").expect("read").runs, 3);
+
+    // Given back by expiry: an entry given a later window since stays, as does one still
+    // live; one no longer stored is passed over.
+    let entry = |expires_ms| DedupEntry {
+        run_id: run,
+        expires_ms,
+    };
+    let renewed = |expires_ms| AlertWrite {
+        dedup: vec![("r", "again", entry(expires_ms))],
+        ..AlertWrite::default()
+    };
+    store.put_alerts(&[], &renewed(1_500)).expect("written");
+    let first_window = DedupExpiry::new("r", "again", &entry(1_500));
+    store.put_alerts(&[], &renewed(9_000)).expect("written");
+    let gone = DedupExpiry::new("r", "old", &entry(1_000));
+    let taken = [first_window, gone, live.clone()];
+    assert_eq!(
+        store.remove_expired_dedup(&taken, 3_000).expect("removed"),
+        0
+    );
+    assert!(store.dedup_entry("r", "again").expect("read").is_some());
+    assert!(store.dedup_entry("r", "live").expect("read").is_some());
+    assert_eq!(
+        store.remove_expired_dedup(&[live], 5_000).expect("removed"),
+        1
+    );
+    assert_eq!(store.dedup_entry("r", "live").expect("read"), None);
+    assert_eq!(
+        store.dedup_entry("r", "again").expect("read"),
+        Some(entry(9_000))
+    );
 }
 
 pub(super) fn stored_alert() -> StoredAlert {
