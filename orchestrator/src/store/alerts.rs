@@ -167,17 +167,16 @@ impl Store {
         for kv in self.alert_dedup.iter() {
             let (row, value) = kv?;
             let entry: DedupEntry = decode("alert_dedup", &row, &value)?;
-            let row = DedupExpiry {
-                expires_ms: entry.expires_ms,
-                row: (*row).into(),
-            };
             if entry.expires_ms <= now_ms {
                 expired.push(row);
             } else {
-                kept.push(row);
+                kept.push(DedupExpiry {
+                    expires_ms: entry.expires_ms,
+                    row: (*row).into(),
+                });
             }
         }
-        self.remove_dedup(&expired)?;
+        self.remove_dedup(expired)?;
         Ok(kept)
     }
 
@@ -193,25 +192,26 @@ impl Store {
             if let Some(value) = self.alert_dedup.get(&e.row)? {
                 let entry: DedupEntry = decode("alert_dedup", &e.row, &value)?;
                 if entry.expires_ms <= now_ms {
-                    still.push(e);
+                    still.push(&*e.row);
                 }
             }
         }
-        self.remove_dedup(&still)
+        self.remove_dedup(still)
     }
 
     /// Removes the dedup entries of `rows` in one batch; answers how many.
-    fn remove_dedup(&self, rows: &[impl std::borrow::Borrow<DedupExpiry>]) -> Result<usize, Error> {
-        if rows.is_empty() {
+    fn remove_dedup(&self, rows: Vec<impl Into<sled::IVec>>) -> Result<usize, Error> {
+        let removed = rows.len();
+        if removed == 0 {
             return Ok(0);
         }
         let mut batch = sled::Batch::default();
         for row in rows {
-            batch.remove(&*row.borrow().row);
+            batch.remove(row);
         }
         self.alert_dedup.apply_batch(batch)?;
         self.written();
-        Ok(rows.len())
+        Ok(removed)
     }
 
     /// Stores (or replaces) a rule's source.
